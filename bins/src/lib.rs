@@ -1,0 +1,94 @@
+//! The `passt`, `pasta` and `qrap` programs: command line, start-up, and the glue between the
+//! OS shim and the core. One binary serves passt and pasta; the name it is run under picks
+//! the mode, as with the original (a `pasta` link to `passt` is pasta).
+
+pub mod cli;
+pub mod summary;
+
+use std::ffi::OsString;
+use std::io::Write as _;
+use std::path::Path;
+
+use os_shim::{hostinfo, netlink};
+use sans_io::config::derive::{self, Level};
+use sans_io::config::host::HostNet;
+use sans_io::config::{Config, ListChoice, Mode};
+
+pub use cli::mode_from_argv0;
+
+/// Exit status for configuration and start-up errors.
+pub const EXIT_FAILURE: i32 = 1;
+
+/// Runs passt or pasta with a whole command line (`args[0]` picks the mode).
+pub fn main_with_args(args: Vec<OsString>) -> i32 {
+    let mode = args
+        .first()
+        .map(|a| mode_from_argv0(a))
+        .unwrap_or(Mode::Passt);
+    let name = mode.name();
+    let cli = match cli::parse(mode, &args) {
+        Ok(cli::Parsed::Run(cli)) => cli,
+        Ok(cli::Parsed::Help(text)) => {
+            print!("{text}");
+            return 0;
+        }
+        Ok(cli::Parsed::Version(text)) => {
+            println!("{text}");
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let config = match configure(&cli) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    if !cli.log.quiet {
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "{}", summary::Summary(&config));
+    }
+    // The data path (namespaces, tap, qemu socket, translation) comes next; until it exists,
+    // say so plainly rather than pretend to connect anything.
+    eprintln!("{name}: configuration done; the data path is not implemented in this build yet");
+    EXIT_FAILURE
+}
+
+/// Reads the host and derives the configuration, printing the notices it produced.
+pub fn configure(cli: &cli::Cli) -> Result<Config, String> {
+    let name = cli.mode.name();
+    let host = match netlink::Netlink::open().and_then(|mut nl| nl.dump_host_net()) {
+        Ok(host) => host,
+        Err(e) => {
+            // Start anyway: with no host information we come up in local mode.
+            eprintln!("{name}: warning: cannot read the host's network configuration: {e}");
+            HostNet::default()
+        }
+    };
+    let need_resolv = !matches!(cli.net.dns, ListChoice::List(_) | ListChoice::Disabled)
+        || !matches!(cli.net.search, ListChoice::List(_) | ListChoice::Disabled);
+    let resolv = if need_resolv {
+        hostinfo::read_resolv_conf(Path::new(hostinfo::RESOLV_CONF)).unwrap_or_else(|e| {
+            eprintln!(
+                "{name}: warning: cannot read {}: {e}",
+                hostinfo::RESOLV_CONF
+            );
+            Default::default()
+        })
+    } else {
+        Default::default()
+    };
+    let derived = derive::derive(&cli.net, &host, &resolv).map_err(|e| e.to_string())?;
+    for notice in &derived.notices {
+        match notice.level {
+            Level::Warning => eprintln!("{name}: warning: {}", notice.text),
+            Level::Info if !cli.log.quiet => eprintln!("{name}: {}", notice.text),
+            Level::Info => {}
+        }
+    }
+    Ok(derived.config)
+}

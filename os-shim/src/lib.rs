@@ -1,0 +1,8 @@
+//! The OS shim: everything our passt and pasta ask of Linux.
+//!
+//! The core (`sans-io`) decides; this crate reads the host (rtnetlink, resolv.conf, procfs)
+//! and will carry out the core's actions (epoll, tap, sockets, namespaces). It is the only
+//! crate of the workspace that makes system calls.
+
+pub mod hostinfo;
+pub mod netlink;
