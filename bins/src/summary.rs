@@ -86,7 +86,7 @@ impl fmt::Display for Summary<'_> {
                     Some(gw) => writeln!(f, "IPv6 gateway: {gw}")?,
                     None => writeln!(f, "IPv6 gateway: none")?,
                 }
-                writeln!(f, "IPv6 our link-local address: {}", ip6.our_link_local)?;
+                writeln!(f, "IPv6 our link-local address: {}", ip6.our_addr)?;
                 if let Some(a) = ip6.map_host_loopback {
                     writeln!(f, "IPv6 host loopback reached at: {a}")?;
                 }

@@ -59,7 +59,7 @@ fn dual_stack() {
         (v6("2001:db8:1::2"), 64, Some(v6("2001:db8:1::1")))
     );
     // A global gateway: our link-local address is the host interface's.
-    assert_eq!(ip6.our_link_local, v6("fe80::ff:fe00:102"));
+    assert_eq!(ip6.our_addr, v6("fe80::ff:fe00:102"));
     assert_eq!(c.our_mac, MacAddr([2, 0, 0, 0, 1, 2]));
     assert_eq!(c.host_mtu, Some(1500));
     assert_eq!(c.dns, vec![ip("203.0.113.53"), ip("2001:db8:2::53")]);
@@ -152,7 +152,7 @@ fn link_local_ipv6_gateway() {
     assert_eq!(ip6.gateway, Some(v6("fe80::1")));
     // The router's link-local address is also ours towards the guest: NDP and DHCPv6 come
     // from the address the guest routes through.
-    assert_eq!(ip6.our_link_local, v6("fe80::1"));
+    assert_eq!(ip6.our_addr, v6("fe80::1"));
     assert_eq!(ip6.map_host_loopback, Some(v6("fe80::1")));
     assert_eq!(ip6.addr, v6("2001:db8:1::2"));
 }

@@ -52,7 +52,7 @@ fn dual_stack_host() {
     assert_eq!((ip6.addr, ip6.prefix_len), (v6("2001:db8:1::2"), 64));
     assert_eq!(ip6.gateway, Some(v6("fe80::1")));
     // A link-local gateway is also our own link-local address towards the guest.
-    assert_eq!(ip6.our_link_local, v6("fe80::1"));
+    assert_eq!(ip6.our_addr, v6("fe80::1"));
     assert_eq!(c.our_mac, MacAddr(MAC));
     assert_eq!(c.host_mtu, Some(1500));
     assert_eq!(c.mtu, Some(65520));

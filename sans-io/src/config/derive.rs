@@ -12,8 +12,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use super::host::{addr_flags, route_type, scope, HostAddr, HostNet, HostRoute};
 use super::resolv::ResolvConf;
 use super::{
-    AddrChoice, Config, Family, Forwarding, GuestAddr, GuestRoute, Ip4Config, Ip6Config,
-    ListChoice, Mode, NetOptions, Protocols, Services, DEFAULT_MTU, MIN_MTU_IPV6,
+    AddrChoice, Config, Family, Forwarding, GuestAddr, GuestRoute, IpConfig, IpFamily, ListChoice,
+    Mode, NetOptions, Protocols, Services, DEFAULT_MTU, MIN_MTU_IPV6,
 };
 use crate::fwd::ForwardMode;
 use crate::wire::MacAddr;
@@ -66,14 +66,19 @@ pub fn derive(
     let want4 = opts.family != Family::V6Only;
     let mut want6 = opts.family != Family::V4Only;
 
-    if let Some(name) = &opts.interface {
-        check_link(host, "--interface", name)?;
-    }
-    if let Some(name) = &opts.outbound_if4 {
-        check_link(host, "--outbound-if4", name)?;
-    }
-    if let Some(name) = &opts.outbound_if6 {
-        check_link(host, "--outbound-if6", name)?;
+    for (option, name) in [
+        ("--interface", &opts.interface),
+        ("--outbound-if4", &opts.outbound_if4),
+        ("--outbound-if6", &opts.outbound_if6),
+    ] {
+        if let Some(name) = name {
+            if host.link_by_name(name).is_none() {
+                return Err(ConfigError::NoSuchInterface {
+                    option,
+                    name: name.clone(),
+                });
+            }
+        }
     }
 
     let mtu = match opts.mtu {
@@ -88,29 +93,16 @@ pub fn derive(
         )));
     }
 
+    let fam4 = FamilyOptions::v4(opts);
+    let fam6 = FamilyOptions::v6(opts);
     let template4 = want4
-        .then(|| {
-            template_link(
-                host,
-                opts.interface.as_deref(),
-                opts.outbound_if4.as_deref(),
-                V4,
-            )
-        })
+        .then(|| template_link::<Ipv4Addr>(host, &fam4))
         .flatten();
     let template6 = want6
-        .then(|| {
-            template_link(
-                host,
-                opts.interface.as_deref(),
-                opts.outbound_if6.as_deref(),
-                V6,
-            )
-        })
+        .then(|| template_link::<Ipv6Addr>(host, &fam6))
         .flatten();
-
-    let mut ip4 = template4.and_then(|ifindex| ip4_from_host(opts, host, ifindex, &mut notices));
-    let mut ip6 = template6.and_then(|ifindex| ip6_from_host(opts, host, ifindex, &mut notices));
+    let mut ip4 = template4.and_then(|i| from_host(&fam4, host, i, &mut notices));
+    let mut ip6 = template6.and_then(|i| from_host(&fam6, host, i, &mut notices));
 
     let local_mode = ip4.is_none() && ip6.is_none();
     if local_mode {
@@ -118,57 +110,67 @@ pub fn derive(
             "no usable host interface: starting in local mode, with link-local addresses"
                 .to_owned(),
         ));
-        ip4 = want4.then(|| ip4_local(opts));
-        ip6 = want6.then(|| ip6_local(opts));
+        ip4 = want4.then(|| local(&fam4));
+        ip6 = want6.then(|| local(&fam6));
     } else {
-        if want4 && ip4.is_none() {
-            notices.push(warn(
-                "IPv4 disabled: no usable default route and address on the host".to_owned(),
-            ));
+        for (wanted, got, name) in [
+            (want4, ip4.is_some(), "IPv4"),
+            (want6, ip6.is_some(), "IPv6"),
+        ] {
+            if wanted && !got {
+                notices.push(warn(format!(
+                    "{name} disabled: no usable default route and address on the host"
+                )));
+            }
         }
-        if want6 && ip6.is_none() {
-            notices.push(warn(
-                "IPv6 disabled: no usable default route and address on the host".to_owned(),
-            ));
-        }
+    }
+    if let Some(c) = &mut ip4 {
+        apply_mappings(c, &fam4);
+    }
+    if let Some(c) = &mut ip6 {
+        apply_mappings(c, &fam6);
     }
 
-    if let Some(ip4) = &mut ip4 {
-        ip4.map_host_loopback = match opts.map_host_loopback4 {
-            AddrChoice::Default => ip4.gateway,
-            AddrChoice::Disabled => None,
-            AddrChoice::Addr(a) => Some(a),
-        };
-        ip4.map_guest_addr = choice(opts.map_guest_addr4);
-        ip4.dns_match = opts.dns_forward4;
-        ip4.outbound_addr = opts.outbound4;
-        ip4.outbound_if = opts.outbound_if4.clone();
+    let explicit_dns = matches!(opts.dns, ListChoice::List(_));
+    let servers: &[IpAddr] = match &opts.dns {
+        ListChoice::FromHost => &resolv.nameservers,
+        ListChoice::Disabled => &[],
+        ListChoice::List(list) => list,
+    };
+    let mut dns = Vec::new();
+    if let Some(c) = &mut ip4 {
+        dns.extend(
+            resolve_dns(c, &fam4, servers, explicit_dns)
+                .into_iter()
+                .map(IpAddr::V4),
+        );
     }
-    if let Some(ip6) = &mut ip6 {
-        ip6.map_host_loopback = match opts.map_host_loopback6 {
-            AddrChoice::Default => ip6.gateway,
-            AddrChoice::Disabled => None,
-            AddrChoice::Addr(a) => Some(a),
-        };
-        ip6.map_guest_addr = choice(opts.map_guest_addr6);
-        ip6.dns_match = opts.dns_forward6;
-        ip6.outbound_addr = opts.outbound6;
-        ip6.outbound_if = opts.outbound_if6.clone();
+    if let Some(c) = &mut ip6 {
+        dns.extend(
+            resolve_dns(c, &fam6, servers, explicit_dns)
+                .into_iter()
+                .map(IpAddr::V6),
+        );
     }
-
-    let dns = resolve_dns(opts, resolv, ip4.as_mut(), ip6.as_mut(), &mut notices);
+    if dns.is_empty() && opts.dns != ListChoice::Disabled {
+        notices.push(info(
+            "no usable nameserver address found for the guest".to_owned(),
+        ));
+    }
     let search = match &opts.search {
         ListChoice::FromHost => resolv.search.clone(),
         ListChoice::Disabled => Vec::new(),
         ListChoice::List(list) => list.clone(),
     };
 
-    let template_link_of = |ifindex: Option<u32>| ifindex.and_then(|i| host.link(i));
+    // The link whose MAC, MTU and name we mirror: IPv4's template, else IPv6's.
     let primary = if local_mode {
         None
     } else {
-        template_link_of(template4.filter(|_| ip4.is_some()))
-            .or_else(|| template_link_of(template6.filter(|_| ip6.is_some())))
+        template4
+            .filter(|_| ip4.is_some())
+            .or(template6.filter(|_| ip6.is_some()))
+            .and_then(|i| host.link(i))
     };
     let our_mac = opts
         .our_mac
@@ -247,83 +249,147 @@ fn info(text: String) -> Notice {
     }
 }
 
-fn choice<A>(c: AddrChoice<A>) -> Option<A> {
-    match c {
-        AddrChoice::Addr(a) => Some(a),
-        AddrChoice::Default | AddrChoice::Disabled => None,
+/// What differs between the families when deriving their configuration.
+trait Derivable: IpFamily {
+    const NAME: &'static str;
+    /// The guest's address and prefix length in local mode, if it gets one from us.
+    const LOCAL_ADDR: Option<(Self, u8)>;
+    /// Our address in local mode, also the guest's gateway.
+    const LOCAL_GATEWAY: Self;
+    /// Prefix length for an address given with `-a` that the host doesn't have.
+    fn default_prefix_len(self) -> u8;
+    /// Our address on the guest's link, given the gateway and the host's link-local address.
+    fn our_addr(gateway: Option<Self>, host_link_local: Option<Self>) -> Self;
+}
+
+impl Derivable for Ipv4Addr {
+    const NAME: &'static str = "IPv4";
+    const LOCAL_ADDR: Option<(Self, u8)> = Some((LOCAL_ADDR4, LOCAL_PREFIX_LEN4));
+    const LOCAL_GATEWAY: Self = LOCAL_GATEWAY4;
+
+    /// The prefix length of the old address classes (RFC 4632 section 2 tells the history).
+    fn default_prefix_len(self) -> u8 {
+        match self.octets()[0] {
+            0..=127 => 8,
+            128..=191 => 16,
+            192..=223 => 24,
+            _ => 32,
+        }
+    }
+
+    fn our_addr(gateway: Option<Self>, _: Option<Self>) -> Self {
+        gateway.unwrap_or(LOCAL_GATEWAY4)
     }
 }
 
-fn check_link(host: &HostNet, option: &'static str, name: &str) -> Result<(), ConfigError> {
-    match host.link_by_name(name) {
-        Some(_) => Ok(()),
-        None => Err(ConfigError::NoSuchInterface {
-            option,
-            name: name.to_owned(),
-        }),
+impl Derivable for Ipv6Addr {
+    const NAME: &'static str = "IPv6";
+    // No global address: the guest keeps its own link-local one.
+    const LOCAL_ADDR: Option<(Self, u8)> = None;
+    const LOCAL_GATEWAY: Self = LOCAL_GATEWAY6;
+
+    fn default_prefix_len(self) -> u8 {
+        64
+    }
+
+    /// A link-local router is the address the guest routes through, so NDP and DHCPv6 come
+    /// from it; otherwise we speak from the host interface's link-local address.
+    fn our_addr(gateway: Option<Self>, host_link_local: Option<Self>) -> Self {
+        gateway
+            .filter(IpFamily::is_link_local)
+            .or(host_link_local)
+            .unwrap_or(LOCAL_GATEWAY6)
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Af {
-    V4,
-    V6,
+/// The user's options for one family.
+struct FamilyOptions<'a, A> {
+    interface: Option<&'a str>,
+    outbound_if: Option<&'a str>,
+    outbound: Option<A>,
+    addr: Option<A>,
+    prefix_len: Option<u8>,
+    gateway: Option<A>,
+    map_host_loopback: AddrChoice<A>,
+    map_guest_addr: AddrChoice<A>,
+    dns_forward: Option<A>,
+    dns_host: Option<A>,
+    copy_addrs: bool,
+    copy_routes: bool,
 }
-use Af::{V4, V6};
 
-fn family_of(a: &IpAddr) -> Af {
-    if a.is_ipv4() {
-        V4
-    } else {
-        V6
+impl<'a> FamilyOptions<'a, Ipv4Addr> {
+    fn v4(o: &'a NetOptions) -> Self {
+        FamilyOptions {
+            interface: o.interface.as_deref(),
+            outbound_if: o.outbound_if4.as_deref(),
+            outbound: o.outbound4,
+            addr: o.addr4,
+            prefix_len: o.prefix_len4,
+            gateway: o.gateway4,
+            map_host_loopback: o.map_host_loopback4,
+            map_guest_addr: o.map_guest_addr4,
+            dns_forward: o.dns_forward4,
+            dns_host: o.dns_host4,
+            copy_addrs: !(o.no_copy_addrs || o.addr4.is_some()),
+            copy_routes: !(o.no_copy_routes || o.gateway4.is_some()),
+        }
     }
+}
+
+impl<'a> FamilyOptions<'a, Ipv6Addr> {
+    fn v6(o: &'a NetOptions) -> Self {
+        FamilyOptions {
+            interface: o.interface.as_deref(),
+            outbound_if: o.outbound_if6.as_deref(),
+            outbound: o.outbound6,
+            addr: o.addr6,
+            prefix_len: None,
+            gateway: o.gateway6,
+            map_host_loopback: o.map_host_loopback6,
+            map_guest_addr: o.map_guest_addr6,
+            dns_forward: o.dns_forward6,
+            dns_host: o.dns_host6,
+            copy_addrs: !(o.no_copy_addrs || o.addr6.is_some()),
+            copy_routes: !(o.no_copy_routes || o.gateway6.is_some()),
+        }
+    }
+}
+
+fn is_family<A: IpFamily>(addr: IpAddr) -> bool {
+    A::from_ip(addr).is_some()
 }
 
 /// Usable default routes of a family, lowest metric first (stable for equal metrics).
-fn default_routes(host: &HostNet, af: Af) -> Vec<&HostRoute> {
+fn default_routes<A: IpFamily>(host: &HostNet) -> Vec<&HostRoute> {
     let mut routes: Vec<&HostRoute> = host
         .routes
         .iter()
-        .filter(|r| r.is_default() && r.kind == route_type::UNICAST && family_of(&r.dst) == af)
+        .filter(|r| r.is_default() && r.kind == route_type::UNICAST && is_family::<A>(r.dst))
         .collect();
     routes.sort_by_key(|r| r.priority);
     routes
 }
 
 /// The interface whose addresses and routes the guest gets, for one family.
-fn template_link(
-    host: &HostNet,
-    interface: Option<&str>,
-    outbound_if: Option<&str>,
-    af: Af,
-) -> Option<u32> {
-    if let Some(name) = interface.or(outbound_if) {
+fn template_link<A: IpFamily>(host: &HostNet, fam: &FamilyOptions<A>) -> Option<u32> {
+    if let Some(name) = fam.interface.or(fam.outbound_if) {
         return host.link_by_name(name).map(|l| l.index);
     }
-    default_routes(host, af)
+    default_routes::<A>(host)
         .into_iter()
         .flat_map(|r| r.nexthops.iter())
         .find_map(|h| h.oif.filter(|&i| host.link(i).is_some_and(|l| !l.loopback)))
 }
 
-/// The gateway of the first default route leaving through `ifindex`, if it has one.
-fn default_gateway(host: &HostNet, ifindex: u32, af: Af) -> Option<IpAddr> {
-    default_routes(host, af)
+/// The gateway of the first default route leaving through `ifindex`, if it has one of the
+/// same family (RTA_VIA can give an IPv4 route an IPv6 next hop; we don't use those).
+fn default_gateway<A: IpFamily>(host: &HostNet, ifindex: u32) -> Option<A> {
+    default_routes::<A>(host)
         .into_iter()
         .flat_map(|r| r.nexthops.iter())
         .filter(|h| h.oif == Some(ifindex))
-        .find_map(|h| h.gateway)
-}
-
-fn link_addrs(host: &HostNet, ifindex: u32, af: Af) -> impl Iterator<Item = &HostAddr> {
-    host.addrs
-        .iter()
-        .filter(move |a| a.ifindex == ifindex && family_of(&a.addr) == af)
-}
-
-/// Addresses that may be handed out: not failed or still in duplicate address detection.
-fn usable(a: &&HostAddr) -> bool {
-    a.flags & (addr_flags::DADFAILED | addr_flags::TENTATIVE) == 0
+        .find_map(|h| h.gateway.and_then(A::from_ip))
 }
 
 fn prefix_contains(net: IpAddr, prefix_len: u8, addr: IpAddr) -> bool {
@@ -344,158 +410,79 @@ fn prefix_contains(net: IpAddr, prefix_len: u8, addr: IpAddr) -> bool {
     }
 }
 
-/// The prefix length of the old address classes, for an address the host doesn't have
-/// (RFC 4632 section 2 describes what classful addressing was).
-fn classful_prefix_len(addr: Ipv4Addr) -> u8 {
-    match addr.octets()[0] {
-        0..=127 => 8,
-        128..=191 => 16,
-        192..=223 => 24,
-        _ => 32,
-    }
-}
-
-fn ip4_from_host(
-    opts: &NetOptions,
+/// One family's configuration from the template interface `ifindex`, or `None` (with a
+/// notice) when that interface has no usable address of the family.
+fn from_host<A: Derivable>(
+    fam: &FamilyOptions<A>,
     host: &HostNet,
     ifindex: u32,
     notices: &mut Vec<Notice>,
-) -> Option<Ip4Config> {
+) -> Option<IpConfig<A>> {
     let link = host.link(ifindex)?;
-    let gateway = match opts.gateway4 {
-        Some(gw) => Some(gw),
-        None => match default_gateway(host, ifindex, V4) {
-            Some(IpAddr::V4(gw)) => Some(gw),
-            _ => None,
-        },
-    };
-    let candidates: Vec<&HostAddr> = link_addrs(host, ifindex, V4).filter(usable).collect();
-    // Prefer a primary address on the gateway's subnet, then any primary, then anything.
-    let on_gateway_subnet = |a: &&&HostAddr| {
-        gateway.is_some_and(|gw| prefix_contains(a.addr, a.prefix_len, IpAddr::V4(gw)))
-    };
-    let primary = |a: &&&HostAddr| a.flags & addr_flags::SECONDARY == 0;
-    let host_addr = candidates
+    let gateway = fam.gateway.or_else(|| default_gateway::<A>(host, ifindex));
+
+    let on_link: Vec<&HostAddr> = host
+        .addrs
         .iter()
-        .find(|a| primary(a) && on_gateway_subnet(a))
-        .or_else(|| candidates.iter().find(|a| primary(a) && !a.is_link_local()))
-        .or_else(|| candidates.first())
-        .copied();
-
-    let (addr, host_prefix) = match (opts.addr4, host_addr) {
-        (Some(a), _) => {
-            let on_host = candidates.iter().find(|h| h.addr == IpAddr::V4(a));
-            (a, on_host.map(|h| h.prefix_len))
-        }
-        (None, Some(h)) => match h.addr {
-            IpAddr::V4(a) => (a, Some(h.prefix_len)),
-            IpAddr::V6(_) => return None,
-        },
-        (None, None) => {
-            notices.push(info(format!("IPv4: no address on {}", link.name)));
-            return None;
-        }
-    };
-    let prefix_len = opts
-        .prefix_len4
-        .or(host_prefix)
-        .unwrap_or_else(|| classful_prefix_len(addr));
-    if gateway.is_none() {
-        notices.push(warn(format!(
-            "IPv4: no gateway on the default route via {}: DHCP and gateway mapping are off",
-            link.name
-        )));
-    }
-
-    let copy_addrs = !(opts.no_copy_addrs || opts.addr4.is_some());
-    let guest_addrs = if copy_addrs {
-        candidates
-            .iter()
-            .filter(|a| !a.is_link_local())
-            .map(|a| GuestAddr {
-                addr: a.addr,
-                prefix_len: a.prefix_len,
-            })
-            .collect()
-    } else {
-        vec![GuestAddr {
-            addr: IpAddr::V4(addr),
-            prefix_len,
-        }]
-    };
-    let copy_routes = !(opts.no_copy_routes || opts.gateway4.is_some());
-    let guest_routes = guest_routes(host, ifindex, V4, copy_routes, gateway.map(IpAddr::V4));
-
-    Some(Ip4Config {
-        template_if: link.name.clone(),
-        addr,
-        prefix_len,
-        gateway,
-        our_addr: gateway.unwrap_or(LOCAL_GATEWAY4),
-        map_host_loopback: None,
-        map_guest_addr: None,
-        dns_match: None,
-        dns_host: None,
-        outbound_addr: None,
-        outbound_if: None,
-        guest_addrs,
-        guest_routes,
-    })
-}
-
-fn ip6_from_host(
-    opts: &NetOptions,
-    host: &HostNet,
-    ifindex: u32,
-    notices: &mut Vec<Notice>,
-) -> Option<Ip6Config> {
-    let link = host.link(ifindex)?;
-    let gateway = match opts.gateway6 {
-        Some(gw) => Some(gw),
-        None => match default_gateway(host, ifindex, V6) {
-            Some(IpAddr::V6(gw)) => Some(gw),
-            _ => None,
-        },
-    };
-    let addrs: Vec<&HostAddr> = link_addrs(host, ifindex, V6).filter(usable).collect();
-    let global: Vec<&HostAddr> = addrs
+        .filter(|a| a.ifindex == ifindex && is_family::<A>(a.addr))
+        // Failed or still in duplicate address detection: not ours to hand out.
+        .filter(|a| a.flags & (addr_flags::DADFAILED | addr_flags::TENTATIVE) == 0)
+        .collect();
+    let global: Vec<&HostAddr> = on_link
         .iter()
         .copied()
         .filter(|a| a.scope == scope::UNIVERSE && !a.is_link_local())
         .collect();
-    // Prefer stable addresses: not deprecated, not temporary (privacy) ones.
-    let stable = |a: &&&HostAddr| a.flags & (addr_flags::DEPRECATED | addr_flags::SECONDARY) == 0;
-    let host_addr = global
+    // Prefer stable addresses (not secondary or temporary, not deprecated), and of those one
+    // on the gateway's subnet.
+    let stable = |a: &&&HostAddr| a.flags & (addr_flags::SECONDARY | addr_flags::DEPRECATED) == 0;
+    let near_gateway =
+        |a: &&&HostAddr| gateway.is_some_and(|gw| prefix_contains(a.addr, a.prefix_len, gw.into()));
+    let chosen = global
         .iter()
-        .find(stable)
+        .find(|a| stable(a) && near_gateway(a))
+        .or_else(|| global.iter().find(stable))
         .or_else(|| global.first())
         .copied();
 
-    let (addr, prefix_len) = match (opts.addr6, host_addr) {
+    let (addr, host_prefix) = match (fam.addr, chosen) {
         (Some(a), _) => {
-            let on_host = global.iter().find(|h| h.addr == IpAddr::V6(a));
-            (a, on_host.map_or(64, |h| h.prefix_len))
+            let on_host = global.iter().find(|h| h.addr == a.into());
+            (a, on_host.map(|h| h.prefix_len))
         }
-        (None, Some(h)) => match h.addr {
-            IpAddr::V6(a) => (a, h.prefix_len),
-            IpAddr::V4(_) => return None,
-        },
+        (None, Some(h)) => (A::from_ip(h.addr)?, Some(h.prefix_len)),
         (None, None) => {
-            notices.push(info(format!("IPv6: no global address on {}", link.name)));
+            notices.push(info(format!(
+                "{}: no global address on {}",
+                A::NAME,
+                link.name
+            )));
             return None;
         }
     };
-    let host_link_local = addrs.iter().find_map(|a| match a.addr {
-        IpAddr::V6(a6) if a.is_link_local() => Some(a6),
-        _ => None,
-    });
-    let our_link_local = match gateway {
-        Some(gw) if is_link_local6(gw) => gw,
-        _ => host_link_local.unwrap_or(LOCAL_GATEWAY6),
-    };
+    let prefix_len = fam
+        .prefix_len
+        .or(host_prefix)
+        .unwrap_or_else(|| addr.default_prefix_len());
+    if gateway.is_none() {
+        notices.push(warn(format!(
+            "{}: no gateway on the default route via {}: its services and gateway mapping are off",
+            A::NAME,
+            link.name
+        )));
+    }
+    let host_link_local = on_link
+        .iter()
+        .find_map(|a| A::from_ip(a.addr).filter(IpFamily::is_link_local));
 
-    let copy_addrs = !(opts.no_copy_addrs || opts.addr6.is_some());
-    let guest_addrs = if copy_addrs {
+    let mut config = IpConfig::new(
+        link.name.clone(),
+        addr,
+        prefix_len,
+        gateway,
+        A::our_addr(gateway, host_link_local),
+    );
+    config.guest_addrs = if fam.copy_addrs {
         global
             .iter()
             .map(|a| GuestAddr {
@@ -505,72 +492,41 @@ fn ip6_from_host(
             .collect()
     } else {
         vec![GuestAddr {
-            addr: IpAddr::V6(addr),
+            addr: addr.into(),
             prefix_len,
         }]
     };
-    let copy_routes = !(opts.no_copy_routes || opts.gateway6.is_some());
-    let guest_routes = guest_routes(host, ifindex, V6, copy_routes, gateway.map(IpAddr::V6));
-
-    Some(Ip6Config {
-        template_if: link.name.clone(),
-        addr,
-        prefix_len,
-        gateway,
-        our_link_local,
-        map_host_loopback: None,
-        map_guest_addr: None,
-        dns_match: None,
-        dns_host: None,
-        outbound_addr: None,
-        outbound_if: None,
-        guest_addrs,
-        guest_routes,
-    })
+    config.guest_routes = if fam.copy_routes {
+        copied_routes::<A>(host, ifindex)
+    } else {
+        gateway
+            .map(|gw| vec![default_route(gw)])
+            .unwrap_or_default()
+    };
+    Some(config)
 }
 
-fn is_link_local6(a: Ipv6Addr) -> bool {
-    a.segments()[0] & 0xffc0 == 0xfe80
-}
-
-/// The routes `--config-net` installs: the template interface's own routes when copying,
-/// else the default route alone. Prefix routes the kernel makes for addresses, link-local
-/// and multicast routes are left to the guest's kernel; routes without a gateway come first
-/// so that the gateways of later ones are reachable when they are added.
-fn guest_routes(
-    host: &HostNet,
-    ifindex: u32,
-    af: Af,
-    copy: bool,
-    gateway: Option<IpAddr>,
-) -> Vec<GuestRoute> {
-    const RTPROT_KERNEL: u8 = 2;
-    if !copy {
-        return gateway
-            .map(|gw| {
-                let dst = match af {
-                    V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                    V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-                };
-                vec![GuestRoute {
-                    dst,
-                    dst_len: 0,
-                    gateway: Some(gw),
-                    priority: 0,
-                    mtu: None,
-                }]
-            })
-            .unwrap_or_default();
+fn default_route<A: IpFamily>(gateway: A) -> GuestRoute {
+    GuestRoute {
+        dst: A::UNSPECIFIED.into(),
+        dst_len: 0,
+        gateway: Some(gateway.into()),
+        priority: 0,
+        mtu: None,
     }
+}
+
+/// The template interface's routes for `--config-net`. Prefix routes the kernel makes for
+/// addresses, link-local and multicast routes are left to the guest's kernel; routes without a
+/// gateway come first so that the gateways of later ones are reachable when they are added.
+fn copied_routes<A: IpFamily>(host: &HostNet, ifindex: u32) -> Vec<GuestRoute> {
+    const RTPROT_KERNEL: u8 = 2;
     let mut routes: Vec<GuestRoute> = host
         .routes
         .iter()
-        .filter(|r| family_of(&r.dst) == af && r.kind == route_type::UNICAST)
+        .filter(|r| is_family::<A>(r.dst) && r.kind == route_type::UNICAST)
         .filter(|r| r.protocol != RTPROT_KERNEL)
-        .filter(|r| match r.dst {
-            IpAddr::V6(d) => !is_link_local6(d) && !d.is_multicast(),
-            IpAddr::V4(d) => !d.is_multicast(),
-        })
+        .filter(|r| !r.dst.is_multicast() && A::from_ip(r.dst).is_some_and(|d| !d.is_link_local()))
         .flat_map(|r| {
             r.nexthops
                 .iter()
@@ -589,150 +545,78 @@ fn guest_routes(
     routes
 }
 
-fn ip4_local(opts: &NetOptions) -> Ip4Config {
-    let addr = opts.addr4.unwrap_or(LOCAL_ADDR4);
-    let gateway = opts.gateway4.unwrap_or(LOCAL_GATEWAY4);
-    let prefix_len = opts.prefix_len4.unwrap_or(LOCAL_PREFIX_LEN4);
-    Ip4Config {
-        template_if: String::new(),
+/// Local mode: our own link-local addressing, with whatever the user gave explicitly.
+fn local<A: Derivable>(fam: &FamilyOptions<A>) -> IpConfig<A> {
+    let gateway = fam.gateway.unwrap_or(A::LOCAL_GATEWAY);
+    let assigned = match (fam.addr, A::LOCAL_ADDR) {
+        (Some(a), _) => Some((a, fam.prefix_len.unwrap_or_else(|| a.default_prefix_len()))),
+        (None, Some((a, len))) => Some((a, fam.prefix_len.unwrap_or(len))),
+        (None, None) => None,
+    };
+    let (addr, prefix_len) = assigned.unwrap_or((A::UNSPECIFIED, 64));
+    let mut config = IpConfig::new(
+        String::new(),
         addr,
         prefix_len,
-        gateway: Some(gateway),
-        our_addr: gateway,
-        map_host_loopback: None,
-        map_guest_addr: None,
-        dns_match: None,
-        dns_host: None,
-        outbound_addr: None,
-        outbound_if: None,
-        guest_addrs: vec![GuestAddr {
-            addr: IpAddr::V4(addr),
-            prefix_len,
-        }],
-        guest_routes: vec![GuestRoute {
-            dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            dst_len: 0,
-            gateway: Some(IpAddr::V4(gateway)),
-            priority: 0,
-            mtu: None,
-        }],
-    }
+        Some(gateway),
+        A::our_addr(Some(gateway), None),
+    );
+    config.guest_addrs = assigned
+        .map(|(a, len)| GuestAddr {
+            addr: a.into(),
+            prefix_len: len,
+        })
+        .into_iter()
+        .collect();
+    config.guest_routes = vec![default_route(gateway)];
+    config
 }
 
-fn ip6_local(opts: &NetOptions) -> Ip6Config {
-    let gateway = opts.gateway6.unwrap_or(LOCAL_GATEWAY6);
-    let (addr, guest_addrs) = match opts.addr6 {
-        Some(a) => (
-            a,
-            vec![GuestAddr {
-                addr: IpAddr::V6(a),
-                prefix_len: 64,
-            }],
-        ),
-        // No global address: the guest keeps its own link-local one.
-        None => (Ipv6Addr::UNSPECIFIED, Vec::new()),
+/// Host-loopback and guest-address mappings, and the outbound binding.
+fn apply_mappings<A: IpFamily>(c: &mut IpConfig<A>, fam: &FamilyOptions<A>) {
+    c.map_host_loopback = match fam.map_host_loopback {
+        AddrChoice::Default => c.gateway,
+        AddrChoice::Disabled => None,
+        AddrChoice::Addr(a) => Some(a),
     };
-    Ip6Config {
-        template_if: String::new(),
-        addr,
-        prefix_len: 64,
-        gateway: Some(gateway),
-        our_link_local: if is_link_local6(gateway) {
-            gateway
-        } else {
-            LOCAL_GATEWAY6
-        },
-        map_host_loopback: None,
-        map_guest_addr: None,
-        dns_match: None,
-        dns_host: None,
-        outbound_addr: None,
-        outbound_if: None,
-        guest_addrs,
-        guest_routes: vec![GuestRoute {
-            dst: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-            dst_len: 0,
-            gateway: Some(IpAddr::V6(gateway)),
-            priority: 0,
-            mtu: None,
-        }],
-    }
+    c.map_guest_addr = match fam.map_guest_addr {
+        AddrChoice::Addr(a) => Some(a),
+        AddrChoice::Default | AddrChoice::Disabled => None,
+    };
+    c.dns_match = fam.dns_forward;
+    c.outbound_addr = fam.outbound;
+    c.outbound_if = fam.outbound_if.map(str::to_owned);
 }
 
-/// The DNS servers handed to the guest, and per family the target of `--dns-forward`.
+/// The DNS servers of one family handed to the guest, setting the target of `--dns-forward`.
 ///
 /// A loopback resolver (systemd-resolved's 127.0.0.53, a local dnsmasq) is not reachable
 /// from the guest as such: it is handed out as the address that maps to the host's loopback,
-/// when there is one, and skipped otherwise.
-fn resolve_dns(
-    opts: &NetOptions,
-    resolv: &ResolvConf,
-    mut ip4: Option<&mut Ip4Config>,
-    mut ip6: Option<&mut Ip6Config>,
-    notices: &mut Vec<Notice>,
-) -> Vec<IpAddr> {
-    let servers: &[IpAddr] = match &opts.dns {
-        ListChoice::FromHost => &resolv.nameservers,
-        ListChoice::Disabled => &[],
-        ListChoice::List(list) => list,
-    };
-    let explicit = matches!(opts.dns, ListChoice::List(_));
+/// when there is one, and skipped otherwise. `--dns-forward` is what the guest should use,
+/// unless servers were given explicitly.
+fn resolve_dns<A: IpFamily>(
+    c: &mut IpConfig<A>,
+    fam: &FamilyOptions<A>,
+    servers: &[IpAddr],
+    explicit: bool,
+) -> Vec<A> {
     let mut handed = Vec::new();
-    for &server in servers {
-        match server {
-            IpAddr::V4(a) => {
-                let Some(ip4) = ip4.as_deref_mut() else {
-                    continue;
-                };
-                ip4.dns_host.get_or_insert(a);
-                let guest_sees = if a.is_loopback() {
-                    ip4.map_host_loopback
-                } else {
-                    Some(a)
-                };
-                handed.extend(guest_sees.map(IpAddr::V4));
-            }
-            IpAddr::V6(a) => {
-                let Some(ip6) = ip6.as_deref_mut() else {
-                    continue;
-                };
-                ip6.dns_host.get_or_insert(a);
-                let guest_sees = if a.is_loopback() {
-                    ip6.map_host_loopback
-                } else {
-                    Some(a)
-                };
-                handed.extend(guest_sees.map(IpAddr::V6));
-            }
+    for server in servers.iter().filter_map(|&s| A::from_ip(s)) {
+        c.dns_host.get_or_insert(server);
+        let guest_sees = if server.is_loopback() {
+            c.map_host_loopback
+        } else {
+            Some(server)
+        };
+        if let Some(a) = guest_sees.filter(|a| !handed.contains(a)) {
+            handed.push(a);
         }
     }
-    // --dns-host overrides the target; --dns-forward is what the guest should use, unless
-    // servers were given explicitly.
-    if let Some(ip4) = ip4 {
-        if let Some(h) = opts.dns_host4 {
-            ip4.dns_host = Some(h);
-        }
-        if let (Some(m), false) = (ip4.dns_match, explicit) {
-            handed.retain(|a| !a.is_ipv4());
-            handed.push(IpAddr::V4(m));
-        }
+    if let Some(h) = fam.dns_host {
+        c.dns_host = Some(h);
     }
-    if let Some(ip6) = ip6 {
-        if let Some(h) = opts.dns_host6 {
-            ip6.dns_host = Some(h);
-        }
-        if let (Some(m), false) = (ip6.dns_match, explicit) {
-            handed.retain(|a| !a.is_ipv6());
-            handed.push(IpAddr::V6(m));
-        }
-    }
-    // IPv4 first, each family in the order given.
-    handed.sort_by_key(|a| a.is_ipv6());
-    handed.dedup();
-    if handed.is_empty() && opts.dns != ListChoice::Disabled {
-        notices.push(info(
-            "no usable nameserver address found for the guest".to_owned(),
-        ));
+    if let (Some(m), false) = (c.dns_match, explicit) {
+        handed = vec![m];
     }
     handed
 }

@@ -213,54 +213,112 @@ pub struct GuestAddr {
     pub prefix_len: u8,
 }
 
-/// IPv4 settings; absent from [`Config`] when IPv4 is disabled.
+/// An address family's address type: what the per-family configuration and the rules over it
+/// need to know, so that IPv4 and IPv6 share one implementation.
+pub trait IpFamily: Copy + Eq + std::fmt::Debug + std::fmt::Display + Into<IpAddr> {
+    const UNSPECIFIED: Self;
+    /// This family's half of an address of either family.
+    fn from_ip(addr: IpAddr) -> Option<Self>;
+    fn is_loopback(&self) -> bool;
+    fn is_link_local(&self) -> bool;
+}
+
+impl IpFamily for Ipv4Addr {
+    const UNSPECIFIED: Self = Ipv4Addr::UNSPECIFIED;
+
+    fn from_ip(addr: IpAddr) -> Option<Self> {
+        match addr {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        }
+    }
+
+    fn is_loopback(&self) -> bool {
+        Ipv4Addr::is_loopback(self)
+    }
+
+    fn is_link_local(&self) -> bool {
+        Ipv4Addr::is_link_local(self)
+    }
+}
+
+impl IpFamily for Ipv6Addr {
+    const UNSPECIFIED: Self = Ipv6Addr::UNSPECIFIED;
+
+    fn from_ip(addr: IpAddr) -> Option<Self> {
+        match addr {
+            IpAddr::V6(a) => Some(a),
+            IpAddr::V4(_) => None,
+        }
+    }
+
+    fn is_loopback(&self) -> bool {
+        Ipv6Addr::is_loopback(self)
+    }
+
+    fn is_link_local(&self) -> bool {
+        self.segments()[0] & 0xffc0 == 0xfe80
+    }
+}
+
+/// One address family's settings; absent from [`Config`] when the family is disabled.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ip4Config {
+pub struct IpConfig<A> {
     /// Host interface the settings were taken from (empty in local mode).
     pub template_if: String,
-    /// The address assigned to the guest (DHCP yiaddr).
-    pub addr: Ipv4Addr,
+    /// The address assigned to the guest (DHCP yiaddr; DHCPv6 IA_NA and the RA prefix). The
+    /// unspecified address for IPv6 in local mode: the guest keeps its link-local one.
+    pub addr: A,
     pub prefix_len: u8,
     /// The guest's default gateway; `None` when the host has none (DHCP is then off).
-    pub gateway: Option<Ipv4Addr>,
-    /// Our own address on the guest's link: source of DHCP answers and of translated
-    /// local traffic.
-    pub our_addr: Ipv4Addr,
+    pub gateway: Option<A>,
+    /// Our own address on the guest's link: the source of DHCP answers and of translated local
+    /// traffic for IPv4; our link-local address, the source of NDP and DHCPv6, for IPv6.
+    pub our_addr: A,
     /// The guest reaches the host's loopback at this address.
-    pub map_host_loopback: Option<Ipv4Addr>,
+    pub map_host_loopback: Option<A>,
     /// The guest reaches the host's own address at this address.
-    pub map_guest_addr: Option<Ipv4Addr>,
+    pub map_guest_addr: Option<A>,
     /// DNS traffic to this address is redirected to `dns_host`.
-    pub dns_match: Option<Ipv4Addr>,
-    pub dns_host: Option<Ipv4Addr>,
+    pub dns_match: Option<A>,
+    pub dns_host: Option<A>,
     /// Bind outbound sockets to this address / interface.
-    pub outbound_addr: Option<Ipv4Addr>,
+    pub outbound_addr: Option<A>,
     pub outbound_if: Option<String>,
     /// What `--config-net` installs.
     pub guest_addrs: Vec<GuestAddr>,
     pub guest_routes: Vec<GuestRoute>,
 }
 
-/// IPv6 settings; absent from [`Config`] when IPv6 is disabled.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ip6Config {
-    pub template_if: String,
-    /// The global address assigned to the guest (DHCPv6 IA_NA, RA prefix).
-    pub addr: Ipv6Addr,
-    pub prefix_len: u8,
-    /// The guest's default router.
-    pub gateway: Option<Ipv6Addr>,
-    /// Our link-local address: source of NDP and DHCPv6 answers.
-    pub our_link_local: Ipv6Addr,
-    pub map_host_loopback: Option<Ipv6Addr>,
-    pub map_guest_addr: Option<Ipv6Addr>,
-    pub dns_match: Option<Ipv6Addr>,
-    pub dns_host: Option<Ipv6Addr>,
-    pub outbound_addr: Option<Ipv6Addr>,
-    pub outbound_if: Option<String>,
-    pub guest_addrs: Vec<GuestAddr>,
-    pub guest_routes: Vec<GuestRoute>,
+impl<A: IpFamily> IpConfig<A> {
+    /// A family configuration with the mappings, DNS and outbound settings not yet applied.
+    pub fn new(
+        template_if: String,
+        addr: A,
+        prefix_len: u8,
+        gateway: Option<A>,
+        our_addr: A,
+    ) -> Self {
+        IpConfig {
+            template_if,
+            addr,
+            prefix_len,
+            gateway,
+            our_addr,
+            map_host_loopback: None,
+            map_guest_addr: None,
+            dns_match: None,
+            dns_host: None,
+            outbound_addr: None,
+            outbound_if: None,
+            guest_addrs: Vec::new(),
+            guest_routes: Vec::new(),
+        }
+    }
 }
+
+pub type Ip4Config = IpConfig<Ipv4Addr>;
+pub type Ip6Config = IpConfig<Ipv6Addr>;
 
 /// Which built-in services answer the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
