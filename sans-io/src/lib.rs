@@ -2,12 +2,17 @@
 //!
 //! Everything that can be decided without touching the operating system is decided here:
 //! the resolved network configuration ([`config`]), the port-forwarding grammar and rules
-//! ([`fwd`]), and the wire formats ([`wire`]). The core performs no I/O, reads no clock and
+//! ([`fwd`]), the wire formats ([`wire`]), the configuration services answering the guest
+//! ([`services`]) and the [`engine`] that dispatches guest frames to them. The core performs no I/O, reads no clock and
 //! draws no randomness of its own: the OS shim (`os-shim`) and the simulator (`sim`) feed it
 //! inputs and carry out what it decides. See `DESIGN.md` for the contract.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod engine;
 pub mod fwd;
+pub mod rng;
+pub mod services;
+pub mod time;
 pub mod wire;

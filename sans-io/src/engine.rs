@@ -1,0 +1,221 @@
+//! The engine: one guest link's worth of protocol state, driven by the shim or the simulator.
+//!
+//! Inputs are guest frames and timer expiries, each with the current time; outputs are frames
+//! for the guest, queued on a [`FrameQueue`] the caller owns and drains. [`Engine::poll_timeout`]
+//! says when the engine next wants [`Engine::handle_timeout`] called. Same inputs, same seed:
+//! same outputs.
+
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::rng::Rng;
+use crate::services::{self, Ctx, GuestState, Outcome};
+use crate::time::Instant;
+use crate::wire::parse::{self, ethertype, ip_proto};
+use crate::wire::FrameQueue;
+
+/// How often we advertise ourselves as a router unprompted (RFC 4861 section 6.2.1 allows
+/// 4 to 1800 seconds; the original picks 200 to 600 at random).
+pub const RA_INTERVAL_MIN: Duration = Duration::from_secs(200);
+pub const RA_INTERVAL_MAX: Duration = Duration::from_secs(600);
+
+/// What the engine did with guest frames, for logs and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub frames: u64,
+    /// Frames dropped as malformed, and the reason for the last one.
+    pub malformed: u64,
+    pub last_malformed: Option<&'static str>,
+    /// Well-formed frames no service or flow wanted.
+    pub ignored: u64,
+    pub arp_answered: u64,
+    pub dhcp_answered: u64,
+    pub ndp_answered: u64,
+    pub dhcpv6_answered: u64,
+    pub ra_unsolicited: u64,
+}
+
+pub struct Engine {
+    config: Config,
+    rng: Rng,
+    guest: GuestState,
+    counters: Counters,
+    /// When the next unsolicited router advertisement is due, if we send them.
+    next_ra: Option<Instant>,
+}
+
+impl Engine {
+    /// An engine for `config`; `seed` is its only source of randomness.
+    pub fn new(config: Config, seed: u64, now: Instant) -> Engine {
+        let mut rng = Rng::new(seed);
+        let next_ra = config.services.ra.then(|| now + ra_interval(&mut rng));
+        Engine {
+            config,
+            rng,
+            guest: GuestState::default(),
+            counters: Counters::default(),
+            next_ra,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn guest(&self) -> &GuestState {
+        &self.guest
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The next time [`Engine::handle_timeout`] wants to run.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_ra
+    }
+
+    /// Runs what is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut FrameQueue) {
+        if let Some(due) = self.next_ra.filter(|&due| due <= now) {
+            let mut ctx = Ctx {
+                config: &self.config,
+                guest: &self.guest,
+                out,
+            };
+            if services::ndp::unsolicited_ra(&mut ctx) == Outcome::Answered {
+                self.counters.ra_unsolicited += 1;
+            }
+            self.next_ra = Some(due.max(now) + ra_interval(&mut self.rng));
+        }
+    }
+
+    /// Handles one frame from the guest.
+    pub fn handle_frame(&mut self, _now: Instant, frame: &[u8], out: &mut FrameQueue) {
+        self.counters.frames += 1;
+        let outcome = self.dispatch(frame, out);
+        match outcome {
+            Dispatched::Service(kind, Outcome::Answered) => match kind {
+                Service::Arp => self.counters.arp_answered += 1,
+                Service::Dhcp => self.counters.dhcp_answered += 1,
+                Service::Ndp => self.counters.ndp_answered += 1,
+                Service::Dhcpv6 => self.counters.dhcpv6_answered += 1,
+            },
+            Dispatched::Service(_, Outcome::Ignored) | Dispatched::Unhandled => {
+                self.counters.ignored += 1
+            }
+            Dispatched::Service(_, Outcome::Malformed(why)) | Dispatched::Malformed(why) => {
+                self.counters.malformed += 1;
+                self.counters.last_malformed = Some(why);
+            }
+        }
+    }
+
+    fn dispatch(&mut self, frame: &[u8], out: &mut FrameQueue) -> Dispatched {
+        let eth = match parse::ethernet(frame) {
+            Ok(eth) => eth,
+            Err(why) => return Dispatched::Malformed(why),
+        };
+        if eth.src.is_unicast() {
+            self.guest.mac = Some(eth.src);
+        }
+        let services = self.config.services;
+        match eth.ethertype {
+            ethertype::ARP if self.config.ip4.is_some() => {
+                let mut ctx = Ctx {
+                    config: &self.config,
+                    guest: &self.guest,
+                    out,
+                };
+                Dispatched::Service(Service::Arp, services::arp::handle(&mut ctx, &eth))
+            }
+            ethertype::IPV4 if self.config.ip4.is_some() => {
+                let ip = match parse::ipv4(eth.payload) {
+                    Ok(ip) => ip,
+                    Err(why) => return Dispatched::Malformed(why),
+                };
+                if !ip.src.is_unspecified() && !ip.src.is_broadcast() && !ip.src.is_multicast() {
+                    self.guest.addr4 = Some(ip.src);
+                }
+                if ip.protocol == ip_proto::UDP && !ip.fragmented {
+                    let udp = match parse::udp(ip.payload) {
+                        Ok(udp) => udp,
+                        Err(why) => return Dispatched::Malformed(why),
+                    };
+                    if udp.dst_port == services::dhcp::SERVER_PORT && services.dhcp {
+                        let mut ctx = Ctx {
+                            config: &self.config,
+                            guest: &self.guest,
+                            out,
+                        };
+                        let outcome = services::dhcp::handle(&mut ctx, &eth, &ip, &udp);
+                        return Dispatched::Service(Service::Dhcp, outcome);
+                    }
+                }
+                Dispatched::Unhandled
+            }
+            ethertype::IPV6 if self.config.ip6.is_some() => {
+                let ip = match parse::ipv6(eth.payload) {
+                    Ok(ip) => ip,
+                    Err(why) => return Dispatched::Malformed(why),
+                };
+                let src = ip.src;
+                if src.segments()[0] & 0xffc0 == 0xfe80 {
+                    self.guest.addr6_ll = Some(src);
+                } else if !src.is_unspecified() && !src.is_multicast() && !src.is_loopback() {
+                    self.guest.addr6 = Some(src);
+                }
+                match ip.next_header {
+                    ip_proto::ICMPV6 if services.ndp && services::ndp::is_ndp(ip.payload) => {
+                        let mut ctx = Ctx {
+                            config: &self.config,
+                            guest: &self.guest,
+                            out,
+                        };
+                        let outcome = services::ndp::handle(&mut ctx, &eth, &ip, ip.payload);
+                        Dispatched::Service(Service::Ndp, outcome)
+                    }
+                    ip_proto::UDP if !ip.fragmented => {
+                        let udp = match parse::udp(ip.payload) {
+                            Ok(udp) => udp,
+                            Err(why) => return Dispatched::Malformed(why),
+                        };
+                        if udp.dst_port == services::dhcpv6::SERVER_PORT && services.dhcpv6 {
+                            let mut ctx = Ctx {
+                                config: &self.config,
+                                guest: &self.guest,
+                                out,
+                            };
+                            let outcome = services::dhcpv6::handle(&mut ctx, &eth, &ip, &udp);
+                            return Dispatched::Service(Service::Dhcpv6, outcome);
+                        }
+                        Dispatched::Unhandled
+                    }
+                    _ => Dispatched::Unhandled,
+                }
+            }
+            _ => Dispatched::Unhandled,
+        }
+    }
+}
+
+fn ra_interval(rng: &mut Rng) -> Duration {
+    let secs = rng.range(RA_INTERVAL_MIN.as_secs(), RA_INTERVAL_MAX.as_secs());
+    Duration::from_secs(secs)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Service {
+    Arp,
+    Dhcp,
+    Ndp,
+    Dhcpv6,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Dispatched {
+    Service(Service, Outcome),
+    Unhandled,
+    Malformed(&'static str),
+}

@@ -1,0 +1,48 @@
+//! Layer 2 and 3 configuration services answered from [`Config`]: ARP, DHCP, NDP, DHCPv6.
+//!
+//! Each service is a function from one guest frame to zero or more answers queued on a
+//! [`FrameQueue`], with an [`Outcome`] the engine counts. They keep no state of their own
+//! beyond what [`GuestState`] records.
+
+pub mod arp;
+pub mod dhcp;
+pub mod dhcpv6;
+pub mod ndp;
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::config::Config;
+use crate::wire::parse::Malformed;
+use crate::wire::{FrameQueue, MacAddr};
+
+/// What a service did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// One or more answers were queued.
+    Answered,
+    /// Well-formed, but nothing to say (not for us, service disabled, a message we don't
+    /// answer).
+    Ignored,
+    /// Dropped: the reason, for counters and debug logs.
+    Malformed(Malformed),
+}
+
+/// What we have learnt about the guest from its frames.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestState {
+    /// The guest's MAC address, from the source of its frames.
+    pub mac: Option<MacAddr>,
+    /// The last IPv4 source address it used.
+    pub addr4: Option<Ipv4Addr>,
+    /// The last global IPv6 source address it used.
+    pub addr6: Option<Ipv6Addr>,
+    /// The last link-local IPv6 source address it used.
+    pub addr6_ll: Option<Ipv6Addr>,
+}
+
+/// What every service needs to answer.
+pub struct Ctx<'a> {
+    pub config: &'a Config,
+    pub guest: &'a GuestState,
+    pub out: &'a mut FrameQueue,
+}

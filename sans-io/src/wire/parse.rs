@@ -1,0 +1,224 @@
+//! Zero-copy views of guest frames, layer by layer, for dispatch: Ethernet, IPv4, IPv6 (with
+//! extension headers skipped), UDP. Every parser checks lengths first and fails with a reason;
+//! none panics on any input.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::MacAddr;
+
+/// Why a frame was dropped as malformed: a static reason for counters and debug logs.
+pub type Malformed = &'static str;
+
+pub mod ethertype {
+    pub const IPV4: u16 = 0x0800;
+    pub const ARP: u16 = 0x0806;
+    pub const IPV6: u16 = 0x86dd;
+}
+
+pub mod ip_proto {
+    pub const HOP_BY_HOP: u8 = 0;
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ROUTING: u8 = 43;
+    pub const FRAGMENT: u8 = 44;
+    pub const ICMPV6: u8 = 58;
+    pub const NO_NEXT: u8 = 59;
+    pub const DEST_OPTS: u8 = 60;
+}
+
+pub const ETH_HEADER_LEN: usize = 14;
+pub const IPV4_HEADER_LEN: usize = 20;
+pub const IPV6_HEADER_LEN: usize = 40;
+pub const UDP_HEADER_LEN: usize = 8;
+
+/// An Ethernet II frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Ethernet<'a> {
+    pub dst: MacAddr,
+    pub src: MacAddr,
+    pub ethertype: u16,
+    pub payload: &'a [u8],
+}
+
+fn mac_at(b: &[u8], at: usize) -> MacAddr {
+    let mut m = [0u8; 6];
+    m.copy_from_slice(&b[at..at + 6]);
+    MacAddr(m)
+}
+
+pub fn ethernet(frame: &[u8]) -> Result<Ethernet<'_>, Malformed> {
+    if frame.len() < ETH_HEADER_LEN {
+        return Err("ethernet: shorter than its header");
+    }
+    Ok(Ethernet {
+        dst: mac_at(frame, 0),
+        src: mac_at(frame, 6),
+        ethertype: u16::from_be_bytes([frame[12], frame[13]]),
+        payload: &frame[ETH_HEADER_LEN..],
+    })
+}
+
+/// An IPv4 datagram; `payload` is cut to the header's total length (frames may be padded).
+#[derive(Debug, Clone, Copy)]
+pub struct Ipv4<'a> {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub protocol: u8,
+    pub ttl: u8,
+    /// A fragment other than the first, or a first fragment with more to come.
+    pub fragmented: bool,
+    pub header: &'a [u8],
+    pub payload: &'a [u8],
+}
+
+pub fn ipv4(packet: &[u8]) -> Result<Ipv4<'_>, Malformed> {
+    if packet.len() < IPV4_HEADER_LEN {
+        return Err("ipv4: shorter than its header");
+    }
+    if packet[0] >> 4 != 4 {
+        return Err("ipv4: version is not 4");
+    }
+    let header_len = usize::from(packet[0] & 0x0f) * 4;
+    let total_len = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+    if header_len < IPV4_HEADER_LEN || total_len < header_len || total_len > packet.len() {
+        return Err("ipv4: header or total length out of bounds");
+    }
+    if super::checksum::of(&packet[..header_len]) != 0 {
+        return Err("ipv4: bad header checksum");
+    }
+    let flags_frag = u16::from_be_bytes([packet[6], packet[7]]);
+    let more_fragments = flags_frag & 0x2000 != 0;
+    let offset = flags_frag & 0x1fff;
+    Ok(Ipv4 {
+        src: Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]),
+        dst: Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]),
+        protocol: packet[9],
+        ttl: packet[8],
+        fragmented: more_fragments || offset != 0,
+        header: &packet[..header_len],
+        payload: &packet[header_len..total_len],
+    })
+}
+
+/// An IPv6 datagram, its extension headers skipped: `next_header` and `payload` are those of
+/// the upper layer.
+#[derive(Debug, Clone, Copy)]
+pub struct Ipv6<'a> {
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    pub next_header: u8,
+    pub hop_limit: u8,
+    pub fragmented: bool,
+    pub payload: &'a [u8],
+}
+
+fn v6_at(b: &[u8], at: usize) -> Ipv6Addr {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&b[at..at + 16]);
+    Ipv6Addr::from(a)
+}
+
+/// Extension headers we walk through before giving up: a bound, not a protocol limit.
+const MAX_EXTENSION_HEADERS: usize = 8;
+
+pub fn ipv6(packet: &[u8]) -> Result<Ipv6<'_>, Malformed> {
+    if packet.len() < IPV6_HEADER_LEN {
+        return Err("ipv6: shorter than its header");
+    }
+    if packet[0] >> 4 != 6 {
+        return Err("ipv6: version is not 6");
+    }
+    let payload_len = usize::from(u16::from_be_bytes([packet[4], packet[5]]));
+    if IPV6_HEADER_LEN + payload_len > packet.len() {
+        return Err("ipv6: payload length beyond the frame");
+    }
+    let mut next = packet[6];
+    let mut rest = &packet[IPV6_HEADER_LEN..IPV6_HEADER_LEN + payload_len];
+    let mut fragmented = false;
+    for _ in 0..MAX_EXTENSION_HEADERS {
+        match next {
+            ip_proto::HOP_BY_HOP | ip_proto::ROUTING | ip_proto::DEST_OPTS => {
+                if rest.len() < 8 {
+                    return Err("ipv6: truncated extension header");
+                }
+                let len = (usize::from(rest[1]) + 1) * 8;
+                if len > rest.len() {
+                    return Err("ipv6: extension header beyond the payload");
+                }
+                next = rest[0];
+                rest = &rest[len..];
+            }
+            ip_proto::FRAGMENT => {
+                if rest.len() < 8 {
+                    return Err("ipv6: truncated fragment header");
+                }
+                fragmented = true;
+                next = rest[0];
+                rest = &rest[8..];
+            }
+            _ => {
+                return Ok(Ipv6 {
+                    src: v6_at(packet, 8),
+                    dst: v6_at(packet, 24),
+                    next_header: next,
+                    hop_limit: packet[7],
+                    fragmented,
+                    payload: rest,
+                })
+            }
+        }
+    }
+    Err("ipv6: too many extension headers")
+}
+
+/// A UDP datagram; `payload` is cut to the UDP length.
+#[derive(Debug, Clone, Copy)]
+pub struct Udp<'a> {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub payload: &'a [u8],
+}
+
+pub fn udp(segment: &[u8]) -> Result<Udp<'_>, Malformed> {
+    if segment.len() < UDP_HEADER_LEN {
+        return Err("udp: shorter than its header");
+    }
+    let len = usize::from(u16::from_be_bytes([segment[4], segment[5]]));
+    if len < UDP_HEADER_LEN || len > segment.len() {
+        return Err("udp: length out of bounds");
+    }
+    Ok(Udp {
+        src_port: u16::from_be_bytes([segment[0], segment[1]]),
+        dst_port: u16::from_be_bytes([segment[2], segment[3]]),
+        payload: &segment[UDP_HEADER_LEN..len],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = ethernet(&data);
+            let _ = ipv4(&data);
+            let _ = ipv6(&data);
+            let _ = udp(&data);
+        }
+    }
+
+    #[test]
+    fn ipv6_extension_headers_are_skipped() {
+        // Hop-by-hop (8 bytes, router alert) then ICMPv6 (MLDv2 report as the kernel sends).
+        let mut p = vec![0x60, 0, 0, 0, 0, 16, ip_proto::HOP_BY_HOP, 1];
+        p.extend_from_slice(&[0; 32]);
+        p.extend_from_slice(&[ip_proto::ICMPV6, 0, 5, 2, 0, 0, 1, 0]);
+        p.extend_from_slice(&[143, 0, 0, 0, 0, 0, 0, 0]);
+        let ip = ipv6(&p).unwrap();
+        assert_eq!(ip.next_header, ip_proto::ICMPV6);
+        assert_eq!(ip.payload, &[143, 0, 0, 0, 0, 0, 0, 0]);
+    }
+}
