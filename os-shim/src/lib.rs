@@ -6,3 +6,4 @@
 
 pub mod hostinfo;
 pub mod netlink;
+pub mod reactor;

@@ -1,9 +1,13 @@
 //! The deterministic simulator: drives the `sans-io` core with a virtual clock, virtual host
 //! sockets and independent guest stacks, replays captures, and hosts the fuzz targets' worlds.
 //!
-//! It starts with the configuration: [`Lab`] describes a host network as plain data, the way
-//! the OS shim would have read it, so that scenarios can derive a [`sans_io::config::Config`]
-//! without a real host. Guests, links and host sockets join as the data path grows.
+//! [`Lab`] describes a host network as plain data, the way the OS shim would have read it, so
+//! that scenarios derive a [`sans_io::config::Config`] without a real host. [`world::World`]
+//! puts our engine and a [`guest::SmolGuest`] on a link under a virtual clock. Host sockets
+//! and link impairments join as the data path grows.
+
+pub mod guest;
+pub mod world;
 
 use std::net::IpAddr;
 
