@@ -1,12 +1,998 @@
-//! DHCP (RFC 2131, options RFC 2132): one lease, the guest's configured address.
+//! DHCP (RFC 2131, options RFC 2132 and later): one lease, the guest's configured address.
+//!
+//! # Theory of operation
+//!
+//! There is one client (the guest) and one address to give it (`config.ip4.addr`), so the
+//! server keeps no lease database: every answer is computed from the request and the
+//! [`Config`]. A guest message is parsed into a [`DhcpMessage`] (the BOOTP header, the magic
+//! cookie, then the options, repeated ones concatenated as RFC 3396 says), and answered:
+//!
+//! | the guest sends                          | we answer                                  |
+//! |------------------------------------------|--------------------------------------------|
+//! | DISCOVER                                 | OFFER                                      |
+//! | DISCOVER with Rapid Commit (80)          | ACK with option 80 (RFC 4039)              |
+//! | REQUEST for our address, or naming none  | ACK                                        |
+//! | REQUEST for another address (50/ciaddr)  | NAK: a client that moved networks restarts |
+//! | REQUEST naming another server (54)       | nothing: it took that server's offer       |
+//! | INFORM                                   | ACK without yiaddr and lease time (4.3.5)  |
+//! | DECLINE, RELEASE                         | nothing: the address stays the guest's     |
+//! | BOOTP request (no option 53)             | BOOTP reply with yiaddr (RFC 951, 1497)    |
+//!
+//! The lease is infinite (option 51 = 0xffffffff): nothing on our side expires, and a client
+//! that never renews never bothers us. Replies carry the options [`Config`] has values for;
+//! they are put in the order of the client's parameter request list (55) where it names them,
+//! the others after in ascending order, with the message type (53) first unless the client
+//! placed it, because some small clients only look there. A NAK carries only 53 and 54
+//! (RFC 2131 table 3).
+//!
+//! Sizes: an option longer than 255 bytes is split into several instances (RFC 3396). The
+//! reply must fit the client's maximum message size (option 57, at least the 576-byte IP
+//! datagram every client accepts, RFC 2131 section 2); optional options that don't fit are
+//! left out, and the message is padded to the 300 bytes of a BOOTP message (RFC 951).
+//!
+//! Addressing (RFC 2131 section 4.1): to ciaddr when the client has one, else broadcast when
+//! it set the broadcast flag (it can't receive unicast before it has an address), else unicast
+//! to yiaddr at chaddr; NAKs are always broadcast. Relay agents have no place on the guest's
+//! point-to-point link: giaddr is copied, but answers go straight to the client.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::{Ctx, Outcome};
-use crate::wire::parse::{Ethernet, Ipv4, Udp};
+use crate::config::{Config, Ip4Config};
+use crate::wire::build::{self, Route};
+use crate::wire::parse::{Ethernet, Ipv4, Malformed, Udp, IPV4_HEADER_LEN, UDP_HEADER_LEN};
+use crate::wire::MacAddr;
 
 pub const SERVER_PORT: u16 = 67;
 pub const CLIENT_PORT: u16 = 68;
 
-/// Answers a DHCP message from the guest. PLACEHOLDER: being written.
-pub fn handle(_ctx: &mut Ctx, _eth: &Ethernet, _ip: &Ipv4, _udp: &Udp) -> Outcome {
-    Outcome::Ignored
+/// BOOTP `op` values (RFC 951).
+pub const BOOTREQUEST: u8 = 1;
+pub const BOOTREPLY: u8 = 2;
+/// `htype` and `hlen` for Ethernet (the ARP hardware type, RFC 1700).
+pub const HTYPE_ETHERNET: u8 = 1;
+pub const HLEN_ETHERNET: u8 = 6;
+/// The broadcast bit of `flags` (RFC 2131 section 2, figure 2).
+pub const FLAG_BROADCAST: u16 = 0x8000;
+/// The first four bytes of the options field (RFC 2131 section 3).
+pub const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
+/// The fixed BOOTP header: op through file.
+pub const FIXED_LEN: usize = 236;
+/// Where the options start, after the magic cookie.
+pub const OPTIONS_OFFSET: usize = FIXED_LEN + MAGIC_COOKIE.len();
+/// RFC 951 fixed the vendor area at 64 bytes, so a BOOTP message is at least 300 bytes long;
+/// some clients still drop shorter ones.
+pub const MIN_MESSAGE_LEN: usize = 300;
+/// Every client accepts IP datagrams of this size (RFC 2131 section 2); bigger ones only if it
+/// says so with option 57.
+pub const MIN_MAX_DATAGRAM: usize = 576;
+/// Lease time meaning "for ever" (RFC 2131 section 3.3).
+pub const INFINITE_LEASE: u32 = 0xffff_ffff;
+/// Client FQDN flag E: the name is in DNS wire format (RFC 4702 section 2.1).
+pub const FQDN_FLAG_E: u8 = 0x04;
+/// Client FQDN RCODE1 and RCODE2 as servers send them (RFC 4702 section 2.2).
+pub const FQDN_RCODE: u8 = 255;
+
+/// Option codes (RFC 2132 unless noted).
+pub mod opt {
+    pub const PAD: u8 = 0;
+    pub const SUBNET_MASK: u8 = 1;
+    pub const ROUTER: u8 = 3;
+    pub const DNS: u8 = 6;
+    pub const HOST_NAME: u8 = 12;
+    pub const DOMAIN_NAME: u8 = 15;
+    pub const INTERFACE_MTU: u8 = 26;
+    pub const BROADCAST_ADDR: u8 = 28;
+    pub const NTP_SERVERS: u8 = 42;
+    pub const REQUESTED_ADDR: u8 = 50;
+    pub const LEASE_TIME: u8 = 51;
+    pub const OVERLOAD: u8 = 52;
+    pub const MESSAGE_TYPE: u8 = 53;
+    pub const SERVER_ID: u8 = 54;
+    pub const PARAMETER_LIST: u8 = 55;
+    pub const MESSAGE: u8 = 56;
+    pub const MAX_MESSAGE_SIZE: u8 = 57;
+    pub const VENDOR_CLASS: u8 = 60;
+    pub const CLIENT_ID: u8 = 61;
+    /// RFC 4039.
+    pub const RAPID_COMMIT: u8 = 80;
+    /// RFC 4702.
+    pub const CLIENT_FQDN: u8 = 81;
+    /// RFC 3397.
+    pub const DOMAIN_SEARCH: u8 = 119;
+    /// RFC 3442.
+    pub const CLASSLESS_ROUTES: u8 = 121;
+    pub const END: u8 = 255;
+}
+
+/// Values of option 53 (RFC 2132 section 9.6).
+pub mod msg_type {
+    pub const DISCOVER: u8 = 1;
+    pub const OFFER: u8 = 2;
+    pub const REQUEST: u8 = 3;
+    pub const DECLINE: u8 = 4;
+    pub const ACK: u8 = 5;
+    pub const NAK: u8 = 6;
+    pub const RELEASE: u8 = 7;
+    pub const INFORM: u8 = 8;
+
+    pub fn name(t: u8) -> Option<&'static str> {
+        Some(match t {
+            DISCOVER => "DHCPDISCOVER",
+            OFFER => "DHCPOFFER",
+            REQUEST => "DHCPREQUEST",
+            DECLINE => "DHCPDECLINE",
+            ACK => "DHCPACK",
+            NAK => "DHCPNAK",
+            RELEASE => "DHCPRELEASE",
+            INFORM => "DHCPINFORM",
+            _ => return None,
+        })
+    }
+}
+
+/// One option of a [`DhcpMessage`], all its instances concatenated (RFC 3396).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpOption {
+    pub code: u8,
+    pub data: Vec<u8>,
+}
+
+/// A BOOTP/DHCP message, either direction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpMessage {
+    pub op: u8,
+    pub htype: u8,
+    pub hlen: u8,
+    pub hops: u8,
+    pub xid: u32,
+    pub secs: u16,
+    pub flags: u16,
+    pub ciaddr: Ipv4Addr,
+    pub yiaddr: Ipv4Addr,
+    pub siaddr: Ipv4Addr,
+    pub giaddr: Ipv4Addr,
+    pub chaddr: [u8; 16],
+    pub sname: [u8; 64],
+    pub file: [u8; 128],
+    /// In the order of their first appearance. Options overloaded into `sname` and `file`
+    /// (option 52) are not read: no client we know of sends them.
+    pub options: Vec<DhcpOption>,
+}
+
+fn ip_at(b: &[u8], at: usize) -> Ipv4Addr {
+    Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
+}
+
+impl DhcpMessage {
+    /// Parses a UDP payload. A message may end without an END option: clients that send
+    /// exactly the bytes they mean exist, and nothing is lost by accepting them.
+    pub fn parse(bytes: &[u8]) -> Result<DhcpMessage, Malformed> {
+        if bytes.len() < OPTIONS_OFFSET {
+            return Err("dhcp: shorter than a BOOTP header and magic cookie");
+        }
+        if bytes[FIXED_LEN..OPTIONS_OFFSET] != MAGIC_COOKIE {
+            return Err("dhcp: no magic cookie");
+        }
+        let mut chaddr = [0; 16];
+        chaddr.copy_from_slice(&bytes[28..44]);
+        let mut sname = [0; 64];
+        sname.copy_from_slice(&bytes[44..108]);
+        let mut file = [0; 128];
+        file.copy_from_slice(&bytes[108..FIXED_LEN]);
+        Ok(DhcpMessage {
+            op: bytes[0],
+            htype: bytes[1],
+            hlen: bytes[2],
+            hops: bytes[3],
+            xid: u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]),
+            secs: u16::from_be_bytes([bytes[8], bytes[9]]),
+            flags: u16::from_be_bytes([bytes[10], bytes[11]]),
+            ciaddr: ip_at(bytes, 12),
+            yiaddr: ip_at(bytes, 16),
+            siaddr: ip_at(bytes, 20),
+            giaddr: ip_at(bytes, 24),
+            chaddr,
+            sname,
+            file,
+            options: parse_options(&bytes[OPTIONS_OFFSET..])?,
+        })
+    }
+
+    /// The data of option `code`, if present.
+    pub fn option(&self, code: u8) -> Option<&[u8]> {
+        self.options
+            .iter()
+            .find(|o| o.code == code)
+            .map(|o| &o.data[..])
+    }
+
+    /// Option 53; `None` for a plain BOOTP message.
+    pub fn message_type(&self) -> Result<Option<u8>, Malformed> {
+        match self.option(opt::MESSAGE_TYPE) {
+            None => Ok(None),
+            Some(&[t]) => Ok(Some(t)),
+            Some(_) => Err("dhcp: message type option is not 1 byte"),
+        }
+    }
+
+    /// The client's MAC address: the first six bytes of chaddr.
+    pub fn client_mac(&self) -> MacAddr {
+        let mut m = [0; 6];
+        m.copy_from_slice(&self.chaddr[..6]);
+        MacAddr(m)
+    }
+}
+
+fn parse_options(mut rest: &[u8]) -> Result<Vec<DhcpOption>, Malformed> {
+    let mut options: Vec<DhcpOption> = Vec::new();
+    // Where each code sits in `options`, so repeated codes concatenate in linear time.
+    let mut index = [usize::MAX; 256];
+    loop {
+        match rest {
+            [] | [opt::END, ..] => return Ok(options),
+            [opt::PAD, tail @ ..] => rest = tail,
+            [_] => return Err("dhcp: option cut after its code"),
+            [code, len, tail @ ..] => {
+                let len = usize::from(*len);
+                let Some(data) = tail.get(..len) else {
+                    return Err("dhcp: option runs past the end of the message");
+                };
+                let slot = &mut index[usize::from(*code)];
+                match options.get_mut(*slot) {
+                    Some(o) => o.data.extend_from_slice(data),
+                    None => {
+                        *slot = options.len();
+                        options.push(DhcpOption {
+                            code: *code,
+                            data: data.to_vec(),
+                        });
+                    }
+                }
+                rest = &tail[len..];
+            }
+        }
+    }
+}
+
+/// What we answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reply {
+    Offer,
+    Ack {
+        rapid_commit: bool,
+    },
+    /// An ACK to an INFORM: parameters only.
+    InformAck,
+    Nak,
+    Bootp,
+}
+
+impl Reply {
+    fn message_type(self) -> Option<u8> {
+        match self {
+            Reply::Offer => Some(msg_type::OFFER),
+            Reply::Ack { .. } | Reply::InformAck => Some(msg_type::ACK),
+            Reply::Nak => Some(msg_type::NAK),
+            Reply::Bootp => None,
+        }
+    }
+}
+
+/// Answers a DHCP message from the guest (see the module documentation for how).
+pub fn handle(ctx: &mut Ctx, _eth: &Ethernet, _ip: &Ipv4, udp: &Udp) -> Outcome {
+    let Some(ip4) = ctx.config.ip4.as_ref() else {
+        return Outcome::Ignored;
+    };
+    let req = match DhcpMessage::parse(udp.payload) {
+        Ok(m) => m,
+        Err(why) => return Outcome::Malformed(why),
+    };
+    // A BOOTREPLY is some other server's business; other hardware types have no MAC to
+    // answer to.
+    if req.op != BOOTREQUEST || req.htype != HTYPE_ETHERNET || req.hlen != HLEN_ETHERNET {
+        return Outcome::Ignored;
+    }
+    let reply = match decide(&req, ip4) {
+        Ok(Some(reply)) => reply,
+        Ok(None) => return Outcome::Ignored,
+        Err(why) => return Outcome::Malformed(why),
+    };
+    let message = build_reply(ctx.config, ip4, &req, reply);
+    let route = reply_route(ctx.config, ip4, &req, reply);
+    build::udp_frame(ctx.out, route, SERVER_PORT, CLIENT_PORT, &message);
+    Outcome::Answered
+}
+
+fn addr_option(data: &[u8], why: Malformed) -> Result<Ipv4Addr, Malformed> {
+    match data {
+        &[a, b, c, d] => Ok(Ipv4Addr::new(a, b, c, d)),
+        _ => Err(why),
+    }
+}
+
+/// Which answer a request gets, if any.
+fn decide(req: &DhcpMessage, ip4: &Ip4Config) -> Result<Option<Reply>, Malformed> {
+    let Some(kind) = req.message_type()? else {
+        return Ok(Some(Reply::Bootp));
+    };
+    Ok(match kind {
+        msg_type::DISCOVER if req.option(opt::RAPID_COMMIT).is_some() => {
+            Some(Reply::Ack { rapid_commit: true })
+        }
+        msg_type::DISCOVER => Some(Reply::Offer),
+        msg_type::REQUEST => {
+            // In SELECTING state the client names the server whose offer it took (RFC 2131
+            // section 4.3.2); if that isn't us, the request isn't ours to answer.
+            if let Some(server) = req.option(opt::SERVER_ID) {
+                let server = addr_option(server, "dhcp: server identifier is not 4 bytes")?;
+                if server != ip4.our_addr {
+                    return Ok(None);
+                }
+            }
+            let requested = match req.option(opt::REQUESTED_ADDR) {
+                Some(a) => Some(addr_option(a, "dhcp: requested address is not 4 bytes")?),
+                None => Some(req.ciaddr).filter(|a| !a.is_unspecified()),
+            };
+            match requested {
+                Some(a) if a != ip4.addr => Some(Reply::Nak),
+                _ => Some(Reply::Ack {
+                    rapid_commit: false,
+                }),
+            }
+        }
+        msg_type::INFORM => Some(Reply::InformAck),
+        // DECLINE and RELEASE (RFC 2131 sections 4.3.3, 4.3.4) would free the address for
+        // someone else: there is no one else. The rest are server-to-client types, or unknown.
+        _ => None,
+    })
+}
+
+/// Where the reply goes: link and network addresses (RFC 2131 section 4.1).
+fn reply_route(config: &Config, ip4: &Ip4Config, req: &DhcpMessage, reply: Reply) -> Route {
+    let client = req.client_mac();
+    let (dst_mac, dst) = if reply == Reply::Nak {
+        // "the server broadcasts any DHCPNAK messages to 0xffffffff" (giaddr is 0 here).
+        (MacAddr::BROADCAST, Ipv4Addr::BROADCAST)
+    } else if !req.ciaddr.is_unspecified() {
+        (client, req.ciaddr)
+    } else if req.flags & FLAG_BROADCAST != 0 {
+        (MacAddr::BROADCAST, Ipv4Addr::BROADCAST)
+    } else {
+        (client, reply_yiaddr(ip4, reply))
+    };
+    // Nowhere to unicast to: an INFORM without ciaddr, or a chaddr that isn't a station.
+    let (dst_mac, dst) = if dst.is_unspecified() || !dst_mac.is_unicast() {
+        (MacAddr::BROADCAST, Ipv4Addr::BROADCAST)
+    } else {
+        (dst_mac, dst)
+    };
+    Route {
+        src_mac: config.our_mac,
+        dst_mac,
+        src: IpAddr::V4(ip4.our_addr),
+        dst: IpAddr::V4(dst),
+    }
+}
+
+fn reply_yiaddr(ip4: &Ip4Config, reply: Reply) -> Ipv4Addr {
+    match reply {
+        Reply::Offer | Reply::Ack { .. } | Reply::Bootp => ip4.addr,
+        Reply::InformAck | Reply::Nak => Ipv4Addr::UNSPECIFIED,
+    }
+}
+
+/// The whole BOOTP message of the reply.
+fn build_reply(config: &Config, ip4: &Ip4Config, req: &DhcpMessage, reply: Reply) -> Vec<u8> {
+    // RFC 2131 table 3: ciaddr is echoed in ACKs, zero in OFFERs and NAKs.
+    let ciaddr = match reply {
+        Reply::Ack { .. } | Reply::InformAck | Reply::Bootp => req.ciaddr,
+        Reply::Offer | Reply::Nak => Ipv4Addr::UNSPECIFIED,
+    };
+    let mut m = Vec::with_capacity(MIN_MESSAGE_LEN.max(OPTIONS_OFFSET + 128));
+    m.extend_from_slice(&[BOOTREPLY, HTYPE_ETHERNET, HLEN_ETHERNET, 0]);
+    m.extend_from_slice(&req.xid.to_be_bytes());
+    m.extend_from_slice(&[0, 0]); // secs
+    m.extend_from_slice(&req.flags.to_be_bytes());
+    m.extend_from_slice(&ciaddr.octets());
+    m.extend_from_slice(&reply_yiaddr(ip4, reply).octets());
+    m.extend_from_slice(&Ipv4Addr::UNSPECIFIED.octets()); // siaddr: no boot server
+    m.extend_from_slice(&req.giaddr.octets());
+    m.extend_from_slice(&req.chaddr);
+    m.resize(FIXED_LEN, 0); // sname and file: nothing to boot
+    m.extend_from_slice(&MAGIC_COOKIE);
+
+    let options = reply_options(config, ip4, reply);
+    let order = option_order(&options, req.option(opt::PARAMETER_LIST).unwrap_or(&[]));
+    let mandatory: usize = options
+        .iter()
+        .filter(|o| is_mandatory(o.code))
+        .map(|o| encoded_len(o.data.len()))
+        .sum();
+    let mut room = options_room(config, req).saturating_sub(mandatory);
+    for o in order.into_iter().filter_map(|i| options.get(i)) {
+        let len = encoded_len(o.data.len());
+        if is_mandatory(o.code) {
+            put_option(&mut m, o.code, &o.data);
+        } else if len <= room {
+            put_option(&mut m, o.code, &o.data);
+            room -= len;
+        }
+    }
+    m.push(opt::END);
+    if m.len() < MIN_MESSAGE_LEN {
+        m.resize(MIN_MESSAGE_LEN, opt::PAD);
+    }
+    m
+}
+
+/// Options the protocol needs, sent even when the client's size limit would leave them out.
+fn is_mandatory(code: u8) -> bool {
+    matches!(
+        code,
+        opt::MESSAGE_TYPE | opt::SERVER_ID | opt::LEASE_TIME | opt::RAPID_COMMIT
+    )
+}
+
+/// Bytes available for options (END excluded) in a reply the client accepts.
+fn options_room(config: &Config, req: &DhcpMessage) -> usize {
+    let client_max = match req.option(opt::MAX_MESSAGE_SIZE) {
+        Some(&[hi, lo]) => usize::from(u16::from_be_bytes([hi, lo])),
+        _ => 0,
+    };
+    let mut max = client_max.max(MIN_MAX_DATAGRAM);
+    // Nor more than the link carries, though never less than every client must accept.
+    if let Some(mtu) = config.mtu {
+        max = max.min(usize::from(mtu).max(MIN_MAX_DATAGRAM));
+    }
+    max - IPV4_HEADER_LEN - UDP_HEADER_LEN - OPTIONS_OFFSET - 1
+}
+
+/// The options of a reply, in ascending code order.
+fn reply_options(config: &Config, ip4: &Ip4Config, reply: Reply) -> Vec<DhcpOption> {
+    let mut o = Vec::new();
+    let mut add = |code: u8, data: Vec<u8>| o.push(DhcpOption { code, data });
+    let dhcp = reply != Reply::Bootp;
+    let lease = matches!(reply, Reply::Offer | Reply::Ack { .. });
+
+    if reply == Reply::Nak {
+        // Type and server identifier only (RFC 2131 table 3).
+        add(opt::MESSAGE_TYPE, vec![msg_type::NAK]);
+        add(opt::SERVER_ID, ip4.our_addr.octets().to_vec());
+        return o;
+    }
+
+    add(
+        opt::SUBNET_MASK,
+        subnet_mask(ip4.prefix_len).octets().to_vec(),
+    );
+    if let Some(gw) = ip4.gateway {
+        add(opt::ROUTER, gw.octets().to_vec());
+    }
+    if config.services.dhcp_dns {
+        let dns: Vec<u8> = config.dns4().flat_map(|a| a.octets()).collect();
+        if !dns.is_empty() {
+            add(opt::DNS, dns);
+        }
+    }
+    if let Some(name) = config.hostname.as_deref().filter(|n| !n.is_empty()) {
+        add(opt::HOST_NAME, name.as_bytes().to_vec());
+    }
+    if let Some(mtu) = config.mtu {
+        add(opt::INTERFACE_MTU, mtu.to_be_bytes().to_vec());
+    }
+    if lease {
+        add(opt::LEASE_TIME, INFINITE_LEASE.to_be_bytes().to_vec());
+    }
+    if let Some(t) = reply.message_type() {
+        add(opt::MESSAGE_TYPE, vec![t]);
+    }
+    if dhcp {
+        add(opt::SERVER_ID, ip4.our_addr.octets().to_vec());
+    }
+    if reply == (Reply::Ack { rapid_commit: true }) {
+        add(opt::RAPID_COMMIT, Vec::new());
+    }
+    if let Some(name) = config.fqdn.as_deref().and_then(encode_name) {
+        let mut data = vec![FQDN_FLAG_E, FQDN_RCODE, FQDN_RCODE];
+        data.extend_from_slice(&name);
+        add(opt::CLIENT_FQDN, data);
+    }
+    if config.services.dhcp_search {
+        let list = encode_search_list(&config.search);
+        if !list.is_empty() {
+            add(opt::DOMAIN_SEARCH, list);
+        }
+    }
+    if let Some(gw) = ip4.gateway {
+        if !same_subnet(ip4.addr, gw, ip4.prefix_len) {
+            add(opt::CLASSLESS_ROUTES, gateway_routes(gw));
+        }
+    }
+    o
+}
+
+/// Indices into `options` in the order we send them: 53 first unless the client's parameter
+/// request list `prl` places it, then as `prl` asks, then the rest as they are.
+fn option_order(options: &[DhcpOption], prl: &[u8]) -> Vec<usize> {
+    let mut order: Vec<usize> = Vec::with_capacity(options.len());
+    let push = |order: &mut Vec<usize>, code: u8| {
+        if let Some(i) = options.iter().position(|o| o.code == code) {
+            if !order.contains(&i) {
+                order.push(i);
+            }
+        }
+    };
+    if !prl.contains(&opt::MESSAGE_TYPE) {
+        push(&mut order, opt::MESSAGE_TYPE);
+    }
+    for &code in prl {
+        push(&mut order, code);
+    }
+    for o in options {
+        push(&mut order, o.code);
+    }
+    order
+}
+
+/// Bytes an option of `data_len` bytes takes, split as RFC 3396 says.
+fn encoded_len(data_len: usize) -> usize {
+    data_len + 2 * data_len.div_ceil(255).max(1)
+}
+
+/// Appends an option, split into instances of at most 255 bytes (RFC 3396 section 5).
+fn put_option(buf: &mut Vec<u8>, code: u8, data: &[u8]) {
+    if data.is_empty() {
+        buf.extend_from_slice(&[code, 0]);
+    }
+    for chunk in data.chunks(255) {
+        buf.push(code);
+        buf.push(chunk.len() as u8); // at most 255 by construction
+        buf.extend_from_slice(chunk);
+    }
+}
+
+fn subnet_mask(prefix_len: u8) -> Ipv4Addr {
+    Ipv4Addr::from(
+        u32::MAX
+            .checked_shl(32 - u32::from(prefix_len.min(32)))
+            .unwrap_or(0),
+    )
+}
+
+fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix_len: u8) -> bool {
+    (u32::from(a) ^ u32::from(b)) & u32::from(subnet_mask(prefix_len)) == 0
+}
+
+/// Option 121 for a gateway outside the guest's subnet (RFC 3442): a host route to the
+/// gateway on the link (next hop 0.0.0.0), then the default route through it. Clients that
+/// understand 121 ignore option 3, so the default route has to be here too.
+fn gateway_routes(gw: Ipv4Addr) -> Vec<u8> {
+    let mut data = Vec::with_capacity(14);
+    for (dst, len, via) in [
+        (gw, 32, Ipv4Addr::UNSPECIFIED),
+        (Ipv4Addr::UNSPECIFIED, 0, gw),
+    ] {
+        // Width, then only the significant octets of the destination, then the router.
+        data.push(len);
+        data.extend_from_slice(&dst.octets()[..usize::from(len).div_ceil(8)]);
+        data.extend_from_slice(&via.octets());
+    }
+    data
+}
+
+/// The labels of a domain name, or `None` if it can't be one in DNS wire format (RFC 1035
+/// section 2.3.4: labels of 1 to 63 bytes, at most 255 bytes in all). A trailing dot is fine.
+fn labels(name: &str) -> Option<Vec<&str>> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() {
+        return None;
+    }
+    let labels: Vec<&str> = name.split('.').collect();
+    let wire_len: usize = labels.iter().map(|l| l.len() + 1).sum::<usize>() + 1;
+    if labels.iter().any(|l| l.is_empty() || l.len() > 63) || wire_len > 255 {
+        return None;
+    }
+    Some(labels)
+}
+
+fn put_label(buf: &mut Vec<u8>, label: &str) {
+    buf.push(label.len() as u8); // at most 63, checked by labels()
+    buf.extend_from_slice(label.as_bytes());
+}
+
+/// A name in DNS wire format, uncompressed.
+fn encode_name(name: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    for l in labels(name)? {
+        put_label(&mut out, l);
+    }
+    out.push(0);
+    Some(out)
+}
+
+/// Option 119 (RFC 3397): the names in DNS wire format, one after the other, each suffix seen
+/// before replaced by a compression pointer to it (RFC 1035 section 4.1.4). Offsets count from
+/// the start of the option data, across RFC 3396 splitting. Names that can't be encoded and
+/// repeated names are left out.
+fn encode_search_list(names: &[String]) -> Vec<u8> {
+    let all: Vec<Vec<&str>> = names.iter().filter_map(|n| labels(n)).collect();
+    let mut out = Vec::new();
+    // Suffixes written so far (a name from some label to its end), with their offsets.
+    let mut written: Vec<(&[&str], usize)> = Vec::new();
+    let same = |a: &[&str], b: &[&str]| {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.eq_ignore_ascii_case(y))
+    };
+    for (n, name) in all.iter().enumerate() {
+        if all[..n].iter().any(|earlier| same(earlier, name)) {
+            continue;
+        }
+        let mut pointer = None;
+        for i in 0..name.len() {
+            let suffix = &name[i..];
+            if let Some(&(_, at)) = written.iter().find(|(s, _)| same(s, suffix)) {
+                pointer = Some(at);
+                break;
+            }
+            // A pointer has 14 bits of offset; later suffixes just can't be pointed to.
+            if out.len() < 0x4000 {
+                written.push((suffix, out.len()));
+            }
+            put_label(&mut out, suffix[0]);
+        }
+        match pointer {
+            Some(at) => out.extend_from_slice(&(0xc000 | at as u16).to_be_bytes()),
+            None => out.push(0),
+        }
+    }
+    out
+}
+
+/// Decodes one possibly compressed name starting at `start` in `data` (option 119 or 81):
+/// the name, and where the next one starts. Pointers must point backwards (RFC 1035 section
+/// 4.1.4 says to "a prior occurrence"), and a name is at most 255 bytes: so this ends.
+fn decode_name(data: &[u8], start: usize) -> Option<(String, usize)> {
+    let mut name = String::new();
+    let mut pos = start;
+    let mut next = None;
+    let mut wire_len = 0;
+    loop {
+        let len = *data.get(pos)?;
+        match len {
+            0 => return Some((name, next.unwrap_or(pos + 1))),
+            l if l & 0xc0 == 0xc0 => {
+                let target = usize::from(u16::from_be_bytes([l, *data.get(pos + 1)?]) & 0x3fff);
+                next.get_or_insert(pos + 2);
+                if target >= pos {
+                    return None;
+                }
+                pos = target;
+            }
+            l if l & 0xc0 != 0 => return None, // label types 01 and 10 are reserved
+            l => {
+                let label = data.get(pos + 1..pos + 1 + usize::from(l))?;
+                wire_len += label.len() + 1;
+                if wire_len > 254 {
+                    return None;
+                }
+                if !name.is_empty() {
+                    name.push('.');
+                }
+                name.push_str(&String::from_utf8_lossy(label));
+                pos += 1 + label.len();
+            }
+        }
+    }
+}
+
+// Decoding options for Display: `None` when the data doesn't have the option's shape.
+
+fn decode_addrs(data: &[u8]) -> Option<String> {
+    if data.is_empty() || data.len() % 4 != 0 {
+        return None;
+    }
+    let addrs: Vec<String> = data
+        .chunks_exact(4)
+        .map(|a| ip_at(a, 0).to_string())
+        .collect();
+    Some(addrs.join(", "))
+}
+
+fn decode_u16(data: &[u8]) -> Option<String> {
+    match data {
+        &[hi, lo] => Some(u16::from_be_bytes([hi, lo]).to_string()),
+        _ => None,
+    }
+}
+
+fn decode_names(data: &[u8]) -> Option<String> {
+    let mut names = Vec::new();
+    let mut pos = 0;
+    while pos < data.len() {
+        let (name, next) = decode_name(data, pos)?;
+        names.push(name);
+        pos = next;
+    }
+    Some(names.join(", "))
+}
+
+fn decode_routes(mut data: &[u8]) -> Option<String> {
+    let mut routes = Vec::new();
+    while let [width, rest @ ..] = data {
+        if *width > 32 {
+            return None;
+        }
+        let octets = usize::from(*width).div_ceil(8);
+        let dst = rest.get(..octets)?;
+        let via = rest.get(octets..octets + 4)?;
+        let mut d = [0; 4];
+        d[..octets].copy_from_slice(dst);
+        routes.push(format!(
+            "{}/{width} via {}",
+            Ipv4Addr::from(d),
+            ip_at(via, 0)
+        ));
+        data = &rest[octets + 4..];
+    }
+    Some(routes.join(", "))
+}
+
+fn decode_fqdn(data: &[u8]) -> Option<String> {
+    let [flags, rcode1, rcode2, name @ ..] = data else {
+        return None;
+    };
+    let name = if flags & FQDN_FLAG_E != 0 {
+        let (decoded, end) = decode_name(name, 0)?;
+        (end == name.len()).then_some(())?;
+        decoded
+    } else {
+        format!("{:?}", String::from_utf8_lossy(name))
+    };
+    Some(format!(
+        "flags {flags:#04x}, rcode1 {rcode1}, rcode2 {rcode2}, name {name}"
+    ))
+}
+
+fn hex(data: &[u8]) -> String {
+    let bytes: Vec<String> = data.iter().map(|b| format!("{b:02x}")).collect();
+    bytes.join(" ")
+}
+
+fn option_name(code: u8) -> &'static str {
+    match code {
+        opt::SUBNET_MASK => "subnet mask",
+        opt::ROUTER => "router",
+        opt::DNS => "domain name servers",
+        opt::HOST_NAME => "host name",
+        opt::DOMAIN_NAME => "domain name",
+        opt::INTERFACE_MTU => "interface MTU",
+        opt::BROADCAST_ADDR => "broadcast address",
+        opt::NTP_SERVERS => "NTP servers",
+        opt::REQUESTED_ADDR => "requested address",
+        opt::LEASE_TIME => "lease time",
+        opt::OVERLOAD => "option overload",
+        opt::MESSAGE_TYPE => "message type",
+        opt::SERVER_ID => "server identifier",
+        opt::PARAMETER_LIST => "parameter request list",
+        opt::MESSAGE => "message",
+        opt::MAX_MESSAGE_SIZE => "maximum message size",
+        opt::VENDOR_CLASS => "vendor class",
+        opt::CLIENT_ID => "client identifier",
+        opt::RAPID_COMMIT => "rapid commit",
+        opt::CLIENT_FQDN => "client FQDN",
+        opt::DOMAIN_SEARCH => "domain search",
+        opt::CLASSLESS_ROUTES => "classless static routes",
+        _ => "unknown",
+    }
+}
+
+fn decode_option(code: u8, data: &[u8]) -> Option<String> {
+    match code {
+        opt::SUBNET_MASK => {
+            let mask = addr_option(data, "").ok()?;
+            let bits = u32::from(mask);
+            // Show the prefix length only for a contiguous mask.
+            Some(if bits.leading_ones() + bits.trailing_zeros() == 32 {
+                format!("{mask} (/{})", bits.leading_ones())
+            } else {
+                format!("{mask} (not contiguous)")
+            })
+        }
+        opt::ROUTER | opt::DNS | opt::NTP_SERVERS => decode_addrs(data),
+        opt::BROADCAST_ADDR | opt::REQUESTED_ADDR | opt::SERVER_ID => {
+            addr_option(data, "").ok().map(|a| a.to_string())
+        }
+        opt::HOST_NAME | opt::DOMAIN_NAME | opt::MESSAGE | opt::VENDOR_CLASS => {
+            Some(format!("{:?}", String::from_utf8_lossy(data)))
+        }
+        opt::INTERFACE_MTU | opt::MAX_MESSAGE_SIZE => decode_u16(data),
+        opt::LEASE_TIME => match data {
+            &[a, b, c, d] => Some(match u32::from_be_bytes([a, b, c, d]) {
+                INFINITE_LEASE => "infinite (0xffffffff)".to_owned(),
+                secs => format!("{secs} s"),
+            }),
+            _ => None,
+        },
+        opt::MESSAGE_TYPE => match data {
+            &[t] => Some(match msg_type::name(t) {
+                Some(name) => name.to_owned(),
+                None => format!("unknown ({t})"),
+            }),
+            _ => None,
+        },
+        opt::PARAMETER_LIST => {
+            let codes: Vec<String> = data.iter().map(u8::to_string).collect();
+            Some(codes.join(", "))
+        }
+        opt::RAPID_COMMIT => data.is_empty().then(|| "(present)".to_owned()),
+        opt::CLIENT_FQDN => decode_fqdn(data),
+        opt::DOMAIN_SEARCH => decode_names(data),
+        opt::CLASSLESS_ROUTES => decode_routes(data),
+        _ => Some(hex(data)),
+    }
+}
+
+impl fmt::Display for DhcpMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = match self.op {
+            BOOTREQUEST => "BOOTREQUEST",
+            BOOTREPLY => "BOOTREPLY",
+            _ => "unknown",
+        };
+        writeln!(f, "op: {} ({op})", self.op)?;
+        writeln!(
+            f,
+            "htype: {}, hlen: {}, hops: {}",
+            self.htype, self.hlen, self.hops
+        )?;
+        writeln!(f, "xid: {:#010x}", self.xid)?;
+        writeln!(f, "secs: {}", self.secs)?;
+        let broadcast = if self.flags & FLAG_BROADCAST != 0 {
+            " (broadcast)"
+        } else {
+            ""
+        };
+        writeln!(f, "flags: {:#06x}{broadcast}", self.flags)?;
+        writeln!(f, "ciaddr: {}", self.ciaddr)?;
+        writeln!(f, "yiaddr: {}", self.yiaddr)?;
+        writeln!(f, "siaddr: {}", self.siaddr)?;
+        writeln!(f, "giaddr: {}", self.giaddr)?;
+        let hlen = usize::from(self.hlen).min(self.chaddr.len());
+        let chaddr: Vec<String> = self.chaddr[..hlen]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        writeln!(f, "chaddr: {}", chaddr.join(":"))?;
+        for (field, bytes) in [("sname", &self.sname[..]), ("file", &self.file[..])] {
+            if bytes.iter().any(|&b| b != 0) {
+                let text = bytes.split(|&b| b == 0).next().unwrap_or(&[]);
+                writeln!(f, "{field}: {:?}", String::from_utf8_lossy(text))?;
+            }
+        }
+        for o in &self.options {
+            let name = option_name(o.code);
+            match decode_option(o.code, &o.data) {
+                Some(text) => writeln!(f, "option {} ({name}): {text}", o.code)?,
+                None => writeln!(f, "option {} ({name}): malformed: {}", o.code, hex(&o.data))?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_list_is_compressed() {
+        let names = [
+            "eng.example.com".to_owned(),
+            "example.com".to_owned(),
+            "ops.example.com.".to_owned(),
+            "EXAMPLE.COM".to_owned(),
+            "bad..name".to_owned(),
+            "other.org".to_owned(),
+        ];
+        let got = encode_search_list(&names);
+        let mut want = Vec::new();
+        want.extend_from_slice(b"\x03eng\x07example\x03com\x00"); // offsets 0, 4, 12
+        want.extend_from_slice(&[0xc0, 4]); // example.com
+        want.extend_from_slice(b"\x03ops\xc0\x04"); // ops. + example.com
+        want.extend_from_slice(b"\x05other\x03org\x00");
+        assert_eq!(got, want);
+        assert_eq!(
+            decode_names(&got).as_deref(),
+            Some("eng.example.com, example.com, ops.example.com, other.org")
+        );
+    }
+
+    #[test]
+    fn name_decoding_rejects_loops_and_forward_pointers() {
+        assert_eq!(decode_name(&[0xc0, 0], 0), None); // points at itself
+        assert_eq!(decode_name(&[0xc0, 2, 0], 0), None); // forwards
+        assert_eq!(decode_name(&[1, b'a', 0xc0, 0], 0), None); // a.a.a... until too long
+        assert_eq!(decode_name(&[0x40, 0], 0), None); // reserved label type
+        assert_eq!(decode_name(&[3, b'a'], 0), None); // truncated label
+        assert_eq!(
+            decode_name(&[1, b'a', 0, 1, b'b', 0xc0, 0], 3),
+            Some(("b.a".to_owned(), 7))
+        );
+    }
+
+    #[test]
+    fn long_options_are_split() {
+        let mut buf = Vec::new();
+        let data = vec![7; 300];
+        put_option(&mut buf, opt::DOMAIN_SEARCH, &data);
+        assert_eq!(buf.len(), encoded_len(data.len()));
+        assert_eq!((buf[0], buf[1]), (opt::DOMAIN_SEARCH, 255));
+        assert_eq!((buf[257], buf[258]), (opt::DOMAIN_SEARCH, 45));
+        buf.push(opt::END);
+        let options = parse_options(&buf).unwrap();
+        assert_eq!(
+            options,
+            vec![DhcpOption {
+                code: opt::DOMAIN_SEARCH,
+                data
+            }]
+        );
+        let mut empty = Vec::new();
+        put_option(&mut empty, opt::RAPID_COMMIT, &[]);
+        assert_eq!(empty, [opt::RAPID_COMMIT, 0]);
+        assert_eq!(encoded_len(0), 2);
+    }
+
+    #[test]
+    fn classless_routes_encoding() {
+        let data = gateway_routes(Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(data, [32, 10, 0, 0, 1, 0, 0, 0, 0, 0, 10, 0, 0, 1]);
+        assert_eq!(
+            decode_routes(&data).as_deref(),
+            Some("10.0.0.1/32 via 0.0.0.0, 0.0.0.0/0 via 10.0.0.1")
+        );
+        assert_eq!(decode_routes(&[33, 0, 0, 0, 0, 0, 0, 0, 0]), None);
+        assert_eq!(decode_routes(&[24, 10, 0]), None);
+    }
+
+    #[test]
+    fn masks_and_subnets() {
+        assert_eq!(subnet_mask(0), Ipv4Addr::UNSPECIFIED);
+        assert_eq!(subnet_mask(24), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(subnet_mask(32), Ipv4Addr::BROADCAST);
+        assert_eq!(subnet_mask(40), Ipv4Addr::BROADCAST);
+        let a = Ipv4Addr::new(192, 0, 2, 2);
+        assert!(same_subnet(a, Ipv4Addr::new(192, 0, 2, 1), 24));
+        assert!(!same_subnet(a, Ipv4Addr::new(192, 0, 3, 1), 24));
+        assert!(same_subnet(a, Ipv4Addr::new(10, 0, 0, 1), 0));
+    }
+
+    #[test]
+    fn option_parsing_errors() {
+        assert!(parse_options(&[opt::PAD, opt::PAD]).unwrap().is_empty());
+        assert!(parse_options(&[1]).is_err());
+        assert!(parse_options(&[1, 4, 255, 255]).is_err());
+        // Nothing after END is read.
+        assert!(parse_options(&[opt::END, 1]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn option_order_follows_the_request_list() {
+        let o = |code| DhcpOption {
+            code,
+            data: Vec::new(),
+        };
+        let options = [o(1), o(3), o(6), o(51), o(53), o(54)];
+        let codes =
+            |order: Vec<usize>| -> Vec<u8> { order.into_iter().map(|i| options[i].code).collect() };
+        assert_eq!(
+            codes(option_order(&options, &[6, 3, 99, 3])),
+            [53, 6, 3, 1, 51, 54]
+        );
+        assert_eq!(
+            codes(option_order(&options, &[54, 53])),
+            [54, 53, 1, 3, 6, 51]
+        );
+    }
 }
