@@ -4,6 +4,8 @@
 
 pub mod cli;
 pub mod datapath;
+pub mod pasta;
+mod process;
 pub mod summary;
 
 use std::ffi::OsString;
@@ -49,14 +51,28 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
             return EXIT_FAILURE;
         }
     };
-    if !cli.log.quiet {
+    if !quiet(&cli) {
         let mut err = std::io::stderr().lock();
         let _ = write!(err, "{}", summary::Summary(&config));
     }
-    // The data path (namespaces, tap, qemu socket, translation) comes next; until it exists,
-    // say so plainly rather than pretend to connect anything.
-    eprintln!("{name}: configuration done; the data path is not implemented in this build yet");
-    EXIT_FAILURE
+    match mode {
+        Mode::Pasta => pasta::run(&cli, config),
+        Mode::Passt => {
+            // passt's qemu socket comes next; until it exists, say so plainly rather than
+            // pretend to connect anything.
+            eprintln!(
+                "passt: configuration done; the qemu socket is not implemented in this build yet"
+            );
+            EXIT_FAILURE
+        }
+    }
+}
+
+/// Whether informational output is off: `--quiet`, or pasta running a given command (its
+/// output is the user's), unless debugging.
+fn quiet(cli: &cli::Cli) -> bool {
+    let command_given = matches!(&cli.target, cli::PastaTarget::Spawn(c) if !c.is_empty());
+    cli.log.quiet || (cli.mode == Mode::Pasta && command_given && !cli.log.debug)
 }
 
 /// Reads the host and derives the configuration, printing the notices it produced.
@@ -87,7 +103,7 @@ pub fn configure(cli: &cli::Cli) -> Result<Config, String> {
     for notice in &derived.notices {
         match notice.level {
             Level::Warning => eprintln!("{name}: warning: {}", notice.text),
-            Level::Info if !cli.log.quiet => eprintln!("{name}: {}", notice.text),
+            Level::Info if !quiet(cli) => eprintln!("{name}: {}", notice.text),
             Level::Info => {}
         }
     }

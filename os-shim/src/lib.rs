@@ -6,4 +6,7 @@
 
 pub mod hostinfo;
 pub mod netlink;
+pub mod ns;
+pub mod nsconf;
 pub mod reactor;
+pub mod tap;

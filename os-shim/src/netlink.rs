@@ -18,17 +18,21 @@ use std::time::Duration;
 use netlink_packet_core::{
     DoneBuffer, ErrorBuffer, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
     NlaBuffer, NlasIterator, Parseable, ParseableParametrized, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP,
-    NLMSG_OVERRUN, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
+    NLMSG_OVERRUN, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_REQUEST,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressHeader, AddressMessage};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeader, AddressHeaderFlags, AddressMessage, AddressScope,
+};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkHeader, LinkMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteLwEnCapType, RouteMessage,
-    RouteMetric, RouteNextHop, RouteVia,
+    RouteMetric, RouteNextHop, RouteScope, RouteType, RouteVia,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use sans_io::config::host::{HostAddr, HostLink, HostNet, HostRoute, NextHop};
+use sans_io::config::GuestRoute;
 use sans_io::wire::MacAddr;
 
 /// Kernel ABI numbers from `linux/rtnetlink.h`, `linux/if_link.h` and `linux/if_addr.h`.
@@ -125,6 +129,65 @@ pub enum NetlinkError {
     TooLarge { dump: Dump, what: &'static str },
     #[error("{dump} dump: interrupted by concurrent changes {attempts} times in a row")]
     Interrupted { dump: Dump, attempts: u32 },
+    /// A request ([`Netlink::set_link_up`], [`Netlink::add_route`], ...) could not be sent or
+    /// its answer not received. `what` says what was being done.
+    #[error("{what}: netlink {op} failed: {source}")]
+    RequestIo {
+        what: String,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{what}: no answer from the kernel within {after:?}")]
+    RequestTimeout { what: String, after: Duration },
+    /// The kernel refused a request: `errno`, and its extended-ack message when it gave one.
+    #[error("{what}: {}{}", errno_text(*errno), ext_text(message))]
+    Refused {
+        what: String,
+        errno: i32,
+        message: Option<String>,
+    },
+    #[error("{what}: malformed answer: {detail}")]
+    BadAnswer { what: String, detail: String },
+}
+
+impl NetlinkError {
+    /// The kernel's errno, when the kernel refused a request or a dump.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            NetlinkError::Kernel { errno, .. } | NetlinkError::Refused { errno, .. } => {
+                Some(*errno)
+            }
+            _ => None,
+        }
+    }
+
+    /// The reason alone, without what was being done: "Network is unreachable (Nexthop has
+    /// invalid gateway)" for a refusal, the whole message otherwise.
+    pub fn reason(&self) -> String {
+        match self {
+            NetlinkError::Refused { errno, message, .. } => {
+                format!("{}{}", errno_text(*errno), ext_text(message))
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+/// `strerror()`-style text for an errno, without Rust's "(os error N)" suffix.
+pub(crate) fn errno_text(errno: i32) -> String {
+    let text = io::Error::from_raw_os_error(errno).to_string();
+    match text.rfind(" (os error ") {
+        Some(cut) => text[..cut].to_owned(),
+        None => text,
+    }
+}
+
+fn ext_text(message: &Option<String>) -> String {
+    match message {
+        Some(m) => format!(" ({m})"),
+        None => String::new(),
+    }
 }
 
 /// A blocking NETLINK_ROUTE socket bound to the current network namespace.
@@ -148,6 +211,10 @@ impl Netlink {
                 op: "setsockopt(SO_RCVTIMEO)",
                 source: e.into(),
             })?;
+        // Best effort: the kernel's reason for a refusal ("Nexthop has invalid gateway"), and
+        // acknowledgements without a copy of the request.
+        let _ = socket.set_ext_ack(true);
+        let _ = socket.set_cap_ack(true);
         Ok(Netlink {
             socket,
             seq: 0,
@@ -255,65 +322,414 @@ impl Netlink {
     }
 
     fn send(&mut self, dump: Dump, req: &[u8]) -> Result<(), NetlinkError> {
-        for _ in 0..MAX_EINTR {
-            match self.socket.send(req, 0) {
-                Ok(n) if n == req.len() => return Ok(()),
-                Ok(_) => {
-                    return Err(NetlinkError::Io {
-                        dump,
-                        op: "send",
-                        source: io::Error::new(io::ErrorKind::WriteZero, "short send"),
-                    })
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => {
-                    return Err(NetlinkError::Io {
-                        dump,
-                        op: "send",
-                        source,
-                    })
-                }
-            }
-        }
-        Err(NetlinkError::Io {
+        self.send_bytes(req).map_err(|source| NetlinkError::Io {
             dump,
             op: "send",
-            source: io::ErrorKind::Interrupted.into(),
+            source,
         })
     }
 
     fn recv(&mut self, dump: Dump) -> Result<usize, NetlinkError> {
+        self.recv_bytes().map_err(|e| match e {
+            RecvFail::Timeout => NetlinkError::Timeout {
+                dump,
+                after: RECV_TIMEOUT,
+            },
+            RecvFail::TooLarge => NetlinkError::TooLarge {
+                dump,
+                what: "datagram larger than the receive buffer",
+            },
+            RecvFail::Io(source) => NetlinkError::Io {
+                dump,
+                op: "recv",
+                source,
+            },
+        })
+    }
+
+    /// Sends one datagram, retrying on EINTR.
+    fn send_bytes(&mut self, req: &[u8]) -> Result<(), io::Error> {
+        for _ in 0..MAX_EINTR {
+            match self.socket.send(req, 0) {
+                Ok(n) if n == req.len() => return Ok(()),
+                Ok(_) => return Err(io::Error::new(io::ErrorKind::WriteZero, "short send")),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::ErrorKind::Interrupted.into())
+    }
+
+    /// Receives one datagram into `self.buf`, retrying on EINTR.
+    fn recv_bytes(&mut self) -> Result<usize, RecvFail> {
         for _ in 0..MAX_EINTR {
             match self.socket.recv(&mut &mut self.buf[..], libc::MSG_TRUNC) {
-                Ok(n) if n > self.buf.len() => {
-                    return Err(NetlinkError::TooLarge {
-                        dump,
-                        what: "datagram larger than the receive buffer",
-                    })
-                }
+                Ok(n) if n > self.buf.len() => return Err(RecvFail::TooLarge),
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Err(NetlinkError::Timeout {
-                        dump,
-                        after: RECV_TIMEOUT,
-                    })
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(RecvFail::Timeout),
+                Err(e) => return Err(RecvFail::Io(e)),
+            }
+        }
+        Err(RecvFail::Io(io::ErrorKind::Interrupted.into()))
+    }
+}
+
+enum RecvFail {
+    Timeout,
+    TooLarge,
+    Io(io::Error),
+}
+
+/// `NLMSGERR_ATTR_MSG` (`linux/netlink.h`): the kernel's extended-ack text.
+const NLMSGERR_ATTR_MSG: u16 = 1;
+/// `RTPROT_BOOT`: what `ip route add` marks its routes with.
+const RTPROT_BOOT: u8 = 3;
+
+/// # Changing links, addresses and routes
+///
+/// Each call sends one request with `NLM_F_ACK` and waits (at most 5 s) for the kernel's
+/// acknowledgement; a refusal is [`NetlinkError::Refused`] with the errno, the kernel's
+/// extended-ack text when it gave one, and what was being done ("adding route 203.0.113.0/24
+/// via 198.51.100.1 on link 2"). The socket acts on the network namespace it was *created*
+/// in: to configure another namespace, call [`Netlink::open`] inside it (see
+/// [`crate::ns::in_netns`]); the socket can then be used from any thread.
+impl Netlink {
+    /// The index of the link called `name`.
+    pub fn link_index(&mut self, name: &str) -> Result<u32, NetlinkError> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        let link = self.get_link(format!("looking up link {name}"), msg)?;
+        Ok(link.index)
+    }
+
+    /// The link with index `ifindex`: name, MAC, MTU, up.
+    pub fn link(&mut self, ifindex: u32) -> Result<HostLink, NetlinkError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = ifindex;
+        self.get_link(format!("looking up link {ifindex}"), msg)
+    }
+
+    /// The hardware address of link `ifindex` (`None` for links without an Ethernet one).
+    pub fn link_mac(&mut self, ifindex: u32) -> Result<Option<MacAddr>, NetlinkError> {
+        Ok(self.link(ifindex)?.mac)
+    }
+
+    /// Sets or clears `IFF_UP` on link `ifindex`, leaving its other flags alone.
+    pub fn set_link_up(&mut self, ifindex: u32, up: bool) -> Result<(), NetlinkError> {
+        let msg = link_up_message(ifindex, up);
+        let what = format!("bringing link {ifindex} {}", if up { "up" } else { "down" });
+        self.ack(what, RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    pub fn set_link_mtu(&mut self, ifindex: u32, mtu: u32) -> Result<(), NetlinkError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = ifindex;
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+        let what = format!("setting MTU {mtu} on link {ifindex}");
+        self.ack(what, RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    pub fn set_link_mac(&mut self, ifindex: u32, mac: MacAddr) -> Result<(), NetlinkError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = ifindex;
+        msg.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+        let what = format!("setting MAC address {mac} on link {ifindex}");
+        self.ack(what, RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    /// Adds `addr/prefix_len` to link `ifindex` (`NLM_F_CREATE | NLM_F_EXCL`: an address
+    /// already there is refused with EEXIST). `nodad` sets `IFA_F_NODAD`: an IPv6 address is
+    /// then usable at once instead of tentative for a second or two.
+    pub fn add_address(
+        &mut self,
+        ifindex: u32,
+        addr: IpAddr,
+        prefix_len: u8,
+        nodad: bool,
+    ) -> Result<(), NetlinkError> {
+        let what = format!("adding address {addr}/{prefix_len} on link {ifindex}");
+        let msg = address_message(ifindex, addr, prefix_len, nodad).map_err(|detail| {
+            NetlinkError::Refused {
+                what: what.clone(),
+                errno: libc::EINVAL,
+                message: Some(detail),
+            }
+        })?;
+        self.ack(
+            what,
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    /// Adds `route` through link `ifindex` to the main table (`NLM_F_CREATE | NLM_F_EXCL`),
+    /// with `RTA_GATEWAY` (or `RTA_VIA` for an IPv4 route through an IPv6 gateway),
+    /// `RTA_PRIORITY` when not zero and `RTAX_MTU` when set. A gateway the link can't reach
+    /// is refused with ENETUNREACH.
+    pub fn add_route(&mut self, ifindex: u32, route: &GuestRoute) -> Result<(), NetlinkError> {
+        let what = format!("adding route {} on link {ifindex}", describe_route(route));
+        let msg = route_message(ifindex, route).map_err(|detail| NetlinkError::Refused {
+            what: what.clone(),
+            errno: libc::EINVAL,
+            message: Some(detail),
+        })?;
+        self.ack(
+            what,
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    fn get_link(&mut self, what: String, msg: LinkMessage) -> Result<HostLink, NetlinkError> {
+        let answers = self.request(&what, RouteNetlinkMessage::GetLink(msg), 0)?;
+        let bad = |detail: String| NetlinkError::BadAnswer {
+            what: what.clone(),
+            detail,
+        };
+        match answers.as_slice() {
+            [(uapi::RTM_NEWLINK, payload)] => decode_link(payload).map_err(bad),
+            other => Err(bad(format!("{} messages instead of one link", other.len()))),
+        }
+    }
+
+    /// A request whose only answer is the acknowledgement.
+    fn ack(
+        &mut self,
+        what: String,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<(), NetlinkError> {
+        match self.request(&what, msg, flags)?.as_slice() {
+            [] => Ok(()),
+            other => Err(NetlinkError::BadAnswer {
+                what,
+                detail: format!(
+                    "{} unexpected messages before the acknowledgement",
+                    other.len()
+                ),
+            }),
+        }
+    }
+
+    /// Sends `msg` with `NLM_F_REQUEST | NLM_F_ACK | flags`; returns the type and payload of
+    /// each message answering it before the kernel's acknowledgement.
+    fn request(
+        &mut self,
+        what: &str,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<(u16, Vec<u8>)>, NetlinkError> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        header.sequence_number = seq;
+        let mut msg = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+        msg.finalize();
+        let mut req = vec![0; msg.buffer_len()];
+        msg.serialize(&mut req);
+        self.send_bytes(&req)
+            .map_err(|source| NetlinkError::RequestIo {
+                what: what.to_owned(),
+                op: "send",
+                source,
+            })?;
+
+        let bad = |detail: String| NetlinkError::BadAnswer {
+            what: what.to_owned(),
+            detail,
+        };
+        let mut answers = Vec::new();
+        for _ in 0..MAX_DATAGRAMS {
+            let len = self.recv_bytes().map_err(|e| match e {
+                RecvFail::Timeout => NetlinkError::RequestTimeout {
+                    what: what.to_owned(),
+                    after: RECV_TIMEOUT,
+                },
+                RecvFail::TooLarge => bad("datagram larger than the receive buffer".into()),
+                RecvFail::Io(source) => NetlinkError::RequestIo {
+                    what: what.to_owned(),
+                    op: "recv",
+                    source,
+                },
+            })?;
+            let datagram = &self.buf[..len];
+            let mut offset = 0;
+            while offset < datagram.len() {
+                let nl = NetlinkBuffer::new_checked(&datagram[offset..])
+                    .map_err(|e| bad(format!("at byte {offset}: {e}")))?;
+                let end = (offset + align4(nl.length() as usize)).min(datagram.len());
+                // Stale answers to an earlier, abandoned request: not ours.
+                if nl.sequence_number() == seq {
+                    match nl.message_type() {
+                        NLMSG_ERROR => {
+                            return match parse_ack(nl.flags(), nl.payload()).map_err(bad)? {
+                                None => Ok(answers),
+                                Some((errno, message)) => Err(NetlinkError::Refused {
+                                    what: what.to_owned(),
+                                    errno,
+                                    message,
+                                }),
+                            }
+                        }
+                        NLMSG_NOOP | NLMSG_DONE => {}
+                        NLMSG_OVERRUN => return Err(bad("NLMSG_OVERRUN".into())),
+                        kind => answers.push((kind, nl.payload().to_vec())),
+                    }
                 }
-                Err(source) => {
-                    return Err(NetlinkError::Io {
-                        dump,
-                        op: "recv",
-                        source,
-                    })
+                offset = end;
+            }
+        }
+        Err(bad("no acknowledgement after 65536 datagrams".into()))
+    }
+}
+
+/// An NLMSG_ERROR payload: `None` for an acknowledgement, else the errno and the kernel's
+/// extended-ack message (`NETLINK_EXT_ACK`), when it gave one.
+fn parse_ack(flags: u16, payload: &[u8]) -> Result<Option<(i32, Option<String>)>, String> {
+    let err = ErrorBuffer::new_checked(&payload).map_err(|e| e.to_string())?;
+    let Some(code) = err.code() else {
+        return Ok(None);
+    };
+    let errno = code.get().checked_neg().unwrap_or(i32::MAX);
+    let mut message = None;
+    if flags & NLM_F_ACK_TLVS != 0 {
+        // struct nlmsgerr: the error, then the request's header, then (unless capped) the
+        // request's payload; the attributes follow.
+        let echoed = payload
+            .get(4..8)
+            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .unwrap_or(0);
+        let skip = if flags & NLM_F_CAPPED != 0 {
+            4 + 16
+        } else {
+            4 + align4(echoed.max(16))
+        };
+        for nla in NlasIterator::new(payload.get(skip..).unwrap_or_default()).flatten() {
+            if nla.kind() == NLMSGERR_ATTR_MSG {
+                let raw = nla.value().split(|&b| b == 0).next().unwrap_or_default();
+                if !raw.is_empty() {
+                    message = Some(String::from_utf8_lossy(raw).into_owned());
                 }
             }
         }
-        Err(NetlinkError::Io {
-            dump,
-            op: "recv",
-            source: io::ErrorKind::Interrupted.into(),
-        })
     }
+    Ok(Some((errno, message)))
+}
+
+fn link_up_message(ifindex: u32, up: bool) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = ifindex;
+    msg.header.change_mask = LinkFlags::Up;
+    msg.header.flags = if up {
+        LinkFlags::Up
+    } else {
+        LinkFlags::empty()
+    };
+    msg
+}
+
+fn check_prefix(addr: IpAddr, prefix_len: u8) -> Result<AddressFamily, String> {
+    let (family, max) = match addr {
+        IpAddr::V4(_) => (AddressFamily::Inet, 32),
+        IpAddr::V6(_) => (AddressFamily::Inet6, 128),
+    };
+    if prefix_len > max {
+        return Err(format!("prefix length {prefix_len} is over {max}"));
+    }
+    Ok(family)
+}
+
+/// RTM_NEWADDR for `addr/prefix_len` on `ifindex`, scoped as `ip address add` would.
+fn address_message(
+    ifindex: u32,
+    addr: IpAddr,
+    prefix_len: u8,
+    nodad: bool,
+) -> Result<AddressMessage, String> {
+    let family = check_prefix(addr, prefix_len)?;
+    let mut msg = AddressMessage::default();
+    msg.header.family = family;
+    msg.header.prefix_len = prefix_len;
+    msg.header.index = ifindex;
+    msg.header.scope = match addr {
+        IpAddr::V4(a) if a.is_loopback() => AddressScope::Host,
+        IpAddr::V6(a) if a.is_loopback() => AddressScope::Host,
+        IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80 => AddressScope::Link,
+        _ => AddressScope::Universe,
+    };
+    let mut flags = AddressFlags::empty();
+    if nodad {
+        flags |= AddressFlags::Nodad;
+        msg.header.flags = AddressHeaderFlags::Nodad;
+    }
+    msg.attributes.push(AddressAttribute::Local(addr));
+    msg.attributes.push(AddressAttribute::Address(addr));
+    msg.attributes.push(AddressAttribute::Flags(flags));
+    Ok(msg)
+}
+
+/// RTM_NEWROUTE for `route` through `ifindex`, in the main table.
+fn route_message(ifindex: u32, route: &GuestRoute) -> Result<RouteMessage, String> {
+    let family = check_prefix(route.dst, route.dst_len)?;
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = family;
+    msg.header.destination_prefix_length = route.dst_len;
+    msg.header.table = RouteHeader::RT_TABLE_MAIN;
+    msg.header.protocol = RTPROT_BOOT.into();
+    msg.header.kind = RouteType::Unicast;
+    // Like `ip route add`: an IPv4 route without a gateway is on the link.
+    msg.header.scope = match (route.dst, route.gateway) {
+        (IpAddr::V4(_), None) => RouteScope::Link,
+        _ => RouteScope::Universe,
+    };
+    if route.dst_len > 0 {
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(route.dst)));
+    }
+    match route.gateway {
+        None => {}
+        Some(gw) if gw.is_ipv4() == route.dst.is_ipv4() => msg
+            .attributes
+            .push(RouteAttribute::Gateway(RouteAddress::from(gw))),
+        Some(IpAddr::V6(gw)) => msg
+            .attributes
+            .push(RouteAttribute::Via(RouteVia::Inet6(gw))),
+        Some(IpAddr::V4(gw)) => {
+            return Err(format!("IPv4 gateway {gw} for an IPv6 destination"));
+        }
+    }
+    msg.attributes.push(RouteAttribute::Oif(ifindex));
+    if route.priority != 0 {
+        msg.attributes
+            .push(RouteAttribute::Priority(route.priority));
+    }
+    if let Some(mtu) = route.mtu {
+        msg.attributes
+            .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
+    }
+    Ok(msg)
+}
+
+/// A route as `ip route` would show it: "default via 192.0.2.1", "203.0.113.0/24 via
+/// 198.51.100.1 metric 100", "192.0.2.0/24 mtu 1400".
+pub fn describe_route(route: &GuestRoute) -> String {
+    let mut out = if route.dst_len == 0 && route.dst.is_unspecified() {
+        "default".to_owned()
+    } else {
+        format!("{}/{}", route.dst, route.dst_len)
+    };
+    if let Some(gw) = route.gateway {
+        out += &format!(" via {gw}");
+    }
+    if route.priority != 0 {
+        out += &format!(" metric {}", route.priority);
+    }
+    if let Some(mtu) = route.mtu {
+        out += &format!(" mtu {mtu}");
+    }
+    out
 }
 
 /// One netlink message header, checked against the bytes around it.
@@ -800,6 +1216,162 @@ mod tests {
         assert!(
             matches!(err, NetlinkError::Malformed { offset: 0, .. }),
             "{err}"
+        );
+    }
+
+    fn guest_route(dst: &str, len: u8, gw: Option<&str>) -> GuestRoute {
+        GuestRoute {
+            dst: dst.parse().unwrap(),
+            dst_len: len,
+            gateway: gw.map(|g| g.parse().unwrap()),
+            priority: 0,
+            mtu: None,
+        }
+    }
+
+    fn reparse(msg: RouteMessage) -> HostRoute {
+        let buf = [route_message(msg), DONE.to_vec()].concat();
+        let mut routes = parse_routes(&buf).unwrap();
+        assert_eq!(routes.len(), 1);
+        routes.remove(0)
+    }
+
+    #[test]
+    fn route_request_round_trips() {
+        let mut r = guest_route("203.0.113.0", 24, Some("192.0.2.1"));
+        r.priority = 100;
+        r.mtu = Some(1400);
+        let msg = super::route_message(7, &r).unwrap();
+        assert_eq!(msg.header.scope, RouteScope::Universe);
+        let back = reparse(msg);
+        assert_eq!(back.dst, r.dst);
+        assert_eq!(back.dst_len, 24);
+        assert_eq!(back.priority, 100);
+        assert_eq!(back.mtu, Some(1400));
+        assert_eq!(back.protocol, RTPROT_BOOT);
+        assert_eq!(
+            back.nexthops,
+            vec![NextHop {
+                gateway: r.gateway,
+                oif: Some(7)
+            }]
+        );
+
+        // On-link IPv4 route: link scope, no gateway; default route: no RTA_DST.
+        let msg = super::route_message(7, &guest_route("192.0.2.0", 24, None)).unwrap();
+        assert_eq!(msg.header.scope, RouteScope::Link);
+        let msg = super::route_message(7, &guest_route("0.0.0.0", 0, Some("192.0.2.1"))).unwrap();
+        assert!(!msg
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RouteAttribute::Destination(_))));
+
+        // IPv4 through an IPv6 gateway: RTA_VIA.
+        let msg = super::route_message(7, &guest_route("0.0.0.0", 0, Some("fe80::1"))).unwrap();
+        assert_eq!(
+            reparse(msg).nexthops[0].gateway,
+            Some("fe80::1".parse().unwrap())
+        );
+
+        assert!(
+            super::route_message(7, &guest_route("2001:db8::", 32, Some("192.0.2.1"))).is_err()
+        );
+        assert!(super::route_message(7, &guest_route("192.0.2.0", 33, None)).is_err());
+    }
+
+    #[test]
+    fn address_request_flags() {
+        let msg = address_message(3, "2001:db8::2".parse().unwrap(), 64, true).unwrap();
+        let mut payload = vec![0; msg.buffer_len()];
+        msg.emit(&mut payload);
+        let buf = [message(uapi::RTM_NEWADDR, &payload), DONE.to_vec()].concat();
+        let addrs = parse_addrs(&buf).unwrap();
+        assert_eq!(addrs.len(), 1);
+        assert_eq!(addrs[0].ifindex, 3);
+        assert_eq!(addrs[0].prefix_len, 64);
+        assert_ne!(addrs[0].flags & 0x02, 0, "IFA_F_NODAD");
+
+        let msg = address_message(3, "fe80::2".parse().unwrap(), 64, false).unwrap();
+        assert_eq!(msg.header.scope, AddressScope::Link);
+        let msg = address_message(3, "192.0.2.2".parse().unwrap(), 24, false).unwrap();
+        assert_eq!(msg.header.scope, AddressScope::Universe);
+        assert!(address_message(3, "192.0.2.2".parse().unwrap(), 40, false).is_err());
+    }
+
+    /// An NLMSG_ERROR payload: errno, the echoed 16-byte header (claiming `echoed_len`), the
+    /// echoed request body if any, then an NLMSGERR_ATTR_MSG.
+    fn nack(errno: i32, echoed_len: u32, body: &[u8], text: &str) -> Vec<u8> {
+        let mut out = (-errno).to_ne_bytes().to_vec();
+        out.extend_from_slice(&echoed_len.to_ne_bytes());
+        out.extend_from_slice(&[0; 12]);
+        out.extend_from_slice(body);
+        let mut value = text.as_bytes().to_vec();
+        value.push(0);
+        out.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+        out.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
+        out.extend_from_slice(&value);
+        out.resize(align4(out.len()), 0);
+        out
+    }
+
+    #[test]
+    fn acks_and_extended_acks() {
+        let ack = [0u8; 20];
+        assert_eq!(parse_ack(0, &ack).unwrap(), None);
+
+        let text = "Nexthop has invalid gateway";
+        let capped = nack(libc::ENETUNREACH, 60, &[], text);
+        assert_eq!(
+            parse_ack(NLM_F_CAPPED | NLM_F_ACK_TLVS, &capped).unwrap(),
+            Some((libc::ENETUNREACH, Some(text.to_owned())))
+        );
+        // Not capped: the request's 44-byte body comes first.
+        let echoed = nack(libc::ENETUNREACH, 60, &[0xaa; 44], text);
+        assert_eq!(
+            parse_ack(NLM_F_ACK_TLVS, &echoed).unwrap(),
+            Some((libc::ENETUNREACH, Some(text.to_owned())))
+        );
+        // Without NLM_F_ACK_TLVS the attributes are not looked for.
+        assert_eq!(
+            parse_ack(0, &capped).unwrap(),
+            Some((libc::ENETUNREACH, None))
+        );
+        assert!(parse_ack(0, &[1, 2]).is_err());
+
+        let err = NetlinkError::Refused {
+            what: "adding route 203.0.113.0/24 via 198.51.100.1 on link 2".into(),
+            errno: libc::ENETUNREACH,
+            message: Some(text.into()),
+        };
+        assert_eq!(
+            err.to_string(),
+            "adding route 203.0.113.0/24 via 198.51.100.1 on link 2: Network is unreachable \
+             (Nexthop has invalid gateway)"
+        );
+        assert_eq!(
+            err.reason(),
+            "Network is unreachable (Nexthop has invalid gateway)"
+        );
+        assert_eq!(err.errno(), Some(libc::ENETUNREACH));
+    }
+
+    #[test]
+    fn routes_described() {
+        assert_eq!(
+            describe_route(&guest_route("0.0.0.0", 0, Some("192.0.2.1"))),
+            "default via 192.0.2.1"
+        );
+        let mut r = guest_route("203.0.113.0", 24, Some("198.51.100.1"));
+        r.priority = 100;
+        r.mtu = Some(1400);
+        assert_eq!(
+            describe_route(&r),
+            "203.0.113.0/24 via 198.51.100.1 metric 100 mtu 1400"
+        );
+        assert_eq!(describe_route(&guest_route("::", 0, None)), "default");
+        assert_eq!(
+            describe_route(&guest_route("2001:db8::", 32, None)),
+            "2001:db8::/32"
         );
     }
 }

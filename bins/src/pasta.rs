@@ -1,0 +1,210 @@
+//! pasta's life: find or make the namespaces, put a tap device in the network namespace,
+//! configure it, then run the data path until the command ends, the namespace goes away, or a
+//! signal says stop.
+//!
+//! Order matters. The command's process is forked first, before any thread exists. pasta then
+//! joins the user namespace owning the target network namespace (for capabilities over it;
+//! only a single-threaded process may), and works inside the network namespace only from
+//! short-lived threads: pasta itself stays in the host's network namespace, where its host
+//! sockets live. Signals are blocked (for the signalfd) only after the command has been
+//! forked, so that the command starts with a clean mask.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
+
+use os_shim::ns::{self, Child, NetnsWatch, NsTarget};
+use os_shim::reactor::{monotonic_now, Reactor};
+use os_shim::{nsconf, tap::Tap};
+use sans_io::config::Config;
+use sans_io::engine::Engine;
+
+use crate::cli::{Cli, PastaTarget};
+use crate::datapath::{self, Exit, GuestLink, LinkStats, Watch};
+use crate::{process, EXIT_FAILURE};
+
+/// The tap device as the data path's guest link.
+struct TapLink(Tap);
+
+impl GuestLink for TapLink {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+
+    fn read_frame(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read_frame(buf)
+    }
+
+    fn write_frame(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        self.0.write_frame(frame)
+    }
+}
+
+/// The spawned command: when it ends, pasta ends with its status.
+struct CommandWatch<'a>(&'a mut Child);
+
+impl Watch for CommandWatch<'_> {
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.0.pidfd()
+    }
+
+    fn check(&mut self) -> Option<i32> {
+        self.0.try_wait().ok().flatten().map(|exit| exit.code())
+    }
+}
+
+/// The namespace file: when it's deleted, pasta ends (successfully: that's how Podman stops it).
+struct NetnsGone(NetnsWatch);
+
+impl Watch for NetnsGone {
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.0.fd()
+    }
+
+    fn check(&mut self) -> Option<i32> {
+        let gone = if self.0.fd().is_some() {
+            self.0.gone()
+        } else {
+            self.0.check()
+        };
+        gone.then_some(0)
+    }
+}
+
+/// Signals that end pasta (forwarded to the command, if there is one).
+const STOP_SIGNALS: [nix::sys::signal::Signal; 4] = [
+    nix::sys::signal::Signal::SIGTERM,
+    nix::sys::signal::Signal::SIGINT,
+    nix::sys::signal::Signal::SIGQUIT,
+    nix::sys::signal::Signal::SIGHUP,
+];
+
+/// Runs pasta; returns the process exit status.
+pub fn run(cli: &Cli, config: Config) -> i32 {
+    match run_inner(cli, config) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pasta: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// A start-up failure, with the exit status it calls for.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error(transparent)]
+    Ns(#[from] ns::NsError),
+    #[error(transparent)]
+    Tap(#[from] os_shim::tap::TapError),
+    #[error("configuring the namespace: {0}")]
+    NsConf(#[from] nsconf::NsConfError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StartError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            // Like a shell: a command that cannot be run is 127.
+            StartError::Ns(ns::NsError::Exec { .. }) => ns::EXEC_FAILED_CODE,
+            _ => EXIT_FAILURE,
+        }
+    }
+}
+
+fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
+    let (target, mut child, warnings) = match &cli.target {
+        PastaTarget::Spawn(command) => {
+            // As root, a network namespace is enough; unprivileged, a user namespace gives
+            // us the capabilities over it.
+            let netns_only = cli.netns_only || nix::unistd::geteuid().is_root();
+            let spawned = ns::spawn(command, netns_only)?;
+            (spawned.ns, Some(spawned.child), spawned.warnings)
+        }
+        PastaTarget::Pid(pid) => (
+            NsTarget::from_pid(*pid, cli.userns.as_deref(), cli.netns_only)?,
+            None,
+            Vec::new(),
+        ),
+        PastaTarget::Netns(path) => (
+            NsTarget::from_path(path, cli.userns.as_deref())?,
+            None,
+            Vec::new(),
+        ),
+    };
+    for w in &warnings {
+        eprintln!("pasta: warning: {w}");
+    }
+    if let Some(userns) = &target.userns {
+        ns::join_userns(userns)?;
+    }
+
+    let tap = Tap::open_in(&target.netns, &config.ns_ifname)?;
+    let conf = nsconf::configure(&target.netns, tap.ifindex(), &config, cli.config_net)?;
+    for w in &conf.warnings {
+        eprintln!("pasta: warning: {w}");
+    }
+
+    // The namespace file: only when the target is a path of its own (not a spawned command,
+    // whose namespace lives as long as pasta does).
+    let mut netns_watch = match (&cli.target, cli.no_netns_quit) {
+        (PastaTarget::Spawn(_), _) | (_, true) => None,
+        _ => Some(NetnsGone(NetnsWatch::new(&target.netns_path)?)),
+    };
+
+    let mut engine = Engine::new(config, process::random_seed(), monotonic_now());
+
+    match &mut child {
+        Some(child) => {
+            process::write_pid_file(cli.pid_file.as_deref(), std::process::id())
+                .map_err(StartError::Other)?;
+            child.release()?;
+        }
+        None if !cli.foreground => {
+            // Ready: the foreground process exits successfully (Podman waits for exactly
+            // that), the daemon carries on.
+            process::daemonize(cli.pid_file.as_deref()).map_err(StartError::Other)?;
+        }
+        None => process::write_pid_file(cli.pid_file.as_deref(), std::process::id())
+            .map_err(StartError::Other)?,
+    }
+
+    let reactor = Reactor::new(&STOP_SIGNALS)
+        .map_err(|e| StartError::Other(format!("cannot set up the event loop: {e}")))?;
+    let mut link = TapLink(tap);
+    let mut stats = LinkStats::default();
+    let exit = {
+        let mut command = child.as_mut().map(CommandWatch);
+        let mut watches: Vec<&mut dyn Watch> = Vec::new();
+        if let Some(c) = command.as_mut() {
+            watches.push(c);
+        }
+        if let Some(w) = netns_watch.as_mut() {
+            watches.push(w);
+        }
+        datapath::run(&mut engine, &mut link, &reactor, &mut watches, &mut stats)
+    };
+    remove_pid_file(cli.pid_file.as_deref());
+
+    Ok(match exit {
+        Exit::Done(code) => code,
+        Exit::Signal(sig) => match child.as_mut() {
+            // The command decides how to end; pasta ends with it.
+            Some(child) => {
+                let _ = child.signal(sig);
+                child.wait().map(|e| e.code()).unwrap_or(EXIT_FAILURE)
+            }
+            None => 0,
+        },
+        Exit::LinkError(e) => {
+            eprintln!("pasta: {e}");
+            EXIT_FAILURE
+        }
+    })
+}
+
+fn remove_pid_file(path: Option<&Path>) {
+    if let Some(path) = path {
+        let _ = std::fs::remove_file(path);
+    }
+}

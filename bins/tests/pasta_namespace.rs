@@ -1,0 +1,370 @@
+//! Real OS: pasta gives a namespace a working link — tap, addresses and routes with
+//! `--config-net`, DHCP for a client inside, attaching to existing namespaces, exit status.
+//! Everything runs inside the lab's "host" namespace (see common/mod.rs).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{addr, bin, run_timeout, test_user, Lab, Shape, TestUser, TIMEOUT};
+
+/// Needs /dev/net/tun usable by the user pasta runs as, and user namespaces for the
+/// unprivileged case.
+fn tun_usable_by(user: Option<&TestUser>) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let ok = match std::fs::metadata("/dev/net/tun") {
+        Ok(m) => user.is_none() || m.permissions().mode() & 0o006 == 0o006,
+        Err(_) => false,
+    };
+    if !ok {
+        let what = "/dev/net/tun usable by the test user (CI runs chmod 0666 /dev/net/tun)";
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("real-OS test prerequisite missing under CI: {what}");
+        }
+        eprintln!("\n*** SKIPPED: needs {what} ***\n");
+    }
+    ok
+}
+
+fn stdout_of(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `pasta --config-net -- CMD` as root and as an ordinary user.
+fn in_pasta(lab: &Lab, user: Option<&TestUser>, extra: &[&str], cmd: &[&str]) -> String {
+    let mut args = vec!["--config-net"];
+    args.extend_from_slice(extra);
+    args.push("--");
+    args.extend_from_slice(cmd);
+    stdout_of(&lab.run(user, &bin("pasta"), &args))
+}
+
+#[test]
+fn config_net_copies_addresses_and_routes() {
+    let Some(lab) = Lab::new(Shape::DualStack) else {
+        return;
+    };
+    let user = test_user();
+    for who in [None, Some(&user)] {
+        if !tun_usable_by(who) {
+            continue;
+        }
+        let addrs = in_pasta(&lab, who, &[], &["ip", "-j", "addr", "show", "veth0"]);
+        assert!(
+            addrs.contains(&format!(
+                "\"local\":\"{}\",\"prefixlen\":{}",
+                addr::HOST4,
+                addr::PREFIX4
+            )),
+            "{addrs}"
+        );
+        assert!(
+            addrs.contains(&format!(
+                "\"local\":\"{}\",\"prefixlen\":{}",
+                addr::HOST6,
+                addr::PREFIX6
+            )),
+            "{addrs}"
+        );
+        assert!(addrs.contains("\"mtu\":65520"), "{addrs}");
+        assert!(
+            addrs.contains("\"operstate\":\"UNKNOWN\"") || addrs.contains("UP"),
+            "{addrs}"
+        );
+
+        let routes = in_pasta(&lab, who, &[], &["ip", "-j", "route", "show", "default"]);
+        assert!(
+            routes.contains(&format!("\"gateway\":\"{}\"", addr::REMOTE4)),
+            "{routes}"
+        );
+        let routes6 = in_pasta(
+            &lab,
+            who,
+            &[],
+            &["ip", "-j", "-6", "route", "show", "default"],
+        );
+        assert!(
+            routes6.contains(&format!("\"gateway\":\"{}\"", addr::REMOTE6)),
+            "{routes6}"
+        );
+
+        // Loopback is up in the namespace.
+        let lo = in_pasta(&lab, who, &[], &["ip", "-j", "link", "show", "lo"]);
+        assert!(lo.contains("\"UP\""), "{lo}");
+    }
+}
+
+#[test]
+fn options_shape_the_namespace() {
+    let Some(lab) = Lab::new(Shape::DualStack) else {
+        return;
+    };
+    if !tun_usable_by(None) {
+        return;
+    }
+    let out = in_pasta(
+        &lab,
+        None,
+        &[
+            "-I",
+            "eth9",
+            "--ns-mac-addr",
+            "02:99:00:00:00:01",
+            "-m",
+            "9000",
+            "-a",
+            "10.0.2.100",
+            "-n",
+            "24",
+            "-g",
+            "10.0.2.2",
+            "-4",
+        ],
+        &["sh", "-c", "ip -j addr show eth9; ip -j route show default"],
+    );
+    for expected in [
+        "\"ifname\":\"eth9\"",
+        "\"address\":\"02:99:00:00:00:01\"",
+        "\"mtu\":9000",
+        "\"local\":\"10.0.2.100\",\"prefixlen\":24",
+        "\"gateway\":\"10.0.2.2\"",
+    ] {
+        assert!(out.contains(expected), "{expected} not in {out}");
+    }
+    assert!(!out.contains(addr::HOST6), "IPv6 should be off: {out}");
+}
+
+/// A udhcpc script that prints what the lease said.
+const UDHCPC_SCRIPT: &str = "#!/bin/sh\n[ \"$1\" = bound ] && echo \"lease ip=$ip subnet=$subnet router=$router dns=$dns mtu=$mtu search=$search\"\nexit 0\n";
+
+#[test]
+fn udhcpc_gets_the_expected_lease() {
+    let Some(lab) = Lab::new(Shape::DualStack) else {
+        return;
+    };
+    if !tun_usable_by(None) {
+        return;
+    }
+    let Some(busybox) = which("busybox") else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("busybox is missing under CI");
+        }
+        eprintln!("\n*** SKIPPED: needs busybox (udhcpc) ***\n");
+        return;
+    };
+    let dir = tempdir();
+    let script = dir.join("udhcpc.sh");
+    std::fs::write(&script, UDHCPC_SCRIPT).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let sh = format!(
+        "ip link set veth0 up && {} udhcpc -i veth0 -f -q -n -t 5 -T 1 -s {}",
+        busybox,
+        script.display()
+    );
+    // pasta without --config-net: the client configures the link itself.
+    let out = stdout_of(&lab.run(
+        None,
+        &bin("pasta"),
+        &["--dhcp-dns", "--dhcp-search", "--", "sh", "-c", &sh],
+    ));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("lease "))
+        .unwrap_or_else(|| panic!("no lease in {out}"));
+    assert_eq!(
+        line,
+        format!(
+            "lease ip={} subnet=255.255.255.0 router={} dns={} mtu=65520 search={}",
+            addr::HOST4,
+            addr::REMOTE4,
+            addr::DNS4,
+            addr::SEARCH
+        )
+    );
+}
+
+#[test]
+fn exit_status_is_the_commands() {
+    let Some(lab) = Lab::new(Shape::DualStack) else {
+        return;
+    };
+    if !tun_usable_by(None) {
+        return;
+    }
+    let out = lab.run(None, &bin("pasta"), &["--", "sh", "-c", "exit 3"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = lab.run(None, &bin("pasta"), &["--", "sh", "-c", "kill -TERM $$"]);
+    assert_eq!(out.status.code(), Some(128 + 15));
+    let out = lab.run(None, &bin("pasta"), &["--", "/nonexistent/command"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/command"));
+}
+
+#[test]
+fn attaches_to_a_pid_and_to_a_named_netns_and_quits_when_it_goes() {
+    let Some(mut lab) = Lab::new(Shape::DualStack) else {
+        return;
+    };
+    if !tun_usable_by(None) {
+        return;
+    }
+    let dir = tempdir();
+
+    // A process in its own network namespace, started from the lab host namespace.
+    let holder = lab.spawn({
+        let mut c = Command::new("ip");
+        c.args([
+            "netns", "exec", &lab.host, "unshare", "--net", "sleep", "60",
+        ]);
+        c
+    });
+    let sleeper = wait_for_child_of(holder, Duration::from_secs(5));
+    let pidfile = dir.join("pasta-pid.pid");
+    let out = lab.run(
+        None,
+        &bin("pasta"),
+        &[
+            "--config-net",
+            "-q",
+            "-P",
+            pidfile.to_str().unwrap(),
+            &sleeper.to_string(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let daemon = read_pid(&pidfile);
+    let links = run_timeout(
+        Command::new("nsenter").args([
+            "-t",
+            &sleeper.to_string(),
+            "-n",
+            "ip",
+            "-j",
+            "addr",
+            "show",
+            "veth0",
+        ]),
+        TIMEOUT,
+    );
+    let links = stdout_of(&links);
+    assert!(links.contains(addr::HOST4), "{links}");
+    kill(daemon);
+
+    // A named namespace: pasta quits by itself when it is deleted.
+    let name = format!("{}-target", lab.host);
+    let created = run_timeout(Command::new("ip").args(["netns", "add", &name]), TIMEOUT);
+    assert!(created.status.success());
+    let pidfile = dir.join("pasta-netns.pid");
+    let out = lab.run(
+        None,
+        &bin("pasta"),
+        &[
+            "--config-net",
+            "-q",
+            "-P",
+            pidfile.to_str().unwrap(),
+            "--netns",
+            &name,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let daemon = read_pid(&pidfile);
+    let addrs = stdout_of(&run_timeout(
+        Command::new("ip").args(["-n", &name, "-j", "addr", "show", "veth0"]),
+        TIMEOUT,
+    ));
+    assert!(addrs.contains(addr::HOST4), "{addrs}");
+    let _ = run_timeout(Command::new("ip").args(["netns", "del", &name]), TIMEOUT);
+    assert!(
+        wait_gone(daemon, Duration::from_secs(5)),
+        "pasta {daemon} still running after its netns was deleted"
+    );
+}
+
+fn which(tool: &str) -> Option<String> {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn tempdir() -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("passt-ns-test-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+fn read_pid(path: &Path) -> i32 {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("bad pid file {text:?}"))
+}
+
+fn alive(pid: i32) -> bool {
+    // Signal 0 checks existence; a zombie still "exists" until reaped, so look at its state.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty() && !stat.contains(") Z ")
+}
+
+fn kill(pid: i32) {
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert!(
+        wait_gone(pid, Duration::from_secs(5)),
+        "{pid} did not stop on SIGTERM"
+    );
+}
+
+fn wait_gone(pid: i32, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if !alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// The PID of `ip netns exec ... unshare --net sleep`'s final process: `ip` and `unshare`
+/// exec in place, so it is the spawned PID itself once `sleep` runs.
+fn wait_for_child_of(pid: u32, timeout: Duration) -> u32 {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "sleep" {
+            return pid;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("process {pid} never became sleep");
+}

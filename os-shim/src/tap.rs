@@ -1,0 +1,269 @@
+//! pasta's tap device: an Ethernet interface in the target namespace whose frames we read and
+//! write through `/dev/net/tun`.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use crate::netlink::errno_text;
+use crate::ns::{in_netns, NsError};
+
+/// `TUNSETIFF`: `_IOW('T', 202, int)`.
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const IFF_TAP: libc::c_short = 0x0002;
+const IFF_NO_PI: libc::c_short = 0x1000;
+const TUN_PATH: &str = "/dev/net/tun";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    #[error("invalid tap device name '{name}': {why}")]
+    BadName { name: String, why: &'static str },
+    #[error("cannot open {TUN_PATH}: {}{}", errno_text(*errno), open_hint(*errno))]
+    OpenTun { errno: i32 },
+    #[error("cannot create tap device {name}: {}{}", errno_text(*errno), iff_hint(*errno))]
+    Create { name: String, errno: i32 },
+    #[error("tap device {name}: {what}: {}", errno_text(*errno))]
+    Device {
+        name: String,
+        what: &'static str,
+        errno: i32,
+    },
+    #[error(transparent)]
+    Ns(#[from] NsError),
+}
+
+fn open_hint(errno: i32) -> &'static str {
+    match errno {
+        libc::EACCES | libc::EPERM => {
+            " (/dev/net/tun must be accessible to the user: distributions ship it with mode 0666)"
+        }
+        libc::ENOENT | libc::ENODEV | libc::ENXIO => " (is the tun module loaded?)",
+        _ => "",
+    }
+}
+
+fn iff_hint(errno: i32) -> &'static str {
+    match errno {
+        libc::EPERM => " (CAP_NET_ADMIN over the namespace is needed: join its user namespace)",
+        libc::EBUSY => " (the device is in use)",
+        libc::EINVAL => " (a device of another kind has that name?)",
+        _ => "",
+    }
+}
+
+/// `struct ifreq` as far as `TUNSETIFF` uses it: the name and the flags.
+#[repr(C)]
+struct IfReq {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// An open tap device: non-blocking, close-on-exec, one Ethernet frame per read or write.
+#[derive(Debug)]
+pub struct Tap {
+    fd: OwnedFd,
+    name: String,
+    ifindex: u32,
+}
+
+impl Tap {
+    /// Creates (or attaches to) the tap device `name` in the network namespace `netns`, from
+    /// a thread in it (see [`in_netns`]; unprivileged, join the user namespace first). An
+    /// empty name lets the kernel choose one (`tap0`, ...). The device starts down: bring it up
+    /// with [`crate::nsconf::configure`].
+    pub fn open_in(netns: impl AsFd, name: &str) -> Result<Tap, TapError> {
+        check_name(name)?;
+        in_netns(netns, || Tap::open_here(name))?
+    }
+
+    /// Like [`Tap::open_in`], in the calling thread's network namespace.
+    pub fn open_here(name: &str) -> Result<Tap, TapError> {
+        check_name(name)?;
+        // SAFETY: valid C string; the fd is ours.
+        let fd = unsafe {
+            libc::open(
+                c"/dev/net/tun".as_ptr(),
+                libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(TapError::OpenTun {
+                errno: last_errno(),
+            });
+        }
+        // SAFETY: just opened.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            flags: IFF_TAP | IFF_NO_PI,
+            _pad: [0; 22],
+        };
+        for (dst, &src) in req.name.iter_mut().zip(name.as_bytes()) {
+            *dst = src as libc::c_char;
+        }
+        // SAFETY: TUNSETIFF reads and writes a struct ifreq, which `req` is laid out as.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, &mut req) } < 0 {
+            return Err(TapError::Create {
+                name: name.to_owned(),
+                errno: last_errno(),
+            });
+        }
+        // The kernel wrote the actual name back (it chose one if we gave none).
+        // SAFETY: the kernel NUL-terminates names within IFNAMSIZ.
+        let actual = unsafe { CStr::from_ptr(req.name.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
+        // SAFETY: NUL-terminated name.
+        let ifindex = unsafe { libc::if_nametoindex(req.name.as_ptr()) };
+        if ifindex == 0 {
+            return Err(TapError::Device {
+                name: actual,
+                what: "looking up its index",
+                errno: last_errno(),
+            });
+        }
+        Ok(Tap {
+            fd,
+            name: actual,
+            ifindex,
+        })
+    }
+
+    /// The interface name, as the kernel has it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The interface index in the namespace.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// Reads one frame into `buf` (make it at least MTU + 14 bytes: a longer frame is
+    /// truncated). `WouldBlock` when none is waiting.
+    pub fn read_frame(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: reads into our buffer.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
+    /// Writes one frame. A frame the kernel refuses (EINVAL: shorter than an Ethernet header or
+    /// too long; EIO: the device is down) is an error for this frame only: the device stays
+    /// usable.
+    pub fn write_frame(&self, frame: &[u8]) -> io::Result<()> {
+        loop {
+            // SAFETY: writes from our buffer.
+            let n = unsafe { libc::write(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+            if n >= 0 {
+                if n as usize != frame.len() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        format!("tap accepted {n} bytes of a {}-byte frame", frame.len()),
+                    ));
+                }
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+impl AsRawFd for Tap {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for Tap {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+fn check_name(name: &str) -> Result<(), TapError> {
+    let bad = |why| {
+        Err(TapError::BadName {
+            name: name.to_owned(),
+            why,
+        })
+    };
+    if name.len() >= libc::IFNAMSIZ {
+        return bad("longer than 15 bytes");
+    }
+    if name == "." || name == ".." {
+        return bad("not a valid interface name");
+    }
+    if name
+        .bytes()
+        .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace())
+    {
+        return bad("contains '/', ':', whitespace or NUL");
+    }
+    Ok(())
+}
+
+fn last_errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(check_name("tap0").is_ok());
+        assert!(check_name("").is_ok());
+        assert!(check_name("123456789012345").is_ok());
+        let err = check_name("1234567890123456").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid tap device name '1234567890123456': longer than 15 bytes"
+        );
+        assert!(check_name("a/b").is_err());
+        assert!(check_name("a b").is_err());
+        assert!(check_name("..").is_err());
+    }
+
+    #[test]
+    fn messages() {
+        let e = TapError::OpenTun {
+            errno: libc::EACCES,
+        };
+        assert!(
+            e.to_string().starts_with(
+                "cannot open /dev/net/tun: Permission denied (/dev/net/tun must be accessible"
+            ),
+            "{e}"
+        );
+        let e = TapError::Create {
+            name: "eth0".into(),
+            errno: libc::EPERM,
+        };
+        assert!(
+            e.to_string()
+                .starts_with("cannot create tap device eth0: Operation not permitted"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn ifreq_layout() {
+        assert_eq!(std::mem::size_of::<IfReq>(), 40);
+    }
+}

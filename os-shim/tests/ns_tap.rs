@@ -1,0 +1,206 @@
+//! The tap device and `nsconf::configure` in a namespace made by `ns::spawn`, checked from
+//! inside with `nsenter ip` (root; the unprivileged path is in ns_unpriv.rs).
+
+mod ns_common;
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use ns_common::{ip_in, is_root, skip, spawn_or_skip, test_config, BAD_ROUTE, NS_MAC};
+use os_shim::nsconf::configure;
+use os_shim::tap::{Tap, TapError};
+use sans_io::wire::MacAddr;
+
+fn tun_usable(test: &str) -> bool {
+    if !is_root() {
+        skip(
+            test,
+            "needs root (ns_unpriv.rs covers the unprivileged path)",
+        );
+        return false;
+    }
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        skip(test, "no /dev/net/tun (load the tun module)");
+        return false;
+    }
+    true
+}
+
+/// An ARP request from `our_mac`/`sender` for `target`.
+fn arp_request(our_mac: MacAddr, sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&our_mac.0);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&our_mac.0);
+    f.extend_from_slice(&sender);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target);
+    f
+}
+
+/// Reads frames for at most `timeout` until one satisfies `want`.
+fn read_until(tap: &Tap, timeout: Duration, want: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + timeout;
+    let mut buf = vec![0; 65536 + 14];
+    while Instant::now() < deadline {
+        match tap.read_frame(&mut buf) {
+            Ok(n) if want(&buf[..n]) => return Some(buf[..n].to_vec()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("read_frame: {e}"),
+        }
+    }
+    None
+}
+
+#[test]
+fn tap_configured_with_config_net() {
+    const TEST: &str = "tap_configured_with_config_net";
+    if !tun_usable(TEST) {
+        return;
+    }
+    let Some(sp) = spawn_or_skip(TEST, &["true"], false) else {
+        return;
+    };
+    let nspath = sp.ns.netns_path.to_str().unwrap().to_owned();
+    let config = test_config("pasta0");
+
+    let tap = Tap::open_in(&sp.ns.netns, &config.ns_ifname).unwrap();
+    assert_eq!(tap.name(), "pasta0");
+    assert!(tap.ifindex() > 1);
+    let mut buf = [0u8; 2048];
+    let err = tap.read_frame(&mut buf).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+
+    let conf = configure(&sp.ns.netns, tap.ifindex(), &config, true).unwrap();
+    assert_eq!(conf.mac, NS_MAC);
+    // The unreachable gateway is skipped with a warning; the rest gets in.
+    assert_eq!(conf.warnings.len(), 1, "{:?}", conf.warnings);
+    assert!(
+        conf.warnings[0].starts_with(&format!(
+            "cannot copy route {BAD_ROUTE}: Network is unreachable"
+        )),
+        "{:?}",
+        conf.warnings
+    );
+
+    let link = ip_in(&nspath, &["-o", "link", "show", "dev", "pasta0"]);
+    assert!(link.contains("mtu 65520"), "{link}");
+    assert!(link.contains(",UP") || link.contains("<UP"), "{link}");
+    assert!(link.contains(&format!("link/ether {NS_MAC}")), "{link}");
+    let lo = ip_in(&nspath, &["-o", "link", "show", "dev", "lo"]);
+    assert!(lo.contains(",UP"), "{lo}");
+
+    let addrs = ip_in(&nspath, &["-o", "addr", "show", "dev", "pasta0"]);
+    assert!(addrs.contains("inet 192.0.2.10/24"), "{addrs}");
+    let v6 = addrs
+        .lines()
+        .find(|l| l.contains("inet6 2001:db8::10/64"))
+        .unwrap_or_else(|| panic!("{addrs}"));
+    assert!(!v6.contains("tentative"), "{v6}");
+    // DAD is off on the tap: the link-local address is usable at once too.
+    let ll = addrs
+        .lines()
+        .find(|l| l.contains("inet6 fe80::"))
+        .unwrap_or_else(|| panic!("{addrs}"));
+    assert!(!ll.contains("tentative"), "{ll}");
+
+    let routes4 = ip_in(&nspath, &["-4", "route", "show"]);
+    for want in [
+        "default via 192.0.2.1 dev pasta0",
+        "198.51.100.0/24 dev pasta0",
+        // Its gateway was reachable only once the route above was in: the retry got it in.
+        "203.0.113.0/24 via 198.51.100.1 dev pasta0",
+    ] {
+        assert!(routes4.contains(want), "{want} missing from:\n{routes4}");
+    }
+    assert!(!routes4.contains("198.18.0.1"), "{routes4}");
+    let routes6 = ip_in(&nspath, &["-6", "route", "show"]);
+    assert!(
+        routes6.contains("default via fe80::1 dev pasta0"),
+        "{routes6}"
+    );
+    assert!(
+        routes6.contains("2001:db8:5::/48 via 2001:db8::1 dev pasta0 metric 50"),
+        "{routes6}"
+    );
+
+    // Again: what is there already is fine, the bad route is still refused.
+    let again = configure(&sp.ns.netns, tap.ifindex(), &config, true).unwrap();
+    assert_eq!(again.warnings, conf.warnings);
+
+    // Frames: a runt is refused without harm, then the kernel answers ARP.
+    let err = tap.write_frame(&[0u8; 4]).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
+    tap.write_frame(&arp_request(
+        config.our_mac,
+        [192, 0, 2, 1],
+        [192, 0, 2, 10],
+    ))
+    .unwrap();
+    let reply = read_until(&tap, Duration::from_secs(2), |f| {
+        f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[20..22] == [0, 2]
+    })
+    .expect("no ARP reply within 2 s");
+    assert_eq!(reply[..6], config.our_mac.0);
+    assert_eq!(reply[22..28], NS_MAC.0, "sender MAC");
+    assert_eq!(reply[28..32], [192, 0, 2, 10], "sender IP");
+}
+
+#[test]
+fn without_config_net_only_lo_comes_up() {
+    const TEST: &str = "without_config_net_only_lo_comes_up";
+    if !tun_usable(TEST) {
+        return;
+    }
+    let Some(sp) = spawn_or_skip(TEST, &["true"], false) else {
+        return;
+    };
+    let nspath = sp.ns.netns_path.to_str().unwrap().to_owned();
+    let mut config = test_config("ignored");
+    config.ns_mac = None;
+    // An empty name: the kernel picks one.
+    let tap = Tap::open_in(&sp.ns.netns, "").unwrap();
+    assert!(tap.name().starts_with("tap"), "{}", tap.name());
+    let conf = configure(&sp.ns.netns, tap.ifindex(), &config, false).unwrap();
+    assert!(conf.warnings.is_empty());
+
+    let link = ip_in(&nspath, &["-o", "link", "show", "dev", tap.name()]);
+    assert!(link.contains(&format!("link/ether {}", conf.mac)), "{link}");
+    assert!(!link.contains(",UP") && !link.contains("<UP"), "{link}");
+    assert!(!link.contains("mtu 65520"), "{link}");
+    let lo = ip_in(&nspath, &["-o", "link", "show", "dev", "lo"]);
+    assert!(lo.contains(",UP"), "{lo}");
+    let addrs = ip_in(&nspath, &["-o", "-4", "addr", "show", "dev", tap.name()]);
+    assert!(addrs.trim().is_empty(), "{addrs}");
+    // Down: the kernel refuses frames.
+    let err = tap
+        .write_frame(&arp_request(
+            config.our_mac,
+            [192, 0, 2, 1],
+            [192, 0, 2, 10],
+        ))
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+}
+
+#[test]
+fn tap_errors_name_the_device() {
+    const TEST: &str = "tap_errors_name_the_device";
+    if !tun_usable(TEST) {
+        return;
+    }
+    let Some(sp) = spawn_or_skip(TEST, &["true"], false) else {
+        return;
+    };
+    let err = Tap::open_in(&sp.ns.netns, "a-name-too-long-for-linux").unwrap_err();
+    assert!(matches!(err, TapError::BadName { .. }), "{err}");
+    // "lo" exists and is no tap.
+    let err = Tap::open_in(&sp.ns.netns, "lo").unwrap_err();
+    assert!(
+        err.to_string().starts_with("cannot create tap device lo: "),
+        "{err}"
+    );
+}
