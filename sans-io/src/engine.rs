@@ -219,3 +219,137 @@ enum Dispatched {
     Unhandled,
     Malformed(&'static str),
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+    use crate::config::derive::derive;
+    use crate::config::host::{HostAddr, HostLink, HostNet, HostRoute, NextHop};
+    use crate::config::resolv::ResolvConf;
+    use crate::config::{Mode, NetOptions};
+    use crate::wire::build::{self, Route};
+    use crate::wire::MacAddr;
+
+    const GUEST_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 9]);
+
+    fn engine() -> Engine {
+        let route = |gw: &str, dst: IpAddr| HostRoute {
+            dst,
+            dst_len: 0,
+            nexthops: vec![NextHop {
+                gateway: Some(gw.parse().unwrap()),
+                oif: Some(2),
+            }],
+            priority: 0,
+            protocol: 3,
+            scope: 0,
+            kind: 1,
+            pref_src: None,
+            mtu: None,
+        };
+        let addr = |a: &str, len| HostAddr {
+            ifindex: 2,
+            addr: a.parse().unwrap(),
+            prefix_len: len,
+            scope: 0,
+            flags: 0,
+        };
+        let host = HostNet {
+            links: vec![HostLink {
+                index: 2,
+                name: "eth0".into(),
+                mac: None,
+                mtu: 1500,
+                up: true,
+                loopback: false,
+            }],
+            addrs: vec![addr("192.0.2.2", 24), addr("2001:db8::2", 64)],
+            routes: vec![
+                route("192.0.2.1", IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+                route("fe80::1", IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+            ],
+        };
+        let config = derive(&NetOptions::new(Mode::Pasta), &host, &ResolvConf::default())
+            .unwrap()
+            .config;
+        Engine::new(config, 1, Instant::ZERO)
+    }
+
+    fn udp_from_guest(src: &str, dst: &str) -> Vec<u8> {
+        let mut q = FrameQueue::new();
+        let route = Route {
+            src_mac: GUEST_MAC,
+            dst_mac: MacAddr::FALLBACK,
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+        };
+        build::udp_frame(&mut q, route, 40000, 9, b"x");
+        q.get(0).unwrap().to_vec()
+    }
+
+    #[test]
+    fn learns_the_guests_mac_and_addresses_from_its_frames() {
+        let mut e = engine();
+        let mut out = FrameQueue::new();
+        e.handle_frame(
+            Instant::ZERO,
+            &udp_from_guest("192.0.2.2", "203.0.113.1"),
+            &mut out,
+        );
+        e.handle_frame(
+            Instant::ZERO,
+            &udp_from_guest("fe80::9", "fe80::1"),
+            &mut out,
+        );
+        e.handle_frame(
+            Instant::ZERO,
+            &udp_from_guest("2001:db8::9", "2001:db8::1"),
+            &mut out,
+        );
+        // Unspecified sources (DHCP DISCOVER, DAD) don't overwrite what we know.
+        e.handle_frame(
+            Instant::ZERO,
+            &udp_from_guest("0.0.0.0", "255.255.255.255"),
+            &mut out,
+        );
+        let g = e.guest();
+        assert_eq!(g.mac, Some(GUEST_MAC));
+        assert_eq!(g.addr4, Some(Ipv4Addr::new(192, 0, 2, 2)));
+        assert_eq!(g.addr6_ll, Some("fe80::9".parse().unwrap()));
+        assert_eq!(g.addr6, Some("2001:db8::9".parse().unwrap()));
+        assert_eq!(e.counters().frames, 4);
+    }
+
+    #[test]
+    fn malformed_frames_are_counted_with_their_reason() {
+        let mut e = engine();
+        let mut out = FrameQueue::new();
+        e.handle_frame(Instant::ZERO, &[0u8; 5], &mut out);
+        let mut truncated = udp_from_guest("192.0.2.2", "192.0.2.1");
+        truncated.truncate(30);
+        e.handle_frame(Instant::ZERO, &truncated, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(e.counters().malformed, 2);
+        assert!(e.counters().last_malformed.unwrap().starts_with("ipv4"));
+    }
+
+    #[test]
+    fn unsolicited_router_advertisements_follow_the_timer() {
+        let mut e = engine();
+        let mut out = FrameQueue::new();
+        let first = e.poll_timeout().expect("RAs are on");
+        assert!(
+            first >= Instant::ZERO + RA_INTERVAL_MIN && first <= Instant::ZERO + RA_INTERVAL_MAX
+        );
+        e.handle_timeout(first, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(e.counters().ra_unsolicited, 1);
+        assert!(e.poll_timeout().unwrap() >= first + RA_INTERVAL_MIN);
+        // Early wake-ups send nothing.
+        out.clear();
+        e.handle_timeout(first, &mut out);
+        assert!(out.is_empty());
+    }
+}
