@@ -79,7 +79,7 @@ pub fn configure_here(
         nl.set_link_mtu(tap_ifindex, mtu.into())?;
     }
     if config.ip6.is_some() {
-        disable_dad(&link.name);
+        static_ipv6(&link.name);
     }
     nl.set_link_up(tap_ifindex, true)?;
 
@@ -164,10 +164,13 @@ fn add_routes<'a>(
     refused
 }
 
-/// Switches duplicate address detection off on `ifname`, in the calling thread's network
-/// namespace (`/proc/sys/net` is that of the thread opening it). Best effort: without it the
-/// link-local address is only tentative for a second or two.
-fn disable_dad(ifname: &str) {
-    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/accept_dad");
-    let _ = std::fs::write(path, "0");
+/// Makes IPv6 on `ifname` static, in the calling thread's network namespace (`/proc/sys/net`
+/// is that of the thread opening it): no duplicate address detection, so that the link-local
+/// address is usable at once, and no router advertisements accepted, because `--config-net`
+/// installs the routes and addresses itself (an RA would add a second default route and a
+/// SLAAC address beside the copied one). Best effort: without them the namespace still works.
+fn static_ipv6(ifname: &str) {
+    for (knob, value) in [("accept_dad", "0"), ("accept_ra", "0")] {
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{ifname}/{knob}"), value);
+    }
 }
