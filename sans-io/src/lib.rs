@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod flow;
 pub mod fwd;
 pub mod rng;
 pub mod services;

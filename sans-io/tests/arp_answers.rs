@@ -1,32 +1,19 @@
 //! ARP answers to requests captured in `testdata/captures/` (see its README): the kernel's
 //! request for its gateway, busybox arping's duplicate address probe and announcement.
 
-use std::net::Ipv4Addr;
-use std::path::PathBuf;
+mod common;
 
+use std::net::Ipv4Addr;
+
+use common::{captured, run_answers, GATEWAY, GUEST_ADDR, GUEST_MAC};
 use sans_io::config::{Config, Forwarding, IpConfig, Mode, Protocols, Services};
-use sans_io::engine::{Counters, Engine};
 use sans_io::fwd::ForwardMode;
 use sans_io::services::arp::{ArpPacket, OP_REPLY, OP_REQUEST};
-use sans_io::time::Instant;
 use sans_io::wire::build::{self, Route};
 use sans_io::wire::parse::{self, ethertype};
 use sans_io::wire::{FrameQueue, MacAddr};
 
-const GUEST_MAC: MacAddr = MacAddr([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
 const OUR_MAC: MacAddr = MacAddr([0x9a, 0x55, 0x9a, 0x55, 0x9a, 0x55]);
-const GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-const GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-
-fn captured(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../testdata/captures")
-        .join(name);
-    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut reader = pcap_file::pcap::PcapReader::new(file).unwrap();
-    let packet = reader.next_packet().expect("an empty capture").unwrap();
-    packet.data.into_owned()
-}
 
 /// The guest has 192.0.2.2/24 behind gateway 192.0.2.1; we are 9a:55:9a:55:9a:55.
 fn config() -> Config {
@@ -73,18 +60,6 @@ fn config() -> Config {
     }
 }
 
-fn run(config: Config, frames: &[&[u8]]) -> (Vec<Vec<u8>>, Counters) {
-    let mut engine = Engine::new(config, 1, Instant::ZERO);
-    let mut out = FrameQueue::new();
-    for frame in frames {
-        engine.handle_frame(Instant::ZERO, frame, &mut out);
-    }
-    (
-        out.iter().map(<[u8]>::to_vec).collect(),
-        engine.counters().clone(),
-    )
-}
-
 /// An ARP frame from the guest with the given fields.
 fn arp_frame(op: u16, spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
     let mut frame = Vec::new();
@@ -103,7 +78,7 @@ fn arp_frame(op: u16, spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
 #[test]
 fn kernel_request_gets_a_reply() {
     let request = captured("arp-request.pcap");
-    let (answers, counters) = run(config(), &[&request]);
+    let (answers, counters) = run_answers(config(), &[&request]);
     assert_eq!(answers.len(), 1);
     assert_eq!((counters.arp_answered, counters.malformed), (1, 0));
     let reply = &answers[0];
@@ -135,7 +110,7 @@ fn any_other_address_is_answered_too() {
         Ipv4Addr::new(8, 8, 8, 8),
         Ipv4Addr::new(127, 0, 0, 1),
     ] {
-        let (answers, _) = run(config(), &[&arp_frame(OP_REQUEST, GUEST_ADDR, target)]);
+        let (answers, _) = run_answers(config(), &[&arp_frame(OP_REQUEST, GUEST_ADDR, target)]);
         assert_eq!(answers.len(), 1, "{target}");
         let arp = ArpPacket::parse(&answers[0][14..]).unwrap().unwrap();
         assert_eq!((arp.op, arp.sha, arp.spa), (OP_REPLY, OUR_MAC, target));
@@ -147,11 +122,11 @@ fn duplicate_address_probe_is_not_answered() {
     let probe = captured("arp-probe.pcap");
     let arp = ArpPacket::parse(&probe[14..]).unwrap().unwrap();
     assert_eq!(arp.spa, Ipv4Addr::UNSPECIFIED, "the capture is a probe");
-    let (answers, counters) = run(config(), &[&probe]);
+    let (answers, counters) = run_answers(config(), &[&probe]);
     assert!(answers.is_empty());
     assert_eq!((counters.ignored, counters.arp_answered), (1, 0));
     // Nor for any address: the guest is checking it's free.
-    let (answers, _) = run(
+    let (answers, _) = run_answers(
         config(),
         &[&arp_frame(OP_REQUEST, Ipv4Addr::UNSPECIFIED, GATEWAY)],
     );
@@ -163,7 +138,7 @@ fn announcement_is_not_answered() {
     let announce = captured("arp-announce.pcap");
     let arp = ArpPacket::parse(&announce[14..]).unwrap().unwrap();
     assert_eq!(arp.spa, arp.tpa, "the capture is an announcement");
-    let (answers, counters) = run(config(), &[&announce]);
+    let (answers, counters) = run_answers(config(), &[&announce]);
     assert!(answers.is_empty());
     assert_eq!(counters.ignored, 1);
 }
@@ -172,7 +147,7 @@ fn announcement_is_not_answered() {
 fn request_for_the_guests_own_address_is_not_answered() {
     // The configured address, asked from another one the guest has.
     let other = Ipv4Addr::new(192, 0, 2, 99);
-    let (answers, _) = run(config(), &[&arp_frame(OP_REQUEST, other, GUEST_ADDR)]);
+    let (answers, _) = run_answers(config(), &[&arp_frame(OP_REQUEST, other, GUEST_ADDR)]);
     assert!(answers.is_empty());
 
     // The address the guest was last seen using, though not the configured one.
@@ -185,7 +160,7 @@ fn request_for_the_guests_own_address_is_not_answered() {
         dst: GATEWAY.into(),
     };
     build::udp_frame(&mut q, route, 40000, 9, b"hello");
-    let (answers, counters) = run(
+    let (answers, counters) = run_answers(
         config(),
         &[q.get(0).unwrap(), &arp_frame(OP_REQUEST, GUEST_ADDR, used)],
     );
@@ -201,7 +176,7 @@ fn replies_and_unusable_targets_are_ignored() {
         arp_frame(OP_REQUEST, GUEST_ADDR, Ipv4Addr::new(224, 0, 0, 1)),
     ];
     let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-    let (answers, counters) = run(config(), &refs);
+    let (answers, counters) = run_answers(config(), &refs);
     assert!(answers.is_empty());
     assert_eq!(counters.ignored, 3);
 }
@@ -214,7 +189,7 @@ fn truncated_and_foreign_arp() {
     // IEEE 802 hardware (type 6): well-formed, not ours.
     let mut ieee802 = request.clone();
     ieee802[15] = 6;
-    let (answers, counters) = run(config(), &[truncated, header_only, &ieee802]);
+    let (answers, counters) = run_answers(config(), &[truncated, header_only, &ieee802]);
     assert!(answers.is_empty());
     assert_eq!((counters.malformed, counters.ignored), (2, 1));
     assert_eq!(
@@ -224,7 +199,7 @@ fn truncated_and_foreign_arp() {
 
     // Every truncation of the real request: malformed, or answered once whole.
     for len in 14..=request.len() {
-        let (answers, counters) = run(config(), &[&request[..len]]);
+        let (answers, counters) = run_answers(config(), &[&request[..len]]);
         let whole = len >= 14 + 28;
         assert_eq!(answers.len(), usize::from(whole), "at {len}");
         assert_eq!(counters.malformed, u64::from(!whole), "at {len}");
@@ -236,6 +211,6 @@ fn padded_frames_are_answered() {
     // Ethernet pads frames to 60 bytes; the capture, from a veth, is the unpadded 42.
     let mut request = captured("arp-request.pcap");
     request.resize(60, 0);
-    let (answers, _) = run(config(), &[&request]);
+    let (answers, _) = run_answers(config(), &[&request]);
     assert_eq!(answers.len(), 1);
 }

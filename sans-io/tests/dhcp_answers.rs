@@ -2,74 +2,34 @@
 //! each frame goes through the engine, and the answers are decoded with
 //! [`DhcpMessage`]'s `Display` and compared with reviewed snapshots.
 
-use std::net::Ipv4Addr;
-use std::path::PathBuf;
+mod common;
 
+use std::net::Ipv4Addr;
+
+use common::{
+    captured, derive_config, from_guest, host_net, run_answers, with_ctx, GATEWAY, GUEST_ADDR,
+};
 use proptest::prelude::*;
-use sans_io::config::derive::derive;
-use sans_io::config::host::{route_type, scope, HostAddr, HostLink, HostNet, HostRoute, NextHop};
-use sans_io::config::resolv::ResolvConf;
+use sans_io::config::host::{scope, HostNet};
 use sans_io::config::{Config, Family, ListChoice, Mode, NetOptions};
-use sans_io::engine::{Counters, Engine};
 use sans_io::services::dhcp::{
     self, msg_type, opt, DhcpMessage, DhcpOption, CLIENT_PORT, OPTIONS_OFFSET, SERVER_PORT,
 };
-use sans_io::services::{Ctx, GuestState, Outcome};
-use sans_io::time::Instant;
+use sans_io::services::Outcome;
 use sans_io::wire::build::{self, Route};
 use sans_io::wire::parse::{self, ip_proto};
 use sans_io::wire::{checksum, FrameQueue, MacAddr};
 
-const GUEST_MAC: MacAddr = MacAddr([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
 const HOST_MAC: MacAddr = MacAddr([0x02, 0x00, 0x00, 0x00, 0x00, 0x01]);
-const GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-const GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-
-/// The first frame of a capture in `testdata/captures/`.
-fn captured(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../testdata/captures")
-        .join(name);
-    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut reader = pcap_file::pcap::PcapReader::new(file).unwrap();
-    let packet = reader.next_packet().expect("an empty capture").unwrap();
-    packet.data.into_owned()
-}
 
 /// A host with one interface, eth0, holding 192.0.2.2/24 with its default route via
 /// 192.0.2.1: the guest gets that address, and we answer as the gateway.
 fn host() -> HostNet {
-    HostNet {
-        links: vec![HostLink {
-            index: 2,
-            name: "eth0".to_owned(),
-            mac: Some(HOST_MAC),
-            mtu: 1500,
-            up: true,
-            loopback: false,
-        }],
-        addrs: vec![HostAddr {
-            ifindex: 2,
-            addr: GUEST_ADDR.into(),
-            prefix_len: 24,
-            scope: scope::UNIVERSE,
-            flags: 0,
-        }],
-        routes: vec![HostRoute {
-            dst: Ipv4Addr::UNSPECIFIED.into(),
-            dst_len: 0,
-            nexthops: vec![NextHop {
-                gateway: Some(GATEWAY.into()),
-                oif: Some(2),
-            }],
-            priority: 100,
-            protocol: 4,
-            scope: scope::UNIVERSE,
-            kind: route_type::UNICAST,
-            pref_src: None,
-            mtu: None,
-        }],
-    }
+    host_net(
+        HOST_MAC,
+        &[("192.0.2.2", 24, scope::UNIVERSE)],
+        &["192.0.2.1"],
+    )
 }
 
 /// passt's defaults on [`host()`], IPv4 only, with two DNS servers (and an IPv6 one, which
@@ -84,9 +44,7 @@ fn config_with(tweak: impl FnOnce(&mut NetOptions)) -> Config {
     ]);
     opts.search = ListChoice::List(vec!["example.com".to_owned()]);
     tweak(&mut opts);
-    let config = derive(&opts, &host(), &ResolvConf::default())
-        .unwrap()
-        .config;
+    let config = derive_config(&opts, &host());
     assert!(config.services.dhcp, "DHCP is on in the test configuration");
     config
 }
@@ -95,20 +53,9 @@ fn config() -> Config {
     config_with(|_| {})
 }
 
-/// Runs `frames` through a fresh engine: the answers and the counters.
-fn run(config: Config, frames: &[&[u8]]) -> (Vec<Vec<u8>>, Counters) {
-    let mut engine = Engine::new(config, 1, Instant::ZERO);
-    let mut out = FrameQueue::new();
-    for frame in frames {
-        engine.handle_frame(Instant::ZERO, frame, &mut out);
-    }
-    let answers = out.iter().map(<[u8]>::to_vec).collect();
-    (answers, engine.counters().clone())
-}
-
 /// The one answer to `frame`, checked for valid checksums and ports.
 fn answer(config: Config, frame: &[u8]) -> Vec<u8> {
-    let (answers, counters) = run(config, &[frame]);
+    let (answers, counters) = run_answers(config, &[frame]);
     assert_eq!(
         answers.len(),
         1,
@@ -184,6 +131,12 @@ fn craft(frame: &[u8], edit: impl FnOnce(&mut DhcpMessage)) -> Vec<u8> {
     }
     out.push(opt::END);
     out.resize(out.len().max(300), 0);
+    frame_of(&eth, &out)
+}
+
+/// A frame from the client to the server with the addresses of `eth` and the IPv4 header
+/// in its payload, carrying `payload` as its DHCP message.
+fn frame_of(eth: &parse::Ethernet, payload: &[u8]) -> Vec<u8> {
     let ip = parse::ipv4(eth.payload).unwrap();
     let mut q = FrameQueue::new();
     let route = Route {
@@ -192,7 +145,7 @@ fn craft(frame: &[u8], edit: impl FnOnce(&mut DhcpMessage)) -> Vec<u8> {
         src: ip.src.into(),
         dst: ip.dst.into(),
     };
-    build::udp_frame(&mut q, route, CLIENT_PORT, SERVER_PORT, &out);
+    build::udp_frame(&mut q, route, CLIENT_PORT, SERVER_PORT, payload);
     q.get(0).unwrap().to_vec()
 }
 
@@ -273,7 +226,7 @@ fn request_selecting_another_server_is_ignored() {
     let request = craft(&captured("dhcp-dhclient-request.pcap"), |m| {
         set_option(m, opt::SERVER_ID, &[192, 0, 2, 254]);
     });
-    let (answers, counters) = run(config(), &[&request]);
+    let (answers, counters) = run_answers(config(), &[&request]);
     assert!(answers.is_empty());
     assert_eq!((counters.ignored, counters.dhcp_answered), (1, 0));
     // Naming us is fine.
@@ -319,7 +272,7 @@ fn release_and_decline_are_ignored() {
         let msg = craft(&captured("dhcp-dhclient-request.pcap"), |m| {
             set_option(m, opt::MESSAGE_TYPE, &[t]);
         });
-        let (answers, counters) = run(config(), &[&msg]);
+        let (answers, counters) = run_answers(config(), &[&msg]);
         assert!(answers.is_empty(), "type {t}");
         assert_eq!(counters.ignored, 1, "type {t}");
     }
@@ -480,18 +433,10 @@ fn malformed_requests_are_counted() {
         9,
         b'x',
     ]);
-    let ip = parse::ipv4(eth.payload).unwrap();
-    let mut q = FrameQueue::new();
-    let route = Route {
-        src_mac: eth.src,
-        dst_mac: eth.dst,
-        src: ip.src.into(),
-        dst: ip.dst.into(),
-    };
-    build::udp_frame(&mut q, route, CLIENT_PORT, SERVER_PORT, &payload);
+    let bad_length = frame_of(&eth, &payload);
     // And a message type of two bytes.
     let bad_type = craft(&discover, |m| set_option(m, opt::MESSAGE_TYPE, &[1, 1]));
-    let (answers, counters) = run(config(), &[q.get(0).unwrap(), &bad_type, &discover]);
+    let (answers, counters) = run_answers(config(), &[&bad_length, &bad_type, &discover]);
     assert_eq!(answers.len(), 1);
     assert_eq!(counters.frames, 3);
     assert_eq!(counters.malformed, 2);
@@ -505,26 +450,14 @@ fn malformed_requests_are_counted() {
 #[test]
 fn non_ethernet_hardware_is_ignored() {
     let msg = craft(&captured("dhcp-udhcpc-discover.pcap"), |m| m.htype = 6);
-    let (answers, counters) = run(config(), &[&msg]);
+    let (answers, counters) = run_answers(config(), &[&msg]);
     assert!(answers.is_empty());
     assert_eq!(counters.ignored, 1);
 }
 
 /// Calls [`dhcp::handle`] directly with `payload` as the UDP payload.
 fn handle_payload(config: &Config, payload: &[u8]) -> (Outcome, FrameQueue) {
-    let mut out = FrameQueue::new();
-    let guest = GuestState::default();
-    let mut ctx = Ctx {
-        config,
-        guest: &guest,
-        out: &mut out,
-    };
-    let eth = parse::Ethernet {
-        dst: MacAddr::BROADCAST,
-        src: GUEST_MAC,
-        ethertype: parse::ethertype::IPV4,
-        payload: &[],
-    };
+    let eth = from_guest(MacAddr::BROADCAST, parse::ethertype::IPV4);
     let ip = parse::Ipv4 {
         src: Ipv4Addr::UNSPECIFIED,
         dst: Ipv4Addr::BROADCAST,
@@ -539,8 +472,7 @@ fn handle_payload(config: &Config, payload: &[u8]) -> (Outcome, FrameQueue) {
         dst_port: SERVER_PORT,
         payload,
     };
-    let outcome = dhcp::handle(&mut ctx, &eth, &ip, &udp);
-    (outcome, out)
+    with_ctx(config, |mut ctx| dhcp::handle(&mut ctx, &eth, &ip, &udp))
 }
 
 /// An answer must be a well-formed reply to the request's transaction.

@@ -4,102 +4,24 @@
 //! changed, options added or removed as RFC 8415 section 16 requires. Answers are decoded with
 //! our own `Display` and snapshotted; each snapshot was checked against RFC 8415 and RFC 4704.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::PathBuf;
+mod common;
 
-use pcap_file::pcap::PcapReader;
+use std::net::Ipv6Addr;
+
+use common::dual_stack::{config, config_with, host, HOST_MAC};
+use common::{captured, from_guest, run, with_ctx};
 use proptest::prelude::*;
-use sans_io::config::derive::derive;
-use sans_io::config::host::{route_type, scope, HostAddr, HostLink, HostNet, HostRoute, NextHop};
-use sans_io::config::resolv::ResolvConf;
-use sans_io::config::{Config, ListChoice, Mode, NetOptions};
-use sans_io::engine::Engine;
+use sans_io::config::host::HostNet;
+use sans_io::config::{Config, Mode};
 use sans_io::services::dhcpv6::{self, msg_type, option, Dhcpv6Message};
-use sans_io::services::{Ctx, GuestState, Outcome};
-use sans_io::time::Instant;
+use sans_io::services::Outcome;
 use sans_io::wire::parse::{self, ip_proto};
 use sans_io::wire::{checksum, FrameQueue, MacAddr};
 
-// --- Configuration: a host with one interface, 2001:db8::2/64, default route via fe80::1 ---
-
-const HOST_MAC: MacAddr = MacAddr([0x02, 0x42, 0xac, 0x11, 0x00, 0x01]);
-
-fn host() -> HostNet {
-    let addr = |addr: &str, prefix_len, scope| HostAddr {
-        ifindex: 2,
-        addr: addr.parse().unwrap(),
-        prefix_len,
-        scope,
-        flags: 0,
-    };
-    let default = |gw: &str| HostRoute {
-        dst: if gw.contains(':') {
-            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-        } else {
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-        },
-        dst_len: 0,
-        nexthops: vec![NextHop {
-            gateway: Some(gw.parse().unwrap()),
-            oif: Some(2),
-        }],
-        priority: 100,
-        protocol: 4,
-        scope: scope::UNIVERSE,
-        kind: route_type::UNICAST,
-        pref_src: None,
-        mtu: None,
-    };
-    HostNet {
-        links: vec![HostLink {
-            index: 2,
-            name: "eth0".into(),
-            mac: Some(HOST_MAC),
-            mtu: 1500,
-            up: true,
-            loopback: false,
-        }],
-        addrs: vec![
-            addr("192.0.2.2", 24, scope::UNIVERSE),
-            addr("2001:db8::2", 64, scope::UNIVERSE),
-            addr("fe80::42:acff:fe11:1", 64, scope::LINK),
-        ],
-        routes: vec![default("192.0.2.1"), default("fe80::1")],
-    }
-}
-
-/// The configuration `mode` derives for `host`, with two IPv6 resolvers and a search list
-/// given explicitly, after `tweak`.
-fn config_with(mode: Mode, host: &HostNet, tweak: impl FnOnce(&mut NetOptions)) -> Config {
-    let mut opts = NetOptions::new(mode);
-    opts.dns = ListChoice::List(vec![
-        "192.0.2.53".parse().unwrap(),
-        "2001:db8::53".parse().unwrap(),
-        "2001:db8:1::53".parse().unwrap(),
-    ]);
-    opts.search = ListChoice::List(vec!["example.org".into(), "lab.example.org".into()]);
-    tweak(&mut opts);
-    derive(&opts, host, &ResolvConf::default()).unwrap().config
-}
-
-fn config(mode: Mode) -> Config {
-    config_with(mode, &host(), |_| {})
-}
-
 // --- Captures, and messages derived from them ---
 
-fn capture(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../testdata/captures")
-        .join(name);
-    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut reader = PcapReader::new(file).unwrap();
-    let packet = reader.next_packet().expect("one frame").unwrap();
-    packet.data.into_owned()
-}
-
 fn solicit() -> Vec<u8> {
-    capture("dhcpv6-dhclient-solicit.pcap")
+    captured("dhcpv6-dhclient-solicit.pcap")
 }
 
 const ETH: usize = 14;
@@ -200,15 +122,6 @@ fn with_payload(frame: &[u8], payload: &[u8]) -> Vec<u8> {
 
 // --- Running and decoding ---
 
-fn run(config: Config, frames: &[&[u8]]) -> (Engine, FrameQueue) {
-    let mut engine = Engine::new(config, 1, Instant::ZERO);
-    let mut out = FrameQueue::new();
-    for f in frames {
-        engine.handle_frame(Instant::ZERO, f, &mut out);
-    }
-    (engine, out)
-}
-
 /// An answer frame, decoded layer by layer, checksums verified.
 fn describe(frame: &[u8]) -> String {
     let eth = parse::ethernet(frame).unwrap();
@@ -258,7 +171,7 @@ fn captures_are_what_we_think() {
     ]
     .iter()
     .map(|n| {
-        let f = capture(n);
+        let f = captured(n);
         let eth = parse::ethernet(&f).unwrap();
         let ip = parse::ipv6(eth.payload).unwrap();
         let sum = checksum::transport(ip.src.into(), ip.dst.into(), ip_proto::UDP, ip.payload);
@@ -303,7 +216,7 @@ fn solicit_with_rapid_commit_gets_reply() {
     });
     insta::assert_snapshot!(answer(
         config,
-        &capture("dhcpv6-dhclient-solicit-rapid.pcap")
+        &captured("dhcpv6-dhclient-solicit-rapid.pcap")
     ));
 }
 
@@ -314,13 +227,13 @@ fn client_fqdn_only_to_clients_that_send_one() {
     assert!(!answer(config.clone(), &solicit()).contains("client FQDN"));
     // With only a hostname, the name is partial (RFC 4704 section 4.2), no override: the
     // client's S bit was clear.
-    let text = answer(config, &capture("dhcpv6-dhclient-solicit-rapid.pcap"));
+    let text = answer(config, &captured("dhcpv6-dhclient-solicit-rapid.pcap"));
     assert!(
         text.ends_with("client FQDN (39): flags 0x4 (N), name vm"),
         "{text}"
     );
     // A client asking for S gets O: we overrode it.
-    let rapid = Msg::of(&capture("dhcpv6-dhclient-solicit-rapid.pcap"))
+    let rapid = Msg::of(&captured("dhcpv6-dhclient-solicit-rapid.pcap"))
         .without(option::CLIENT_FQDN)
         .with(option::CLIENT_FQDN, &[0x01]);
     let config = config_with(Mode::Passt, &host(), |o| {
@@ -495,13 +408,13 @@ fn release_and_decline_get_success() {
 fn information_request_gets_dns_only() {
     insta::assert_snapshot!(answer(
         config(Mode::Passt),
-        &capture("dhcpv6-dhclient-inforeq.pcap")
+        &captured("dhcpv6-dhclient-inforeq.pcap")
     ));
 }
 
 #[test]
 fn information_request_with_an_ia_is_dropped() {
-    let inforeq = capture("dhcpv6-dhclient-inforeq.pcap");
+    let inforeq = captured("dhcpv6-dhclient-inforeq.pcap");
     let f = Msg::of(&inforeq)
         .with(option::IA_NA, &[0; 12])
         .frame(&inforeq);
@@ -545,19 +458,7 @@ fn nothing_without_ipv6() {
 
 /// Feeds a DHCPv6 payload to `dhcpv6::handle` directly, as dhclient would address it.
 fn handle_payload(config: &Config, payload: &[u8]) -> (Outcome, FrameQueue) {
-    let mut out = FrameQueue::new();
-    let guest = GuestState::default();
-    let mut ctx = Ctx {
-        config,
-        guest: &guest,
-        out: &mut out,
-    };
-    let eth = parse::Ethernet {
-        dst: MacAddr([0x33, 0x33, 0, 1, 0, 2]),
-        src: MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x56]),
-        ethertype: parse::ethertype::IPV6,
-        payload: &[],
-    };
+    let eth = from_guest(MacAddr([0x33, 0x33, 0, 1, 0, 2]), parse::ethertype::IPV6);
     let ip = parse::Ipv6 {
         src: "fe80::5054:ff:fe12:3456".parse().unwrap(),
         dst: dhcpv6::ALL_DHCP_SERVERS,
@@ -571,7 +472,7 @@ fn handle_payload(config: &Config, payload: &[u8]) -> (Outcome, FrameQueue) {
         dst_port: dhcpv6::SERVER_PORT,
         payload,
     };
-    let outcome = dhcpv6::handle(&mut ctx, &eth, &ip, &udp);
+    let (outcome, out) = with_ctx(config, |mut ctx| dhcpv6::handle(&mut ctx, &eth, &ip, &udp));
     if let Ok(msg) = Dhcpv6Message::parse(payload) {
         let _ = msg.to_string();
     }
@@ -590,7 +491,7 @@ fn samples() -> Vec<Vec<u8>> {
         "dhcpv6-dhclient-inforeq.pcap",
     ]
     .iter()
-    .map(|n| capture(n)[DHCP..].to_vec())
+    .map(|n| captured(n)[DHCP..].to_vec())
     .collect();
     for kind in [msg_type::REQUEST, msg_type::RENEW, msg_type::RELEASE] {
         let m = Msg::of(&s).kind(kind).with_our_server_id();

@@ -2,103 +2,23 @@
 //! `testdata/captures/capture-ndp-dhcpv6.sh` (see the README there). Answers are decoded with
 //! our own `Display` and snapshotted; each snapshot was checked against RFC 4861 and RFC 8106.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::PathBuf;
+mod common;
 
-use pcap_file::pcap::PcapReader;
+use std::net::{IpAddr, Ipv6Addr};
+
+use common::dual_stack::{config, config_with, host};
+use common::{captured_all, from_guest, run, with_ctx};
 use proptest::prelude::*;
-use sans_io::config::derive::derive;
-use sans_io::config::host::{route_type, scope, HostAddr, HostLink, HostNet, HostRoute, NextHop};
-use sans_io::config::resolv::ResolvConf;
-use sans_io::config::{Config, ListChoice, Mode, NetOptions};
+use sans_io::config::host::HostNet;
+use sans_io::config::{Config, ListChoice, Mode};
 use sans_io::engine::{Engine, RA_INTERVAL_MAX, RA_INTERVAL_MIN};
 use sans_io::services::ndp::{self, NdpMessage};
-use sans_io::services::{Ctx, GuestState, Outcome};
+use sans_io::services::Outcome;
 use sans_io::time::Instant;
 use sans_io::wire::parse::{self, ip_proto};
 use sans_io::wire::{checksum, FrameQueue, MacAddr};
 
-// --- Configuration: a host with one interface, 2001:db8::2/64, default route via fe80::1 ---
-
-const HOST_MAC: MacAddr = MacAddr([0x02, 0x42, 0xac, 0x11, 0x00, 0x01]);
-
-fn host() -> HostNet {
-    let addr = |addr: &str, prefix_len, scope| HostAddr {
-        ifindex: 2,
-        addr: addr.parse().unwrap(),
-        prefix_len,
-        scope,
-        flags: 0,
-    };
-    let default = |gw: &str| HostRoute {
-        dst: if gw.contains(':') {
-            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-        } else {
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-        },
-        dst_len: 0,
-        nexthops: vec![NextHop {
-            gateway: Some(gw.parse().unwrap()),
-            oif: Some(2),
-        }],
-        priority: 100,
-        protocol: 4,
-        scope: scope::UNIVERSE,
-        kind: route_type::UNICAST,
-        pref_src: None,
-        mtu: None,
-    };
-    HostNet {
-        links: vec![HostLink {
-            index: 2,
-            name: "eth0".into(),
-            mac: Some(HOST_MAC),
-            mtu: 1500,
-            up: true,
-            loopback: false,
-        }],
-        addrs: vec![
-            addr("192.0.2.2", 24, scope::UNIVERSE),
-            addr("2001:db8::2", 64, scope::UNIVERSE),
-            addr("fe80::42:acff:fe11:1", 64, scope::LINK),
-        ],
-        routes: vec![default("192.0.2.1"), default("fe80::1")],
-    }
-}
-
-/// The configuration `mode` derives for [`host`], with two IPv6 resolvers and a search list
-/// given explicitly, after `tweak`.
-fn config_with(mode: Mode, host: &HostNet, tweak: impl FnOnce(&mut NetOptions)) -> Config {
-    let mut opts = NetOptions::new(mode);
-    opts.dns = ListChoice::List(vec![
-        "192.0.2.53".parse().unwrap(),
-        "2001:db8::53".parse().unwrap(),
-        "2001:db8:1::53".parse().unwrap(),
-    ]);
-    opts.search = ListChoice::List(vec!["example.org".into(), "lab.example.org".into()]);
-    tweak(&mut opts);
-    derive(&opts, host, &ResolvConf::default()).unwrap().config
-}
-
-fn config(mode: Mode) -> Config {
-    config_with(mode, &host(), |_| {})
-}
-
-// --- Captures and frames ---
-
-fn capture(name: &str) -> Vec<Vec<u8>> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../testdata/captures")
-        .join(name);
-    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut reader = PcapReader::new(file).unwrap();
-    let mut frames = Vec::new();
-    while let Some(packet) = reader.next_packet() {
-        frames.push(packet.unwrap().data.into_owned());
-    }
-    assert!(!frames.is_empty(), "{name} holds no frames");
-    frames
-}
+// --- Frames ---
 
 const ETH: usize = 14;
 const ICMP: usize = ETH + 40;
@@ -136,16 +56,6 @@ fn describe(frame: &[u8]) -> String {
     )
 }
 
-/// Runs `frames` through a fresh engine; returns it and what it queued.
-fn run(config: Config, frames: &[&[u8]]) -> (Engine, FrameQueue) {
-    let mut engine = Engine::new(config, 1, Instant::ZERO);
-    let mut out = FrameQueue::new();
-    for f in frames {
-        engine.handle_frame(Instant::ZERO, f, &mut out);
-    }
-    (engine, out)
-}
-
 fn answers(out: &FrameQueue) -> String {
     out.iter().map(describe).collect::<Vec<_>>().join("\n---\n")
 }
@@ -154,9 +64,9 @@ fn answers(out: &FrameQueue) -> String {
 
 #[test]
 fn captures_are_what_we_think() {
-    let rs = capture("ndp-kernel-rs.pcap");
-    let ns = capture("ndp-kernel-ns.pcap");
-    let dad = capture("ndp-dad-ns.pcap");
+    let rs = captured_all("ndp-kernel-rs.pcap");
+    let ns = captured_all("ndp-kernel-ns.pcap");
+    let dad = captured_all("ndp-dad-ns.pcap");
     let summary = |f: &Vec<u8>| {
         let eth = parse::ethernet(f).unwrap();
         let ip = parse::ipv6(eth.payload).unwrap();
@@ -176,7 +86,7 @@ fn captures_are_what_we_think() {
 #[test]
 fn kernel_rs_gets_ra_pasta_defaults() {
     // pasta hands out no DNS in RAs unless asked (--dhcp-dns, --dhcp-search).
-    let rs = &capture("ndp-kernel-rs.pcap")[0];
+    let rs = &captured_all("ndp-kernel-rs.pcap")[0];
     let (engine, out) = run(config(Mode::Pasta), &[rs]);
     assert_eq!(engine.counters().ndp_answered, 1);
     assert_eq!(out.len(), 1);
@@ -185,7 +95,7 @@ fn kernel_rs_gets_ra_pasta_defaults() {
 
 #[test]
 fn kernel_rs_gets_ra_with_dns_and_search_passt_defaults() {
-    let rs = &capture("ndp-kernel-rs.pcap")[0];
+    let rs = &captured_all("ndp-kernel-rs.pcap")[0];
     let (engine, out) = run(config(Mode::Passt), &[rs]);
     assert_eq!(engine.counters().ndp_answered, 1);
     insta::assert_snapshot!(answers(&out));
@@ -193,7 +103,7 @@ fn kernel_rs_gets_ra_with_dns_and_search_passt_defaults() {
 
 #[test]
 fn every_captured_rs_is_answered() {
-    let rs = capture("ndp-kernel-rs.pcap");
+    let rs = captured_all("ndp-kernel-rs.pcap");
     let frames: Vec<&[u8]> = rs.iter().map(Vec::as_slice).collect();
     let (engine, out) = run(config(Mode::Passt), &frames);
     assert_eq!(out.len(), rs.len());
@@ -203,7 +113,7 @@ fn every_captured_rs_is_answered() {
 #[test]
 fn rs_from_unspecified_gets_ra_to_all_nodes() {
     // RFC 4861 6.1.1: from :: there must be no source link-layer address option.
-    let mut rs = capture("ndp-kernel-rs.pcap")[0].clone();
+    let mut rs = captured_all("ndp-kernel-rs.pcap")[0].clone();
     rs.truncate(ICMP + 8);
     rs[ETH + 4..ETH + 6].copy_from_slice(&8u16.to_be_bytes());
     rs[ETH + 8..ETH + 24].copy_from_slice(&[0; 16]);
@@ -216,7 +126,7 @@ fn rs_from_unspecified_gets_ra_to_all_nodes() {
     assert_eq!(ip.dst, ndp::ALL_NODES);
 
     // ... and with one, it is invalid.
-    let mut bad = capture("ndp-kernel-rs.pcap")[0].clone();
+    let mut bad = captured_all("ndp-kernel-rs.pcap")[0].clone();
     bad[ETH + 8..ETH + 24].copy_from_slice(&[0; 16]);
     fix_checksum(&mut bad);
     let (engine, out) = run(config(Mode::Pasta), &[&bad]);
@@ -228,7 +138,7 @@ fn rs_from_unspecified_gets_ra_to_all_nodes() {
 fn local_mode_ra_has_no_prefix() {
     let config = config_with(Mode::Pasta, &HostNet::default(), |_| {});
     assert!(config.local_mode);
-    let rs = &capture("ndp-kernel-rs.pcap")[0];
+    let rs = &captured_all("ndp-kernel-rs.pcap")[0];
     let (_, out) = run(config, &[rs]);
     let text = answers(&out);
     assert!(!text.contains("prefix information"));
@@ -240,7 +150,7 @@ fn short_host_prefix_is_advertised_as_is_and_long_one_as_64() {
     let with_prefix = |len: u8| {
         let mut host = host();
         host.addrs[1].prefix_len = len;
-        let rs = &capture("ndp-kernel-rs.pcap")[0];
+        let rs = &captured_all("ndp-kernel-rs.pcap")[0];
         let (_, out) = run(config_with(Mode::Pasta, &host, |_| {}), &[rs]);
         let text = answers(&out);
         let line = text.lines().find(|l| l.contains("prefix information"));
@@ -256,7 +166,7 @@ fn short_host_prefix_is_advertised_as_is_and_long_one_as_64() {
 
 #[test]
 fn no_mtu_option_when_mtu_is_not_advertised() {
-    let rs = &capture("ndp-kernel-rs.pcap")[0];
+    let rs = &captured_all("ndp-kernel-rs.pcap")[0];
     let (_, out) = run(
         config_with(Mode::Pasta, &host(), |o| o.mtu = Some(0)),
         &[rs],
@@ -272,8 +182,8 @@ fn no_mtu_option_when_mtu_is_not_advertised() {
 
 #[test]
 fn no_ra_means_rs_ignored_but_ns_answered() {
-    let rs = &capture("ndp-kernel-rs.pcap")[0];
-    let ns = &capture("ndp-kernel-ns.pcap")[0];
+    let rs = &captured_all("ndp-kernel-rs.pcap")[0];
+    let ns = &captured_all("ndp-kernel-ns.pcap")[0];
     let (engine, out) = run(
         config_with(Mode::Pasta, &host(), |o| o.no_ra = true),
         &[rs, ns],
@@ -294,7 +204,7 @@ fn many_dns_servers_and_domains_still_fit_the_minimum_mtu() {
         );
         o.search = ListChoice::List((0..100).map(|i| format!("d{i}.example.org")).collect());
     });
-    let rs = &capture("ndp-kernel-rs.pcap")[0];
+    let rs = &captured_all("ndp-kernel-rs.pcap")[0];
     let (_, out) = run(config, &[rs]);
     let frame = out.get(0).unwrap();
     assert!(frame.len() <= ETH + 1280, "{} octets", frame.len());
@@ -326,7 +236,7 @@ fn unsolicited_ra_when_the_engine_asks() {
 fn kernel_ns_gets_na() {
     // First a solicitation for fe80::1 (our address) from the guest's link-local address, then
     // one for 2001:db8::1 (anybody else) from its global one.
-    let ns = capture("ndp-kernel-ns.pcap");
+    let ns = captured_all("ndp-kernel-ns.pcap");
     let (engine, out) = run(config(Mode::Pasta), &[&ns[0], &ns[1]]);
     assert_eq!(engine.counters().ndp_answered, 2);
     insta::assert_snapshot!(answers(&out));
@@ -334,7 +244,7 @@ fn kernel_ns_gets_na() {
 
 #[test]
 fn dad_probe_gets_nothing() {
-    let dad = &capture("ndp-dad-ns.pcap")[0];
+    let dad = &captured_all("ndp-dad-ns.pcap")[0];
     let (engine, out) = run(config(Mode::Pasta), &[dad]);
     assert!(out.is_empty());
     assert_eq!(engine.counters().ignored, 1);
@@ -351,7 +261,7 @@ fn dad_probe_gets_nothing() {
 
 #[test]
 fn ns_for_the_guests_own_addresses_gets_nothing() {
-    let ns = &capture("ndp-kernel-ns.pcap")[0];
+    let ns = &captured_all("ndp-kernel-ns.pcap")[0];
     let retarget = |target: &str| {
         let mut f = ns.clone();
         f[ICMP + 8..ICMP + 24].copy_from_slice(&target.parse::<Ipv6Addr>().unwrap().octets());
@@ -362,7 +272,7 @@ fn ns_for_the_guests_own_addresses_gets_nothing() {
     let own = retarget("2001:db8::2");
     let own_ll = retarget("fe80::5054:ff:fe12:3456");
     let seen = retarget("2001:db8::77");
-    let mut from_seen = capture("ndp-kernel-ns.pcap")[1].clone();
+    let mut from_seen = captured_all("ndp-kernel-ns.pcap")[1].clone();
     from_seen[ETH + 8..ETH + 24]
         .copy_from_slice(&"2001:db8::77".parse::<Ipv6Addr>().unwrap().octets());
     fix_checksum(&mut from_seen);
@@ -378,7 +288,7 @@ fn ns_for_the_guests_own_addresses_gets_nothing() {
 
 #[test]
 fn ns_for_a_multicast_target_is_malformed() {
-    let mut f = capture("ndp-kernel-ns.pcap")[0].clone();
+    let mut f = captured_all("ndp-kernel-ns.pcap")[0].clone();
     f[ICMP + 8..ICMP + 24].copy_from_slice(&ndp::ALL_NODES.octets());
     fix_checksum(&mut f);
     let (engine, out) = run(config(Mode::Pasta), &[&f]);
@@ -391,7 +301,7 @@ fn ns_for_a_multicast_target_is_malformed() {
 #[test]
 fn bad_checksum_and_hop_limit_are_dropped() {
     for name in ["ndp-kernel-rs.pcap", "ndp-kernel-ns.pcap"] {
-        let good = &capture(name)[0];
+        let good = &captured_all(name)[0];
         let mut bad_sum = good.clone();
         bad_sum[ICMP + 3] ^= 0x01;
         let (engine, out) = run(config(Mode::Passt), &[&bad_sum]);
@@ -434,8 +344,8 @@ fn bad_checksum_and_hop_limit_are_dropped() {
 #[test]
 fn advertisements_from_the_guest_are_ignored() {
     // Our own answers, sent back as if from the guest: valid NDP, nothing to say to them.
-    let rs = &capture("ndp-kernel-rs.pcap")[0];
-    let ns = &capture("ndp-kernel-ns.pcap")[0];
+    let rs = &captured_all("ndp-kernel-rs.pcap")[0];
+    let ns = &captured_all("ndp-kernel-ns.pcap")[0];
     let (_, out) = run(config(Mode::Passt), &[rs, ns]);
     let echoed: Vec<Vec<u8>> = out.iter().map(<[u8]>::to_vec).collect();
     let frames: Vec<&[u8]> = echoed.iter().map(Vec::as_slice).collect();
@@ -446,23 +356,18 @@ fn advertisements_from_the_guest_are_ignored() {
 
 #[test]
 fn nothing_without_ipv6() {
-    let rs = &capture("ndp-kernel-rs.pcap")[0];
+    let rs = &captured_all("ndp-kernel-rs.pcap")[0];
     let mut config = config(Mode::Passt);
     config.ip6 = None;
-    let mut out = FrameQueue::new();
-    let guest = GuestState::default();
-    let mut ctx = Ctx {
-        config: &config,
-        guest: &guest,
-        out: &mut out,
-    };
-    let eth = parse::ethernet(rs).unwrap();
-    let ip = parse::ipv6(eth.payload).unwrap();
-    assert_eq!(
-        ndp::handle(&mut ctx, &eth, &ip, ip.payload),
-        Outcome::Ignored
-    );
-    assert_eq!(ndp::unsolicited_ra(&mut ctx), Outcome::Ignored);
+    let ((), out) = with_ctx(&config, |mut ctx| {
+        let eth = parse::ethernet(rs).unwrap();
+        let ip = parse::ipv6(eth.payload).unwrap();
+        assert_eq!(
+            ndp::handle(&mut ctx, &eth, &ip, ip.payload),
+            Outcome::Ignored
+        );
+        assert_eq!(ndp::unsolicited_ra(&mut ctx), Outcome::Ignored);
+    });
     assert!(out.is_empty());
 }
 
@@ -476,19 +381,7 @@ fn handle_icmp(config: &Config, mut icmp: Vec<u8>, src: Ipv6Addr) -> (Outcome, F
         let sum = checksum::transport(src.into(), dst.into(), ip_proto::ICMPV6, &icmp);
         icmp[2..4].copy_from_slice(&sum.to_be_bytes());
     }
-    let mut out = FrameQueue::new();
-    let guest = GuestState::default();
-    let mut ctx = Ctx {
-        config,
-        guest: &guest,
-        out: &mut out,
-    };
-    let eth = parse::Ethernet {
-        dst: MacAddr([0x33, 0x33, 0, 0, 0, 2]),
-        src: MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x56]),
-        ethertype: parse::ethertype::IPV6,
-        payload: &[],
-    };
+    let eth = from_guest(MacAddr([0x33, 0x33, 0, 0, 0, 2]), parse::ethertype::IPV6);
     let ip = parse::Ipv6 {
         src,
         dst,
@@ -497,7 +390,7 @@ fn handle_icmp(config: &Config, mut icmp: Vec<u8>, src: Ipv6Addr) -> (Outcome, F
         fragmented: false,
         payload: &icmp,
     };
-    let outcome = ndp::handle(&mut ctx, &eth, &ip, &icmp);
+    let (outcome, out) = with_ctx(config, |mut ctx| ndp::handle(&mut ctx, &eth, &ip, &icmp));
     // Whatever parses also displays.
     if let Ok(msg) = NdpMessage::parse(&icmp) {
         let _ = msg.to_string();
@@ -513,7 +406,7 @@ fn truncated_captures_never_panic() {
         "ndp-kernel-ns.pcap",
         "ndp-dad-ns.pcap",
     ];
-    for frame in names.iter().flat_map(|n| capture(n)) {
+    for frame in names.iter().flat_map(|n| captured_all(n)) {
         for len in 0..=frame.len() {
             // Through the engine, as cut (IPv6 length then no longer matches)...
             run(config.clone(), &[&frame[..len]]);
@@ -572,7 +465,7 @@ proptest! {
     ) {
         let config = config(Mode::Passt);
         let name = ["ndp-kernel-rs.pcap", "ndp-kernel-ns.pcap", "ndp-dad-ns.pcap"][which];
-        let frame = &capture(name)[0];
+        let frame = &captured_all(name)[0];
         let mut icmp = frame[ICMP..].to_vec();
         for (at, value) in flips {
             let i = at % icmp.len();

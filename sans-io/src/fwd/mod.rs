@@ -1,9 +1,22 @@
 //! Port forwarding: the `-t/-u/-T/-U` grammar ([`spec`]) and how repeated options combine
 //! ([`ForwardMode`]). Address translation rules join here with the data path.
 
+pub mod nat;
 pub mod spec;
 
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+
 pub use spec::{PortItem, PortMap, PortRange, PortRanges, PortSpec, SpecError};
+
+/// One forwarded port: where to listen and which guest port it leads to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Forward {
+    pub bind: Option<IpAddr>,
+    pub iface: Option<String>,
+    pub port: u16,
+    pub to: u16,
+}
 
 /// The forwarding for one protocol and direction, after every option naming it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -69,6 +82,66 @@ impl ForwardMode {
         }
     }
 
+    /// The ports explicitly forwarded (`Ports`, and `All` as every non-ephemeral port); `auto`
+    /// is decided at run time from the ports bound on the other side, and gives none here.
+    /// A port named by several specs goes where the last one says.
+    pub fn forwards(&self, ephemeral: RangeInclusive<u16>) -> Vec<Forward> {
+        match self {
+            ForwardMode::Unset | ForwardMode::None | ForwardMode::Auto => Vec::new(),
+            ForwardMode::All => (1..=u16::MAX)
+                .filter(|p| !ephemeral.contains(p))
+                .map(|port| Forward {
+                    bind: None,
+                    iface: None,
+                    port,
+                    to: port,
+                })
+                .collect(),
+            ForwardMode::Ports(list) => {
+                let mut out: Vec<Forward> = Vec::new();
+                for ranges in list {
+                    for (port, to) in ranges.expand(ephemeral.clone()) {
+                        let f = Forward {
+                            bind: ranges.bind,
+                            iface: ranges.iface.clone(),
+                            port,
+                            to,
+                        };
+                        match out
+                            .iter_mut()
+                            .find(|o| o.port == port && o.bind == f.bind && o.iface == f.iface)
+                        {
+                            Some(existing) => existing.to = to,
+                            None => out.push(f),
+                        }
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    /// The guest port a connection to local `port` (at `local`) goes to, if forwarded.
+    pub fn target(&self, local: IpAddr, port: u16, ephemeral: RangeInclusive<u16>) -> Option<u16> {
+        match self {
+            ForwardMode::All => (!ephemeral.contains(&port)).then_some(port),
+            ForwardMode::Ports(list) => list.iter().rev().find_map(|ranges| {
+                if ranges
+                    .bind
+                    .is_some_and(|b| b != local && !b.is_unspecified())
+                {
+                    return None;
+                }
+                ranges
+                    .expand(ephemeral.clone())
+                    .into_iter()
+                    .find(|&(from, _)| from == port)
+                    .map(|(_, to)| to)
+            }),
+            _ => None,
+        }
+    }
+
     /// `self`, or `default` when no option was given.
     pub fn or_default(self, default: ForwardMode) -> ForwardMode {
         match self {
@@ -115,6 +188,31 @@ mod tests {
         assert!(m.add(PortSpec::None).is_err());
         assert!(m.add(ports("22")).is_err());
         assert_eq!(m, ForwardMode::Auto);
+    }
+
+    #[test]
+    fn forwards_and_targets() {
+        let mut m = ForwardMode::Unset;
+        m.add(ports("2222:22,8080-8081:80-81")).unwrap();
+        m.add(ports("127.0.0.1/9000")).unwrap();
+        let f = m.forwards(32768..=60999);
+        let pairs: Vec<(u16, u16)> = f.iter().map(|f| (f.port, f.to)).collect();
+        assert_eq!(pairs, [(2222, 22), (8080, 80), (8081, 81), (9000, 9000)]);
+        assert_eq!(f[3].bind, Some("127.0.0.1".parse().unwrap()));
+        let any: IpAddr = "192.0.2.2".parse().unwrap();
+        assert_eq!(m.target(any, 8081, 32768..=60999), Some(81));
+        assert_eq!(
+            m.target(any, 9000, 32768..=60999),
+            None,
+            "bound to loopback only"
+        );
+        assert_eq!(
+            m.target("127.0.0.1".parse().unwrap(), 9000, 32768..=60999),
+            Some(9000)
+        );
+        assert_eq!(m.target(any, 1234, 32768..=60999), None);
+        assert_eq!(ForwardMode::All.forwards(1024..=65535).len(), 1023);
+        assert!(ForwardMode::Auto.forwards(1..=2).is_empty());
     }
 
     #[test]

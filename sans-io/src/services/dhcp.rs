@@ -41,6 +41,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use super::{Ctx, Outcome};
 use crate::config::{Config, Ip4Config};
 use crate::wire::build::{self, Route};
+use crate::wire::dns_name::{self, Name, Names, Pointers};
 use crate::wire::parse::{Ethernet, Ipv4, Malformed, Udp, IPV4_HEADER_LEN, UDP_HEADER_LEN};
 use crate::wire::MacAddr;
 
@@ -494,13 +495,14 @@ fn reply_options(config: &Config, ip4: &Ip4Config, reply: Reply) -> Vec<DhcpOpti
     if reply == (Reply::Ack { rapid_commit: true }) {
         add(opt::RAPID_COMMIT, Vec::new());
     }
-    if let Some(name) = config.fqdn.as_deref().and_then(encode_name) {
+    if let Some(fqdn) = config.fqdn.as_deref() {
         let mut data = vec![FQDN_FLAG_E, FQDN_RCODE, FQDN_RCODE];
-        data.extend_from_slice(&name);
-        add(opt::CLIENT_FQDN, data);
+        if dns_name::encode(&mut data, fqdn, true) {
+            add(opt::CLIENT_FQDN, data);
+        }
     }
     if config.services.dhcp_search {
-        let list = encode_search_list(&config.search);
+        let list = dns_name::encode_compressed_list(&config.search);
         if !list.is_empty() {
             add(opt::DOMAIN_SEARCH, list);
         }
@@ -582,110 +584,6 @@ fn gateway_routes(gw: Ipv4Addr) -> Vec<u8> {
     data
 }
 
-/// The labels of a domain name, or `None` if it can't be one in DNS wire format (RFC 1035
-/// section 2.3.4: labels of 1 to 63 bytes, at most 255 bytes in all). A trailing dot is fine.
-fn labels(name: &str) -> Option<Vec<&str>> {
-    let name = name.strip_suffix('.').unwrap_or(name);
-    if name.is_empty() {
-        return None;
-    }
-    let labels: Vec<&str> = name.split('.').collect();
-    let wire_len: usize = labels.iter().map(|l| l.len() + 1).sum::<usize>() + 1;
-    if labels.iter().any(|l| l.is_empty() || l.len() > 63) || wire_len > 255 {
-        return None;
-    }
-    Some(labels)
-}
-
-fn put_label(buf: &mut Vec<u8>, label: &str) {
-    buf.push(label.len() as u8); // at most 63, checked by labels()
-    buf.extend_from_slice(label.as_bytes());
-}
-
-/// A name in DNS wire format, uncompressed.
-fn encode_name(name: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    for l in labels(name)? {
-        put_label(&mut out, l);
-    }
-    out.push(0);
-    Some(out)
-}
-
-/// Option 119 (RFC 3397): the names in DNS wire format, one after the other, each suffix seen
-/// before replaced by a compression pointer to it (RFC 1035 section 4.1.4). Offsets count from
-/// the start of the option data, across RFC 3396 splitting. Names that can't be encoded and
-/// repeated names are left out.
-fn encode_search_list(names: &[String]) -> Vec<u8> {
-    let all: Vec<Vec<&str>> = names.iter().filter_map(|n| labels(n)).collect();
-    let mut out = Vec::new();
-    // Suffixes written so far (a name from some label to its end), with their offsets.
-    let mut written: Vec<(&[&str], usize)> = Vec::new();
-    let same = |a: &[&str], b: &[&str]| {
-        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.eq_ignore_ascii_case(y))
-    };
-    for (n, name) in all.iter().enumerate() {
-        if all[..n].iter().any(|earlier| same(earlier, name)) {
-            continue;
-        }
-        let mut pointer = None;
-        for i in 0..name.len() {
-            let suffix = &name[i..];
-            if let Some(&(_, at)) = written.iter().find(|(s, _)| same(s, suffix)) {
-                pointer = Some(at);
-                break;
-            }
-            // A pointer has 14 bits of offset; later suffixes just can't be pointed to.
-            if out.len() < 0x4000 {
-                written.push((suffix, out.len()));
-            }
-            put_label(&mut out, suffix[0]);
-        }
-        match pointer {
-            Some(at) => out.extend_from_slice(&(0xc000 | at as u16).to_be_bytes()),
-            None => out.push(0),
-        }
-    }
-    out
-}
-
-/// Decodes one possibly compressed name starting at `start` in `data` (option 119 or 81):
-/// the name, and where the next one starts. Pointers must point backwards (RFC 1035 section
-/// 4.1.4 says to "a prior occurrence"), and a name is at most 255 bytes: so this ends.
-fn decode_name(data: &[u8], start: usize) -> Option<(String, usize)> {
-    let mut name = String::new();
-    let mut pos = start;
-    let mut next = None;
-    let mut wire_len = 0;
-    loop {
-        let len = *data.get(pos)?;
-        match len {
-            0 => return Some((name, next.unwrap_or(pos + 1))),
-            l if l & 0xc0 == 0xc0 => {
-                let target = usize::from(u16::from_be_bytes([l, *data.get(pos + 1)?]) & 0x3fff);
-                next.get_or_insert(pos + 2);
-                if target >= pos {
-                    return None;
-                }
-                pos = target;
-            }
-            l if l & 0xc0 != 0 => return None, // label types 01 and 10 are reserved
-            l => {
-                let label = data.get(pos + 1..pos + 1 + usize::from(l))?;
-                wire_len += label.len() + 1;
-                if wire_len > 254 {
-                    return None;
-                }
-                if !name.is_empty() {
-                    name.push('.');
-                }
-                name.push_str(&String::from_utf8_lossy(label));
-                pos += 1 + label.len();
-            }
-        }
-    }
-}
-
 // Decoding options for Display: `None` when the data doesn't have the option's shape.
 
 fn decode_addrs(data: &[u8]) -> Option<String> {
@@ -706,14 +604,13 @@ fn decode_u16(data: &[u8]) -> Option<String> {
     }
 }
 
+/// The names of option 119 (or 81) as we show them: compressed (RFC 3397), each fully
+/// qualified; anything else is malformed.
 fn decode_names(data: &[u8]) -> Option<String> {
-    let mut names = Vec::new();
-    let mut pos = 0;
-    while pos < data.len() {
-        let (name, next) = decode_name(data, pos)?;
-        names.push(name);
-        pos = next;
-    }
+    let names = Names::new(data, Pointers::Allowed)
+        .map(|n| n.ok().filter(Name::is_fully_qualified))
+        .map(|n| n.map(|n| n.to_lossy_string()))
+        .collect::<Option<Vec<_>>>()?;
     Some(names.join(", "))
 }
 
@@ -743,9 +640,9 @@ fn decode_fqdn(data: &[u8]) -> Option<String> {
         return None;
     };
     let name = if flags & FQDN_FLAG_E != 0 {
-        let (decoded, end) = decode_name(name, 0)?;
-        (end == name.len()).then_some(())?;
-        decoded
+        let (decoded, end) = dns_name::decode(name, 0, Pointers::Allowed)?;
+        (end == name.len() && decoded.is_fully_qualified()).then_some(())?;
+        decoded.to_lossy_string()
     } else {
         format!("{:?}", String::from_utf8_lossy(name))
     };
@@ -884,42 +781,6 @@ impl fmt::Display for DhcpMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn search_list_is_compressed() {
-        let names = [
-            "eng.example.com".to_owned(),
-            "example.com".to_owned(),
-            "ops.example.com.".to_owned(),
-            "EXAMPLE.COM".to_owned(),
-            "bad..name".to_owned(),
-            "other.org".to_owned(),
-        ];
-        let got = encode_search_list(&names);
-        let mut want = Vec::new();
-        want.extend_from_slice(b"\x03eng\x07example\x03com\x00"); // offsets 0, 4, 12
-        want.extend_from_slice(&[0xc0, 4]); // example.com
-        want.extend_from_slice(b"\x03ops\xc0\x04"); // ops. + example.com
-        want.extend_from_slice(b"\x05other\x03org\x00");
-        assert_eq!(got, want);
-        assert_eq!(
-            decode_names(&got).as_deref(),
-            Some("eng.example.com, example.com, ops.example.com, other.org")
-        );
-    }
-
-    #[test]
-    fn name_decoding_rejects_loops_and_forward_pointers() {
-        assert_eq!(decode_name(&[0xc0, 0], 0), None); // points at itself
-        assert_eq!(decode_name(&[0xc0, 2, 0], 0), None); // forwards
-        assert_eq!(decode_name(&[1, b'a', 0xc0, 0], 0), None); // a.a.a... until too long
-        assert_eq!(decode_name(&[0x40, 0], 0), None); // reserved label type
-        assert_eq!(decode_name(&[3, b'a'], 0), None); // truncated label
-        assert_eq!(
-            decode_name(&[1, b'a', 0, 1, b'b', 0xc0, 0], 3),
-            Some(("b.a".to_owned(), 7))
-        );
-    }
 
     #[test]
     fn long_options_are_split() {

@@ -23,12 +23,13 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
-use super::ndp::{fmt_flags, fmt_hex, Lifetime};
+use super::ndp::{fmt_flags, Lifetime};
 use super::{Ctx, Outcome};
 use crate::config::{Config, Ip6Config};
 use crate::wire::build::{udp_frame, Route};
+use crate::wire::dns_name::{self, Names, Pointers};
 use crate::wire::parse::{Ethernet, Ipv6, Malformed, Udp};
-use crate::wire::MacAddr;
+use crate::wire::{fmt_hex, MacAddr};
 
 pub const SERVER_PORT: u16 = 547;
 pub const CLIENT_PORT: u16 = 546;
@@ -120,10 +121,6 @@ const MAX_IAS: usize = 4;
 const MAX_REVOKED_ADDRS: usize = 4;
 pub(crate) const MAX_DNS_SERVERS: usize = 8;
 pub(crate) const MAX_DOMAIN_LIST_LEN: usize = 256;
-
-/// DNS name limits (RFC 1035 section 2.3.4).
-const MAX_LABEL_LEN: usize = 63;
-const MAX_NAME_LEN: usize = 255;
 
 const HEADER_LEN: usize = 4;
 const OPTION_HEADER_LEN: usize = 4;
@@ -348,14 +345,7 @@ fn push_config(r: &mut Vec<u8>, config: &Config, fqdn: Option<Dhcpv6Option>) {
         }
     }
     if config.services.dhcp_search {
-        let mut names = Vec::new();
-        for domain in &config.search {
-            let before = names.len();
-            if push_name(&mut names, domain, true) && names.len() > MAX_DOMAIN_LIST_LEN {
-                names.truncate(before);
-                break;
-            }
-        }
+        let names = dns_name::encode_list(&config.search, |len| len <= MAX_DOMAIN_LIST_LEN);
         if !names.is_empty() {
             push_option(r, option::DOMAIN_LIST, &names);
         }
@@ -370,91 +360,9 @@ fn push_config(r: &mut Vec<u8>, config: &Config, fqdn: Option<Dhcpv6Option>) {
     };
     let client_s = fqdn.data.first().is_some_and(|f| f & FQDN_S != 0);
     let mut data = vec![FQDN_N | if client_s { FQDN_O } else { 0 }];
-    if push_name(&mut data, name, fully_qualified) {
+    if dns_name::encode(&mut data, name, fully_qualified) {
         push_option(r, option::CLIENT_FQDN, &data);
     }
-}
-
-/// Appends `name` in DNS wire format (RFC 1035 section 3.1), uncompressed; a partial name
-/// (RFC 4704 section 4.2) without the root label unless `fully_qualified`. A name that can't
-/// be encoded (empty, or a label or the whole too long) appends nothing and returns false.
-pub(crate) fn push_name(out: &mut Vec<u8>, name: &str, fully_qualified: bool) -> bool {
-    let name = name.strip_suffix('.').unwrap_or(name);
-    // Each dot becomes a length octet, plus one for the first label and one for the root.
-    let wire_len = name.len() + 1 + usize::from(fully_qualified);
-    if name.is_empty()
-        || wire_len > MAX_NAME_LEN
-        || name
-            .split('.')
-            .any(|l| l.is_empty() || l.len() > MAX_LABEL_LEN)
-    {
-        return false;
-    }
-    for label in name.split('.') {
-        out.push(label.len() as u8);
-        out.extend_from_slice(label.as_bytes());
-    }
-    if fully_qualified {
-        out.push(0);
-    }
-    true
-}
-
-/// Decodes one uncompressed name at the start of `b`: its text (with a final dot if fully
-/// qualified) and the octets it took; `None` if malformed.
-fn decode_name(b: &[u8]) -> Option<(String, usize)> {
-    let mut text = String::new();
-    let mut at = 0;
-    loop {
-        let Some(&len) = b.get(at) else {
-            return (at > 0).then_some((text, at)); // a partial name ends with the data
-        };
-        at += 1;
-        if len == 0 {
-            text.push('.');
-            return Some((text, at));
-        }
-        let label = b.get(at..at + usize::from(len))?;
-        if usize::from(len) > MAX_LABEL_LEN || at + label.len() > MAX_NAME_LEN {
-            return None;
-        }
-        if !text.is_empty() {
-            text.push('.');
-        }
-        for &c in label {
-            if c.is_ascii_graphic() && c != b'.' && c != b'\\' {
-                text.push(char::from(c));
-            } else {
-                text.push_str(&format!("\\{c:03}"));
-            }
-        }
-        at += label.len();
-    }
-}
-
-/// Writes a list of names ("a.example., b.example."); with `padded`, trailing zero octets are
-/// padding (DNSSL). A malformed rest is shown in hex.
-pub(crate) fn fmt_names(f: &mut fmt::Formatter<'_>, mut b: &[u8], padded: bool) -> fmt::Result {
-    let mut first = true;
-    let done = |b: &[u8]| b.is_empty() || (padded && b.iter().all(|&c| c == 0));
-    while !done(b) {
-        if !first {
-            f.write_str(", ")?;
-        }
-        first = false;
-        match decode_name(b) {
-            Some((text, used)) => {
-                f.write_str(&text)?;
-                b = &b[used..];
-            }
-            None => {
-                f.write_str("(malformed: ")?;
-                fmt_hex(f, b)?;
-                return f.write_str(")");
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A client or server message (RFC 8415 section 8): type, transaction id and options.
@@ -786,7 +694,7 @@ fn fmt_option(f: &mut fmt::Formatter<'_>, opt: Dhcpv6Option, depth: usize) -> fm
             }
             Ok(())
         }
-        DOMAIN_LIST => fmt_names(f, d, false),
+        DOMAIN_LIST => write!(f, "{}", Names::new(d, Pointers::Refused)),
         CLIENT_FQDN if !d.is_empty() => {
             f.write_str("flags ")?;
             let names = [(FQDN_N, "N"), (FQDN_O, "O"), (FQDN_S, "S")];
@@ -795,8 +703,7 @@ fn fmt_option(f: &mut fmt::Formatter<'_>, opt: Dhcpv6Option, depth: usize) -> fm
                 d[0].into(),
                 &names.map(|(bit, name)| (u32::from(bit), name)),
             )?;
-            f.write_str(", name ")?;
-            fmt_names(f, &d[1..], false)
+            write!(f, ", name {}", Names::new(&d[1..], Pointers::Refused))
         }
         INFORMATION_REFRESH_TIME | SOL_MAX_RT | INF_MAX_RT if d.len() == 4 => {
             write!(f, "{}", Lifetime(u32_at(d, 0)))
@@ -814,53 +721,6 @@ fn fmt_malformed(f: &mut fmt::Formatter<'_>, d: &[u8]) -> fmt::Result {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct Names<'a>(&'a [u8], bool);
-
-    impl fmt::Display for Names<'_> {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            fmt_names(f, self.0, self.1)
-        }
-    }
-
-    #[test]
-    fn names_encode_and_decode() {
-        let mut b = Vec::new();
-        assert!(push_name(&mut b, "example.org", true));
-        assert!(push_name(&mut b, "a.b.", true));
-        assert_eq!(b, b"\x07example\x03org\x00\x01a\x01b\x00");
-        assert_eq!(Names(&b, false).to_string(), "example.org., a.b.");
-
-        let mut p = Vec::new();
-        assert!(push_name(&mut p, "host", false));
-        assert_eq!(p, b"\x04host");
-        assert_eq!(Names(&p, false).to_string(), "host");
-    }
-
-    #[test]
-    fn bad_names_are_refused() {
-        let mut b = Vec::new();
-        assert!(!push_name(&mut b, "", true));
-        assert!(!push_name(&mut b, ".", true));
-        assert!(!push_name(&mut b, "a..b", true));
-        assert!(!push_name(&mut b, &"x".repeat(64), true));
-        let long = vec!["y".repeat(63); 4].join(".");
-        assert!(!push_name(&mut b, &long, true), "257 octets encoded");
-        assert!(b.is_empty());
-        assert!(push_name(&mut b, &long[..long.len() - 2], true));
-        assert_eq!(b.len(), MAX_NAME_LEN);
-    }
-
-    #[test]
-    fn padding_and_malformed_names_display() {
-        assert_eq!(Names(b"\x01a\x00\x00\x00\x00", true).to_string(), "a.");
-        assert_eq!(
-            Names(b"\x01a\x00\x05ab", false).to_string(),
-            "a., (malformed: 056162)"
-        );
-        assert_eq!(Names(b"\xc0\x0c", false).to_string(), "(malformed: c00c)");
-        assert_eq!(Names(b"\x03a.\\\x00", false).to_string(), "a\\046\\092.");
-    }
 
     #[test]
     fn options_check_lengths() {

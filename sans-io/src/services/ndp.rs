@@ -24,13 +24,14 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
-use super::dhcpv6::{fmt_names, push_name, MAX_DNS_SERVERS, MAX_DOMAIN_LIST_LEN};
+use super::dhcpv6::{MAX_DNS_SERVERS, MAX_DOMAIN_LIST_LEN};
 use super::{Ctx, Outcome};
 use crate::config::{Config, Ip6Config};
 use crate::engine::RA_INTERVAL_MAX;
 use crate::wire::build::{icmpv6_frame, Route};
+use crate::wire::dns_name::{self, Names, Pointers};
 use crate::wire::parse::{ip_proto, Ethernet, Ipv6, Malformed};
-use crate::wire::{checksum, MacAddr};
+use crate::wire::{checksum, fmt_hex, MacAddr};
 
 /// ICMPv6 message types of NDP (RFC 4861 section 4).
 pub mod icmp_type {
@@ -269,14 +270,7 @@ fn router_advertisement(config: &Config, ip6: &Ip6Config) -> Vec<u8> {
         let room = MAX_RA_LEN
             .saturating_sub(m.len() + OPTION_UNIT)
             .min(MAX_DOMAIN_LIST_LEN);
-        let mut names = Vec::new();
-        for domain in &config.search {
-            let before = names.len();
-            if push_name(&mut names, domain, true) && padded(names.len()) > room {
-                names.truncate(before);
-                break;
-            }
-        }
+        let names = dns_name::encode_list(&config.search, |len| padded(len) <= room);
         if !names.is_empty() {
             let len = OPTION_UNIT + padded(names.len());
             m.extend_from_slice(&[option_type::DNSSL, (len / OPTION_UNIT) as u8, 0, 0]);
@@ -488,13 +482,6 @@ pub(crate) fn fmt_flags(
     f.write_str(")")
 }
 
-pub(crate) fn fmt_hex(f: &mut fmt::Formatter<'_>, b: &[u8]) -> fmt::Result {
-    for byte in b {
-        write!(f, "{byte:02x}")?;
-    }
-    Ok(())
-}
-
 impl fmt::Display for NdpMessage<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
@@ -593,8 +580,12 @@ impl fmt::Display for NdpOption<'_> {
                 Ok(())
             }
             option_type::DNSSL if d.len() >= 6 => {
-                write!(f, "DNS search list: lifetime {}, ", Lifetime(u32_at(d, 2)))?;
-                fmt_names(f, &d[6..], true)
+                let names = Names::new(&d[6..], Pointers::Refused).padded();
+                write!(
+                    f,
+                    "DNS search list: lifetime {}, {names}",
+                    Lifetime(u32_at(d, 2))
+                )
             }
             kind => {
                 write!(f, "option {kind} ({} octets): ", d.len() + 2)?;

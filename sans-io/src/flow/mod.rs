@@ -1,0 +1,114 @@
+//! Flows: the guest's connections and exchanges with the world, each tied to a host socket.
+//!
+//! The core never sees a file descriptor. It names host sockets by [`SockRef`] and asks the
+//! driver for socket operations through [`HostSockets`], synchronously: the OS shim implements
+//! it with system calls, the simulator with virtual sockets. The driver reports what happens
+//! on those sockets back as [`SockEvent`]s (see `Engine::handle_socket`).
+//!
+//! Data is never buffered in the core: guest payload is sent from the frame it arrived in, and
+//! host data is peeked from the socket straight into the frame that carries it to the guest,
+//! to be discarded from the socket only once the guest acknowledges it.
+
+pub mod tcp;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+/// A host socket, as the core names it. The driver maps it to a descriptor; values are the
+/// driver's to choose and reuse after [`HostSockets::close`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SockRef(pub u32);
+
+/// Binding choices for an outbound socket (`-o`, `--outbound-if4/6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Bind<'a> {
+    /// Local address to bind before connecting.
+    pub addr: Option<IpAddr>,
+    /// Interface to bind to (SO_BINDTODEVICE).
+    pub iface: Option<&'a str>,
+}
+
+/// Send-side state of a connected TCP socket, for mirroring windows to the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TcpSockInfo {
+    /// Bytes the socket can still take before a send would block (send buffer space left,
+    /// in payload bytes, conservatively).
+    pub send_space: u32,
+    /// The peer's advertised window (TCP_INFO tcpi_snd_wnd), when the kernel reports it.
+    pub peer_window: Option<u32>,
+    /// Bytes queued on the send side, not yet acknowledged by the peer (SIOCOUTQ).
+    pub unacked: u32,
+    /// Bytes waiting in the receive queue (SIOCINQ), including those already peeked.
+    pub readable: u32,
+}
+
+/// What the core may ask of host sockets. All calls are non-blocking; `WouldBlock` means
+/// "not now", and the driver reports readiness later as a [`SockEvent`].
+pub trait HostSockets {
+    /// Opens a TCP socket, binds it as asked, and starts connecting to `dst`. The outcome comes
+    /// later as [`SockEvent::Connected`] or [`SockEvent::Error`]. `mss` is applied with
+    /// TCP_MAXSEG when given.
+    fn tcp_connect(
+        &mut self,
+        dst: SocketAddr,
+        bind: Bind<'_>,
+        mss: Option<u16>,
+    ) -> io::Result<SockRef>;
+
+    /// Sends as much of `data` as the socket takes now; returns how much that was.
+    fn send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize>;
+
+    /// Copies received bytes into `buf` without consuming them, starting `offset` bytes past
+    /// the first byte not yet [`HostSockets::discard`]ed. `Ok(0)` with a non-empty `buf`
+    /// means no data there now (check [`SockEvent::PeerClosed`] for the end of the stream).
+    fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Drops the first `len` received bytes (the guest acknowledged them).
+    fn discard(&mut self, s: SockRef, len: usize) -> io::Result<()>;
+
+    /// Send-side state for window mirroring.
+    fn tcp_info(&mut self, s: SockRef) -> io::Result<TcpSockInfo>;
+
+    /// Half-closes the sending direction (FIN to the peer).
+    fn shutdown_write(&mut self, s: SockRef) -> io::Result<()>;
+
+    /// Closes the socket; with `reset`, aborts the connection (RST to the peer).
+    fn close(&mut self, s: SockRef, reset: bool);
+
+    /// Which readiness the core wants reported for `s`: readable is the default, writable is
+    /// wanted while the core waits for send space.
+    fn set_interest(&mut self, s: SockRef, readable: bool, writable: bool);
+}
+
+/// What happened on a host socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SockEvent {
+    /// A non-blocking connect completed.
+    Connected,
+    /// Data (or the end of the stream) may be available.
+    Readable,
+    /// Send space is available again.
+    Writable,
+    /// The peer closed its sending direction (we read end of stream).
+    PeerClosed,
+    /// The connection failed or was reset; the errno.
+    Error(i32),
+}
+
+/// Transport protocols the flow layer translates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+/// A socket the driver should listen on for port forwarding into the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ListenSpec {
+    pub proto: Proto,
+    /// Local address to bind, `None` for any (both families where possible).
+    pub addr: Option<IpAddr>,
+    /// Interface to bind to.
+    pub iface: Option<String>,
+    pub port: u16,
+}

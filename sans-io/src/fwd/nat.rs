@@ -1,0 +1,236 @@
+//! Address translation between what the guest sees and what the host does, as the man page's
+//! NOTES describe: pure functions over the configuration and what we know of the guest.
+//!
+//! From the guest: its connections to the host-loopback mapping address (the gateway, by
+//! default) go to the host's loopback; to `--map-guest-addr`, to the host's own address; DNS to
+//! `--dns-forward` goes to `--dns-host`; everything else goes where the guest said.
+//!
+//! Towards the guest: a host peer on a loopback address appears from the host-loopback mapping
+//! address; one on the host's own address (which is also the guest's) from `--map-guest-addr`;
+//! either, when no mapping exists, from our own address on the link. The destination is the
+//! address the guest was last seen using (link-local for IPv6 when the host side is
+//! link-local), else its configured one.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::config::{Config, IpConfig, IpFamily};
+use crate::services::GuestState;
+
+/// DNS's well-known port, the one `--dns-forward` redirects.
+pub const DNS_PORT: u16 = 53;
+
+/// Where a guest's packet or connection to `dst` really goes on the host, or `None` when it
+/// must not leave (a family we don't run).
+pub fn from_guest(config: &Config, dst: SocketAddr) -> Option<SocketAddr> {
+    match dst.ip() {
+        IpAddr::V4(a) => {
+            let c = config.ip4.as_ref()?;
+            Some(SocketAddr::new(
+                IpAddr::V4(translate_out(c, a, dst.port(), Ipv4Addr::LOCALHOST)),
+                dst.port(),
+            ))
+        }
+        IpAddr::V6(a) => {
+            let c = config.ip6.as_ref()?;
+            Some(SocketAddr::new(
+                IpAddr::V6(translate_out(c, a, dst.port(), Ipv6Addr::LOCALHOST)),
+                dst.port(),
+            ))
+        }
+    }
+}
+
+fn translate_out<A: IpFamily>(c: &IpConfig<A>, dst: A, port: u16, loopback: A) -> A {
+    if port == DNS_PORT && c.dns_match == Some(dst) {
+        if let Some(host) = c.dns_host {
+            return host;
+        }
+    }
+    if c.map_host_loopback == Some(dst) {
+        return loopback;
+    }
+    if c.map_guest_addr == Some(dst) {
+        // The host's own address: the one we gave the guest is the host's.
+        return c.addr;
+    }
+    dst
+}
+
+/// How a host peer at `src`, reaching us at local address `local`, appears to the guest, and
+/// the guest address it reaches: `(source seen by the guest, guest destination)`.
+pub fn to_guest(
+    config: &Config,
+    guest: &GuestState,
+    src: SocketAddr,
+    local: IpAddr,
+) -> Option<(SocketAddr, IpAddr)> {
+    match src.ip() {
+        IpAddr::V4(a) => {
+            let c = config.ip4.as_ref()?;
+            let seen = translate_in(c, a);
+            let dst = guest.addr4.unwrap_or(c.addr);
+            Some((
+                SocketAddr::new(IpAddr::V4(seen), src.port()),
+                IpAddr::V4(dst),
+            ))
+        }
+        IpAddr::V6(a) => {
+            let c = config.ip6.as_ref()?;
+            let seen = translate_in(c, a);
+            let link_local = IpFamily::is_link_local(&seen)
+                || matches!(local, IpAddr::V6(l) if IpFamily::is_link_local(&l));
+            let dst = match (link_local, guest.addr6_ll, guest.addr6) {
+                (true, Some(ll), _) => ll,
+                (_, _, Some(global)) => global,
+                _ => c.addr,
+            };
+            Some((
+                SocketAddr::new(IpAddr::V6(seen), src.port()),
+                IpAddr::V6(dst),
+            ))
+        }
+    }
+}
+
+fn translate_in<A: IpFamily>(c: &IpConfig<A>, src: A) -> A {
+    let host_own = src == c.addr;
+    if src.is_loopback() || src == A::UNSPECIFIED {
+        return c.map_host_loopback.unwrap_or(c.our_addr);
+    }
+    if host_own {
+        return c.map_guest_addr.unwrap_or(c.our_addr);
+    }
+    if c.dns_host == Some(src) {
+        if let Some(m) = c.dns_match {
+            return m;
+        }
+    }
+    src
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{GuestAddr, Mode};
+
+    fn ip4() -> IpConfig<Ipv4Addr> {
+        let mut c = IpConfig::new(
+            "eth0".into(),
+            Ipv4Addr::new(192, 0, 2, 2),
+            24,
+            Some(Ipv4Addr::new(192, 0, 2, 1)),
+            Ipv4Addr::new(192, 0, 2, 1),
+        );
+        c.map_host_loopback = Some(Ipv4Addr::new(192, 0, 2, 1));
+        c.guest_addrs = vec![GuestAddr {
+            addr: c.addr.into(),
+            prefix_len: 24,
+        }];
+        c
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn gateway_reaches_the_host_loopback() {
+        let c = ip4();
+        assert_eq!(
+            translate_out(&c, Ipv4Addr::new(192, 0, 2, 1), 80, Ipv4Addr::LOCALHOST),
+            Ipv4Addr::LOCALHOST
+        );
+        assert_eq!(
+            translate_out(&c, Ipv4Addr::new(203, 0, 113, 9), 80, Ipv4Addr::LOCALHOST),
+            Ipv4Addr::new(203, 0, 113, 9)
+        );
+        let mut none = ip4();
+        none.map_host_loopback = None;
+        assert_eq!(
+            translate_out(&none, Ipv4Addr::new(192, 0, 2, 1), 80, Ipv4Addr::LOCALHOST),
+            Ipv4Addr::new(192, 0, 2, 1)
+        );
+    }
+
+    #[test]
+    fn dns_forward_and_guest_addr_mapping() {
+        let mut c = ip4();
+        c.dns_match = Some(Ipv4Addr::new(169, 254, 1, 1));
+        c.dns_host = Some(Ipv4Addr::new(203, 0, 113, 53));
+        c.map_guest_addr = Some(Ipv4Addr::new(169, 254, 1, 2));
+        assert_eq!(
+            translate_out(&c, Ipv4Addr::new(169, 254, 1, 1), 53, Ipv4Addr::LOCALHOST),
+            Ipv4Addr::new(203, 0, 113, 53)
+        );
+        // Only DNS's port is redirected.
+        assert_eq!(
+            translate_out(&c, Ipv4Addr::new(169, 254, 1, 1), 80, Ipv4Addr::LOCALHOST),
+            Ipv4Addr::new(169, 254, 1, 1)
+        );
+        assert_eq!(
+            translate_out(&c, Ipv4Addr::new(169, 254, 1, 2), 80, Ipv4Addr::LOCALHOST),
+            Ipv4Addr::new(192, 0, 2, 2)
+        );
+        // And back: answers from the resolver appear from the forwarding address.
+        assert_eq!(
+            translate_in(&c, Ipv4Addr::new(203, 0, 113, 53)),
+            Ipv4Addr::new(169, 254, 1, 1)
+        );
+        assert_eq!(
+            translate_in(&c, Ipv4Addr::new(192, 0, 2, 2)),
+            Ipv4Addr::new(169, 254, 1, 2)
+        );
+    }
+
+    #[test]
+    fn local_sources_appear_from_the_gateway() {
+        let c = ip4();
+        // The man page's example: 127.0.0.1 -> the gateway; the host's own address, without a
+        // guest-address mapping -> our address (the gateway).
+        assert_eq!(
+            translate_in(&c, Ipv4Addr::LOCALHOST),
+            Ipv4Addr::new(192, 0, 2, 1)
+        );
+        assert_eq!(
+            translate_in(&c, Ipv4Addr::new(192, 0, 2, 2)),
+            Ipv4Addr::new(192, 0, 2, 1)
+        );
+        assert_eq!(
+            translate_in(&c, Ipv4Addr::new(198, 51, 100, 7)),
+            Ipv4Addr::new(198, 51, 100, 7)
+        );
+    }
+
+    #[test]
+    fn destination_is_the_guests_seen_address() {
+        let mut config = crate::config::derive::derive(
+            &crate::config::NetOptions::new(Mode::Pasta),
+            &Default::default(),
+            &Default::default(),
+        )
+        .unwrap()
+        .config;
+        config.ip4 = Some(ip4());
+        let mut guest = GuestState::default();
+        let (src, dst) = to_guest(
+            &config,
+            &guest,
+            sa("127.0.0.1:5000"),
+            "127.0.0.10".parse().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (src, dst),
+            (sa("192.0.2.1:5000"), "192.0.2.2".parse().unwrap())
+        );
+        guest.addr4 = Some(Ipv4Addr::new(192, 0, 2, 77));
+        let (_, dst) = to_guest(
+            &config,
+            &guest,
+            sa("198.51.100.7:1"),
+            "192.0.2.2".parse().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(dst, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 77)));
+    }
+}
