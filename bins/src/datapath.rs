@@ -11,6 +11,7 @@ use std::time::Duration;
 use nix::sys::epoll::EpollEvent;
 use os_shim::reactor::{monotonic_now, Reactor, TOKEN_SIGNAL, TOKEN_TIMER};
 use sans_io::engine::Engine;
+use sans_io::flow::NoSockets;
 use sans_io::wire::FrameQueue;
 
 /// Frames read from the guest per wake-up before the answers are flushed: enough to batch,
@@ -113,7 +114,7 @@ pub fn run(
                 }
                 TOKEN_TIMER => {
                     reactor.ack_timer();
-                    engine.handle_timeout(monotonic_now(), &mut out);
+                    engine.handle_timeout(monotonic_now(), &mut NoSockets, &mut out);
                 }
                 TOKEN_SIGNAL => {
                     if let Ok(Some(sig)) = reactor.next_signal() {
@@ -152,7 +153,7 @@ fn read_batch(
         match link.read_frame(buf) {
             Ok(len) => {
                 stats.frames_in += 1;
-                engine.handle_frame(monotonic_now(), &buf[..len], out);
+                engine.handle_frame(monotonic_now(), &buf[..len], &mut NoSockets, out);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

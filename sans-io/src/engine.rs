@@ -7,7 +7,10 @@
 
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use crate::config::Config;
+use crate::flow::{HostSockets, SockEvent, SockRef};
 use crate::rng::Rng;
 use crate::services::{self, Ctx, GuestState, Outcome};
 use crate::time::Instant;
@@ -77,7 +80,12 @@ impl Engine {
     }
 
     /// Runs what is due at `now`.
-    pub fn handle_timeout(&mut self, now: Instant, out: &mut FrameQueue) {
+    pub fn handle_timeout(
+        &mut self,
+        now: Instant,
+        _io: &mut dyn HostSockets,
+        out: &mut FrameQueue,
+    ) {
         if let Some(due) = self.next_ra.filter(|&due| due <= now) {
             let mut ctx = Ctx {
                 config: &self.config,
@@ -91,8 +99,40 @@ impl Engine {
         }
     }
 
+    /// Reports what happened on a host socket the core opened or was given.
+    pub fn handle_socket(
+        &mut self,
+        _now: Instant,
+        _s: SockRef,
+        _ev: SockEvent,
+        _io: &mut dyn HostSockets,
+        _out: &mut FrameQueue,
+    ) {
+    }
+
+    /// A connection accepted on a forwarding listener: `s` is the new socket, `peer` the
+    /// remote end, `local` the address and port it reached. The core closes it if the port
+    /// isn't forwarded.
+    pub fn handle_accept(
+        &mut self,
+        _now: Instant,
+        s: SockRef,
+        _peer: SocketAddr,
+        _local: SocketAddr,
+        io: &mut dyn HostSockets,
+        _out: &mut FrameQueue,
+    ) {
+        io.close(s, true);
+    }
+
     /// Handles one frame from the guest.
-    pub fn handle_frame(&mut self, _now: Instant, frame: &[u8], out: &mut FrameQueue) {
+    pub fn handle_frame(
+        &mut self,
+        _now: Instant,
+        frame: &[u8],
+        _io: &mut dyn HostSockets,
+        out: &mut FrameQueue,
+    ) {
         self.counters.frames += 1;
         let outcome = self.dispatch(frame, out);
         match outcome {
@@ -229,6 +269,7 @@ mod tests {
     use crate::config::host::{HostAddr, HostLink, HostNet, HostRoute, NextHop};
     use crate::config::resolv::ResolvConf;
     use crate::config::{Mode, NetOptions};
+    use crate::flow::NoSockets;
     use crate::wire::build::{self, Route};
     use crate::wire::MacAddr;
 
@@ -296,22 +337,26 @@ mod tests {
         e.handle_frame(
             Instant::ZERO,
             &udp_from_guest("192.0.2.2", "203.0.113.1"),
+            &mut NoSockets,
             &mut out,
         );
         e.handle_frame(
             Instant::ZERO,
             &udp_from_guest("fe80::9", "fe80::1"),
+            &mut NoSockets,
             &mut out,
         );
         e.handle_frame(
             Instant::ZERO,
             &udp_from_guest("2001:db8::9", "2001:db8::1"),
+            &mut NoSockets,
             &mut out,
         );
         // Unspecified sources (DHCP DISCOVER, DAD) don't overwrite what we know.
         e.handle_frame(
             Instant::ZERO,
             &udp_from_guest("0.0.0.0", "255.255.255.255"),
+            &mut NoSockets,
             &mut out,
         );
         let g = e.guest();
@@ -326,10 +371,10 @@ mod tests {
     fn malformed_frames_are_counted_with_their_reason() {
         let mut e = engine();
         let mut out = FrameQueue::new();
-        e.handle_frame(Instant::ZERO, &[0u8; 5], &mut out);
+        e.handle_frame(Instant::ZERO, &[0u8; 5], &mut NoSockets, &mut out);
         let mut truncated = udp_from_guest("192.0.2.2", "192.0.2.1");
         truncated.truncate(30);
-        e.handle_frame(Instant::ZERO, &truncated, &mut out);
+        e.handle_frame(Instant::ZERO, &truncated, &mut NoSockets, &mut out);
         assert!(out.is_empty());
         assert_eq!(e.counters().malformed, 2);
         assert!(e.counters().last_malformed.unwrap().starts_with("ipv4"));
@@ -343,13 +388,13 @@ mod tests {
         assert!(
             first >= Instant::ZERO + RA_INTERVAL_MIN && first <= Instant::ZERO + RA_INTERVAL_MAX
         );
-        e.handle_timeout(first, &mut out);
+        e.handle_timeout(first, &mut NoSockets, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(e.counters().ra_unsolicited, 1);
         assert!(e.poll_timeout().unwrap() >= first + RA_INTERVAL_MIN);
         // Early wake-ups send nothing.
         out.clear();
-        e.handle_timeout(first, &mut out);
+        e.handle_timeout(first, &mut NoSockets, &mut out);
         assert!(out.is_empty());
     }
 }

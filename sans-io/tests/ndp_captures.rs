@@ -12,6 +12,7 @@ use proptest::prelude::*;
 use sans_io::config::host::HostNet;
 use sans_io::config::{Config, ListChoice, Mode};
 use sans_io::engine::{Engine, RA_INTERVAL_MAX, RA_INTERVAL_MIN};
+use sans_io::flow::NoSockets;
 use sans_io::services::ndp::{self, NdpMessage};
 use sans_io::services::Outcome;
 use sans_io::time::Instant;
@@ -221,9 +222,13 @@ fn unsolicited_ra_when_the_engine_asks() {
     let due = engine.poll_timeout().expect("RAs are on");
     assert!(due >= Instant::ZERO + RA_INTERVAL_MIN && due <= Instant::ZERO + RA_INTERVAL_MAX);
     let mut out = FrameQueue::new();
-    engine.handle_timeout(Instant::from_nanos(due.as_nanos() - 1), &mut out);
+    engine.handle_timeout(
+        Instant::from_nanos(due.as_nanos() - 1),
+        &mut NoSockets,
+        &mut out,
+    );
     assert!(out.is_empty(), "not due yet");
-    engine.handle_timeout(due, &mut out);
+    engine.handle_timeout(due, &mut NoSockets, &mut out);
     assert_eq!(engine.counters().ra_unsolicited, 1);
     let next = engine.poll_timeout().unwrap();
     assert!(next >= due + RA_INTERVAL_MIN && next <= due + RA_INTERVAL_MAX);

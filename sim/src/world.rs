@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use sans_io::config::Config;
 use sans_io::engine::Engine;
+use sans_io::flow::NoSockets;
 use sans_io::time::Instant;
 use sans_io::wire::FrameQueue;
 
@@ -50,12 +51,14 @@ impl World {
         let mut moved = false;
         while let Some(frame) = self.guest.device.tx.pop_front() {
             moved = true;
-            self.engine.handle_frame(self.now, &frame, &mut self.out);
+            self.engine
+                .handle_frame(self.now, &frame, &mut NoSockets, &mut self.out);
             self.transcript
                 .push((self.now, Direction::GuestToEngine, frame));
         }
         if self.engine.poll_timeout().is_some_and(|t| t <= self.now) {
-            self.engine.handle_timeout(self.now, &mut self.out);
+            self.engine
+                .handle_timeout(self.now, &mut NoSockets, &mut self.out);
         }
         for frame in self.out.iter() {
             moved = true;

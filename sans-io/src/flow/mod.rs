@@ -80,6 +80,34 @@ pub trait HostSockets {
     fn set_interest(&mut self, s: SockRef, readable: bool, writable: bool);
 }
 
+/// Host sockets that refuse everything: for driving only the configuration services (tests,
+/// tools) where no flow can be opened.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoSockets;
+
+impl HostSockets for NoSockets {
+    fn tcp_connect(&mut self, _: SocketAddr, _: Bind<'_>, _: Option<u16>) -> io::Result<SockRef> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn send(&mut self, _: SockRef, _: &[u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn peek(&mut self, _: SockRef, _: usize, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn discard(&mut self, _: SockRef, _: usize) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn tcp_info(&mut self, _: SockRef) -> io::Result<TcpSockInfo> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn shutdown_write(&mut self, _: SockRef) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn close(&mut self, _: SockRef, _: bool) {}
+    fn set_interest(&mut self, _: SockRef, _: bool, _: bool) {}
+}
+
 /// What happened on a host socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SockEvent {

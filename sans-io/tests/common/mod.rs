@@ -14,6 +14,7 @@ use sans_io::config::host::{route_type, scope, HostAddr, HostLink, HostNet, Host
 use sans_io::config::resolv::ResolvConf;
 use sans_io::config::{Config, NetOptions};
 use sans_io::engine::{Counters, Engine};
+use sans_io::flow::NoSockets;
 use sans_io::services::{Ctx, GuestState};
 use sans_io::time::Instant;
 use sans_io::wire::parse;
@@ -151,7 +152,7 @@ pub fn run(config: Config, frames: &[&[u8]]) -> (Engine, FrameQueue) {
     let mut engine = Engine::new(config, 1, Instant::ZERO);
     let mut out = FrameQueue::new();
     for frame in frames {
-        engine.handle_frame(Instant::ZERO, frame, &mut out);
+        engine.handle_frame(Instant::ZERO, frame, &mut NoSockets, &mut out);
     }
     (engine, out)
 }
