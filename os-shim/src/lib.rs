@@ -5,8 +5,10 @@
 //! crate of the workspace that makes system calls.
 
 pub mod hostinfo;
+pub mod logging;
 pub mod netlink;
 pub mod ns;
 pub mod nsconf;
+pub mod pcap;
 pub mod reactor;
 pub mod tap;

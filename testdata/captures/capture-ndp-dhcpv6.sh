@@ -8,6 +8,8 @@ set -eu
 OUT=$(realpath "${1:-.}")
 TMP=$(mktemp -d)
 GUEST_MAC=52:54:00:12:34:56
+# dhclient always runs with -sf /bin/true: its default script rewrites /etc/resolv.conf,
+# and `ip netns exec` shares the machine's file unless /etc/netns/NAME/resolv.conf exists.
 
 delete_netns() {
 	ip netns del ncap-a 2>/dev/null || true
@@ -77,7 +79,7 @@ dhclient6() {
 	ip -n ncap-b link set v1 up
 	sleep 3 # link-local DAD: dhclient needs a usable link-local source
 	capture "$TMP/d.pcap" 7
-	ip netns exec ncap-b dhclient -6 -d -1 -v -lf "$TMP/d.leases" -pf "$TMP/d.pid" "$@" v1 \
+	ip netns exec ncap-b dhclient -sf /bin/true -6 -d -1 -v -lf "$TMP/d.leases" -pf "$TMP/d.pid" "$@" v1 \
 		>"$TMP/dhclient.log" 2>&1 &
 	pid=$!
 	sleep 3

@@ -4,6 +4,8 @@
 # Needs root, iproute2, tcpdump, busybox (udhcpc, arping, ping) and isc-dhcp-client.
 # Usage: sh record-dhcp-arp.sh [OUTDIR]   (default: the directory of this script)
 set -eu
+# dhclient always runs with -sf /bin/true: its default script rewrites /etc/resolv.conf,
+# and `ip netns exec` shares the machine's file unless /etc/netns/NAME/resolv.conf exists.
 
 out=${1:-$(dirname "$0")}
 guest_mac=52:54:00:12:34:56
@@ -40,7 +42,7 @@ wait_capture
 
 # 2. ISC dhclient: its first DISCOVER.
 capture dhcp-dhclient-discover.pcap 1 'udp port 67'
-ip netns exec dcap-b timeout 8 dhclient -4 -d -1 -v -lf /tmp/dcap.leases -pf /tmp/dcap.pid v1 \
+ip netns exec dcap-b timeout 8 dhclient -sf /bin/true -4 -d -1 -v -lf /tmp/dcap.leases -pf /tmp/dcap.pid v1 \
 	>/dev/null 2>&1 &
 dhc_pid=$!
 wait_capture
@@ -64,7 +66,7 @@ lease {
 }
 EOF
 capture dhcp-dhclient-request.pcap 1 'udp port 67'
-ip netns exec dcap-b timeout 8 dhclient -4 -d -1 -v -lf /tmp/dcap.leases -pf /tmp/dcap.pid v1 \
+ip netns exec dcap-b timeout 8 dhclient -sf /bin/true -4 -d -1 -v -lf /tmp/dcap.leases -pf /tmp/dcap.pid v1 \
 	>/dev/null 2>&1 &
 dhc_pid=$!
 wait_capture
