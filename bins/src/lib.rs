@@ -9,7 +9,6 @@ mod process;
 pub mod summary;
 
 use std::ffi::OsString;
-use std::io::Write as _;
 use std::path::Path;
 
 use os_shim::{hostinfo, netlink};
@@ -44,6 +43,19 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
             return EXIT_FAILURE;
         }
     };
+    let settings = os_shim::logging::LogSettings {
+        ident: name,
+        quiet: quiet(&cli),
+        debug: cli.log.debug,
+        trace: cli.log.trace,
+        file: cli.log.file.clone(),
+        file_size: cli.log.size,
+    };
+    if let Err(e) = os_shim::logging::init(&settings) {
+        let file = cli.log.file.as_deref().unwrap_or(Path::new("")).display();
+        eprintln!("{name}: cannot open log file {file}: {e}");
+        return EXIT_FAILURE;
+    }
     let config = match configure(&cli) {
         Ok(config) => config,
         Err(e) => {
@@ -51,9 +63,8 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
             return EXIT_FAILURE;
         }
     };
-    if !quiet(&cli) {
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "{}", summary::Summary(&config));
+    for line in summary::Summary(&config).to_string().lines() {
+        log::info!("{line}");
     }
     match mode {
         Mode::Pasta => pasta::run(&cli, config),
@@ -77,12 +88,11 @@ fn quiet(cli: &cli::Cli) -> bool {
 
 /// Reads the host and derives the configuration, printing the notices it produced.
 pub fn configure(cli: &cli::Cli) -> Result<Config, String> {
-    let name = cli.mode.name();
     let host = match netlink::Netlink::open().and_then(|mut nl| nl.dump_host_net()) {
         Ok(host) => host,
         Err(e) => {
             // Start anyway: with no host information we come up in local mode.
-            eprintln!("{name}: warning: cannot read the host's network configuration: {e}");
+            log::warn!("cannot read the host's network configuration: {e}");
             HostNet::default()
         }
     };
@@ -90,10 +100,7 @@ pub fn configure(cli: &cli::Cli) -> Result<Config, String> {
         || !matches!(cli.net.search, ListChoice::List(_) | ListChoice::Disabled);
     let resolv = if need_resolv {
         hostinfo::read_resolv_conf(Path::new(hostinfo::RESOLV_CONF)).unwrap_or_else(|e| {
-            eprintln!(
-                "{name}: warning: cannot read {}: {e}",
-                hostinfo::RESOLV_CONF
-            );
+            log::warn!("cannot read {}: {e}", hostinfo::RESOLV_CONF);
             Default::default()
         })
     } else {
@@ -102,9 +109,8 @@ pub fn configure(cli: &cli::Cli) -> Result<Config, String> {
     let derived = derive::derive(&cli.net, &host, &resolv).map_err(|e| e.to_string())?;
     for notice in &derived.notices {
         match notice.level {
-            Level::Warning => eprintln!("{name}: warning: {}", notice.text),
-            Level::Info if !quiet(cli) => eprintln!("{name}: {}", notice.text),
-            Level::Info => {}
+            Level::Warning => log::warn!("{}", notice.text),
+            Level::Info => log::info!("{}", notice.text),
         }
     }
     Ok(derived.config)

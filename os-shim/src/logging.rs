@@ -187,7 +187,13 @@ impl Log for Logger {
             }
         }
         if self.to_stderr.load(Ordering::Relaxed) && STDERR_ENABLED.load(Ordering::Relaxed) {
-            let _ = writeln!(io::stderr().lock(), "{}: {text}", self.ident);
+            // Problems name the program (callers show our stderr to users); informational
+            // lines, like the configuration summary, are printed as they are.
+            let mut err = io::stderr().lock();
+            let _ = match record.level() {
+                Level::Error | Level::Warn => writeln!(err, "{}: {text}", self.ident),
+                _ => writeln!(err, "{text}"),
+            };
         }
         if let Some(sock) = &self.syslog {
             let severity = match record.level() {
