@@ -1,20 +1,44 @@
 //! The engine: one guest link's worth of protocol state, driven by the shim or the simulator.
 //!
-//! Inputs are guest frames and timer expiries, each with the current time; outputs are frames
-//! for the guest, queued on a [`FrameQueue`] the caller owns and drains. [`Engine::poll_timeout`]
-//! says when the engine next wants [`Engine::handle_timeout`] called. Same inputs, same seed:
-//! same outputs.
+//! Inputs are guest frames, host socket events and accepted connections, and timer expiries,
+//! each with the current time; outputs are frames for the guest, queued on a [`FrameQueue`]
+//! the caller owns and drains, and socket operations done through [`HostSockets`].
+//! [`Engine::poll_timeout`] says when the engine next wants [`Engine::handle_timeout`] called.
+//! Same inputs, same seed: same outputs.
+//!
+//! # Driving it
+//!
+//! A driver loop (the OS shim's, the simulator's) goes:
+//!
+//! 1. feed a batch of inputs: [`Engine::handle_frame`] for each guest frame read,
+//!    [`Engine::handle_socket`] for each socket event, [`Engine::handle_accept`] for each
+//!    connection accepted on a forwarding listener;
+//! 2. call [`Engine::flush`] once: TCP flows only *mark* ACKs and window updates due while a
+//!    batch comes in, and send one per flow here (with the window measured once);
+//! 3. write the queued frames to the guest and clear the queue;
+//! 4. wait for the next input or [`Engine::poll_timeout`], and call [`Engine::handle_timeout`]
+//!    when it passes (it also does what `flush` would).
+//!
+//! Until `flush` runs, `poll_timeout` reports a time already past, so a driver that only
+//! knows step 4 still works, one loop turn later. The same happens when a call stopped at the
+//! frame queue's budget (`flow::tcp::OUT_BUDGET`) with more data to send: write the queue
+//! out, then call `handle_timeout` again. Never loop on `handle_timeout` without draining the
+//! queue in between.
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::config::Config;
+use crate::flow::table::KeyedHash;
+use crate::flow::tcp::{self, Cx, Tcp, TcpCounters};
 use crate::flow::{HostSockets, SockEvent, SockRef};
 use crate::rng::Rng;
 use crate::services::{self, Ctx, GuestState, Outcome};
 use crate::time::Instant;
 use crate::wire::parse::{self, ethertype, ip_proto};
+use crate::wire::tcp as wtcp;
 use crate::wire::FrameQueue;
 
 /// How often we advertise ourselves as a router unprompted (RFC 4861 section 6.2.1 allows
@@ -36,6 +60,26 @@ pub struct Counters {
     pub ndp_answered: u64,
     pub dhcpv6_answered: u64,
     pub ra_unsolicited: u64,
+    /// TCP translation.
+    pub tcp: TcpCounters,
+}
+
+/// Limits and ranges the engine is built with (beyond the network configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// TCP flows at most; beyond, new connections are reset (and counted).
+    pub max_tcp_flows: usize,
+    /// The host's ephemeral port range (`ip_local_port_range`): `-t all` doesn't forward it.
+    pub ephemeral: RangeInclusive<u16>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            max_tcp_flows: tcp::DEFAULT_MAX_FLOWS,
+            ephemeral: tcp::DEFAULT_EPHEMERAL,
+        }
+    }
 }
 
 pub struct Engine {
@@ -45,20 +89,33 @@ pub struct Engine {
     counters: Counters,
     /// When the next unsolicited router advertisement is due, if we send them.
     next_ra: Option<Instant>,
+    tcp: Tcp,
 }
 
 impl Engine {
-    /// An engine for `config`; `seed` is its only source of randomness.
+    /// An engine for `config` with default limits; `seed` is its only source of randomness.
     pub fn new(config: Config, seed: u64, now: Instant) -> Engine {
+        Engine::with_options(config, seed, now, EngineOptions::default())
+    }
+
+    /// An engine for `config` with the given limits.
+    pub fn with_options(config: Config, seed: u64, now: Instant, options: EngineOptions) -> Engine {
         let mut rng = Rng::new(seed);
         let next_ra = config.services.ra.then(|| now + ra_interval(&mut rng));
+        let hash = KeyedHash::new(rng.next_u64(), rng.next_u64());
         Engine {
             config,
             rng,
             guest: GuestState::default(),
             counters: Counters::default(),
             next_ra,
+            tcp: Tcp::new(options.max_tcp_flows, options.ephemeral, hash),
         }
+    }
+
+    /// The TCP translation's state (flows, phases), for tests and debugging.
+    pub fn tcp(&self) -> &Tcp {
+        &self.tcp
     }
 
     pub fn config(&self) -> &Config {
@@ -76,16 +133,24 @@ impl Engine {
     /// The next time [`Engine::handle_timeout`] wants to run.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_ra
+        [self.next_ra, self.tcp.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Runs what is due at `now`.
-    pub fn handle_timeout(
-        &mut self,
-        now: Instant,
-        _io: &mut dyn HostSockets,
-        out: &mut FrameQueue,
-    ) {
+    pub fn handle_timeout(&mut self, now: Instant, io: &mut dyn HostSockets, out: &mut FrameQueue) {
+        let mut cx = Cx {
+            now,
+            config: &self.config,
+            guest: &self.guest,
+            rng: &mut self.rng,
+            io,
+            out,
+            counters: &mut self.counters.tcp,
+        };
+        self.tcp.handle_timeout(&mut cx);
         if let Some(due) = self.next_ra.filter(|&due| due <= now) {
             let mut ctx = Ctx {
                 config: &self.config,
@@ -102,12 +167,22 @@ impl Engine {
     /// Reports what happened on a host socket the core opened or was given.
     pub fn handle_socket(
         &mut self,
-        _now: Instant,
-        _s: SockRef,
-        _ev: SockEvent,
-        _io: &mut dyn HostSockets,
-        _out: &mut FrameQueue,
+        now: Instant,
+        s: SockRef,
+        ev: SockEvent,
+        io: &mut dyn HostSockets,
+        out: &mut FrameQueue,
     ) {
+        let mut cx = Cx {
+            now,
+            config: &self.config,
+            guest: &self.guest,
+            rng: &mut self.rng,
+            io,
+            out,
+            counters: &mut self.counters.tcp,
+        };
+        self.tcp.handle_socket(&mut cx, s, ev);
     }
 
     /// A connection accepted on a forwarding listener: `s` is the new socket, `peer` the
@@ -115,26 +190,51 @@ impl Engine {
     /// isn't forwarded.
     pub fn handle_accept(
         &mut self,
-        _now: Instant,
+        now: Instant,
         s: SockRef,
-        _peer: SocketAddr,
-        _local: SocketAddr,
+        peer: SocketAddr,
+        local: SocketAddr,
         io: &mut dyn HostSockets,
-        _out: &mut FrameQueue,
+        out: &mut FrameQueue,
     ) {
-        io.close(s, true);
+        let mut cx = Cx {
+            now,
+            config: &self.config,
+            guest: &self.guest,
+            rng: &mut self.rng,
+            io,
+            out,
+            counters: &mut self.counters.tcp,
+        };
+        self.tcp.handle_accept(&mut cx, s, peer, local);
+    }
+
+    /// Sends what the last batch of inputs left due (coalesced ACKs and window updates, data
+    /// the guest's ACKs made room for). Call it after each batch, before writing the queued
+    /// frames to the guest; see the module documentation.
+    pub fn flush(&mut self, now: Instant, io: &mut dyn HostSockets, out: &mut FrameQueue) {
+        let mut cx = Cx {
+            now,
+            config: &self.config,
+            guest: &self.guest,
+            rng: &mut self.rng,
+            io,
+            out,
+            counters: &mut self.counters.tcp,
+        };
+        self.tcp.flush(&mut cx);
     }
 
     /// Handles one frame from the guest.
     pub fn handle_frame(
         &mut self,
-        _now: Instant,
+        now: Instant,
         frame: &[u8],
-        _io: &mut dyn HostSockets,
+        io: &mut dyn HostSockets,
         out: &mut FrameQueue,
     ) {
         self.counters.frames += 1;
-        let outcome = self.dispatch(frame, out);
+        let outcome = self.dispatch(now, frame, io, out);
         match outcome {
             Dispatched::Service(kind, Outcome::Answered) => match kind {
                 Service::Arp => self.counters.arp_answered += 1,
@@ -142,6 +242,7 @@ impl Engine {
                 Service::Ndp => self.counters.ndp_answered += 1,
                 Service::Dhcpv6 => self.counters.dhcpv6_answered += 1,
             },
+            Dispatched::Tcp => {}
             Dispatched::Service(_, Outcome::Ignored) | Dispatched::Unhandled => {
                 self.counters.ignored += 1
             }
@@ -152,7 +253,40 @@ impl Engine {
         }
     }
 
-    fn dispatch(&mut self, frame: &[u8], out: &mut FrameQueue) -> Dispatched {
+    /// A TCP segment from the guest, `src` to `dst`.
+    fn tcp_segment(
+        &mut self,
+        now: Instant,
+        src: IpAddr,
+        dst: IpAddr,
+        segment: &[u8],
+        io: &mut dyn HostSockets,
+        out: &mut FrameQueue,
+    ) -> Dispatched {
+        let seg = match wtcp::parse(segment) {
+            Ok(seg) => seg,
+            Err(why) => return Dispatched::Malformed(why),
+        };
+        let mut cx = Cx {
+            now,
+            config: &self.config,
+            guest: &self.guest,
+            rng: &mut self.rng,
+            io,
+            out,
+            counters: &mut self.counters.tcp,
+        };
+        self.tcp.handle_segment(&mut cx, src, dst, &seg);
+        Dispatched::Tcp
+    }
+
+    fn dispatch(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        io: &mut dyn HostSockets,
+        out: &mut FrameQueue,
+    ) -> Dispatched {
         let eth = match parse::ethernet(frame) {
             Ok(eth) => eth,
             Err(why) => return Dispatched::Malformed(why),
@@ -177,6 +311,13 @@ impl Engine {
                 };
                 if !ip.src.is_unspecified() && !ip.src.is_broadcast() && !ip.src.is_multicast() {
                     self.guest.addr4 = Some(ip.src);
+                }
+                if ip.protocol == ip_proto::TCP {
+                    if ip.fragmented {
+                        return Dispatched::Malformed("tcp: fragmented");
+                    }
+                    let (src, dst) = (IpAddr::V4(ip.src), IpAddr::V4(ip.dst));
+                    return self.tcp_segment(now, src, dst, ip.payload, io, out);
                 }
                 if ip.protocol == ip_proto::UDP && !ip.fragmented {
                     let udp = match parse::udp(ip.payload) {
@@ -216,6 +357,11 @@ impl Engine {
                         let outcome = services::ndp::handle(&mut ctx, &eth, &ip, ip.payload);
                         Dispatched::Service(Service::Ndp, outcome)
                     }
+                    ip_proto::TCP if !ip.fragmented => {
+                        let (src, dst) = (IpAddr::V6(ip.src), IpAddr::V6(ip.dst));
+                        self.tcp_segment(now, src, dst, ip.payload, io, out)
+                    }
+                    ip_proto::TCP => Dispatched::Malformed("tcp: fragmented"),
                     ip_proto::UDP if !ip.fragmented => {
                         let udp = match parse::udp(ip.payload) {
                             Ok(udp) => udp,
@@ -256,6 +402,8 @@ enum Service {
 #[derive(Debug, Clone, Copy)]
 enum Dispatched {
     Service(Service, Outcome),
+    /// Went to the TCP translation, which counts for itself.
+    Tcp,
     Unhandled,
     Malformed(&'static str),
 }

@@ -7,8 +7,34 @@
 //!
 //! Data is never buffered in the core: guest payload is sent from the frame it arrived in, and
 //! host data is peeked from the socket straight into the frame that carries it to the guest,
-//! to be discarded from the socket only once the guest acknowledges it.
+//! to be discarded from the socket only once the guest acknowledges it. (One bounded
+//! exception, the per-flow stash for partial writes: see [`tcp`].)
+//!
+//! # What a driver (OS shim, simulator) must do for TCP
+//!
+//! - `tcp_connect`: start a non-blocking connect and watch for its completion itself; report
+//!   [`SockEvent::Connected`] or [`SockEvent::Error`]. The core doesn't call `set_interest`
+//!   on a socket before it is connected.
+//! - Interest: after `Connected`, and for a socket passed to `Engine::handle_accept`, the core
+//!   calls [`HostSockets::set_interest`] whenever what it wants changes (it starts with both off
+//!   until the guest completes the handshake). Level-triggered readiness is expected and fine:
+//!   the core turns readable interest off while it can't use more data (guest window full,
+//!   everything in the socket already in flight) and writable interest off once served.
+//! - Report [`SockEvent::Readable`] when data may be there, and [`SockEvent::PeerClosed`] when
+//!   the receive side hit end of stream (`EPOLLRDHUP`/`EPOLLHUP`, or a read of 0) — only once
+//!   every byte before the end can be peeked. A `Readable` for end of stream alone, repeated
+//!   under level-triggering, would spin: report end of stream as `PeerClosed` (repeats of it
+//!   are harmless).
+//! - Report [`SockEvent::Error`] (`EPOLLERR`, a reset, a failed connect) whatever the interest.
+//! - `peek(s, offset, buf)`: bytes from `offset` past the first not yet discarded
+//!   (`SO_PEEK_OFF` or equivalent); `Ok(0)` or `WouldBlock` when nothing is there.
+//! - `tcp_info().send_space`: payload bytes a `send` would take now, erring low; it is what the
+//!   guest is offered as its window.
+//! - After `close(s, _)` the core forgets `s`: no more events for it; the handle may be reused.
+//! - Call `Engine::flush` after each batch of frames and events, before writing the queued
+//!   frames (see `engine`).
 
+pub mod table;
 pub mod tcp;
 
 use std::io;

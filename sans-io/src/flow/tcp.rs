@@ -1,2 +1,1608 @@
 //! TCP translation: guest connections to host sockets and back, without buffering.
-//! PLACEHOLDER: being written.
+//!
+//! # Theory of operation
+//!
+//! We are not a TCP stack. The guest runs one, the host kernel runs another, and a flow is
+//! the seam between a guest connection and a host socket. Each side's own stack keeps the
+//! data, retransmits it and paces it; we only translate sequence numbers and keep both ends
+//! honest about what the other has really got. Nothing is copied into memory of ours on the
+//! way, with one bounded exception (the *stash*, below).
+//!
+//! ## Guest to host
+//!
+//! An in-order guest segment's payload is handed to `HostSockets::send` straight from the
+//! frame it arrived in. We acknowledge it to the guest only once the kernel has taken it, so
+//! the guest keeps every byte the host hasn't accepted and retransmits it if need be. A
+//! segment that starts beyond what we expect is not kept: the guest gets a duplicate ACK at
+//! once (three of them trigger its fast retransmit). Old or overlapping segments are trimmed
+//! to their new part; keepalive probes (one byte, or none, just before what we expect) are
+//! answered with an ACK.
+//!
+//! The window we advertise is the room the socket's send buffer has (`tcp_info().send_space`),
+//! scaled, never more: we keep a *right edge* (`rcv_nxt` + the room we last measured) and every
+//! frame advertises up to that edge and no further, so a guest that respects its window should
+//! never send more than the kernel takes. The room is measured once per batch, when the flow's
+//! ACK goes out from [`Tcp::flush`]. When it is small we ask for one `Writable` report, to tell
+//! the guest promptly once the kernel has drained its buffer.
+//!
+//! **The stash**, the one exception to "no buffering": when the kernel takes only part of a
+//! segment (its accounting is not exactly ours), the unwritten rest of *that one segment* is
+//! kept in a per-flow buffer, allocated on first need and reused, at most one segment long. We
+//! acknowledge the whole segment, advertise the window minus the stash, ask for `Writable`, and
+//! write the stash first when the socket has room. This recovers from a partial write without
+//! waiting for the guest's fast retransmit, which is what made the C original collapse when the
+//! send buffer filled. Guest data arriving while the stash can't be flushed is dropped
+//! unacknowledged (counted); once the stash is written, a window update and three duplicate
+//! ACKs make the guest resend it at once. A guest FIN is passed on (`shutdown_write`) only
+//! after the stash is written.
+//!
+//! ## Host to guest
+//!
+//! Host data stays in the socket's receive queue until the guest acknowledges it. On
+//! `Readable`, and whenever the guest's ACKs open its window, we peek the socket at offset
+//! `snd_nxt - snd_una` (the bytes already in flight) straight into the payload area of a frame
+//! being built in the [`FrameQueue`], up to one MSS and what is left of the guest's window,
+//! write the headers around it, and go on while data and window last. An ACK from the guest
+//! discards the acknowledged bytes from the socket. Retransmission is a rewind: on the
+//! retransmission timer (1 s, doubling) or three duplicate ACKs, `snd_nxt` goes back to
+//! `snd_una` and the same bytes are peeked again. After [`MAX_RETRIES`] unanswered timeouts
+//! both sides are reset.
+//!
+//! Readiness is level-triggered. Readable interest is off while the guest's window is full, and
+//! while everything the socket holds is already in flight (new data is then picked up at the
+//! next guest ACK), so that a socket holding only unacknowledged bytes doesn't wake the loop
+//! forever.
+//!
+//! ## Closing
+//!
+//! `PeerClosed` means the host side hit end of stream (a short peek alone doesn't). Our FIN to
+//! the guest follows the last byte: it is sent once a peek comes up short after the end of
+//! stream is known, takes a sequence number, and is retransmitted like data until
+//! acknowledged. A guest FIN is acknowledged, and passed on with `shutdown_write` once every
+//! byte before it is written. Either direction can keep going after the other's FIN. When both
+//! FINs are acknowledged the socket is closed and the flow lingers for [`TIME_WAIT`] to
+//! acknowledge a retransmitted last FIN. A guest RST aborts the socket; a socket error sends the
+//! guest a RST (a refused connect at once). Timeouts: handshakes (SYN and SYN-ACK retried 1, 2,
+//! 4, 8 s), [`FIN_TIMEOUT`] once both FINs are out, [`ACT_TIMEOUT`] of inactivity.
+//!
+//! ## Batching
+//!
+//! Guest frames and socket events only mark flows "ACK due" or "send due"; [`Tcp::flush`],
+//! which the driver calls after each batch, sends one ACK per flow, measuring the window once.
+//! Until it runs, [`Tcp::poll_timeout`] reports the time of the last event, so a driver that
+//! forgets still gets it done through `handle_timeout`.
+//!
+//! ## States
+//!
+//! [`Phase`]: `Connecting` (guest SYN seen, host connect in progress), `SynAckSent` (host
+//! connected, our SYN-ACK awaits the guest's ACK), `SynSent` (accepted host connection, our
+//! SYN awaits the guest's SYN-ACK), `Established`, `TimeWait` (socket closed, key kept
+//! briefly). Closing is not more states but facts per direction: the guest's FIN received
+//! and the socket shut down for writing; the host's end of stream seen, our FIN's sequence
+//! number, our FIN acknowledged.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use super::table::{FlowTable, KeyedHash};
+use super::{Bind, HostSockets, SockEvent, SockRef};
+use crate::config::{Config, DEFAULT_MTU};
+use crate::fwd::{nat, ForwardMode};
+use crate::rng::Rng;
+use crate::services::GuestState;
+use crate::time::Instant;
+use crate::wire::build::Route;
+use crate::wire::tcp::{self as wtcp, flags, Header, Segment};
+use crate::wire::{FrameQueue, MacAddr};
+
+/// Flows at most, by default.
+pub const DEFAULT_MAX_FLOWS: usize = 65536;
+/// The default ephemeral port range (Linux's `ip_local_port_range`): not forwarded by `all`.
+pub const DEFAULT_EPHEMERAL: RangeInclusive<u16> = 32768..=60999;
+/// The window scale we offer: windows up to 16 MiB.
+pub const OUR_WSCALE: u8 = 8;
+/// First retransmission timeout; it doubles on each retry, up to [`RTO_MAX`].
+pub const RTO_INITIAL: Duration = Duration::from_secs(1);
+pub const RTO_MAX: Duration = Duration::from_secs(60);
+/// Retransmission timeouts without progress before both sides are reset.
+pub const MAX_RETRIES: u8 = 8;
+/// Handshake retries (our SYN or SYN-ACK to the guest) before giving up.
+pub const SYN_RETRIES: u8 = 4;
+/// How long a host connect may take before we give up (the kernel's own limit is ~127 s).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(130);
+/// Once FINs went both ways, how long the last ACKs may take.
+pub const FIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Inactivity before an established connection is reset (the original's 2 hours).
+pub const ACT_TIMEOUT: Duration = Duration::from_secs(7200);
+/// How long a closed flow lingers to re-acknowledge a retransmitted last FIN.
+pub const TIME_WAIT: Duration = Duration::from_secs(2);
+/// Duplicate ACKs that trigger a fast retransmit.
+pub const DUP_ACK_THRESHOLD: u8 = 3;
+/// Stash buffers in use at most, over all flows; beyond, partial writes fall back to
+/// acknowledging only what was written.
+pub const MAX_STASHES: usize = 4096;
+/// Bytes of frames queued per call before flows wait for the next round (the driver drains
+/// the queue in between): bounds the queue, not the throughput.
+pub const OUT_BUDGET: usize = 8 << 20;
+
+/// What the TCP translation did, for logs and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TcpCounters {
+    /// Flows in the table now (including lingering closed ones).
+    pub flows: u64,
+    /// Outbound connections started (guest SYN, host connect issued).
+    pub opened: u64,
+    /// Inbound connections accepted and forwarded to the guest.
+    pub accepted: u64,
+    /// Host connects that failed (refused, unreachable, timed out).
+    pub connect_refused: u64,
+    pub resets_sent: u64,
+    pub resets_received: u64,
+    /// Connections refused because the flow table was full.
+    pub table_full: u64,
+    /// Retransmissions to the guest (timeouts and fast retransmits).
+    pub retransmissions: u64,
+    pub fast_retransmits: u64,
+    /// Partial writes whose rest went to the stash.
+    pub stash_uses: u64,
+    /// Partial writes with no stash buffer available (acknowledged only what was written).
+    pub stash_unavailable: u64,
+    /// In-order guest segments dropped unacknowledged: no room in the socket.
+    pub no_room_drops: u64,
+    /// Guest segments beyond what we expected (answered with a duplicate ACK).
+    pub out_of_order: u64,
+    /// Flows reset for a timeout (handshake, retransmission, inactivity, FIN).
+    pub timeouts: u64,
+    /// Connections accepted on a port that isn't forwarded, or whose guest flow clashes.
+    pub unforwarded: u64,
+    /// Guest TCP frames dropped because TCP is disabled.
+    pub disabled_drops: u64,
+    /// Payload bytes written to host sockets.
+    pub bytes_to_host: u64,
+    /// New payload bytes sent to the guest (not counting retransmissions).
+    pub bytes_to_guest: u64,
+}
+
+/// What the TCP code needs from the engine for one call.
+pub struct Cx<'a> {
+    pub now: Instant,
+    pub config: &'a Config,
+    pub guest: &'a GuestState,
+    pub rng: &'a mut Rng,
+    pub io: &'a mut dyn HostSockets,
+    pub out: &'a mut FrameQueue,
+    pub counters: &'a mut TcpCounters,
+}
+
+/// A flow as the guest names it: its own end and the peer it talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub guest: SocketAddr,
+    pub peer: SocketAddr,
+}
+
+/// Where a connection is in its life; see the module documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Connecting,
+    SynAckSent,
+    SynSent,
+    Established,
+    TimeWait,
+}
+
+/// One connection.
+#[derive(Debug)]
+struct Flow {
+    phase: Phase,
+    sock: Option<SockRef>,
+    guest: SocketAddr,
+    peer: SocketAddr,
+    /// Largest payload per frame to the guest.
+    mss: u32,
+    /// The MSS we advertised: the largest segment the guest sends us.
+    rcv_mss: u32,
+    /// Window scale shifts in use (both zero unless both SYNs carried the option).
+    guest_ws: u8,
+    our_ws: u8,
+    guest_offered_ws: bool,
+
+    // Guest to host.
+    rcv_nxt: u32,
+    /// `rcv_nxt` plus the room we last measured: no frame advertises beyond it.
+    right_edge: u32,
+    guest_fin: bool,
+    host_shut: bool,
+    /// Unwritten rest of one partially written segment: `stash[stash_at..]`.
+    stash: Vec<u8>,
+    stash_at: usize,
+    /// In-order guest data was dropped for lack of room: resend-prompting ACKs are due once
+    /// the socket has room.
+    starved: bool,
+    /// One `Writable` report wanted, to send a window update.
+    want_wupdate: bool,
+
+    // Host to guest.
+    iss: u32,
+    snd_una: u32,
+    snd_nxt: u32,
+    snd_max: u32,
+    /// The guest's window, in bytes.
+    snd_wnd: u32,
+    host_eof: bool,
+    fin_seq: Option<u32>,
+    fin_acked: bool,
+    /// The last peek came up short: everything the socket holds is in flight.
+    exhausted: bool,
+    dup_acks: u8,
+
+    // Timers.
+    retries: u8,
+    rto_at: Option<Instant>,
+    /// Connect timeout, FIN timeout or end of TIME_WAIT, depending on the phase.
+    phase_deadline: Option<Instant>,
+    last_activity: Instant,
+
+    // Batching.
+    dirty: bool,
+    ack_due: bool,
+    send_due: bool,
+    /// Interest last set on the socket (readable, writable).
+    interest: (bool, bool),
+}
+
+impl Flow {
+    fn stash_len(&self) -> usize {
+        self.stash.len() - self.stash_at
+    }
+
+    fn in_flight(&self) -> u32 {
+        self.snd_nxt.wrapping_sub(self.snd_una)
+    }
+
+    /// Bytes of data in flight (not counting a FIN).
+    fn data_in_flight(&self) -> u32 {
+        let f = self.in_flight();
+        match self.fin_seq {
+            Some(fin) if self.snd_nxt == fin.wrapping_add(1) => f.saturating_sub(1),
+            _ => f,
+        }
+    }
+
+    /// The window field for a segment: up to the right edge, scaled.
+    fn window_field(&self) -> u16 {
+        let avail = self.right_edge.wrapping_sub(self.rcv_nxt);
+        if (avail as i32) < 0 {
+            return 0;
+        }
+        (avail >> self.our_ws).min(u32::from(u16::MAX)) as u16
+    }
+
+    fn wanted_interest(&self) -> (bool, bool) {
+        let established = self.phase == Phase::Established;
+        let data_done = self.fin_seq.is_some();
+        let flight = self.data_in_flight();
+        let readable = established
+            && !self.host_eof
+            && !data_done
+            && flight < self.snd_wnd
+            && (flight == 0 || !self.exhausted);
+        let writable = established && (self.stash_len() > 0 || self.starved || self.want_wupdate);
+        (readable, writable)
+    }
+
+    /// When this flow next needs its timer handled.
+    fn deadline(&self) -> Option<Instant> {
+        let mut d = [self.rto_at, self.phase_deadline]
+            .into_iter()
+            .flatten()
+            .min();
+        if self.phase == Phase::Established {
+            let idle = self.last_activity + ACT_TIMEOUT;
+            d = Some(d.map_or(idle, |d| d.min(idle)));
+        }
+        d
+    }
+}
+
+fn seq_lt(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+fn seq_gt(a: u32, b: u32) -> bool {
+    seq_lt(b, a)
+}
+
+fn rto(retries: u8) -> Duration {
+    RTO_INITIAL
+        .checked_mul(1u32 << retries.min(16))
+        .unwrap_or(RTO_MAX)
+        .min(RTO_MAX)
+}
+
+/// The MSS our MTU allows for a family.
+pub fn mss_for(config: &Config, v6: bool) -> u16 {
+    let mtu = config.mtu.filter(|&m| m > 0).unwrap_or(DEFAULT_MTU);
+    let overhead = if v6 { 60 } else { 40 };
+    mtu.saturating_sub(overhead).max(64)
+}
+
+/// What to do with a flow after handling something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Keep,
+    /// Reset: the socket is aborted, the guest gets a RST if asked, the flow goes.
+    Abort {
+        rst_guest: bool,
+    },
+    /// Both directions finished: close the socket gracefully, linger in TIME_WAIT.
+    Finish,
+    /// Forget the flow (TIME_WAIT over, or replaced); the socket is already closed.
+    Free,
+}
+
+/// The TCP translation's state: every flow, its timers, the batch's pending work.
+pub struct Tcp {
+    table: FlowTable<FlowKey, Flow>,
+    ephemeral: RangeInclusive<u16>,
+    /// Flows with work for [`Tcp::flush`].
+    dirty: Vec<u32>,
+    /// Scratch lists, reused.
+    dirty_spare: Vec<u32>,
+    scratch: Vec<u32>,
+    stashes: usize,
+    /// When work became pending for [`Tcp::flush`].
+    pending_since: Option<Instant>,
+}
+
+impl Tcp {
+    pub fn new(max_flows: usize, ephemeral: RangeInclusive<u16>, hash: KeyedHash) -> Tcp {
+        Tcp {
+            table: FlowTable::new(max_flows, hash),
+            ephemeral,
+            dirty: Vec::new(),
+            dirty_spare: Vec::new(),
+            scratch: Vec::new(),
+            stashes: 0,
+            pending_since: None,
+        }
+    }
+
+    /// Flows in the table.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// The phase of the flow the guest names `key`, if any (for tests and debugging).
+    pub fn phase(&self, key: &FlowKey) -> Option<Phase> {
+        self.table
+            .by_key(key)
+            .and_then(|i| self.table.get(i))
+            .map(|f| f.phase)
+    }
+
+    /// The next time [`Tcp::handle_timeout`] wants to run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [self.table.next_deadline(), self.pending_since]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn mark(&mut self, idx: u32, cx: &Cx<'_>) {
+        if let Some(f) = self.table.get_mut(idx) {
+            if !f.dirty {
+                f.dirty = true;
+                self.dirty.push(idx);
+            }
+            self.pending_since.get_or_insert(cx.now);
+        }
+    }
+
+    // --- Guest segments ---
+
+    /// A TCP segment from the guest, `src` to `dst` (already past IP checks).
+    pub fn handle_segment(&mut self, cx: &mut Cx<'_>, src: IpAddr, dst: IpAddr, seg: &Segment<'_>) {
+        if !cx.config.protocols.tcp {
+            cx.counters.disabled_drops += 1;
+            return;
+        }
+        let key = FlowKey {
+            guest: SocketAddr::new(src, seg.src_port),
+            peer: SocketAddr::new(dst, seg.dst_port),
+        };
+        let Some(idx) = self.table.by_key(&key) else {
+            if seg.has(flags::RST) || !usable_unicast(src) || !usable_unicast(dst) {
+                return;
+            }
+            if seg.has(flags::SYN) && !seg.has(flags::ACK) {
+                self.open_outbound(cx, key, seg);
+            } else {
+                rst_reply(cx, key, seg);
+            }
+            return;
+        };
+        let reuse = seg.has(flags::SYN) && !seg.has(flags::ACK) && !seg.has(flags::RST);
+        if reuse
+            && self
+                .table
+                .get(idx)
+                .is_some_and(|f| f.phase == Phase::TimeWait)
+        {
+            // The guest reuses the tuple of a closed connection: start afresh.
+            self.free(cx, idx);
+            self.open_outbound(cx, key, seg);
+            return;
+        }
+        let next = self.segment_for_flow(cx, idx, key, seg);
+        self.after(cx, idx, next);
+    }
+
+    fn open_outbound(&mut self, cx: &mut Cx<'_>, key: FlowKey, seg: &Segment<'_>) {
+        let (src, dst) = (key.guest.ip(), key.peer.ip());
+        if !usable_unicast(src) || !usable_unicast(dst) || seg.dst_port == 0 || seg.src_port == 0 {
+            return;
+        }
+        if self.table.is_full() {
+            cx.counters.table_full += 1;
+            rst_reply(cx, key, seg);
+            return;
+        }
+        let Some(target) = nat::from_guest(cx.config, key.peer) else {
+            rst_reply(cx, key, seg);
+            return;
+        };
+        let v6 = dst.is_ipv6();
+        let opts = wtcp::syn_options(seg.options);
+        let our_mss = u32::from(mss_for(cx.config, v6));
+        let default_mss = if v6 { 1220 } else { 536 };
+        let mss = u32::from(opts.mss.unwrap_or(default_mss)).clamp(64, our_mss);
+        let bind = match (v6, cx.config.ip4.as_ref(), cx.config.ip6.as_ref()) {
+            // The host's loopback is reached from anywhere; binding would only break it.
+            _ if target.ip().is_loopback() => Bind::default(),
+            (false, Some(c), _) => Bind {
+                addr: c.outbound_addr.map(IpAddr::V4),
+                iface: c.outbound_if.as_deref(),
+            },
+            (true, _, Some(c)) => Bind {
+                addr: c.outbound_addr.map(IpAddr::V6),
+                iface: c.outbound_if.as_deref(),
+            },
+            _ => Bind::default(),
+        };
+        let s = match cx.io.tcp_connect(target, bind, Some(mss as u16)) {
+            Ok(s) => s,
+            Err(_) => {
+                cx.counters.connect_refused += 1;
+                rst_reply(cx, key, seg);
+                return;
+            }
+        };
+        let iss = cx.rng.next_u64() as u32;
+        let (guest_ws, our_ws) = match opts.wscale {
+            Some(ws) => (ws, OUR_WSCALE),
+            None => (0, 0),
+        };
+        let rcv_nxt = seg.seq.wrapping_add(1);
+        let flow = Flow {
+            phase: Phase::Connecting,
+            sock: Some(s),
+            guest: key.guest,
+            peer: key.peer,
+            mss,
+            rcv_mss: our_mss,
+            guest_ws,
+            our_ws,
+            guest_offered_ws: opts.wscale.is_some(),
+            rcv_nxt,
+            right_edge: rcv_nxt,
+            guest_fin: false,
+            host_shut: false,
+            stash: Vec::new(),
+            stash_at: 0,
+            starved: false,
+            want_wupdate: false,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            snd_max: iss,
+            snd_wnd: u32::from(seg.window),
+            host_eof: false,
+            fin_seq: None,
+            fin_acked: false,
+            exhausted: false,
+            dup_acks: 0,
+            retries: 0,
+            rto_at: None,
+            phase_deadline: Some(cx.now + CONNECT_TIMEOUT),
+            last_activity: cx.now,
+            dirty: false,
+            ack_due: false,
+            send_due: false,
+            interest: (true, false),
+        };
+        match self.table.insert(key, flow) {
+            Ok(idx) => {
+                self.table.bind_sock(idx, s);
+                cx.counters.opened += 1;
+                cx.counters.flows = self.table.len() as u64;
+                self.reschedule(idx);
+            }
+            Err(_) => {
+                cx.io.close(s, true);
+                rst_reply(cx, key, seg);
+            }
+        }
+    }
+
+    fn segment_for_flow(
+        &mut self,
+        cx: &mut Cx<'_>,
+        idx: u32,
+        key: FlowKey,
+        seg: &Segment<'_>,
+    ) -> Next {
+        let stashes_full = self.stashes >= MAX_STASHES;
+        let Some(f) = self.table.get_mut(idx) else {
+            return Next::Keep;
+        };
+        let rst = seg.has(flags::RST);
+        let syn = seg.has(flags::SYN);
+        let ack = seg.has(flags::ACK);
+        match f.phase {
+            Phase::Connecting => {
+                if rst && seg.seq == f.rcv_nxt {
+                    cx.counters.resets_received += 1;
+                    return Next::Abort { rst_guest: false };
+                }
+                // Retransmitted SYNs wait for the connect to finish.
+                Next::Keep
+            }
+            Phase::SynAckSent => {
+                if rst {
+                    if seg.seq == f.rcv_nxt {
+                        cx.counters.resets_received += 1;
+                        return Next::Abort { rst_guest: false };
+                    }
+                    return Next::Keep;
+                }
+                if syn && !ack {
+                    if seg.seq.wrapping_add(1) == f.rcv_nxt {
+                        send_syn(cx, f, true);
+                    }
+                    return Next::Keep;
+                }
+                if !ack || syn {
+                    return Next::Keep;
+                }
+                if seg.ack != f.iss.wrapping_add(1) {
+                    rst_reply(cx, key, seg);
+                    return Next::Keep;
+                }
+                f.phase = Phase::Established;
+                f.snd_una = seg.ack;
+                f.snd_nxt = seg.ack;
+                f.snd_max = seg.ack;
+                f.snd_wnd = u32::from(seg.window) << f.guest_ws;
+                f.retries = 0;
+                f.rto_at = None;
+                f.phase_deadline = None;
+                f.last_activity = cx.now;
+                f.send_due = true;
+                established_segment(cx, f, seg, stashes_full, &mut self.stashes)
+            }
+            Phase::SynSent => {
+                if rst {
+                    if ack && seg.ack == f.iss.wrapping_add(1) {
+                        cx.counters.resets_received += 1;
+                        return Next::Abort { rst_guest: false };
+                    }
+                    return Next::Keep;
+                }
+                if !(syn && ack) || seg.ack != f.iss.wrapping_add(1) {
+                    return Next::Keep;
+                }
+                let opts = wtcp::syn_options(seg.options);
+                match opts.wscale {
+                    Some(ws) => {
+                        f.guest_ws = ws;
+                        f.our_ws = OUR_WSCALE;
+                    }
+                    None => {
+                        f.guest_ws = 0;
+                        f.our_ws = 0;
+                    }
+                }
+                let v6 = f.guest.is_ipv6();
+                let default_mss = if v6 { 1220 } else { 536 };
+                f.mss = u32::from(opts.mss.unwrap_or(default_mss)).clamp(64, f.rcv_mss);
+                f.rcv_nxt = seg.seq.wrapping_add(1);
+                f.right_edge = f.rcv_nxt;
+                f.snd_una = seg.ack;
+                f.snd_nxt = seg.ack;
+                f.snd_max = seg.ack;
+                f.snd_wnd = u32::from(seg.window); // never scaled in a SYN
+                f.phase = Phase::Established;
+                f.retries = 0;
+                f.rto_at = None;
+                f.phase_deadline = None;
+                f.last_activity = cx.now;
+                f.ack_due = true;
+                f.send_due = true;
+                Next::Keep
+            }
+            Phase::Established => {
+                f.last_activity = cx.now;
+                established_segment(cx, f, seg, stashes_full, &mut self.stashes)
+            }
+            Phase::TimeWait => {
+                if rst {
+                    return Next::Free;
+                }
+                if seg.has(flags::FIN) || !seg.payload.is_empty() {
+                    // Our last ACK was lost: again, and linger a while longer.
+                    send_ack(cx, f);
+                    f.phase_deadline = Some(cx.now + TIME_WAIT);
+                }
+                Next::Keep
+            }
+        }
+    }
+
+    // --- Host sockets ---
+
+    /// Something happened on socket `s`.
+    pub fn handle_socket(&mut self, cx: &mut Cx<'_>, s: SockRef, ev: SockEvent) {
+        let Some(idx) = self.table.by_sock(s) else {
+            return;
+        };
+        let Some(f) = self.table.get_mut(idx) else {
+            return;
+        };
+        f.last_activity = cx.now;
+        let next = match ev {
+            SockEvent::Connected => {
+                if f.phase == Phase::Connecting {
+                    f.phase = Phase::SynAckSent;
+                    f.phase_deadline = None;
+                    f.snd_nxt = f.iss.wrapping_add(1);
+                    f.snd_max = f.snd_nxt;
+                    refresh_window(cx, f);
+                    send_syn(cx, f, true);
+                    f.retries = 0;
+                    f.rto_at = Some(cx.now + rto(0));
+                }
+                Next::Keep
+            }
+            SockEvent::Error(_) => {
+                if f.phase == Phase::Connecting {
+                    cx.counters.connect_refused += 1;
+                    // The guest is still in SYN-SENT: RST with ACK of its SYN.
+                    emit(cx, f, flags::RST | flags::ACK, 0);
+                    cx.counters.resets_sent += 1;
+                    Next::Abort { rst_guest: false }
+                } else {
+                    Next::Abort { rst_guest: true }
+                }
+            }
+            SockEvent::Readable => {
+                if f.phase == Phase::Established {
+                    f.exhausted = false;
+                    send_data(cx, f)
+                } else {
+                    Next::Keep
+                }
+            }
+            SockEvent::PeerClosed => {
+                f.host_eof = true;
+                if f.phase == Phase::Established {
+                    send_data(cx, f)
+                } else {
+                    Next::Keep
+                }
+            }
+            SockEvent::Writable => {
+                f.want_wupdate = false;
+                if f.phase == Phase::Established {
+                    let next = flush_stash(cx, f);
+                    if next == Next::Keep && f.stash_len() == 0 {
+                        let old_edge = f.right_edge;
+                        refresh_window(cx, f);
+                        if f.starved {
+                            f.starved = false;
+                            // A window update, then duplicate ACKs to prompt a resend of
+                            // what we dropped.
+                            for _ in 0..=DUP_ACK_THRESHOLD {
+                                send_ack(cx, f);
+                            }
+                        } else if seq_gt(f.right_edge, old_edge) {
+                            send_ack(cx, f);
+                        }
+                    }
+                    next
+                } else {
+                    Next::Keep
+                }
+            }
+        };
+        self.after(cx, idx, next);
+    }
+
+    /// A connection accepted on a forwarding listener: `s` the new socket, `peer` the remote
+    /// end, `local` the address it reached.
+    pub fn handle_accept(
+        &mut self,
+        cx: &mut Cx<'_>,
+        s: SockRef,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) {
+        if !cx.config.protocols.tcp {
+            cx.io.close(s, true);
+            return;
+        }
+        // Dual-stack listeners report IPv4 peers as v4-mapped IPv6 addresses.
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        let local = SocketAddr::new(local.ip().to_canonical(), local.port());
+        let port = match &cx.config.forwarding.tcp_in {
+            // Auto: the driver listens on what it found bound in the guest, same port.
+            ForwardMode::Auto => Some(local.port()),
+            mode => mode.target(local.ip(), local.port(), self.ephemeral.clone()),
+        };
+        let Some(port) = port.filter(|&p| p != 0) else {
+            cx.counters.unforwarded += 1;
+            cx.io.close(s, true);
+            return;
+        };
+        let Some((seen, guest_ip)) = nat::to_guest(cx.config, cx.guest, peer, local.ip()) else {
+            cx.counters.unforwarded += 1;
+            cx.io.close(s, true);
+            return;
+        };
+        let key = FlowKey {
+            guest: SocketAddr::new(guest_ip, port),
+            peer: seen,
+        };
+        if self.table.is_full() {
+            cx.counters.table_full += 1;
+            cx.io.close(s, true);
+            return;
+        }
+        if self.table.by_key(&key).is_some() {
+            cx.counters.unforwarded += 1;
+            cx.io.close(s, true);
+            return;
+        }
+        let v6 = guest_ip.is_ipv6();
+        let our_mss = u32::from(mss_for(cx.config, v6));
+        let iss = cx.rng.next_u64() as u32;
+        let mut flow = Flow {
+            phase: Phase::SynSent,
+            sock: Some(s),
+            guest: key.guest,
+            peer: key.peer,
+            mss: our_mss,
+            rcv_mss: our_mss,
+            guest_ws: 0,
+            our_ws: 0,
+            guest_offered_ws: true,
+            rcv_nxt: 0,
+            right_edge: 0,
+            guest_fin: false,
+            host_shut: false,
+            stash: Vec::new(),
+            stash_at: 0,
+            starved: false,
+            want_wupdate: false,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss.wrapping_add(1),
+            snd_max: iss.wrapping_add(1),
+            snd_wnd: 0,
+            host_eof: false,
+            fin_seq: None,
+            fin_acked: false,
+            exhausted: false,
+            dup_acks: 0,
+            retries: 0,
+            rto_at: Some(cx.now + rto(0)),
+            phase_deadline: None,
+            last_activity: cx.now,
+            dirty: false,
+            ack_due: false,
+            send_due: false,
+            interest: (true, false),
+        };
+        refresh_window(cx, &mut flow);
+        send_syn(cx, &flow, false);
+        update_interest(cx, &mut flow);
+        match self.table.insert(key, flow) {
+            Ok(idx) => {
+                self.table.bind_sock(idx, s);
+                cx.counters.accepted += 1;
+                cx.counters.flows = self.table.len() as u64;
+                self.reschedule(idx);
+            }
+            Err(_) => cx.io.close(s, true),
+        }
+    }
+
+    // --- Timers and batches ---
+
+    /// Runs what is due at `now`, then any pending batch work.
+    pub fn handle_timeout(&mut self, cx: &mut Cx<'_>) {
+        let mut due = std::mem::take(&mut self.scratch);
+        due.clear();
+        while let Some(idx) = self.table.pop_due(cx.now) {
+            due.push(idx);
+        }
+        for &idx in &due {
+            let next = self.timer_for_flow(cx, idx);
+            self.after(cx, idx, next);
+        }
+        due.clear();
+        self.scratch = due;
+        self.flush(cx);
+    }
+
+    fn timer_for_flow(&mut self, cx: &mut Cx<'_>, idx: u32) -> Next {
+        let Some(f) = self.table.get_mut(idx) else {
+            return Next::Keep;
+        };
+        let now = cx.now;
+        match f.phase {
+            Phase::TimeWait => {
+                if f.phase_deadline.is_some_and(|d| d <= now) {
+                    return Next::Free;
+                }
+                Next::Keep
+            }
+            Phase::Connecting => {
+                if f.phase_deadline.is_some_and(|d| d <= now) {
+                    cx.counters.timeouts += 1;
+                    cx.counters.connect_refused += 1;
+                    emit(cx, f, flags::RST | flags::ACK, 0);
+                    cx.counters.resets_sent += 1;
+                    return Next::Abort { rst_guest: false };
+                }
+                Next::Keep
+            }
+            Phase::SynAckSent | Phase::SynSent => {
+                if f.rto_at.is_none_or(|d| d > now) {
+                    return Next::Keep;
+                }
+                if f.retries >= SYN_RETRIES {
+                    cx.counters.timeouts += 1;
+                    return Next::Abort {
+                        rst_guest: f.phase == Phase::SynAckSent,
+                    };
+                }
+                f.retries += 1;
+                cx.counters.retransmissions += 1;
+                send_syn(cx, f, f.phase == Phase::SynAckSent);
+                f.rto_at = Some(now + rto(f.retries));
+                Next::Keep
+            }
+            Phase::Established => {
+                if f.last_activity + ACT_TIMEOUT <= now {
+                    cx.counters.timeouts += 1;
+                    return Next::Abort { rst_guest: true };
+                }
+                if f.phase_deadline.is_some_and(|d| d <= now) {
+                    cx.counters.timeouts += 1;
+                    return Next::Abort { rst_guest: true };
+                }
+                if f.rto_at.is_none_or(|d| d > now) {
+                    return Next::Keep;
+                }
+                if f.in_flight() > 0 && f.retries >= MAX_RETRIES {
+                    cx.counters.timeouts += 1;
+                    return Next::Abort { rst_guest: true };
+                }
+                // Probing a closed window backs off but never gives up: a guest that answers
+                // is alive, one that doesn't meets the inactivity timeout.
+                f.retries =
+                    f.retries
+                        .saturating_add(1)
+                        .min(if f.in_flight() > 0 { u8::MAX } else { 8 });
+                f.rto_at = Some(now + rto(f.retries));
+                if f.in_flight() > 0 {
+                    cx.counters.retransmissions += 1;
+                    f.snd_nxt = f.snd_una;
+                    f.dup_acks = 0;
+                    f.exhausted = false;
+                    let next = send_data(cx, f);
+                    if f.in_flight() == 0 && f.snd_wnd == 0 {
+                        window_probe(cx, f);
+                    }
+                    next
+                } else if f.snd_wnd == 0 {
+                    window_probe(cx, f);
+                    Next::Keep
+                } else {
+                    f.rto_at = None;
+                    f.retries = 0;
+                    Next::Keep
+                }
+            }
+        }
+    }
+
+    /// Sends what the batch left due: one ACK per flow (window measured once), and data
+    /// wherever the guest's window opened. The driver calls it after each batch of frames and
+    /// socket events, before writing the queued frames to the guest.
+    pub fn flush(&mut self, cx: &mut Cx<'_>) {
+        // Flows marked while this runs go on the spare list, for the next round.
+        let spare = std::mem::take(&mut self.dirty_spare);
+        let mut list = std::mem::replace(&mut self.dirty, spare);
+        self.pending_since = None;
+        let mut budget_hit = false;
+        for &idx in &list {
+            let Some(f) = self.table.get_mut(idx) else {
+                continue;
+            };
+            if !f.dirty {
+                continue;
+            }
+            f.dirty = false;
+            if budget_hit || cx.out.bytes() >= OUT_BUDGET {
+                // Left for the next round.
+                budget_hit = true;
+                self.mark(idx, cx);
+                continue;
+            }
+            if f.ack_due && f.phase == Phase::Established {
+                refresh_window(cx, f);
+            }
+            let mut next = Next::Keep;
+            if f.send_due {
+                f.send_due = false;
+                next = send_data(cx, f);
+            }
+            if next == Next::Keep && f.ack_due {
+                send_ack(cx, f);
+            }
+            self.after(cx, idx, next);
+        }
+        list.clear();
+        self.dirty_spare = list;
+    }
+
+    // --- Flow bookkeeping ---
+
+    fn reschedule(&mut self, idx: u32) {
+        let d = self.table.get(idx).and_then(Flow::deadline);
+        self.table.schedule(idx, d);
+    }
+
+    fn after(&mut self, cx: &mut Cx<'_>, idx: u32, next: Next) {
+        let next = match (next, self.table.get_mut(idx)) {
+            (_, None) => return,
+            (Next::Keep, Some(f)) => finish_check(f),
+            (next, _) => next,
+        };
+        match next {
+            Next::Keep => {
+                let Some(f) = self.table.get_mut(idx) else {
+                    return;
+                };
+                if f.ack_due || f.send_due {
+                    self.mark(idx, cx);
+                } else {
+                    update_interest(cx, f);
+                }
+                self.reschedule(idx);
+            }
+            Next::Abort { rst_guest } => {
+                if let Some(f) = self.table.get_mut(idx) {
+                    if rst_guest {
+                        emit(cx, f, flags::RST | flags::ACK, f.snd_nxt);
+                        cx.counters.resets_sent += 1;
+                    }
+                    if let Some(s) = f.sock.take() {
+                        cx.io.close(s, true);
+                    }
+                }
+                self.free(cx, idx);
+            }
+            Next::Finish => {
+                if let Some(f) = self.table.get_mut(idx) {
+                    if let Some(s) = f.sock.take() {
+                        cx.io.close(s, false);
+                    }
+                    f.phase = Phase::TimeWait;
+                    f.rto_at = None;
+                    f.phase_deadline = Some(cx.now + TIME_WAIT);
+                    if f.ack_due {
+                        send_ack(cx, f);
+                    }
+                    f.ack_due = false;
+                    f.send_due = false;
+                }
+                self.table.unbind_sock(idx);
+                self.release_stash(idx);
+                self.reschedule(idx);
+            }
+            Next::Free => self.free(cx, idx),
+        }
+    }
+
+    fn release_stash(&mut self, idx: u32) {
+        if let Some(f) = self.table.get_mut(idx) {
+            if f.stash.capacity() > 0 {
+                f.stash = Vec::new();
+                f.stash_at = 0;
+                self.stashes = self.stashes.saturating_sub(1);
+            }
+        }
+    }
+
+    fn free(&mut self, cx: &mut Cx<'_>, idx: u32) {
+        self.release_stash(idx);
+        if let Some(mut f) = self.table.remove(idx) {
+            if let Some(s) = f.sock.take() {
+                cx.io.close(s, true);
+            }
+        }
+        cx.counters.flows = self.table.len() as u64;
+    }
+}
+
+// --- Per-flow mechanics, free of the table ---
+
+fn usable_unicast(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(a) => !a.is_unspecified() && !a.is_broadcast() && !a.is_multicast(),
+        IpAddr::V6(a) => !a.is_unspecified() && !a.is_multicast(),
+    }
+}
+
+fn guest_mac(cx: &Cx<'_>) -> MacAddr {
+    cx.guest
+        .mac
+        .or(cx.config.ns_mac)
+        .unwrap_or(MacAddr::BROADCAST)
+}
+
+fn route(cx: &Cx<'_>, peer: IpAddr, guest: IpAddr) -> Route {
+    Route {
+        src_mac: cx.config.our_mac,
+        dst_mac: guest_mac(cx),
+        src: peer,
+        dst: guest,
+    }
+}
+
+/// A RST answering a segment no flow wants (RFC 9293 section 3.10.7.1).
+fn rst_reply(cx: &mut Cx<'_>, key: FlowKey, seg: &Segment<'_>) {
+    let h = if seg.has(flags::ACK) {
+        Header {
+            src_port: key.peer.port(),
+            dst_port: key.guest.port(),
+            seq: seg.ack,
+            flags: flags::RST,
+            ..Header::default()
+        }
+    } else {
+        Header {
+            src_port: key.peer.port(),
+            dst_port: key.guest.port(),
+            seq: 0,
+            ack: seg.seq.wrapping_add(seg.seq_len()),
+            flags: flags::RST | flags::ACK,
+            ..Header::default()
+        }
+    };
+    let r = route(cx, key.peer.ip(), key.guest.ip());
+    wtcp::frame(cx.out, &r, &h, &[]);
+    cx.counters.resets_sent += 1;
+}
+
+/// A control segment from `f` with `flags` at `seq` (`ack` is `rcv_nxt`).
+fn emit(cx: &mut Cx<'_>, f: &Flow, fl: u8, seq: u32) {
+    let h = Header {
+        src_port: f.peer.port(),
+        dst_port: f.guest.port(),
+        seq,
+        ack: if fl & flags::ACK != 0 { f.rcv_nxt } else { 0 },
+        flags: fl,
+        window: f.window_field(),
+        mss: None,
+        wscale: None,
+    };
+    let r = route(cx, f.peer.ip(), f.guest.ip());
+    wtcp::frame(cx.out, &r, &h, &[]);
+}
+
+fn send_ack(cx: &mut Cx<'_>, f: &mut Flow) {
+    emit(cx, f, flags::ACK, f.snd_nxt);
+    f.ack_due = false;
+    if f.phase == Phase::Established
+        && !f.guest_fin
+        && u32::from(f.window_field()) << f.our_ws < f.mss
+    {
+        f.want_wupdate = true;
+    }
+}
+
+/// Our SYN (inbound) or SYN-ACK (outbound).
+fn send_syn(cx: &mut Cx<'_>, f: &Flow, ack: bool) {
+    let avail = f.right_edge.wrapping_sub(f.rcv_nxt);
+    let window = if (avail as i32) < 0 {
+        0
+    } else {
+        avail.min(u32::from(u16::MAX)) as u16
+    };
+    let h = Header {
+        src_port: f.peer.port(),
+        dst_port: f.guest.port(),
+        seq: f.iss,
+        ack: if ack { f.rcv_nxt } else { 0 },
+        flags: if ack {
+            flags::SYN | flags::ACK
+        } else {
+            flags::SYN
+        },
+        window,
+        mss: Some(f.rcv_mss.min(u32::from(u16::MAX)) as u16),
+        wscale: f.guest_offered_ws.then_some(OUR_WSCALE),
+    };
+    let r = route(cx, f.peer.ip(), f.guest.ip());
+    wtcp::frame(cx.out, &r, &h, &[]);
+}
+
+/// A zero-window probe: an ACK one below `snd_una`, which the guest answers with its window.
+fn window_probe(cx: &mut Cx<'_>, f: &Flow) {
+    emit(cx, f, flags::ACK, f.snd_una.wrapping_sub(1));
+}
+
+/// Measures the socket's room and moves the right edge there.
+fn refresh_window(cx: &mut Cx<'_>, f: &mut Flow) {
+    let Some(s) = f.sock else { return };
+    let Ok(info) = cx.io.tcp_info(s) else { return };
+    let room = (info.send_space as usize).saturating_sub(f.stash_len()) as u32;
+    let max = u32::from(u16::MAX) << f.our_ws;
+    f.right_edge = f.rcv_nxt.wrapping_add(room.min(max));
+}
+
+fn update_interest(cx: &mut Cx<'_>, f: &mut Flow) {
+    let Some(s) = f.sock else { return };
+    if f.phase == Phase::Connecting {
+        return;
+    }
+    let want = f.wanted_interest();
+    if want != f.interest {
+        cx.io.set_interest(s, want.0, want.1);
+        f.interest = want;
+    }
+}
+
+/// Graceful end: both FINs acknowledged, nothing left to write.
+fn finish_check(f: &mut Flow) -> Next {
+    if f.phase == Phase::Established
+        && f.guest_fin
+        && f.host_shut
+        && f.fin_acked
+        && f.stash_len() == 0
+    {
+        Next::Finish
+    } else {
+        Next::Keep
+    }
+}
+
+fn shutdown_if_due(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
+    if f.guest_fin && !f.host_shut && f.stash_len() == 0 {
+        let Some(s) = f.sock else { return Next::Keep };
+        if cx.io.shutdown_write(s).is_err() {
+            return Next::Abort { rst_guest: true };
+        }
+        f.host_shut = true;
+    }
+    Next::Keep
+}
+
+/// Writes what the stash holds. `Keep` unless the socket failed.
+fn flush_stash(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
+    if f.stash_len() == 0 {
+        return Next::Keep;
+    }
+    let Some(s) = f.sock else { return Next::Keep };
+    match cx.io.send(s, &f.stash[f.stash_at..]) {
+        Ok(n) => {
+            let n = n.min(f.stash_len());
+            f.stash_at += n;
+            cx.counters.bytes_to_host += n as u64;
+            if f.stash_len() == 0 {
+                f.stash.clear();
+                f.stash_at = 0;
+                return shutdown_if_due(cx, f);
+            }
+            Next::Keep
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Next::Keep,
+        Err(_) => Next::Abort { rst_guest: true },
+    }
+}
+
+/// An established flow's segment: ACK processing, then data and FIN.
+fn established_segment(
+    cx: &mut Cx<'_>,
+    f: &mut Flow,
+    seg: &Segment<'_>,
+    stashes_full: bool,
+    stashes: &mut usize,
+) -> Next {
+    if seg.has(flags::RST) {
+        let wnd = (u32::from(f.window_field()) << f.our_ws).max(1);
+        let off = seg.seq.wrapping_sub(f.rcv_nxt);
+        if off < wnd || seg.seq == f.rcv_nxt {
+            cx.counters.resets_received += 1;
+            return Next::Abort { rst_guest: false };
+        }
+        return Next::Keep;
+    }
+    if seg.has(flags::SYN) {
+        // A SYN on an established connection: challenge ACK (RFC 5961 section 4).
+        send_ack(cx, f);
+        return Next::Keep;
+    }
+    if !seg.has(flags::ACK) {
+        return Next::Keep;
+    }
+
+    // Acknowledgement of what we sent.
+    let a = seg.ack;
+    if seq_gt(a, f.snd_max) {
+        send_ack(cx, f);
+        return Next::Keep;
+    }
+    let wnd = u32::from(seg.window) << f.guest_ws;
+    if seq_gt(a, f.snd_una) {
+        let acked = a.wrapping_sub(f.snd_una);
+        let mut data_acked = acked;
+        if let Some(fin) = f.fin_seq {
+            if a == fin.wrapping_add(1) {
+                f.fin_acked = true;
+                data_acked -= 1;
+            }
+        }
+        if data_acked > 0 {
+            if let Some(s) = f.sock {
+                if cx.io.discard(s, data_acked as usize).is_err() {
+                    return Next::Abort { rst_guest: true };
+                }
+            }
+        }
+        f.snd_una = a;
+        if seq_lt(f.snd_nxt, a) {
+            f.snd_nxt = a;
+        }
+        f.retries = 0;
+        f.dup_acks = 0;
+        f.exhausted = false;
+        f.rto_at = (f.in_flight() > 0).then(|| cx.now + rto(0));
+        f.snd_wnd = wnd;
+        f.send_due = true;
+    } else if a == f.snd_una {
+        let pure = seg.payload.is_empty() && !seg.has(flags::FIN);
+        if pure && f.in_flight() > 0 && wnd == f.snd_wnd {
+            f.dup_acks = f.dup_acks.saturating_add(1);
+            if f.dup_acks == DUP_ACK_THRESHOLD {
+                cx.counters.retransmissions += 1;
+                cx.counters.fast_retransmits += 1;
+                f.snd_nxt = f.snd_una;
+                f.exhausted = false;
+                f.send_due = true;
+            }
+        }
+        if wnd != f.snd_wnd {
+            if f.snd_wnd == 0 {
+                f.retries = 0;
+                if f.in_flight() == 0 {
+                    f.rto_at = None;
+                }
+            }
+            f.snd_wnd = wnd;
+            f.send_due = true;
+        }
+    }
+    if f.snd_wnd == 0 && f.in_flight() == 0 && f.rto_at.is_none() && !f.fin_acked {
+        // Persist: probe the closed window until it opens.
+        f.rto_at = Some(cx.now + rto(f.retries));
+    }
+
+    // Data and FIN from the guest.
+    let fin = seg.has(flags::FIN);
+    let payload = seg.payload;
+    if payload.is_empty() && !fin {
+        if seg.seq == f.rcv_nxt.wrapping_sub(1) {
+            // Keepalive or window probe: answer with the window as it is now.
+            refresh_window(cx, f);
+            send_ack(cx, f);
+        }
+        return Next::Keep;
+    }
+    if f.guest_fin {
+        // Retransmitted FIN, or data after it: say where we are.
+        send_ack(cx, f);
+        return Next::Keep;
+    }
+    let off = f.rcv_nxt.wrapping_sub(seg.seq);
+    if (off as i32) < 0 {
+        cx.counters.out_of_order += 1;
+        send_ack(cx, f);
+        return Next::Keep;
+    }
+    let off = off as usize;
+    if off > payload.len() || (off == payload.len() && !fin) {
+        // Old: a duplicate, or a one-byte keepalive.
+        refresh_window(cx, f);
+        send_ack(cx, f);
+        return Next::Keep;
+    }
+    let data = &payload[off..];
+    if !data.is_empty() {
+        let next = flush_stash(cx, f);
+        if next != Next::Keep {
+            return next;
+        }
+        if f.stash_len() > 0 {
+            cx.counters.no_room_drops += 1;
+            f.starved = true;
+            return Next::Keep;
+        }
+        let Some(s) = f.sock else { return Next::Keep };
+        let n = match cx.io.send(s, data) {
+            Ok(n) => n.min(data.len()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(_) => return Next::Abort { rst_guest: true },
+        };
+        cx.counters.bytes_to_host += n as u64;
+        if n < data.len() {
+            let rest = &data[n..];
+            if f.stash.capacity() == 0 && stashes_full {
+                cx.counters.stash_unavailable += 1;
+                f.rcv_nxt = f.rcv_nxt.wrapping_add(n as u32);
+                if n == 0 {
+                    cx.counters.no_room_drops += 1;
+                }
+                f.starved = true;
+                f.ack_due = true;
+                return Next::Keep;
+            }
+            if f.stash.capacity() == 0 {
+                f.stash = Vec::with_capacity((f.rcv_mss as usize).max(rest.len()));
+                *stashes += 1;
+            }
+            f.stash.clear();
+            f.stash.extend_from_slice(rest);
+            f.stash_at = 0;
+            cx.counters.stash_uses += 1;
+        }
+        f.rcv_nxt = f.rcv_nxt.wrapping_add(data.len() as u32);
+        f.ack_due = true;
+    }
+    if fin {
+        f.guest_fin = true;
+        f.rcv_nxt = f.rcv_nxt.wrapping_add(1);
+        f.ack_due = true;
+        if f.fin_seq.is_some() && f.phase_deadline.is_none() {
+            f.phase_deadline = Some(cx.now + FIN_TIMEOUT);
+        }
+        return shutdown_if_due(cx, f);
+    }
+    Next::Keep
+}
+
+/// Sends host data (and our FIN after its end) as far as the guest's window allows.
+fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
+    let Some(s) = f.sock else { return Next::Keep };
+    if f.phase != Phase::Established {
+        return Next::Keep;
+    }
+    let r = route(cx, f.peer.ip(), f.guest.ip());
+    let was_idle = f.in_flight() == 0;
+    let mut sent_any = false;
+    loop {
+        // Data left before our FIN, if its place is known.
+        let mut until_fin = u32::MAX;
+        if let Some(fin) = f.fin_seq {
+            if f.snd_nxt == fin {
+                send_fin(cx, f);
+                sent_any = true;
+                break;
+            }
+            if !seq_lt(f.snd_nxt, fin) {
+                break;
+            }
+            until_fin = fin.wrapping_sub(f.snd_nxt);
+        }
+        let flight = f.in_flight();
+        if flight >= f.snd_wnd {
+            break;
+        }
+        if cx.out.bytes() >= OUT_BUDGET {
+            f.send_due = true;
+            break;
+        }
+        let len = f.mss.min(f.snd_wnd - flight).min(until_fin) as usize;
+        let h = Header {
+            src_port: f.peer.port(),
+            dst_port: f.guest.port(),
+            seq: f.snd_nxt,
+            ack: f.rcv_nxt,
+            flags: flags::ACK | flags::PSH,
+            window: f.window_field(),
+            mss: None,
+            wscale: None,
+        };
+        let at = wtcp::payload_offset(&r, &h);
+        let io = &mut *cx.io;
+        let mut got: io::Result<usize> = Ok(0);
+        cx.out.push_in_place(at + len, |buf| {
+            got = io.peek(s, flight as usize, &mut buf[at..at + len]);
+            match got {
+                Ok(n) if n > 0 => wtcp::write_frame(buf, &r, &h, n.min(len)),
+                _ => 0,
+            }
+        });
+        let n = match got {
+            Ok(n) => n.min(len),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(_) => return Next::Abort { rst_guest: true },
+        };
+        if n == 0 {
+            f.exhausted = true;
+            if f.host_eof && f.fin_seq.is_none() {
+                f.fin_seq = Some(f.snd_nxt);
+                if f.guest_fin && f.phase_deadline.is_none() {
+                    f.phase_deadline = Some(cx.now + FIN_TIMEOUT);
+                }
+                continue;
+            }
+            break;
+        }
+        sent_any = true;
+        let end = f.snd_nxt.wrapping_add(n as u32);
+        if seq_gt(end, f.snd_max) {
+            cx.counters.bytes_to_guest += u64::from(end.wrapping_sub(f.snd_max));
+            f.snd_max = end;
+        }
+        f.snd_nxt = end;
+        if n < len {
+            f.exhausted = true;
+            if !f.host_eof || f.fin_seq.is_some() {
+                break;
+            }
+        }
+    }
+    if sent_any {
+        f.ack_due = false;
+        if was_idle || f.rto_at.is_none() {
+            // A fresh flight: the timer starts now (not where a window probe left it).
+            f.rto_at = Some(cx.now + rto(f.retries));
+        }
+    }
+    Next::Keep
+}
+
+fn send_fin(cx: &mut Cx<'_>, f: &mut Flow) {
+    emit(cx, f, flags::FIN | flags::ACK, f.snd_nxt);
+    f.snd_nxt = f.snd_nxt.wrapping_add(1);
+    if seq_gt(f.snd_nxt, f.snd_max) {
+        f.snd_max = f.snd_nxt;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_comparisons_wrap() {
+        assert!(seq_lt(u32::MAX - 5, 3));
+        assert!(seq_gt(3, u32::MAX - 5));
+        assert!(!seq_lt(7, 7));
+        assert!(seq_lt(0x7fff_fff0, 0x8000_0010));
+    }
+
+    #[test]
+    fn retransmission_timeout_backs_off_to_a_cap() {
+        assert_eq!(rto(0), Duration::from_secs(1));
+        assert_eq!(rto(3), Duration::from_secs(8));
+        assert_eq!(rto(6), RTO_MAX);
+        assert_eq!(rto(255), RTO_MAX);
+    }
+
+    fn flow() -> Flow {
+        Flow {
+            phase: Phase::Established,
+            sock: Some(SockRef(1)),
+            guest: "192.0.2.2:1".parse().unwrap(),
+            peer: "192.0.2.1:2".parse().unwrap(),
+            mss: 1460,
+            rcv_mss: 1460,
+            guest_ws: 0,
+            our_ws: 8,
+            guest_offered_ws: true,
+            rcv_nxt: 1000,
+            right_edge: 1000 + 65536,
+            guest_fin: false,
+            host_shut: false,
+            stash: Vec::new(),
+            stash_at: 0,
+            starved: false,
+            want_wupdate: false,
+            iss: 0,
+            snd_una: 1,
+            snd_nxt: 1,
+            snd_max: 1,
+            snd_wnd: 10_000,
+            host_eof: false,
+            fin_seq: None,
+            fin_acked: false,
+            exhausted: false,
+            dup_acks: 0,
+            retries: 0,
+            rto_at: None,
+            phase_deadline: None,
+            last_activity: Instant::ZERO,
+            dirty: false,
+            ack_due: false,
+            send_due: false,
+            interest: (true, false),
+        }
+    }
+
+    #[test]
+    fn window_field_is_scaled_and_never_past_the_edge() {
+        let mut f = flow();
+        assert_eq!(f.window_field(), 256);
+        f.rcv_nxt = f.right_edge.wrapping_add(10); // written past what we measured
+        assert_eq!(f.window_field(), 0);
+        f.our_ws = 0;
+        f.right_edge = f.rcv_nxt.wrapping_add(1 << 20);
+        assert_eq!(f.window_field(), u16::MAX);
+    }
+
+    #[test]
+    fn readable_interest_follows_window_and_flight() {
+        let mut f = flow();
+        assert_eq!(f.wanted_interest(), (true, false));
+        // Everything the socket holds in flight: wait for the guest's ACK.
+        f.snd_nxt = 101;
+        f.exhausted = true;
+        assert_eq!(f.wanted_interest(), (false, false));
+        // Window full.
+        f.exhausted = false;
+        f.snd_nxt = 1 + 10_000;
+        assert_eq!(f.wanted_interest(), (false, false));
+        // Stash waiting for room.
+        f.snd_nxt = 1;
+        f.stash = vec![1, 2, 3];
+        assert_eq!(f.wanted_interest(), (true, true));
+        // End of stream seen: nothing more to read.
+        f.host_eof = true;
+        assert_eq!(f.wanted_interest(), (false, true));
+    }
+
+    #[test]
+    fn the_deadline_is_the_earliest_timer() {
+        let mut f = flow();
+        assert_eq!(f.deadline(), Some(Instant::ZERO + ACT_TIMEOUT));
+        f.rto_at = Some(Instant::from_millis(5));
+        f.phase_deadline = Some(Instant::from_millis(3));
+        assert_eq!(f.deadline(), Some(Instant::from_millis(3)));
+        f.phase = Phase::TimeWait;
+        f.phase_deadline = Some(Instant::from_millis(9));
+        f.rto_at = None;
+        assert_eq!(f.deadline(), Some(Instant::from_millis(9)));
+    }
+}

@@ -9,9 +9,15 @@ use super::{checksum, MacAddr};
 
 /// Frames for the guest, packed into one reusable buffer: after warm-up, queuing a frame
 /// allocates nothing.
+///
+/// The buffer is kept initialised up to its high-water mark, so that [`FrameQueue::push_in_place`]
+/// can lend a slot of it (to peek socket data straight into a frame's payload) without
+/// zeroing it again for every frame.
 #[derive(Debug, Default)]
 pub struct FrameQueue {
     buf: Vec<u8>,
+    /// End of the last queued frame; `buf` beyond it is scratch.
+    used: usize,
     ends: Vec<usize>,
 }
 
@@ -22,8 +28,30 @@ impl FrameQueue {
 
     /// Appends one frame written by `write`, which appends its bytes to the vector it's given.
     pub fn push(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        self.buf.truncate(self.used);
         write(&mut self.buf);
-        self.ends.push(self.buf.len());
+        self.used = self.buf.len();
+        self.ends.push(self.used);
+    }
+
+    /// Lends `write` a slot of `max_len` bytes (contents unspecified) to build one frame in;
+    /// `write` returns the frame's length, at most `max_len`, or 0 to queue nothing. Returns
+    /// the length queued.
+    pub fn push_in_place(
+        &mut self,
+        max_len: usize,
+        write: impl FnOnce(&mut [u8]) -> usize,
+    ) -> usize {
+        let end = self.used + max_len;
+        if self.buf.len() < end {
+            self.buf.resize(end, 0);
+        }
+        let len = write(&mut self.buf[self.used..end]).min(max_len);
+        if len > 0 {
+            self.used += len;
+            self.ends.push(self.used);
+        }
+        len
     }
 
     pub fn len(&self) -> usize {
@@ -32,6 +60,11 @@ impl FrameQueue {
 
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
+    }
+
+    /// Bytes queued, over all frames.
+    pub fn bytes(&self) -> usize {
+        self.used
     }
 
     pub fn get(&self, i: usize) -> Option<&[u8]> {
@@ -46,7 +79,7 @@ impl FrameQueue {
 
     /// Forgets the queued frames, keeping the memory.
     pub fn clear(&mut self) {
-        self.buf.clear();
+        self.used = 0;
         self.ends.clear();
     }
 }

@@ -8,6 +8,7 @@ pub mod checksum;
 pub mod dns_name;
 mod mac;
 pub mod parse;
+pub mod tcp;
 
 pub use build::FrameQueue;
 pub use mac::{MacAddr, MacParseError};

@@ -1,0 +1,324 @@
+//! TCP segments: a zero-copy view of the guest's ([`parse`]) and an emitter that writes ours
+//! in place ([`write_frame`]), around a payload already sitting in the frame buffer.
+//!
+//! Checksums of the guest's segments are not verified: the link is virtual (a tap device or
+//! qemu's socket), and the data is checked end to end by the host's TCP anyway. Ours are
+//! always filled in.
+
+use std::net::IpAddr;
+
+use super::build::{FrameQueue, Route};
+use super::checksum;
+use super::parse::{
+    ethertype, ip_proto, Malformed, ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN,
+};
+
+/// A TCP header without options.
+pub const TCP_HEADER_LEN: usize = 20;
+/// The largest window scale shift (RFC 7323 section 2.3).
+pub const MAX_WSCALE: u8 = 14;
+
+pub mod flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+}
+
+/// A TCP segment from the guest.
+#[derive(Debug, Clone, Copy)]
+pub struct Segment<'a> {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+    pub options: &'a [u8],
+    pub payload: &'a [u8],
+}
+
+impl Segment<'_> {
+    pub fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// Sequence space the segment occupies: payload, SYN and FIN.
+    pub fn seq_len(&self) -> u32 {
+        self.payload.len() as u32
+            + u32::from(self.has(flags::SYN))
+            + u32::from(self.has(flags::FIN))
+    }
+}
+
+pub fn parse(segment: &[u8]) -> Result<Segment<'_>, Malformed> {
+    if segment.len() < TCP_HEADER_LEN {
+        return Err("tcp: shorter than its header");
+    }
+    let header_len = usize::from(segment[12] >> 4) * 4;
+    if header_len < TCP_HEADER_LEN || header_len > segment.len() {
+        return Err("tcp: data offset out of bounds");
+    }
+    let be32 = |at: usize| {
+        u32::from_be_bytes([
+            segment[at],
+            segment[at + 1],
+            segment[at + 2],
+            segment[at + 3],
+        ])
+    };
+    Ok(Segment {
+        src_port: u16::from_be_bytes([segment[0], segment[1]]),
+        dst_port: u16::from_be_bytes([segment[2], segment[3]]),
+        seq: be32(4),
+        ack: be32(8),
+        flags: segment[13],
+        window: u16::from_be_bytes([segment[14], segment[15]]),
+        options: &segment[TCP_HEADER_LEN..header_len],
+        payload: &segment[header_len..],
+    })
+}
+
+/// The options we care about in a SYN.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SynOptions {
+    pub mss: Option<u16>,
+    /// Window scale shift, clamped to [`MAX_WSCALE`].
+    pub wscale: Option<u8>,
+}
+
+/// Reads MSS and window scale from an options area; stops quietly at anything malformed.
+pub fn syn_options(mut opts: &[u8]) -> SynOptions {
+    let mut out = SynOptions::default();
+    while let Some(&kind) = opts.first() {
+        match kind {
+            0 => break,
+            1 => {
+                opts = &opts[1..];
+                continue;
+            }
+            _ => {}
+        }
+        let Some(&len) = opts.get(1) else { break };
+        let len = usize::from(len);
+        if len < 2 || len > opts.len() {
+            break;
+        }
+        match (kind, len) {
+            (2, 4) => out.mss = Some(u16::from_be_bytes([opts[2], opts[3]])),
+            (3, 3) => out.wscale = Some(opts[2].min(MAX_WSCALE)),
+            _ => {}
+        }
+        opts = &opts[len..];
+    }
+    out
+}
+
+/// The header of a segment we send.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Header {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+    /// Options, for SYNs.
+    pub mss: Option<u16>,
+    pub wscale: Option<u8>,
+}
+
+impl Header {
+    fn options_len(&self) -> usize {
+        (if self.mss.is_some() { 4 } else { 0 }) + (if self.wscale.is_some() { 4 } else { 0 })
+    }
+}
+
+fn ip_header_len(route: &Route) -> usize {
+    match (route.src, route.dst) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => IPV4_HEADER_LEN,
+        _ => IPV6_HEADER_LEN,
+    }
+}
+
+/// Where the payload starts in a frame for `route` with header `h`.
+pub fn payload_offset(route: &Route, h: &Header) -> usize {
+    ETH_HEADER_LEN + ip_header_len(route) + TCP_HEADER_LEN + h.options_len()
+}
+
+/// Writes the Ethernet, IP and TCP headers of a frame whose `payload_len` bytes of payload
+/// already sit at [`payload_offset`] in `frame`; returns the frame's length. `frame` must hold
+/// at least that much (the caller sized it).
+pub fn write_frame(frame: &mut [u8], route: &Route, h: &Header, payload_len: usize) -> usize {
+    let ip_len = ip_header_len(route);
+    let tcp_len = TCP_HEADER_LEN + h.options_len();
+    let l4_len = tcp_len + payload_len;
+    let total = ETH_HEADER_LEN + ip_len + l4_len;
+
+    frame[0..6].copy_from_slice(&route.dst_mac.0);
+    frame[6..12].copy_from_slice(&route.src_mac.0);
+    let (src, dst) = match (route.src, route.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            frame[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+            let ip = &mut frame[ETH_HEADER_LEN..ETH_HEADER_LEN + IPV4_HEADER_LEN];
+            ip[0] = 0x45;
+            ip[1] = 0;
+            ip[2..4].copy_from_slice(&((IPV4_HEADER_LEN + l4_len) as u16).to_be_bytes());
+            ip[4..10].copy_from_slice(&[0, 0, 0x40, 0, 64, ip_proto::TCP]);
+            ip[10..12].copy_from_slice(&[0, 0]);
+            ip[12..16].copy_from_slice(&s.octets());
+            ip[16..20].copy_from_slice(&d.octets());
+            let sum = checksum::of(ip);
+            ip[10..12].copy_from_slice(&sum.to_be_bytes());
+            (IpAddr::V4(s), IpAddr::V4(d))
+        }
+        (s, d) => {
+            let (s6, d6) = (to_v6(s), to_v6(d));
+            frame[12..14].copy_from_slice(&ethertype::IPV6.to_be_bytes());
+            let ip = &mut frame[ETH_HEADER_LEN..ETH_HEADER_LEN + IPV6_HEADER_LEN];
+            ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
+            ip[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+            ip[6] = ip_proto::TCP;
+            ip[7] = 64;
+            ip[8..24].copy_from_slice(&s6.octets());
+            ip[24..40].copy_from_slice(&d6.octets());
+            (IpAddr::V6(s6), IpAddr::V6(d6))
+        }
+    };
+    let start = ETH_HEADER_LEN + ip_len;
+    let t = &mut frame[start..start + tcp_len];
+    t[0..2].copy_from_slice(&h.src_port.to_be_bytes());
+    t[2..4].copy_from_slice(&h.dst_port.to_be_bytes());
+    t[4..8].copy_from_slice(&h.seq.to_be_bytes());
+    t[8..12].copy_from_slice(&h.ack.to_be_bytes());
+    t[12] = ((tcp_len / 4) as u8) << 4;
+    t[13] = h.flags;
+    t[14..16].copy_from_slice(&h.window.to_be_bytes());
+    t[16..20].copy_from_slice(&[0, 0, 0, 0]);
+    let mut at = TCP_HEADER_LEN;
+    if let Some(mss) = h.mss {
+        t[at..at + 4].copy_from_slice(&[2, 4, (mss >> 8) as u8, mss as u8]);
+        at += 4;
+    }
+    if let Some(ws) = h.wscale {
+        t[at..at + 4].copy_from_slice(&[1, 3, 3, ws]);
+    }
+    let sum = checksum::transport(src, dst, ip_proto::TCP, &frame[start..total]);
+    frame[start + 16..start + 18].copy_from_slice(&sum.to_be_bytes());
+    total
+}
+
+/// Queues a frame carrying a copy of `payload` (control segments, tests).
+pub fn frame(out: &mut FrameQueue, route: &Route, h: &Header, payload: &[u8]) {
+    let off = payload_offset(route, h);
+    out.push_in_place(off + payload.len(), |buf| {
+        buf[off..off + payload.len()].copy_from_slice(payload);
+        write_frame(buf, route, h, payload.len())
+    });
+}
+
+fn to_v6(a: IpAddr) -> std::net::Ipv6Addr {
+    match a {
+        IpAddr::V6(a) => a,
+        IpAddr::V4(a) => a.to_ipv6_mapped(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{parse as p, MacAddr};
+    use proptest::prelude::*;
+
+    fn route(src: &str, dst: &str) -> Route {
+        Route {
+            src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn frames_parse_back_with_valid_checksums() {
+        let mut q = FrameQueue::new();
+        let h = Header {
+            src_port: 80,
+            dst_port: 40000,
+            seq: 0xdead_beef,
+            ack: 7,
+            flags: flags::SYN | flags::ACK,
+            window: 1234,
+            mss: Some(1460),
+            wscale: Some(8),
+        };
+        frame(&mut q, &route("192.0.2.1", "192.0.2.2"), &h, b"");
+        let d = Header {
+            mss: None,
+            wscale: None,
+            flags: flags::ACK | flags::PSH,
+            ..h
+        };
+        frame(&mut q, &route("2001:db8::1", "2001:db8::2"), &d, b"hello");
+
+        let eth = p::ethernet(q.get(0).unwrap()).unwrap();
+        let ip = p::ipv4(eth.payload).unwrap();
+        assert_eq!(ip.protocol, ip_proto::TCP);
+        assert_eq!(
+            checksum::transport(ip.src.into(), ip.dst.into(), ip_proto::TCP, ip.payload),
+            0
+        );
+        let s = parse(ip.payload).unwrap();
+        assert_eq!(
+            (s.src_port, s.dst_port, s.seq, s.ack, s.window),
+            (80, 40000, 0xdead_beef, 7, 1234)
+        );
+        assert!(s.has(flags::SYN) && s.has(flags::ACK) && !s.has(flags::FIN));
+        assert_eq!(
+            syn_options(s.options),
+            SynOptions {
+                mss: Some(1460),
+                wscale: Some(8)
+            }
+        );
+        assert_eq!(s.seq_len(), 1);
+
+        let eth = p::ethernet(q.get(1).unwrap()).unwrap();
+        let ip = p::ipv6(eth.payload).unwrap();
+        assert_eq!(
+            checksum::transport(ip.src.into(), ip.dst.into(), ip_proto::TCP, ip.payload),
+            0
+        );
+        let s = parse(ip.payload).unwrap();
+        assert_eq!(s.payload, b"hello");
+        assert!(s.options.is_empty());
+    }
+
+    #[test]
+    fn options_with_padding_and_unknown_kinds() {
+        // NOP, NOP, timestamps, MSS, SACK permitted, NOP, window scale 20 (clamped), EOL.
+        let o = [
+            1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 2, 4, 0x05, 0xb4, 4, 2, 1, 3, 3, 20, 0,
+        ];
+        assert_eq!(
+            syn_options(&o),
+            SynOptions {
+                mss: Some(1460),
+                wscale: Some(14)
+            }
+        );
+        // A zero length doesn't loop forever.
+        assert_eq!(syn_options(&[5, 0, 2, 4, 1, 1]), SynOptions::default());
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_never_panics(data in proptest::collection::vec(any::<u8>(), 0..80)) {
+            if let Ok(s) = parse(&data) {
+                let _ = syn_options(s.options);
+            }
+        }
+    }
+}
