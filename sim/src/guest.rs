@@ -7,13 +7,19 @@ use std::collections::VecDeque;
 
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
+use std::net::SocketAddr;
+
 use smoltcp::socket::dhcpv4;
+use smoltcp::socket::tcp::{self, State as TcpState};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{
-    EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address, Ipv4Cidr, Ipv6Address,
+    EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint, Ipv4Address,
+    Ipv4Cidr, Ipv6Address, Ipv6Cidr,
 };
 
 use sans_io::time::Instant;
+
+use crate::app::{App, AppState, StreamIo};
 
 /// An in-memory network device: frames the guest sent, frames waiting for it.
 #[derive(Debug, Default)]
@@ -72,13 +78,147 @@ pub struct Lease {
     pub dns_servers: Vec<Ipv4Address>,
 }
 
-/// A smoltcp guest: DHCPv4 client and SLAAC.
+/// A guest TCP connection's index in [`SmolGuest::conns`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GuestConnId(pub usize);
+
+/// A TCP socket of the guest's, the application on it, and what was seen of its life.
+#[derive(Debug)]
+pub struct GuestConn {
+    pub handle: SocketHandle,
+    pub app: AppState,
+    /// Accepted from a listen (else connected out).
+    pub server: bool,
+    pub local_port: u16,
+    pub remote: Option<SocketAddr>,
+    /// Every state the socket went through, with when it was first seen.
+    pub history: Vec<(Instant, TcpState)>,
+    pub established_at: Option<Instant>,
+    /// The peer's FIN was seen.
+    pub fin_seen: bool,
+    /// Closed without the peer's FIN and without our abort: a reset (or a refused connect).
+    pub reset_at: Option<Instant>,
+    pub closed_at: Option<Instant>,
+    /// The test asked for an abort.
+    pub aborted: bool,
+    /// A close waiting for the data before it to be acknowledged (see [`SocketIo`]).
+    close_pending: bool,
+}
+
+impl GuestConn {
+    pub fn state(&self) -> TcpState {
+        self.history.last().map_or(TcpState::Closed, |&(_, s)| s)
+    }
+
+    /// The connection is over, one way or another.
+    pub fn closed(&self) -> bool {
+        self.closed_at.is_some() || self.state() == TcpState::TimeWait
+    }
+
+    /// The application did everything and the connection is over.
+    pub fn done(&self) -> bool {
+        self.app.done() && self.closed()
+    }
+
+    pub fn received(&self) -> &[u8] {
+        &self.app.received
+    }
+
+    fn observe(&mut self, now: Instant, state: TcpState) {
+        if self.history.last().map(|&(_, s)| s) == Some(state) {
+            return;
+        }
+        self.history.push((now, state));
+        match state {
+            TcpState::Established => {
+                self.established_at.get_or_insert(now);
+            }
+            TcpState::CloseWait | TcpState::LastAck | TcpState::Closing | TcpState::TimeWait => {
+                self.fin_seen = true
+            }
+            TcpState::Closed => {
+                self.closed_at = Some(now);
+                if !self.fin_seen && !self.aborted && !self.app.aborted {
+                    self.reset_at = Some(now);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A smoltcp socket as an application sees it.
+///
+/// Works around a smoltcp 0.14 bug: in LAST-ACK it answers a pure window update with a
+/// challenge ACK and ignores the window, so a connection closed by the peer first, whose last
+/// data meets a zero window, is stranded (its retransmission timer gone, probes unanswered
+/// forever). The close of a socket in CLOSE-WAIT therefore waits until its data is
+/// acknowledged (`close_pending`); the FIN follows the data either way.
+struct SocketIo<'a> {
+    socket: &'a mut tcp::Socket<'static>,
+    close_pending: &'a mut bool,
+}
+
+impl StreamIo for SocketIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> usize {
+        self.socket.recv_slice(buf).unwrap_or(0)
+    }
+
+    fn at_eof(&self) -> bool {
+        !self.socket.can_recv()
+            && matches!(
+                self.socket.state(),
+                TcpState::CloseWait | TcpState::LastAck | TcpState::Closing | TcpState::TimeWait
+            )
+    }
+
+    fn write_space(&self) -> usize {
+        if self.socket.may_send() && !*self.close_pending {
+            self.socket.send_capacity() - self.socket.send_queue()
+        } else {
+            0
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) -> usize {
+        if *self.close_pending {
+            return 0;
+        }
+        self.socket.send_slice(data).unwrap_or(0)
+    }
+
+    fn shutdown(&mut self) {
+        if self.socket.state() == TcpState::CloseWait && self.socket.send_queue() > 0 {
+            *self.close_pending = true;
+        } else {
+            self.socket.close();
+        }
+    }
+
+    fn abort(&mut self) {
+        *self.close_pending = false;
+        self.socket.abort();
+    }
+
+    fn usable(&self) -> bool {
+        !matches!(
+            self.socket.state(),
+            TcpState::Closed | TcpState::Listen | TcpState::SynSent | TcpState::SynReceived
+        )
+    }
+}
+
+/// A smoltcp guest: DHCPv4 client and SLAAC, and TCP sockets running [`App`]s.
 pub struct SmolGuest {
     pub device: QueueDevice,
     pub iface: Interface,
     pub sockets: SocketSet<'static>,
-    dhcp: SocketHandle,
+    dhcp: Option<SocketHandle>,
     pub lease: Option<Lease>,
+    pub conns: Vec<GuestConn>,
+    /// Receive and send buffer size for new TCP sockets.
+    pub tcp_buffer: usize,
+    next_port: u16,
 }
 
 pub fn smol_instant(now: Instant) -> SmolInstant {
@@ -90,14 +230,27 @@ pub fn from_smol(t: SmolInstant) -> Instant {
 }
 
 impl SmolGuest {
-    /// A guest with this MAC, a link-local IPv6 address from it, a DHCP client and SLAAC on.
+    /// A guest with this MAC, a link-local IPv6 address from it, a DHCP client and SLAAC on,
+    /// on a 1500-byte MTU link.
     pub fn new(mac: [u8; 6], now: Instant) -> SmolGuest {
+        SmolGuest::with_mtu(mac, now, 1500)
+    }
+
+    /// The same with an IP MTU of `mtu` bytes (the device takes frames 14 bytes larger).
+    pub fn with_mtu(mac: [u8; 6], now: Instant, mtu: usize) -> SmolGuest {
+        SmolGuest::with_options(mac, now, mtu, true)
+    }
+
+    /// The same, choosing whether SLAAC runs. A guest configured statically wants it off:
+    /// smoltcp flushes its neighbour cache whenever its addresses change, and a SLAAC address
+    /// formed under a running connection silences that connection for a second.
+    pub fn with_options(mac: [u8; 6], now: Instant, mtu: usize, slaac: bool) -> SmolGuest {
         let mut device = QueueDevice {
-            mtu: 1514,
+            mtu: mtu + 14,
             ..Default::default()
         };
         let mut config = IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
-        config.slaac = true;
+        config.slaac = slaac;
         config.random_seed = 0x5eed;
         let mut iface = Interface::new(config, &mut device, smol_instant(now));
         let ll = link_local_from_mac(mac);
@@ -110,16 +263,173 @@ impl SmolGuest {
             device,
             iface,
             sockets,
-            dhcp,
+            dhcp: Some(dhcp),
             lease: None,
+            conns: Vec::new(),
+            tcp_buffer: 64 * 1024,
+            next_port: 49152,
         }
+    }
+
+    /// Configures IPv4 statically (no DHCP client).
+    pub fn configure_ipv4(&mut self, address: Ipv4Cidr, router: Option<Ipv4Address>) {
+        if let Some(h) = self.dhcp.take() {
+            self.sockets.remove(h);
+        }
+        self.iface.update_ip_addrs(|addrs| {
+            addrs.retain(|a| !matches!(a, IpCidr::Ipv4(_)));
+            addrs
+                .push(IpCidr::Ipv4(address))
+                .expect("room for an address");
+        });
+        if let Some(r) = router {
+            self.iface
+                .routes_mut()
+                .add_default_ipv4_route(r)
+                .expect("room for a route");
+        }
+        self.lease = Some(Lease {
+            address,
+            router,
+            dns_servers: Vec::new(),
+        });
+    }
+
+    /// Adds a static IPv6 address and default router.
+    pub fn configure_ipv6(&mut self, address: Ipv6Cidr, router: Option<Ipv6Address>) {
+        self.iface.update_ip_addrs(|addrs| {
+            addrs
+                .push(IpCidr::Ipv6(address))
+                .expect("room for an address");
+        });
+        if let Some(r) = router {
+            self.iface
+                .routes_mut()
+                .add_default_ipv6_route(r)
+                .expect("room for a route");
+        }
+    }
+
+    fn tcp_socket(&self) -> tcp::Socket<'static> {
+        let rx = tcp::SocketBuffer::new(vec![0; self.tcp_buffer]);
+        let tx = tcp::SocketBuffer::new(vec![0; self.tcp_buffer]);
+        tcp::Socket::new(rx, tx)
+    }
+
+    fn add_conn(
+        &mut self,
+        socket: tcp::Socket<'static>,
+        app: App,
+        server: bool,
+        port: u16,
+    ) -> GuestConnId {
+        let handle = self.sockets.add(socket);
+        self.conns.push(GuestConn {
+            handle,
+            app: AppState::new(app),
+            server,
+            local_port: port,
+            remote: None,
+            history: Vec::new(),
+            established_at: None,
+            fin_seen: false,
+            reset_at: None,
+            closed_at: None,
+            aborted: false,
+            close_pending: false,
+        });
+        GuestConnId(self.conns.len() - 1)
+    }
+
+    /// Opens a TCP connection to `remote` from the next free port, running `app` on it.
+    pub fn tcp_connect(&mut self, remote: SocketAddr, app: App) -> GuestConnId {
+        let port = self.next_port;
+        self.next_port = if port == u16::MAX { 49152 } else { port + 1 };
+        let mut socket = self.tcp_socket();
+        socket
+            .connect(
+                self.iface.context(),
+                IpEndpoint::from(remote),
+                IpListenEndpoint::from(port),
+            )
+            .expect("connect");
+        let id = self.add_conn(socket, app, false, port);
+        self.conns[id.0].remote = Some(remote);
+        id
+    }
+
+    /// Listens on `port`; the first connection there runs `app`. Listen several times for
+    /// several connections.
+    pub fn tcp_listen(&mut self, port: u16, app: App) -> GuestConnId {
+        let mut socket = self.tcp_socket();
+        socket.listen(port).expect("listen");
+        self.add_conn(socket, app, true, port)
+    }
+
+    pub fn conn(&self, id: GuestConnId) -> &GuestConn {
+        &self.conns[id.0]
+    }
+
+    /// The raw smoltcp socket of a connection.
+    pub fn socket(&mut self, id: GuestConnId) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket>(self.conns[id.0].handle)
+    }
+
+    /// Closes the sending direction (FIN) now.
+    pub fn tcp_shutdown(&mut self, id: GuestConnId) {
+        self.socket(id).close();
+    }
+
+    /// Resets the connection (RST) now.
+    pub fn tcp_abort(&mut self, id: GuestConnId) {
+        self.conns[id.0].aborted = true;
+        self.socket(id).abort();
+    }
+
+    /// Runs the applications on the TCP sockets; returns whether any did something.
+    pub fn run_apps(&mut self, now: Instant) -> bool {
+        let mut progress = false;
+        for c in &mut self.conns {
+            let socket = self.sockets.get_mut::<tcp::Socket>(c.handle);
+            c.observe(now, socket.state());
+            if c.remote.is_none() {
+                c.remote = socket
+                    .remote_endpoint()
+                    .map(|e| SocketAddr::new(e.addr.into(), e.port));
+            }
+            if c.aborted {
+                continue;
+            }
+            if c.close_pending && socket.send_queue() == 0 {
+                c.close_pending = false;
+                socket.close();
+                progress = true;
+            }
+            let mut io = SocketIo {
+                socket,
+                close_pending: &mut c.close_pending,
+            };
+            if c.app.run(now, &mut io) {
+                progress = true;
+            }
+            c.observe(now, socket.state());
+        }
+        progress
     }
 
     /// Lets the stack run at `now`: processes received frames, emits what it wants to send.
     pub fn poll(&mut self, now: Instant) {
         self.iface
             .poll(smol_instant(now), &mut self.device, &mut self.sockets);
-        let event = self.sockets.get_mut::<dhcpv4::Socket>(self.dhcp).poll();
+        if self.run_apps(now) {
+            self.iface
+                .poll(smol_instant(now), &mut self.device, &mut self.sockets);
+            self.run_apps(now);
+        }
+        let Some(dhcp) = self.dhcp else {
+            return;
+        };
+        let event = self.sockets.get_mut::<dhcpv4::Socket>(dhcp).poll();
         match event {
             Some(dhcpv4::Event::Configured(cfg)) => {
                 let lease = Lease {
@@ -145,11 +455,18 @@ impl SmolGuest {
         }
     }
 
-    /// When the stack next wants to run.
+    /// When the stack (or a rate-limited application) next wants to run.
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
+        let apps = self.conns.iter().filter_map(|c| {
+            let socket = self.sockets.get::<tcp::Socket>(c.handle);
+            c.app.poll_at(now, socket.can_recv())
+        });
         self.iface
             .poll_at(smol_instant(now), &self.sockets)
             .map(from_smol)
+            .into_iter()
+            .chain(apps)
+            .min()
     }
 
     /// Global IPv6 addresses the stack configured (by SLAAC).

@@ -3,11 +3,25 @@
 //!
 //! [`Lab`] describes a host network as plain data, the way the OS shim would have read it, so
 //! that scenarios derive a [`sans_io::config::Config`] without a real host. [`world::World`]
-//! puts our engine and a [`guest::SmolGuest`] on a link under a virtual clock. Host sockets
-//! and link impairments join as the data path grows.
+//! puts our engine between a [`guest::SmolGuest`] on an impaired [`link`] and a
+//! [`host::VirtualHost`], under a virtual clock; [`Scenario`] builds one in a few lines, with
+//! [`App`]s (sources, sinks, echoes, slow readers) at both ends of the connections.
 
+pub mod app;
+pub mod capture;
 pub mod guest;
+pub mod host;
+pub mod link;
+pub mod pattern;
+pub mod rng;
+pub mod scenario;
 pub mod world;
+
+pub use app::App;
+pub use host::{HostConfig, VirtualHost};
+pub use link::Impair;
+pub use pattern::Pattern;
+pub use scenario::Scenario;
 
 use std::net::IpAddr;
 

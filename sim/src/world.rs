@@ -1,18 +1,24 @@
-//! A simulated world: our engine and one guest on a link, under a virtual clock.
+//! A simulated world: our engine between a guest on an impaired link and a virtual host,
+//! under a virtual clock.
 //!
-//! [`World::step`] moves every frame in flight and runs whatever is due; when nothing is in
-//! flight it jumps the clock to the next deadline of either side. Everything is deterministic:
-//! the same configuration and seed give the same [`Transcript`], byte for byte.
+//! [`World::step`] runs everything due at the current instant: the host's connections and
+//! applications, socket readiness into the engine, the guest's stack, frames across the link
+//! both ways, the engine's timers. When a step moves nothing, [`World::run_until`] jumps the
+//! clock to the next deadline of the engine, the guest, the host or the link. Everything is
+//! deterministic: the same configuration and seed give the same [`Transcript`], byte for byte.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use sans_io::config::Config;
-use sans_io::engine::Engine;
-use sans_io::flow::NoSockets;
+use sans_io::engine::{Counters, Engine, EngineOptions};
 use sans_io::time::Instant;
 use sans_io::wire::FrameQueue;
 
-use crate::guest::SmolGuest;
+use crate::app::App;
+use crate::guest::{GuestConn, GuestConnId, SmolGuest};
+use crate::host::{Conn, ConnId, HostConfig, VirtualHost};
+use crate::link::{Impair, Pipe};
 
 /// Which way a frame went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,53 +27,181 @@ pub enum Direction {
     EngineToGuest,
 }
 
-/// Every frame that crossed the link, with the time it did.
+/// Every frame that crossed the link (as it arrived, after impairments), with the time it did.
 pub type Transcript = Vec<(Instant, Direction, Vec<u8>)>;
+
+/// How the world ran, for tests and for spotting busy loops.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorldStats {
+    pub steps: u64,
+    /// Socket events delivered in a step where nothing else happened: with level-triggered
+    /// epoll, a real event loop would spin on these.
+    pub idle_wakeups: u64,
+    /// Deadlines that stayed in the past after everything due ran (the clock then moves by a
+    /// millisecond): engine, guest, host.
+    pub stale_deadlines: [u64; 3],
+}
 
 pub struct World {
     pub now: Instant,
     pub engine: Engine,
     pub guest: SmolGuest,
+    pub host: VirtualHost,
     pub transcript: Transcript,
+    /// Whether frames are recorded in the transcript.
+    pub record: bool,
+    pub to_engine: Pipe,
+    pub to_guest: Pipe,
+    pub stats: WorldStats,
     out: FrameQueue,
 }
 
+/// Seeds of the link's generators, derived from the world's.
+const PIPE_SEED_TO_ENGINE: u64 = 0x6c69_6e6b_2d67_3265;
+const PIPE_SEED_TO_GUEST: u64 = 0x6c69_6e6b_2d65_3267;
+
 impl World {
+    /// A world with a perfect link and a default virtual host on the configuration's addresses.
     pub fn new(config: Config, seed: u64, guest_mac: [u8; 6]) -> World {
+        let guest = SmolGuest::new(guest_mac, Instant::from_millis(1));
+        World::with_parts(
+            config,
+            seed,
+            guest,
+            HostConfig::default(),
+            EngineOptions::default(),
+        )
+    }
+
+    /// A world from its parts; the host learns its addresses and forwarded ports from `config`.
+    pub fn with_parts(
+        config: Config,
+        seed: u64,
+        guest: SmolGuest,
+        mut host_config: HostConfig,
+        engine_options: EngineOptions,
+    ) -> World {
         let now = Instant::from_millis(1);
+        if host_config.addrs.is_empty() {
+            host_config
+                .addrs
+                .extend(config.ip4.as_ref().map(|c| IpAddr::V4(c.addr)));
+            host_config.addrs.extend(
+                config
+                    .ip6
+                    .as_ref()
+                    .filter(|c| !c.addr.is_unspecified())
+                    .map(|c| IpAddr::V6(c.addr)),
+            );
+        }
+        let mut host = VirtualHost::new(host_config);
+        host.set_tcp_forwarding(config.forwarding.tcp_in.clone());
         World {
             now,
-            engine: Engine::new(config, seed, now),
-            guest: SmolGuest::new(guest_mac, now),
+            engine: Engine::with_options(config, seed, now, engine_options),
+            guest,
+            host,
             transcript: Vec::new(),
+            record: true,
+            to_engine: Pipe::new(seed ^ PIPE_SEED_TO_ENGINE),
+            to_guest: Pipe::new(seed ^ PIPE_SEED_TO_GUEST),
+            stats: WorldStats::default(),
             out: FrameQueue::new(),
         }
     }
 
-    /// Runs the guest, carries its frames to the engine, runs what is due in the engine and
-    /// carries the answers back. Returns whether any frame moved.
+    /// Impairs both directions of the link alike.
+    pub fn impair(&mut self, i: Impair) {
+        self.to_engine.impair = i;
+        self.to_guest.impair = i;
+    }
+
+    pub fn counters(&self) -> &Counters {
+        self.engine.counters()
+    }
+
+    /// Runs everything due now. Returns whether anything moved (then another step at the same
+    /// instant may find more to do).
     pub fn step(&mut self) -> bool {
-        self.guest.poll(self.now);
-        let mut moved = false;
+        let now = self.now;
+        self.stats.steps += 1;
+        let ops_before = self.host.ops();
+        let mut moved = self.host.advance(now);
+        for (s, peer, local) in self.host.take_accepts() {
+            self.engine
+                .handle_accept(now, s, peer, local, &mut self.host, &mut self.out);
+            moved = true;
+        }
+        let events = self.host.events();
+        for &(s, ev) in &events {
+            self.engine
+                .handle_socket(now, s, ev, &mut self.host, &mut self.out);
+        }
+        self.guest.poll(now);
         while let Some(frame) = self.guest.device.tx.pop_front() {
+            self.to_engine.send(now, frame);
             moved = true;
-            self.engine
-                .handle_frame(self.now, &frame, &mut NoSockets, &mut self.out);
-            self.transcript
-                .push((self.now, Direction::GuestToEngine, frame));
         }
-        if self.engine.poll_timeout().is_some_and(|t| t <= self.now) {
+        for frame in self.to_engine.due(now) {
             self.engine
-                .handle_timeout(self.now, &mut NoSockets, &mut self.out);
+                .handle_frame(now, &frame, &mut self.host, &mut self.out);
+            if self.record {
+                self.transcript.push((now, Direction::GuestToEngine, frame));
+            }
+            moved = true;
         }
+        if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+            self.engine
+                .handle_timeout(now, &mut self.host, &mut self.out);
+        }
+        self.engine.flush(now, &mut self.host, &mut self.out);
         for frame in self.out.iter() {
+            self.to_guest.send(now, frame.to_vec());
             moved = true;
-            self.transcript
-                .push((self.now, Direction::EngineToGuest, frame.to_vec()));
-            self.guest.device.rx.push_back(frame.to_vec());
         }
         self.out.clear();
+        for frame in self.to_guest.due(now) {
+            if self.record {
+                self.transcript
+                    .push((now, Direction::EngineToGuest, frame.clone()));
+            }
+            self.guest.device.rx.push_back(frame);
+            moved = true;
+        }
+        if self.host.ops() != ops_before {
+            moved = true;
+        }
+        if !moved && !events.is_empty() {
+            self.stats.idle_wakeups += 1;
+        }
         moved
+    }
+
+    /// The earliest deadline of any part of the world.
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        [
+            self.engine.poll_timeout(),
+            self.guest.poll_at(self.now),
+            self.host.poll_at(),
+            self.to_engine.next_at(),
+            self.to_guest.next_at(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn note_stale(&mut self) {
+        let now = self.now;
+        if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+            self.stats.stale_deadlines[0] += 1;
+        }
+        if self.guest.poll_at(now).is_some_and(|t| t <= now) {
+            self.stats.stale_deadlines[1] += 1;
+        }
+        if self.host.poll_at().is_some_and(|t| t <= now) {
+            self.stats.stale_deadlines[2] += 1;
+        }
     }
 
     /// Steps until `done` holds or `limit` of virtual time has passed; returns whether `done`
@@ -76,25 +210,64 @@ impl World {
         let end = self.now + limit;
         // A bound on steps at one instant: a livelock is a bug to report, not to spin on.
         let mut steps_here = 0;
-        while self.now <= end {
+        loop {
             if done(self) {
                 return true;
             }
+            if self.now > end {
+                return false;
+            }
             if self.step() {
                 steps_here += 1;
-                assert!(steps_here < 10_000, "livelock at {:?}", self.now);
+                assert!(steps_here < 100_000, "livelock at {:?}", self.now);
                 continue;
             }
             steps_here = 0;
-            let guest_next = self.guest.poll_at(self.now);
-            let next = [guest_next, self.engine.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(end + Duration::from_nanos(1));
-            // Time moves forward by at least a millisecond per idle step.
-            self.now = next.max(self.now + Duration::from_millis(1));
+            // A quiet step may still have satisfied `done` (a guest socket closed by a RST).
+            if done(self) {
+                return true;
+            }
+            match self.next_deadline() {
+                Some(t) if t > self.now => self.now = t,
+                Some(_) => {
+                    self.note_stale();
+                    self.now = self.now + Duration::from_millis(1);
+                }
+                None => self.now = end + Duration::from_nanos(1),
+            }
         }
-        done(self)
+    }
+
+    /// Runs for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        self.run_until(d, |_| false);
+    }
+
+    /// The guest opens a TCP connection to `remote` running `app`.
+    pub fn guest_connect(&mut self, remote: SocketAddr, app: App) -> GuestConnId {
+        self.guest.tcp_connect(remote, app)
+    }
+
+    /// The guest listens on `port` for one connection, running `app` on it.
+    pub fn guest_listen(&mut self, port: u16, app: App) -> GuestConnId {
+        self.guest.tcp_listen(port, app)
+    }
+
+    /// A remote client at `from` connects to the host at `to`, running `app`.
+    pub fn remote_connect(&mut self, from: SocketAddr, to: SocketAddr, app: App) -> ConnId {
+        self.host.remote_connect(from, to, app)
+    }
+
+    pub fn guest_conn(&self, id: GuestConnId) -> &GuestConn {
+        self.guest.conn(id)
+    }
+
+    pub fn host_conn(&self, id: ConnId) -> &Conn {
+        self.host.conn(id)
+    }
+
+    /// Writes the transcript as a pcap file (for a look with tcpdump or wireshark).
+    pub fn save_pcap(&self, path: &std::path::Path) -> std::io::Result<()> {
+        std::fs::write(path, crate::capture::pcap(&self.transcript))
     }
 }

@@ -1,0 +1,300 @@
+//! Scenarios in a few lines:
+//!
+//! ```
+//! # use sim::{App, Impair, Scenario};
+//! # use std::time::Duration;
+//! let mut w = Scenario::new(1)
+//!     .impair(Impair::lossy(0.01))
+//!     .remote_server("203.0.113.10:80", App::source(100_000))
+//!     .build();
+//! let c = w.guest_connect(sim::scenario::addr("203.0.113.10:80"), App::sink());
+//! w.run_until(Duration::from_secs(30), |w| w.guest_conn(c).done());
+//! ```
+//!
+//! The default world is the standard lab host (198.51.100.2/24 and 2001:db8:1::2/64 on eth0,
+//! gateways 198.51.100.1 and fe80::1), pasta mode with a 1500-byte MTU, a guest configured
+//! statically with the addresses the engine would hand out (no DHCP client, no SLAAC; see
+//! [`Scenario::dhcp`]), and a perfect link with 50 µs of delay each way.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use smoltcp::wire::{Ipv4Cidr, Ipv6Cidr};
+
+use sans_io::config::{Config, Mode, NetOptions};
+use sans_io::engine::EngineOptions;
+use sans_io::fwd::PortSpec;
+use sans_io::time::Instant;
+
+use crate::app::App;
+use crate::guest::SmolGuest;
+use crate::host::HostConfig;
+use crate::link::Impair;
+use crate::world::World;
+use crate::Lab;
+
+pub const GUEST_MAC: [u8; 6] = [0x02, 0x42, 0xac, 0x11, 0x00, 0x02];
+/// A remote host on the far side of the host's default route.
+pub const REMOTE: &str = "203.0.113.10";
+/// The host's address in the standard lab (also the guest's, as pasta copies it).
+pub const HOST_ADDR: &str = "198.51.100.2";
+/// The gateway, which is also where the guest reaches the host's loopback.
+pub const GATEWAY: &str = "198.51.100.1";
+
+/// Parses a socket address; panics on a typo.
+pub fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("socket address")
+}
+
+/// The standard lab host.
+pub fn standard_lab() -> Lab {
+    let mut lab = Lab::new();
+    let eth = lab.link("eth0", [2, 0, 0, 0, 1, 2], 1500);
+    lab.addr(eth, "198.51.100.2/24")
+        .addr(eth, "2001:db8:1::2/64")
+        .addr(eth, "fe80::2/64")
+        .default_route(eth, "198.51.100.1", 0)
+        .default_route(eth, "fe80::1", 1024)
+        .resolv_conf("nameserver 203.0.113.53\nnameserver 2001:db8:2::53\n");
+    lab
+}
+
+type ConfigEdit = Box<dyn FnOnce(&mut Config)>;
+
+/// A world under construction.
+pub struct Scenario {
+    seed: u64,
+    lab: Lab,
+    opts: NetOptions,
+    host: HostConfig,
+    to_engine: Impair,
+    to_guest: Impair,
+    servers: Vec<(SocketAddr, App)>,
+    reachable: Vec<IpAddr>,
+    guest_mtu: Option<usize>,
+    guest_buffer: usize,
+    dhcp: bool,
+    engine: EngineOptions,
+    config_edit: Vec<ConfigEdit>,
+}
+
+impl Scenario {
+    pub fn new(seed: u64) -> Scenario {
+        let mut opts = NetOptions::new(Mode::Pasta);
+        opts.mtu = Some(1500);
+        Scenario {
+            seed,
+            lab: standard_lab(),
+            opts,
+            host: HostConfig::default(),
+            to_engine: Impair::delay(Duration::from_micros(50)),
+            to_guest: Impair::delay(Duration::from_micros(50)),
+            servers: Vec::new(),
+            reachable: Vec::new(),
+            guest_mtu: None,
+            guest_buffer: 64 * 1024,
+            dhcp: false,
+            engine: EngineOptions::default(),
+            config_edit: Vec::new(),
+        }
+    }
+
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.opts.mode = mode;
+        self
+    }
+
+    /// Edits the command-line options.
+    pub fn options(mut self, f: impl FnOnce(&mut NetOptions)) -> Self {
+        f(&mut self.opts);
+        self
+    }
+
+    /// Edits the derived configuration before the engine gets it.
+    pub fn config(mut self, f: impl FnOnce(&mut Config) + 'static) -> Self {
+        self.config_edit.push(Box::new(f));
+        self
+    }
+
+    pub fn lab(mut self, lab: Lab) -> Self {
+        self.lab = lab;
+        self
+    }
+
+    /// `-m`: the MTU the engine uses (and the guest's link, unless set apart).
+    pub fn mtu(mut self, mtu: u16) -> Self {
+        self.opts.mtu = Some(mtu);
+        self
+    }
+
+    /// The guest's own link MTU.
+    pub fn guest_mtu(mut self, mtu: usize) -> Self {
+        self.guest_mtu = Some(mtu);
+        self
+    }
+
+    /// The guest's TCP socket buffers (each direction).
+    pub fn guest_buffer(mut self, bytes: usize) -> Self {
+        self.guest_buffer = bytes;
+        self
+    }
+
+    /// Both link directions; the impairment's delay replaces the default.
+    pub fn impair(mut self, i: Impair) -> Self {
+        self.to_engine = i;
+        self.to_guest = i;
+        self
+    }
+
+    pub fn impair_to_engine(mut self, i: Impair) -> Self {
+        self.to_engine = i;
+        self
+    }
+
+    pub fn impair_to_guest(mut self, i: Impair) -> Self {
+        self.to_guest = i;
+        self
+    }
+
+    /// A server application at `addr` ("203.0.113.10:80"; "127.0.0.1:22" for the host's
+    /// loopback; "0.0.0.0:22" for any host address).
+    pub fn remote_server(mut self, addr: &str, app: App) -> Self {
+        self.servers.push((self::addr(addr), app));
+        self
+    }
+
+    /// An address that answers (refusing connects where nothing listens).
+    pub fn reachable(mut self, ip: &str) -> Self {
+        self.reachable.push(ip.parse().expect("address"));
+        self
+    }
+
+    /// `-t spec`: forwards host ports into the guest.
+    pub fn forward_tcp(mut self, spec: &str) -> Self {
+        let spec: PortSpec = spec.parse().expect("port spec");
+        self.opts.tcp_in.add(spec).expect("forward mode");
+        self
+    }
+
+    /// Edits the virtual host's behaviour.
+    pub fn host(mut self, f: impl FnOnce(&mut HostConfig)) -> Self {
+        f(&mut self.host);
+        self
+    }
+
+    /// Edits the engine's limits (flow table size, ephemeral ports).
+    pub fn engine(mut self, f: impl FnOnce(&mut EngineOptions)) -> Self {
+        f(&mut self.engine);
+        self
+    }
+
+    /// The guest configures itself by DHCP and SLAAC rather than statically.
+    pub fn dhcp(mut self) -> Self {
+        self.dhcp = true;
+        self
+    }
+
+    pub fn build(self) -> World {
+        let mut config = self.lab.derive(&self.opts).expect("configuration").config;
+        for edit in self.config_edit {
+            edit(&mut config);
+        }
+        let mtu = self
+            .guest_mtu
+            .unwrap_or_else(|| usize::from(config.mtu.unwrap_or(1500).min(9000)));
+        let mut guest = SmolGuest::with_options(GUEST_MAC, Instant::from_millis(1), mtu, self.dhcp);
+        guest.tcp_buffer = self.guest_buffer;
+        if !self.dhcp {
+            if let Some(c) = &config.ip4 {
+                guest.configure_ipv4(Ipv4Cidr::new(c.addr, c.prefix_len), c.gateway);
+            }
+        }
+        if let Some(c) = &config.ip6 {
+            if !c.addr.is_unspecified() {
+                guest.configure_ipv6(Ipv6Cidr::new(c.addr, c.prefix_len), c.gateway);
+            }
+        }
+        let mut w = World::with_parts(config, self.seed, guest, self.host, self.engine);
+        w.to_engine.impair = self.to_engine;
+        w.to_guest.impair = self.to_guest;
+        for (a, app) in self.servers {
+            w.host.listen(a, app);
+        }
+        for ip in self.reachable {
+            w.host.reachable(ip);
+        }
+        w
+    }
+}
+
+impl World {
+    /// Every guest connection done and every host connection finished (its socket closed by
+    /// the engine, its application done).
+    pub fn all_done(&self) -> bool {
+        self.guest.conns.iter().all(|c| c.done()) && self.host.conns().iter().all(|c| c.finished())
+    }
+
+    /// Runs until [`World::all_done`], for at most `limit` of virtual time.
+    pub fn run_until_all_done(&mut self, limit: Duration) -> bool {
+        self.run_until(limit, |w| w.all_done())
+    }
+
+    /// Everything a failing test wants to print.
+    pub fn diagnose(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(s, "at {:?} ({} steps)", self.now, self.stats.steps);
+        let _ = writeln!(s, "engine: {:?}", self.counters());
+        let _ = writeln!(s, "world: {:?}", self.stats);
+        let _ = writeln!(s, "host: {:?}", self.host.stats);
+        let _ = writeln!(s, "link to engine: {:?}", self.to_engine.stats);
+        let _ = writeln!(s, "link to guest: {:?}", self.to_guest.stats);
+        if !self.host.violations.is_empty() {
+            let _ = writeln!(s, "VIOLATIONS: {:?}", self.host.violations);
+        }
+        for (i, c) in self.guest.conns.iter().enumerate() {
+            let tail: Vec<_> = c.history.iter().rev().take(6).rev().collect();
+            let _ = writeln!(
+                s,
+                "guest conn {i} port {} -> {:?}: received {} sent {} eof {} fin {} reset {:?} done {} history {:?}",
+                c.local_port,
+                c.remote,
+                c.app.received.len(),
+                c.app.sent,
+                c.app.eof,
+                c.app.fin_sent,
+                c.reset_at,
+                c.done(),
+                tail
+            );
+        }
+        for c in self.host.conns() {
+            let _ = writeln!(
+                s,
+                "host conn {} {:?} {} -> {}{}: {:?} received {} sent {} eof {} fin {} peer reset {:?} engine closed {:?} ours: readable {} unacked {} rx_fin {} err {:?}",
+                c.id.0,
+                c.sock,
+                c.local,
+                c.remote,
+                if c.inbound { " (inbound)" } else { "" },
+                c.state,
+                c.app.received.len(),
+                c.app.sent,
+                c.app.eof,
+                c.app.fin_sent,
+                c.peer_reset_at,
+                c.closed_by_engine,
+                c.ours.readable(),
+                c.ours.unacked(),
+                c.ours.rx_fin,
+                c.ours.err,
+            );
+        }
+        s
+    }
+
+    /// Panics (with a diagnosis) if the engine misused a socket.
+    pub fn assert_no_violations(&self) {
+        assert!(self.host.violations.is_empty(), "{}", self.diagnose());
+    }
+}
