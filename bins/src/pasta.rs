@@ -14,7 +14,8 @@ use std::path::Path;
 
 use os_shim::ns::{self, Child, NetnsWatch, NsTarget};
 use os_shim::reactor::{monotonic_now, Reactor};
-use os_shim::{nsconf, tap::Tap};
+use os_shim::sockets::{ListenOptions, Sockets};
+use os_shim::{hostinfo, nsconf, tap::Tap};
 use sans_io::config::Config;
 use sans_io::engine::Engine;
 
@@ -152,6 +153,10 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
         _ => Some(NetnsGone(NetnsWatch::new(&target.netns_path)?)),
     };
 
+    // Forwarded ports listen in pasta's own namespace (the host's), before the command runs
+    // or whoever started us hears we're ready.
+    let mut sockets = listen_forwards(&config);
+
     let mut engine = Engine::new(config, process::random_seed(), monotonic_now());
 
     match &mut child {
@@ -182,7 +187,14 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
         if let Some(w) = netns_watch.as_mut() {
             watches.push(w);
         }
-        datapath::run(&mut engine, &mut link, &reactor, &mut watches, &mut stats)
+        datapath::run(
+            &mut engine,
+            &mut link,
+            &reactor,
+            &mut sockets,
+            &mut watches,
+            &mut stats,
+        )
     };
     remove_pid_file(cli.pid_file.as_deref());
 
@@ -201,6 +213,41 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
             EXIT_FAILURE
         }
     })
+}
+
+/// At most this many listener failures are named one by one.
+const LISTEN_WARNINGS_SHOWN: usize = 8;
+
+/// Listening sockets for `-t` forwards. A port that can't be bound (in use, privileged) is a
+/// warning: the others still work, as with the original.
+fn listen_forwards(config: &Config) -> Sockets {
+    let mut sockets = Sockets::new();
+    if !config.protocols.tcp {
+        return sockets;
+    }
+    let opts = ListenOptions {
+        ipv4: config.ip4.is_some(),
+        ipv6: config.ip6.is_some(),
+        freebind: config.freebind,
+    };
+    let mut failed = Vec::new();
+    for f in config
+        .forwarding
+        .tcp_in
+        .forwards(hostinfo::ephemeral_port_range())
+    {
+        failed.extend(sockets.listen_forward(&f, opts).1);
+    }
+    for e in failed.iter().take(LISTEN_WARNINGS_SHOWN) {
+        eprintln!("pasta: warning: {e}");
+    }
+    if failed.len() > LISTEN_WARNINGS_SHOWN {
+        eprintln!(
+            "pasta: warning: ... and {} more TCP ports could not be bound",
+            failed.len() - LISTEN_WARNINGS_SHOWN
+        );
+    }
+    sockets
 }
 
 fn remove_pid_file(path: Option<&Path>) {

@@ -11,4 +11,5 @@ pub mod ns;
 pub mod nsconf;
 pub mod pcap;
 pub mod reactor;
+pub mod sockets;
 pub mod tap;

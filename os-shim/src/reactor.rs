@@ -63,6 +63,12 @@ impl Reactor {
         Ok(())
     }
 
+    /// Another handle on the same epoll instance, for a component that registers descriptors
+    /// of its own (host sockets, see `crate::sockets`), with tokens below [`TOKEN_SIGNAL`].
+    pub fn epoll_handle(&self) -> io::Result<Epoll> {
+        Ok(Epoll(self.epoll.0.try_clone()?))
+    }
+
     pub fn unwatch(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
         self.epoll.delete(fd)?;
         Ok(())

@@ -28,6 +28,11 @@ pub mod addr {
     pub const DNS4: &str = "203.0.113.53";
     pub const DNS6: &str = "2001:db8:2::53";
     pub const SEARCH: &str = "lab.test";
+    /// Servers' addresses on the remote's loopback (see [`super::Lab::add_remote_servers`]):
+    /// unlike the remote's link addresses, which are the host's gateways and so map to the
+    /// host's own loopback from inside pasta, these reach the remote as they are.
+    pub const SERVER4: &str = "203.0.113.10";
+    pub const SERVER6: &str = "2001:db8:2::10";
 }
 
 /// The default bound for any command the lab runs.
@@ -78,6 +83,9 @@ pub struct Lab {
     pub host: String,
     pub remote: String,
     children: Vec<Child>,
+    /// Stopped with SIGTERM first (pasta passes it on to its command, which would otherwise
+    /// outlive it).
+    graceful: Vec<Child>,
 }
 
 impl Lab {
@@ -92,6 +100,7 @@ impl Lab {
             host: format!("{tag}-h"),
             remote: format!("{tag}-r"),
             children: Vec::new(),
+            graceful: Vec::new(),
         };
         lab.build(shape);
         Some(lab)
@@ -226,10 +235,204 @@ impl Lab {
         self.children.push(child);
         pid
     }
+
+    /// Starts a long-running process that [`Lab::stop`] or the lab's end stops with SIGTERM
+    /// (then SIGKILL after 5 s): for pasta, which passes the signal on to its command.
+    pub fn spawn_graceful(&mut self, mut cmd: Command) -> u32 {
+        let child = cmd.stdin(Stdio::null()).spawn().expect("spawn");
+        let pid = child.id();
+        self.graceful.push(child);
+        pid
+    }
+
+    /// Stops a process from [`Lab::spawn_graceful`]; returns its exit status.
+    pub fn stop(&mut self, pid: u32) -> Option<ExitStatus> {
+        let i = self.graceful.iter().position(|c| c.id() == pid)?;
+        let mut child = self.graceful.remove(i);
+        terminate(&mut child)
+    }
+
+    /// Runs a shell command in the remote namespace; panics unless it succeeds.
+    pub fn remote_sh(&self, script: &str) -> String {
+        let out = run_timeout(
+            Command::new("ip").args(["netns", "exec", &self.remote, "sh", "-c", script]),
+            TIMEOUT,
+        );
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A command that runs `program args` in the remote namespace.
+    pub fn remote_command<S: AsRef<OsStr>>(&self, program: &str, args: &[S]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.remote, program]);
+        cmd.args(args);
+        cmd
+    }
+
+    /// Puts [`addr::SERVER4`] and [`addr::SERVER6`] on the remote's loopback. The host
+    /// namespace reaches them through its default routes, which point at the remote.
+    pub fn add_remote_servers(&self) {
+        ip(&[
+            "-n",
+            &self.remote,
+            "addr",
+            "add",
+            &format!("{}/32", addr::SERVER4),
+            "dev",
+            "lo",
+        ]);
+        ip(&[
+            "-n",
+            &self.remote,
+            "addr",
+            "add",
+            &format!("{}/128", addr::SERVER6),
+            "dev",
+            "lo",
+        ]);
+    }
+
+    /// Waits until something listens on TCP `port` in namespace `ns` (bounded).
+    pub fn wait_listening(&self, ns: &str, port: u16, timeout: Duration) -> bool {
+        wait_listening_with(&["ip", "netns", "exec", ns], port, timeout)
+    }
+}
+
+/// Waits until `prefix ss -Htln` shows a listener on TCP `port` (bounded): `prefix` enters
+/// the namespace (`ip netns exec NAME`, `nsenter -t PID -n`).
+pub fn wait_listening_with(prefix: &[&str], port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let out = run_timeout(
+            Command::new(prefix[0]).args(&prefix[1..]).args([
+                "ss",
+                "-Htln",
+                &format!("sport = :{port}"),
+            ]),
+            TIMEOUT,
+        );
+        if out.status.success() && !out.stdout.is_empty() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// SIGTERM, a bounded wait, then SIGKILL.
+fn terminate(child: &mut Child) -> Option<ExitStatus> {
+    // SAFETY: signals a child of ours, by PID.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    if let Some(status) = wait_timeout(child, Duration::from_secs(5)) {
+        return Some(status);
+    }
+    let _ = child.kill();
+    child.wait().ok()
+}
+
+/// A file server for byte-exact transfers: serves a directory over HTTP on `[::]:PORT`
+/// (IPv4 too), creates a ready file once it listens, and dies on SIGTERM. Arguments:
+/// DIRECTORY PORT READY-FILE.
+pub const FILE_SERVER_PY: &str = r#"
+import functools, http.server, socket, sys
+class Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+    daemon_threads = True
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+handler = functools.partial(Quiet, directory=sys.argv[1])
+server = Server(("::", int(sys.argv[2])), handler)
+open(sys.argv[3], "w").close()
+server.serve_forever()
+"#;
+
+/// A scratch directory any user can read, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::os::unix::fs::PermissionsExt;
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("passt-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create temporary directory");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod temporary directory");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes `len` random bytes to `path`; returns their SHA-256 (hex, from `sha256sum`).
+pub fn random_file(path: &Path, len: usize) -> String {
+    let mut data = vec![0u8; len];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut data))
+        .expect("read /dev/urandom");
+    std::fs::write(path, &data).expect("write random file");
+    sha256_file(path)
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    let out = run_timeout(Command::new("sha256sum").arg(path), TIMEOUT);
+    assert!(out.status.success(), "sha256sum {}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a digest")
+        .to_owned()
+}
+
+/// Waits for a file to appear (bounded).
+pub fn wait_for_file(path: &Path, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Whether `tool` is on PATH. Missing: says so and returns false, except under CI (panic).
+pub fn have_tool(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{tool} is missing under CI");
+        }
+        eprintln!("\n*** SKIPPED: needs {tool} ***\n");
+    }
+    found
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        for child in &mut self.graceful {
+            terminate(child);
+        }
         for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();

@@ -1,0 +1,355 @@
+//! Real OS: TCP through pasta, both ways. The namespace's connections to remote servers go
+//! through the tap device, the engine and host sockets; `-t` forwards host ports to a server
+//! in the namespace. Transfers are checked byte for byte (SHA-256 of a 10 MiB random file),
+//! refusals must be quick, and iperf3 runs each way (its bitrates are printed, not asserted).
+//!
+//! Everything runs inside the lab (see common/mod.rs): pasta in the lab's host namespace,
+//! servers in the remote namespace on addresses of the lab's own ([`addr::SERVER4`],
+//! [`addr::SERVER6`]) or inside pasta's namespace.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{
+    addr, bin, have_tool, random_file, run_timeout, sha256_file, test_user, wait_for_file, Lab,
+    Shape, TempDir, FILE_SERVER_PY,
+};
+
+const BLOB_LEN: usize = 10 << 20;
+const HTTP_PORT: u16 = 8000;
+const CLOSED_PORT: u16 = 8001;
+const FORWARDED_PORT: u16 = 8080;
+const IPERF_PORT: u16 = 5201;
+const IPERF_FORWARDED_PORT: u16 = 5202;
+/// Bound for a whole pasta run doing transfers.
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound for a server to come up.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The lab, or `None` (after saying why) when something needed is missing.
+fn lab_with(tools: &[&str]) -> Option<Lab> {
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("/dev/net/tun is missing under CI");
+        }
+        eprintln!("\n*** SKIPPED: needs /dev/net/tun ***\n");
+        return None;
+    }
+    if !tools.iter().all(|t| have_tool(t)) {
+        return None;
+    }
+    let lab = Lab::new(Shape::DualStack)?;
+    lab.add_remote_servers();
+    Some(lab)
+}
+
+/// Servers' chatter (iperf3's reports) stays out of the test output; errors don't.
+fn quiet(mut cmd: Command) -> Command {
+    cmd.stdout(Stdio::null());
+    cmd
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `pasta --config-net [extra] -- sh -c script` in the lab's host namespace, bounded.
+fn in_pasta(lab: &Lab, extra: &[&str], script: &str, timeout: Duration) -> Output {
+    let mut args = vec!["--config-net"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "sh", "-c", script]);
+    run_timeout(&mut lab.host_command(None, &bin("pasta"), &args), timeout)
+}
+
+/// A directory holding a random 10 MiB `blob` and the file server script; its digest.
+fn files() -> (TempDir, String) {
+    let dir = TempDir::new("tcp");
+    let sha = random_file(&dir.path().join("blob"), BLOB_LEN);
+    std::fs::write(dir.path().join("server.py"), FILE_SERVER_PY).unwrap();
+    (dir, sha)
+}
+
+/// Starts the file server for `dir` in the remote namespace.
+fn serve_remotely(lab: &mut Lab, dir: &Path) {
+    let ready = dir.join("remote-ready");
+    let server = dir.join("server.py");
+    let cmd = lab.remote_command(
+        "python3",
+        &[
+            server.to_str().unwrap(),
+            dir.to_str().unwrap(),
+            &HTTP_PORT.to_string(),
+            ready.to_str().unwrap(),
+        ],
+    );
+    lab.spawn(quiet(cmd));
+    assert!(
+        wait_for_file(&ready, READY_TIMEOUT),
+        "the remote file server didn't start"
+    );
+}
+
+#[test]
+fn fetches_a_file_from_the_remote_over_ipv4_and_ipv6() {
+    let Some(mut lab) = lab_with(&["python3", "curl", "sha256sum"]) else {
+        return;
+    };
+    let (dir, sha) = files();
+    serve_remotely(&mut lab, dir.path());
+    let script = format!(
+        "curl -sS --max-time 25 http://{}:{HTTP_PORT}/blob | sha256sum; \
+         curl -sS --max-time 25 'http://[{}]:{HTTP_PORT}/blob' | sha256sum",
+        addr::SERVER4,
+        addr::SERVER6
+    );
+    // As root, and as an ordinary user (rootless Podman's case: pasta in a user namespace).
+    let user = test_user();
+    for who in [None, Some(&user)] {
+        if who.is_some() && !tun_usable_by_anyone() {
+            continue;
+        }
+        let args = ["--config-net", "--", "sh", "-c", &script];
+        let out = run_timeout(
+            &mut lab.host_command(who, &bin("pasta"), &args),
+            RUN_TIMEOUT,
+        );
+        assert!(out.status.success(), "{}", show(&out));
+        let digests: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split_whitespace().next().unwrap_or("").to_owned())
+            .collect();
+        assert_eq!(
+            digests,
+            [sha.clone(), sha.clone()],
+            "as {:?}: copies differ (IPv4, IPv6)\n{}",
+            who.map(|u| &u.name),
+            show(&out)
+        );
+    }
+}
+
+/// Whether /dev/net/tun is open to ordinary users (CI makes it so).
+fn tun_usable_by_anyone() -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let ok = std::fs::metadata("/dev/net/tun")
+        .map(|m| m.permissions().mode() & 0o006 == 0o006)
+        .unwrap_or(false);
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("/dev/net/tun must be usable by the test user under CI");
+        }
+        eprintln!("\n*** SKIPPED (unprivileged part): /dev/net/tun not usable by others ***\n");
+    }
+    ok
+}
+
+#[test]
+fn a_closed_remote_port_is_refused_quickly() {
+    let Some(lab) = lab_with(&["curl"]) else {
+        return;
+    };
+    // Time measured inside the namespace, around each attempt alone.
+    let script = format!(
+        "for u in http://{}:{CLOSED_PORT}/ 'http://[{}]:{CLOSED_PORT}/'; do \
+           s=$(date +%s%N); curl -sS --max-time 10 \"$u\" >/dev/null 2>&1; rc=$?; \
+           e=$(date +%s%N); echo \"rc=$rc ms=$(( (e - s) / 1000000 ))\"; \
+         done",
+        addr::SERVER4,
+        addr::SERVER6
+    );
+    let out = in_pasta(&lab, &[], &script, RUN_TIMEOUT);
+    assert!(out.status.success(), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", show(&out));
+    for line in lines {
+        let (rc, ms) = line
+            .strip_prefix("rc=")
+            .and_then(|l| l.split_once(" ms="))
+            .unwrap_or_else(|| panic!("bad line {line}"));
+        // curl's 7: "failed to connect" (refused).
+        assert_eq!(rc, "7", "{}", show(&out));
+        let ms: u64 = ms.parse().unwrap();
+        assert!(ms < 2000, "refusal took {ms} ms: {}", show(&out));
+    }
+}
+
+#[test]
+fn a_forwarded_port_reaches_a_server_in_the_namespace() {
+    let Some(mut lab) = lab_with(&["python3", "curl", "sha256sum"]) else {
+        return;
+    };
+    let (dir, sha) = files();
+    let ready = dir.path().join("ns-ready");
+    let server = dir.path().join("server.py");
+    let port = FORWARDED_PORT.to_string();
+    let cmd = lab.host_command(
+        None,
+        &bin("pasta"),
+        &[
+            "--config-net",
+            "-t",
+            &port,
+            "--",
+            "python3",
+            server.to_str().unwrap(),
+            dir.path().to_str().unwrap(),
+            &port,
+            ready.to_str().unwrap(),
+        ],
+    );
+    let pasta = lab.spawn_graceful(quiet(cmd));
+    assert!(
+        wait_for_file(&ready, READY_TIMEOUT),
+        "the server in pasta's namespace didn't start"
+    );
+    let d = dir.path().display();
+    let fetch = |name: &str, url: String| format!("curl -sS --max-time 15 -o {d}/{name} '{url}'");
+    // From the lab's host namespace, where pasta listens: its own addresses and loopback.
+    lab.host_sh(&fetch(
+        "host4",
+        format!("http://{}:{FORWARDED_PORT}/blob", addr::HOST4),
+    ));
+    lab.host_sh(&fetch(
+        "lo4",
+        format!("http://127.0.0.1:{FORWARDED_PORT}/blob"),
+    ));
+    // From the remote, over the veth.
+    lab.remote_sh(&fetch(
+        "remote4",
+        format!("http://{}:{FORWARDED_PORT}/blob", addr::HOST4),
+    ));
+    lab.remote_sh(&fetch(
+        "remote6",
+        format!("http://[{}]:{FORWARDED_PORT}/blob", addr::HOST6),
+    ));
+    for name in ["host4", "lo4", "remote4", "remote6"] {
+        assert_eq!(
+            sha256_file(&dir.path().join(name)),
+            sha,
+            "{name}: copy differs"
+        );
+    }
+    let status = lab.stop(pasta);
+    // pasta ends with its command, which SIGTERM ends.
+    assert!(status.is_some(), "pasta didn't stop");
+}
+
+/// The receiver's bitrate (Mbit/s) from iperf3's text output (`-f m`).
+fn iperf_receiver_mbits(text: &str) -> Option<f64> {
+    let line = text.lines().find(|l| l.trim_end().ends_with("receiver"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let i = words.iter().position(|w| *w == "Mbits/sec")?;
+    words.get(i.checked_sub(1)?)?.parse().ok()
+}
+
+/// The first child of `pid` (pasta's command).
+fn child_of(pid: u32, timeout: Duration) -> u32 {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        if let Some(c) = children.split_whitespace().next() {
+            return c.parse().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{pid} has no child");
+}
+
+#[test]
+fn iperf3_each_way() {
+    let Some(mut lab) = lab_with(&["iperf3"]) else {
+        return;
+    };
+    let server = lab.remote_command("iperf3", &["-s", "-p", &IPERF_PORT.to_string()]);
+    lab.spawn(quiet(server));
+    assert!(lab.wait_listening(&lab.remote.clone(), IPERF_PORT, READY_TIMEOUT));
+
+    // Out of the namespace, and back in (-R), on connections the namespace opens.
+    let client = |reverse: &str| {
+        format!(
+            "iperf3 -c {} -p {IPERF_PORT} -t 2 -f m --connect-timeout 3000 {reverse}",
+            addr::SERVER4
+        )
+    };
+    let mut rates = Vec::new();
+    for (what, flags) in [("namespace -> remote", ""), ("remote -> namespace", "-R")] {
+        let out = in_pasta(&lab, &[], &client(flags), RUN_TIMEOUT);
+        assert!(out.status.success(), "{what}: {}", show(&out));
+        let mbits = iperf_receiver_mbits(&String::from_utf8_lossy(&out.stdout))
+            .unwrap_or_else(|| panic!("{what}: no bitrate in {}", show(&out)));
+        rates.push((what, mbits));
+    }
+
+    // Into the namespace through a forwarded port, from the remote.
+    let port = IPERF_FORWARDED_PORT.to_string();
+    let cmd = lab.host_command(
+        None,
+        &bin("pasta"),
+        &[
+            "--config-net",
+            "-t",
+            &port,
+            "--",
+            "iperf3",
+            "-s",
+            "-1",
+            "-p",
+            &port,
+        ],
+    );
+    let pasta = lab.spawn_graceful(quiet(cmd));
+    let inside = child_of(pasta, READY_TIMEOUT);
+    assert!(
+        common::wait_listening_with(
+            &["nsenter", "-t", &inside.to_string(), "-n"],
+            IPERF_FORWARDED_PORT,
+            READY_TIMEOUT
+        ),
+        "iperf3 in pasta's namespace didn't start"
+    );
+    let out = run_timeout(
+        &mut lab.remote_command(
+            "iperf3",
+            &[
+                "-c",
+                addr::HOST4,
+                "-p",
+                &port,
+                "-t",
+                "2",
+                "-f",
+                "m",
+                "--connect-timeout",
+                "3000",
+            ],
+        ),
+        RUN_TIMEOUT,
+    );
+    assert!(out.status.success(), "forwarded: {}", show(&out));
+    let mbits = iperf_receiver_mbits(&String::from_utf8_lossy(&out.stdout))
+        .unwrap_or_else(|| panic!("forwarded: no bitrate in {}", show(&out)));
+    rates.push(("remote -> namespace (-t forward)", mbits));
+    lab.stop(pasta);
+
+    for (what, mbits) in rates {
+        eprintln!("iperf3 {what}: {mbits:.0} Mbit/s");
+    }
+}
+
+#[test]
+fn iperf_output_parsing() {
+    let text = "[  5]   0.00-2.00   sec   512 MBytes  2147 Mbits/sec    0             sender\n\
+                [  5]   0.00-2.04   sec   510 MBytes  2097.5 Mbits/sec                  receiver\n";
+    assert_eq!(iperf_receiver_mbits(text), Some(2097.5));
+    assert_eq!(iperf_receiver_mbits("nothing"), None);
+}

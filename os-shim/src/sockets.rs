@@ -1,0 +1,1613 @@
+//! Host sockets for the core: [`Sockets`] implements [`HostSockets`] with real non-blocking
+//! TCP sockets, registered on the reactor's epoll instance, and owns the listening sockets of
+//! port forwarding.
+//!
+//! The core names sockets by [`SockRef`], an index into a slab; epoll tokens carry the index
+//! and a generation, so that an event for a socket closed earlier in the same wake-up is not
+//! taken for its successor. What epoll says is translated into [`SockEvent`]s (and accepted
+//! connections) queued as [`Report`]s, which the loop hands to the engine one by one; the
+//! synchronous calls the engine makes may queue more (a peek that meets the end of the stream
+//! queues [`SockEvent::PeerClosed`]).
+//!
+//! Readiness is level-triggered, as the core expects: it turns readable interest off itself
+//! while everything the socket holds is in flight to the guest, or the guest's window is full.
+//! The exception is a socket that hung up or failed: `EPOLLHUP` and `EPOLLERR` can't be masked
+//! and would stay set, so once one was seen the socket becomes edge-triggered, reporting only
+//! what changes. [`SockEvent::PeerClosed`] and [`SockEvent::Error`] are reported once each.
+//! Listeners are level-triggered too, accepting a bounded batch per wake-up.
+//!
+//! Data from the host is peeked at an offset past the first unacknowledged byte: with
+//! `SO_PEEK_OFF` the kernel keeps that offset, moving it forward with each peek and back with
+//! each discard; we keep a shadow copy and only set it when the core asks for another offset
+//! (a retransmission). Kernels without `SO_PEEK_OFF` for TCP get the bytes before the offset
+//! peeked into a scratch buffer instead.
+
+use std::collections::VecDeque;
+use std::io;
+use std::mem::{size_of, MaybeUninit};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+use sans_io::flow::{Bind, HostSockets, ListenSpec, Proto, SockEvent, SockRef, TcpSockInfo};
+use sans_io::fwd::Forward;
+
+use crate::reactor::{Reactor, TOKEN_SIGNAL};
+
+/// Tokens of listening sockets: this plus the listener's index.
+pub const TOKEN_LISTENER_BASE: u64 = 1 << 56;
+/// Tokens of connected sockets: this, the slot's generation (24 bits) shifted left by 24, and
+/// the slot's index (24 bits).
+pub const TOKEN_SOCKET_BASE: u64 = 1 << 57;
+const GEN_SHIFT: u32 = 24;
+const INDEX_MASK: u64 = (1 << GEN_SHIFT) - 1;
+const GEN_MASK: u32 = (1 << 24) - 1;
+
+/// Connections accepted per listener wake-up; the listener is level-triggered, so more wait
+/// for the next round instead of starving everything else.
+const ACCEPT_BATCH: usize = 64;
+/// Backlog of listening sockets (the kernel caps it at `somaxconn`).
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// Something for the engine, in the order it happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// For `Engine::handle_socket`.
+    Event(SockRef, SockEvent),
+    /// A connection accepted on a forwarding listener, for `Engine::handle_accept`: the new
+    /// socket, its peer, and the local address and port it reached.
+    Accepted {
+        sock: SockRef,
+        peer: SocketAddr,
+        local: SocketAddr,
+    },
+}
+
+/// Which families listeners without an address bind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenOptions {
+    pub ipv4: bool,
+    pub ipv6: bool,
+    /// `--freebind`: allow binding addresses not (yet) configured on the host.
+    pub freebind: bool,
+}
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions {
+            ipv4: true,
+            ipv6: true,
+            freebind: false,
+        }
+    }
+}
+
+/// A listener that could not be set up: a warning, never fatal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot listen on TCP port {port} ({addr}{}): {}", iface.as_ref().map(|i| format!("%{i}")).unwrap_or_default(), std::io::Error::from_raw_os_error(*errno))]
+pub struct ListenError {
+    pub addr: IpAddr,
+    pub iface: Option<String>,
+    pub port: u16,
+    pub errno: i32,
+}
+
+/// What the kernel lets us do with `SO_PEEK_OFF` on TCP sockets (Linux 6.9 onwards).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PeekOffCap {
+    Unknown,
+    Yes,
+    No,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// A non-blocking connect is under way.
+    Connecting,
+    Connected,
+}
+
+#[derive(Debug)]
+struct Slot {
+    /// `None`: free.
+    fd: Option<OwnedFd>,
+    gen: u32,
+    state: State,
+    /// The kernel's peek offset, as we last set or moved it; `None` without `SO_PEEK_OFF`.
+    peek_off: Option<usize>,
+    /// What the core wants reported.
+    readable: bool,
+    writable: bool,
+    /// The epoll events registered.
+    registered: EpollFlags,
+    /// The end of the stream was reported (once).
+    peer_closed: bool,
+    /// An error was reported (once).
+    errored: bool,
+    /// `EPOLLHUP` or `EPOLLERR` was seen: registered edge-triggered from then on.
+    hung_up: bool,
+}
+
+#[derive(Debug)]
+struct Listener {
+    fd: OwnedFd,
+    addr: SocketAddr,
+}
+
+/// Counters for logs and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SocketStats {
+    pub connects: u64,
+    pub accepted: u64,
+    pub resets: u64,
+    /// Peeks that had to set `SO_PEEK_OFF` (retransmissions).
+    pub peek_seeks: u64,
+    /// Events for sockets closed before they were handled.
+    pub stale_events: u64,
+}
+
+/// Real host sockets, see the module documentation.
+pub struct Sockets {
+    epoll: Option<Epoll>,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    open: usize,
+    listeners: Vec<Listener>,
+    reports: VecDeque<(u32, Report)>,
+    peek_off: PeekOffCap,
+    /// Where peeks without `SO_PEEK_OFF` put the bytes before the offset.
+    scratch: Vec<u8>,
+    stats: SocketStats,
+}
+
+impl Default for Sockets {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sockets {
+    /// No sockets yet, and no event loop: see [`Sockets::attach`].
+    pub fn new() -> Sockets {
+        Sockets {
+            epoll: None,
+            slots: Vec::new(),
+            free: Vec::new(),
+            open: 0,
+            listeners: Vec::new(),
+            reports: VecDeque::new(),
+            peek_off: PeekOffCap::Unknown,
+            scratch: Vec::new(),
+            stats: SocketStats::default(),
+        }
+    }
+
+    /// Registers our sockets (listeners made so far, and every socket from now on) on the
+    /// reactor's epoll instance, with tokens from [`TOKEN_LISTENER_BASE`] up.
+    pub fn attach(&mut self, reactor: &Reactor) -> io::Result<()> {
+        let epoll = reactor.epoll_handle()?;
+        for (i, l) in self.listeners.iter().enumerate() {
+            epoll.add(
+                &l.fd,
+                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER_BASE + i as u64),
+            )?;
+        }
+        for (i, slot) in self.slots.iter().enumerate() {
+            if let Some(fd) = &slot.fd {
+                epoll.add(
+                    fd,
+                    EpollEvent::new(slot.registered, socket_token(i as u32, slot.gen)),
+                )?;
+            }
+        }
+        self.epoll = Some(epoll);
+        Ok(())
+    }
+
+    /// Whether `token` belongs to us.
+    pub fn owns_token(token: u64) -> bool {
+        (TOKEN_LISTENER_BASE..TOKEN_SIGNAL).contains(&token)
+    }
+
+    pub fn stats(&self) -> &SocketStats {
+        &self.stats
+    }
+
+    /// Connected (or connecting) sockets open now.
+    pub fn open_sockets(&self) -> usize {
+        self.open
+    }
+
+    /// Addresses the listeners are bound to.
+    pub fn listening(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.listeners.iter().map(|l| l.addr)
+    }
+
+    /// Listens for one forwarded port. Without an address, on any address of each family
+    /// `opts` allows, one socket per family (IPv6 ones with `IPV6_V6ONLY`, so that IPv4
+    /// connections never show up as mapped addresses of a family the guest may not have).
+    /// Returns how many sockets now listen, and what failed.
+    pub fn listen(&mut self, spec: &ListenSpec, opts: ListenOptions) -> (usize, Vec<ListenError>) {
+        let mut bound = 0;
+        let mut errors = Vec::new();
+        if spec.proto != Proto::Tcp {
+            return (0, errors);
+        }
+        let addrs: Vec<IpAddr> = match spec.addr {
+            Some(a) => vec![a],
+            None => {
+                let mut v = Vec::new();
+                if opts.ipv4 {
+                    v.push(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+                }
+                if opts.ipv6 {
+                    v.push(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+                }
+                v
+            }
+        };
+        for addr in addrs {
+            let sa = SocketAddr::new(addr, spec.port);
+            match listen_socket(sa, spec.iface.as_deref(), opts.freebind) {
+                Ok(fd) => {
+                    let actual = local_addr(fd.as_raw_fd()).unwrap_or(sa);
+                    if let Err(e) = self.add_listener(fd, actual) {
+                        errors.push(ListenError {
+                            addr,
+                            iface: spec.iface.clone(),
+                            port: spec.port,
+                            errno: e.raw_os_error().unwrap_or(libc::EIO),
+                        });
+                    } else {
+                        bound += 1;
+                    }
+                }
+                Err(e) => errors.push(ListenError {
+                    addr,
+                    iface: spec.iface.clone(),
+                    port: spec.port,
+                    errno: e.raw_os_error().unwrap_or(libc::EIO),
+                }),
+            }
+        }
+        (bound, errors)
+    }
+
+    /// [`Sockets::listen`] for a forwarding entry (`-t`).
+    pub fn listen_forward(
+        &mut self,
+        f: &Forward,
+        opts: ListenOptions,
+    ) -> (usize, Vec<ListenError>) {
+        let spec = ListenSpec {
+            proto: Proto::Tcp,
+            addr: f.bind,
+            iface: f.iface.clone(),
+            port: f.port,
+        };
+        self.listen(&spec, opts)
+    }
+
+    fn add_listener(&mut self, fd: OwnedFd, addr: SocketAddr) -> io::Result<()> {
+        let token = TOKEN_LISTENER_BASE + self.listeners.len() as u64;
+        if let Some(epoll) = &self.epoll {
+            epoll.add(&fd, EpollEvent::new(EpollFlags::EPOLLIN, token))?;
+        }
+        self.listeners.push(Listener { fd, addr });
+        Ok(())
+    }
+
+    /// Translates an epoll event for one of our tokens into reports.
+    pub fn ready(&mut self, token: u64, flags: EpollFlags) {
+        if token >= TOKEN_SOCKET_BASE {
+            let index = (token & INDEX_MASK) as u32;
+            let gen = ((token - TOKEN_SOCKET_BASE) >> GEN_SHIFT) as u32 & GEN_MASK;
+            self.socket_ready(index, gen, flags);
+        } else if token >= TOKEN_LISTENER_BASE {
+            self.accept_ready((token - TOKEN_LISTENER_BASE) as usize);
+        }
+    }
+
+    /// The next report for the engine, if any. Reports about sockets closed since they were
+    /// queued are dropped.
+    pub fn next_report(&mut self) -> Option<Report> {
+        while let Some((gen, report)) = self.reports.pop_front() {
+            let s = match report {
+                Report::Event(s, _) => s,
+                Report::Accepted { sock, .. } => sock,
+            };
+            match self.slots.get(s.0 as usize) {
+                Some(slot) if slot.fd.is_some() && slot.gen == gen => return Some(report),
+                _ => self.stats.stale_events += 1,
+            }
+        }
+        None
+    }
+
+    fn push(&mut self, index: u32, ev: SockEvent) {
+        let gen = self.slots[index as usize].gen;
+        self.reports
+            .push_back((gen, Report::Event(SockRef(index), ev)));
+    }
+
+    fn socket_ready(&mut self, index: u32, gen: u32, flags: EpollFlags) {
+        let Some(slot) = self.slots.get(index as usize) else {
+            self.stats.stale_events += 1;
+            return;
+        };
+        let Some(fd) = slot.fd.as_ref().filter(|_| slot.gen == gen) else {
+            self.stats.stale_events += 1;
+            return;
+        };
+        let raw = fd.as_raw_fd();
+        let (state, errored, hung_up) = (slot.state, slot.errored, slot.hung_up);
+        let trouble = flags.intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP);
+        if trouble && !hung_up {
+            // Those stay set: from now on, only changes.
+            self.slots[index as usize].hung_up = true;
+            self.update_registration(index);
+        }
+        if errored {
+            return;
+        }
+        if state == State::Connecting {
+            if !trouble && !flags.contains(EpollFlags::EPOLLOUT) {
+                return;
+            }
+            match so_error(raw) {
+                0 if flags.contains(EpollFlags::EPOLLOUT)
+                    && !flags.contains(EpollFlags::EPOLLERR) =>
+                {
+                    self.slots[index as usize].state = State::Connected;
+                    self.push(index, SockEvent::Connected);
+                    // Now the core's interest applies (and re-checks readiness).
+                    self.update_registration(index);
+                }
+                0 => {}
+                e => {
+                    self.slots[index as usize].errored = true;
+                    self.push(index, SockEvent::Error(e));
+                }
+            }
+            return;
+        }
+        if flags.contains(EpollFlags::EPOLLERR) {
+            let e = so_error(raw);
+            if e != 0 {
+                self.slots[index as usize].errored = true;
+                self.push(index, SockEvent::Error(e));
+                return;
+            }
+        }
+        let slot = &self.slots[index as usize];
+        let (readable, writable, peer_closed) = (slot.readable, slot.writable, slot.peer_closed);
+        if readable && flags.contains(EpollFlags::EPOLLIN) {
+            self.push(index, SockEvent::Readable);
+        }
+        if readable
+            && !peer_closed
+            && flags.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP)
+        {
+            self.slots[index as usize].peer_closed = true;
+            self.push(index, SockEvent::PeerClosed);
+        }
+        if writable && flags.contains(EpollFlags::EPOLLOUT) {
+            self.push(index, SockEvent::Writable);
+        }
+    }
+
+    fn accept_ready(&mut self, listener: usize) {
+        for _ in 0..ACCEPT_BATCH {
+            let Some(l) = self.listeners.get(listener) else {
+                return;
+            };
+            let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+            let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            // SAFETY: accept4 writes at most `len` bytes of address into our storage.
+            let fd = unsafe {
+                libc::accept4(
+                    l.fd.as_raw_fd(),
+                    storage.as_mut_ptr().cast(),
+                    &mut len,
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                )
+            };
+            if fd < 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR) | Some(libc::ECONNABORTED) => continue,
+                    // EAGAIN: done; EMFILE and friends: the connection waits in the backlog
+                    // (a level-triggered listener would wake us again at once, so give up
+                    // for this round).
+                    _ => return,
+                }
+            }
+            // SAFETY: accept4 returned a new descriptor we now own.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            // SAFETY: the kernel initialised `len` bytes of the storage.
+            let peer = sockaddr_to_std(unsafe { storage.assume_init_ref() }, len);
+            let local = local_addr(fd.as_raw_fd());
+            let (Some(peer), Ok(local)) = (peer, local) else {
+                continue;
+            };
+            prepare_stream(fd.as_raw_fd());
+            match self.insert(fd, State::Connected) {
+                Ok(index) => {
+                    self.stats.accepted += 1;
+                    let gen = self.slots[index as usize].gen;
+                    self.reports.push_back((
+                        gen,
+                        Report::Accepted {
+                            sock: SockRef(index),
+                            peer: unmap(peer),
+                            local: unmap(local),
+                        },
+                    ));
+                }
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// Puts a socket in a free slot and registers it.
+    fn insert(&mut self, fd: OwnedFd, state: State) -> io::Result<u32> {
+        let peek_off = self.init_peek_off(fd.as_raw_fd());
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                if self.slots.len() as u64 > INDEX_MASK {
+                    return Err(io::Error::from_raw_os_error(libc::EMFILE));
+                }
+                self.slots.push(Slot {
+                    fd: None,
+                    gen: 0,
+                    state,
+                    peek_off: None,
+                    readable: true,
+                    writable: false,
+                    registered: EpollFlags::empty(),
+                    peer_closed: false,
+                    errored: false,
+                    hung_up: false,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        slot.gen = (slot.gen + 1) & GEN_MASK;
+        slot.state = state;
+        slot.peek_off = peek_off;
+        slot.readable = true;
+        slot.writable = false;
+        slot.peer_closed = false;
+        slot.errored = false;
+        slot.hung_up = false;
+        slot.registered = wanted_events(slot);
+        let token = socket_token(index, slot.gen);
+        if let Some(epoll) = &self.epoll {
+            if let Err(e) = epoll.add(&fd, EpollEvent::new(slot.registered, token)) {
+                self.free.push(index);
+                return Err(e.into());
+            }
+        }
+        slot.fd = Some(fd);
+        self.open += 1;
+        Ok(index)
+    }
+
+    /// Sets the kernel's peek offset to 0 when it supports that; returns the shadow offset.
+    fn init_peek_off(&mut self, fd: RawFd) -> Option<usize> {
+        if self.peek_off == PeekOffCap::No {
+            return None;
+        }
+        if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).is_ok() {
+            self.peek_off = PeekOffCap::Yes;
+            Some(0)
+        } else {
+            self.peek_off = PeekOffCap::No;
+            None
+        }
+    }
+
+    /// Forgets what the kernel supports (tests: to exercise the fallback).
+    #[cfg(test)]
+    fn disable_peek_off(&mut self) {
+        self.peek_off = PeekOffCap::No;
+    }
+
+    fn update_registration(&mut self, index: u32) {
+        let slot = &mut self.slots[index as usize];
+        let Some(fd) = &slot.fd else { return };
+        let wanted = wanted_events(slot);
+        if wanted == slot.registered {
+            return;
+        }
+        slot.registered = wanted;
+        if let Some(epoll) = &self.epoll {
+            let mut ev = EpollEvent::new(wanted, socket_token(index, slot.gen));
+            // Can only fail for a descriptor epoll doesn't know, which would be our bug.
+            let _ = epoll.modify(fd, &mut ev);
+        }
+    }
+
+    fn slot(&self, s: SockRef) -> io::Result<(&Slot, RawFd)> {
+        match self.slots.get(s.0 as usize) {
+            Some(slot) => match &slot.fd {
+                Some(fd) => Ok((slot, fd.as_raw_fd())),
+                None => Err(io::Error::from_raw_os_error(libc::EBADF)),
+            },
+            None => Err(io::Error::from_raw_os_error(libc::EBADF)),
+        }
+    }
+
+    fn peek_fallback(&mut self, fd: RawFd, offset: usize, buf: &mut [u8]) -> io::Result<usize> {
+        if self.scratch.len() < offset {
+            self.scratch.resize(offset, 0);
+        }
+        let mut iov = [
+            libc::iovec {
+                iov_base: self.scratch.as_mut_ptr().cast(),
+                iov_len: offset,
+            },
+            libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            },
+        ];
+        // SAFETY: zeroed msghdr is valid; we point it at our iovecs.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len();
+        // SAFETY: the iovecs describe buffers we own, for the duration of the call.
+        let n =
+            retry(|| unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT) });
+        match n {
+            Ok(n) => Ok(n.saturating_sub(offset)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a zero-length answer meant the end of the stream: queue that news once.
+    fn saw_eof(&mut self, s: SockRef) {
+        let slot = &mut self.slots[s.0 as usize];
+        if !slot.peer_closed {
+            slot.peer_closed = true;
+            self.push(s.0, SockEvent::PeerClosed);
+        }
+    }
+}
+
+fn socket_token(index: u32, gen: u32) -> u64 {
+    TOKEN_SOCKET_BASE | (u64::from(gen & GEN_MASK) << GEN_SHIFT) | u64::from(index)
+}
+
+fn wanted_events(slot: &Slot) -> EpollFlags {
+    let mut f = if slot.hung_up {
+        EpollFlags::EPOLLET
+    } else {
+        EpollFlags::empty()
+    };
+    if slot.state == State::Connecting {
+        return f | EpollFlags::EPOLLOUT;
+    }
+    if slot.readable {
+        f |= EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+    }
+    if slot.writable {
+        f |= EpollFlags::EPOLLOUT;
+    }
+    f
+}
+
+impl HostSockets for Sockets {
+    fn tcp_connect(
+        &mut self,
+        dst: SocketAddr,
+        bind: Bind<'_>,
+        mss: Option<u16>,
+    ) -> io::Result<SockRef> {
+        let fd = stream_socket(dst.ip())?;
+        let raw = fd.as_raw_fd();
+        if let Some(iface) = bind.iface {
+            bind_to_device(raw, iface)?;
+        }
+        if let Some(addr) = bind.addr {
+            if addr.is_ipv4() == dst.is_ipv4() {
+                bind_addr(raw, SocketAddr::new(addr, 0))?;
+            }
+        }
+        if let Some(mss) = mss {
+            // Best effort: the kernel clamps it anyway.
+            let _ = setsockopt_int(raw, libc::IPPROTO_TCP, libc::TCP_MAXSEG, i32::from(mss));
+        }
+        prepare_stream(raw);
+        let (sa, len) = std_to_sockaddr(&dst);
+        // SAFETY: a valid sockaddr of the given length.
+        let rc = unsafe { libc::connect(raw, (&sa as *const libc::sockaddr_storage).cast(), len) };
+        let state = if rc == 0 {
+            State::Connected
+        } else {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINPROGRESS) | Some(libc::EINTR) => State::Connecting,
+                _ => return Err(e),
+            }
+        };
+        let index = self.insert(fd, state)?;
+        self.stats.connects += 1;
+        if state == State::Connected {
+            self.push(index, SockEvent::Connected);
+        }
+        Ok(SockRef(index))
+    }
+
+    fn send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
+        let (slot, fd) = self.slot(s)?;
+        if slot.state == State::Connecting {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        // SAFETY: sends from our slice.
+        retry(|| unsafe {
+            libc::send(
+                fd,
+                data.as_ptr().cast(),
+                data.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        })
+    }
+
+    fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<usize> {
+        let (slot, fd) = self.slot(s)?;
+        if slot.state == State::Connecting {
+            return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let Some(shadow) = slot.peek_off else {
+            let n = self.peek_fallback(fd, offset, buf)?;
+            if n == 0 && readable_bytes(fd).is_ok_and(|q| q <= offset) && at_eof(fd) {
+                self.saw_eof(s);
+            }
+            return Ok(n);
+        };
+        if shadow != offset {
+            let off =
+                i32::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+            setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)?;
+            self.slots[s.0 as usize].peek_off = Some(offset);
+            self.stats.peek_seeks += 1;
+        }
+        // SAFETY: receives into our buffer.
+        let n = retry(|| unsafe {
+            libc::recv(
+                fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        });
+        match n {
+            Ok(0) => {
+                self.saw_eof(s);
+                Ok(0)
+            }
+            Ok(n) => {
+                self.slots[s.0 as usize].peek_off = Some(offset + n);
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn discard(&mut self, s: SockRef, len: usize) -> io::Result<()> {
+        let (_, fd) = self.slot(s)?;
+        let mut left = len;
+        while left > 0 {
+            // SAFETY: MSG_TRUNC on TCP drops the bytes without copying: no buffer is touched.
+            let n = retry(|| unsafe {
+                libc::recv(
+                    fd,
+                    std::ptr::null_mut(),
+                    left,
+                    libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+                )
+            });
+            match n {
+                Ok(0) => break,
+                Ok(n) => left -= n.min(left),
+                Err(e) => {
+                    self.moved_back(s, len - left);
+                    return Err(e);
+                }
+            }
+        }
+        self.moved_back(s, len - left);
+        if left > 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        Ok(())
+    }
+
+    fn tcp_info(&mut self, s: SockRef) -> io::Result<TcpSockInfo> {
+        let (_, fd) = self.slot(s)?;
+        let unacked = ioctl_int(fd, libc::TIOCOUTQ)?.max(0) as u32;
+        let readable = ioctl_int(fd, libc::FIONREAD)?.max(0) as u32;
+        Ok(TcpSockInfo {
+            send_space: send_space(fd, unacked)?,
+            peer_window: snd_wnd(fd),
+            unacked,
+            readable,
+        })
+    }
+
+    fn shutdown_write(&mut self, s: SockRef) -> io::Result<()> {
+        let (_, fd) = self.slot(s)?;
+        // SAFETY: plain system call.
+        if unsafe { libc::shutdown(fd, libc::SHUT_WR) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, s: SockRef, reset: bool) {
+        let Some(slot) = self.slots.get_mut(s.0 as usize) else {
+            return;
+        };
+        let Some(fd) = slot.fd.take() else { return };
+        if reset {
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: passes a valid linger struct.
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    size_of::<libc::linger>() as libc::socklen_t,
+                )
+            };
+            self.stats.resets += 1;
+        }
+        if let Some(epoll) = &self.epoll {
+            let _ = epoll.delete(fd.as_fd());
+        }
+        drop(fd);
+        self.free.push(s.0);
+        self.open -= 1;
+    }
+
+    fn set_interest(&mut self, s: SockRef, readable: bool, writable: bool) {
+        let Some(slot) = self.slots.get_mut(s.0 as usize) else {
+            return;
+        };
+        if slot.fd.is_none() {
+            return;
+        }
+        slot.readable = readable;
+        slot.writable = writable;
+        self.update_registration(s.0);
+    }
+}
+
+impl Sockets {
+    /// The kernel lowers its peek offset by what a discard consumes; so does our shadow.
+    fn moved_back(&mut self, s: SockRef, consumed: usize) {
+        if let Some(off) = self.slots[s.0 as usize].peek_off.as_mut() {
+            *off = off.saturating_sub(consumed);
+        }
+    }
+}
+
+// ---- thin system call wrappers ----
+
+fn retry(mut f: impl FnMut() -> isize) -> io::Result<usize> {
+    loop {
+        let n = f();
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+fn stream_socket(addr: IpAddr) -> io::Result<OwnedFd> {
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain system call.
+    let fd = unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_TCP,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Options every data socket gets: no Nagle delay (the guest already decided how to segment).
+fn prepare_stream(fd: RawFd) {
+    let _ = setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+}
+
+fn listen_socket(addr: SocketAddr, iface: Option<&str>, freebind: bool) -> io::Result<OwnedFd> {
+    let fd = stream_socket(addr.ip())?;
+    let raw = fd.as_raw_fd();
+    setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    if addr.is_ipv6() {
+        setsockopt_int(raw, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+    }
+    if freebind {
+        let (level, opt) = if addr.is_ipv4() {
+            (libc::IPPROTO_IP, libc::IP_FREEBIND)
+        } else {
+            (libc::IPPROTO_IPV6, libc::IPV6_FREEBIND)
+        };
+        setsockopt_int(raw, level, opt, 1)?;
+    }
+    if let Some(iface) = iface {
+        bind_to_device(raw, iface)?;
+    }
+    bind_addr(raw, addr)?;
+    // SAFETY: plain system call.
+    if unsafe { libc::listen(raw, LISTEN_BACKLOG) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+fn bind_addr(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
+    let (sa, len) = std_to_sockaddr(&addr);
+    // SAFETY: a valid sockaddr of the given length.
+    if unsafe { libc::bind(fd, (&sa as *const libc::sockaddr_storage).cast(), len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn bind_to_device(fd: RawFd, iface: &str) -> io::Result<()> {
+    // SAFETY: the option value is the name's bytes, with its length.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            iface.as_ptr().cast(),
+            iface.len() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn setsockopt_int(fd: RawFd, level: i32, opt: i32, value: i32) -> io::Result<()> {
+    // SAFETY: passes a valid int.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&value as *const i32).cast(),
+            size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn getsockopt_int(fd: RawFd, level: i32, opt: i32) -> io::Result<i32> {
+    let mut value: i32 = 0;
+    let mut len = size_of::<i32>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into our int.
+    let rc = unsafe { libc::getsockopt(fd, level, opt, (&mut value as *mut i32).cast(), &mut len) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
+}
+
+fn so_error(fd: RawFd) -> i32 {
+    getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)
+        .unwrap_or_else(|e| e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+fn ioctl_int(fd: RawFd, request: libc::c_ulong) -> io::Result<i32> {
+    let mut value: libc::c_int = 0;
+    // SAFETY: SIOCINQ/SIOCOUTQ write one int.
+    if unsafe { libc::ioctl(fd, request as _, &mut value) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
+}
+
+/// `SO_MEMINFO` (Linux 4.6), where the architecture numbers it like asm-generic does.
+#[cfg(any(
+    target_arch = "x86",
+    target_arch = "x86_64",
+    target_arch = "arm",
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "loongarch64",
+    target_arch = "powerpc",
+    target_arch = "powerpc64",
+    target_arch = "s390x"
+))]
+const SO_MEMINFO: Option<i32> = Some(55);
+#[cfg(not(any(
+    target_arch = "x86",
+    target_arch = "x86_64",
+    target_arch = "arm",
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "loongarch64",
+    target_arch = "powerpc",
+    target_arch = "powerpc64",
+    target_arch = "s390x"
+)))]
+const SO_MEMINFO: Option<i32> = None;
+
+/// The socket's send buffer size and what its queue takes of it, in the kernel's accounting
+/// (buffer memory, "truesize", not payload).
+fn send_memory(fd: RawFd) -> Option<(u32, u32)> {
+    let opt = SO_MEMINFO?;
+    let mut info = [0u32; 16];
+    let mut len = size_of::<[u32; 16]>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into our array.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    let needed = (libc::SK_MEMINFO_WMEM_QUEUED as usize + 1) * size_of::<u32>();
+    (rc == 0 && len as usize >= needed).then(|| {
+        (
+            info[libc::SK_MEMINFO_SNDBUF as usize],
+            info[libc::SK_MEMINFO_WMEM_QUEUED as usize],
+        )
+    })
+}
+
+/// Payload bytes a send could take now, conservatively. The kernel takes data while the
+/// memory its send queue uses (`sk_wmem_queued`) is below the buffer size (`sk_sndbuf`), and
+/// that memory is more than the payload: each buffer has a fixed overhead (about 1 KiB), so
+/// bulk data written at high rates (64 KiB buffers) costs barely more than its size, at low
+/// rates (two segments per buffer) about 1.5 times, and a lone byte a whole kilobyte. The free
+/// memory is converted to payload at the payload-to-memory ratio of what is queued now, but at
+/// least one half (the ratio of a queue holding a few tiny writes says nothing about the next
+/// ones, and would shut the guest's window for interactive traffic), and at one half with an
+/// empty queue. Without `SO_MEMINFO`: half of `SO_SNDBUF` less what is queued.
+fn send_space(fd: RawFd, unacked: u32) -> io::Result<u32> {
+    match send_memory(fd) {
+        Some((sndbuf, queued)) => Ok(payload_space(sndbuf, queued, unacked)),
+        None => {
+            let sndbuf = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF)?.max(0) as u32;
+            Ok((sndbuf / 2).saturating_sub(unacked))
+        }
+    }
+}
+
+/// [`send_space`]'s arithmetic: the free part of `sndbuf` (memory) as payload.
+fn payload_space(sndbuf: u32, queued: u32, unacked: u32) -> u32 {
+    let free = u64::from(sndbuf.saturating_sub(queued));
+    let (num, den) = if queued > 0 && u64::from(unacked) * 2 > u64::from(queued) {
+        (u64::from(unacked.min(queued)), u64::from(queued))
+    } else {
+        (1, 2)
+    };
+    (free * num / den) as u32
+}
+
+fn readable_bytes(fd: RawFd) -> io::Result<usize> {
+    ioctl_int(fd, libc::FIONREAD).map(|n| n.max(0) as usize)
+}
+
+/// Whether the peer's FIN arrived (TCP_INFO state past ESTABLISHED on the receive side).
+fn at_eof(fd: RawFd) -> bool {
+    const TCP_CLOSE_WAIT: u8 = 8;
+    const TCP_LAST_ACK: u8 = 9;
+    const TCP_CLOSING: u8 = 11;
+    const TCP_CLOSE: u8 = 7;
+    const TCP_TIME_WAIT: u8 = 6;
+    match tcp_info_raw(fd) {
+        Some((info, _)) => matches!(
+            info.state,
+            TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING | TCP_CLOSE | TCP_TIME_WAIT
+        ),
+        None => false,
+    }
+}
+
+/// `struct tcp_info` up to `tcpi_snd_wnd` (Linux 5.4), the part we read. Older kernels fill
+/// less: the returned length says how much.
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct TcpInfo {
+    state: u8,
+    ca_state: u8,
+    retransmits: u8,
+    probes: u8,
+    backoff: u8,
+    options: u8,
+    wscale: u8,
+    flags: u8,
+    rto: u32,
+    ato: u32,
+    snd_mss: u32,
+    rcv_mss: u32,
+    unacked: u32,
+    sacked: u32,
+    lost: u32,
+    retrans: u32,
+    fackets: u32,
+    last_data_sent: u32,
+    last_ack_sent: u32,
+    last_data_recv: u32,
+    last_ack_recv: u32,
+    pmtu: u32,
+    rcv_ssthresh: u32,
+    rtt: u32,
+    rttvar: u32,
+    snd_ssthresh: u32,
+    snd_cwnd: u32,
+    advmss: u32,
+    reordering: u32,
+    rcv_rtt: u32,
+    rcv_space: u32,
+    total_retrans: u32,
+    pacing_rate: u64,
+    max_pacing_rate: u64,
+    bytes_acked: u64,
+    bytes_received: u64,
+    segs_out: u32,
+    segs_in: u32,
+    notsent_bytes: u32,
+    min_rtt: u32,
+    data_segs_in: u32,
+    data_segs_out: u32,
+    delivery_rate: u64,
+    busy_time: u64,
+    rwnd_limited: u64,
+    sndbuf_limited: u64,
+    delivered: u32,
+    delivered_ce: u32,
+    bytes_sent: u64,
+    bytes_retrans: u64,
+    dsack_dups: u32,
+    reord_seen: u32,
+    rcv_ooopack: u32,
+    snd_wnd: u32,
+}
+
+fn tcp_info_raw(fd: RawFd) -> Option<(TcpInfo, usize)> {
+    let mut info = TcpInfo::default();
+    let mut len = size_of::<TcpInfo>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into our struct.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut TcpInfo).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some((info, len as usize))
+}
+
+/// The peer's window, when the kernel reports it.
+fn snd_wnd(fd: RawFd) -> Option<u32> {
+    let (info, len) = tcp_info_raw(fd)?;
+    (len >= std::mem::offset_of!(TcpInfo, snd_wnd) + size_of::<u32>()).then_some(info.snd_wnd)
+}
+
+fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
+    let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes.
+    if unsafe { libc::getsockname(fd, storage.as_mut_ptr().cast(), &mut len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: initialised by the kernel (and zeroed before).
+    sockaddr_to_std(unsafe { storage.assume_init_ref() }, len)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EAFNOSUPPORT))
+}
+
+fn std_to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+fn sockaddr_to_std(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    let len = len as usize;
+    match i32::from(storage.ss_family) {
+        libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says it is a sockaddr_in, long enough.
+            let sin =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: the family says it is a sockaddr_in6, long enough.
+            let sin6 = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (from a dual-stack socket) as the IPv4 ones they are.
+fn unmap(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::Netlink;
+    use std::time::{Duration, Instant};
+
+    /// Runs `f` on a thread of its own in a new network namespace with only loopback, up: the
+    /// machine's own interfaces never see a packet. Needs root (CAP_SYS_ADMIN); says so and
+    /// skips otherwise, except under CI.
+    fn in_fresh_netns(f: impl FnOnce() + Send + 'static) {
+        // SAFETY: plain system call.
+        if unsafe { libc::geteuid() } != 0 {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("socket tests need root under CI");
+            }
+            eprintln!(
+                "\n*** SKIPPED: socket tests need root (a network namespace of their own) ***\n"
+            );
+            return;
+        }
+        let handle = std::thread::spawn(move || {
+            // SAFETY: affects this thread only.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                panic!("unshare(CLONE_NEWNET): {}", io::Error::last_os_error());
+            }
+            let mut nl = Netlink::open().expect("netlink");
+            let lo = nl.link_index("lo").expect("lo");
+            nl.set_link_up(lo, true).expect("lo up");
+            f();
+        });
+        if let Err(panic) = handle.join() {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    struct Rig {
+        reactor: Reactor,
+        sockets: Sockets,
+    }
+
+    impl Rig {
+        fn new(sockets: Sockets) -> Rig {
+            let reactor = Reactor::new(&[]).unwrap();
+            let mut sockets = sockets;
+            sockets.attach(&reactor).unwrap();
+            Rig { reactor, sockets }
+        }
+
+        /// Collects reports until `done` says so (bounded by 5 s).
+        fn pump(&mut self, mut done: impl FnMut(&[Report]) -> bool) -> Vec<Report> {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut seen = Vec::new();
+            let mut events = [EpollEvent::empty(); 16];
+            loop {
+                while let Some(r) = self.sockets.next_report() {
+                    seen.push(r);
+                }
+                if done(&seen) {
+                    return seen;
+                }
+                assert!(Instant::now() < deadline, "timed out; saw {seen:?}");
+                let n = self.reactor.wait(&mut events, Some(100)).unwrap();
+                for ev in &events[..n] {
+                    if Sockets::owns_token(ev.data()) {
+                        self.sockets.ready(ev.data(), ev.events());
+                    }
+                }
+            }
+        }
+
+        /// A listener on loopback, a connection to it: (client, server side).
+        fn pair(&mut self, addr: IpAddr) -> (SockRef, SockRef) {
+            let spec = ListenSpec {
+                proto: Proto::Tcp,
+                addr: Some(addr),
+                iface: None,
+                port: 0,
+            };
+            let before = self.sockets.listeners.len();
+            let (n, errors) = self.sockets.listen(&spec, ListenOptions::default());
+            assert_eq!((n, errors), (1, vec![]));
+            let target = self.sockets.listeners[before].addr;
+            let client = self
+                .sockets
+                .tcp_connect(target, Bind::default(), Some(1400))
+                .unwrap();
+            let seen = self.pump(|r| {
+                r.contains(&Report::Event(client, SockEvent::Connected))
+                    && r.iter().any(|r| matches!(r, Report::Accepted { .. }))
+            });
+            let Some(Report::Accepted { sock, peer, local }) = seen
+                .iter()
+                .find(|r| matches!(r, Report::Accepted { .. }))
+                .copied()
+            else {
+                unreachable!()
+            };
+            assert_eq!(local, target);
+            assert_eq!(peer.ip(), addr);
+            (client, sock)
+        }
+
+        fn fd(&self, s: SockRef) -> RawFd {
+            self.sockets.slot(s).unwrap().1
+        }
+    }
+
+    fn peek(rig: &mut Rig, s: SockRef, offset: usize, len: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; len];
+        let n = rig.sockets.peek(s, offset, &mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    fn peeking_at_offsets(sockets: Sockets, addr: IpAddr) {
+        let mut rig = Rig::new(sockets);
+        let (client, server) = rig.pair(addr);
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let mut sent = 0;
+        while sent < data.len() {
+            sent += rig.sockets.send(client, &data[sent..]).unwrap();
+        }
+        rig.pump(|r| r.contains(&Report::Event(server, SockEvent::Readable)));
+        // Wait until everything is there, then peek around.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while rig.sockets.tcp_info(server).unwrap().readable < data.len() as u32 {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(peek(&mut rig, server, 0, 10), &data[0..10]);
+        assert_eq!(peek(&mut rig, server, 10, 10), &data[10..20]);
+        assert_eq!(peek(&mut rig, server, 20, 1000), &data[20..1020]);
+        // A retransmission: back to an earlier offset.
+        assert_eq!(peek(&mut rig, server, 5, 10), &data[5..15]);
+        // The guest acknowledged 12 bytes: offsets move with them.
+        rig.sockets.discard(server, 12).unwrap();
+        assert_eq!(peek(&mut rig, server, 3, 10), &data[15..25]);
+        assert_eq!(peek(&mut rig, server, 13, 10), &data[25..35]);
+        rig.sockets.discard(server, 20).unwrap();
+        assert_eq!(peek(&mut rig, server, 3, 4), &data[35..39]);
+        // Far ahead: beyond the data there is nothing (yet).
+        assert_eq!(peek(&mut rig, server, data.len(), 10), b"");
+        assert_eq!(
+            peek(&mut rig, server, data.len() - 40, 100),
+            &data[data.len() - 8..]
+        );
+        rig.sockets.discard(server, data.len() - 32).unwrap();
+        assert_eq!(rig.sockets.tcp_info(server).unwrap().readable, 0);
+        assert!(rig.sockets.discard(server, 1).is_err());
+
+        // The end of the stream: PeerClosed once, from the event or from a peek.
+        rig.sockets.shutdown_write(client).unwrap();
+        let seen = rig.pump(|r| r.contains(&Report::Event(server, SockEvent::PeerClosed)));
+        assert_eq!(peek(&mut rig, server, 0, 10), b"");
+        assert!(rig.sockets.next_report().is_none(), "{seen:?}");
+        assert_eq!(
+            seen.iter()
+                .filter(|r| **r == Report::Event(server, SockEvent::PeerClosed))
+                .count(),
+            1
+        );
+        // Seeks (setting SO_PEEK_OFF) happen only for the retransmission above, when the
+        // kernel supports it.
+        let seeks = rig.sockets.stats().peek_seeks;
+        match rig.sockets.peek_off {
+            PeekOffCap::Yes => assert!((1..=3).contains(&seeks), "{seeks} seeks"),
+            _ => assert_eq!(seeks, 0),
+        }
+        rig.sockets.close(client, false);
+        rig.sockets.close(server, false);
+        assert_eq!(rig.sockets.open_sockets(), 0);
+    }
+
+    #[test]
+    fn connect_accept_and_peek_at_offsets() {
+        in_fresh_netns(|| {
+            peeking_at_offsets(Sockets::new(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+            peeking_at_offsets(Sockets::new(), IpAddr::V6(Ipv6Addr::LOCALHOST));
+        });
+    }
+
+    #[test]
+    fn peeking_without_so_peek_off() {
+        in_fresh_netns(|| {
+            let mut sockets = Sockets::new();
+            sockets.disable_peek_off();
+            peeking_at_offsets(sockets, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        });
+    }
+
+    #[test]
+    fn partial_sends_into_a_small_send_buffer() {
+        in_fresh_netns(|| {
+            let mut rig = Rig::new(Sockets::new());
+            let (client, server) = rig.pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            setsockopt_int(rig.fd(client), libc::SOL_SOCKET, libc::SO_SNDBUF, 8192).unwrap();
+            setsockopt_int(rig.fd(server), libc::SOL_SOCKET, libc::SO_RCVBUF, 8192).unwrap();
+            let info = rig.sockets.tcp_info(client).unwrap();
+            assert!(info.send_space > 0 && info.send_space <= 8192, "{info:?}");
+            assert!(info.peer_window.is_some());
+            let data = vec![7u8; 1 << 20];
+            // What tcp_info promises, a send takes, whatever the queue holds.
+            let mut sent = 0;
+            for _ in 0..64 {
+                let space = rig.sockets.tcp_info(client).unwrap().send_space as usize;
+                if space == 0 {
+                    break;
+                }
+                let n = space.min(3000);
+                assert_eq!(rig.sockets.send(client, &data[sent..sent + n]).unwrap(), n);
+                sent += n;
+            }
+            loop {
+                match rig.sockets.send(client, &data[sent..]) {
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert!(sent > 0 && sent < data.len(), "sent {sent}");
+            let info = rig.sockets.tcp_info(client).unwrap();
+            assert!(info.unacked > 0, "{info:?}");
+            assert!(info.send_space < 8192, "{info:?}");
+
+            // The writer asks to hear about space; the reader drains what arrived.
+            rig.sockets.set_interest(client, true, true);
+            let q = readable_bytes(rig.fd(server)).unwrap();
+            assert!(q > 0);
+            rig.sockets.discard(server, q).unwrap();
+            let mut drained = q;
+            // Keep draining until the kernel says the writer has room again.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut events = [EpollEvent::empty(); 16];
+            'wait: loop {
+                assert!(Instant::now() < deadline, "no Writable");
+                let q = readable_bytes(rig.fd(server)).unwrap();
+                if q > 0 {
+                    rig.sockets.discard(server, q).unwrap();
+                    drained += q;
+                }
+                let n = rig.reactor.wait(&mut events, Some(10)).unwrap();
+                for ev in &events[..n] {
+                    rig.sockets.ready(ev.data(), ev.events());
+                }
+                while let Some(r) = rig.sockets.next_report() {
+                    if r == Report::Event(client, SockEvent::Writable) {
+                        break 'wait;
+                    }
+                }
+            }
+            rig.sockets.set_interest(client, true, false);
+            // And so on until everything went through.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while drained < data.len() {
+                assert!(
+                    Instant::now() < deadline,
+                    "drained {drained} of {}",
+                    data.len()
+                );
+                match rig.sockets.send(client, &data[sent..]) {
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("{e}"),
+                }
+                let q = readable_bytes(rig.fd(server)).unwrap();
+                if q > 0 {
+                    rig.sockets.discard(server, q).unwrap();
+                    drained += q;
+                } else {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            assert_eq!(sent, data.len());
+        });
+    }
+
+    #[test]
+    fn close_with_reset_is_an_error_for_the_peer() {
+        in_fresh_netns(|| {
+            let mut rig = Rig::new(Sockets::new());
+            let (client, server) = rig.pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            rig.sockets.send(client, b"unread").unwrap();
+            rig.sockets.close(client, true);
+            let seen = rig.pump(|r| {
+                r.iter()
+                    .any(|r| matches!(r, Report::Event(s, SockEvent::Error(_)) if *s == server))
+            });
+            assert!(
+                seen.contains(&Report::Event(server, SockEvent::Error(libc::ECONNRESET))),
+                "{seen:?}"
+            );
+            rig.sockets.close(server, false);
+        });
+    }
+
+    #[test]
+    fn refused_connect_is_an_error() {
+        in_fresh_netns(|| {
+            let mut rig = Rig::new(Sockets::new());
+            // A port nobody listens on: bind one, note it, close it.
+            let probe = listen_socket("127.0.0.1:0".parse().unwrap(), None, false).unwrap();
+            let target = local_addr(probe.as_raw_fd()).unwrap();
+            drop(probe);
+            match rig.sockets.tcp_connect(target, Bind::default(), None) {
+                Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ECONNREFUSED)),
+                Ok(s) => {
+                    let seen = rig.pump(|r| !r.is_empty());
+                    assert_eq!(
+                        seen,
+                        [Report::Event(s, SockEvent::Error(libc::ECONNREFUSED))]
+                    );
+                    rig.sockets.close(s, false);
+                }
+            }
+            assert_eq!(rig.sockets.open_sockets(), 0);
+        });
+    }
+
+    #[test]
+    fn listening_on_both_families_and_on_a_busy_port() {
+        in_fresh_netns(|| {
+            let mut rig = Rig::new(Sockets::new());
+            let probe = listen_socket("[::]:0".parse().unwrap(), None, false).unwrap();
+            let port = local_addr(probe.as_raw_fd()).unwrap().port();
+            drop(probe);
+            let spec = ListenSpec {
+                proto: Proto::Tcp,
+                addr: None,
+                iface: None,
+                port,
+            };
+            let (n, errors) = rig.sockets.listen(&spec, ListenOptions::default());
+            assert_eq!((n, errors), (2, vec![]));
+            // Both families reach it, each on its own socket.
+            for target in [
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
+            ] {
+                let c = rig
+                    .sockets
+                    .tcp_connect(target, Bind::default(), None)
+                    .unwrap();
+                let seen = rig.pump(|r| r.iter().any(|r| matches!(r, Report::Accepted { .. })));
+                let local = seen
+                    .iter()
+                    .find_map(|r| match r {
+                        Report::Accepted { local, .. } => Some(*local),
+                        _ => None,
+                    })
+                    .unwrap();
+                assert_eq!(local, target);
+                rig.sockets.close(c, true);
+            }
+            // Taken already: a warning naming the port, not a failure.
+            let (n, errors) = rig.sockets.listen(&spec, ListenOptions::default());
+            assert_eq!(n, 0);
+            assert_eq!(errors.len(), 2);
+            assert!(
+                errors[0].to_string().contains(&format!("TCP port {port}")),
+                "{}",
+                errors[0]
+            );
+            assert_eq!(errors[0].errno, libc::EADDRINUSE);
+        });
+    }
+
+    #[test]
+    fn send_space_arithmetic() {
+        // Empty queue: half the buffer.
+        assert_eq!(payload_space(100_000, 0, 0), 50_000);
+        // The kernel may report bytes still unacknowledged with no memory charged.
+        assert_eq!(payload_space(100_000, 0, 10), 50_000);
+        // Bulk: 60 000 bytes in 64 000 of memory; the free 36 000 hold as much, pro rata.
+        assert_eq!(payload_space(100_000, 64_000, 60_000), 33_750);
+        // A lone byte in a kilobyte: no worse than one half.
+        assert_eq!(payload_space(100_000, 1_000, 1), 49_500);
+        // Over budget (the kernel lets one buffer overshoot): nothing.
+        assert_eq!(payload_space(100_000, 120_000, 110_000), 0);
+        assert_eq!(payload_space(u32::MAX, 1, u32::MAX), u32::MAX - 1);
+    }
+
+    #[test]
+    fn tokens_of_closed_sockets_are_stale() {
+        in_fresh_netns(|| {
+            let mut rig = Rig::new(Sockets::new());
+            let (client, server) = rig.pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            let old = socket_token(client.0, rig.sockets.slots[client.0 as usize].gen);
+            rig.sockets.close(client, true);
+            rig.sockets.close(server, true);
+            // The slot is reused; an event queued for its previous socket is dropped.
+            let (client2, _server2) = rig.pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            assert!(client2 == client || client2 == server);
+            rig.sockets.ready(old, EpollFlags::EPOLLIN);
+            assert!(rig.sockets.next_report().is_none());
+            assert!(rig.sockets.stats().stale_events >= 1);
+        });
+    }
+}
