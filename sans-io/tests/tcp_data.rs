@@ -109,6 +109,145 @@ fn out_of_order_segments_get_a_duplicate_ack_and_are_not_written() {
     h.check();
 }
 
+/// Segment `i` of 1000 bytes of `data`, from `base`: sent and flushed, the engine's answer.
+fn send_nth(h: &mut H, g: &mut Guest, base: u32, data: &[u8], i: usize) -> Vec<Seg> {
+    g.seq = base.wrapping_add((i * 1000) as u32);
+    g.send(h, flags::ACK, &data[i * 1000..(i + 1) * 1000]);
+    h.flush();
+    h.take()
+}
+
+/// Where a segment from the engine says the window ends.
+fn edge(s: &Seg) -> u32 {
+    s.ack.wrapping_add(u32::from(s.window))
+}
+
+#[test]
+fn filling_a_hole_with_more_lost_beyond_prompts_the_next_fast_retransmit() {
+    let mut h = H::new();
+    let (mut g, s) = connected(&mut h, None);
+    let data = pattern(4 * 1000, 10);
+    let base = g.seq;
+    let at = |i: usize| base.wrapping_add((i * 1000) as u32);
+    // Segment 0 is lost; 1 to 3 arrive and are dropped, each with a duplicate ACK.
+    let mut held = 0;
+    for i in 1..4 {
+        let segs = send_nth(&mut h, &mut g, base, &data, i);
+        assert_eq!(segs.len(), 1);
+        assert_eq!(segs[0].ack, at(0));
+        held = edge(&segs[0]);
+    }
+    // The guest's fast retransmit of 0 fills the first hole: its ACK comes with three
+    // duplicates, so the guest resends 1 at once.
+    let segs = send_nth(&mut h, &mut g, base, &data, 0);
+    assert_eq!(segs.len(), 4, "{segs:?}");
+    assert!(segs
+        .iter()
+        .all(|x| x.is(flags::ACK) && x.ack == at(1) && x.window == segs[0].window));
+    assert_eq!(h.engine.counters().tcp.hole_prompts, 1);
+    // Until the holes are filled, the window doesn't move on: new data would be dropped.
+    assert_eq!(edge(&segs[0]), held);
+    let segs = send_nth(&mut h, &mut g, base, &data, 1);
+    assert_eq!(segs.len(), 4);
+    assert!(segs.iter().all(|x| x.ack == at(2) && edge(x) == held));
+    let segs = send_nth(&mut h, &mut g, base, &data, 2);
+    assert_eq!(segs.len(), 4);
+    // The last of what was dropped: nothing missing beyond. The window reopens, and the
+    // ACK saying so goes out twice.
+    let segs = send_nth(&mut h, &mut g, base, &data, 3);
+    assert_eq!(segs.len(), 2, "{segs:?}");
+    assert!(segs.iter().all(|x| x.ack == at(4)));
+    assert_ne!(edge(&segs[0]), held);
+    assert_eq!(h.engine.counters().tcp.hole_prompts, 3);
+    assert_eq!(h.io.sock(s).written, data);
+    // And from then on, in-order data is acknowledged once, and nothing is repeated.
+    g.seq = at(4);
+    g.data(&mut h, b"more");
+    assert_eq!(h.take().len(), 1);
+    h.advance(Duration::from_millis(500));
+    assert!(h.take().is_empty());
+    assert_eq!(h.engine.counters().tcp.hole_prompts, 3);
+    assert_eq!(h.engine.counters().tcp.prompt_repeats, 0);
+    h.check();
+}
+
+#[test]
+fn an_unanswered_prompt_is_repeated_as_a_window_update() {
+    use sans_io::flow::tcp::{PROMPT_RETRIES, PROMPT_WAIT_MIN};
+    let mut h = H::new();
+    let (mut g, s) = connected(&mut h, Some(7));
+    let data = pattern(4 * 1000, 11);
+    let base = g.seq;
+    let at = |i: usize| base.wrapping_add((i * 1000) as u32);
+    // Segment 0 lost, and only one segment after it: too few duplicates for the guest.
+    let first = send_nth(&mut h, &mut g, base, &data, 1);
+    assert_eq!(first.len(), 1);
+    h.advance(PROMPT_WAIT_MIN - Duration::from_micros(1));
+    assert!(h.take().is_empty());
+    h.advance(Duration::from_micros(1));
+    let segs = h.take();
+    assert_eq!(segs.len(), 4, "{segs:?}");
+    assert!(segs
+        .iter()
+        .all(|x| x.ack == at(0) && x.window == segs[0].window));
+    assert_ne!(segs[0].window, first[0].window, "a window update first");
+    assert_eq!(h.engine.counters().tcp.prompt_repeats, 1);
+    // Lost again: repeated after twice the wait, a few times, then left to the guest.
+    let mut waits = vec![];
+    let mut waited = Duration::ZERO;
+    for _ in 0..200 {
+        h.advance(Duration::from_millis(1));
+        waited += Duration::from_millis(1);
+        let segs = h.take();
+        if !segs.is_empty() {
+            assert_eq!(segs.len(), 4);
+            waits.push(waited.as_millis());
+            waited = Duration::ZERO;
+        }
+    }
+    assert_eq!(waits, [2, 4, 8, 16]);
+    assert_eq!(
+        h.engine.counters().tcp.prompt_repeats,
+        u64::from(PROMPT_RETRIES)
+    );
+    // The guest resends 0 at last; 1 is still missing: a prompt, answered at once this time.
+    let segs = send_nth(&mut h, &mut g, base, &data, 0);
+    assert_eq!(segs.len(), 4);
+    h.advance(Duration::from_micros(300));
+    let segs = send_nth(&mut h, &mut g, base, &data, 1);
+    assert_eq!(segs.len(), 2);
+    assert_eq!(segs[0].ack, at(2));
+    // No repeats of anything answered.
+    h.advance(Duration::from_secs(1));
+    assert!(h.take().is_empty());
+    assert_eq!(&h.io.sock(s).written[..], &data[..2000]);
+    h.check();
+}
+
+#[test]
+fn in_order_data_never_prompts_retransmits() {
+    let mut h = H::new();
+    let (mut g, s) = connected(&mut h, None);
+    for i in 0..50 {
+        g.data(&mut h, &pattern(1460, i));
+        assert_eq!(h.take().len(), 1);
+    }
+    // A segment beyond the window we advertised is not a hole the guest will fill.
+    let mut far = g;
+    far.seq = g.seq.wrapping_add(1 << 20);
+    far.data(&mut h, b"bogus");
+    assert_eq!(h.take().len(), 1);
+    assert_eq!(h.engine.counters().tcp.out_of_order, 1);
+    g.data(&mut h, b"y");
+    assert_eq!(h.take().len(), 1);
+    h.advance(Duration::from_secs(1));
+    assert!(h.take().is_empty());
+    assert_eq!(h.engine.counters().tcp.hole_prompts, 0);
+    assert_eq!(h.engine.counters().tcp.prompt_repeats, 0);
+    assert_eq!(h.io.sock(s).written.len(), 50 * 1460 + 1);
+    h.check();
+}
+
 #[test]
 fn full_guest_window_turns_reading_off_until_it_opens() {
     let mut h = H::new();

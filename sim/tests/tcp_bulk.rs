@@ -79,6 +79,56 @@ fn download_1mib_lossy() {
 }
 
 #[test]
+fn lossy_uploads_fill_their_holes_without_waiting_for_timeouts() {
+    // The engine drops out-of-order data, so after a loss smoltcp (no SACK, no NewReno) must
+    // resend everything beyond it one fast retransmit at a time, and backs its retransmission
+    // timer off whenever it misses one: before hole prompts, this MiB took 78 to 236 s of
+    // virtual time with these seeds (now well under 2 s); the other way, 11 ms.
+    for seed in [3, 21, 22, 23] {
+        let server = remote(9);
+        let mut w = Scenario::new(seed)
+            .impair(lossy())
+            .remote_server(&server, App::sink())
+            .build();
+        let start = w.now;
+        let c = w.guest_connect(addr(&server), App::source_pattern(Pattern(7), MIB));
+        let done = w.run_until_all_done(Duration::from_secs(10));
+        assert!(done, "seed {seed}: {}", w.diagnose());
+        assert!(w.now - start < Duration::from_secs(10));
+        let h = w.host.conns_to(addr(&server));
+        Pattern(7)
+            .check(w.host_conn(h[0]).received(), MIB)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{}", w.diagnose()));
+        assert!(w.guest_conn(c).reset_at.is_none());
+        assert!(w.counters().tcp.hole_prompts > 0, "{}", w.diagnose());
+        w.assert_no_violations();
+    }
+}
+
+#[test]
+fn clean_links_never_prompt() {
+    let s = Scenario::new(15)
+        .remote_server(&remote(9), App::sink())
+        .remote_server(&remote(19), App::source_pattern(Pattern(8), MIB));
+    let mut w = s.build();
+    let up = w.guest_connect(addr(&remote(9)), App::source_pattern(Pattern(7), MIB));
+    let down = w.guest_connect(addr(&remote(19)), App::sink());
+    assert!(
+        w.run_until_all_done(Duration::from_secs(60)),
+        "{}",
+        w.diagnose()
+    );
+    assert!(w.guest_conn(up).done() && w.guest_conn(down).done());
+    let tcp = &w.counters().tcp;
+    assert_eq!(
+        (tcp.out_of_order, tcp.hole_prompts, tcp.prompt_repeats),
+        (0, 0, 0),
+        "{}",
+        w.diagnose()
+    );
+}
+
+#[test]
 fn to_the_host_loopback_through_the_gateway_address() {
     let gw = format!("{GATEWAY}:2222");
     upload(Scenario::new(5), &gw, "127.0.0.1:2222", 200_000);

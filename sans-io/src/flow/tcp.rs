@@ -18,6 +18,26 @@
 //! to their new part; keepalive probes (one byte, or none, just before what we expect) are
 //! answered with an ACK.
 //!
+//! **Holes.** Dropping out-of-order data means that after one loss, everything the guest sent
+//! beyond it is lost too, and a guest without SACK or NewReno (smoltcp; Linux with several
+//! holes) resends one segment per fast retransmit: once it has filled the first hole, nothing
+//! it sends makes three duplicate ACKs, and each further segment would cost a retransmission
+//! timeout (backed off, for some guests, ever longer). So we keep how far the dropped data
+//! went (`ooo_edge`), and while the guest's resent data arrives short of it (*recovering*):
+//! - the batch's ACK goes out followed by three duplicates (a *hole prompt*, the trick the
+//!   stash uses, below): the guest resends the next segment at once;
+//! - the right edge is held where it was, so that new data, which we would only drop and
+//!   have resent one segment at a time, waits until the holes are filled;
+//! - a prompt (or, for the first hole, the duplicate ACKs that should have made the guest
+//!   resend it) not answered within twice the time prompts take (1 to 100 ms), because the
+//!   resent segment or our ACKs were lost, is repeated a few times, waiting twice as long each
+//!   time, as a window update (the edge moved by one unit) and three duplicates: a guest
+//!   counts duplicates only after an ACK that told it something.
+//!
+//! The ACK that ends a recovery reopens the window, and the guest has nothing else in flight
+//! to make up for its loss: it goes out twice. A link that neither loses nor reorders drops
+//! nothing, and none of this happens (`TcpCounters::hole_prompts`, `prompt_repeats`).
+//!
 //! The window we advertise is the room the socket's send buffer has (`tcp_info().send_space`),
 //! scaled, never more: we keep a *right edge* (`rcv_nxt` + the room we last measured) and every
 //! frame advertises up to that edge and no further, so a guest that respects its window should
@@ -120,6 +140,12 @@ pub const ACT_TIMEOUT: Duration = Duration::from_secs(7200);
 pub const TIME_WAIT: Duration = Duration::from_secs(2);
 /// Duplicate ACKs that trigger a fast retransmit.
 pub const DUP_ACK_THRESHOLD: u8 = 3;
+/// A hole prompt (see the module documentation) not answered within twice the time prompts
+/// lately took to be answered, bounded by these, is repeated, waiting twice as long each time.
+pub const PROMPT_WAIT_MIN: Duration = Duration::from_millis(1);
+pub const PROMPT_WAIT_MAX: Duration = Duration::from_millis(100);
+/// Repeats of one hole prompt at most; beyond, the guest's own retransmission timer fills it.
+pub const PROMPT_RETRIES: u8 = 5;
 /// Stash buffers in use at most, over all flows; beyond, partial writes fall back to
 /// acknowledging only what was written.
 pub const MAX_STASHES: usize = 4096;
@@ -153,6 +179,11 @@ pub struct TcpCounters {
     pub no_room_drops: u64,
     /// Guest segments beyond what we expected (answered with a duplicate ACK).
     pub out_of_order: u64,
+    /// In-order guest data that filled a hole with more dropped beyond it, acknowledged with
+    /// three duplicate ACKs to prompt the guest's next fast retransmit.
+    pub hole_prompts: u64,
+    /// Hole prompts repeated because the hole stayed (the resent segment or our ACKs lost).
+    pub prompt_repeats: u64,
     /// Flows reset for a timeout (handshake, retransmission, inactivity, FIN).
     pub timeouts: u64,
     /// Connections accepted on a port that isn't forwarded, or whose guest flow clashes.
@@ -223,6 +254,17 @@ struct Flow {
     starved: bool,
     /// One `Writable` report wanted, to send a window update.
     want_wupdate: bool,
+    /// The end of the furthest out-of-order segment dropped: until `rcv_nxt` gets there, the
+    /// guest has more to resend beyond whatever hole it is filling.
+    ooo_edge: Option<u32>,
+    /// In-order data arrived short of `ooo_edge`: the next ACK goes out with three duplicates.
+    hole_prompt: bool,
+    /// The last hole prompt, until in-order data answers it.
+    prompt: Option<Prompt>,
+    /// How long prompts took to be answered, smoothed (zero: not measured yet).
+    prompt_rtt: Duration,
+    /// The batch's ACK goes out twice (it ends a recovery).
+    ack_twice: bool,
 
     // Host to guest.
     iss: u32,
@@ -253,7 +295,31 @@ struct Flow {
     interest: (bool, bool),
 }
 
+/// A hole prompt in flight: ACKs for `seq` went out at `first`, again at `again_at` unless
+/// data at `seq` arrives first.
+#[derive(Debug, Clone, Copy)]
+struct Prompt {
+    seq: u32,
+    first: Instant,
+    again_at: Instant,
+    tries: u8,
+    /// Our prompt (rather than a wait for the guest's own fast retransmit): its answer
+    /// measures how long prompts take.
+    ours: bool,
+}
+
 impl Flow {
+    /// Data the guest sent beyond `rcv_nxt` was dropped, and it hasn't all come again yet.
+    fn recovering(&self) -> bool {
+        self.ooo_edge.is_some_and(|e| seq_lt(self.rcv_nxt, e))
+    }
+
+    /// How long to wait for the answer to a hole prompt sent `tries` times before.
+    fn prompt_wait(&self, tries: u8) -> Duration {
+        let base = (self.prompt_rtt * 2).clamp(PROMPT_WAIT_MIN, PROMPT_WAIT_MAX);
+        base * (1u32 << tries.min(8))
+    }
+
     fn stash_len(&self) -> usize {
         self.stash.len() - self.stash_at
     }
@@ -301,6 +367,7 @@ impl Flow {
             .min();
         if self.phase == Phase::Established {
             let idle = self.last_activity + ACT_TIMEOUT;
+            let idle = self.prompt.map_or(idle, |p| p.again_at.min(idle));
             d = Some(d.map_or(idle, |d| d.min(idle)));
         }
         d
@@ -508,6 +575,11 @@ impl Tcp {
             stash_at: 0,
             starved: false,
             want_wupdate: false,
+            ooo_edge: None,
+            hole_prompt: false,
+            prompt: None,
+            prompt_rtt: Duration::ZERO,
+            ack_twice: false,
             iss,
             snd_una: iss,
             snd_nxt: iss,
@@ -800,6 +872,11 @@ impl Tcp {
             stash_at: 0,
             starved: false,
             want_wupdate: false,
+            ooo_edge: None,
+            hole_prompt: false,
+            prompt: None,
+            prompt_rtt: Duration::ZERO,
+            ack_twice: false,
             iss,
             snd_una: iss,
             snd_nxt: iss.wrapping_add(1),
@@ -898,6 +975,30 @@ impl Tcp {
                     cx.counters.timeouts += 1;
                     return Next::Abort { rst_guest: true };
                 }
+                if let Some(p) = f.prompt.filter(|p| p.again_at <= now) {
+                    f.prompt = None;
+                    let waiting_for_room = f.starved || f.stash_len() > 0;
+                    if f.recovering()
+                        && f.rcv_nxt == p.seq
+                        && p.tries < PROMPT_RETRIES
+                        && !waiting_for_room
+                    {
+                        // Unanswered: the resent segment or our ACKs were lost. Again, as a
+                        // window update first, since a guest counts duplicates only after an
+                        // ACK that changed something. (Data dropped for want of room is
+                        // asked for again once there is room.)
+                        cx.counters.prompt_repeats += 1;
+                        nudge_window(cx, f);
+                        for _ in 0..=DUP_ACK_THRESHOLD {
+                            send_ack(cx, f);
+                        }
+                        f.prompt = Some(Prompt {
+                            again_at: now + f.prompt_wait(p.tries + 1),
+                            tries: p.tries + 1,
+                            ..p
+                        });
+                    }
+                }
                 if f.rto_at.is_none_or(|d| d > now) {
                     return Next::Keep;
                 }
@@ -965,8 +1066,26 @@ impl Tcp {
                 f.send_due = false;
                 next = send_data(cx, f);
             }
-            if next == Next::Keep && f.ack_due {
+            if next == Next::Keep && (f.ack_due || f.hole_prompt || f.ack_twice) {
                 send_ack(cx, f);
+                if std::mem::take(&mut f.ack_twice) {
+                    send_ack(cx, f);
+                }
+                if std::mem::take(&mut f.hole_prompt) {
+                    // Three duplicates: the guest's next fast retransmit fills the next hole
+                    // now rather than at its retransmission timeout.
+                    cx.counters.hole_prompts += 1;
+                    for _ in 0..DUP_ACK_THRESHOLD {
+                        send_ack(cx, f);
+                    }
+                    f.prompt = Some(Prompt {
+                        seq: f.rcv_nxt,
+                        first: cx.now,
+                        again_at: cx.now + f.prompt_wait(0),
+                        tries: 0,
+                        ours: true,
+                    });
+                }
             }
             self.after(cx, idx, next);
         }
@@ -1125,6 +1244,7 @@ fn send_ack(cx: &mut Cx<'_>, f: &mut Flow) {
     f.ack_due = false;
     if f.phase == Phase::Established
         && !f.guest_fin
+        && !f.recovering()
         && u32::from(f.window_field()) << f.our_ws < f.mss
     {
         f.want_wupdate = true;
@@ -1168,7 +1288,41 @@ fn refresh_window(cx: &mut Cx<'_>, f: &mut Flow) {
     let Ok(info) = cx.io.tcp_info(s) else { return };
     let room = (info.send_space as usize).saturating_sub(f.stash_len()) as u32;
     let max = u32::from(u16::MAX) << f.our_ws;
-    f.right_edge = f.rcv_nxt.wrapping_add(room.min(max));
+    let mut edge = f.rcv_nxt.wrapping_add(room.min(max));
+    if let Some(ooo) = f.ooo_edge.filter(|_| f.recovering()) {
+        // Hold the edge while the guest fills holes: new data beyond what it must resend
+        // would only be dropped, and keep the recovery going.
+        let held = if seq_gt(ooo, f.right_edge) {
+            ooo
+        } else {
+            f.right_edge
+        };
+        if seq_lt(held, edge) {
+            edge = held;
+        }
+    }
+    f.right_edge = edge;
+}
+
+/// Moves the right edge one window unit further if the socket has the room, or else one
+/// unit back: either way the next ACK is a window update, which a guest takes as news (the
+/// duplicates after it then count).
+fn nudge_window(cx: &mut Cx<'_>, f: &mut Flow) {
+    let Some(s) = f.sock else { return };
+    let Ok(info) = cx.io.tcp_info(s) else { return };
+    let room = (info.send_space as usize).saturating_sub(f.stash_len()) as u32;
+    let max = u32::from(u16::MAX) << f.our_ws;
+    let limit = f.rcv_nxt.wrapping_add(room.min(max));
+    let unit = 1u32 << f.our_ws;
+    let wider = f.right_edge.wrapping_add(unit);
+    if seq_lt(f.right_edge, f.rcv_nxt) {
+        return;
+    }
+    if !seq_gt(wider, limit) && f.window_field() < u16::MAX {
+        f.right_edge = wider;
+    } else if f.window_field() > 1 {
+        f.right_edge = f.right_edge.wrapping_sub(unit);
+    }
 }
 
 fn update_interest(cx: &mut Cx<'_>, f: &mut Flow) {
@@ -1337,6 +1491,25 @@ fn established_segment(
     let off = f.rcv_nxt.wrapping_sub(seg.seq);
     if (off as i32) < 0 {
         cx.counters.out_of_order += 1;
+        // Lost to us: remember how far the guest got (within the window; anything beyond is
+        // not a segment a sane guest sent).
+        if seq_lt(seg.seq, f.right_edge) {
+            let end = seg.seq.wrapping_add(payload.len() as u32);
+            if f.ooo_edge.is_none_or(|e| seq_gt(end, e)) {
+                f.ooo_edge = Some(end);
+            }
+            if f.prompt.is_none() {
+                // Our duplicate ACKs should make the guest resend the hole; if they don't
+                // (too few, or lost, or its resent segment lost), a prompt will.
+                f.prompt = Some(Prompt {
+                    seq: f.rcv_nxt,
+                    first: cx.now,
+                    again_at: cx.now + f.prompt_wait(0),
+                    tries: 0,
+                    ours: false,
+                });
+            }
+        }
         send_ack(cx, f);
         return Next::Keep;
     }
@@ -1388,6 +1561,25 @@ fn established_segment(
         }
         f.rcv_nxt = f.rcv_nxt.wrapping_add(data.len() as u32);
         f.ack_due = true;
+        if let Some(p) = f.prompt.take().filter(|p| p.ours) {
+            // Answered (by the resent segment, or one sent anyway): measured from the first
+            // prompt, which errs on the long side if it was repeated.
+            let rtt = cx.now.saturating_since(p.first);
+            f.prompt_rtt = if f.prompt_rtt.is_zero() {
+                rtt
+            } else {
+                (f.prompt_rtt * 7 + rtt) / 8
+            };
+        }
+        if f.recovering() {
+            // The guest is resending into a hole, and what it sent beyond was dropped.
+            f.hole_prompt = true;
+        } else if f.ooo_edge.take().is_some() {
+            // All resent. The ACK saying so reopens the window we held, and the guest has
+            // nothing else in flight to make up for its loss: it goes out twice.
+            f.hole_prompt = false;
+            f.ack_twice = true;
+        }
     }
     if fin {
         f.guest_fin = true;
@@ -1540,6 +1732,11 @@ mod tests {
             stash_at: 0,
             starved: false,
             want_wupdate: false,
+            ooo_edge: None,
+            hole_prompt: false,
+            prompt: None,
+            prompt_rtt: Duration::ZERO,
+            ack_twice: false,
             iss: 0,
             snd_una: 1,
             snd_nxt: 1,
