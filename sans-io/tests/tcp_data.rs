@@ -52,6 +52,66 @@ fn partial_write_goes_to_the_stash_and_out_when_writable() {
 }
 
 #[test]
+fn writable_interest_stays_on_until_the_window_opens() {
+    let mut h = H::new();
+    let (mut g, s) = connected(&mut h, None);
+    // The guest's data takes exactly the room there is: the window closes.
+    h.io.sock(s).space = 1000;
+    g.data(&mut h, &pattern(1000, 12));
+    let segs = h.take();
+    assert_eq!(segs.len(), 1);
+    assert_eq!((segs[0].ack, segs[0].window), (g.seq, 0));
+    assert!(h.io.sock(s).interest.1, "waiting for room");
+    // The kernel says writable, but there is still no room: keep waiting, say nothing.
+    h.event(s, SockEvent::Writable);
+    assert!(h.take().is_empty());
+    assert!(h.io.sock(s).interest.1, "still waiting for room");
+    // Room: the window update goes out at once, not at the guest's next probe.
+    h.io.sock(s).space = 10_000;
+    h.event(s, SockEvent::Writable);
+    let segs = h.take();
+    assert_eq!(segs.len(), 1, "{segs:?}");
+    assert!(segs[0].is(flags::ACK));
+    assert_eq!((segs[0].ack, segs[0].window), (g.seq, 10_000));
+    assert!(!h.io.sock(s).interest.1, "the window holds a segment");
+    h.check();
+}
+
+#[test]
+fn writable_reports_that_bring_no_room_again_and_again_turn_to_polling() {
+    use sans_io::flow::tcp::WUPDATE_POLL;
+    let mut h = H::new();
+    let (mut g, s) = connected(&mut h, None);
+    h.io.sock(s).space = 500;
+    g.data(&mut h, &pattern(500, 13));
+    h.take();
+    // A level-triggered report repeats at once while the kernel's idea of room isn't ours:
+    // after two in a row for nothing, the room is polled instead.
+    h.event(s, SockEvent::Writable);
+    assert!(h.io.sock(s).interest.1);
+    h.event(s, SockEvent::Writable);
+    assert!(!h.io.sock(s).interest.1, "no spinning on Writable");
+    assert!(h.take().is_empty());
+    // Still nothing at the next poll: listening again.
+    h.advance(WUPDATE_POLL);
+    assert!(h.take().is_empty());
+    assert!(h.io.sock(s).interest.1);
+    h.event(s, SockEvent::Writable);
+    h.event(s, SockEvent::Writable);
+    assert!(!h.io.sock(s).interest.1);
+    // Room appears between reports: the poll finds it.
+    h.io.sock(s).space = 5000;
+    h.advance(WUPDATE_POLL);
+    let segs = h.take();
+    assert_eq!(segs.len(), 1);
+    assert_eq!((segs[0].ack, segs[0].window), (g.seq, 5000));
+    assert!(!h.io.sock(s).interest.1);
+    h.advance(Duration::from_secs(1));
+    assert!(h.take().is_empty());
+    h.check();
+}
+
+#[test]
 fn guest_data_while_the_stash_is_stuck_is_dropped_then_resent_promptly() {
     let mut h = H::new();
     let (mut g, s) = connected(&mut h, None);

@@ -42,8 +42,12 @@
 //! scaled, never more: we keep a *right edge* (`rcv_nxt` + the room we last measured) and every
 //! frame advertises up to that edge and no further, so a guest that respects its window should
 //! never send more than the kernel takes. The room is measured once per batch, when the flow's
-//! ACK goes out from [`Tcp::flush`]. When it is small we ask for one `Writable` report, to tell
-//! the guest promptly once the kernel has drained its buffer.
+//! ACK goes out from [`Tcp::flush`]. When the window we advertise is too small for one of the
+//! guest's segments, the guest waits for an update (or probes, 200 ms and more later), so we
+//! listen for `Writable` until the room grows, and send the update at once. A `Writable` that
+//! finds no more room keeps us listening; since readiness is level-triggered and the kernel's
+//! idea of writable is not our idea of room, a second one in a row turns listening into
+//! measuring the room every [`WUPDATE_POLL`] until it grows.
 //!
 //! **The stash**, the one exception to "no buffering": when the kernel takes only part of a
 //! segment (its accounting is not exactly ours), the unwritten rest of *that one segment* is
@@ -146,6 +150,9 @@ pub const PROMPT_WAIT_MIN: Duration = Duration::from_millis(1);
 pub const PROMPT_WAIT_MAX: Duration = Duration::from_millis(100);
 /// Repeats of one hole prompt at most; beyond, the guest's own retransmission timer fills it.
 pub const PROMPT_RETRIES: u8 = 5;
+/// How often the room is measured while the guest waits for a window and `Writable` reports
+/// keep coming without room (see the module documentation).
+pub const WUPDATE_POLL: Duration = Duration::from_millis(2);
 /// Stash buffers in use at most, over all flows; beyond, partial writes fall back to
 /// acknowledging only what was written.
 pub const MAX_STASHES: usize = 4096;
@@ -252,8 +259,12 @@ struct Flow {
     /// In-order guest data was dropped for lack of room: resend-prompting ACKs are due once
     /// the socket has room.
     starved: bool,
-    /// One `Writable` report wanted, to send a window update.
+    /// `Writable` reports wanted, to send a window update.
     want_wupdate: bool,
+    /// `Writable` reports in a row that found no more room.
+    fruitless_writable: u8,
+    /// When to measure the room again, instead of listening for `Writable`.
+    wupdate_poll_at: Option<Instant>,
     /// The end of the furthest out-of-order segment dropped: until `rcv_nxt` gets there, the
     /// guest has more to resend beyond whatever hole it is filling.
     ooo_edge: Option<u32>,
@@ -324,6 +335,15 @@ impl Flow {
         self.stash.len() - self.stash_at
     }
 
+    /// The window we advertise is too small for a segment of the guest's (which then waits
+    /// for an update or probes), and more than ever shrinking because we hold it.
+    fn window_too_small(&self) -> bool {
+        self.phase == Phase::Established
+            && !self.guest_fin
+            && !self.recovering()
+            && u32::from(self.window_field()) << self.our_ws < self.mss
+    }
+
     fn in_flight(&self) -> u32 {
         self.snd_nxt.wrapping_sub(self.snd_una)
     }
@@ -367,7 +387,10 @@ impl Flow {
             .min();
         if self.phase == Phase::Established {
             let idle = self.last_activity + ACT_TIMEOUT;
-            let idle = self.prompt.map_or(idle, |p| p.again_at.min(idle));
+            let idle = [self.prompt.map(|p| p.again_at), self.wupdate_poll_at]
+                .into_iter()
+                .flatten()
+                .fold(idle, Instant::min);
             d = Some(d.map_or(idle, |d| d.min(idle)));
         }
         d
@@ -575,6 +598,8 @@ impl Tcp {
             stash_at: 0,
             starved: false,
             want_wupdate: false,
+            fruitless_writable: 0,
+            wupdate_poll_at: None,
             ooo_edge: None,
             hole_prompt: false,
             prompt: None,
@@ -780,7 +805,7 @@ impl Tcp {
                 }
             }
             SockEvent::Writable => {
-                f.want_wupdate = false;
+                let wanted = std::mem::take(&mut f.want_wupdate);
                 if f.phase == Phase::Established {
                     let next = flush_stash(cx, f);
                     if next == Next::Keep && f.stash_len() == 0 {
@@ -788,13 +813,26 @@ impl Tcp {
                         refresh_window(cx, f);
                         if f.starved {
                             f.starved = false;
+                            f.fruitless_writable = 0;
                             // A window update, then duplicate ACKs to prompt a resend of
                             // what we dropped.
                             for _ in 0..=DUP_ACK_THRESHOLD {
                                 send_ack(cx, f);
                             }
                         } else if seq_gt(f.right_edge, old_edge) {
+                            f.fruitless_writable = 0;
                             send_ack(cx, f);
+                        } else if wanted && f.window_too_small() {
+                            // No more room yet: the guest still waits. Keep listening, but a
+                            // level-triggered report that keeps coming without room would
+                            // spin the loop: after two in a row, measure on a timer instead.
+                            f.fruitless_writable += 1;
+                            if f.fruitless_writable < 2 {
+                                f.want_wupdate = true;
+                            } else {
+                                f.fruitless_writable = 0;
+                                f.wupdate_poll_at = Some(cx.now + WUPDATE_POLL);
+                            }
                         }
                     }
                     next
@@ -872,6 +910,8 @@ impl Tcp {
             stash_at: 0,
             starved: false,
             want_wupdate: false,
+            fruitless_writable: 0,
+            wupdate_poll_at: None,
             ooo_edge: None,
             hole_prompt: false,
             prompt: None,
@@ -974,6 +1014,16 @@ impl Tcp {
                 if f.phase_deadline.is_some_and(|d| d <= now) {
                     cx.counters.timeouts += 1;
                     return Next::Abort { rst_guest: true };
+                }
+                if f.wupdate_poll_at.is_some_and(|t| t <= now) {
+                    f.wupdate_poll_at = None;
+                    let old_edge = f.right_edge;
+                    refresh_window(cx, f);
+                    if seq_gt(f.right_edge, old_edge) {
+                        send_ack(cx, f);
+                    } else if f.window_too_small() {
+                        f.want_wupdate = true;
+                    }
                 }
                 if let Some(p) = f.prompt.filter(|p| p.again_at <= now) {
                     f.prompt = None;
@@ -1242,11 +1292,7 @@ fn emit(cx: &mut Cx<'_>, f: &Flow, fl: u8, seq: u32) {
 fn send_ack(cx: &mut Cx<'_>, f: &mut Flow) {
     emit(cx, f, flags::ACK, f.snd_nxt);
     f.ack_due = false;
-    if f.phase == Phase::Established
-        && !f.guest_fin
-        && !f.recovering()
-        && u32::from(f.window_field()) << f.our_ws < f.mss
-    {
+    if f.window_too_small() {
         f.want_wupdate = true;
     }
 }
@@ -1732,6 +1778,8 @@ mod tests {
             stash_at: 0,
             starved: false,
             want_wupdate: false,
+            fruitless_writable: 0,
+            wupdate_poll_at: None,
             ooo_edge: None,
             hole_prompt: false,
             prompt: None,
