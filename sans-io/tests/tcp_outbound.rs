@@ -86,6 +86,82 @@ fn refused_connect_is_reset_at_once() {
 }
 
 #[test]
+fn a_syn_retransmission_crossing_our_reset_opens_no_second_connect() {
+    use sans_io::flow::tcp::TOMBSTONE_TIME;
+    let mut h = H::new();
+    let mut g = Guest::new("192.0.2.2:40000", "203.0.113.5:81");
+    g.syn(&mut h, 1460, None);
+    let isn = g.seq.wrapping_sub(1);
+    let s = h.last_sock();
+    // The connect is refused, and in the same batch the guest's SYN comes again (it left
+    // before our RST arrived).
+    h.engine
+        .handle_socket(h.now, s, SockEvent::Error(111), &mut h.io, &mut h.out);
+    g.seq = isn;
+    g.send(&mut h, flags::SYN, &[]);
+    h.flush();
+    let segs = h.take();
+    assert_eq!(segs.len(), 2, "{segs:?}");
+    assert!(segs
+        .iter()
+        .all(|x| x.is(flags::RST | flags::ACK) && x.ack == isn.wrapping_add(1)));
+    assert_eq!(h.io.socks.len(), 1, "no second connect");
+    assert_eq!(h.engine.counters().tcp.opened, 1);
+    assert_eq!(h.engine.counters().tcp.stale_syns, 1);
+    assert_eq!(h.engine.tcp().len(), 0);
+    // Later retransmissions (our RST was lost) get the same answer.
+    h.advance(std::time::Duration::from_secs(1));
+    g.seq = isn;
+    g.send(&mut h, flags::SYN, &[]);
+    h.flush();
+    let segs = h.take();
+    assert_eq!(segs.len(), 1);
+    assert!(segs[0].is(flags::RST | flags::ACK));
+    assert_eq!(h.io.socks.len(), 1);
+    // A new attempt (another ISN) connects.
+    g.seq = isn.wrapping_add(100_000);
+    g.syn(&mut h, 1460, None);
+    assert_eq!(h.io.socks.len(), 2);
+    assert!(h.take().is_empty());
+    h.check();
+
+    // Refused at once: the same. And the tombstone goes after a while.
+    let mut h = H::new();
+    h.io.refuse = true;
+    let mut g = Guest::new("192.0.2.2:40001", "203.0.113.5:81");
+    g.syn(&mut h, 1460, None);
+    assert_eq!(h.take().len(), 1);
+    h.io.refuse = false;
+    g.seq = g.seq.wrapping_sub(1);
+    g.syn(&mut h, 1460, None);
+    assert_eq!(h.take().len(), 1);
+    assert!(h.io.socks.is_empty());
+    assert_eq!(h.engine.counters().tcp.stale_syns, 1);
+    h.advance(TOMBSTONE_TIME);
+    g.seq = g.seq.wrapping_sub(1);
+    g.syn(&mut h, 1460, None);
+    assert_eq!(h.io.socks.len(), 1, "forgotten: a connect again");
+}
+
+#[test]
+fn reset_attempts_are_remembered_in_bounded_number() {
+    use sans_io::flow::tcp::MAX_TOMBSTONES;
+    let mut h = H::new();
+    h.io.refuse = true;
+    let guest = |i: usize| Guest::new(&format!("192.0.2.2:{}", 20000 + i), "203.0.113.5:81");
+    for i in 0..=MAX_TOMBSTONES {
+        guest(i).syn(&mut h, 1460, None);
+    }
+    assert_eq!(h.take().len(), MAX_TOMBSTONES + 1);
+    h.io.refuse = false;
+    // The oldest was forgotten, the next is still there.
+    guest(1).syn(&mut h, 1460, None);
+    assert!(h.io.socks.is_empty());
+    guest(0).syn(&mut h, 1460, None);
+    assert_eq!(h.io.socks.len(), 1);
+}
+
+#[test]
 fn data_both_ways_byte_exact() {
     let mut h = H::new();
     let (mut g, s) = connected(&mut h, Some(7));

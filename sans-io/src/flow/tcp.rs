@@ -86,8 +86,11 @@
 //! byte before it is written. Either direction can keep going after the other's FIN. When both
 //! FINs are acknowledged the socket is closed and the flow lingers for [`TIME_WAIT`] to
 //! acknowledge a retransmitted last FIN. A guest RST aborts the socket; a socket error sends the
-//! guest a RST (a refused connect at once). Timeouts: handshakes (SYN and SYN-ACK retried 1, 2,
-//! 4, 8 s), [`FIN_TIMEOUT`] once both FINs are out, [`ACT_TIMEOUT`] of inactivity.
+//! guest a RST (a refused connect at once; the attempt, by the guest's 4-tuple and initial
+//! sequence number, is remembered for [`TOMBSTONE_TIME`], so that a retransmission of its SYN
+//! which crossed our RST gets another RST instead of opening a second host connect).
+//! Timeouts: handshakes (SYN and SYN-ACK retried 1, 2, 4, 8 s), [`FIN_TIMEOUT`] once both FINs
+//! are out, [`ACT_TIMEOUT`] of inactivity.
 //!
 //! ## Batching
 //!
@@ -105,6 +108,7 @@
 //! and the socket shut down for writing; the host's end of stream seen, our FIN's sequence
 //! number, our FIN acknowledged.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -142,6 +146,11 @@ pub const FIN_TIMEOUT: Duration = Duration::from_secs(60);
 pub const ACT_TIMEOUT: Duration = Duration::from_secs(7200);
 /// How long a closed flow lingers to re-acknowledge a retransmitted last FIN.
 pub const TIME_WAIT: Duration = Duration::from_secs(2);
+/// How long a connection attempt we reset (host connect refused or timed out) is remembered,
+/// so that a retransmission of its SYN gets a RST rather than another host connect.
+pub const TOMBSTONE_TIME: Duration = Duration::from_secs(3);
+/// Such attempts remembered at most; beyond, the oldest is forgotten.
+pub const MAX_TOMBSTONES: usize = 256;
 /// Duplicate ACKs that trigger a fast retransmit.
 pub const DUP_ACK_THRESHOLD: u8 = 3;
 /// A hole prompt (see the module documentation) not answered within twice the time prompts
@@ -175,6 +184,8 @@ pub struct TcpCounters {
     pub resets_received: u64,
     /// Connections refused because the flow table was full.
     pub table_full: u64,
+    /// Retransmitted SYNs of connection attempts already reset: reset again, no connect.
+    pub stale_syns: u64,
     /// Retransmissions to the guest (timeouts and fast retransmits).
     pub retransmissions: u64,
     pub fast_retransmits: u64,
@@ -445,6 +456,35 @@ pub struct Tcp {
     stashes: usize,
     /// When work became pending for [`Tcp::flush`].
     pending_since: Option<Instant>,
+    tombstones: Tombstones,
+}
+
+/// Connection attempts we reset, by the guest's 4-tuple and initial sequence number, until
+/// when they are remembered (all for the same time, so the oldest is in front).
+#[derive(Debug, Default)]
+struct Tombstones {
+    list: VecDeque<(Instant, FlowKey, u32)>,
+}
+
+impl Tombstones {
+    fn bury(&mut self, now: Instant, key: FlowKey, isn: u32) {
+        self.expire(now);
+        if self.list.len() >= MAX_TOMBSTONES {
+            self.list.pop_front();
+        }
+        self.list.push_back((now + TOMBSTONE_TIME, key, isn));
+    }
+
+    fn holds(&mut self, now: Instant, key: &FlowKey, isn: u32) -> bool {
+        self.expire(now);
+        self.list.iter().any(|(_, k, i)| k == key && *i == isn)
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while self.list.front().is_some_and(|t| t.0 <= now) {
+            self.list.pop_front();
+        }
+    }
 }
 
 impl Tcp {
@@ -457,6 +497,7 @@ impl Tcp {
             scratch: Vec::new(),
             stashes: 0,
             pending_since: None,
+            tombstones: Tombstones::default(),
         }
     }
 
@@ -512,7 +553,14 @@ impl Tcp {
                 return;
             }
             if seg.has(flags::SYN) && !seg.has(flags::ACK) {
-                self.open_outbound(cx, key, seg);
+                if self.tombstones.holds(cx.now, &key, seg.seq) {
+                    // Its attempt was reset already: this SYN crossed our RST, or the RST was
+                    // lost. The same answer again, and no second host connect.
+                    cx.counters.stale_syns += 1;
+                    rst_reply(cx, key, seg);
+                } else {
+                    self.open_outbound(cx, key, seg);
+                }
             } else {
                 rst_reply(cx, key, seg);
             }
@@ -570,6 +618,7 @@ impl Tcp {
             Ok(s) => s,
             Err(_) => {
                 cx.counters.connect_refused += 1;
+                self.tombstones.bury(cx.now, key, seg.seq);
                 rst_reply(cx, key, seg);
                 return;
             }
@@ -782,6 +831,7 @@ impl Tcp {
                     cx.counters.connect_refused += 1;
                     // The guest is still in SYN-SENT: RST with ACK of its SYN.
                     emit(cx, f, flags::RST | flags::ACK, 0);
+                    bury(&mut self.tombstones, cx.now, f);
                     cx.counters.resets_sent += 1;
                     Next::Abort { rst_guest: false }
                 } else {
@@ -985,6 +1035,7 @@ impl Tcp {
                     cx.counters.timeouts += 1;
                     cx.counters.connect_refused += 1;
                     emit(cx, f, flags::RST | flags::ACK, 0);
+                    bury(&mut self.tombstones, now, f);
                     cx.counters.resets_sent += 1;
                     return Next::Abort { rst_guest: false };
                 }
@@ -1224,6 +1275,16 @@ impl Tcp {
 }
 
 // --- Per-flow mechanics, free of the table ---
+
+/// Remembers a connection attempt being reset (the flow still `Connecting`: `rcv_nxt` is one
+/// past the guest's SYN).
+fn bury(tombstones: &mut Tombstones, now: Instant, f: &Flow) {
+    let key = FlowKey {
+        guest: f.guest,
+        peer: f.peer,
+    };
+    tombstones.bury(now, key, f.rcv_nxt.wrapping_sub(1));
+}
 
 fn usable_unicast(a: IpAddr) -> bool {
     match a {
