@@ -109,7 +109,12 @@ pub fn run(
     let mut next_poll = monotonic_now() + WATCH_INTERVAL;
 
     loop {
-        if let Err(e) = reactor.set_deadline(engine.poll_timeout()) {
+        // The engine's next deadline, or a listener's that ran out of descriptors.
+        let deadline = [engine.poll_timeout(), sockets.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Err(e) = reactor.set_deadline(deadline) {
             return Exit::LinkError(format!("cannot arm the timer: {e}"));
         }
         let timeout = (!polled.is_empty()).then(|| {
@@ -129,7 +134,9 @@ pub fn run(
                 }
                 TOKEN_TIMER => {
                     reactor.ack_timer();
-                    engine.handle_timeout(monotonic_now(), sockets, &mut out);
+                    let now = monotonic_now();
+                    sockets.handle_timeout(now);
+                    engine.handle_timeout(now, sockets, &mut out);
                 }
                 TOKEN_SIGNAL => {
                     if let Ok(Some(sig)) = reactor.next_signal() {

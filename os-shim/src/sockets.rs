@@ -14,7 +14,12 @@
 //! The exception is a socket that hung up or failed: `EPOLLHUP` and `EPOLLERR` can't be masked
 //! and would stay set, so once one was seen the socket becomes edge-triggered, reporting only
 //! what changes. [`SockEvent::PeerClosed`] and [`SockEvent::Error`] are reported once each.
-//! Listeners are level-triggered too, accepting a bounded batch per wake-up.
+//! Listeners are level-triggered too, accepting a bounded batch per wake-up. A listener whose
+//! `accept4` fails for want of descriptors or memory (`EMFILE`, `ENFILE`, `ENOBUFS`,
+//! `ENOMEM`) would stay readable and spin the loop: it is taken off epoll until a socket of
+//! ours is closed or [`ACCEPT_PAUSE`] has passed ([`Sockets::poll_timeout`],
+//! [`Sockets::handle_timeout`]), its connections waiting in the backlog meanwhile; the first
+//! time is logged.
 //!
 //! Data from the host is peeked at an offset past the first unacknowledged byte: with
 //! `SO_PEEK_OFF` the kernel keeps that offset, moving it forward with each peek and back with
@@ -27,12 +32,14 @@ use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use sans_io::flow::{Bind, HostSockets, ListenSpec, Proto, SockEvent, SockRef, TcpSockInfo};
 use sans_io::fwd::Forward;
+use sans_io::time::Instant;
 
-use crate::reactor::{Reactor, TOKEN_SIGNAL};
+use crate::reactor::{monotonic_now, Reactor, TOKEN_SIGNAL};
 
 /// Tokens of listening sockets: this plus the listener's index.
 pub const TOKEN_LISTENER_BASE: u64 = 1 << 56;
@@ -48,6 +55,9 @@ const GEN_MASK: u32 = (1 << 24) - 1;
 const ACCEPT_BATCH: usize = 64;
 /// Backlog of listening sockets (the kernel caps it at `somaxconn`).
 const LISTEN_BACKLOG: i32 = 1024;
+/// How long a listener that couldn't accept for want of descriptors is left alone, unless a
+/// socket is closed first.
+pub const ACCEPT_PAUSE: Duration = Duration::from_secs(1);
 
 /// Something for the engine, in the order it happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +142,9 @@ struct Slot {
 struct Listener {
     fd: OwnedFd,
     addr: SocketAddr,
+    /// Off epoll until then (or until a socket is closed): accepting failed for want of
+    /// descriptors.
+    paused_until: Option<Instant>,
 }
 
 /// Counters for logs and tests.
@@ -144,6 +157,8 @@ pub struct SocketStats {
     pub peek_seeks: u64,
     /// Events for sockets closed before they were handled.
     pub stale_events: u64,
+    /// Times a listener was put aside because accepting ran out of descriptors.
+    pub accept_paused: u64,
 }
 
 /// Real host sockets, see the module documentation.
@@ -158,6 +173,10 @@ pub struct Sockets {
     /// Where peeks without `SO_PEEK_OFF` put the bytes before the offset.
     scratch: Vec<u8>,
     stats: SocketStats,
+    /// Listeners put aside now.
+    paused: usize,
+    /// Running out of descriptors was logged (once).
+    warned_fd_limit: bool,
 }
 
 impl Default for Sockets {
@@ -179,6 +198,8 @@ impl Sockets {
             peek_off: PeekOffCap::Unknown,
             scratch: Vec::new(),
             stats: SocketStats::default(),
+            paused: 0,
+            warned_fd_limit: false,
         }
     }
 
@@ -187,6 +208,9 @@ impl Sockets {
     pub fn attach(&mut self, reactor: &Reactor) -> io::Result<()> {
         let epoll = reactor.epoll_handle()?;
         for (i, l) in self.listeners.iter().enumerate() {
+            if l.paused_until.is_some() {
+                continue;
+            }
             epoll.add(
                 &l.fd,
                 EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER_BASE + i as u64),
@@ -293,8 +317,75 @@ impl Sockets {
         if let Some(epoll) = &self.epoll {
             epoll.add(&fd, EpollEvent::new(EpollFlags::EPOLLIN, token))?;
         }
-        self.listeners.push(Listener { fd, addr });
+        self.listeners.push(Listener {
+            fd,
+            addr,
+            paused_until: None,
+        });
         Ok(())
+    }
+
+    /// When a listener put aside is due to be watched again, if any is.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.paused == 0 {
+            return None;
+        }
+        self.listeners.iter().filter_map(|l| l.paused_until).min()
+    }
+
+    /// Watches again the listeners whose pause is over at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.resume_listeners(Some(now));
+    }
+
+    /// Takes a listener off epoll for a while: `accept4` failed with `e` for want of
+    /// descriptors or memory, and the connection waiting would wake us again at once.
+    fn pause_listener(&mut self, index: usize, e: &io::Error) {
+        let Some(l) = self.listeners.get_mut(index) else {
+            return;
+        };
+        if l.paused_until.is_some() {
+            return;
+        }
+        if let Some(epoll) = &self.epoll {
+            let _ = epoll.delete(l.fd.as_fd());
+        }
+        l.paused_until = Some(monotonic_now() + ACCEPT_PAUSE);
+        self.paused += 1;
+        self.stats.accept_paused += 1;
+        if !std::mem::replace(&mut self.warned_fd_limit, true) {
+            log::warn!(
+                "cannot accept connections on {}: {e}; they wait until a connection closes (at \
+                 most {} s at a time); not logged again",
+                l.addr,
+                ACCEPT_PAUSE.as_secs()
+            );
+        } else {
+            log::debug!("cannot accept connections on {}: {e}", l.addr);
+        }
+    }
+
+    /// Watches the listeners put aside again: those due at `now`, or all with `None`.
+    fn resume_listeners(&mut self, now: Option<Instant>) {
+        if self.paused == 0 {
+            return;
+        }
+        for (i, l) in self.listeners.iter_mut().enumerate() {
+            let Some(until) = l.paused_until else {
+                continue;
+            };
+            if now.is_some_and(|now| until > now) {
+                continue;
+            }
+            l.paused_until = None;
+            self.paused -= 1;
+            if let Some(epoll) = &self.epoll {
+                let ev = EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER_BASE + i as u64);
+                if let Err(e) = epoll.add(&l.fd, ev) {
+                    log::warn!("cannot watch the listener on {} again: {e}", l.addr);
+                }
+            }
+        }
     }
 
     /// Translates an epoll event for one of our tokens into reports.
@@ -401,6 +492,10 @@ impl Sockets {
             let Some(l) = self.listeners.get(listener) else {
                 return;
             };
+            if l.paused_until.is_some() {
+                // An event from before the pause, in the same wake-up.
+                return;
+            }
             let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
             let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             // SAFETY: accept4 writes at most `len` bytes of address into our storage.
@@ -416,9 +511,13 @@ impl Sockets {
                 let e = io::Error::last_os_error();
                 match e.raw_os_error() {
                     Some(libc::EINTR) | Some(libc::ECONNABORTED) => continue,
-                    // EAGAIN: done; EMFILE and friends: the connection waits in the backlog
-                    // (a level-triggered listener would wake us again at once, so give up
-                    // for this round).
+                    // Out of descriptors or memory: the connection waits in the backlog, and
+                    // the level-triggered listener would wake us again at once.
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                        self.pause_listener(listener, &e);
+                        return;
+                    }
+                    // EAGAIN: done.
                     _ => return,
                 }
             }
@@ -784,6 +883,8 @@ impl HostSockets for Sockets {
         drop(fd);
         self.free.push(s.0);
         self.open -= 1;
+        // A descriptor is free: listeners that ran out may accept again.
+        self.resume_listeners(None);
     }
 
     fn set_interest(&mut self, s: SockRef, readable: bool, writable: bool) {
@@ -1592,6 +1693,165 @@ mod tests {
         // Over budget (the kernel lets one buffer overshoot): nothing.
         assert_eq!(payload_space(100_000, 120_000, 110_000), 0);
         assert_eq!(payload_space(u32::MAX, 1, u32::MAX), u32::MAX - 1);
+    }
+
+    /// Set in the environment of the re-executed test binary that runs
+    /// [`listener_at_the_fd_limit_child`] (the descriptor limit is the whole process's).
+    const FD_LIMIT_CHILD: &str = "OS_SHIM_FD_LIMIT_CHILD";
+
+    /// Sets the soft descriptor limit; returns the one before.
+    fn set_nofile(soft: u64) -> u64 {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: plain system calls with a valid struct.
+        unsafe {
+            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+            let before = lim.rlim_cur;
+            lim.rlim_cur = soft;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+            before
+        }
+    }
+
+    /// The lowest free descriptor number: as a limit, no descriptor can be opened.
+    fn lowest_free_fd() -> u64 {
+        // SAFETY: dup of stdin, closed at once.
+        let fd = unsafe { libc::dup(0) };
+        assert!(fd >= 0);
+        // SAFETY: ours.
+        unsafe { libc::close(fd) };
+        fd as u64
+    }
+
+    /// Listener events seen (and handled) within `d`, and the reports they made.
+    fn listener_wakeups(rig: &mut Rig, d: Duration) -> (usize, Vec<Report>) {
+        let end = Instant::now() + d;
+        let mut events = [EpollEvent::empty(); 16];
+        let (mut wakeups, mut reports) = (0, Vec::new());
+        while Instant::now() < end {
+            let n = rig.reactor.wait(&mut events, Some(10)).unwrap();
+            for ev in &events[..n] {
+                if (TOKEN_LISTENER_BASE..TOKEN_SOCKET_BASE).contains(&ev.data()) {
+                    wakeups += 1;
+                }
+                if Sockets::owns_token(ev.data()) {
+                    rig.sockets.ready(ev.data(), ev.events());
+                }
+            }
+            while let Some(r) = rig.sockets.next_report() {
+                reports.push(r);
+            }
+        }
+        (wakeups, reports)
+    }
+
+    fn accepted(reports: &[Report]) -> usize {
+        reports
+            .iter()
+            .filter(|r| matches!(r, Report::Accepted { .. }))
+            .count()
+    }
+
+    /// Runs only in the re-executed test binary: lowers the descriptor limit there.
+    #[test]
+    fn listener_at_the_fd_limit_child() {
+        if std::env::var_os(FD_LIMIT_CHILD).is_none() {
+            return;
+        }
+        in_fresh_netns(|| {
+            let mut rig = Rig::new(Sockets::new());
+            // A connection of ours, to close later; it brings a listener of its own.
+            let (client, _server) = rig.pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            let spec = ListenSpec {
+                proto: Proto::Tcp,
+                addr: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+                iface: None,
+                port: 0,
+            };
+            assert_eq!(rig.sockets.listen(&spec, ListenOptions::default()).0, 1);
+            let target = rig.sockets.listeners[1].addr;
+            // Three connections wait in the backlog; then no descriptor is left.
+            let waiting: Vec<_> = (0..3)
+                .map(|_| std::net::TcpStream::connect(target).unwrap())
+                .collect();
+            let normal = set_nofile(lowest_free_fd());
+
+            // accept4 fails with EMFILE: the listener is put aside, not polled in a loop.
+            let (wakeups, reports) = listener_wakeups(&mut rig, Duration::from_millis(300));
+            assert!(
+                wakeups <= 2,
+                "{wakeups} wake-ups for a listener that can't accept"
+            );
+            assert_eq!(accepted(&reports), 0);
+            assert_eq!(rig.sockets.stats().accept_paused, 1);
+            let resume = rig.sockets.poll_timeout().expect("a time to try again");
+            let left = resume.saturating_since(crate::reactor::monotonic_now());
+            assert!(left > Duration::from_millis(500) && left <= Duration::from_secs(1));
+
+            // A descriptor is freed: accepting again at once.
+            set_nofile(normal);
+            rig.sockets.close(client, true);
+            let (_, reports) = listener_wakeups(&mut rig, Duration::from_millis(200));
+            assert_eq!(accepted(&reports), 3, "{reports:?}");
+            assert_eq!(rig.sockets.poll_timeout(), None);
+
+            // Again at the limit; this time nothing is closed, and the time comes.
+            let more = std::net::TcpStream::connect(target).unwrap();
+            set_nofile(lowest_free_fd());
+            let (_, reports) = listener_wakeups(&mut rig, Duration::from_millis(100));
+            assert_eq!(accepted(&reports), 0);
+            assert_eq!(rig.sockets.stats().accept_paused, 2);
+            set_nofile(normal);
+            let (_, reports) = listener_wakeups(&mut rig, Duration::from_millis(100));
+            assert_eq!(accepted(&reports), 0, "still put aside");
+            let resume = rig.sockets.poll_timeout().unwrap();
+            rig.sockets.handle_timeout(resume);
+            let (_, reports) = listener_wakeups(&mut rig, Duration::from_millis(200));
+            assert_eq!(accepted(&reports), 1);
+            drop((waiting, more));
+        });
+    }
+
+    #[test]
+    fn a_listener_at_the_fd_limit_is_put_aside_not_spun_on() {
+        if std::env::var_os(FD_LIMIT_CHILD).is_some() {
+            return;
+        }
+        let exe = std::env::current_exe().unwrap();
+        let mut child = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "sockets::tests::listener_at_the_fd_limit_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(FD_LIMIT_CHILD, "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the child test hung");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        assert!(
+            text.contains("1 passed") || text.contains("SKIPPED"),
+            "the child test didn't run: {text}"
+        );
     }
 
     #[test]
