@@ -551,6 +551,21 @@ impl Sockets {
     /// Puts a socket in a free slot and registers it.
     fn insert(&mut self, fd: OwnedFd, state: State) -> io::Result<u32> {
         let peek_off = self.init_peek_off(fd.as_raw_fd());
+        self.insert_with(fd, state, peek_off)
+    }
+
+    /// Puts a datagram socket (no peek offset: whether datagram sockets support one says
+    /// nothing of stream sockets) in a free slot and registers it.
+    fn insert_dgram(&mut self, fd: OwnedFd) -> io::Result<u32> {
+        self.insert_with(fd, State::Connected, None)
+    }
+
+    fn insert_with(
+        &mut self,
+        fd: OwnedFd,
+        state: State,
+        peek_off: Option<usize>,
+    ) -> io::Result<u32> {
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -898,6 +913,46 @@ impl HostSockets for Sockets {
         slot.writable = writable;
         self.update_registration(s.0);
     }
+
+    fn udp_open(&mut self, bind: Bind<'_>, dst: SocketAddr) -> io::Result<SockRef> {
+        let fd = dgram_socket(dst.ip(), libc::IPPROTO_UDP)?;
+        let raw = fd.as_raw_fd();
+        if let Some(iface) = bind.iface {
+            bind_to_device(raw, iface)?;
+        }
+        if let Some(addr) = bind.addr {
+            if addr.is_ipv4() == dst.is_ipv4() {
+                bind_addr(raw, SocketAddr::new(addr, 0))?;
+            }
+        }
+        let (sa, len) = std_to_sockaddr(&dst);
+        // SAFETY: a valid sockaddr of the given length.
+        let rc = unsafe { libc::connect(raw, (&sa as *const libc::sockaddr_storage).cast(), len) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let index = self.insert_dgram(fd)?;
+        Ok(SockRef(index))
+    }
+
+    fn udp_send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
+        let (_, fd) = self.slot(s)?;
+        // SAFETY: sends from our slice.
+        retry(|| unsafe {
+            libc::send(
+                fd,
+                data.as_ptr().cast(),
+                data.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        })
+    }
+
+    fn udp_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
+        let (_, fd) = self.slot(s)?;
+        // SAFETY: receives into our slice, at most its length.
+        retry(|| unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) })
+    }
 }
 
 impl Sockets {
@@ -922,6 +977,28 @@ fn retry(mut f: impl FnMut() -> isize) -> io::Result<usize> {
             return Err(e);
         }
     }
+}
+
+/// A non-blocking datagram socket of `addr`'s family for `proto` (UDP, ICMP "ping").
+fn dgram_socket(addr: IpAddr, proto: libc::c_int) -> io::Result<OwnedFd> {
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain system call.
+    let fd = unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            proto,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn stream_socket(addr: IpAddr) -> io::Result<OwnedFd> {
@@ -1492,6 +1569,43 @@ mod tests {
         in_fresh_netns(|| {
             peeking_at_offsets(Sockets::new(), IpAddr::V4(Ipv4Addr::LOCALHOST));
             peeking_at_offsets(Sockets::new(), IpAddr::V6(Ipv6Addr::LOCALHOST));
+        });
+    }
+
+    #[test]
+    fn udp_connected_socket_sends_and_receives_datagrams() {
+        in_fresh_netns(|| {
+            for lo in [
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ] {
+                let server = std::net::UdpSocket::bind(SocketAddr::new(lo, 0)).unwrap();
+                server
+                    .set_read_timeout(Some(Duration::from_secs(2)))
+                    .unwrap();
+                let mut rig = Rig::new(Sockets::new());
+                let s = rig
+                    .sockets
+                    .udp_open(Bind::default(), server.local_addr().unwrap())
+                    .unwrap();
+                let mut buf = [0u8; 64];
+                assert_eq!(
+                    rig.sockets.udp_recv(s, &mut buf).unwrap_err().kind(),
+                    io::ErrorKind::WouldBlock
+                );
+                assert_eq!(rig.sockets.udp_send(s, b"one").unwrap(), 3);
+                let (n, from) = server.recv_from(&mut buf).unwrap();
+                assert_eq!(&buf[..n], b"one");
+                server.send_to(b"reply", from).unwrap();
+                rig.pump(|seen| {
+                    seen.iter()
+                        .any(|r| matches!(r, Report::Event(x, SockEvent::Readable) if *x == s))
+                });
+                let n = rig.sockets.udp_recv(s, &mut buf).unwrap();
+                assert_eq!(&buf[..n], b"reply");
+                rig.sockets.close(s, false);
+                assert_eq!(rig.sockets.open_sockets(), 0);
+            }
         });
     }
 

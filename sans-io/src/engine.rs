@@ -33,6 +33,7 @@ use std::net::{IpAddr, SocketAddr};
 use crate::config::Config;
 use crate::flow::table::KeyedHash;
 use crate::flow::tcp::{self, Cx, Tcp, TcpCounters};
+use crate::flow::udp::{self, Udp, UdpCounters, UdpCx};
 use crate::flow::{HostSockets, SockEvent, SockRef};
 use crate::rng::Rng;
 use crate::services::{self, Ctx, GuestState, Outcome};
@@ -62,6 +63,8 @@ pub struct Counters {
     pub ra_unsolicited: u64,
     /// TCP translation.
     pub tcp: TcpCounters,
+    /// UDP translation.
+    pub udp: UdpCounters,
 }
 
 /// Limits and ranges the engine is built with (beyond the network configuration).
@@ -71,6 +74,8 @@ pub struct EngineOptions {
     pub max_tcp_flows: usize,
     /// The host's ephemeral port range (`ip_local_port_range`): `-t all` doesn't forward it.
     pub ephemeral: RangeInclusive<u16>,
+    /// UDP flows at most; beyond, new flows' datagrams are dropped (and counted).
+    pub max_udp_flows: usize,
 }
 
 impl Default for EngineOptions {
@@ -78,6 +83,7 @@ impl Default for EngineOptions {
         EngineOptions {
             max_tcp_flows: tcp::DEFAULT_MAX_FLOWS,
             ephemeral: tcp::DEFAULT_EPHEMERAL,
+            max_udp_flows: udp::DEFAULT_MAX_FLOWS,
         }
     }
 }
@@ -90,6 +96,7 @@ pub struct Engine {
     /// When the next unsolicited router advertisement is due, if we send them.
     next_ra: Option<Instant>,
     tcp: Tcp,
+    udp: Udp,
 }
 
 impl Engine {
@@ -110,12 +117,18 @@ impl Engine {
             counters: Counters::default(),
             next_ra,
             tcp: Tcp::new(options.max_tcp_flows, options.ephemeral, hash),
+            udp: Udp::new(options.max_udp_flows),
         }
     }
 
     /// The TCP translation's state (flows, phases), for tests and debugging.
     pub fn tcp(&self) -> &Tcp {
         &self.tcp
+    }
+
+    /// The UDP translation's state (flows), for tests and debugging.
+    pub fn udp(&self) -> &Udp {
+        &self.udp
     }
 
     pub fn config(&self) -> &Config {
@@ -133,10 +146,14 @@ impl Engine {
     /// The next time [`Engine::handle_timeout`] wants to run.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.next_ra, self.tcp.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.next_ra,
+            self.tcp.poll_timeout(),
+            self.udp.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Runs what is due at `now`.
@@ -151,6 +168,15 @@ impl Engine {
             counters: &mut self.counters.tcp,
         };
         self.tcp.handle_timeout(&mut cx);
+        let mut ucx = UdpCx {
+            now,
+            config: &self.config,
+            guest: &self.guest,
+            io: cx.io,
+            out: cx.out,
+            counters: &mut self.counters.udp,
+        };
+        self.udp.handle_timeout(&mut ucx);
         if let Some(due) = self.next_ra.filter(|&due| due <= now) {
             let mut ctx = Ctx {
                 config: &self.config,
@@ -173,6 +199,18 @@ impl Engine {
         io: &mut dyn HostSockets,
         out: &mut FrameQueue,
     ) {
+        if self.udp.owns(s) {
+            let mut cx = UdpCx {
+                now,
+                config: &self.config,
+                guest: &self.guest,
+                io,
+                out,
+                counters: &mut self.counters.udp,
+            };
+            self.udp.handle_socket(&mut cx, s, ev);
+            return;
+        }
         let mut cx = Cx {
             now,
             config: &self.config,
@@ -242,7 +280,7 @@ impl Engine {
                 Service::Ndp => self.counters.ndp_answered += 1,
                 Service::Dhcpv6 => self.counters.dhcpv6_answered += 1,
             },
-            Dispatched::Tcp => {}
+            Dispatched::Tcp | Dispatched::Udp => {}
             Dispatched::Service(_, Outcome::Ignored) | Dispatched::Unhandled => {
                 self.counters.ignored += 1
             }
@@ -278,6 +316,28 @@ impl Engine {
         };
         self.tcp.handle_segment(&mut cx, src, dst, &seg);
         Dispatched::Tcp
+    }
+
+    /// A UDP datagram from the guest that no service took.
+    fn udp_datagram(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: &[u8],
+        io: &mut dyn HostSockets,
+        out: &mut FrameQueue,
+    ) -> Dispatched {
+        let mut cx = UdpCx {
+            now,
+            config: &self.config,
+            guest: &self.guest,
+            io,
+            out,
+            counters: &mut self.counters.udp,
+        };
+        self.udp.handle_datagram(&mut cx, src, dst, payload);
+        Dispatched::Udp
     }
 
     fn dispatch(
@@ -333,6 +393,9 @@ impl Engine {
                         let outcome = services::dhcp::handle(&mut ctx, &eth, &ip, &udp);
                         return Dispatched::Service(Service::Dhcp, outcome);
                     }
+                    let src = SocketAddr::new(IpAddr::V4(ip.src), udp.src_port);
+                    let dst = SocketAddr::new(IpAddr::V4(ip.dst), udp.dst_port);
+                    return self.udp_datagram(now, src, dst, udp.payload, io, out);
                 }
                 Dispatched::Unhandled
             }
@@ -376,7 +439,9 @@ impl Engine {
                             let outcome = services::dhcpv6::handle(&mut ctx, &eth, &ip, &udp);
                             return Dispatched::Service(Service::Dhcpv6, outcome);
                         }
-                        Dispatched::Unhandled
+                        let src = SocketAddr::new(IpAddr::V6(ip.src), udp.src_port);
+                        let dst = SocketAddr::new(IpAddr::V6(ip.dst), udp.dst_port);
+                        self.udp_datagram(now, src, dst, udp.payload, io, out)
                     }
                     _ => Dispatched::Unhandled,
                 }
@@ -404,6 +469,8 @@ enum Dispatched {
     Service(Service, Outcome),
     /// Went to the TCP translation, which counts for itself.
     Tcp,
+    /// Went to the UDP translation, which counts for itself.
+    Udp,
     Unhandled,
     Malformed(&'static str),
 }

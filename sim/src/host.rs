@@ -329,6 +329,21 @@ pub struct VirtualHost {
     /// The engine's misuses of the socket interface, described.
     pub violations: Vec<String>,
     pub stats: HostStats,
+    /// UDP echo servers: every datagram sent there comes back after a round trip.
+    udp_echo: BTreeSet<SocketAddr>,
+    udp_socks: BTreeMap<SockRef, UdpSock>,
+    /// Every datagram the engine sent: (local, destination, payload).
+    pub udp_log: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+}
+
+/// A connected UDP socket of the engine's.
+#[derive(Debug, Clone)]
+pub struct UdpSock {
+    pub local: SocketAddr,
+    pub dst: SocketAddr,
+    /// Datagrams arriving, with their arrival time.
+    pub rx: VecDeque<(Instant, Vec<u8>)>,
+    pub readable: bool,
 }
 
 impl VirtualHost {
@@ -347,6 +362,9 @@ impl VirtualHost {
             ops: 0,
             violations: Vec::new(),
             stats: HostStats::default(),
+            udp_echo: BTreeSet::new(),
+            udp_socks: BTreeMap::new(),
+            udp_log: Vec::new(),
         }
     }
 
@@ -401,7 +419,25 @@ impl VirtualHost {
 
     /// Sockets the engine holds open.
     pub fn open_sockets(&self) -> usize {
-        self.socks.len()
+        self.socks.len() + self.udp_socks.len()
+    }
+
+    /// A UDP echo server at `addr`.
+    pub fn udp_echo(&mut self, addr: SocketAddr) {
+        self.udp_echo.insert(addr);
+    }
+
+    /// The engine's open UDP sockets.
+    pub fn udp_socks(&self) -> &BTreeMap<SockRef, UdpSock> {
+        &self.udp_socks
+    }
+
+    /// A datagram from the peer of UDP socket `s`, arriving after the one-way latency.
+    pub fn udp_peer_send(&mut self, s: SockRef, data: &[u8]) {
+        let at = self.now + self.config.latency;
+        if let Some(u) = self.udp_socks.get_mut(&s) {
+            u.rx.push_back((at, data.to_vec()));
+        }
     }
 
     /// A counter that moves whenever any socket's state changes.
@@ -701,6 +737,12 @@ impl VirtualHost {
                 out.push((s, SockEvent::Writable));
             }
         }
+        for (&s, u) in &self.udp_socks {
+            if u.readable && u.rx.front().is_some_and(|(at, _)| *at <= self.now) {
+                out.push((s, SockEvent::Readable));
+            }
+        }
+        out.sort_by_key(|(s, _)| *s);
         self.stats.events += out.len() as u64;
         out
     }
@@ -710,6 +752,11 @@ impl VirtualHost {
     pub fn poll_at(&self) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let mut at = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        for u in self.udp_socks.values() {
+            if let Some((t, _)) = u.rx.front().filter(|(t, _)| *t > self.now) {
+                at(*t);
+            }
+        }
         for c in &self.conns {
             if let Some((t, _)) = c.outcome_at {
                 at(t);
@@ -948,6 +995,10 @@ impl HostSockets for VirtualHost {
     }
 
     fn close(&mut self, s: SockRef, reset: bool) {
+        if self.udp_socks.remove(&s).is_some() {
+            self.ops += 1;
+            return;
+        }
         let Ok(id) = self.lookup(s, "close") else {
             return;
         };
@@ -979,8 +1030,71 @@ impl HostSockets for VirtualHost {
     }
 
     fn set_interest(&mut self, s: SockRef, readable: bool, writable: bool) {
+        if let Some(u) = self.udp_socks.get_mut(&s) {
+            u.readable = readable;
+            return;
+        }
         if let Ok(id) = self.lookup(s, "set_interest") {
             self.conns[id.0].interest = (readable, writable);
+        }
+    }
+
+    fn udp_open(&mut self, bind: Bind<'_>, dst: SocketAddr) -> io::Result<SockRef> {
+        if dst.ip().is_unspecified() || dst.ip().is_multicast() || dst.port() == 0 {
+            return Err(err(errno::ENETUNREACH));
+        }
+        if self.open_sockets() >= self.config.max_sockets {
+            return Err(err(errno::EMFILE));
+        }
+        self.ops += 1;
+        let src = bind.addr.unwrap_or_else(|| self.source_for(dst.ip()));
+        let local = SocketAddr::new(src, self.ephemeral_port());
+        let s = SockRef(self.next_sock);
+        self.next_sock += 1;
+        self.udp_socks.insert(
+            s,
+            UdpSock {
+                local,
+                dst,
+                rx: VecDeque::new(),
+                readable: true,
+            },
+        );
+        Ok(s)
+    }
+
+    fn udp_send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
+        let rtt = self.config.latency * 2;
+        let now = self.now;
+        let Some(u) = self.udp_socks.get_mut(&s) else {
+            self.violations
+                .push(format!("udp_send on unknown socket {s:?} at {now:?}"));
+            return Err(err(errno::EBADF));
+        };
+        self.ops += 1;
+        self.udp_log.push((u.local, u.dst, data.to_vec()));
+        if self.udp_echo.contains(&u.dst) {
+            u.rx.push_back((now + rtt, data.to_vec()));
+        }
+        Ok(data.len())
+    }
+
+    fn udp_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
+        let now = self.now;
+        let Some(u) = self.udp_socks.get_mut(&s) else {
+            self.violations
+                .push(format!("udp_recv on unknown socket {s:?} at {now:?}"));
+            return Err(err(errno::EBADF));
+        };
+        match u.rx.front() {
+            Some((at, _)) if *at <= now => {
+                let (_, d) = u.rx.pop_front().expect("front exists");
+                let n = d.len().min(buf.len());
+                buf[..n].copy_from_slice(&d[..n]);
+                self.ops += 1;
+                Ok(n)
+            }
+            _ => Err(err(errno::EAGAIN)),
         }
     }
 }

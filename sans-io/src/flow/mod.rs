@@ -36,6 +36,7 @@
 
 pub mod table;
 pub mod tcp;
+pub mod udp;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -104,6 +105,18 @@ pub trait HostSockets {
     /// Which readiness the core wants reported for `s`: readable is the default, writable is
     /// wanted while the core waits for send space.
     fn set_interest(&mut self, s: SockRef, readable: bool, writable: bool);
+
+    /// Opens a UDP socket, binds it as asked and connects it to `dst`. Readiness comes as
+    /// [`SockEvent::Readable`] (readable interest is on from the start); an ICMP error for it
+    /// as [`SockEvent::Error`].
+    fn udp_open(&mut self, bind: Bind<'_>, dst: SocketAddr) -> io::Result<SockRef>;
+
+    /// Sends one datagram on a socket from [`HostSockets::udp_open`].
+    fn udp_send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize>;
+
+    /// Receives one datagram into `buf` (the rest of a longer one is lost); `WouldBlock` when
+    /// none is waiting.
+    fn udp_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize>;
 }
 
 /// Host sockets that refuse everything: for driving only the configuration services (tests,
@@ -132,6 +145,15 @@ impl HostSockets for NoSockets {
     }
     fn close(&mut self, _: SockRef, _: bool) {}
     fn set_interest(&mut self, _: SockRef, _: bool, _: bool) {}
+    fn udp_open(&mut self, _: Bind<'_>, _: SocketAddr) -> io::Result<SockRef> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn udp_send(&mut self, _: SockRef, _: &[u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn udp_recv(&mut self, _: SockRef, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// What happened on a host socket.

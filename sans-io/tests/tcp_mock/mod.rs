@@ -203,6 +203,17 @@ impl HostSockets for Mock {
             sock.interest = (readable, writable);
         }
     }
+
+    // The TCP mock has no UDP: flows fail to open (the core counts that).
+    fn udp_open(&mut self, _: Bind<'_>, _: SocketAddr) -> io::Result<SockRef> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn udp_send(&mut self, _: SockRef, _: &[u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn udp_recv(&mut self, _: SockRef, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// A segment the engine sent to the guest, parsed.
