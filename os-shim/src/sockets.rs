@@ -177,6 +177,8 @@ pub struct Sockets {
     paused: usize,
     /// Running out of descriptors was logged (once).
     warned_fd_limit: bool,
+    /// Ping sockets were refused (ping_group_range) and we said so.
+    warned_ping: bool,
 }
 
 impl Default for Sockets {
@@ -200,6 +202,7 @@ impl Sockets {
             stats: SocketStats::default(),
             paused: 0,
             warned_fd_limit: false,
+            warned_ping: false,
         }
     }
 
@@ -948,6 +951,61 @@ impl HostSockets for Sockets {
         })
     }
 
+    fn ping_open(&mut self, bind: Bind<'_>, dst: IpAddr, id: u16) -> io::Result<(SockRef, u16)> {
+        let proto = if dst.is_ipv4() {
+            libc::IPPROTO_ICMP
+        } else {
+            libc::IPPROTO_ICMPV6
+        };
+        let fd = match dgram_socket(dst, proto) {
+            Ok(fd) => fd,
+            Err(e) => {
+                if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) && !self.warned_ping
+                {
+                    self.warned_ping = true;
+                    log::warn!(
+                        "cannot open ICMP echo (\"ping\") sockets: {e}; the guest's pings will \
+                         go unanswered. Allow our group in net.ipv4.ping_group_range \
+                         (e.g. sysctl -w net.ipv4.ping_group_range=\"0 2147483647\")"
+                    );
+                }
+                return Err(e);
+            }
+        };
+        let raw = fd.as_raw_fd();
+        if let Some(iface) = bind.iface {
+            bind_to_device(raw, iface)?;
+        }
+        let local = bind
+            .addr
+            .filter(|a| a.is_ipv4() == dst.is_ipv4())
+            .unwrap_or(match dst {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            });
+        // The "port" of a ping socket is its echo identifier: ask for the guest's, else any.
+        if bind_addr(raw, SocketAddr::new(local, id)).is_err() {
+            bind_addr(raw, SocketAddr::new(local, 0))?;
+        }
+        let (sa, len) = std_to_sockaddr(&SocketAddr::new(dst, 0));
+        // SAFETY: a valid sockaddr of the given length.
+        let rc = unsafe { libc::connect(raw, (&sa as *const libc::sockaddr_storage).cast(), len) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let got = local_addr(raw)?.port();
+        let index = self.insert_dgram(fd)?;
+        Ok((SockRef(index), got))
+    }
+
+    fn ping_send(&mut self, s: SockRef, msg: &[u8]) -> io::Result<usize> {
+        self.udp_send(s, msg)
+    }
+
+    fn ping_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
+        self.udp_recv(s, buf)
+    }
+
     fn udp_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
         let (_, fd) = self.slot(s)?;
         // SAFETY: receives into our slice, at most its length.
@@ -1605,6 +1663,34 @@ mod tests {
                 assert_eq!(&buf[..n], b"reply");
                 rig.sockets.close(s, false);
                 assert_eq!(rig.sockets.open_sockets(), 0);
+            }
+        });
+    }
+
+    #[test]
+    fn ping_sockets_echo_on_loopback_with_identifiers() {
+        in_fresh_netns(|| {
+            // Per namespace; the fresh one allows nobody.
+            std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647").unwrap();
+            for (lo, req, rep) in [
+                (IpAddr::V4(Ipv4Addr::LOCALHOST), 8u8, 0u8),
+                (IpAddr::V6(Ipv6Addr::LOCALHOST), 128, 129),
+            ] {
+                let mut rig = Rig::new(Sockets::new());
+                let (s, id) = rig.sockets.ping_open(Bind::default(), lo, 0x4242).unwrap();
+                assert_eq!(id, 0x4242);
+                let msg = [req, 0, 0, 0, 0, 0, 0, 9, b'h', b'i'];
+                rig.sockets.ping_send(s, &msg).unwrap();
+                rig.pump(|seen| {
+                    seen.iter()
+                        .any(|r| matches!(r, Report::Event(x, SockEvent::Readable) if *x == s))
+                });
+                let mut buf = [0u8; 64];
+                let n = rig.sockets.ping_recv(s, &mut buf).unwrap();
+                assert_eq!(buf[0], rep);
+                assert_eq!(u16::from_be_bytes([buf[4], buf[5]]), 0x4242);
+                assert_eq!(&buf[6..n], &[0, 9, b'h', b'i']);
+                rig.sockets.close(s, false);
             }
         });
     }

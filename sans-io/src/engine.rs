@@ -31,6 +31,7 @@ use std::time::Duration;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::config::Config;
+use crate::flow::icmp::{self, Icmp, IcmpCounters, IcmpCx};
 use crate::flow::table::KeyedHash;
 use crate::flow::tcp::{self, Cx, Tcp, TcpCounters};
 use crate::flow::udp::{self, Udp, UdpCounters, UdpCx};
@@ -65,6 +66,8 @@ pub struct Counters {
     pub tcp: TcpCounters,
     /// UDP translation.
     pub udp: UdpCounters,
+    /// ICMP/ICMPv6 echo translation.
+    pub icmp: IcmpCounters,
 }
 
 /// Limits and ranges the engine is built with (beyond the network configuration).
@@ -76,6 +79,8 @@ pub struct EngineOptions {
     pub ephemeral: RangeInclusive<u16>,
     /// UDP flows at most; beyond, new flows' datagrams are dropped (and counted).
     pub max_udp_flows: usize,
+    /// Echo flows at most.
+    pub max_icmp_flows: usize,
 }
 
 impl Default for EngineOptions {
@@ -84,6 +89,7 @@ impl Default for EngineOptions {
             max_tcp_flows: tcp::DEFAULT_MAX_FLOWS,
             ephemeral: tcp::DEFAULT_EPHEMERAL,
             max_udp_flows: udp::DEFAULT_MAX_FLOWS,
+            max_icmp_flows: icmp::DEFAULT_MAX_FLOWS,
         }
     }
 }
@@ -97,6 +103,7 @@ pub struct Engine {
     next_ra: Option<Instant>,
     tcp: Tcp,
     udp: Udp,
+    icmp: Icmp,
 }
 
 impl Engine {
@@ -118,6 +125,7 @@ impl Engine {
             next_ra,
             tcp: Tcp::new(options.max_tcp_flows, options.ephemeral, hash),
             udp: Udp::new(options.max_udp_flows),
+            icmp: Icmp::new(options.max_icmp_flows),
         }
     }
 
@@ -129,6 +137,11 @@ impl Engine {
     /// The UDP translation's state (flows), for tests and debugging.
     pub fn udp(&self) -> &Udp {
         &self.udp
+    }
+
+    /// The echo translation's state (flows), for tests and debugging.
+    pub fn icmp(&self) -> &Icmp {
+        &self.icmp
     }
 
     pub fn config(&self) -> &Config {
@@ -150,6 +163,7 @@ impl Engine {
             self.next_ra,
             self.tcp.poll_timeout(),
             self.udp.poll_timeout(),
+            self.icmp.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -177,6 +191,15 @@ impl Engine {
             counters: &mut self.counters.udp,
         };
         self.udp.handle_timeout(&mut ucx);
+        let mut icx = IcmpCx {
+            now,
+            config: &self.config,
+            guest: &self.guest,
+            io: ucx.io,
+            out: ucx.out,
+            counters: &mut self.counters.icmp,
+        };
+        self.icmp.handle_timeout(&mut icx);
         if let Some(due) = self.next_ra.filter(|&due| due <= now) {
             let mut ctx = Ctx {
                 config: &self.config,
@@ -199,6 +222,18 @@ impl Engine {
         io: &mut dyn HostSockets,
         out: &mut FrameQueue,
     ) {
+        if self.icmp.owns(s) {
+            let mut cx = IcmpCx {
+                now,
+                config: &self.config,
+                guest: &self.guest,
+                io,
+                out,
+                counters: &mut self.counters.icmp,
+            };
+            self.icmp.handle_socket(&mut cx, s, ev);
+            return;
+        }
         if self.udp.owns(s) {
             let mut cx = UdpCx {
                 now,
@@ -280,7 +315,7 @@ impl Engine {
                 Service::Ndp => self.counters.ndp_answered += 1,
                 Service::Dhcpv6 => self.counters.dhcpv6_answered += 1,
             },
-            Dispatched::Tcp | Dispatched::Udp => {}
+            Dispatched::Tcp | Dispatched::Udp | Dispatched::Icmp => {}
             Dispatched::Service(_, Outcome::Ignored) | Dispatched::Unhandled => {
                 self.counters.ignored += 1
             }
@@ -316,6 +351,31 @@ impl Engine {
         };
         self.tcp.handle_segment(&mut cx, src, dst, &seg);
         Dispatched::Tcp
+    }
+
+    /// An ICMP(v6) message from the guest that no service took: echo requests become flows.
+    fn icmp_message(
+        &mut self,
+        now: Instant,
+        src: IpAddr,
+        dst: IpAddr,
+        msg: &[u8],
+        io: &mut dyn HostSockets,
+        out: &mut FrameQueue,
+    ) -> Dispatched {
+        let mut cx = IcmpCx {
+            now,
+            config: &self.config,
+            guest: &self.guest,
+            io,
+            out,
+            counters: &mut self.counters.icmp,
+        };
+        if self.icmp.handle_message(&mut cx, src, dst, msg) {
+            Dispatched::Icmp
+        } else {
+            Dispatched::Unhandled
+        }
     }
 
     /// A UDP datagram from the guest that no service took.
@@ -379,6 +439,10 @@ impl Engine {
                     let (src, dst) = (IpAddr::V4(ip.src), IpAddr::V4(ip.dst));
                     return self.tcp_segment(now, src, dst, ip.payload, io, out);
                 }
+                if ip.protocol == ip_proto::ICMP && !ip.fragmented {
+                    let (src, dst) = (IpAddr::V4(ip.src), IpAddr::V4(ip.dst));
+                    return self.icmp_message(now, src, dst, ip.payload, io, out);
+                }
                 if ip.protocol == ip_proto::UDP && !ip.fragmented {
                     let udp = match parse::udp(ip.payload) {
                         Ok(udp) => udp,
@@ -419,6 +483,10 @@ impl Engine {
                         };
                         let outcome = services::ndp::handle(&mut ctx, &eth, &ip, ip.payload);
                         Dispatched::Service(Service::Ndp, outcome)
+                    }
+                    ip_proto::ICMPV6 if !ip.fragmented => {
+                        let (src, dst) = (IpAddr::V6(ip.src), IpAddr::V6(ip.dst));
+                        self.icmp_message(now, src, dst, ip.payload, io, out)
                     }
                     ip_proto::TCP if !ip.fragmented => {
                         let (src, dst) = (IpAddr::V6(ip.src), IpAddr::V6(ip.dst));
@@ -471,6 +539,8 @@ enum Dispatched {
     Tcp,
     /// Went to the UDP translation, which counts for itself.
     Udp,
+    /// An echo request, to the ICMP translation, which counts for itself.
+    Icmp,
     Unhandled,
     Malformed(&'static str),
 }

@@ -334,6 +334,12 @@ pub struct VirtualHost {
     udp_socks: BTreeMap<SockRef, UdpSock>,
     /// Every datagram the engine sent: (local, destination, payload).
     pub udp_log: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    /// Hosts answering pings (besides the host's own addresses and loopback).
+    ping_hosts: BTreeSet<IpAddr>,
+    /// Echo identifiers the "kernel" won't bind (another socket has them): it picks others.
+    pub ping_ids_taken: BTreeSet<u16>,
+    /// Every echo request the engine sent: (destination, message).
+    pub ping_log: Vec<(IpAddr, Vec<u8>)>,
 }
 
 /// A connected UDP socket of the engine's.
@@ -344,6 +350,8 @@ pub struct UdpSock {
     /// Datagrams arriving, with their arrival time.
     pub rx: VecDeque<(Instant, Vec<u8>)>,
     pub readable: bool,
+    /// For a ping socket, the echo identifier it's bound to.
+    pub ping_id: Option<u16>,
 }
 
 impl VirtualHost {
@@ -365,6 +373,9 @@ impl VirtualHost {
             udp_echo: BTreeSet::new(),
             udp_socks: BTreeMap::new(),
             udp_log: Vec::new(),
+            ping_hosts: BTreeSet::new(),
+            ping_ids_taken: BTreeSet::new(),
+            ping_log: Vec::new(),
         }
     }
 
@@ -427,7 +438,12 @@ impl VirtualHost {
         self.udp_echo.insert(addr);
     }
 
-    /// The engine's open UDP sockets.
+    /// A host answering echo requests.
+    pub fn ping_host(&mut self, ip: IpAddr) {
+        self.ping_hosts.insert(ip);
+    }
+
+    /// The engine's open UDP sockets (and ping sockets, with `ping_id` set).
     pub fn udp_socks(&self) -> &BTreeMap<SockRef, UdpSock> {
         &self.udp_socks
     }
@@ -995,7 +1011,10 @@ impl HostSockets for VirtualHost {
     }
 
     fn close(&mut self, s: SockRef, reset: bool) {
-        if self.udp_socks.remove(&s).is_some() {
+        if let Some(u) = self.udp_socks.remove(&s) {
+            if let Some(id) = u.ping_id {
+                self.ping_ids_taken.remove(&id);
+            }
             self.ops += 1;
             return;
         }
@@ -1058,6 +1077,7 @@ impl HostSockets for VirtualHost {
                 dst,
                 rx: VecDeque::new(),
                 readable: true,
+                ping_id: None,
             },
         );
         Ok(s)
@@ -1077,6 +1097,65 @@ impl HostSockets for VirtualHost {
             u.rx.push_back((now + rtt, data.to_vec()));
         }
         Ok(data.len())
+    }
+
+    fn ping_open(&mut self, bind: Bind<'_>, dst: IpAddr, id: u16) -> io::Result<(SockRef, u16)> {
+        if dst.is_unspecified() || dst.is_multicast() {
+            return Err(err(errno::ENETUNREACH));
+        }
+        if self.open_sockets() >= self.config.max_sockets {
+            return Err(err(errno::EMFILE));
+        }
+        self.ops += 1;
+        let mut got = id;
+        while self.ping_ids_taken.contains(&got) {
+            got = got.wrapping_add(1000);
+        }
+        self.ping_ids_taken.insert(got);
+        let src = bind.addr.unwrap_or_else(|| self.source_for(dst));
+        let s = SockRef(self.next_sock);
+        self.next_sock += 1;
+        self.udp_socks.insert(
+            s,
+            UdpSock {
+                local: SocketAddr::new(src, got),
+                dst: SocketAddr::new(dst, 0),
+                rx: VecDeque::new(),
+                readable: true,
+                ping_id: Some(got),
+            },
+        );
+        Ok((s, got))
+    }
+
+    fn ping_send(&mut self, s: SockRef, msg: &[u8]) -> io::Result<usize> {
+        let rtt = self.config.latency * 2;
+        let now = self.now;
+        let answers = |h: &VirtualHost, ip: IpAddr| h.ping_hosts.contains(&ip) || h.is_local(ip);
+        let Some(u) = self.udp_socks.get(&s) else {
+            self.violations
+                .push(format!("ping_send on unknown socket {s:?} at {now:?}"));
+            return Err(err(errno::EBADF));
+        };
+        let (dst, id) = (u.dst.ip(), u.ping_id.unwrap_or(0));
+        if msg.len() < 8 {
+            return Err(err(errno::EINVAL));
+        }
+        self.ops += 1;
+        let mut m = msg.to_vec();
+        m[4..6].copy_from_slice(&id.to_be_bytes());
+        self.ping_log.push((dst, m.clone()));
+        if answers(self, dst) {
+            m[0] = if dst.is_ipv4() { 0 } else { 129 };
+            if let Some(u) = self.udp_socks.get_mut(&s) {
+                u.rx.push_back((now + rtt, m));
+            }
+        }
+        Ok(msg.len())
+    }
+
+    fn ping_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
+        self.udp_recv(s, buf)
     }
 
     fn udp_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {

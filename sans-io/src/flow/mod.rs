@@ -34,6 +34,7 @@
 //! - Call `Engine::flush` after each batch of frames and events, before writing the queued
 //!   frames (see `engine`).
 
+pub mod icmp;
 pub mod table;
 pub mod tcp;
 pub mod udp;
@@ -117,6 +118,18 @@ pub trait HostSockets {
     /// Receives one datagram into `buf` (the rest of a longer one is lost); `WouldBlock` when
     /// none is waiting.
     fn udp_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Opens an ICMP (ICMPv6 for an IPv6 `dst`) "ping" socket, binds it with echo identifier
+    /// `id` where possible (else lets the kernel pick one), and connects it to `dst`. Returns
+    /// the socket and the identifier it really uses. Readiness as for UDP.
+    fn ping_open(&mut self, bind: Bind<'_>, dst: IpAddr, id: u16) -> io::Result<(SockRef, u16)>;
+
+    /// Sends an echo request (`msg` from the ICMP type byte on; the kernel sets the identifier
+    /// and checksum).
+    fn ping_send(&mut self, s: SockRef, msg: &[u8]) -> io::Result<usize>;
+
+    /// Receives one ICMP message (from its type byte on); `WouldBlock` when none is waiting.
+    fn ping_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize>;
 }
 
 /// Host sockets that refuse everything: for driving only the configuration services (tests,
@@ -152,6 +165,15 @@ impl HostSockets for NoSockets {
         Err(io::ErrorKind::Unsupported.into())
     }
     fn udp_recv(&mut self, _: SockRef, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn ping_open(&mut self, _: Bind<'_>, _: IpAddr, _: u16) -> io::Result<(SockRef, u16)> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn ping_send(&mut self, _: SockRef, _: &[u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn ping_recv(&mut self, _: SockRef, _: &mut [u8]) -> io::Result<usize> {
         Err(io::ErrorKind::Unsupported.into())
     }
 }

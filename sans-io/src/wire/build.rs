@@ -186,6 +186,24 @@ pub fn icmpv6_frame(out: &mut FrameQueue, route: Route, hop_limit: u8, message: 
     });
 }
 
+/// Queues Ethernet + IPv4 + ICMP (`message` from its type byte on; the checksum is filled in).
+pub fn icmp4_frame(out: &mut FrameQueue, route: Route, ttl: u8, message: &[u8]) {
+    let (IpAddr::V4(src), IpAddr::V4(dst)) = (route.src, route.dst) else {
+        return;
+    };
+    out.push(|buf| {
+        ethernet(buf, route.dst_mac, route.src_mac, ethertype::IPV4);
+        ipv4(buf, src, dst, ip_proto::ICMP, ttl, message.len());
+        let start = buf.len();
+        buf.extend_from_slice(message);
+        if buf.len() >= start + 4 {
+            buf[start + 2..start + 4].copy_from_slice(&[0, 0]);
+            let sum = checksum::of(&buf[start..]);
+            buf[start + 2..start + 4].copy_from_slice(&sum.to_be_bytes());
+        }
+    });
+}
+
 fn to_v6(a: IpAddr) -> Ipv6Addr {
     match a {
         IpAddr::V6(a) => a,

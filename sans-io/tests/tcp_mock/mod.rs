@@ -214,6 +214,15 @@ impl HostSockets for Mock {
     fn udp_recv(&mut self, _: SockRef, _: &mut [u8]) -> io::Result<usize> {
         Err(io::ErrorKind::Unsupported.into())
     }
+    fn ping_open(&mut self, _: Bind<'_>, _: IpAddr, _: u16) -> io::Result<(SockRef, u16)> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn ping_send(&mut self, _: SockRef, _: &[u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn ping_recv(&mut self, _: SockRef, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// A segment the engine sent to the guest, parsed.

@@ -1,0 +1,292 @@
+//! ICMP and ICMPv6 echo, guest to host, through the host's "ping" sockets (SOCK_DGRAM,
+//! IPPROTO_ICMP/ICMPV6: no privileges beyond `net.ipv4.ping_group_range`).
+//!
+//! Each (guest address, destination the guest used, guest identifier) gets its own socket,
+//! connected to the translated destination (`nat::from_guest`: the gateway reaches the host's
+//! loopback). The socket is bound with the guest's identifier where the kernel allows it; when
+//! it picks another, requests go out with the kernel's identifier and replies are mapped back
+//! to the guest's. Replies come back from the address the guest pinged. Flows expire after
+//! [`ICMP_TIMEOUT`] without traffic. `--no-icmp` drops echo requests.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::flow::{Bind, HostSockets, SockEvent, SockRef};
+use crate::fwd::nat;
+use crate::services::GuestState;
+use crate::time::Instant;
+use crate::wire::build::{self, Route};
+use crate::wire::parse::{IPV4_HEADER_LEN, IPV6_HEADER_LEN};
+use crate::wire::{FrameQueue, MacAddr};
+
+/// Idle time after which an echo flow is closed.
+pub const ICMP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Echo flows at most, by default.
+pub const DEFAULT_MAX_FLOWS: usize = 1024;
+const RECV_BATCH: usize = 64;
+const DEFAULT_MTU: usize = 65520;
+
+pub const ECHO_REQUEST4: u8 = 8;
+pub const ECHO_REPLY4: u8 = 0;
+pub const ECHO_REQUEST6: u8 = 128;
+pub const ECHO_REPLY6: u8 = 129;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IcmpCounters {
+    pub flows_opened: u64,
+    pub flows_expired: u64,
+    pub flows_errored: u64,
+    pub requests: u64,
+    pub replies: u64,
+    /// The kernel bound another identifier than the guest's (mapped back on replies).
+    pub id_remapped: u64,
+    pub open_failed: u64,
+    pub send_failed: u64,
+    pub table_full: u64,
+    /// Echo requests dropped because ICMP is disabled (`--no-icmp`).
+    pub disabled_dropped: u64,
+    /// Host messages that weren't echo replies, or too large for the guest's MTU.
+    pub dropped_in: u64,
+}
+
+pub struct IcmpCx<'a> {
+    pub now: Instant,
+    pub config: &'a Config,
+    pub guest: &'a GuestState,
+    pub io: &'a mut dyn HostSockets,
+    pub out: &'a mut FrameQueue,
+    pub counters: &'a mut IcmpCounters,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IcmpFlow {
+    pub guest: IpAddr,
+    pub peer: IpAddr,
+    /// The guest's identifier.
+    pub id: u16,
+    /// The identifier the host socket uses.
+    pub host_id: u16,
+    pub sock: SockRef,
+    pub last: Instant,
+}
+
+pub struct Icmp {
+    by_key: BTreeMap<(IpAddr, IpAddr, u16), SockRef>,
+    flows: BTreeMap<SockRef, IcmpFlow>,
+    max: usize,
+    buf: Vec<u8>,
+}
+
+impl Icmp {
+    pub fn new(max: usize) -> Icmp {
+        Icmp {
+            by_key: BTreeMap::new(),
+            flows: BTreeMap::new(),
+            max,
+            buf: vec![0; 65536],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    pub fn flows(&self) -> impl Iterator<Item = &IcmpFlow> {
+        self.flows.values()
+    }
+
+    pub fn owns(&self, s: SockRef) -> bool {
+        self.flows.contains_key(&s)
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.flows.values().map(|f| f.last + ICMP_TIMEOUT).min()
+    }
+
+    /// An ICMP (or ICMPv6) message from the guest, `src` to `dst`, from its type byte on.
+    /// Returns whether it was an echo request (taken, or dropped and counted).
+    pub fn handle_message(
+        &mut self,
+        cx: &mut IcmpCx<'_>,
+        src: IpAddr,
+        dst: IpAddr,
+        msg: &[u8],
+    ) -> bool {
+        let request = if dst.is_ipv4() {
+            ECHO_REQUEST4
+        } else {
+            ECHO_REQUEST6
+        };
+        if msg.len() < 8 || msg[0] != request || msg[1] != 0 {
+            return false;
+        }
+        if !cx.config.protocols.icmp {
+            cx.counters.disabled_dropped += 1;
+            return true;
+        }
+        if !unicast(src) || !unicast(dst) {
+            return true;
+        }
+        let id = u16::from_be_bytes([msg[4], msg[5]]);
+        let s = match self.by_key.get(&(src, dst, id)) {
+            Some(&s) => s,
+            None => match self.open(cx, src, dst, id) {
+                Some(s) => s,
+                None => return true,
+            },
+        };
+        let Some(f) = self.flows.get_mut(&s) else {
+            return true;
+        };
+        f.last = cx.now;
+        let mut out = msg.to_vec();
+        out[2..4].copy_from_slice(&[0, 0]);
+        out[4..6].copy_from_slice(&f.host_id.to_be_bytes());
+        match cx.io.ping_send(s, &out) {
+            Ok(_) => cx.counters.requests += 1,
+            Err(_) => cx.counters.send_failed += 1,
+        }
+        true
+    }
+
+    fn open(&mut self, cx: &mut IcmpCx<'_>, src: IpAddr, dst: IpAddr, id: u16) -> Option<SockRef> {
+        if self.flows.len() >= self.max {
+            cx.counters.table_full += 1;
+            return None;
+        }
+        let Some(target) = nat::from_guest(cx.config, SocketAddr::new(dst, 0)) else {
+            cx.counters.open_failed += 1;
+            return None;
+        };
+        let target = target.ip();
+        let bind = match (
+            target.is_ipv6(),
+            cx.config.ip4.as_ref(),
+            cx.config.ip6.as_ref(),
+        ) {
+            _ if target.is_loopback() => Bind::default(),
+            (false, Some(c), _) => Bind {
+                addr: c.outbound_addr.map(IpAddr::V4),
+                iface: c.outbound_if.as_deref(),
+            },
+            (true, _, Some(c)) => Bind {
+                addr: c.outbound_addr.map(IpAddr::V6),
+                iface: c.outbound_if.as_deref(),
+            },
+            _ => Bind::default(),
+        };
+        let (s, host_id) = match cx.io.ping_open(bind, target, id) {
+            Ok(x) => x,
+            Err(_) => {
+                cx.counters.open_failed += 1;
+                return None;
+            }
+        };
+        cx.counters.flows_opened += 1;
+        if host_id != id {
+            cx.counters.id_remapped += 1;
+        }
+        self.by_key.insert((src, dst, id), s);
+        self.flows.insert(
+            s,
+            IcmpFlow {
+                guest: src,
+                peer: dst,
+                id,
+                host_id,
+                sock: s,
+                last: cx.now,
+            },
+        );
+        Some(s)
+    }
+
+    pub fn handle_socket(&mut self, cx: &mut IcmpCx<'_>, s: SockRef, ev: SockEvent) {
+        let Some(&flow) = self.flows.get(&s) else {
+            return;
+        };
+        match ev {
+            SockEvent::Readable => {
+                for _ in 0..RECV_BATCH {
+                    let n = match cx.io.ping_recv(s, &mut self.buf) {
+                        Ok(n) => n,
+                        Err(_) => break,
+                    };
+                    self.reply_to_guest(cx, &flow, n);
+                }
+                if let Some(f) = self.flows.get_mut(&s) {
+                    f.last = cx.now;
+                }
+            }
+            SockEvent::Error(_) => {
+                cx.counters.flows_errored += 1;
+                self.remove(cx.io, s);
+            }
+            _ => {}
+        }
+    }
+
+    fn reply_to_guest(&mut self, cx: &mut IcmpCx<'_>, flow: &IcmpFlow, n: usize) {
+        let (reply, ip_header) = if flow.peer.is_ipv4() {
+            (ECHO_REPLY4, IPV4_HEADER_LEN)
+        } else {
+            (ECHO_REPLY6, IPV6_HEADER_LEN)
+        };
+        let mtu = cx.config.mtu.map_or(DEFAULT_MTU, usize::from);
+        let msg = &mut self.buf[..n];
+        if n < 8 || msg[0] != reply || ip_header + n > mtu {
+            cx.counters.dropped_in += 1;
+            return;
+        }
+        msg[4..6].copy_from_slice(&flow.id.to_be_bytes());
+        let route = Route {
+            src_mac: cx.config.our_mac,
+            dst_mac: cx
+                .guest
+                .mac
+                .or(cx.config.ns_mac)
+                .unwrap_or(MacAddr::BROADCAST),
+            src: flow.peer,
+            dst: flow.guest,
+        };
+        if flow.peer.is_ipv4() {
+            build::icmp4_frame(cx.out, route, 64, msg);
+        } else {
+            build::icmpv6_frame(cx.out, route, 64, msg);
+        }
+        cx.counters.replies += 1;
+    }
+
+    pub fn handle_timeout(&mut self, cx: &mut IcmpCx<'_>) {
+        let expired: Vec<SockRef> = self
+            .flows
+            .values()
+            .filter(|f| f.last + ICMP_TIMEOUT <= cx.now)
+            .map(|f| f.sock)
+            .collect();
+        for s in expired {
+            cx.counters.flows_expired += 1;
+            self.remove(cx.io, s);
+        }
+    }
+
+    fn remove(&mut self, io: &mut dyn HostSockets, s: SockRef) {
+        if let Some(f) = self.flows.remove(&s) {
+            self.by_key.remove(&(f.guest, f.peer, f.id));
+            io.close(s, false);
+        }
+    }
+}
+
+fn unicast(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(a) => !a.is_unspecified() && !a.is_broadcast() && !a.is_multicast(),
+        IpAddr::V6(a) => !a.is_unspecified() && !a.is_multicast(),
+    }
+}
