@@ -652,6 +652,45 @@ mod tests {
         assert_eq!(e.counters().frames, 4);
     }
 
+    fn udp_to(src: &str, dst: &str, dst_port: u16) -> Vec<u8> {
+        let mut q = FrameQueue::new();
+        let route = Route {
+            src_mac: GUEST_MAC,
+            dst_mac: MacAddr::FALLBACK,
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+        };
+        build::udp_frame(&mut q, route, 40000, dst_port, b"x");
+        q.get(0).unwrap().to_vec()
+    }
+
+    #[test]
+    fn dhcp_and_dhcpv6_go_to_the_services_not_to_udp_flows() {
+        let mut e = engine();
+        let mut out = FrameQueue::new();
+        e.handle_frame(
+            Instant::ZERO,
+            &udp_to("192.0.2.2", "192.0.2.1", 67),
+            &mut NoSockets,
+            &mut out,
+        );
+        e.handle_frame(
+            Instant::ZERO,
+            &udp_to("fe80::9", "ff02::1:2", 547),
+            &mut NoSockets,
+            &mut out,
+        );
+        assert_eq!(e.counters().udp, UdpCounters::default());
+        // Any other port is a flow (which NoSockets can't open).
+        e.handle_frame(
+            Instant::ZERO,
+            &udp_to("192.0.2.2", "192.0.2.1", 68),
+            &mut NoSockets,
+            &mut out,
+        );
+        assert_eq!(e.counters().udp.open_failed, 1);
+    }
+
     #[test]
     fn malformed_frames_are_counted_with_their_reason() {
         let mut e = engine();
