@@ -8,11 +8,11 @@
 //! to the guest's. Replies come back from the address the guest pinged. Flows expire after
 //! [`ICMP_TIMEOUT`] without traffic. `--no-icmp` drops echo requests.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::flow::idle::{IdleFlow, IdleFlows};
 use crate::flow::{Bind, HostSockets, SockEvent, SockRef};
 use crate::fwd::nat;
 use crate::services::GuestState;
@@ -73,18 +73,26 @@ pub struct IcmpFlow {
 }
 
 pub struct Icmp {
-    by_key: BTreeMap<(IpAddr, IpAddr, u16), SockRef>,
-    flows: BTreeMap<SockRef, IcmpFlow>,
-    max: usize,
+    flows: IdleFlows<IcmpFlow>,
     buf: Vec<u8>,
+}
+
+impl IdleFlow for IcmpFlow {
+    type Key = (IpAddr, IpAddr, u16);
+
+    fn key(&self) -> Self::Key {
+        (self.guest, self.peer, self.id)
+    }
+
+    fn last(&self) -> Instant {
+        self.last
+    }
 }
 
 impl Icmp {
     pub fn new(max: usize) -> Icmp {
         Icmp {
-            by_key: BTreeMap::new(),
-            flows: BTreeMap::new(),
-            max,
+            flows: IdleFlows::new(max, ICMP_TIMEOUT),
             buf: vec![0; 65536],
         }
     }
@@ -98,15 +106,15 @@ impl Icmp {
     }
 
     pub fn flows(&self) -> impl Iterator<Item = &IcmpFlow> {
-        self.flows.values()
+        self.flows.iter()
     }
 
     pub fn owns(&self, s: SockRef) -> bool {
-        self.flows.contains_key(&s)
+        self.flows.owns(s)
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.flows.values().map(|f| f.last + ICMP_TIMEOUT).min()
+        self.flows.poll_timeout()
     }
 
     /// An ICMP (or ICMPv6) message from the guest, `src` to `dst`, from its type byte on.
@@ -134,14 +142,14 @@ impl Icmp {
             return true;
         }
         let id = u16::from_be_bytes([msg[4], msg[5]]);
-        let s = match self.by_key.get(&(src, dst, id)) {
-            Some(&s) => s,
+        let s = match self.flows.find(&(src, dst, id)) {
+            Some(s) => s,
             None => match self.open(cx, src, dst, id) {
                 Some(s) => s,
                 None => return true,
             },
         };
-        let Some(f) = self.flows.get_mut(&s) else {
+        let Some(f) = self.flows.get_mut(s) else {
             return true;
         };
         f.last = cx.now;
@@ -156,7 +164,7 @@ impl Icmp {
     }
 
     fn open(&mut self, cx: &mut IcmpCx<'_>, src: IpAddr, dst: IpAddr, id: u16) -> Option<SockRef> {
-        if self.flows.len() >= self.max {
+        if self.flows.is_full() {
             cx.counters.table_full += 1;
             return None;
         }
@@ -192,7 +200,6 @@ impl Icmp {
         if host_id != id {
             cx.counters.id_remapped += 1;
         }
-        self.by_key.insert((src, dst, id), s);
         self.flows.insert(
             s,
             IcmpFlow {
@@ -208,7 +215,7 @@ impl Icmp {
     }
 
     pub fn handle_socket(&mut self, cx: &mut IcmpCx<'_>, s: SockRef, ev: SockEvent) {
-        let Some(&flow) = self.flows.get(&s) else {
+        let Some(&flow) = self.flows.get(s) else {
             return;
         };
         match ev {
@@ -220,7 +227,7 @@ impl Icmp {
                     };
                     self.reply_to_guest(cx, &flow, n);
                 }
-                if let Some(f) = self.flows.get_mut(&s) {
+                if let Some(f) = self.flows.get_mut(s) {
                     f.last = cx.now;
                 }
             }
@@ -264,21 +271,15 @@ impl Icmp {
     }
 
     pub fn handle_timeout(&mut self, cx: &mut IcmpCx<'_>) {
-        let expired: Vec<SockRef> = self
-            .flows
-            .values()
-            .filter(|f| f.last + ICMP_TIMEOUT <= cx.now)
-            .map(|f| f.sock)
-            .collect();
-        for s in expired {
-            cx.counters.flows_expired += 1;
-            self.remove(cx.io, s);
-        }
+        let (io, counters) = (&mut *cx.io, &mut *cx.counters);
+        self.flows.expire(cx.now, |s, _| {
+            counters.flows_expired += 1;
+            io.close(s, false);
+        });
     }
 
     fn remove(&mut self, io: &mut dyn HostSockets, s: SockRef) {
-        if let Some(f) = self.flows.remove(&s) {
-            self.by_key.remove(&(f.guest, f.peer, f.id));
+        if self.flows.remove(s).is_some() {
             io.close(s, false);
         }
     }

@@ -35,6 +35,7 @@
 //!   frames (see `engine`).
 
 pub mod icmp;
+pub mod idle;
 pub mod table;
 pub mod tcp;
 pub mod udp;

@@ -10,11 +10,11 @@
 //! ([`UdpCounters::oversize_dropped`]), for both families: we don't fragment towards the guest
 //! (the sender, on the host, sees no error; like a path dropping them).
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::flow::idle::{IdleFlow, IdleFlows};
 use crate::flow::{Bind, HostSockets, SockEvent, SockRef};
 use crate::fwd::nat;
 use crate::services::GuestState;
@@ -70,18 +70,26 @@ pub struct UdpFlow {
 }
 
 pub struct Udp {
-    by_key: BTreeMap<(SocketAddr, SocketAddr), SockRef>,
-    flows: BTreeMap<SockRef, UdpFlow>,
-    max: usize,
+    flows: IdleFlows<UdpFlow>,
     buf: Vec<u8>,
+}
+
+impl IdleFlow for UdpFlow {
+    type Key = (SocketAddr, SocketAddr);
+
+    fn key(&self) -> Self::Key {
+        (self.guest, self.peer)
+    }
+
+    fn last(&self) -> Instant {
+        self.last
+    }
 }
 
 impl Udp {
     pub fn new(max: usize) -> Udp {
         Udp {
-            by_key: BTreeMap::new(),
-            flows: BTreeMap::new(),
-            max,
+            flows: IdleFlows::new(max, UDP_TIMEOUT),
             buf: vec![0; 65536],
         }
     }
@@ -95,15 +103,15 @@ impl Udp {
     }
 
     pub fn flows(&self) -> impl Iterator<Item = &UdpFlow> {
-        self.flows.values()
+        self.flows.iter()
     }
 
     pub fn owns(&self, s: SockRef) -> bool {
-        self.flows.contains_key(&s)
+        self.flows.owns(s)
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.flows.values().map(|f| f.last + UDP_TIMEOUT).min()
+        self.flows.poll_timeout()
     }
 
     /// A datagram from the guest, `src` to `dst`.
@@ -121,14 +129,14 @@ impl Udp {
         if src.port() == 0 || dst.port() == 0 || !unicast(dst.ip()) || !unicast(src.ip()) {
             return;
         }
-        let s = match self.by_key.get(&(src, dst)) {
-            Some(&s) => s,
+        let s = match self.flows.find(&(src, dst)) {
+            Some(s) => s,
             None => match self.open(cx, src, dst) {
                 Some(s) => s,
                 None => return,
             },
         };
-        if let Some(f) = self.flows.get_mut(&s) {
+        if let Some(f) = self.flows.get_mut(s) {
             f.last = cx.now;
         }
         match cx.io.udp_send(s, payload) {
@@ -138,7 +146,7 @@ impl Udp {
     }
 
     fn open(&mut self, cx: &mut UdpCx<'_>, src: SocketAddr, dst: SocketAddr) -> Option<SockRef> {
-        if self.flows.len() >= self.max {
+        if self.flows.is_full() {
             cx.counters.table_full += 1;
             return None;
         }
@@ -170,7 +178,6 @@ impl Udp {
             }
         };
         cx.counters.flows_opened += 1;
-        self.by_key.insert((src, dst), s);
         self.flows.insert(
             s,
             UdpFlow {
@@ -185,7 +192,7 @@ impl Udp {
 
     /// An event on one of our sockets (check [`Udp::owns`] first).
     pub fn handle_socket(&mut self, cx: &mut UdpCx<'_>, s: SockRef, ev: SockEvent) {
-        let Some(&flow) = self.flows.get(&s) else {
+        let Some(&flow) = self.flows.get(s) else {
             return;
         };
         match ev {
@@ -197,7 +204,7 @@ impl Udp {
                     };
                     self.to_guest(cx, &flow, n);
                 }
-                if let Some(f) = self.flows.get_mut(&s) {
+                if let Some(f) = self.flows.get_mut(s) {
                     f.last = cx.now;
                 }
             }
@@ -242,21 +249,15 @@ impl Udp {
 
     /// Closes flows idle for [`UDP_TIMEOUT`].
     pub fn handle_timeout(&mut self, cx: &mut UdpCx<'_>) {
-        let expired: Vec<SockRef> = self
-            .flows
-            .values()
-            .filter(|f| f.last + UDP_TIMEOUT <= cx.now)
-            .map(|f| f.sock)
-            .collect();
-        for s in expired {
-            cx.counters.flows_expired += 1;
-            self.remove(cx.io, s);
-        }
+        let (io, counters) = (&mut *cx.io, &mut *cx.counters);
+        self.flows.expire(cx.now, |s, _| {
+            counters.flows_expired += 1;
+            io.close(s, false);
+        });
     }
 
     fn remove(&mut self, io: &mut dyn HostSockets, s: SockRef) {
-        if let Some(f) = self.flows.remove(&s) {
-            self.by_key.remove(&(f.guest, f.peer));
+        if self.flows.remove(s).is_some() {
             io.close(s, false);
         }
     }
