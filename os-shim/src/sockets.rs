@@ -1037,8 +1037,8 @@ fn retry(mut f: impl FnMut() -> isize) -> io::Result<usize> {
     }
 }
 
-/// A non-blocking datagram socket of `addr`'s family for `proto` (UDP, ICMP "ping").
-fn dgram_socket(addr: IpAddr, proto: libc::c_int) -> io::Result<OwnedFd> {
+/// A non-blocking, close-on-exec socket of `addr`'s family.
+fn new_socket(addr: IpAddr, kind: libc::c_int, proto: libc::c_int) -> io::Result<OwnedFd> {
     let domain = if addr.is_ipv4() {
         libc::AF_INET
     } else {
@@ -1048,7 +1048,7 @@ fn dgram_socket(addr: IpAddr, proto: libc::c_int) -> io::Result<OwnedFd> {
     let fd = unsafe {
         libc::socket(
             domain,
-            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            kind | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
             proto,
         )
     };
@@ -1059,25 +1059,13 @@ fn dgram_socket(addr: IpAddr, proto: libc::c_int) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// A datagram socket for `proto` (UDP, ICMP "ping").
+fn dgram_socket(addr: IpAddr, proto: libc::c_int) -> io::Result<OwnedFd> {
+    new_socket(addr, libc::SOCK_DGRAM, proto)
+}
+
 fn stream_socket(addr: IpAddr) -> io::Result<OwnedFd> {
-    let domain = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: plain system call.
-    let fd = unsafe {
-        libc::socket(
-            domain,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            libc::IPPROTO_TCP,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a new descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    new_socket(addr, libc::SOCK_STREAM, libc::IPPROTO_TCP)
 }
 
 /// Options every data socket gets: no Nagle delay (the guest already decided how to segment).
