@@ -331,6 +331,55 @@ struct Prompt {
 }
 
 impl Flow {
+    /// A flow opening on socket `s`: nothing sent or received yet, no scaling, no timers. The
+    /// two ways of opening (guest SYN, accepted host connection) set what differs.
+    fn fresh(phase: Phase, s: SockRef, key: FlowKey, mss: u32, iss: u32, now: Instant) -> Flow {
+        Flow {
+            phase,
+            sock: Some(s),
+            guest: key.guest,
+            peer: key.peer,
+            mss,
+            rcv_mss: mss,
+            guest_ws: 0,
+            our_ws: 0,
+            guest_offered_ws: false,
+            rcv_nxt: 0,
+            right_edge: 0,
+            guest_fin: false,
+            host_shut: false,
+            stash: Vec::new(),
+            stash_at: 0,
+            starved: false,
+            want_wupdate: false,
+            fruitless_writable: 0,
+            wupdate_poll_at: None,
+            ooo_edge: None,
+            hole_prompt: false,
+            prompt: None,
+            prompt_rtt: Duration::ZERO,
+            ack_twice: false,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            snd_max: iss,
+            snd_wnd: 0,
+            host_eof: false,
+            fin_seq: None,
+            fin_acked: false,
+            exhausted: false,
+            dup_acks: 0,
+            retries: 0,
+            rto_at: None,
+            phase_deadline: None,
+            last_activity: now,
+            dirty: false,
+            ack_due: false,
+            send_due: false,
+            interest: (true, false),
+        }
+    }
+
     /// Data the guest sent beyond `rcv_nxt` was dropped, and it hasn't all come again yet.
     fn recovering(&self) -> bool {
         self.ooo_edge.is_some_and(|e| seq_lt(self.rcv_nxt, e))
@@ -630,48 +679,15 @@ impl Tcp {
         };
         let rcv_nxt = seg.seq.wrapping_add(1);
         let flow = Flow {
-            phase: Phase::Connecting,
-            sock: Some(s),
-            guest: key.guest,
-            peer: key.peer,
             mss,
-            rcv_mss: our_mss,
             guest_ws,
             our_ws,
             guest_offered_ws: opts.wscale.is_some(),
             rcv_nxt,
             right_edge: rcv_nxt,
-            guest_fin: false,
-            host_shut: false,
-            stash: Vec::new(),
-            stash_at: 0,
-            starved: false,
-            want_wupdate: false,
-            fruitless_writable: 0,
-            wupdate_poll_at: None,
-            ooo_edge: None,
-            hole_prompt: false,
-            prompt: None,
-            prompt_rtt: Duration::ZERO,
-            ack_twice: false,
-            iss,
-            snd_una: iss,
-            snd_nxt: iss,
-            snd_max: iss,
             snd_wnd: u32::from(seg.window),
-            host_eof: false,
-            fin_seq: None,
-            fin_acked: false,
-            exhausted: false,
-            dup_acks: 0,
-            retries: 0,
-            rto_at: None,
             phase_deadline: Some(cx.now + CONNECT_TIMEOUT),
-            last_activity: cx.now,
-            dirty: false,
-            ack_due: false,
-            send_due: false,
-            interest: (true, false),
+            ..Flow::fresh(Phase::Connecting, s, key, our_mss, iss, cx.now)
         };
         match self.table.insert(key, flow) {
             Ok(idx) => {
@@ -943,48 +959,12 @@ impl Tcp {
         let our_mss = u32::from(mss_for(cx.config, v6));
         let iss = cx.rng.next_u64() as u32;
         let mut flow = Flow {
-            phase: Phase::SynSent,
-            sock: Some(s),
-            guest: key.guest,
-            peer: key.peer,
-            mss: our_mss,
-            rcv_mss: our_mss,
-            guest_ws: 0,
-            our_ws: 0,
+            // Our SYN takes a sequence number; what the guest will offer is not known yet.
             guest_offered_ws: true,
-            rcv_nxt: 0,
-            right_edge: 0,
-            guest_fin: false,
-            host_shut: false,
-            stash: Vec::new(),
-            stash_at: 0,
-            starved: false,
-            want_wupdate: false,
-            fruitless_writable: 0,
-            wupdate_poll_at: None,
-            ooo_edge: None,
-            hole_prompt: false,
-            prompt: None,
-            prompt_rtt: Duration::ZERO,
-            ack_twice: false,
-            iss,
-            snd_una: iss,
             snd_nxt: iss.wrapping_add(1),
             snd_max: iss.wrapping_add(1),
-            snd_wnd: 0,
-            host_eof: false,
-            fin_seq: None,
-            fin_acked: false,
-            exhausted: false,
-            dup_acks: 0,
-            retries: 0,
             rto_at: Some(cx.now + rto(0)),
-            phase_deadline: None,
-            last_activity: cx.now,
-            dirty: false,
-            ack_due: false,
-            send_due: false,
-            interest: (true, false),
+            ..Flow::fresh(Phase::SynSent, s, key, our_mss, iss, cx.now)
         };
         refresh_window(cx, &mut flow);
         send_syn(cx, &flow, false);
