@@ -32,7 +32,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use sans_io::config::host::{HostAddr, HostLink, HostNet, HostRoute, NextHop};
-use sans_io::config::GuestRoute;
+use sans_io::config::{GuestRoute, IpFamily};
 use sans_io::wire::MacAddr;
 
 /// Kernel ABI numbers from `linux/rtnetlink.h`, `linux/if_link.h` and `linux/if_addr.h`.
@@ -656,7 +656,7 @@ fn address_message(
     msg.header.scope = match addr {
         IpAddr::V4(a) if a.is_loopback() => AddressScope::Host,
         IpAddr::V6(a) if a.is_loopback() => AddressScope::Host,
-        IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80 => AddressScope::Link,
+        IpAddr::V6(a) if IpFamily::is_link_local(&a) => AddressScope::Link,
         _ => AddressScope::Universe,
     };
     let mut flags = AddressFlags::empty();

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::config::Config;
+use crate::config::{Config, IpFamily};
 use crate::flow::icmp::{self, Icmp, IcmpCounters, IcmpCx};
 use crate::flow::table::KeyedHash;
 use crate::flow::tcp::{self, Cx, Tcp, TcpCounters};
@@ -469,7 +469,7 @@ impl Engine {
                     Err(why) => return Dispatched::Malformed(why),
                 };
                 let src = ip.src;
-                if src.segments()[0] & 0xffc0 == 0xfe80 {
+                if IpFamily::is_link_local(&src) {
                     self.guest.addr6_ll = Some(src);
                 } else if !src.is_unspecified() && !src.is_multicast() && !src.is_loopback() {
                     self.guest.addr6 = Some(src);

@@ -61,10 +61,7 @@ impl Lab {
     pub fn addr(&mut self, ifindex: u32, cidr: &str) -> &mut Self {
         let (addr, len) = cidr.split_once('/').expect("address/prefix");
         let addr: IpAddr = addr.parse().expect("address");
-        let link_local = match addr {
-            IpAddr::V4(a) => a.is_link_local(),
-            IpAddr::V6(a) => a.segments()[0] & 0xffc0 == 0xfe80,
-        };
+        let link_local = sans_io::config::is_link_local(addr);
         self.host.addrs.push(HostAddr {
             ifindex,
             addr,

@@ -75,10 +75,7 @@ pub struct HostAddr {
 
 impl HostAddr {
     pub fn is_link_local(&self) -> bool {
-        match self.addr {
-            IpAddr::V4(a) => a.is_link_local(),
-            IpAddr::V6(a) => a.segments()[0] & 0xffc0 == 0xfe80,
-        }
+        super::is_link_local(self.addr)
     }
 }
 

@@ -261,6 +261,14 @@ impl IpFamily for Ipv6Addr {
     }
 }
 
+/// Whether `addr` is link-local (169.254.0.0/16, fe80::/10), whatever its family.
+pub fn is_link_local(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(a) => IpFamily::is_link_local(&a),
+        IpAddr::V6(a) => IpFamily::is_link_local(&a),
+    }
+}
+
 /// One address family's settings; absent from [`Config`] when the family is disabled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpConfig<A> {
