@@ -136,31 +136,92 @@ pub struct Route {
     pub dst: IpAddr,
 }
 
-/// Queues Ethernet + IP + UDP around `payload`, checksums filled in.
+/// Length of the IP header for `route` (IPv4 only when both ends are IPv4).
+pub fn ip_header_len(route: &Route) -> usize {
+    match (route.src, route.dst) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => IPV4_HEADER_LEN,
+        _ => IPV6_HEADER_LEN,
+    }
+}
+
+/// Writes the Ethernet and IP headers of a frame for `route` carrying `l4_len` bytes of
+/// `protocol` at the start of `frame`, in place; returns the addresses as the transport
+/// checksum needs them. `frame` must hold the headers (the caller sized it).
+pub fn write_eth_ip(
+    frame: &mut [u8],
+    route: &Route,
+    protocol: u8,
+    l4_len: usize,
+) -> (IpAddr, IpAddr) {
+    frame[0..6].copy_from_slice(&route.dst_mac.0);
+    frame[6..12].copy_from_slice(&route.src_mac.0);
+    match (route.src, route.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            frame[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+            let ip = &mut frame[ETH_HEADER_LEN..ETH_HEADER_LEN + IPV4_HEADER_LEN];
+            ip[0] = 0x45;
+            ip[1] = 0;
+            ip[2..4].copy_from_slice(&((IPV4_HEADER_LEN + l4_len) as u16).to_be_bytes());
+            ip[4..10].copy_from_slice(&[0, 0, 0x40, 0, 64, protocol]);
+            ip[10..12].copy_from_slice(&[0, 0]);
+            ip[12..16].copy_from_slice(&s.octets());
+            ip[16..20].copy_from_slice(&d.octets());
+            let sum = checksum::of(ip);
+            ip[10..12].copy_from_slice(&sum.to_be_bytes());
+            (IpAddr::V4(s), IpAddr::V4(d))
+        }
+        (s, d) => {
+            let (s6, d6) = (to_v6(s), to_v6(d));
+            frame[12..14].copy_from_slice(&ethertype::IPV6.to_be_bytes());
+            let ip = &mut frame[ETH_HEADER_LEN..ETH_HEADER_LEN + IPV6_HEADER_LEN];
+            ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
+            ip[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+            ip[6] = protocol;
+            ip[7] = 64;
+            ip[8..24].copy_from_slice(&s6.octets());
+            ip[24..40].copy_from_slice(&d6.octets());
+            (IpAddr::V6(s6), IpAddr::V6(d6))
+        }
+    }
+}
+
+/// Where a UDP payload starts in a frame for `route`.
+pub fn udp_payload_offset(route: &Route) -> usize {
+    ETH_HEADER_LEN + ip_header_len(route) + UDP_HEADER_LEN
+}
+
+/// Writes the Ethernet, IP and UDP headers of a frame whose `payload_len` bytes of payload
+/// already sit at [`udp_payload_offset`] in `frame`; returns the frame's length.
+pub fn write_udp_frame(
+    frame: &mut [u8],
+    route: &Route,
+    src_port: u16,
+    dst_port: u16,
+    payload_len: usize,
+) -> usize {
+    let udp_len = UDP_HEADER_LEN + payload_len;
+    let (src, dst) = write_eth_ip(frame, route, ip_proto::UDP, udp_len);
+    let start = ETH_HEADER_LEN + ip_header_len(route);
+    let total = start + udp_len;
+    let u = &mut frame[start..start + UDP_HEADER_LEN];
+    u[0..2].copy_from_slice(&src_port.to_be_bytes());
+    u[2..4].copy_from_slice(&dst_port.to_be_bytes());
+    u[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+    u[6..8].copy_from_slice(&[0, 0]);
+    let mut sum = checksum::transport(src, dst, ip_proto::UDP, &frame[start..total]);
+    if sum == 0 {
+        sum = 0xffff; // zero means "no checksum" in UDP
+    }
+    frame[start + 6..start + 8].copy_from_slice(&sum.to_be_bytes());
+    total
+}
+
+/// Queues Ethernet + IP + UDP around a copy of `payload`, checksums filled in.
 pub fn udp_frame(out: &mut FrameQueue, route: Route, src_port: u16, dst_port: u16, payload: &[u8]) {
-    out.push(|buf| {
-        let udp_len = UDP_HEADER_LEN + payload.len();
-        match (route.src, route.dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
-                ethernet(buf, route.dst_mac, route.src_mac, ethertype::IPV4);
-                ipv4(buf, s, d, ip_proto::UDP, 64, udp_len);
-            }
-            (s, d) => {
-                ethernet(buf, route.dst_mac, route.src_mac, ethertype::IPV6);
-                ipv6(buf, to_v6(s), to_v6(d), ip_proto::UDP, 64, udp_len);
-            }
-        }
-        let start = buf.len();
-        buf.extend_from_slice(&src_port.to_be_bytes());
-        buf.extend_from_slice(&dst_port.to_be_bytes());
-        buf.extend_from_slice(&(udp_len as u16).to_be_bytes());
-        buf.extend_from_slice(&[0, 0]);
-        buf.extend_from_slice(payload);
-        let mut sum = checksum::transport(route.src, route.dst, ip_proto::UDP, &buf[start..]);
-        if sum == 0 {
-            sum = 0xffff; // zero means "no checksum" in UDP
-        }
-        buf[start + 6..start + 8].copy_from_slice(&sum.to_be_bytes());
+    let off = udp_payload_offset(&route);
+    out.push_in_place(off + payload.len(), |buf| {
+        buf[off..off + payload.len()].copy_from_slice(payload);
+        write_udp_frame(buf, &route, src_port, dst_port, payload.len())
     });
 }
 

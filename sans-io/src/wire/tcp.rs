@@ -5,13 +5,9 @@
 //! qemu's socket), and the data is checked end to end by the host's TCP anyway. Ours are
 //! always filled in.
 
-use std::net::IpAddr;
-
-use super::build::{FrameQueue, Route};
+use super::build::{ip_header_len, write_eth_ip, FrameQueue, Route};
 use super::checksum;
-use super::parse::{
-    ethertype, ip_proto, Malformed, ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN,
-};
+use super::parse::{ip_proto, Malformed, ETH_HEADER_LEN};
 
 /// A TCP header without options.
 pub const TCP_HEADER_LEN: usize = 20;
@@ -136,13 +132,6 @@ impl Header {
     }
 }
 
-fn ip_header_len(route: &Route) -> usize {
-    match (route.src, route.dst) {
-        (IpAddr::V4(_), IpAddr::V4(_)) => IPV4_HEADER_LEN,
-        _ => IPV6_HEADER_LEN,
-    }
-}
-
 /// Where the payload starts in a frame for `route` with header `h`.
 pub fn payload_offset(route: &Route, h: &Header) -> usize {
     ETH_HEADER_LEN + ip_header_len(route) + TCP_HEADER_LEN + h.options_len()
@@ -157,36 +146,7 @@ pub fn write_frame(frame: &mut [u8], route: &Route, h: &Header, payload_len: usi
     let l4_len = tcp_len + payload_len;
     let total = ETH_HEADER_LEN + ip_len + l4_len;
 
-    frame[0..6].copy_from_slice(&route.dst_mac.0);
-    frame[6..12].copy_from_slice(&route.src_mac.0);
-    let (src, dst) = match (route.src, route.dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            frame[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
-            let ip = &mut frame[ETH_HEADER_LEN..ETH_HEADER_LEN + IPV4_HEADER_LEN];
-            ip[0] = 0x45;
-            ip[1] = 0;
-            ip[2..4].copy_from_slice(&((IPV4_HEADER_LEN + l4_len) as u16).to_be_bytes());
-            ip[4..10].copy_from_slice(&[0, 0, 0x40, 0, 64, ip_proto::TCP]);
-            ip[10..12].copy_from_slice(&[0, 0]);
-            ip[12..16].copy_from_slice(&s.octets());
-            ip[16..20].copy_from_slice(&d.octets());
-            let sum = checksum::of(ip);
-            ip[10..12].copy_from_slice(&sum.to_be_bytes());
-            (IpAddr::V4(s), IpAddr::V4(d))
-        }
-        (s, d) => {
-            let (s6, d6) = (to_v6(s), to_v6(d));
-            frame[12..14].copy_from_slice(&ethertype::IPV6.to_be_bytes());
-            let ip = &mut frame[ETH_HEADER_LEN..ETH_HEADER_LEN + IPV6_HEADER_LEN];
-            ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
-            ip[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
-            ip[6] = ip_proto::TCP;
-            ip[7] = 64;
-            ip[8..24].copy_from_slice(&s6.octets());
-            ip[24..40].copy_from_slice(&d6.octets());
-            (IpAddr::V6(s6), IpAddr::V6(d6))
-        }
-    };
+    let (src, dst) = write_eth_ip(frame, route, ip_proto::TCP, l4_len);
     let start = ETH_HEADER_LEN + ip_len;
     let t = &mut frame[start..start + tcp_len];
     t[0..2].copy_from_slice(&h.src_port.to_be_bytes());
@@ -217,13 +177,6 @@ pub fn frame(out: &mut FrameQueue, route: &Route, h: &Header, payload: &[u8]) {
         buf[off..off + payload.len()].copy_from_slice(payload);
         write_frame(buf, route, h, payload.len())
     });
-}
-
-fn to_v6(a: IpAddr) -> std::net::Ipv6Addr {
-    match a {
-        IpAddr::V6(a) => a,
-        IpAddr::V4(a) => a.to_ipv6_mapped(),
-    }
 }
 
 #[cfg(test)]
