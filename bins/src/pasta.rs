@@ -18,6 +18,7 @@ use os_shim::sockets::{ListenOptions, Sockets};
 use os_shim::{hostinfo, nsconf, tap::Tap};
 use sans_io::config::Config;
 use sans_io::engine::Engine;
+use sans_io::flow::Proto;
 
 use crate::cli::{Cli, PastaTarget};
 use crate::datapath::{self, Exit, GuestLink, LinkStats, Watch};
@@ -158,6 +159,10 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
     let mut sockets = listen_forwards(&config);
 
     let mut engine = Engine::new(config, process::random_seed(), monotonic_now());
+    let udp_listeners: Vec<_> = sockets.udp_listeners().collect();
+    for (s, local) in udp_listeners {
+        engine.add_udp_listener(s, local);
+    }
 
     match &mut child {
         Some(child) => {
@@ -218,32 +223,34 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
 /// At most this many listener failures are named one by one.
 const LISTEN_WARNINGS_SHOWN: usize = 8;
 
-/// Listening sockets for `-t` forwards. A port that can't be bound (in use, privileged) is a
-/// warning: the others still work, as with the original.
+/// Listening sockets for `-t` and `-u` forwards. A port that can't be bound (in use,
+/// privileged) is a warning: the others still work, as with the original.
 fn listen_forwards(config: &Config) -> Sockets {
     let mut sockets = Sockets::new();
-    if !config.protocols.tcp {
-        return sockets;
-    }
     let opts = ListenOptions {
         ipv4: config.ip4.is_some(),
         ipv6: config.ip6.is_some(),
         freebind: config.freebind,
     };
+    let ephemeral = hostinfo::ephemeral_port_range();
     let mut failed = Vec::new();
-    for f in config
-        .forwarding
-        .tcp_in
-        .forwards(hostinfo::ephemeral_port_range())
-    {
-        failed.extend(sockets.listen_forward(&f, opts).1);
+    for (proto, enabled, mode) in [
+        (Proto::Tcp, config.protocols.tcp, &config.forwarding.tcp_in),
+        (Proto::Udp, config.protocols.udp, &config.forwarding.udp_in),
+    ] {
+        if !enabled {
+            continue;
+        }
+        for f in mode.forwards(ephemeral.clone()) {
+            failed.extend(sockets.listen_forward(proto, &f, opts).1);
+        }
     }
     for e in failed.iter().take(LISTEN_WARNINGS_SHOWN) {
         eprintln!("pasta: warning: {e}");
     }
     if failed.len() > LISTEN_WARNINGS_SHOWN {
         eprintln!(
-            "pasta: warning: ... and {} more TCP ports could not be bound",
+            "pasta: warning: ... and {} more ports could not be bound",
             failed.len() - LISTEN_WARNINGS_SHOWN
         );
     }

@@ -1,7 +1,10 @@
 //! Real OS: UDP and ICMP echo through pasta. From inside `pasta --config-net` (as root), UDP
 //! datagrams to an echo server in the lab's remote namespace come back from the address they
 //! were sent to, `--dns-forward` reaches the lab's resolver (and answers appear from the
-//! forwarding address), and `ping` reaches the remote and the gateway (the host's loopback).
+//! forwarding address), names resolve with busybox's nslookup against the lab's resolver
+//! (directly and through `--dns-forward`), and `ping` reaches the remote and the gateway (the
+//! host's loopback). With `-u`, a UDP server inside the namespace answers clients on the remote
+//! and on the host's loopback, from the forwarded port, as root and as an ordinary user.
 //!
 //! Everything runs inside the lab (see common/mod.rs).
 
@@ -10,7 +13,9 @@ mod common;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{addr, bin, have_tool, run_timeout, wait_for_file, Lab, Shape, TempDir};
+use common::{
+    addr, bin, have_tool, run_timeout, test_user, wait_for_file, Lab, Shape, TempDir, TestUser,
+};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(40);
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,7 +42,8 @@ while True:
         s.sendto(data, peer)
 "#;
 
-/// Sends one datagram to each `addr,port` and prints `OK addr,port source` per reply.
+/// Sends one datagram to each `addr,port` and prints `OK addr,port source same|different
+/// port=P` per reply.
 const UDP_CLIENT_PY: &str = r#"
 import socket, sys
 for spec in sys.argv[1:]:
@@ -49,9 +55,51 @@ for spec in sys.argv[1:]:
     s.sendto(msg, (a, int(p)))
     try:
         data, peer = s.recvfrom(65535)
-        print("OK", spec, peer[0], "same" if data == msg else "different", flush=True)
+        print("OK", spec, peer[0], "same" if data == msg else "different", "port=%d" % peer[1], flush=True)
     except socket.timeout:
         print("TIMEOUT", spec, flush=True)
+"#;
+
+/// A minimal authoritative DNS server for `remote.test` (A and AAAA; anything else gets
+/// NXDOMAIN) on each `addr,port` given, then a ready file.
+const DNS_SERVER_PY: &str = r#"
+import select, socket, struct, sys
+ready = sys.argv[1]
+answers = {1: socket.inet_pton(socket.AF_INET, "203.0.113.10"),
+           28: socket.inet_pton(socket.AF_INET6, "2001:db8:2::10")}
+socks = []
+for spec in sys.argv[2:]:
+    a, p = spec.rsplit(",", 1)
+    s = socket.socket(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((a, int(p)))
+    socks.append(s)
+open(ready, "w").close()
+def answer(q):
+    qid, flags, qd = struct.unpack("!HHH", q[:6])
+    i, labels = 12, []
+    while q[i]:
+        labels.append(q[i + 1:i + 1 + q[i]].decode().lower())
+        i += 1 + q[i]
+    qtype, = struct.unpack("!H", q[i + 1:i + 3])
+    question = q[12:i + 5]
+    name = ".".join(labels)
+    rr = b""
+    if name == "remote.test" and qtype in answers:
+        data = answers[qtype]
+        rr = b"\xc0\x0c" + struct.pack("!HHIH", qtype, 1, 60, len(data)) + data
+    rcode = 0 if name == "remote.test" else 3
+    head = struct.pack("!HHHHHH", qid, 0x8400 | (flags & 0x0100) | rcode, 1, 1 if rr else 0, 0, 0)
+    return head + question + rr
+while True:
+    r, _, _ = select.select(socks, [], [], 60)
+    if not r:
+        break
+    for s in r:
+        q, peer = s.recvfrom(512)
+        try:
+            s.sendto(answer(q), peer)
+        except Exception:
+            pass
 "#;
 
 fn show(out: &Output) -> String {
@@ -158,4 +206,170 @@ fn ping_reaches_the_remote_and_the_gateway() {
     for tag in ["PING4_OK", "PING6_OK", "GATEWAY_OK"] {
         assert!(stdout.contains(tag), "{tag}: {}", show(&out));
     }
+}
+
+/// Starts the lab's DNS server for `remote.test` on the resolver addresses (and any `extra`).
+fn start_dns(lab: &mut Lab, dir: &TempDir) {
+    lab.remote_sh(&format!(
+        "ip addr add {}/32 dev lo && ip addr add {}/128 dev lo",
+        addr::DNS4,
+        addr::DNS6
+    ));
+    let script = dir.path().join("dns.py");
+    std::fs::write(&script, DNS_SERVER_PY).unwrap();
+    let ready = dir.path().join("dns-ready");
+    let mut cmd = lab.remote_command(
+        "python3",
+        &[
+            script.to_str().unwrap(),
+            ready.to_str().unwrap(),
+            &format!("{},53", addr::DNS4),
+            &format!("{},53", addr::DNS6),
+        ],
+    );
+    cmd.stdout(Stdio::null());
+    lab.spawn(cmd);
+    assert!(
+        wait_for_file(&ready, READY_TIMEOUT),
+        "DNS server didn't start"
+    );
+}
+
+#[test]
+fn names_resolve_through_the_resolver_and_through_dns_forward() {
+    if !have_tool("busybox") {
+        return;
+    }
+    let Some(mut lab) = lab() else {
+        return;
+    };
+    let dir = TempDir::new("dns");
+    start_dns(&mut lab, &dir);
+    // The host's resolver as the namespace would get it (DHCP, RDNSS), both families, and the
+    // --dns-forward address; an unknown name fails.
+    let script = format!(
+        "busybox nslookup -type=a remote.test {dns4} && echo DIRECT4_DONE; \
+         busybox nslookup -type=aaaa remote.test {dns6} && echo DIRECT6_DONE; \
+         busybox nslookup -type=a remote.test {DNS_FORWARD4} && echo FORWARD_DONE; \
+         busybox nslookup -type=a nowhere.test {dns4} || echo NXDOMAIN_FAILED",
+        dns4 = addr::DNS4,
+        dns6 = addr::DNS6,
+    );
+    let out = in_pasta(&lab, &["--dns-forward", DNS_FORWARD4], &script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for tag in [
+        "DIRECT4_DONE",
+        "DIRECT6_DONE",
+        "FORWARD_DONE",
+        "NXDOMAIN_FAILED",
+    ] {
+        assert!(stdout.contains(tag), "{tag}: {}", show(&out));
+    }
+    let v4 = format!("Address: {}", addr::SERVER4);
+    let v6 = format!("Address: {}", addr::SERVER6);
+    assert_eq!(stdout.matches(&v4).count(), 2, "{}", show(&out));
+    assert_eq!(stdout.matches(&v6).count(), 1, "{}", show(&out));
+}
+
+const UDP_FWD_HOST_PORT: u16 = 5000;
+const UDP_FWD_GUEST_PORT: u16 = 6000;
+
+#[test]
+fn forwarded_udp_port_reaches_a_server_in_the_namespace() {
+    let Some(mut lab) = lab() else {
+        return;
+    };
+    let dir = TempDir::new("udp-in");
+    {
+        // The server inside writes its ready file as whoever pasta runs as.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let (server, client) = (dir.path().join("echo.py"), dir.path().join("client.py"));
+    std::fs::write(&server, UDP_ECHO_PY).unwrap();
+    std::fs::write(&client, UDP_CLIENT_PY).unwrap();
+    let user = test_user();
+    for (i, who) in [None, Some(&user)].into_iter().enumerate() {
+        if who.is_some() && !tun_usable_by_anyone() {
+            continue;
+        }
+        forwarded_udp_as(&mut lab, &dir, i, who);
+    }
+}
+
+fn forwarded_udp_as(lab: &mut Lab, dir: &TempDir, run: usize, who: Option<&TestUser>) {
+    let ready = dir.path().join(format!("ready-{run}"));
+    let spec = format!("{UDP_FWD_HOST_PORT}:{UDP_FWD_GUEST_PORT}");
+    let inside = format!(
+        // Bound to [::], the server takes both families.
+        "exec python3 {} {} ::,{UDP_FWD_GUEST_PORT}",
+        dir.path().join("echo.py").display(),
+        ready.display()
+    );
+    let args = ["--config-net", "-u", &spec, "--", "sh", "-c", &inside];
+    let mut cmd = lab.host_command(who, &bin("pasta"), &args);
+    cmd.stdout(Stdio::null());
+    let pid = lab.spawn_graceful(cmd);
+    assert!(
+        wait_for_file(&ready, READY_TIMEOUT),
+        "server in the namespace didn't start (as {:?})",
+        who.map(|u| &u.name)
+    );
+    let client = dir.path().join("client.py");
+    let targets = |a4: &str, a6: &str| {
+        [
+            format!("{a4},{UDP_FWD_HOST_PORT}"),
+            format!("{a6},{UDP_FWD_HOST_PORT}"),
+        ]
+    };
+    let from_remote = targets(addr::HOST4, addr::HOST6);
+    let from_loopback = targets("127.0.0.1", "::1");
+    let remote_out = run_timeout(
+        &mut lab.remote_command(
+            "python3",
+            &[client.to_str().unwrap(), &from_remote[0], &from_remote[1]],
+        ),
+        RUN_TIMEOUT,
+    );
+    let local_out = run_timeout(
+        &mut lab.host_command(
+            None,
+            std::path::Path::new("python3"),
+            &[
+                client.to_str().unwrap(),
+                &from_loopback[0],
+                &from_loopback[1],
+            ],
+        ),
+        RUN_TIMEOUT,
+    );
+    lab.stop(pid);
+    for (out, specs) in [(&remote_out, &from_remote), (&local_out, &from_loopback)] {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        for spec in specs.iter() {
+            // Answered from the address and port the client wrote to.
+            let (a, p) = spec.rsplit_once(',').unwrap();
+            assert!(
+                stdout.contains(&format!("OK {spec} {a} same port={p}")),
+                "{spec} as {:?}: {}",
+                who.map(|u| &u.name),
+                show(out)
+            );
+        }
+    }
+}
+
+/// Whether /dev/net/tun is open to ordinary users (CI makes it so).
+fn tun_usable_by_anyone() -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let ok = std::fs::metadata("/dev/net/tun")
+        .map(|m| m.permissions().mode() & 0o006 == 0o006)
+        .unwrap_or(false);
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("/dev/net/tun must be usable by the test user under CI");
+        }
+        eprintln!("\n*** SKIPPED (unprivileged part): /dev/net/tun not usable by others ***\n");
+    }
+    ok
 }

@@ -94,8 +94,9 @@ impl Default for ListenOptions {
 
 /// A listener that could not be set up: a warning, never fatal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot listen on TCP port {port} ({addr}{}): {}", iface.as_ref().map(|i| format!("%{i}")).unwrap_or_default(), std::io::Error::from_raw_os_error(*errno))]
+#[error("cannot listen on {} port {port} ({addr}{}): {}", if *proto == Proto::Udp { "UDP" } else { "TCP" }, iface.as_ref().map(|i| format!("%{i}")).unwrap_or_default(), std::io::Error::from_raw_os_error(*errno))]
 pub struct ListenError {
+    pub proto: Proto,
     pub addr: IpAddr,
     pub iface: Option<String>,
     pub port: u16,
@@ -168,6 +169,9 @@ pub struct Sockets {
     free: Vec<u32>,
     open: usize,
     listeners: Vec<Listener>,
+    /// UDP forwarding listeners: slots of ours (they report readiness like any datagram
+    /// socket), with the address each is bound to and its interface.
+    udp_listeners: Vec<(SockRef, SocketAddr, Option<String>)>,
     reports: VecDeque<(u32, Report)>,
     peek_off: PeekOffCap,
     /// Where peeks without `SO_PEEK_OFF` put the bytes before the offset.
@@ -196,6 +200,7 @@ impl Sockets {
             free: Vec::new(),
             open: 0,
             listeners: Vec::new(),
+            udp_listeners: Vec::new(),
             reports: VecDeque::new(),
             peek_off: PeekOffCap::Unknown,
             scratch: Vec::new(),
@@ -245,21 +250,26 @@ impl Sockets {
         self.open
     }
 
-    /// Addresses the listeners are bound to.
+    /// Addresses the TCP listeners are bound to.
     pub fn listening(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         self.listeners.iter().map(|l| l.addr)
+    }
+
+    /// The UDP forwarding listeners, for `Engine::add_udp_listener`: socket and the address
+    /// it is bound to.
+    pub fn udp_listeners(&self) -> impl Iterator<Item = (SockRef, SocketAddr)> + '_ {
+        self.udp_listeners.iter().map(|(s, a, _)| (*s, *a))
     }
 
     /// Listens for one forwarded port. Without an address, on any address of each family
     /// `opts` allows, one socket per family (IPv6 ones with `IPV6_V6ONLY`, so that IPv4
     /// connections never show up as mapped addresses of a family the guest may not have).
+    /// For UDP, the sockets are bound (sharing the address with the flows' reply sockets, see
+    /// `HostSockets::udp_reply_open`) and listed by [`Sockets::udp_listeners`].
     /// Returns how many sockets now listen, and what failed.
     pub fn listen(&mut self, spec: &ListenSpec, opts: ListenOptions) -> (usize, Vec<ListenError>) {
         let mut bound = 0;
         let mut errors = Vec::new();
-        if spec.proto != Proto::Tcp {
-            return (0, errors);
-        }
         let addrs: Vec<IpAddr> = match spec.addr {
             Some(a) => vec![a],
             None => {
@@ -275,11 +285,23 @@ impl Sockets {
         };
         for addr in addrs {
             let sa = SocketAddr::new(addr, spec.port);
-            match listen_socket(sa, spec.iface.as_deref(), opts.freebind) {
+            let made = match spec.proto {
+                Proto::Tcp => listen_socket(sa, spec.iface.as_deref(), opts.freebind),
+                Proto::Udp => udp_bound_socket(sa, spec.iface.as_deref(), opts.freebind),
+            };
+            match made {
                 Ok(fd) => {
                     let actual = local_addr(fd.as_raw_fd()).unwrap_or(sa);
-                    if let Err(e) = self.add_listener(fd, actual) {
+                    let added = match spec.proto {
+                        Proto::Tcp => self.add_listener(fd, actual),
+                        Proto::Udp => self.insert_dgram(fd).map(|index| {
+                            let iface = spec.iface.clone();
+                            self.udp_listeners.push((SockRef(index), actual, iface));
+                        }),
+                    };
+                    if let Err(e) = added {
                         errors.push(ListenError {
+                            proto: spec.proto,
                             addr,
                             iface: spec.iface.clone(),
                             port: spec.port,
@@ -290,6 +312,7 @@ impl Sockets {
                     }
                 }
                 Err(e) => errors.push(ListenError {
+                    proto: spec.proto,
                     addr,
                     iface: spec.iface.clone(),
                     port: spec.port,
@@ -300,14 +323,15 @@ impl Sockets {
         (bound, errors)
     }
 
-    /// [`Sockets::listen`] for a forwarding entry (`-t`).
+    /// [`Sockets::listen`] for a forwarding entry (`-t`, `-u`).
     pub fn listen_forward(
         &mut self,
+        proto: Proto,
         f: &Forward,
         opts: ListenOptions,
     ) -> (usize, Vec<ListenError>) {
         let spec = ListenSpec {
-            proto: Proto::Tcp,
+            proto,
             addr: f.bind,
             iface: f.iface.clone(),
             port: f.port,
@@ -1011,6 +1035,56 @@ impl HostSockets for Sockets {
         // SAFETY: receives into our slice, at most its length.
         retry(|| unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) })
     }
+
+    fn udp_recv_from(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let (_, fd) = self.slot(s)?;
+        let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+        let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: receives into our slice, at most its length, and at most `len` bytes of
+        // address into our storage.
+        let n = retry(|| unsafe {
+            libc::recvfrom(
+                fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+                storage.as_mut_ptr().cast(),
+                &mut len,
+            )
+        })?;
+        // SAFETY: the kernel initialised `len` bytes of the storage.
+        let peer = sockaddr_to_std(unsafe { storage.assume_init_ref() }, len)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EAFNOSUPPORT))?;
+        Ok((n, unmap(peer)))
+    }
+
+    fn udp_reply_open(&mut self, listener: SockRef, peer: SocketAddr) -> io::Result<SockRef> {
+        let Some((_, local, iface)) = self.udp_listeners.iter().find(|(l, _, _)| *l == listener)
+        else {
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        };
+        let fd = udp_bound_socket(*local, iface.as_deref(), false)?;
+        let peer = match (local, peer) {
+            (SocketAddr::V6(_), SocketAddr::V4(p)) => {
+                SocketAddr::new(IpAddr::V6(p.ip().to_ipv6_mapped()), p.port())
+            }
+            _ => peer,
+        };
+        let (sa, len) = std_to_sockaddr(&peer);
+        // SAFETY: a valid sockaddr of the given length.
+        let rc = unsafe {
+            libc::connect(
+                fd.as_raw_fd(),
+                (&sa as *const libc::sockaddr_storage).cast(),
+                len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let index = self.insert_dgram(fd)?;
+        Ok(SockRef(index))
+    }
 }
 
 impl Sockets {
@@ -1075,7 +1149,30 @@ fn prepare_stream(fd: RawFd) {
 
 fn listen_socket(addr: SocketAddr, iface: Option<&str>, freebind: bool) -> io::Result<OwnedFd> {
     let fd = stream_socket(addr.ip())?;
-    let raw = fd.as_raw_fd();
+    bind_shared(fd.as_raw_fd(), addr, iface, freebind)?;
+    // SAFETY: plain system call.
+    if unsafe { libc::listen(fd.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// A UDP socket bound to `addr`, sharing it: a forwarding listener, or a flow's reply socket
+/// beside one.
+fn udp_bound_socket(addr: SocketAddr, iface: Option<&str>, freebind: bool) -> io::Result<OwnedFd> {
+    let fd = dgram_socket(addr.ip(), libc::IPPROTO_UDP)?;
+    bind_shared(fd.as_raw_fd(), addr, iface, freebind)?;
+    Ok(fd)
+}
+
+/// Binds a forwarding socket: address reuse, IPv6 only for IPv6 (IPv4 has sockets of its
+/// own), free binding and the interface as asked.
+fn bind_shared(
+    raw: RawFd,
+    addr: SocketAddr,
+    iface: Option<&str>,
+    freebind: bool,
+) -> io::Result<()> {
     setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
     if addr.is_ipv6() {
         setsockopt_int(raw, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
@@ -1091,12 +1188,7 @@ fn listen_socket(addr: SocketAddr, iface: Option<&str>, freebind: bool) -> io::R
     if let Some(iface) = iface {
         bind_to_device(raw, iface)?;
     }
-    bind_addr(raw, addr)?;
-    // SAFETY: plain system call.
-    if unsafe { libc::listen(raw, LISTEN_BACKLOG) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fd)
+    bind_addr(raw, addr)
 }
 
 fn bind_addr(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
@@ -1651,6 +1743,69 @@ mod tests {
                 assert_eq!(&buf[..n], b"reply");
                 rig.sockets.close(s, false);
                 assert_eq!(rig.sockets.open_sockets(), 0);
+            }
+        });
+    }
+
+    #[test]
+    fn udp_listener_and_reply_socket_share_the_forwarded_port() {
+        in_fresh_netns(|| {
+            for lo in [
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ] {
+                let mut rig = Rig::new(Sockets::new());
+                let spec = ListenSpec {
+                    proto: Proto::Udp,
+                    addr: Some(lo),
+                    iface: None,
+                    port: 0,
+                };
+                let (n, errors) = rig.sockets.listen(&spec, ListenOptions::default());
+                assert_eq!((n, errors), (1, vec![]));
+                let (l, local) = rig.sockets.udp_listeners().next().unwrap();
+                assert_ne!(local.port(), 0);
+
+                let peer = std::net::UdpSocket::bind(SocketAddr::new(lo, 0)).unwrap();
+                peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                peer.send_to(b"first", local).unwrap();
+                let is_readable = |s: SockRef| {
+                    move |seen: &[Report]| {
+                        seen.iter()
+                            .any(|r| matches!(r, Report::Event(x, SockEvent::Readable) if *x == s))
+                    }
+                };
+                rig.pump(is_readable(l));
+                let mut buf = [0u8; 64];
+                let (n, from) = rig.sockets.udp_recv_from(l, &mut buf).unwrap();
+                assert_eq!(
+                    (&buf[..n], from),
+                    (&b"first"[..], peer.local_addr().unwrap())
+                );
+
+                // Answers leave from the forwarded port; the peer's next datagram comes to
+                // the reply socket, not the listener.
+                let r = rig.sockets.udp_reply_open(l, from).unwrap();
+                rig.sockets.udp_send(r, b"answer").unwrap();
+                let (n, src) = peer.recv_from(&mut buf).unwrap();
+                assert_eq!((&buf[..n], src), (&b"answer"[..], local));
+                peer.send_to(b"second", local).unwrap();
+                rig.pump(is_readable(r));
+                let n = rig.sockets.udp_recv(r, &mut buf).unwrap();
+                assert_eq!(&buf[..n], b"second");
+                assert_eq!(
+                    rig.sockets.udp_recv_from(l, &mut buf).unwrap_err().kind(),
+                    io::ErrorKind::WouldBlock
+                );
+                // Another peer still reaches the listener.
+                let other = std::net::UdpSocket::bind(SocketAddr::new(lo, 0)).unwrap();
+                other.send_to(b"other", local).unwrap();
+                rig.pump(is_readable(l));
+                let (n, from) = rig.sockets.udp_recv_from(l, &mut buf).unwrap();
+                assert_eq!(
+                    (&buf[..n], from),
+                    (&b"other"[..], other.local_addr().unwrap())
+                );
             }
         });
     }

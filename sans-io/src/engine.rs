@@ -123,8 +123,8 @@ impl Engine {
             guest: GuestState::default(),
             counters: Counters::default(),
             next_ra,
-            tcp: Tcp::new(options.max_tcp_flows, options.ephemeral, hash),
-            udp: Udp::new(options.max_udp_flows),
+            tcp: Tcp::new(options.max_tcp_flows, options.ephemeral.clone(), hash),
+            udp: Udp::new(options.max_udp_flows, options.ephemeral),
             icmp: Icmp::new(options.max_icmp_flows),
         }
     }
@@ -256,6 +256,12 @@ impl Engine {
             counters: &mut self.counters.tcp,
         };
         self.tcp.handle_socket(&mut cx, s, ev);
+    }
+
+    /// A UDP forwarding listener (`-u`) the driver opened, bound to `local`: datagrams on it
+    /// go to the guest's forwarded port, and the guest's answers back to their senders.
+    pub fn add_udp_listener(&mut self, s: SockRef, local: SocketAddr) {
+        self.udp.add_listener(s, local);
     }
 
     /// A connection accepted on a forwarding listener: `s` is the new socket, `peer` the

@@ -342,13 +342,16 @@ pub struct VirtualHost {
     pub ping_log: Vec<(IpAddr, Vec<u8>)>,
 }
 
-/// A connected UDP socket of the engine's.
+/// A UDP socket of the engine's: connected, or a forwarding listener.
 #[derive(Debug, Clone)]
 pub struct UdpSock {
     pub local: SocketAddr,
+    /// The peer; unspecified for a listener.
     pub dst: SocketAddr,
-    /// Datagrams arriving, with their arrival time.
-    pub rx: VecDeque<(Instant, Vec<u8>)>,
+    /// Datagrams arriving, with their arrival time and source.
+    pub rx: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
+    /// A forwarding listener (`-u`), not connected.
+    pub listener: bool,
     pub readable: bool,
     /// For a ping socket, the echo identifier it's bound to.
     pub ping_id: Option<u16>,
@@ -428,9 +431,9 @@ impl VirtualHost {
         self.socks.get(&s).copied()
     }
 
-    /// Sockets the engine holds open.
+    /// Sockets the engine holds open (forwarding listeners aside, as for TCP).
     pub fn open_sockets(&self) -> usize {
-        self.socks.len() + self.udp_socks.len()
+        self.socks.len() + self.udp_socks.values().filter(|u| !u.listener).count()
     }
 
     /// A UDP echo server at `addr`.
@@ -452,8 +455,59 @@ impl VirtualHost {
     pub fn udp_peer_send(&mut self, s: SockRef, data: &[u8]) {
         let at = self.now + self.config.latency;
         if let Some(u) = self.udp_socks.get_mut(&s) {
-            u.rx.push_back((at, data.to_vec()));
+            let from = u.dst;
+            u.rx.push_back((at, from, data.to_vec()));
         }
+    }
+
+    /// A UDP forwarding listener at `local`, as the shim opens them for `-u`: hand it to
+    /// `Engine::add_udp_listener`.
+    pub fn udp_listen(&mut self, local: SocketAddr) -> SockRef {
+        let s = SockRef(self.next_sock);
+        self.next_sock += 1;
+        let any = match local {
+            SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        self.udp_socks.insert(
+            s,
+            UdpSock {
+                local,
+                dst: SocketAddr::new(any, 0),
+                rx: VecDeque::new(),
+                readable: true,
+                listener: true,
+                ping_id: None,
+            },
+        );
+        s
+    }
+
+    /// A datagram from a peer at `from` to the host's `to`, arriving after the one-way
+    /// latency on the socket the kernel would pick: one connected to `from` and bound to
+    /// `to`'s port, else a listener on that port. Returns whether any socket took it.
+    pub fn remote_udp_send(&mut self, from: SocketAddr, to: SocketAddr, data: &[u8]) -> bool {
+        let at = self.now + self.config.latency;
+        let bound_to = |u: &UdpSock| {
+            u.local.port() == to.port()
+                && u.local.is_ipv4() == to.is_ipv4()
+                && (u.local.ip().is_unspecified() || u.local.ip() == to.ip())
+        };
+        let connected = self
+            .udp_socks
+            .iter()
+            .find(|(_, u)| !u.listener && u.ping_id.is_none() && u.dst == from && bound_to(u));
+        let listener = self
+            .udp_socks
+            .iter()
+            .find(|(_, u)| u.listener && bound_to(u));
+        let Some(s) = connected.or(listener).map(|(s, _)| *s) else {
+            return false;
+        };
+        if let Some(u) = self.udp_socks.get_mut(&s) {
+            u.rx.push_back((at, from, data.to_vec()));
+        }
+        true
     }
 
     /// A counter that moves whenever any socket's state changes.
@@ -754,7 +808,7 @@ impl VirtualHost {
             }
         }
         for (&s, u) in &self.udp_socks {
-            if u.readable && u.rx.front().is_some_and(|(at, _)| *at <= self.now) {
+            if u.readable && u.rx.front().is_some_and(|(at, _, _)| *at <= self.now) {
                 out.push((s, SockEvent::Readable));
             }
         }
@@ -769,7 +823,7 @@ impl VirtualHost {
         let mut next: Option<Instant> = None;
         let mut at = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
         for u in self.udp_socks.values() {
-            if let Some((t, _)) = u.rx.front().filter(|(t, _)| *t > self.now) {
+            if let Some((t, _, _)) = u.rx.front().filter(|(t, _, _)| *t > self.now) {
                 at(*t);
             }
         }
@@ -1077,6 +1131,7 @@ impl HostSockets for VirtualHost {
                 dst,
                 rx: VecDeque::new(),
                 readable: true,
+                listener: false,
                 ping_id: None,
             },
         );
@@ -1094,7 +1149,8 @@ impl HostSockets for VirtualHost {
         self.ops += 1;
         self.udp_log.push((u.local, u.dst, data.to_vec()));
         if self.udp_echo.contains(&u.dst) {
-            u.rx.push_back((now + rtt, data.to_vec()));
+            let from = u.dst;
+            u.rx.push_back((now + rtt, from, data.to_vec()));
         }
         Ok(data.len())
     }
@@ -1122,6 +1178,7 @@ impl HostSockets for VirtualHost {
                 dst: SocketAddr::new(dst, 0),
                 rx: VecDeque::new(),
                 readable: true,
+                listener: false,
                 ping_id: Some(got),
             },
         );
@@ -1148,7 +1205,8 @@ impl HostSockets for VirtualHost {
         if answers(self, dst) {
             m[0] = if dst.is_ipv4() { 0 } else { 129 };
             if let Some(u) = self.udp_socks.get_mut(&s) {
-                u.rx.push_back((now + rtt, m));
+                let from = u.dst;
+                u.rx.push_back((now + rtt, from, m));
             }
         }
         Ok(msg.len())
@@ -1159,6 +1217,10 @@ impl HostSockets for VirtualHost {
     }
 
     fn udp_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
+        self.udp_recv_from(s, buf).map(|(n, _)| n)
+    }
+
+    fn udp_recv_from(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         let now = self.now;
         let Some(u) = self.udp_socks.get_mut(&s) else {
             self.violations
@@ -1166,14 +1228,48 @@ impl HostSockets for VirtualHost {
             return Err(err(errno::EBADF));
         };
         match u.rx.front() {
-            Some((at, _)) if *at <= now => {
-                let (_, d) = u.rx.pop_front().expect("front exists");
+            Some((at, _, _)) if *at <= now => {
+                let (_, from, d) = u.rx.pop_front().expect("front exists");
                 let n = d.len().min(buf.len());
                 buf[..n].copy_from_slice(&d[..n]);
                 self.ops += 1;
-                Ok(n)
+                Ok((n, from))
             }
             _ => Err(err(errno::EAGAIN)),
         }
+    }
+
+    fn udp_reply_open(&mut self, listener: SockRef, peer: SocketAddr) -> io::Result<SockRef> {
+        let now = self.now;
+        let Some(l) = self.udp_socks.get(&listener).filter(|u| u.listener) else {
+            self.violations.push(format!(
+                "udp_reply_open on non-listener {listener:?} at {now:?}"
+            ));
+            return Err(err(errno::EBADF));
+        };
+        if self.open_sockets() >= self.config.max_sockets {
+            return Err(err(errno::EMFILE));
+        }
+        let ip = if l.local.ip().is_unspecified() {
+            self.source_for(peer.ip())
+        } else {
+            l.local.ip()
+        };
+        let local = SocketAddr::new(ip, l.local.port());
+        self.ops += 1;
+        let s = SockRef(self.next_sock);
+        self.next_sock += 1;
+        self.udp_socks.insert(
+            s,
+            UdpSock {
+                local,
+                dst: peer,
+                rx: VecDeque::new(),
+                readable: true,
+                listener: false,
+                ping_id: None,
+            },
+        );
+        Ok(s)
     }
 }

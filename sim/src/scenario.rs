@@ -176,6 +176,13 @@ impl Scenario {
         self
     }
 
+    /// `-u spec`: forwards host UDP ports into the guest.
+    pub fn forward_udp(mut self, spec: &str) -> Self {
+        let spec: PortSpec = spec.parse().expect("port spec");
+        self.opts.udp_in.add(spec).expect("forward mode");
+        self
+    }
+
     /// Edits the virtual host's behaviour.
     pub fn host(mut self, f: impl FnOnce(&mut HostConfig)) -> Self {
         f(&mut self.host);

@@ -7,11 +7,12 @@
 //! clock to the next deadline of the engine, the guest, the host or the link. Everything is
 //! deterministic: the same configuration and seed give the same [`Transcript`], byte for byte.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use sans_io::config::Config;
 use sans_io::engine::{Counters, Engine, EngineOptions};
+use sans_io::flow::SockRef;
 use sans_io::time::Instant;
 use sans_io::wire::FrameQueue;
 
@@ -96,9 +97,14 @@ impl World {
         }
         let mut host = VirtualHost::new(host_config);
         host.set_tcp_forwarding(config.forwarding.tcp_in.clone());
+        let udp_listeners = udp_listeners(&config, &mut host);
+        let mut engine = Engine::with_options(config, seed, now, engine_options);
+        for (s, local) in udp_listeners {
+            engine.add_udp_listener(s, local);
+        }
         World {
             now,
-            engine: Engine::with_options(config, seed, now, engine_options),
+            engine,
             guest,
             host,
             transcript: Vec::new(),
@@ -270,4 +276,36 @@ impl World {
     pub fn save_pcap(&self, path: &std::path::Path) -> std::io::Result<()> {
         std::fs::write(path, crate::capture::pcap(&self.transcript))
     }
+}
+
+/// The UDP forwarding listeners the shim would open for `-u` (one per family without an
+/// address), opened on the virtual host.
+fn udp_listeners(config: &Config, host: &mut VirtualHost) -> Vec<(SockRef, SocketAddr)> {
+    if !config.protocols.udp {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for f in config.forwarding.udp_in.forwards(crate::host::EPHEMERAL) {
+        let addrs: Vec<IpAddr> = match f.bind {
+            Some(a) => vec![a],
+            None => [
+                config
+                    .ip4
+                    .as_ref()
+                    .map(|_| IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+                config
+                    .ip6
+                    .as_ref()
+                    .map(|_| IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        };
+        for a in addrs {
+            let local = SocketAddr::new(a, f.port);
+            out.push((host.udp_listen(local), local));
+        }
+    }
+    out
 }

@@ -200,7 +200,11 @@ pub fn derive(
     };
     let forwarding = Forwarding {
         tcp_in: opts.tcp_in.clone().or_default(default_fwd()),
-        udp_in: opts.udp_in.clone().or_default(default_fwd()),
+        // Without -u, UDP follows TCP's explicit ports, untranslated.
+        udp_in: opts
+            .udp_in
+            .clone()
+            .or_default(opts.tcp_in.untranslated().unwrap_or_else(default_fwd)),
         tcp_out: opts.tcp_out.clone().or_default(default_fwd()),
         udp_out: opts.udp_out.clone().or_default(default_fwd()),
     };

@@ -120,6 +120,17 @@ pub trait HostSockets {
     /// none is waiting.
     fn udp_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize>;
 
+    /// Receives one datagram on a UDP forwarding listener, with its source, as
+    /// [`HostSockets::udp_recv`] does.
+    fn udp_recv_from(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
+
+    /// Opens a UDP socket for the exchange with `peer` that began with a datagram on
+    /// forwarding listener `listener`: bound to the listener's address and port (sharing it)
+    /// and connected to `peer`, so that what is sent on it leaves from the port the peer wrote
+    /// to, and the peer's further datagrams arrive on it rather than on the listener.
+    /// Readiness as for [`HostSockets::udp_open`].
+    fn udp_reply_open(&mut self, listener: SockRef, peer: SocketAddr) -> io::Result<SockRef>;
+
     /// Opens an ICMP (ICMPv6 for an IPv6 `dst`) "ping" socket, binds it with echo identifier
     /// `id` where possible (else lets the kernel pick one), and connects it to `dst`. Returns
     /// the socket and the identifier it really uses. Readiness as for UDP.
@@ -168,6 +179,12 @@ impl HostSockets for NoSockets {
     fn udp_recv(&mut self, _: SockRef, _: &mut [u8]) -> io::Result<usize> {
         Err(io::ErrorKind::Unsupported.into())
     }
+    fn udp_recv_from(&mut self, _: SockRef, _: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn udp_reply_open(&mut self, _: SockRef, _: SocketAddr) -> io::Result<SockRef> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
     fn ping_open(&mut self, _: Bind<'_>, _: IpAddr, _: u16) -> io::Result<(SockRef, u16)> {
         Err(io::ErrorKind::Unsupported.into())
     }
@@ -201,7 +218,8 @@ pub enum Proto {
     Udp,
 }
 
-/// A socket the driver should listen on for port forwarding into the guest.
+/// A socket the driver should listen on for port forwarding into the guest (for UDP, a bound
+/// socket it hands to `Engine::add_udp_listener`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ListenSpec {
     pub proto: Proto,

@@ -1,7 +1,20 @@
-//! UDP flows, guest to host: each (guest source, destination the guest used) pair gets a
-//! connected host UDP socket; replies on it go back to the guest from the address and port the
-//! guest addressed, which is also the reverse translation (a reply from `--dns-host` appears
-//! from `--dns-forward`, one from the host's loopback from the gateway).
+//! UDP flows. Each (guest address and port, peer as the guest sees it) pair is one flow with
+//! a connected host UDP socket of its own:
+//!
+//! - Guest to host: the guest's first datagram to a peer opens the flow's socket, connected to
+//!   where the address translation says the peer really is; replies on it go back to the guest
+//!   from the address and port the guest addressed, which is also the reverse translation (a
+//!   reply from `--dns-host` appears from `--dns-forward`, one from the host's loopback from
+//!   the gateway).
+//! - Host to guest (`-u`): a datagram arriving on a forwarding listener opens a flow towards
+//!   the forwarded guest port, appearing from the peer as translated (a loopback source from
+//!   the gateway). Its socket is a "reply socket": bound to the listener's address and port and
+//!   connected to the peer, so that the guest's answers leave from the port the peer wrote to,
+//!   and the peer's further datagrams come to the flow rather than the listener. This is the
+//!   man page's "recently forwarded" tracking: the flow remembers the forwarded exchange for
+//!   as long as it is active.
+//!
+//! Host datagrams are received straight into the frame that carries them to the guest.
 //!
 //! Flows expire after [`UDP_TIMEOUT`] without traffic either way. The table is bounded: beyond
 //! its size, new flows are refused (datagrams dropped and counted).
@@ -10,17 +23,19 @@
 //! ([`UdpCounters::oversize_dropped`]), for both families: we don't fragment towards the guest
 //! (the sender, on the host, sees no error; like a path dropping them).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use crate::config::Config;
 use crate::flow::idle::{IdleFlow, IdleFlows};
 use crate::flow::{Bind, HostSockets, SockEvent, SockRef};
-use crate::fwd::nat;
+use crate::fwd::{nat, ForwardMode};
 use crate::services::GuestState;
 use crate::time::Instant;
 use crate::wire::build::{self, Route};
-use crate::wire::parse::{IPV4_HEADER_LEN, IPV6_HEADER_LEN, UDP_HEADER_LEN};
+use crate::wire::parse::{ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN, UDP_HEADER_LEN};
 use crate::wire::{FrameQueue, MacAddr};
 
 /// Idle time after which a UDP flow is closed.
@@ -35,6 +50,8 @@ const DEFAULT_MTU: usize = 65520;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UdpCounters {
     pub flows_opened: u64,
+    /// Flows opened by a datagram arriving on a forwarding listener (also in `flows_opened`).
+    pub flows_inbound: u64,
     pub flows_expired: u64,
     /// Flows closed on a socket error (an ICMP error for a connected socket).
     pub flows_errored: u64,
@@ -48,6 +65,8 @@ pub struct UdpCounters {
     pub oversize_dropped: u64,
     /// Datagrams dropped because UDP is disabled (`--no-udp`).
     pub disabled_dropped: u64,
+    /// Datagrams on a listener whose port leads nowhere, or from a family the guest lacks.
+    pub unforwarded: u64,
 }
 
 /// What a UDP call needs from the engine.
@@ -71,7 +90,10 @@ pub struct UdpFlow {
 
 pub struct Udp {
     flows: IdleFlows<UdpFlow>,
-    buf: Vec<u8>,
+    /// Forwarding listeners (`-u`), with the local address each is bound to.
+    listeners: BTreeMap<SockRef, SocketAddr>,
+    /// The host's ephemeral ports, which `-u` specs with exclusions only leave alone.
+    ephemeral: RangeInclusive<u16>,
 }
 
 impl IdleFlow for UdpFlow {
@@ -87,11 +109,19 @@ impl IdleFlow for UdpFlow {
 }
 
 impl Udp {
-    pub fn new(max: usize) -> Udp {
+    /// At most `max` flows; `ephemeral` is the host's ephemeral port range.
+    pub fn new(max: usize, ephemeral: RangeInclusive<u16>) -> Udp {
         Udp {
             flows: IdleFlows::new(max, UDP_TIMEOUT),
-            buf: vec![0; 65536],
+            listeners: BTreeMap::new(),
+            ephemeral,
         }
+    }
+
+    /// A forwarding listener the driver opened (for `-u`), bound to `local`.
+    pub fn add_listener(&mut self, s: SockRef, local: SocketAddr) {
+        let local = SocketAddr::new(local.ip().to_canonical(), local.port());
+        self.listeners.insert(s, local);
     }
 
     pub fn len(&self) -> usize {
@@ -107,7 +137,7 @@ impl Udp {
     }
 
     pub fn owns(&self, s: SockRef) -> bool {
-        self.flows.owns(s)
+        self.flows.owns(s) || self.listeners.contains_key(&s)
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -192,17 +222,27 @@ impl Udp {
 
     /// An event on one of our sockets (check [`Udp::owns`] first).
     pub fn handle_socket(&mut self, cx: &mut UdpCx<'_>, s: SockRef, ev: SockEvent) {
+        if let Some(&local) = self.listeners.get(&s) {
+            if ev == SockEvent::Readable {
+                self.listener_readable(cx, s, local);
+            }
+            return;
+        }
         let Some(&flow) = self.flows.get(s) else {
             return;
         };
         match ev {
             SockEvent::Readable => {
+                let route = route_to_guest(cx.config, cx.guest, &flow);
+                let to = Some((route, flow.peer.port(), flow.guest.port()));
                 for _ in 0..RECV_BATCH {
-                    let n = match cx.io.udp_recv(s, &mut self.buf) {
-                        Ok(n) => n,
-                        Err(_) => break,
-                    };
-                    self.to_guest(cx, &flow, n);
+                    let io = &mut *cx.io;
+                    let got = recv_datagram(cx.out, cx.config, flow.peer.is_ipv4(), |buf| {
+                        Some((io.udp_recv(s, buf).ok()?, to))
+                    });
+                    if !count(cx.counters, got) {
+                        break;
+                    }
                 }
                 if let Some(f) = self.flows.get_mut(s) {
                     f.last = cx.now;
@@ -216,35 +256,82 @@ impl Udp {
         }
     }
 
-    fn to_guest(&self, cx: &mut UdpCx<'_>, flow: &UdpFlow, n: usize) {
-        let ip_header = if flow.peer.is_ipv4() {
-            IPV4_HEADER_LEN
-        } else {
-            IPV6_HEADER_LEN
-        };
-        let mtu = cx.config.mtu.map_or(DEFAULT_MTU, usize::from);
-        if ip_header + UDP_HEADER_LEN + n > mtu {
-            cx.counters.oversize_dropped += 1;
-            return;
+    /// Datagrams on forwarding listener `l` (bound to `local`): each goes to the guest on the
+    /// flow of its peer, opened by the first.
+    fn listener_readable(&mut self, cx: &mut UdpCx<'_>, l: SockRef, local: SocketAddr) {
+        for _ in 0..RECV_BATCH {
+            let (now, config, guest) = (cx.now, cx.config, cx.guest);
+            let (io, counters) = (&mut *cx.io, &mut *cx.counters);
+            let got = recv_datagram(cx.out, config, local.is_ipv4(), |buf| {
+                let (n, peer) = io.udp_recv_from(l, buf).ok()?;
+                let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+                let flow = self.inbound_flow(now, config, guest, io, counters, l, local, peer);
+                let to = flow.map(|f| {
+                    let route = route_to_guest(config, guest, &f);
+                    (route, f.peer.port(), f.guest.port())
+                });
+                Some((n, to))
+            });
+            if !count(cx.counters, got) {
+                break;
+            }
         }
-        let route = Route {
-            src_mac: cx.config.our_mac,
-            dst_mac: cx
-                .guest
-                .mac
-                .or(cx.config.ns_mac)
-                .unwrap_or(MacAddr::BROADCAST),
-            src: flow.peer.ip(),
-            dst: flow.guest.ip(),
+    }
+
+    /// The flow for a datagram from `peer` on listener `l`, opened if new; `None` when it
+    /// can't go to the guest (counted).
+    #[allow(clippy::too_many_arguments)]
+    fn inbound_flow(
+        &mut self,
+        now: Instant,
+        config: &Config,
+        guest: &GuestState,
+        io: &mut dyn HostSockets,
+        counters: &mut UdpCounters,
+        l: SockRef,
+        local: SocketAddr,
+        peer: SocketAddr,
+    ) -> Option<UdpFlow> {
+        if !config.protocols.udp {
+            counters.disabled_dropped += 1;
+            return None;
+        }
+        let port = match &config.forwarding.udp_in {
+            // Auto: the driver listens on what it found bound in the guest, same port.
+            ForwardMode::Auto => Some(local.port()),
+            mode => mode.target(local.ip(), local.port(), self.ephemeral.clone()),
+        }
+        .filter(|&p| p != 0);
+        let (Some(port), Some((seen, guest_ip))) =
+            (port, nat::to_guest(config, guest, peer, local.ip()))
+        else {
+            counters.unforwarded += 1;
+            return None;
         };
-        build::udp_frame(
-            cx.out,
-            route,
-            flow.peer.port(),
-            flow.guest.port(),
-            &self.buf[..n],
-        );
-        cx.counters.datagrams_in += 1;
+        let key = (SocketAddr::new(guest_ip, port), seen);
+        if let Some(s) = self.flows.find(&key) {
+            let f = self.flows.get_mut(s)?;
+            f.last = now;
+            return Some(*f);
+        }
+        if self.flows.is_full() {
+            counters.table_full += 1;
+            return None;
+        }
+        let Ok(s) = io.udp_reply_open(l, peer) else {
+            counters.open_failed += 1;
+            return None;
+        };
+        counters.flows_opened += 1;
+        counters.flows_inbound += 1;
+        let flow = UdpFlow {
+            guest: key.0,
+            peer: seen,
+            sock: s,
+            last: now,
+        };
+        self.flows.insert(s, flow);
+        Some(flow)
     }
 
     /// Closes flows idle for [`UDP_TIMEOUT`].
@@ -260,6 +347,77 @@ impl Udp {
         if self.flows.remove(s).is_some() {
             io.close(s, false);
         }
+    }
+}
+
+/// What became of one receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Received {
+    /// Nothing was waiting.
+    Nothing,
+    Queued,
+    /// Larger than the guest's MTU allows: dropped.
+    Oversize,
+    /// Nowhere to go: dropped.
+    Unforwarded,
+}
+
+/// Counts one receive's outcome; false when nothing was waiting.
+fn count(counters: &mut UdpCounters, got: Received) -> bool {
+    match got {
+        Received::Nothing => return false,
+        Received::Queued => counters.datagrams_in += 1,
+        Received::Oversize => counters.oversize_dropped += 1,
+        Received::Unforwarded => {}
+    }
+    true
+}
+
+/// Receives one datagram straight into a frame for the guest: `recv` fills the payload buffer
+/// it is lent and says how long the datagram was and where it goes (route, source and
+/// destination ports; `None` to drop it). `v4` is the family of the socket, which sizes the
+/// headers.
+fn recv_datagram(
+    out: &mut FrameQueue,
+    config: &Config,
+    v4: bool,
+    recv: impl FnOnce(&mut [u8]) -> Option<(usize, Option<(Route, u16, u16)>)>,
+) -> Received {
+    let ip_header = if v4 { IPV4_HEADER_LEN } else { IPV6_HEADER_LEN };
+    let off = ETH_HEADER_LEN + ip_header + UDP_HEADER_LEN;
+    let mtu = config.mtu.map_or(DEFAULT_MTU, usize::from);
+    let max_payload = mtu.saturating_sub(ip_header + UDP_HEADER_LEN);
+    let mut got = Received::Nothing;
+    // One byte more than fits: a datagram that fills it is too large (and was truncated).
+    out.push_in_place(off + max_payload + 1, |frame| {
+        let Some((n, to)) = recv(&mut frame[off..]) else {
+            return 0;
+        };
+        if n > max_payload {
+            got = Received::Oversize;
+            return 0;
+        }
+        match to {
+            Some((route, src_port, dst_port)) if build::udp_payload_offset(&route) == off => {
+                got = Received::Queued;
+                build::write_udp_frame(frame, &route, src_port, dst_port, n)
+            }
+            _ => {
+                got = Received::Unforwarded;
+                0
+            }
+        }
+    });
+    got
+}
+
+/// Where frames of `flow` go: from the peer as the guest sees it, to the guest.
+fn route_to_guest(config: &Config, guest: &GuestState, flow: &UdpFlow) -> Route {
+    Route {
+        src_mac: config.our_mac,
+        dst_mac: guest.mac.or(config.ns_mac).unwrap_or(MacAddr::BROADCAST),
+        src: flow.peer.ip(),
+        dst: flow.guest.ip(),
     }
 }
 

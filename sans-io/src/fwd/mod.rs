@@ -142,6 +142,32 @@ impl ForwardMode {
         }
     }
 
+    /// The same ports forwarded each to itself: what UDP forwards when only TCP's ports were
+    /// given (the man page's rule for `-u`). `None` for modes without explicit ports.
+    pub fn untranslated(&self) -> Option<ForwardMode> {
+        match self {
+            ForwardMode::All => Some(ForwardMode::All),
+            ForwardMode::Ports(list) => Some(ForwardMode::Ports(
+                list.iter()
+                    .map(|ranges| PortRanges {
+                        items: ranges
+                            .items
+                            .iter()
+                            .map(|item| match item {
+                                PortItem::Forward(m) => {
+                                    PortItem::Forward(PortMap::identity(m.from))
+                                }
+                                other => *other,
+                            })
+                            .collect(),
+                        ..ranges.clone()
+                    })
+                    .collect(),
+            )),
+            _ => None,
+        }
+    }
+
     /// `self`, or `default` when no option was given.
     pub fn or_default(self, default: ForwardMode) -> ForwardMode {
         match self {
@@ -213,6 +239,24 @@ mod tests {
         assert_eq!(m.target(any, 1234, 32768..=60999), None);
         assert_eq!(ForwardMode::All.forwards(1024..=65535).len(), 1023);
         assert!(ForwardMode::Auto.forwards(1..=2).is_empty());
+    }
+
+    #[test]
+    fn udp_follows_tcp_ports_without_translation() {
+        let mut m = ForwardMode::Unset;
+        m.add(ports("2222:22")).unwrap();
+        m.add(ports("127.0.0.1/8080-8081:80-81,~8081")).unwrap();
+        let u = m.untranslated().unwrap();
+        let pairs: Vec<(u16, u16, Option<IpAddr>)> = u
+            .forwards(32768..=60999)
+            .iter()
+            .map(|f| (f.port, f.to, f.bind))
+            .collect();
+        let lo = Some("127.0.0.1".parse().unwrap());
+        assert_eq!(pairs, [(2222, 2222, None), (8080, 8080, lo)]);
+        assert_eq!(ForwardMode::All.untranslated(), Some(ForwardMode::All));
+        assert_eq!(ForwardMode::None.untranslated(), None);
+        assert_eq!(ForwardMode::Auto.untranslated(), None);
     }
 
     #[test]

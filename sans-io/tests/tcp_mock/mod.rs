@@ -214,6 +214,12 @@ impl HostSockets for Mock {
     fn udp_recv(&mut self, _: SockRef, _: &mut [u8]) -> io::Result<usize> {
         Err(io::ErrorKind::Unsupported.into())
     }
+    fn udp_recv_from(&mut self, _: SockRef, _: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    fn udp_reply_open(&mut self, _: SockRef, _: SocketAddr) -> io::Result<SockRef> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
     fn ping_open(&mut self, _: Bind<'_>, _: IpAddr, _: u16) -> io::Result<(SockRef, u16)> {
         Err(io::ErrorKind::Unsupported.into())
     }
