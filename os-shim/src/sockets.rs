@@ -53,6 +53,8 @@ const GEN_MASK: u32 = (1 << 24) - 1;
 /// Connections accepted per listener wake-up; the listener is level-triggered, so more wait
 /// for the next round instead of starving everything else.
 const ACCEPT_BATCH: usize = 64;
+/// Datagrams received per `recvmmsg` call at most.
+const RECV_MANY_MAX: usize = 64;
 /// Backlog of listening sockets (the kernel caps it at `somaxconn`).
 const LISTEN_BACKLOG: i32 = 1024;
 /// How long a listener that couldn't accept for want of descriptors is left alone, unless a
@@ -1036,6 +1038,52 @@ impl HostSockets for Sockets {
         retry(|| unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) })
     }
 
+    fn udp_recv_many(
+        &mut self,
+        s: SockRef,
+        slots: &mut [u8],
+        slot_len: usize,
+        offset: usize,
+        lens: &mut [usize],
+    ) -> io::Result<usize> {
+        let (_, fd) = self.slot(s)?;
+        let count = lens
+            .len()
+            .min(RECV_MANY_MAX)
+            .min(slots.len().checked_div(slot_len).unwrap_or(0));
+        if count == 0 || offset >= slot_len {
+            return Ok(0);
+        }
+        // SAFETY: plain old data; zero is a valid (empty) value for both.
+        let mut iov: [libc::iovec; RECV_MANY_MAX] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut msgs: [libc::mmsghdr; RECV_MANY_MAX] = unsafe { std::mem::zeroed() };
+        for i in 0..count {
+            let buf = &mut slots[i * slot_len + offset..(i + 1) * slot_len];
+            iov[i] = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            msgs[i].msg_hdr.msg_iov = &mut iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: each message points at one iovec over a distinct part of `slots`, which
+        // outlives the call.
+        let n = retry(|| unsafe {
+            libc::recvmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                count as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            ) as isize
+        })?;
+        for (len, msg) in lens.iter_mut().zip(&msgs[..n]) {
+            *len = msg.msg_len as usize;
+        }
+        Ok(n)
+    }
+
     fn udp_recv_from(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         let (_, fd) = self.slot(s)?;
         let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
@@ -1741,6 +1789,32 @@ mod tests {
                 });
                 let n = rig.sockets.udp_recv(s, &mut buf).unwrap();
                 assert_eq!(&buf[..n], b"reply");
+
+                // Several at once, each into its slot after the offset, truncated to it.
+                for msg in [&b"a"[..], b"bb", b"this one is too long"] {
+                    server.send_to(msg, from).unwrap();
+                }
+                rig.pump(|seen| {
+                    seen.iter()
+                        .any(|r| matches!(r, Report::Event(x, SockEvent::Readable) if *x == s))
+                });
+                let mut slots = [0u8; 4 * 8];
+                let mut lens = [0usize; 4];
+                let n = rig
+                    .sockets
+                    .udp_recv_many(s, &mut slots, 8, 2, &mut lens)
+                    .unwrap();
+                assert_eq!((n, &lens[..3]), (3, &[1, 2, 6][..]));
+                assert_eq!(&slots[2..3], b"a");
+                assert_eq!(&slots[10..12], b"bb");
+                assert_eq!(&slots[18..24], b"this o");
+                assert_eq!(
+                    rig.sockets
+                        .udp_recv_many(s, &mut slots, 8, 2, &mut lens)
+                        .unwrap_err()
+                        .kind(),
+                    io::ErrorKind::WouldBlock
+                );
                 rig.sockets.close(s, false);
                 assert_eq!(rig.sockets.open_sockets(), 0);
             }

@@ -120,6 +120,31 @@ pub trait HostSockets {
     /// none is waiting.
     fn udp_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize>;
 
+    /// Receives up to `lens.len()` datagrams, with one system call where the system has one
+    /// (`recvmmsg`): datagram `i` into `slots[i * slot_len + offset .. (i + 1) * slot_len]`,
+    /// its length into `lens[i]` (truncated as [`HostSockets::udp_recv`] does). Returns how
+    /// many arrived; `WouldBlock` when none was waiting.
+    fn udp_recv_many(
+        &mut self,
+        s: SockRef,
+        slots: &mut [u8],
+        slot_len: usize,
+        offset: usize,
+        lens: &mut [usize],
+    ) -> io::Result<usize> {
+        for (i, len) in lens.iter_mut().enumerate() {
+            let Some(buf) = slots.get_mut(i * slot_len + offset..(i + 1) * slot_len) else {
+                return Ok(i);
+            };
+            match self.udp_recv(s, buf) {
+                Ok(n) => *len = n,
+                Err(e) if i == 0 => return Err(e),
+                Err(_) => return Ok(i),
+            }
+        }
+        Ok(lens.len())
+    }
+
     /// Receives one datagram on a UDP forwarding listener, with its source, as
     /// [`HostSockets::udp_recv`] does.
     fn udp_recv_from(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;

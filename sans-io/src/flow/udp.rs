@@ -44,6 +44,8 @@ pub const UDP_TIMEOUT: Duration = Duration::from_secs(180);
 pub const DEFAULT_MAX_FLOWS: usize = 4096;
 /// Datagrams read from one socket per readiness report, so one busy flow can't starve others.
 const RECV_BATCH: usize = 64;
+/// Datagrams asked for per receive call (`recvmmsg`).
+const RECV_MANY: usize = 32;
 /// The guest's MTU when the configuration doesn't set one (pasta's default).
 const DEFAULT_MTU: usize = 65520;
 
@@ -234,15 +236,15 @@ impl Udp {
         match ev {
             SockEvent::Readable => {
                 let route = route_to_guest(cx.config, cx.guest, &flow);
-                let to = Some((route, flow.peer.port(), flow.guest.port()));
-                for _ in 0..RECV_BATCH {
-                    let io = &mut *cx.io;
-                    let got = recv_datagram(cx.out, cx.config, flow.peer.is_ipv4(), |buf| {
-                        Some((io.udp_recv(s, buf).ok()?, to))
-                    });
-                    if !count(cx.counters, got) {
+                let ports = (flow.peer.port(), flow.guest.port());
+                let mut left = RECV_BATCH;
+                while left > 0 {
+                    let want = left.min(RECV_MANY);
+                    let got = recv_many(cx, s, &route, ports, want);
+                    if got < want {
                         break;
                     }
+                    left -= got;
                 }
                 if let Some(f) = self.flows.get_mut(s) {
                     f.last = cx.now;
@@ -383,10 +385,7 @@ fn recv_datagram(
     v4: bool,
     recv: impl FnOnce(&mut [u8]) -> Option<(usize, Option<(Route, u16, u16)>)>,
 ) -> Received {
-    let ip_header = if v4 { IPV4_HEADER_LEN } else { IPV6_HEADER_LEN };
-    let off = ETH_HEADER_LEN + ip_header + UDP_HEADER_LEN;
-    let mtu = config.mtu.map_or(DEFAULT_MTU, usize::from);
-    let max_payload = mtu.saturating_sub(ip_header + UDP_HEADER_LEN);
+    let (off, max_payload) = payload_room(config, v4);
     let mut got = Received::Nothing;
     // One byte more than fits: a datagram that fills it is too large (and was truncated).
     out.push_in_place(off + max_payload + 1, |frame| {
@@ -409,6 +408,53 @@ fn recv_datagram(
         }
     });
     got
+}
+
+/// Receives up to `want` datagrams of flow socket `s` straight into frames for the guest
+/// along `route`, with `ports` (source, destination); returns how many arrived.
+fn recv_many(
+    cx: &mut UdpCx<'_>,
+    s: SockRef,
+    route: &Route,
+    (src_port, dst_port): (u16, u16),
+    want: usize,
+) -> usize {
+    let (off, max_payload) = payload_room(cx.config, route.src.is_ipv4());
+    // One byte more than fits: a datagram that fills it is too large (and was truncated).
+    let slot_len = off + max_payload + 1;
+    let mut lens = [0usize; RECV_MANY];
+    let (io, counters) = (&mut *cx.io, &mut *cx.counters);
+    let mut got = 0;
+    cx.out
+        .push_slots_in_place(slot_len, &mut lens[..want], |region, lens| {
+            got = io
+                .udp_recv_many(s, region, slot_len, off, lens)
+                .unwrap_or(0)
+                .min(lens.len());
+            for (i, len) in lens.iter_mut().enumerate() {
+                if i >= got {
+                    *len = 0;
+                } else if *len > max_payload {
+                    counters.oversize_dropped += 1;
+                    *len = 0;
+                } else {
+                    let frame = &mut region[i * slot_len..(i + 1) * slot_len];
+                    *len = build::write_udp_frame(frame, route, src_port, dst_port, *len);
+                    counters.datagrams_in += 1;
+                }
+            }
+        });
+    got
+}
+
+/// Where a UDP payload starts in a frame to the guest, and how large it may be (the MTU).
+fn payload_room(config: &Config, v4: bool) -> (usize, usize) {
+    let ip_header = if v4 { IPV4_HEADER_LEN } else { IPV6_HEADER_LEN };
+    let mtu = config.mtu.map_or(DEFAULT_MTU, usize::from);
+    (
+        ETH_HEADER_LEN + ip_header + UDP_HEADER_LEN,
+        mtu.saturating_sub(ip_header + UDP_HEADER_LEN),
+    )
 }
 
 /// Where frames of `flow` go: from the peer as the guest sees it, to the guest.

@@ -12,13 +12,17 @@ use super::{checksum, MacAddr};
 ///
 /// The buffer is kept initialised up to its high-water mark, so that [`FrameQueue::push_in_place`]
 /// can lend a slot of it (to peek socket data straight into a frame's payload) without
-/// zeroing it again for every frame.
+/// zeroing it again for every frame. Frames usually follow each other; those built in a batch
+/// of slots ([`FrameQueue::push_slots_in_place`]) may leave gaps between them.
 #[derive(Debug, Default)]
 pub struct FrameQueue {
     buf: Vec<u8>,
     /// End of the last queued frame; `buf` beyond it is scratch.
     used: usize,
-    ends: Vec<usize>,
+    /// Where each frame is in `buf`.
+    spans: Vec<(usize, usize)>,
+    /// Bytes in frames, gaps aside.
+    queued: usize,
 }
 
 impl FrameQueue {
@@ -30,8 +34,22 @@ impl FrameQueue {
     pub fn push(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
         self.buf.truncate(self.used);
         write(&mut self.buf);
-        self.used = self.buf.len();
-        self.ends.push(self.used);
+        self.add(self.used, self.buf.len());
+    }
+
+    fn add(&mut self, start: usize, end: usize) {
+        self.spans.push((start, end));
+        self.queued += end - start;
+        self.used = end;
+    }
+
+    /// Makes `len` bytes past the last frame usable, initialised once.
+    fn room(&mut self, len: usize) -> usize {
+        let end = self.used + len;
+        if self.buf.len() < end {
+            self.buf.resize(end, 0);
+        }
+        end
     }
 
     /// Lends `write` a slot of `max_len` bytes (contents unspecified) to build one frame in;
@@ -42,45 +60,67 @@ impl FrameQueue {
         max_len: usize,
         write: impl FnOnce(&mut [u8]) -> usize,
     ) -> usize {
-        let end = self.used + max_len;
-        if self.buf.len() < end {
-            self.buf.resize(end, 0);
-        }
-        let len = write(&mut self.buf[self.used..end]).min(max_len);
+        let end = self.room(max_len);
+        let start = self.used;
+        let len = write(&mut self.buf[start..end]).min(max_len);
         if len > 0 {
-            self.used += len;
-            self.ends.push(self.used);
+            self.add(start, start + len);
         }
         len
     }
 
+    /// Lends `write` `lens.len()` slots of `slot_len` bytes each, one after the other in one
+    /// region (slot `i` at `i * slot_len`), to build up to that many frames in at once (say,
+    /// datagrams received by one system call). `write` sets `lens[i]` to the length of the
+    /// frame in slot `i`, 0 for none. Returns how many frames were queued.
+    pub fn push_slots_in_place(
+        &mut self,
+        slot_len: usize,
+        lens: &mut [usize],
+        write: impl FnOnce(&mut [u8], &mut [usize]),
+    ) -> usize {
+        lens.fill(0);
+        let end = self.room(slot_len * lens.len());
+        let start = self.used;
+        write(&mut self.buf[start..end], lens);
+        let mut queued = 0;
+        for (i, &len) in lens.iter().enumerate() {
+            if len > 0 {
+                let at = start + i * slot_len;
+                self.add(at, at + len.min(slot_len));
+                queued += 1;
+            }
+        }
+        queued
+    }
+
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.spans.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.spans.is_empty()
     }
 
     /// Bytes queued, over all frames.
     pub fn bytes(&self) -> usize {
-        self.used
+        self.queued
     }
 
     pub fn get(&self, i: usize) -> Option<&[u8]> {
-        let end = *self.ends.get(i)?;
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        let &(start, end) = self.spans.get(i)?;
         Some(&self.buf[start..end])
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        (0..self.len()).filter_map(|i| self.get(i))
+        self.spans.iter().map(|&(start, end)| &self.buf[start..end])
     }
 
     /// Forgets the queued frames, keeping the memory.
     pub fn clear(&mut self) {
         self.used = 0;
-        self.ends.clear();
+        self.queued = 0;
+        self.spans.clear();
     }
 }
 
@@ -322,5 +362,28 @@ mod tests {
         q.clear();
         assert!(q.is_empty());
         assert!(q.get(0).is_none());
+    }
+
+    #[test]
+    fn frames_built_in_slots_keep_their_order_and_skip_empty_slots() {
+        let mut q = FrameQueue::new();
+        q.push(|b| b.extend_from_slice(b"first"));
+        let mut lens = [0usize; 3];
+        let n = q.push_slots_in_place(8, &mut lens, |region, lens| {
+            assert_eq!(region.len(), 24);
+            region[0..3].copy_from_slice(b"one");
+            lens[0] = 3;
+            region[16..21].copy_from_slice(b"three");
+            lens[2] = 5;
+        });
+        assert_eq!(n, 2);
+        q.push_in_place(16, |b| {
+            b[..4].copy_from_slice(b"last");
+            4
+        });
+        let frames: Vec<&[u8]> = q.iter().collect();
+        assert_eq!(frames, [&b"first"[..], b"one", b"three", b"last"]);
+        assert_eq!(q.bytes(), 5 + 3 + 5 + 4);
+        assert_eq!(q.get(2), Some(&b"three"[..]));
     }
 }
