@@ -297,6 +297,31 @@ impl Lab {
         ]);
     }
 
+    /// Starts [`DNS_SERVER_PY`] on the lab's resolver addresses ([`addr::DNS4`],
+    /// [`addr::DNS6`], put on the remote's loopback); its files go in `dir`.
+    pub fn start_dns(&mut self, dir: &TempDir) {
+        self.remote_sh(&format!(
+            "ip addr add {}/32 dev lo && ip addr add {}/128 dev lo",
+            addr::DNS4,
+            addr::DNS6
+        ));
+        let script = dir.path().join("dns.py");
+        std::fs::write(&script, DNS_SERVER_PY).unwrap();
+        let ready = dir.path().join("dns-ready");
+        let mut cmd = self.remote_command(
+            "python3",
+            &[
+                script.to_str().unwrap(),
+                ready.to_str().unwrap(),
+                &format!("{},53", addr::DNS4),
+                &format!("{},53", addr::DNS6),
+            ],
+        );
+        cmd.stdout(Stdio::null());
+        self.spawn(cmd);
+        assert!(wait_for_file(&ready, TIMEOUT), "DNS server didn't start");
+    }
+
     /// Waits until something listens on TCP `port` in namespace `ns` (bounded).
     pub fn wait_listening(&self, ns: &str, port: u16, timeout: Duration) -> bool {
         wait_listening_with(&["ip", "netns", "exec", ns], port, timeout)
@@ -353,6 +378,87 @@ handler = functools.partial(Quiet, directory=sys.argv[1])
 server = Server(("::", int(sys.argv[2])), handler)
 open(sys.argv[3], "w").close()
 server.serve_forever()
+"#;
+
+/// A UDP echo server on each address given (`addr port` pairs), then a ready file.
+pub const UDP_ECHO_PY: &str = r#"
+import select, socket, sys
+ready = sys.argv[1]
+socks = []
+for spec in sys.argv[2:]:
+    a, p = spec.rsplit(",", 1)
+    fam = socket.AF_INET6 if ":" in a else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.bind((a, int(p)))
+    socks.append(s)
+open(ready, "w").close()
+while True:
+    r, _, _ = select.select(socks, [], [], 60)
+    if not r:
+        break
+    for s in r:
+        data, peer = s.recvfrom(65535)
+        s.sendto(data, peer)
+"#;
+
+/// Sends one datagram to each `addr,port` and prints `OK addr,port source same|different
+/// port=P` per reply.
+pub const UDP_CLIENT_PY: &str = r#"
+import socket, sys
+for spec in sys.argv[1:]:
+    a, p = spec.rsplit(",", 1)
+    fam = socket.AF_INET6 if ":" in a else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.settimeout(3)
+    msg = ("hello " + spec).encode()
+    s.sendto(msg, (a, int(p)))
+    try:
+        data, peer = s.recvfrom(65535)
+        print("OK", spec, peer[0], "same" if data == msg else "different", "port=%d" % peer[1], flush=True)
+    except socket.timeout:
+        print("TIMEOUT", spec, flush=True)
+"#;
+
+/// A minimal authoritative DNS server for `remote.test` (A and AAAA; anything else gets
+/// NXDOMAIN) on each `addr,port` given, then a ready file.
+pub const DNS_SERVER_PY: &str = r#"
+import select, socket, struct, sys
+ready = sys.argv[1]
+answers = {1: socket.inet_pton(socket.AF_INET, "203.0.113.10"),
+           28: socket.inet_pton(socket.AF_INET6, "2001:db8:2::10")}
+socks = []
+for spec in sys.argv[2:]:
+    a, p = spec.rsplit(",", 1)
+    s = socket.socket(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((a, int(p)))
+    socks.append(s)
+open(ready, "w").close()
+def answer(q):
+    qid, flags, qd = struct.unpack("!HHH", q[:6])
+    i, labels = 12, []
+    while q[i]:
+        labels.append(q[i + 1:i + 1 + q[i]].decode().lower())
+        i += 1 + q[i]
+    qtype, = struct.unpack("!H", q[i + 1:i + 3])
+    question = q[12:i + 5]
+    name = ".".join(labels)
+    rr = b""
+    if name == "remote.test" and qtype in answers:
+        data = answers[qtype]
+        rr = b"\xc0\x0c" + struct.pack("!HHIH", qtype, 1, 60, len(data)) + data
+    rcode = 0 if name == "remote.test" else 3
+    head = struct.pack("!HHHHHH", qid, 0x8400 | (flags & 0x0100) | rcode, 1, 1 if rr else 0, 0, 0)
+    return head + question + rr
+while True:
+    r, _, _ = select.select(socks, [], [], 60)
+    if not r:
+        break
+    for s in r:
+        q, peer = s.recvfrom(512)
+        try:
+            s.sendto(answer(q), peer)
+        except Exception:
+            pass
 "#;
 
 /// A scratch directory any user can read, removed on drop.
