@@ -99,6 +99,41 @@ fn podman_command_line() {
 }
 
 #[test]
+fn podman_option_order_does_not_matter() {
+    // Podman emits -t and -u in either order, and puts the user's own options first.
+    let tail = [
+        "--dns-forward",
+        "169.254.1.1",
+        "-T",
+        "none",
+        "-U",
+        "none",
+        "--no-map-gw",
+        "--quiet",
+        "--netns",
+        "/run/user/1000/netns/netns-1",
+        "--map-guest-addr",
+        "169.254.1.2",
+    ];
+    let with = |head: &[&'static str]| {
+        let mut args = vec!["--config-net"];
+        args.extend_from_slice(head);
+        args.extend_from_slice(&tail);
+        pasta(&args)
+    };
+    let a = with(&["-t", "8080-8080:80-80", "-u", "7070-7070:7070-7070"]);
+    let b = with(&["-u", "7070-7070:7070-7070", "-t", "8080-8080:80-80"]);
+    assert_eq!(a.net, b.net);
+    assert_eq!(a.target, b.target);
+    // `--network pasta:-t,9090:80,-m,1400`: the user's options, then Podman's defaults for
+    // what the user didn't give.
+    let c = with(&["-t", "9090:80", "-m", "1400", "-u", "none"]);
+    assert_eq!(c.net.mtu, Some(1400));
+    assert_eq!(c.net.udp_in, ForwardMode::None);
+    assert!(matches!(c.net.tcp_in, ForwardMode::Ports(_)));
+}
+
+#[test]
 fn rootlesskit_command_line() {
     // RootlessKit uses --opt=value and the deprecated --stderr.
     let cli = pasta(&[
