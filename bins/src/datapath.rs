@@ -29,7 +29,7 @@ pub const MAX_FRAME: usize = 65536 + 64;
 const OUT_HIGH_WATER: usize = 256;
 /// Flush rounds per wake-up, see the loop.
 const FLUSH_ROUNDS: usize = 4;
-/// Watches without a file descriptor are checked this often.
+/// Watches without a file descriptor are checked this often, and [`Periodic`] work done.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 const TOKEN_LINK: u64 = 0;
@@ -65,6 +65,12 @@ pub trait Watch {
     fn check(&mut self) -> Option<i32>;
 }
 
+/// Work to do every second with the engine and the host sockets (pasta's `auto` port
+/// forwarding).
+pub trait Periodic {
+    fn tick(&mut self, engine: &mut Engine, sockets: &mut Sockets);
+}
+
 /// Counters of the loop itself (the engine counts protocol events).
 #[derive(Debug, Default, Clone)]
 pub struct LinkStats {
@@ -82,6 +88,7 @@ pub fn run(
     reactor: &Reactor,
     sockets: &mut Sockets,
     watches: &mut [&mut dyn Watch],
+    periodic: &mut [&mut dyn Periodic],
     stats: &mut LinkStats,
 ) -> Exit {
     if let Err(e) = reactor.watch_readable(link.fd(), TOKEN_LINK) {
@@ -117,7 +124,7 @@ pub fn run(
         if let Err(e) = reactor.set_deadline(deadline) {
             return Exit::LinkError(format!("cannot arm the timer: {e}"));
         }
-        let timeout = (!polled.is_empty()).then(|| {
+        let timeout = (!polled.is_empty() || !periodic.is_empty()).then(|| {
             let left = next_poll.saturating_since(monotonic_now());
             left.as_millis().min(u128::from(u16::MAX)) as u16
         });
@@ -169,12 +176,15 @@ pub fn run(
             }
         }
         flush(link, &mut out, stats);
-        if !polled.is_empty() && monotonic_now() >= next_poll {
+        if monotonic_now() >= next_poll {
             next_poll = monotonic_now() + WATCH_INTERVAL;
             for &i in &polled {
                 if let Some(status) = watches[i].check() {
                     return Exit::Done(status);
                 }
+            }
+            for p in periodic.iter_mut() {
+                p.tick(engine, sockets);
             }
         }
     }

@@ -20,8 +20,9 @@ use sans_io::config::Config;
 use sans_io::engine::Engine;
 use sans_io::flow::Proto;
 
+use crate::autofwd::AutoForward;
 use crate::cli::{Cli, PastaTarget};
-use crate::datapath::{self, Exit, GuestLink, LinkStats, Watch};
+use crate::datapath::{self, Exit, GuestLink, LinkStats, Periodic, Watch};
 use crate::{process, EXIT_FAILURE};
 
 /// The tap device as the data path's guest link.
@@ -158,10 +159,16 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
     // or whoever started us hears we're ready.
     let mut sockets = listen_forwards(&config);
 
+    // `auto`: what the namespace has bound already is forwarded before we say we're ready.
+    let mut auto = AutoForward::new(&config, &target.netns)?;
+
     let mut engine = Engine::new(config, process::random_seed(), monotonic_now());
     let udp_listeners: Vec<_> = sockets.udp_listeners().collect();
     for (s, local) in udp_listeners {
         engine.add_udp_listener(s, local);
+    }
+    if let Some(auto) = auto.as_mut() {
+        auto.update(&mut engine, &mut sockets);
     }
 
     match &mut child {
@@ -192,12 +199,17 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
         if let Some(w) = netns_watch.as_mut() {
             watches.push(w);
         }
+        let mut periodic: Vec<&mut dyn Periodic> = Vec::new();
+        if let Some(a) = auto.as_mut() {
+            periodic.push(a);
+        }
         datapath::run(
             &mut engine,
             &mut link,
             &reactor,
             &mut sockets,
             &mut watches,
+            &mut periodic,
             &mut stats,
         )
     };

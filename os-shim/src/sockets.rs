@@ -170,7 +170,8 @@ pub struct Sockets {
     slots: Vec<Slot>,
     free: Vec<u32>,
     open: usize,
-    listeners: Vec<Listener>,
+    /// TCP forwarding listeners; `None` where one was closed (the index is its token).
+    listeners: Vec<Option<Listener>>,
     /// UDP forwarding listeners: slots of ours (they report readiness like any datagram
     /// socket), with the address each is bound to and its interface.
     udp_listeners: Vec<(SockRef, SocketAddr, Option<String>)>,
@@ -218,6 +219,7 @@ impl Sockets {
     pub fn attach(&mut self, reactor: &Reactor) -> io::Result<()> {
         let epoll = reactor.epoll_handle()?;
         for (i, l) in self.listeners.iter().enumerate() {
+            let Some(l) = l else { continue };
             if l.paused_until.is_some() {
                 continue;
             }
@@ -254,7 +256,7 @@ impl Sockets {
 
     /// Addresses the TCP listeners are bound to.
     pub fn listening(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.listeners.iter().map(|l| l.addr)
+        self.listeners.iter().flatten().map(|l| l.addr)
     }
 
     /// The UDP forwarding listeners, for `Engine::add_udp_listener`: socket and the address
@@ -342,16 +344,60 @@ impl Sockets {
     }
 
     fn add_listener(&mut self, fd: OwnedFd, addr: SocketAddr) -> io::Result<()> {
-        let token = TOKEN_LISTENER_BASE + self.listeners.len() as u64;
+        let index = self
+            .listeners
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(self.listeners.len());
+        let token = TOKEN_LISTENER_BASE + index as u64;
         if let Some(epoll) = &self.epoll {
             epoll.add(&fd, EpollEvent::new(EpollFlags::EPOLLIN, token))?;
         }
-        self.listeners.push(Listener {
+        let l = Some(Listener {
             fd,
             addr,
             paused_until: None,
         });
+        match self.listeners.get_mut(index) {
+            Some(slot) => *slot = l,
+            None => self.listeners.push(l),
+        }
         Ok(())
+    }
+
+    /// Stops listening on `port` for `proto` (every address): `auto` forwarding found nothing
+    /// bound there any more. Returns the UDP listeners closed, which the engine must forget
+    /// (`Engine::remove_udp_listener`); flows already open keep their sockets.
+    pub fn unlisten(&mut self, proto: Proto, port: u16) -> Vec<SockRef> {
+        match proto {
+            Proto::Tcp => {
+                for slot in &mut self.listeners {
+                    let Some(l) = slot.take_if(|l| l.addr.port() == port) else {
+                        continue;
+                    };
+                    if l.paused_until.is_some() {
+                        self.paused -= 1;
+                    } else if let Some(epoll) = &self.epoll {
+                        let _ = epoll.delete(l.fd.as_fd());
+                    }
+                }
+                Vec::new()
+            }
+            Proto::Udp => {
+                let mut closed = Vec::new();
+                self.udp_listeners.retain(|(s, addr, _)| {
+                    let keep = addr.port() != port;
+                    if !keep {
+                        closed.push(*s);
+                    }
+                    keep
+                });
+                for &s in &closed {
+                    self.close(s, false);
+                }
+                closed
+            }
+        }
     }
 
     /// When a listener put aside is due to be watched again, if any is.
@@ -359,7 +405,11 @@ impl Sockets {
         if self.paused == 0 {
             return None;
         }
-        self.listeners.iter().filter_map(|l| l.paused_until).min()
+        self.listeners
+            .iter()
+            .flatten()
+            .filter_map(|l| l.paused_until)
+            .min()
     }
 
     /// Watches again the listeners whose pause is over at `now`.
@@ -370,7 +420,7 @@ impl Sockets {
     /// Takes a listener off epoll for a while: `accept4` failed with `e` for want of
     /// descriptors or memory, and the connection waiting would wake us again at once.
     fn pause_listener(&mut self, index: usize, e: &io::Error) {
-        let Some(l) = self.listeners.get_mut(index) else {
+        let Some(Some(l)) = self.listeners.get_mut(index) else {
             return;
         };
         if l.paused_until.is_some() {
@@ -400,6 +450,7 @@ impl Sockets {
             return;
         }
         for (i, l) in self.listeners.iter_mut().enumerate() {
+            let Some(l) = l else { continue };
             let Some(until) = l.paused_until else {
                 continue;
             };
@@ -518,7 +569,7 @@ impl Sockets {
 
     fn accept_ready(&mut self, listener: usize) {
         for _ in 0..ACCEPT_BATCH {
-            let Some(l) = self.listeners.get(listener) else {
+            let Some(Some(l)) = self.listeners.get(listener) else {
                 return;
             };
             if l.paused_until.is_some() {
@@ -1658,7 +1709,7 @@ mod tests {
             let before = self.sockets.listeners.len();
             let (n, errors) = self.sockets.listen(&spec, ListenOptions::default());
             assert_eq!((n, errors), (1, vec![]));
-            let target = self.sockets.listeners[before].addr;
+            let target = self.sockets.listeners[before].as_ref().unwrap().addr;
             let client = self
                 .sockets
                 .tcp_connect(target, Bind::default(), Some(1400))
@@ -2188,7 +2239,7 @@ mod tests {
                 port: 0,
             };
             assert_eq!(rig.sockets.listen(&spec, ListenOptions::default()).0, 1);
-            let target = rig.sockets.listeners[1].addr;
+            let target = rig.sockets.listeners[1].as_ref().unwrap().addr;
             // Three connections wait in the backlog; then no descriptor is left.
             let waiting: Vec<_> = (0..3)
                 .map(|_| std::net::TcpStream::connect(target).unwrap())

@@ -264,6 +264,12 @@ impl Engine {
         self.udp.add_listener(s, local);
     }
 
+    /// A UDP forwarding listener the driver closed (`auto` forwarding found its port unbound):
+    /// no more datagrams come through it; flows it opened carry on.
+    pub fn remove_udp_listener(&mut self, s: SockRef) {
+        self.udp.remove_listener(s);
+    }
+
     /// A connection accepted on a forwarding listener: `s` is the new socket, `peer` the
     /// remote end, `local` the address and port it reached. The core closes it if the port
     /// isn't forwarded.

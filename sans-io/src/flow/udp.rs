@@ -126,6 +126,11 @@ impl Udp {
         self.listeners.insert(s, local);
     }
 
+    /// Forgets a forwarding listener the driver closed; its flows carry on.
+    pub fn remove_listener(&mut self, s: SockRef) {
+        self.listeners.remove(&s);
+    }
+
     pub fn len(&self) -> usize {
         self.flows.len()
     }

@@ -2,6 +2,7 @@
 //! ([`ForwardMode`]). Address translation rules join here with the data path.
 
 pub mod nat;
+pub mod procnet;
 pub mod spec;
 
 use std::net::IpAddr;
@@ -16,6 +17,17 @@ pub struct Forward {
     pub iface: Option<String>,
     pub port: u16,
     pub to: u16,
+}
+
+/// The ports `auto` forwarding listens on, given the ports `bound` on the other side: all of
+/// them but the host's `ephemeral` ports (which its own outgoing connections use).
+pub fn auto_ports(
+    bound: &procnet::PortSet,
+    ephemeral: RangeInclusive<u16>,
+) -> impl Iterator<Item = u16> + '_ {
+    bound
+        .iter()
+        .filter(move |p| *p != 0 && !ephemeral.contains(p))
 }
 
 /// The forwarding for one protocol and direction, after every option naming it.
@@ -257,6 +269,16 @@ mod tests {
         assert_eq!(ForwardMode::All.untranslated(), Some(ForwardMode::All));
         assert_eq!(ForwardMode::None.untranslated(), None);
         assert_eq!(ForwardMode::Auto.untranslated(), None);
+    }
+
+    #[test]
+    fn auto_follows_bound_ports_except_ephemeral_ones() {
+        let mut bound = procnet::PortSet::new();
+        for p in [22, 8080, 40000, 61000] {
+            bound.insert(p);
+        }
+        let ports: Vec<u16> = auto_ports(&bound, 32768..=60999).collect();
+        assert_eq!(ports, [22, 8080, 61000]);
     }
 
     #[test]

@@ -1,0 +1,148 @@
+//! pasta's `auto` port forwarding (`-t auto`, `-u auto`, the defaults): every second, the
+//! ports servers have bound inside the namespace are read from its socket tables, and pasta
+//! listens on the same ports of the host (both families) or stops listening where the
+//! server went. A port the host can't give us (in use, privileged) is reported once, and
+//! tried again only after the server inside went and came back.
+
+use std::ops::RangeInclusive;
+use std::os::fd::AsFd;
+
+use os_shim::ns::NsError;
+use os_shim::procnet::SocketTables;
+use os_shim::sockets::{ListenOptions, Sockets};
+use sans_io::config::Config;
+use sans_io::engine::Engine;
+use sans_io::flow::Proto;
+use sans_io::fwd::procnet::PortSet;
+use sans_io::fwd::{auto_ports, Forward, ForwardMode};
+
+use crate::datapath::Periodic;
+
+/// One protocol's `auto` state.
+#[derive(Debug, Default)]
+struct Followed {
+    /// Bound inside, as last scanned.
+    bound: PortSet,
+    /// Where we listen on the host now.
+    listening: PortSet,
+    /// Ports we could not listen on, not tried again while they stay bound inside.
+    failed: PortSet,
+}
+
+pub struct AutoForward {
+    tables: SocketTables,
+    tcp: Option<Followed>,
+    udp: Option<Followed>,
+    opts: ListenOptions,
+    ephemeral: RangeInclusive<u16>,
+}
+
+impl AutoForward {
+    /// `None` unless TCP or UDP forwarding into the namespace is `auto`.
+    pub fn new(config: &Config, netns: impl AsFd) -> Result<Option<AutoForward>, NsError> {
+        let follows = |on: bool, mode: &ForwardMode| {
+            (on && *mode == ForwardMode::Auto).then(Followed::default)
+        };
+        let tcp = follows(config.protocols.tcp, &config.forwarding.tcp_in);
+        let udp = follows(config.protocols.udp, &config.forwarding.udp_in);
+        if tcp.is_none() && udp.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(AutoForward {
+            tables: SocketTables::open_in(netns)?,
+            tcp,
+            udp,
+            opts: ListenOptions {
+                ipv4: config.ip4.is_some(),
+                ipv6: config.ip6.is_some(),
+                freebind: config.freebind,
+            },
+            ephemeral: os_shim::hostinfo::ephemeral_port_range(),
+        }))
+    }
+
+    /// Scans the namespace and listens accordingly.
+    pub fn update(&mut self, engine: &mut Engine, sockets: &mut Sockets) {
+        let (mut tcp_bound, mut udp_bound) = (PortSet::new(), PortSet::new());
+        if let Err(e) = self.tables.scan(&mut tcp_bound, &mut udp_bound) {
+            log::debug!("cannot read the namespace's socket tables: {e}");
+            return;
+        }
+        for (proto, followed, bound) in [
+            (Proto::Tcp, self.tcp.as_mut(), tcp_bound),
+            (Proto::Udp, self.udp.as_mut(), udp_bound),
+        ] {
+            if let Some(f) = followed {
+                f.bound = bound;
+                apply(proto, f, &self.ephemeral, self.opts, engine, sockets);
+            }
+        }
+    }
+}
+
+/// Listens where `f.bound` says and we don't yet; stops where it no longer does.
+fn apply(
+    proto: Proto,
+    f: &mut Followed,
+    ephemeral: &RangeInclusive<u16>,
+    opts: ListenOptions,
+    engine: &mut Engine,
+    sockets: &mut Sockets,
+) {
+    let mut wanted = PortSet::new();
+    for port in auto_ports(&f.bound, ephemeral.clone()) {
+        wanted.insert(port);
+    }
+    let gone: Vec<u16> = f
+        .listening
+        .iter()
+        .filter(|&p| !wanted.contains(p))
+        .collect();
+    for port in gone {
+        for s in sockets.unlisten(proto, port) {
+            engine.remove_udp_listener(s);
+        }
+        f.listening.remove(port);
+        log::debug!("auto: no longer forwarding {proto:?} port {port}");
+    }
+    let retry: Vec<u16> = f.failed.iter().filter(|&p| !wanted.contains(p)).collect();
+    for port in retry {
+        f.failed.remove(port);
+    }
+    for port in wanted.iter() {
+        if f.listening.contains(port) || f.failed.contains(port) {
+            continue;
+        }
+        let forward = Forward {
+            bind: None,
+            iface: None,
+            port,
+            to: port,
+        };
+        let (bound, errors) = sockets.listen_forward(proto, &forward, opts);
+        if bound == 0 {
+            f.failed.insert(port);
+            if let Some(e) = errors.first() {
+                log::warn!("auto: {e}");
+            }
+            continue;
+        }
+        f.listening.insert(port);
+        log::debug!("auto: forwarding {proto:?} port {port}");
+        if proto == Proto::Udp {
+            let new: Vec<_> = sockets
+                .udp_listeners()
+                .filter(|(_, a)| a.port() == port)
+                .collect();
+            for (s, local) in new {
+                engine.add_udp_listener(s, local);
+            }
+        }
+    }
+}
+
+impl Periodic for AutoForward {
+    fn tick(&mut self, engine: &mut Engine, sockets: &mut Sockets) {
+        self.update(engine, sockets);
+    }
+}
