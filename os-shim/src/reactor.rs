@@ -1,6 +1,7 @@
 //! The event loop's kernel side: one epoll instance, a timerfd for the core's next deadline,
 //! and a signalfd for the signals we handle, so that every wake-up is an epoll event.
 
+use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
@@ -28,6 +29,9 @@ pub struct Reactor {
     epoll: Epoll,
     timer: TimerFd,
     signals: SignalFd,
+    /// What the timer is armed for, so that re-arming it for the same deadline (most
+    /// wake-ups) costs no system call; `None` when disarmed or fired.
+    armed: Cell<Option<Instant>>,
 }
 
 impl Reactor {
@@ -52,6 +56,7 @@ impl Reactor {
             epoll,
             timer,
             signals,
+            armed: Cell::new(None),
         })
     }
 
@@ -76,6 +81,11 @@ impl Reactor {
 
     /// Arms the timer for the core's next deadline (an absolute monotonic time), or disarms it.
     pub fn set_deadline(&self, at: Option<Instant>) -> io::Result<()> {
+        if at == self.armed.get() {
+            return Ok(());
+        }
+        // Forget it first: if arming fails, the next call tries again.
+        self.armed.set(None);
         match at {
             None => self.timer.unset()?,
             Some(at) => {
@@ -91,11 +101,13 @@ impl Reactor {
                 )?;
             }
         }
+        self.armed.set(at);
         Ok(())
     }
 
     /// Consumes a timer expiry (after a [`TOKEN_TIMER`] event).
     pub fn ack_timer(&self) {
+        self.armed.set(None);
         let mut buf = [0u8; 8];
         // Nothing to read means a stale event; either way the timer is quiet afterwards.
         let _ = nix::unistd::read(self.timer.as_fd().as_raw_fd(), &mut buf);
