@@ -1,11 +1,13 @@
-//! pasta's `auto` port forwarding (`-t auto`, `-u auto`, the defaults): every second, the
-//! ports servers have bound inside the namespace are read from its socket tables, and pasta
-//! listens on the same ports of the host (both families) or stops listening where the
-//! server went. A port the host can't give us (in use, privileged) is reported once, and
-//! tried again only after the server inside went and came back.
+//! pasta's `auto` port forwarding (`-t auto`, `-u auto`, `-T auto`, the defaults): every
+//! second, the ports servers have bound inside the namespace are read from its socket
+//! tables, and pasta listens on the same ports of the host (both families) or stops listening
+//! where the server went; and the other way round for `-T`, the host's listening TCP ports
+//! on the namespace's loopback. Our own listeners show up in the other side's tables: they
+//! are never followed back. A port we can't get (in use, privileged) is reported once, and
+//! tried again only after the server went and came back.
 
 use std::ops::RangeInclusive;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 use os_shim::ns::NsError;
 use os_shim::procnet::SocketTables;
@@ -30,28 +32,44 @@ struct Followed {
 }
 
 pub struct AutoForward {
-    tables: SocketTables,
+    /// The namespace's socket tables, for `-t`/`-u auto`.
+    tables: Option<SocketTables>,
     tcp: Option<Followed>,
     udp: Option<Followed>,
+    /// The host's socket tables and the namespace, for `-T auto`.
+    host_tables: Option<SocketTables>,
+    netns: OwnedFd,
+    tcp_out: Option<Followed>,
     opts: ListenOptions,
     ephemeral: RangeInclusive<u16>,
 }
 
 impl AutoForward {
     /// `None` unless TCP or UDP forwarding into the namespace is `auto`.
-    pub fn new(config: &Config, netns: impl AsFd) -> Result<Option<AutoForward>, NsError> {
+    pub fn new(config: &Config, netns: &OwnedFd) -> Result<Option<AutoForward>, NsError> {
         let follows = |on: bool, mode: &ForwardMode| {
             (on && *mode == ForwardMode::Auto).then(Followed::default)
         };
         let tcp = follows(config.protocols.tcp, &config.forwarding.tcp_in);
         let udp = follows(config.protocols.udp, &config.forwarding.udp_in);
-        if tcp.is_none() && udp.is_none() {
+        let tcp_out = follows(config.protocols.tcp, &config.forwarding.tcp_out);
+        if tcp.is_none() && udp.is_none() && tcp_out.is_none() {
             return Ok(None);
         }
+        let tables = if tcp.is_some() || udp.is_some() {
+            Some(SocketTables::open_in(netns.as_fd())?)
+        } else {
+            None
+        };
         Ok(Some(AutoForward {
-            tables: SocketTables::open_in(netns)?,
+            tables,
             tcp,
             udp,
+            host_tables: tcp_out.is_some().then(SocketTables::open_here),
+            netns: netns
+                .try_clone()
+                .map_err(NsError::sys("keeping the namespace for auto forwarding"))?,
+            tcp_out,
             opts: ListenOptions {
                 ipv4: config.ip4.is_some(),
                 ipv6: config.ip6.is_some(),
@@ -61,20 +79,91 @@ impl AutoForward {
         }))
     }
 
-    /// Scans the namespace and listens accordingly.
+    /// Scans the namespace (and the host) and listens accordingly.
     pub fn update(&mut self, engine: &mut Engine, sockets: &mut Sockets) {
-        let (mut tcp_bound, mut udp_bound) = (PortSet::new(), PortSet::new());
-        if let Err(e) = self.tables.scan(&mut tcp_bound, &mut udp_bound) {
-            log::debug!("cannot read the namespace's socket tables: {e}");
-            return;
+        if let Some(tables) = self.tables.as_mut() {
+            let (mut tcp_bound, mut udp_bound) = (PortSet::new(), PortSet::new());
+            if let Err(e) = tables.scan(&mut tcp_bound, &mut udp_bound) {
+                log::debug!("cannot read the namespace's socket tables: {e}");
+                return;
+            }
+            // Our -T listeners sit in the namespace: not servers to forward to.
+            for port in sockets.splicer.listening_ports() {
+                tcp_bound.remove(port);
+            }
+            for (proto, followed, bound) in [
+                (Proto::Tcp, self.tcp.as_mut(), tcp_bound),
+                (Proto::Udp, self.udp.as_mut(), udp_bound),
+            ] {
+                if let Some(f) = followed {
+                    f.bound = bound;
+                    apply(proto, f, &self.ephemeral, self.opts, engine, sockets);
+                }
+            }
         }
-        for (proto, followed, bound) in [
-            (Proto::Tcp, self.tcp.as_mut(), tcp_bound),
-            (Proto::Udp, self.udp.as_mut(), udp_bound),
-        ] {
-            if let Some(f) = followed {
-                f.bound = bound;
-                apply(proto, f, &self.ephemeral, self.opts, engine, sockets);
+        if let (Some(tables), Some(f)) = (self.host_tables.as_mut(), self.tcp_out.as_mut()) {
+            let (mut tcp_bound, mut udp_bound) = (PortSet::new(), PortSet::new());
+            if let Err(e) = tables.scan(&mut tcp_bound, &mut udp_bound) {
+                log::debug!("cannot read the host's socket tables: {e}");
+                return;
+            }
+            // Nor are our own -t listeners on the host.
+            for addr in sockets.listening() {
+                tcp_bound.remove(addr.port());
+            }
+            f.bound = tcp_bound;
+            apply_out(f, &self.ephemeral, self.opts, &self.netns, sockets);
+        }
+    }
+}
+
+/// `-T auto`: listens on the namespace's loopback where the host has servers.
+fn apply_out(
+    f: &mut Followed,
+    ephemeral: &RangeInclusive<u16>,
+    opts: ListenOptions,
+    netns: &OwnedFd,
+    sockets: &mut Sockets,
+) {
+    let mut wanted = PortSet::new();
+    for port in auto_ports(&f.bound, ephemeral.clone()) {
+        wanted.insert(port);
+    }
+    let gone: Vec<u16> = f
+        .listening
+        .iter()
+        .filter(|&p| !wanted.contains(p))
+        .collect();
+    for port in gone {
+        sockets.splicer.unlisten(port);
+        f.listening.remove(port);
+        log::debug!("auto: no longer forwarding namespace TCP port {port}");
+    }
+    let retry: Vec<u16> = f.failed.iter().filter(|&p| !wanted.contains(p)).collect();
+    for port in retry {
+        f.failed.remove(port);
+    }
+    for port in wanted.iter() {
+        if f.listening.contains(port) || f.failed.contains(port) {
+            continue;
+        }
+        match sockets
+            .splicer
+            .listen_in(netns.as_fd(), port, port, opts.ipv4, opts.ipv6)
+        {
+            Ok((n, _)) if n > 0 => {
+                f.listening.insert(port);
+                log::debug!("auto: forwarding namespace TCP port {port} to the host");
+            }
+            Ok((_, failed)) => {
+                f.failed.insert(port);
+                if let Some((addr, e)) = failed.first() {
+                    log::warn!("auto: cannot listen on {addr} in the namespace: {e}");
+                }
+            }
+            Err(e) => {
+                f.failed.insert(port);
+                log::warn!("auto: {e}");
             }
         }
     }

@@ -159,6 +159,9 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
     // or whoever started us hears we're ready.
     let mut sockets = listen_forwards(&config);
 
+    // -T: listeners on the namespace's loopback, relayed to the host's.
+    listen_in_namespace(&config, &target.netns, &mut sockets)?;
+
     // `auto`: what the namespace has bound already is forwarded before we say we're ready.
     let mut auto = AutoForward::new(&config, &target.netns)?;
 
@@ -267,6 +270,45 @@ fn listen_forwards(config: &Config) -> Sockets {
         );
     }
     sockets
+}
+
+/// `-T` ports: listening on the namespace's loopback, connections relayed to the host's
+/// loopback (the splicer). As with `-t`, a port that can't be bound is a warning.
+fn listen_in_namespace(
+    config: &Config,
+    netns: &std::os::fd::OwnedFd,
+    sockets: &mut Sockets,
+) -> Result<(), StartError> {
+    if !config.protocols.tcp {
+        return Ok(());
+    }
+    let mut failed = 0;
+    for f in config
+        .forwarding
+        .tcp_out
+        .forwards(hostinfo::ephemeral_port_range())
+    {
+        let (_, errors) = sockets.splicer.listen_in(
+            netns,
+            f.port,
+            f.to,
+            config.ip4.is_some(),
+            config.ip6.is_some(),
+        )?;
+        for (addr, e) in errors {
+            failed += 1;
+            if failed <= LISTEN_WARNINGS_SHOWN {
+                eprintln!("pasta: warning: cannot listen on TCP port {addr} in the namespace: {e}");
+            }
+        }
+    }
+    if failed > LISTEN_WARNINGS_SHOWN {
+        eprintln!(
+            "pasta: warning: ... and {} more namespace ports could not be bound",
+            failed - LISTEN_WARNINGS_SHOWN
+        );
+    }
+    Ok(())
 }
 
 fn remove_pid_file(path: Option<&Path>) {

@@ -13,4 +13,5 @@ pub mod pcap;
 pub mod procnet;
 pub mod reactor;
 pub mod sockets;
+pub mod splice;
 pub mod tap;

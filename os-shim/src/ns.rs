@@ -99,7 +99,8 @@ pub enum NsError {
 }
 
 impl NsError {
-    fn sys(what: &'static str) -> impl FnOnce(io::Error) -> NsError {
+    /// For `map_err`: a system call failed while doing `what`.
+    pub fn sys(what: &'static str) -> impl FnOnce(io::Error) -> NsError {
         move |source| NsError::Sys { what, source }
     }
 }

@@ -30,19 +30,19 @@ pub struct SocketTables {
 impl SocketTables {
     /// Opens the tables of the namespace `netns`.
     pub fn open_in(netns: impl AsFd) -> Result<SocketTables, NsError> {
-        let files = in_netns(netns, || {
-            FILES
-                .iter()
-                .filter_map(|(name, table)| {
-                    let path = format!("/proc/thread-self/net/{name}");
-                    File::open(path).ok().map(|f| (f, *table))
-                })
-                .collect::<Vec<_>>()
-        })?;
+        let files = in_netns(netns, open_files)?;
         Ok(SocketTables {
             files,
             buf: Vec::with_capacity(64 * 1024),
         })
+    }
+
+    /// Opens the tables of the calling thread's own namespace (the host's, for pasta).
+    pub fn open_here() -> SocketTables {
+        SocketTables {
+            files: open_files(),
+            buf: Vec::with_capacity(64 * 1024),
+        }
     }
 
     /// The ports TCP servers listen on and UDP servers are bound to, now.
@@ -59,6 +59,16 @@ impl SocketTables {
         }
         Ok(())
     }
+}
+
+fn open_files() -> Vec<(File, Table)> {
+    FILES
+        .iter()
+        .filter_map(|(name, table)| {
+            let path = format!("/proc/thread-self/net/{name}");
+            File::open(path).ok().map(|f| (f, *table))
+        })
+        .collect()
 }
 
 /// Reads a procfs file from its start into `buf` (procfs files have no size to go by).

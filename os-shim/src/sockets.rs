@@ -40,6 +40,7 @@ use sans_io::fwd::Forward;
 use sans_io::time::Instant;
 
 use crate::reactor::{monotonic_now, Reactor, TOKEN_SIGNAL};
+use crate::splice::{Splicer, TOKEN_SPLICE_BASE};
 
 /// Tokens of listening sockets: this plus the listener's index.
 pub const TOKEN_LISTENER_BASE: u64 = 1 << 56;
@@ -186,6 +187,9 @@ pub struct Sockets {
     warned_fd_limit: bool,
     /// Ping sockets were refused (ping_group_range) and we said so.
     warned_ping: bool,
+    /// The loopback bypass for `-T`: its listeners live in the namespace, and it relays
+    /// without the engine.
+    pub splicer: Splicer,
 }
 
 impl Default for Sockets {
@@ -211,12 +215,14 @@ impl Sockets {
             paused: 0,
             warned_fd_limit: false,
             warned_ping: false,
+            splicer: Splicer::default(),
         }
     }
 
     /// Registers our sockets (listeners made so far, and every socket from now on) on the
     /// reactor's epoll instance, with tokens from [`TOKEN_LISTENER_BASE`] up.
     pub fn attach(&mut self, reactor: &Reactor) -> io::Result<()> {
+        self.splicer.attach(reactor.epoll_handle()?)?;
         let epoll = reactor.epoll_handle()?;
         for (i, l) in self.listeners.iter().enumerate() {
             let Some(l) = l else { continue };
@@ -240,9 +246,9 @@ impl Sockets {
         Ok(())
     }
 
-    /// Whether `token` belongs to us.
+    /// Whether `token` belongs to us (or to the splicer).
     pub fn owns_token(token: u64) -> bool {
-        (TOKEN_LISTENER_BASE..TOKEN_SIGNAL).contains(&token)
+        (TOKEN_SPLICE_BASE..TOKEN_SIGNAL).contains(&token)
     }
 
     pub fn stats(&self) -> &SocketStats {
@@ -470,7 +476,9 @@ impl Sockets {
 
     /// Translates an epoll event for one of our tokens into reports.
     pub fn ready(&mut self, token: u64, flags: EpollFlags) {
-        if token >= TOKEN_SOCKET_BASE {
+        if Splicer::owns_token(token) {
+            self.splicer.ready(token, flags);
+        } else if token >= TOKEN_SOCKET_BASE {
             let index = (token & INDEX_MASK) as u32;
             let gen = ((token - TOKEN_SOCKET_BASE) >> GEN_SHIFT) as u32 & GEN_MASK;
             self.socket_ready(index, gen, flags);
@@ -1237,7 +1245,7 @@ fn dgram_socket(addr: IpAddr, proto: libc::c_int) -> io::Result<OwnedFd> {
     new_socket(addr, libc::SOCK_DGRAM, proto)
 }
 
-fn stream_socket(addr: IpAddr) -> io::Result<OwnedFd> {
+pub(crate) fn stream_socket(addr: IpAddr) -> io::Result<OwnedFd> {
     new_socket(addr, libc::SOCK_STREAM, libc::IPPROTO_TCP)
 }
 
@@ -1246,7 +1254,11 @@ fn prepare_stream(fd: RawFd) {
     let _ = setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
 }
 
-fn listen_socket(addr: SocketAddr, iface: Option<&str>, freebind: bool) -> io::Result<OwnedFd> {
+pub(crate) fn listen_socket(
+    addr: SocketAddr,
+    iface: Option<&str>,
+    freebind: bool,
+) -> io::Result<OwnedFd> {
     let fd = stream_socket(addr.ip())?;
     bind_shared(fd.as_raw_fd(), addr, iface, freebind)?;
     // SAFETY: plain system call.
@@ -1316,7 +1328,7 @@ fn bind_to_device(fd: RawFd, iface: &str) -> io::Result<()> {
     Ok(())
 }
 
-fn setsockopt_int(fd: RawFd, level: i32, opt: i32, value: i32) -> io::Result<()> {
+pub(crate) fn setsockopt_int(fd: RawFd, level: i32, opt: i32, value: i32) -> io::Result<()> {
     // SAFETY: passes a valid int.
     let rc = unsafe {
         libc::setsockopt(
@@ -1344,7 +1356,7 @@ fn getsockopt_int(fd: RawFd, level: i32, opt: i32) -> io::Result<i32> {
     Ok(value)
 }
 
-fn so_error(fd: RawFd) -> i32 {
+pub(crate) fn so_error(fd: RawFd) -> i32 {
     getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)
         .unwrap_or_else(|e| e.raw_os_error().unwrap_or(libc::EIO))
 }
@@ -1542,7 +1554,7 @@ fn snd_wnd(fd: RawFd) -> Option<u32> {
     (len >= std::mem::offset_of!(TcpInfo, snd_wnd) + size_of::<u32>()).then_some(info.snd_wnd)
 }
 
-fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
+pub(crate) fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
     let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: the kernel writes at most `len` bytes.
@@ -1554,7 +1566,7 @@ fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::from_raw_os_error(libc::EAFNOSUPPORT))
 }
 
-fn std_to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+pub(crate) fn std_to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let len = match addr {
@@ -1589,7 +1601,10 @@ fn std_to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_
     (storage, len as libc::socklen_t)
 }
 
-fn sockaddr_to_std(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+pub(crate) fn sockaddr_to_std(
+    storage: &libc::sockaddr_storage,
+    len: libc::socklen_t,
+) -> Option<SocketAddr> {
     let len = len as usize;
     match i32::from(storage.ss_family) {
         libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
@@ -1618,7 +1633,7 @@ fn sockaddr_to_std(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Op
 }
 
 /// IPv4-mapped IPv6 addresses (from a dual-stack socket) as the IPv4 ones they are.
-fn unmap(addr: SocketAddr) -> SocketAddr {
+pub(crate) fn unmap(addr: SocketAddr) -> SocketAddr {
     match addr {
         SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
             Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),

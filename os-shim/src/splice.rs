@@ -1,0 +1,648 @@
+//! The loopback bypass for `-T` (pasta): connections to pasta's listeners on the namespace's
+//! loopback go to the same (or mapped) port on the host's loopback, without passing through
+//! the tap device and the guest-facing TCP translation at all. Both ends are ordinary kernel
+//! sockets, so the bytes move between them with `splice(2)` through a pipe per direction:
+//! no copy through our memory, and no buffering of ours beyond the pipes.
+//!
+//! Everything is edge-triggered: on any event for a pair, [`Splicer`] moves what it can both
+//! ways until the kernel says "not now" (`EAGAIN`), which is also why no event can be missed.
+//! The end of the stream one way becomes a `shutdown(SHUT_WR)` on the other socket once the
+//! pipe is drained; a pair closes when both ways are done. An error or a reset on either side
+//! resets the other (close with a zero linger). A refused connect resets the accepted socket.
+//!
+//! Which ports are listened on and where they lead is the caller's decision (the `-T` spec,
+//! or `auto`'s scan of the host's listening sockets); this module only relays.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+
+use crate::ns::{in_netns, NsError};
+use crate::sockets::{listen_socket, setsockopt_int, so_error, std_to_sockaddr, stream_socket};
+
+/// Tokens of the splicer: listeners and pair sockets, below the other sockets' tokens.
+pub const TOKEN_SPLICE_BASE: u64 = 1 << 55;
+const TOKEN_SPLICE_END: u64 = 1 << 56;
+const LISTENER_BIT: u64 = 1 << 50;
+const INDEX_BITS: u32 = 24;
+const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
+const GEN_MASK: u32 = (1 << 24) - 1;
+
+/// Connections accepted per listener wake-up.
+const ACCEPT_BATCH: usize = 64;
+/// Pipe size asked for (the kernel's `pipe-max-size` caps what unprivileged users get).
+const PIPE_SIZE: i32 = 1 << 20;
+/// Relayed connections at most, by default.
+pub const DEFAULT_MAX_PAIRS: usize = 4096;
+
+/// Counters for logs and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SpliceStats {
+    pub accepted: u64,
+    /// Connects to the other side that failed (the client got a reset).
+    pub refused: u64,
+    /// Connections refused because too many are open.
+    pub table_full: u64,
+    pub resets: u64,
+    pub bytes: u64,
+    pub closed: u64,
+}
+
+/// A listening socket in the namespace and the host port it leads to.
+#[derive(Debug)]
+struct Listener {
+    fd: OwnedFd,
+    addr: SocketAddr,
+    to: u16,
+}
+
+/// One relayed connection: side 0 accepted in the namespace, side 1 connected on the host.
+#[derive(Debug)]
+struct Pair {
+    gen: u32,
+    socks: [OwnedFd; 2],
+    connected: bool,
+    /// Direction `d` carries what side `d` reads to side `1 - d`: (read end, write end).
+    pipes: [(OwnedFd, OwnedFd); 2],
+    /// Bytes in each direction's pipe.
+    queued: [usize; 2],
+    cap: usize,
+    /// Side `d` reached the end of its stream.
+    eof: [bool; 2],
+    /// The end of direction `d` was passed on (shutdown of side `1 - d`'s sending half).
+    shut: [bool; 2],
+}
+
+/// Relays connections from listeners in the namespace to the host's loopback.
+#[derive(Debug)]
+pub struct Splicer {
+    epoll: Option<Epoll>,
+    listeners: Vec<Option<Listener>>,
+    pairs: Vec<Option<Pair>>,
+    /// Generation of each pair slot, bumped on reuse.
+    gens: Vec<u32>,
+    free: Vec<u32>,
+    open: usize,
+    max_pairs: usize,
+    stats: SpliceStats,
+}
+
+impl Default for Splicer {
+    fn default() -> Self {
+        Splicer::new(DEFAULT_MAX_PAIRS)
+    }
+}
+
+enum Outcome {
+    Open,
+    Done,
+    Reset,
+}
+
+impl Splicer {
+    pub fn new(max_pairs: usize) -> Splicer {
+        Splicer {
+            epoll: None,
+            listeners: Vec::new(),
+            pairs: Vec::new(),
+            gens: Vec::new(),
+            free: Vec::new(),
+            open: 0,
+            max_pairs,
+            stats: SpliceStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &SpliceStats {
+        &self.stats
+    }
+
+    /// Relayed connections open now.
+    pub fn open_pairs(&self) -> usize {
+        self.open
+    }
+
+    pub fn owns_token(token: u64) -> bool {
+        (TOKEN_SPLICE_BASE..TOKEN_SPLICE_END).contains(&token)
+    }
+
+    /// Registers the listeners (and from now on everything) on `epoll`.
+    pub fn attach(&mut self, epoll: Epoll) -> io::Result<()> {
+        for (i, l) in self.listeners.iter().enumerate() {
+            if let Some(l) = l {
+                epoll.add(
+                    &l.fd,
+                    EpollEvent::new(EpollFlags::EPOLLIN, listener_token(i)),
+                )?;
+            }
+        }
+        self.epoll = Some(epoll);
+        Ok(())
+    }
+
+    /// The namespace ports listened on.
+    pub fn listening_ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.listeners.iter().flatten().map(|l| l.addr.port())
+    }
+
+    /// Listens on `port` of the namespace's loopback (127.0.0.1 and ::1 as `v4`/`v6` say),
+    /// relaying to port `to` of the host's loopback, same family. Returns how many sockets
+    /// listen now, and what failed.
+    pub fn listen_in(
+        &mut self,
+        netns: impl AsFd,
+        port: u16,
+        to: u16,
+        v4: bool,
+        v6: bool,
+    ) -> Result<(usize, Vec<(SocketAddr, io::Error)>), NsError> {
+        let mut addrs = Vec::new();
+        if v4 {
+            addrs.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+        }
+        if v6 {
+            addrs.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port));
+        }
+        let made = in_netns(netns, || {
+            addrs
+                .iter()
+                .map(|&a| (a, listen_socket(a, None, false)))
+                .collect::<Vec<_>>()
+        })?;
+        let mut bound = 0;
+        let mut failed = Vec::new();
+        for (addr, result) in made {
+            match result.and_then(|fd| self.add_listener(fd, addr, to)) {
+                Ok(()) => bound += 1,
+                Err(e) => failed.push((addr, e)),
+            }
+        }
+        Ok((bound, failed))
+    }
+
+    fn add_listener(&mut self, fd: OwnedFd, addr: SocketAddr, to: u16) -> io::Result<()> {
+        let i = self
+            .listeners
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(self.listeners.len());
+        if let Some(epoll) = &self.epoll {
+            epoll.add(&fd, EpollEvent::new(EpollFlags::EPOLLIN, listener_token(i)))?;
+        }
+        let l = Some(Listener { fd, addr, to });
+        match self.listeners.get_mut(i) {
+            Some(slot) => *slot = l,
+            None => self.listeners.push(l),
+        }
+        Ok(())
+    }
+
+    /// Stops listening on `port` (connections being relayed carry on).
+    pub fn unlisten(&mut self, port: u16) {
+        for slot in &mut self.listeners {
+            if let Some(l) = slot.take_if(|l| l.addr.port() == port) {
+                if let Some(epoll) = &self.epoll {
+                    let _ = epoll.delete(l.fd.as_fd());
+                }
+            }
+        }
+    }
+
+    /// Handles an epoll event for one of our tokens.
+    pub fn ready(&mut self, token: u64, flags: EpollFlags) {
+        let t = token - TOKEN_SPLICE_BASE;
+        if t & LISTENER_BIT != 0 {
+            self.accept_ready((t & INDEX_MASK) as usize);
+            return;
+        }
+        let side = (t & 1) as usize;
+        let index = ((t >> 1) & INDEX_MASK) as usize;
+        let gen = (t >> (INDEX_BITS + 1)) as u32 & GEN_MASK;
+        let Some(Some(pair)) = self.pairs.get_mut(index) else {
+            return;
+        };
+        if pair.gen != gen {
+            return;
+        }
+        let outcome = if !pair.connected {
+            // Only the host side's connect completing (or failing) matters until then.
+            if side == 1
+                && flags
+                    .intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP)
+            {
+                if so_error(pair.socks[1].as_raw_fd()) == 0
+                    && flags.contains(EpollFlags::EPOLLOUT)
+                    && !flags.contains(EpollFlags::EPOLLERR)
+                {
+                    pair.connected = true;
+                    pump(pair, &mut self.stats.bytes)
+                } else {
+                    self.stats.refused += 1;
+                    Outcome::Reset
+                }
+            } else {
+                Outcome::Open
+            }
+        } else if flags.contains(EpollFlags::EPOLLERR) {
+            Outcome::Reset
+        } else {
+            pump(pair, &mut self.stats.bytes)
+        };
+        match outcome {
+            Outcome::Open => {}
+            Outcome::Done => self.close(index, false),
+            Outcome::Reset => self.close(index, true),
+        }
+    }
+
+    fn accept_ready(&mut self, listener: usize) {
+        for _ in 0..ACCEPT_BATCH {
+            let Some(Some(l)) = self.listeners.get(listener) else {
+                return;
+            };
+            let (lfd, to, v4) = (l.fd.as_raw_fd(), l.to, l.addr.is_ipv4());
+            // SAFETY: plain system call; we don't need the peer's address.
+            let fd = unsafe {
+                libc::accept4(
+                    lfd,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                )
+            };
+            if fd < 0 {
+                match io::Error::last_os_error().raw_os_error() {
+                    Some(libc::EINTR | libc::ECONNABORTED) => continue,
+                    _ => return,
+                }
+            }
+            // SAFETY: a new descriptor we own.
+            let accepted = unsafe { OwnedFd::from_raw_fd(fd) };
+            self.stats.accepted += 1;
+            if self.open >= self.max_pairs {
+                self.stats.table_full += 1;
+                reset(&accepted);
+                continue;
+            }
+            let target = if v4 {
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), to)
+            } else {
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), to)
+            };
+            if let Err(e) = self.start(accepted, target) {
+                log::debug!("cannot relay a connection to {target}: {e}");
+            }
+        }
+    }
+
+    /// Connects to `target` and sets up the relay for `accepted`.
+    fn start(&mut self, accepted: OwnedFd, target: SocketAddr) -> io::Result<()> {
+        let host = stream_socket(target.ip())?;
+        let (sa, len) = std_to_sockaddr(&target);
+        // SAFETY: a valid sockaddr of the given length.
+        let rc = unsafe {
+            libc::connect(
+                host.as_raw_fd(),
+                (&sa as *const libc::sockaddr_storage).cast(),
+                len,
+            )
+        };
+        let connected = rc == 0;
+        if !connected {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINPROGRESS) {
+                self.stats.refused += 1;
+                reset(&accepted);
+                return Err(e);
+            }
+        }
+        for fd in [&accepted, &host] {
+            let _ = setsockopt_int(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+        }
+        let (p0, p1) = (pipe()?, pipe()?);
+        let cap = pipe_capacity(&p0.1).min(pipe_capacity(&p1.1));
+        let index = match self.free.pop() {
+            Some(i) => i as usize,
+            None => {
+                if self.pairs.len() as u64 > INDEX_MASK {
+                    reset(&accepted);
+                    return Err(io::Error::from_raw_os_error(libc::EMFILE));
+                }
+                self.pairs.push(None);
+                self.gens.push(0);
+                self.pairs.len() - 1
+            }
+        };
+        let gen = (self.gens[index] + 1) & GEN_MASK;
+        self.gens[index] = gen;
+        let pair = Pair {
+            gen,
+            socks: [accepted, host],
+            connected,
+            pipes: [p0, p1],
+            queued: [0, 0],
+            cap,
+            eof: [false, false],
+            shut: [false, false],
+        };
+        if let Some(epoll) = &self.epoll {
+            let flags = EpollFlags::EPOLLIN
+                | EpollFlags::EPOLLOUT
+                | EpollFlags::EPOLLRDHUP
+                | EpollFlags::EPOLLET;
+            for (side, fd) in pair.socks.iter().enumerate() {
+                if let Err(e) = epoll.add(fd, EpollEvent::new(flags, pair_token(index, gen, side)))
+                {
+                    reset(&pair.socks[0]);
+                    self.free.push(index as u32);
+                    return Err(e.into());
+                }
+            }
+        }
+        self.pairs[index] = Some(pair);
+        self.open += 1;
+        if connected {
+            // Loopback connects may complete at once: the edge for it may never come.
+            self.ready(
+                pair_token(index, gen, 1),
+                EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT,
+            );
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, index: usize, with_reset: bool) {
+        let Some(pair) = self.pairs.get_mut(index).and_then(Option::take) else {
+            return;
+        };
+        if with_reset {
+            self.stats.resets += 1;
+            for s in &pair.socks {
+                reset(s);
+            }
+        }
+        self.stats.closed += 1;
+        self.open -= 1;
+        self.free.push(index as u32);
+        // Dropping the pair closes both sockets and pipes (and takes them off epoll).
+    }
+}
+
+fn listener_token(i: usize) -> u64 {
+    TOKEN_SPLICE_BASE | LISTENER_BIT | i as u64
+}
+
+fn pair_token(index: usize, gen: u32, side: usize) -> u64 {
+    TOKEN_SPLICE_BASE | (u64::from(gen) << (INDEX_BITS + 1)) | ((index as u64) << 1) | side as u64
+}
+
+/// Moves what can be moved both ways; says whether the pair is done.
+fn pump(pair: &mut Pair, bytes: &mut u64) -> Outcome {
+    for d in 0..2 {
+        if let Err(e) = move_one_way(pair, d, bytes) {
+            log::debug!("relay ended: {e}");
+            return Outcome::Reset;
+        }
+    }
+    if pair.shut[0] && pair.shut[1] {
+        Outcome::Done
+    } else {
+        Outcome::Open
+    }
+}
+
+/// Direction `d`: side `d`'s socket into its pipe, the pipe into side `1 - d`'s socket, until
+/// neither moves; then the end of the stream, if it came and everything before it went.
+fn move_one_way(pair: &mut Pair, d: usize, bytes: &mut u64) -> io::Result<()> {
+    let (src, dst) = (pair.socks[d].as_raw_fd(), pair.socks[1 - d].as_raw_fd());
+    let (pipe_r, pipe_w) = (pair.pipes[d].0.as_raw_fd(), pair.pipes[d].1.as_raw_fd());
+    loop {
+        let mut moved = false;
+        if !pair.eof[d] && pair.queued[d] < pair.cap {
+            match splice(src, pipe_w, pair.cap - pair.queued[d])? {
+                Some(0) => {
+                    pair.eof[d] = true;
+                    moved = true;
+                }
+                Some(n) => {
+                    pair.queued[d] += n;
+                    moved = true;
+                }
+                None => {}
+            }
+        }
+        if pair.queued[d] > 0 {
+            if let Some(n) = splice(pipe_r, dst, pair.queued[d])? {
+                pair.queued[d] -= n;
+                *bytes += n as u64;
+                moved |= n > 0;
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    if pair.eof[d] && pair.queued[d] == 0 && !pair.shut[d] {
+        pair.shut[d] = true;
+        // SAFETY: plain system call.
+        unsafe { libc::shutdown(dst, libc::SHUT_WR) };
+    }
+    Ok(())
+}
+
+/// One non-blocking `splice`; `None` for "not now".
+fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<Option<usize>> {
+    loop {
+        // SAFETY: plain system call on descriptors we own.
+        let n = unsafe {
+            libc::splice(
+                from,
+                std::ptr::null_mut(),
+                to,
+                std::ptr::null_mut(),
+                len,
+                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+            )
+        };
+        if n >= 0 {
+            return Ok(Some(n as usize));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) => return Ok(None),
+            _ => return Err(e),
+        }
+    }
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into our array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: two new descriptors we own.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: plain system call; failure (over pipe-max-size) leaves the default size.
+    unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+    Ok((r, w))
+}
+
+fn pipe_capacity(fd: &OwnedFd) -> usize {
+    // SAFETY: plain system call.
+    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    if n > 0 {
+        n as usize
+    } else {
+        64 * 1024
+    }
+}
+
+/// Makes closing `fd` reset the connection.
+fn reset(fd: &OwnedFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the option value is a struct linger of the size given.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::Netlink;
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    /// A network namespace of its own (kept alive by the descriptor), its loopback up.
+    fn new_netns() -> OwnedFd {
+        std::thread::spawn(|| {
+            // SAFETY: affects this thread only.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+            let mut nl = Netlink::open().expect("netlink");
+            let lo = nl.link_index("lo").expect("lo");
+            nl.set_link_up(lo, true).expect("lo up");
+            OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/net").unwrap())
+        })
+        .join()
+        .unwrap()
+    }
+
+    fn root() -> bool {
+        // SAFETY: plain system call.
+        if unsafe { libc::geteuid() } == 0 {
+            return true;
+        }
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("splice tests need root under CI");
+        }
+        eprintln!("\n*** SKIPPED: splice tests need root (namespaces of their own) ***\n");
+        false
+    }
+
+    /// Drives `splicer` until `done` or a timeout.
+    fn drive(splicer: &mut Splicer, epoll: &Epoll, mut done: impl FnMut(&Splicer) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut events = [EpollEvent::empty(); 32];
+        while !done(splicer) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out: {:?}",
+                splicer.stats()
+            );
+            let n = epoll.wait(&mut events, 50u16).unwrap();
+            for ev in &events[..n] {
+                splicer.ready(ev.data(), ev.events());
+            }
+        }
+    }
+
+    #[test]
+    fn relays_both_ways_with_half_close_and_refuses_without_a_server() {
+        if !root() {
+            return;
+        }
+        // The "host" is this test thread's own fresh namespace; the "namespace" another.
+        std::thread::spawn(|| {
+            // SAFETY: affects this thread only.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+            let mut nl = Netlink::open().unwrap();
+            let lo = nl.link_index("lo").unwrap();
+            nl.set_link_up(lo, true).unwrap();
+            let ns = new_netns();
+
+            // A host server that echoes everything, then closes.
+            let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let host_port = server.local_addr().unwrap().port();
+            let echo = std::thread::spawn(move || {
+                let (mut c, _) = server.accept().unwrap();
+                let mut all = Vec::new();
+                c.read_to_end(&mut all).unwrap();
+                c.write_all(&all).unwrap();
+            });
+
+            let epoll = Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+            let mut splicer = Splicer::new(8);
+            splicer.attach(Epoll(epoll.0.try_clone().unwrap())).unwrap();
+            let (n, failed) = splicer
+                .listen_in(&ns, 4000, host_port, true, false)
+                .unwrap();
+            assert_eq!((n, failed.len()), (1, 0));
+            let (n, _) = splicer.listen_in(&ns, 4001, 1, true, false).unwrap();
+            assert_eq!(n, 1);
+
+            // A client inside the namespace: 3 MiB out, half-close, all of it back.
+            let data: Vec<u8> = (0..3 << 20).map(|i| (i * 7 % 251) as u8).collect();
+            let expect = data.clone();
+            let ns_fd = ns.try_clone().unwrap();
+            let client = std::thread::spawn(move || {
+                // SAFETY: this thread only.
+                assert_eq!(
+                    unsafe { libc::setns(ns_fd.as_raw_fd(), libc::CLONE_NEWNET) },
+                    0
+                );
+                let mut c = std::net::TcpStream::connect("127.0.0.1:4000").unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut w = c.try_clone().unwrap();
+                let writer = std::thread::spawn(move || {
+                    w.write_all(&data).unwrap();
+                    w.shutdown(std::net::Shutdown::Write).unwrap();
+                });
+                let mut back = Vec::new();
+                c.read_to_end(&mut back).unwrap();
+                writer.join().unwrap();
+                // Nobody listens on the host's port 1: reset.
+                let mut refused = std::net::TcpStream::connect("127.0.0.1:4001").unwrap();
+                refused
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let e = refused.read(&mut [0u8; 1]);
+                (back, e.map_err(|e| e.kind()))
+            });
+            drive(&mut splicer, &epoll, |s| {
+                s.stats().closed >= 2 && s.open_pairs() == 0
+            });
+            let (back, refused) = client.join().unwrap();
+            echo.join().unwrap();
+            assert!(back == expect, "relayed bytes differ ({} back)", back.len());
+            assert_eq!(refused, Err(io::ErrorKind::ConnectionReset));
+            let stats = splicer.stats();
+            assert_eq!((stats.accepted, stats.refused), (2, 1));
+            assert_eq!(stats.bytes, 2 * (3 << 20));
+        })
+        .join()
+        .unwrap();
+    }
+}
