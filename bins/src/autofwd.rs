@@ -117,6 +117,49 @@ impl AutoForward {
     }
 }
 
+impl Followed {
+    /// What to change so that we listen where something is bound (less the `ephemeral`
+    /// ports): the ports to stop listening on (already taken off `listening`), and the ports
+    /// to start on (report each with [`Followed::started`]). Failures are forgotten once
+    /// their port is unbound, so that a server coming back gets another try.
+    fn plan(&mut self, ephemeral: &RangeInclusive<u16>) -> (Vec<u16>, Vec<u16>) {
+        let mut wanted = PortSet::new();
+        for port in auto_ports(&self.bound, ephemeral.clone()) {
+            wanted.insert(port);
+        }
+        let gone: Vec<u16> = self
+            .listening
+            .iter()
+            .filter(|&p| !wanted.contains(p))
+            .collect();
+        for &port in &gone {
+            self.listening.remove(port);
+        }
+        let unbound: Vec<u16> = self
+            .failed
+            .iter()
+            .filter(|&p| !wanted.contains(p))
+            .collect();
+        for port in unbound {
+            self.failed.remove(port);
+        }
+        let new = wanted
+            .iter()
+            .filter(|&p| !self.listening.contains(p) && !self.failed.contains(p))
+            .collect();
+        (gone, new)
+    }
+
+    /// Whether listening on `port` worked (if not, it isn't tried again while bound).
+    fn started(&mut self, port: u16, ok: bool) {
+        if ok {
+            self.listening.insert(port);
+        } else {
+            self.failed.insert(port);
+        }
+    }
+}
+
 /// `-T auto`: listens on the namespace's loopback where the host has servers.
 fn apply_out(
     f: &mut Followed,
@@ -125,51 +168,36 @@ fn apply_out(
     netns: &OwnedFd,
     sockets: &mut Sockets,
 ) {
-    let mut wanted = PortSet::new();
-    for port in auto_ports(&f.bound, ephemeral.clone()) {
-        wanted.insert(port);
-    }
-    let gone: Vec<u16> = f
-        .listening
-        .iter()
-        .filter(|&p| !wanted.contains(p))
-        .collect();
+    let (gone, new) = f.plan(ephemeral);
     for port in gone {
         sockets.splicer.unlisten(port);
-        f.listening.remove(port);
         log::debug!("auto: no longer forwarding namespace TCP port {port}");
     }
-    let retry: Vec<u16> = f.failed.iter().filter(|&p| !wanted.contains(p)).collect();
-    for port in retry {
-        f.failed.remove(port);
-    }
-    for port in wanted.iter() {
-        if f.listening.contains(port) || f.failed.contains(port) {
-            continue;
-        }
-        match sockets
+    for port in new {
+        let result = sockets
             .splicer
-            .listen_in(netns.as_fd(), port, port, opts.ipv4, opts.ipv6)
-        {
+            .listen_in(netns.as_fd(), port, port, opts.ipv4, opts.ipv6);
+        let ok = match result {
             Ok((n, _)) if n > 0 => {
-                f.listening.insert(port);
                 log::debug!("auto: forwarding namespace TCP port {port} to the host");
+                true
             }
             Ok((_, failed)) => {
-                f.failed.insert(port);
                 if let Some((addr, e)) = failed.first() {
                     log::warn!("auto: cannot listen on {addr} in the namespace: {e}");
                 }
+                false
             }
             Err(e) => {
-                f.failed.insert(port);
                 log::warn!("auto: {e}");
+                false
             }
-        }
+        };
+        f.started(port, ok);
     }
 }
 
-/// Listens where `f.bound` says and we don't yet; stops where it no longer does.
+/// `-t auto`, `-u auto`: listens on the host where the namespace has servers.
 fn apply(
     proto: Proto,
     f: &mut Followed,
@@ -178,30 +206,14 @@ fn apply(
     engine: &mut Engine,
     sockets: &mut Sockets,
 ) {
-    let mut wanted = PortSet::new();
-    for port in auto_ports(&f.bound, ephemeral.clone()) {
-        wanted.insert(port);
-    }
-    let gone: Vec<u16> = f
-        .listening
-        .iter()
-        .filter(|&p| !wanted.contains(p))
-        .collect();
+    let (gone, new) = f.plan(ephemeral);
     for port in gone {
         for s in sockets.unlisten(proto, port) {
             engine.remove_udp_listener(s);
         }
-        f.listening.remove(port);
         log::debug!("auto: no longer forwarding {proto:?} port {port}");
     }
-    let retry: Vec<u16> = f.failed.iter().filter(|&p| !wanted.contains(p)).collect();
-    for port in retry {
-        f.failed.remove(port);
-    }
-    for port in wanted.iter() {
-        if f.listening.contains(port) || f.failed.contains(port) {
-            continue;
-        }
+    for port in new {
         let forward = Forward {
             bind: None,
             iface: None,
@@ -209,14 +221,13 @@ fn apply(
             to: port,
         };
         let (bound, errors) = sockets.listen_forward(proto, &forward, opts);
+        f.started(port, bound > 0);
         if bound == 0 {
-            f.failed.insert(port);
             if let Some(e) = errors.first() {
                 log::warn!("auto: {e}");
             }
             continue;
         }
-        f.listening.insert(port);
         log::debug!("auto: forwarding {proto:?} port {port}");
         if proto == Proto::Udp {
             let new: Vec<_> = sockets
@@ -233,5 +244,35 @@ fn apply(
 impl Periodic for AutoForward {
     fn tick(&mut self, engine: &mut Engine, sockets: &mut Sockets) {
         self.update(engine, sockets);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ports(set: &PortSet) -> Vec<u16> {
+        set.iter().collect()
+    }
+
+    #[test]
+    fn plan_follows_bound_ports_and_retries_failures_only_after_they_went() {
+        let mut f = Followed::default();
+        for p in [22, 80, 40000] {
+            f.bound.insert(p);
+        }
+        let (gone, new) = f.plan(&(32768..=60999));
+        assert_eq!((gone, new.clone()), (vec![], vec![22, 80]));
+        f.started(22, true);
+        f.started(80, false);
+        // Nothing changed: nothing to do, the failure isn't retried.
+        assert_eq!(f.plan(&(32768..=60999)), (vec![], vec![]));
+        // 22 goes, 80 goes and comes back: 22 stops, 80 is tried again.
+        f.bound.remove(22);
+        f.bound.remove(80);
+        assert_eq!(f.plan(&(32768..=60999)), (vec![22], vec![]));
+        f.bound.insert(80);
+        assert_eq!(f.plan(&(32768..=60999)), (vec![], vec![80]));
+        assert!(ports(&f.listening).is_empty());
     }
 }

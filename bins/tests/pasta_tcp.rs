@@ -14,8 +14,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    addr, bin, have_tool, random_file, run_timeout, sha256_file, test_user, wait_for_file, Lab,
-    Shape, TempDir, FILE_SERVER_PY,
+    addr, bin, have_tool, random_file, run_timeout, sha256_file, show, test_user,
+    tun_usable_by_anyone, wait_for_file, Lab, Shape, TempDir, FILE_SERVER_PY,
 };
 
 const BLOB_LEN: usize = 10 << 20;
@@ -50,15 +50,6 @@ fn lab_with(tools: &[&str]) -> Option<Lab> {
 fn quiet(mut cmd: Command) -> Command {
     cmd.stdout(Stdio::null());
     cmd
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// `pasta --config-net [extra] -- sh -c script` in the lab's host namespace, bounded.
@@ -134,21 +125,6 @@ fn fetches_a_file_from_the_remote_over_ipv4_and_ipv6() {
             show(&out)
         );
     }
-}
-
-/// Whether /dev/net/tun is open to ordinary users (CI makes it so).
-fn tun_usable_by_anyone() -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    let ok = std::fs::metadata("/dev/net/tun")
-        .map(|m| m.permissions().mode() & 0o006 == 0o006)
-        .unwrap_or(false);
-    if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("/dev/net/tun must be usable by the test user under CI");
-        }
-        eprintln!("\n*** SKIPPED (unprivileged part): /dev/net/tun not usable by others ***\n");
-    }
-    ok
 }
 
 #[test]

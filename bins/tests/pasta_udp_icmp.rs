@@ -14,22 +14,13 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{
-    addr, bin, have_tool, run_timeout, test_user, wait_for_file, Lab, Shape, TempDir, TestUser,
-    UDP_CLIENT_PY, UDP_ECHO_PY,
+    addr, bin, have_tool, run_timeout, show, test_user, tun_usable_by_anyone, wait_for_file, Lab,
+    Shape, TempDir, TestUser, UDP_CLIENT_PY, UDP_ECHO_PY,
 };
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(40);
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const DNS_FORWARD4: &str = "198.51.100.53";
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn lab() -> Option<Lab> {
     if !std::path::Path::new("/dev/net/tun").exists() {
@@ -250,19 +241,4 @@ fn forwarded_udp_as(lab: &mut Lab, dir: &TempDir, run: usize, who: Option<&TestU
             );
         }
     }
-}
-
-/// Whether /dev/net/tun is open to ordinary users (CI makes it so).
-fn tun_usable_by_anyone() -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    let ok = std::fs::metadata("/dev/net/tun")
-        .map(|m| m.permissions().mode() & 0o006 == 0o006)
-        .unwrap_or(false);
-    if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("/dev/net/tun must be usable by the test user under CI");
-        }
-        eprintln!("\n*** SKIPPED (unprivileged part): /dev/net/tun not usable by others ***\n");
-    }
-    ok
 }

@@ -20,7 +20,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    addr, bin, have_tool, run_timeout, staged, test_user, wait_for_file, Lab, Shape, TempDir,
+    addr, bin, have_tool, run_timeout, show, staged, test_user, wait_for_file, Lab, Shape, TempDir,
     FILE_SERVER_PY, UDP_CLIENT_PY, UDP_ECHO_PY,
 };
 
@@ -30,15 +30,6 @@ const GUEST_ADDR_MAP: &str = "169.254.1.2";
 const HOST_HTTP_PORT: u16 = 9099;
 const QUIT_TIMEOUT: Duration = Duration::from_secs(5);
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// Podman's argv, attaching to the namespace file at `netns`.
 fn podman_args(netns: &str) -> Vec<String> {

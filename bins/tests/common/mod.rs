@@ -666,3 +666,28 @@ pub fn bin(name: &str) -> PathBuf {
         other => panic!("no binary {other}"),
     }
 }
+
+/// A finished command's status and output, for assertion messages.
+pub fn show(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Whether /dev/net/tun is open to ordinary users (CI makes it so).
+pub fn tun_usable_by_anyone() -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let ok = std::fs::metadata("/dev/net/tun")
+        .map(|m| m.permissions().mode() & 0o006 == 0o006)
+        .unwrap_or(false);
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("/dev/net/tun must be usable by the test user under CI");
+        }
+        eprintln!("\n*** SKIPPED (unprivileged part): /dev/net/tun not usable by others ***\n");
+    }
+    ok
+}
