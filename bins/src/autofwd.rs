@@ -1,8 +1,8 @@
-//! pasta's `auto` port forwarding (`-t auto`, `-u auto`, `-T auto`, the defaults): every
+//! pasta's `auto` port forwarding (`-t`, `-u`, `-T`, `-U auto`, the defaults): every
 //! second, the ports servers have bound inside the namespace are read from its socket
 //! tables, and pasta listens on the same ports of the host (both families) or stops listening
-//! where the server went; and the other way round for `-T`, the host's listening TCP ports
-//! on the namespace's loopback. Our own listeners show up in the other side's tables: they
+//! where the server went; and the other way round for `-T` and `-U`, the host's servers'
+//! ports on the namespace's loopback. Our own listeners show up in the other side's tables: they
 //! are never followed back. A port we can't get (in use, privileged) is reported once, and
 //! tried again only after the server went and came back.
 
@@ -36,10 +36,11 @@ pub struct AutoForward {
     tables: Option<SocketTables>,
     tcp: Option<Followed>,
     udp: Option<Followed>,
-    /// The host's socket tables and the namespace, for `-T auto`.
+    /// The host's socket tables and the namespace, for `-T auto` and `-U auto`.
     host_tables: Option<SocketTables>,
     netns: OwnedFd,
     tcp_out: Option<Followed>,
+    udp_out: Option<Followed>,
     opts: ListenOptions,
     ephemeral: RangeInclusive<u16>,
 }
@@ -53,7 +54,8 @@ impl AutoForward {
         let tcp = follows(config.protocols.tcp, &config.forwarding.tcp_in);
         let udp = follows(config.protocols.udp, &config.forwarding.udp_in);
         let tcp_out = follows(config.protocols.tcp, &config.forwarding.tcp_out);
-        if tcp.is_none() && udp.is_none() && tcp_out.is_none() {
+        let udp_out = follows(config.protocols.udp, &config.forwarding.udp_out);
+        if tcp.is_none() && udp.is_none() && tcp_out.is_none() && udp_out.is_none() {
             return Ok(None);
         }
         let tables = if tcp.is_some() || udp.is_some() {
@@ -65,11 +67,12 @@ impl AutoForward {
             tables,
             tcp,
             udp,
-            host_tables: tcp_out.is_some().then(SocketTables::open_here),
+            host_tables: (tcp_out.is_some() || udp_out.is_some()).then(SocketTables::open_here),
             netns: netns
                 .try_clone()
                 .map_err(NsError::sys("keeping the namespace for auto forwarding"))?,
             tcp_out,
+            udp_out,
             opts: ListenOptions {
                 ipv4: config.ip4.is_some(),
                 ipv6: config.ip6.is_some(),
@@ -87,9 +90,12 @@ impl AutoForward {
                 log::debug!("cannot read the namespace's socket tables: {e}");
                 return;
             }
-            // Our -T listeners sit in the namespace: not servers to forward to.
+            // Our -T and -U listeners sit in the namespace: not servers to forward to.
             for port in sockets.splicer.listening_ports() {
                 tcp_bound.remove(port);
+            }
+            for port in sockets.dgram_relay.listening_ports() {
+                udp_bound.remove(port);
             }
             for (proto, followed, bound) in [
                 (Proto::Tcp, self.tcp.as_mut(), tcp_bound),
@@ -101,18 +107,29 @@ impl AutoForward {
                 }
             }
         }
-        if let (Some(tables), Some(f)) = (self.host_tables.as_mut(), self.tcp_out.as_mut()) {
+        if let Some(tables) = self.host_tables.as_mut() {
             let (mut tcp_bound, mut udp_bound) = (PortSet::new(), PortSet::new());
             if let Err(e) = tables.scan(&mut tcp_bound, &mut udp_bound) {
                 log::debug!("cannot read the host's socket tables: {e}");
                 return;
             }
-            // Nor are our own -t listeners on the host.
+            // Nor are our own -t and -u listeners on the host.
             for addr in sockets.listening() {
                 tcp_bound.remove(addr.port());
             }
-            f.bound = tcp_bound;
-            apply_out(f, &self.ephemeral, self.opts, &self.netns, sockets);
+            let ours: Vec<u16> = sockets.udp_listeners().map(|(_, a)| a.port()).collect();
+            for port in ours {
+                udp_bound.remove(port);
+            }
+            for (proto, followed, bound) in [
+                (Proto::Tcp, self.tcp_out.as_mut(), tcp_bound),
+                (Proto::Udp, self.udp_out.as_mut(), udp_bound),
+            ] {
+                if let Some(f) = followed {
+                    f.bound = bound;
+                    apply_out(proto, f, &self.ephemeral, self.opts, &self.netns, sockets);
+                }
+            }
         }
     }
 }
@@ -160,8 +177,9 @@ impl Followed {
     }
 }
 
-/// `-T auto`: listens on the namespace's loopback where the host has servers.
+/// `-T auto`, `-U auto`: listens on the namespace's loopback where the host has servers.
 fn apply_out(
+    proto: Proto,
     f: &mut Followed,
     ephemeral: &RangeInclusive<u16>,
     opts: ListenOptions,
@@ -170,16 +188,21 @@ fn apply_out(
 ) {
     let (gone, new) = f.plan(ephemeral);
     for port in gone {
-        sockets.splicer.unlisten(port);
-        log::debug!("auto: no longer forwarding namespace TCP port {port}");
+        match proto {
+            Proto::Tcp => sockets.splicer.unlisten(port),
+            Proto::Udp => sockets.dgram_relay.unlisten(port),
+        }
+        log::debug!("auto: no longer forwarding namespace {proto:?} port {port}");
     }
     for port in new {
-        let result = sockets
-            .splicer
-            .listen_in(netns.as_fd(), port, port, opts.ipv4, opts.ipv6);
+        let (ns, v4, v6) = (netns.as_fd(), opts.ipv4, opts.ipv6);
+        let result = match proto {
+            Proto::Tcp => sockets.splicer.listen_in(ns, port, port, v4, v6),
+            Proto::Udp => sockets.dgram_relay.listen_in(ns, port, port, v4, v6),
+        };
         let ok = match result {
             Ok((n, _)) if n > 0 => {
-                log::debug!("auto: forwarding namespace TCP port {port} to the host");
+                log::debug!("auto: forwarding namespace {proto:?} port {port} to the host");
                 true
             }
             Ok((_, failed)) => {

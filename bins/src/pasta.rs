@@ -159,7 +159,7 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
     // or whoever started us hears we're ready.
     let mut sockets = listen_forwards(&config);
 
-    // -T: listeners on the namespace's loopback, relayed to the host's.
+    // -T, -U: listeners on the namespace's loopback, relayed to the host's.
     listen_in_namespace(&config, &target.netns, &mut sockets)?;
 
     // `auto`: what the namespace has bound already is forwarded before we say we're ready.
@@ -272,40 +272,36 @@ fn listen_forwards(config: &Config) -> Sockets {
     sockets
 }
 
-/// `-T` ports: listening on the namespace's loopback, connections relayed to the host's
-/// loopback (the splicer). As with `-t`, a port that can't be bound is a warning.
+/// `-T` and `-U` ports: listening on the namespace's loopback, relayed to the host's
+/// loopback (the splicer, the datagram relay). As with `-t`, a port that can't be bound is a
+/// warning.
 fn listen_in_namespace(
     config: &Config,
     netns: &std::os::fd::OwnedFd,
     sockets: &mut Sockets,
 ) -> Result<(), StartError> {
-    if !config.protocols.tcp {
-        return Ok(());
-    }
-    let mut failed = 0;
-    for f in config
-        .forwarding
-        .tcp_out
-        .forwards(hostinfo::ephemeral_port_range())
-    {
-        let (_, errors) = sockets.splicer.listen_in(
-            netns,
-            f.port,
-            f.to,
-            config.ip4.is_some(),
-            config.ip6.is_some(),
-        )?;
-        for (addr, e) in errors {
-            failed += 1;
-            if failed <= LISTEN_WARNINGS_SHOWN {
-                eprintln!("pasta: warning: cannot listen on TCP port {addr} in the namespace: {e}");
-            }
+    let ephemeral = hostinfo::ephemeral_port_range();
+    let (v4, v6) = (config.ip4.is_some(), config.ip6.is_some());
+    let mut failed = Vec::new();
+    if config.protocols.tcp {
+        for f in config.forwarding.tcp_out.forwards(ephemeral.clone()) {
+            let (_, errors) = sockets.splicer.listen_in(netns, f.port, f.to, v4, v6)?;
+            failed.extend(errors.into_iter().map(|(a, e)| ("TCP", a, e)));
         }
     }
-    if failed > LISTEN_WARNINGS_SHOWN {
+    if config.protocols.udp {
+        for f in config.forwarding.udp_out.forwards(ephemeral) {
+            let (_, errors) = sockets.dgram_relay.listen_in(netns, f.port, f.to, v4, v6)?;
+            failed.extend(errors.into_iter().map(|(a, e)| ("UDP", a, e)));
+        }
+    }
+    for (proto, addr, e) in failed.iter().take(LISTEN_WARNINGS_SHOWN) {
+        eprintln!("pasta: warning: cannot listen on {proto} port {addr} in the namespace: {e}");
+    }
+    if failed.len() > LISTEN_WARNINGS_SHOWN {
         eprintln!(
             "pasta: warning: ... and {} more namespace ports could not be bound",
-            failed - LISTEN_WARNINGS_SHOWN
+            failed.len() - LISTEN_WARNINGS_SHOWN
         );
     }
     Ok(())

@@ -39,8 +39,9 @@ use sans_io::flow::{Bind, HostSockets, ListenSpec, Proto, SockEvent, SockRef, Tc
 use sans_io::fwd::Forward;
 use sans_io::time::Instant;
 
+use crate::dgram_relay::{DgramRelay, TOKEN_DGRAM_BASE};
 use crate::reactor::{monotonic_now, Reactor, TOKEN_SIGNAL};
-use crate::splice::{Splicer, TOKEN_SPLICE_BASE};
+use crate::splice::Splicer;
 
 /// Tokens of listening sockets: this plus the listener's index.
 pub const TOKEN_LISTENER_BASE: u64 = 1 << 56;
@@ -190,6 +191,8 @@ pub struct Sockets {
     /// The loopback bypass for `-T`: its listeners live in the namespace, and it relays
     /// without the engine.
     pub splicer: Splicer,
+    /// The same for UDP (`-U`).
+    pub dgram_relay: DgramRelay,
 }
 
 impl Default for Sockets {
@@ -216,6 +219,7 @@ impl Sockets {
             warned_fd_limit: false,
             warned_ping: false,
             splicer: Splicer::default(),
+            dgram_relay: DgramRelay::default(),
         }
     }
 
@@ -223,6 +227,7 @@ impl Sockets {
     /// reactor's epoll instance, with tokens from [`TOKEN_LISTENER_BASE`] up.
     pub fn attach(&mut self, reactor: &Reactor) -> io::Result<()> {
         self.splicer.attach(reactor.epoll_handle()?)?;
+        self.dgram_relay.attach(reactor.epoll_handle()?)?;
         let epoll = reactor.epoll_handle()?;
         for (i, l) in self.listeners.iter().enumerate() {
             let Some(l) = l else { continue };
@@ -246,9 +251,9 @@ impl Sockets {
         Ok(())
     }
 
-    /// Whether `token` belongs to us (or to the splicer).
+    /// Whether `token` belongs to us (or to the relays).
     pub fn owns_token(token: u64) -> bool {
-        (TOKEN_SPLICE_BASE..TOKEN_SIGNAL).contains(&token)
+        (TOKEN_DGRAM_BASE..TOKEN_SIGNAL).contains(&token)
     }
 
     pub fn stats(&self) -> &SocketStats {
@@ -406,21 +411,25 @@ impl Sockets {
         }
     }
 
-    /// When a listener put aside is due to be watched again, if any is.
+    /// When a listener put aside is due to be watched again, or relayed datagram flows may
+    /// have gone idle, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let relay = self.dgram_relay.poll_timeout();
         if self.paused == 0 {
-            return None;
+            return relay;
         }
         self.listeners
             .iter()
             .flatten()
             .filter_map(|l| l.paused_until)
+            .chain(relay)
             .min()
     }
 
-    /// Watches again the listeners whose pause is over at `now`.
+    /// Watches again the listeners whose pause is over at `now`; closes idle relay flows.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.resume_listeners(Some(now));
+        self.dgram_relay.handle_timeout(now);
     }
 
     /// Takes a listener off epoll for a while: `accept4` failed with `e` for want of
@@ -478,6 +487,8 @@ impl Sockets {
     pub fn ready(&mut self, token: u64, flags: EpollFlags) {
         if Splicer::owns_token(token) {
             self.splicer.ready(token, flags);
+        } else if DgramRelay::owns_token(token) {
+            self.dgram_relay.ready(token, flags);
         } else if token >= TOKEN_SOCKET_BASE {
             let index = (token & INDEX_MASK) as u32;
             let gen = ((token - TOKEN_SOCKET_BASE) >> GEN_SHIFT) as u32 & GEN_MASK;
@@ -1241,7 +1252,7 @@ fn new_socket(addr: IpAddr, kind: libc::c_int, proto: libc::c_int) -> io::Result
 }
 
 /// A datagram socket for `proto` (UDP, ICMP "ping").
-fn dgram_socket(addr: IpAddr, proto: libc::c_int) -> io::Result<OwnedFd> {
+pub(crate) fn dgram_socket(addr: IpAddr, proto: libc::c_int) -> io::Result<OwnedFd> {
     new_socket(addr, libc::SOCK_DGRAM, proto)
 }
 
@@ -1270,7 +1281,11 @@ pub(crate) fn listen_socket(
 
 /// A UDP socket bound to `addr`, sharing it: a forwarding listener, or a flow's reply socket
 /// beside one.
-fn udp_bound_socket(addr: SocketAddr, iface: Option<&str>, freebind: bool) -> io::Result<OwnedFd> {
+pub(crate) fn udp_bound_socket(
+    addr: SocketAddr,
+    iface: Option<&str>,
+    freebind: bool,
+) -> io::Result<OwnedFd> {
     let fd = dgram_socket(addr.ip(), libc::IPPROTO_UDP)?;
     bind_shared(fd.as_raw_fd(), addr, iface, freebind)?;
     Ok(fd)

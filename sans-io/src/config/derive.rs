@@ -206,7 +206,10 @@ pub fn derive(
             .clone()
             .or_default(opts.tcp_in.untranslated().unwrap_or_else(default_fwd)),
         tcp_out: opts.tcp_out.clone().or_default(default_fwd()),
-        udp_out: opts.udp_out.clone().or_default(default_fwd()),
+        udp_out: opts
+            .udp_out
+            .clone()
+            .or_default(opts.tcp_out.untranslated().unwrap_or_else(default_fwd)),
     };
 
     let config = Config {

@@ -1,0 +1,645 @@
+//! The loopback bypass for `-U` (pasta): datagrams to pasta's UDP sockets on the namespace's
+//! loopback go to the same (or mapped) port on the host's loopback, and the answers come back
+//! to the sender, without the tap device or the engine.
+//!
+//! Each (listener, sender) pair is a flow with a socket of its own on the host, connected to
+//! the target, so that the host's server sees one peer per sender and its answers find their
+//! way back; flows close after [`IDLE_TIMEOUT`] without traffic. Datagrams move in batches:
+//! `recvmmsg` on the receiving socket, `sendmmsg` for each run of datagrams going to the same
+//! place. Like the TCP splicer, which ports are relayed is the caller's decision.
+
+use std::collections::HashMap;
+use std::io;
+use std::mem::{size_of, MaybeUninit};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+use sans_io::time::Instant;
+
+use crate::ns::{in_netns, NsError};
+use crate::reactor::monotonic_now;
+use crate::sockets::{dgram_socket, sockaddr_to_std, std_to_sockaddr, udp_bound_socket, unmap};
+
+/// Tokens of the relay: listeners and flow sockets.
+pub const TOKEN_DGRAM_BASE: u64 = 1 << 54;
+const TOKEN_DGRAM_END: u64 = 1 << 55;
+const LISTENER_BIT: u64 = 1 << 50;
+const INDEX_BITS: u32 = 24;
+const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
+const GEN_MASK: u32 = (1 << 24) - 1;
+
+/// A flow without traffic either way for this long is closed (as for the guest's UDP).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
+/// Datagrams per `recvmmsg`/`sendmmsg`.
+const BATCH: usize = 32;
+/// Receive rounds per readiness report, so one busy socket can't starve the others.
+const ROUNDS: usize = 4;
+const MAX_DATAGRAM: usize = 65536;
+/// Flows at most, by default.
+pub const DEFAULT_MAX_FLOWS: usize = 4096;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DgramStats {
+    pub flows_opened: u64,
+    pub flows_expired: u64,
+    pub to_host: u64,
+    pub to_namespace: u64,
+    /// Datagrams dropped: no flow could be opened, or sending failed.
+    pub dropped: u64,
+}
+
+#[derive(Debug)]
+struct Listener {
+    fd: OwnedFd,
+    addr: SocketAddr,
+    to: u16,
+}
+
+#[derive(Debug)]
+struct Flow {
+    gen: u32,
+    host: OwnedFd,
+    listener: usize,
+    client: SocketAddr,
+    last: Instant,
+}
+
+/// Receive buffers and message headers for one batch, allocated once.
+struct Batch {
+    bufs: Vec<u8>,
+    lens: [usize; BATCH],
+    from: [Option<SocketAddr>; BATCH],
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            bufs: vec![0; BATCH * MAX_DATAGRAM],
+            lens: [0; BATCH],
+            from: [None; BATCH],
+        }
+    }
+
+    fn datagram(&self, i: usize) -> &[u8] {
+        &self.bufs[i * MAX_DATAGRAM..i * MAX_DATAGRAM + self.lens[i]]
+    }
+}
+
+/// Relays datagrams from listeners in the namespace to the host's loopback and back.
+pub struct DgramRelay {
+    epoll: Option<Epoll>,
+    listeners: Vec<Option<Listener>>,
+    flows: Vec<Option<Flow>>,
+    gens: Vec<u32>,
+    free: Vec<u32>,
+    by_client: HashMap<(usize, SocketAddr), usize>,
+    max_flows: usize,
+    /// No flow expires before this (a lower bound: activity only moves expiry later).
+    next_expiry: Option<Instant>,
+    batch: Option<Box<Batch>>,
+    stats: DgramStats,
+}
+
+impl std::fmt::Debug for DgramRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DgramRelay")
+            .field("listeners", &self.listeners.iter().flatten().count())
+            .field("flows", &self.by_client.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl Default for DgramRelay {
+    fn default() -> Self {
+        DgramRelay::new(DEFAULT_MAX_FLOWS)
+    }
+}
+
+impl DgramRelay {
+    pub fn new(max_flows: usize) -> DgramRelay {
+        DgramRelay {
+            epoll: None,
+            listeners: Vec::new(),
+            flows: Vec::new(),
+            gens: Vec::new(),
+            free: Vec::new(),
+            by_client: HashMap::new(),
+            max_flows,
+            next_expiry: None,
+            batch: None,
+            stats: DgramStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &DgramStats {
+        &self.stats
+    }
+
+    pub fn open_flows(&self) -> usize {
+        self.by_client.len()
+    }
+
+    pub fn owns_token(token: u64) -> bool {
+        (TOKEN_DGRAM_BASE..TOKEN_DGRAM_END).contains(&token)
+    }
+
+    /// Registers the listeners (and from now on everything) on `epoll`.
+    pub fn attach(&mut self, epoll: Epoll) -> io::Result<()> {
+        for (i, l) in self.listeners.iter().enumerate() {
+            if let Some(l) = l {
+                epoll.add(
+                    &l.fd,
+                    EpollEvent::new(EpollFlags::EPOLLIN, listener_token(i)),
+                )?;
+            }
+        }
+        self.epoll = Some(epoll);
+        Ok(())
+    }
+
+    /// The namespace ports listened on.
+    pub fn listening_ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.listeners.iter().flatten().map(|l| l.addr.port())
+    }
+
+    /// Binds `port` of the namespace's loopback (127.0.0.1 and ::1 as `v4`/`v6` say),
+    /// relaying to port `to` of the host's loopback. Returns how many sockets are bound, and
+    /// what failed.
+    pub fn listen_in(
+        &mut self,
+        netns: impl AsFd,
+        port: u16,
+        to: u16,
+        v4: bool,
+        v6: bool,
+    ) -> Result<(usize, Vec<(SocketAddr, io::Error)>), NsError> {
+        let mut addrs = Vec::new();
+        if v4 {
+            addrs.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+        }
+        if v6 {
+            addrs.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port));
+        }
+        let made = in_netns(netns, || {
+            addrs
+                .iter()
+                .map(|&a| (a, udp_bound_socket(a, None, false)))
+                .collect::<Vec<_>>()
+        })?;
+        let mut bound = 0;
+        let mut failed = Vec::new();
+        for (addr, result) in made {
+            match result.and_then(|fd| self.add_listener(fd, addr, to)) {
+                Ok(()) => bound += 1,
+                Err(e) => failed.push((addr, e)),
+            }
+        }
+        Ok((bound, failed))
+    }
+
+    fn add_listener(&mut self, fd: OwnedFd, addr: SocketAddr, to: u16) -> io::Result<()> {
+        let i = self
+            .listeners
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(self.listeners.len());
+        if let Some(epoll) = &self.epoll {
+            epoll.add(&fd, EpollEvent::new(EpollFlags::EPOLLIN, listener_token(i)))?;
+        }
+        let l = Some(Listener { fd, addr, to });
+        match self.listeners.get_mut(i) {
+            Some(slot) => *slot = l,
+            None => self.listeners.push(l),
+        }
+        Ok(())
+    }
+
+    /// Stops relaying `port`; its flows close too (their answers would have nowhere to go).
+    pub fn unlisten(&mut self, port: u16) {
+        for i in 0..self.listeners.len() {
+            if self.listeners[i]
+                .as_ref()
+                .is_some_and(|l| l.addr.port() == port)
+            {
+                self.listeners[i] = None;
+                let gone: Vec<usize> = self
+                    .by_client
+                    .iter()
+                    .filter(|((l, _), _)| *l == i)
+                    .map(|(_, &f)| f)
+                    .collect();
+                for f in gone {
+                    self.close(f);
+                }
+            }
+        }
+    }
+
+    /// When idle flows are next due for a look.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_expiry
+    }
+
+    /// Closes flows idle for [`IDLE_TIMEOUT`] at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.next_expiry.is_none_or(|t| t > now) {
+            return;
+        }
+        let idle: Vec<usize> = self
+            .flows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| {
+                f.as_ref()
+                    .filter(|f| f.last + IDLE_TIMEOUT <= now)
+                    .map(|_| i)
+            })
+            .collect();
+        for i in idle {
+            self.stats.flows_expired += 1;
+            self.close(i);
+        }
+        self.next_expiry = self
+            .flows
+            .iter()
+            .flatten()
+            .map(|f| f.last + IDLE_TIMEOUT)
+            .min();
+    }
+
+    /// Handles an epoll event for one of our tokens.
+    pub fn ready(&mut self, token: u64, _flags: EpollFlags) {
+        let t = token - TOKEN_DGRAM_BASE;
+        let mut batch = self.batch.take().unwrap_or_else(|| Box::new(Batch::new()));
+        if t & LISTENER_BIT != 0 {
+            self.relay_to_host((t & INDEX_MASK) as usize, &mut batch);
+        } else {
+            let index = (t & INDEX_MASK) as usize;
+            let gen = (t >> INDEX_BITS) as u32 & GEN_MASK;
+            if self
+                .flows
+                .get(index)
+                .and_then(Option::as_ref)
+                .is_some_and(|f| f.gen == gen)
+            {
+                self.relay_to_namespace(index, &mut batch);
+            }
+        }
+        self.batch = Some(batch);
+    }
+
+    /// Datagrams from senders in the namespace, each to its flow's host socket.
+    fn relay_to_host(&mut self, listener: usize, batch: &mut Batch) {
+        let Some(Some(l)) = self.listeners.get(listener) else {
+            return;
+        };
+        let lfd = l.fd.as_raw_fd();
+        for _ in 0..ROUNDS {
+            let n = recv_batch(lfd, batch, true);
+            let now = monotonic_now();
+            // Runs of datagrams for the same flow go out with one sendmmsg.
+            let mut i = 0;
+            while i < n {
+                let Some(client) = batch.from[i] else {
+                    i += 1;
+                    continue;
+                };
+                let mut end = i + 1;
+                while end < n && batch.from[end] == Some(client) {
+                    end += 1;
+                }
+                match self.flow_for(listener, client, now) {
+                    Some(f) => {
+                        let fd = self.flows[f].as_ref().map(|f| f.host.as_raw_fd());
+                        let sent = fd.map_or(0, |fd| send_batch(fd, batch, i..end, None));
+                        self.stats.to_host += sent as u64;
+                        self.stats.dropped += (end - i - sent) as u64;
+                    }
+                    None => self.stats.dropped += (end - i) as u64,
+                }
+                i = end;
+            }
+            if n < BATCH {
+                break;
+            }
+        }
+    }
+
+    /// Answers from the host's server, back to the flow's sender.
+    fn relay_to_namespace(&mut self, index: usize, batch: &mut Batch) {
+        let Some(flow) = self.flows[index].as_mut() else {
+            return;
+        };
+        let Some(Some(l)) = self.listeners.get(flow.listener) else {
+            return;
+        };
+        let (hfd, lfd, client) = (flow.host.as_raw_fd(), l.fd.as_raw_fd(), flow.client);
+        flow.last = monotonic_now();
+        for _ in 0..ROUNDS {
+            let n = recv_batch(hfd, batch, false);
+            let sent = send_batch(lfd, batch, 0..n, Some(client));
+            self.stats.to_namespace += sent as u64;
+            self.stats.dropped += (n - sent) as u64;
+            if n < BATCH {
+                break;
+            }
+        }
+    }
+
+    /// The flow of `client` on `listener`, opened if new.
+    fn flow_for(&mut self, listener: usize, client: SocketAddr, now: Instant) -> Option<usize> {
+        if let Some(&f) = self.by_client.get(&(listener, client)) {
+            if let Some(flow) = self.flows[f].as_mut() {
+                flow.last = now;
+            }
+            return Some(f);
+        }
+        if self.by_client.len() >= self.max_flows {
+            return None;
+        }
+        let l = self.listeners.get(listener)?.as_ref()?;
+        let target = SocketAddr::new(l.addr.ip(), l.to);
+        let host = connected_socket(target).ok()?;
+        let index = match self.free.pop() {
+            Some(i) => i as usize,
+            None => {
+                if self.flows.len() as u64 > INDEX_MASK {
+                    return None;
+                }
+                self.flows.push(None);
+                self.gens.push(0);
+                self.flows.len() - 1
+            }
+        };
+        let gen = (self.gens[index] + 1) & GEN_MASK;
+        self.gens[index] = gen;
+        if let Some(epoll) = &self.epoll {
+            let token = TOKEN_DGRAM_BASE | (u64::from(gen) << INDEX_BITS) | index as u64;
+            if epoll
+                .add(&host, EpollEvent::new(EpollFlags::EPOLLIN, token))
+                .is_err()
+            {
+                self.free.push(index as u32);
+                return None;
+            }
+        }
+        self.flows[index] = Some(Flow {
+            gen,
+            host,
+            listener,
+            client,
+            last: now,
+        });
+        self.by_client.insert((listener, client), index);
+        self.stats.flows_opened += 1;
+        let expiry = now + IDLE_TIMEOUT;
+        self.next_expiry = Some(self.next_expiry.map_or(expiry, |t| t.min(expiry)));
+        Some(index)
+    }
+
+    fn close(&mut self, index: usize) {
+        if let Some(flow) = self.flows.get_mut(index).and_then(Option::take) {
+            self.by_client.remove(&(flow.listener, flow.client));
+            self.free.push(index as u32);
+        }
+    }
+}
+
+fn listener_token(i: usize) -> u64 {
+    TOKEN_DGRAM_BASE | LISTENER_BIT | i as u64
+}
+
+/// A UDP socket on the host connected to `target`.
+fn connected_socket(target: SocketAddr) -> io::Result<OwnedFd> {
+    let fd = dgram_socket(target.ip(), libc::IPPROTO_UDP)?;
+    let (sa, len) = std_to_sockaddr(&target);
+    // SAFETY: a valid sockaddr of the given length.
+    let rc = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// Receives up to [`BATCH`] datagrams into `batch` (with their sources if `named`); returns
+/// how many.
+fn recv_batch(fd: RawFd, batch: &mut Batch, named: bool) -> usize {
+    // SAFETY: plain old data; zero is a valid (empty) value.
+    let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    let mut names = [MaybeUninit::<libc::sockaddr_storage>::zeroed(); BATCH];
+    for i in 0..BATCH {
+        iov[i] = libc::iovec {
+            iov_base: batch.bufs[i * MAX_DATAGRAM..].as_mut_ptr().cast(),
+            iov_len: MAX_DATAGRAM,
+        };
+        msgs[i].msg_hdr.msg_iov = &mut iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        if named {
+            msgs[i].msg_hdr.msg_name = names[i].as_mut_ptr().cast();
+            msgs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        }
+    }
+    // SAFETY: every message points at its own buffer and name storage, which outlive the call.
+    let n = unsafe {
+        libc::recvmmsg(
+            fd,
+            msgs.as_mut_ptr(),
+            BATCH as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    let n = n.max(0) as usize;
+    for i in 0..n {
+        batch.lens[i] = msgs[i].msg_len as usize;
+        batch.from[i] = if named {
+            // SAFETY: the kernel wrote msg_namelen bytes of address.
+            sockaddr_to_std(
+                unsafe { names[i].assume_init_ref() },
+                msgs[i].msg_hdr.msg_namelen,
+            )
+            .map(unmap)
+        } else {
+            None
+        };
+    }
+    n
+}
+
+/// Sends datagrams `range` of `batch` on `fd` (to `to`, or on a connected socket) with one
+/// `sendmmsg`; returns how many went.
+fn send_batch(
+    fd: RawFd,
+    batch: &Batch,
+    range: std::ops::Range<usize>,
+    to: Option<SocketAddr>,
+) -> usize {
+    let count = range.len();
+    if count == 0 {
+        return 0;
+    }
+    let dest = to.map(|a| std_to_sockaddr(&a));
+    // SAFETY: plain old data; zero is a valid (empty) value.
+    let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for (k, i) in range.enumerate() {
+        let d = batch.datagram(i);
+        iov[k] = libc::iovec {
+            iov_base: d.as_ptr() as *mut libc::c_void,
+            iov_len: d.len(),
+        };
+        msgs[k].msg_hdr.msg_iov = &mut iov[k];
+        msgs[k].msg_hdr.msg_iovlen = 1;
+        if let Some((sa, len)) = &dest {
+            msgs[k].msg_hdr.msg_name = (sa as *const libc::sockaddr_storage) as *mut libc::c_void;
+            msgs[k].msg_hdr.msg_namelen = *len;
+        }
+    }
+    // SAFETY: every message points at data and an address that outlive the call; the kernel
+    // only reads them.
+    let n = unsafe {
+        libc::sendmmsg(
+            fd,
+            msgs.as_mut_ptr(),
+            count as libc::c_uint,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    n.max(0) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::Netlink;
+    use std::time::Instant as StdInstant;
+
+    fn lo_up() {
+        let mut nl = Netlink::open().unwrap();
+        let lo = nl.link_index("lo").unwrap();
+        nl.set_link_up(lo, true).unwrap();
+    }
+
+    #[test]
+    fn relays_datagrams_both_ways_per_sender_and_expires_idle_flows() {
+        // SAFETY: plain system call.
+        if unsafe { libc::geteuid() } != 0 {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("relay tests need root under CI");
+            }
+            eprintln!("\n*** SKIPPED: relay tests need root (namespaces of their own) ***\n");
+            return;
+        }
+        std::thread::spawn(|| {
+            // SAFETY: this thread only: the "host".
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+            lo_up();
+            let ns: OwnedFd = std::thread::spawn(|| {
+                // SAFETY: this thread only: the "namespace".
+                assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+                lo_up();
+                OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/net").unwrap())
+            })
+            .join()
+            .unwrap();
+            // The host's server: echoes with its peer's port appended.
+            let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let port = server.local_addr().unwrap().port();
+            server.set_nonblocking(true).unwrap();
+
+            let epoll = Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+            let mut relay = DgramRelay::new(8);
+            relay.attach(Epoll(epoll.0.try_clone().unwrap())).unwrap();
+            let (n, failed) = relay.listen_in(&ns, 5300, port, true, false).unwrap();
+            assert_eq!((n, failed.len()), (1, 0));
+
+            // Two senders in the namespace, 40 datagrams each.
+            let ns_fd = ns.try_clone().unwrap();
+            let clients = std::thread::spawn(move || {
+                // SAFETY: this thread only.
+                assert_eq!(
+                    unsafe { libc::setns(ns_fd.as_raw_fd(), libc::CLONE_NEWNET) },
+                    0
+                );
+                let socks: Vec<_> = (0..2)
+                    .map(|_| {
+                        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                        s.connect("127.0.0.1:5300").unwrap();
+                        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                        s
+                    })
+                    .collect();
+                for i in 0..40u8 {
+                    for s in &socks {
+                        s.send(&[i; 100]).unwrap();
+                    }
+                }
+                let mut got = vec![Vec::new(), Vec::new()];
+                for (k, s) in socks.iter().enumerate() {
+                    let mut buf = [0u8; 200];
+                    for _ in 0..40 {
+                        let n = s.recv(&mut buf).unwrap();
+                        got[k].push(buf[..n].to_vec());
+                    }
+                }
+                got
+            });
+            let deadline = StdInstant::now() + Duration::from_secs(10);
+            let mut events = [EpollEvent::empty(); 16];
+            let mut echoed = 0;
+            let mut peers = std::collections::BTreeSet::new();
+            while echoed < 80 {
+                assert!(StdInstant::now() < deadline, "timed out: {relay:?}");
+                let n = epoll.wait(&mut events, 20u16).unwrap();
+                for ev in &events[..n] {
+                    relay.ready(ev.data(), ev.events());
+                }
+                let mut buf = [0u8; 200];
+                while let Ok((n, peer)) = server.recv_from(&mut buf) {
+                    peers.insert(peer);
+                    server.send_to(&buf[..n], peer).unwrap();
+                    echoed += 1;
+                }
+            }
+            // The answers go back through the relay.
+            while !clients.is_finished() {
+                assert!(StdInstant::now() < deadline, "answers timed out: {relay:?}");
+                let n = epoll.wait(&mut events, 20u16).unwrap();
+                for ev in &events[..n] {
+                    relay.ready(ev.data(), ev.events());
+                }
+            }
+            let got = clients.join().unwrap();
+            let want: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 100]).collect();
+            for (k, got) in got.iter().enumerate() {
+                assert_eq!(*got, want, "sender {k}: in order, whole");
+            }
+            assert_eq!(peers.len(), 2, "one host socket per sender");
+            assert_eq!(relay.open_flows(), 2);
+            assert_eq!(relay.stats().to_host, 80);
+            assert_eq!(relay.stats().to_namespace, 80);
+            // Idle flows go; the listener stays.
+            let later = monotonic_now() + IDLE_TIMEOUT + Duration::from_secs(1);
+            assert!(relay.poll_timeout().is_some_and(|t| t <= later));
+            relay.handle_timeout(later);
+            assert_eq!(relay.open_flows(), 0);
+            assert_eq!(relay.stats().flows_expired, 2);
+            assert_eq!(relay.poll_timeout(), None);
+            assert_eq!(relay.listening_ports().collect::<Vec<_>>(), [5300]);
+        })
+        .join()
+        .unwrap();
+    }
+}
