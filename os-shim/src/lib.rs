@@ -10,6 +10,7 @@ pub mod netlink;
 pub mod ns;
 pub mod nsconf;
 pub mod pcap;
+pub mod qemu_socket;
 pub mod reactor;
 pub mod sockets;
 pub mod tap;
