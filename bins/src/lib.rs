@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod datapath;
+pub mod passt;
 pub mod pasta;
 mod process;
 pub mod summary;
@@ -68,14 +69,7 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
     }
     match mode {
         Mode::Pasta => pasta::run(&cli, config),
-        Mode::Passt => {
-            // passt's qemu socket comes next; until it exists, say so plainly rather than
-            // pretend to connect anything.
-            eprintln!(
-                "passt: configuration done; the qemu socket is not implemented in this build yet"
-            );
-            EXIT_FAILURE
-        }
+        Mode::Passt => passt::run(&cli, config),
     }
 }
 

@@ -71,8 +71,8 @@ impl Watch for NetnsGone {
     }
 }
 
-/// Signals that end pasta (forwarded to the command, if there is one).
-const STOP_SIGNALS: [nix::sys::signal::Signal; 4] = [
+/// Signals that end pasta (forwarded to the command, if there is one) and passt.
+pub(crate) const STOP_SIGNALS: [nix::sys::signal::Signal; 4] = [
     nix::sys::signal::Signal::SIGTERM,
     nix::sys::signal::Signal::SIGINT,
     nix::sys::signal::Signal::SIGQUIT,
@@ -219,8 +219,8 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
 const LISTEN_WARNINGS_SHOWN: usize = 8;
 
 /// Listening sockets for `-t` forwards. A port that can't be bound (in use, privileged) is a
-/// warning: the others still work, as with the original.
-fn listen_forwards(config: &Config) -> Sockets {
+/// warning: the others still work, as with the original. passt's too.
+pub(crate) fn listen_forwards(config: &Config) -> Sockets {
     let mut sockets = Sockets::new();
     if !config.protocols.tcp {
         return sockets;
@@ -238,12 +238,13 @@ fn listen_forwards(config: &Config) -> Sockets {
     {
         failed.extend(sockets.listen_forward(&f, opts).1);
     }
+    let name = config.mode.name();
     for e in failed.iter().take(LISTEN_WARNINGS_SHOWN) {
-        eprintln!("pasta: warning: {e}");
+        eprintln!("{name}: warning: {e}");
     }
     if failed.len() > LISTEN_WARNINGS_SHOWN {
         eprintln!(
-            "pasta: warning: ... and {} more TCP ports could not be bound",
+            "{name}: warning: ... and {} more TCP ports could not be bound",
             failed.len() - LISTEN_WARNINGS_SHOWN
         );
     }

@@ -194,6 +194,8 @@ pub struct QemuSocket {
     pending: Vec<u8>,
     /// The last batch ran out of time: don't wait for qemu until a batch goes out whole.
     congested: bool,
+    /// Frames the current client sent.
+    client_frames: u64,
     stats: QemuStats,
 }
 
@@ -230,6 +232,7 @@ impl QemuSocket {
             iov: Vec::with_capacity(MAX_IOV),
             pending: Vec::with_capacity(MAX_FRAME + HEADER_LEN),
             congested: false,
+            client_frames: 0,
             stats: QemuStats::default(),
         })
     }
@@ -269,6 +272,7 @@ impl QemuSocket {
         self.epoll
             .add(&fd, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_CLIENT))?;
         self.client = Some(fd);
+        self.client_frames = 0;
         self.stats.clients += 1;
         self.decoder.reset();
         self.pending.clear();
@@ -277,25 +281,33 @@ impl QemuSocket {
     }
 
     /// Accepts every waiting connection: the first becomes the client if there is none, the
-    /// others are closed at once.
-    fn accept_all(&mut self) {
-        let Some(listener) = self.listener.as_ref().map(AsRawFd::as_raw_fd) else {
-            return;
-        };
+    /// others are closed at once. A client that hung up meanwhile makes way for the new one:
+    /// what that means is returned (see [`Self::drop_client`]).
+    fn accept_all(&mut self) -> Option<ReadStatus> {
+        let mut departed = None;
         loop {
+            let listener = self.listener.as_ref().map(AsRawFd::as_raw_fd)?;
             let fd = match sock::accept4(listener, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK)
             {
                 // SAFETY: accept4 just returned this descriptor, which nothing else owns.
                 Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
                 Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
-                Err(Errno::EAGAIN) => return,
+                Err(Errno::EAGAIN) => return departed,
                 Err(e) => {
                     // Out of descriptors and the like: the connection stays queued, and will
                     // be taken on a later wake-up.
                     log::warn!("cannot accept a connection on the qemu socket: {e}");
-                    return;
+                    return departed;
                 }
             };
+            if self.client_hung_up() {
+                let status = self.drop_client(None);
+                let finished = matches!(status, ReadStatus::Finished(_));
+                departed = Some(status);
+                if finished {
+                    return departed;
+                }
+            }
             if self.client.is_some() {
                 self.stats.refused += 1;
                 log::info!("a second client connected to the qemu socket: closed, one is served");
@@ -307,6 +319,21 @@ impl QemuSocket {
                 Err(e) => log::warn!("cannot serve the client: {e}"),
             }
         }
+    }
+
+    /// Whether the current client closed its end (whatever it sent last is of no use now).
+    fn client_hung_up(&self) -> bool {
+        let Some(fd) = &self.client else {
+            return false;
+        };
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one pollfd of ours, no waiting.
+        let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+        r > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
     }
 
     /// Handles what is waiting: new connections, then up to `max_reads` reads from the client,
@@ -325,17 +352,29 @@ impl QemuSocket {
             }
         };
         let mut client_ready = false;
+        let mut listener_ready = false;
         for ev in &events[..n] {
             match ev.data() {
-                TOKEN_LISTENER => self.accept_all(),
+                TOKEN_LISTENER => listener_ready = true,
                 _ => client_ready = true,
             }
         }
-        // A client just accepted may have sent already: reading finds out (EAGAIN otherwise).
-        if client_ready || self.client.is_some() {
-            return Ok(self.read_client(max_reads, on_frame));
+        // The client first: if it left, a client connecting right after it is the next one,
+        // not a second one to turn away.
+        let mut status = if client_ready {
+            self.read_client(max_reads, on_frame)
+        } else {
+            ReadStatus::Open
+        };
+        if listener_ready && !matches!(status, ReadStatus::Finished(_)) {
+            // A client taken now that sent already makes the epoll readable again.
+            if let Some(departed) = self.accept_all() {
+                if status == ReadStatus::Open {
+                    status = departed;
+                }
+            }
         }
-        Ok(ReadStatus::Open)
+        Ok(status)
     }
 
     fn read_client(&mut self, max_reads: usize, on_frame: &mut dyn FnMut(&[u8])) -> ReadStatus {
@@ -368,6 +407,7 @@ impl QemuSocket {
                 match self.decoder.next_frame() {
                     Ok(Some(frame)) => {
                         self.stats.frames_in += 1;
+                        self.client_frames += 1;
                         on_frame(frame);
                     }
                     Ok(None) => break,
@@ -386,7 +426,10 @@ impl QemuSocket {
         self.decoder.reset();
         self.pending.clear();
         self.congested = false;
-        if self.one_off {
+        // A connection that never sent a frame is no guest: another instance probing for a
+        // free path, or qrap looking for a passt that isn't busy. It doesn't use up one-off.
+        let served = self.listener.is_none() || self.client_frames > 0;
+        if self.one_off && served {
             if let Some(l) = self.listener.take() {
                 let _ = self.epoll.delete(&l);
             }

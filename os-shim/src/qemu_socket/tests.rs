@@ -153,8 +153,19 @@ fn one_off_finishes_when_the_client_leaves() {
     let dir = Scratch::new();
     let p = dir.path("s");
     let mut s = QemuSocket::listen(bind_listener(&p).unwrap(), true).unwrap();
-    let c = UnixStream::connect(&p).unwrap();
+    // A probe (connects, sends nothing, leaves) doesn't count.
+    let probe = UnixStream::connect(&p).unwrap();
     assert_eq!(read(&mut s).0, ReadStatus::Open);
+    drop(probe);
+    assert_eq!(read(&mut s).0, ReadStatus::GuestLeft(None));
+    let mut c = UnixStream::connect(&p).unwrap();
+    c.write_all(&framed(&[b"frame"])).unwrap();
+    let mut frames = Vec::new();
+    while frames.is_empty() {
+        let (status, f) = read(&mut s);
+        assert_eq!(status, ReadStatus::Open);
+        frames.extend(f);
+    }
     drop(c);
     assert_eq!(read(&mut s).0, ReadStatus::Finished(None));
 }
@@ -336,4 +347,20 @@ fn a_stalled_reader_loses_frames_but_never_the_framing() {
     assert_eq!(got.len(), first.sent + 5);
     assert!(got[..first.sent].iter().copied().eq(0..first.sent as u32));
     assert_eq!(&got[first.sent..], &[2000, 2001, 2002, 2003, 2004]);
+}
+
+#[test]
+fn a_client_that_left_before_it_was_noticed_makes_way_for_the_next() {
+    let dir = Scratch::new();
+    let p = dir.path("s");
+    let mut s = QemuSocket::listen(bind_listener(&p).unwrap(), false).unwrap();
+    // Both connections wait in the backlog when the socket first looks.
+    let mut gone = UnixStream::connect(&p).unwrap();
+    gone.write_all(&framed(&[b"last words"])).unwrap();
+    drop(gone);
+    let mut next = UnixStream::connect(&p).unwrap();
+    assert_eq!(read(&mut s), (ReadStatus::GuestLeft(None), vec![]));
+    assert_eq!(s.stats().refused, 0);
+    next.write_all(&framed(&[b"hi"])).unwrap();
+    assert_eq!(read(&mut s), (ReadStatus::Open, vec![b"hi".to_vec()]));
 }
