@@ -7,6 +7,7 @@ pub mod datapath;
 pub mod passt;
 pub mod pasta;
 mod process;
+pub mod qrap;
 pub mod summary;
 
 use std::ffi::OsString;

@@ -241,3 +241,91 @@ fn goes_to_the_background_with_a_pid_file() {
     }
     assert!(!pid_file.exists(), "the PID file is removed at exit");
 }
+
+/// Run by qrap in place of qemu: sends an ARP request (hex, argument 1) over descriptor 5 with
+/// qemu's framing and prints the MAC address of the answer.
+const FD5_GUEST_PY: &str = r#"
+import socket, struct, sys
+s = socket.socket(fileno=5)
+s.settimeout(10)
+arp = bytes.fromhex(sys.argv[1])
+s.sendall(struct.pack(">I", len(arp)) + arp)
+buf = b""
+def need(n):
+    global buf
+    while len(buf) < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            sys.exit("passt closed the connection")
+        buf += chunk
+for _ in range(50):
+    need(4)
+    n = struct.unpack(">I", buf[:4])[0]
+    need(4 + n)
+    f, buf = buf[4:4 + n], buf[4 + n:]
+    if f[12:14] == b"\x08\x06" and f[20:22] == b"\x00\x02":
+        print(f[22:28].hex())
+        sys.exit(0)
+sys.exit("no ARP reply")
+"#;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn qrap_hands_the_connection_to_the_program_it_runs() {
+    let Some(lab) = Lab::new(Shape::DualStack) else {
+        return;
+    };
+    if !common::have_tool("python3") {
+        return;
+    }
+    let dir = socket_dir("qrap");
+    let path = dir.path().join("passt.socket");
+    let user = test_user();
+    let mut passt = Passt::start(
+        &lab,
+        Some(&user),
+        &["-f", "-1", "-s", path.to_str().unwrap()],
+    );
+    passt.wait_socket();
+    let arp = hex(&passt_common::arp_request(
+        v4(addr::HOST4),
+        v4(addr::REMOTE4),
+    ));
+    let mut cmd = lab.host_command(
+        None,
+        &bin("qrap"),
+        &["5", "python3", "-c", FD5_GUEST_PY, &arp],
+    );
+    cmd.env("QRAP_SOCKET", &path);
+    let out = run_timeout(&mut cmd, TIMEOUT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "020000000102");
+    assert!(
+        stderr.contains(&format!("Connected to {}", path.display())),
+        "{stderr}"
+    );
+    // The program was passt's one guest: -1 ends passt with it.
+    let status = passt.wait_exit(TIMEOUT).expect("passt -1 quits");
+    assert!(status.success());
+
+    // A passt busy with a guest is skipped; with no other, qrap fails.
+    let mut passt = Passt::start(&lab, None, &["-f", "-s", path.to_str().unwrap()]);
+    passt.wait_socket();
+    let mut guest = Client::connect(&path);
+    guest.arp(v4(addr::HOST4), v4(addr::REMOTE4));
+    let mut cmd = lab.host_command(None, &bin("qrap"), &["5", "true"]);
+    cmd.env("QRAP_SOCKET", &path);
+    let out = run_timeout(&mut cmd, TIMEOUT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is busy with another guest"), "{stderr}");
+    assert!(
+        stderr.contains("no passt is waiting for a guest"),
+        "{stderr}"
+    );
+    guest.arp(v4(addr::HOST4), v4(addr::REMOTE4));
+}
