@@ -456,7 +456,11 @@ impl QemuSocket {
             };
         };
         let deadline = (!self.congested).then(|| Instant::now() + WRITE_WAIT);
+        let had_pending = !self.pending.is_empty();
         match self.finish_pending(fd, deadline) {
+            // Finishing a frame proves qemu reads again; an empty flush proves nothing.
+            Flow::Done if had_pending => self.congested = false,
+            Flow::Done if total == 0 => return WriteReport::default(),
             Flow::Done => {}
             Flow::OutOfTime => {
                 self.stall();

@@ -319,7 +319,8 @@ fn a_stalled_reader_loses_frames_but_never_the_framing() {
     let first = s.write_frames(&q);
     assert!(first.dropped > 0 && first.sent > 0, "{first:?}");
     assert_eq!(s.stats().write_stalls, 1);
-    // While congested, nothing waits.
+    // While congested, nothing waits, even after a flush with nothing to send.
+    assert_eq!(s.write_frames(&FrameQueue::new()), WriteReport::default());
     let t = Instant::now();
     q.clear();
     numbered(&mut q, 1000, 10, 50_001);
