@@ -199,6 +199,7 @@ ping -c 1 -W 5 "$SERVER6" >/dev/null 2>&1 && say ping6 ok || say ping6 failed
 timeout 60 wget -q -O /tmp/f4 "http://$SERVER4:$PORT/blob" </dev/null 2>/tmp/w4 || say wget4 failed $(cat /tmp/w4)
 say fetch4 $(sha256sum /tmp/f4 | cut -d' ' -f1)
 rm -f /tmp/f4
+grep -q vmt.short /proc/cmdline && bye short
 timeout 60 wget -q -O /tmp/f6 "http://[$SERVER6]:$PORT/blob" </dev/null 2>/tmp/w6 || say wget6 failed $(cat /tmp/w6)
 say fetch6 $(sha256sum /tmp/f6 | cut -d' ' -f1)
 rm -f /tmp/f6
@@ -284,6 +285,57 @@ struct Qemu {
 }
 
 impl Qemu {
+    /// Boots the guest in the lab's host namespace (through `wrapper`, if not empty), its NIC
+    /// on `netdev`; `append` goes on the kernel command line.
+    fn boot(
+        lab: &Lab,
+        wrapper: &[&str],
+        accel: &str,
+        kernel: &Path,
+        initrd: &Path,
+        netdev: &str,
+        append: &str,
+    ) -> Qemu {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &lab.host])
+            .args(wrapper)
+            .arg("qemu-system-x86_64")
+            .args(["-accel", accel, "-m", "256", "-smp", "1"])
+            .args(["-nodefaults", "-display", "none", "-no-reboot"])
+            .args(["-serial", "stdio", "-monitor", "none"])
+            .arg("-kernel")
+            .arg(kernel)
+            .arg("-initrd")
+            .arg(initrd)
+            .arg("-append")
+            .arg(format!("console=ttyS0 quiet panic=-1 {append}"))
+            .args(["-netdev", netdev])
+            .args([
+                "-device",
+                "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,romfile=",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start qemu");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Qemu {
+            child,
+            lines,
+            console: Vec::new(),
+        }
+    }
+
     /// The value of the next "VMT `key` ..." line (bounded); panics with the console so far.
     fn expect(&mut self, key: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
@@ -343,19 +395,22 @@ fn fields(line: &str) -> HashMap<String, String> {
         .collect()
 }
 
-#[test]
-fn a_guest_gets_its_lease_and_reaches_both_ways_over_ipv4_and_ipv6() {
-    let Some((kernel, modules)) = vm_prerequisites() else {
-        return;
-    };
-    let Some(mut lab) = Lab::new(Shape::DualStack) else {
-        return;
-    };
+/// The lab with a file server on the remote, and the guest's kernel and initramfs.
+struct Rig {
+    lab: Lab,
+    dir: TempDir,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    /// SHA-256 of the remote's `blob`.
+    sha: String,
+}
+
+fn rig() -> Option<Rig> {
+    let (kernel, modules) = vm_prerequisites()?;
+    let mut lab = Lab::new(Shape::DualStack)?;
     lab.add_remote_servers();
     // Echo requests go through ping sockets, allowed here to any group.
     lab.host_sh("sysctl -qw net.ipv4.ping_group_range='0 2147483647'");
-    let started = Instant::now();
-
     let dir = TempDir::new("vm");
     {
         use std::os::unix::fs::PermissionsExt;
@@ -378,6 +433,28 @@ fn a_guest_gets_its_lease_and_reaches_both_ways_over_ipv4_and_ipv6() {
     );
     lab.spawn(server);
     assert!(common::wait_for_file(&ready, TIMEOUT), "file server");
+    Some(Rig {
+        lab,
+        dir,
+        kernel,
+        initrd,
+        sha,
+    })
+}
+
+#[test]
+fn a_guest_gets_its_lease_and_reaches_both_ways_over_ipv4_and_ipv6() {
+    let Some(Rig {
+        lab,
+        dir,
+        kernel,
+        initrd,
+        sha,
+    }) = rig()
+    else {
+        return;
+    };
+    let started = Instant::now();
 
     // passt, as an ordinary user: it needs no privileges.
     let sock = dir.path().join("passt.socket");
@@ -397,45 +474,11 @@ fn a_guest_gets_its_lease_and_reaches_both_ways_over_ipv4_and_ipv6() {
     passt.wait_socket();
 
     let accel = accel();
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &lab.host, "qemu-system-x86_64"])
-        .args(["-accel", &accel, "-m", "256", "-smp", "1"])
-        .args(["-nodefaults", "-display", "none", "-no-reboot"])
-        .args(["-serial", "stdio", "-monitor", "none"])
-        .arg("-kernel")
-        .arg(&kernel)
-        .arg("-initrd")
-        .arg(&initrd)
-        .args(["-append", "console=ttyS0 quiet panic=-1"])
-        .arg("-netdev")
-        .arg(format!(
-            "stream,id=n0,server=off,addr.type=unix,addr.path={}",
-            sock.display()
-        ))
-        .args([
-            "-device",
-            "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,romfile=",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start qemu");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut qemu = Qemu {
-        child,
-        lines,
-        console: Vec::new(),
-    };
+    let netdev = format!(
+        "stream,id=n0,server=off,addr.type=unix,addr.path={}",
+        sock.display()
+    );
+    let mut qemu = Qemu::boot(&lab, &[], &accel, &kernel, &initrd, &netdev, "");
     let boot = Instant::now();
 
     let init = qemu.expect("init", BOOT_TIMEOUT);
@@ -514,4 +557,47 @@ fn a_guest_gets_its_lease_and_reaches_both_ways_over_ipv4_and_ipv6() {
         to_init.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
+}
+
+#[test]
+fn qrap_attaches_a_guest_through_an_inherited_socket() {
+    let Some(Rig {
+        lab,
+        dir,
+        kernel,
+        initrd,
+        sha,
+    }) = rig()
+    else {
+        return;
+    };
+    let sock = dir.path().join("passt.socket");
+    let mut passt = Passt::start(&lab, None, &["-f", "-1", "-s", sock.to_str().unwrap()]);
+    passt.wait_socket();
+    // qemu's socket back-end on descriptor 5, which qrap connected for it.
+    let qrap = common::bin("qrap");
+    let env_sock = format!("QRAP_SOCKET={}", sock.display());
+    let wrapper = ["env", env_sock.as_str(), qrap.to_str().unwrap(), "5"];
+    let mut qemu = Qemu::boot(
+        &lab,
+        &wrapper,
+        &accel(),
+        &kernel,
+        &initrd,
+        "socket,id=n0,fd=5",
+        "vmt.short=1",
+    );
+    qemu.expect("init", BOOT_TIMEOUT);
+    let lease = fields(&qemu.expect("lease", STEP_TIMEOUT));
+    assert_eq!(lease.get("ip").map(String::as_str), Some(addr::HOST4));
+    qemu.check("fetch4", &sha, "IPv4 fetch through qrap, byte for byte");
+    assert_eq!(qemu.expect("end", STEP_TIMEOUT), "short");
+    assert!(
+        wait_timeout(&mut qemu.child, TIMEOUT).is_some(),
+        "qemu did not end after the guest powered off"
+    );
+    let status = passt
+        .wait_exit(TIMEOUT)
+        .expect("passt -1 ends with its guest");
+    assert!(status.success(), "passt: {status:?}");
 }
