@@ -2,7 +2,7 @@
 //! back to the guest, until a signal, the end of the spawned command, or the loss of the
 //! namespace says stop.
 //!
-//! It knows the guest link only as a [`GuestLink`] (pasta's tap, later passt's qemu socket),
+//! It knows the guest link only as a [`GuestLink`] (pasta's tap, passt's qemu socket),
 //! host sockets as [`Sockets`] (whose epoll tokens it hands back to them: readiness becomes
 //! `Engine::handle_socket`, accepted connections `Engine::handle_accept`), and anything else
 //! worth waking up for as a [`Watch`]. Every engine call gets the same `Sockets` as its
@@ -35,13 +35,60 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 const TOKEN_LINK: u64 = 0;
 const TOKEN_WATCH_BASE: u64 = 16;
 
-/// Where guest frames come from and go to.
+/// Where guest frames come from and go to. Implement either the one-frame methods (a tap
+/// device: one frame per system call) or the batch ones (passt's qemu socket: many frames per
+/// system call, and clients that come and go); each set has defaults in terms of the other.
 pub trait GuestLink {
     fn fd(&self) -> BorrowedFd<'_>;
+
     /// Reads one frame; `WouldBlock` when there is none.
-    fn read_frame(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    fn read_frame(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
     /// Writes one frame.
-    fn write_frame(&mut self, frame: &[u8]) -> io::Result<()>;
+    fn write_frame(&mut self, _frame: &[u8]) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    /// Reads what is waiting, about `max` frames at most, handing each to `on_frame` (`buf`
+    /// is scratch for links that need it: at least [`MAX_FRAME`] bytes).
+    fn read_frames(
+        &mut self,
+        buf: &mut [u8],
+        max: usize,
+        on_frame: &mut dyn FnMut(&[u8]),
+    ) -> io::Result<LinkStatus> {
+        for _ in 0..max {
+            match self.read_frame(buf) {
+                Ok(len) => on_frame(&buf[..len]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(LinkStatus::Open)
+    }
+
+    /// Writes the queued frames; returns how many were dropped (refused, or no guest there).
+    fn write_frames(&mut self, frames: &FrameQueue) -> usize {
+        frames
+            .iter()
+            .filter(|f| self.write_frame(f).is_err())
+            .count()
+    }
+}
+
+/// What reading from the guest link found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkStatus {
+    /// The guest is there (or awaited).
+    Open,
+    /// The guest went away, with the reason if it wasn't a plain close; the link waits for
+    /// the next one, and the loop goes on.
+    GuestLeft(Option<String>),
+    /// The guest went away and no other will come: the loop ends successfully.
+    Finished(Option<String>),
 }
 
 /// Why the loop ended.
@@ -135,8 +182,20 @@ pub fn run(
         for ev in &events[..n] {
             match ev.data() {
                 TOKEN_LINK => {
-                    if let Err(e) = read_batch(engine, link, sockets, &mut buf, &mut out, stats) {
-                        return Exit::LinkError(e.to_string());
+                    match read_batch(engine, link, sockets, &mut buf, &mut out, stats) {
+                        Ok(LinkStatus::Open) => {}
+                        Ok(LinkStatus::GuestLeft(why)) => {
+                            log_departure(why.as_deref());
+                            log::info!("waiting for the next guest to connect");
+                            // Nobody to send them to.
+                            stats.frames_dropped += out.len() as u64;
+                            out.clear();
+                        }
+                        Ok(LinkStatus::Finished(why)) => {
+                            log_departure(why.as_deref());
+                            return Exit::Done(0);
+                        }
+                        Err(e) => return Exit::LinkError(e.to_string()),
                     }
                 }
                 TOKEN_TIMER => {
@@ -214,27 +273,25 @@ fn read_batch(
     buf: &mut [u8],
     out: &mut FrameQueue,
     stats: &mut LinkStats,
-) -> io::Result<()> {
-    for _ in 0..READ_BATCH {
-        match link.read_frame(buf) {
-            Ok(len) => {
-                stats.frames_in += 1;
-                engine.handle_frame(monotonic_now(), &buf[..len], sockets, out);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+) -> io::Result<LinkStatus> {
+    link.read_frames(buf, READ_BATCH, &mut |frame| {
+        stats.frames_in += 1;
+        engine.handle_frame(monotonic_now(), frame, sockets, out);
+    })
 }
 
-fn flush(link: &mut dyn GuestLink, out: &mut FrameQueue, stats: &mut LinkStats) {
-    for frame in out.iter() {
-        match link.write_frame(frame) {
-            Ok(()) => stats.frames_out += 1,
-            Err(_) => stats.frames_dropped += 1,
-        }
+fn log_departure(why: Option<&str>) {
+    match why {
+        None => log::info!("the guest disconnected"),
+        Some(why) => log::warn!("the guest's connection ended: {why}"),
     }
+}
+
+/// Hands the queued frames to the guest link (also when there are none: a link may have the
+/// end of a partly written frame to finish).
+fn flush(link: &mut dyn GuestLink, out: &mut FrameQueue, stats: &mut LinkStats) {
+    let dropped = link.write_frames(out).min(out.len());
+    stats.frames_out += (out.len() - dropped) as u64;
+    stats.frames_dropped += dropped as u64;
     out.clear();
 }

@@ -5,8 +5,10 @@
 mod autofwd;
 pub mod cli;
 pub mod datapath;
+pub mod passt;
 pub mod pasta;
 mod process;
+pub mod qrap;
 pub mod summary;
 
 use std::ffi::OsString;
@@ -69,14 +71,7 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
     }
     match mode {
         Mode::Pasta => pasta::run(&cli, config),
-        Mode::Passt => {
-            // passt's qemu socket comes next; until it exists, say so plainly rather than
-            // pretend to connect anything.
-            eprintln!(
-                "passt: configuration done; the qemu socket is not implemented in this build yet"
-            );
-            EXIT_FAILURE
-        }
+        Mode::Passt => passt::run(&cli, config),
     }
 }
 

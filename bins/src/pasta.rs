@@ -73,8 +73,8 @@ impl Watch for NetnsGone {
     }
 }
 
-/// Signals that end pasta (forwarded to the command, if there is one).
-const STOP_SIGNALS: [nix::sys::signal::Signal; 4] = [
+/// Signals that end pasta (forwarded to the command, if there is one) and passt.
+pub(crate) const STOP_SIGNALS: [nix::sys::signal::Signal; 4] = [
     nix::sys::signal::Signal::SIGTERM,
     nix::sys::signal::Signal::SIGINT,
     nix::sys::signal::Signal::SIGQUIT,
@@ -165,11 +165,7 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
     // `auto`: what the namespace has bound already is forwarded before we say we're ready.
     let mut auto = AutoForward::new(&config, &target.netns)?;
 
-    let mut engine = Engine::new(config, process::random_seed(), monotonic_now());
-    let udp_listeners: Vec<_> = sockets.udp_listeners().collect();
-    for (s, local) in udp_listeners {
-        engine.add_udp_listener(s, local);
-    }
+    let mut engine = engine_for(config, &sockets);
     if let Some(auto) = auto.as_mut() {
         auto.update(&mut engine, &mut sockets);
     }
@@ -235,12 +231,21 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
     })
 }
 
+/// The engine for `config`, told of the UDP forwarding listeners in `sockets` (passt's too).
+pub(crate) fn engine_for(config: Config, sockets: &Sockets) -> Engine {
+    let mut engine = Engine::new(config, process::random_seed(), monotonic_now());
+    for (s, local) in sockets.udp_listeners() {
+        engine.add_udp_listener(s, local);
+    }
+    engine
+}
+
 /// At most this many listener failures are named one by one.
 const LISTEN_WARNINGS_SHOWN: usize = 8;
 
-/// Listening sockets for `-t` and `-u` forwards. A port that can't be bound (in use,
-/// privileged) is a warning: the others still work, as with the original.
-fn listen_forwards(config: &Config) -> Sockets {
+/// Listening sockets for `-t` and `-u` forwards, passt's too. A port that can't be bound
+/// (in use, privileged) is a warning: the others still work, as with the original.
+pub(crate) fn listen_forwards(config: &Config) -> Sockets {
     let mut sockets = Sockets::new();
     let opts = ListenOptions {
         ipv4: config.ip4.is_some(),
@@ -260,12 +265,13 @@ fn listen_forwards(config: &Config) -> Sockets {
             failed.extend(sockets.listen_forward(proto, &f, opts).1);
         }
     }
+    let name = config.mode.name();
     for e in failed.iter().take(LISTEN_WARNINGS_SHOWN) {
-        eprintln!("pasta: warning: {e}");
+        eprintln!("{name}: warning: {e}");
     }
     if failed.len() > LISTEN_WARNINGS_SHOWN {
         eprintln!(
-            "pasta: warning: ... and {} more ports could not be bound",
+            "{name}: warning: ... and {} more ports could not be bound",
             failed.len() - LISTEN_WARNINGS_SHOWN
         );
     }

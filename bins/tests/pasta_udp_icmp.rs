@@ -19,7 +19,7 @@ use common::{
 };
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(40);
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const DNS_FORWARD4: &str = "198.51.100.53";
 
 fn lab() -> Option<Lab> {
@@ -192,12 +192,15 @@ fn forwarded_udp_as(lab: &mut Lab, dir: &TempDir, run: usize, who: Option<&TestU
     );
     let args = ["--config-net", "-u", &spec, "--", "sh", "-c", &inside];
     let mut cmd = lab.host_command(who, &bin("pasta"), &args);
-    cmd.stdout(Stdio::null());
+    let errors = dir.path().join(format!("stderr-{run}"));
+    cmd.stdout(Stdio::null())
+        .stderr(std::fs::File::create(&errors).unwrap());
     let pid = lab.spawn_graceful(cmd);
     assert!(
         wait_for_file(&ready, READY_TIMEOUT),
-        "server in the namespace didn't start (as {:?})",
-        who.map(|u| &u.name)
+        "server in the namespace didn't start (as {:?}): {}",
+        who.map(|u| &u.name),
+        std::fs::read_to_string(&errors).unwrap_or_default()
     );
     let client = dir.path().join("client.py");
     let targets = |a4: &str, a6: &str| {

@@ -12,6 +12,7 @@ pub mod ns;
 pub mod nsconf;
 pub mod pcap;
 pub mod procnet;
+pub mod qemu_socket;
 pub mod reactor;
 pub mod sockets;
 pub mod splice;

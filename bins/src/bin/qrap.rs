@@ -1,7 +1,6 @@
-//! `qrap`: connects to a passt socket and runs qemu with it as an inherited descriptor, for qemu
-//! versions without `-netdev stream`. Not functional until passt's socket exists (issue 7).
+//! `qrap`: connects to a passt socket and runs an older qemu with it as an inherited
+//! descriptor (see `passt::qrap`).
 
 fn main() {
-    eprintln!("qrap: not implemented in this build yet");
-    std::process::exit(1);
+    std::process::exit(passt::qrap::main_with_args(std::env::args_os().collect()));
 }

@@ -1,5 +1,6 @@
 //! Wire formats: addresses, zero-copy views of guest frames ([`parse`]), emitters
-//! ([`build`]), the Internet checksum ([`checksum`]) and domain names ([`dns_name`]).
+//! ([`build`]), qemu's stream framing ([`stream`]), the Internet checksum ([`checksum`]) and
+//! domain names ([`dns_name`]).
 
 use std::fmt;
 
@@ -8,6 +9,7 @@ pub mod checksum;
 pub mod dns_name;
 mod mac;
 pub mod parse;
+pub mod stream;
 pub mod tcp;
 
 pub use build::FrameQueue;

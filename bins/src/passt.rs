@@ -1,0 +1,206 @@
+//! passt's life: create the UNIX domain socket qemu connects to (or take a connected one from
+//! `--fd`), say how to start qemu against it, go to the background, then run the data path for
+//! one guest at a time until a signal, or, one-off, until the guest leaves.
+//!
+//! Everything past the socket is pasta's: the same engine, host sockets and main loop; only
+//! the guest link differs.
+
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use os_shim::qemu_socket::{self, QemuSocket, ReadStatus};
+use os_shim::reactor::Reactor;
+use sans_io::config::Config;
+use sans_io::wire::FrameQueue;
+
+use crate::cli::Cli;
+use crate::datapath::{self, Exit, GuestLink, LinkStats, LinkStatus};
+use crate::{pasta, process, EXIT_FAILURE};
+
+/// Frames per read system call assumed when turning the loop's frame budget into reads.
+const FRAMES_PER_READ: usize = 16;
+
+/// The qemu socket as the data path's guest link.
+struct QemuLink(QemuSocket);
+
+impl GuestLink for QemuLink {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.0.fd()
+    }
+
+    fn read_frames(
+        &mut self,
+        _buf: &mut [u8],
+        max: usize,
+        on_frame: &mut dyn FnMut(&[u8]),
+    ) -> std::io::Result<LinkStatus> {
+        let reads = max.div_ceil(FRAMES_PER_READ).max(1);
+        Ok(match self.0.read_frames(reads, on_frame)? {
+            ReadStatus::Open => LinkStatus::Open,
+            ReadStatus::GuestLeft(why) => LinkStatus::GuestLeft(why),
+            ReadStatus::Finished(why) => LinkStatus::Finished(why),
+        })
+    }
+
+    fn write_frames(&mut self, frames: &FrameQueue) -> usize {
+        self.0.write_frames(frames).dropped
+    }
+}
+
+/// Runs passt; returns the process exit status.
+pub fn run(cli: &Cli, config: Config) -> i32 {
+    match run_inner(cli, config) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("passt: {e}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+fn run_inner(cli: &Cli, config: Config) -> Result<i32, String> {
+    let (socket, path) = open_socket(cli)?;
+
+    // Forwarded ports listen before anybody hears we're ready.
+    let mut sockets = pasta::listen_forwards(&config);
+    let mut engine = pasta::engine_for(config, &sockets);
+
+    if let Some(path) = &path {
+        for line in how_to_connect(path).lines() {
+            log::info!("{line}");
+        }
+    }
+    if cli.foreground {
+        process::write_pid_file(cli.pid_file.as_deref(), std::process::id())?;
+    } else {
+        process::daemonize(cli.pid_file.as_deref())?;
+    }
+
+    let reactor = Reactor::new(&pasta::STOP_SIGNALS)
+        .map_err(|e| format!("cannot set up the event loop: {e}"))?;
+    let mut link = QemuLink(socket);
+    let mut stats = LinkStats::default();
+    let exit = datapath::run(
+        &mut engine,
+        &mut link,
+        &reactor,
+        &mut sockets,
+        &mut [],
+        &mut [],
+        &mut stats,
+    );
+    if let Some(path) = cli.pid_file.as_deref() {
+        let _ = std::fs::remove_file(path);
+    }
+    if let Some(path) = &path {
+        let _ = std::fs::remove_file(path);
+    }
+    let s = link.0.stats();
+    log::debug!(
+        "qemu socket: {} clients ({} refused), {} frames in, {} out, {} dropped, {} write stalls",
+        s.clients,
+        s.refused,
+        s.frames_in,
+        s.frames_out,
+        s.frames_dropped,
+        s.write_stalls
+    );
+    Ok(match exit {
+        Exit::Done(code) => code,
+        Exit::Signal(_) => 0,
+        Exit::LinkError(e) => {
+            eprintln!("passt: {e}");
+            EXIT_FAILURE
+        }
+    })
+}
+
+/// The socket from `--fd`, `--socket`, or the first free default path; with the path we bound.
+fn open_socket(cli: &Cli) -> Result<(QemuSocket, Option<PathBuf>), String> {
+    if let Some(fd) = cli.fd {
+        let fd = inherited_socket(fd)?;
+        let socket =
+            QemuSocket::connected(fd).map_err(|e| format!("cannot use the --fd socket: {e}"))?;
+        return Ok((socket, None));
+    }
+    let (listener, path) = match &cli.socket_path {
+        Some(path) => (
+            qemu_socket::bind_listener(path).map_err(|e| e.to_string())?,
+            path.clone(),
+        ),
+        None => {
+            qemu_socket::bind_first_free(qemu_socket::default_paths()).map_err(|e| e.to_string())?
+        }
+    };
+    let socket = QemuSocket::listen(listener, cli.one_off)
+        .map_err(|e| format!("cannot watch the socket: {e}"))?;
+    Ok((socket, Some(path)))
+}
+
+/// Takes ownership of descriptor `fd`, after checking that it is an open stream socket.
+fn inherited_socket(fd: RawFd) -> Result<OwnedFd, String> {
+    // SAFETY: fstat into a local struct; any descriptor number is safe to ask about.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
+        return Err(format!("--fd {fd}: {}", std::io::Error::last_os_error()));
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(format!("--fd {fd}: not a socket"));
+    }
+    let mut ty: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt into a local int.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut ty as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 || ty != libc::SOCK_STREAM {
+        return Err(format!("--fd {fd}: not a stream socket"));
+    }
+    // SAFETY: the descriptor is open (fstat worked) and, by the user's word, ours alone.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Not for the children of anything we might run.
+    // SAFETY: plain fcntl on our descriptor.
+    unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(owned)
+}
+
+/// What the user needs to connect a guest to the socket at `path`.
+pub fn how_to_connect(path: &Path) -> String {
+    let p = path.display();
+    format!(
+        "Listening for a guest on UNIX domain socket {p}\n\
+         Connect qemu 7.2 or later with:\n    \
+         qemu-system-x86_64 ... -device virtio-net-pci,netdev=net0 \\\n        \
+         -netdev stream,id=net0,server=off,addr.type=unix,addr.path={p}\n\
+         or an older qemu through qrap, which connects and passes the socket as descriptor 5:\n    \
+         qrap 5 qemu-system-x86_64 ... -net socket,fd=5 -net nic,model=virtio"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_names_the_socket_for_both_ways_of_connecting() {
+        let text = how_to_connect(Path::new("/tmp/passt_3.socket"));
+        assert!(text.contains("addr.path=/tmp/passt_3.socket"), "{text}");
+        assert!(text.contains("-netdev stream,id=net0,server=off,addr.type=unix"));
+        assert!(text.contains("qrap 5 qemu-system-x86_64 ... -net socket,fd=5"));
+    }
+
+    #[test]
+    fn fd_must_be_a_stream_socket() {
+        let e = inherited_socket(987_654).unwrap_err();
+        assert!(e.starts_with("--fd 987654: "), "{e}");
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let e = inherited_socket(file.as_raw_fd()).unwrap_err();
+        assert_eq!(e, format!("--fd {}: not a socket", file.as_raw_fd()));
+    }
+}

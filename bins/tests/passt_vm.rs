@@ -1,0 +1,603 @@
+//! Real OS with a real guest: qemu boots the distribution's kernel with a small busybox
+//! initramfs this test builds, its virtio-net NIC connected to our passt over `-netdev stream`.
+//! passt runs as an ordinary user in the lab's host namespace (see common/mod.rs). The guest
+//! takes a DHCP lease (checked against the lab), an IPv6 address from passt's router
+//! advertisements, pings and fetches a file from the remote namespace byte for byte over IPv4
+//! and IPv6, and serves a file that the test fetches through passt's `-t` forwarding. It
+//! reports on its serial console, which the test reads line by line.
+//!
+//! Needs root, qemu-system-x86_64, a kernel image in /boot with its modules, a static busybox,
+//! cpio and gzip: without them, a loud SKIP (a failure under CI=true). KVM is used when it
+//! can run an ordinary kernel (the CPU has vmx or svm), TCG otherwise; `PASST_TEST_ACCEL`
+//! chooses.
+
+mod common;
+mod passt_common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use common::{
+    addr, random_file, run_timeout, test_user, wait_timeout, Lab, Shape, TempDir, FILE_SERVER_PY,
+    TIMEOUT,
+};
+use passt_common::Passt;
+
+const HTTP_PORT: u16 = 8000;
+const BLOB_LEN: usize = 1 << 20;
+/// From qemu's start to the guest's last word: generous for TCG on a busy 2-core machine.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Whether everything the guest needs is here; says what isn't (a failure under CI).
+fn vm_prerequisites() -> Option<(PathBuf, PathBuf)> {
+    let mut missing = Vec::new();
+    let qemu = Path::new("/usr/bin/qemu-system-x86_64");
+    if !qemu.exists() {
+        missing.push("qemu-system-x86_64 (qemu-system-x86)".to_owned());
+    }
+    let kernel = std::fs::read_dir("/boot").ok().and_then(|d| {
+        let mut k: Vec<PathBuf> = d
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("vmlinuz-"))
+            })
+            .collect();
+        k.sort();
+        k.pop()
+    });
+    let modules = kernel.as_ref().map(|k| {
+        let ver = k.file_name().unwrap().to_str().unwrap()["vmlinuz-".len()..].to_owned();
+        PathBuf::from("/lib/modules").join(ver)
+    });
+    match (&kernel, &modules) {
+        (Some(k), Some(m)) if readable(k) && m.join("modules.dep").exists() => {}
+        _ => missing.push("a kernel image in /boot with its modules (linux-image-amd64)".into()),
+    }
+    let static_busybox = Command::new("ldd")
+        .arg("/bin/busybox")
+        .output()
+        .map(|o| !o.status.success() && Path::new("/bin/busybox").exists())
+        .unwrap_or(false);
+    if !static_busybox {
+        missing.push("a static /bin/busybox (busybox-static)".into());
+    }
+    for tool in ["cpio", "gzip", "curl", "python3"] {
+        if !Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            missing.push(tool.into());
+        }
+    }
+    if missing.is_empty() {
+        return Some((kernel?, modules?));
+    }
+    let what = missing.join(", ");
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("VM test prerequisites missing under CI: {what}");
+    }
+    eprintln!("\n*** SKIPPED: the passt VM test needs {what} ***\n");
+    None
+}
+
+fn readable(p: &Path) -> bool {
+    std::fs::File::open(p).is_ok()
+}
+
+/// `kvm` where it can run the distribution's kernel, `tcg` otherwise.
+fn accel() -> String {
+    if let Ok(a) = std::env::var("PASST_TEST_ACCEL") {
+        return a;
+    }
+    let kvm = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    // /dev/kvm alone isn't enough: some hosts offer a paravirtual flavour that only boots
+    // guests built for it. Hardware virtualisation shows as vmx or svm.
+    let hw = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
+        c.lines()
+            .filter(|l| l.starts_with("flags"))
+            .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+    });
+    if kvm && hw { "kvm" } else { "tcg" }.to_owned()
+}
+
+/// Modules the guest needs that the kernel doesn't have built in, dependencies first.
+fn modules_to_load(modules: &Path, kernel: &Path) -> Vec<PathBuf> {
+    let ver = &kernel.file_name().unwrap().to_str().unwrap()["vmlinuz-".len()..];
+    let config = std::fs::read_to_string(format!("/boot/config-{ver}")).unwrap_or_default();
+    let wanted: Vec<&str> = [("VIRTIO_PCI", "virtio_pci"), ("VIRTIO_NET", "virtio_net")]
+        .into_iter()
+        .filter(|(sym, _)| !config.contains(&format!("CONFIG_{sym}=y\n")))
+        .map(|(_, m)| m)
+        .collect();
+    let dep = std::fs::read_to_string(modules.join("modules.dep")).expect("modules.dep");
+    let mut paths = HashMap::new();
+    let mut deps = HashMap::new();
+    for line in dep.lines() {
+        let Some((path, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let name = module_name(path);
+        paths.insert(name.clone(), path.to_owned());
+        deps.insert(
+            name,
+            rest.split_whitespace().map(module_name).collect::<Vec<_>>(),
+        );
+    }
+    let mut order = Vec::new();
+    fn visit(
+        n: &str,
+        deps: &HashMap<String, Vec<String>>,
+        paths: &HashMap<String, String>,
+        order: &mut Vec<PathBuf>,
+        seen: &mut Vec<String>,
+    ) {
+        if seen.iter().any(|s| s == n) {
+            return;
+        }
+        seen.push(n.to_owned());
+        for d in deps.get(n).into_iter().flatten() {
+            visit(d, deps, paths, order, seen);
+        }
+        if let Some(p) = paths.get(n) {
+            order.push(PathBuf::from(p));
+        }
+    }
+    let mut seen = Vec::new();
+    for m in wanted {
+        visit(m, &deps, &paths, &mut order, &mut seen);
+    }
+    order
+}
+
+fn module_name(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    file.split(".ko").next().unwrap_or(file).replace('-', "_")
+}
+
+/// The guest's /init: modules, DHCP, SLAAC, checks, then the served file; lines starting
+/// with "VMT " on the console are for the test.
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /tmp /sbin /usr/bin /usr/sbin /www /etc
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tmpfs tmp /tmp
+[ -t 1 ] || exec </dev/console >/dev/console 2>&1
+say() { echo "VMT $*"; }
+bye() { say end "$@"; sync; poweroff -f; sleep 30; }
+say init uptime=$(cut -d' ' -f1 /proc/uptime)
+for m in $(cat /modules.order); do insmod "/modules/$m" || say insmod-failed "$m"; done
+ip link set lo up
+i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+ip link set eth0 up
+udhcpc -i eth0 -f -q -n -t 5 -T 2 -O search -O mtu -s /udhcpc.sh >/tmp/udhcpc.log 2>&1 || { cat /tmp/udhcpc.log; bye no-lease; }
+. /tmp/lease
+say lease ip=$ip mask=$mask router=$router dns=$dns search=$search mtu=$mtu
+i=0
+while [ $i -lt 150 ]; do
+    a6=$(ip -6 addr show dev eth0 scope global | grep -v tentative | awk '/inet6/ { print $2; exit }')
+    [ -n "$a6" ] && break
+    sleep 0.1; i=$((i+1))
+done
+say slaac addr=$a6
+ping -c 1 -W 5 "$SERVER4" >/dev/null 2>&1 && say ping4 ok || say ping4 failed
+ping -c 1 -W 5 "$SERVER6" >/dev/null 2>&1 && say ping6 ok || say ping6 failed
+# (busybox wget's own -T crashes in this build: timeout(1) bounds it instead)
+timeout 60 wget -q -O /tmp/f4 "http://$SERVER4:$PORT/blob" </dev/null 2>/tmp/w4 || say wget4 failed $(cat /tmp/w4)
+say fetch4 $(sha256sum /tmp/f4 | cut -d' ' -f1)
+rm -f /tmp/f4
+grep -q vmt.short /proc/cmdline && bye short
+timeout 60 wget -q -O /tmp/f6 "http://[$SERVER6]:$PORT/blob" </dev/null 2>/tmp/w6 || say wget6 failed $(cat /tmp/w6)
+say fetch6 $(sha256sum /tmp/f6 | cut -d' ' -f1)
+rm -f /tmp/f6
+dd if=/dev/urandom of=/www/served bs=1024 count=512 2>/dev/null
+httpd -p 80 -h /www
+say served $(sha256sum /www/served | cut -d' ' -f1)
+say ready
+timeout 90 nc -l -p 81 >/tmp/release
+bye $(cat /tmp/release)
+"#;
+
+const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
+case "$1" in
+bound|renew)
+    ip addr add "$ip/${mask:-24}" dev "$interface"
+    [ -n "$mtu" ] && ip link set dev "$interface" mtu "$mtu"
+    for r in $router; do ip route add default via "$r" dev "$interface"; break; done
+    : >/etc/resolv.conf
+    for d in $dns; do echo "nameserver $d" >>/etc/resolv.conf; done
+    echo "ip='$ip' mask='$mask' router='$router' dns='$dns' search='$search' mtu='$mtu'" >/tmp/lease
+    ;;
+esac
+exit 0
+"#;
+
+/// Builds the initramfs in `dir`; returns its path.
+fn build_initramfs(dir: &Path, kernel: &Path, modules: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let root = dir.join("root");
+    for d in ["bin", "modules"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy busybox");
+    let mut order = String::new();
+    for m in modules_to_load(modules, kernel) {
+        let src = modules.join(&m);
+        let name = format!("{}.ko", module_name(m.to_str().unwrap()));
+        let dst = root.join("modules").join(&name);
+        let ext = src.extension().and_then(|e| e.to_str()).unwrap_or("");
+        match ext {
+            "xz" | "zst" => {
+                let tool = if ext == "xz" { "xz" } else { "zstd" };
+                let out = run_timeout(Command::new(tool).arg("-dc").arg(&src), TIMEOUT);
+                assert!(out.status.success(), "{tool} -dc {}", src.display());
+                std::fs::write(&dst, out.stdout).unwrap();
+            }
+            _ => {
+                std::fs::copy(&src, &dst).expect("copy module");
+            }
+        }
+        order.push_str(&name);
+        order.push('\n');
+    }
+    std::fs::write(root.join("modules.order"), order).unwrap();
+    let vars = format!(
+        "SERVER4={}\nSERVER6={}\nPORT={HTTP_PORT}\n",
+        addr::SERVER4,
+        addr::SERVER6
+    );
+    let init = INIT.replacen("\n", &format!("\n{vars}"), 1);
+    for (name, text) in [("init", init.as_str()), ("udhcpc.sh", UDHCPC_SCRIPT)] {
+        std::fs::write(root.join(name), text).unwrap();
+        std::fs::set_permissions(root.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let image = dir.join("initramfs.cpio.gz");
+    let out = run_timeout(
+        Command::new("sh").arg("-c").arg(format!(
+            "cd '{}' && find . | cpio -o -H newc -R 0:0 --quiet | gzip -1 > '{}'",
+            root.display(),
+            image.display()
+        )),
+        TIMEOUT,
+    );
+    assert!(out.status.success(), "cpio: {out:?}");
+    image
+}
+
+/// qemu, killed on drop, with its console lines.
+struct Qemu {
+    child: Child,
+    lines: Receiver<String>,
+    console: Vec<String>,
+}
+
+impl Qemu {
+    /// Boots the guest in the lab's host namespace (through `wrapper`, if not empty), its NIC
+    /// on `netdev`; `append` goes on the kernel command line.
+    fn boot(
+        lab: &Lab,
+        wrapper: &[&str],
+        accel: &str,
+        kernel: &Path,
+        initrd: &Path,
+        netdev: &str,
+        append: &str,
+    ) -> Qemu {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &lab.host])
+            .args(wrapper)
+            .arg("qemu-system-x86_64")
+            .args(["-accel", accel, "-m", "256", "-smp", "1"])
+            .args(["-nodefaults", "-display", "none", "-no-reboot"])
+            .args(["-serial", "stdio", "-monitor", "none"])
+            .arg("-kernel")
+            .arg(kernel)
+            .arg("-initrd")
+            .arg(initrd)
+            .arg("-append")
+            .arg(format!("console=ttyS0 quiet panic=-1 {append}"))
+            .args(["-netdev", netdev])
+            .args([
+                "-device",
+                "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,romfile=",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start qemu");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Qemu {
+            child,
+            lines,
+            console: Vec::new(),
+        }
+    }
+
+    /// The value of the next "VMT `key` ..." line (bounded); panics with the console so far.
+    fn expect(&mut self, key: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let prefix = format!("VMT {key}");
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let line = line.trim_end_matches('\r').to_owned();
+                    self.console.push(line.clone());
+                    if let Some(rest) = line.strip_prefix(&prefix) {
+                        if rest.is_empty() || rest.starts_with(' ') {
+                            return rest.trim().to_owned();
+                        }
+                    }
+                    if let Some(end) = line.strip_prefix("VMT end") {
+                        panic!(
+                            "the guest stopped early ({end}) waiting for '{key}':\n{}",
+                            self.console.join("\n")
+                        );
+                    }
+                }
+                Err(_) => panic!(
+                    "no '{prefix}' from the guest within {timeout:?}; console:\n{}",
+                    self.console.join("\n")
+                ),
+            }
+        }
+    }
+}
+
+impl Qemu {
+    /// The next "VMT `key`" line must say `want`.
+    fn check(&mut self, key: &str, want: &str, what: &str) {
+        let got = self.expect(key, STEP_TIMEOUT);
+        assert!(
+            got == want,
+            "{what}: got '{got}', expected '{want}'; console:\n{}",
+            self.console.join("\n")
+        );
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn fields(line: &str) -> HashMap<String, String> {
+    line.split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// The lab with a file server on the remote, and the guest's kernel and initramfs.
+struct Rig {
+    lab: Lab,
+    dir: TempDir,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    /// SHA-256 of the remote's `blob`.
+    sha: String,
+}
+
+fn rig() -> Option<Rig> {
+    let (kernel, modules) = vm_prerequisites()?;
+    let mut lab = Lab::new(Shape::DualStack)?;
+    lab.add_remote_servers();
+    // Echo requests go through ping sockets, allowed here to any group.
+    lab.host_sh("sysctl -qw net.ipv4.ping_group_range='0 2147483647'");
+    let dir = TempDir::new("vm");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    }
+    let initrd = build_initramfs(dir.path(), &kernel, &modules);
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let sha = random_file(&www.join("blob"), BLOB_LEN);
+    std::fs::write(dir.path().join("server.py"), FILE_SERVER_PY).unwrap();
+    let ready = dir.path().join("server-ready");
+    let server = lab.remote_command(
+        "python3",
+        &[
+            dir.path().join("server.py").to_str().unwrap(),
+            www.to_str().unwrap(),
+            &HTTP_PORT.to_string(),
+            ready.to_str().unwrap(),
+        ],
+    );
+    lab.spawn(server);
+    assert!(common::wait_for_file(&ready, TIMEOUT), "file server");
+    Some(Rig {
+        lab,
+        dir,
+        kernel,
+        initrd,
+        sha,
+    })
+}
+
+#[test]
+fn a_guest_gets_its_lease_and_reaches_both_ways_over_ipv4_and_ipv6() {
+    let Some(Rig {
+        lab,
+        dir,
+        kernel,
+        initrd,
+        sha,
+    }) = rig()
+    else {
+        return;
+    };
+    let started = Instant::now();
+
+    // passt, as an ordinary user: it needs no privileges.
+    let sock = dir.path().join("passt.socket");
+    let user = test_user();
+    let mut passt = Passt::start(
+        &lab,
+        Some(&user),
+        &[
+            "-f",
+            "-1",
+            "-s",
+            sock.to_str().unwrap(),
+            "-t",
+            "8080:80,8081:81",
+        ],
+    );
+    passt.wait_socket();
+
+    let accel = accel();
+    let netdev = format!(
+        "stream,id=n0,server=off,addr.type=unix,addr.path={}",
+        sock.display()
+    );
+    let mut qemu = Qemu::boot(&lab, &[], &accel, &kernel, &initrd, &netdev, "");
+    let boot = Instant::now();
+
+    let init = qemu.expect("init", BOOT_TIMEOUT);
+    let to_init = boot.elapsed();
+    let lease = fields(&qemu.expect("lease", STEP_TIMEOUT));
+    let got = |k: &str| lease.get(k).map(String::as_str).unwrap_or("");
+    assert_eq!(got("ip"), addr::HOST4, "{lease:?}");
+    assert_eq!(got("mask"), "24");
+    assert_eq!(got("router"), addr::REMOTE4);
+    assert_eq!(got("dns"), addr::DNS4);
+    assert_eq!(got("search"), addr::SEARCH);
+    assert_eq!(got("mtu"), "65520");
+    let slaac = fields(&qemu.expect("slaac", STEP_TIMEOUT));
+    let a6 = slaac.get("addr").cloned().unwrap_or_default();
+    assert!(
+        a6.starts_with("2001:db8:1:0:") && a6.ends_with("/64"),
+        "SLAAC: {a6:?}"
+    );
+    qemu.check("ping4", "ok", "ping the remote over IPv4");
+    qemu.check("ping6", "ok", "ping the remote over IPv6");
+    qemu.check("fetch4", &sha, "IPv4 fetch, byte for byte");
+    qemu.check("fetch6", &sha, "IPv6 fetch, byte for byte");
+
+    // Inbound: the guest's web server through passt's -t 8080:80, from the host namespace's
+    // loopback, and from the remote to the host's address.
+    let served = qemu.expect("served", STEP_TIMEOUT);
+    qemu.expect("ready", STEP_TIMEOUT);
+    let fetch_in = |ns: &str, url: &str| {
+        let out = run_timeout(
+            Command::new("ip")
+                .args(["netns", "exec", ns, "sh", "-c"])
+                .arg(format!(
+                    "curl -sS --max-time 30 {url} | sha256sum | cut -d' ' -f1"
+                )),
+            Duration::from_secs(40),
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(
+        fetch_in(&lab.host, "http://127.0.0.1:8080/served"),
+        served,
+        "-t 8080:80 from the host's loopback"
+    );
+    assert_eq!(
+        fetch_in(&lab.remote, &format!("http://{}:8080/served", addr::HOST4)),
+        served,
+        "-t 8080:80 from the remote"
+    );
+    let release = run_timeout(
+        Command::new("ip")
+            .args(["netns", "exec", &lab.host, "python3", "-c"])
+            .arg(
+                "import socket; s = socket.create_connection(('127.0.0.1', 8081), 20); \
+                 s.sendall(b'released\\n'); s.close()",
+            ),
+        TIMEOUT,
+    );
+    assert!(release.status.success(), "{release:?}");
+    assert_eq!(qemu.expect("end", STEP_TIMEOUT), "released");
+
+    // The guest powers off, qemu ends, and passt (-1) with it.
+    assert!(
+        wait_timeout(&mut qemu.child, TIMEOUT).is_some(),
+        "qemu did not end after the guest powered off"
+    );
+    let status = passt
+        .wait_exit(TIMEOUT)
+        .expect("passt -1 ends with its guest");
+    assert!(
+        status.success(),
+        "passt: {status:?}\n{}",
+        passt.log.join("\n")
+    );
+    eprintln!(
+        "passt VM test: accel {accel}, qemu start to /init {:.1} s ({init}), whole test {:.1} s",
+        to_init.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn qrap_attaches_a_guest_through_an_inherited_socket() {
+    let Some(Rig {
+        lab,
+        dir,
+        kernel,
+        initrd,
+        sha,
+    }) = rig()
+    else {
+        return;
+    };
+    let sock = dir.path().join("passt.socket");
+    let mut passt = Passt::start(&lab, None, &["-f", "-1", "-s", sock.to_str().unwrap()]);
+    passt.wait_socket();
+    // qemu's socket back-end on descriptor 5, which qrap connected for it.
+    let qrap = common::bin("qrap");
+    let env_sock = format!("QRAP_SOCKET={}", sock.display());
+    let wrapper = ["env", env_sock.as_str(), qrap.to_str().unwrap(), "5"];
+    let mut qemu = Qemu::boot(
+        &lab,
+        &wrapper,
+        &accel(),
+        &kernel,
+        &initrd,
+        "socket,id=n0,fd=5",
+        "vmt.short=1",
+    );
+    qemu.expect("init", BOOT_TIMEOUT);
+    let lease = fields(&qemu.expect("lease", STEP_TIMEOUT));
+    assert_eq!(lease.get("ip").map(String::as_str), Some(addr::HOST4));
+    qemu.check("fetch4", &sha, "IPv4 fetch through qrap, byte for byte");
+    assert_eq!(qemu.expect("end", STEP_TIMEOUT), "short");
+    assert!(
+        wait_timeout(&mut qemu.child, TIMEOUT).is_some(),
+        "qemu did not end after the guest powered off"
+    );
+    let status = passt
+        .wait_exit(TIMEOUT)
+        .expect("passt -1 ends with its guest");
+    assert!(status.success(), "passt: {status:?}");
+}
