@@ -643,6 +643,7 @@ pub fn staged(program: &Path) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("passt-tests-{}", std::process::id()));
     let target = dir.join(program.file_name().expect("binary file name"));
     if !target.exists() {
+        remove_stale_staging();
         std::fs::create_dir_all(&dir).expect("create staging directory");
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
             .expect("chmod staging directory");
@@ -655,6 +656,27 @@ pub fn staged(program: &Path) -> PathBuf {
         std::fs::rename(&partial, &target).expect("rename staged binary");
     }
     target
+}
+
+/// Removes the staging directories of test processes that are gone (a test binary can't
+/// clean up after itself at exit: there is no hook after the last test).
+fn remove_stale_staging() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("passt-tests-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Path of one of our binaries, built by cargo for these tests.
