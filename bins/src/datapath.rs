@@ -42,6 +42,8 @@ pub trait GuestLink {
     fn read_frame(&mut self, buf: &mut [u8]) -> io::Result<usize>;
     /// Writes one frame.
     fn write_frame(&mut self, frame: &[u8]) -> io::Result<()>;
+    /// The frames of a wake-up have been written (a `--pcap` capture writes its buffer here).
+    fn end_batch(&mut self) {}
 }
 
 /// Why the loop ended.
@@ -227,4 +229,5 @@ fn flush(link: &mut dyn GuestLink, out: &mut FrameQueue, stats: &mut LinkStats) 
         }
     }
     out.clear();
+    link.end_batch();
 }

@@ -2,6 +2,7 @@
 //! OS shim and the core. One binary serves passt and pasta; the name it is run under picks
 //! the mode, as with the original (a `pasta` link to `passt` is pasta).
 
+pub mod capture;
 pub mod cli;
 pub mod datapath;
 pub mod pasta;

@@ -19,6 +19,7 @@ use os_shim::{hostinfo, nsconf, tap::Tap};
 use sans_io::config::Config;
 use sans_io::engine::Engine;
 
+use crate::capture::CaptureLink;
 use crate::cli::{Cli, PastaTarget};
 use crate::datapath::{self, Exit, GuestLink, LinkStats, Watch};
 use crate::{process, EXIT_FAILURE};
@@ -176,7 +177,17 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
 
     let reactor = Reactor::new(&STOP_SIGNALS)
         .map_err(|e| StartError::Other(format!("cannot set up the event loop: {e}")))?;
-    let mut link = TapLink(tap);
+    let mut tap_link = TapLink(tap);
+    let mut capture = match &cli.pcap {
+        Some(path) => Some(CaptureLink::create(&mut tap_link, path).map_err(|e| {
+            StartError::Other(format!("cannot open capture file {}: {e}", path.display()))
+        })?),
+        None => None,
+    };
+    let link: &mut dyn GuestLink = match capture.as_mut() {
+        Some(c) => c,
+        None => &mut tap_link,
+    };
     let mut stats = LinkStats::default();
     let exit = {
         let mut command = child.as_mut().map(CommandWatch);
@@ -189,7 +200,7 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
         }
         datapath::run(
             &mut engine,
-            &mut link,
+            link,
             &reactor,
             &mut sockets,
             &mut watches,
