@@ -9,10 +9,13 @@
 
 pub mod app;
 pub mod capture;
+pub mod fields;
 pub mod guest;
 pub mod host;
 pub mod link;
 pub mod pattern;
+pub mod pcapfile;
+pub mod replay;
 pub mod rng;
 pub mod scenario;
 pub mod world;

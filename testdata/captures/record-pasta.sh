@@ -44,6 +44,13 @@ ip -n "$h" -6 route add default via 2001:db8:1::1
 ip -n "$r" addr add 203.0.113.10/32 dev lo
 ip -n "$r" addr add 2001:db8:2::10/128 dev lo
 mkdir -p "/etc/netns/$h"
+# pasta reads the host's addresses when it starts: wait (bounded) until duplicate address
+# detection is over, or the link-local address it answers from would still be tentative.
+i=0
+while [ -n "$(ip -n "$h" -6 addr show tentative)" ] && [ $i -lt 50 ]; do
+	sleep 0.1
+	i=$((i + 1))
+done
 # pasta's ICMP echo sockets need the group in the host namespace's ping range.
 ip netns exec "$h" sysctl -qw net.ipv4.ping_group_range="0 2147483647"
 printf 'nameserver 203.0.113.53\nnameserver 2001:db8:2::53\nsearch lab.test\n' \
