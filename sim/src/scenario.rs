@@ -228,6 +228,55 @@ impl Scenario {
 }
 
 impl World {
+    /// The guest's MAC address, as its interface has it.
+    pub fn guest_mac(&self) -> [u8; 6] {
+        match self.guest.iface.hardware_addr() {
+            smoltcp::wire::HardwareAddress::Ethernet(a) => a.0,
+            #[allow(unreachable_patterns)]
+            _ => GUEST_MAC,
+        }
+    }
+
+    fn guest_route(&self, src: IpAddr, dst: IpAddr) -> sans_io::wire::build::Route {
+        sans_io::wire::build::Route {
+            src_mac: sans_io::wire::MacAddr(self.guest_mac()),
+            dst_mac: self.engine.config().our_mac,
+            src,
+            dst,
+        }
+    }
+
+    /// The guest sends a UDP datagram from `src` to `dst` (a frame of its own, past its
+    /// stack, which has no UDP sockets here); the answers are in the transcript.
+    pub fn guest_udp(&mut self, src: SocketAddr, dst: SocketAddr, payload: &[u8]) {
+        let mut q = sans_io::wire::FrameQueue::new();
+        let route = self.guest_route(src.ip(), dst.ip());
+        sans_io::wire::build::udp_frame(&mut q, route, src.port(), dst.port(), payload);
+        self.guest.device.tx.extend(q.iter().map(<[u8]>::to_vec));
+    }
+
+    /// The guest sends an ICMP or ICMPv6 echo request.
+    pub fn guest_ping(&mut self, src: IpAddr, dst: IpAddr, id: u16, seq: u16, data: &[u8]) {
+        let mut q = sans_io::wire::FrameQueue::new();
+        let route = self.guest_route(src, dst);
+        let ty = if dst.is_ipv4() { 8 } else { 128 };
+        let mut msg = vec![ty, 0, 0, 0];
+        msg.extend_from_slice(&id.to_be_bytes());
+        msg.extend_from_slice(&seq.to_be_bytes());
+        msg.extend_from_slice(data);
+        if dst.is_ipv4() {
+            sans_io::wire::build::icmp4_frame(&mut q, route, 64, &msg);
+        } else {
+            sans_io::wire::build::icmpv6_frame(&mut q, route, 64, &msg);
+        }
+        self.guest.device.tx.extend(q.iter().map(<[u8]>::to_vec));
+    }
+
+    /// The whole run so far as a pcap file's bytes (see [`World::save_pcap`]).
+    pub fn pcap(&self) -> Vec<u8> {
+        crate::capture::pcap(&self.transcript)
+    }
+
     /// Every guest connection done and every host connection finished (its socket closed by
     /// the engine, its application done).
     pub fn all_done(&self) -> bool {
