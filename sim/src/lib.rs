@@ -10,6 +10,7 @@
 pub mod app;
 pub mod capture;
 pub mod fields;
+pub mod fuzzing;
 pub mod guest;
 pub mod host;
 pub mod link;
