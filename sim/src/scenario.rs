@@ -76,6 +76,7 @@ pub struct Scenario {
     dhcp: bool,
     engine: EngineOptions,
     config_edit: Vec<ConfigEdit>,
+    more_guests: usize,
 }
 
 impl Scenario {
@@ -96,6 +97,7 @@ impl Scenario {
             dhcp: false,
             engine: EngineOptions::default(),
             config_edit: Vec::new(),
+            more_guests: 0,
         }
     }
 
@@ -194,6 +196,13 @@ impl Scenario {
         self
     }
 
+    /// `n` more guests, each behind an engine of its own (another pasta on the same host),
+    /// configured alike: see [`World::others`].
+    pub fn more_guests(mut self, n: usize) -> Self {
+        self.more_guests = n;
+        self
+    }
+
     pub fn build(self) -> World {
         let mut config = self.lab.derive(&self.opts).expect("configuration").config;
         for edit in self.config_edit {
@@ -202,21 +211,37 @@ impl Scenario {
         let mtu = self
             .guest_mtu
             .unwrap_or_else(|| usize::from(config.mtu.unwrap_or(1500).min(9000)));
-        let mut guest = SmolGuest::with_options(GUEST_MAC, Instant::from_millis(1), mtu, self.dhcp);
-        guest.tcp_buffer = self.guest_buffer;
-        if !self.dhcp {
-            if let Some(c) = &config.ip4 {
-                guest.configure_ipv4(Ipv4Cidr::new(c.addr, c.prefix_len), c.gateway);
+        let make_guest = |mac: [u8; 6]| {
+            let mut guest = SmolGuest::with_options(mac, Instant::from_millis(1), mtu, self.dhcp);
+            guest.tcp_buffer = self.guest_buffer;
+            if !self.dhcp {
+                if let Some(c) = &config.ip4 {
+                    guest.configure_ipv4(Ipv4Cidr::new(c.addr, c.prefix_len), c.gateway);
+                }
             }
-        }
-        if let Some(c) = &config.ip6 {
-            if !c.addr.is_unspecified() {
-                guest.configure_ipv6(Ipv6Cidr::new(c.addr, c.prefix_len), c.gateway);
+            if let Some(c) = &config.ip6 {
+                if !c.addr.is_unspecified() {
+                    guest.configure_ipv6(Ipv6Cidr::new(c.addr, c.prefix_len), c.gateway);
+                }
             }
-        }
+            guest
+        };
+        let guest = make_guest(GUEST_MAC);
+        let others: Vec<SmolGuest> = (1..=self.more_guests)
+            .map(|i| {
+                let mut mac = GUEST_MAC;
+                mac[5] = mac[5].wrapping_add(i as u8);
+                make_guest(mac)
+            })
+            .collect();
+        let side_config = config.clone();
         let mut w = World::with_parts(config, self.seed, guest, self.host, self.engine);
         w.to_engine.impair = self.to_engine;
         w.to_guest.impair = self.to_guest;
+        for (i, guest) in others.into_iter().enumerate() {
+            let seed = self.seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i as u64 + 1));
+            w.add_guest(side_config.clone(), seed, guest);
+        }
         for (a, app) in self.servers {
             w.host.listen(a, app);
         }
@@ -280,7 +305,12 @@ impl World {
     /// Every guest connection done and every host connection finished (its socket closed by
     /// the engine, its application done).
     pub fn all_done(&self) -> bool {
-        self.guest.conns.iter().all(|c| c.done()) && self.host.conns().iter().all(|c| c.finished())
+        self.guest.conns.iter().all(|c| c.done())
+            && self
+                .others
+                .iter()
+                .all(|o| o.guest.conns.iter().all(|c| c.done()))
+            && self.host.conns().iter().all(|c| c.finished())
     }
 
     /// Runs until [`World::all_done`], for at most `limit` of virtual time.
