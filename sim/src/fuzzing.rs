@@ -507,8 +507,9 @@ pub fn ndp(data: &[u8]) {
 
 /// Any bytes as a capture, replayed: a bad file is an error, never a panic or a hang.
 pub fn pcap_replay(data: &[u8]) {
+    static SETUP: std::sync::OnceLock<Setup> = std::sync::OnceLock::new();
     let data = &data[..data.len().min(MAX_INPUT)];
-    let _ = crate::replay::replay_bytes(data, &Setup::capture_lab());
+    let _ = crate::replay::replay_bytes(data, SETUP.get_or_init(Setup::capture_lab));
 }
 
 /// The port-forwarding grammar: what parses prints back to itself.
