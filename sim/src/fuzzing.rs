@@ -591,3 +591,39 @@ pub fn seeds(target: &str, root: &std::path::Path) -> Vec<Vec<u8>> {
         _ => Vec::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The harnesses' output checks do fire: a frame of ours with a broken checksum.
+    #[test]
+    #[should_panic(expected = "bad checksums")]
+    fn a_bad_checksum_in_our_output_is_a_crash() {
+        let config = config();
+        let mut f = ipv4_udp(
+            Ipv4Addr::new(198, 51, 100, 1),
+            Ipv4Addr::new(198, 51, 100, 2),
+            67,
+            68,
+            b"x",
+        );
+        f[6..12].copy_from_slice(&config.our_mac.0);
+        f[41] ^= 1;
+        check_output(&config, &f);
+    }
+
+    #[test]
+    fn a_good_frame_passes_the_checks() {
+        let config = config();
+        let mut f = ipv4_udp(
+            Ipv4Addr::new(198, 51, 100, 1),
+            Ipv4Addr::new(198, 51, 100, 2),
+            67,
+            68,
+            b"x",
+        );
+        f[6..12].copy_from_slice(&config.our_mac.0);
+        check_output(&config, &f);
+    }
+}

@@ -286,7 +286,7 @@ pub struct ScriptedHost {
 }
 
 impl ScriptedHost {
-    fn open(&mut self, _kind: u8) -> SockRef {
+    fn open(&mut self) -> SockRef {
         let s = SockRef(self.socks.len() as u32);
         let key = self.current;
         if let Some(k) = key {
@@ -318,7 +318,7 @@ impl ScriptedHost {
 
 impl HostSockets for ScriptedHost {
     fn tcp_connect(&mut self, _: SocketAddr, _: Bind<'_>, _: Option<u16>) -> io::Result<SockRef> {
-        let s = self.open(6);
+        let s = self.open();
         self.socks[s.0 as usize].connecting = true;
         Ok(s)
     }
@@ -382,7 +382,7 @@ impl HostSockets for ScriptedHost {
     fn set_interest(&mut self, _: SockRef, _: bool, _: bool) {}
 
     fn udp_open(&mut self, _: Bind<'_>, _: SocketAddr) -> io::Result<SockRef> {
-        Ok(self.open(17))
+        Ok(self.open())
     }
 
     fn udp_send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
@@ -398,7 +398,7 @@ impl HostSockets for ScriptedHost {
     }
 
     fn ping_open(&mut self, _: Bind<'_>, _: IpAddr, id: u16) -> io::Result<(SockRef, u16)> {
-        Ok((self.open(1), id))
+        Ok((self.open(), id))
     }
 
     fn ping_send(&mut self, s: SockRef, msg: &[u8]) -> io::Result<usize> {
@@ -872,7 +872,7 @@ impl Replayer {
             }
         };
         self.host.current = Some(key);
-        let s = self.host.open(6);
+        let s = self.host.open();
         self.host.current = None;
         self.engine.handle_accept(
             self.now,
