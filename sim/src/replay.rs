@@ -435,7 +435,7 @@ pub struct Report {
     /// Frames for the guest we produced exactly as recorded.
     pub matched: usize,
     pub mismatches: Vec<Mismatch>,
-    /// Frames we sent that the capture doesn't have (after its last frame).
+    /// Frames we sent that the capture doesn't have, and where.
     pub extra: Vec<String>,
     /// What the replay couldn't script or noticed on the way.
     pub notes: Vec<String>,
@@ -485,7 +485,7 @@ impl fmt::Display for Report {
             )?;
         }
         for e in &self.extra {
-            writeln!(f, "extra frame from us, not in the capture: {e}")?;
+            writeln!(f, "extra frame from us, not in the capture, {e}")?;
         }
         for n in &self.notes {
             writeln!(f, "note: {n}")?;
@@ -741,6 +741,11 @@ impl Replayer {
                     }
                     return;
                 };
+                // A bare ACK says nothing about the host (its sequence number may count our
+                // FIN, which is no byte of the stream).
+                if payload.is_empty() && flags & TCP_FIN == 0 {
+                    return;
+                }
                 // A segment whose data the socket already holds is a retransmission: the
                 // engine's timers or the guest's ACKs send it, not the host.
                 let own_end = seq.wrapping_sub(isn).wrapping_sub(1) as usize + payload.len();
@@ -943,6 +948,39 @@ impl Replayer {
     }
 }
 
+/// What a frame is, for lining ours up with the recorded ones: its flow (TCP, UDP, echo), or
+/// its protocol and message type.
+fn kind_of(d: &Decoded) -> String {
+    match &d.l4 {
+        Some(L4::Tcp { src, dst, .. }) => format!("tcp {src} {dst}"),
+        Some(L4::Udp { src, dst, .. }) => format!("udp {src} {dst}"),
+        Some(L4::Echo {
+            src,
+            dst,
+            reply,
+            id,
+            ..
+        }) => format!("echo {src} {dst} {reply} {id}"),
+        _ => d
+            .fields
+            .iter()
+            .filter(|(n, _)| {
+                matches!(
+                    n.as_str(),
+                    "eth.type"
+                        | "arp.op"
+                        | "ip.protocol"
+                        | "ip6.next_header"
+                        | "icmp.type"
+                        | "icmp6.type"
+                )
+            })
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
 /// A TCP segment's sequence number relative to the first its sender sent on the flow.
 fn relative_seq(base: &mut HashMap<(SocketAddr, SocketAddr), u32>, d: &Decoded) -> Option<u32> {
     match &d.l4 {
@@ -1010,15 +1048,37 @@ pub fn replay(records: &[Record], setup: &Setup) -> Result<Report, String> {
         r.run_buffer(before);
         r.now = r.now.max(at);
         r.note(|| format!("frame {} to the guest: {}", rec.number, d.summary));
-        if r.produced.is_empty() {
+        // Ours of the recorded frame's kind (same flow, or same service message): frames of
+        // ours ahead of it are answers the capture doesn't have.
+        let kind = kind_of(&d);
+        let has_kind = |r: &Replayer| {
+            r.produced
+                .iter()
+                .any(|f| kind_of(&fields::decode(f)) == kind)
+        };
+        if !has_kind(&r) {
             r.inject(rec, &d, &records[i + 1..]);
         }
         r.run_buffer(usize::MAX);
-        if r.produced.is_empty() {
+        if !has_kind(&r) {
             r.settle(at);
         }
-        if r.produced.is_empty() {
+        if !has_kind(&r) {
             r.settle(at + TIMER_SLACK);
+        }
+        if let Some(pos) = r
+            .produced
+            .iter()
+            .position(|f| kind_of(&fields::decode(f)) == kind)
+        {
+            for f in r.produced.drain(..pos).collect::<Vec<_>>() {
+                let line = format!(
+                    "before frame {}: {}",
+                    rec.number,
+                    fields::decode(&f).summary
+                );
+                r.report.extra.push(line);
+            }
         }
         match r.produced.pop_front() {
             Some(ours) => r.compare(rec, &d, &ours),
@@ -1045,7 +1105,8 @@ pub fn replay(records: &[Record], setup: &Setup) -> Result<Report, String> {
     r.run_buffer(usize::MAX);
     r.settle(end);
     for f in r.produced.drain(..) {
-        r.report.extra.push(fields::decode(&f).summary);
+        let line = format!("after the last frame: {}", fields::decode(&f).summary);
+        r.report.extra.push(line);
     }
     r.report.notes.extend(
         r.host

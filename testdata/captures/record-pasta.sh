@@ -9,6 +9,7 @@
 # Usage: sh record-pasta.sh PASTA [PREFIX] [OUTDIR]
 #   PASTA:  the pasta to run (ours: target/debug/pasta; the original: /usr/bin/pasta)
 #   PREFIX: file name prefix (default "pasta"), OUTDIR: default the directory of this script
+# SESSIONS="tcp-inbound udp ..." records only those sessions (default: all).
 set -eu
 
 pasta=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")  # not realpath: pasta may be a link to passt
@@ -113,6 +114,7 @@ sleep 1
 session() {
 	name=$1
 	shift
+	case " ${SESSIONS:-$name} " in *" $name "*) ;; *) return 0 ;; esac
 	timeout 30 ip netns exec "$h" "$pasta" ${PASTA_OPTS:-} --pcap "$out/$prefix-$name.pcap" "$@" \
 		>"$tmp/$name.log" 2>&1 || { echo "$name failed:"; cat "$tmp/$name.log"; exit 1; }
 	echo "$out/$prefix-$name.pcap"
@@ -141,3 +143,31 @@ session udp --config-net -- sh -c \
 # 4. Pings, IPv4 and IPv6.
 session ping --config-net -- sh -c \
 	'ping -c 3 -i 0.2 -W 2 203.0.113.10 >/dev/null; ping -6 -c 3 -i 0.2 -W 2 2001:db8:2::10 >/dev/null'
+
+# 5. A connection into the namespace through a forwarded port (-t 8080): a client on the
+# remote sends a line to the host's address, a server in the namespace answers with 20 000
+# bytes of the blob and closes.
+cat >"$tmp/inbound.py" <<'PY'
+import socket, sys
+blob = open(sys.argv[1], "rb").read()[:20000]
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8080))
+s.listen()
+s.settimeout(10)
+c, _ = s.accept()
+c.settimeout(10)
+c.recv(4096)
+c.sendall(blob)
+c.shutdown(socket.SHUT_WR)
+while c.recv(4096):
+    pass
+c.close()
+PY
+case " ${SESSIONS:-tcp-inbound} " in *" tcp-inbound "*)
+	(sleep 2; ip netns exec "$r" sh -c 'echo hello | timeout 10 socat -t 3 - TCP:198.51.100.2:8080 >/dev/null') &
+	client=$!
+	session tcp-inbound --config-net -t 8080 -- sh -c "timeout 15 python3 $tmp/inbound.py $tmp/blob"
+	wait "$client" || true
+	;;
+esac
