@@ -484,8 +484,15 @@ impl fmt::Display for Report {
                 self.mismatches.len() - MISMATCHES_SHOWN
             )?;
         }
-        for e in &self.extra {
+        for e in self.extra.iter().take(MISMATCHES_SHOWN) {
             writeln!(f, "extra frame from us, not in the capture, {e}")?;
+        }
+        if self.extra.len() > MISMATCHES_SHOWN {
+            writeln!(
+                f,
+                "... and {} more extra frames",
+                self.extra.len() - MISMATCHES_SHOWN
+            )?;
         }
         for n in &self.notes {
             writeln!(f, "note: {n}")?;
@@ -522,7 +529,8 @@ struct Replayer {
     engine: Engine,
     host: ScriptedHost,
     out: FrameQueue,
-    produced: VecDeque<Vec<u8>>,
+    /// Our frames not compared yet, with their [`kind_of`].
+    produced: VecDeque<(Vec<u8>, String)>,
     now: Instant,
     pending_input: bool,
     config: Config,
@@ -553,8 +561,9 @@ impl Replayer {
 
     fn drain(&mut self) {
         for f in self.out.iter() {
-            self.produced.push_back(f.to_vec());
-            if let Some(l4 @ L4::Tcp { flags, seq, .. }) = fields::decode(f).l4 {
+            let d = fields::decode(f);
+            self.produced.push_back((f.to_vec(), kind_of(&d)));
+            if let Some(l4 @ L4::Tcp { flags, seq, .. }) = d.l4 {
                 if flags & TCP_SYN != 0 {
                     if let Some(k) = FlowKey::to_guest(&l4) {
                         self.our_isn.insert(k, seq);
@@ -1051,11 +1060,7 @@ pub fn replay(records: &[Record], setup: &Setup) -> Result<Report, String> {
         // Ours of the recorded frame's kind (same flow, or same service message): frames of
         // ours ahead of it are answers the capture doesn't have.
         let kind = kind_of(&d);
-        let has_kind = |r: &Replayer| {
-            r.produced
-                .iter()
-                .any(|f| kind_of(&fields::decode(f)) == kind)
-        };
+        let has_kind = |r: &Replayer| r.produced.iter().any(|(_, k)| *k == kind);
         if !has_kind(&r) {
             r.inject(rec, &d, &records[i + 1..]);
         }
@@ -1066,12 +1071,8 @@ pub fn replay(records: &[Record], setup: &Setup) -> Result<Report, String> {
         if !has_kind(&r) {
             r.settle(at + TIMER_SLACK);
         }
-        if let Some(pos) = r
-            .produced
-            .iter()
-            .position(|f| kind_of(&fields::decode(f)) == kind)
-        {
-            for f in r.produced.drain(..pos).collect::<Vec<_>>() {
+        if let Some(pos) = r.produced.iter().position(|(_, k)| *k == kind) {
+            for (f, _) in r.produced.drain(..pos).collect::<Vec<_>>() {
                 let line = format!(
                     "before frame {}: {}",
                     rec.number,
@@ -1081,7 +1082,7 @@ pub fn replay(records: &[Record], setup: &Setup) -> Result<Report, String> {
             }
         }
         match r.produced.pop_front() {
-            Some(ours) => r.compare(rec, &d, &ours),
+            Some((ours, _)) => r.compare(rec, &d, &ours),
             None => r.report.mismatches.push(Mismatch {
                 number: rec.number,
                 at: rec.at,
@@ -1104,7 +1105,7 @@ pub fn replay(records: &[Record], setup: &Setup) -> Result<Report, String> {
     let end = records.last().map(|l| start + l.at).unwrap_or(start);
     r.run_buffer(usize::MAX);
     r.settle(end);
-    for f in r.produced.drain(..) {
+    for (f, _) in r.produced.drain(..) {
         let line = format!("after the last frame: {}", fields::decode(&f).summary);
         r.report.extra.push(line);
     }
