@@ -3,6 +3,7 @@
 //! the mode, as with the original (a `pasta` link to `passt` is pasta).
 
 mod autofwd;
+pub mod capture;
 pub mod cli;
 pub mod datapath;
 pub mod passt;

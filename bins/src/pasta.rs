@@ -21,6 +21,7 @@ use sans_io::engine::Engine;
 use sans_io::flow::Proto;
 
 use crate::autofwd::AutoForward;
+use crate::capture::CaptureLink;
 use crate::cli::{Cli, PastaTarget};
 use crate::datapath::{self, Exit, GuestLink, LinkStats, Periodic, Watch};
 use crate::{process, EXIT_FAILURE};
@@ -187,7 +188,17 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
 
     let reactor = Reactor::new(&STOP_SIGNALS)
         .map_err(|e| StartError::Other(format!("cannot set up the event loop: {e}")))?;
-    let mut link = TapLink(tap);
+    let mut tap_link = TapLink(tap);
+    let mut capture = match &cli.pcap {
+        Some(path) => Some(CaptureLink::create(&mut tap_link, path).map_err(|e| {
+            StartError::Other(format!("cannot open capture file {}: {e}", path.display()))
+        })?),
+        None => None,
+    };
+    let link: &mut dyn GuestLink = match capture.as_mut() {
+        Some(c) => c,
+        None => &mut tap_link,
+    };
     let mut stats = LinkStats::default();
     let exit = {
         let mut command = child.as_mut().map(CommandWatch);
@@ -204,7 +215,7 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
         }
         datapath::run(
             &mut engine,
-            &mut link,
+            link,
             &reactor,
             &mut sockets,
             &mut watches,

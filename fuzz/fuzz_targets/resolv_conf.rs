@@ -2,8 +2,5 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sans_io::config::resolv::ResolvConf;
 
-fuzz_target!(|data: &[u8]| {
-    let _ = ResolvConf::parse(&String::from_utf8_lossy(data));
-});
+fuzz_target!(|data: &[u8]| sim::fuzzing::resolv_conf(data));

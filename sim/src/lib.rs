@@ -5,14 +5,24 @@
 //! that scenarios derive a [`sans_io::config::Config`] without a real host. [`world::World`]
 //! puts our engine between a [`guest::SmolGuest`] on an impaired [`link`] and a
 //! [`host::VirtualHost`], under a virtual clock; [`Scenario`] builds one in a few lines, with
-//! [`App`]s (sources, sinks, echoes, slow readers) at both ends of the connections.
+//! [`App`]s (sources, sinks, echoes, slow readers) at both ends of the connections; more
+//! guests, each behind its own engine, can share the host ([`world::World::others`]).
+//!
+//! [`replay`] feeds a capture's guest frames (`--pcap`, ours or the original's) to a fresh
+//! engine, scripting the host from the capture, and compares the answers field by field
+//! ([`fields`]); `cargo run -p sim --bin replay -- FILE.pcap` prints the verdict.
+//! [`fuzzing`] holds what the fuzz targets run, so that `cargo test` runs it too.
 
 pub mod app;
 pub mod capture;
+pub mod fields;
+pub mod fuzzing;
 pub mod guest;
 pub mod host;
 pub mod link;
 pub mod pattern;
+pub mod pcapfile;
+pub mod replay;
 pub mod rng;
 pub mod scenario;
 pub mod world;

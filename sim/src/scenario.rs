@@ -76,6 +76,7 @@ pub struct Scenario {
     dhcp: bool,
     engine: EngineOptions,
     config_edit: Vec<ConfigEdit>,
+    more_guests: usize,
 }
 
 impl Scenario {
@@ -96,6 +97,7 @@ impl Scenario {
             dhcp: false,
             engine: EngineOptions::default(),
             config_edit: Vec::new(),
+            more_guests: 0,
         }
     }
 
@@ -201,6 +203,13 @@ impl Scenario {
         self
     }
 
+    /// `n` more guests, each behind an engine of its own (another pasta on the same host),
+    /// configured alike: see [`World::others`].
+    pub fn more_guests(mut self, n: usize) -> Self {
+        self.more_guests = n;
+        self
+    }
+
     pub fn build(self) -> World {
         let mut config = self.lab.derive(&self.opts).expect("configuration").config;
         for edit in self.config_edit {
@@ -209,21 +218,37 @@ impl Scenario {
         let mtu = self
             .guest_mtu
             .unwrap_or_else(|| usize::from(config.mtu.unwrap_or(1500).min(9000)));
-        let mut guest = SmolGuest::with_options(GUEST_MAC, Instant::from_millis(1), mtu, self.dhcp);
-        guest.tcp_buffer = self.guest_buffer;
-        if !self.dhcp {
-            if let Some(c) = &config.ip4 {
-                guest.configure_ipv4(Ipv4Cidr::new(c.addr, c.prefix_len), c.gateway);
+        let make_guest = |mac: [u8; 6]| {
+            let mut guest = SmolGuest::with_options(mac, Instant::from_millis(1), mtu, self.dhcp);
+            guest.tcp_buffer = self.guest_buffer;
+            if !self.dhcp {
+                if let Some(c) = &config.ip4 {
+                    guest.configure_ipv4(Ipv4Cidr::new(c.addr, c.prefix_len), c.gateway);
+                }
             }
-        }
-        if let Some(c) = &config.ip6 {
-            if !c.addr.is_unspecified() {
-                guest.configure_ipv6(Ipv6Cidr::new(c.addr, c.prefix_len), c.gateway);
+            if let Some(c) = &config.ip6 {
+                if !c.addr.is_unspecified() {
+                    guest.configure_ipv6(Ipv6Cidr::new(c.addr, c.prefix_len), c.gateway);
+                }
             }
-        }
+            guest
+        };
+        let guest = make_guest(GUEST_MAC);
+        let others: Vec<SmolGuest> = (1..=self.more_guests)
+            .map(|i| {
+                let mut mac = GUEST_MAC;
+                mac[5] = mac[5].wrapping_add(i as u8);
+                make_guest(mac)
+            })
+            .collect();
+        let side_config = config.clone();
         let mut w = World::with_parts(config, self.seed, guest, self.host, self.engine);
         w.to_engine.impair = self.to_engine;
         w.to_guest.impair = self.to_guest;
+        for (i, guest) in others.into_iter().enumerate() {
+            let seed = self.seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i as u64 + 1));
+            w.add_guest(side_config.clone(), seed, guest);
+        }
         for (a, app) in self.servers {
             w.host.listen(a, app);
         }
@@ -235,10 +260,64 @@ impl Scenario {
 }
 
 impl World {
+    /// The guest's MAC address, as its interface has it.
+    pub fn guest_mac(&self) -> [u8; 6] {
+        match self.guest.iface.hardware_addr() {
+            smoltcp::wire::HardwareAddress::Ethernet(a) => a.0,
+            #[allow(unreachable_patterns)]
+            _ => GUEST_MAC,
+        }
+    }
+
+    fn guest_route(&self, src: IpAddr, dst: IpAddr) -> sans_io::wire::build::Route {
+        sans_io::wire::build::Route {
+            src_mac: sans_io::wire::MacAddr(self.guest_mac()),
+            dst_mac: self.engine.config().our_mac,
+            src,
+            dst,
+        }
+    }
+
+    /// The guest sends a UDP datagram from `src` to `dst` (a frame of its own, past its
+    /// stack, which has no UDP sockets here); the answers are in the transcript.
+    pub fn guest_udp(&mut self, src: SocketAddr, dst: SocketAddr, payload: &[u8]) {
+        let mut q = sans_io::wire::FrameQueue::new();
+        let route = self.guest_route(src.ip(), dst.ip());
+        sans_io::wire::build::udp_frame(&mut q, route, src.port(), dst.port(), payload);
+        self.guest.device.tx.extend(q.iter().map(<[u8]>::to_vec));
+    }
+
+    /// The guest sends an ICMP or ICMPv6 echo request.
+    pub fn guest_ping(&mut self, src: IpAddr, dst: IpAddr, id: u16, seq: u16, data: &[u8]) {
+        let mut q = sans_io::wire::FrameQueue::new();
+        let route = self.guest_route(src, dst);
+        let ty = if dst.is_ipv4() { 8 } else { 128 };
+        let mut msg = vec![ty, 0, 0, 0];
+        msg.extend_from_slice(&id.to_be_bytes());
+        msg.extend_from_slice(&seq.to_be_bytes());
+        msg.extend_from_slice(data);
+        if dst.is_ipv4() {
+            sans_io::wire::build::icmp4_frame(&mut q, route, 64, &msg);
+        } else {
+            sans_io::wire::build::icmpv6_frame(&mut q, route, 64, &msg);
+        }
+        self.guest.device.tx.extend(q.iter().map(<[u8]>::to_vec));
+    }
+
+    /// The whole run so far as a pcap file's bytes (see [`World::save_pcap`]).
+    pub fn pcap(&self) -> Vec<u8> {
+        crate::capture::pcap(&self.transcript)
+    }
+
     /// Every guest connection done and every host connection finished (its socket closed by
     /// the engine, its application done).
     pub fn all_done(&self) -> bool {
-        self.guest.conns.iter().all(|c| c.done()) && self.host.conns().iter().all(|c| c.finished())
+        self.guest.conns.iter().all(|c| c.done())
+            && self
+                .others
+                .iter()
+                .all(|o| o.guest.conns.iter().all(|c| c.done()))
+            && self.host.conns().iter().all(|c| c.finished())
     }
 
     /// Runs until [`World::all_done`], for at most `limit` of virtual time.

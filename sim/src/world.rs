@@ -7,12 +7,14 @@
 //! clock to the next deadline of the engine, the guest, the host or the link. Everything is
 //! deterministic: the same configuration and seed give the same [`Transcript`], byte for byte.
 
+use std::collections::BTreeSet;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use sans_io::config::Config;
 use sans_io::engine::{Counters, Engine, EngineOptions};
-use sans_io::flow::SockRef;
+use sans_io::flow::{Bind, HostSockets, SockEvent, SockRef, TcpSockInfo};
 use sans_io::time::Instant;
 use sans_io::wire::FrameQueue;
 
@@ -43,6 +45,151 @@ pub struct WorldStats {
     pub stale_deadlines: [u64; 3],
 }
 
+/// Another guest with an engine of its own (another pasta or passt on the same host), sharing
+/// the world's clock and virtual host: its sockets' events reach its engine only. Its frames
+/// are recorded in its own transcript.
+pub struct Side {
+    pub engine: Engine,
+    pub guest: SmolGuest,
+    pub to_engine: Pipe,
+    pub to_guest: Pipe,
+    pub transcript: Transcript,
+    out: FrameQueue,
+    /// The host sockets its engine opened.
+    socks: BTreeSet<SockRef>,
+}
+
+/// The virtual host as one engine sees it: notes the sockets that engine opens, so that their
+/// events go back to it.
+struct Owned<'a> {
+    host: &'a mut VirtualHost,
+    socks: &'a mut BTreeSet<SockRef>,
+}
+
+impl HostSockets for Owned<'_> {
+    fn tcp_connect(
+        &mut self,
+        dst: SocketAddr,
+        bind: Bind<'_>,
+        mss: Option<u16>,
+    ) -> io::Result<SockRef> {
+        let s = self.host.tcp_connect(dst, bind, mss)?;
+        self.socks.insert(s);
+        Ok(s)
+    }
+    fn send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
+        self.host.send(s, data)
+    }
+    fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<usize> {
+        self.host.peek(s, offset, buf)
+    }
+    fn discard(&mut self, s: SockRef, len: usize) -> io::Result<()> {
+        self.host.discard(s, len)
+    }
+    fn tcp_info(&mut self, s: SockRef) -> io::Result<TcpSockInfo> {
+        self.host.tcp_info(s)
+    }
+    fn shutdown_write(&mut self, s: SockRef) -> io::Result<()> {
+        self.host.shutdown_write(s)
+    }
+    fn close(&mut self, s: SockRef, reset: bool) {
+        self.host.close(s, reset);
+    }
+    fn set_interest(&mut self, s: SockRef, readable: bool, writable: bool) {
+        self.host.set_interest(s, readable, writable);
+    }
+    fn udp_open(&mut self, bind: Bind<'_>, dst: SocketAddr) -> io::Result<SockRef> {
+        let s = self.host.udp_open(bind, dst)?;
+        self.socks.insert(s);
+        Ok(s)
+    }
+    fn udp_send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
+        self.host.udp_send(s, data)
+    }
+    fn udp_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
+        self.host.udp_recv(s, buf)
+    }
+    fn udp_recv_from(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.host.udp_recv_from(s, buf)
+    }
+    fn udp_reply_open(&mut self, listener: SockRef, peer: SocketAddr) -> io::Result<SockRef> {
+        let s = self.host.udp_reply_open(listener, peer)?;
+        self.socks.insert(s);
+        Ok(s)
+    }
+    fn ping_open(&mut self, bind: Bind<'_>, dst: IpAddr, id: u16) -> io::Result<(SockRef, u16)> {
+        let (s, id) = self.host.ping_open(bind, dst, id)?;
+        self.socks.insert(s);
+        Ok((s, id))
+    }
+    fn ping_send(&mut self, s: SockRef, msg: &[u8]) -> io::Result<usize> {
+        self.host.ping_send(s, msg)
+    }
+    fn ping_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
+        self.host.ping_recv(s, buf)
+    }
+}
+
+impl Side {
+    /// Runs this side's part of a step: its sockets' events, its guest, its link, its
+    /// engine's timers. Returns whether anything moved.
+    fn step(
+        &mut self,
+        now: Instant,
+        host: &mut VirtualHost,
+        events: &[(SockRef, SockEvent)],
+    ) -> bool {
+        let mut moved = false;
+        let mut io = Owned {
+            host,
+            socks: &mut self.socks,
+        };
+        for &(s, ev) in events {
+            self.engine
+                .handle_socket(now, s, ev, &mut io, &mut self.out);
+        }
+        self.guest.poll(now);
+        while let Some(frame) = self.guest.device.tx.pop_front() {
+            self.to_engine.send(now, frame);
+            moved = true;
+        }
+        for frame in self.to_engine.due(now) {
+            self.engine
+                .handle_frame(now, &frame, &mut io, &mut self.out);
+            self.transcript.push((now, Direction::GuestToEngine, frame));
+            moved = true;
+        }
+        if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+            self.engine.handle_timeout(now, &mut io, &mut self.out);
+        }
+        self.engine.flush(now, &mut io, &mut self.out);
+        for frame in self.out.iter() {
+            self.to_guest.send(now, frame.to_vec());
+            moved = true;
+        }
+        self.out.clear();
+        for frame in self.to_guest.due(now) {
+            self.transcript
+                .push((now, Direction::EngineToGuest, frame.clone()));
+            self.guest.device.rx.push_back(frame);
+            moved = true;
+        }
+        moved
+    }
+
+    fn next_deadline(&mut self, now: Instant) -> Option<Instant> {
+        [
+            self.engine.poll_timeout(),
+            self.guest.poll_at(now),
+            self.to_engine.next_at(),
+            self.to_guest.next_at(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
 pub struct World {
     pub now: Instant,
     pub engine: Engine,
@@ -54,6 +201,8 @@ pub struct World {
     pub to_engine: Pipe,
     pub to_guest: Pipe,
     pub stats: WorldStats,
+    /// More guests, each with its own engine and link, on the same host.
+    pub others: Vec<Side>,
     out: FrameQueue,
 }
 
@@ -112,8 +261,28 @@ impl World {
             to_engine: Pipe::new(seed ^ PIPE_SEED_TO_ENGINE),
             to_guest: Pipe::new(seed ^ PIPE_SEED_TO_GUEST),
             stats: WorldStats::default(),
+            others: Vec::new(),
             out: FrameQueue::new(),
         }
+    }
+
+    /// Adds another guest with an engine of its own, configured by `config`, on links with
+    /// the main guest's impairments; returns its index in [`World::others`].
+    pub fn add_guest(&mut self, config: Config, seed: u64, guest: SmolGuest) -> usize {
+        let mut to_engine = Pipe::new(seed ^ PIPE_SEED_TO_ENGINE);
+        let mut to_guest = Pipe::new(seed ^ PIPE_SEED_TO_GUEST);
+        to_engine.impair = self.to_engine.impair;
+        to_guest.impair = self.to_guest.impair;
+        self.others.push(Side {
+            engine: Engine::new(config, seed, self.now),
+            guest,
+            to_engine,
+            to_guest,
+            transcript: Vec::new(),
+            out: FrameQueue::new(),
+            socks: BTreeSet::new(),
+        });
+        self.others.len() - 1
     }
 
     /// Impairs both directions of the link alike.
@@ -138,10 +307,24 @@ impl World {
                 .handle_accept(now, s, peer, local, &mut self.host, &mut self.out);
             moved = true;
         }
-        let events = self.host.events();
+        let mut events = self.host.events();
+        // Events of the other guests' sockets go to their engines.
+        let mut theirs: Vec<Vec<(SockRef, SockEvent)>> = vec![Vec::new(); self.others.len()];
+        events.retain(
+            |&(s, ev)| match self.others.iter().position(|o| o.socks.contains(&s)) {
+                Some(i) => {
+                    theirs[i].push((s, ev));
+                    false
+                }
+                None => true,
+            },
+        );
         for &(s, ev) in &events {
             self.engine
                 .handle_socket(now, s, ev, &mut self.host, &mut self.out);
+        }
+        for (side, evs) in self.others.iter_mut().zip(&theirs) {
+            moved |= side.step(now, &mut self.host, evs);
         }
         self.guest.poll(now);
         while let Some(frame) = self.guest.device.tx.pop_front() {
@@ -177,7 +360,7 @@ impl World {
         if self.host.ops() != ops_before {
             moved = true;
         }
-        if !moved && !events.is_empty() {
+        if !moved && (!events.is_empty() || theirs.iter().any(|e| !e.is_empty())) {
             self.stats.idle_wakeups += 1;
         }
         moved
@@ -185,12 +368,19 @@ impl World {
 
     /// The earliest deadline of any part of the world.
     pub fn next_deadline(&mut self) -> Option<Instant> {
+        let now = self.now;
+        let others = self
+            .others
+            .iter_mut()
+            .filter_map(|o| o.next_deadline(now))
+            .min();
         [
             self.engine.poll_timeout(),
             self.guest.poll_at(self.now),
             self.host.poll_at(),
             self.to_engine.next_at(),
             self.to_guest.next_at(),
+            others,
         ]
         .into_iter()
         .flatten()

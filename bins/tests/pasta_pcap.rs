@@ -1,0 +1,84 @@
+//! Real OS: `--pcap FILE` records every frame crossing the tap, both ways, in a file pcap
+//! readers (and our replay) accept. pasta runs in the lab's host namespace (see
+//! common/mod.rs); the namespace pings a server on the remote, so that the capture holds the
+//! guest's ARP request and echo requests and our ARP reply and echo replies.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{bin, run_timeout, Lab, Shape, TempDir};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// (ethertype, first byte past the Ethernet header, source MAC) of each record.
+fn records(file: &[u8]) -> Vec<(u16, u8, [u8; 6])> {
+    assert!(file.len() >= 24, "no pcap header");
+    assert_eq!(
+        u32::from_ne_bytes(file[0..4].try_into().unwrap()),
+        0xa1b2_c3d4
+    );
+    assert_eq!(
+        u32::from_ne_bytes(file[20..24].try_into().unwrap()),
+        1,
+        "link type"
+    );
+    let mut at = 24;
+    let mut out = Vec::new();
+    while at + 16 <= file.len() {
+        let len = u32::from_ne_bytes(file[at + 8..at + 12].try_into().unwrap()) as usize;
+        let frame = &file[at + 16..at + 16 + len];
+        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+        out.push((ethertype, frame[14], frame[6..12].try_into().unwrap()));
+        at += 16 + len;
+    }
+    assert_eq!(at, file.len(), "trailing bytes");
+    out
+}
+
+#[test]
+fn pcap_records_both_directions() {
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "no /dev/net/tun"
+        );
+        return;
+    }
+    let Some(lab) = Lab::new(Shape::DualStack) else {
+        return;
+    };
+    lab.add_remote_servers();
+    lab.host_sh("sysctl -qw net.ipv4.ping_group_range='0 2147483647'");
+    let dir = TempDir::new("pcap");
+    let file = dir.path().join("run.pcap");
+    let out = run_timeout(
+        &mut lab.host_command(
+            None,
+            &bin("pasta"),
+            &[
+                "--config-net",
+                "--pcap",
+                file.to_str().unwrap(),
+                "--",
+                "ping",
+                "-c",
+                "2",
+                "-W",
+                "2",
+                common::addr::SERVER4,
+            ],
+        ),
+        RUN_TIMEOUT,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let recs = records(&std::fs::read(&file).unwrap());
+    let ours: [u8; 6] = [0x02, 0, 0, 0, 1, 2]; // pasta uses the host's MAC towards the guest
+    let arp_from_guest = recs.iter().filter(|r| r.0 == 0x0806 && r.2 != ours).count();
+    let arp_from_us = recs.iter().filter(|r| r.0 == 0x0806 && r.2 == ours).count();
+    let ip_from_guest = recs.iter().filter(|r| r.0 == 0x0800 && r.2 != ours).count();
+    let ip_from_us = recs.iter().filter(|r| r.0 == 0x0800 && r.2 == ours).count();
+    assert!(arp_from_guest >= 1 && arp_from_us >= 1, "{recs:?}");
+    assert!(ip_from_guest >= 2 && ip_from_us >= 2, "{recs:?}");
+}
