@@ -74,7 +74,10 @@ fn answers_arp_and_dhcp_and_serves_one_client_at_a_time() {
         );
         first.arp(v4(addr::HOST4), v4(addr::REMOTE4));
 
-        // The first leaves: the next one is served.
+        // The first leaves: the next one is served. Shut the socket down rather than only
+        // closing our descriptor: a child another test thread is forking at this moment holds
+        // a copy of it until it execs, and passt would see the first client still there.
+        first.stream.shutdown(std::net::Shutdown::Both).unwrap();
         drop(first);
         let mut third = Client::connect(&path);
         third.arp(v4(addr::HOST4), v4(addr::REMOTE4));
@@ -101,6 +104,8 @@ fn one_off_quits_when_the_guest_leaves() {
         passt.wait_socket();
         let mut client = Client::connect(&path);
         client.arp(v4(addr::HOST4), v4(addr::REMOTE4));
+        // Shut down, not only closed: see above.
+        client.stream.shutdown(std::net::Shutdown::Both).unwrap();
         drop(client);
         let status = passt.wait_exit(TIMEOUT).expect("passt -1 quits");
         assert!(status.success(), "{}: {status:?}", label(&who));
@@ -137,7 +142,8 @@ fn fd_takes_a_connected_socket() {
         let mut client = Client::from_stream(ours);
         let mac = client.arp(v4(addr::HOST4), v4(addr::REMOTE4));
         assert_eq!(mac, [0x02, 0, 0, 0, 1, 2], "{}", label(&who));
-        // -F implies one-off: closing our end ends passt.
+        // -F implies one-off: closing our end ends passt (shut down first: see above).
+        client.stream.shutdown(std::net::Shutdown::Both).unwrap();
         drop(client);
         let status = passt.wait_exit(TIMEOUT).expect("passt -F quits");
         assert!(status.success(), "{}: {status:?}", label(&who));
@@ -229,6 +235,7 @@ fn goes_to_the_background_with_a_pid_file() {
     assert!(alive(pid));
     let mut client = Client::connect(&path);
     client.arp(v4(addr::HOST4), v4(addr::REMOTE4));
+    client.stream.shutdown(std::net::Shutdown::Both).unwrap();
     drop(client);
     let deadline = Instant::now() + TIMEOUT;
     while alive(pid) && Instant::now() < deadline {
