@@ -11,14 +11,15 @@
 use std::collections::HashMap;
 use std::io;
 use std::mem::{size_of, MaybeUninit};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use sans_io::time::Instant;
 
-use crate::ns::{in_netns, NsError};
+use crate::ns::NsError;
+use crate::ns_listeners::{Bound, NsListeners};
 use crate::reactor::monotonic_now;
 use crate::sockets::{dgram_socket, sockaddr_to_std, std_to_sockaddr, udp_bound_socket, unmap};
 
@@ -48,13 +49,6 @@ pub struct DgramStats {
     pub to_namespace: u64,
     /// Datagrams dropped: no flow could be opened, or sending failed.
     pub dropped: u64,
-}
-
-#[derive(Debug)]
-struct Listener {
-    fd: OwnedFd,
-    addr: SocketAddr,
-    to: u16,
 }
 
 #[derive(Debug)]
@@ -90,7 +84,7 @@ impl Batch {
 /// Relays datagrams from listeners in the namespace to the host's loopback and back.
 pub struct DgramRelay {
     epoll: Option<Epoll>,
-    listeners: Vec<Option<Listener>>,
+    listeners: NsListeners,
     flows: Vec<Option<Flow>>,
     gens: Vec<u32>,
     free: Vec<u32>,
@@ -105,7 +99,7 @@ pub struct DgramRelay {
 impl std::fmt::Debug for DgramRelay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DgramRelay")
-            .field("listeners", &self.listeners.iter().flatten().count())
+            .field("listeners", &self.listeners.ports().count())
             .field("flows", &self.by_client.len())
             .field("stats", &self.stats)
             .finish()
@@ -122,7 +116,7 @@ impl DgramRelay {
     pub fn new(max_flows: usize) -> DgramRelay {
         DgramRelay {
             epoll: None,
-            listeners: Vec::new(),
+            listeners: NsListeners::new(TOKEN_DGRAM_BASE | LISTENER_BIT),
             flows: Vec::new(),
             gens: Vec::new(),
             free: Vec::new(),
@@ -148,21 +142,14 @@ impl DgramRelay {
 
     /// Registers the listeners (and from now on everything) on `epoll`.
     pub fn attach(&mut self, epoll: Epoll) -> io::Result<()> {
-        for (i, l) in self.listeners.iter().enumerate() {
-            if let Some(l) = l {
-                epoll.add(
-                    &l.fd,
-                    EpollEvent::new(EpollFlags::EPOLLIN, listener_token(i)),
-                )?;
-            }
-        }
+        self.listeners.register(&epoll)?;
         self.epoll = Some(epoll);
         Ok(())
     }
 
     /// The namespace ports listened on.
     pub fn listening_ports(&self) -> impl Iterator<Item = u16> + '_ {
-        self.listeners.iter().flatten().map(|l| l.addr.port())
+        self.listeners.ports()
     }
 
     /// Binds `port` of the namespace's loopback (127.0.0.1 and ::1 as `v4`/`v6` say),
@@ -175,65 +162,23 @@ impl DgramRelay {
         to: u16,
         v4: bool,
         v6: bool,
-    ) -> Result<(usize, Vec<(SocketAddr, io::Error)>), NsError> {
-        let mut addrs = Vec::new();
-        if v4 {
-            addrs.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
-        }
-        if v6 {
-            addrs.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port));
-        }
-        let made = in_netns(netns, || {
-            addrs
-                .iter()
-                .map(|&a| (a, udp_bound_socket(a, None, false)))
-                .collect::<Vec<_>>()
-        })?;
-        let mut bound = 0;
-        let mut failed = Vec::new();
-        for (addr, result) in made {
-            match result.and_then(|fd| self.add_listener(fd, addr, to)) {
-                Ok(()) => bound += 1,
-                Err(e) => failed.push((addr, e)),
-            }
-        }
-        Ok((bound, failed))
-    }
-
-    fn add_listener(&mut self, fd: OwnedFd, addr: SocketAddr, to: u16) -> io::Result<()> {
-        let i = self
-            .listeners
-            .iter()
-            .position(Option::is_none)
-            .unwrap_or(self.listeners.len());
-        if let Some(epoll) = &self.epoll {
-            epoll.add(&fd, EpollEvent::new(EpollFlags::EPOLLIN, listener_token(i)))?;
-        }
-        let l = Some(Listener { fd, addr, to });
-        match self.listeners.get_mut(i) {
-            Some(slot) => *slot = l,
-            None => self.listeners.push(l),
-        }
-        Ok(())
+    ) -> Result<Bound, NsError> {
+        let make = |a| udp_bound_socket(a, None, false);
+        self.listeners
+            .listen_in(netns, (port, to), (v4, v6), make, self.epoll.as_ref())
     }
 
     /// Stops relaying `port`; its flows close too (their answers would have nowhere to go).
     pub fn unlisten(&mut self, port: u16) {
-        for i in 0..self.listeners.len() {
-            if self.listeners[i]
-                .as_ref()
-                .is_some_and(|l| l.addr.port() == port)
-            {
-                self.listeners[i] = None;
-                let gone: Vec<usize> = self
-                    .by_client
-                    .iter()
-                    .filter(|((l, _), _)| *l == i)
-                    .map(|(_, &f)| f)
-                    .collect();
-                for f in gone {
-                    self.close(f);
-                }
+        for i in self.listeners.remove_port(port, self.epoll.as_ref()) {
+            let gone: Vec<usize> = self
+                .by_client
+                .iter()
+                .filter(|((l, _), _)| *l == i)
+                .map(|(_, &f)| f)
+                .collect();
+            for f in gone {
+                self.close(f);
             }
         }
     }
@@ -293,7 +238,7 @@ impl DgramRelay {
 
     /// Datagrams from senders in the namespace, each to its flow's host socket.
     fn relay_to_host(&mut self, listener: usize, batch: &mut Batch) {
-        let Some(Some(l)) = self.listeners.get(listener) else {
+        let Some(l) = self.listeners.get(listener) else {
             return;
         };
         let lfd = l.fd.as_raw_fd();
@@ -333,7 +278,7 @@ impl DgramRelay {
         let Some(flow) = self.flows[index].as_mut() else {
             return;
         };
-        let Some(Some(l)) = self.listeners.get(flow.listener) else {
+        let Some(l) = self.listeners.get(flow.listener) else {
             return;
         };
         let (hfd, lfd, client) = (flow.host.as_raw_fd(), l.fd.as_raw_fd(), flow.client);
@@ -360,7 +305,7 @@ impl DgramRelay {
         if self.by_client.len() >= self.max_flows {
             return None;
         }
-        let l = self.listeners.get(listener)?.as_ref()?;
+        let l = self.listeners.get(listener)?;
         let target = SocketAddr::new(l.addr.ip(), l.to);
         let host = connected_socket(target).ok()?;
         let index = match self.free.pop() {
@@ -406,10 +351,6 @@ impl DgramRelay {
             self.free.push(index as u32);
         }
     }
-}
-
-fn listener_token(i: usize) -> u64 {
-    TOKEN_DGRAM_BASE | LISTENER_BIT | i as u64
 }
 
 /// A UDP socket on the host connected to `target`.

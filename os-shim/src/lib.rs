@@ -9,6 +9,7 @@ pub mod hostinfo;
 pub mod logging;
 pub mod netlink;
 pub mod ns;
+pub mod ns_listeners;
 pub mod nsconf;
 pub mod pcap;
 pub mod procnet;

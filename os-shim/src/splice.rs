@@ -19,7 +19,8 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 
-use crate::ns::{in_netns, NsError};
+use crate::ns::NsError;
+use crate::ns_listeners::{Bound, NsListeners};
 use crate::sockets::{listen_socket, setsockopt_int, so_error, std_to_sockaddr, stream_socket};
 
 /// Tokens of the splicer: listeners and pair sockets, below the other sockets' tokens.
@@ -50,14 +51,6 @@ pub struct SpliceStats {
     pub closed: u64,
 }
 
-/// A listening socket in the namespace and the host port it leads to.
-#[derive(Debug)]
-struct Listener {
-    fd: OwnedFd,
-    addr: SocketAddr,
-    to: u16,
-}
-
 /// One relayed connection: side 0 accepted in the namespace, side 1 connected on the host.
 #[derive(Debug)]
 struct Pair {
@@ -79,7 +72,7 @@ struct Pair {
 #[derive(Debug)]
 pub struct Splicer {
     epoll: Option<Epoll>,
-    listeners: Vec<Option<Listener>>,
+    listeners: NsListeners,
     pairs: Vec<Option<Pair>>,
     /// Generation of each pair slot, bumped on reuse.
     gens: Vec<u32>,
@@ -105,7 +98,7 @@ impl Splicer {
     pub fn new(max_pairs: usize) -> Splicer {
         Splicer {
             epoll: None,
-            listeners: Vec::new(),
+            listeners: NsListeners::new(TOKEN_SPLICE_BASE | LISTENER_BIT),
             pairs: Vec::new(),
             gens: Vec::new(),
             free: Vec::new(),
@@ -130,21 +123,14 @@ impl Splicer {
 
     /// Registers the listeners (and from now on everything) on `epoll`.
     pub fn attach(&mut self, epoll: Epoll) -> io::Result<()> {
-        for (i, l) in self.listeners.iter().enumerate() {
-            if let Some(l) = l {
-                epoll.add(
-                    &l.fd,
-                    EpollEvent::new(EpollFlags::EPOLLIN, listener_token(i)),
-                )?;
-            }
-        }
+        self.listeners.register(&epoll)?;
         self.epoll = Some(epoll);
         Ok(())
     }
 
     /// The namespace ports listened on.
     pub fn listening_ports(&self) -> impl Iterator<Item = u16> + '_ {
-        self.listeners.iter().flatten().map(|l| l.addr.port())
+        self.listeners.ports()
     }
 
     /// Listens on `port` of the namespace's loopback (127.0.0.1 and ::1 as `v4`/`v6` say),
@@ -157,57 +143,15 @@ impl Splicer {
         to: u16,
         v4: bool,
         v6: bool,
-    ) -> Result<(usize, Vec<(SocketAddr, io::Error)>), NsError> {
-        let mut addrs = Vec::new();
-        if v4 {
-            addrs.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
-        }
-        if v6 {
-            addrs.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port));
-        }
-        let made = in_netns(netns, || {
-            addrs
-                .iter()
-                .map(|&a| (a, listen_socket(a, None, false)))
-                .collect::<Vec<_>>()
-        })?;
-        let mut bound = 0;
-        let mut failed = Vec::new();
-        for (addr, result) in made {
-            match result.and_then(|fd| self.add_listener(fd, addr, to)) {
-                Ok(()) => bound += 1,
-                Err(e) => failed.push((addr, e)),
-            }
-        }
-        Ok((bound, failed))
-    }
-
-    fn add_listener(&mut self, fd: OwnedFd, addr: SocketAddr, to: u16) -> io::Result<()> {
-        let i = self
-            .listeners
-            .iter()
-            .position(Option::is_none)
-            .unwrap_or(self.listeners.len());
-        if let Some(epoll) = &self.epoll {
-            epoll.add(&fd, EpollEvent::new(EpollFlags::EPOLLIN, listener_token(i)))?;
-        }
-        let l = Some(Listener { fd, addr, to });
-        match self.listeners.get_mut(i) {
-            Some(slot) => *slot = l,
-            None => self.listeners.push(l),
-        }
-        Ok(())
+    ) -> Result<Bound, NsError> {
+        let make = |a| listen_socket(a, None, false);
+        self.listeners
+            .listen_in(netns, (port, to), (v4, v6), make, self.epoll.as_ref())
     }
 
     /// Stops listening on `port` (connections being relayed carry on).
     pub fn unlisten(&mut self, port: u16) {
-        for slot in &mut self.listeners {
-            if let Some(l) = slot.take_if(|l| l.addr.port() == port) {
-                if let Some(epoll) = &self.epoll {
-                    let _ = epoll.delete(l.fd.as_fd());
-                }
-            }
-        }
+        self.listeners.remove_port(port, self.epoll.as_ref());
     }
 
     /// Handles an epoll event for one of our tokens.
@@ -259,7 +203,7 @@ impl Splicer {
 
     fn accept_ready(&mut self, listener: usize) {
         for _ in 0..ACCEPT_BATCH {
-            let Some(Some(l)) = self.listeners.get(listener) else {
+            let Some(l) = self.listeners.get(listener) else {
                 return;
             };
             let (lfd, to, v4) = (l.fd.as_raw_fd(), l.to, l.addr.is_ipv4());
@@ -388,10 +332,6 @@ impl Splicer {
         self.free.push(index as u32);
         // Dropping the pair closes both sockets and pipes (and takes them off epoll).
     }
-}
-
-fn listener_token(i: usize) -> u64 {
-    TOKEN_SPLICE_BASE | LISTENER_BIT | i as u64
 }
 
 fn pair_token(index: usize, gen: u32, side: usize) -> u64 {

@@ -287,6 +287,44 @@ impl World {
         self.guest.device.tx.extend(q.iter().map(<[u8]>::to_vec));
     }
 
+    /// The UDP datagrams the engine sent the guest so far: (source, destination, payload).
+    pub fn udp_at_guest(&self) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
+        use sans_io::wire::parse::{self, ethertype, ip_proto};
+        let mut v = Vec::new();
+        for (_, dir, frame) in &self.transcript {
+            if *dir != crate::world::Direction::EngineToGuest {
+                continue;
+            }
+            let Ok(eth) = parse::ethernet(frame) else {
+                continue;
+            };
+            let (src, dst, payload) = match eth.ethertype {
+                ethertype::IPV4 => match parse::ipv4(eth.payload) {
+                    Ok(ip) if ip.protocol == ip_proto::UDP => {
+                        (IpAddr::V4(ip.src), IpAddr::V4(ip.dst), ip.payload)
+                    }
+                    _ => continue,
+                },
+                ethertype::IPV6 => match parse::ipv6(eth.payload) {
+                    Ok(ip) if ip.next_header == ip_proto::UDP => {
+                        (IpAddr::V6(ip.src), IpAddr::V6(ip.dst), ip.payload)
+                    }
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            let Ok(udp) = parse::udp(payload) else {
+                continue;
+            };
+            v.push((
+                SocketAddr::new(src, udp.src_port),
+                SocketAddr::new(dst, udp.dst_port),
+                udp.payload.to_vec(),
+            ));
+        }
+        v
+    }
+
     /// The guest sends an ICMP or ICMPv6 echo request.
     pub fn guest_ping(&mut self, src: IpAddr, dst: IpAddr, id: u16, seq: u16, data: &[u8]) {
         let mut q = sans_io::wire::FrameQueue::new();

@@ -4,60 +4,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use sans_io::wire::build::{self, Route};
-use sans_io::wire::parse::{self, ethertype, ip_proto};
-use sans_io::wire::{FrameQueue, MacAddr};
-use sim::scenario::{addr, GATEWAY, GUEST_MAC, HOST_ADDR, REMOTE};
-use sim::world::{Direction, World};
+use sim::scenario::{addr, GATEWAY, HOST_ADDR, REMOTE};
 use sim::Scenario;
-
-/// Queues a UDP datagram from the guest, as raw frame.
-fn send(w: &mut World, src: SocketAddr, dst: SocketAddr, payload: &[u8]) {
-    let mut q = FrameQueue::new();
-    let route = Route {
-        src_mac: MacAddr(GUEST_MAC),
-        dst_mac: w.engine.config().our_mac,
-        src: src.ip(),
-        dst: dst.ip(),
-    };
-    build::udp_frame(&mut q, route, src.port(), dst.port(), payload);
-    w.guest.device.tx.push_back(q.get(0).unwrap().to_vec());
-}
-
-/// UDP datagrams the engine sent the guest: (source, destination, payload).
-fn to_guest(w: &World) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
-    let mut v = Vec::new();
-    for (_, dir, frame) in &w.transcript {
-        if *dir != Direction::EngineToGuest {
-            continue;
-        }
-        let eth = parse::ethernet(frame).unwrap();
-        let (src, dst, payload) = match eth.ethertype {
-            ethertype::IPV4 => {
-                let ip = parse::ipv4(eth.payload).unwrap();
-                if ip.protocol != ip_proto::UDP {
-                    continue;
-                }
-                (IpAddr::V4(ip.src), IpAddr::V4(ip.dst), ip.payload)
-            }
-            ethertype::IPV6 => {
-                let ip = parse::ipv6(eth.payload).unwrap();
-                if ip.next_header != ip_proto::UDP {
-                    continue;
-                }
-                (IpAddr::V6(ip.src), IpAddr::V6(ip.dst), ip.payload)
-            }
-            _ => continue,
-        };
-        let udp = parse::udp(payload).unwrap();
-        v.push((
-            SocketAddr::new(src, udp.src_port),
-            SocketAddr::new(dst, udp.dst_port),
-            udp.payload.to_vec(),
-        ));
-    }
-    v
-}
 
 fn guest4(port: u16) -> SocketAddr {
     SocketAddr::new(HOST_ADDR.parse().unwrap(), port)
@@ -74,18 +22,18 @@ fn echo_round_trip_both_families() {
         IpAddr::V6(w.engine.config().ip6.as_ref().unwrap().addr),
         41000,
     );
-    send(&mut w, guest4(40000), server4, b"hello four");
-    send(&mut w, g6, server6, b"hello six");
-    assert!(w.run_until(Duration::from_secs(1), |w| to_guest(w).len() == 2));
-    let got = to_guest(&w);
+    w.guest_udp(guest4(40000), server4, b"hello four");
+    w.guest_udp(g6, server6, b"hello six");
+    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 2));
+    let got = w.udp_at_guest();
     assert!(got.contains(&(server4, guest4(40000), b"hello four".to_vec())));
     assert!(got.contains(&(server6, g6, b"hello six".to_vec())));
     // One socket per flow; the host saw the real destinations.
     assert_eq!(w.host.udp_socks().len(), 2);
     assert_eq!(w.engine.udp().len(), 2);
     // A second datagram reuses the flow.
-    send(&mut w, guest4(40000), server4, b"again");
-    assert!(w.run_until(Duration::from_secs(1), |w| to_guest(w).len() == 3));
+    w.guest_udp(guest4(40000), server4, b"again");
+    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 3));
     assert_eq!(w.host.udp_socks().len(), 2);
     let c = &w.counters().udp;
     assert_eq!((c.flows_opened, c.datagrams_out, c.datagrams_in), (2, 3, 3));
@@ -97,10 +45,13 @@ fn gateway_reaches_host_loopback_and_replies_come_from_the_gateway() {
     let mut w = Scenario::new(2).build();
     w.host.udp_echo(addr("127.0.0.1:5353"));
     let gw = addr(&format!("{GATEWAY}:5353"));
-    send(&mut w, guest4(40001), gw, b"loop");
-    assert!(w.run_until(Duration::from_secs(1), |w| !to_guest(w).is_empty()));
+    w.guest_udp(guest4(40001), gw, b"loop");
+    assert!(w.run_until(Duration::from_secs(1), |w| !w.udp_at_guest().is_empty()));
     assert_eq!(w.host.udp_log[0].1, addr("127.0.0.1:5353"));
-    assert_eq!(to_guest(&w), vec![(gw, guest4(40001), b"loop".to_vec())]);
+    assert_eq!(
+        w.udp_at_guest(),
+        vec![(gw, guest4(40001), b"loop".to_vec())]
+    );
 }
 
 #[test]
@@ -113,12 +64,15 @@ fn dns_forward_maps_both_ways() {
         .build();
     w.host.udp_echo(addr("203.0.113.53:53"));
     let fwd = addr("198.51.100.53:53");
-    send(&mut w, guest4(40002), fwd, b"query");
-    assert!(w.run_until(Duration::from_secs(1), |w| !to_guest(w).is_empty()));
+    w.guest_udp(guest4(40002), fwd, b"query");
+    assert!(w.run_until(Duration::from_secs(1), |w| !w.udp_at_guest().is_empty()));
     assert_eq!(w.host.udp_log[0].1, addr("203.0.113.53:53"));
-    assert_eq!(to_guest(&w), vec![(fwd, guest4(40002), b"query".to_vec())]);
+    assert_eq!(
+        w.udp_at_guest(),
+        vec![(fwd, guest4(40002), b"query".to_vec())]
+    );
     // Other ports to the forwarding address aren't redirected.
-    send(&mut w, guest4(40002), addr("198.51.100.53:54"), b"x");
+    w.guest_udp(guest4(40002), addr("198.51.100.53:54"), b"x");
     w.run_for(Duration::from_millis(10));
     assert_eq!(w.host.udp_log[1].1, addr("198.51.100.53:54"));
 }
@@ -128,8 +82,8 @@ fn idle_flows_time_out_and_free_their_socket() {
     let mut w = Scenario::new(4).build();
     let server = addr(&format!("{REMOTE}:7"));
     w.host.udp_echo(server);
-    send(&mut w, guest4(40003), server, b"ping");
-    assert!(w.run_until(Duration::from_secs(1), |w| !to_guest(w).is_empty()));
+    w.guest_udp(guest4(40003), server, b"ping");
+    assert!(w.run_until(Duration::from_secs(1), |w| !w.udp_at_guest().is_empty()));
     assert_eq!(w.host.open_sockets(), 1);
     let t0 = w.now;
     assert!(w.run_until(Duration::from_secs(600), |w| w.host.open_sockets() == 0));
@@ -147,9 +101,9 @@ fn no_udp_drops() {
     let mut w = Scenario::new(5).config(|c| c.protocols.udp = false).build();
     let server = addr(&format!("{REMOTE}:7"));
     w.host.udp_echo(server);
-    send(&mut w, guest4(40004), server, b"ping");
+    w.guest_udp(guest4(40004), server, b"ping");
     w.run_for(Duration::from_millis(100));
-    assert!(to_guest(&w).is_empty());
+    assert!(w.udp_at_guest().is_empty());
     assert_eq!(w.host.open_sockets(), 0);
     assert_eq!(w.counters().udp.disabled_dropped, 1);
 }
@@ -158,13 +112,13 @@ fn no_udp_drops() {
 fn oversize_replies_are_dropped_and_counted() {
     let mut w = Scenario::new(6).build();
     let server = addr(&format!("{REMOTE}:9"));
-    send(&mut w, guest4(40005), server, b"open");
+    w.guest_udp(guest4(40005), server, b"open");
     w.run_for(Duration::from_millis(10));
     let s = *w.host.udp_socks().keys().next().unwrap();
     w.host.udp_peer_send(s, &[7u8; 1473]); // 20 + 8 + 1473 > 1500
     w.host.udp_peer_send(s, &[7u8; 1472]);
     w.run_for(Duration::from_millis(10));
-    let got = to_guest(&w);
+    let got = w.udp_at_guest();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].2.len(), 1472);
     assert_eq!(w.counters().udp.oversize_dropped, 1);
@@ -174,7 +128,7 @@ fn oversize_replies_are_dropped_and_counted() {
 fn a_burst_larger_than_one_receive_batch_arrives_whole_and_in_order() {
     let mut w = Scenario::new(7).build();
     let server = addr(&format!("{REMOTE}:9"));
-    send(&mut w, guest4(40006), server, b"open");
+    w.guest_udp(guest4(40006), server, b"open");
     w.run_for(Duration::from_millis(10));
     let s = *w.host.udp_socks().keys().next().unwrap();
     for i in 0..150u32 {
@@ -184,14 +138,16 @@ fn a_burst_larger_than_one_receive_batch_arrives_whole_and_in_order() {
         d[..4].copy_from_slice(&i.to_be_bytes());
         w.host.udp_peer_send(s, &d);
     }
-    assert!(w.run_until(Duration::from_secs(1), |w| to_guest(w).len() == 149));
-    let got: Vec<u32> = to_guest(&w)
+    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 149));
+    let got: Vec<u32> = w
+        .udp_at_guest()
         .iter()
         .map(|d| u32::from_be_bytes(d.2[..4].try_into().unwrap()))
         .collect();
     let want: Vec<u32> = (0..150).filter(|&i| i != 70).collect();
     assert_eq!(got, want);
-    assert!(to_guest(&w)
+    assert!(w
+        .udp_at_guest()
         .iter()
         .all(|d| d.2.len() == 100 + u32::from_be_bytes(d.2[..4].try_into().unwrap()) as usize));
     let c = &w.counters().udp;

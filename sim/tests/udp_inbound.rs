@@ -9,66 +9,15 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use sans_io::wire::build::{self, Route};
-use sans_io::wire::parse::{self, ethertype, ip_proto};
-use sans_io::wire::{FrameQueue, MacAddr};
-use sim::scenario::{addr, GATEWAY, GUEST_MAC, HOST_ADDR, REMOTE};
-use sim::world::{Direction, World};
+use sim::scenario::{addr, GATEWAY, HOST_ADDR, REMOTE};
+use sim::world::World;
 use sim::Scenario;
-
-/// Queues a UDP datagram from the guest, as a raw frame.
-fn guest_send(w: &mut World, src: SocketAddr, dst: SocketAddr, payload: &[u8]) {
-    let mut q = FrameQueue::new();
-    let route = Route {
-        src_mac: MacAddr(GUEST_MAC),
-        dst_mac: w.engine.config().our_mac,
-        src: src.ip(),
-        dst: dst.ip(),
-    };
-    build::udp_frame(&mut q, route, src.port(), dst.port(), payload);
-    w.guest.device.tx.push_back(q.get(0).unwrap().to_vec());
-}
-
-/// UDP datagrams the engine sent the guest: (source, destination, payload).
-fn at_guest(w: &World) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
-    let mut v = Vec::new();
-    for (_, dir, frame) in &w.transcript {
-        if *dir != Direction::EngineToGuest {
-            continue;
-        }
-        let eth = parse::ethernet(frame).unwrap();
-        let (src, dst, payload) = match eth.ethertype {
-            ethertype::IPV4 => {
-                let ip = parse::ipv4(eth.payload).unwrap();
-                if ip.protocol != ip_proto::UDP {
-                    continue;
-                }
-                (IpAddr::V4(ip.src), IpAddr::V4(ip.dst), ip.payload)
-            }
-            ethertype::IPV6 => {
-                let ip = parse::ipv6(eth.payload).unwrap();
-                if ip.next_header != ip_proto::UDP {
-                    continue;
-                }
-                (IpAddr::V6(ip.src), IpAddr::V6(ip.dst), ip.payload)
-            }
-            _ => continue,
-        };
-        let udp = parse::udp(payload).unwrap();
-        v.push((
-            SocketAddr::new(src, udp.src_port),
-            SocketAddr::new(dst, udp.dst_port),
-            udp.payload.to_vec(),
-        ));
-    }
-    v
-}
 
 /// Both sides of the exchange, as text for snapshots: what the guest got, and what the host
 /// sockets sent (from which local address, to whom).
 fn story(w: &World) -> String {
     let mut s = String::new();
-    for (src, dst, p) in at_guest(w) {
+    for (src, dst, p) in w.udp_at_guest() {
         let _ = writeln!(
             s,
             "guest got  {src} -> {dst} {:?}",
@@ -101,10 +50,13 @@ fn forwarded_datagram_reaches_the_guest_and_the_answer_leaves_from_the_forwarded
     let mut w = Scenario::new(11).forward_udp("5000:6000").build();
     let peer = addr(&format!("{REMOTE}:7777"));
     assert!(w.host.remote_udp_send(peer, guest4(5000), b"request"));
-    assert!(w.run_until(Duration::from_secs(1), |w| at_guest(w).len() == 1));
-    assert_eq!(at_guest(&w)[0], (peer, guest4(6000), b"request".to_vec()));
+    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 1));
+    assert_eq!(
+        w.udp_at_guest()[0],
+        (peer, guest4(6000), b"request".to_vec())
+    );
 
-    guest_send(&mut w, guest4(6000), peer, b"answer");
+    w.guest_udp(guest4(6000), peer, b"answer");
     assert!(w.run_until(Duration::from_secs(1), |w| !w.host.udp_log.is_empty()));
     assert_eq!(
         w.host.udp_log[0],
@@ -114,7 +66,7 @@ fn forwarded_datagram_reaches_the_guest_and_the_answer_leaves_from_the_forwarded
 
     // The peer's next datagram comes to the flow's reply socket, and on to the guest.
     assert!(w.host.remote_udp_send(peer, guest4(5000), b"again"));
-    assert!(w.run_until(Duration::from_secs(1), |w| at_guest(w).len() == 2));
+    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 2));
     let c = &w.counters().udp;
     assert_eq!(
         (
@@ -141,9 +93,9 @@ fn ipv6_forwarding_and_separate_flows_per_peer() {
     let (p1, p2) = (addr("[2001:db8:2::10]:1000"), addr("[2001:db8:2::11]:1000"));
     assert!(w.host.remote_udp_send(p1, host6, b"one"));
     assert!(w.host.remote_udp_send(p2, host6, b"two"));
-    assert!(w.run_until(Duration::from_secs(1), |w| at_guest(w).len() == 2));
-    guest_send(&mut w, host6, p2, b"to two");
-    guest_send(&mut w, host6, p1, b"to one");
+    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 2));
+    w.guest_udp(host6, p2, b"to two");
+    w.guest_udp(host6, p1, b"to one");
     assert!(w.run_until(Duration::from_secs(1), |w| w.host.udp_log.len() == 2));
     assert_eq!(w.engine.udp().len(), 2);
     insta::assert_snapshot!(story(&w), @r#"
@@ -162,12 +114,12 @@ fn loopback_peers_appear_from_the_gateway_and_answers_to_it_go_back() {
     assert!(w
         .host
         .remote_udp_send(peer, addr("127.0.0.1:5000"), b"local"));
-    assert!(w.run_until(Duration::from_secs(1), |w| at_guest(w).len() == 1));
+    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 1));
     let gw = addr(&format!("{GATEWAY}:40404"));
-    assert_eq!(at_guest(&w)[0], (gw, guest4(5000), b"local".to_vec()));
+    assert_eq!(w.udp_at_guest()[0], (gw, guest4(5000), b"local".to_vec()));
     // The answer to the gateway goes to the loopback peer through the forwarded flow, not
     // through a new outbound flow.
-    guest_send(&mut w, guest4(5000), gw, b"reply");
+    w.guest_udp(guest4(5000), gw, b"reply");
     assert!(w.run_until(Duration::from_secs(1), |w| !w.host.udp_log.is_empty()));
     assert_eq!(
         w.host.udp_log[0],
@@ -185,9 +137,9 @@ fn udp_follows_tcp_ports_when_u_is_not_given() {
         w.host.remote_udp_send(peer, guest4(8080), b"follow"),
         "a UDP listener on TCP's port"
     );
-    assert!(w.run_until(Duration::from_secs(1), |w| at_guest(w).len() == 1));
+    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 1));
     // Same port number, without TCP's translation.
-    assert_eq!(at_guest(&w)[0].1, guest4(8080));
+    assert_eq!(w.udp_at_guest()[0].1, guest4(8080));
     assert!(!w.host.remote_udp_send(peer, guest4(80), b"x"));
 
     // An explicit -u overrides it.
@@ -205,14 +157,14 @@ fn inbound_flows_expire_and_the_listener_stays() {
     assert_eq!(listeners, 2, "one per family");
     let peer = addr(&format!("{REMOTE}:7777"));
     w.host.remote_udp_send(peer, guest4(5000), b"hi");
-    assert!(w.run_until(Duration::from_secs(1), |w| at_guest(w).len() == 1));
+    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 1));
     assert_eq!(w.host.udp_socks().len(), listeners + 1);
     assert!(w.run_until(Duration::from_secs(300), |w| w.engine.udp().is_empty()));
     assert_eq!(w.host.udp_socks().len(), listeners);
     assert_eq!(w.counters().udp.flows_expired, 1);
     // And a new datagram opens a new flow.
     w.host.remote_udp_send(peer, guest4(5000), b"back");
-    assert!(w.run_until(Duration::from_secs(1), |w| at_guest(w).len() == 2));
+    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 2));
     assert_eq!(w.counters().udp.flows_inbound, 2);
 }
 
@@ -228,7 +180,7 @@ fn full_table_drops_new_peers_not_existing_flows() {
     w.host.remote_udp_send(p2, guest4(5000), b"second");
     w.host.remote_udp_send(p1, guest4(5000), b"third");
     w.run_for(Duration::from_millis(10));
-    let got: Vec<Vec<u8>> = at_guest(&w).into_iter().map(|d| d.2).collect();
+    let got: Vec<Vec<u8>> = w.udp_at_guest().into_iter().map(|d| d.2).collect();
     assert_eq!(got, [b"first".to_vec(), b"third".to_vec()]);
     assert_eq!(w.counters().udp.table_full, 1);
 }
