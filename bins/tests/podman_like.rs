@@ -16,7 +16,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
@@ -342,21 +342,27 @@ fn podman_rootless_attach_serve_and_quit_with_the_namespace() {
     let path = nsdir.join("netns-rootless").to_str().unwrap().to_owned();
     let holder_ready = dir.path().join("holder-ready");
     let go = dir.path().join("go-remove");
+    // Written when the holder is through, whatever happened: the file is gone then, so is
+    // pasta (on a failure too: the lab stops the holder, whose exit removes the file).
+    let done = dir.path().join("holder-done");
     let args = podman_args(&path).join(" ");
     // The holder: a user namespace with a mount namespace; a tmpfs for the namespace file; a
     // network namespace bound to it; pasta attached; then wait for the test's signal to
     // remove the file as Podman does (lazy unmount, unlink).
     let script = format!(
         "set -e; mkdir -p {nsdir}; mount -t tmpfs none {nsdir}; touch {path}; \
+         trap 'umount -l {path} 2>/dev/null; rm -f {path}; touch {done}' EXIT; \
+         trap 'exit 1' TERM INT; \
          unshare --net mount --bind /proc/self/ns/net {path}; \
          {pasta} {args} 2>{errf}; echo $$ > {ready}; \
-         while [ ! -e {go} ]; do sleep 0.05; done; \
-         umount -l {path}; rm {path}",
+         i=0; while [ ! -e {go} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; \
+         [ -e {go} ]",
         nsdir = nsdir.display(),
         pasta = pasta.display(),
         errf = dir.path().join("pasta-stderr").display(),
         ready = holder_ready.display(),
         go = go.display(),
+        done = done.display(),
     );
     let mut holder = Command::new("ip");
     holder.args([
@@ -376,18 +382,22 @@ fn podman_rootless_attach_serve_and_quit_with_the_namespace() {
         "-c",
         &script,
     ]);
-    holder.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = holder.stdin(Stdio::null()).spawn().expect("spawn holder");
+    let holder_err = dir.path().join("holder-stderr");
+    holder
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&holder_err).unwrap());
+    let holder_process = lab.spawn_graceful(holder);
     let ready = wait_for_file(&holder_ready, Duration::from_secs(20));
     let holder_pid: u32 = std::fs::read_to_string(&holder_ready)
         .unwrap_or_default()
         .trim()
         .parse()
         .unwrap_or(0);
-    if !ready || holder_pid == 0 {
-        let out = child.wait_with_output().unwrap();
-        panic!("pasta didn't attach: {}", show(&out));
-    }
+    assert!(
+        ready && holder_pid != 0,
+        "pasta didn't attach: {}",
+        std::fs::read_to_string(&holder_err).unwrap_or_default()
+    );
     let stderr = std::fs::read_to_string(dir.path().join("pasta-stderr")).unwrap_or_default();
     assert!(stderr.is_empty(), "--quiet prints nothing: {stderr}");
     // Enter the holder's user namespace as its root (the user, outside), its mount namespace
@@ -411,17 +421,19 @@ fn podman_rootless_attach_serve_and_quit_with_the_namespace() {
     check_container(&lab, &c);
     assert_eq!(processes_naming(&path).len(), 1, "one pasta daemon");
     std::fs::write(&go, "").unwrap();
-    let out = wait_output(child, RUN_TIMEOUT);
-    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        wait_for_file(&done, RUN_TIMEOUT),
+        "the holder didn't finish: {}",
+        std::fs::read_to_string(&holder_err).unwrap_or_default()
+    );
+    let status = lab.stop(holder_process);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "holder: {status:?} {}",
+        std::fs::read_to_string(&holder_err).unwrap_or_default()
+    );
     assert!(
         wait_none_naming(&path, QUIT_TIMEOUT),
         "pasta still running after {path} was removed"
     );
-}
-
-fn wait_output(mut child: std::process::Child, timeout: Duration) -> Output {
-    if common::wait_timeout(&mut child, timeout).is_none() {
-        let _ = child.kill();
-    }
-    child.wait_with_output().expect("holder output")
 }
