@@ -21,7 +21,9 @@ use sans_io::time::Instant;
 use crate::ns::NsError;
 use crate::ns_listeners::{Bound, NsListeners};
 use crate::reactor::monotonic_now;
-use crate::sockets::{dgram_socket, sockaddr_to_std, std_to_sockaddr, udp_bound_socket, unmap};
+use crate::sockets::{
+    connect_to, dgram_socket, sockaddr_to_std, std_to_sockaddr, udp_bound_socket, unmap,
+};
 
 /// Tokens of the relay: listeners and flow sockets.
 pub const TOKEN_DGRAM_BASE: u64 = 1 << 54;
@@ -356,18 +358,7 @@ impl DgramRelay {
 /// A UDP socket on the host connected to `target`.
 fn connected_socket(target: SocketAddr) -> io::Result<OwnedFd> {
     let fd = dgram_socket(target.ip(), libc::IPPROTO_UDP)?;
-    let (sa, len) = std_to_sockaddr(&target);
-    // SAFETY: a valid sockaddr of the given length.
-    let rc = unsafe {
-        libc::connect(
-            fd.as_raw_fd(),
-            (&sa as *const libc::sockaddr_storage).cast(),
-            len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    connect_to(fd.as_raw_fd(), target)?;
     Ok(fd)
 }
 

@@ -835,17 +835,12 @@ impl HostSockets for Sockets {
             let _ = setsockopt_int(raw, libc::IPPROTO_TCP, libc::TCP_MAXSEG, i32::from(mss));
         }
         prepare_stream(raw);
-        let (sa, len) = std_to_sockaddr(&dst);
-        // SAFETY: a valid sockaddr of the given length.
-        let rc = unsafe { libc::connect(raw, (&sa as *const libc::sockaddr_storage).cast(), len) };
-        let state = if rc == 0 {
-            State::Connected
-        } else {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
+        let state = match connect_to(raw, dst) {
+            Ok(()) => State::Connected,
+            Err(e) => match e.raw_os_error() {
                 Some(libc::EINPROGRESS) | Some(libc::EINTR) => State::Connecting,
                 _ => return Err(e),
-            }
+            },
         };
         let index = self.insert(fd, state)?;
         self.stats.connects += 1;
@@ -975,20 +970,7 @@ impl HostSockets for Sockets {
         };
         let Some(fd) = slot.fd.take() else { return };
         if reset {
-            let linger = libc::linger {
-                l_onoff: 1,
-                l_linger: 0,
-            };
-            // SAFETY: passes a valid linger struct.
-            unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    (&linger as *const libc::linger).cast(),
-                    size_of::<libc::linger>() as libc::socklen_t,
-                )
-            };
+            reset_on_close(fd.as_raw_fd());
             self.stats.resets += 1;
         }
         if let Some(epoll) = &self.epoll {
@@ -1024,12 +1006,7 @@ impl HostSockets for Sockets {
                 bind_addr(raw, SocketAddr::new(addr, 0))?;
             }
         }
-        let (sa, len) = std_to_sockaddr(&dst);
-        // SAFETY: a valid sockaddr of the given length.
-        let rc = unsafe { libc::connect(raw, (&sa as *const libc::sockaddr_storage).cast(), len) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        connect_to(raw, dst)?;
         let index = self.insert_dgram(fd)?;
         Ok(SockRef(index))
     }
@@ -1083,12 +1060,7 @@ impl HostSockets for Sockets {
         if bind_addr(raw, SocketAddr::new(local, id)).is_err() {
             bind_addr(raw, SocketAddr::new(local, 0))?;
         }
-        let (sa, len) = std_to_sockaddr(&SocketAddr::new(dst, 0));
-        // SAFETY: a valid sockaddr of the given length.
-        let rc = unsafe { libc::connect(raw, (&sa as *const libc::sockaddr_storage).cast(), len) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        connect_to(raw, SocketAddr::new(dst, 0))?;
         let got = local_addr(raw)?.port();
         let index = self.insert_dgram(fd)?;
         Ok((SockRef(index), got))
@@ -1188,18 +1160,7 @@ impl HostSockets for Sockets {
             }
             _ => peer,
         };
-        let (sa, len) = std_to_sockaddr(&peer);
-        // SAFETY: a valid sockaddr of the given length.
-        let rc = unsafe {
-            libc::connect(
-                fd.as_raw_fd(),
-                (&sa as *const libc::sockaddr_storage).cast(),
-                len,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        connect_to(fd.as_raw_fd(), peer)?;
         let index = self.insert_dgram(fd)?;
         Ok(SockRef(index))
     }
@@ -1263,6 +1224,36 @@ pub(crate) fn stream_socket(addr: IpAddr) -> io::Result<OwnedFd> {
 /// Options every data socket gets: no Nagle delay (the guest already decided how to segment).
 fn prepare_stream(fd: RawFd) {
     let _ = setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+}
+
+/// `connect(2)` to `addr`; for a non-blocking stream socket, `EINPROGRESS` comes back as the
+/// error it is.
+pub(crate) fn connect_to(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
+    let (sa, len) = std_to_sockaddr(&addr);
+    // SAFETY: a valid sockaddr of the given length.
+    let rc = unsafe { libc::connect(fd, (&sa as *const libc::sockaddr_storage).cast(), len) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes closing `fd` reset the connection (a zero linger time) rather than end it.
+pub(crate) fn reset_on_close(fd: RawFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the option value is a struct linger of the size given.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
 }
 
 pub(crate) fn listen_socket(

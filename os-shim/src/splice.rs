@@ -21,7 +21,9 @@ use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 
 use crate::ns::NsError;
 use crate::ns_listeners::{Bound, NsListeners};
-use crate::sockets::{listen_socket, setsockopt_int, so_error, std_to_sockaddr, stream_socket};
+use crate::sockets::{
+    connect_to, listen_socket, reset_on_close, setsockopt_int, so_error, stream_socket,
+};
 
 /// Tokens of the splicer: listeners and pair sockets, below the other sockets' tokens.
 pub const TOKEN_SPLICE_BASE: u64 = 1 << 55;
@@ -244,24 +246,15 @@ impl Splicer {
     /// Connects to `target` and sets up the relay for `accepted`.
     fn start(&mut self, accepted: OwnedFd, target: SocketAddr) -> io::Result<()> {
         let host = stream_socket(target.ip())?;
-        let (sa, len) = std_to_sockaddr(&target);
-        // SAFETY: a valid sockaddr of the given length.
-        let rc = unsafe {
-            libc::connect(
-                host.as_raw_fd(),
-                (&sa as *const libc::sockaddr_storage).cast(),
-                len,
-            )
-        };
-        let connected = rc == 0;
-        if !connected {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EINPROGRESS) {
+        let connected = match connect_to(host.as_raw_fd(), target) {
+            Ok(()) => true,
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,
+            Err(e) => {
                 self.stats.refused += 1;
                 reset(&accepted);
                 return Err(e);
             }
-        }
+        };
         for fd in [&accepted, &host] {
             let _ = setsockopt_int(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
         }
@@ -443,20 +436,7 @@ fn pipe_capacity(fd: &OwnedFd) -> usize {
 
 /// Makes closing `fd` reset the connection.
 fn reset(fd: &OwnedFd) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: the option value is a struct linger of the size given.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
+    reset_on_close(fd.as_raw_fd());
 }
 
 #[cfg(test)]
