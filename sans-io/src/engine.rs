@@ -182,23 +182,23 @@ impl Engine {
             counters: &mut self.counters.tcp,
         };
         self.tcp.handle_timeout(&mut cx);
-        let mut ucx = UdpCx {
+        let mut ucx = UdpCx::new(
             now,
-            config: &self.config,
-            guest: &self.guest,
-            io: cx.io,
-            out: cx.out,
-            counters: &mut self.counters.udp,
-        };
+            &self.config,
+            &self.guest,
+            cx.io,
+            cx.out,
+            &mut self.counters.udp,
+        );
         self.udp.handle_timeout(&mut ucx);
-        let mut icx = IcmpCx {
+        let mut icx = IcmpCx::new(
             now,
-            config: &self.config,
-            guest: &self.guest,
-            io: ucx.io,
-            out: ucx.out,
-            counters: &mut self.counters.icmp,
-        };
+            &self.config,
+            &self.guest,
+            ucx.io,
+            ucx.out,
+            &mut self.counters.icmp,
+        );
         self.icmp.handle_timeout(&mut icx);
         if let Some(due) = self.next_ra.filter(|&due| due <= now) {
             let mut ctx = Ctx {
@@ -223,26 +223,26 @@ impl Engine {
         out: &mut FrameQueue,
     ) {
         if self.icmp.owns(s) {
-            let mut cx = IcmpCx {
+            let mut cx = IcmpCx::new(
                 now,
-                config: &self.config,
-                guest: &self.guest,
+                &self.config,
+                &self.guest,
                 io,
                 out,
-                counters: &mut self.counters.icmp,
-            };
+                &mut self.counters.icmp,
+            );
             self.icmp.handle_socket(&mut cx, s, ev);
             return;
         }
         if self.udp.owns(s) {
-            let mut cx = UdpCx {
+            let mut cx = UdpCx::new(
                 now,
-                config: &self.config,
-                guest: &self.guest,
+                &self.config,
+                &self.guest,
                 io,
                 out,
-                counters: &mut self.counters.udp,
-            };
+                &mut self.counters.udp,
+            );
             self.udp.handle_socket(&mut cx, s, ev);
             return;
         }
@@ -375,14 +375,14 @@ impl Engine {
         io: &mut dyn HostSockets,
         out: &mut FrameQueue,
     ) -> Dispatched {
-        let mut cx = IcmpCx {
+        let mut cx = IcmpCx::new(
             now,
-            config: &self.config,
-            guest: &self.guest,
+            &self.config,
+            &self.guest,
             io,
             out,
-            counters: &mut self.counters.icmp,
-        };
+            &mut self.counters.icmp,
+        );
         if self.icmp.handle_message(&mut cx, src, dst, msg) {
             Dispatched::Icmp
         } else {
@@ -400,14 +400,14 @@ impl Engine {
         io: &mut dyn HostSockets,
         out: &mut FrameQueue,
     ) -> Dispatched {
-        let mut cx = UdpCx {
+        let mut cx = UdpCx::new(
             now,
-            config: &self.config,
-            guest: &self.guest,
+            &self.config,
+            &self.guest,
             io,
             out,
-            counters: &mut self.counters.udp,
-        };
+            &mut self.counters.udp,
+        );
         self.udp.handle_datagram(&mut cx, src, dst, payload);
         Dispatched::Udp
     }

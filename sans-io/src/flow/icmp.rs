@@ -11,15 +11,13 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use crate::config::Config;
-use crate::flow::idle::{IdleFlow, IdleFlows};
+use crate::flow::idle::{DgramCx, IdleFlow, IdleFlows};
 use crate::flow::{Bind, HostSockets, SockEvent, SockRef};
 use crate::fwd::nat;
-use crate::services::GuestState;
 use crate::time::Instant;
 use crate::wire::build::{self, Route};
 use crate::wire::parse::{IPV4_HEADER_LEN, IPV6_HEADER_LEN};
-use crate::wire::{FrameQueue, MacAddr};
+use crate::wire::MacAddr;
 
 /// Idle time after which an echo flow is closed.
 pub const ICMP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -51,14 +49,8 @@ pub struct IcmpCounters {
     pub dropped_in: u64,
 }
 
-pub struct IcmpCx<'a> {
-    pub now: Instant,
-    pub config: &'a Config,
-    pub guest: &'a GuestState,
-    pub io: &'a mut dyn HostSockets,
-    pub out: &'a mut FrameQueue,
-    pub counters: &'a mut IcmpCounters,
-}
+/// What an echo call needs from the engine.
+pub type IcmpCx<'a> = DgramCx<'a, IcmpCounters>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IcmpFlow {

@@ -9,8 +9,42 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::SockRef;
+use super::{HostSockets, SockRef};
+use crate::config::Config;
+use crate::services::GuestState;
 use crate::time::Instant;
+use crate::wire::FrameQueue;
+
+/// What a datagram-flow call (UDP, ICMP echo) needs from the engine; `C` is the protocol's
+/// counters.
+pub struct DgramCx<'a, C> {
+    pub now: Instant,
+    pub config: &'a Config,
+    pub guest: &'a GuestState,
+    pub io: &'a mut dyn HostSockets,
+    pub out: &'a mut FrameQueue,
+    pub counters: &'a mut C,
+}
+
+impl<'a, C> DgramCx<'a, C> {
+    pub fn new(
+        now: Instant,
+        config: &'a Config,
+        guest: &'a GuestState,
+        io: &'a mut dyn HostSockets,
+        out: &'a mut FrameQueue,
+        counters: &'a mut C,
+    ) -> Self {
+        DgramCx {
+            now,
+            config,
+            guest,
+            io,
+            out,
+            counters,
+        }
+    }
+}
 
 /// What the map needs to know of a flow.
 pub trait IdleFlow {

@@ -29,7 +29,7 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::flow::idle::{IdleFlow, IdleFlows};
+use crate::flow::idle::{DgramCx, IdleFlow, IdleFlows};
 use crate::flow::{Bind, HostSockets, SockEvent, SockRef};
 use crate::fwd::{nat, ForwardMode};
 use crate::services::GuestState;
@@ -72,14 +72,7 @@ pub struct UdpCounters {
 }
 
 /// What a UDP call needs from the engine.
-pub struct UdpCx<'a> {
-    pub now: Instant,
-    pub config: &'a Config,
-    pub guest: &'a GuestState,
-    pub io: &'a mut dyn HostSockets,
-    pub out: &'a mut FrameQueue,
-    pub counters: &'a mut UdpCounters,
-}
+pub type UdpCx<'a> = DgramCx<'a, UdpCounters>;
 
 /// One flow: the guest's end, the peer as the guest addressed it, the host socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
