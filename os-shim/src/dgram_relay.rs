@@ -21,6 +21,7 @@ use sans_io::time::Instant;
 use crate::ns::NsError;
 use crate::ns_listeners::{Bound, NsListeners};
 use crate::reactor::monotonic_now;
+use crate::slots::Slots;
 use crate::sockets::{
     connect_to, dgram_socket, sockaddr_to_std, std_to_sockaddr, udp_bound_socket, unmap,
 };
@@ -55,7 +56,6 @@ pub struct DgramStats {
 
 #[derive(Debug)]
 struct Flow {
-    gen: u32,
     host: OwnedFd,
     listener: usize,
     client: SocketAddr,
@@ -87,9 +87,7 @@ impl Batch {
 pub struct DgramRelay {
     epoll: Option<Epoll>,
     listeners: NsListeners,
-    flows: Vec<Option<Flow>>,
-    gens: Vec<u32>,
-    free: Vec<u32>,
+    flows: Slots<Flow>,
     by_client: HashMap<(usize, SocketAddr), usize>,
     max_flows: usize,
     /// No flow expires before this (a lower bound: activity only moves expiry later).
@@ -119,9 +117,7 @@ impl DgramRelay {
         DgramRelay {
             epoll: None,
             listeners: NsListeners::new(TOKEN_DGRAM_BASE | LISTENER_BIT),
-            flows: Vec::new(),
-            gens: Vec::new(),
-            free: Vec::new(),
+            flows: Slots::new(1 << INDEX_BITS),
             by_client: HashMap::new(),
             max_flows,
             next_expiry: None,
@@ -198,23 +194,14 @@ impl DgramRelay {
         let idle: Vec<usize> = self
             .flows
             .iter()
-            .enumerate()
-            .filter_map(|(i, f)| {
-                f.as_ref()
-                    .filter(|f| f.last + IDLE_TIMEOUT <= now)
-                    .map(|_| i)
-            })
+            .filter(|(_, f)| f.last + IDLE_TIMEOUT <= now)
+            .map(|(i, _)| i)
             .collect();
         for i in idle {
             self.stats.flows_expired += 1;
             self.close(i);
         }
-        self.next_expiry = self
-            .flows
-            .iter()
-            .flatten()
-            .map(|f| f.last + IDLE_TIMEOUT)
-            .min();
+        self.next_expiry = self.flows.iter().map(|(_, f)| f.last + IDLE_TIMEOUT).min();
     }
 
     /// Handles an epoll event for one of our tokens.
@@ -226,12 +213,7 @@ impl DgramRelay {
         } else {
             let index = (t & INDEX_MASK) as usize;
             let gen = (t >> INDEX_BITS) as u32 & GEN_MASK;
-            if self
-                .flows
-                .get(index)
-                .and_then(Option::as_ref)
-                .is_some_and(|f| f.gen == gen)
-            {
+            if self.flows.get_mut(index, gen).is_some() {
                 self.relay_to_namespace(index, &mut batch);
             }
         }
@@ -260,7 +242,7 @@ impl DgramRelay {
                 }
                 match self.flow_for(listener, client, now) {
                     Some(f) => {
-                        let fd = self.flows[f].as_ref().map(|f| f.host.as_raw_fd());
+                        let fd = self.flows.at(f).map(|f| f.host.as_raw_fd());
                         let sent = fd.map_or(0, |fd| send_batch(fd, batch, i..end, None));
                         self.stats.to_host += sent as u64;
                         self.stats.dropped += (end - i - sent) as u64;
@@ -277,7 +259,7 @@ impl DgramRelay {
 
     /// Answers from the host's server, back to the flow's sender.
     fn relay_to_namespace(&mut self, index: usize, batch: &mut Batch) {
-        let Some(flow) = self.flows[index].as_mut() else {
+        let Some(flow) = self.flows.at_mut(index) else {
             return;
         };
         let Some(l) = self.listeners.get(flow.listener) else {
@@ -299,7 +281,7 @@ impl DgramRelay {
     /// The flow of `client` on `listener`, opened if new.
     fn flow_for(&mut self, listener: usize, client: SocketAddr, now: Instant) -> Option<usize> {
         if let Some(&f) = self.by_client.get(&(listener, client)) {
-            if let Some(flow) = self.flows[f].as_mut() {
+            if let Some(flow) = self.flows.at_mut(f) {
                 flow.last = now;
             }
             return Some(f);
@@ -310,36 +292,24 @@ impl DgramRelay {
         let l = self.listeners.get(listener)?;
         let target = SocketAddr::new(l.addr.ip(), l.to);
         let host = connected_socket(target).ok()?;
-        let index = match self.free.pop() {
-            Some(i) => i as usize,
-            None => {
-                if self.flows.len() as u64 > INDEX_MASK {
-                    return None;
-                }
-                self.flows.push(None);
-                self.gens.push(0);
-                self.flows.len() - 1
-            }
-        };
-        let gen = (self.gens[index] + 1) & GEN_MASK;
-        self.gens[index] = gen;
-        if let Some(epoll) = &self.epoll {
-            let token = TOKEN_DGRAM_BASE | (u64::from(gen) << INDEX_BITS) | index as u64;
-            if epoll
-                .add(&host, EpollEvent::new(EpollFlags::EPOLLIN, token))
-                .is_err()
-            {
-                self.free.push(index as u32);
-                return None;
-            }
-        }
-        self.flows[index] = Some(Flow {
-            gen,
+        let flow = Flow {
             host,
             listener,
             client,
             last: now,
-        });
+        };
+        let (index, gen) = self.flows.insert(flow).ok()?;
+        if let Some(epoll) = &self.epoll {
+            let token = TOKEN_DGRAM_BASE | (u64::from(gen) << INDEX_BITS) | index as u64;
+            let host = &self.flows.at(index).expect("just inserted").host;
+            if epoll
+                .add(host, EpollEvent::new(EpollFlags::EPOLLIN, token))
+                .is_err()
+            {
+                self.flows.remove(index);
+                return None;
+            }
+        }
         self.by_client.insert((listener, client), index);
         self.stats.flows_opened += 1;
         let expiry = now + IDLE_TIMEOUT;
@@ -348,9 +318,8 @@ impl DgramRelay {
     }
 
     fn close(&mut self, index: usize) {
-        if let Some(flow) = self.flows.get_mut(index).and_then(Option::take) {
+        if let Some(flow) = self.flows.remove(index) {
             self.by_client.remove(&(flow.listener, flow.client));
-            self.free.push(index as u32);
         }
     }
 }

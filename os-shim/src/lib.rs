@@ -15,6 +15,7 @@ pub mod pcap;
 pub mod procnet;
 pub mod qemu_socket;
 pub mod reactor;
+pub mod slots;
 pub mod sockets;
 pub mod splice;
 pub mod tap;

@@ -21,6 +21,7 @@ use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 
 use crate::ns::NsError;
 use crate::ns_listeners::{Bound, NsListeners};
+use crate::slots::Slots;
 use crate::sockets::{
     connect_to, listen_socket, reset_on_close, setsockopt_int, so_error, stream_socket,
 };
@@ -56,7 +57,6 @@ pub struct SpliceStats {
 /// One relayed connection: side 0 accepted in the namespace, side 1 connected on the host.
 #[derive(Debug)]
 struct Pair {
-    gen: u32,
     socks: [OwnedFd; 2],
     connected: bool,
     /// Direction `d` carries what side `d` reads to side `1 - d`: (read end, write end).
@@ -75,10 +75,7 @@ struct Pair {
 pub struct Splicer {
     epoll: Option<Epoll>,
     listeners: NsListeners,
-    pairs: Vec<Option<Pair>>,
-    /// Generation of each pair slot, bumped on reuse.
-    gens: Vec<u32>,
-    free: Vec<u32>,
+    pairs: Slots<Pair>,
     open: usize,
     max_pairs: usize,
     stats: SpliceStats,
@@ -101,9 +98,7 @@ impl Splicer {
         Splicer {
             epoll: None,
             listeners: NsListeners::new(TOKEN_SPLICE_BASE | LISTENER_BIT),
-            pairs: Vec::new(),
-            gens: Vec::new(),
-            free: Vec::new(),
+            pairs: Slots::new(1 << INDEX_BITS),
             open: 0,
             max_pairs,
             stats: SpliceStats::default(),
@@ -166,12 +161,9 @@ impl Splicer {
         let side = (t & 1) as usize;
         let index = ((t >> 1) & INDEX_MASK) as usize;
         let gen = (t >> (INDEX_BITS + 1)) as u32 & GEN_MASK;
-        let Some(Some(pair)) = self.pairs.get_mut(index) else {
+        let Some(pair) = self.pairs.get_mut(index, gen) else {
             return;
         };
-        if pair.gen != gen {
-            return;
-        }
         let outcome = if !pair.connected {
             // Only the host side's connect completing (or failing) matters until then.
             if side == 1
@@ -260,22 +252,7 @@ impl Splicer {
         }
         let (p0, p1) = (pipe()?, pipe()?);
         let cap = pipe_capacity(&p0.1).min(pipe_capacity(&p1.1));
-        let index = match self.free.pop() {
-            Some(i) => i as usize,
-            None => {
-                if self.pairs.len() as u64 > INDEX_MASK {
-                    reset(&accepted);
-                    return Err(io::Error::from_raw_os_error(libc::EMFILE));
-                }
-                self.pairs.push(None);
-                self.gens.push(0);
-                self.pairs.len() - 1
-            }
-        };
-        let gen = (self.gens[index] + 1) & GEN_MASK;
-        self.gens[index] = gen;
         let pair = Pair {
-            gen,
             socks: [accepted, host],
             connected,
             pipes: [p0, p1],
@@ -284,21 +261,28 @@ impl Splicer {
             eof: [false, false],
             shut: [false, false],
         };
+        let (index, gen) = match self.pairs.insert(pair) {
+            Ok(slot) => slot,
+            Err(pair) => {
+                reset(&pair.socks[0]);
+                return Err(io::Error::from_raw_os_error(libc::EMFILE));
+            }
+        };
         if let Some(epoll) = &self.epoll {
             let flags = EpollFlags::EPOLLIN
                 | EpollFlags::EPOLLOUT
                 | EpollFlags::EPOLLRDHUP
                 | EpollFlags::EPOLLET;
-            for (side, fd) in pair.socks.iter().enumerate() {
+            let socks = &self.pairs.at(index).expect("just inserted").socks;
+            for (side, fd) in socks.iter().enumerate() {
                 if let Err(e) = epoll.add(fd, EpollEvent::new(flags, pair_token(index, gen, side)))
                 {
+                    let pair = self.pairs.remove(index).expect("just inserted");
                     reset(&pair.socks[0]);
-                    self.free.push(index as u32);
                     return Err(e.into());
                 }
             }
         }
-        self.pairs[index] = Some(pair);
         self.open += 1;
         if connected {
             // Loopback connects may complete at once: the edge for it may never come.
@@ -311,7 +295,7 @@ impl Splicer {
     }
 
     fn close(&mut self, index: usize, with_reset: bool) {
-        let Some(pair) = self.pairs.get_mut(index).and_then(Option::take) else {
+        let Some(pair) = self.pairs.remove(index) else {
             return;
         };
         if with_reset {
@@ -322,7 +306,6 @@ impl Splicer {
         }
         self.stats.closed += 1;
         self.open -= 1;
-        self.free.push(index as u32);
         // Dropping the pair closes both sockets and pipes (and takes them off epoll).
     }
 }
