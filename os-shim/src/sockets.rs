@@ -822,14 +822,7 @@ impl HostSockets for Sockets {
     ) -> io::Result<SockRef> {
         let fd = stream_socket(dst.ip())?;
         let raw = fd.as_raw_fd();
-        if let Some(iface) = bind.iface {
-            bind_to_device(raw, iface)?;
-        }
-        if let Some(addr) = bind.addr {
-            if addr.is_ipv4() == dst.is_ipv4() {
-                bind_addr(raw, SocketAddr::new(addr, 0))?;
-            }
-        }
+        bind_outbound(raw, bind, dst)?;
         if let Some(mss) = mss {
             // Best effort: the kernel clamps it anyway.
             let _ = setsockopt_int(raw, libc::IPPROTO_TCP, libc::TCP_MAXSEG, i32::from(mss));
@@ -998,14 +991,7 @@ impl HostSockets for Sockets {
     fn udp_open(&mut self, bind: Bind<'_>, dst: SocketAddr) -> io::Result<SockRef> {
         let fd = dgram_socket(dst.ip(), libc::IPPROTO_UDP)?;
         let raw = fd.as_raw_fd();
-        if let Some(iface) = bind.iface {
-            bind_to_device(raw, iface)?;
-        }
-        if let Some(addr) = bind.addr {
-            if addr.is_ipv4() == dst.is_ipv4() {
-                bind_addr(raw, SocketAddr::new(addr, 0))?;
-            }
-        }
+        bind_outbound(raw, bind, dst)?;
         connect_to(raw, dst)?;
         let index = self.insert_dgram(fd)?;
         Ok(SockRef(index))
@@ -1306,6 +1292,18 @@ fn bind_shared(
         bind_to_device(raw, iface)?;
     }
     bind_addr(raw, addr)
+}
+
+/// Binds an outbound socket as `-o`/`--outbound-if*` ask: to the interface, and to the
+/// address if it is of `dst`'s family (any port).
+fn bind_outbound(fd: RawFd, bind: Bind<'_>, dst: SocketAddr) -> io::Result<()> {
+    if let Some(iface) = bind.iface {
+        bind_to_device(fd, iface)?;
+    }
+    match bind.addr {
+        Some(addr) if addr.is_ipv4() == dst.is_ipv4() => bind_addr(fd, SocketAddr::new(addr, 0)),
+        _ => Ok(()),
+    }
 }
 
 fn bind_addr(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
