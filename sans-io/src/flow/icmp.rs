@@ -11,8 +11,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use crate::flow::idle::{DgramCx, IdleFlow, IdleFlows};
-use crate::flow::{Bind, HostSockets, SockEvent, SockRef};
+use crate::flow::idle::{unicast, DgramCx, IdleFlow, IdleFlows};
+use crate::flow::{Bind, SockEvent, SockRef};
 use crate::fwd::nat;
 use crate::time::Instant;
 use crate::wire::build::{self, Route};
@@ -225,7 +225,7 @@ impl Icmp {
             }
             SockEvent::Error(_) => {
                 cx.counters.flows_errored += 1;
-                self.remove(cx.io, s);
+                self.flows.close(s, cx.io);
             }
             _ => {}
         }
@@ -263,23 +263,6 @@ impl Icmp {
     }
 
     pub fn handle_timeout(&mut self, cx: &mut IcmpCx<'_>) {
-        let (io, counters) = (&mut *cx.io, &mut *cx.counters);
-        self.flows.expire(cx.now, |s, _| {
-            counters.flows_expired += 1;
-            io.close(s, false);
-        });
-    }
-
-    fn remove(&mut self, io: &mut dyn HostSockets, s: SockRef) {
-        if self.flows.remove(s).is_some() {
-            io.close(s, false);
-        }
-    }
-}
-
-fn unicast(a: IpAddr) -> bool {
-    match a {
-        IpAddr::V4(a) => !a.is_unspecified() && !a.is_broadcast() && !a.is_multicast(),
-        IpAddr::V6(a) => !a.is_unspecified() && !a.is_multicast(),
+        cx.counters.flows_expired += self.flows.close_idle(cx.now, cx.io);
     }
 }

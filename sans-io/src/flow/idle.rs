@@ -26,6 +26,15 @@ pub struct DgramCx<'a, C> {
     pub counters: &'a mut C,
 }
 
+/// Whether `a` names one host (not a broadcast, multicast or unspecified address): the only
+/// destinations and sources datagram flows are made for.
+pub fn unicast(a: std::net::IpAddr) -> bool {
+    match a {
+        std::net::IpAddr::V4(a) => !a.is_unspecified() && !a.is_broadcast() && !a.is_multicast(),
+        std::net::IpAddr::V6(a) => !a.is_unspecified() && !a.is_multicast(),
+    }
+}
+
 impl<'a, C> DgramCx<'a, C> {
     pub fn new(
         now: Instant,
@@ -127,6 +136,23 @@ impl<F: IdleFlow> IdleFlows<F> {
     /// When [`IdleFlows::expire`] next has something to do (possibly early).
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.earliest
+    }
+
+    /// Removes and closes (through `io`) the flows idle at `now`; returns how many.
+    pub fn close_idle(&mut self, now: Instant, io: &mut dyn HostSockets) -> u64 {
+        let mut closed = 0;
+        self.expire(now, |s, _| {
+            closed += 1;
+            io.close(s, false);
+        });
+        closed
+    }
+
+    /// Removes the flow on `s` and closes its socket, if it is one of ours.
+    pub fn close(&mut self, s: SockRef, io: &mut dyn HostSockets) {
+        if self.remove(s).is_some() {
+            io.close(s, false);
+        }
     }
 
     /// Removes the flows idle at `now`, handing each to `closed`, and remembers the new

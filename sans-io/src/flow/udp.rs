@@ -29,7 +29,7 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::flow::idle::{DgramCx, IdleFlow, IdleFlows};
+use crate::flow::idle::{unicast, DgramCx, IdleFlow, IdleFlows};
 use crate::flow::{Bind, HostSockets, SockEvent, SockRef};
 use crate::fwd::{nat, ForwardMode};
 use crate::services::GuestState;
@@ -250,7 +250,7 @@ impl Udp {
             }
             SockEvent::Error(_) => {
                 cx.counters.flows_errored += 1;
-                self.remove(cx.io, s);
+                self.flows.close(s, cx.io);
             }
             _ => {}
         }
@@ -336,17 +336,7 @@ impl Udp {
 
     /// Closes flows idle for [`UDP_TIMEOUT`].
     pub fn handle_timeout(&mut self, cx: &mut UdpCx<'_>) {
-        let (io, counters) = (&mut *cx.io, &mut *cx.counters);
-        self.flows.expire(cx.now, |s, _| {
-            counters.flows_expired += 1;
-            io.close(s, false);
-        });
-    }
-
-    fn remove(&mut self, io: &mut dyn HostSockets, s: SockRef) {
-        if self.flows.remove(s).is_some() {
-            io.close(s, false);
-        }
+        cx.counters.flows_expired += self.flows.close_idle(cx.now, cx.io);
     }
 }
 
@@ -462,12 +452,5 @@ fn route_to_guest(config: &Config, guest: &GuestState, flow: &UdpFlow) -> Route 
         dst_mac: guest.mac.or(config.ns_mac).unwrap_or(MacAddr::BROADCAST),
         src: flow.peer.ip(),
         dst: flow.guest.ip(),
-    }
-}
-
-fn unicast(a: IpAddr) -> bool {
-    match a {
-        IpAddr::V4(a) => !a.is_unspecified() && !a.is_broadcast() && !a.is_multicast(),
-        IpAddr::V6(a) => !a.is_unspecified() && !a.is_multicast(),
     }
 }
