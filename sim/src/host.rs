@@ -310,6 +310,8 @@ pub struct HostStats {
     pub bytes_discarded: u64,
     pub would_block: u64,
     pub events: u64,
+    /// Calls the engine made through `HostSockets`, of any kind.
+    pub calls: u64,
 }
 
 /// The virtual host.
@@ -924,6 +926,7 @@ impl HostSockets for VirtualHost {
         bind: Bind<'_>,
         mss: Option<u16>,
     ) -> io::Result<SockRef> {
+        self.stats.calls += 1;
         if dst.ip().is_unspecified() || dst.ip().is_multicast() || dst.port() == 0 {
             return Err(err(errno::ENETUNREACH));
         }
@@ -958,6 +961,7 @@ impl HostSockets for VirtualHost {
     }
 
     fn send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
+        self.stats.calls += 1;
         let id = self.lookup(s, "send")?;
         let (now, lat) = (self.now, self.config.latency);
         let c = &mut self.conns[id.0];
@@ -987,6 +991,7 @@ impl HostSockets for VirtualHost {
     }
 
     fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<usize> {
+        self.stats.calls += 1;
         let id = self.lookup(s, "peek")?;
         let c = &self.conns[id.0];
         if let Some(e) = c.ours.err {
@@ -1009,6 +1014,7 @@ impl HostSockets for VirtualHost {
     }
 
     fn discard(&mut self, s: SockRef, len: usize) -> io::Result<()> {
+        self.stats.calls += 1;
         let id = self.lookup(s, "discard")?;
         let now = self.now;
         let c = &mut self.conns[id.0];
@@ -1031,6 +1037,7 @@ impl HostSockets for VirtualHost {
     }
 
     fn tcp_info(&mut self, s: SockRef) -> io::Result<TcpSockInfo> {
+        self.stats.calls += 1;
         let id = self.lookup(s, "tcp_info")?;
         let c = &self.conns[id.0];
         if let Some(e) = c.ours.err {
@@ -1050,6 +1057,7 @@ impl HostSockets for VirtualHost {
     }
 
     fn shutdown_write(&mut self, s: SockRef) -> io::Result<()> {
+        self.stats.calls += 1;
         let id = self.lookup(s, "shutdown_write")?;
         let (now, lat) = (self.now, self.config.latency);
         let c = &mut self.conns[id.0];
@@ -1065,6 +1073,7 @@ impl HostSockets for VirtualHost {
     }
 
     fn close(&mut self, s: SockRef, reset: bool) {
+        self.stats.calls += 1;
         if let Some(u) = self.udp_socks.remove(&s) {
             if let Some(id) = u.ping_id {
                 self.ping_ids_taken.remove(&id);
@@ -1103,6 +1112,7 @@ impl HostSockets for VirtualHost {
     }
 
     fn set_interest(&mut self, s: SockRef, readable: bool, writable: bool) {
+        self.stats.calls += 1;
         if let Some(u) = self.udp_socks.get_mut(&s) {
             u.readable = readable;
             return;
@@ -1113,6 +1123,7 @@ impl HostSockets for VirtualHost {
     }
 
     fn udp_open(&mut self, bind: Bind<'_>, dst: SocketAddr) -> io::Result<SockRef> {
+        self.stats.calls += 1;
         if dst.ip().is_unspecified() || dst.ip().is_multicast() || dst.port() == 0 {
             return Err(err(errno::ENETUNREACH));
         }
@@ -1139,6 +1150,7 @@ impl HostSockets for VirtualHost {
     }
 
     fn udp_send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
+        self.stats.calls += 1;
         let rtt = self.config.latency * 2;
         let now = self.now;
         let Some(u) = self.udp_socks.get_mut(&s) else {
@@ -1156,6 +1168,7 @@ impl HostSockets for VirtualHost {
     }
 
     fn ping_open(&mut self, bind: Bind<'_>, dst: IpAddr, id: u16) -> io::Result<(SockRef, u16)> {
+        self.stats.calls += 1;
         if dst.is_unspecified() || dst.is_multicast() {
             return Err(err(errno::ENETUNREACH));
         }
@@ -1186,6 +1199,7 @@ impl HostSockets for VirtualHost {
     }
 
     fn ping_send(&mut self, s: SockRef, msg: &[u8]) -> io::Result<usize> {
+        self.stats.calls += 1;
         let rtt = self.config.latency * 2;
         let now = self.now;
         let answers = |h: &VirtualHost, ip: IpAddr| h.ping_hosts.contains(&ip) || h.is_local(ip);
@@ -1213,14 +1227,17 @@ impl HostSockets for VirtualHost {
     }
 
     fn ping_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
+        self.stats.calls += 1;
         self.udp_recv(s, buf)
     }
 
     fn udp_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
+        self.stats.calls += 1;
         self.udp_recv_from(s, buf).map(|(n, _)| n)
     }
 
     fn udp_recv_from(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.stats.calls += 1;
         let now = self.now;
         let Some(u) = self.udp_socks.get_mut(&s) else {
             self.violations
@@ -1240,6 +1257,7 @@ impl HostSockets for VirtualHost {
     }
 
     fn udp_reply_open(&mut self, listener: SockRef, peer: SocketAddr) -> io::Result<SockRef> {
+        self.stats.calls += 1;
         let now = self.now;
         let Some(l) = self.udp_socks.get(&listener).filter(|u| u.listener) else {
             self.violations.push(format!(

@@ -47,7 +47,11 @@
 //! listen for `Writable` until the room grows, and send the update at once. A `Writable` that
 //! finds no more room keeps us listening; since readiness is level-triggered and the kernel's
 //! idea of writable is not our idea of room, a second one in a row turns listening into
-//! measuring the room every [`WUPDATE_POLL`] until it grows.
+//! measuring the room every [`WUPDATE_POLL`], backing off to [`WUPDATE_POLL_MAX`] while the
+//! peer reads nothing, until it grows. A window is too small only when the guest's data has
+//! filled it (less than half the widest window we offered is left, or less than a segment):
+//! a window that a small send buffer keeps below one segment forever, as on a fresh socket,
+//! doesn't stop a sender, and an idle flow is never measured at all.
 //!
 //! **The stash**, the one exception to "no buffering": when the kernel takes only part of a
 //! segment (its accounting is not exactly ours), the unwritten rest of *that one segment* is
@@ -162,6 +166,9 @@ pub const PROMPT_RETRIES: u8 = 5;
 /// How often the room is measured while the guest waits for a window and `Writable` reports
 /// keep coming without room (see the module documentation).
 pub const WUPDATE_POLL: Duration = Duration::from_millis(2);
+/// The longest wait between such measurements while the room doesn't grow (the guest's own
+/// window probes, 200 ms and more apart, come on top).
+pub const WUPDATE_POLL_MAX: Duration = Duration::from_millis(256);
 /// Stash buffers in use at most, over all flows; beyond, partial writes fall back to
 /// acknowledging only what was written.
 pub const MAX_STASHES: usize = 4096;
@@ -262,6 +269,9 @@ struct Flow {
     rcv_nxt: u32,
     /// `rcv_nxt` plus the room we last measured: no frame advertises beyond it.
     right_edge: u32,
+    /// The widest window we have offered, in bytes: a sender sends a segment once half of it
+    /// fits (see [`Flow::window_too_small`]).
+    max_offered: u32,
     guest_fin: bool,
     host_shut: bool,
     /// Unwritten rest of one partially written segment: `stash[stash_at..]`.
@@ -276,6 +286,8 @@ struct Flow {
     fruitless_writable: u8,
     /// When to measure the room again, instead of listening for `Writable`.
     wupdate_poll_at: Option<Instant>,
+    /// Measurements in a row that found no more room: each waits twice as long.
+    wupdate_polls: u8,
     /// The end of the furthest out-of-order segment dropped: until `rcv_nxt` gets there, the
     /// guest has more to resend beyond whatever hole it is filling.
     ooo_edge: Option<u32>,
@@ -346,6 +358,7 @@ impl Flow {
             guest_offered_ws: false,
             rcv_nxt: 0,
             right_edge: 0,
+            max_offered: 0,
             guest_fin: false,
             host_shut: false,
             stash: Vec::new(),
@@ -354,6 +367,7 @@ impl Flow {
             want_wupdate: false,
             fruitless_writable: 0,
             wupdate_poll_at: None,
+            wupdate_polls: 0,
             ooo_edge: None,
             hole_prompt: false,
             prompt: None,
@@ -395,13 +409,30 @@ impl Flow {
         self.stash.len() - self.stash_at
     }
 
-    /// The window we advertise is too small for a segment of the guest's (which then waits
-    /// for an update or probes), and more than ever shrinking because we hold it.
+    /// The window we advertise is too small for the guest to send a segment into (it then
+    /// waits for an update, or probes 200 ms and more later), and more than ever shrinking
+    /// because we hold it.
+    ///
+    /// A sender avoiding silly windows (RFC 1122 4.2.3.4; Linux bounds its segments to half
+    /// the largest window it was offered) sends once a full segment fits or half the widest
+    /// window we ever offered: a window that small only because the socket's buffer is small
+    /// is still usable. Only a window the guest's own data has filled is too small; telling
+    /// the two apart keeps idle flows, whose window never fills, off the window-update path.
     fn window_too_small(&self) -> bool {
+        let segment = self.mss.min(self.max_offered / 2).max(1);
         self.phase == Phase::Established
             && !self.guest_fin
             && !self.recovering()
-            && u32::from(self.window_field()) << self.our_ws < self.mss
+            && u32::from(self.window_field()) << self.our_ws < segment
+    }
+
+    /// Moves the right edge to `edge`, remembering the widest window offered.
+    fn set_right_edge(&mut self, edge: u32) {
+        self.right_edge = edge;
+        let offered = edge.wrapping_sub(self.rcv_nxt);
+        if (offered as i32) > 0 {
+            self.max_offered = self.max_offered.max(offered);
+        }
     }
 
     fn in_flight(&self) -> u32 {
@@ -463,6 +494,11 @@ fn seq_lt(a: u32, b: u32) -> bool {
 
 fn seq_gt(a: u32, b: u32) -> bool {
     seq_lt(b, a)
+}
+
+/// The wait before the next measurement of the room after `polls` that found none.
+fn wupdate_poll_wait(polls: u8) -> Duration {
+    (WUPDATE_POLL * (1u32 << polls.min(16))).min(WUPDATE_POLL_MAX)
 }
 
 fn rto(retries: u8) -> Duration {
@@ -785,7 +821,7 @@ impl Tcp {
                 let default_mss = if v6 { 1220 } else { 536 };
                 f.mss = u32::from(opts.mss.unwrap_or(default_mss)).clamp(64, f.rcv_mss);
                 f.rcv_nxt = seg.seq.wrapping_add(1);
-                f.right_edge = f.rcv_nxt;
+                f.set_right_edge(f.rcv_nxt);
                 f.snd_una = seg.ack;
                 f.snd_nxt = seg.ack;
                 f.snd_max = seg.ack;
@@ -897,6 +933,7 @@ impl Tcp {
                                 f.want_wupdate = true;
                             } else {
                                 f.fruitless_writable = 0;
+                                f.wupdate_polls = 0;
                                 f.wupdate_poll_at = Some(cx.now + WUPDATE_POLL);
                             }
                         }
@@ -1051,9 +1088,13 @@ impl Tcp {
                     let old_edge = f.right_edge;
                     refresh_window(cx, f);
                     if seq_gt(f.right_edge, old_edge) {
+                        f.wupdate_polls = 0;
                         send_ack(cx, f);
                     } else if f.window_too_small() {
-                        f.want_wupdate = true;
+                        // Still no room: the peer isn't reading. Measure again, each time
+                        // twice as late, so that a stalled flow costs next to nothing.
+                        f.wupdate_polls = f.wupdate_polls.saturating_add(1);
+                        f.wupdate_poll_at = Some(now + wupdate_poll_wait(f.wupdate_polls));
                     }
                 }
                 if let Some(p) = f.prompt.filter(|p| p.again_at <= now) {
@@ -1388,7 +1429,7 @@ fn refresh_window(cx: &mut Cx<'_>, f: &mut Flow) {
             edge = held;
         }
     }
-    f.right_edge = edge;
+    f.set_right_edge(edge);
 }
 
 /// Moves the right edge one window unit further if the socket has the room, or else one
@@ -1406,9 +1447,9 @@ fn nudge_window(cx: &mut Cx<'_>, f: &mut Flow) {
         return;
     }
     if !seq_gt(wider, limit) && f.window_field() < u16::MAX {
-        f.right_edge = wider;
+        f.set_right_edge(wider);
     } else if f.window_field() > 1 {
-        f.right_edge = f.right_edge.wrapping_sub(unit);
+        f.set_right_edge(f.right_edge.wrapping_sub(unit));
     }
 }
 
@@ -1801,50 +1842,45 @@ mod tests {
     }
 
     fn flow() -> Flow {
-        Flow {
-            phase: Phase::Established,
-            sock: Some(SockRef(1)),
+        let key = FlowKey {
             guest: "192.0.2.2:1".parse().unwrap(),
             peer: "192.0.2.1:2".parse().unwrap(),
-            mss: 1460,
-            rcv_mss: 1460,
-            guest_ws: 0,
-            our_ws: 8,
-            guest_offered_ws: true,
-            rcv_nxt: 1000,
-            right_edge: 1000 + 65536,
-            guest_fin: false,
-            host_shut: false,
-            stash: Vec::new(),
-            stash_at: 0,
-            starved: false,
-            want_wupdate: false,
-            fruitless_writable: 0,
-            wupdate_poll_at: None,
-            ooo_edge: None,
-            hole_prompt: false,
-            prompt: None,
-            prompt_rtt: Duration::ZERO,
-            ack_twice: false,
-            iss: 0,
-            snd_una: 1,
-            snd_nxt: 1,
-            snd_max: 1,
-            snd_wnd: 10_000,
-            host_eof: false,
-            fin_seq: None,
-            fin_acked: false,
-            exhausted: false,
-            dup_acks: 0,
-            retries: 0,
-            rto_at: None,
-            phase_deadline: None,
-            last_activity: Instant::ZERO,
-            dirty: false,
-            ack_due: false,
-            send_due: false,
-            interest: (true, false),
-        }
+        };
+        let mut f = Flow::fresh(Phase::Established, SockRef(1), key, 1460, 0, Instant::ZERO);
+        f.our_ws = 8;
+        f.guest_offered_ws = true;
+        f.rcv_nxt = 1000;
+        f.set_right_edge(1000 + 65536);
+        f.snd_una = 1;
+        f.snd_nxt = 1;
+        f.snd_max = 1;
+        f.snd_wnd = 10_000;
+        f
+    }
+
+    #[test]
+    fn a_window_is_too_small_only_once_the_guests_data_filled_it() {
+        let mut f = flow();
+        f.mss = 65480;
+        f.our_ws = 0;
+        // A small send buffer: we never offered more than 40,000 bytes, less than a segment.
+        f.set_right_edge(f.rcv_nxt.wrapping_add(40_000));
+        f.max_offered = 40_000;
+        assert!(!f.window_too_small(), "an idle flow's window is usable");
+        // The guest sent 30,000 bytes into it: less than half the widest offer is left.
+        f.rcv_nxt = f.rcv_nxt.wrapping_add(30_000);
+        assert!(f.window_too_small());
+        // A full segment always fits in a window of one segment or more.
+        f.mss = 1460;
+        assert!(!f.window_too_small());
+    }
+
+    #[test]
+    fn room_measurements_back_off_to_a_cap() {
+        assert_eq!(wupdate_poll_wait(0), WUPDATE_POLL);
+        assert_eq!(wupdate_poll_wait(3), WUPDATE_POLL * 8);
+        assert_eq!(wupdate_poll_wait(7), WUPDATE_POLL_MAX);
+        assert_eq!(wupdate_poll_wait(u8::MAX), WUPDATE_POLL_MAX);
     }
 
     #[test]
