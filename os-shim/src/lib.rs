@@ -16,6 +16,7 @@ pub mod procnet;
 pub mod qemu_socket;
 pub mod reactor;
 pub mod slots;
+pub mod sock_diag;
 pub mod sockets;
 pub mod splice;
 pub mod tap;

@@ -1,7 +1,11 @@
-//! Reading a namespace's socket tables (`/proc/net/tcp`, `tcp6`, `udp`, `udp6`) for `auto`
-//! port forwarding. The files are opened once, from a thread inside the namespace
-//! (`/proc/thread-self/net/...` shows the thread's namespace), and the descriptors keep
-//! showing that namespace: each scan re-reads them from the start, without entering it again.
+//! A namespace's server ports for `auto` port forwarding: TCP listeners and bound,
+//! unconnected UDP sockets. Asked of sock_diag (see [`crate::sock_diag`]), which answers with
+//! just those, and read from the procfs socket tables (`/proc/net/tcp`, `tcp6`, `udp`,
+//! `udp6`) where sock_diag can't answer.
+//!
+//! Both are opened once, from a thread inside the namespace (a netlink socket belongs to the
+//! namespace it was made in; `/proc/thread-self/net/...` shows the thread's namespace), and
+//! keep showing that namespace: each scan asks again without entering it.
 
 use std::fs::File;
 use std::io;
@@ -11,37 +15,45 @@ use std::os::unix::fs::FileExt;
 use sans_io::fwd::procnet::{add_bound_ports, PortSet, Table};
 
 use crate::ns::{in_netns, NsError};
+use crate::sock_diag::SockDiag;
 
-const FILES: [(&str, Table); 4] = [
-    ("tcp", Table::Tcp),
-    ("tcp6", Table::Tcp),
-    ("udp", Table::Udp),
-    ("udp6", Table::Udp),
+/// Each table: its kind, its family, its procfs file.
+const TABLES: [(Table, bool, &str); 4] = [
+    (Table::Tcp, false, "tcp"),
+    (Table::Tcp, true, "tcp6"),
+    (Table::Udp, false, "udp"),
+    (Table::Udp, true, "udp6"),
 ];
 
 /// The socket tables of one network namespace.
 #[derive(Debug)]
 pub struct SocketTables {
-    /// Each table that exists (no `tcp6` without IPv6), with its kind.
-    files: Vec<(File, Table)>,
+    diag: Option<SockDiag>,
+    /// Each table that exists (no `tcp6` without IPv6): its kind, family and procfs file.
+    files: Vec<(Table, bool, File)>,
     buf: Vec<u8>,
+    /// Tables sock_diag failed for once: read from procfs from then on.
+    diag_failed: [bool; TABLES.len()],
 }
 
 impl SocketTables {
     /// Opens the tables of the namespace `netns`.
     pub fn open_in(netns: impl AsFd) -> Result<SocketTables, NsError> {
-        let files = in_netns(netns, open_files)?;
-        Ok(SocketTables {
-            files,
-            buf: Vec::with_capacity(64 * 1024),
-        })
+        let (diag, files) = in_netns(netns, || (SockDiag::open().ok(), open_files()))?;
+        Ok(SocketTables::new(diag, files))
     }
 
     /// Opens the tables of the calling thread's own namespace (the host's, for pasta).
     pub fn open_here() -> SocketTables {
+        SocketTables::new(SockDiag::open().ok(), open_files())
+    }
+
+    fn new(diag: Option<SockDiag>, files: Vec<(Table, bool, File)>) -> SocketTables {
         SocketTables {
-            files: open_files(),
-            buf: Vec::with_capacity(64 * 1024),
+            diag,
+            files,
+            buf: Vec::new(),
+            diag_failed: [false; TABLES.len()],
         }
     }
 
@@ -49,24 +61,45 @@ impl SocketTables {
     pub fn scan(&mut self, tcp: &mut PortSet, udp: &mut PortSet) -> io::Result<()> {
         tcp.clear();
         udp.clear();
-        for (file, table) in &self.files {
-            read_whole(file, &mut self.buf)?;
+        for (i, &(table, v6, name)) in TABLES.iter().enumerate() {
             let set = match table {
                 Table::Tcp => &mut *tcp,
                 Table::Udp => &mut *udp,
             };
-            add_bound_ports(&self.buf, *table, set);
+            if let Some(diag) = self.diag.as_mut().filter(|_| !self.diag_failed[i]) {
+                let mut found = PortSet::new();
+                match diag.add_server_ports(table, v6, &mut found) {
+                    Ok(()) => {
+                        found.iter().for_each(|p| set.insert(p));
+                        continue;
+                    }
+                    Err(e) => {
+                        log::debug!("sock_diag can't list {name} sockets ({e}): reading procfs");
+                        self.diag_failed[i] = true;
+                    }
+                }
+            }
+            if let Some((_, _, file)) = self.files.iter().find(|f| f.0 == table && f.1 == v6) {
+                read_whole(file, &mut self.buf)?;
+                add_bound_ports(&self.buf, table, set);
+            }
         }
         Ok(())
     }
+
+    /// Reads every table from procfs, as a kernel without sock_diag makes us (for tests).
+    pub fn without_sock_diag(mut self) -> SocketTables {
+        self.diag = None;
+        self
+    }
 }
 
-fn open_files() -> Vec<(File, Table)> {
-    FILES
+fn open_files() -> Vec<(Table, bool, File)> {
+    TABLES
         .iter()
-        .filter_map(|(name, table)| {
+        .filter_map(|&(table, v6, name)| {
             let path = format!("/proc/thread-self/net/{name}");
-            File::open(path).ok().map(|f| (f, *table))
+            File::open(path).ok().map(|f| (table, v6, f))
         })
         .collect()
 }
@@ -102,16 +135,22 @@ mod tests {
                 return;
             }
         };
+        let mut procfs = SocketTables::open_here().without_sock_diag();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let (mut tcp_ports, mut udp_ports) = (PortSet::new(), PortSet::new());
-        tables.scan(&mut tcp_ports, &mut udp_ports).unwrap();
-        assert!(tcp_ports.contains(listener.local_addr().unwrap().port()));
-        assert!(udp_ports.contains(udp.local_addr().unwrap().port()));
-        // Re-reading the same descriptors shows the change.
         let port = listener.local_addr().unwrap().port();
+        for tables in [&mut tables, &mut procfs] {
+            let (mut tcp_ports, mut udp_ports) = (PortSet::new(), PortSet::new());
+            tables.scan(&mut tcp_ports, &mut udp_ports).unwrap();
+            assert!(tcp_ports.contains(port));
+            assert!(udp_ports.contains(udp.local_addr().unwrap().port()));
+        }
+        // Asking again through the same descriptors shows the change.
         drop(listener);
-        tables.scan(&mut tcp_ports, &mut udp_ports).unwrap();
-        assert!(!tcp_ports.contains(port));
+        for tables in [&mut tables, &mut procfs] {
+            let (mut tcp_ports, mut udp_ports) = (PortSet::new(), PortSet::new());
+            tables.scan(&mut tcp_ports, &mut udp_ports).unwrap();
+            assert!(!tcp_ports.contains(port));
+        }
     }
 }
