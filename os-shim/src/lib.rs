@@ -6,15 +6,18 @@
 
 pub mod dgram_relay;
 pub mod hostinfo;
+pub mod isolation;
 pub mod logging;
 pub mod netlink;
 pub mod ns;
+pub mod ns_agent;
 pub mod ns_listeners;
 pub mod nsconf;
 pub mod pcap;
 pub mod procnet;
 pub mod qemu_socket;
 pub mod reactor;
+pub mod seccomp;
 pub mod slots;
 pub mod sock_diag;
 pub mod sockets;
