@@ -285,7 +285,7 @@ fn qrap_hands_the_connection_to_the_program_it_runs() {
     let Some(lab) = Lab::new(Shape::DualStack) else {
         return;
     };
-    if !common::have_tool("python3") {
+    if !common::require(&[common::Need::Tool("python3")]) {
         return;
     }
     let dir = socket_dir("qrap");

@@ -20,8 +20,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    addr, bin, have_tool, run_timeout, show, staged, test_user, wait_for_file, Lab, Shape, TempDir,
-    FILE_SERVER_PY, UDP_CLIENT_PY, UDP_ECHO_PY,
+    addr, bin, require, run_timeout, show, staged, test_user, wait_for_file, Lab, Need, Shape,
+    TempDir, FILE_SERVER_PY, UDP_CLIENT_PY, UDP_ECHO_PY,
 };
 
 const DNS_FORWARD: &str = "169.254.1.1";
@@ -57,11 +57,18 @@ fn podman_args(netns: &str) -> Vec<String> {
     .collect()
 }
 
-fn lab() -> Option<Lab> {
-    if !["python3", "curl", "busybox", "unshare"]
-        .iter()
-        .all(|t| have_tool(t))
-    {
+/// The lab, with what every test here needs besides `extra`.
+fn lab(extra: &[Need]) -> Option<Lab> {
+    let mut needs = vec![
+        Need::Tun,
+        Need::Tool("python3"),
+        Need::Tool("curl"),
+        Need::Tool("unshare"),
+        Need::Tool("nsenter"),
+        Need::Busybox(&["nslookup"]),
+    ];
+    needs.extend_from_slice(extra);
+    if !require(&needs) {
         return None;
     }
     let lab = Lab::new(Shape::DualStack)?;
@@ -265,7 +272,7 @@ fn start_host_server(lab: &mut Lab, dir: &Path) {
 
 #[test]
 fn podman_as_root_attach_serve_and_quit_with_the_namespace() {
-    let Some(mut lab) = lab() else {
+    let Some(mut lab) = lab(&[]) else {
         return;
     };
     let dir = files("podman-root");
@@ -310,7 +317,7 @@ fn podman_as_root_attach_serve_and_quit_with_the_namespace() {
 
 #[test]
 fn failure_is_a_non_zero_exit_and_one_line_on_stderr() {
-    let Some(lab) = lab() else {
+    let Some(lab) = lab(&[]) else {
         return;
     };
     let out = lab.run(
@@ -330,7 +337,7 @@ fn failure_is_a_non_zero_exit_and_one_line_on_stderr() {
 /// pasta there as its root. Everything happens in one shell the test drives.
 #[test]
 fn podman_rootless_attach_serve_and_quit_with_the_namespace() {
-    let Some(mut lab) = lab() else {
+    let Some(mut lab) = lab(&[Need::TunForOthers]) else {
         return;
     };
     let user = test_user();
