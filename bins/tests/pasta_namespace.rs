@@ -8,7 +8,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{addr, bin, require, run_timeout, test_user, Lab, Need, Shape, TestUser, TIMEOUT};
+use common::{
+    addr, bin, require, run_timeout, test_user, wait_timeout, Lab, Need, Shape, TestUser, TIMEOUT,
+};
 
 /// /dev/net/tun, usable by the user pasta runs as (`None`: root).
 fn tun_usable_by(user: Option<&TestUser>) -> bool {
@@ -295,6 +297,49 @@ fn attaches_to_a_pid_and_to_a_named_netns_and_quits_when_it_goes() {
         wait_gone(daemon, Duration::from_secs(5)),
         "pasta {daemon} still running after its netns was deleted"
     );
+    assert_eq!(read_pid(&pidfile), daemon, "the PID file outlives pasta");
+}
+
+/// `pasta -P FILE -- true`: the command ends, so does pasta, and FILE still names pasta's PID.
+#[test]
+fn pid_file_is_left_after_the_command_ends() {
+    let Some(lab) = Lab::new(Shape::DualStack) else {
+        return;
+    };
+    if !tun_usable_by(None) {
+        return;
+    }
+    let dir = tempdir();
+    let pidfile = dir.join("pasta.pid");
+    let mut pasta = lab
+        .host_command(
+            None,
+            &bin("pasta"),
+            &[
+                "--config-net",
+                "-q",
+                "-P",
+                pidfile.to_str().unwrap(),
+                "--",
+                "true",
+            ],
+        )
+        .spawn()
+        .expect("start pasta");
+    // `ip netns exec` execs pasta in place: the child's PID is pasta's.
+    let status = wait_timeout(&mut pasta, TIMEOUT).unwrap_or_else(|| {
+        let _ = pasta.kill();
+        let _ = pasta.wait();
+        panic!("pasta -- true did not end");
+    });
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        read_pid(&pidfile),
+        pasta.id() as i32,
+        "the PID file outlives pasta"
+    );
+    assert!(!alive(pasta.id() as i32));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn tempdir() -> std::path::PathBuf {

@@ -315,6 +315,63 @@ fn podman_as_root_attach_serve_and_quit_with_the_namespace() {
     );
 }
 
+/// Podman's "pasta(1) quits when the namespace is gone": `--net=pasta:--pid,FILE`, a container
+/// that only runs `true`; once the namespace is gone Podman reads FILE and waits for that PID
+/// to go away. So FILE must still be there after pasta has quit.
+#[test]
+fn pid_file_outlives_pasta_for_podman_to_read() {
+    // Only pasta and a namespace: none of the servers the other tests start.
+    if !require(&[Need::Tun]) {
+        return;
+    }
+    let Some(lab) = Lab::new(Shape::DualStack) else {
+        return;
+    };
+    let dir = TempDir::new("podman-pid");
+    let pid_file = dir.path().join("pasta.pid");
+    let name = format!("{}-pid", lab.host);
+    let made = run_timeout(
+        Command::new("ip").args(["netns", "add", &name]),
+        RUN_TIMEOUT,
+    );
+    assert!(made.status.success(), "{}", show(&made));
+    let path = format!("/run/netns/{name}");
+    let mut args = podman_args(&path);
+    args.extend(["--pid".to_owned(), pid_file.to_str().unwrap().to_owned()]);
+
+    let out = lab.run(None, &bin("pasta"), &args);
+    assert!(out.status.success(), "{}", show(&out));
+    let read_pid = || -> u32 {
+        let text = std::fs::read_to_string(&pid_file).expect("the PID file");
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("bad PID file {text:?}"))
+    };
+    let pid = read_pid();
+    assert_eq!(
+        processes_naming(&path),
+        [pid],
+        "the PID file names the daemon"
+    );
+
+    // The container's `true` is done: the namespace goes, and pasta with it.
+    let _ = run_timeout(
+        Command::new("ip").args(["netns", "del", &name]),
+        RUN_TIMEOUT,
+    );
+    assert!(
+        wait_none_naming(&path, QUIT_TIMEOUT),
+        "pasta still running after {path} was removed"
+    );
+    // Gone, or a zombie its new parent (whatever reaps orphans here) has yet to reap.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z "),
+        "{pid} still runs: {stat}"
+    );
+    assert_eq!(read_pid(), pid, "the PID file outlives pasta");
+}
+
 #[test]
 fn failure_is_a_non_zero_exit_and_one_line_on_stderr() {
     let Some(lab) = lab(&[]) else {
