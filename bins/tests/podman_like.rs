@@ -57,16 +57,19 @@ fn podman_args(netns: &str) -> Vec<String> {
     .collect()
 }
 
-/// The lab, with what every test here needs besides `extra`.
+/// What a container that serves and is checked needs: servers, clients, a resolver client,
+/// and entering namespaces.
+const SERVING: &[Need] = &[
+    Need::Tool("python3"),
+    Need::Tool("curl"),
+    Need::Tool("unshare"),
+    Need::Tool("nsenter"),
+    Need::Busybox(&["nslookup"]),
+];
+
+/// The lab, with /dev/net/tun and `extra`.
 fn lab(extra: &[Need]) -> Option<Lab> {
-    let mut needs = vec![
-        Need::Tun,
-        Need::Tool("python3"),
-        Need::Tool("curl"),
-        Need::Tool("unshare"),
-        Need::Tool("nsenter"),
-        Need::Busybox(&["nslookup"]),
-    ];
+    let mut needs = vec![Need::Tun];
     needs.extend_from_slice(extra);
     if !require(&needs) {
         return None;
@@ -272,7 +275,7 @@ fn start_host_server(lab: &mut Lab, dir: &Path) {
 
 #[test]
 fn podman_as_root_attach_serve_and_quit_with_the_namespace() {
-    let Some(mut lab) = lab(&[]) else {
+    let Some(mut lab) = lab(SERVING) else {
         return;
     };
     let dir = files("podman-root");
@@ -321,10 +324,7 @@ fn podman_as_root_attach_serve_and_quit_with_the_namespace() {
 #[test]
 fn pid_file_outlives_pasta_for_podman_to_read() {
     // Only pasta and a namespace: none of the servers the other tests start.
-    if !require(&[Need::Tun]) {
-        return;
-    }
-    let Some(lab) = Lab::new(Shape::DualStack) else {
+    let Some(lab) = lab(&[]) else {
         return;
     };
     let dir = TempDir::new("podman-pid");
@@ -394,7 +394,7 @@ fn failure_is_a_non_zero_exit_and_one_line_on_stderr() {
 /// pasta there as its root. Everything happens in one shell the test drives.
 #[test]
 fn podman_rootless_attach_serve_and_quit_with_the_namespace() {
-    let Some(mut lab) = lab(&[Need::TunForOthers]) else {
+    let Some(mut lab) = lab(&[SERVING, &[Need::TunForOthers]].concat()) else {
         return;
     };
     let user = test_user();
