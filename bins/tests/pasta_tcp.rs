@@ -238,7 +238,7 @@ fn child_of(pid: u32, timeout: Duration) -> u32 {
 
 #[test]
 fn iperf3_each_way() {
-    let Some(mut lab) = lab_with(&["iperf3", "nsenter"]) else {
+    let Some(mut lab) = lab_with(&["iperf3", "nsenter", "ss"]) else {
         return;
     };
     let server = lab.remote_command("iperf3", &["-s", "-p", &IPERF_PORT.to_string()]);
