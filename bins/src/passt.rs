@@ -89,9 +89,8 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, String> {
         &mut [],
         &mut stats,
     );
-    if let Some(path) = cli.pid_file.as_deref() {
-        let _ = std::fs::remove_file(path);
-    }
+    // The PID file stays, as the C passt leaves it: whoever reads it after we exit (libvirt)
+    // finds the PID of a process that is gone, not a missing file.
     if let Some(path) = &path {
         let _ = std::fs::remove_file(path);
     }

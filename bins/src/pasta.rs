@@ -10,7 +10,6 @@
 //! forked, so that the command starts with a clean mask.
 
 use std::os::fd::{AsFd, BorrowedFd};
-use std::path::Path;
 
 use os_shim::ns::{self, Child, NetnsWatch, NsTarget};
 use os_shim::reactor::{monotonic_now, Reactor};
@@ -223,7 +222,8 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
             &mut stats,
         )
     };
-    remove_pid_file(cli.pid_file.as_deref());
+    // The PID file stays: Podman reads it after we exit, to wait for that PID to be gone (the
+    // C pasta leaves it too).
 
     Ok(match exit {
         Exit::Done(code) => code,
@@ -322,10 +322,4 @@ fn listen_in_namespace(
         );
     }
     Ok(())
-}
-
-fn remove_pid_file(path: Option<&Path>) {
-    if let Some(path) = path {
-        let _ = std::fs::remove_file(path);
-    }
 }

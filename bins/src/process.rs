@@ -16,7 +16,8 @@ pub fn random_seed() -> u64 {
     }
 }
 
-/// Writes `pid` to the `--pid` file, if one was asked for.
+/// Writes `pid` to the `--pid` file, if one was asked for. Nobody removes it at exit, as with
+/// the C originals: Podman reads it after pasta is gone, to wait for that PID to go away.
 pub fn write_pid_file(path: Option<&Path>, pid: u32) -> Result<(), String> {
     let Some(path) = path else { return Ok(()) };
     let mut f = std::fs::File::create(path)

@@ -22,8 +22,8 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use common::{
-    addr, random_file, run_timeout, test_user, wait_timeout, Lab, Shape, TempDir, FILE_SERVER_PY,
-    TIMEOUT,
+    addr, random_file, require, run_timeout, test_user, wait_timeout, Lab, Need, Shape, TempDir,
+    FILE_SERVER_PY, TIMEOUT,
 };
 use passt_common::Passt;
 
@@ -33,13 +33,9 @@ const BLOB_LEN: usize = 1 << 20;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Whether everything the guest needs is here; says what isn't (a failure under CI).
+/// The kernel and its modules directory, when everything the guest needs is here; otherwise
+/// says what isn't (a failure under CI).
 fn vm_prerequisites() -> Option<(PathBuf, PathBuf)> {
-    let mut missing = Vec::new();
-    let qemu = Path::new("/usr/bin/qemu-system-x86_64");
-    if !qemu.exists() {
-        missing.push("qemu-system-x86_64 (qemu-system-x86)".to_owned());
-    }
     let kernel = std::fs::read_dir("/boot").ok().and_then(|d| {
         let mut k: Vec<PathBuf> = d
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -56,36 +52,46 @@ fn vm_prerequisites() -> Option<(PathBuf, PathBuf)> {
         let ver = k.file_name().unwrap().to_str().unwrap()["vmlinuz-".len()..].to_owned();
         PathBuf::from("/lib/modules").join(ver)
     });
-    match (&kernel, &modules) {
-        (Some(k), Some(m)) if readable(k) && m.join("modules.dep").exists() => {}
-        _ => missing.push("a kernel image in /boot with its modules (linux-image-amd64)".into()),
-    }
-    let static_busybox = Command::new("ldd")
-        .arg("/bin/busybox")
-        .output()
-        .map(|o| !o.status.success() && Path::new("/bin/busybox").exists())
-        .unwrap_or(false);
-    if !static_busybox {
-        missing.push("a static /bin/busybox (busybox-static)".into());
-    }
-    for tool in ["cpio", "gzip", "curl", "python3"] {
-        if !Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
+    let kernel_ok = matches!((&kernel, &modules),
+        (Some(k), Some(m)) if readable(k) && m.join("modules.dep").exists());
+    // The guest has no libraries: its busybox must be static.
+    let static_busybox = Path::new("/bin/busybox").exists()
+        && Command::new("ldd")
+            .arg("/bin/busybox")
             .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            missing.push(tool.into());
-        }
+            .is_ok_and(|o| !o.status.success());
+    // Compressed modules are unpacked for the guest with their tool.
+    let dep = modules
+        .as_ref()
+        .and_then(|m| std::fs::read_to_string(m.join("modules.dep")).ok())
+        .unwrap_or_default();
+    let mut needs = vec![
+        Need::Tool("qemu-system-x86_64"),
+        Need::Other(
+            "a kernel image in /boot with its modules (linux-image-amd64)".to_owned(),
+            kernel_ok,
+        ),
+        Need::Other(
+            "a static /bin/busybox (busybox-static)".to_owned(),
+            static_busybox,
+        ),
+        Need::Tool("ldd"),
+        Need::Tool("sysctl"),
+        Need::Tool("cpio"),
+        Need::Tool("gzip"),
+        Need::Tool("curl"),
+        Need::Tool("python3"),
+    ];
+    if dep.contains(".ko.xz") {
+        needs.push(Need::Tool("xz"));
     }
-    if missing.is_empty() {
-        return Some((kernel?, modules?));
+    if dep.contains(".ko.zst") {
+        needs.push(Need::Tool("zstd"));
     }
-    let what = missing.join(", ");
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("VM test prerequisites missing under CI: {what}");
+    if !require(&needs) {
+        return None;
     }
-    eprintln!("\n*** SKIPPED: the passt VM test needs {what} ***\n");
-    None
+    Some((kernel?, modules?))
 }
 
 fn readable(p: &Path) -> bool {

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    addr, bin, have_tool, run_timeout, test_user, wait_for_file, Lab, Shape, TempDir, TestUser,
+    addr, bin, require, run_timeout, test_user, wait_for_file, Lab, Need, Shape, TempDir, TestUser,
     FILE_SERVER_PY, UDP_CLIENT_PY, UDP_ECHO_PY,
 };
 
@@ -49,7 +49,12 @@ fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn servers_inside_are_forwarded_while_they_run() {
-    if !["python3", "curl", "ss"].iter().all(|t| have_tool(t)) {
+    if !require(&[
+        Need::TunForOthers, // Also run as the test user.
+        Need::Tool("python3"),
+        Need::Tool("curl"),
+        Need::Tool("ss"),
+    ]) {
         return;
     }
     let Some(mut lab) = Lab::new(Shape::DualStack) else {

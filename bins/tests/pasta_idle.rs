@@ -7,11 +7,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{addr, bin, have_tool, wait_for_file, Lab, Shape, TempDir};
+use common::{addr, bin, require, wait_for_file, Lab, Need, Shape, TempDir};
 
 const ECHO_PORT: u16 = 7000;
 const FLOWS: usize = 300;
@@ -96,7 +95,12 @@ fn cpu_time(pid: u32) -> Duration {
 
 #[test]
 fn hundreds_of_idle_tcp_flows_cost_no_cpu() {
-    if !Path::new("/dev/net/tun").exists() || !have_tool("python3") {
+    if !require(&[
+        Need::Root,
+        Need::Tun,
+        Need::Tool("python3"),
+        Need::Tool("ip"),
+    ]) {
         return;
     }
     let Some(mut lab) = Lab::new(Shape::DualStack) else {

@@ -8,24 +8,16 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{addr, bin, run_timeout, test_user, Lab, Shape, TestUser, TIMEOUT};
+use common::{
+    addr, bin, require, run_timeout, test_user, wait_timeout, Lab, Need, Shape, TestUser, TIMEOUT,
+};
 
-/// Needs /dev/net/tun usable by the user pasta runs as, and user namespaces for the
-/// unprivileged case.
+/// /dev/net/tun, usable by the user pasta runs as (`None`: root).
 fn tun_usable_by(user: Option<&TestUser>) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    let ok = match std::fs::metadata("/dev/net/tun") {
-        Ok(m) => user.is_none() || m.permissions().mode() & 0o006 == 0o006,
-        Err(_) => false,
-    };
-    if !ok {
-        let what = "/dev/net/tun usable by the test user (CI runs chmod 0666 /dev/net/tun)";
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("real-OS test prerequisite missing under CI: {what}");
-        }
-        eprintln!("\n*** SKIPPED: needs {what} ***\n");
+    match user {
+        None => require(&[Need::Tun]),
+        Some(_) => require(&[Need::Tun, Need::TunForOthers]),
     }
-    ok
 }
 
 fn stdout_of(out: &std::process::Output) -> String {
@@ -163,20 +155,15 @@ fn udhcpc_gets_the_expected_lease() {
     if !tun_usable_by(None) {
         return;
     }
-    let Some(busybox) = which("busybox") else {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("busybox is missing under CI");
-        }
-        eprintln!("\n*** SKIPPED: needs busybox (udhcpc) ***\n");
+    if !require(&[Need::Busybox(&["udhcpc"])]) {
         return;
-    };
+    }
     let dir = tempdir();
     let script = dir.join("udhcpc.sh");
     std::fs::write(&script, UDHCPC_SCRIPT).unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let sh = format!(
-        "ip link set veth0 up && {} udhcpc -i veth0 -f -q -n -t 5 -T 1 -s {}",
-        busybox,
+        "ip link set veth0 up && busybox udhcpc -i veth0 -f -q -n -t 5 -T 1 -s {}",
         script.display()
     );
     // pasta without --config-net: the client configures the link itself.
@@ -228,7 +215,7 @@ fn attaches_to_a_pid_and_to_a_named_netns_and_quits_when_it_goes() {
     let Some(mut lab) = Lab::new(Shape::DualStack) else {
         return;
     };
-    if !tun_usable_by(None) {
+    if !require(&[Need::Tun, Need::Tool("unshare"), Need::Tool("nsenter")]) {
         return;
     }
     let dir = tempdir();
@@ -310,16 +297,49 @@ fn attaches_to_a_pid_and_to_a_named_netns_and_quits_when_it_goes() {
         wait_gone(daemon, Duration::from_secs(5)),
         "pasta {daemon} still running after its netns was deleted"
     );
+    assert_eq!(read_pid(&pidfile), daemon, "the PID file outlives pasta");
 }
 
-fn which(tool: &str) -> Option<String> {
-    let out = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+/// `pasta -P FILE -- true`: the command ends, so does pasta, and FILE still names pasta's PID.
+#[test]
+fn pid_file_is_left_after_the_command_ends() {
+    let Some(lab) = Lab::new(Shape::DualStack) else {
+        return;
+    };
+    if !tun_usable_by(None) {
+        return;
+    }
+    let dir = tempdir();
+    let pidfile = dir.join("pasta.pid");
+    let mut pasta = lab
+        .host_command(
+            None,
+            &bin("pasta"),
+            &[
+                "--config-net",
+                "-q",
+                "-P",
+                pidfile.to_str().unwrap(),
+                "--",
+                "true",
+            ],
+        )
+        .spawn()
+        .expect("start pasta");
+    // `ip netns exec` execs pasta in place: the child's PID is pasta's.
+    let status = wait_timeout(&mut pasta, TIMEOUT).unwrap_or_else(|| {
+        let _ = pasta.kill();
+        let _ = pasta.wait();
+        panic!("pasta -- true did not end");
+    });
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        read_pid(&pidfile),
+        pasta.id() as i32,
+        "the PID file outlives pasta"
+    );
+    assert!(!alive(pasta.id() as i32));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn tempdir() -> std::path::PathBuf {

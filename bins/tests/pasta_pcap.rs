@@ -1,13 +1,13 @@
 //! Real OS: `--pcap FILE` records every frame crossing the tap, both ways, in a file pcap
 //! readers (and our replay) accept. pasta runs in the lab's host namespace (see
-//! common/mod.rs); the namespace pings a server on the remote, so that the capture holds the
-//! guest's ARP request and echo requests and our ARP reply and echo replies.
+//! common/mod.rs); the namespace pings a server on the remote (busybox's ping), so that the
+//! capture holds the guest's ARP request and echo requests and our ARP reply and echo replies.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{bin, run_timeout, Lab, Shape, TempDir};
+use common::{bin, require, run_timeout, Lab, Need, Shape, TempDir};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -38,12 +38,8 @@ fn records(file: &[u8]) -> Vec<(u16, u8, [u8; 6])> {
 
 #[test]
 fn pcap_records_both_directions() {
-    if !std::path::Path::new("/dev/net/tun").exists() {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "no /dev/net/tun"
-        );
+    // busybox's ping: busybox is here for the other tests anyway (iputils-ping need not be).
+    if !require(&[Need::Tun, Need::Tool("sysctl"), Need::Busybox(&["ping"])]) {
         return;
     }
     let Some(lab) = Lab::new(Shape::DualStack) else {
@@ -62,6 +58,7 @@ fn pcap_records_both_directions() {
                 "--pcap",
                 file.to_str().unwrap(),
                 "--",
+                "busybox",
                 "ping",
                 "-c",
                 "2",

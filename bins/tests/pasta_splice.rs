@@ -11,8 +11,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::{
-    bin, have_tool, random_file, run_timeout, sha256_file, test_user, wait_for_file, Lab, Shape,
-    TempDir, TestUser, FILE_SERVER_PY, UDP_CLIENT_PY, UDP_ECHO_PY,
+    bin, random_file, require, run_timeout, sha256_file, test_user, wait_for_file, Lab, Need,
+    Shape, TempDir, TestUser, FILE_SERVER_PY, UDP_CLIENT_PY, UDP_ECHO_PY,
 };
 
 const HOST_PORT: u16 = 9300;
@@ -24,10 +24,12 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[test]
 fn namespace_loopback_reaches_host_loopback_servers() {
-    if !["python3", "curl", "sha256sum"]
-        .iter()
-        .all(|t| have_tool(t))
-    {
+    if !require(&[
+        Need::TunForOthers, // Also run as the test user.
+        Need::Tool("python3"),
+        Need::Tool("curl"),
+        Need::Tool("sha256sum"),
+    ]) {
         return;
     }
     let Some(mut lab) = Lab::new(Shape::DualStack) else {

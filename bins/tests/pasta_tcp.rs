@@ -14,8 +14,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    addr, bin, have_tool, random_file, run_timeout, sha256_file, show, test_user,
-    tun_usable_by_anyone, wait_for_file, Lab, Shape, TempDir, FILE_SERVER_PY,
+    addr, bin, random_file, require, run_timeout, sha256_file, show, test_user, wait_for_file, Lab,
+    Need, Shape, TempDir, FILE_SERVER_PY,
 };
 
 const BLOB_LEN: usize = 10 << 20;
@@ -29,16 +29,11 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound for a server to come up.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The lab, or `None` (after saying why) when something needed is missing.
-fn lab_with(tools: &[&str]) -> Option<Lab> {
-    if !std::path::Path::new("/dev/net/tun").exists() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("/dev/net/tun is missing under CI");
-        }
-        eprintln!("\n*** SKIPPED: needs /dev/net/tun ***\n");
-        return None;
-    }
-    if !tools.iter().all(|t| have_tool(t)) {
+/// The lab, or `None` (after saying why) when /dev/net/tun or one of `tools` is missing.
+fn lab_with(tools: &[&'static str]) -> Option<Lab> {
+    let mut needs = vec![Need::Tun];
+    needs.extend(tools.iter().map(|&t| Need::Tool(t)));
+    if !require(&needs) {
         return None;
     }
     let lab = Lab::new(Shape::DualStack)?;
@@ -104,7 +99,7 @@ fn fetches_a_file_from_the_remote_over_ipv4_and_ipv6() {
     // As root, and as an ordinary user (rootless Podman's case: pasta in a user namespace).
     let user = test_user();
     for who in [None, Some(&user)] {
-        if who.is_some() && !tun_usable_by_anyone() {
+        if who.is_some() && !require(&[Need::TunForOthers]) {
             continue;
         }
         let args = ["--config-net", "--", "sh", "-c", &script];
@@ -243,7 +238,7 @@ fn child_of(pid: u32, timeout: Duration) -> u32 {
 
 #[test]
 fn iperf3_each_way() {
-    let Some(mut lab) = lab_with(&["iperf3"]) else {
+    let Some(mut lab) = lab_with(&["iperf3", "nsenter", "ss"]) else {
         return;
     };
     let server = lab.remote_command("iperf3", &["-s", "-p", &IPERF_PORT.to_string()]);

@@ -2,9 +2,10 @@
 //! datagrams to an echo server in the lab's remote namespace come back from the address they
 //! were sent to, `--dns-forward` reaches the lab's resolver (and answers appear from the
 //! forwarding address), names resolve with busybox's nslookup against the lab's resolver
-//! (directly and through `--dns-forward`), and `ping` reaches the remote and the gateway (the
-//! host's loopback). With `-u`, a UDP server inside the namespace answers clients on the remote
-//! and on the host's loopback, from the forwarded port, as root and as an ordinary user.
+//! (directly and through `--dns-forward`), and busybox's `ping` reaches the remote and the
+//! gateway (the host's loopback). With `-u`, a UDP server inside the namespace answers clients
+//! on the remote and on the host's loopback, from the forwarded port, as root and as an
+//! ordinary user.
 //!
 //! Everything runs inside the lab (see common/mod.rs).
 
@@ -14,23 +15,19 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{
-    addr, bin, have_tool, run_timeout, show, test_user, tun_usable_by_anyone, wait_for_file, Lab,
-    Shape, TempDir, TestUser, UDP_CLIENT_PY, UDP_ECHO_PY,
+    addr, bin, require, run_timeout, show, test_user, wait_for_file, Lab, Need, Shape, TempDir,
+    TestUser, UDP_CLIENT_PY, UDP_ECHO_PY,
 };
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(40);
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const DNS_FORWARD4: &str = "198.51.100.53";
 
-fn lab() -> Option<Lab> {
-    if !std::path::Path::new("/dev/net/tun").exists() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("/dev/net/tun is missing under CI");
-        }
-        eprintln!("\n*** SKIPPED: needs /dev/net/tun ***\n");
-        return None;
-    }
-    if !["python3", "ping"].iter().all(|t| have_tool(t)) {
+/// The lab, with what every test here needs besides `extra`.
+fn lab(extra: &[Need]) -> Option<Lab> {
+    let mut needs = vec![Need::Tun, Need::Tool("python3")];
+    needs.extend_from_slice(extra);
+    if !require(&needs) {
         return None;
     }
     let lab = Lab::new(Shape::DualStack)?;
@@ -50,7 +47,7 @@ fn in_pasta(lab: &Lab, extra: &[&str], script: &str) -> Output {
 
 #[test]
 fn udp_echo_and_dns_forward_through_pasta() {
-    let Some(mut lab) = lab() else {
+    let Some(mut lab) = lab(&[]) else {
         return;
     };
     // The lab's resolver, in the remote namespace.
@@ -100,14 +97,15 @@ fn udp_echo_and_dns_forward_through_pasta() {
 
 #[test]
 fn ping_reaches_the_remote_and_the_gateway() {
-    let Some(lab) = lab() else {
+    // busybox's ping: busybox is here for the other tests anyway (iputils-ping need not be).
+    let Some(lab) = lab(&[Need::Tool("sysctl"), Need::Busybox(&["ping"])]) else {
         return;
     };
     // A new namespace lets nobody open ping sockets; pasta runs as root here.
     lab.host_sh("sysctl -qw net.ipv4.ping_group_range='0 2147483647'");
     let script = format!(
-        "ping -c1 -W2 {} && echo PING4_OK; ping -6 -c1 -W2 {} && echo PING6_OK; \
-         ping -c1 -W2 {} && echo GATEWAY_OK",
+        "busybox ping -c1 -W2 {} && echo PING4_OK; busybox ping -6 -c1 -W2 {} && echo PING6_OK; \
+         busybox ping -c1 -W2 {} && echo GATEWAY_OK",
         addr::SERVER4,
         addr::SERVER6,
         addr::REMOTE4
@@ -121,10 +119,7 @@ fn ping_reaches_the_remote_and_the_gateway() {
 
 #[test]
 fn names_resolve_through_the_resolver_and_through_dns_forward() {
-    if !have_tool("busybox") {
-        return;
-    }
-    let Some(mut lab) = lab() else {
+    let Some(mut lab) = lab(&[Need::Busybox(&["nslookup"])]) else {
         return;
     };
     let dir = TempDir::new("dns");
@@ -160,7 +155,7 @@ const UDP_FWD_GUEST_PORT: u16 = 6000;
 
 #[test]
 fn forwarded_udp_port_reaches_a_server_in_the_namespace() {
-    let Some(mut lab) = lab() else {
+    let Some(mut lab) = lab(&[]) else {
         return;
     };
     let dir = TempDir::new("udp-in");
@@ -174,7 +169,7 @@ fn forwarded_udp_port_reaches_a_server_in_the_namespace() {
     std::fs::write(&client, UDP_CLIENT_PY).unwrap();
     let user = test_user();
     for (i, who) in [None, Some(&user)].into_iter().enumerate() {
-        if who.is_some() && !tun_usable_by_anyone() {
+        if who.is_some() && !require(&[Need::TunForOthers]) {
             continue;
         }
         forwarded_udp_as(&mut lab, &dir, i, who);

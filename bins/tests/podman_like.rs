@@ -20,8 +20,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    addr, bin, have_tool, run_timeout, show, staged, test_user, wait_for_file, Lab, Shape, TempDir,
-    FILE_SERVER_PY, UDP_CLIENT_PY, UDP_ECHO_PY,
+    addr, bin, require, run_timeout, show, staged, test_user, wait_for_file, Lab, Need, Shape,
+    TempDir, FILE_SERVER_PY, UDP_CLIENT_PY, UDP_ECHO_PY,
 };
 
 const DNS_FORWARD: &str = "169.254.1.1";
@@ -57,11 +57,21 @@ fn podman_args(netns: &str) -> Vec<String> {
     .collect()
 }
 
-fn lab() -> Option<Lab> {
-    if !["python3", "curl", "busybox", "unshare"]
-        .iter()
-        .all(|t| have_tool(t))
-    {
+/// What a container that serves and is checked needs: servers, clients, a resolver client,
+/// and entering namespaces.
+const SERVING: &[Need] = &[
+    Need::Tool("python3"),
+    Need::Tool("curl"),
+    Need::Tool("unshare"),
+    Need::Tool("nsenter"),
+    Need::Busybox(&["nslookup"]),
+];
+
+/// The lab, with /dev/net/tun and `extra`.
+fn lab(extra: &[Need]) -> Option<Lab> {
+    let mut needs = vec![Need::Tun];
+    needs.extend_from_slice(extra);
+    if !require(&needs) {
         return None;
     }
     let lab = Lab::new(Shape::DualStack)?;
@@ -265,7 +275,7 @@ fn start_host_server(lab: &mut Lab, dir: &Path) {
 
 #[test]
 fn podman_as_root_attach_serve_and_quit_with_the_namespace() {
-    let Some(mut lab) = lab() else {
+    let Some(mut lab) = lab(SERVING) else {
         return;
     };
     let dir = files("podman-root");
@@ -308,9 +318,63 @@ fn podman_as_root_attach_serve_and_quit_with_the_namespace() {
     );
 }
 
+/// Podman's "pasta(1) quits when the namespace is gone": `--net=pasta:--pid,FILE`, a container
+/// that only runs `true`; once the namespace is gone Podman reads FILE and waits for that PID
+/// to go away. So FILE must still be there after pasta has quit.
+#[test]
+fn pid_file_outlives_pasta_for_podman_to_read() {
+    // Only pasta and a namespace: none of the servers the other tests start.
+    let Some(lab) = lab(&[]) else {
+        return;
+    };
+    let dir = TempDir::new("podman-pid");
+    let pid_file = dir.path().join("pasta.pid");
+    let name = format!("{}-pid", lab.host);
+    let made = run_timeout(
+        Command::new("ip").args(["netns", "add", &name]),
+        RUN_TIMEOUT,
+    );
+    assert!(made.status.success(), "{}", show(&made));
+    let path = format!("/run/netns/{name}");
+    let mut args = podman_args(&path);
+    args.extend(["--pid".to_owned(), pid_file.to_str().unwrap().to_owned()]);
+
+    let out = lab.run(None, &bin("pasta"), &args);
+    assert!(out.status.success(), "{}", show(&out));
+    let read_pid = || -> u32 {
+        let text = std::fs::read_to_string(&pid_file).expect("the PID file");
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("bad PID file {text:?}"))
+    };
+    let pid = read_pid();
+    assert_eq!(
+        processes_naming(&path),
+        [pid],
+        "the PID file names the daemon"
+    );
+
+    // The container's `true` is done: the namespace goes, and pasta with it.
+    let _ = run_timeout(
+        Command::new("ip").args(["netns", "del", &name]),
+        RUN_TIMEOUT,
+    );
+    assert!(
+        wait_none_naming(&path, QUIT_TIMEOUT),
+        "pasta still running after {path} was removed"
+    );
+    // Gone, or a zombie its new parent (whatever reaps orphans here) has yet to reap.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z "),
+        "{pid} still runs: {stat}"
+    );
+    assert_eq!(read_pid(), pid, "the PID file outlives pasta");
+}
+
 #[test]
 fn failure_is_a_non_zero_exit_and_one_line_on_stderr() {
-    let Some(lab) = lab() else {
+    let Some(lab) = lab(&[]) else {
         return;
     };
     let out = lab.run(
@@ -330,7 +394,7 @@ fn failure_is_a_non_zero_exit_and_one_line_on_stderr() {
 /// pasta there as its root. Everything happens in one shell the test drives.
 #[test]
 fn podman_rootless_attach_serve_and_quit_with_the_namespace() {
-    let Some(mut lab) = lab() else {
+    let Some(mut lab) = lab(&[SERVING, &[Need::TunForOthers]].concat()) else {
         return;
     };
     let user = test_user();

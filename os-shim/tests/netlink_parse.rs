@@ -7,7 +7,12 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+// The real-OS tests' one prerequisite check (shared by path with bins/tests).
+#[path = "../../bins/tests/common/prereq.rs"]
+mod prereq;
+
 use os_shim::netlink::{parse_addrs, parse_dump, parse_links, parse_routes, Netlink};
+use prereq::Need;
 use proptest::prelude::*;
 use sans_io::config::host::{
     addr_flags, route_type, scope, HostAddr, HostLink, HostNet, HostRoute, NextHop,
@@ -482,12 +487,8 @@ fn live_child() {
     eprintln!("live_child: ok");
 }
 
-/// Whether this machine lets us make a network namespace; `Err` says why not.
+/// Whether this machine (or sandbox) lets root make a network namespace; `Err` says why not.
 fn can_unshare() -> Result<(), String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err("not root".into());
-    }
     let probe = Command::new("unshare")
         .args(["-n", "ip", "link", "show", "lo"])
         .stdout(Stdio::null())
@@ -504,16 +505,11 @@ fn can_unshare() -> Result<(), String> {
 /// re-runs this test binary's [`live_child`] there.
 #[test]
 fn live_dump_in_fresh_netns() {
-    if let Err(why) = can_unshare() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("live_dump_in_fresh_netns: prerequisite missing under CI: {why}");
-        }
-        // Straight to the file descriptor: libtest swallows eprintln! of a passing test.
-        let msg = format!(
-            "\n*** SKIPPED live_dump_in_fresh_netns: {why} (needs root and unshare -n) ***\n\n"
-        );
-        let _ = std::io::Write::write_all(&mut std::io::stderr(), msg.as_bytes());
+    if !prereq::require(&[Need::Root, Need::Tool("unshare"), Need::Tool("ip")]) {
         return;
+    }
+    if let Err(why) = can_unshare() {
+        return prereq::skip_because(&why);
     }
     const SETUP: &str = r#"set -e
 ip link set lo up

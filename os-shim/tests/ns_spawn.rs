@@ -7,7 +7,7 @@ mod ns_common;
 use std::ffi::OsString;
 use std::time::Duration;
 
-use ns_common::{is_root, readlink, skip, spawn_or_skip, temp_path};
+use ns_common::{is_root, readlink, require, skip_because, spawn_or_skip, temp_path, Need};
 use os_shim::ns::{self, in_netns, ChildExit, NsError};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -118,11 +118,8 @@ fn command_runs_in_new_namespaces() {
 
 #[test]
 fn netns_only_keeps_the_user_namespace() {
-    if !is_root() {
-        return skip(
-            "netns_only_keeps_the_user_namespace",
-            "--netns-only needs root",
-        );
+    if !require(&[Need::Root]) {
+        return; // --netns-only needs root.
     }
     let out = temp_path("spawn-netns-only");
     let script = format!(
@@ -169,10 +166,7 @@ fn in_netns_runs_in_the_namespace_only() {
         // Unprivileged, the process must join the user namespace first: ns_unpriv.rs.
         let err = in_netns(&sp.ns.netns, || ()).unwrap_err();
         assert!(matches!(err, NsError::EnterNetns { .. }), "{err}");
-        return skip(
-            "in_netns_runs_in_the_namespace_only",
-            "needs root (or join_userns)",
-        );
+        return skip_because("needs root (or join_userns)");
     }
     let own = readlink("/proc/thread-self/ns/net");
     let inside = in_netns(&sp.ns.netns, || readlink("/proc/thread-self/ns/net")).unwrap();
@@ -196,8 +190,8 @@ fn panics_in_in_netns_propagate() {
     let Some(sp) = spawn_or_skip("panics_in_in_netns_propagate", &["true"], false) else {
         return;
     };
-    if !is_root() {
-        return skip("panics_in_in_netns_propagate", "needs root");
+    if !require(&[Need::Root]) {
+        return;
     }
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let _ = in_netns(&sp.ns.netns, || panic!("inside"));

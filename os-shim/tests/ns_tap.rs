@@ -6,24 +6,20 @@ mod ns_common;
 use std::io;
 use std::time::{Duration, Instant};
 
-use ns_common::{ip_in, is_root, skip, spawn_or_skip, test_config, BAD_ROUTE, NS_MAC};
+use ns_common::{ip_in, require, spawn_or_skip, test_config, Need, BAD_ROUTE, NS_MAC};
 use os_shim::nsconf::configure;
 use os_shim::tap::{Tap, TapError};
 use sans_io::wire::MacAddr;
 
-fn tun_usable(test: &str) -> bool {
-    if !is_root() {
-        skip(
-            test,
-            "needs root (ns_unpriv.rs covers the unprivileged path)",
-        );
-        return false;
-    }
-    if !std::path::Path::new("/dev/net/tun").exists() {
-        skip(test, "no /dev/net/tun (load the tun module)");
-        return false;
-    }
-    true
+/// Root (ns_unpriv.rs covers the unprivileged path), /dev/net/tun, and `nsenter` and `ip` to
+/// look inside.
+fn tun_usable() -> bool {
+    require(&[
+        Need::Root,
+        Need::Tun,
+        Need::Tool("nsenter"),
+        Need::Tool("ip"),
+    ])
 }
 
 /// An ARP request from `our_mac`/`sender` for `target`.
@@ -58,7 +54,7 @@ fn read_until(tap: &Tap, timeout: Duration, want: impl Fn(&[u8]) -> bool) -> Opt
 #[test]
 fn tap_configured_with_config_net() {
     const TEST: &str = "tap_configured_with_config_net";
-    if !tun_usable(TEST) {
+    if !tun_usable() {
         return;
     }
     let Some(sp) = spawn_or_skip(TEST, &["true"], false) else {
@@ -152,7 +148,7 @@ fn tap_configured_with_config_net() {
 #[test]
 fn without_config_net_only_lo_comes_up() {
     const TEST: &str = "without_config_net_only_lo_comes_up";
-    if !tun_usable(TEST) {
+    if !tun_usable() {
         return;
     }
     let Some(sp) = spawn_or_skip(TEST, &["true"], false) else {
@@ -189,7 +185,7 @@ fn without_config_net_only_lo_comes_up() {
 #[test]
 fn tap_errors_name_the_device() {
     const TEST: &str = "tap_errors_name_the_device";
-    if !tun_usable(TEST) {
+    if !tun_usable() {
         return;
     }
     let Some(sp) = spawn_or_skip(TEST, &["true"], false) else {

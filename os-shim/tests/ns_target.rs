@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ns_common::{is_root, readlink, run_bounded, skip, wait_bounded};
+use ns_common::{readlink, require, run_bounded, wait_bounded, Need};
 use os_shim::ns::{self, join_userns, NetnsWatch, NsTarget};
 
 /// A namespace made with `ip netns add`, deleted on drop.
@@ -72,8 +72,8 @@ fn readable_within(fd: std::os::fd::BorrowedFd<'_>, timeout: Duration) -> bool {
 
 #[test]
 fn pid_target_of_unshare_n() {
-    if !is_root() {
-        return skip("pid_target_of_unshare_n", "`unshare -n` needs root");
+    if !require(&[Need::Root, Need::Tool("unshare"), Need::Tool("sleep")]) {
+        return;
     }
     let mut child = Command::new("unshare")
         .args(["-n", "sleep", "30"])
@@ -124,8 +124,8 @@ fn pid_target_of_unshare_n() {
 
 #[test]
 fn netns_path_target_and_watch() {
-    if !is_root() {
-        return skip("netns_path_target_and_watch", "`ip netns add` needs root");
+    if !require(&[Need::Root, Need::Tool("ip")]) {
+        return;
     }
     let ns = NamedNetns::add("watch");
     let other = NamedNetns::add("other");

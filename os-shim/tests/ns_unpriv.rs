@@ -13,11 +13,10 @@ mod ns_common;
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ns_common::{is_root, skip, test_config, wait_bounded, NS_MAC};
+use ns_common::{require, skip_because, test_config, wait_bounded, Need, NS_MAC};
 use os_shim::netlink::Netlink;
 use os_shim::ns::{self, in_netns, join_userns, ChildExit, NsError};
 use os_shim::nsconf::configure;
@@ -196,23 +195,13 @@ fn helper(
     env: &[(&str, &str)],
     stdin: &str,
 ) -> Option<Helper> {
-    if !is_root() {
-        skip(test, "needs root, to run the helper as nobody with setpriv");
-        return None;
-    }
+    // Root, to run the helper as nobody with setpriv; that user opens /dev/net/tun itself.
+    let mut needs = vec![Need::Root, Need::Tool("setpriv")];
     if unprivileged && role == "flow" {
-        let mode = std::fs::metadata("/dev/net/tun").map(|m| m.permissions().mode());
-        if !matches!(mode, Ok(m) if m & 0o006 == 0o006) {
-            skip(
-                test,
-                &format!(
-                    "/dev/net/tun is not accessible to unprivileged users (mode {:o}): \
-                     `chmod 0666 /dev/net/tun`, as distributions ship it",
-                    mode.unwrap_or(0) & 0o777
-                ),
-            );
-            return None;
-        }
+        needs.push(Need::TunForOthers);
+    }
+    if !require(&needs) {
+        return None;
     }
     let exe = std::env::current_exe().unwrap();
     let mut cmd = if unprivileged {
@@ -255,7 +244,7 @@ fn helper(
         .map(ChildExit::code)
         .unwrap_or(-1);
     if code == NO_USERNS {
-        skip(test, &format!("no user namespaces here: {stderr}"));
+        skip_because(&format!("no user namespaces here: {stderr}"));
         return None;
     }
     assert_eq!(

@@ -3,10 +3,15 @@
 //! veth pair is created inside the namespaces, and the host namespace gets its own resolv.conf
 //! (which `ip netns exec` bind-mounts over /etc/resolv.conf).
 //!
-//! Prerequisites (root, iproute2) missing: the test says so loudly and skips, except under
-//! `CI=true`, where that is a failure.
+//! Prerequisites: every test names what it needs with [`require`] (the lab itself needs root
+//! and iproute2); missing ones make it say so loudly and skip, except under `CI=true`, where
+//! that is a failure.
 
 #![allow(dead_code)] // Each test binary uses its own part of the lab.
+
+mod prereq;
+#[allow(unused_imports)] // Each test binary uses its own part.
+pub use prereq::{require, skip_because, Need};
 
 use std::ffi::OsStr;
 use std::io::Read;
@@ -38,31 +43,6 @@ pub mod addr {
 /// The default bound for any command the lab runs.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Whether the real-OS tests can run here. Prints why not, and panics under CI.
-pub fn prerequisites() -> bool {
-    let mut missing = Vec::new();
-    if unsafe { libc::geteuid() } != 0 {
-        missing.push("root (to create network namespaces)".to_owned());
-    }
-    if Command::new("ip")
-        .arg("-V")
-        .output()
-        .map(|o| !o.status.success())
-        .unwrap_or(true)
-    {
-        missing.push("iproute2's `ip`".to_owned());
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let what = missing.join(", ");
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("real-OS test prerequisites missing under CI: {what}");
-    }
-    eprintln!("\n*** SKIPPED: real-OS test needs {what} ***\n");
-    false
-}
-
 /// How the host namespace is set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
@@ -91,7 +71,12 @@ pub struct Lab {
 impl Lab {
     /// Builds the lab, or returns `None` (after saying why) when prerequisites are missing.
     pub fn new(shape: Shape) -> Option<Lab> {
-        if !prerequisites() {
+        // setpriv: `host_command` runs programs as the test user through it.
+        let mut needs = vec![Need::Root, Need::Tool("ip"), Need::Tool("setpriv")];
+        if !matches!(shape, Shape::DualStack | Shape::Ipv6Only) {
+            needs.push(Need::Tool("sysctl")); // Turns IPv6 off.
+        }
+        if !require(&needs) {
             return None;
         }
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -518,22 +503,6 @@ pub fn wait_for_file(path: &Path, timeout: Duration) -> bool {
     false
 }
 
-/// Whether `tool` is on PATH. Missing: says so and returns false, except under CI (panic).
-pub fn have_tool(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !found {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{tool} is missing under CI");
-        }
-        eprintln!("\n*** SKIPPED: needs {tool} ***\n");
-    }
-    found
-}
-
 impl Drop for Lab {
     fn drop(&mut self) {
         for child in &mut self.graceful {
@@ -697,19 +666,4 @@ pub fn show(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-/// Whether /dev/net/tun is open to ordinary users (CI makes it so).
-pub fn tun_usable_by_anyone() -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    let ok = std::fs::metadata("/dev/net/tun")
-        .map(|m| m.permissions().mode() & 0o006 == 0o006)
-        .unwrap_or(false);
-    if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("/dev/net/tun must be usable by the test user under CI");
-        }
-        eprintln!("\n*** SKIPPED (unprivileged part): /dev/net/tun not usable by others ***\n");
-    }
-    ok
 }

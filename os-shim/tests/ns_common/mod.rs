@@ -1,13 +1,14 @@
 //! Shared by the `ns_*` tests: prerequisites and skips, bounded waits, a hand-built pasta
 //! configuration.
 //!
-//! Tests that lack a prerequisite (root, user namespaces, an accessible /dev/net/tun) print a
-//! loud `*** SKIPPED: ... ***` and pass, except with CI=true, where they fail.
+//! Tests that lack a prerequisite (root, user namespaces, an accessible /dev/net/tun, a tool)
+//! print a loud `*** SKIPPED: needs ... ***` and pass, except with CI=true, where they fail:
+//! [`require`], shared with bins/tests.
 
 #![allow(dead_code)]
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -21,28 +22,21 @@ use sans_io::config::resolv::ResolvConf;
 use sans_io::config::{Config, GuestRoute, Mode, NetOptions};
 use sans_io::wire::MacAddr;
 
-/// Reports a missing prerequisite: a loud skip, or a failure under CI=true.
-pub fn skip(test: &str, why: &str) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: prerequisite missing under CI=true: {why}");
-    }
-    // Straight to fd 2: the test harness captures eprintln!, and a skip must be seen.
-    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED: {test}: {why} ***\n");
-}
+// The same prerequisite check as the real-OS tests of bins/ (one file, shared by path: test
+// helpers are not a crate of their own).
+#[path = "../../../bins/tests/common/prereq.rs"]
+mod prereq;
+#[allow(unused_imports)] // Each test binary uses its own part.
+pub use prereq::{is_root, require, skip_because, Need};
 
-pub fn is_root() -> bool {
-    // SAFETY: no side effects.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// `spawn`, or `None` (after [`skip`]) when this kernel or sandbox has no user namespaces
+/// `spawn`, or `None` (after [`skip_because`]) when this kernel or sandbox has no user namespaces
 /// for us.
 pub fn spawn_or_skip(test: &str, command: &[&str], netns_only: bool) -> Option<Spawned> {
     let command: Vec<OsString> = command.iter().map(OsString::from).collect();
     match ns::spawn(&command, netns_only) {
         Ok(s) => Some(s),
         Err(e @ NsError::Setup { .. }) => {
-            skip(test, &format!("cannot create namespaces here: {e}"));
+            skip_because(&format!("cannot create namespaces here: {e}"));
             None
         }
         Err(e) => panic!("{test}: spawn: {e}"),
