@@ -197,8 +197,8 @@ fn apply_out(
     for port in new {
         let (ns, v4, v6) = (netns.as_fd(), opts.ipv4, opts.ipv6);
         let result = match proto {
-            Proto::Tcp => sockets.splicer.listen_in(ns, port, port, v4, v6),
-            Proto::Udp => sockets.dgram_relay.listen_in(ns, port, port, v4, v6),
+            Proto::Tcp => sockets.splicer.listen_in(&ns, port, port, v4, v6),
+            Proto::Udp => sockets.dgram_relay.listen_in(&ns, port, port, v4, v6),
         };
         let ok = match result {
             Ok((n, _)) if n > 0 => {

@@ -12,13 +12,14 @@ use std::collections::HashMap;
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use sans_io::time::Instant;
 
 use crate::ns::NsError;
+use crate::ns_agent::InNetns;
 use crate::ns_listeners::{Bound, NsListeners};
 use crate::reactor::monotonic_now;
 use crate::slots::Slots;
@@ -155,7 +156,7 @@ impl DgramRelay {
     /// what failed.
     pub fn listen_in(
         &mut self,
-        netns: impl AsFd,
+        netns: &impl InNetns,
         port: u16,
         to: u16,
         v4: bool,

@@ -14,7 +14,34 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use crate::ns::NsError;
+use crate::ns::{in_netns, NsError};
+
+/// Work inside the target network namespace, done either from a thread that enters it for the
+/// call (any namespace descriptor: start-up, while pasta still can) or by the [`NsAgent`].
+pub trait InNetns {
+    fn run_in<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, NsError>;
+}
+
+impl<T: AsFd> InNetns for T {
+    fn run_in<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, NsError> {
+        in_netns(self.as_fd(), f)
+    }
+}
+
+impl InNetns for NsAgent {
+    fn run_in<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, NsError> {
+        self.run(f)
+    }
+}
 
 type Job = Box<dyn FnOnce() + Send>;
 

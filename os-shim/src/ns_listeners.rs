@@ -9,7 +9,8 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 
-use crate::ns::{in_netns, NsError};
+use crate::ns::NsError;
+use crate::ns_agent::InNetns;
 
 /// One socket in the namespace and the host port it leads to.
 #[derive(Debug)]
@@ -60,7 +61,7 @@ impl NsListeners {
     /// `make`, leading to host port `to`; registers them on `epoll` if given.
     pub fn listen_in(
         &mut self,
-        netns: impl AsFd,
+        netns: &impl InNetns,
         (port, to): (u16, u16),
         (v4, v6): (bool, bool),
         make: fn(SocketAddr) -> io::Result<OwnedFd>,
@@ -73,9 +74,8 @@ impl NsListeners {
         if v6 {
             addrs.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port));
         }
-        let made = in_netns(netns, || {
-            addrs.iter().map(|&a| (a, make(a))).collect::<Vec<_>>()
-        })?;
+        let made =
+            netns.run_in(move || addrs.into_iter().map(|a| (a, make(a))).collect::<Vec<_>>())?;
         let mut bound = 0;
         let mut failed = Vec::new();
         for (addr, result) in made {

@@ -15,11 +15,12 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 
 use crate::ns::NsError;
+use crate::ns_agent::InNetns;
 use crate::ns_listeners::{Bound, NsListeners};
 use crate::slots::Slots;
 use crate::sockets::{
@@ -135,7 +136,7 @@ impl Splicer {
     /// listen now, and what failed.
     pub fn listen_in(
         &mut self,
-        netns: impl AsFd,
+        netns: &impl InNetns,
         port: u16,
         to: u16,
         v4: bool,
