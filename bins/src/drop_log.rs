@@ -17,7 +17,8 @@ pub const DROP_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A kind of drop: what the line says, and where its counter is.
 pub struct DropKind {
-    /// What happened to each one counted, e.g. "TCP flow table full: connections refused".
+    /// What happened, with `{}` where the count goes ("TCP flow table full: {} connections
+    /// refused"); without one, the count is added at the end.
     pub what: &'static str,
     pub count: fn(&Engine, &Sockets) -> u64,
 }
@@ -25,24 +26,24 @@ pub struct DropKind {
 /// The drops worth a line on the log.
 pub const KINDS: &[DropKind] = &[
     DropKind {
-        what: "TCP flow table full: connections refused",
+        what: "TCP flow table full: {} connections refused",
         count: |e, _| e.counters().tcp.table_full,
     },
     DropKind {
-        what: "UDP flow table full: datagrams of new flows dropped",
+        what: "UDP flow table full: {} datagrams of new flows dropped",
         count: |e, _| e.counters().udp.table_full,
     },
     DropKind {
-        what: "ICMP flow table full: echo requests of new flows dropped",
+        what: "ICMP flow table full: {} echo requests of new flows dropped",
         count: |e, _| e.counters().icmp.table_full,
     },
     DropKind {
-        what: "out of file descriptors (see ulimit -n): connections and flows refused or \
-               left waiting",
+        what: "out of file descriptors {} times (see ulimit -n): new connections wait or are \
+               refused",
         count: |_, s| s.out_of_descriptors(),
     },
     DropKind {
-        what: "loopback relay table full: connections refused",
+        what: "loopback relay table full: {} connections refused",
         count: |_, s| s.splicer.stats().table_full,
     },
 ];
@@ -109,11 +110,17 @@ impl DropLog {
                 continue;
             }
             let since = if k.said_at.is_some() {
-                " since the last report"
+                ", since the last report"
             } else {
                 ""
             };
-            lines.push(format!("{}: {}{since}", self.whats[i], k.held));
+            let what = self.whats[i];
+            let line = if what.contains("{}") {
+                what.replacen("{}", &k.held.to_string(), 1)
+            } else {
+                format!("{what}: {}", k.held)
+            };
+            lines.push(format!("{line}{since}"));
             k.held = 0;
             k.said_at = Some(now);
         }
@@ -154,13 +161,13 @@ mod tests {
         assert_eq!(d.deadline(), Some(at(7.0)));
         assert_eq!(
             d.observe(at(7.0), &[100, 3]),
-            ["A full: 99 since the last report"]
+            ["A full: 99, since the last report"]
         );
         assert_eq!(d.deadline(), None);
         // Quiet for a while, then one more: said at once again.
         assert_eq!(
             d.observe(at(20.0), &[101, 3]),
-            ["A full: 1 since the last report"]
+            ["A full: 1, since the last report"]
         );
     }
 
@@ -173,11 +180,11 @@ mod tests {
         assert_eq!(d.deadline(), Some(at(6.0)));
         assert_eq!(
             d.observe(at(6.0), &[2, 9]),
-            ["A full: 1 since the last report"]
+            ["A full: 1, since the last report"]
         );
         assert_eq!(
             d.observe(at(7.0), &[2, 9]),
-            ["B full: 4 since the last report"]
+            ["B full: 4, since the last report"]
         );
     }
 
@@ -191,6 +198,18 @@ mod tests {
         // One minute, two kinds, a line each per 5 s at most (plus the first).
         assert!(lines <= 2 * 13, "{lines} lines");
         assert!(lines >= 2 * 12, "{lines} lines");
+    }
+
+    #[test]
+    fn the_count_goes_where_the_text_says() {
+        let mut d = DropLog::new(vec!["full: {} refused"], &[0], Duration::from_secs(5));
+        assert_eq!(d.observe(at(1.0), &[3]), ["full: 3 refused"]);
+        assert_eq!(
+            d.observe(at(9.0), &[5]),
+            ["full: 2 refused, since the last report"]
+        );
+        // Every kind we log has a place for its count.
+        assert!(KINDS.iter().all(|k| k.what.contains("{}")));
     }
 
     #[test]
