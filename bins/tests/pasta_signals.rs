@@ -234,6 +234,28 @@ fn a_second_signal_ends_pasta_at_once() {
 }
 
 #[test]
+fn the_command_ends_if_pasta_is_killed() {
+    let Some(lab) = Lab::new(Shape::Ipv4Only) else {
+        return;
+    };
+    let marker = format!("{}", 7_000_000 + std::process::id() % 1_000_000);
+    let mut pasta = pasta_running(&lab, &format!("trap '' TERM; sleep {marker}"));
+    let mut sleeps = Vec::new();
+    assert!(wait_until(WAIT, || {
+        sleeps = processes_with_arg(&marker);
+        !sleeps.is_empty()
+    }));
+    pasta.signal(libc::SIGKILL);
+    let status = wait_timeout(&mut pasta.child, WAIT).expect("pasta killed");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert!(
+        wait_until(WAIT, || processes_with_arg(&marker).is_empty()),
+        "the command (and its sleep, PID {sleeps:?}) outlived a killed pasta"
+    );
+}
+
+#[test]
 fn what_the_command_leaves_running_ends_with_it() {
     let Some(lab) = Lab::new(Shape::Ipv4Only) else {
         return;

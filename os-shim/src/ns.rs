@@ -402,7 +402,8 @@ struct ChildPlan {
 /// `netns_only` (needs CAP_SYS_ADMIN) the same without the user namespace.
 ///
 /// The command is PID 1 of its PID namespace, as with the original: when it exits, the kernel
-/// kills whatever it left running there, so nothing it started outlives it (and pasta). Being
+/// kills whatever it left running there, so nothing it started outlives it (and pasta); it
+/// is killed if pasta dies first (`PR_SET_PDEATHSIG`). Being
 /// PID 1, it only receives the signals it has a handler for (see [`signal_disposition`] for
 /// how pasta deals with that). A fresh `/proc` is mounted over the old one in the new
 /// mount namespace (whose mounts don't propagate back to the host's), so that `ps` shows the
@@ -590,6 +591,9 @@ fn path_candidates(program: &[u8]) -> Vec<CString> {
 unsafe fn child_main(plan: &ChildPlan) -> ! {
     let fd = plan.control;
     libc::close(plan.parent_end);
+    // Without pasta the command has no network: should pasta die without ending it (SIGKILL),
+    // the command and its namespace end too.
+    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
 
     if plan.userns {
         // Missing before Linux 3.19, where gid_map needs no such thing.
