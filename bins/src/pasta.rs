@@ -7,8 +7,8 @@
 //! joins the user namespace owning the target network namespace (for capabilities over it;
 //! only a single-threaded process may), and works inside the network namespace only from
 //! short-lived threads: pasta itself stays in the host's network namespace, where its host
-//! sockets live. Signals are blocked (for the signalfd) only after the command has been
-//! forked, so that the command starts with a clean mask.
+//! sockets live. Signals are blocked (for the signalfd) before the command is released or
+//! anyone hears we're ready; the command clears its mask before it starts.
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
@@ -179,23 +179,35 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
         auto.update(&mut engine, &mut sockets);
     }
 
-    match &mut child {
+    // Signals are blocked once the reactor exists (they wait in its signalfd for the loop).
+    let new_reactor = || {
+        Reactor::new(&STOP_SIGNALS)
+            .map_err(|e| StartError::Other(format!("cannot set up the event loop: {e}")))
+    };
+    let reactor = match &mut child {
         Some(child) => {
+            // Before the command runs: a signal as soon as it does is handled, not fatal.
+            // The command starts with a clean mask all the same (`ns::spawn`).
+            let reactor = new_reactor()?;
             process::write_pid_file(cli.pid_file.as_deref(), std::process::id())
                 .map_err(StartError::Other)?;
             child.release()?;
+            reactor
         }
         None if !cli.foreground => {
             // Ready: the foreground process exits successfully (Podman waits for exactly
-            // that), the daemon carries on.
+            // that), the daemon carries on. Its reactor comes after the fork: epoll hears a
+            // signalfd only for the process that registered it.
             process::daemonize(cli.pid_file.as_deref()).map_err(StartError::Other)?;
+            new_reactor()?
         }
-        None => process::write_pid_file(cli.pid_file.as_deref(), std::process::id())
-            .map_err(StartError::Other)?,
-    }
+        None => {
+            process::write_pid_file(cli.pid_file.as_deref(), std::process::id())
+                .map_err(StartError::Other)?;
+            new_reactor()?
+        }
+    };
 
-    let reactor = Reactor::new(&STOP_SIGNALS)
-        .map_err(|e| StartError::Other(format!("cannot set up the event loop: {e}")))?;
     let mut tap_link = TapLink(tap);
     let mut capture = match &cli.pcap {
         Some(path) => Some(CaptureLink::create(&mut tap_link, path).map_err(|e| {
