@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    addr, bin, have_tool, random_file, run_timeout, sha256_file, wait_for_file, wait_timeout, Lab,
-    Shape, TempDir, FILE_SERVER_PY,
+    addr, bin, random_file, require, run_timeout, sha256_file, wait_for_file, wait_timeout, Lab,
+    Need, Shape, TempDir, FILE_SERVER_PY,
 };
 
 const HTTP_PORT: u16 = 8000;
@@ -142,10 +142,12 @@ fn wait_in_shell(file: &Path) -> String {
 
 #[test]
 fn a_signal_is_passed_on_and_forwarding_goes_on_until_the_command_ends() {
-    if !["python3", "curl", "sha256sum"]
-        .iter()
-        .all(|t| have_tool(t))
-    {
+    if !require(&[
+        Need::Tun,
+        Need::Tool("python3"),
+        Need::Tool("curl"),
+        Need::Tool("sha256sum"),
+    ]) {
         return;
     }
     let Some(mut lab) = Lab::new(Shape::Ipv4Only) else {
