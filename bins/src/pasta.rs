@@ -253,7 +253,7 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
     // The PID file stays: Podman reads it after we exit, to wait for that PID to be gone (the
     // C pasta leaves it too).
 
-    Ok(match exit {
+    let code = match exit {
         Exit::Done(code) => code,
         Exit::Signal(sig) => match child.as_mut() {
             Some(child) => end_command(child, sig),
@@ -263,7 +263,11 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
             eprintln!("pasta: {e}");
             EXIT_FAILURE
         }
-    })
+    };
+    if let Some(child) = child.as_mut() {
+        child.give_back_terminal();
+    }
+    Ok(code)
 }
 
 /// pasta stops for signal `sig` before its command ended (see `crate::shutdown`): the

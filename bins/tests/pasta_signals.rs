@@ -338,3 +338,37 @@ fn attached_pasta_says_why_it_exits_when_the_namespace_goes() {
         pasta.stderr()
     );
 }
+
+/// Ctrl-C on the terminal is for the command, as for a job a shell started: pasta, on a
+/// terminal, gives the command a process group of its own in the terminal's foreground, so
+/// that an interactive shell in the namespace catching Ctrl-C doesn't cost it its network.
+/// (`script` gives pasta a terminal; `kill -INT 0` is what the terminal does on Ctrl-C: a
+/// SIGINT to the foreground process group.)
+#[test]
+fn ctrl_c_on_the_terminal_goes_to_the_command_alone() {
+    if !require(&[Need::Tun, Need::Tool("script")]) {
+        return;
+    }
+    let Some(lab) = Lab::new(Shape::Ipv4Only) else {
+        return;
+    };
+    let inner = "trap 'echo caught' INT; kill -INT 0; sleep 0.2; \
+                 test \"$(ps -o pgid= -p $$ | tr -d ' ')\" = \"$$\" && echo own-group";
+    let line = format!(
+        "ip netns exec {} {} --config-net -- sh -c \"{}\"",
+        lab.host,
+        bin("pasta").display(),
+        inner.replace('"', "\\\"").replace('$', "\\$")
+    );
+    let out = run_timeout(
+        Command::new("script").args(["-qec", &line, "/dev/null"]),
+        WAIT,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("caught"), "the command didn't get SIGINT: {text}");
+    assert!(
+        !text.contains("passed on"),
+        "pasta got the terminal's SIGINT too: {text}"
+    );
+}

@@ -352,6 +352,8 @@ pub struct Child {
     control: Option<OwnedFd>,
     command: String,
     status: Option<ChildExit>,
+    /// The command took the terminal's foreground from us.
+    took_terminal: bool,
 }
 
 /// One message from the child: a stage and an errno (0 for [`stage::READY`]).
@@ -391,6 +393,8 @@ struct ChildPlan {
     argv_ptrs: Vec<*const libc::c_char>,
     control: RawFd,
     parent_end: RawFd,
+    /// The command takes the terminal's foreground (see [`terminal_is_ours`]).
+    take_terminal: bool,
 }
 
 /// Creates new namespaces and a child process in them that will run `command` once
@@ -481,6 +485,7 @@ pub fn spawn(command: &[OsString], netns_only: bool) -> Result<Spawned, NsError>
         argv_ptrs,
         control: child_end.as_raw_fd(),
         parent_end: parent_end.as_raw_fd(),
+        take_terminal: terminal_is_ours(),
     };
 
     // fork() with namespaces: clone() without a new stack carries on like fork() in both
@@ -514,6 +519,7 @@ pub fn spawn(command: &[OsString], netns_only: bool) -> Result<Spawned, NsError>
         control: Some(parent_end),
         command: display,
         status: None,
+        took_terminal: plan.take_terminal,
     };
 
     let mut warnings = Vec::new();
@@ -562,6 +568,28 @@ pub fn spawn(command: &[OsString], netns_only: bool) -> Result<Spawned, NsError>
         child,
         warnings,
     })
+}
+
+/// Whether our standard input is a terminal whose foreground process group is ours: then the
+/// command takes the foreground, and [`Child::give_back_terminal`] takes it back. Not
+/// when we run in the background (`pasta ... &`), or without a terminal.
+fn terminal_is_ours() -> bool {
+    // SAFETY: plain queries.
+    unsafe {
+        libc::isatty(libc::STDIN_FILENO) == 1
+            && libc::tcgetpgrp(libc::STDIN_FILENO) == libc::getpgrp()
+    }
+}
+
+/// Puts our process group back in the terminal's foreground (see [`Child::give_back_terminal`]).
+fn reclaim_terminal() {
+    // SAFETY: plain calls; SIGTTOU, which a background process asking gets, is ignored
+    // around the request and restored after.
+    unsafe {
+        let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+        libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpgrp());
+        libc::signal(libc::SIGTTOU, old);
+    }
 }
 
 /// The files `execvp()` tries for `program`: none if it has a '/', else each `$PATH`
@@ -626,6 +654,17 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
             continue;
         }
         libc::_exit(CHILD_ABORT_CODE);
+    }
+
+    if plan.take_terminal {
+        // The terminal's Ctrl-C, Ctrl-\\ and the like are for the command, as for a job a
+        // shell starts: a process group of its own, in the terminal's foreground. pasta,
+        // left in the background, keeps forwarding while an interactive shell in the
+        // namespace catches Ctrl-C. (SIGTTOU: we are not in the foreground while we ask.)
+        libc::setpgid(0, 0);
+        libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+        libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpgrp());
+        libc::signal(libc::SIGTTOU, libc::SIG_DFL);
     }
 
     let mut set = MaybeUninit::<libc::sigset_t>::uninit();
@@ -825,6 +864,15 @@ impl Child {
 
     /// Reaps the child if it has exited (`waitpid(WNOHANG)`); the result is kept, so calling
     /// it again returns it again.
+    /// After the command ended: if it had taken the terminal's foreground from us, we take
+    /// it back, so that what pasta still says goes out and the shell that started us finds
+    /// the terminal as it left it.
+    pub fn give_back_terminal(&mut self) {
+        if std::mem::take(&mut self.took_terminal) {
+            reclaim_terminal();
+        }
+    }
+
     pub fn try_wait(&mut self) -> Result<Option<ChildExit>, NsError> {
         self.wait_with(libc::WNOHANG)
     }
