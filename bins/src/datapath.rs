@@ -17,6 +17,7 @@ use nix::sys::epoll::EpollEvent;
 use os_shim::reactor::{monotonic_now, Reactor, TOKEN_SIGNAL, TOKEN_TIMER};
 use os_shim::sockets::{Report, Sockets};
 use sans_io::engine::Engine;
+use sans_io::time::Instant;
 use sans_io::wire::FrameQueue;
 
 /// Frames read from the guest per wake-up before the answers are flushed: enough to batch,
@@ -31,6 +32,9 @@ const OUT_HIGH_WATER: usize = 256;
 const FLUSH_ROUNDS: usize = 4;
 /// Watches without a file descriptor are checked this often, and [`Periodic`] work done.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often at most the loop says that flow tables were full.
+const TABLE_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 const TOKEN_LINK: u64 = 0;
 const TOKEN_WATCH_BASE: u64 = 16;
@@ -161,6 +165,7 @@ pub fn run(
     let mut out = FrameQueue::new();
     let mut events = [EpollEvent::empty(); 64];
     let mut next_poll = monotonic_now() + WATCH_INTERVAL;
+    let mut table_log = TableLog::default();
 
     loop {
         // The engine's next deadline, or a listener's that ran out of descriptors.
@@ -235,6 +240,7 @@ pub fn run(
             }
         }
         flush(link, &mut out, stats);
+        table_log.check(engine, monotonic_now());
         if monotonic_now() >= next_poll {
             next_poll = monotonic_now() + WATCH_INTERVAL;
             for &i in &polled {
@@ -278,6 +284,49 @@ fn read_batch(
         stats.frames_in += 1;
         engine.handle_frame(monotonic_now(), frame, sockets, out);
     })
+}
+
+/// Says, at most once per [`TABLE_LOG_INTERVAL`], that a full UDP or echo flow table refused
+/// new flows (a warning: the guest lost traffic) or closed quiet ones to make room (a
+/// debugging message: that is how a full table works).
+#[derive(Default)]
+struct TableLog {
+    next: Option<Instant>,
+    /// UDP refused and evicted, echo refused and evicted, as last logged.
+    logged: [u64; 4],
+}
+
+impl TableLog {
+    fn check(&mut self, engine: &Engine, now: Instant) {
+        if self.next.is_some_and(|t| now < t) {
+            return;
+        }
+        let c = engine.counters();
+        let seen = [
+            c.udp.table_full,
+            c.udp.evicted,
+            c.icmp.table_full,
+            c.icmp.evicted,
+        ];
+        if seen == self.logged {
+            return;
+        }
+        let tables = [("UDP", engine.udp().len()), ("echo", engine.icmp().len())];
+        for (i, (proto, flows)) in tables.into_iter().enumerate() {
+            let refused = seen[2 * i] - self.logged[2 * i];
+            let evicted = seen[2 * i + 1] - self.logged[2 * i + 1];
+            if refused > 0 {
+                log::warn!(
+                    "{proto} flow table full ({flows} flows, all active): refused {refused} new ones"
+                );
+            }
+            if evicted > 0 {
+                log::debug!("{proto} flows: closed {evicted} quiet ones to make room for new ones");
+            }
+        }
+        self.logged = seen;
+        self.next = Some(now + TABLE_LOG_INTERVAL);
+    }
 }
 
 fn log_departure(why: Option<&str>) {
