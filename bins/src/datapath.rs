@@ -177,7 +177,8 @@ pub fn run(
     let mut out = FrameQueue::new();
     let mut events = [EpollEvent::empty(); 64];
     let mut next_poll = monotonic_now() + WATCH_INTERVAL;
-    let mut drops = DropLog::for_kinds(engine, sockets);
+    let mut drops = DropLog::for_kinds(drop_log::KINDS, engine, sockets);
+    let mut room_made = DropLog::for_kinds(drop_log::ROOM_MADE, engine, sockets);
 
     loop {
         // The engine's next deadline, a listener's that ran out of descriptors, the end of a
@@ -262,8 +263,12 @@ pub fn run(
         }
         flush(link, &mut out, stats);
         let now = monotonic_now();
-        for line in drops.observe(now, &drop_log::sample(engine, sockets)) {
+        for line in drops.observe(now, &drop_log::sample(drop_log::KINDS, engine, sockets)) {
             log::warn!("{line}");
+        }
+        let made = drop_log::sample(drop_log::ROOM_MADE, engine, sockets);
+        for line in room_made.observe(now, &made) {
+            log::debug!("{line}");
         }
         if stop.deadline().is_some_and(|d| d <= now) {
             if let Some(exit) = stop.on_deadline(now) {

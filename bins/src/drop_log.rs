@@ -23,8 +23,8 @@ pub struct DropKind {
     pub count: fn(&Engine, &Sockets) -> u64,
 }
 
-/// The drops worth a line on the log.
-pub const KINDS: &[DropKind] = &[
+/// The drops worth a line on the log (a warning).
+pub const KINDS: &[DropKind; 5] = &[
     DropKind {
         what: "TCP flow table full: {} connections refused",
         count: |e, _| e.counters().tcp.table_full,
@@ -48,9 +48,26 @@ pub const KINDS: &[DropKind] = &[
     },
 ];
 
-/// The counters of every kind in [`KINDS`], in order (no allocation: it runs every wake-up).
-pub fn sample(engine: &Engine, sockets: &Sockets) -> [u64; KINDS.len()] {
-    std::array::from_fn(|i| (KINDS[i].count)(engine, sockets))
+/// Room made in a full table by closing quiet flows: the new flows got in, nothing was
+/// dropped, but a table that keeps filling up is worth knowing of (with `--debug`).
+pub const ROOM_MADE: &[DropKind; 2] = &[
+    DropKind {
+        what: "UDP flows: closed {} quiet ones to make room for new ones",
+        count: |e, _| e.counters().udp.evicted,
+    },
+    DropKind {
+        what: "echo flows: closed {} quiet ones to make room for new ones",
+        count: |e, _| e.counters().icmp.evicted,
+    },
+];
+
+/// The counters of every kind in `kinds`, in order (no allocation: it runs every wake-up).
+pub fn sample<const N: usize>(
+    kinds: &[DropKind; N],
+    engine: &Engine,
+    sockets: &Sockets,
+) -> [u64; N] {
+    std::array::from_fn(|i| (kinds[i].count)(engine, sockets))
 }
 
 #[derive(Debug, Clone, Default)]
@@ -90,11 +107,16 @@ impl DropLog {
         }
     }
 
-    /// For [`KINDS`], starting from what `engine` and `sockets` counted so far.
-    pub fn for_kinds(engine: &Engine, sockets: &Sockets) -> DropLog {
+    /// For `kinds` ([`KINDS`], [`ROOM_MADE`]), starting from what `engine` and `sockets`
+    /// counted so far.
+    pub fn for_kinds<const N: usize>(
+        kinds: &[DropKind; N],
+        engine: &Engine,
+        sockets: &Sockets,
+    ) -> DropLog {
         DropLog::new(
-            KINDS.iter().map(|k| k.what).collect(),
-            &sample(engine, sockets),
+            kinds.iter().map(|k| k.what).collect(),
+            &sample(kinds, engine, sockets),
             DROP_LOG_INTERVAL,
         )
     }

@@ -366,7 +366,10 @@ fn ctrl_c_on_the_terminal_goes_to_the_command_alone() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("caught"), "the command didn't get SIGINT: {text}");
+    assert!(
+        text.contains("caught"),
+        "the command didn't get SIGINT: {text}"
+    );
     assert!(
         !text.contains("passed on"),
         "pasta got the terminal's SIGINT too: {text}"
