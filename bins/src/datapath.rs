@@ -1,6 +1,7 @@
 //! The main loop: guest frames, host socket events and timers into the engine, its answers
-//! back to the guest, until a signal, the end of the spawned command, or the loss of the
-//! namespace says stop.
+//! back to the guest, until a signal (as [`StopSignals`] decides), the end of the spawned
+//! command, or the loss of the namespace says stop. Drops worth telling the user about are
+//! logged through a [`DropLog`].
 //!
 //! It knows the guest link only as a [`GuestLink`] (pasta's tap, passt's qemu socket),
 //! host sockets as [`Sockets`] (whose epoll tokens it hands back to them: readiness becomes
@@ -18,6 +19,9 @@ use os_shim::reactor::{monotonic_now, Reactor, TOKEN_SIGNAL, TOKEN_TIMER};
 use os_shim::sockets::{Report, Sockets};
 use sans_io::engine::Engine;
 use sans_io::wire::FrameQueue;
+
+use crate::drop_log::{self, DropLog};
+use crate::shutdown::StopSignals;
 
 /// Frames read from the guest per wake-up before the answers are flushed: enough to batch,
 /// few enough that answers don't wait long.
@@ -127,17 +131,29 @@ pub struct LinkStats {
     pub frames_dropped: u64,
 }
 
-/// Runs until something says stop. `signals` must be the ones the reactor was built with;
-/// `sockets` (with the forwarding listeners already made) are attached to it here.
+/// What the loop runs with besides the engine, the guest link and the sockets.
+pub struct Extras<'a> {
+    pub watches: &'a mut [&'a mut dyn Watch],
+    pub periodic: &'a mut [&'a mut dyn Periodic],
+    /// What the reactor's signals do.
+    pub stop: &'a mut dyn StopSignals,
+}
+
+/// Runs until something says stop. The reactor's signals go to `extras.stop`; `sockets`
+/// (with the forwarding listeners already made) are attached to the reactor here.
 pub fn run(
     engine: &mut Engine,
     link: &mut dyn GuestLink,
     reactor: &Reactor,
     sockets: &mut Sockets,
-    watches: &mut [&mut dyn Watch],
-    periodic: &mut [&mut dyn Periodic],
+    extras: Extras<'_>,
     stats: &mut LinkStats,
 ) -> Exit {
+    let Extras {
+        watches,
+        periodic,
+        stop,
+    } = extras;
     if let Err(e) = reactor.watch_readable(link.fd(), TOKEN_LINK) {
         return Exit::LinkError(format!("cannot watch the guest link: {e}"));
     }
@@ -161,13 +177,21 @@ pub fn run(
     let mut out = FrameQueue::new();
     let mut events = [EpollEvent::empty(); 64];
     let mut next_poll = monotonic_now() + WATCH_INTERVAL;
+    let mut drops = DropLog::for_kinds(drop_log::KINDS, engine, sockets);
+    let mut room_made = DropLog::for_kinds(drop_log::ROOM_MADE, engine, sockets);
 
     loop {
-        // The engine's next deadline, or a listener's that ran out of descriptors.
-        let deadline = [engine.poll_timeout(), sockets.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min();
+        // The engine's next deadline, a listener's that ran out of descriptors, the end of a
+        // shutdown's grace period, drops held back from the log.
+        let deadline = [
+            engine.poll_timeout(),
+            sockets.poll_timeout(),
+            stop.deadline(),
+            drops.deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if let Err(e) = reactor.set_deadline(deadline) {
             return Exit::LinkError(format!("cannot arm the timer: {e}"));
         }
@@ -205,8 +229,11 @@ pub fn run(
                     engine.handle_timeout(now, sockets, &mut out);
                 }
                 TOKEN_SIGNAL => {
-                    if let Ok(Some(sig)) = reactor.next_signal() {
-                        return Exit::Signal(sig);
+                    while let Ok(Some(sig)) = reactor.next_signal() {
+                        if let Some(exit) = stop.on_signal(sig, monotonic_now()) {
+                            flush(link, &mut out, stats);
+                            return exit;
+                        }
                     }
                 }
                 token if Sockets::owns_token(token) => sockets.ready(token, ev.events()),
@@ -235,6 +262,19 @@ pub fn run(
             }
         }
         flush(link, &mut out, stats);
+        let now = monotonic_now();
+        for line in drops.observe(now, &drop_log::sample(drop_log::KINDS, engine, sockets)) {
+            log::warn!("{line}");
+        }
+        let made = drop_log::sample(drop_log::ROOM_MADE, engine, sockets);
+        for line in room_made.observe(now, &made) {
+            log::debug!("{line}");
+        }
+        if stop.deadline().is_some_and(|d| d <= now) {
+            if let Some(exit) = stop.on_deadline(now) {
+                return exit;
+            }
+        }
         if monotonic_now() >= next_poll {
             next_poll = monotonic_now() + WATCH_INTERVAL;
             for &i in &polled {

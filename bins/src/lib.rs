@@ -6,10 +6,12 @@ mod autofwd;
 pub mod capture;
 pub mod cli;
 pub mod datapath;
+pub mod drop_log;
 pub mod passt;
 pub mod pasta;
 mod process;
 pub mod qrap;
+pub mod shutdown;
 pub mod summary;
 
 use std::ffi::OsString;

@@ -15,6 +15,7 @@ use sans_io::wire::FrameQueue;
 
 use crate::cli::Cli;
 use crate::datapath::{self, Exit, GuestLink, LinkStats, LinkStatus};
+use crate::shutdown::ExitAtOnce;
 use crate::{pasta, process, EXIT_FAILURE};
 
 /// Frames per read system call assumed when turning the loop's frame budget into reads.
@@ -80,13 +81,17 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, String> {
         .map_err(|e| format!("cannot set up the event loop: {e}"))?;
     let mut link = QemuLink(socket);
     let mut stats = LinkStats::default();
+    let extras = datapath::Extras {
+        watches: &mut [],
+        periodic: &mut [],
+        stop: &mut ExitAtOnce,
+    };
     let exit = datapath::run(
         &mut engine,
         &mut link,
         &reactor,
         &mut sockets,
-        &mut [],
-        &mut [],
+        extras,
         &mut stats,
     );
     // The PID file stays, as the C passt leaves it: whoever reads it after we exit (libvirt)

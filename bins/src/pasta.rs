@@ -1,13 +1,14 @@
 //! pasta's life: find or make the namespaces, put a tap device in the network namespace,
 //! configure it, then run the data path until the command ends, the namespace goes away, or a
-//! signal says stop.
+//! signal says stop (for a command, see `crate::shutdown`: it is passed on, and pasta waits a
+//! while for the command to end).
 //!
 //! Order matters. The command's process is forked first, before any thread exists. pasta then
 //! joins the user namespace owning the target network namespace (for capabilities over it;
 //! only a single-threaded process may), and works inside the network namespace only from
 //! short-lived threads: pasta itself stays in the host's network namespace, where its host
-//! sockets live. Signals are blocked (for the signalfd) only after the command has been
-//! forked, so that the command starts with a clean mask.
+//! sockets live. Signals are blocked (for the signalfd) before the command is released or
+//! anyone hears we're ready; the command clears its mask before it starts.
 
 use std::os::fd::{AsFd, BorrowedFd};
 
@@ -23,6 +24,7 @@ use crate::autofwd::AutoForward;
 use crate::capture::CaptureLink;
 use crate::cli::{Cli, PastaTarget};
 use crate::datapath::{self, Exit, GuestLink, LinkStats, Periodic, Watch};
+use crate::shutdown::{CommandPid, CommandShutdown, ExitAtOnce, StopSignals, SIGNAL_GRACE};
 use crate::{process, EXIT_FAILURE};
 
 /// The tap device as the data path's guest link.
@@ -56,7 +58,7 @@ impl Watch for CommandWatch<'_> {
 }
 
 /// The namespace file: when it's deleted, pasta ends (successfully: that's how Podman stops it).
-struct NetnsGone(NetnsWatch);
+struct NetnsGone(NetnsWatch, std::path::PathBuf);
 
 impl Watch for NetnsGone {
     fn fd(&self) -> Option<BorrowedFd<'_>> {
@@ -69,6 +71,9 @@ impl Watch for NetnsGone {
         } else {
             self.0.check()
         };
+        if gone {
+            log::info!("namespace {} is gone, exiting", self.1.display());
+        }
         gone.then_some(0)
     }
 }
@@ -152,7 +157,10 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
     // whose namespace lives as long as pasta does).
     let mut netns_watch = match (&cli.target, cli.no_netns_quit) {
         (PastaTarget::Spawn(_), _) | (_, true) => None,
-        _ => Some(NetnsGone(NetnsWatch::new(&target.netns_path)?)),
+        _ => Some(NetnsGone(
+            NetnsWatch::new(&target.netns_path)?,
+            target.netns_path.clone(),
+        )),
     };
 
     // Forwarded ports listen in pasta's own namespace (the host's), before the command runs
@@ -170,23 +178,35 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
         auto.update(&mut engine, &mut sockets);
     }
 
-    match &mut child {
+    // Signals are blocked once the reactor exists (they wait in its signalfd for the loop).
+    let new_reactor = || {
+        Reactor::new(&STOP_SIGNALS)
+            .map_err(|e| StartError::Other(format!("cannot set up the event loop: {e}")))
+    };
+    let reactor = match &mut child {
         Some(child) => {
+            // Before the command runs: a signal as soon as it does is handled, not fatal.
+            // The command starts with a clean mask all the same (`ns::spawn`).
+            let reactor = new_reactor()?;
             process::write_pid_file(cli.pid_file.as_deref(), std::process::id())
                 .map_err(StartError::Other)?;
             child.release()?;
+            reactor
         }
         None if !cli.foreground => {
             // Ready: the foreground process exits successfully (Podman waits for exactly
-            // that), the daemon carries on.
+            // that), the daemon carries on. Its reactor comes after the fork: epoll hears a
+            // signalfd only for the process that registered it.
             process::daemonize(cli.pid_file.as_deref()).map_err(StartError::Other)?;
+            new_reactor()?
         }
-        None => process::write_pid_file(cli.pid_file.as_deref(), std::process::id())
-            .map_err(StartError::Other)?,
-    }
+        None => {
+            process::write_pid_file(cli.pid_file.as_deref(), std::process::id())
+                .map_err(StartError::Other)?;
+            new_reactor()?
+        }
+    };
 
-    let reactor = Reactor::new(&STOP_SIGNALS)
-        .map_err(|e| StartError::Other(format!("cannot set up the event loop: {e}")))?;
     let mut tap_link = TapLink(tap);
     let mut capture = match &cli.pcap {
         Some(path) => Some(CaptureLink::create(&mut tap_link, path).map_err(|e| {
@@ -199,6 +219,10 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
         None => &mut tap_link,
     };
     let mut stats = LinkStats::default();
+    let mut stop: Box<dyn StopSignals> = match &child {
+        Some(child) => Box::new(CommandShutdown::new(CommandPid(child.pid()), SIGNAL_GRACE)),
+        None => Box::new(ExitAtOnce),
+    };
     let exit = {
         let mut command = child.as_mut().map(CommandWatch);
         let mut watches: Vec<&mut dyn Watch> = Vec::new();
@@ -212,34 +236,53 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
         if let Some(a) = auto.as_mut() {
             periodic.push(a);
         }
+        let extras = datapath::Extras {
+            watches: &mut watches,
+            periodic: &mut periodic,
+            stop: stop.as_mut(),
+        };
         datapath::run(
             &mut engine,
             link,
             &reactor,
             &mut sockets,
-            &mut watches,
-            &mut periodic,
+            extras,
             &mut stats,
         )
     };
     // The PID file stays: Podman reads it after we exit, to wait for that PID to be gone (the
     // C pasta leaves it too).
 
-    Ok(match exit {
+    let code = match exit {
         Exit::Done(code) => code,
         Exit::Signal(sig) => match child.as_mut() {
-            // The command decides how to end; pasta ends with it.
-            Some(child) => {
-                let _ = child.signal(sig);
-                child.wait().map(|e| e.code()).unwrap_or(EXIT_FAILURE)
-            }
+            Some(child) => end_command(child, sig),
             None => 0,
         },
         Exit::LinkError(e) => {
             eprintln!("pasta: {e}");
             EXIT_FAILURE
         }
-    })
+    };
+    if let Some(child) = child.as_mut() {
+        child.give_back_terminal();
+    }
+    Ok(code)
+}
+
+/// pasta stops for signal `sig` before its command ended (see `crate::shutdown`): the
+/// command ends too, with everything in its PID namespace. The status is the command's if it
+/// ended meanwhile, else 128 + `sig`, as if the signal had ended it.
+fn end_command(child: &mut Child, sig: i32) -> i32 {
+    if let Ok(Some(exit)) = child.try_wait() {
+        return exit.code();
+    }
+    let _ = child.signal(libc::SIGKILL);
+    match child.wait_timeout(std::time::Duration::from_secs(5)) {
+        Ok(Some(_)) => {}
+        _ => log::warn!("the command (PID {}) did not end when killed", child.pid()),
+    }
+    128 + sig
 }
 
 /// The engine for `config`, told of the UDP forwarding listeners in `sockets` (passt's too).

@@ -190,7 +190,7 @@ fn udhcpc_gets_the_expected_lease() {
 
 #[test]
 fn exit_status_is_the_commands() {
-    let Some(lab) = Lab::new(Shape::DualStack) else {
+    let Some(mut lab) = Lab::new(Shape::DualStack) else {
         return;
     };
     if !tun_usable_by(None) {
@@ -203,8 +203,25 @@ fn exit_status_is_the_commands() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = lab.run(None, &bin("pasta"), &["--", "sh", "-c", "kill -TERM $$"]);
-    assert_eq!(out.status.code(), Some(128 + 15));
+    // The command is PID 1 of its namespace: its own SIGTERM, unhandled, doesn't end it.
+    let out = lab.run(
+        None,
+        &bin("pasta"),
+        &["--", "sh", "-c", "kill -TERM $$; exit 4"],
+    );
+    assert_eq!(out.status.code(), Some(4));
+    // A SIGTERM to pasta that the command doesn't handle ends both, as it would have ended
+    // the command: 128 + 15.
+    let dir = tempdir();
+    let started = dir.join("started");
+    let script = format!("touch {}; sleep 60", started.display());
+    let mut cmd = lab.host_command(None, &bin("pasta"), &["--", "sh", "-c", &script]);
+    cmd.stdout(std::process::Stdio::null());
+    let pid = lab.spawn_graceful(cmd);
+    assert!(common::wait_for_file(&started, TIMEOUT));
+    let status = lab.stop(pid).expect("pasta stopped");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(status.code(), Some(128 + 15));
     let out = lab.run(None, &bin("pasta"), &["--", "/nonexistent/command"]);
     assert_eq!(out.status.code(), Some(127));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/command"));

@@ -352,11 +352,12 @@ pub struct Child {
     control: Option<OwnedFd>,
     command: String,
     status: Option<ChildExit>,
+    /// The command took the terminal's foreground from us.
+    took_terminal: bool,
 }
 
 /// One message from the child: a stage and an errno (0 for [`stage::READY`]).
 mod stage {
-    pub const UNSHARE: u32 = 1;
     pub const SETGROUPS: u32 = 2;
     pub const UID_MAP: u32 = 3;
     pub const GID_MAP: u32 = 4;
@@ -364,10 +365,11 @@ mod stage {
     pub const PING_GROUP_RANGE: u32 = 5;
     pub const READY: u32 = 6;
     pub const EXEC: u32 = 7;
+    /// Not fatal: reported as a warning (the command sees the host's processes in /proc).
+    pub const MOUNT_PROC: u32 = 8;
 
     pub fn name(stage: u32) -> &'static str {
         match stage {
-            UNSHARE => "unshare()",
             SETGROUPS => "writing /proc/self/setgroups",
             UID_MAP => "writing /proc/self/uid_map",
             GID_MAP => "writing /proc/self/gid_map",
@@ -391,6 +393,8 @@ struct ChildPlan {
     argv_ptrs: Vec<*const libc::c_char>,
     control: RawFd,
     parent_end: RawFd,
+    /// The command takes the terminal's foreground (see [`terminal_is_ours`]).
+    take_terminal: bool,
 }
 
 /// Creates new namespaces and a child process in them that will run `command` once
@@ -398,11 +402,17 @@ struct ChildPlan {
 ///
 /// Without `netns_only` (pasta's default, and what an unprivileged user needs) the child gets
 /// a new user namespace, where it is root (uid and gid maps `0 EUID 1`, `0 EGID 1`,
-/// `setgroups` denied), and new network, UTS and mount namespaces owned by it. With
-/// `netns_only` (needs CAP_SYS_ADMIN) only new network and UTS namespaces. There is no new PID
-/// namespace, so `/proc` is not remounted: `/proc/self/ns/net`, `/proc/net` and
-/// `/proc/sys/net` already show the new network namespace to the command. In the namespace,
-/// `ping_group_range` is set to `0 0` so that the command can ping.
+/// `setgroups` denied), and new network, UTS, mount and PID namespaces owned by it. With
+/// `netns_only` (needs CAP_SYS_ADMIN) the same without the user namespace.
+///
+/// The command is PID 1 of its PID namespace, as with the original: when it exits, the kernel
+/// kills whatever it left running there, so nothing it started outlives it (and pasta); it
+/// is killed if pasta dies first (`PR_SET_PDEATHSIG`). Being
+/// PID 1, it only receives the signals it has a handler for (see [`signal_disposition`] for
+/// how pasta deals with that). A fresh `/proc` is mounted over the old one in the new
+/// mount namespace (whose mounts don't propagate back to the host's), so that `ps` shows the
+/// namespace's processes; failing that is a warning. In the namespace, `ping_group_range` is
+/// set to `0 0` so that the command can ping.
 ///
 /// Returns once the namespaces exist; the child waits for [`Child::release`] (dropping the
 /// [`Child`] unreleased kills it). Doesn't start threads; the caller's signal mask is cleared
@@ -457,11 +467,13 @@ pub fn spawn(command: &[OsString], netns_only: bool) -> Result<Spawned, NsError>
 
     // SAFETY: getters without side effects.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    let flags = if netns_only {
-        libc::CLONE_NEWNET | libc::CLONE_NEWUTS
-    } else {
-        libc::CLONE_NEWUSER | libc::CLONE_NEWNET | libc::CLONE_NEWUTS | libc::CLONE_NEWNS
-    };
+    // All namespaces at clone(): a new PID namespace only takes children made after it, and
+    // an unprivileged process can make one only together with a new user namespace.
+    let mut flags =
+        libc::CLONE_NEWNET | libc::CLONE_NEWUTS | libc::CLONE_NEWNS | libc::CLONE_NEWPID;
+    if !netns_only {
+        flags |= libc::CLONE_NEWUSER;
+    }
     let plan = ChildPlan {
         flags,
         userns: !netns_only,
@@ -473,13 +485,27 @@ pub fn spawn(command: &[OsString], netns_only: bool) -> Result<Spawned, NsError>
         argv_ptrs,
         control: child_end.as_raw_fd(),
         parent_end: parent_end.as_raw_fd(),
+        take_terminal: terminal_is_ours(),
     };
 
-    // SAFETY: the child runs only async-signal-safe system calls on memory prepared above,
-    // and never returns (see `child_main`).
-    let pid = unsafe { libc::fork() };
+    // fork() with namespaces: clone() without a new stack carries on like fork() in both
+    // processes. SAFETY: the child runs only async-signal-safe system calls on memory
+    // prepared above, and never returns (see `child_main`); we are single-threaded (see above).
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (plan.flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    } as libc::pid_t;
     if pid < 0 {
-        return Err(NsError::sys("fork()")(io::Error::last_os_error()));
+        return Err(NsError::Setup {
+            what: "clone()",
+            errno: errno(),
+        });
     }
     if pid == 0 {
         // SAFETY: we are the freshly forked child.
@@ -493,6 +519,7 @@ pub fn spawn(command: &[OsString], netns_only: bool) -> Result<Spawned, NsError>
         control: Some(parent_end),
         command: display,
         status: None,
+        took_terminal: plan.take_terminal,
     };
 
     let mut warnings = Vec::new();
@@ -503,6 +530,11 @@ pub fn spawn(command: &[OsString], netns_only: bool) -> Result<Spawned, NsError>
             Some((stage::READY, _)) => break,
             Some((stage::PING_GROUP_RANGE, errno)) => warnings.push(format!(
                 "cannot set ping_group_range in the namespace, ping may fail: {}",
+                errno_text(errno)
+            )),
+            Some((stage::MOUNT_PROC, errno)) => warnings.push(format!(
+                "cannot mount /proc for the command's PID namespace, it shows the host's \
+                 processes: {}",
                 errno_text(errno)
             )),
             Some((stage, errno)) => {
@@ -538,6 +570,28 @@ pub fn spawn(command: &[OsString], netns_only: bool) -> Result<Spawned, NsError>
     })
 }
 
+/// Whether our standard input is a terminal whose foreground process group is ours: then the
+/// command takes the foreground, and [`Child::give_back_terminal`] takes it back. Not
+/// when we run in the background (`pasta ... &`), or without a terminal.
+fn terminal_is_ours() -> bool {
+    // SAFETY: plain queries.
+    unsafe {
+        libc::isatty(libc::STDIN_FILENO) == 1
+            && libc::tcgetpgrp(libc::STDIN_FILENO) == libc::getpgrp()
+    }
+}
+
+/// Puts our process group back in the terminal's foreground (see [`Child::give_back_terminal`]).
+fn reclaim_terminal() {
+    // SAFETY: plain calls; SIGTTOU, which a background process asking gets, is ignored
+    // around the request and restored after.
+    unsafe {
+        let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+        libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpgrp());
+        libc::signal(libc::SIGTTOU, old);
+    }
+}
+
 /// The files `execvp()` tries for `program`: none if it has a '/', else each `$PATH`
 /// directory (glibc's default when unset) joined with it.
 fn path_candidates(program: &[u8]) -> Vec<CString> {
@@ -565,10 +619,10 @@ fn path_candidates(program: &[u8]) -> Vec<CString> {
 unsafe fn child_main(plan: &ChildPlan) -> ! {
     let fd = plan.control;
     libc::close(plan.parent_end);
+    // Without pasta the command has no network: should pasta die without ending it (SIGKILL),
+    // the command and its namespace end too.
+    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
 
-    if libc::unshare(plan.flags) != 0 {
-        child_fail(fd, stage::UNSHARE);
-    }
     if plan.userns {
         // Missing before Linux 3.19, where gid_map needs no such thing.
         if write_file(c"/proc/self/setgroups", b"deny") != 0 && errno() != libc::ENOENT {
@@ -580,6 +634,9 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
         if write_file(c"/proc/self/gid_map", &plan.gid_map) != 0 {
             child_fail(fd, stage::GID_MAP);
         }
+    }
+    if mount_proc() != 0 {
+        send_record(fd, stage::MOUNT_PROC, errno());
     }
     if write_file(c"/proc/sys/net/ipv4/ping_group_range", b"0 0") != 0 {
         send_record(fd, stage::PING_GROUP_RANGE, errno());
@@ -597,6 +654,17 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
             continue;
         }
         libc::_exit(CHILD_ABORT_CODE);
+    }
+
+    if plan.take_terminal {
+        // The terminal's Ctrl-C, Ctrl-\\ and the like are for the command, as for a job a
+        // shell starts: a process group of its own, in the terminal's foreground. pasta,
+        // left in the background, keeps forwarding while an interactive shell in the
+        // namespace catches Ctrl-C. (SIGTTOU: we are not in the foreground while we ask.)
+        libc::setpgid(0, 0);
+        libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+        libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpgrp());
+        libc::signal(libc::SIGTTOU, libc::SIG_DFL);
     }
 
     let mut set = MaybeUninit::<libc::sigset_t>::uninit();
@@ -625,6 +693,30 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
 unsafe fn child_fail(fd: RawFd, stage: u32) -> ! {
     send_record(fd, stage, errno());
     libc::_exit(CHILD_ABORT_CODE);
+}
+
+/// A procfs of the child's PID namespace over `/proc`, in its own mount namespace: first
+/// made a slave of the host's, so that nothing mounted here propagates back. 0 on success, -1
+/// with errno set otherwise.
+unsafe fn mount_proc() -> i32 {
+    let none = std::ptr::null();
+    if libc::mount(
+        none,
+        c"/".as_ptr(),
+        none,
+        libc::MS_REC | libc::MS_SLAVE,
+        std::ptr::null(),
+    ) != 0
+    {
+        return -1;
+    }
+    libc::mount(
+        c"proc".as_ptr(),
+        c"/proc".as_ptr(),
+        c"proc".as_ptr(),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        std::ptr::null(),
+    )
 }
 
 fn errno() -> i32 {
@@ -772,6 +864,15 @@ impl Child {
 
     /// Reaps the child if it has exited (`waitpid(WNOHANG)`); the result is kept, so calling
     /// it again returns it again.
+    /// After the command ended: if it had taken the terminal's foreground from us, we take
+    /// it back, so that what pasta still says goes out and the shell that started us finds
+    /// the terminal as it left it.
+    pub fn give_back_terminal(&mut self) {
+        if std::mem::take(&mut self.took_terminal) {
+            reclaim_terminal();
+        }
+    }
+
     pub fn try_wait(&mut self) -> Result<Option<ChildExit>, NsError> {
         self.wait_with(libc::WNOHANG)
     }
@@ -860,6 +961,41 @@ impl Child {
         }
         Ok(())
     }
+}
+
+/// What a process does with a signal, as `/proc/PID/status` tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalDisposition {
+    /// The default action: for PID 1 of a PID namespace, the signal is simply dropped.
+    Default,
+    Ignored,
+    Caught,
+}
+
+impl SignalDisposition {
+    /// From the `SigIgn` and `SigCgt` masks of a `/proc/PID/status` text.
+    pub fn from_status(status: &str, signal: libc::c_int) -> Option<SignalDisposition> {
+        let mask = |field: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        };
+        let bit = 1u64.checked_shl(u32::try_from(signal - 1).ok()?)?;
+        if mask("SigCgt:")? & bit != 0 {
+            Some(SignalDisposition::Caught)
+        } else if mask("SigIgn:")? & bit != 0 {
+            Some(SignalDisposition::Ignored)
+        } else {
+            Some(SignalDisposition::Default)
+        }
+    }
+}
+
+/// What process `pid` does with `signal` now; `None` if that can't be read (it is gone).
+pub fn signal_disposition(pid: libc::pid_t, signal: libc::c_int) -> Option<SignalDisposition> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    SignalDisposition::from_status(&status, signal)
 }
 
 impl Drop for Child {
@@ -1086,6 +1222,22 @@ mod tests {
         assert_eq!(ChildExit::Exited(0).code(), 0);
         // Stopped by SIGSTOP: not an exit.
         assert_eq!(ChildExit::from_wait_status((19 << 8) | 0x7f), None);
+    }
+
+    #[test]
+    fn signal_dispositions_from_proc_status() {
+        // SIGTERM (15) ignored, SIGINT (2) and SIGCHLD (17) caught, SIGHUP (1) default.
+        let status = "Name:\tsh\nSigBlk:\t0000000000000000\n\
+                      SigIgn:\t0000000000004000\nSigCgt:\t0000000000010002\n";
+        let d = |sig| SignalDisposition::from_status(status, sig);
+        assert_eq!(d(libc::SIGTERM), Some(SignalDisposition::Ignored));
+        assert_eq!(d(libc::SIGINT), Some(SignalDisposition::Caught));
+        assert_eq!(d(libc::SIGCHLD), Some(SignalDisposition::Caught));
+        assert_eq!(d(libc::SIGHUP), Some(SignalDisposition::Default));
+        // Garbage: no answer, no panic.
+        assert_eq!(SignalDisposition::from_status("SigIgn:\tzz\n", 1), None);
+        assert_eq!(SignalDisposition::from_status(status, 0), None);
+        assert_eq!(SignalDisposition::from_status(status, 99), None);
     }
 
     fn event(mask: u32, name: &[u8]) -> Vec<u8> {

@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+use sans_io::time::Instant;
 
 use crate::ns::NsError;
 use crate::ns_agent::InNetns;
@@ -18,6 +19,9 @@ pub struct NsListener {
     pub fd: OwnedFd,
     pub addr: SocketAddr,
     pub to: u16,
+    /// Off epoll until then (or until a descriptor is freed): accepting failed for want of
+    /// descriptors, and the level-triggered listener would wake us again at once.
+    paused_until: Option<Instant>,
 }
 
 /// Listening sockets in reusable slots; slot `i` is reported with token `token_base | i`.
@@ -47,14 +51,59 @@ impl NsListeners {
         self.slots.iter().flatten().map(|l| l.addr.port())
     }
 
-    /// Registers every listener on `epoll`.
+    /// Registers every listener (but those put aside) on `epoll`.
     pub fn register(&self, epoll: &Epoll) -> io::Result<()> {
         for (i, l) in self.slots.iter().enumerate() {
-            if let Some(l) = l {
+            if let Some(l) = l.as_ref().filter(|l| l.paused_until.is_none()) {
                 epoll.add(&l.fd, self.event(i))?;
             }
         }
         Ok(())
+    }
+
+    /// Takes listener `i` off epoll until `until`; false if it was already.
+    pub fn pause(&mut self, i: usize, until: Instant, epoll: Option<&Epoll>) -> bool {
+        let Some(Some(l)) = self.slots.get_mut(i) else {
+            return false;
+        };
+        if l.paused_until.is_some() {
+            return false;
+        }
+        if let Some(epoll) = epoll {
+            let _ = epoll.delete(l.fd.as_fd());
+        }
+        l.paused_until = Some(until);
+        true
+    }
+
+    /// Watches again the listeners put aside: those due at `now`, or all with `None`.
+    pub fn resume(&mut self, now: Option<Instant>, epoll: Option<&Epoll>) {
+        for i in 0..self.slots.len() {
+            let event = self.event(i);
+            let Some(l) = self.slots[i].as_mut() else {
+                continue;
+            };
+            match l.paused_until {
+                Some(until) if now.is_none_or(|now| until <= now) => {
+                    l.paused_until = None;
+                    if let Some(epoll) = epoll {
+                        if let Err(e) = epoll.add(&l.fd, event) {
+                            log::warn!("cannot watch the listener on {} again: {e}", l.addr);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// When the first listener put aside is due to be watched again, if any is.
+    pub fn next_resume(&self) -> Option<Instant> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter_map(|l| l.paused_until)
+            .min()
     }
 
     /// Binds `port` on the namespace's loopback addresses (`v4`: 127.0.0.1, `v6`: ::1) with
@@ -79,7 +128,13 @@ impl NsListeners {
         let mut bound = 0;
         let mut failed = Vec::new();
         for (addr, result) in made {
-            match result.and_then(|fd| self.add(NsListener { fd, addr, to }, epoll)) {
+            let listener = |fd| NsListener {
+                fd,
+                addr,
+                to,
+                paused_until: None,
+            };
+            match result.and_then(|fd| self.add(listener(fd), epoll)) {
                 Ok(()) => bound += 1,
                 Err(e) => failed.push((addr, e)),
             }
@@ -108,7 +163,7 @@ impl NsListeners {
         let mut removed = Vec::new();
         for (i, slot) in self.slots.iter_mut().enumerate() {
             if let Some(l) = slot.take_if(|l| l.addr.port() == port) {
-                if let Some(epoll) = epoll {
+                if let (Some(epoll), None) = (epoll, l.paused_until) {
                     let _ = epoll.delete(l.fd.as_fd());
                 }
                 removed.push(i);

@@ -18,8 +18,10 @@
 //! `accept4` fails for want of descriptors or memory (`EMFILE`, `ENFILE`, `ENOBUFS`,
 //! `ENOMEM`) would stay readable and spin the loop: it is taken off epoll until a socket of
 //! ours is closed or [`ACCEPT_PAUSE`] has passed ([`Sockets::poll_timeout`],
-//! [`Sockets::handle_timeout`]), its connections waiting in the backlog meanwhile; the first
-//! time is logged.
+//! [`Sockets::handle_timeout`]), its connections waiting in the backlog meanwhile (the
+//! splicer's listeners in the namespace likewise). Sockets that can't be made for want of
+//! descriptors fail the core's call (a connection the guest opens is reset). Both are counted,
+//! [`Sockets::out_of_descriptors`], for the caller's rate-limited log.
 //!
 //! Data from the host is peeked at an offset past the first unacknowledged byte: with
 //! `SO_PEEK_OFF` the kernel keeps that offset, moving it forward with each peek and back with
@@ -164,6 +166,8 @@ pub struct SocketStats {
     pub stale_events: u64,
     /// Times a listener was put aside because accepting ran out of descriptors.
     pub accept_paused: u64,
+    /// Sockets the core asked for that couldn't be made for want of descriptors.
+    pub fd_exhausted: u64,
 }
 
 /// Real host sockets, see the module documentation.
@@ -184,8 +188,6 @@ pub struct Sockets {
     stats: SocketStats,
     /// Listeners put aside now.
     paused: usize,
-    /// Running out of descriptors was logged (once).
-    warned_fd_limit: bool,
     /// Ping sockets were refused (ping_group_range) and we said so.
     warned_ping: bool,
     /// The loopback bypass for `-T`: its listeners live in the namespace, and it relays
@@ -216,7 +218,6 @@ impl Sockets {
             scratch: Vec::new(),
             stats: SocketStats::default(),
             paused: 0,
-            warned_fd_limit: false,
             warned_ping: false,
             splicer: Splicer::default(),
             dgram_relay: DgramRelay::default(),
@@ -258,6 +259,12 @@ impl Sockets {
 
     pub fn stats(&self) -> &SocketStats {
         &self.stats
+    }
+
+    /// How often descriptors ran out so far: listeners put aside (ours and the splicer's),
+    /// sockets that couldn't be made. Grows while the process is at its descriptor limit.
+    pub fn out_of_descriptors(&self) -> u64 {
+        self.stats.accept_paused + self.stats.fd_exhausted + self.splicer.stats().fd_exhausted
     }
 
     /// Connected (or connecting) sockets open now.
@@ -411,25 +418,32 @@ impl Sockets {
         }
     }
 
-    /// When a listener put aside is due to be watched again, or relayed datagram flows may
-    /// have gone idle, if ever.
+    /// When a listener put aside (ours or the splicer's) is due to be watched again, or
+    /// relayed datagram flows may have gone idle, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let relay = self.dgram_relay.poll_timeout();
-        if self.paused == 0 {
-            return relay;
-        }
-        self.listeners
+        let others = [self.dgram_relay.poll_timeout(), self.splicer.poll_timeout()];
+        let ours = self
+            .listeners
             .iter()
             .flatten()
             .filter_map(|l| l.paused_until)
-            .chain(relay)
-            .min()
+            .filter(|_| self.paused > 0);
+        ours.chain(others.into_iter().flatten()).min()
     }
 
     /// Watches again the listeners whose pause is over at `now`; closes idle relay flows.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.resume_listeners(Some(now));
+        self.splicer.handle_timeout(now);
         self.dgram_relay.handle_timeout(now);
+    }
+
+    /// Passes `made` on, counting a failure for want of descriptors.
+    fn counted<T>(&mut self, made: io::Result<T>) -> io::Result<T> {
+        if made.as_ref().is_err_and(is_out_of_descriptors) {
+            self.stats.fd_exhausted += 1;
+        }
+        made
     }
 
     /// Takes a listener off epoll for a while: `accept4` failed with `e` for want of
@@ -447,16 +461,8 @@ impl Sockets {
         l.paused_until = Some(monotonic_now() + ACCEPT_PAUSE);
         self.paused += 1;
         self.stats.accept_paused += 1;
-        if !std::mem::replace(&mut self.warned_fd_limit, true) {
-            log::warn!(
-                "cannot accept connections on {}: {e}; they wait until a connection closes (at \
-                 most {} s at a time); not logged again",
-                l.addr,
-                ACCEPT_PAUSE.as_secs()
-            );
-        } else {
-            log::debug!("cannot accept connections on {}: {e}", l.addr);
-        }
+        // The caller's drop log says it, rate-limited (see `Sockets::out_of_descriptors`).
+        log::debug!("cannot accept connections on {}: {e}", l.addr);
     }
 
     /// Watches the listeners put aside again: those due at `now`, or all with `None`.
@@ -820,7 +826,7 @@ impl HostSockets for Sockets {
         bind: Bind<'_>,
         mss: Option<u16>,
     ) -> io::Result<SockRef> {
-        let fd = stream_socket(dst.ip())?;
+        let fd = self.counted(stream_socket(dst.ip()))?;
         let raw = fd.as_raw_fd();
         bind_outbound(raw, bind, dst)?;
         if let Some(mss) = mss {
@@ -974,6 +980,7 @@ impl HostSockets for Sockets {
         self.open -= 1;
         // A descriptor is free: listeners that ran out may accept again.
         self.resume_listeners(None);
+        self.splicer.descriptors_freed();
     }
 
     fn set_interest(&mut self, s: SockRef, readable: bool, writable: bool) {
@@ -989,7 +996,7 @@ impl HostSockets for Sockets {
     }
 
     fn udp_open(&mut self, bind: Bind<'_>, dst: SocketAddr) -> io::Result<SockRef> {
-        let fd = dgram_socket(dst.ip(), libc::IPPROTO_UDP)?;
+        let fd = self.counted(dgram_socket(dst.ip(), libc::IPPROTO_UDP))?;
         let raw = fd.as_raw_fd();
         bind_outbound(raw, bind, dst)?;
         connect_to(raw, dst)?;
@@ -1016,7 +1023,7 @@ impl HostSockets for Sockets {
         } else {
             libc::IPPROTO_ICMPV6
         };
-        let fd = match dgram_socket(dst, proto) {
+        let fd = match self.counted(dgram_socket(dst, proto)) {
             Ok(fd) => fd,
             Err(e) => {
                 if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) && !self.warned_ping
@@ -1139,7 +1146,8 @@ impl HostSockets for Sockets {
         else {
             return Err(io::Error::from_raw_os_error(libc::EBADF));
         };
-        let fd = udp_bound_socket(*local, iface.as_deref(), false)?;
+        let (local, iface) = (*local, iface.clone());
+        let fd = self.counted(udp_bound_socket(local, iface.as_deref(), false))?;
         let peer = match (local, peer) {
             (SocketAddr::V6(_), SocketAddr::V4(p)) => {
                 SocketAddr::new(IpAddr::V6(p.ip().to_ipv6_mapped()), p.port())
@@ -1162,6 +1170,11 @@ impl Sockets {
 }
 
 // ---- thin system call wrappers ----
+
+/// Whether `e` says the process (`EMFILE`) or the system (`ENFILE`) has no descriptor left.
+pub(crate) fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
 
 fn retry(mut f: impl FnMut() -> isize) -> io::Result<usize> {
     loop {

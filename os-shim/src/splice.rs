@@ -12,6 +12,10 @@
 //!
 //! Which ports are listened on and where they lead is the caller's decision (the `-T` spec,
 //! or `auto`'s scan of the host's listening sockets); this module only relays.
+//!
+//! Out of descriptors, a listener is put aside as `crate::sockets` does with its own (see
+//! there): connections wait in the backlog until a pair closes or [`ACCEPT_PAUSE`] passes,
+//! instead of a level-triggered listener spinning the loop.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -22,10 +26,13 @@ use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use crate::ns::NsError;
 use crate::ns_agent::InNetns;
 use crate::ns_listeners::{Bound, NsListeners};
+use crate::reactor::monotonic_now;
 use crate::slots::Slots;
 use crate::sockets::{
-    connect_to, listen_socket, reset_on_close, setsockopt_int, so_error, stream_socket,
+    connect_to, is_out_of_descriptors, listen_socket, reset_on_close, setsockopt_int, so_error,
+    stream_socket, ACCEPT_PAUSE,
 };
+use sans_io::time::Instant;
 
 /// Tokens of the splicer: listeners and pair sockets, below the other sockets' tokens.
 pub const TOKEN_SPLICE_BASE: u64 = 1 << 55;
@@ -53,6 +60,8 @@ pub struct SpliceStats {
     pub resets: u64,
     pub bytes: u64,
     pub closed: u64,
+    /// Accepts or relays that failed for want of descriptors (the listener is put aside).
+    pub fd_exhausted: u64,
 }
 
 /// One relayed connection: side 0 accepted in the namespace, side 1 connected on the host.
@@ -147,6 +156,30 @@ impl Splicer {
             .listen_in(netns, (port, to), (v4, v6), make, self.epoll.as_ref())
     }
 
+    /// When a listener put aside for want of descriptors is due to be watched again.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.listeners.next_resume()
+    }
+
+    /// Watches again the listeners whose pause is over at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.listeners.resume(Some(now), self.epoll.as_ref());
+    }
+
+    /// Descriptors were freed elsewhere: listeners put aside may accept again.
+    pub fn descriptors_freed(&mut self) {
+        self.listeners.resume(None, self.epoll.as_ref());
+    }
+
+    /// Out of descriptors: counts it and puts `listener` aside for a while.
+    fn out_of_descriptors(&mut self, listener: usize, e: &io::Error) {
+        self.stats.fd_exhausted += 1;
+        let until = monotonic_now() + ACCEPT_PAUSE;
+        if self.listeners.pause(listener, until, self.epoll.as_ref()) {
+            log::debug!("cannot relay connections for now: {e}");
+        }
+    }
+
     /// Stops listening on `port` (connections being relayed carry on).
     pub fn unlisten(&mut self, port: u16) {
         self.listeners.remove_port(port, self.epoll.as_ref());
@@ -212,10 +245,16 @@ impl Splicer {
                 )
             };
             if fd < 0 {
-                match io::Error::last_os_error().raw_os_error() {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
                     Some(libc::EINTR | libc::ECONNABORTED) => continue,
+                    Some(libc::ENOBUFS | libc::ENOMEM) => {}
+                    _ if is_out_of_descriptors(&e) => {}
+                    // EAGAIN: done.
                     _ => return,
                 }
+                self.out_of_descriptors(listener, &e);
+                return;
             }
             // SAFETY: a new descriptor we own.
             let accepted = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -232,13 +271,19 @@ impl Splicer {
             };
             if let Err(e) = self.start(accepted, target) {
                 log::debug!("cannot relay a connection to {target}: {e}");
+                if is_out_of_descriptors(&e) {
+                    // The next accept would fail the same way: the rest wait.
+                    self.out_of_descriptors(listener, &e);
+                    return;
+                }
             }
         }
     }
 
-    /// Connects to `target` and sets up the relay for `accepted`.
+    /// Connects to `target` and sets up the relay for `accepted`; resets `accepted` if that
+    /// fails.
     fn start(&mut self, accepted: OwnedFd, target: SocketAddr) -> io::Result<()> {
-        let host = stream_socket(target.ip())?;
+        let host = stream_socket(target.ip()).inspect_err(|_| reset(&accepted))?;
         let connected = match connect_to(host.as_raw_fd(), target) {
             Ok(()) => true,
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,
@@ -251,7 +296,13 @@ impl Splicer {
         for fd in [&accepted, &host] {
             let _ = setsockopt_int(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
         }
-        let (p0, p1) = (pipe()?, pipe()?);
+        let (p0, p1) = match (pipe(), pipe()) {
+            (Ok(p0), Ok(p1)) => (p0, p1),
+            (Err(e), _) | (_, Err(e)) => {
+                reset(&accepted);
+                return Err(e);
+            }
+        };
         let cap = pipe_capacity(&p0.1).min(pipe_capacity(&p1.1));
         let pair = Pair {
             socks: [accepted, host],
@@ -307,6 +358,8 @@ impl Splicer {
         }
         self.stats.closed += 1;
         self.open -= 1;
+        // Descriptors are free: listeners put aside may accept again.
+        self.descriptors_freed();
         // Dropping the pair closes both sockets and pipes (and takes them off epoll).
     }
 }

@@ -34,14 +34,24 @@ fn exit_status_is_passed_on() {
 
 #[test]
 fn death_by_signal_is_128_plus_n() {
-    let Some(exit) = run(
+    // The command is PID 1 of its namespace: signals it has no handler for don't reach it
+    // (`kill -TERM $$` from inside would do nothing), SIGKILL from outside does.
+    let Some(mut sp) = spawn_or_skip(
         "death_by_signal_is_128_plus_n",
-        &["sh", "-c", "kill -TERM $$"],
+        &["sh", "-c", "kill -TERM $$; sleep 30"],
+        false,
     ) else {
         return;
     };
-    assert_eq!(exit, ChildExit::Signaled(libc::SIGTERM));
-    assert_eq!(exit.code(), 143);
+    sp.child.release().expect("release");
+    assert_eq!(
+        sp.child.wait_timeout(Duration::from_millis(300)).unwrap(),
+        None
+    );
+    sp.child.signal(libc::SIGKILL).unwrap();
+    let exit = sp.child.wait_timeout(WAIT).unwrap().expect("killed");
+    assert_eq!(exit, ChildExit::Signaled(libc::SIGKILL));
+    assert_eq!(exit.code(), 137);
 }
 
 #[test]
@@ -81,7 +91,8 @@ fn command_runs_in_new_namespaces() {
     let out = temp_path("spawn-ns");
     let script = format!(
         "readlink /proc/self/ns/net /proc/self/ns/user /proc/self/ns/uts /proc/self/ns/mnt \
-         > {0}; id -u >> {0}; cat /proc/sys/net/ipv4/ping_group_range >> {0}",
+         /proc/self/ns/pid > {0}; id -u >> {0}; cat /proc/sys/net/ipv4/ping_group_range >> {0}; \
+         echo $$ >> {0}; ls /proc | grep -c '^[0-9]' >> {0}",
         out.display()
     );
     let Some(mut sp) = spawn_or_skip(
@@ -105,14 +116,23 @@ fn command_runs_in_new_namespaces() {
     let text = std::fs::read_to_string(&out).unwrap();
     let _ = std::fs::remove_file(&out);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 6, "{text}");
+    assert_eq!(lines.len(), 9, "{text}");
     assert_eq!(lines[0], format!("net:[{net_ino}]"));
     assert_ne!(lines[0], readlink("/proc/self/ns/net"));
     assert_ne!(lines[1], readlink("/proc/self/ns/user"));
     assert_ne!(lines[2], readlink("/proc/self/ns/uts"));
     assert_ne!(lines[3], readlink("/proc/self/ns/mnt"));
-    assert_eq!(lines[4], "0", "root in its user namespace");
-    assert_eq!(lines[5].split_whitespace().collect::<Vec<_>>(), ["0", "0"]);
+    assert_ne!(lines[4], readlink("/proc/self/ns/pid"));
+    assert_eq!(lines[5], "0", "root in its user namespace");
+    assert_eq!(lines[6].split_whitespace().collect::<Vec<_>>(), ["0", "0"]);
+    // PID 1 of its own PID namespace, with a /proc of its own: the shell and `ls` (and
+    // `grep`, which may or may not have started yet).
+    assert_eq!(lines[7], "1", "the command's PID");
+    let procs: u32 = lines[8].parse().unwrap();
+    assert!(
+        (2..=3).contains(&procs),
+        "{procs} processes in /proc: {text}"
+    );
     assert!(sp.warnings.is_empty(), "{:?}", sp.warnings);
 }
 
@@ -123,7 +143,7 @@ fn netns_only_keeps_the_user_namespace() {
     }
     let out = temp_path("spawn-netns-only");
     let script = format!(
-        "readlink /proc/self/ns/net /proc/self/ns/user > {}",
+        "readlink /proc/self/ns/net /proc/self/ns/user /proc/self/ns/pid > {0}; echo $$ >> {0}",
         out.display()
     );
     let Some(mut sp) = spawn_or_skip("netns_only", &["sh", "-c", &script], true) else {
@@ -140,6 +160,45 @@ fn netns_only_keeps_the_user_namespace() {
     let lines: Vec<&str> = text.lines().collect();
     assert_ne!(lines[0], readlink("/proc/self/ns/net"));
     assert_eq!(lines[1], readlink("/proc/self/ns/user"));
+    assert_ne!(lines[2], readlink("/proc/self/ns/pid"));
+    assert_eq!(lines[3], "1", "the command's PID");
+}
+
+#[test]
+fn what_the_command_leaves_running_ends_with_it() {
+    // The background sleep's PID as the host sees it: the one whose command line carries
+    // the marker.
+    let marker = format!("{}", 4_000_000 + std::process::id() % 1_000_000);
+    let script = format!("sleep {marker} & exit 3");
+    let Some(mut sp) = spawn_or_skip(
+        "what_the_command_leaves_running_ends_with_it",
+        &["sh", "-c", &script],
+        false,
+    ) else {
+        return;
+    };
+    sp.child.release().unwrap();
+    assert_eq!(
+        sp.child.wait_timeout(WAIT).unwrap(),
+        Some(ChildExit::Exited(3))
+    );
+    // The kernel kills the namespace's other processes when its PID 1 ends; they are gone
+    // once reaped, which takes a moment (bounded).
+    let deadline = std::time::Instant::now() + WAIT;
+    let still_there = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| c.split(|&b| b == 0).any(|a| a == marker.as_bytes()))
+                .unwrap_or(false)
+        })
+    };
+    while still_there() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command's background process outlived it"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]

@@ -140,14 +140,19 @@ fn role_flow() -> i32 {
 }
 
 fn role_exit_codes() -> i32 {
-    for command in [
-        &["sh", "-c", "exit 7"][..],
-        &["sh", "-c", "kill -TERM $$"],
-        &["pasta-test-no-such-command"],
+    // The second command is killed from outside: as PID 1 of its namespace it would shrug
+    // off its own `kill -TERM $$`.
+    for (command, kill) in [
+        (&["sh", "-c", "exit 7"][..], false),
+        (&["sleep", "30"], true),
+        (&["pasta-test-no-such-command"], false),
     ] {
         let mut sp = spawn_or_exit(command, false);
         if let Err(e) = sp.child.release() {
             println!("RELEASE_ERROR {e}");
+        }
+        if kill {
+            sp.child.signal(libc::SIGKILL).expect("kill");
         }
         let exit = sp.child.wait_timeout(WAIT).unwrap().expect("exit");
         println!("EXIT {}", exit.code());
@@ -332,7 +337,7 @@ fn exit_codes_as_nobody() {
     let Some(h) = helper("exit_codes_as_nobody", "exit-codes", true, &[], "") else {
         return;
     };
-    assert_eq!(h.values("EXIT"), ["7", "143", "127"]);
+    assert_eq!(h.values("EXIT"), ["7", "137", "127"]);
     assert_eq!(
         h.value("RELEASE_ERROR"),
         "cannot run pasta-test-no-such-command: No such file or directory"

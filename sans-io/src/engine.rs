@@ -77,9 +77,10 @@ pub struct EngineOptions {
     pub max_tcp_flows: usize,
     /// The host's ephemeral port range (`ip_local_port_range`): `-t all` doesn't forward it.
     pub ephemeral: RangeInclusive<u16>,
-    /// UDP flows at most; beyond, new flows' datagrams are dropped (and counted).
+    /// UDP flows at most: a full table makes room by closing a flow that is done with or
+    /// quiet, else new flows' datagrams are dropped (and counted); see `flow::idle`.
     pub max_udp_flows: usize,
-    /// Echo flows at most.
+    /// Echo flows at most, made room in as UDP's.
     pub max_icmp_flows: usize,
 }
 

@@ -1,6 +1,6 @@
 //! ICMP/ICMPv6 echo, guest to host: replies with the guest's identifier and addresses, the
 //! gateway answered by the host's loopback, identifiers the "kernel" won't give mapped back,
-//! idle timeout, `--no-icmp`.
+//! idle timeouts (one-shot and continuing), `--no-icmp`.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -121,17 +121,28 @@ fn idle_echo_flows_time_out() {
     let mut w = Scenario::new(13).build();
     let remote = ip(REMOTE);
     w.host.ping_host(remote);
+    // A single ping (one-shot) and a continuing one (a conversation).
     echo(&mut w, ip(HOST_ADDR), remote, 1, 1);
-    assert!(w.run_until(Duration::from_secs(1), |w| replies(w).len() == 1));
-    assert_eq!(w.host.open_sockets(), 1);
+    for seq in 1..=3 {
+        echo(&mut w, ip(HOST_ADDR), remote, 2, seq);
+        assert!(w.run_until(Duration::from_secs(1), |w| replies(w).len()
+            == 1 + seq as usize));
+    }
+    assert_eq!(w.host.open_sockets(), 2);
     let t0 = w.now;
+    assert!(w.run_until(Duration::from_secs(600), |w| w.host.open_sockets() == 1));
+    let one_shot = w.now - t0;
+    assert!(
+        one_shot <= sans_io::flow::idle::ONE_SHOT_TIMEOUT,
+        "{one_shot:?}"
+    );
     assert!(w.run_until(Duration::from_secs(600), |w| w.host.open_sockets() == 0));
     let waited = w.now - t0;
     assert!(
         waited >= Duration::from_secs(59) && waited <= Duration::from_secs(61),
         "{waited:?}"
     );
-    assert_eq!(w.counters().icmp.flows_expired, 1);
+    assert_eq!(w.counters().icmp.flows_expired, 2);
 }
 
 #[test]

@@ -159,27 +159,41 @@ fn inbound_flows_expire_and_the_listener_stays() {
     w.host.remote_udp_send(peer, guest4(5000), b"hi");
     assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 1));
     assert_eq!(w.host.udp_socks().len(), listeners + 1);
+    // A one-shot datagram: the flow goes after the short idle time.
+    let t0 = w.now;
     assert!(w.run_until(Duration::from_secs(300), |w| w.engine.udp().is_empty()));
+    assert!(w.now - t0 <= sans_io::flow::idle::ONE_SHOT_TIMEOUT);
     assert_eq!(w.host.udp_socks().len(), listeners);
     assert_eq!(w.counters().udp.flows_expired, 1);
-    // And a new datagram opens a new flow.
-    w.host.remote_udp_send(peer, guest4(5000), b"back");
-    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 2));
+    // And a new datagram opens a new flow; more of them make it a conversation, which keeps
+    // the long idle time.
+    for n in 2..=6 {
+        w.host.remote_udp_send(peer, guest4(5000), b"back");
+        assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == n));
+    }
+    let t0 = w.now;
+    assert!(w.run_until(Duration::from_secs(300), |w| w.engine.udp().is_empty()));
+    let waited = w.now - t0;
+    assert!(
+        waited >= Duration::from_secs(179) && waited <= Duration::from_secs(181),
+        "{waited:?}"
+    );
     assert_eq!(w.counters().udp.flows_inbound, 2);
 }
 
 #[test]
-fn full_table_drops_new_peers_not_existing_flows() {
+fn a_full_table_of_active_flows_drops_new_peers_not_existing_flows() {
     let mut w = Scenario::new(17)
         .forward_udp("5000")
         .engine(|o| o.max_udp_flows = 1)
         .build();
     let (p1, p2) = (addr(&format!("{REMOTE}:1")), addr(&format!("{REMOTE}:2")));
     w.host.remote_udp_send(p1, guest4(5000), b"first");
-    w.run_for(Duration::from_millis(10));
+    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 1));
+    // Within a millisecond or so: p1's flow is active, and may not be evicted.
     w.host.remote_udp_send(p2, guest4(5000), b"second");
     w.host.remote_udp_send(p1, guest4(5000), b"third");
-    w.run_for(Duration::from_millis(10));
+    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 2));
     let got: Vec<Vec<u8>> = w.udp_at_guest().into_iter().map(|d| d.2).collect();
     assert_eq!(got, [b"first".to_vec(), b"third".to_vec()]);
     assert_eq!(w.counters().udp.table_full, 1);

@@ -133,6 +133,8 @@ fn package(tool: &str) -> &'static str {
     match tool {
         "ip" | "ss" => "iproute2",
         "setpriv" | "nsenter" | "unshare" => "util-linux",
+        "script" => "bsdutils",
+        "ps" => "procps",
         "sysctl" => "procps",
         "python3" => "python3",
         "curl" => "curl",

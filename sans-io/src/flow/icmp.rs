@@ -6,24 +6,28 @@
 //! loopback). The socket is bound with the guest's identifier where the kernel allows it; when
 //! it picks another, requests go out with the kernel's identifier and replies are mapped back
 //! to the guest's. Replies come back from the address the guest pinged. Flows expire after
-//! [`ICMP_TIMEOUT`] without traffic. `--no-icmp` drops echo requests.
+//! [`ICMP_TIMEOUT`] without traffic, a one-shot exchange (`ping -c 1`) after
+//! [`ONE_SHOT_TIMEOUT`](super::idle::ONE_SHOT_TIMEOUT); a full table makes room as UDP's
+//! does (see [`idle`](super::idle)).
+//! `--no-icmp` drops echo requests.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use crate::flow::idle::{unicast, DgramCx, IdleFlow, IdleFlows};
-use crate::flow::{Bind, SockEvent, SockRef};
+use crate::flow::idle::{outbound_bind, unicast, DgramCx, IdleFlow, IdleFlows, OpenError, Way};
+use crate::flow::{SockEvent, SockRef};
 use crate::fwd::nat;
 use crate::time::Instant;
 use crate::wire::build::{self, Route};
 use crate::wire::parse::{IPV4_HEADER_LEN, IPV6_HEADER_LEN};
 use crate::wire::MacAddr;
 
-/// Idle time after which an echo flow is closed.
+/// Idle time after which an echo flow is closed (a one-shot exchange sooner, see
+/// [`idle`](super::idle)).
 pub const ICMP_TIMEOUT: Duration = Duration::from_secs(60);
-/// Echo flows at most, by default.
+/// Echo flows at most, by default (each holds a descriptor, as UDP flows do).
 pub const DEFAULT_MAX_FLOWS: usize = 1024;
-const RECV_BATCH: usize = 64;
+const RECV_BATCH: u32 = 64;
 const DEFAULT_MTU: usize = 65520;
 
 pub const ECHO_REQUEST4: u8 = 8;
@@ -42,7 +46,10 @@ pub struct IcmpCounters {
     pub id_remapped: u64,
     pub open_failed: u64,
     pub send_failed: u64,
+    /// New flows refused: the table was full of active flows.
     pub table_full: u64,
+    /// Flows closed to make room for a new one (a full table, or no descriptor left).
+    pub evicted: u64,
     /// Echo requests dropped because ICMP is disabled (`--no-icmp`).
     pub disabled_dropped: u64,
     /// Host messages that weren't echo replies, or too large for the guest's MTU.
@@ -61,7 +68,6 @@ pub struct IcmpFlow {
     /// The identifier the host socket uses.
     pub host_id: u16,
     pub sock: SockRef,
-    pub last: Instant,
 }
 
 pub struct Icmp {
@@ -74,10 +80,6 @@ impl IdleFlow for IcmpFlow {
 
     fn key(&self) -> Self::Key {
         (self.guest, self.peer, self.id)
-    }
-
-    fn last(&self) -> Instant {
-        self.last
     }
 }
 
@@ -141,10 +143,9 @@ impl Icmp {
                 None => return true,
             },
         };
-        let Some(f) = self.flows.get_mut(s) else {
+        let Some(f) = self.flows.touch(s, cx.now, Way::FromGuest, 1) else {
             return true;
         };
-        f.last = cx.now;
         let mut out = msg.to_vec();
         out[2..4].copy_from_slice(&[0, 0]);
         out[4..6].copy_from_slice(&f.host_id.to_be_bytes());
@@ -156,34 +157,24 @@ impl Icmp {
     }
 
     fn open(&mut self, cx: &mut IcmpCx<'_>, src: IpAddr, dst: IpAddr, id: u16) -> Option<SockRef> {
-        if self.flows.is_full() {
-            cx.counters.table_full += 1;
-            return None;
-        }
         let Some(target) = nat::from_guest(cx.config, SocketAddr::new(dst, 0)) else {
             cx.counters.open_failed += 1;
             return None;
         };
         let target = target.ip();
-        let bind = match (
-            target.is_ipv6(),
-            cx.config.ip4.as_ref(),
-            cx.config.ip6.as_ref(),
-        ) {
-            _ if target.is_loopback() => Bind::default(),
-            (false, Some(c), _) => Bind {
-                addr: c.outbound_addr.map(IpAddr::V4),
-                iface: c.outbound_if.as_deref(),
-            },
-            (true, _, Some(c)) => Bind {
-                addr: c.outbound_addr.map(IpAddr::V6),
-                iface: c.outbound_if.as_deref(),
-            },
-            _ => Bind::default(),
-        };
-        let (s, host_id) = match cx.io.ping_open(bind, target, id) {
+        let bind = outbound_bind(cx.config, target);
+        let opened = self
+            .flows
+            .open(cx.now, cx.io, &mut cx.counters.evicted, |io| {
+                io.ping_open(bind, target, id)
+            });
+        let (s, host_id) = match opened {
             Ok(x) => x,
-            Err(_) => {
+            Err(OpenError::Full) => {
+                cx.counters.table_full += 1;
+                return None;
+            }
+            Err(OpenError::Failed(_)) => {
                 cx.counters.open_failed += 1;
                 return None;
             }
@@ -192,17 +183,14 @@ impl Icmp {
         if host_id != id {
             cx.counters.id_remapped += 1;
         }
-        self.flows.insert(
-            s,
-            IcmpFlow {
-                guest: src,
-                peer: dst,
-                id,
-                host_id,
-                sock: s,
-                last: cx.now,
-            },
-        );
+        let flow = IcmpFlow {
+            guest: src,
+            peer: dst,
+            id,
+            host_id,
+            sock: s,
+        };
+        self.flows.insert(s, flow, cx.now, Way::FromGuest);
         Some(s)
     }
 
@@ -212,16 +200,16 @@ impl Icmp {
         };
         match ev {
             SockEvent::Readable => {
-                for _ in 0..RECV_BATCH {
+                let mut received = 0;
+                while received < RECV_BATCH {
                     let n = match cx.io.ping_recv(s, &mut self.buf) {
                         Ok(n) => n,
                         Err(_) => break,
                     };
+                    received += 1;
                     self.reply_to_guest(cx, &flow, n);
                 }
-                if let Some(f) = self.flows.get_mut(s) {
-                    f.last = cx.now;
-                }
+                self.flows.touch(s, cx.now, Way::ToGuest, received);
             }
             SockEvent::Error(_) => {
                 cx.counters.flows_errored += 1;

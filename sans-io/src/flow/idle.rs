@@ -1,19 +1,45 @@
 //! Flows of the datagram protocols (UDP, ICMP echo): bounded, found by the guest's key or by
-//! their host socket, closed after an idle time.
+//! their host socket, closed after an idle time, and made room for when the table is full.
 //!
-//! The driver asks for the next deadline on every wake-up, so it must not cost a scan of every
-//! flow. Activity only ever moves a flow's expiry later, so the earliest expiry we remember is
-//! a valid, possibly early, bound: when it comes, [`IdleFlows::expire`] scans once, closes what
-//! is really idle and remembers the new earliest expiry.
+//! Datagram protocols have no close, so a flow ends when it goes quiet. A flow that carried
+//! a one-shot exchange ([`ONE_SHOT_DATAGRAMS`] or fewer: a DNS lookup) goes after
+//! [`ONE_SHOT_TIMEOUT`], any other after the protocol's idle time (the idea of conntrack's
+//! unreplied and assured entries). The table is bounded, as are the descriptors its flows hold,
+//! but a full table doesn't cut the guest off: a new flow takes the place of one that is done
+//! with (see [`IdleFlows::make_room`]), and is refused only when every flow is active.
+//!
+//! Each flow belongs to a [`Class`] by what it carried, and each class keeps its flows ordered
+//! by last activity, oldest first. One idle time per class makes the oldest flow of each class
+//! the next to expire and also its least recently used: expiry touches only the flows due,
+//! eviction picks its victim at once, and activity re-sorts one flow, all in O(log n).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::net::IpAddr;
 use std::time::Duration;
 
-use super::{HostSockets, SockRef};
+use super::{Bind, HostSockets, SockRef};
 use crate::config::Config;
 use crate::services::GuestState;
 use crate::time::Instant;
 use crate::wire::FrameQueue;
+
+/// Datagrams, both ways together, up to which a flow is a one-shot exchange: a DNS lookup is
+/// a query and its answer, or two of each where the resolver asks for IPv4 and IPv6
+/// addresses at once from one socket (glibc, musl). A flow that carried more is a
+/// conversation (a QUIC connection, a game, a VPN) and keeps the full idle time.
+pub const ONE_SHOT_DATAGRAMS: u32 = 4;
+/// Idle time after which a one-shot flow is closed: longer than a stub resolver waits before
+/// it retries from the same socket (5 s, the `timeout` of resolv.conf(5)), so the retry's
+/// answer still finds its flow; short enough that a burst of lookups gives its sockets back
+/// within seconds rather than minutes.
+pub const ONE_SHOT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a flow must have been quiet before a full table closes it for a new one (an
+/// answered one-shot exchange is done with, and needn't wait): answers come within
+/// milliseconds and a conversation's datagrams follow each other closely, so a flow quiet
+/// this long has nothing in progress; anything shorter would let a burst of new flows push
+/// out exchanges still waiting for their answer.
+pub const EVICT_IDLE: Duration = Duration::from_secs(1);
 
 /// What a datagram-flow call (UDP, ICMP echo) needs from the engine; `C` is the protocol's
 /// counters.
@@ -28,11 +54,37 @@ pub struct DgramCx<'a, C> {
 
 /// Whether `a` names one host (not a broadcast, multicast or unspecified address): the only
 /// destinations and sources datagram flows are made for.
-pub fn unicast(a: std::net::IpAddr) -> bool {
+pub fn unicast(a: IpAddr) -> bool {
     match a {
-        std::net::IpAddr::V4(a) => !a.is_unspecified() && !a.is_broadcast() && !a.is_multicast(),
-        std::net::IpAddr::V6(a) => !a.is_unspecified() && !a.is_multicast(),
+        IpAddr::V4(a) => !a.is_unspecified() && !a.is_broadcast() && !a.is_multicast(),
+        IpAddr::V6(a) => !a.is_unspecified() && !a.is_multicast(),
     }
+}
+
+/// How a flow's socket towards `target` is bound (`-o`, `--outbound-if4/6`); the host's
+/// loopback is reached unbound.
+pub fn outbound_bind(config: &Config, target: IpAddr) -> Bind<'_> {
+    match (target, config.ip4.as_ref(), config.ip6.as_ref()) {
+        _ if target.is_loopback() => Bind::default(),
+        (IpAddr::V4(_), Some(c), _) => Bind {
+            addr: c.outbound_addr.map(IpAddr::V4),
+            iface: c.outbound_if.as_deref(),
+        },
+        (IpAddr::V6(_), _, Some(c)) => Bind {
+            addr: c.outbound_addr.map(IpAddr::V6),
+            iface: c.outbound_if.as_deref(),
+        },
+        _ => Bind::default(),
+    }
+}
+
+/// Whether an error says the process (`EMFILE`) or the system (`ENFILE`) is out of file
+/// descriptors: then closing one of our idle flows helps. Linux's numbers, which the shim and
+/// the simulator both report; the core has no libc to name them.
+fn out_of_descriptors(e: &io::Error) -> bool {
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    matches!(e.raw_os_error(), Some(ENFILE | EMFILE))
 }
 
 impl<'a, C> DgramCx<'a, C> {
@@ -60,28 +112,97 @@ pub trait IdleFlow {
     /// How the guest's side finds the flow (addresses, ports, identifier).
     type Key: Ord + Copy;
     fn key(&self) -> Self::Key;
+}
+
+/// Which way a datagram went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    FromGuest,
+    ToGuest,
+}
+
+/// What a flow carried so far, which decides its idle time and when it may be evicted. The
+/// order is the eviction order: a table that is full closes an answered one-shot flow first,
+/// then one whose question went unanswered, then any other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Class {
+    /// A one-shot exchange with every request answered (a DNS lookup that got its answer).
+    Answered = 0,
+    /// A one-shot exchange still waiting for an answer, or one-way.
+    Unanswered = 1,
+    /// More than [`ONE_SHOT_DATAGRAMS`]: a conversation.
+    Conversation = 2,
+}
+
+const CLASSES: usize = 3;
+
+impl Class {
+    fn of(requests: u32, answers: u32) -> Class {
+        if requests.saturating_add(answers) > ONE_SHOT_DATAGRAMS {
+            Class::Conversation
+        } else if answers > 0 && answers >= requests {
+            Class::Answered
+        } else {
+            Class::Unanswered
+        }
+    }
+}
+
+/// Why no flow could be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The table is full of active flows.
+    Full,
+    /// The socket could not be opened.
+    Failed(io::Error),
+}
+
+struct Entry<F> {
+    flow: F,
     /// When the flow last saw traffic.
-    fn last(&self) -> Instant;
+    last: Instant,
+    /// The way of the datagram that opened the flow: datagrams that way are requests, the
+    /// other way answers.
+    opener: Way,
+    requests: u32,
+    answers: u32,
+}
+
+impl<F> Entry<F> {
+    fn class(&self) -> Class {
+        Class::of(self.requests, self.answers)
+    }
 }
 
 pub struct IdleFlows<F: IdleFlow> {
     by_key: BTreeMap<F::Key, SockRef>,
-    flows: BTreeMap<SockRef, F>,
+    flows: BTreeMap<SockRef, Entry<F>>,
+    /// Per [`Class`], its flows by last activity, oldest first.
+    by_age: [BTreeSet<(Instant, SockRef)>; CLASSES],
     max: usize,
+    /// Idle time of a conversation; a one-shot flow's is the shorter of this and
+    /// [`ONE_SHOT_TIMEOUT`].
     idle: Duration,
-    /// No flow expires before this; `None` when there is none.
-    earliest: Option<Instant>,
 }
 
 impl<F: IdleFlow> IdleFlows<F> {
-    /// At most `max` flows, each closed after `idle` without traffic.
+    /// At most `max` flows, each closed after `idle` without traffic (one-shot exchanges
+    /// sooner).
     pub fn new(max: usize, idle: Duration) -> Self {
         IdleFlows {
             by_key: BTreeMap::new(),
             flows: BTreeMap::new(),
+            by_age: Default::default(),
             max,
             idle,
-            earliest: None,
+        }
+    }
+
+    /// The idle time of a flow of class `c`.
+    pub fn timeout(&self, c: Class) -> Duration {
+        match c {
+            Class::Conversation => self.idle,
+            Class::Answered | Class::Unanswered => self.idle.min(ONE_SHOT_TIMEOUT),
         }
     }
 
@@ -98,7 +219,7 @@ impl<F: IdleFlow> IdleFlows<F> {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &F> {
-        self.flows.values()
+        self.flows.values().map(|e| &e.flow)
     }
 
     pub fn owns(&self, s: SockRef) -> bool {
@@ -111,31 +232,130 @@ impl<F: IdleFlow> IdleFlows<F> {
     }
 
     pub fn get(&self, s: SockRef) -> Option<&F> {
-        self.flows.get(&s)
+        self.flows.get(&s).map(|e| &e.flow)
     }
 
-    /// For updating a flow; moving its `last` later is always fine.
-    pub fn get_mut(&mut self, s: SockRef) -> Option<&mut F> {
-        self.flows.get_mut(&s)
+    /// The flow's class and last activity.
+    pub fn activity(&self, s: SockRef) -> Option<(Class, Instant)> {
+        self.flows.get(&s).map(|e| (e.class(), e.last))
     }
 
-    /// Adds a flow on socket `s`; the caller checks [`IdleFlows::is_full`] first.
-    pub fn insert(&mut self, s: SockRef, flow: F) {
-        let expiry = flow.last() + self.idle;
-        self.earliest = Some(self.earliest.map_or(expiry, |e| e.min(expiry)));
+    /// Adds a flow on socket `s`, opened at `now` by a datagram going `opener` (which the
+    /// caller then reports with [`IdleFlows::touch`]); the caller makes room first
+    /// ([`IdleFlows::make_room`], [`IdleFlows::open`]).
+    pub fn insert(&mut self, s: SockRef, flow: F, now: Instant, opener: Way) {
+        debug_assert!(!self.is_full() && !self.flows.contains_key(&s));
         self.by_key.insert(flow.key(), s);
-        self.flows.insert(s, flow);
+        let entry = Entry {
+            flow,
+            last: now,
+            opener,
+            requests: 0,
+            answers: 0,
+        };
+        self.by_age[entry.class() as usize].insert((now, s));
+        self.flows.insert(s, entry);
+    }
+
+    /// Records `datagrams` going `way` on the flow of `s` at `now`; returns the flow.
+    pub fn touch(&mut self, s: SockRef, now: Instant, way: Way, datagrams: u32) -> Option<&F> {
+        let e = self.flows.get_mut(&s)?;
+        if datagrams > 0 {
+            let (class, last) = (e.class(), e.last);
+            if way == e.opener {
+                e.requests = e.requests.saturating_add(datagrams);
+            } else {
+                e.answers = e.answers.saturating_add(datagrams);
+            }
+            // The clock is monotonic; a late caller's older `now` must not move it back.
+            e.last = e.last.max(now);
+            if (class, last) != (e.class(), e.last) {
+                self.by_age[class as usize].remove(&(last, s));
+                self.by_age[e.class() as usize].insert((e.last, s));
+            }
+        }
+        Some(&e.flow)
     }
 
     pub fn remove(&mut self, s: SockRef) -> Option<F> {
-        let flow = self.flows.remove(&s)?;
-        self.by_key.remove(&flow.key());
-        Some(flow)
+        let e = self.flows.remove(&s)?;
+        self.by_age[e.class() as usize].remove(&(e.last, s));
+        self.by_key.remove(&e.flow.key());
+        Some(e.flow)
     }
 
-    /// When [`IdleFlows::expire`] next has something to do (possibly early).
+    /// Removes the flow on `s` and closes its socket, if it is one of ours.
+    pub fn close(&mut self, s: SockRef, io: &mut dyn HostSockets) {
+        if self.remove(s).is_some() {
+            io.close(s, false);
+        }
+    }
+
+    /// The flow a full table would close at `now` for a new one: the least recently used
+    /// answered one-shot flow, else the least recently used flow of the other classes (in
+    /// their order) that has been quiet for [`EVICT_IDLE`]; `None` when every flow is active.
+    pub fn eviction_candidate(&self, now: Instant) -> Option<SockRef> {
+        self.by_age.iter().enumerate().find_map(|(class, set)| {
+            let &(last, s) = set.first()?;
+            let done = class == Class::Answered as usize;
+            (done || last + EVICT_IDLE <= now).then_some(s)
+        })
+    }
+
+    /// Closes (through `io`) the flow [`IdleFlows::eviction_candidate`] names; returns
+    /// whether there was one.
+    pub fn evict(&mut self, now: Instant, io: &mut dyn HostSockets) -> bool {
+        match self.eviction_candidate(now) {
+            Some(s) => {
+                self.close(s, io);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Makes room for one more flow: nothing to do in a table that isn't full, else a flow is
+    /// evicted. Returns how many were (0 or 1), or [`OpenError::Full`] when every flow is
+    /// active.
+    pub fn make_room(&mut self, now: Instant, io: &mut dyn HostSockets) -> Result<u64, OpenError> {
+        if !self.is_full() {
+            Ok(0)
+        } else if self.evict(now, io) {
+            Ok(1)
+        } else {
+            Err(OpenError::Full)
+        }
+    }
+
+    /// Opens the socket of a new flow with `open`, making room first, and once more when
+    /// the system is out of descriptors (closing an idle flow gives one back). Adds the
+    /// flows evicted to `evicted`; the caller then [`IdleFlows::insert`]s the flow.
+    pub fn open<T>(
+        &mut self,
+        now: Instant,
+        io: &mut dyn HostSockets,
+        evicted: &mut u64,
+        mut open: impl FnMut(&mut dyn HostSockets) -> io::Result<T>,
+    ) -> Result<T, OpenError> {
+        *evicted += self.make_room(now, io)?;
+        match open(io) {
+            Err(e) if out_of_descriptors(&e) && self.evict(now, io) => {
+                *evicted += 1;
+                open(io).map_err(OpenError::Failed)
+            }
+            r => r.map_err(OpenError::Failed),
+        }
+    }
+
+    /// When [`IdleFlows::expire`] next has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.earliest
+        [Class::Answered, Class::Unanswered, Class::Conversation]
+            .into_iter()
+            .filter_map(|c| {
+                let &(last, _) = self.by_age[c as usize].first()?;
+                Some(last + self.timeout(c))
+            })
+            .min()
     }
 
     /// Removes and closes (through `io`) the flows idle at `now`; returns how many.
@@ -148,43 +368,33 @@ impl<F: IdleFlow> IdleFlows<F> {
         closed
     }
 
-    /// Removes the flow on `s` and closes its socket, if it is one of ours.
-    pub fn close(&mut self, s: SockRef, io: &mut dyn HostSockets) {
-        if self.remove(s).is_some() {
-            io.close(s, false);
-        }
-    }
-
-    /// Removes the flows idle at `now`, handing each to `closed`, and remembers the new
-    /// earliest expiry. Does nothing before [`IdleFlows::poll_timeout`].
+    /// Removes the flows idle at `now`, handing each to `closed`: only those, oldest first
+    /// per class.
     pub fn expire(&mut self, now: Instant, mut closed: impl FnMut(SockRef, F)) {
-        if self.earliest.is_none_or(|e| now < e) {
-            return;
-        }
-        let idle = self.idle;
-        let expired: Vec<SockRef> = self
-            .flows
-            .iter()
-            .filter(|(_, f)| f.last() + idle <= now)
-            .map(|(&s, _)| s)
-            .collect();
-        for s in expired {
-            if let Some(f) = self.remove(s) {
-                closed(s, f);
+        for c in [Class::Answered, Class::Unanswered, Class::Conversation] {
+            let timeout = self.timeout(c);
+            let set = &mut self.by_age[c as usize];
+            while set.first().is_some_and(|&(last, _)| last + timeout <= now) {
+                let Some((_, s)) = set.pop_first() else {
+                    break;
+                };
+                if let Some(e) = self.flows.remove(&s) {
+                    self.by_key.remove(&e.flow.key());
+                    closed(s, e.flow);
+                }
             }
         }
-        self.earliest = self.flows.values().map(|f| f.last() + idle).min();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::NoSockets;
 
     #[derive(Debug, Clone, Copy, PartialEq)]
     struct Flow {
         key: u16,
-        last: Instant,
     }
 
     impl IdleFlow for Flow {
@@ -192,71 +402,247 @@ mod tests {
         fn key(&self) -> u16 {
             self.key
         }
-        fn last(&self) -> Instant {
-            self.last
-        }
     }
 
     fn secs(s: u64) -> Instant {
         Instant::from_millis(s * 1000)
     }
 
+    /// Opens flow `key` on socket `key` at `now` with one request from the guest.
+    fn open(m: &mut IdleFlows<Flow>, key: u16, now: Instant) -> Result<u64, OpenError> {
+        let mut evicted = 0;
+        let s = m.open(now, &mut NoSockets, &mut evicted, |_| {
+            Ok(SockRef(key.into()))
+        })?;
+        m.insert(s, Flow { key }, now, Way::FromGuest);
+        m.touch(s, now, Way::FromGuest, 1);
+        Ok(evicted)
+    }
+
     #[test]
-    fn expires_idle_flows_only_and_tracks_the_earliest_deadline() {
-        let mut m = IdleFlows::new(3, Duration::from_secs(10));
+    fn classes_follow_what_a_flow_carried() {
+        assert_eq!(Class::of(1, 0), Class::Unanswered);
+        assert_eq!(Class::of(1, 1), Class::Answered);
+        assert_eq!(Class::of(2, 1), Class::Unanswered);
+        assert_eq!(Class::of(2, 2), Class::Answered);
+        assert_eq!(Class::of(1, 3), Class::Answered);
+        assert_eq!(Class::of(4, 0), Class::Unanswered);
+        assert_eq!(Class::of(3, 2), Class::Conversation);
+        assert_eq!(Class::of(u32::MAX, u32::MAX), Class::Conversation);
+    }
+
+    #[test]
+    fn one_shot_flows_expire_sooner_than_conversations() {
+        let mut m = IdleFlows::new(8, Duration::from_secs(180));
         assert_eq!(m.poll_timeout(), None);
-        m.insert(
-            SockRef(1),
-            Flow {
-                key: 1,
-                last: secs(0),
-            },
-        );
-        m.insert(
-            SockRef(2),
-            Flow {
-                key: 2,
-                last: secs(5),
-            },
-        );
+        open(&mut m, 1, secs(0)).unwrap();
+        open(&mut m, 2, secs(0)).unwrap();
+        m.touch(SockRef(1), secs(0), Way::ToGuest, 1);
+        assert_eq!(m.activity(SockRef(1)), Some((Class::Answered, secs(0))));
+        // Flow 2 becomes a conversation.
+        for t in 1..=4 {
+            m.touch(SockRef(2), secs(t), Way::ToGuest, 1);
+        }
+        assert_eq!(m.activity(SockRef(2)), Some((Class::Conversation, secs(4))));
         assert_eq!(m.poll_timeout(), Some(secs(10)));
-        // Activity on flow 1: the remembered deadline is now early, which is allowed.
-        m.get_mut(SockRef(1)).unwrap().last = secs(8);
         let mut closed = Vec::new();
-        m.expire(secs(10), |s, _| closed.push(s));
+        m.expire(secs(9), |s, _| closed.push(s));
         assert!(closed.is_empty());
-        assert_eq!(m.poll_timeout(), Some(secs(15)));
-        m.expire(secs(15), |s, _| closed.push(s));
-        assert_eq!(closed, [SockRef(2)]);
-        assert_eq!(m.find(&2), None);
-        assert_eq!(m.find(&1), Some(SockRef(1)));
-        assert_eq!(m.poll_timeout(), Some(secs(18)));
-        m.expire(secs(18), |s, _| closed.push(s));
+        m.expire(secs(10), |s, _| closed.push(s));
+        assert_eq!(closed, [SockRef(1)]);
+        assert_eq!(m.find(&1), None);
+        assert_eq!(m.poll_timeout(), Some(secs(184)));
+        assert_eq!(m.close_idle(secs(184), &mut NoSockets), 1);
         assert!(m.is_empty());
         assert_eq!(m.poll_timeout(), None);
     }
 
     #[test]
-    fn bounded() {
-        let mut m = IdleFlows::new(2, Duration::from_secs(1));
-        m.insert(
-            SockRef(1),
-            Flow {
-                key: 1,
-                last: secs(0),
-            },
-        );
-        assert!(!m.is_full());
-        m.insert(
-            SockRef(2),
-            Flow {
-                key: 2,
-                last: secs(0),
-            },
-        );
-        assert!(m.is_full());
-        assert_eq!(m.remove(SockRef(1)).map(|f| f.key), Some(1));
-        assert!(!m.is_full());
-        assert!(!m.owns(SockRef(1)));
+    fn a_full_table_evicts_answered_then_quiet_flows_and_refuses_when_all_are_active() {
+        let mut m = IdleFlows::new(3, Duration::from_secs(180));
+        open(&mut m, 1, secs(0)).unwrap();
+        open(&mut m, 2, secs(0)).unwrap();
+        open(&mut m, 3, secs(0)).unwrap();
+        // All three wait for answers and are fresh: no room.
+        assert!(matches!(
+            open(&mut m, 4, Instant::from_millis(500)),
+            Err(OpenError::Full)
+        ));
+        // Flow 3 is answered: it goes first, however recent.
+        m.touch(SockRef(3), Instant::from_millis(600), Way::ToGuest, 1);
+        assert_eq!(open(&mut m, 4, Instant::from_millis(700)).unwrap(), 1);
+        assert!(!m.owns(SockRef(3)) && m.owns(SockRef(4)));
+        // Flow 1 turns into a conversation; once flow 2 is quiet for a second, it goes.
+        for _ in 0..5 {
+            m.touch(SockRef(1), Instant::from_millis(900), Way::ToGuest, 1);
+        }
+        assert!(matches!(
+            open(&mut m, 5, Instant::from_millis(900)),
+            Err(OpenError::Full)
+        ));
+        assert_eq!(m.eviction_candidate(secs(1)), Some(SockRef(2)));
+        assert_eq!(open(&mut m, 5, secs(1)).unwrap(), 1);
+        assert!(!m.owns(SockRef(2)));
+        // Unanswered flows 4 and 5 go before the quiet conversation.
+        assert_eq!(m.eviction_candidate(secs(5)), Some(SockRef(4)));
+        m.remove(SockRef(4));
+        m.remove(SockRef(5));
+        assert_eq!(m.eviction_candidate(secs(5)), Some(SockRef(1)));
+    }
+
+    #[test]
+    fn out_of_descriptors_evicts_and_retries_once() {
+        let mut m = IdleFlows::new(8, Duration::from_secs(180));
+        open(&mut m, 1, secs(0)).unwrap();
+        m.touch(SockRef(1), secs(0), Way::ToGuest, 1);
+        let mut tries = 0;
+        let mut evicted = 0;
+        let got = m.open(secs(0), &mut NoSockets, &mut evicted, |_| {
+            tries += 1;
+            if tries == 1 {
+                Err(io::Error::from_raw_os_error(24))
+            } else {
+                Ok(SockRef(2))
+            }
+        });
+        assert_eq!(got.unwrap(), SockRef(2));
+        assert_eq!((tries, evicted), (2, 1));
+        assert!(m.is_empty());
+        // Nothing to evict: the error stands; other errors aren't retried.
+        let mut tries = 0;
+        let got = m.open(secs(0), &mut NoSockets, &mut evicted, |_| {
+            tries += 1;
+            Err::<SockRef, _>(io::Error::from_raw_os_error(24))
+        });
+        assert!(matches!(got, Err(OpenError::Failed(_))));
+        assert_eq!(tries, 1);
+    }
+
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Open(u16),
+            Touch(usize, bool, u32),
+            Advance(u64),
+            Expire,
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                4 => (0u16..40).prop_map(Op::Open),
+                4 => (any::<usize>(), any::<bool>(), 1u32..3)
+                    .prop_map(|(i, w, n)| Op::Touch(i, w, n)),
+                2 => (0u64..15_000).prop_map(Op::Advance),
+                1 => Just(Op::Expire),
+            ]
+        }
+
+        /// A flow of the model: key (also its socket), last activity, requests, answers.
+        #[derive(Debug, Clone, Copy)]
+        struct M {
+            key: u16,
+            last: Instant,
+            req: u32,
+            ans: u32,
+        }
+
+        fn timeout(idle: Duration, f: &M) -> Duration {
+            match Class::of(f.req, f.ans) {
+                Class::Conversation => idle,
+                _ => idle.min(ONE_SHOT_TIMEOUT),
+            }
+        }
+
+        /// What a full table evicts, by a scan of every flow.
+        fn candidate(model: &[M], now: Instant) -> Option<u16> {
+            for class in [Class::Answered, Class::Unanswered, Class::Conversation] {
+                let oldest = model
+                    .iter()
+                    .filter(|f| Class::of(f.req, f.ans) == class)
+                    .min_by_key(|f| (f.last, f.key));
+                if let Some(f) = oldest {
+                    if class == Class::Answered || f.last + EVICT_IDLE <= now {
+                        return Some(f.key);
+                    }
+                }
+            }
+            None
+        }
+
+        proptest! {
+            #[test]
+            fn matches_a_scanning_model(
+                max in 1usize..12,
+                idle_secs in 5u64..200,
+                ops in proptest::collection::vec(op(), 1..200),
+            ) {
+                let idle = Duration::from_secs(idle_secs);
+                let mut m = IdleFlows::new(max, idle);
+                let mut model: Vec<M> = Vec::new();
+                let mut now = Instant::ZERO;
+                for op in ops {
+                    match op {
+                        Op::Open(key) => {
+                            if model.iter().any(|f| f.key == key) {
+                                continue;
+                            }
+                            let room = model.len() < max;
+                            let victim = if room { None } else { candidate(&model, now) };
+                            let got = open(&mut m, key, now);
+                            prop_assert_eq!(got.is_ok(), room || victim.is_some());
+                            if let Some(v) = victim {
+                                model.retain(|f| f.key != v);
+                            }
+                            if got.is_ok() {
+                                model.push(M { key, last: now, req: 1, ans: 0 });
+                            }
+                        }
+                        Op::Touch(i, to_guest, n) => {
+                            if model.is_empty() {
+                                continue;
+                            }
+                            let n_flows = model.len();
+                            let f = &mut model[i % n_flows];
+                            let way = if to_guest { Way::ToGuest } else { Way::FromGuest };
+                            prop_assert!(m.touch(SockRef(f.key.into()), now, way, n).is_some());
+                            if to_guest { f.ans += n } else { f.req += n }
+                            f.last = now;
+                        }
+                        Op::Advance(ms) => now = now + Duration::from_millis(ms),
+                        Op::Expire => {
+                            let mut closed = Vec::new();
+                            m.expire(now, |s, f| closed.push((s.0, f.key)));
+                            let mut want: Vec<(u32, u16)> = model
+                                .iter()
+                                .filter(|f| f.last + timeout(idle, f) <= now)
+                                .map(|f| (u32::from(f.key), f.key))
+                                .collect();
+                            closed.sort();
+                            want.sort();
+                            prop_assert_eq!(closed, want);
+                            model.retain(|f| f.last + timeout(idle, f) > now);
+                        }
+                    }
+                    let mut keys: Vec<u16> = m.iter().map(|f| f.key).collect();
+                    let mut want: Vec<u16> = model.iter().map(|f| f.key).collect();
+                    keys.sort();
+                    want.sort();
+                    prop_assert_eq!(keys, want);
+                    prop_assert!(m.len() <= max);
+                    for f in &model {
+                        prop_assert_eq!(m.find(&f.key), Some(SockRef(f.key.into())));
+                        let class = Class::of(f.req, f.ans);
+                        prop_assert_eq!(m.activity(SockRef(f.key.into())), Some((class, f.last)));
+                    }
+                    let deadline = model.iter().map(|f| f.last + timeout(idle, f)).min();
+                    prop_assert_eq!(m.poll_timeout(), deadline);
+                    let victim = candidate(&model, now).map(|k| SockRef(k.into()));
+                    prop_assert_eq!(m.eviction_candidate(now), victim);
+                }
+            }
+        }
     }
 }

@@ -16,21 +16,24 @@
 //!
 //! Host datagrams are received straight into the frame that carries them to the guest.
 //!
-//! Flows expire after [`UDP_TIMEOUT`] without traffic either way. The table is bounded: beyond
-//! its size, new flows are refused (datagrams dropped and counted).
+//! Flows expire after [`UDP_TIMEOUT`] without traffic either way, one-shot exchanges (a DNS
+//! lookup) after [`ONE_SHOT_TIMEOUT`](super::idle::ONE_SHOT_TIMEOUT). The table is bounded:
+//! when it is full, a new flow takes the place of one that is done with, or quiet (counted
+//! in [`UdpCounters::evicted`]); only when every flow is active are new flows refused
+//! (datagrams dropped and counted). See [`idle`](super::idle).
 //!
 //! Datagrams from the host larger than the guest's MTU allows are dropped and counted
 //! ([`UdpCounters::oversize_dropped`]), for both families: we don't fragment towards the guest
 //! (the sender, on the host, sees no error; like a path dropping them).
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::flow::idle::{unicast, DgramCx, IdleFlow, IdleFlows};
-use crate::flow::{Bind, HostSockets, SockEvent, SockRef};
+use crate::flow::idle::{outbound_bind, unicast, DgramCx, IdleFlow, IdleFlows, OpenError, Way};
+use crate::flow::{HostSockets, SockEvent, SockRef};
 use crate::fwd::{nat, ForwardMode};
 use crate::services::GuestState;
 use crate::time::Instant;
@@ -38,9 +41,12 @@ use crate::wire::build::{self, Route};
 use crate::wire::parse::{ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN, UDP_HEADER_LEN};
 use crate::wire::{FrameQueue, MacAddr};
 
-/// Idle time after which a UDP flow is closed.
+/// Idle time after which a UDP flow is closed (a one-shot exchange sooner, see
+/// [`idle`](super::idle)).
 pub const UDP_TIMEOUT: Duration = Duration::from_secs(180);
-/// UDP flows at most, by default.
+/// UDP flows at most, by default: each holds a descriptor, so this caps what a guest's burst
+/// of flows costs in descriptors and memory. Eviction keeps a full table usable, and a
+/// process limit below it (`EMFILE`) is met the same way.
 pub const DEFAULT_MAX_FLOWS: usize = 4096;
 /// Datagrams read from one socket per readiness report, so one busy flow can't starve others.
 const RECV_BATCH: usize = 64;
@@ -62,7 +68,10 @@ pub struct UdpCounters {
     /// Socket could not be opened (or `nat` refused the destination).
     pub open_failed: u64,
     pub send_failed: u64,
+    /// New flows refused: the table was full of active flows.
     pub table_full: u64,
+    /// Flows closed to make room for a new one (a full table, or no descriptor left).
+    pub evicted: u64,
     /// Host datagrams too large for the guest's MTU.
     pub oversize_dropped: u64,
     /// Datagrams dropped because UDP is disabled (`--no-udp`).
@@ -80,7 +89,6 @@ pub struct UdpFlow {
     pub guest: SocketAddr,
     pub peer: SocketAddr,
     pub sock: SockRef,
-    pub last: Instant,
 }
 
 pub struct Udp {
@@ -96,10 +104,6 @@ impl IdleFlow for UdpFlow {
 
     fn key(&self) -> Self::Key {
         (self.guest, self.peer)
-    }
-
-    fn last(&self) -> Instant {
-        self.last
     }
 }
 
@@ -166,9 +170,7 @@ impl Udp {
                 None => return,
             },
         };
-        if let Some(f) = self.flows.get_mut(s) {
-            f.last = cx.now;
-        }
+        self.flows.touch(s, cx.now, Way::FromGuest, 1);
         match cx.io.udp_send(s, payload) {
             Ok(_) => cx.counters.datagrams_out += 1,
             Err(_) => cx.counters.send_failed += 1,
@@ -176,47 +178,34 @@ impl Udp {
     }
 
     fn open(&mut self, cx: &mut UdpCx<'_>, src: SocketAddr, dst: SocketAddr) -> Option<SockRef> {
-        if self.flows.is_full() {
-            cx.counters.table_full += 1;
-            return None;
-        }
         let Some(target) = nat::from_guest(cx.config, dst) else {
             cx.counters.open_failed += 1;
             return None;
         };
-        let bind = match (
-            target.is_ipv6(),
-            cx.config.ip4.as_ref(),
-            cx.config.ip6.as_ref(),
-        ) {
-            _ if target.ip().is_loopback() => Bind::default(),
-            (false, Some(c), _) => Bind {
-                addr: c.outbound_addr.map(IpAddr::V4),
-                iface: c.outbound_if.as_deref(),
-            },
-            (true, _, Some(c)) => Bind {
-                addr: c.outbound_addr.map(IpAddr::V6),
-                iface: c.outbound_if.as_deref(),
-            },
-            _ => Bind::default(),
-        };
-        let s = match cx.io.udp_open(bind, target) {
+        let bind = outbound_bind(cx.config, target.ip());
+        let opened = self
+            .flows
+            .open(cx.now, cx.io, &mut cx.counters.evicted, |io| {
+                io.udp_open(bind, target)
+            });
+        let s = match opened {
             Ok(s) => s,
-            Err(_) => {
+            Err(OpenError::Full) => {
+                cx.counters.table_full += 1;
+                return None;
+            }
+            Err(OpenError::Failed(_)) => {
                 cx.counters.open_failed += 1;
                 return None;
             }
         };
         cx.counters.flows_opened += 1;
-        self.flows.insert(
-            s,
-            UdpFlow {
-                guest: src,
-                peer: dst,
-                sock: s,
-                last: cx.now,
-            },
-        );
+        let flow = UdpFlow {
+            guest: src,
+            peer: dst,
+            sock: s,
+        };
+        self.flows.insert(s, flow, cx.now, Way::FromGuest);
         Some(s)
     }
 
@@ -239,14 +228,13 @@ impl Udp {
                 while left > 0 {
                     let want = left.min(RECV_MANY);
                     let got = recv_many(cx, s, &route, ports, want);
+                    left -= got;
                     if got < want {
                         break;
                     }
-                    left -= got;
                 }
-                if let Some(f) = self.flows.get_mut(s) {
-                    f.last = cx.now;
-                }
+                let received = (RECV_BATCH - left) as u32;
+                self.flows.touch(s, cx.now, Way::ToGuest, received);
             }
             SockEvent::Error(_) => {
                 cx.counters.flows_errored += 1;
@@ -310,17 +298,21 @@ impl Udp {
         };
         let key = (SocketAddr::new(guest_ip, port), seen);
         if let Some(s) = self.flows.find(&key) {
-            let f = self.flows.get_mut(s)?;
-            f.last = now;
-            return Some(*f);
+            return self.flows.touch(s, now, Way::ToGuest, 1).copied();
         }
-        if self.flows.is_full() {
-            counters.table_full += 1;
-            return None;
-        }
-        let Ok(s) = io.udp_reply_open(l, peer) else {
-            counters.open_failed += 1;
-            return None;
+        let opened = self.flows.open(now, io, &mut counters.evicted, |io| {
+            io.udp_reply_open(l, peer)
+        });
+        let s = match opened {
+            Ok(s) => s,
+            Err(OpenError::Full) => {
+                counters.table_full += 1;
+                return None;
+            }
+            Err(OpenError::Failed(_)) => {
+                counters.open_failed += 1;
+                return None;
+            }
         };
         counters.flows_opened += 1;
         counters.flows_inbound += 1;
@@ -328,13 +320,13 @@ impl Udp {
             guest: key.0,
             peer: seen,
             sock: s,
-            last: now,
         };
-        self.flows.insert(s, flow);
+        self.flows.insert(s, flow, now, Way::ToGuest);
+        self.flows.touch(s, now, Way::ToGuest, 1);
         Some(flow)
     }
 
-    /// Closes flows idle for [`UDP_TIMEOUT`].
+    /// Closes the flows that went idle (see [`idle`](super::idle)).
     pub fn handle_timeout(&mut self, cx: &mut UdpCx<'_>) {
         cx.counters.flows_expired += self.flows.close_idle(cx.now, cx.io);
     }
