@@ -10,6 +10,7 @@ use std::ops::RangeInclusive;
 use std::os::fd::{AsFd, OwnedFd};
 
 use os_shim::ns::NsError;
+use os_shim::ns_agent::{InNetns, NsAgent};
 use os_shim::procnet::SocketTables;
 use os_shim::sockets::{ListenOptions, Sockets};
 use sans_io::config::Config;
@@ -31,6 +32,25 @@ struct Followed {
     failed: PortSet,
 }
 
+/// How the namespace's sockets are made: by entering it for the call, while pasta can, or by
+/// the thread that stays there.
+enum NsAccess {
+    Enter(OwnedFd),
+    Thread(NsAgent),
+}
+
+impl InNetns for NsAccess {
+    fn run_in<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, NsError> {
+        match self {
+            NsAccess::Enter(fd) => fd.run_in(f),
+            NsAccess::Thread(agent) => agent.run_in(f),
+        }
+    }
+}
+
 pub struct AutoForward {
     /// The namespace's socket tables, for `-t`/`-u auto`.
     tables: Option<SocketTables>,
@@ -38,7 +58,7 @@ pub struct AutoForward {
     udp: Option<Followed>,
     /// The host's socket tables and the namespace, for `-T auto` and `-U auto`.
     host_tables: Option<SocketTables>,
-    netns: OwnedFd,
+    netns: NsAccess,
     tcp_out: Option<Followed>,
     udp_out: Option<Followed>,
     opts: ListenOptions,
@@ -68,9 +88,11 @@ impl AutoForward {
             tcp,
             udp,
             host_tables: (tcp_out.is_some() || udp_out.is_some()).then(SocketTables::open_here),
-            netns: netns
-                .try_clone()
-                .map_err(NsError::sys("keeping the namespace for auto forwarding"))?,
+            netns: NsAccess::Enter(
+                netns
+                    .try_clone()
+                    .map_err(NsError::sys("keeping the namespace for auto forwarding"))?,
+            ),
             tcp_out,
             udp_out,
             opts: ListenOptions {
@@ -80,6 +102,23 @@ impl AutoForward {
             },
             ephemeral: os_shim::hostinfo::ephemeral_port_range(),
         }))
+    }
+
+    /// From now on, the namespace's listeners (`-T auto`, `-U auto`) are made by a thread
+    /// that stays in the namespace: pasta is about to lose the right to enter it (see
+    /// `os_shim::ns_agent`). Returns that thread, for the isolation steps every thread goes
+    /// through; `None` if nothing needs one.
+    pub fn keep_a_namespace_thread(&mut self) -> Result<Option<&NsAgent>, NsError> {
+        if self.tcp_out.is_none() && self.udp_out.is_none() {
+            return Ok(None);
+        }
+        if let NsAccess::Enter(fd) = &self.netns {
+            self.netns = NsAccess::Thread(NsAgent::start(fd)?);
+        }
+        Ok(match &self.netns {
+            NsAccess::Thread(agent) => Some(agent),
+            NsAccess::Enter(_) => None,
+        })
     }
 
     /// Scans the namespace (and the host) and listens accordingly.
@@ -183,7 +222,7 @@ fn apply_out(
     f: &mut Followed,
     ephemeral: &RangeInclusive<u16>,
     opts: ListenOptions,
-    netns: &OwnedFd,
+    netns: &NsAccess,
     sockets: &mut Sockets,
 ) {
     let (gone, new) = f.plan(ephemeral);
@@ -195,10 +234,10 @@ fn apply_out(
         log::debug!("auto: no longer forwarding namespace {proto:?} port {port}");
     }
     for port in new {
-        let (ns, v4, v6) = (netns.as_fd(), opts.ipv4, opts.ipv6);
+        let (v4, v6) = (opts.ipv4, opts.ipv6);
         let result = match proto {
-            Proto::Tcp => sockets.splicer.listen_in(&ns, port, port, v4, v6),
-            Proto::Udp => sockets.dgram_relay.listen_in(&ns, port, port, v4, v6),
+            Proto::Tcp => sockets.splicer.listen_in(netns, port, port, v4, v6),
+            Proto::Udp => sockets.dgram_relay.listen_in(netns, port, port, v4, v6),
         };
         let ok = match result {
             Ok((n, _)) if n > 0 => {

@@ -11,6 +11,7 @@ pub mod passt;
 pub mod pasta;
 mod process;
 pub mod qrap;
+mod sandbox;
 pub mod shutdown;
 pub mod summary;
 
@@ -49,6 +50,19 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
             return EXIT_FAILURE;
         }
     };
+    // Stage 1 of isolation, before anything is opened; then who we will run as, looked up
+    // while the user database is still reachable (an unknown one stops us here).
+    if let Err(e) = sandbox::at_start(mode, cli.fd.as_slice()) {
+        eprintln!("{name}: {e}");
+        return EXIT_FAILURE;
+    }
+    let identity = match os_shim::isolation::identity_for(cli.runas.as_deref()) {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return EXIT_FAILURE;
+        }
+    };
     let settings = os_shim::logging::LogSettings {
         ident: name,
         quiet: quiet(&cli),
@@ -73,8 +87,8 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
         log::info!("{line}");
     }
     match mode {
-        Mode::Pasta => pasta::run(&cli, config),
-        Mode::Passt => passt::run(&cli, config),
+        Mode::Pasta => pasta::run(&cli, config, identity),
+        Mode::Passt => passt::run(&cli, config, identity),
     }
 }
 

@@ -8,15 +8,16 @@
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
+use os_shim::isolation::Identity;
 use os_shim::qemu_socket::{self, QemuSocket, ReadStatus};
 use os_shim::reactor::Reactor;
-use sans_io::config::Config;
+use sans_io::config::{Config, Mode};
 use sans_io::wire::FrameQueue;
 
 use crate::cli::Cli;
 use crate::datapath::{self, Exit, GuestLink, LinkStats, LinkStatus};
 use crate::shutdown::ExitAtOnce;
-use crate::{pasta, process, EXIT_FAILURE};
+use crate::{pasta, process, sandbox, EXIT_FAILURE};
 
 /// Frames per read system call assumed when turning the loop's frame budget into reads.
 const FRAMES_PER_READ: usize = 16;
@@ -49,8 +50,8 @@ impl GuestLink for QemuLink {
 }
 
 /// Runs passt; returns the process exit status.
-pub fn run(cli: &Cli, config: Config) -> i32 {
-    match run_inner(cli, config) {
+pub fn run(cli: &Cli, config: Config, identity: Option<Identity>) -> i32 {
+    match run_inner(cli, config, identity) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("passt: {e}");
@@ -59,7 +60,7 @@ pub fn run(cli: &Cli, config: Config) -> i32 {
     }
 }
 
-fn run_inner(cli: &Cli, config: Config) -> Result<i32, String> {
+fn run_inner(cli: &Cli, config: Config, identity: Option<Identity>) -> Result<i32, String> {
     let (socket, path) = open_socket(cli)?;
 
     // Forwarded ports listen before anybody hears we're ready.
@@ -77,8 +78,12 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, String> {
         process::daemonize(cli.pid_file.as_deref())?;
     }
 
+    // Everything with a path is open: the socket, the PID file, the log. From here on
+    // passt is who it runs as, in namespaces of its own, on an empty filesystem.
+    sandbox::passt_before_loop(identity).map_err(|e| format!("cannot isolate: {e}"))?;
     let reactor = Reactor::new(&pasta::STOP_SIGNALS)
         .map_err(|e| format!("cannot set up the event loop: {e}"))?;
+    sandbox::lock_down(Mode::Passt).map_err(|e| format!("cannot isolate: {e}"))?;
     let mut link = QemuLink(socket);
     let mut stats = LinkStats::default();
     let extras = datapath::Extras {
@@ -95,10 +100,8 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, String> {
         &mut stats,
     );
     // The PID file stays, as the C passt leaves it: whoever reads it after we exit (libvirt)
-    // finds the PID of a process that is gone, not a missing file.
-    if let Some(path) = &path {
-        let _ = std::fs::remove_file(path);
-    }
+    // finds the PID of a process that is gone, not a missing file. So does the socket file:
+    // the filesystem is out of reach by now (the next passt reuses it, nobody listening).
     let s = link.0.stats();
     log::debug!(
         "qemu socket: {} clients ({} refused), {} frames in, {} out, {} dropped, {} write stalls",

@@ -12,11 +12,12 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 
+use os_shim::isolation::Identity;
 use os_shim::ns::{self, Child, NetnsWatch, NsTarget};
 use os_shim::reactor::{monotonic_now, Reactor};
 use os_shim::sockets::{ListenOptions, Sockets};
 use os_shim::{hostinfo, nsconf, tap::Tap};
-use sans_io::config::Config;
+use sans_io::config::{Config, Mode};
 use sans_io::engine::Engine;
 use sans_io::flow::Proto;
 
@@ -25,7 +26,7 @@ use crate::capture::CaptureLink;
 use crate::cli::{Cli, PastaTarget};
 use crate::datapath::{self, Exit, GuestLink, LinkStats, Periodic, Watch};
 use crate::shutdown::{CommandPid, CommandShutdown, ExitAtOnce, StopSignals, SIGNAL_GRACE};
-use crate::{process, EXIT_FAILURE};
+use crate::{process, sandbox, EXIT_FAILURE};
 
 /// The tap device as the data path's guest link.
 struct TapLink(Tap);
@@ -87,8 +88,8 @@ pub(crate) const STOP_SIGNALS: [nix::sys::signal::Signal; 4] = [
 ];
 
 /// Runs pasta; returns the process exit status.
-pub fn run(cli: &Cli, config: Config) -> i32 {
-    match run_inner(cli, config) {
+pub fn run(cli: &Cli, config: Config, identity: Option<Identity>) -> i32 {
+    match run_inner(cli, config, identity) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("pasta: {e}");
@@ -120,13 +121,15 @@ impl StartError {
     }
 }
 
-fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
+fn run_inner(cli: &Cli, config: Config, identity: Option<Identity>) -> Result<i32, StartError> {
     let (target, mut child, warnings) = match &cli.target {
         PastaTarget::Spawn(command) => {
-            // As root, a network namespace is enough; unprivileged, a user namespace gives
-            // us the capabilities over it.
-            let netns_only = cli.netns_only || nix::unistd::geteuid().is_root();
-            let spawned = ns::spawn(command, netns_only)?;
+            // The command gets a user namespace (unless --netns-only), as with the C pasta,
+            // root or not, and pasta joins it: that gives us the capabilities over the
+            // namespaces, and a root-started pasta a place to be who it becomes (mapped
+            // there too) and still signal its command (see `sandbox`).
+            let also = identity.map(|i| (i.uid, i.gid));
+            let spawned = ns::spawn_mapping(command, cli.netns_only, also)?;
             (spawned.ns, Some(spawned.child), spawned.warnings)
         }
         PastaTarget::Pid(pid) => (
@@ -143,7 +146,15 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
     for w in &warnings {
         eprintln!("pasta: warning: {w}");
     }
-    if let Some(userns) = &target.userns {
+    // The command is forked (with what the user gave us): the rest of isolation's first stage.
+    sandbox::limit_startup(Mode::Pasta)
+        .map_err(|e| StartError::Other(format!("cannot isolate: {e}")))?;
+    // The user namespace owning the target: unprivileged, our capabilities over the target
+    // are there, so join it now. A root-started pasta has them already; it joins its
+    // command's user namespace only before isolating, where it then becomes nobody (mapped
+    // there for it), because binding the host's low ports (-t 80) needs root out here.
+    let join_late = identity.is_some() && child.is_some();
+    if let (Some(userns), false) = (&target.userns, join_late) {
         ns::join_userns(userns)?;
     }
 
@@ -218,11 +229,33 @@ fn run_inner(cli: &Cli, config: Config) -> Result<i32, StartError> {
         Some(c) => c,
         None => &mut tap_link,
     };
-    let mut stats = LinkStats::default();
+
     let mut stop: Box<dyn StopSignals> = match &child {
-        Some(child) => Box::new(CommandShutdown::new(CommandPid(child.pid()), SIGNAL_GRACE)),
+        Some(child) => {
+            let command = CommandPid {
+                pid: child.pid(),
+                status: ns::ProcStatus::open(child.pid()).ok(),
+            };
+            Box::new(CommandShutdown::new(command, SIGNAL_GRACE))
+        }
         None => Box::new(ExitAtOnce),
     };
+    // Everything with a path is open (the tap, the capture, the log, the PID file, the
+    // namespace's socket tables and watch). From here on pasta is who it runs as, on an empty
+    // filesystem, with its allow-list of system calls; sockets it needs inside the namespace
+    // later come from a thread that stays there.
+    if let (Some(userns), true) = (&target.userns, join_late) {
+        ns::join_userns(userns)?;
+    }
+    let agent = match auto.as_mut() {
+        Some(auto) => auto.keep_a_namespace_thread()?,
+        None => None,
+    };
+    sandbox::pasta_before_loop(identity, agent, child.is_some())
+        .map_err(|e| StartError::Other(format!("cannot isolate: {e}")))?;
+    sandbox::lock_down(Mode::Pasta)
+        .map_err(|e| StartError::Other(format!("cannot isolate: {e}")))?;
+    let mut stats = LinkStats::default();
     let exit = {
         let mut command = child.as_mut().map(CommandWatch);
         let mut watches: Vec<&mut dyn Watch> = Vec::new();

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use os_shim::ns::SignalDisposition;
+use os_shim::ns::{ProcStatus, SignalDisposition};
 use sans_io::time::Instant;
 
 use crate::datapath::Exit;
@@ -58,20 +58,24 @@ pub trait Command {
 }
 
 /// The spawned command by its PID: safe to signal while the main loop runs, because the
-/// loop ends as soon as the command is reaped (and only then could its PID be reused).
-pub struct CommandPid(pub libc::pid_t);
+/// loop ends as soon as the command is reaped (and only then could its PID be reused). Its
+/// /proc status file is opened beforehand: the sandbox takes /proc away.
+pub struct CommandPid {
+    pub pid: libc::pid_t,
+    pub status: Option<ProcStatus>,
+}
 
 impl Command for CommandPid {
     fn pass_on(&mut self, signal: i32) {
         // SAFETY: plain system call, on our own unreaped child.
-        if unsafe { libc::kill(self.0, signal) } != 0 {
+        if unsafe { libc::kill(self.pid, signal) } != 0 {
             let e = std::io::Error::last_os_error();
             log::debug!("cannot pass {} on to the command: {e}", signal_name(signal));
         }
     }
 
     fn disposition(&self, signal: i32) -> Option<SignalDisposition> {
-        os_shim::ns::signal_disposition(self.0, signal)
+        self.status.as_ref()?.signal_disposition(signal)
     }
 }
 

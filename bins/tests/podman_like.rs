@@ -20,8 +20,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    addr, bin, require, run_timeout, show, staged, test_user, wait_for_file, Lab, Need, Shape,
-    TempDir, FILE_SERVER_PY, UDP_CLIENT_PY, UDP_ECHO_PY,
+    addr, assert_isolated, bin, require, run_timeout, show, staged, test_user, wait_for_file, Lab,
+    Need, Shape, TempDir, FILE_SERVER_PY, UDP_CLIENT_PY, UDP_ECHO_PY,
 };
 
 const DNS_FORWARD: &str = "169.254.1.1";
@@ -306,6 +306,10 @@ fn podman_as_root_attach_serve_and_quit_with_the_namespace() {
     assert_eq!(processes_naming(&path).len(), 1, "one pasta daemon");
     start_servers(&mut lab, &c, "root");
     check_container(&lab, &c);
+    // Isolated as it serves: root became nobody, with nothing left.
+    for pid in processes_naming(&path) {
+        assert_isolated(pid, 65534, 0);
+    }
 
     // Podman removes the namespace file and never kills pasta.
     let _ = run_timeout(
@@ -483,6 +487,10 @@ fn podman_rootless_attach_serve_and_quit_with_the_namespace() {
     };
     start_servers(&mut lab, &c, "rootless");
     check_container(&lab, &c);
+    // Isolated as it serves: the user (root in its own user namespace, no capabilities).
+    for pid in processes_naming(&path) {
+        assert_isolated(pid, user.uid, 0);
+    }
     assert_eq!(processes_naming(&path).len(), 1, "one pasta daemon");
     std::fs::write(&go, "").unwrap();
     assert!(

@@ -20,7 +20,9 @@ use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
 
-use caps::{CapSet, Capability, CapsHashSet};
+use caps::{CapSet, CapsHashSet};
+
+pub use caps::Capability;
 
 /// A user and group to run as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,6 +217,28 @@ pub fn limit_bounding_set(keep: &[Capability]) {
 /// Switches the whole process (every thread) to `id`, clearing supplementary groups. Only
 /// root or a holder of CAP_SETUID/CAP_SETGID can; switching to who we already are is fine.
 pub fn switch_identity(id: Identity) -> Result<(), IsolationError> {
+    switch_identity_keeping(id, false)
+}
+
+/// [`switch_identity`]; with `keep_caps`, the calling thread's permitted capabilities survive
+/// the switch (PR_SET_KEEPCAPS), for [`limit_capabilities`] to pick from.
+pub fn switch_identity_keeping(id: Identity, keep_caps: bool) -> Result<(), IsolationError> {
+    if keep_caps {
+        // SAFETY: plain system call.
+        check(
+            unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) },
+            "keeping capabilities across the switch",
+        )?;
+    }
+    let switched = switch_ids(id);
+    if keep_caps {
+        // SAFETY: plain system call.
+        unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
+    }
+    switched
+}
+
+fn switch_ids(id: Identity) -> Result<(), IsolationError> {
     // SAFETY: plain system calls; glibc applies them to every thread.
     unsafe {
         if libc::setgroups(0, std::ptr::null()) != 0 {
@@ -234,7 +258,13 @@ pub fn switch_identity(id: Identity) -> Result<(), IsolationError> {
 /// UTS namespaces of the next steps are then ours to make. `id` is who we are outside.
 /// Single-threaded callers only (the kernel refuses otherwise).
 pub fn own_user_namespace(id: Identity) -> Result<(), IsolationError> {
-    // SAFETY: plain system call.
+    // Switching identity made us non-dumpable, which hands /proc/self to root: writable
+    // again until the maps are written ([`not_dumpable`] comes after).
+    // SAFETY: plain system calls.
+    check(
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) },
+        "making /proc/self ours",
+    )?;
     check(
         unsafe { libc::unshare(libc::CLONE_NEWUSER) },
         "creating a user namespace",
@@ -270,12 +300,18 @@ pub fn not_dumpable() -> Result<(), IsolationError> {
     )
 }
 
-/// Keeps exactly `keep` in the calling thread's permitted and effective sets (inheritable and
-/// ambient cleared): what a thread still needs in its user namespace at run time.
+/// Keeps at most `keep` in the calling thread's permitted and effective sets (inheritable and
+/// ambient cleared): what a thread still needs in its user namespace from now on.
 pub fn limit_capabilities(keep: &[Capability]) -> Result<(), IsolationError> {
-    let set: CapsHashSet = keep.iter().copied().collect();
     let fail =
         |e: caps::errors::CapsError| step("dropping capabilities")(io::Error::other(e.to_string()));
+    // Only what we have can be kept: asking for more would fail.
+    let permitted = caps::read(None, CapSet::Permitted).map_err(fail)?;
+    let set: CapsHashSet = keep
+        .iter()
+        .copied()
+        .filter(|c| permitted.contains(c))
+        .collect();
     caps::clear(None, CapSet::Ambient).map_err(fail)?;
     caps::clear(None, CapSet::Inheritable).map_err(fail)?;
     caps::set(None, CapSet::Effective, &set).map_err(fail)?;

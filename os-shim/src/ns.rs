@@ -367,6 +367,9 @@ mod stage {
     pub const EXEC: u32 = 7;
     /// Not fatal: reported as a warning (the command sees the host's processes in /proc).
     pub const MOUNT_PROC: u32 = 8;
+    /// The child waits for the parent to write its ID maps (more than one range: only a
+    /// process with CAP_SETUID out here may).
+    pub const MAPS_WANTED: u32 = 9;
 
     pub fn name(stage: u32) -> &'static str {
         match stage {
@@ -385,6 +388,8 @@ struct ChildPlan {
     userns: bool,
     uid_map: Vec<u8>,
     gid_map: Vec<u8>,
+    /// The parent writes the maps (see [`stage::MAPS_WANTED`]).
+    parent_maps: bool,
     program: CString,
     /// Where execvp() looks for a command without '/': `$PATH` entries joined with it.
     candidates: Vec<CString>,
@@ -419,6 +424,18 @@ struct ChildPlan {
 /// and SIGPIPE set back to default for the command. Don't set SIGCHLD to SIG_IGN: the
 /// child must stay waitable.
 pub fn spawn(command: &[OsString], netns_only: bool) -> Result<Spawned, NsError> {
+    spawn_mapping(command, netns_only, None)
+}
+
+/// [`spawn`], with `also` (a UID and a GID of the caller's user namespace) mapped to itself
+/// in the command's user namespace besides root: who a root-started pasta becomes, so that it
+/// can live in that namespace as that identity (and signal its command from there). Writing
+/// such a map takes CAP_SETUID and CAP_SETGID.
+pub fn spawn_mapping(
+    command: &[OsString],
+    netns_only: bool,
+    also: Option<(u32, u32)>,
+) -> Result<Spawned, NsError> {
     let (program, argv): (OsString, Vec<OsString>) = match command {
         [] => {
             let shell = std::env::var_os("SHELL");
@@ -477,8 +494,10 @@ pub fn spawn(command: &[OsString], netns_only: bool) -> Result<Spawned, NsError>
     let plan = ChildPlan {
         flags,
         userns: !netns_only,
-        uid_map: format!("0 {uid} 1").into_bytes(),
-        gid_map: format!("0 {gid} 1").into_bytes(),
+        uid_map: id_map(uid, also.map(|a| a.0)),
+        gid_map: id_map(gid, also.map(|a| a.1)),
+        parent_maps: id_map(uid, also.map(|a| a.0)) != id_map(uid, None)
+            || id_map(gid, also.map(|a| a.1)) != id_map(gid, None),
         program,
         candidates,
         _argv: argv,
@@ -528,6 +547,16 @@ pub fn spawn(command: &[OsString], netns_only: bool) -> Result<Spawned, NsError>
         let control = child.control.as_ref().expect("not released").as_fd();
         match recv_record(control, deadline)? {
             Some((stage::READY, _)) => break,
+            Some((stage::MAPS_WANTED, _)) => {
+                write_child_maps(pid, &plan)?;
+                // SAFETY: one byte to our own socket.
+                let sent = unsafe { libc::send(control.as_raw_fd(), [1u8].as_ptr().cast(), 1, 0) };
+                if sent != 1 {
+                    return Err(NsError::ChildGone {
+                        what: "waiting for its ID maps",
+                    });
+                }
+            }
             Some((stage::PING_GROUP_RANGE, errno)) => warnings.push(format!(
                 "cannot set ping_group_range in the namespace, ping may fail: {}",
                 errno_text(errno)
@@ -568,6 +597,30 @@ pub fn spawn(command: &[OsString], netns_only: bool) -> Result<Spawned, NsError>
         child,
         warnings,
     })
+}
+
+/// The child's ID maps, written by us (see [`stage::MAPS_WANTED`]).
+fn write_child_maps(pid: libc::pid_t, plan: &ChildPlan) -> Result<(), NsError> {
+    for (file, data, what) in [
+        ("setgroups", &b"deny"[..], stage::SETGROUPS),
+        ("uid_map", &plan.uid_map[..], stage::UID_MAP),
+        ("gid_map", &plan.gid_map[..], stage::GID_MAP),
+    ] {
+        std::fs::write(format!("/proc/{pid}/{file}"), data).map_err(|e| NsError::Setup {
+            what: stage::name(what),
+            errno: e.raw_os_error().unwrap_or(0),
+        })?;
+    }
+    Ok(())
+}
+
+/// `0 OWN 1`, and `ALSO ALSO 1` unless that is the same ID.
+fn id_map(own: u32, also: Option<u32>) -> Vec<u8> {
+    match also {
+        Some(a) if a != own && a != 0 => format!("0 {own} 1\n{a} {a} 1\n"),
+        _ => format!("0 {own} 1"),
+    }
+    .into_bytes()
 }
 
 /// Whether our standard input is a terminal whose foreground process group is ours: then the
@@ -623,7 +676,20 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
     // the command and its namespace end too.
     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
 
-    if plan.userns {
+    if plan.userns && plan.parent_maps {
+        send_record(fd, stage::MAPS_WANTED, 0);
+        let mut byte = 0u8;
+        loop {
+            let n = libc::recv(fd, (&mut byte as *mut u8).cast(), 1, 0);
+            if n == 1 {
+                break;
+            }
+            if n < 0 && errno() == libc::EINTR {
+                continue;
+            }
+            libc::_exit(CHILD_ABORT_CODE);
+        }
+    } else if plan.userns {
         // Missing before Linux 3.19, where gid_map needs no such thing.
         if write_file(c"/proc/self/setgroups", b"deny") != 0 && errno() != libc::ENOENT {
             child_fail(fd, stage::SETGROUPS);
@@ -996,6 +1062,35 @@ impl SignalDisposition {
 pub fn signal_disposition(pid: libc::pid_t, signal: libc::c_int) -> Option<SignalDisposition> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     SignalDisposition::from_status(&status, signal)
+}
+
+/// A process's /proc/PID/status, opened once: it can be read again after our filesystem is
+/// gone (pasta's sandbox), for as long as the process lives.
+#[derive(Debug)]
+pub struct ProcStatus(std::fs::File);
+
+impl ProcStatus {
+    pub fn open(pid: libc::pid_t) -> io::Result<ProcStatus> {
+        std::fs::File::open(format!("/proc/{pid}/status")).map(ProcStatus)
+    }
+
+    /// What the process does with `signal` now; `None` if that can't be read (it is gone).
+    pub fn signal_disposition(&self, signal: libc::c_int) -> Option<SignalDisposition> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; 4096];
+        let mut len = 0;
+        loop {
+            if len == buf.len() {
+                buf.resize(buf.len() * 2, 0);
+            }
+            match self.0.read_at(&mut buf[len..], len as u64) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(_) => return None,
+            }
+        }
+        SignalDisposition::from_status(&String::from_utf8_lossy(&buf[..len]), signal)
+    }
 }
 
 impl Drop for Child {

@@ -88,11 +88,13 @@ const COMMON: &[Call] = calls![
     SYS_gettid,
     // A panic ends with abort(): raising SIGABRT.
     SYS_tgkill,
+    // Rust's runtime takes down a thread's alternate signal stack as the thread ends.
+    SYS_sigaltstack,
 ];
 
 /// x86_64's older forms of calls that newer architectures only have in one form.
 #[cfg(target_arch = "x86_64")]
-const COMMON_ARCH: &[Call] = calls![SYS_epoll_wait, SYS_newfstatat];
+const COMMON_ARCH: &[Call] = calls![SYS_epoll_wait, SYS_newfstatat, SYS_poll, SYS_getpgrp];
 #[cfg(target_arch = "aarch64")]
 const COMMON_ARCH: &[Call] = calls![SYS_newfstatat];
 
@@ -105,6 +107,9 @@ const PASTA: &[Call] = calls![
     SYS_wait4,
     SYS_waitid,
     SYS_pidfd_send_signal,
+    SYS_ppoll,
+    // Handing the terminal back once the command is done (SIGTTOU ignored around it).
+    SYS_rt_sigaction,
 ];
 
 /// The allow-list for `profile` on this architecture, sorted and without duplicates.

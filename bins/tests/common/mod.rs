@@ -650,12 +650,46 @@ fn remove_stale_staging() {
 
 /// Path of one of our binaries, built by cargo for these tests.
 pub fn bin(name: &str) -> PathBuf {
-    match name {
+    let real = match name {
         "passt" => PathBuf::from(env!("CARGO_BIN_EXE_passt")),
         "pasta" => PathBuf::from(env!("CARGO_BIN_EXE_pasta")),
         "qrap" => PathBuf::from(env!("CARGO_BIN_EXE_qrap")),
         other => panic!("no binary {other}"),
+    };
+    match std::env::var_os("PASST_TEST_STRACE") {
+        Some(dir) if name != "qrap" => traced(&real, Path::new(&dir)),
+        _ => real,
     }
+}
+
+/// For `scripts/seccomp-audit`: a wrapper of the same name that runs `real` under `strace -f`,
+/// writing one trace per run into `dir` (the binary copied there, so that any user can run it).
+fn traced(real: &Path, dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let name = real.file_name().expect("binary file name");
+    let wrappers = dir.join("bin");
+    let copies = dir.join("real");
+    let wrapper = wrappers.join(name);
+    if !wrapper.exists() {
+        for d in [dir, &wrappers, &copies] {
+            let _ = std::fs::create_dir_all(d);
+            let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o1777));
+        }
+        let copy = copies.join(name);
+        let partial = copy.with_extension(format!("part{}", std::process::id()));
+        std::fs::copy(real, &partial).expect("copy the binary to trace");
+        std::fs::rename(&partial, &copy).expect("copy the binary to trace");
+        let script = format!(
+            "#!/bin/sh\nexec strace -f -qq -o {}/trace.$$ -- {} \"$@\"\n",
+            dir.display(),
+            copy.display()
+        );
+        let partial = wrapper.with_extension(format!("part{}", std::process::id()));
+        std::fs::write(&partial, script).expect("write the strace wrapper");
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&partial, &wrapper).expect("write the strace wrapper");
+    }
+    wrapper
 }
 
 /// A finished command's status and output, for assertion messages.
@@ -666,4 +700,43 @@ pub fn show(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// What a running passt or pasta keeps: /proc/PID/status's identity, capabilities, no-new-
+/// privileges and seccomp lines, and how many entries its root directory shows.
+#[derive(Debug)]
+pub struct Isolation {
+    pub status: os_shim::isolation::Status,
+    pub root_entries: usize,
+}
+
+pub fn isolation_of(pid: u32) -> Isolation {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    let root_entries = std::fs::read_dir(format!("/proc/{pid}/root"))
+        .map(|d| d.count())
+        .unwrap_or(usize::MAX);
+    Isolation {
+        status: os_shim::isolation::Status::parse(&text),
+        root_entries,
+    }
+}
+
+/// Checks the sandbox of process `pid`: running as `uid`, no capability outside `caps`, no
+/// new privileges, a seccomp filter, an empty root directory.
+pub fn assert_isolated(pid: u32, uid: u32, caps: u64) {
+    let i = isolation_of(pid);
+    let s = &i.status;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .unwrap_or_default();
+    let pid = format!("{pid} ({cmdline})");
+    assert_eq!(s.uid, Some(uid), "{pid}: {s}");
+    assert_eq!(
+        s.cap_eff.unwrap_or(u64::MAX) & !caps,
+        0,
+        "{pid}: capabilities beyond {caps:#x}: {s}"
+    );
+    assert_eq!(s.no_new_privs, Some(1), "{pid}: {s}");
+    assert_eq!(s.seccomp, Some(2), "{pid}: {s}");
+    assert_eq!(i.root_entries, 0, "{pid}: its root directory isn't empty");
 }
