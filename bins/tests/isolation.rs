@@ -151,7 +151,10 @@ fn pasta_runs_isolated_rootless_and_as_root() {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start pasta");
-        assert!(wait_for_file(&started, WAIT), "{tag}: the command didn't start");
+        assert!(
+            wait_for_file(&started, WAIT),
+            "{tag}: the command didn't start"
+        );
         assert_isolated(pasta.id(), uid, caps);
         std::fs::write(&go, "").unwrap();
         let status = wait_timeout(&mut pasta, WAIT);
@@ -166,4 +169,56 @@ fn pasta_runs_isolated_rootless_and_as_root() {
             show(&out)
         );
     }
+}
+
+/// The log file, opened before the filesystem goes away, keeps being written and kept under
+/// its size (rewritten in place) while passt runs isolated: guests coming and going, a few
+/// lines each, through the smallest cap accepted, many times over.
+#[test]
+fn the_log_file_stays_under_its_size_in_the_sandbox() {
+    let Some(lab) = Lab::new(Shape::DualStack) else {
+        return;
+    };
+    let dir = socket_dir("iso-log");
+    let path = dir.path().join("passt.socket");
+    let log = dir.path().join("passt.log");
+    let cap = 40960u64;
+    let cap_arg = cap.to_string();
+    let _passt = Passt::start(
+        &lab,
+        None,
+        &[
+            "-f",
+            "-s",
+            path.to_str().unwrap(),
+            "-l",
+            log.to_str().unwrap(),
+            "--log-size",
+            &cap_arg,
+        ],
+    );
+    // Its messages go to the log file: a connection accepted says it listens (bounded).
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::os::unix::net::UnixStream::connect(&path).is_err() {
+        assert!(std::time::Instant::now() < deadline, "passt didn't listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Each guest that comes and goes is a couple of lines (about 70 bytes): 1,500 of them
+    // are two and a half times the cap. The last one answers, so passt is still there.
+    for _ in 0..1500 {
+        let c = Client::connect(&path);
+        c.stream.shutdown(std::net::Shutdown::Both).unwrap();
+    }
+    let mut client = Client::connect(&path);
+    client.arp(v4(addr::HOST4), v4(addr::REMOTE4));
+    let text = std::fs::read_to_string(&log).expect("the log file");
+    assert!(
+        text.len() as u64 <= cap,
+        "log of {} bytes, cap {cap}",
+        text.len()
+    );
+    assert!(text.starts_with("passt "), "header kept: {text}");
+    // Full: it was cut to make room (about a third at a time), not left to stop growing.
+    assert!(text.len() as u64 > cap / 2, "{} bytes: {text}", text.len());
+    assert!(text.contains("the guest disconnected"), "{text}");
 }

@@ -134,9 +134,11 @@ impl LogFile {
 
     /// Drops the oldest entries (after the header line), at least `CUT_RATIO` of the cap.
     fn make_room(&mut self, need: u64) -> io::Result<()> {
-        let mut contents = Vec::with_capacity(self.size as usize);
+        // We know how much we wrote: read exactly that (read_to_end would ask the file's size
+        // with statx first, a call the sandbox doesn't allow).
+        let mut contents = vec![0u8; self.size as usize];
         self.file.seek(SeekFrom::Start(0))?;
-        self.file.read_to_end(&mut contents)?;
+        self.file.read_exact(&mut contents)?;
         let header_end = contents
             .iter()
             .position(|&b| b == b'\n')

@@ -30,51 +30,41 @@ macro_rules! calls {
     };
 }
 
-/// Both programs: the event loop, the guest link, host sockets, time, memory, the log.
+/// Both programs: the event loop, the guest link, host sockets, the log, time, memory.
 const COMMON: &[Call] = calls![
-    // The event loop: epoll, its timer, the signalfd (read), exiting.
-    SYS_epoll_pwait,
+    // The event loop: epoll, its timer, the signalfd and the links (read), leaving.
     SYS_epoll_ctl,
     SYS_timerfd_settime,
     SYS_read,
     SYS_exit_group,
-    SYS_exit,
-    SYS_rt_sigreturn,
-    SYS_rt_sigprocmask,
-    // The guest link (tap device or qemu's socket) and host sockets' data.
+    // The tap device, qemu's socket (sendmsg, a batch of frames), log lines, syslog.
     SYS_write,
-    SYS_writev,
-    SYS_readv,
+    SYS_sendmsg,
+    // Host sockets' data: TCP peeks (recvmsg with MSG_PEEK), datagrams one by one and in
+    // batches, sock_diag's netlink answers.
+    SYS_recvmsg,
     SYS_recvfrom,
     SYS_sendto,
-    SYS_recvmsg,
-    SYS_sendmsg,
     SYS_recvmmsg,
-    SYS_sendmmsg,
-    // Host sockets: opening flows, forwarded ports' connections, their options and state
-    // (TIOCOUTQ and FIONREAD through ioctl).
+    // Host sockets: new flows, forwarded ports' connections, their options and state
+    // (TIOCOUTQ and FIONREAD, and the tap's, through ioctl), closing.
     SYS_socket,
     SYS_connect,
     SYS_bind,
-    SYS_listen,
     SYS_accept4,
     SYS_shutdown,
     SYS_getsockopt,
     SYS_setsockopt,
     SYS_getsockname,
-    SYS_getpeername,
     SYS_ioctl,
     SYS_fcntl,
     SYS_close,
-    // The log file kept under its size (rewritten in place), the procfs fall-back for
-    // `auto`, the namespace file's watch.
+    // The log file kept under its size: rewritten in place through its descriptor.
     SYS_lseek,
-    SYS_pread64,
     SYS_ftruncate,
-    SYS_fstat,
-    // Time (the vDSO serves most reads), memory, threads' synchronisation, hashing seeds.
+    // Time (the vDSO answers unless the clock source can't), memory (the allocator grows,
+    // trims and protects its arenas), locks that meet contention, hash seeds.
     SYS_clock_gettime,
-    SYS_clock_nanosleep,
     SYS_mmap,
     SYS_munmap,
     SYS_mremap,
@@ -84,39 +74,55 @@ const COMMON: &[Call] = calls![
     SYS_futex,
     SYS_sched_yield,
     SYS_getrandom,
+    // A panic ends in abort(): SIGABRT raised at ourselves, so that it reads as one.
     SYS_getpid,
     SYS_gettid,
-    // A panic ends with abort(): raising SIGABRT.
     SYS_tgkill,
-    // Rust's runtime takes down a thread's alternate signal stack as the thread ends.
+    SYS_rt_sigprocmask,
+    // Returning from a signal handler (Rust's stack overflow guard), and the runtime taking a
+    // thread's alternate signal stack down as it ends.
+    SYS_rt_sigreturn,
     SYS_sigaltstack,
 ];
 
-/// x86_64's older forms of calls that newer architectures only have in one form.
+/// The same on each architecture, where their names differ: waiting for events (passt's
+/// bounded wait for a slow qemu: poll).
 #[cfg(target_arch = "x86_64")]
-const COMMON_ARCH: &[Call] = calls![SYS_epoll_wait, SYS_newfstatat, SYS_poll, SYS_getpgrp];
+const COMMON_ARCH: &[Call] = calls![SYS_epoll_wait, SYS_poll];
 #[cfg(target_arch = "aarch64")]
-const COMMON_ARCH: &[Call] = calls![SYS_newfstatat];
+const COMMON_ARCH: &[Call] = calls![SYS_epoll_pwait, SYS_ppoll];
 
-/// pasta's own: splicing through pipes, the spawned command (its end, signals passed on),
-/// the netlink socket of `auto`'s scan, the namespace thread's requests.
+/// pasta's own: splicing through pipes (-T), the datagram relay's batches (-U), `auto`
+/// forwarding's new listeners and the procfs fall-back of its scan, the namespace thread
+/// (ending it), the namespace file's watch, and the spawned command: passing signals on,
+/// reaping it, waiting for it (bounded), handing the terminal back.
 const PASTA: &[Call] = calls![
     SYS_splice,
     SYS_pipe2,
+    SYS_sendmmsg,
+    SYS_listen,
+    SYS_pread64,
+    SYS_exit,
+    SYS_newfstatat,
     SYS_kill,
-    SYS_wait4,
-    SYS_waitid,
     SYS_pidfd_send_signal,
-    SYS_ppoll,
-    // Handing the terminal back once the command is done (SIGTTOU ignored around it).
+    SYS_wait4,
+    SYS_clock_nanosleep,
     SYS_rt_sigaction,
 ];
+
+/// The same, where architectures differ: polling the command's pidfd, our process group.
+#[cfg(target_arch = "x86_64")]
+const PASTA_ARCH: &[Call] = calls![SYS_poll, SYS_getpgrp];
+#[cfg(target_arch = "aarch64")]
+const PASTA_ARCH: &[Call] = calls![SYS_ppoll, SYS_getpgid];
 
 /// The allow-list for `profile` on this architecture, sorted and without duplicates.
 pub fn allowed(profile: Profile) -> Vec<Call> {
     let mut list: Vec<Call> = COMMON.iter().chain(COMMON_ARCH).copied().collect();
     if profile == Profile::Pasta {
         list.extend_from_slice(PASTA);
+        list.extend_from_slice(PASTA_ARCH);
     }
     list.sort_by_key(|c| c.1);
     list.dedup_by_key(|c| c.1);
