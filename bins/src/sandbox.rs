@@ -26,33 +26,22 @@ use sans_io::config::Mode;
 /// socket of another user's to probe and replace); pasta also maps IDs in its command's user
 /// namespace and opens other processes' namespace files. All of them go at the identity
 /// switch, or at the latest once the main loop is near.
-fn startup_capabilities(mode: Mode) -> &'static [Capability] {
+fn startup_capabilities(mode: Mode) -> Vec<Capability> {
     use Capability::*;
-    match mode {
-        Mode::Passt => &[
-            CAP_NET_BIND_SERVICE,
-            CAP_SETUID,
-            CAP_SETGID,
-            CAP_SYS_ADMIN,
-            CAP_NET_ADMIN,
-            CAP_DAC_OVERRIDE,
-            CAP_DAC_READ_SEARCH,
-            CAP_FOWNER,
-        ],
-        Mode::Pasta => &[
-            CAP_NET_BIND_SERVICE,
-            CAP_SETUID,
-            CAP_SETGID,
-            CAP_SYS_ADMIN,
-            CAP_NET_ADMIN,
-            CAP_DAC_OVERRIDE,
-            CAP_DAC_READ_SEARCH,
-            CAP_FOWNER,
-            CAP_SETFCAP,
-            CAP_SYS_PTRACE,
-            CAP_KILL,
-        ],
+    let mut caps = vec![
+        CAP_NET_BIND_SERVICE,
+        CAP_SETUID,
+        CAP_SETGID,
+        CAP_SYS_ADMIN,
+        CAP_NET_ADMIN,
+        CAP_DAC_OVERRIDE,
+        CAP_DAC_READ_SEARCH,
+        CAP_FOWNER,
+    ];
+    if mode == Mode::Pasta {
+        caps.extend([CAP_SETFCAP, CAP_SYS_PTRACE, CAP_KILL]);
     }
+    caps
 }
 
 /// Stage 1, before anything else: closes what we inherited (keeping `keep`, the descriptors
@@ -72,8 +61,8 @@ pub fn at_start(mode: Mode, keep: &[i32]) -> Result<(), IsolationError> {
 pub fn limit_startup(mode: Mode) -> Result<(), IsolationError> {
     isolation::no_core_dumps()?;
     let caps = startup_capabilities(mode);
-    isolation::limit_bounding_set(caps);
-    isolation::limit_capabilities(caps)
+    isolation::limit_bounding_set(&caps);
+    isolation::limit_capabilities(&caps)
 }
 
 /// Stages 2 and 3 for passt, once everything that needs a path is open (and after going to

@@ -10,7 +10,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{addr, bin, require, wait_for_file, Lab, Need, Shape, TempDir};
+use common::{addr, bin, cpu_time, require, wait_for_file, Lab, Need, Shape, TempDir};
 
 const ECHO_PORT: u16 = 7000;
 const FLOWS: usize = 300;
@@ -79,19 +79,6 @@ for s in conns:
     assert s.recv(1) == b"y"
 print("ALL ECHOED", len(conns), flush=True)
 "#;
-
-/// utime + stime of `pid`, from /proc/PID/stat.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("pasta's stat");
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis(ticks * 1000 / hz)
-}
 
 #[test]
 fn hundreds_of_idle_tcp_flows_cost_no_cpu() {

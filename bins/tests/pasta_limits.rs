@@ -10,11 +10,13 @@ mod common;
 
 use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
-use common::{addr, bin, require, run_timeout, show, wait_for_file, Lab, Need, Shape, TempDir};
+use common::{
+    addr, bin, cpu_time, require, run_timeout, show, wait_for_file, Collected, Lab, Need, Shape,
+    TempDir,
+};
 
 const PORT: u16 = 9000;
 /// The descriptor limit pasta gets, as `ulimit -n 64` would.
@@ -119,64 +121,27 @@ for attempt in range(1, 41):
 print("FAILED", flush=True)
 "#;
 
-/// pasta, spawned with its stderr collected; killed (by PID) if still running at the end.
-struct Pasta {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
+/// pasta, spawned with its stderr collected (see [`Collected`]).
+struct Pasta(Collected);
+
+impl std::ops::Deref for Pasta {
+    type Target = Collected;
+    fn deref(&self) -> &Collected {
+        &self.0
+    }
 }
 
 impl Pasta {
     fn start(lab: &Lab, args: &[&str]) -> Pasta {
-        let mut child = lab
-            .host_command(None, &bin("pasta"), args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn pasta");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Pasta { child, stderr }
+        Pasta(Collected::start(lab.host_command(
+            None,
+            &bin("pasta"),
+            args,
+        )))
     }
 
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// Waits (bounded) for `text` on pasta's standard error.
-    fn wait_stderr(&self, text: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.stderr().contains(text) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
-    /// utime + stime so far, from /proc/PID/stat.
     fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        // Fields after the command name (which may hold spaces), from field 3 on.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        // SAFETY: no side effects.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-        Duration::from_millis(ticks * 1000 / hz)
+        cpu_time(self.pid())
     }
 
     fn set_nofile(&self, limit: u64) {
@@ -187,22 +152,13 @@ impl Pasta {
         // SAFETY: plain system call on a process of ours, with a valid struct.
         let rc = unsafe {
             libc::prlimit(
-                self.child.id() as libc::pid_t,
+                self.pid() as libc::pid_t,
                 libc::RLIMIT_NOFILE,
                 &lim,
                 std::ptr::null_mut(),
             )
         };
         assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
-    }
-}
-
-impl Drop for Pasta {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 

@@ -8,15 +8,13 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    addr, bin, random_file, require, run_timeout, sha256_file, wait_for_file, wait_timeout, Lab,
-    Need, Shape, TempDir, FILE_SERVER_PY,
+    addr, bin, random_file, require, run_timeout, sha256_file, wait_for_file, wait_timeout,
+    Collected, Lab, Need, Shape, TempDir, FILE_SERVER_PY,
 };
 
 const HTTP_PORT: u16 = 8000;
@@ -25,73 +23,29 @@ const WAIT: Duration = Duration::from_secs(20);
 /// second one is its doing, not the grace period's end.
 const AT_ONCE: Duration = Duration::from_secs(5);
 
-/// pasta, spawned with its stderr collected; killed (by PID) if still running at the end.
-struct Pasta {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
+/// pasta, spawned with its stderr collected (see [`Collected`]).
+struct Pasta(Collected);
+
+impl std::ops::Deref for Pasta {
+    type Target = Collected;
+    fn deref(&self) -> &Collected {
+        &self.0
+    }
 }
 
 impl Pasta {
-    fn start(mut cmd: Command) -> Pasta {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn pasta");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Pasta { child, stderr }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// Waits (bounded) for `text` on pasta's standard error.
-    fn wait_stderr(&self, text: &str) -> bool {
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            if self.stderr().contains(text) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+    fn start(cmd: Command) -> Pasta {
+        Pasta(Collected::start(cmd))
     }
 
     fn signal(&self, sig: i32) {
         // SAFETY: signals our own child, by PID (`ip netns exec` became pasta).
-        assert_eq!(
-            unsafe { libc::kill(self.child.id() as libc::pid_t, sig) },
-            0
-        );
+        assert_eq!(unsafe { libc::kill(self.pid() as libc::pid_t, sig) }, 0);
     }
 
     /// pasta's exit code, waiting at most `timeout`.
     fn exit_code(&mut self, timeout: Duration) -> Option<i32> {
-        wait_timeout(&mut self.child, timeout).map(|s| s.code().expect("an exit code"))
-    }
-}
-
-impl Drop for Pasta {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        wait_timeout(&mut self.0.child, timeout).map(|s| s.code().expect("an exit code"))
     }
 }
 
@@ -190,7 +144,7 @@ fn a_signal_is_passed_on_and_forwarding_goes_on_until_the_command_ends() {
     assert!(wait_for_file(&started, WAIT), "{}", pasta.stderr());
     pasta.signal(libc::SIGTERM);
     assert!(
-        pasta.wait_stderr("SIGTERM passed on to the command"),
+        pasta.wait_stderr("SIGTERM passed on to the command", WAIT),
         "{}",
         pasta.stderr()
     );
@@ -217,7 +171,7 @@ fn a_second_signal_ends_pasta_at_once() {
     assert!(wait_until(WAIT, || !processes_with_arg(&marker).is_empty()));
     pasta.signal(libc::SIGTERM);
     assert!(
-        pasta.wait_stderr("SIGTERM passed on to the command"),
+        pasta.wait_stderr("SIGTERM passed on to the command", WAIT),
         "{}",
         pasta.stderr()
     );
@@ -248,7 +202,7 @@ fn the_command_ends_if_pasta_is_killed() {
         !sleeps.is_empty()
     }));
     pasta.signal(libc::SIGKILL);
-    let status = wait_timeout(&mut pasta.child, WAIT).expect("pasta killed");
+    let status = wait_timeout(&mut pasta.0.child, WAIT).expect("pasta killed");
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(libc::SIGKILL));
     assert!(

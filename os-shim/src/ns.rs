@@ -678,17 +678,7 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
 
     if plan.userns && plan.parent_maps {
         send_record(fd, stage::MAPS_WANTED, 0);
-        let mut byte = 0u8;
-        loop {
-            let n = libc::recv(fd, (&mut byte as *mut u8).cast(), 1, 0);
-            if n == 1 {
-                break;
-            }
-            if n < 0 && errno() == libc::EINTR {
-                continue;
-            }
-            libc::_exit(CHILD_ABORT_CODE);
-        }
+        wait_for_parent(fd);
     } else if plan.userns {
         // Missing before Linux 3.19, where gid_map needs no such thing.
         if write_file(c"/proc/self/setgroups", b"deny") != 0 && errno() != libc::ENOENT {
@@ -709,18 +699,8 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
     }
     send_record(fd, stage::READY, 0);
 
-    // Wait for the go-ahead: one byte. End of file: the parent is gone or gave up on us.
-    let mut byte = 0u8;
-    loop {
-        let n = libc::recv(fd, (&mut byte as *mut u8).cast(), 1, 0);
-        if n == 1 {
-            break;
-        }
-        if n < 0 && errno() == libc::EINTR {
-            continue;
-        }
-        libc::_exit(CHILD_ABORT_CODE);
-    }
+    // Wait for the go-ahead.
+    wait_for_parent(fd);
 
     if plan.take_terminal {
         // The terminal's Ctrl-C, Ctrl-\\ and the like are for the command, as for a job a
@@ -754,6 +734,26 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
     }
     send_record(fd, stage::EXEC, err);
     libc::_exit(EXEC_FAILED_CODE);
+}
+
+/// In the child: waits for one byte from the parent; end of file (the parent is gone or gave
+/// up on us) ends the child.
+///
+/// # Safety
+///
+/// Only in the child of `fork()`: system calls only.
+unsafe fn wait_for_parent(fd: RawFd) {
+    let mut byte = 0u8;
+    loop {
+        let n = libc::recv(fd, (&mut byte as *mut u8).cast(), 1, 0);
+        if n == 1 {
+            return;
+        }
+        if n < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        libc::_exit(CHILD_ABORT_CODE);
+    }
 }
 
 unsafe fn child_fail(fd: RawFd, stage: u32) -> ! {
