@@ -411,7 +411,9 @@ fn podman_rootless_attach_serve_and_quit_with_the_namespace() {
     let holder_ready = dir.path().join("holder-ready");
     let go = dir.path().join("go-remove");
     // Written when the holder is through, whatever happened: the file is gone then, so is
-    // pasta (on a failure too: the lab stops the holder, whose exit removes the file).
+    // pasta (on a failure too: the lab stops the holder, whose exit removes the file). The
+    // exit trap ignores the lab's SIGTERM, which may come while it still runs: the status is
+    // the script's.
     let done = dir.path().join("holder-done");
     let args = podman_args(&path).join(" ");
     // The holder: a user namespace with a mount namespace; a tmpfs for the namespace file; a
@@ -419,7 +421,7 @@ fn podman_rootless_attach_serve_and_quit_with_the_namespace() {
     // remove the file as Podman does (lazy unmount, unlink).
     let script = format!(
         "set -e; mkdir -p {nsdir}; mount -t tmpfs none {nsdir}; touch {path}; \
-         trap 'umount -l {path} 2>/dev/null; rm -f {path}; touch {done}' EXIT; \
+         trap 'trap \"\" TERM INT; umount -l {path} 2>/dev/null; rm -f {path}; touch {done}' EXIT; \
          trap 'exit 1' TERM INT; \
          unshare --net mount --bind /proc/self/ns/net {path}; \
          {pasta} {args} 2>{errf}; echo $$ > {ready}; \
