@@ -19,7 +19,7 @@
 //! the fixed part present, every option of non-zero length and inside the message.
 //!
 //! No state is kept: answers are built from the [`Config`](crate::config::Config) alone, and
-//! what the engine learnt in [`GuestState`](super::GuestState).
+//! what the engine learnt in [`GuestState`](crate::guest::GuestState).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
