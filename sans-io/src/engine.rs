@@ -38,16 +38,12 @@ use crate::flow::udp::{self, Udp, UdpCounters, UdpCx};
 use crate::flow::{HostSockets, SockEvent, SockRef};
 use crate::guest::GuestState;
 use crate::rng::Rng;
+use crate::services::ndp::{RA_INTERVAL_MAX, RA_INTERVAL_MIN};
 use crate::services::{self, Ctx, Outcome};
 use crate::time::Instant;
 use crate::wire::parse::{self, ethertype, ip_proto};
 use crate::wire::tcp as wtcp;
-use crate::wire::FrameQueue;
-
-/// How often we advertise ourselves as a router unprompted (RFC 4861 section 6.2.1 allows
-/// 4 to 1800 seconds; the original picks 200 to 600 at random).
-pub const RA_INTERVAL_MIN: Duration = Duration::from_secs(200);
-pub const RA_INTERVAL_MAX: Duration = Duration::from_secs(600);
+use crate::wire::{self, FrameQueue};
 
 /// What the engine did with guest frames, for logs and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -489,7 +485,7 @@ impl Engine {
                     self.guest.addr6 = Some(src);
                 }
                 match ip.next_header {
-                    ip_proto::ICMPV6 if services.ndp && services::ndp::is_ndp(ip.payload) => {
+                    ip_proto::ICMPV6 if services.ndp && wire::ndp::is_ndp(ip.payload) => {
                         let mut ctx = Ctx {
                             config: &self.config,
                             guest: &self.guest,

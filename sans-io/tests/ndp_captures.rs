@@ -11,11 +11,12 @@ use common::{captured_all, from_guest, run, with_ctx};
 use proptest::prelude::*;
 use sans_io::config::host::HostNet;
 use sans_io::config::{Config, ListChoice, Mode};
-use sans_io::engine::{Engine, RA_INTERVAL_MAX, RA_INTERVAL_MIN};
+use sans_io::engine::Engine;
 use sans_io::flow::NoSockets;
-use sans_io::services::ndp::{self, NdpMessage};
+use sans_io::services::ndp::{self, RA_INTERVAL_MAX, RA_INTERVAL_MIN};
 use sans_io::services::Outcome;
 use sans_io::time::Instant;
+use sans_io::wire::ndp::{NdpMessage, ALL_NODES, ALL_NODES_MAC};
 use sans_io::wire::parse::{self, ip_proto};
 use sans_io::wire::{checksum, FrameQueue, MacAddr};
 
@@ -123,8 +124,8 @@ fn rs_from_unspecified_gets_ra_to_all_nodes() {
     assert_eq!(out.len(), 1);
     let eth = parse::ethernet(out.get(0).unwrap()).unwrap();
     let ip = parse::ipv6(eth.payload).unwrap();
-    assert_eq!(eth.dst, ndp::ALL_NODES_MAC);
-    assert_eq!(ip.dst, ndp::ALL_NODES);
+    assert_eq!(eth.dst, ALL_NODES_MAC);
+    assert_eq!(ip.dst, ALL_NODES);
 
     // ... and with one, it is invalid.
     let mut bad = captured_all("ndp-kernel-rs.pcap")[0].clone();
@@ -294,7 +295,7 @@ fn ns_for_the_guests_own_addresses_gets_nothing() {
 #[test]
 fn ns_for_a_multicast_target_is_malformed() {
     let mut f = captured_all("ndp-kernel-ns.pcap")[0].clone();
-    f[ICMP + 8..ICMP + 24].copy_from_slice(&ndp::ALL_NODES.octets());
+    f[ICMP + 8..ICMP + 24].copy_from_slice(&ALL_NODES.octets());
     fix_checksum(&mut f);
     let (engine, out) = run(config(Mode::Pasta), &[&f]);
     assert!(out.is_empty());

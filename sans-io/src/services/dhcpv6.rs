@@ -23,13 +23,12 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
-use super::ndp::{fmt_flags, Lifetime};
-use super::{Ctx, Outcome};
+use super::{Ctx, Outcome, MAX_DNS_SERVERS, MAX_DOMAIN_LIST_LEN};
 use crate::config::{Config, Ip6Config};
 use crate::wire::build::{udp_frame, Route};
 use crate::wire::dns_name::{self, Names, Pointers};
 use crate::wire::parse::{Ethernet, Ipv6, Malformed, Udp};
-use crate::wire::{fmt_hex, MacAddr};
+use crate::wire::{fmt_flags, fmt_hex, Lifetime, MacAddr};
 
 pub const SERVER_PORT: u16 = 547;
 pub const CLIENT_PORT: u16 = 546;
@@ -114,13 +113,12 @@ pub const FQDN_S: u8 = 0x01;
 pub const FQDN_O: u8 = 0x02;
 pub const FQDN_N: u8 = 0x04;
 
-/// Bounds on what we copy into an answer (and into router advertisements), so that it fits
-/// IPv6's minimum MTU (1280 bytes): IA_NAs answered (one gets the address, further ones NoAddrsAvail), foreign addresses
-/// revoked per IA_NA, DNS servers, and octets of encoded search domains.
+/// Bounds on what we copy into an answer, so that it fits IPv6's minimum MTU (1280 bytes):
+/// IA_NAs answered (one gets the address, further ones NoAddrsAvail) and foreign addresses
+/// revoked per IA_NA; DNS servers and search domains are bounded as for RAs
+/// ([`MAX_DNS_SERVERS`], [`MAX_DOMAIN_LIST_LEN`]).
 const MAX_IAS: usize = 4;
 const MAX_REVOKED_ADDRS: usize = 4;
-pub(crate) const MAX_DNS_SERVERS: usize = 8;
-pub(crate) const MAX_DOMAIN_LIST_LEN: usize = 256;
 
 const HEADER_LEN: usize = 4;
 const OPTION_HEADER_LEN: usize = 4;

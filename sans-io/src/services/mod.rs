@@ -14,6 +14,12 @@ use crate::guest::GuestState;
 use crate::wire::parse::Malformed;
 use crate::wire::FrameQueue;
 
+/// Bounds on the DNS configuration we copy into an answer, shared by DHCPv6 and router
+/// advertisements so that both fit IPv6's minimum MTU (1280 bytes): DNS servers, and octets
+/// of encoded search domains.
+pub(crate) const MAX_DNS_SERVERS: usize = 8;
+pub(crate) const MAX_DOMAIN_LIST_LEN: usize = 256;
+
 /// What a service did with a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
