@@ -508,7 +508,7 @@ impl Engine {
                             Ok(udp) => udp,
                             Err(why) => return Dispatched::Malformed(why),
                         };
-                        if udp.dst_port == services::dhcpv6::SERVER_PORT && services.dhcpv6 {
+                        if udp.dst_port == wire::dhcpv6::SERVER_PORT && services.dhcpv6 {
                             let mut ctx = Ctx {
                                 config: &self.config,
                                 guest: &self.guest,

@@ -13,8 +13,11 @@ use common::{captured, from_guest, run, with_ctx};
 use proptest::prelude::*;
 use sans_io::config::host::HostNet;
 use sans_io::config::{Config, Mode};
-use sans_io::services::dhcpv6::{self, msg_type, option, Dhcpv6Message};
+use sans_io::services::dhcpv6;
 use sans_io::services::Outcome;
+use sans_io::wire::dhcpv6::{
+    msg_type, option, Dhcpv6Message, ALL_DHCP_SERVERS, CLIENT_PORT, SERVER_PORT,
+};
 use sans_io::wire::parse::{self, ip_proto};
 use sans_io::wire::{checksum, FrameQueue, MacAddr};
 
@@ -461,15 +464,15 @@ fn handle_payload(config: &Config, payload: &[u8]) -> (Outcome, FrameQueue) {
     let eth = from_guest(MacAddr([0x33, 0x33, 0, 1, 0, 2]), parse::ethertype::IPV6);
     let ip = parse::Ipv6 {
         src: "fe80::5054:ff:fe12:3456".parse().unwrap(),
-        dst: dhcpv6::ALL_DHCP_SERVERS,
+        dst: ALL_DHCP_SERVERS,
         next_header: ip_proto::UDP,
         hop_limit: 1,
         fragmented: false,
         payload: &[],
     };
     let udp = parse::Udp {
-        src_port: dhcpv6::CLIENT_PORT,
-        dst_port: dhcpv6::SERVER_PORT,
+        src_port: CLIENT_PORT,
+        dst_port: SERVER_PORT,
         payload,
     };
     let (outcome, out) = with_ctx(config, |mut ctx| dhcpv6::handle(&mut ctx, &eth, &ip, &udp));
