@@ -458,7 +458,7 @@ impl Engine {
                         Ok(udp) => udp,
                         Err(why) => return Dispatched::Malformed(why),
                     };
-                    if udp.dst_port == services::dhcp::SERVER_PORT && services.dhcp {
+                    if udp.dst_port == wire::dhcp::SERVER_PORT && services.dhcp {
                         let mut ctx = Ctx {
                             config: &self.config,
                             guest: &self.guest,

@@ -12,11 +12,12 @@ use common::{
 use proptest::prelude::*;
 use sans_io::config::host::{scope, HostNet};
 use sans_io::config::{Config, Family, ListChoice, Mode, NetOptions};
-use sans_io::services::dhcp::{
-    self, msg_type, opt, DhcpMessage, DhcpOption, CLIENT_PORT, OPTIONS_OFFSET, SERVER_PORT,
-};
+use sans_io::services::dhcp;
 use sans_io::services::Outcome;
 use sans_io::wire::build::{self, Route};
+use sans_io::wire::dhcp::{
+    msg_type, opt, DhcpMessage, DhcpOption, BOOTREPLY, CLIENT_PORT, OPTIONS_OFFSET, SERVER_PORT,
+};
 use sans_io::wire::parse::{self, ip_proto};
 use sans_io::wire::{checksum, FrameQueue, MacAddr};
 
@@ -479,7 +480,7 @@ fn handle_payload(config: &Config, payload: &[u8]) -> (Outcome, FrameQueue) {
 fn check_answer(out: &FrameQueue, xid: u32) {
     assert_eq!(out.len(), 1);
     let reply = reply_of(out.get(0).unwrap());
-    assert_eq!(reply.op, dhcp::BOOTREPLY);
+    assert_eq!(reply.op, BOOTREPLY);
     assert_eq!(reply.xid, xid);
 }
 

@@ -5,6 +5,7 @@
 
 pub mod build;
 pub mod checksum;
+pub mod dhcp;
 pub mod dhcpv6;
 mod display;
 pub mod dns_name;
