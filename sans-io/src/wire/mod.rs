@@ -9,6 +9,7 @@ pub mod dhcp;
 pub mod dhcpv6;
 mod display;
 pub mod dns_name;
+pub mod icmp_echo;
 mod mac;
 pub mod ndp;
 pub mod parse;
