@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use common::{captured, run_answers, GATEWAY, GUEST_ADDR, GUEST_MAC};
 use sans_io::config::{Config, Forwarding, IpConfig, Mode, Protocols, Services};
 use sans_io::fwd::ForwardMode;
-use sans_io::services::arp::{ArpPacket, OP_REPLY, OP_REQUEST};
+use sans_io::wire::arp::{ArpPacket, OP_REPLY, OP_REQUEST};
 use sans_io::wire::build::{self, Route};
 use sans_io::wire::parse::{self, ethertype};
 use sans_io::wire::{FrameQueue, MacAddr};

@@ -3,6 +3,7 @@
 //! domain names ([`dns_name`]), and the codecs of the messages the services answer and the
 //! flows translate: [`dhcp`], [`dhcpv6`], [`ndp`], [`icmp_echo`], [`tcp`].
 
+pub mod arp;
 pub mod build;
 pub mod checksum;
 pub mod dhcp;
