@@ -16,9 +16,9 @@ use sans_io::flow::NoSockets;
 use sans_io::services::ndp::{self, RA_INTERVAL_MAX, RA_INTERVAL_MIN};
 use sans_io::services::Outcome;
 use sans_io::time::Instant;
-use sans_io::wire::ndp::{NdpMessage, ALL_NODES, ALL_NODES_MAC};
+use sans_io::wire::ndp::{NdpError, NdpMessage, ALL_NODES, ALL_NODES_MAC};
 use sans_io::wire::parse::{self, ip_proto};
-use sans_io::wire::{checksum, FrameQueue, MacAddr};
+use sans_io::wire::{checksum, FrameQueue, MacAddr, Malformed};
 
 // --- Frames ---
 
@@ -315,7 +315,7 @@ fn bad_checksum_and_hop_limit_are_dropped() {
         assert_eq!(engine.counters().malformed, 1);
         assert_eq!(
             engine.counters().last_malformed,
-            Some("ndp: bad ICMPv6 checksum")
+            Some(Malformed::Ndp(NdpError::Checksum))
         );
 
         let mut forwarded = good.clone();
@@ -324,7 +324,7 @@ fn bad_checksum_and_hop_limit_are_dropped() {
         assert!(out.is_empty());
         assert_eq!(
             engine.counters().last_malformed,
-            Some("ndp: hop limit is not 255")
+            Some(Malformed::Ndp(NdpError::HopLimit))
         );
 
         let mut code = good.clone();
@@ -332,7 +332,10 @@ fn bad_checksum_and_hop_limit_are_dropped() {
         fix_checksum(&mut code);
         let (engine, out) = run(config(Mode::Passt), &[&code]);
         assert!(out.is_empty());
-        assert_eq!(engine.counters().last_malformed, Some("ndp: code is not 0"));
+        assert_eq!(
+            engine.counters().last_malformed,
+            Some(Malformed::Ndp(NdpError::CodeNotZero))
+        );
 
         let mut zero_option = good.clone();
         let at = zero_option.len() - 7; // the length octet of the last (link-layer) option
@@ -342,7 +345,7 @@ fn bad_checksum_and_hop_limit_are_dropped() {
         assert!(out.is_empty());
         assert_eq!(
             engine.counters().last_malformed,
-            Some("ndp: option of zero length")
+            Some(Malformed::Ndp(NdpError::ZeroLengthOption))
         );
     }
 }

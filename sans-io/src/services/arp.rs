@@ -31,7 +31,7 @@ pub fn handle(ctx: &mut Ctx, eth: &Ethernet) -> Outcome {
     let req = match ArpPacket::parse(eth.payload) {
         Ok(Some(req)) => req,
         Ok(None) => return Outcome::Ignored,
-        Err(why) => return Outcome::Malformed(why),
+        Err(why) => return Outcome::Malformed(why.into()),
     };
     if req.op != OP_REQUEST {
         return Outcome::Ignored;

@@ -45,12 +45,12 @@ use crate::config::{Config, Ip4Config};
 use crate::wire::build::{self, Route};
 use crate::wire::dhcp::{
     addr_option, encoded_len, msg_type, opt, push_classless_route, push_end, push_reply_header,
-    put_option, DhcpMessage, DhcpOption, BOOTREQUEST, CLIENT_PORT, FLAG_BROADCAST, FQDN_FLAG_E,
-    FQDN_RCODE, HLEN_ETHERNET, HTYPE_ETHERNET, INFINITE_LEASE, MIN_MAX_DATAGRAM, MIN_MESSAGE_LEN,
-    OPTIONS_OFFSET, SERVER_PORT,
+    put_option, DhcpError, DhcpMessage, DhcpOption, BOOTREQUEST, CLIENT_PORT, FLAG_BROADCAST,
+    FQDN_FLAG_E, FQDN_RCODE, HLEN_ETHERNET, HTYPE_ETHERNET, INFINITE_LEASE, MIN_MAX_DATAGRAM,
+    MIN_MESSAGE_LEN, OPTIONS_OFFSET, SERVER_PORT,
 };
 use crate::wire::dns_name;
-use crate::wire::parse::{Ethernet, Ipv4, Malformed, Udp, IPV4_HEADER_LEN, UDP_HEADER_LEN};
+use crate::wire::parse::{Ethernet, Ipv4, Udp, IPV4_HEADER_LEN, UDP_HEADER_LEN};
 use crate::wire::MacAddr;
 
 /// What we answer with.
@@ -84,7 +84,7 @@ pub fn handle(ctx: &mut Ctx, _eth: &Ethernet, _ip: &Ipv4, udp: &Udp) -> Outcome 
     };
     let req = match DhcpMessage::parse(udp.payload) {
         Ok(m) => m,
-        Err(why) => return Outcome::Malformed(why),
+        Err(why) => return Outcome::Malformed(why.into()),
     };
     // A BOOTREPLY is some other server's business; other hardware types have no MAC to
     // answer to.
@@ -94,7 +94,7 @@ pub fn handle(ctx: &mut Ctx, _eth: &Ethernet, _ip: &Ipv4, udp: &Udp) -> Outcome 
     let reply = match decide(&req, ip4) {
         Ok(Some(reply)) => reply,
         Ok(None) => return Outcome::Ignored,
-        Err(why) => return Outcome::Malformed(why),
+        Err(why) => return Outcome::Malformed(why.into()),
     };
     let message = build_reply(ctx.config, ip4, &req, reply);
     let route = reply_route(ctx.config, ip4, &req, reply);
@@ -103,7 +103,7 @@ pub fn handle(ctx: &mut Ctx, _eth: &Ethernet, _ip: &Ipv4, udp: &Udp) -> Outcome 
 }
 
 /// Which answer a request gets, if any.
-fn decide(req: &DhcpMessage, ip4: &Ip4Config) -> Result<Option<Reply>, Malformed> {
+fn decide(req: &DhcpMessage, ip4: &Ip4Config) -> Result<Option<Reply>, DhcpError> {
     let Some(kind) = req.message_type()? else {
         return Ok(Some(Reply::Bootp));
     };
@@ -116,13 +116,13 @@ fn decide(req: &DhcpMessage, ip4: &Ip4Config) -> Result<Option<Reply>, Malformed
             // In SELECTING state the client names the server whose offer it took (RFC 2131
             // section 4.3.2); if that isn't us, the request isn't ours to answer.
             if let Some(server) = req.option(opt::SERVER_ID) {
-                let server = addr_option(server, "dhcp: server identifier is not 4 bytes")?;
+                let server = addr_option(server, DhcpError::ServerIdLength)?;
                 if server != ip4.our_addr {
                     return Ok(None);
                 }
             }
             let requested = match req.option(opt::REQUESTED_ADDR) {
-                Some(a) => Some(addr_option(a, "dhcp: requested address is not 4 bytes")?),
+                Some(a) => Some(addr_option(a, DhcpError::RequestedAddrLength)?),
                 None => Some(req.ciaddr).filter(|a| !a.is_unspecified()),
             };
             match requested {

@@ -29,12 +29,12 @@ use super::{Ctx, Outcome, MAX_DNS_SERVERS, MAX_DOMAIN_LIST_LEN};
 use crate::config::{Config, Ip6Config};
 use crate::wire::build::{udp_frame, Route};
 use crate::wire::dhcpv6::{
-    duid_ll, msg_type, option, push_ia_addr, push_option, push_status, status, Dhcpv6Message,
-    Dhcpv6Option, IaAddr, IaNa, Options, ALL_DHCP_SERVERS, CLIENT_PORT, FQDN_N, FQDN_O, FQDN_S,
-    INFINITE, MAX_DUID_LEN, SERVER_PORT,
+    duid_ll, msg_type, option, push_ia_addr, push_option, push_status, status, Dhcpv6Error,
+    Dhcpv6Message, Dhcpv6Option, IaAddr, IaNa, Options, ALL_DHCP_SERVERS, CLIENT_PORT, FQDN_N,
+    FQDN_O, FQDN_S, INFINITE, MAX_DUID_LEN, SERVER_PORT,
 };
 use crate::wire::dns_name;
-use crate::wire::parse::{Ethernet, Ipv6, Malformed, Udp};
+use crate::wire::parse::{Ethernet, Ipv6, Udp};
 use crate::wire::MacAddr;
 
 /// Bounds on what we copy into an answer, so that it fits IPv6's minimum MTU (1280 bytes):
@@ -61,15 +61,15 @@ pub fn handle(ctx: &mut Ctx, eth: &Ethernet, ip: &Ipv6, udp: &Udp) -> Outcome {
     }
     let msg = match Dhcpv6Message::parse(udp.payload) {
         Ok(msg) => msg,
-        Err(why) => return Outcome::Malformed(why),
+        Err(why) => return Outcome::Malformed(why.into()),
     };
     if ip.src.is_unspecified() || ip.src.is_multicast() {
-        return Outcome::Malformed("dhcpv6: source address is not unicast");
+        return Outcome::Malformed(Dhcpv6Error::SourceNotUnicast.into());
     }
     let reply = match reply(ctx.config, ip6, &msg) {
         Ok(Some(reply)) => reply,
         Ok(None) => return Outcome::Ignored,
-        Err(why) => return Outcome::Malformed(why),
+        Err(why) => return Outcome::Malformed(why.into()),
     };
     let route = Route {
         src_mac: ctx.config.our_mac,
@@ -98,7 +98,7 @@ fn reply(
     config: &Config,
     ip6: &Ip6Config,
     msg: &Dhcpv6Message,
-) -> Result<Option<Vec<u8>>, Malformed> {
+) -> Result<Option<Vec<u8>>, Dhcpv6Error> {
     use msg_type::*;
     let opts = msg.options;
     let rule = match msg.msg_type {
@@ -109,26 +109,24 @@ fn reply(
     };
     let ours = server_duid(config.our_mac);
     match (rule, opts.find(option::SERVER_ID)) {
-        (ServerIdRule::Required, None) => return Err("dhcpv6: server identifier missing"),
-        (ServerIdRule::Forbidden, Some(_)) => return Err("dhcpv6: unexpected server identifier"),
+        (ServerIdRule::Required, None) => return Err(Dhcpv6Error::ServerIdMissing),
+        (ServerIdRule::Forbidden, Some(_)) => return Err(Dhcpv6Error::UnexpectedServerId),
         (_, Some(id)) if id.data != ours => return Ok(None), // another server's
         _ => {}
     }
     let client_id = opts.find(option::CLIENT_ID);
     match client_id {
         Some(id) if !(2..=MAX_DUID_LEN).contains(&id.data.len()) => {
-            return Err("dhcpv6: client identifier of invalid length")
+            return Err(Dhcpv6Error::ClientIdLength)
         }
-        None if msg.msg_type != INFORMATION_REQUEST => {
-            return Err("dhcpv6: client identifier missing")
-        }
+        None if msg.msg_type != INFORMATION_REQUEST => return Err(Dhcpv6Error::ClientIdMissing),
         _ => {}
     }
     let has_ia = |code| opts.iter().any(|o| o.code == code);
     if msg.msg_type == INFORMATION_REQUEST
         && (has_ia(option::IA_NA) || has_ia(option::IA_TA) || has_ia(option::IA_PD))
     {
-        return Err("dhcpv6: INFORMATION-REQUEST with an IA");
+        return Err(Dhcpv6Error::InformationRequestWithIa);
     }
 
     let mut r = Vec::with_capacity(512);
@@ -193,7 +191,7 @@ fn push_ias(
     ip6: &Ip6Config,
     opts: Options,
     revoke: bool,
-) -> Result<(), Malformed> {
+) -> Result<(), Dhcpv6Error> {
     let mut assigned = false;
     for ia in opts
         .iter()

@@ -11,8 +11,7 @@ pub mod ndp;
 
 use crate::config::Config;
 use crate::guest::GuestState;
-use crate::wire::parse::Malformed;
-use crate::wire::FrameQueue;
+use crate::wire::{FrameQueue, Malformed};
 
 /// Bounds on the DNS configuration we copy into an answer, shared by DHCPv6 and router
 /// advertisements so that both fit IPv6's minimum MTU (1280 bytes): DNS servers, and octets

@@ -31,9 +31,9 @@ use crate::wire::build::{icmpv6_frame, Route};
 use crate::wire::checksum;
 use crate::wire::dns_name;
 use crate::wire::ndp::{
-    self, option_type, NdpMessage, ALL_NODES, ALL_NODES_MAC, DNS_OPTION_HEADER_LEN, INFINITE,
-    NA_OVERRIDE, NA_ROUTER, NA_SOLICITED, NDP_HOP_LIMIT, PIO_AUTONOMOUS, PIO_ON_LINK, RA_MANAGED,
-    RA_OTHER, SLAAC_PREFIX_LEN,
+    self, option_type, NdpError, NdpMessage, ALL_NODES, ALL_NODES_MAC, DNS_OPTION_HEADER_LEN,
+    INFINITE, NA_OVERRIDE, NA_ROUTER, NA_SOLICITED, NDP_HOP_LIMIT, PIO_AUTONOMOUS, PIO_ON_LINK,
+    RA_MANAGED, RA_OTHER, SLAAC_PREFIX_LEN,
 };
 use crate::wire::parse::{ip_proto, Ethernet, Ipv6};
 use crate::wire::MacAddr;
@@ -63,20 +63,20 @@ pub fn handle(ctx: &mut Ctx, eth: &Ethernet, ip: &Ipv6, icmp: &[u8]) -> Outcome 
     };
     // RFC 4861 7.1.1 and 6.1.1: a smaller hop limit means it came through a router.
     if ip.hop_limit != NDP_HOP_LIMIT {
-        return Outcome::Malformed("ndp: hop limit is not 255");
+        return Outcome::Malformed(NdpError::HopLimit.into());
     }
     if checksum::transport(ip.src.into(), ip.dst.into(), ip_proto::ICMPV6, icmp) != 0 {
-        return Outcome::Malformed("ndp: bad ICMPv6 checksum");
+        return Outcome::Malformed(NdpError::Checksum.into());
     }
     let msg = match NdpMessage::parse(icmp) {
         Ok(msg) => msg,
-        Err(why) => return Outcome::Malformed(why),
+        Err(why) => return Outcome::Malformed(why.into()),
     };
     let from_unspecified = ip.src.is_unspecified();
     match msg {
         NdpMessage::RouterSolicitation { options } => {
             if from_unspecified && options.find(option_type::SOURCE_LL_ADDR).is_some() {
-                return Outcome::Malformed("ndp: RS from :: with a source link-layer address");
+                return Outcome::Malformed(NdpError::RsFromUnspecifiedWithSourceLl.into());
             }
             if !ctx.config.services.ra {
                 return Outcome::Ignored;
@@ -92,11 +92,11 @@ pub fn handle(ctx: &mut Ctx, eth: &Ethernet, ip: &Ipv6, icmp: &[u8]) -> Outcome 
         }
         NdpMessage::NeighborSolicitation { target, options } => {
             if target.is_multicast() {
-                return Outcome::Malformed("ndp: NS for a multicast target");
+                return Outcome::Malformed(NdpError::NsMulticastTarget.into());
             }
             if from_unspecified {
                 if options.find(option_type::SOURCE_LL_ADDR).is_some() {
-                    return Outcome::Malformed("ndp: NS from :: with a source link-layer address");
+                    return Outcome::Malformed(NdpError::NsFromUnspecifiedWithSourceLl.into());
                 }
                 // A DAD probe: the guest checks the address is free. Silence says it is.
                 return Outcome::Ignored;

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use super::parse::{ethertype, Malformed};
+use super::parse::ethertype;
 use super::MacAddr;
 
 /// Hardware type for Ethernet ("Assigned Numbers", RFC 826 `ar$hrd`).
@@ -19,6 +19,15 @@ pub const OP_REPLY: u16 = 2;
 pub const HEADER_LEN: usize = 8;
 /// A whole Ethernet/IPv4 ARP packet: the header plus two MAC and two IPv4 addresses.
 pub const PACKET_LEN: usize = HEADER_LEN + 2 * (6 + 4);
+
+/// Why a packet isn't ARP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ArpError {
+    #[error("shorter than its header")]
+    Short,
+    #[error("truncated addresses")]
+    Truncated,
+}
 
 /// An Ethernet/IPv4 ARP packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,9 +44,9 @@ pub struct ArpPacket {
 impl ArpPacket {
     /// Parses the payload of an ARP frame. `Ok(None)`: well-formed ARP, but not for Ethernet
     /// and IPv4 addresses (trailing bytes, such as Ethernet padding, are allowed).
-    pub fn parse(payload: &[u8]) -> Result<Option<ArpPacket>, Malformed> {
+    pub fn parse(payload: &[u8]) -> Result<Option<ArpPacket>, ArpError> {
         let Some(header) = payload.get(..HEADER_LEN) else {
-            return Err("arp: shorter than its header");
+            return Err(ArpError::Short);
         };
         let htype = u16::from_be_bytes([header[0], header[1]]);
         let ptype = u16::from_be_bytes([header[2], header[3]]);
@@ -46,7 +55,7 @@ impl ArpPacket {
             return Ok(None);
         }
         let Some(p) = payload.get(..PACKET_LEN) else {
-            return Err("arp: truncated addresses");
+            return Err(ArpError::Truncated);
         };
         let mac = |at: usize| {
             let mut m = [0; 6];

@@ -8,7 +8,6 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 use super::dns_name::{self, Name, Names, Pointers};
-use super::parse::Malformed;
 use super::MacAddr;
 
 pub const SERVER_PORT: u16 = 67;
@@ -40,6 +39,25 @@ pub const INFINITE_LEASE: u32 = 0xffff_ffff;
 pub const FQDN_FLAG_E: u8 = 0x04;
 /// Client FQDN RCODE1 and RCODE2 as servers send them (RFC 4702 section 2.2).
 pub const FQDN_RCODE: u8 = 255;
+
+/// Why a message isn't DHCP we can answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DhcpError {
+    #[error("shorter than a BOOTP header and magic cookie")]
+    Short,
+    #[error("no magic cookie")]
+    NoMagicCookie,
+    #[error("message type option is not 1 byte")]
+    MessageTypeLength,
+    #[error("option cut after its code")]
+    OptionCut,
+    #[error("option runs past the end of the message")]
+    OptionOverrun,
+    #[error("server identifier is not 4 bytes")]
+    ServerIdLength,
+    #[error("requested address is not 4 bytes")]
+    RequestedAddrLength,
+}
 
 /// Option codes (RFC 2132 unless noted).
 pub mod opt {
@@ -188,12 +206,12 @@ fn ip_at(b: &[u8], at: usize) -> Ipv4Addr {
 impl DhcpMessage {
     /// Parses a UDP payload. A message may end without an END option: clients that send
     /// exactly the bytes they mean exist, and nothing is lost by accepting them.
-    pub fn parse(bytes: &[u8]) -> Result<DhcpMessage, Malformed> {
+    pub fn parse(bytes: &[u8]) -> Result<DhcpMessage, DhcpError> {
         if bytes.len() < OPTIONS_OFFSET {
-            return Err("dhcp: shorter than a BOOTP header and magic cookie");
+            return Err(DhcpError::Short);
         }
         if bytes[FIXED_LEN..OPTIONS_OFFSET] != MAGIC_COOKIE {
-            return Err("dhcp: no magic cookie");
+            return Err(DhcpError::NoMagicCookie);
         }
         let mut chaddr = [0; 16];
         chaddr.copy_from_slice(&bytes[28..44]);
@@ -229,11 +247,11 @@ impl DhcpMessage {
     }
 
     /// Option 53; `None` for a plain BOOTP message.
-    pub fn message_type(&self) -> Result<Option<u8>, Malformed> {
+    pub fn message_type(&self) -> Result<Option<u8>, DhcpError> {
         match self.option(opt::MESSAGE_TYPE) {
             None => Ok(None),
             Some(&[t]) => Ok(Some(t)),
-            Some(_) => Err("dhcp: message type option is not 1 byte"),
+            Some(_) => Err(DhcpError::MessageTypeLength),
         }
     }
 
@@ -246,7 +264,7 @@ impl DhcpMessage {
 }
 
 /// Parses the options field (after the magic cookie), instances of a code concatenated.
-pub fn parse_options(mut rest: &[u8]) -> Result<Vec<DhcpOption>, Malformed> {
+pub fn parse_options(mut rest: &[u8]) -> Result<Vec<DhcpOption>, DhcpError> {
     let mut options: Vec<DhcpOption> = Vec::new();
     // Where each code sits in `options`, so repeated codes concatenate in linear time.
     let mut index = [usize::MAX; 256];
@@ -254,11 +272,11 @@ pub fn parse_options(mut rest: &[u8]) -> Result<Vec<DhcpOption>, Malformed> {
         match rest {
             [] | [opt::END, ..] => return Ok(options),
             [opt::PAD, tail @ ..] => rest = tail,
-            [_] => return Err("dhcp: option cut after its code"),
+            [_] => return Err(DhcpError::OptionCut),
             [code, len, tail @ ..] => {
                 let len = usize::from(*len);
                 let Some(data) = tail.get(..len) else {
-                    return Err("dhcp: option runs past the end of the message");
+                    return Err(DhcpError::OptionOverrun);
                 };
                 let slot = &mut index[usize::from(*code)];
                 match options.get_mut(*slot) {
@@ -278,10 +296,15 @@ pub fn parse_options(mut rest: &[u8]) -> Result<Vec<DhcpOption>, Malformed> {
 }
 
 /// A four-byte option as an address, or `why`.
-pub fn addr_option(data: &[u8], why: Malformed) -> Result<Ipv4Addr, Malformed> {
+pub fn addr_option(data: &[u8], why: DhcpError) -> Result<Ipv4Addr, DhcpError> {
+    addr(data).ok_or(why)
+}
+
+/// A four-byte option as an address.
+fn addr(data: &[u8]) -> Option<Ipv4Addr> {
     match data {
-        &[a, b, c, d] => Ok(Ipv4Addr::new(a, b, c, d)),
-        _ => Err(why),
+        &[a, b, c, d] => Some(Ipv4Addr::new(a, b, c, d)),
+        _ => None,
     }
 }
 
@@ -388,7 +411,7 @@ fn option_name(code: u8) -> &'static str {
 fn decode_option(code: u8, data: &[u8]) -> Option<String> {
     match code {
         opt::SUBNET_MASK => {
-            let mask = addr_option(data, "").ok()?;
+            let mask = addr(data)?;
             let bits = u32::from(mask);
             // Show the prefix length only for a contiguous mask.
             Some(if bits.leading_ones() + bits.trailing_zeros() == 32 {
@@ -399,7 +422,7 @@ fn decode_option(code: u8, data: &[u8]) -> Option<String> {
         }
         opt::ROUTER | opt::DNS | opt::NTP_SERVERS => decode_addrs(data),
         opt::BROADCAST_ADDR | opt::REQUESTED_ADDR | opt::SERVER_ID => {
-            addr_option(data, "").ok().map(|a| a.to_string())
+            addr(data).map(|a| a.to_string())
         }
         opt::HOST_NAME | opt::DOMAIN_NAME | opt::MESSAGE | opt::VENDOR_CLASS => {
             Some(format!("{:?}", String::from_utf8_lossy(data)))

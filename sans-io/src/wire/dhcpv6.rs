@@ -7,7 +7,6 @@ use std::fmt;
 use std::net::Ipv6Addr;
 
 use super::dns_name::{Names, Pointers};
-use super::parse::Malformed;
 use super::{fmt_flags, fmt_hex, Lifetime, MacAddr, INFINITE_LIFETIME};
 
 pub const SERVER_PORT: u16 = 547;
@@ -15,6 +14,36 @@ pub const CLIENT_PORT: u16 = 546;
 
 /// All_DHCP_Relay_Agents_and_Servers (RFC 8415 section 7.1), where clients send.
 pub const ALL_DHCP_SERVERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
+
+/// Why a client message isn't one we can answer: its layout, or the rules of RFC 8415
+/// section 16 on what a client sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Dhcpv6Error {
+    #[error("shorter than its header")]
+    Short,
+    #[error("relay message")]
+    Relay,
+    #[error("truncated option header")]
+    OptionHeaderTruncated,
+    #[error("option beyond the message")]
+    OptionOverrun,
+    #[error("IA_NA shorter than its fixed part")]
+    IaNaShort,
+    #[error("IA address shorter than its fixed part")]
+    IaAddrShort,
+    #[error("source address is not unicast")]
+    SourceNotUnicast,
+    #[error("server identifier missing")]
+    ServerIdMissing,
+    #[error("unexpected server identifier")]
+    UnexpectedServerId,
+    #[error("client identifier of invalid length")]
+    ClientIdLength,
+    #[error("client identifier missing")]
+    ClientIdMissing,
+    #[error("INFORMATION-REQUEST with an IA")]
+    InformationRequestWithIa,
+}
 
 /// Message types (RFC 8415 section 7.3).
 pub mod msg_type {
@@ -146,12 +175,12 @@ pub struct Dhcpv6Message<'a> {
 impl<'a> Dhcpv6Message<'a> {
     /// Parses a message, checking every option's length. Relay messages have another layout
     /// (section 9) and are refused.
-    pub fn parse(b: &'a [u8]) -> Result<Dhcpv6Message<'a>, Malformed> {
+    pub fn parse(b: &'a [u8]) -> Result<Dhcpv6Message<'a>, Dhcpv6Error> {
         if b.len() < HEADER_LEN {
-            return Err("dhcpv6: shorter than its header");
+            return Err(Dhcpv6Error::Short);
         }
         if matches!(b[0], msg_type::RELAY_FORW | msg_type::RELAY_REPL) {
-            return Err("dhcpv6: relay message");
+            return Err(Dhcpv6Error::Relay);
         }
         Ok(Dhcpv6Message {
             msg_type: b[0],
@@ -173,15 +202,15 @@ pub struct Dhcpv6Option<'a> {
 }
 
 impl<'a> Options<'a> {
-    pub fn parse(mut b: &'a [u8]) -> Result<Options<'a>, Malformed> {
+    pub fn parse(mut b: &'a [u8]) -> Result<Options<'a>, Dhcpv6Error> {
         let all = b;
         while !b.is_empty() {
             if b.len() < OPTION_HEADER_LEN {
-                return Err("dhcpv6: truncated option header");
+                return Err(Dhcpv6Error::OptionHeaderTruncated);
             }
             let len = OPTION_HEADER_LEN + usize::from(u16::from_be_bytes([b[2], b[3]]));
             if len > b.len() {
-                return Err("dhcpv6: option beyond the message");
+                return Err(Dhcpv6Error::OptionOverrun);
             }
             b = &b[len..];
         }
@@ -212,9 +241,9 @@ pub struct IaNa<'a> {
 }
 
 impl<'a> IaNa<'a> {
-    pub fn parse(b: &'a [u8]) -> Result<IaNa<'a>, Malformed> {
+    pub fn parse(b: &'a [u8]) -> Result<IaNa<'a>, Dhcpv6Error> {
         if b.len() < IA_NA_LEN {
-            return Err("dhcpv6: IA_NA shorter than its fixed part");
+            return Err(Dhcpv6Error::IaNaShort);
         }
         Ok(IaNa {
             iaid: u32_at(b, 0),
@@ -237,9 +266,9 @@ pub struct IaAddr<'a> {
 }
 
 impl<'a> IaAddr<'a> {
-    pub fn parse(b: &'a [u8]) -> Result<IaAddr<'a>, Malformed> {
+    pub fn parse(b: &'a [u8]) -> Result<IaAddr<'a>, Dhcpv6Error> {
         if b.len() < IA_ADDR_LEN {
-            return Err("dhcpv6: IA address shorter than its fixed part");
+            return Err(Dhcpv6Error::IaAddrShort);
         }
         let mut a = [0u8; 16];
         a.copy_from_slice(&b[..16]);

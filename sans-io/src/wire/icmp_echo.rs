@@ -3,8 +3,6 @@
 //! rewrite on the way through (identifier, checksum). Messages are handled from their type
 //! byte on, as ping sockets send and receive them.
 
-use super::parse::Malformed;
-
 pub const ECHO_REQUEST4: u8 = 8;
 pub const ECHO_REPLY4: u8 = 0;
 pub const ECHO_REQUEST6: u8 = 128;
@@ -31,6 +29,13 @@ pub fn reply_type(v6: bool) -> u8 {
     }
 }
 
+/// Why a message isn't an echo request or reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EchoError {
+    #[error("shorter than an echo header")]
+    Short,
+}
+
 /// A view of an echo message's header; `kind` is not checked to be an echo type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Echo<'a> {
@@ -53,9 +58,9 @@ impl Echo<'_> {
     }
 }
 
-pub fn parse(msg: &[u8]) -> Result<Echo<'_>, Malformed> {
+pub fn parse(msg: &[u8]) -> Result<Echo<'_>, EchoError> {
     let Some(header) = msg.get(..HEADER_LEN) else {
-        return Err("icmp: shorter than an echo header");
+        return Err(EchoError::Short);
     };
     Ok(Echo {
         kind: header[0],

@@ -8,8 +8,37 @@ use std::fmt;
 use std::net::Ipv6Addr;
 
 use super::dns_name::{Names, Pointers};
-use super::parse::Malformed;
 use super::{fmt_flags, fmt_hex, Lifetime, MacAddr, INFINITE_LIFETIME};
+
+/// Why an NDP message fails the validity checks of RFC 4861 sections 6.1.1 and 7.1.1 (the
+/// ones that need the IPv6 header or the sender's address included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NdpError {
+    #[error("empty message")]
+    Empty,
+    #[error("not an NDP message type")]
+    NotNdp,
+    #[error("message shorter than its fixed part")]
+    Short,
+    #[error("code is not 0")]
+    CodeNotZero,
+    #[error("option of zero length")]
+    ZeroLengthOption,
+    #[error("truncated option")]
+    OptionTruncated,
+    #[error("option beyond the message")]
+    OptionOverrun,
+    #[error("hop limit is not 255")]
+    HopLimit,
+    #[error("bad ICMPv6 checksum")]
+    Checksum,
+    #[error("RS from :: with a source link-layer address")]
+    RsFromUnspecifiedWithSourceLl,
+    #[error("NS for a multicast target")]
+    NsMulticastTarget,
+    #[error("NS from :: with a source link-layer address")]
+    NsFromUnspecifiedWithSourceLl,
+}
 
 /// ICMPv6 message types of NDP (RFC 4861 section 4).
 pub mod icmp_type {
@@ -196,21 +225,21 @@ fn v6_at(b: &[u8], at: usize) -> Ipv6Addr {
 impl<'a> NdpMessage<'a> {
     /// Parses an ICMPv6 NDP message (from its type byte on), checking code, length and
     /// options; the checksum is the caller's, as it needs the IPv6 header.
-    pub fn parse(icmp: &'a [u8]) -> Result<NdpMessage<'a>, Malformed> {
-        let (&kind, rest) = icmp.split_first().ok_or("ndp: empty message")?;
+    pub fn parse(icmp: &'a [u8]) -> Result<NdpMessage<'a>, NdpError> {
+        let (&kind, rest) = icmp.split_first().ok_or(NdpError::Empty)?;
         let fixed = match kind {
             icmp_type::ROUTER_SOLICITATION => RS_LEN,
             icmp_type::ROUTER_ADVERTISEMENT => RA_LEN,
             icmp_type::NEIGHBOR_SOLICITATION => NS_LEN,
             icmp_type::NEIGHBOR_ADVERTISEMENT => NA_LEN,
             icmp_type::REDIRECT => REDIRECT_LEN,
-            _ => return Err("ndp: not an NDP message type"),
+            _ => return Err(NdpError::NotNdp),
         };
         if icmp.len() < fixed {
-            return Err("ndp: message shorter than its fixed part");
+            return Err(NdpError::Short);
         }
         if rest.first() != Some(&0) {
-            return Err("ndp: code is not 0");
+            return Err(NdpError::CodeNotZero);
         }
         let options = Options::parse(&icmp[fixed..])?;
         Ok(match kind {
@@ -264,16 +293,16 @@ pub struct NdpOption<'a> {
 
 impl<'a> Options<'a> {
     /// Checks option lengths (RFC 4861 section 4.6: zero is invalid).
-    pub fn parse(mut b: &'a [u8]) -> Result<Options<'a>, Malformed> {
+    pub fn parse(mut b: &'a [u8]) -> Result<Options<'a>, NdpError> {
         let all = b;
         while !b.is_empty() {
             let len = match b.get(1) {
-                Some(0) => return Err("ndp: option of zero length"),
+                Some(0) => return Err(NdpError::ZeroLengthOption),
                 Some(&units) => usize::from(units) * OPTION_UNIT,
-                None => return Err("ndp: truncated option"),
+                None => return Err(NdpError::OptionTruncated),
             };
             if len > b.len() {
-                return Err("ndp: option beyond the message");
+                return Err(NdpError::OptionOverrun);
             }
             b = &b[len..];
         }
