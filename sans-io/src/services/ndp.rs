@@ -18,7 +18,7 @@
 //! 7.1.1: hop limit 255 (it was not forwarded by a router), a correct ICMPv6 checksum, code 0,
 //! the fixed part present, every option of non-zero length and inside the message.
 //!
-//! No state is kept: answers are built from the [`Config`](crate::config::Config) alone, and
+//! No state is kept: answers are built from the [`Config`] alone, and
 //! what the engine learnt in [`GuestState`](crate::guest::GuestState). Parsing and the
 //! messages' layout are [`wire::ndp`](crate::wire::ndp)'s; this module decides what to send.
 
