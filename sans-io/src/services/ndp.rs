@@ -137,24 +137,23 @@ fn is_guest_addr(ctx: &Ctx, ip6: &Ip6Config, addr: Ipv6Addr) -> bool {
 fn send_na(ctx: &mut Ctx, ip6: &Ip6Config, target: Ipv6Addr, dst: Ipv6Addr, dst_mac: MacAddr) {
     let flags = NA_ROUTER | NA_SOLICITED | NA_OVERRIDE;
     let m = ndp::neighbor_advertisement(flags, target, ctx.config.our_mac);
-    let route = Route {
-        src_mac: ctx.config.our_mac,
-        dst_mac,
-        src: IpAddr::V6(ip6.our_addr),
-        dst: IpAddr::V6(dst),
-    };
-    icmpv6_frame(ctx.out, route, NDP_HOP_LIMIT, &m);
+    send(ctx, ip6, dst, dst_mac, &m);
 }
 
 fn send_ra(ctx: &mut Ctx, ip6: &Ip6Config, dst: Ipv6Addr, dst_mac: MacAddr) {
     let m = router_advertisement(ctx.config, ip6);
+    send(ctx, ip6, dst, dst_mac, &m);
+}
+
+/// Queues an NDP message from our link-local address.
+fn send(ctx: &mut Ctx, ip6: &Ip6Config, dst: Ipv6Addr, dst_mac: MacAddr, message: &[u8]) {
     let route = Route {
         src_mac: ctx.config.our_mac,
         dst_mac,
         src: IpAddr::V6(ip6.our_addr),
         dst: IpAddr::V6(dst),
     };
-    icmpv6_frame(ctx.out, route, NDP_HOP_LIMIT, &m);
+    icmpv6_frame(ctx.out, route, NDP_HOP_LIMIT, message);
 }
 
 /// Our Router Advertisement (RFC 4861 section 4.2), checksum left zero.
