@@ -36,17 +36,14 @@ use crate::flow::table::KeyedHash;
 use crate::flow::tcp::{self, Cx, Tcp, TcpCounters};
 use crate::flow::udp::{self, Udp, UdpCounters, UdpCx};
 use crate::flow::{HostSockets, SockEvent, SockRef};
+use crate::guest::GuestState;
 use crate::rng::Rng;
-use crate::services::{self, Ctx, GuestState, Outcome};
+use crate::services::ndp::{RA_INTERVAL_MAX, RA_INTERVAL_MIN};
+use crate::services::{self, Ctx, Outcome};
 use crate::time::Instant;
 use crate::wire::parse::{self, ethertype, ip_proto};
-use crate::wire::tcp as wtcp;
-use crate::wire::FrameQueue;
-
-/// How often we advertise ourselves as a router unprompted (RFC 4861 section 6.2.1 allows
-/// 4 to 1800 seconds; the original picks 200 to 600 at random).
-pub const RA_INTERVAL_MIN: Duration = Duration::from_secs(200);
-pub const RA_INTERVAL_MAX: Duration = Duration::from_secs(600);
+use crate::wire::tcp::{self as wtcp, TcpError};
+use crate::wire::{self, FrameQueue, Malformed};
 
 /// What the engine did with guest frames, for logs and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,7 +51,7 @@ pub struct Counters {
     pub frames: u64,
     /// Frames dropped as malformed, and the reason for the last one.
     pub malformed: u64,
-    pub last_malformed: Option<&'static str>,
+    pub last_malformed: Option<Malformed>,
     /// Well-formed frames no service or flow wanted.
     pub ignored: u64,
     pub arp_answered: u64,
@@ -351,7 +348,7 @@ impl Engine {
     ) -> Dispatched {
         let seg = match wtcp::parse(segment) {
             Ok(seg) => seg,
-            Err(why) => return Dispatched::Malformed(why),
+            Err(why) => return Dispatched::Malformed(why.into()),
         };
         let mut cx = Cx {
             now,
@@ -422,7 +419,7 @@ impl Engine {
     ) -> Dispatched {
         let eth = match parse::ethernet(frame) {
             Ok(eth) => eth,
-            Err(why) => return Dispatched::Malformed(why),
+            Err(why) => return Dispatched::Malformed(why.into()),
         };
         if eth.src.is_unicast() {
             self.guest.mac = Some(eth.src);
@@ -440,14 +437,14 @@ impl Engine {
             ethertype::IPV4 if self.config.ip4.is_some() => {
                 let ip = match parse::ipv4(eth.payload) {
                     Ok(ip) => ip,
-                    Err(why) => return Dispatched::Malformed(why),
+                    Err(why) => return Dispatched::Malformed(why.into()),
                 };
                 if !ip.src.is_unspecified() && !ip.src.is_broadcast() && !ip.src.is_multicast() {
                     self.guest.addr4 = Some(ip.src);
                 }
                 if ip.protocol == ip_proto::TCP {
                     if ip.fragmented {
-                        return Dispatched::Malformed("tcp: fragmented");
+                        return Dispatched::Malformed(TcpError::Fragmented.into());
                     }
                     let (src, dst) = (IpAddr::V4(ip.src), IpAddr::V4(ip.dst));
                     return self.tcp_segment(now, src, dst, ip.payload, io, out);
@@ -459,9 +456,9 @@ impl Engine {
                 if ip.protocol == ip_proto::UDP && !ip.fragmented {
                     let udp = match parse::udp(ip.payload) {
                         Ok(udp) => udp,
-                        Err(why) => return Dispatched::Malformed(why),
+                        Err(why) => return Dispatched::Malformed(why.into()),
                     };
-                    if udp.dst_port == services::dhcp::SERVER_PORT && services.dhcp {
+                    if udp.dst_port == wire::dhcp::SERVER_PORT && services.dhcp {
                         let mut ctx = Ctx {
                             config: &self.config,
                             guest: &self.guest,
@@ -479,7 +476,7 @@ impl Engine {
             ethertype::IPV6 if self.config.ip6.is_some() => {
                 let ip = match parse::ipv6(eth.payload) {
                     Ok(ip) => ip,
-                    Err(why) => return Dispatched::Malformed(why),
+                    Err(why) => return Dispatched::Malformed(why.into()),
                 };
                 let src = ip.src;
                 if IpFamily::is_link_local(&src) {
@@ -488,7 +485,7 @@ impl Engine {
                     self.guest.addr6 = Some(src);
                 }
                 match ip.next_header {
-                    ip_proto::ICMPV6 if services.ndp && services::ndp::is_ndp(ip.payload) => {
+                    ip_proto::ICMPV6 if services.ndp && wire::ndp::is_ndp(ip.payload) => {
                         let mut ctx = Ctx {
                             config: &self.config,
                             guest: &self.guest,
@@ -505,13 +502,13 @@ impl Engine {
                         let (src, dst) = (IpAddr::V6(ip.src), IpAddr::V6(ip.dst));
                         self.tcp_segment(now, src, dst, ip.payload, io, out)
                     }
-                    ip_proto::TCP => Dispatched::Malformed("tcp: fragmented"),
+                    ip_proto::TCP => Dispatched::Malformed(TcpError::Fragmented.into()),
                     ip_proto::UDP if !ip.fragmented => {
                         let udp = match parse::udp(ip.payload) {
                             Ok(udp) => udp,
-                            Err(why) => return Dispatched::Malformed(why),
+                            Err(why) => return Dispatched::Malformed(why.into()),
                         };
-                        if udp.dst_port == services::dhcpv6::SERVER_PORT && services.dhcpv6 {
+                        if udp.dst_port == wire::dhcpv6::SERVER_PORT && services.dhcpv6 {
                             let mut ctx = Ctx {
                                 config: &self.config,
                                 guest: &self.guest,
@@ -555,7 +552,7 @@ enum Dispatched {
     /// An echo request, to the ICMP translation, which counts for itself.
     Icmp,
     Unhandled,
-    Malformed(&'static str),
+    Malformed(Malformed),
 }
 
 #[cfg(test)]
@@ -714,7 +711,10 @@ mod tests {
         e.handle_frame(Instant::ZERO, &truncated, &mut NoSockets, &mut out);
         assert!(out.is_empty());
         assert_eq!(e.counters().malformed, 2);
-        assert!(e.counters().last_malformed.unwrap().starts_with("ipv4"));
+        assert!(matches!(
+            e.counters().last_malformed,
+            Some(Malformed::Ipv4(_))
+        ));
     }
 
     #[test]

@@ -8,9 +8,10 @@ use std::net::Ipv4Addr;
 use common::{captured, run_answers, GATEWAY, GUEST_ADDR, GUEST_MAC};
 use sans_io::config::{Config, Forwarding, IpConfig, Mode, Protocols, Services};
 use sans_io::fwd::ForwardMode;
-use sans_io::services::arp::{ArpPacket, OP_REPLY, OP_REQUEST};
+use sans_io::wire::arp::{ArpError, ArpPacket, OP_REPLY, OP_REQUEST};
 use sans_io::wire::build::{self, Route};
 use sans_io::wire::parse::{self, ethertype};
+use sans_io::wire::Malformed;
 use sans_io::wire::{FrameQueue, MacAddr};
 
 const OUR_MAC: MacAddr = MacAddr([0x9a, 0x55, 0x9a, 0x55, 0x9a, 0x55]);
@@ -194,7 +195,7 @@ fn truncated_and_foreign_arp() {
     assert_eq!((counters.malformed, counters.ignored), (2, 1));
     assert_eq!(
         counters.last_malformed,
-        Some("arp: shorter than its header")
+        Some(Malformed::Arp(ArpError::Short))
     );
 
     // Every truncation of the real request: malformed, or answered once whole.

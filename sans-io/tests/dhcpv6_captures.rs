@@ -13,10 +13,13 @@ use common::{captured, from_guest, run, with_ctx};
 use proptest::prelude::*;
 use sans_io::config::host::HostNet;
 use sans_io::config::{Config, Mode};
-use sans_io::services::dhcpv6::{self, msg_type, option, Dhcpv6Message};
+use sans_io::services::dhcpv6;
 use sans_io::services::Outcome;
+use sans_io::wire::dhcpv6::{
+    msg_type, option, Dhcpv6Error, Dhcpv6Message, ALL_DHCP_SERVERS, CLIENT_PORT, SERVER_PORT,
+};
 use sans_io::wire::parse::{self, ip_proto};
-use sans_io::wire::{checksum, FrameQueue, MacAddr};
+use sans_io::wire::{checksum, FrameQueue, MacAddr, Malformed};
 
 // --- Captures, and messages derived from them ---
 
@@ -153,7 +156,7 @@ fn answer(config: Config, frame: &[u8]) -> String {
 }
 
 /// Nothing comes back, and the frame is counted as `ignored` or `malformed`.
-fn no_answer(config: Config, frame: &[u8]) -> (u64, u64, Option<&'static str>) {
+fn no_answer(config: Config, frame: &[u8]) -> (u64, u64, Option<Malformed>) {
     let (engine, out) = run(config, &[frame]);
     assert!(out.is_empty());
     let c = engine.counters();
@@ -338,14 +341,14 @@ fn server_identifier_rules() {
     assert_eq!(no_answer(config(Mode::Pasta), &f), (1, 0, None));
     // A REQUEST must name a server, a SOLICIT must not (RFC 8415 16.4, 16.2).
     let f = base().kind(msg_type::REQUEST).frame(&solicit());
-    let missing = Some("dhcpv6: server identifier missing");
+    let missing = Some(Malformed::Dhcpv6(Dhcpv6Error::ServerIdMissing));
     assert_eq!(no_answer(config(Mode::Pasta), &f), (0, 1, missing));
     let f = base().with_our_server_id().frame(&solicit());
-    let unexpected = Some("dhcpv6: unexpected server identifier");
+    let unexpected = Some(Malformed::Dhcpv6(Dhcpv6Error::UnexpectedServerId));
     assert_eq!(no_answer(config(Mode::Pasta), &f), (0, 1, unexpected));
     // Every message but INFORMATION-REQUEST needs a client identifier.
     let f = base().without(option::CLIENT_ID).frame(&solicit());
-    let no_client = Some("dhcpv6: client identifier missing");
+    let no_client = Some(Malformed::Dhcpv6(Dhcpv6Error::ClientIdMissing));
     assert_eq!(no_answer(config(Mode::Pasta), &f), (0, 1, no_client));
 }
 
@@ -418,7 +421,7 @@ fn information_request_with_an_ia_is_dropped() {
     let f = Msg::of(&inforeq)
         .with(option::IA_NA, &[0; 12])
         .frame(&inforeq);
-    let why = Some("dhcpv6: INFORMATION-REQUEST with an IA");
+    let why = Some(Malformed::Dhcpv6(Dhcpv6Error::InformationRequestWithIa));
     assert_eq!(no_answer(config(Mode::Passt), &f), (0, 1, why));
 }
 
@@ -461,15 +464,15 @@ fn handle_payload(config: &Config, payload: &[u8]) -> (Outcome, FrameQueue) {
     let eth = from_guest(MacAddr([0x33, 0x33, 0, 1, 0, 2]), parse::ethertype::IPV6);
     let ip = parse::Ipv6 {
         src: "fe80::5054:ff:fe12:3456".parse().unwrap(),
-        dst: dhcpv6::ALL_DHCP_SERVERS,
+        dst: ALL_DHCP_SERVERS,
         next_header: ip_proto::UDP,
         hop_limit: 1,
         fragmented: false,
         payload: &[],
     };
     let udp = parse::Udp {
-        src_port: dhcpv6::CLIENT_PORT,
-        dst_port: dhcpv6::SERVER_PORT,
+        src_port: CLIENT_PORT,
+        dst_port: SERVER_PORT,
         payload,
     };
     let (outcome, out) = with_ctx(config, |mut ctx| dhcpv6::handle(&mut ctx, &eth, &ip, &udp));

@@ -11,13 +11,14 @@ use common::{captured_all, from_guest, run, with_ctx};
 use proptest::prelude::*;
 use sans_io::config::host::HostNet;
 use sans_io::config::{Config, ListChoice, Mode};
-use sans_io::engine::{Engine, RA_INTERVAL_MAX, RA_INTERVAL_MIN};
+use sans_io::engine::Engine;
 use sans_io::flow::NoSockets;
-use sans_io::services::ndp::{self, NdpMessage};
+use sans_io::services::ndp::{self, RA_INTERVAL_MAX, RA_INTERVAL_MIN};
 use sans_io::services::Outcome;
 use sans_io::time::Instant;
+use sans_io::wire::ndp::{NdpError, NdpMessage, ALL_NODES, ALL_NODES_MAC};
 use sans_io::wire::parse::{self, ip_proto};
-use sans_io::wire::{checksum, FrameQueue, MacAddr};
+use sans_io::wire::{checksum, FrameQueue, MacAddr, Malformed};
 
 // --- Frames ---
 
@@ -123,8 +124,8 @@ fn rs_from_unspecified_gets_ra_to_all_nodes() {
     assert_eq!(out.len(), 1);
     let eth = parse::ethernet(out.get(0).unwrap()).unwrap();
     let ip = parse::ipv6(eth.payload).unwrap();
-    assert_eq!(eth.dst, ndp::ALL_NODES_MAC);
-    assert_eq!(ip.dst, ndp::ALL_NODES);
+    assert_eq!(eth.dst, ALL_NODES_MAC);
+    assert_eq!(ip.dst, ALL_NODES);
 
     // ... and with one, it is invalid.
     let mut bad = captured_all("ndp-kernel-rs.pcap")[0].clone();
@@ -294,7 +295,7 @@ fn ns_for_the_guests_own_addresses_gets_nothing() {
 #[test]
 fn ns_for_a_multicast_target_is_malformed() {
     let mut f = captured_all("ndp-kernel-ns.pcap")[0].clone();
-    f[ICMP + 8..ICMP + 24].copy_from_slice(&ndp::ALL_NODES.octets());
+    f[ICMP + 8..ICMP + 24].copy_from_slice(&ALL_NODES.octets());
     fix_checksum(&mut f);
     let (engine, out) = run(config(Mode::Pasta), &[&f]);
     assert!(out.is_empty());
@@ -314,7 +315,7 @@ fn bad_checksum_and_hop_limit_are_dropped() {
         assert_eq!(engine.counters().malformed, 1);
         assert_eq!(
             engine.counters().last_malformed,
-            Some("ndp: bad ICMPv6 checksum")
+            Some(Malformed::Ndp(NdpError::Checksum))
         );
 
         let mut forwarded = good.clone();
@@ -323,7 +324,7 @@ fn bad_checksum_and_hop_limit_are_dropped() {
         assert!(out.is_empty());
         assert_eq!(
             engine.counters().last_malformed,
-            Some("ndp: hop limit is not 255")
+            Some(Malformed::Ndp(NdpError::HopLimit))
         );
 
         let mut code = good.clone();
@@ -331,7 +332,10 @@ fn bad_checksum_and_hop_limit_are_dropped() {
         fix_checksum(&mut code);
         let (engine, out) = run(config(Mode::Passt), &[&code]);
         assert!(out.is_empty());
-        assert_eq!(engine.counters().last_malformed, Some("ndp: code is not 0"));
+        assert_eq!(
+            engine.counters().last_malformed,
+            Some(Malformed::Ndp(NdpError::CodeNotZero))
+        );
 
         let mut zero_option = good.clone();
         let at = zero_option.len() - 7; // the length octet of the last (link-layer) option
@@ -341,7 +345,7 @@ fn bad_checksum_and_hop_limit_are_dropped() {
         assert!(out.is_empty());
         assert_eq!(
             engine.counters().last_malformed,
-            Some("ndp: option of zero length")
+            Some(Malformed::Ndp(NdpError::ZeroLengthOption))
         );
     }
 }

@@ -1,6 +1,11 @@
 //! Frames as named fields, for comparing the engine's answers with recorded ones and saying
-//! exactly where they differ. Decoded here, independently of the engine's own parser (a
-//! tester that shares the parser it tests would share its bugs).
+//! exactly where they differ. Decoded independently of the engine's own parser (a tester
+//! that shares the parser it tests would share its bugs): the headers of Ethernet, ARP, IPv4,
+//! IPv6 and its extension headers, TCP, UDP, BOOTP/DHCP and ICMP/ICMPv6 (echo included) are
+//! read by `pnet_packet`, a parser other people wrote. What it doesn't decode, or would
+//! decode only from well-formed input, is read here by hand: the bounds that make a frame
+//! `truncated`, TCP options, DHCP, DHCPv6 and NDP options, and the DHCPv6 and NDP fixed
+//! parts.
 //!
 //! Fields that legitimately differ between two runs of the same session are left out:
 //! the IPv4 identification and every checksum (recomputed; our own output's checksums are
@@ -10,7 +15,17 @@
 //! first one each side sent on the flow (initial sequence numbers are random).
 
 use std::fmt::Write;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
+
+use pnet_packet::arp::ArpPacket;
+use pnet_packet::dhcp::DhcpPacket;
+use pnet_packet::ethernet::EthernetPacket;
+use pnet_packet::icmp::{echo_reply, echo_request, IcmpPacket};
+use pnet_packet::icmpv6::{self, Icmpv6Packet};
+use pnet_packet::ipv4::Ipv4Packet;
+use pnet_packet::ipv6::{ExtensionPacket, Ipv6Packet};
+use pnet_packet::tcp::TcpPacket;
+use pnet_packet::udp::UdpPacket;
 
 /// Transport-level facts about a frame, for the replay's bookkeeping.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,13 +78,6 @@ fn be32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
-fn mac(b: &[u8]) -> String {
-    b.iter()
-        .map(|x| format!("{x:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// Bytes as hex, shortened in the middle when long.
 pub fn hex(b: &[u8]) -> String {
     let mut s = String::new();
@@ -118,14 +126,14 @@ fn tcp_flags(f: u8) -> String {
 /// field, which compares like any other.
 pub fn decode(frame: &[u8]) -> Decoded {
     let mut d = Decoded::default();
-    if frame.len() < 14 {
+    let Some(eth) = EthernetPacket::new(frame) else {
         d.push("truncated", format!("frame of {} bytes", frame.len()));
         d.summary = format!("runt frame of {} bytes", frame.len());
         return d;
-    }
-    d.push("eth.dst", mac(&frame[0..6]));
-    d.push("eth.src", mac(&frame[6..12]));
-    let ethertype = be16(frame, 12).unwrap_or(0);
+    };
+    d.push("eth.dst", eth.get_destination());
+    d.push("eth.src", eth.get_source());
+    let ethertype = eth.get_ethertype().0;
     d.push("eth.type", format!("{ethertype:#06x}"));
     let body = &frame[14..];
     match ethertype {
@@ -141,48 +149,59 @@ pub fn decode(frame: &[u8]) -> Decoded {
 }
 
 fn arp(d: &mut Decoded, b: &[u8]) {
-    if b.len() < 28 {
+    // Ethernet and IPv4 addresses: the only ARP we meet, and all pnet reads.
+    let Some(p) = ArpPacket::new(b) else {
         d.push("truncated", format!("ARP of {} bytes", b.len()));
         d.summary = "ARP (truncated)".into();
         return;
-    }
-    let op = be16(b, 6).unwrap_or(0);
-    d.push("arp.hardware", hex(&b[0..6]));
+    };
+    let op = p.get_operation().0;
+    d.push(
+        "arp.hardware",
+        format!(
+            "{:04x}{:04x}{:02x}{:02x}",
+            p.get_hardware_type().0,
+            p.get_protocol_type().0,
+            p.get_hw_addr_len(),
+            p.get_proto_addr_len()
+        ),
+    );
     d.push("arp.op", op);
-    d.push("arp.sender_mac", mac(&b[8..14]));
-    let sender = Ipv4Addr::from(<[u8; 4]>::try_from(&b[14..18]).unwrap());
-    let target = Ipv4Addr::from(<[u8; 4]>::try_from(&b[24..28]).unwrap());
+    let sender_mac = p.get_sender_hw_addr();
+    let (sender, target) = (p.get_sender_proto_addr(), p.get_target_proto_addr());
+    d.push("arp.sender_mac", sender_mac);
     d.push("arp.sender_ip", sender);
-    d.push("arp.target_mac", mac(&b[18..24]));
+    d.push("arp.target_mac", p.get_target_hw_addr());
     d.push("arp.target_ip", target);
     d.summary = match op {
         1 => format!("ARP who-has {target} tell {sender}"),
-        2 => format!("ARP {sender} is-at {}", mac(&b[8..14])),
+        2 => format!("ARP {sender} is-at {sender_mac}"),
         _ => format!("ARP op {op}"),
     };
 }
 
 fn ipv4(d: &mut Decoded, b: &[u8]) {
-    if b.len() < 20 {
+    let Some(ip) = Ipv4Packet::new(b) else {
         d.push("truncated", format!("IPv4 header of {} bytes", b.len()));
         d.summary = "IPv4 (truncated)".into();
         return;
-    }
-    let ihl = usize::from(b[0] & 0x0f) * 4;
-    let total = usize::from(be16(b, 2).unwrap_or(0));
-    d.push("ip.version_ihl", format!("{:#04x}", b[0]));
-    d.push("ip.tos", b[1]);
+    };
+    let ihl = usize::from(ip.get_header_length()) * 4;
+    let total = usize::from(ip.get_total_length());
+    let version_ihl = ip.get_version() << 4 | ip.get_header_length();
+    let flags_fragment = u16::from(ip.get_flags()) << 13 | ip.get_fragment_offset();
+    let protocol = ip.get_next_level_protocol().0;
+    d.push("ip.version_ihl", format!("{version_ihl:#04x}"));
+    d.push("ip.tos", ip.get_dscp() << 2 | ip.get_ecn());
     d.push("ip.total_length", total);
-    d.push(
-        "ip.flags_fragment",
-        format!("{:#06x}", be16(b, 6).unwrap_or(0)),
-    );
-    d.push("ip.ttl", b[8]);
-    d.push("ip.protocol", b[9]);
-    let src = IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&b[12..16]).unwrap()));
-    let dst = IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&b[16..20]).unwrap()));
+    d.push("ip.flags_fragment", format!("{flags_fragment:#06x}"));
+    d.push("ip.ttl", ip.get_ttl());
+    d.push("ip.protocol", protocol);
+    let src = IpAddr::V4(ip.get_source());
+    let dst = IpAddr::V4(ip.get_destination());
     d.push("ip.src", src);
     d.push("ip.dst", dst);
+    // The lengths are checked here: pnet trusts them.
     if ihl < 20 || ihl > b.len() || total < ihl || total > b.len() {
         d.push("truncated", format!("IPv4 packet of {} bytes", b.len()));
         d.summary = format!("IPv4 {src} > {dst} (truncated)");
@@ -191,30 +210,27 @@ fn ipv4(d: &mut Decoded, b: &[u8]) {
     if ihl > 20 {
         d.push("ip.options", hex(&b[20..ihl]));
     }
-    if be16(b, 6).unwrap_or(0) & 0x3fff != 0 {
+    if flags_fragment & 0x3fff != 0 {
         d.push("ip.fragment", hex(&b[ihl..total]));
         d.summary = format!("IPv4 {src} > {dst} fragment");
         return;
     }
-    transport(d, b[9], src, dst, &b[ihl..total]);
+    transport(d, protocol, src, dst, &b[ihl..total]);
 }
 
 fn ipv6(d: &mut Decoded, b: &[u8]) {
-    if b.len() < 40 {
+    let Some(ip) = Ipv6Packet::new(b) else {
         d.push("truncated", format!("IPv6 header of {} bytes", b.len()));
         d.summary = "IPv6 (truncated)".into();
         return;
-    }
-    let plen = usize::from(be16(b, 4).unwrap_or(0));
-    d.push(
-        "ip6.traffic_class",
-        ((be16(b, 0).unwrap_or(0) >> 4) & 0xff) as u8,
-    );
+    };
+    let plen = usize::from(ip.get_payload_length());
+    d.push("ip6.traffic_class", ip.get_traffic_class());
     d.push("ip6.payload_length", plen);
-    d.push("ip6.next_header", b[6]);
-    d.push("ip6.hop_limit", b[7]);
-    let src = IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&b[8..24]).unwrap()));
-    let dst = IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&b[24..40]).unwrap()));
+    d.push("ip6.next_header", ip.get_next_header().0);
+    d.push("ip6.hop_limit", ip.get_hop_limit());
+    let src = IpAddr::V6(ip.get_source());
+    let dst = IpAddr::V6(ip.get_destination());
     d.push("ip6.src", src);
     d.push("ip6.dst", dst);
     if 40 + plen > b.len() {
@@ -222,18 +238,19 @@ fn ipv6(d: &mut Decoded, b: &[u8]) {
         d.summary = format!("IPv6 {src} > {dst} (truncated)");
         return;
     }
-    let mut next = b[6];
+    let mut next = ip.get_next_header().0;
     let mut rest = &b[40..40 + plen];
     // Hop-by-hop, routing and destination options headers (MLD reports carry one).
     while matches!(next, 0 | 43 | 60) {
-        let Some(len) = rest.get(1).map(|l| (usize::from(*l) + 1) * 8) else {
+        let Some(ext) = ExtensionPacket::new(rest) else {
             break;
         };
+        let len = (usize::from(ext.get_hdr_ext_len()) + 1) * 8;
         if len > rest.len() {
             break;
         }
         d.push(format!("ip6.ext{next}"), hex(&rest[..len]));
-        next = rest[0];
+        next = ext.get_next_header().0;
         rest = &rest[len..];
     }
     transport(d, next, src, dst, rest);
@@ -253,21 +270,29 @@ fn transport(d: &mut Decoded, proto: u8, src: IpAddr, dst: IpAddr, b: &[u8]) {
 }
 
 fn tcp(d: &mut Decoded, src: IpAddr, dst: IpAddr, b: &[u8]) {
-    let off = usize::from(b.get(12).copied().unwrap_or(0) >> 4) * 4;
-    if b.len() < 20 || off < 20 || off > b.len() {
+    let seg = TcpPacket::new(b);
+    let off = seg
+        .as_ref()
+        .map_or(0, |s| usize::from(s.get_data_offset()) * 4);
+    let Some(seg) = seg.filter(|_| off >= 20 && off <= b.len()) else {
         d.push("truncated", format!("TCP segment of {} bytes", b.len()));
         d.summary = format!("TCP {src} > {dst} (truncated)");
         return;
-    }
-    let (sport, dport) = (be16(b, 0).unwrap(), be16(b, 2).unwrap());
-    let (seq, ack, flags) = (be32(b, 4).unwrap(), be32(b, 8).unwrap(), b[13]);
+    };
+    let (sport, dport) = (seg.get_source(), seg.get_destination());
+    let (seq, ack, flags) = (
+        seg.get_sequence(),
+        seg.get_acknowledgement(),
+        seg.get_flags(),
+    );
     d.push("tcp.sport", sport);
     d.push("tcp.dport", dport);
     d.push("tcp.seq", seq);
     d.push("tcp.ack", ack);
     d.push("tcp.data_offset", off);
     d.push("tcp.flags", format!("[{}]", tcp_flags(flags)));
-    d.push("tcp.urgent", be16(b, 18).unwrap());
+    d.push("tcp.urgent", seg.get_urgent_ptr());
+    // By hand: pnet reads options only when every length is right.
     d.push("tcp.options", tcp_options(&b[20..off]));
     let payload = &b[off..];
     d.push("tcp.payload_length", payload.len());
@@ -324,13 +349,14 @@ fn tcp_options(mut o: &[u8]) -> String {
 }
 
 fn udp(d: &mut Decoded, src: IpAddr, dst: IpAddr, b: &[u8]) {
-    let len = usize::from(be16(b, 4).unwrap_or(0));
-    if b.len() < 8 || len < 8 || len > b.len() {
+    let datagram = UdpPacket::new(b);
+    let len = datagram.as_ref().map_or(0, |u| usize::from(u.get_length()));
+    let Some(datagram) = datagram.filter(|_| len >= 8 && len <= b.len()) else {
         d.push("truncated", format!("UDP datagram of {} bytes", b.len()));
         d.summary = format!("UDP {src} > {dst} (truncated)");
         return;
-    }
-    let (sport, dport) = (be16(b, 0).unwrap(), be16(b, 2).unwrap());
+    };
+    let (sport, dport) = (datagram.get_source(), datagram.get_destination());
     d.push("udp.sport", sport);
     d.push("udp.dport", dport);
     d.push("udp.length", len);
@@ -350,28 +376,35 @@ fn udp(d: &mut Decoded, src: IpAddr, dst: IpAddr, b: &[u8]) {
 }
 
 fn dhcp(d: &mut Decoded, b: &[u8]) {
-    if b.len() < 240 || be32(b, 236) != Some(0x6382_5363) {
+    // pnet reads the BOOTP header; the magic cookie and the options are read here.
+    let Some(m) = DhcpPacket::new(b).filter(|_| be32(b, 236) == Some(0x6382_5363)) else {
         d.push("dhcp.message", hex(b));
         return;
-    }
+    };
     d.summary.push_str(" DHCP");
-    d.push("dhcp.op_htype_hlen_hops", hex(&b[0..4]));
-    d.push("dhcp.xid", format!("{:#010x}", be32(b, 4).unwrap()));
-    d.push("dhcp.secs", be16(b, 8).unwrap());
-    d.push("dhcp.flags", format!("{:#06x}", be16(b, 10).unwrap()));
-    for (name, at) in [
-        ("dhcp.ciaddr", 12),
-        ("dhcp.yiaddr", 16),
-        ("dhcp.siaddr", 20),
-        ("dhcp.giaddr", 24),
-    ] {
-        d.push(
-            name,
-            Ipv4Addr::from(<[u8; 4]>::try_from(&b[at..at + 4]).unwrap()),
-        );
-    }
-    d.push("dhcp.chaddr", hex(&b[28..44]));
-    d.push("dhcp.sname_file", hex(&b[44..236]));
+    d.push(
+        "dhcp.op_htype_hlen_hops",
+        format!(
+            "{:02x}{:02x}{:02x}{:02x}",
+            m.get_op().0,
+            m.get_htype().0,
+            m.get_hlen(),
+            m.get_hops()
+        ),
+    );
+    d.push("dhcp.xid", format!("{:#010x}", m.get_xid()));
+    d.push("dhcp.secs", m.get_secs());
+    d.push("dhcp.flags", format!("{:#06x}", m.get_flags()));
+    d.push("dhcp.ciaddr", m.get_ciaddr());
+    d.push("dhcp.yiaddr", m.get_yiaddr());
+    d.push("dhcp.siaddr", m.get_siaddr());
+    d.push("dhcp.giaddr", m.get_giaddr());
+    let mut chaddr = m.get_chaddr().octets().to_vec();
+    chaddr.extend_from_slice(&m.get_chaddr_pad());
+    d.push("dhcp.chaddr", hex(&chaddr));
+    let mut sname_file = m.get_sname();
+    sname_file.extend_from_slice(&m.get_file());
+    d.push("dhcp.sname_file", hex(&sname_file));
     // Options by code: their order is the server's choice (clients look them up by code).
     let mut opts: Vec<(u8, String)> = Vec::new();
     let mut o = &b[240..];
@@ -442,33 +475,53 @@ fn dhcpv6(d: &mut Decoded, b: &[u8]) {
     }
 }
 
+/// An echo message's identifier and sequence number, as pnet reads them for its type.
+fn echo_id_seq(v6: bool, ty: u8, b: &[u8]) -> Option<(u16, u16)> {
+    Some(match (v6, ty) {
+        (false, 8) => {
+            let m = echo_request::EchoRequestPacket::new(b)?;
+            (m.get_identifier(), m.get_sequence_number())
+        }
+        (false, 0) => {
+            let m = echo_reply::EchoReplyPacket::new(b)?;
+            (m.get_identifier(), m.get_sequence_number())
+        }
+        (true, 128) => {
+            let m = icmpv6::echo_request::EchoRequestPacket::new(b)?;
+            (m.get_identifier(), m.get_sequence_number())
+        }
+        (true, 129) => {
+            let m = icmpv6::echo_reply::EchoReplyPacket::new(b)?;
+            (m.get_identifier(), m.get_sequence_number())
+        }
+        _ => return None,
+    })
+}
+
 fn icmp(d: &mut Decoded, v6: bool, src: IpAddr, dst: IpAddr, b: &[u8]) {
     let p = if v6 { "icmp6" } else { "icmp" };
-    if b.len() < 4 {
+    let type_code = if v6 {
+        Icmpv6Packet::new(b).map(|m| (m.get_icmpv6_type().0, m.get_icmpv6_code().0))
+    } else {
+        IcmpPacket::new(b).map(|m| (m.get_icmp_type().0, m.get_icmp_code().0))
+    };
+    let Some((ty, code)) = type_code else {
         d.push("truncated", format!("ICMP message of {} bytes", b.len()));
         d.summary = format!("ICMP {src} > {dst} (truncated)");
         return;
-    }
-    let (ty, code) = (b[0], b[1]);
+    };
     d.push(format!("{p}.type"), ty);
     d.push(format!("{p}.code"), code);
     d.summary = format!("{} {src} > {dst} type {ty}", p.to_uppercase());
-    let echo = if v6 {
-        matches!(ty, 128 | 129)
-    } else {
-        matches!(ty, 0 | 8)
-    };
-    if echo && b.len() >= 8 {
-        let id = be16(b, 4).unwrap();
+    if let Some((id, seq)) = echo_id_seq(v6, ty, b) {
         d.push(format!("{p}.echo_id"), id);
-        d.push(format!("{p}.echo_seq"), be16(b, 6).unwrap());
+        d.push(format!("{p}.echo_seq"), seq);
         d.push(format!("{p}.echo_data"), hex(&b[8..]));
         let reply = ty == 0 || ty == 129;
         let _ = write!(
             d.summary,
-            " echo {} id {id} seq {}",
+            " echo {} id {id} seq {seq}",
             if reply { "reply" } else { "request" },
-            be16(b, 6).unwrap()
         );
         d.l4 = Some(L4::Echo {
             src,

@@ -19,6 +19,7 @@ use crate::flow::{SockEvent, SockRef};
 use crate::fwd::nat;
 use crate::time::Instant;
 use crate::wire::build::{self, Route};
+use crate::wire::icmp_echo;
 use crate::wire::parse::{IPV4_HEADER_LEN, IPV6_HEADER_LEN};
 use crate::wire::MacAddr;
 
@@ -29,11 +30,6 @@ pub const ICMP_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_FLOWS: usize = 1024;
 const RECV_BATCH: u32 = 64;
 const DEFAULT_MTU: usize = 65520;
-
-pub const ECHO_REQUEST4: u8 = 8;
-pub const ECHO_REPLY4: u8 = 0;
-pub const ECHO_REQUEST6: u8 = 128;
-pub const ECHO_REPLY6: u8 = 129;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IcmpCounters {
@@ -120,14 +116,10 @@ impl Icmp {
         dst: IpAddr,
         msg: &[u8],
     ) -> bool {
-        let request = if dst.is_ipv4() {
-            ECHO_REQUEST4
-        } else {
-            ECHO_REQUEST6
+        let id = match icmp_echo::parse(msg) {
+            Ok(echo) if echo.is_request(dst.is_ipv6()) => echo.id,
+            _ => return false,
         };
-        if msg.len() < 8 || msg[0] != request || msg[1] != 0 {
-            return false;
-        }
         if !cx.config.protocols.icmp {
             cx.counters.disabled_dropped += 1;
             return true;
@@ -135,7 +127,6 @@ impl Icmp {
         if !unicast(src) || !unicast(dst) {
             return true;
         }
-        let id = u16::from_be_bytes([msg[4], msg[5]]);
         let s = match self.flows.find(&(src, dst, id)) {
             Some(s) => s,
             None => match self.open(cx, src, dst, id) {
@@ -147,8 +138,8 @@ impl Icmp {
             return true;
         };
         let mut out = msg.to_vec();
-        out[2..4].copy_from_slice(&[0, 0]);
-        out[4..6].copy_from_slice(&f.host_id.to_be_bytes());
+        icmp_echo::clear_checksum(&mut out);
+        icmp_echo::set_id(&mut out, f.host_id);
         match cx.io.ping_send(s, &out) {
             Ok(_) => cx.counters.requests += 1,
             Err(_) => cx.counters.send_failed += 1,
@@ -220,18 +211,19 @@ impl Icmp {
     }
 
     fn reply_to_guest(&mut self, cx: &mut IcmpCx<'_>, flow: &IcmpFlow, n: usize) {
-        let (reply, ip_header) = if flow.peer.is_ipv4() {
-            (ECHO_REPLY4, IPV4_HEADER_LEN)
+        let ip_header = if flow.peer.is_ipv4() {
+            IPV4_HEADER_LEN
         } else {
-            (ECHO_REPLY6, IPV6_HEADER_LEN)
+            IPV6_HEADER_LEN
         };
         let mtu = cx.config.mtu.map_or(DEFAULT_MTU, usize::from);
         let msg = &mut self.buf[..n];
-        if n < 8 || msg[0] != reply || ip_header + n > mtu {
+        let is_reply = icmp_echo::parse(msg).is_ok_and(|e| e.is_reply(flow.peer.is_ipv6()));
+        if !is_reply || ip_header + n > mtu {
             cx.counters.dropped_in += 1;
             return;
         }
-        msg[4..6].copy_from_slice(&flow.id.to_be_bytes());
+        icmp_echo::set_id(msg, flow.id);
         let route = Route {
             src_mac: cx.config.our_mac,
             dst_mac: cx

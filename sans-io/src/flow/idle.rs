@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use super::{Bind, HostSockets, SockRef};
 use crate::config::Config;
-use crate::services::GuestState;
+use crate::guest::GuestState;
 use crate::time::Instant;
 use crate::wire::FrameQueue;
 

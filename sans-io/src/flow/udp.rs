@@ -35,7 +35,7 @@ use crate::config::Config;
 use crate::flow::idle::{outbound_bind, unicast, DgramCx, IdleFlow, IdleFlows, OpenError, Way};
 use crate::flow::{HostSockets, SockEvent, SockRef};
 use crate::fwd::{nat, ForwardMode};
-use crate::services::GuestState;
+use crate::guest::GuestState;
 use crate::time::Instant;
 use crate::wire::build::{self, Route};
 use crate::wire::parse::{ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN, UDP_HEADER_LEN};

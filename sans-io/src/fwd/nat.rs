@@ -14,7 +14,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::config::{Config, IpConfig, IpFamily};
-use crate::services::GuestState;
+use crate::guest::GuestState;
 
 /// DNS's well-known port, the one `--dns-forward` redirects.
 pub const DNS_PORT: u16 = 53;

@@ -9,11 +9,15 @@ pub mod dhcp;
 pub mod dhcpv6;
 pub mod ndp;
 
-use std::net::{Ipv4Addr, Ipv6Addr};
-
 use crate::config::Config;
-use crate::wire::parse::Malformed;
-use crate::wire::{FrameQueue, MacAddr};
+use crate::guest::GuestState;
+use crate::wire::{FrameQueue, Malformed};
+
+/// Bounds on the DNS configuration we copy into an answer, shared by DHCPv6 and router
+/// advertisements so that both fit IPv6's minimum MTU (1280 bytes): DNS servers, and octets
+/// of encoded search domains.
+pub(crate) const MAX_DNS_SERVERS: usize = 8;
+pub(crate) const MAX_DOMAIN_LIST_LEN: usize = 256;
 
 /// What a service did with a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,19 +29,6 @@ pub enum Outcome {
     Ignored,
     /// Dropped: the reason, for counters and debug logs.
     Malformed(Malformed),
-}
-
-/// What we have learnt about the guest from its frames.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GuestState {
-    /// The guest's MAC address, from the source of its frames.
-    pub mac: Option<MacAddr>,
-    /// The last IPv4 source address it used.
-    pub addr4: Option<Ipv4Addr>,
-    /// The last global IPv6 source address it used.
-    pub addr6: Option<Ipv6Addr>,
-    /// The last link-local IPv6 source address it used.
-    pub addr6_ll: Option<Ipv6Addr>,
 }
 
 /// What every service needs to answer.

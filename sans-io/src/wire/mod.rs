@@ -1,24 +1,25 @@
 //! Wire formats: addresses, zero-copy views of guest frames ([`parse`]), emitters
-//! ([`build`]), qemu's stream framing ([`stream`]), the Internet checksum ([`checksum`]) and
-//! domain names ([`dns_name`]).
+//! ([`build`]), qemu's stream framing ([`stream`]), the Internet checksum ([`checksum`]),
+//! domain names ([`dns_name`]), and the codecs of the messages the services answer and the
+//! flows translate: [`dhcp`], [`dhcpv6`], [`ndp`], [`icmp_echo`], [`tcp`].
 
-use std::fmt;
-
+pub mod arp;
 pub mod build;
 pub mod checksum;
+pub mod dhcp;
+pub mod dhcpv6;
+mod display;
 pub mod dns_name;
+pub mod icmp_echo;
 mod mac;
+mod malformed;
+pub mod ndp;
 pub mod parse;
 pub mod stream;
 pub mod tcp;
 
 pub use build::FrameQueue;
+pub use display::INFINITE_LIFETIME;
+pub(crate) use display::{fmt_flags, fmt_hex, Lifetime};
 pub use mac::{MacAddr, MacParseError};
-
-/// Writes octets in hex, two digits each, nothing between them.
-pub(crate) fn fmt_hex(f: &mut fmt::Formatter<'_>, b: &[u8]) -> fmt::Result {
-    for byte in b {
-        write!(f, "{byte:02x}")?;
-    }
-    Ok(())
-}
+pub use malformed::Malformed;

@@ -1,13 +1,58 @@
 //! Zero-copy views of guest frames, layer by layer, for dispatch: Ethernet, IPv4, IPv6 (with
-//! extension headers skipped), UDP. Every parser checks lengths first and fails with a reason;
-//! none panics on any input.
+//! extension headers skipped), UDP. Every parser checks lengths first and fails with its
+//! layer's error (see [`Malformed`](super::Malformed)); none panics on any input.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::MacAddr;
 
-/// Why a frame was dropped as malformed: a static reason for counters and debug logs.
-pub type Malformed = &'static str;
+/// Why a frame isn't Ethernet II.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EthernetError {
+    #[error("shorter than its header")]
+    Short,
+}
+
+/// Why a packet isn't IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Ipv4Error {
+    #[error("shorter than its header")]
+    Short,
+    #[error("version is not 4")]
+    Version,
+    #[error("header or total length out of bounds")]
+    Lengths,
+    #[error("bad header checksum")]
+    Checksum,
+}
+
+/// Why a packet isn't IPv6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Ipv6Error {
+    #[error("shorter than its header")]
+    Short,
+    #[error("version is not 6")]
+    Version,
+    #[error("payload length beyond the frame")]
+    PayloadLength,
+    #[error("truncated extension header")]
+    ExtensionTruncated,
+    #[error("extension header beyond the payload")]
+    ExtensionOverrun,
+    #[error("truncated fragment header")]
+    FragmentTruncated,
+    #[error("too many extension headers")]
+    TooManyExtensions,
+}
+
+/// Why a datagram isn't UDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UdpError {
+    #[error("shorter than its header")]
+    Short,
+    #[error("length out of bounds")]
+    Length,
+}
 
 pub mod ethertype {
     pub const IPV4: u16 = 0x0800;
@@ -47,9 +92,9 @@ fn mac_at(b: &[u8], at: usize) -> MacAddr {
     MacAddr(m)
 }
 
-pub fn ethernet(frame: &[u8]) -> Result<Ethernet<'_>, Malformed> {
+pub fn ethernet(frame: &[u8]) -> Result<Ethernet<'_>, EthernetError> {
     if frame.len() < ETH_HEADER_LEN {
-        return Err("ethernet: shorter than its header");
+        return Err(EthernetError::Short);
     }
     Ok(Ethernet {
         dst: mac_at(frame, 0),
@@ -72,20 +117,20 @@ pub struct Ipv4<'a> {
     pub payload: &'a [u8],
 }
 
-pub fn ipv4(packet: &[u8]) -> Result<Ipv4<'_>, Malformed> {
+pub fn ipv4(packet: &[u8]) -> Result<Ipv4<'_>, Ipv4Error> {
     if packet.len() < IPV4_HEADER_LEN {
-        return Err("ipv4: shorter than its header");
+        return Err(Ipv4Error::Short);
     }
     if packet[0] >> 4 != 4 {
-        return Err("ipv4: version is not 4");
+        return Err(Ipv4Error::Version);
     }
     let header_len = usize::from(packet[0] & 0x0f) * 4;
     let total_len = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
     if header_len < IPV4_HEADER_LEN || total_len < header_len || total_len > packet.len() {
-        return Err("ipv4: header or total length out of bounds");
+        return Err(Ipv4Error::Lengths);
     }
     if super::checksum::of(&packet[..header_len]) != 0 {
-        return Err("ipv4: bad header checksum");
+        return Err(Ipv4Error::Checksum);
     }
     let flags_frag = u16::from_be_bytes([packet[6], packet[7]]);
     let more_fragments = flags_frag & 0x2000 != 0;
@@ -122,16 +167,16 @@ fn v6_at(b: &[u8], at: usize) -> Ipv6Addr {
 /// Extension headers we walk through before giving up: a bound, not a protocol limit.
 const MAX_EXTENSION_HEADERS: usize = 8;
 
-pub fn ipv6(packet: &[u8]) -> Result<Ipv6<'_>, Malformed> {
+pub fn ipv6(packet: &[u8]) -> Result<Ipv6<'_>, Ipv6Error> {
     if packet.len() < IPV6_HEADER_LEN {
-        return Err("ipv6: shorter than its header");
+        return Err(Ipv6Error::Short);
     }
     if packet[0] >> 4 != 6 {
-        return Err("ipv6: version is not 6");
+        return Err(Ipv6Error::Version);
     }
     let payload_len = usize::from(u16::from_be_bytes([packet[4], packet[5]]));
     if IPV6_HEADER_LEN + payload_len > packet.len() {
-        return Err("ipv6: payload length beyond the frame");
+        return Err(Ipv6Error::PayloadLength);
     }
     let mut next = packet[6];
     let mut rest = &packet[IPV6_HEADER_LEN..IPV6_HEADER_LEN + payload_len];
@@ -140,18 +185,18 @@ pub fn ipv6(packet: &[u8]) -> Result<Ipv6<'_>, Malformed> {
         match next {
             ip_proto::HOP_BY_HOP | ip_proto::ROUTING | ip_proto::DEST_OPTS => {
                 if rest.len() < 8 {
-                    return Err("ipv6: truncated extension header");
+                    return Err(Ipv6Error::ExtensionTruncated);
                 }
                 let len = (usize::from(rest[1]) + 1) * 8;
                 if len > rest.len() {
-                    return Err("ipv6: extension header beyond the payload");
+                    return Err(Ipv6Error::ExtensionOverrun);
                 }
                 next = rest[0];
                 rest = &rest[len..];
             }
             ip_proto::FRAGMENT => {
                 if rest.len() < 8 {
-                    return Err("ipv6: truncated fragment header");
+                    return Err(Ipv6Error::FragmentTruncated);
                 }
                 fragmented = true;
                 next = rest[0];
@@ -169,7 +214,7 @@ pub fn ipv6(packet: &[u8]) -> Result<Ipv6<'_>, Malformed> {
             }
         }
     }
-    Err("ipv6: too many extension headers")
+    Err(Ipv6Error::TooManyExtensions)
 }
 
 /// A UDP datagram; `payload` is cut to the UDP length.
@@ -180,13 +225,13 @@ pub struct Udp<'a> {
     pub payload: &'a [u8],
 }
 
-pub fn udp(segment: &[u8]) -> Result<Udp<'_>, Malformed> {
+pub fn udp(segment: &[u8]) -> Result<Udp<'_>, UdpError> {
     if segment.len() < UDP_HEADER_LEN {
-        return Err("udp: shorter than its header");
+        return Err(UdpError::Short);
     }
     let len = usize::from(u16::from_be_bytes([segment[4], segment[5]]));
     if len < UDP_HEADER_LEN || len > segment.len() {
-        return Err("udp: length out of bounds");
+        return Err(UdpError::Length);
     }
     Ok(Udp {
         src_port: u16::from_be_bytes([segment[0], segment[1]]),

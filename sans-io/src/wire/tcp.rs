@@ -7,7 +7,7 @@
 
 use super::build::{ip_header_len, write_eth_ip, FrameQueue, Route};
 use super::checksum;
-use super::parse::{ip_proto, Malformed, ETH_HEADER_LEN};
+use super::parse::{ip_proto, ETH_HEADER_LEN};
 
 /// A TCP header without options.
 pub const TCP_HEADER_LEN: usize = 20;
@@ -49,13 +49,25 @@ impl Segment<'_> {
     }
 }
 
-pub fn parse(segment: &[u8]) -> Result<Segment<'_>, Malformed> {
+/// Why a guest segment isn't TCP we can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TcpError {
+    #[error("shorter than its header")]
+    Short,
+    #[error("data offset out of bounds")]
+    DataOffset,
+    /// In IP fragments: we don't reassemble, and guests don't fragment TCP.
+    #[error("fragmented")]
+    Fragmented,
+}
+
+pub fn parse(segment: &[u8]) -> Result<Segment<'_>, TcpError> {
     if segment.len() < TCP_HEADER_LEN {
-        return Err("tcp: shorter than its header");
+        return Err(TcpError::Short);
     }
     let header_len = usize::from(segment[12] >> 4) * 4;
     if header_len < TCP_HEADER_LEN || header_len > segment.len() {
-        return Err("tcp: data offset out of bounds");
+        return Err(TcpError::DataOffset);
     }
     let be32 = |at: usize| {
         u32::from_be_bytes([
