@@ -1,0 +1,257 @@
+//! One connection's state, how it opens, and what it asks of its socket.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::to_host::Prompt;
+use super::{Cx, FlowKey, Next, Phase};
+use crate::config::{Config, DEFAULT_MTU};
+use crate::flow::SockRef;
+use crate::time::Instant;
+
+/// One connection.
+#[derive(Debug)]
+pub(super) struct Flow {
+    pub(super) phase: Phase,
+    pub(super) sock: Option<SockRef>,
+    pub(super) guest: SocketAddr,
+    pub(super) peer: SocketAddr,
+    /// Largest payload per frame to the guest.
+    pub(super) mss: u32,
+    /// The MSS we advertised: the largest segment the guest sends us.
+    pub(super) rcv_mss: u32,
+    /// Window scale shifts in use (both zero unless both SYNs carried the option).
+    pub(super) guest_ws: u8,
+    pub(super) our_ws: u8,
+    pub(super) guest_offered_ws: bool,
+
+    // Guest to host.
+    pub(super) rcv_nxt: u32,
+    /// `rcv_nxt` plus the room we last measured: no frame advertises beyond it.
+    pub(super) right_edge: u32,
+    /// The widest window we have offered, in bytes: a sender sends a segment once half of it
+    /// fits (see [`Flow::window_too_small`]).
+    pub(super) max_offered: u32,
+    pub(super) guest_fin: bool,
+    pub(super) host_shut: bool,
+    /// Unwritten rest of one partially written segment: `stash[stash_at..]`.
+    pub(super) stash: Vec<u8>,
+    pub(super) stash_at: usize,
+    /// In-order guest data was dropped for lack of room: resend-prompting ACKs are due once
+    /// the socket has room.
+    pub(super) starved: bool,
+    /// `Writable` reports wanted, to send a window update.
+    pub(super) want_wupdate: bool,
+    /// `Writable` reports in a row that found no more room.
+    pub(super) fruitless_writable: u8,
+    /// When to measure the room again, instead of listening for `Writable`.
+    pub(super) wupdate_poll_at: Option<Instant>,
+    /// Measurements in a row that found no more room: each waits twice as long.
+    pub(super) wupdate_polls: u8,
+    /// The end of the furthest out-of-order segment dropped: until `rcv_nxt` gets there, the
+    /// guest has more to resend beyond whatever hole it is filling.
+    pub(super) ooo_edge: Option<u32>,
+    /// In-order data arrived short of `ooo_edge`: the next ACK goes out with three duplicates.
+    pub(super) hole_prompt: bool,
+    /// The last hole prompt, until in-order data answers it.
+    pub(super) prompt: Option<Prompt>,
+    /// How long prompts took to be answered, smoothed (zero: not measured yet).
+    pub(super) prompt_rtt: Duration,
+    /// The batch's ACK goes out twice (it ends a recovery).
+    pub(super) ack_twice: bool,
+
+    // Host to guest.
+    pub(super) iss: u32,
+    pub(super) snd_una: u32,
+    pub(super) snd_nxt: u32,
+    pub(super) snd_max: u32,
+    /// The guest's window, in bytes.
+    pub(super) snd_wnd: u32,
+    pub(super) host_eof: bool,
+    pub(super) fin_seq: Option<u32>,
+    pub(super) fin_acked: bool,
+    /// The last peek came up short: everything the socket holds is in flight.
+    pub(super) exhausted: bool,
+    pub(super) dup_acks: u8,
+
+    // Timers.
+    pub(super) retries: u8,
+    pub(super) rto_at: Option<Instant>,
+    /// Connect timeout, FIN timeout or end of TIME_WAIT, depending on the phase.
+    pub(super) phase_deadline: Option<Instant>,
+    pub(super) last_activity: Instant,
+
+    // Batching.
+    pub(super) dirty: bool,
+    pub(super) ack_due: bool,
+    pub(super) send_due: bool,
+    /// Interest last set on the socket (readable, writable).
+    pub(super) interest: (bool, bool),
+}
+
+impl Flow {
+    /// A flow opening on socket `s`: nothing sent or received yet, no scaling, no timers. The
+    /// two ways of opening (guest SYN, accepted host connection) set what differs.
+    pub(super) fn fresh(
+        phase: Phase,
+        s: SockRef,
+        key: FlowKey,
+        mss: u32,
+        iss: u32,
+        now: Instant,
+    ) -> Flow {
+        Flow {
+            phase,
+            sock: Some(s),
+            guest: key.guest,
+            peer: key.peer,
+            mss,
+            rcv_mss: mss,
+            guest_ws: 0,
+            our_ws: 0,
+            guest_offered_ws: false,
+            rcv_nxt: 0,
+            right_edge: 0,
+            max_offered: 0,
+            guest_fin: false,
+            host_shut: false,
+            stash: Vec::new(),
+            stash_at: 0,
+            starved: false,
+            want_wupdate: false,
+            fruitless_writable: 0,
+            wupdate_poll_at: None,
+            wupdate_polls: 0,
+            ooo_edge: None,
+            hole_prompt: false,
+            prompt: None,
+            prompt_rtt: Duration::ZERO,
+            ack_twice: false,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            snd_max: iss,
+            snd_wnd: 0,
+            host_eof: false,
+            fin_seq: None,
+            fin_acked: false,
+            exhausted: false,
+            dup_acks: 0,
+            retries: 0,
+            rto_at: None,
+            phase_deadline: None,
+            last_activity: now,
+            dirty: false,
+            ack_due: false,
+            send_due: false,
+            interest: (true, false),
+        }
+    }
+
+    pub(super) fn stash_len(&self) -> usize {
+        self.stash.len() - self.stash_at
+    }
+
+    pub(super) fn in_flight(&self) -> u32 {
+        self.snd_nxt.wrapping_sub(self.snd_una)
+    }
+
+    /// Bytes of data in flight (not counting a FIN).
+    pub(super) fn data_in_flight(&self) -> u32 {
+        let f = self.in_flight();
+        match self.fin_seq {
+            Some(fin) if self.snd_nxt == fin.wrapping_add(1) => f.saturating_sub(1),
+            _ => f,
+        }
+    }
+
+    pub(super) fn wanted_interest(&self) -> (bool, bool) {
+        let established = self.phase == Phase::Established;
+        let data_done = self.fin_seq.is_some();
+        let flight = self.data_in_flight();
+        let readable = established
+            && !self.host_eof
+            && !data_done
+            && flight < self.snd_wnd
+            && (flight == 0 || !self.exhausted);
+        let writable = established && (self.stash_len() > 0 || self.starved || self.want_wupdate);
+        (readable, writable)
+    }
+}
+
+/// The MSS our MTU allows for a family.
+pub fn mss_for(config: &Config, v6: bool) -> u16 {
+    let mtu = config.mtu.filter(|&m| m > 0).unwrap_or(DEFAULT_MTU);
+    let overhead = if v6 { 60 } else { 40 };
+    mtu.saturating_sub(overhead).max(64)
+}
+
+pub(super) fn update_interest(cx: &mut Cx<'_>, f: &mut Flow) {
+    let Some(s) = f.sock else { return };
+    if f.phase == Phase::Connecting {
+        return;
+    }
+    let want = f.wanted_interest();
+    if want != f.interest {
+        cx.io.set_interest(s, want.0, want.1);
+        f.interest = want;
+    }
+}
+
+/// Graceful end: both FINs acknowledged, nothing left to write.
+pub(super) fn finish_check(f: &mut Flow) -> Next {
+    if f.phase == Phase::Established
+        && f.guest_fin
+        && f.host_shut
+        && f.fin_acked
+        && f.stash_len() == 0
+    {
+        Next::Finish
+    } else {
+        Next::Keep
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    /// An established IPv4 flow with a 64 KiB window offered and 10,000 bytes of the guest's.
+    pub(in super::super) fn flow() -> Flow {
+        let key = FlowKey {
+            guest: "192.0.2.2:1".parse().unwrap(),
+            peer: "192.0.2.1:2".parse().unwrap(),
+        };
+        let mut f = Flow::fresh(Phase::Established, SockRef(1), key, 1460, 0, Instant::ZERO);
+        f.our_ws = 8;
+        f.guest_offered_ws = true;
+        f.rcv_nxt = 1000;
+        f.set_right_edge(1000 + 65536);
+        f.snd_una = 1;
+        f.snd_nxt = 1;
+        f.snd_max = 1;
+        f.snd_wnd = 10_000;
+        f
+    }
+
+    #[test]
+    fn readable_interest_follows_window_and_flight() {
+        let mut f = flow();
+        assert_eq!(f.wanted_interest(), (true, false));
+        // Everything the socket holds in flight: wait for the guest's ACK.
+        f.snd_nxt = 101;
+        f.exhausted = true;
+        assert_eq!(f.wanted_interest(), (false, false));
+        // Window full.
+        f.exhausted = false;
+        f.snd_nxt = 1 + 10_000;
+        assert_eq!(f.wanted_interest(), (false, false));
+        // Stash waiting for room.
+        f.snd_nxt = 1;
+        f.stash = vec![1, 2, 3];
+        assert_eq!(f.wanted_interest(), (true, true));
+        // End of stream seen: nothing more to read.
+        f.host_eof = true;
+        assert_eq!(f.wanted_interest(), (false, true));
+    }
+}
