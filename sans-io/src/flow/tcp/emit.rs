@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use super::flow::Flow;
+use super::seq::{SegmentSeq, SeqNum};
 use super::{Cx, FlowKey, OUR_WSCALE};
 use crate::wire::build::Route;
 use crate::wire::tcp::{self as wtcp, flags, Header, Segment};
@@ -40,7 +41,7 @@ pub(super) fn rst_reply(cx: &mut Cx<'_>, key: FlowKey, seg: &Segment<'_>) {
             src_port: key.peer.port(),
             dst_port: key.guest.port(),
             seq: 0,
-            ack: seg.seq.wrapping_add(seg.seq_len()),
+            ack: (seg.seq_num() + seg.seq_len()).into(),
             flags: flags::RST | flags::ACK,
             ..Header::default()
         }
@@ -51,12 +52,16 @@ pub(super) fn rst_reply(cx: &mut Cx<'_>, key: FlowKey, seg: &Segment<'_>) {
 }
 
 /// A control segment from `f` with `flags` at `seq` (`ack` is `rcv_nxt`).
-pub(super) fn emit(cx: &mut Cx<'_>, f: &Flow, fl: u8, seq: u32) {
+pub(super) fn emit(cx: &mut Cx<'_>, f: &Flow, fl: u8, seq: SeqNum) {
     let h = Header {
         src_port: f.peer.port(),
         dst_port: f.guest.port(),
-        seq,
-        ack: if fl & flags::ACK != 0 { f.rcv_nxt } else { 0 },
+        seq: seq.into(),
+        ack: if fl & flags::ACK != 0 {
+            f.rcv_nxt.into()
+        } else {
+            0
+        },
         flags: fl,
         window: f.window_field(),
         mss: None,
@@ -76,17 +81,13 @@ pub(super) fn send_ack(cx: &mut Cx<'_>, f: &mut Flow) {
 
 /// Our SYN (inbound) or SYN-ACK (outbound).
 pub(super) fn send_syn(cx: &mut Cx<'_>, f: &Flow, ack: bool) {
-    let avail = f.right_edge.wrapping_sub(f.rcv_nxt);
-    let window = if (avail as i32) < 0 {
-        0
-    } else {
-        avail.min(u32::from(u16::MAX)) as u16
-    };
+    // Never scaled in a SYN.
+    let window = f.window_bytes().min(u32::from(u16::MAX)) as u16;
     let h = Header {
         src_port: f.peer.port(),
         dst_port: f.guest.port(),
-        seq: f.iss,
-        ack: if ack { f.rcv_nxt } else { 0 },
+        seq: f.iss.into(),
+        ack: if ack { f.rcv_nxt.into() } else { 0 },
         flags: if ack {
             flags::SYN | flags::ACK
         } else {
@@ -102,5 +103,5 @@ pub(super) fn send_syn(cx: &mut Cx<'_>, f: &Flow, ack: bool) {
 
 /// A zero-window probe: an ACK one below `snd_una`, which the guest answers with its window.
 pub(super) fn window_probe(cx: &mut Cx<'_>, f: &Flow) {
-    emit(cx, f, flags::ACK, f.snd_una.wrapping_sub(1));
+    emit(cx, f, flags::ACK, f.snd_una - 1);
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::seq::SeqNum;
 use super::to_host::Prompt;
 use super::{Cx, FlowKey, Next, Phase};
 use crate::config::{Config, DEFAULT_MTU};
@@ -26,9 +27,9 @@ pub(super) struct Flow {
     pub(super) guest_offered_ws: bool,
 
     // Guest to host.
-    pub(super) rcv_nxt: u32,
+    pub(super) rcv_nxt: SeqNum,
     /// `rcv_nxt` plus the room we last measured: no frame advertises beyond it.
-    pub(super) right_edge: u32,
+    pub(super) right_edge: SeqNum,
     /// The widest window we have offered, in bytes: a sender sends a segment once half of it
     /// fits (see [`Flow::window_too_small`]).
     pub(super) max_offered: u32,
@@ -50,7 +51,7 @@ pub(super) struct Flow {
     pub(super) wupdate_polls: u8,
     /// The end of the furthest out-of-order segment dropped: until `rcv_nxt` gets there, the
     /// guest has more to resend beyond whatever hole it is filling.
-    pub(super) ooo_edge: Option<u32>,
+    pub(super) ooo_edge: Option<SeqNum>,
     /// In-order data arrived short of `ooo_edge`: the next ACK goes out with three duplicates.
     pub(super) hole_prompt: bool,
     /// The last hole prompt, until in-order data answers it.
@@ -61,14 +62,14 @@ pub(super) struct Flow {
     pub(super) ack_twice: bool,
 
     // Host to guest.
-    pub(super) iss: u32,
-    pub(super) snd_una: u32,
-    pub(super) snd_nxt: u32,
-    pub(super) snd_max: u32,
+    pub(super) iss: SeqNum,
+    pub(super) snd_una: SeqNum,
+    pub(super) snd_nxt: SeqNum,
+    pub(super) snd_max: SeqNum,
     /// The guest's window, in bytes.
     pub(super) snd_wnd: u32,
     pub(super) host_eof: bool,
-    pub(super) fin_seq: Option<u32>,
+    pub(super) fin_seq: Option<SeqNum>,
     pub(super) fin_acked: bool,
     /// The last peek came up short: everything the socket holds is in flight.
     pub(super) exhausted: bool,
@@ -97,7 +98,7 @@ impl Flow {
         s: SockRef,
         key: FlowKey,
         mss: u32,
-        iss: u32,
+        iss: SeqNum,
         now: Instant,
     ) -> Flow {
         Flow {
@@ -110,8 +111,8 @@ impl Flow {
             guest_ws: 0,
             our_ws: 0,
             guest_offered_ws: false,
-            rcv_nxt: 0,
-            right_edge: 0,
+            rcv_nxt: SeqNum::default(),
+            right_edge: SeqNum::default(),
             max_offered: 0,
             guest_fin: false,
             host_shut: false,
@@ -153,14 +154,14 @@ impl Flow {
     }
 
     pub(super) fn in_flight(&self) -> u32 {
-        self.snd_nxt.wrapping_sub(self.snd_una)
+        self.snd_nxt.since(self.snd_una)
     }
 
     /// Bytes of data in flight (not counting a FIN).
     pub(super) fn data_in_flight(&self) -> u32 {
         let f = self.in_flight();
         match self.fin_seq {
-            Some(fin) if self.snd_nxt == fin.wrapping_add(1) => f.saturating_sub(1),
+            Some(fin) if self.snd_nxt == fin + 1 => f.saturating_sub(1),
             _ => f,
         }
     }
@@ -222,14 +223,21 @@ pub(super) mod tests {
             guest: "192.0.2.2:1".parse().unwrap(),
             peer: "192.0.2.1:2".parse().unwrap(),
         };
-        let mut f = Flow::fresh(Phase::Established, SockRef(1), key, 1460, 0, Instant::ZERO);
+        let mut f = Flow::fresh(
+            Phase::Established,
+            SockRef(1),
+            key,
+            1460,
+            SeqNum::default(),
+            Instant::ZERO,
+        );
         f.our_ws = 8;
         f.guest_offered_ws = true;
-        f.rcv_nxt = 1000;
-        f.set_right_edge(1000 + 65536);
-        f.snd_una = 1;
-        f.snd_nxt = 1;
-        f.snd_max = 1;
+        f.rcv_nxt = SeqNum::from(1000);
+        f.set_right_edge(SeqNum::from(1000 + 65536));
+        f.snd_una = SeqNum::from(1);
+        f.snd_nxt = SeqNum::from(1);
+        f.snd_max = SeqNum::from(1);
         f.snd_wnd = 10_000;
         f
     }
@@ -239,15 +247,15 @@ pub(super) mod tests {
         let mut f = flow();
         assert_eq!(f.wanted_interest(), (true, false));
         // Everything the socket holds in flight: wait for the guest's ACK.
-        f.snd_nxt = 101;
+        f.snd_nxt = SeqNum::from(101);
         f.exhausted = true;
         assert_eq!(f.wanted_interest(), (false, false));
         // Window full.
         f.exhausted = false;
-        f.snd_nxt = 1 + 10_000;
+        f.snd_nxt = SeqNum::from(1 + 10_000);
         assert_eq!(f.wanted_interest(), (false, false));
         // Stash waiting for room.
-        f.snd_nxt = 1;
+        f.snd_nxt = SeqNum::from(1);
         f.stash = vec![1, 2, 3];
         assert_eq!(f.wanted_interest(), (true, true));
         // End of stream seen: nothing more to read.

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::emit::{emit, rst_reply, send_syn};
 use super::flow::{mss_for, update_interest, Flow};
+use super::seq::{SegmentSeq, SeqNum};
 use super::to_guest::rto;
 use super::tombstones::Tombstones;
 use super::window::refresh_window;
@@ -53,17 +54,17 @@ impl Tcp {
             Ok(s) => s,
             Err(_) => {
                 cx.counters.connect_refused += 1;
-                self.tombstones.bury(cx.now, key, seg.seq);
+                self.tombstones.bury(cx.now, key, seg.seq_num());
                 rst_reply(cx, key, seg);
                 return;
             }
         };
-        let iss = cx.rng.next_u64() as u32;
+        let iss = SeqNum::from(cx.rng.next_u64() as u32);
         let (guest_ws, our_ws) = match opts.wscale {
             Some(ws) => (ws, OUR_WSCALE),
             None => (0, 0),
         };
-        let rcv_nxt = seg.seq.wrapping_add(1);
+        let rcv_nxt = seg.seq_num() + 1;
         let flow = Flow {
             mss,
             guest_ws,
@@ -136,12 +137,12 @@ impl Tcp {
         }
         let v6 = guest_ip.is_ipv6();
         let our_mss = u32::from(mss_for(cx.config, v6));
-        let iss = cx.rng.next_u64() as u32;
+        let iss = SeqNum::from(cx.rng.next_u64() as u32);
         let mut flow = Flow {
             // Our SYN takes a sequence number; what the guest will offer is not known yet.
             guest_offered_ws: true,
-            snd_nxt: iss.wrapping_add(1),
-            snd_max: iss.wrapping_add(1),
+            snd_nxt: iss + 1,
+            snd_max: iss + 1,
             rto_at: Some(cx.now + rto(0)),
             ..Flow::fresh(Phase::SynSent, s, key, our_mss, iss, cx.now)
         };
@@ -162,7 +163,7 @@ impl Tcp {
 
 /// A segment while our host connect is in progress: only a RST matters.
 pub(super) fn connecting_segment(cx: &mut Cx<'_>, f: &mut Flow, seg: &Segment<'_>) -> Next {
-    if seg.has(flags::RST) && seg.seq == f.rcv_nxt {
+    if seg.has(flags::RST) && seg.seq_num() == f.rcv_nxt {
         cx.counters.resets_received += 1;
         return Next::Abort { rst_guest: false };
     }
@@ -182,14 +183,14 @@ pub(super) fn syn_ack_sent_segment(
     let syn = seg.has(flags::SYN);
     let ack = seg.has(flags::ACK);
     if seg.has(flags::RST) {
-        if seg.seq == f.rcv_nxt {
+        if seg.seq_num() == f.rcv_nxt {
             cx.counters.resets_received += 1;
             return Next::Abort { rst_guest: false };
         }
         return Next::Keep;
     }
     if syn && !ack {
-        if seg.seq.wrapping_add(1) == f.rcv_nxt {
+        if seg.seq_num() + 1 == f.rcv_nxt {
             send_syn(cx, f, true);
         }
         return Next::Keep;
@@ -197,14 +198,14 @@ pub(super) fn syn_ack_sent_segment(
     if !ack || syn {
         return Next::Keep;
     }
-    if seg.ack != f.iss.wrapping_add(1) {
+    if seg.ack_num() != f.iss + 1 {
         rst_reply(cx, key, seg);
         return Next::Keep;
     }
     f.phase = Phase::Established;
-    f.snd_una = seg.ack;
-    f.snd_nxt = seg.ack;
-    f.snd_max = seg.ack;
+    f.snd_una = seg.ack_num();
+    f.snd_nxt = seg.ack_num();
+    f.snd_max = seg.ack_num();
     f.snd_wnd = u32::from(seg.window) << f.guest_ws;
     f.retries = 0;
     f.rto_at = None;
@@ -218,13 +219,13 @@ pub(super) fn syn_ack_sent_segment(
 pub(super) fn syn_sent_segment(cx: &mut Cx<'_>, f: &mut Flow, seg: &Segment<'_>) -> Next {
     let ack = seg.has(flags::ACK);
     if seg.has(flags::RST) {
-        if ack && seg.ack == f.iss.wrapping_add(1) {
+        if ack && seg.ack_num() == f.iss + 1 {
             cx.counters.resets_received += 1;
             return Next::Abort { rst_guest: false };
         }
         return Next::Keep;
     }
-    if !(seg.has(flags::SYN) && ack) || seg.ack != f.iss.wrapping_add(1) {
+    if !(seg.has(flags::SYN) && ack) || seg.ack_num() != f.iss + 1 {
         return Next::Keep;
     }
     let opts = wtcp::syn_options(seg.options);
@@ -241,11 +242,11 @@ pub(super) fn syn_sent_segment(cx: &mut Cx<'_>, f: &mut Flow, seg: &Segment<'_>)
     let v6 = f.guest.is_ipv6();
     let default_mss = if v6 { 1220 } else { 536 };
     f.mss = u32::from(opts.mss.unwrap_or(default_mss)).clamp(64, f.rcv_mss);
-    f.rcv_nxt = seg.seq.wrapping_add(1);
+    f.rcv_nxt = seg.seq_num() + 1;
     f.set_right_edge(f.rcv_nxt);
-    f.snd_una = seg.ack;
-    f.snd_nxt = seg.ack;
-    f.snd_max = seg.ack;
+    f.snd_una = seg.ack_num();
+    f.snd_nxt = seg.ack_num();
+    f.snd_max = seg.ack_num();
     f.snd_wnd = u32::from(seg.window); // never scaled in a SYN
     f.phase = Phase::Established;
     f.retries = 0;
@@ -262,7 +263,7 @@ pub(super) fn on_connected(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
     if f.phase == Phase::Connecting {
         f.phase = Phase::SynAckSent;
         f.phase_deadline = None;
-        f.snd_nxt = f.iss.wrapping_add(1);
+        f.snd_nxt = f.iss + 1;
         f.snd_max = f.snd_nxt;
         refresh_window(cx, f);
         send_syn(cx, f, true);
@@ -276,13 +277,18 @@ pub(super) fn on_connected(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
 /// later resets both sides.
 pub(super) fn on_socket_error(cx: &mut Cx<'_>, f: &mut Flow, tombstones: &mut Tombstones) -> Next {
     if f.phase == Phase::Connecting {
-        cx.counters.connect_refused += 1;
-        // The guest is still in SYN-SENT: RST with ACK of its SYN.
-        emit(cx, f, flags::RST | flags::ACK, 0);
-        tombstones.bury_attempt(cx.now, f);
-        cx.counters.resets_sent += 1;
-        Next::Abort { rst_guest: false }
+        refuse_connect(cx, f, tombstones)
     } else {
         Next::Abort { rst_guest: true }
     }
+}
+
+/// Our host connect failed or timed out: the guest, still in SYN-SENT, gets a RST with an
+/// ACK of its SYN, and the attempt is remembered.
+pub(super) fn refuse_connect(cx: &mut Cx<'_>, f: &mut Flow, tombstones: &mut Tombstones) -> Next {
+    cx.counters.connect_refused += 1;
+    emit(cx, f, flags::RST | flags::ACK, SeqNum::default());
+    tombstones.bury_attempt(cx.now, f);
+    cx.counters.resets_sent += 1;
+    Next::Abort { rst_guest: false }
 }

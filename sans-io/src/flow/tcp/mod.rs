@@ -132,7 +132,7 @@ use self::flow::{finish_check, update_interest, Flow};
 use self::handshake::{
     connecting_segment, on_connected, on_socket_error, syn_ack_sent_segment, syn_sent_segment,
 };
-use self::seq::{seq_gt, seq_lt};
+use self::seq::SegmentSeq;
 use self::to_guest::{on_ack, send_data};
 use self::to_host::{guest_data, Prompt};
 use self::tombstones::Tombstones;
@@ -361,7 +361,7 @@ impl Tcp {
                 return;
             }
             if seg.has(flags::SYN) && !seg.has(flags::ACK) {
-                if self.tombstones.holds(cx.now, &key, seg.seq) {
+                if self.tombstones.holds(cx.now, &key, seg.seq_num()) {
                     // Its attempt was reset already: this SYN crossed our RST, or the RST was
                     // lost. The same answer again, and no second host connect.
                     cx.counters.stale_syns += 1;
@@ -608,8 +608,7 @@ fn established_segment(
 ) -> Next {
     if seg.has(flags::RST) {
         let wnd = (u32::from(f.window_field()) << f.our_ws).max(1);
-        let off = seg.seq.wrapping_sub(f.rcv_nxt);
-        if off < wnd || seg.seq == f.rcv_nxt {
+        if seg.seq_num().since(f.rcv_nxt) < wnd || seg.seq_num() == f.rcv_nxt {
             cx.counters.resets_received += 1;
             return Next::Abort { rst_guest: false };
         }

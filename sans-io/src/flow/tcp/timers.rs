@@ -1,14 +1,14 @@
 //! The flows' timers: retransmission, handshake retries, connect, FIN and inactivity
 //! timeouts, TIME_WAIT, hole prompts and room measurements.
 
-use super::emit::{emit, send_syn};
+use super::emit::send_syn;
 use super::flow::Flow;
+use super::handshake::refuse_connect;
 use super::to_guest::{retransmit_due, rto};
 use super::to_host::repeat_prompt;
 use super::window::poll_room;
 use super::{Cx, Next, Phase, Tcp, ACT_TIMEOUT, SYN_RETRIES};
 use crate::time::Instant;
-use crate::wire::tcp::flags;
 
 impl Flow {
     /// When this flow next needs its timer handled.
@@ -61,11 +61,7 @@ impl Tcp {
             Phase::Connecting => {
                 if f.phase_deadline.is_some_and(|d| d <= now) {
                     cx.counters.timeouts += 1;
-                    cx.counters.connect_refused += 1;
-                    emit(cx, f, flags::RST | flags::ACK, 0);
-                    self.tombstones.bury_attempt(now, f);
-                    cx.counters.resets_sent += 1;
-                    return Next::Abort { rst_guest: false };
+                    return refuse_connect(cx, f, &mut self.tombstones);
                 }
                 Next::Keep
             }

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use super::emit::{emit, route, send_ack, window_probe};
 use super::flow::Flow;
+use super::seq::SegmentSeq;
 use super::{
-    seq_gt, seq_lt, Cx, Next, Phase, DUP_ACK_THRESHOLD, FIN_TIMEOUT, MAX_RETRIES, OUT_BUDGET,
-    RTO_INITIAL, RTO_MAX,
+    Cx, Next, Phase, DUP_ACK_THRESHOLD, FIN_TIMEOUT, MAX_RETRIES, OUT_BUDGET, RTO_INITIAL, RTO_MAX,
 };
 use crate::wire::tcp::{self as wtcp, flags, Header, Segment};
 
@@ -25,17 +25,17 @@ pub(super) fn rto(retries: u8) -> Duration {
 /// The guest's acknowledgement and window: what it got leaves the socket, three duplicates
 /// rewind for a fast retransmit. `Break` ends the segment's handling there.
 pub(super) fn on_ack(cx: &mut Cx<'_>, f: &mut Flow, seg: &Segment<'_>) -> ControlFlow<Next> {
-    let a = seg.ack;
-    if seq_gt(a, f.snd_max) {
+    let a = seg.ack_num();
+    if a.is_after(f.snd_max) {
         send_ack(cx, f);
         return ControlFlow::Break(Next::Keep);
     }
     let wnd = u32::from(seg.window) << f.guest_ws;
-    if seq_gt(a, f.snd_una) {
-        let acked = a.wrapping_sub(f.snd_una);
+    if a.is_after(f.snd_una) {
+        let acked = a.since(f.snd_una);
         let mut data_acked = acked;
         if let Some(fin) = f.fin_seq {
-            if a == fin.wrapping_add(1) {
+            if a == fin + 1 {
                 f.fin_acked = true;
                 data_acked -= 1;
             }
@@ -48,7 +48,7 @@ pub(super) fn on_ack(cx: &mut Cx<'_>, f: &mut Flow, seg: &Segment<'_>) -> Contro
             }
         }
         f.snd_una = a;
-        if seq_lt(f.snd_nxt, a) {
+        if f.snd_nxt.is_before(a) {
             f.snd_nxt = a;
         }
         f.retries = 0;
@@ -105,10 +105,10 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
                 sent_any = true;
                 break;
             }
-            if !seq_lt(f.snd_nxt, fin) {
+            if !f.snd_nxt.is_before(fin) {
                 break;
             }
-            until_fin = fin.wrapping_sub(f.snd_nxt);
+            until_fin = fin.since(f.snd_nxt);
         }
         let flight = f.in_flight();
         if flight >= f.snd_wnd {
@@ -122,8 +122,8 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
         let h = Header {
             src_port: f.peer.port(),
             dst_port: f.guest.port(),
-            seq: f.snd_nxt,
-            ack: f.rcv_nxt,
+            seq: f.snd_nxt.into(),
+            ack: f.rcv_nxt.into(),
             flags: flags::ACK | flags::PSH,
             window: f.window_field(),
             mss: None,
@@ -156,9 +156,9 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
             break;
         }
         sent_any = true;
-        let end = f.snd_nxt.wrapping_add(n as u32);
-        if seq_gt(end, f.snd_max) {
-            cx.counters.bytes_to_guest += u64::from(end.wrapping_sub(f.snd_max));
+        let end = f.snd_nxt + n as u32;
+        if end.is_after(f.snd_max) {
+            cx.counters.bytes_to_guest += u64::from(end.since(f.snd_max));
             f.snd_max = end;
         }
         f.snd_nxt = end;
@@ -181,8 +181,8 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
 
 pub(super) fn send_fin(cx: &mut Cx<'_>, f: &mut Flow) {
     emit(cx, f, flags::FIN | flags::ACK, f.snd_nxt);
-    f.snd_nxt = f.snd_nxt.wrapping_add(1);
-    if seq_gt(f.snd_nxt, f.snd_max) {
+    f.snd_nxt += 1;
+    if f.snd_nxt.is_after(f.snd_max) {
         f.snd_max = f.snd_nxt;
     }
 }

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use super::emit::send_ack;
 use super::flow::Flow;
+use super::seq::{SegmentSeq, SeqNum};
 use super::window::{nudge_window, refresh_window};
 use super::{
-    seq_gt, seq_lt, Cx, Next, DUP_ACK_THRESHOLD, FIN_TIMEOUT, PROMPT_RETRIES, PROMPT_WAIT_MAX,
-    PROMPT_WAIT_MIN,
+    Cx, Next, DUP_ACK_THRESHOLD, FIN_TIMEOUT, PROMPT_RETRIES, PROMPT_WAIT_MAX, PROMPT_WAIT_MIN,
 };
 use crate::time::Instant;
 use crate::wire::tcp::{flags, Segment};
@@ -19,7 +19,7 @@ use crate::wire::tcp::{flags, Segment};
 /// data at `seq` arrives first.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Prompt {
-    pub(super) seq: u32,
+    pub(super) seq: SeqNum,
     pub(super) first: Instant,
     pub(super) again_at: Instant,
     pub(super) tries: u8,
@@ -31,7 +31,7 @@ pub(super) struct Prompt {
 impl Flow {
     /// Data the guest sent beyond `rcv_nxt` was dropped, and it hasn't all come again yet.
     pub(super) fn recovering(&self) -> bool {
-        self.ooo_edge.is_some_and(|e| seq_lt(self.rcv_nxt, e))
+        self.ooo_edge.is_some_and(|e| self.rcv_nxt.is_before(e))
     }
 
     /// How long to wait for the answer to a hole prompt sent `tries` times before.
@@ -50,9 +50,10 @@ pub(super) fn guest_data(
     stashes: &mut usize,
 ) -> Next {
     let fin = seg.has(flags::FIN);
+    let seq = seg.seq_num();
     let payload = seg.payload;
     if payload.is_empty() && !fin {
-        if seg.seq == f.rcv_nxt.wrapping_sub(1) {
+        if seq == f.rcv_nxt - 1 {
             // Keepalive or window probe: answer with the window as it is now.
             refresh_window(cx, f);
             send_ack(cx, f);
@@ -64,14 +65,13 @@ pub(super) fn guest_data(
         send_ack(cx, f);
         return Next::Keep;
     }
-    let off = f.rcv_nxt.wrapping_sub(seg.seq);
-    if (off as i32) < 0 {
+    if seq.is_after(f.rcv_nxt) {
         cx.counters.out_of_order += 1;
         // Lost to us: remember how far the guest got (within the window; anything beyond is
         // not a segment a sane guest sent).
-        if seq_lt(seg.seq, f.right_edge) {
-            let end = seg.seq.wrapping_add(payload.len() as u32);
-            if f.ooo_edge.is_none_or(|e| seq_gt(end, e)) {
+        if seq.is_before(f.right_edge) {
+            let end = seq + payload.len() as u32;
+            if f.ooo_edge.is_none_or(|e| end.is_after(e)) {
                 f.ooo_edge = Some(end);
             }
             if f.prompt.is_none() {
@@ -89,7 +89,7 @@ pub(super) fn guest_data(
         send_ack(cx, f);
         return Next::Keep;
     }
-    let off = off as usize;
+    let off = f.rcv_nxt.since(seq) as usize;
     if off > payload.len() || (off == payload.len() && !fin) {
         // Old: a duplicate, or a one-byte keepalive.
         refresh_window(cx, f);
@@ -118,7 +118,7 @@ pub(super) fn guest_data(
             let rest = &data[n..];
             if f.stash.capacity() == 0 && stashes_full {
                 cx.counters.stash_unavailable += 1;
-                f.rcv_nxt = f.rcv_nxt.wrapping_add(n as u32);
+                f.rcv_nxt += n as u32;
                 if n == 0 {
                     cx.counters.no_room_drops += 1;
                 }
@@ -135,7 +135,7 @@ pub(super) fn guest_data(
             f.stash_at = 0;
             cx.counters.stash_uses += 1;
         }
-        f.rcv_nxt = f.rcv_nxt.wrapping_add(data.len() as u32);
+        f.rcv_nxt += data.len() as u32;
         f.ack_due = true;
         if let Some(p) = f.prompt.take().filter(|p| p.ours) {
             // Answered (by the resent segment, or one sent anyway): measured from the first
@@ -159,7 +159,7 @@ pub(super) fn guest_data(
     }
     if fin {
         f.guest_fin = true;
-        f.rcv_nxt = f.rcv_nxt.wrapping_add(1);
+        f.rcv_nxt += 1;
         f.ack_due = true;
         if f.fin_seq.is_some() && f.phase_deadline.is_none() {
             f.phase_deadline = Some(cx.now + FIN_TIMEOUT);

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 
 use super::flow::Flow;
+use super::seq::SeqNum;
 use super::{FlowKey, MAX_TOMBSTONES, TOMBSTONE_TIME};
 use crate::time::Instant;
 
@@ -11,11 +12,11 @@ use crate::time::Instant;
 /// when they are remembered (all for the same time, so the oldest is in front).
 #[derive(Debug, Default)]
 pub(super) struct Tombstones {
-    list: VecDeque<(Instant, FlowKey, u32)>,
+    list: VecDeque<(Instant, FlowKey, SeqNum)>,
 }
 
 impl Tombstones {
-    pub(super) fn bury(&mut self, now: Instant, key: FlowKey, isn: u32) {
+    pub(super) fn bury(&mut self, now: Instant, key: FlowKey, isn: SeqNum) {
         self.expire(now);
         if self.list.len() >= MAX_TOMBSTONES {
             self.list.pop_front();
@@ -23,7 +24,7 @@ impl Tombstones {
         self.list.push_back((now + TOMBSTONE_TIME, key, isn));
     }
 
-    pub(super) fn holds(&mut self, now: Instant, key: &FlowKey, isn: u32) -> bool {
+    pub(super) fn holds(&mut self, now: Instant, key: &FlowKey, isn: SeqNum) -> bool {
         self.expire(now);
         self.list.iter().any(|(_, k, i)| k == key && *i == isn)
     }
@@ -35,7 +36,7 @@ impl Tombstones {
             guest: f.guest,
             peer: f.peer,
         };
-        self.bury(now, key, f.rcv_nxt.wrapping_sub(1));
+        self.bury(now, key, f.rcv_nxt - 1);
     }
 
     fn expire(&mut self, now: Instant) {

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use super::emit::send_ack;
 use super::flow::Flow;
+use super::seq::SeqNum;
 use super::to_host::flush_stash;
-use super::{seq_gt, seq_lt, Cx, Next, Phase, DUP_ACK_THRESHOLD, WUPDATE_POLL, WUPDATE_POLL_MAX};
+use super::{Cx, Next, Phase, DUP_ACK_THRESHOLD, WUPDATE_POLL, WUPDATE_POLL_MAX};
 
 impl Flow {
     /// The window we advertise is too small for the guest to send a segment into (it then
@@ -28,21 +29,19 @@ impl Flow {
     }
 
     /// Moves the right edge to `edge`, remembering the widest window offered.
-    pub(super) fn set_right_edge(&mut self, edge: u32) {
+    pub(super) fn set_right_edge(&mut self, edge: SeqNum) {
         self.right_edge = edge;
-        let offered = edge.wrapping_sub(self.rcv_nxt);
-        if (offered as i32) > 0 {
-            self.max_offered = self.max_offered.max(offered);
-        }
+        self.max_offered = self.max_offered.max(self.window_bytes());
+    }
+
+    /// The window up to the right edge, in bytes (none if the guest wrote past it).
+    pub(super) fn window_bytes(&self) -> u32 {
+        self.right_edge.diff(self.rcv_nxt).max(0) as u32
     }
 
     /// The window field for a segment: up to the right edge, scaled.
     pub(super) fn window_field(&self) -> u16 {
-        let avail = self.right_edge.wrapping_sub(self.rcv_nxt);
-        if (avail as i32) < 0 {
-            return 0;
-        }
-        (avail >> self.our_ws).min(u32::from(u16::MAX)) as u16
+        (self.window_bytes() >> self.our_ws).min(u32::from(u16::MAX)) as u16
     }
 }
 
@@ -57,16 +56,16 @@ pub(super) fn refresh_window(cx: &mut Cx<'_>, f: &mut Flow) {
     let Ok(info) = cx.io.tcp_info(s) else { return };
     let room = (info.send_space as usize).saturating_sub(f.stash_len()) as u32;
     let max = u32::from(u16::MAX) << f.our_ws;
-    let mut edge = f.rcv_nxt.wrapping_add(room.min(max));
+    let mut edge = f.rcv_nxt + room.min(max);
     if let Some(ooo) = f.ooo_edge.filter(|_| f.recovering()) {
         // Hold the edge while the guest fills holes: new data beyond what it must resend
         // would only be dropped, and keep the recovery going.
-        let held = if seq_gt(ooo, f.right_edge) {
+        let held = if ooo.is_after(f.right_edge) {
             ooo
         } else {
             f.right_edge
         };
-        if seq_lt(held, edge) {
+        if held.is_before(edge) {
             edge = held;
         }
     }
@@ -81,16 +80,16 @@ pub(super) fn nudge_window(cx: &mut Cx<'_>, f: &mut Flow) {
     let Ok(info) = cx.io.tcp_info(s) else { return };
     let room = (info.send_space as usize).saturating_sub(f.stash_len()) as u32;
     let max = u32::from(u16::MAX) << f.our_ws;
-    let limit = f.rcv_nxt.wrapping_add(room.min(max));
+    let limit = f.rcv_nxt + room.min(max);
     let unit = 1u32 << f.our_ws;
-    let wider = f.right_edge.wrapping_add(unit);
-    if seq_lt(f.right_edge, f.rcv_nxt) {
+    let wider = f.right_edge + unit;
+    if f.right_edge.is_before(f.rcv_nxt) {
         return;
     }
-    if !seq_gt(wider, limit) && f.window_field() < u16::MAX {
+    if !wider.is_after(limit) && f.window_field() < u16::MAX {
         f.set_right_edge(wider);
     } else if f.window_field() > 1 {
-        f.set_right_edge(f.right_edge.wrapping_sub(unit));
+        f.set_right_edge(f.right_edge - unit);
     }
 }
 
@@ -113,7 +112,7 @@ pub(super) fn on_writable(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
             for _ in 0..=DUP_ACK_THRESHOLD {
                 send_ack(cx, f);
             }
-        } else if seq_gt(f.right_edge, old_edge) {
+        } else if f.right_edge.is_after(old_edge) {
             f.fruitless_writable = 0;
             send_ack(cx, f);
         } else if wanted && f.window_too_small() {
@@ -140,7 +139,7 @@ pub(super) fn poll_room(cx: &mut Cx<'_>, f: &mut Flow) {
         f.wupdate_poll_at = None;
         let old_edge = f.right_edge;
         refresh_window(cx, f);
-        if seq_gt(f.right_edge, old_edge) {
+        if f.right_edge.is_after(old_edge) {
             f.wupdate_polls = 0;
             send_ack(cx, f);
         } else if f.window_too_small() {
@@ -163,11 +162,11 @@ mod tests {
         f.mss = 65480;
         f.our_ws = 0;
         // A small send buffer: we never offered more than 40,000 bytes, less than a segment.
-        f.set_right_edge(f.rcv_nxt.wrapping_add(40_000));
+        f.set_right_edge(f.rcv_nxt + 40_000);
         f.max_offered = 40_000;
         assert!(!f.window_too_small(), "an idle flow's window is usable");
         // The guest sent 30,000 bytes into it: less than half the widest offer is left.
-        f.rcv_nxt = f.rcv_nxt.wrapping_add(30_000);
+        f.rcv_nxt += 30_000;
         assert!(f.window_too_small());
         // A full segment always fits in a window of one segment or more.
         f.mss = 1460;
@@ -186,10 +185,10 @@ mod tests {
     fn window_field_is_scaled_and_never_past_the_edge() {
         let mut f = flow();
         assert_eq!(f.window_field(), 256);
-        f.rcv_nxt = f.right_edge.wrapping_add(10); // written past what we measured
+        f.rcv_nxt = f.right_edge + 10; // written past what we measured
         assert_eq!(f.window_field(), 0);
         f.our_ws = 0;
-        f.right_edge = f.rcv_nxt.wrapping_add(1 << 20);
+        f.right_edge = f.rcv_nxt + (1 << 20);
         assert_eq!(f.window_field(), u16::MAX);
     }
 }
