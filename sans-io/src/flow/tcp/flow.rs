@@ -5,10 +5,17 @@ use std::time::Duration;
 
 use super::seq::SeqNum;
 use super::to_host::Prompt;
-use super::{Cx, FlowKey, Next, Phase};
+use super::{Cx, FlowKey, Next, Phase, OUR_WSCALE};
 use crate::config::{Config, DEFAULT_MTU};
 use crate::flow::SockRef;
 use crate::time::Instant;
+use crate::wire::tcp::{self as wtcp, Segment};
+
+/// The MSS a guest's SYN implies when it carries none (RFC 9293 section 3.7.1).
+const DEFAULT_MSS4: u16 = 536;
+const DEFAULT_MSS6: u16 = 1220;
+/// The smallest segment size we agree to, whatever the guest asks for.
+const MIN_MSS: u32 = 64;
 
 /// One connection.
 #[derive(Debug)]
@@ -149,6 +156,28 @@ impl Flow {
         }
     }
 
+    /// Takes the terms of the guest's SYN or SYN-ACK: its segment size and window scaling.
+    pub(super) fn negotiate(&mut self, terms: SynTerms) {
+        self.mss = terms.mss;
+        self.guest_ws = terms.guest_ws;
+        self.our_ws = terms.our_ws;
+    }
+
+    /// The handshake is over (the guest acknowledged our SYN with `ack`, offering `wnd`
+    /// bytes): data may flow both ways, and the handshake's timers stop.
+    pub(super) fn establish(&mut self, ack: SeqNum, wnd: u32, now: Instant) {
+        self.phase = Phase::Established;
+        self.snd_una = ack;
+        self.snd_nxt = ack;
+        self.snd_max = ack;
+        self.snd_wnd = wnd;
+        self.retries = 0;
+        self.rto_at = None;
+        self.phase_deadline = None;
+        self.last_activity = now;
+        self.send_due = true;
+    }
+
     pub(super) fn stash_len(&self) -> usize {
         self.stash.len() - self.stash_at
     }
@@ -177,6 +206,36 @@ impl Flow {
             && (flight == 0 || !self.exhausted);
         let writable = established && (self.stash_len() > 0 || self.starved || self.want_wupdate);
         (readable, writable)
+    }
+}
+
+/// What the guest's SYN or SYN-ACK asks for.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SynTerms {
+    /// The largest payload per frame to the guest: what it asked for, at most `ours`.
+    pub(super) mss: u32,
+    /// Window scale shifts in use: both zero unless the guest offered scaling.
+    pub(super) guest_ws: u8,
+    pub(super) our_ws: u8,
+    pub(super) offered_ws: bool,
+}
+
+impl SynTerms {
+    /// The terms of the guest's SYN (or SYN-ACK) `seg`, `ours` being the largest segment we
+    /// carry.
+    pub(super) fn of(seg: &Segment<'_>, v6: bool, ours: u32) -> SynTerms {
+        let opts = wtcp::syn_options(seg.options);
+        let default_mss = if v6 { DEFAULT_MSS6 } else { DEFAULT_MSS4 };
+        let (guest_ws, our_ws) = match opts.wscale {
+            Some(ws) => (ws, OUR_WSCALE),
+            None => (0, 0),
+        };
+        SynTerms {
+            mss: u32::from(opts.mss.unwrap_or(default_mss)).clamp(MIN_MSS, ours),
+            guest_ws,
+            our_ws,
+            offered_ws: opts.wscale.is_some(),
+        }
     }
 }
 

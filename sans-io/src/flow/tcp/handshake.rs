@@ -5,17 +5,15 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::emit::{emit, rst_reply, send_syn};
-use super::flow::{mss_for, update_interest, Flow};
+use super::flow::{mss_for, update_interest, Flow, SynTerms};
 use super::seq::{SegmentSeq, SeqNum};
 use super::to_guest::rto;
 use super::tombstones::Tombstones;
 use super::window::refresh_window;
-use super::{
-    established_segment, usable_unicast, Cx, FlowKey, Next, Phase, Tcp, CONNECT_TIMEOUT, OUR_WSCALE,
-};
+use super::{established_segment, usable_unicast, Cx, FlowKey, Next, Phase, Tcp, CONNECT_TIMEOUT};
 use crate::flow::{Bind, SockRef};
 use crate::fwd::{nat, ForwardMode};
-use crate::wire::tcp::{self as wtcp, flags, Segment};
+use crate::wire::tcp::{flags, Segment};
 
 impl Tcp {
     pub(super) fn open_outbound(&mut self, cx: &mut Cx<'_>, key: FlowKey, seg: &Segment<'_>) {
@@ -33,10 +31,8 @@ impl Tcp {
             return;
         };
         let v6 = dst.is_ipv6();
-        let opts = wtcp::syn_options(seg.options);
         let our_mss = u32::from(mss_for(cx.config, v6));
-        let default_mss = if v6 { 1220 } else { 536 };
-        let mss = u32::from(opts.mss.unwrap_or(default_mss)).clamp(64, our_mss);
+        let terms = SynTerms::of(seg, v6, our_mss);
         let bind = match (v6, cx.config.ip4.as_ref(), cx.config.ip6.as_ref()) {
             // The host's loopback is reached from anywhere; binding would only break it.
             _ if target.ip().is_loopback() => Bind::default(),
@@ -50,7 +46,7 @@ impl Tcp {
             },
             _ => Bind::default(),
         };
-        let s = match cx.io.tcp_connect(target, bind, Some(mss as u16)) {
+        let s = match cx.io.tcp_connect(target, bind, Some(terms.mss as u16)) {
             Ok(s) => s,
             Err(_) => {
                 cx.counters.connect_refused += 1;
@@ -60,22 +56,16 @@ impl Tcp {
             }
         };
         let iss = SeqNum::from(cx.rng.next_u64() as u32);
-        let (guest_ws, our_ws) = match opts.wscale {
-            Some(ws) => (ws, OUR_WSCALE),
-            None => (0, 0),
-        };
         let rcv_nxt = seg.seq_num() + 1;
-        let flow = Flow {
-            mss,
-            guest_ws,
-            our_ws,
-            guest_offered_ws: opts.wscale.is_some(),
+        let mut flow = Flow {
+            guest_offered_ws: terms.offered_ws,
             rcv_nxt,
             right_edge: rcv_nxt,
             snd_wnd: u32::from(seg.window),
             phase_deadline: Some(cx.now + CONNECT_TIMEOUT),
             ..Flow::fresh(Phase::Connecting, s, key, our_mss, iss, cx.now)
         };
+        flow.negotiate(terms);
         match self.table.insert(key, flow) {
             Ok(idx) => {
                 self.table.bind_sock(idx, s);
@@ -202,16 +192,7 @@ pub(super) fn syn_ack_sent_segment(
         rst_reply(cx, key, seg);
         return Next::Keep;
     }
-    f.phase = Phase::Established;
-    f.snd_una = seg.ack_num();
-    f.snd_nxt = seg.ack_num();
-    f.snd_max = seg.ack_num();
-    f.snd_wnd = u32::from(seg.window) << f.guest_ws;
-    f.retries = 0;
-    f.rto_at = None;
-    f.phase_deadline = None;
-    f.last_activity = cx.now;
-    f.send_due = true;
+    f.establish(seg.ack_num(), u32::from(seg.window) << f.guest_ws, cx.now);
     established_segment(cx, f, seg, stashes_full, stashes)
 }
 
@@ -228,33 +209,12 @@ pub(super) fn syn_sent_segment(cx: &mut Cx<'_>, f: &mut Flow, seg: &Segment<'_>)
     if !(seg.has(flags::SYN) && ack) || seg.ack_num() != f.iss + 1 {
         return Next::Keep;
     }
-    let opts = wtcp::syn_options(seg.options);
-    match opts.wscale {
-        Some(ws) => {
-            f.guest_ws = ws;
-            f.our_ws = OUR_WSCALE;
-        }
-        None => {
-            f.guest_ws = 0;
-            f.our_ws = 0;
-        }
-    }
-    let v6 = f.guest.is_ipv6();
-    let default_mss = if v6 { 1220 } else { 536 };
-    f.mss = u32::from(opts.mss.unwrap_or(default_mss)).clamp(64, f.rcv_mss);
+    f.negotiate(SynTerms::of(seg, f.guest.is_ipv6(), f.rcv_mss));
     f.rcv_nxt = seg.seq_num() + 1;
     f.set_right_edge(f.rcv_nxt);
-    f.snd_una = seg.ack_num();
-    f.snd_nxt = seg.ack_num();
-    f.snd_max = seg.ack_num();
-    f.snd_wnd = u32::from(seg.window); // never scaled in a SYN
-    f.phase = Phase::Established;
-    f.retries = 0;
-    f.rto_at = None;
-    f.phase_deadline = None;
-    f.last_activity = cx.now;
+    // The window is never scaled in a SYN.
+    f.establish(seg.ack_num(), u32::from(seg.window), cx.now);
     f.ack_due = true;
-    f.send_due = true;
     Next::Keep
 }
 
