@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::seq::SeqNum;
+use super::timers::{Timer, Timers};
 use super::to_host::Prompt;
 use super::{Cx, FlowKey, Next, Phase, OUR_WSCALE};
 use crate::config::{Config, DEFAULT_MTU};
@@ -52,8 +53,6 @@ pub(super) struct Flow {
     pub(super) want_wupdate: bool,
     /// `Writable` reports in a row that found no more room.
     pub(super) fruitless_writable: u8,
-    /// When to measure the room again, instead of listening for `Writable`.
-    pub(super) wupdate_poll_at: Option<Instant>,
     /// Measurements in a row that found no more room: each waits twice as long.
     pub(super) wupdate_polls: u8,
     /// The end of the furthest out-of-order segment dropped: until `rcv_nxt` gets there, the
@@ -83,11 +82,9 @@ pub(super) struct Flow {
     pub(super) dup_acks: u8,
 
     // Timers.
+    /// Retransmission timeouts (or handshake retries, or window probes) in a row.
     pub(super) retries: u8,
-    pub(super) rto_at: Option<Instant>,
-    /// Connect timeout, FIN timeout or end of TIME_WAIT, depending on the phase.
-    pub(super) phase_deadline: Option<Instant>,
-    pub(super) last_activity: Instant,
+    pub(super) timers: Timers,
 
     // Batching.
     pub(super) dirty: bool,
@@ -108,7 +105,7 @@ impl Flow {
         iss: SeqNum,
         now: Instant,
     ) -> Flow {
-        Flow {
+        let mut f = Flow {
             phase,
             sock: Some(s),
             guest: key.guest,
@@ -128,7 +125,6 @@ impl Flow {
             starved: false,
             want_wupdate: false,
             fruitless_writable: 0,
-            wupdate_poll_at: None,
             wupdate_polls: 0,
             ooo_edge: None,
             hole_prompt: false,
@@ -146,14 +142,14 @@ impl Flow {
             exhausted: false,
             dup_acks: 0,
             retries: 0,
-            rto_at: None,
-            phase_deadline: None,
-            last_activity: now,
+            timers: Timers::default(),
             dirty: false,
             ack_due: false,
             send_due: false,
             interest: (true, false),
-        }
+        };
+        f.touch(now);
+        f
     }
 
     /// Takes the terms of the guest's SYN or SYN-ACK: its segment size and window scaling.
@@ -172,9 +168,9 @@ impl Flow {
         self.snd_max = ack;
         self.snd_wnd = wnd;
         self.retries = 0;
-        self.rto_at = None;
-        self.phase_deadline = None;
-        self.last_activity = now;
+        self.timers.stop(Timer::Retransmit);
+        self.timers.stop(Timer::PhaseEnd);
+        self.touch(now);
         self.send_due = true;
     }
 

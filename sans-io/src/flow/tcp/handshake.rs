@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use super::emit::{emit, rst_reply, send_syn};
 use super::flow::{mss_for, update_interest, Flow, SynTerms};
 use super::seq::{SegmentSeq, SeqNum};
+use super::timers::Timer;
 use super::to_guest::rto;
 use super::tombstones::Tombstones;
 use super::window::refresh_window;
@@ -62,10 +63,10 @@ impl Tcp {
             rcv_nxt,
             right_edge: rcv_nxt,
             snd_wnd: u32::from(seg.window),
-            phase_deadline: Some(cx.now + CONNECT_TIMEOUT),
             ..Flow::fresh(Phase::Connecting, s, key, our_mss, iss, cx.now)
         };
         flow.negotiate(terms);
+        flow.timers.start(Timer::PhaseEnd, cx.now + CONNECT_TIMEOUT);
         match self.table.insert(key, flow) {
             Ok(idx) => {
                 self.table.bind_sock(idx, s);
@@ -133,9 +134,9 @@ impl Tcp {
             guest_offered_ws: true,
             snd_nxt: iss + 1,
             snd_max: iss + 1,
-            rto_at: Some(cx.now + rto(0)),
             ..Flow::fresh(Phase::SynSent, s, key, our_mss, iss, cx.now)
         };
+        flow.timers.start(Timer::Retransmit, cx.now + rto(0));
         refresh_window(cx, &mut flow);
         send_syn(cx, &flow, false);
         update_interest(cx, &mut flow);
@@ -222,13 +223,13 @@ pub(super) fn syn_sent_segment(cx: &mut Cx<'_>, f: &mut Flow, seg: &Segment<'_>)
 pub(super) fn on_connected(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
     if f.phase == Phase::Connecting {
         f.phase = Phase::SynAckSent;
-        f.phase_deadline = None;
+        f.timers.stop(Timer::PhaseEnd);
         f.snd_nxt = f.iss + 1;
         f.snd_max = f.snd_nxt;
         refresh_window(cx, f);
         send_syn(cx, f, true);
         f.retries = 0;
-        f.rto_at = Some(cx.now + rto(0));
+        f.timers.start(Timer::Retransmit, cx.now + rto(0));
     }
     Next::Keep
 }

@@ -133,8 +133,9 @@ use self::handshake::{
     connecting_segment, on_connected, on_socket_error, syn_ack_sent_segment, syn_sent_segment,
 };
 use self::seq::SegmentSeq;
+use self::timers::Timer;
 use self::to_guest::{on_ack, send_data};
-use self::to_host::{guest_data, Prompt};
+use self::to_host::guest_data;
 use self::tombstones::Tombstones;
 use self::window::{on_writable, refresh_window};
 use super::table::{FlowTable, KeyedHash};
@@ -408,7 +409,7 @@ impl Tcp {
             }
             Phase::SynSent => syn_sent_segment(cx, f, seg),
             Phase::Established => {
-                f.last_activity = cx.now;
+                f.touch(cx.now);
                 established_segment(cx, f, seg, stashes_full, &mut self.stashes)
             }
             Phase::TimeWait => {
@@ -418,7 +419,7 @@ impl Tcp {
                 if seg.has(flags::FIN) || !seg.payload.is_empty() {
                     // Our last ACK was lost: again, and linger a while longer.
                     send_ack(cx, f);
-                    f.phase_deadline = Some(cx.now + TIME_WAIT);
+                    f.timers.start(Timer::PhaseEnd, cx.now + TIME_WAIT);
                 }
                 Next::Keep
             }
@@ -435,7 +436,7 @@ impl Tcp {
         let Some(f) = self.table.get_mut(idx) else {
             return;
         };
-        f.last_activity = cx.now;
+        f.touch(cx.now);
         let next = match ev {
             SockEvent::Connected => on_connected(cx, f),
             SockEvent::Error(_) => on_socket_error(cx, f, &mut self.tombstones),
@@ -503,13 +504,7 @@ impl Tcp {
                     for _ in 0..DUP_ACK_THRESHOLD {
                         send_ack(cx, f);
                     }
-                    f.prompt = Some(Prompt {
-                        seq: f.rcv_nxt,
-                        first: cx.now,
-                        again_at: cx.now + f.prompt_wait(0),
-                        tries: 0,
-                        ours: true,
-                    });
+                    f.start_prompt(cx.now, true);
                 }
             }
             self.after(cx, idx, next);
@@ -561,8 +556,8 @@ impl Tcp {
                         cx.io.close(s, false);
                     }
                     f.phase = Phase::TimeWait;
-                    f.rto_at = None;
-                    f.phase_deadline = Some(cx.now + TIME_WAIT);
+                    f.timers.stop(Timer::Retransmit);
+                    f.timers.start(Timer::PhaseEnd, cx.now + TIME_WAIT);
                     if f.ack_due {
                         send_ack(cx, f);
                     }

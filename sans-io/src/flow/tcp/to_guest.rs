@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::emit::{emit, route, send_ack, window_probe};
 use super::flow::Flow;
 use super::seq::SegmentSeq;
+use super::timers::Timer;
 use super::{
     Cx, Next, Phase, DUP_ACK_THRESHOLD, FIN_TIMEOUT, MAX_RETRIES, OUT_BUDGET, RTO_INITIAL, RTO_MAX,
 };
@@ -54,7 +55,11 @@ pub(super) fn on_ack(cx: &mut Cx<'_>, f: &mut Flow, seg: &Segment<'_>) -> Contro
         f.retries = 0;
         f.dup_acks = 0;
         f.exhausted = false;
-        f.rto_at = (f.in_flight() > 0).then(|| cx.now + rto(0));
+        if f.in_flight() > 0 {
+            f.timers.start(Timer::Retransmit, cx.now + rto(0));
+        } else {
+            f.timers.stop(Timer::Retransmit);
+        }
         f.snd_wnd = wnd;
         f.send_due = true;
     } else if a == f.snd_una {
@@ -73,16 +78,20 @@ pub(super) fn on_ack(cx: &mut Cx<'_>, f: &mut Flow, seg: &Segment<'_>) -> Contro
             if f.snd_wnd == 0 {
                 f.retries = 0;
                 if f.in_flight() == 0 {
-                    f.rto_at = None;
+                    f.timers.stop(Timer::Retransmit);
                 }
             }
             f.snd_wnd = wnd;
             f.send_due = true;
         }
     }
-    if f.snd_wnd == 0 && f.in_flight() == 0 && f.rto_at.is_none() && !f.fin_acked {
+    if f.snd_wnd == 0
+        && f.in_flight() == 0
+        && !f.timers.is_running(Timer::Retransmit)
+        && !f.fin_acked
+    {
         // Persist: probe the closed window until it opens.
-        f.rto_at = Some(cx.now + rto(f.retries));
+        f.timers.start(Timer::Retransmit, cx.now + rto(f.retries));
     }
     ControlFlow::Continue(())
 }
@@ -148,8 +157,8 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
             f.exhausted = true;
             if f.host_eof && f.fin_seq.is_none() {
                 f.fin_seq = Some(f.snd_nxt);
-                if f.guest_fin && f.phase_deadline.is_none() {
-                    f.phase_deadline = Some(cx.now + FIN_TIMEOUT);
+                if f.guest_fin && !f.timers.is_running(Timer::PhaseEnd) {
+                    f.timers.start(Timer::PhaseEnd, cx.now + FIN_TIMEOUT);
                 }
                 continue;
             }
@@ -171,9 +180,9 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
     }
     if sent_any {
         f.ack_due = false;
-        if was_idle || f.rto_at.is_none() {
+        if was_idle || !f.timers.is_running(Timer::Retransmit) {
             // A fresh flight: the timer starts now (not where a window probe left it).
-            f.rto_at = Some(cx.now + rto(f.retries));
+            f.timers.start(Timer::Retransmit, cx.now + rto(f.retries));
         }
     }
     Next::Keep
@@ -191,7 +200,7 @@ pub(super) fn send_fin(cx: &mut Cx<'_>, f: &mut Flow) {
 /// after [`MAX_RETRIES`] timeouts without progress.
 pub(super) fn retransmit_due(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
     let now = cx.now;
-    if f.rto_at.is_none_or(|d| d > now) {
+    if !f.timers.due(Timer::Retransmit, now) {
         return Next::Keep;
     }
     if f.in_flight() > 0 && f.retries >= MAX_RETRIES {
@@ -204,7 +213,7 @@ pub(super) fn retransmit_due(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
         .retries
         .saturating_add(1)
         .min(if f.in_flight() > 0 { u8::MAX } else { 8 });
-    f.rto_at = Some(now + rto(f.retries));
+    f.timers.start(Timer::Retransmit, now + rto(f.retries));
     if f.in_flight() > 0 {
         cx.counters.retransmissions += 1;
         f.snd_nxt = f.snd_una;
@@ -219,7 +228,7 @@ pub(super) fn retransmit_due(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
         window_probe(cx, f);
         Next::Keep
     } else {
-        f.rto_at = None;
+        f.timers.stop(Timer::Retransmit);
         f.retries = 0;
         Next::Keep
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::emit::send_ack;
 use super::flow::Flow;
 use super::seq::{SegmentSeq, SeqNum};
+use super::timers::Timer;
 use super::window::{nudge_window, refresh_window};
 use super::{
     Cx, Next, DUP_ACK_THRESHOLD, FIN_TIMEOUT, PROMPT_RETRIES, PROMPT_WAIT_MAX, PROMPT_WAIT_MIN,
@@ -15,13 +16,12 @@ use super::{
 use crate::time::Instant;
 use crate::wire::tcp::{flags, Segment};
 
-/// A hole prompt in flight: ACKs for `seq` went out at `first`, again at `again_at` unless
-/// data at `seq` arrives first.
+/// A hole prompt in flight: ACKs for `seq` went out at `first`, and go again when
+/// [`Timer::Prompt`] fires unless data at `seq` arrives first.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Prompt {
     pub(super) seq: SeqNum,
     pub(super) first: Instant,
-    pub(super) again_at: Instant,
     pub(super) tries: u8,
     /// Our prompt (rather than a wait for the guest's own fast retransmit): its answer
     /// measures how long prompts take.
@@ -38,6 +38,30 @@ impl Flow {
     pub(super) fn prompt_wait(&self, tries: u8) -> Duration {
         let base = (self.prompt_rtt * 2).clamp(PROMPT_WAIT_MIN, PROMPT_WAIT_MAX);
         base * (1u32 << tries.min(8))
+    }
+
+    /// Starts waiting for the answer to a hole prompt for `rcv_nxt`: ours, or (`ours` false)
+    /// the duplicate ACKs that should make the guest resend the first hole.
+    pub(super) fn start_prompt(&mut self, now: Instant, ours: bool) {
+        let p = Prompt {
+            seq: self.rcv_nxt,
+            first: now,
+            tries: 0,
+            ours,
+        };
+        self.wait_for_prompt(p, now);
+    }
+
+    fn wait_for_prompt(&mut self, p: Prompt, now: Instant) {
+        self.timers
+            .start(Timer::Prompt, now + self.prompt_wait(p.tries));
+        self.prompt = Some(p);
+    }
+
+    /// The prompt in flight, no longer waited for.
+    pub(super) fn end_prompt(&mut self) -> Option<Prompt> {
+        self.timers.stop(Timer::Prompt);
+        self.prompt.take()
     }
 }
 
@@ -77,13 +101,7 @@ pub(super) fn guest_data(
             if f.prompt.is_none() {
                 // Our duplicate ACKs should make the guest resend the hole; if they don't
                 // (too few, or lost, or its resent segment lost), a prompt will.
-                f.prompt = Some(Prompt {
-                    seq: f.rcv_nxt,
-                    first: cx.now,
-                    again_at: cx.now + f.prompt_wait(0),
-                    tries: 0,
-                    ours: false,
-                });
+                f.start_prompt(cx.now, false);
             }
         }
         send_ack(cx, f);
@@ -137,7 +155,7 @@ pub(super) fn guest_data(
         }
         f.rcv_nxt += data.len() as u32;
         f.ack_due = true;
-        if let Some(p) = f.prompt.take().filter(|p| p.ours) {
+        if let Some(p) = f.end_prompt().filter(|p| p.ours) {
             // Answered (by the resent segment, or one sent anyway): measured from the first
             // prompt, which errs on the long side if it was repeated.
             let rtt = cx.now.saturating_since(p.first);
@@ -161,8 +179,8 @@ pub(super) fn guest_data(
         f.guest_fin = true;
         f.rcv_nxt += 1;
         f.ack_due = true;
-        if f.fin_seq.is_some() && f.phase_deadline.is_none() {
-            f.phase_deadline = Some(cx.now + FIN_TIMEOUT);
+        if f.fin_seq.is_some() && !f.timers.is_running(Timer::PhaseEnd) {
+            f.timers.start(Timer::PhaseEnd, cx.now + FIN_TIMEOUT);
         }
         return shutdown_if_due(cx, f);
     }
@@ -206,8 +224,10 @@ pub(super) fn flush_stash(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
 /// The hole prompt's timer, if due: unanswered, the prompt goes out again.
 pub(super) fn repeat_prompt(cx: &mut Cx<'_>, f: &mut Flow) {
     let now = cx.now;
-    if let Some(p) = f.prompt.filter(|p| p.again_at <= now) {
-        f.prompt = None;
+    if !f.timers.due(Timer::Prompt, now) {
+        return;
+    }
+    if let Some(p) = f.end_prompt() {
         let waiting_for_room = f.starved || f.stash_len() > 0;
         if f.recovering() && f.rcv_nxt == p.seq && p.tries < PROMPT_RETRIES && !waiting_for_room {
             // Unanswered: the resent segment or our ACKs were lost. Again, as a
@@ -219,11 +239,11 @@ pub(super) fn repeat_prompt(cx: &mut Cx<'_>, f: &mut Flow) {
             for _ in 0..=DUP_ACK_THRESHOLD {
                 send_ack(cx, f);
             }
-            f.prompt = Some(Prompt {
-                again_at: now + f.prompt_wait(p.tries + 1),
+            let again = Prompt {
                 tries: p.tries + 1,
                 ..p
-            });
+            };
+            f.wait_for_prompt(again, now);
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::emit::send_ack;
 use super::flow::Flow;
 use super::seq::SeqNum;
+use super::timers::Timer;
 use super::to_host::flush_stash;
 use super::{Cx, Next, Phase, DUP_ACK_THRESHOLD, WUPDATE_POLL, WUPDATE_POLL_MAX};
 
@@ -125,7 +126,7 @@ pub(super) fn on_writable(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
             } else {
                 f.fruitless_writable = 0;
                 f.wupdate_polls = 0;
-                f.wupdate_poll_at = Some(cx.now + WUPDATE_POLL);
+                f.timers.start(Timer::RoomPoll, cx.now + WUPDATE_POLL);
             }
         }
     }
@@ -135,8 +136,8 @@ pub(super) fn on_writable(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
 /// The room-measuring timer, if due: a window update once the room grew.
 pub(super) fn poll_room(cx: &mut Cx<'_>, f: &mut Flow) {
     let now = cx.now;
-    if f.wupdate_poll_at.is_some_and(|t| t <= now) {
-        f.wupdate_poll_at = None;
+    if f.timers.due(Timer::RoomPoll, now) {
+        f.timers.stop(Timer::RoomPoll);
         let old_edge = f.right_edge;
         refresh_window(cx, f);
         if f.right_edge.is_after(old_edge) {
@@ -146,7 +147,8 @@ pub(super) fn poll_room(cx: &mut Cx<'_>, f: &mut Flow) {
             // Still no room: the peer isn't reading. Measure again, each time
             // twice as late, so that a stalled flow costs next to nothing.
             f.wupdate_polls = f.wupdate_polls.saturating_add(1);
-            f.wupdate_poll_at = Some(now + wupdate_poll_wait(f.wupdate_polls));
+            f.timers
+                .start(Timer::RoomPoll, now + wupdate_poll_wait(f.wupdate_polls));
         }
     }
 }
