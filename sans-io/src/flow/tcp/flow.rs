@@ -3,10 +3,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::closing::{ToGuestClose, ToHostClose};
 use super::seq::SeqNum;
 use super::timers::{Timer, Timers};
 use super::to_host::Prompt;
-use super::{Cx, FlowKey, Next, Phase, OUR_WSCALE};
+use super::{Cx, FlowKey, Phase, OUR_WSCALE};
 use crate::config::{Config, DEFAULT_MTU};
 use crate::flow::SockRef;
 use crate::time::Instant;
@@ -41,8 +42,7 @@ pub(super) struct Flow {
     /// The widest window we have offered, in bytes: a sender sends a segment once half of it
     /// fits (see [`Flow::window_too_small`]).
     pub(super) max_offered: u32,
-    pub(super) guest_fin: bool,
-    pub(super) host_shut: bool,
+    pub(super) to_host: ToHostClose,
     /// Unwritten rest of one partially written segment: `stash[stash_at..]`.
     pub(super) stash: Vec<u8>,
     pub(super) stash_at: usize,
@@ -74,9 +74,7 @@ pub(super) struct Flow {
     pub(super) snd_max: SeqNum,
     /// The guest's window, in bytes.
     pub(super) snd_wnd: u32,
-    pub(super) host_eof: bool,
-    pub(super) fin_seq: Option<SeqNum>,
-    pub(super) fin_acked: bool,
+    pub(super) to_guest: ToGuestClose,
     /// The last peek came up short: everything the socket holds is in flight.
     pub(super) exhausted: bool,
     pub(super) dup_acks: u8,
@@ -118,8 +116,7 @@ impl Flow {
             rcv_nxt: SeqNum::default(),
             right_edge: SeqNum::default(),
             max_offered: 0,
-            guest_fin: false,
-            host_shut: false,
+            to_host: ToHostClose::Open,
             stash: Vec::new(),
             stash_at: 0,
             starved: false,
@@ -136,9 +133,7 @@ impl Flow {
             snd_nxt: iss,
             snd_max: iss,
             snd_wnd: 0,
-            host_eof: false,
-            fin_seq: None,
-            fin_acked: false,
+            to_guest: ToGuestClose::Open,
             exhausted: false,
             dup_acks: 0,
             retries: 0,
@@ -185,7 +180,7 @@ impl Flow {
     /// Bytes of data in flight (not counting a FIN).
     pub(super) fn data_in_flight(&self) -> u32 {
         let f = self.in_flight();
-        match self.fin_seq {
+        match self.fin_seq() {
             Some(fin) if self.snd_nxt == fin + 1 => f.saturating_sub(1),
             _ => f,
         }
@@ -193,11 +188,10 @@ impl Flow {
 
     pub(super) fn wanted_interest(&self) -> (bool, bool) {
         let established = self.phase == Phase::Established;
-        let data_done = self.fin_seq.is_some();
         let flight = self.data_in_flight();
+        // Nothing more to read once the end of stream is seen.
         let readable = established
-            && !self.host_eof
-            && !data_done
+            && self.to_guest == ToGuestClose::Open
             && flight < self.snd_wnd
             && (flight == 0 || !self.exhausted);
         let writable = established && (self.stash_len() > 0 || self.starved || self.want_wupdate);
@@ -254,20 +248,6 @@ pub(super) fn update_interest(cx: &mut Cx<'_>, f: &mut Flow) {
     }
 }
 
-/// Graceful end: both FINs acknowledged, nothing left to write.
-pub(super) fn finish_check(f: &mut Flow) -> Next {
-    if f.phase == Phase::Established
-        && f.guest_fin
-        && f.host_shut
-        && f.fin_acked
-        && f.stash_len() == 0
-    {
-        Next::Finish
-    } else {
-        Next::Keep
-    }
-}
-
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
@@ -314,7 +294,7 @@ pub(super) mod tests {
         f.stash = vec![1, 2, 3];
         assert_eq!(f.wanted_interest(), (true, true));
         // End of stream seen: nothing more to read.
-        f.host_eof = true;
+        f.to_guest = ToGuestClose::Eof;
         assert_eq!(f.wanted_interest(), (false, true));
     }
 }

@@ -108,10 +108,22 @@
 //! [`Phase`]: `Connecting` (guest SYN seen, host connect in progress), `SynAckSent` (host
 //! connected, our SYN-ACK awaits the guest's ACK), `SynSent` (accepted host connection, our
 //! SYN awaits the guest's SYN-ACK), `Established`, `TimeWait` (socket closed, key kept
-//! briefly). Closing is not more states but facts per direction: the guest's FIN received
-//! and the socket shut down for writing; the host's end of stream seen, our FIN's sequence
-//! number, our FIN acknowledged.
+//! briefly). Closing is not more phases but one state per direction (`closing`): guest to
+//! host `Open`, `FinReceived` (the stash still holds bytes before the FIN), `Shut`; host to
+//! guest `Open`, `Eof` (end of stream seen, bytes before it still to send), `FinAt` (our
+//! FIN's sequence number), `FinAcked`.
+//!
+//! ## Where things are
+//!
+//! One file per mechanism: `flow` (a flow's state, the terms of the SYNs, `establish`),
+//! `handshake` (opening both ways), `tombstones` (reset attempts remembered), `seq`
+//! (sequence numbers), `to_host` (guest data, the stash, hole prompts), `to_guest` (host
+//! data, ACKs from the guest, retransmission), `window` (the window we offer and its
+//! updates), `closing`, `timers` (one table of a flow's timers, and what each does when it
+//! fires), `emit` (control frames). This file holds the table of flows and dispatches
+//! segments, socket events and the batch's flush to them.
 
+mod closing;
 mod emit;
 mod flow;
 mod handshake;
@@ -126,9 +138,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::{ControlFlow, RangeInclusive};
 use std::time::Duration;
 
+use self::closing::{finish_check, ToGuestClose};
 use self::emit::{emit, rst_reply, send_ack};
 pub use self::flow::mss_for;
-use self::flow::{finish_check, update_interest, Flow};
+use self::flow::{update_interest, Flow};
 use self::handshake::{
     connecting_segment, on_connected, on_socket_error, syn_ack_sent_segment, syn_sent_segment,
 };
@@ -449,7 +462,9 @@ impl Tcp {
                 }
             }
             SockEvent::PeerClosed => {
-                f.host_eof = true;
+                if f.to_guest == ToGuestClose::Open {
+                    f.to_guest = ToGuestClose::Eof;
+                }
                 if f.phase == Phase::Established {
                     send_data(cx, f)
                 } else {

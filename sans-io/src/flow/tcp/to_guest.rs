@@ -6,6 +6,7 @@ use std::io;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
+use super::closing::ToGuestClose;
 use super::emit::{emit, route, send_ack, window_probe};
 use super::flow::Flow;
 use super::seq::SegmentSeq;
@@ -35,9 +36,9 @@ pub(super) fn on_ack(cx: &mut Cx<'_>, f: &mut Flow, seg: &Segment<'_>) -> Contro
     if a.is_after(f.snd_una) {
         let acked = a.since(f.snd_una);
         let mut data_acked = acked;
-        if let Some(fin) = f.fin_seq {
+        if let Some(fin) = f.fin_seq() {
             if a == fin + 1 {
-                f.fin_acked = true;
+                f.to_guest = ToGuestClose::FinAcked(fin);
                 data_acked -= 1;
             }
         }
@@ -88,7 +89,7 @@ pub(super) fn on_ack(cx: &mut Cx<'_>, f: &mut Flow, seg: &Segment<'_>) -> Contro
     if f.snd_wnd == 0
         && f.in_flight() == 0
         && !f.timers.is_running(Timer::Retransmit)
-        && !f.fin_acked
+        && !f.fin_acked()
     {
         // Persist: probe the closed window until it opens.
         f.timers.start(Timer::Retransmit, cx.now + rto(f.retries));
@@ -108,7 +109,7 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
     loop {
         // Data left before our FIN, if its place is known.
         let mut until_fin = u32::MAX;
-        if let Some(fin) = f.fin_seq {
+        if let Some(fin) = f.fin_seq() {
             if f.snd_nxt == fin {
                 send_fin(cx, f);
                 sent_any = true;
@@ -155,9 +156,9 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
         };
         if n == 0 {
             f.exhausted = true;
-            if f.host_eof && f.fin_seq.is_none() {
-                f.fin_seq = Some(f.snd_nxt);
-                if f.guest_fin && !f.timers.is_running(Timer::PhaseEnd) {
+            if f.to_guest == ToGuestClose::Eof {
+                f.to_guest = ToGuestClose::FinAt(f.snd_nxt);
+                if f.guest_fin() && !f.timers.is_running(Timer::PhaseEnd) {
                     f.timers.start(Timer::PhaseEnd, cx.now + FIN_TIMEOUT);
                 }
                 continue;
@@ -173,7 +174,7 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
         f.snd_nxt = end;
         if n < len {
             f.exhausted = true;
-            if !f.host_eof || f.fin_seq.is_some() {
+            if f.to_guest != ToGuestClose::Eof {
                 break;
             }
         }

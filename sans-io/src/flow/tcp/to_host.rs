@@ -5,6 +5,7 @@
 use std::io;
 use std::time::Duration;
 
+use super::closing::{shutdown_if_due, ToHostClose};
 use super::emit::send_ack;
 use super::flow::Flow;
 use super::seq::{SegmentSeq, SeqNum};
@@ -84,7 +85,7 @@ pub(super) fn guest_data(
         }
         return Next::Keep;
     }
-    if f.guest_fin {
+    if f.guest_fin() {
         // Retransmitted FIN, or data after it: say where we are.
         send_ack(cx, f);
         return Next::Keep;
@@ -176,24 +177,13 @@ pub(super) fn guest_data(
         }
     }
     if fin {
-        f.guest_fin = true;
+        f.to_host = ToHostClose::FinReceived;
         f.rcv_nxt += 1;
         f.ack_due = true;
-        if f.fin_seq.is_some() && !f.timers.is_running(Timer::PhaseEnd) {
+        if f.fin_seq().is_some() && !f.timers.is_running(Timer::PhaseEnd) {
             f.timers.start(Timer::PhaseEnd, cx.now + FIN_TIMEOUT);
         }
         return shutdown_if_due(cx, f);
-    }
-    Next::Keep
-}
-
-pub(super) fn shutdown_if_due(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
-    if f.guest_fin && !f.host_shut && f.stash_len() == 0 {
-        let Some(s) = f.sock else { return Next::Keep };
-        if cx.io.shutdown_write(s).is_err() {
-            return Next::Abort { rst_guest: true };
-        }
-        f.host_shut = true;
     }
     Next::Keep
 }

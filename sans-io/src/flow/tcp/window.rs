@@ -24,7 +24,7 @@ impl Flow {
     pub(super) fn window_too_small(&self) -> bool {
         let segment = self.mss.min(self.max_offered / 2).max(1);
         self.phase == Phase::Established
-            && !self.guest_fin
+            && !self.guest_fin()
             && !self.recovering()
             && u32::from(self.window_field()) << self.our_ws < segment
     }
