@@ -9,6 +9,7 @@ use super::flow::{mss_for, update_interest, Flow, SynTerms};
 use super::seq::{SegmentSeq, SeqNum};
 use super::timers::Timer;
 use super::to_guest::rto;
+use super::to_host::StashBudget;
 use super::tombstones::Tombstones;
 use super::window::refresh_window;
 use super::{established_segment, usable_unicast, Cx, FlowKey, Next, Phase, Tcp, CONNECT_TIMEOUT};
@@ -67,17 +68,11 @@ impl Tcp {
         };
         flow.negotiate(terms);
         flow.timers.start(Timer::PhaseEnd, cx.now + CONNECT_TIMEOUT);
-        match self.table.insert(key, flow) {
-            Ok(idx) => {
-                self.table.bind_sock(idx, s);
-                cx.counters.opened += 1;
-                cx.counters.flows = self.table.len() as u64;
-                self.reschedule(idx);
-            }
-            Err(_) => {
-                cx.io.close(s, true);
-                rst_reply(cx, key, seg);
-            }
+        if self.add(cx, key, flow) {
+            cx.counters.opened += 1;
+        } else {
+            cx.io.close(s, true);
+            rst_reply(cx, key, seg);
         }
     }
 
@@ -140,15 +135,25 @@ impl Tcp {
         refresh_window(cx, &mut flow);
         send_syn(cx, &flow, false);
         update_interest(cx, &mut flow);
-        match self.table.insert(key, flow) {
-            Ok(idx) => {
-                self.table.bind_sock(idx, s);
-                cx.counters.accepted += 1;
-                cx.counters.flows = self.table.len() as u64;
-                self.reschedule(idx);
-            }
-            Err(_) => cx.io.close(s, true),
+        if self.add(cx, key, flow) {
+            cx.counters.accepted += 1;
+        } else {
+            cx.io.close(s, true);
         }
+    }
+
+    /// Puts a new flow in the table, tied to its socket. False if it doesn't fit.
+    fn add(&mut self, cx: &mut Cx<'_>, key: FlowKey, flow: Flow) -> bool {
+        let sock = flow.sock;
+        let Ok(idx) = self.table.insert(key, flow) else {
+            return false;
+        };
+        if let Some(s) = sock {
+            self.table.bind_sock(idx, s);
+        }
+        cx.counters.flows = self.table.len() as u64;
+        self.reschedule(idx);
+        true
     }
 }
 
@@ -168,8 +173,7 @@ pub(super) fn syn_ack_sent_segment(
     f: &mut Flow,
     key: FlowKey,
     seg: &Segment<'_>,
-    stashes_full: bool,
-    stashes: &mut usize,
+    stashes: &mut StashBudget,
 ) -> Next {
     let syn = seg.has(flags::SYN);
     let ack = seg.has(flags::ACK);
@@ -194,7 +198,7 @@ pub(super) fn syn_ack_sent_segment(
         return Next::Keep;
     }
     f.establish(seg.ack_num(), u32::from(seg.window) << f.guest_ws, cx.now);
-    established_segment(cx, f, seg, stashes_full, stashes)
+    established_segment(cx, f, seg, stashes)
 }
 
 /// A segment after our SYN to the guest: its SYN-ACK establishes the flow.

@@ -148,7 +148,7 @@ use self::handshake::{
 use self::seq::SegmentSeq;
 use self::timers::Timer;
 use self::to_guest::{on_ack, send_data};
-use self::to_host::guest_data;
+use self::to_host::{guest_data, StashBudget};
 use self::tombstones::Tombstones;
 use self::window::{on_writable, refresh_window};
 use super::table::{FlowTable, KeyedHash};
@@ -303,7 +303,7 @@ pub struct Tcp {
     /// Scratch lists, reused.
     dirty_spare: Vec<u32>,
     scratch: Vec<u32>,
-    stashes: usize,
+    stashes: StashBudget,
     /// When work became pending for [`Tcp::flush`].
     pending_since: Option<Instant>,
     tombstones: Tombstones,
@@ -317,7 +317,7 @@ impl Tcp {
             dirty: Vec::new(),
             dirty_spare: Vec::new(),
             scratch: Vec::new(),
-            stashes: 0,
+            stashes: StashBudget::default(),
             pending_since: None,
             tombstones: Tombstones::default(),
         }
@@ -411,19 +411,16 @@ impl Tcp {
         key: FlowKey,
         seg: &Segment<'_>,
     ) -> Next {
-        let stashes_full = self.stashes >= MAX_STASHES;
         let Some(f) = self.table.get_mut(idx) else {
             return Next::Keep;
         };
         match f.phase {
             Phase::Connecting => connecting_segment(cx, f, seg),
-            Phase::SynAckSent => {
-                syn_ack_sent_segment(cx, f, key, seg, stashes_full, &mut self.stashes)
-            }
+            Phase::SynAckSent => syn_ack_sent_segment(cx, f, key, seg, &mut self.stashes),
             Phase::SynSent => syn_sent_segment(cx, f, seg),
             Phase::Established => {
                 f.touch(cx.now);
-                established_segment(cx, f, seg, stashes_full, &mut self.stashes)
+                established_segment(cx, f, seg, &mut self.stashes)
             }
             Phase::TimeWait => {
                 if seg.has(flags::RST) {
@@ -592,7 +589,7 @@ impl Tcp {
             if f.stash.capacity() > 0 {
                 f.stash = Vec::new();
                 f.stash_at = 0;
-                self.stashes = self.stashes.saturating_sub(1);
+                self.stashes.give_back();
             }
         }
     }
@@ -613,8 +610,7 @@ fn established_segment(
     cx: &mut Cx<'_>,
     f: &mut Flow,
     seg: &Segment<'_>,
-    stashes_full: bool,
-    stashes: &mut usize,
+    stashes: &mut StashBudget,
 ) -> Next {
     if seg.has(flags::RST) {
         let wnd = (u32::from(f.window_field()) << f.our_ws).max(1);
@@ -636,7 +632,7 @@ fn established_segment(
     if let ControlFlow::Break(next) = on_ack(cx, f, seg) {
         return next;
     }
-    guest_data(cx, f, seg, stashes_full, stashes)
+    guest_data(cx, f, seg, stashes)
 }
 
 fn usable_unicast(a: IpAddr) -> bool {

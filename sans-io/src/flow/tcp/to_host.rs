@@ -12,7 +12,8 @@ use super::seq::{SegmentSeq, SeqNum};
 use super::timers::Timer;
 use super::window::{nudge_window, refresh_window};
 use super::{
-    Cx, Next, DUP_ACK_THRESHOLD, FIN_TIMEOUT, PROMPT_RETRIES, PROMPT_WAIT_MAX, PROMPT_WAIT_MIN,
+    Cx, Next, DUP_ACK_THRESHOLD, FIN_TIMEOUT, MAX_STASHES, PROMPT_RETRIES, PROMPT_WAIT_MAX,
+    PROMPT_WAIT_MIN,
 };
 use crate::time::Instant;
 use crate::wire::tcp::{flags, Segment};
@@ -66,13 +67,32 @@ impl Flow {
     }
 }
 
+/// Stash buffers in use over all flows, at most [`MAX_STASHES`].
+#[derive(Debug, Default)]
+pub(super) struct StashBudget {
+    in_use: usize,
+}
+
+impl StashBudget {
+    pub(super) fn is_full(&self) -> bool {
+        self.in_use >= MAX_STASHES
+    }
+
+    pub(super) fn take(&mut self) {
+        self.in_use += 1;
+    }
+
+    pub(super) fn give_back(&mut self) {
+        self.in_use = self.in_use.saturating_sub(1);
+    }
+}
+
 /// An established flow's data and FIN, once its ACK is processed.
 pub(super) fn guest_data(
     cx: &mut Cx<'_>,
     f: &mut Flow,
     seg: &Segment<'_>,
-    stashes_full: bool,
-    stashes: &mut usize,
+    stashes: &mut StashBudget,
 ) -> Next {
     let fin = seg.has(flags::FIN);
     let seq = seg.seq_num();
@@ -135,7 +155,7 @@ pub(super) fn guest_data(
         cx.counters.bytes_to_host += n as u64;
         if n < data.len() {
             let rest = &data[n..];
-            if f.stash.capacity() == 0 && stashes_full {
+            if f.stash.capacity() == 0 && stashes.is_full() {
                 cx.counters.stash_unavailable += 1;
                 f.rcv_nxt += n as u32;
                 if n == 0 {
@@ -147,7 +167,7 @@ pub(super) fn guest_data(
             }
             if f.stash.capacity() == 0 {
                 f.stash = Vec::with_capacity((f.rcv_mss as usize).max(rest.len()));
-                *stashes += 1;
+                stashes.take();
             }
             f.stash.clear();
             f.stash.extend_from_slice(rest);
