@@ -16,8 +16,8 @@ use crate::wire::tcp::{self as wtcp, Segment};
 /// The MSS a guest's SYN implies when it carries none (RFC 9293 section 3.7.1).
 const DEFAULT_MSS4: u16 = 536;
 const DEFAULT_MSS6: u16 = 1220;
-/// The smallest segment size we agree to, whatever the guest asks for.
-const MIN_MSS: u32 = 64;
+/// The smallest segment size we use, whatever the guest asks for or the MTU allows.
+const MIN_MSS: u16 = 64;
 
 /// One connection.
 #[derive(Debug)]
@@ -186,6 +186,8 @@ impl Flow {
         }
     }
 
+    /// The readiness the socket should report, (readable, writable), for what the flow can
+    /// use now.
     pub(super) fn wanted_interest(&self) -> (bool, bool) {
         let established = self.phase == Phase::Established;
         let flight = self.data_in_flight();
@@ -221,7 +223,7 @@ impl SynTerms {
             None => (0, 0),
         };
         SynTerms {
-            mss: u32::from(opts.mss.unwrap_or(default_mss)).clamp(MIN_MSS, ours),
+            mss: u32::from(opts.mss.unwrap_or(default_mss)).clamp(u32::from(MIN_MSS), ours),
             guest_ws,
             our_ws,
             offered_ws: opts.wscale.is_some(),
@@ -233,9 +235,11 @@ impl SynTerms {
 pub fn mss_for(config: &Config, v6: bool) -> u16 {
     let mtu = config.mtu.filter(|&m| m > 0).unwrap_or(DEFAULT_MTU);
     let overhead = if v6 { 60 } else { 40 };
-    mtu.saturating_sub(overhead).max(64)
+    mtu.saturating_sub(overhead).max(MIN_MSS)
 }
 
+/// Tells the driver when the readiness the flow wants changed (not before the socket is
+/// connected).
 pub(super) fn update_interest(cx: &mut Cx<'_>, f: &mut Flow) {
     let Some(s) = f.sock else { return };
     if f.phase == Phase::Connecting {
