@@ -1,0 +1,249 @@
+//! Host to guest: data peeked from the socket into frames as far as the guest's window
+//! allows, our FIN after its end, the guest's ACKs discarding what it got, and
+//! retransmission (a rewind to what it acknowledged) on duplicate ACKs or the timer.
+
+use std::io;
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use super::closing::ToGuestClose;
+use super::emit::{emit, route, send_ack, window_probe};
+use super::flow::Flow;
+use super::seq::SegmentSeq;
+use super::timers::Timer;
+use super::{
+    Cx, Next, Phase, DUP_ACK_THRESHOLD, FIN_TIMEOUT, MAX_RETRIES, OUT_BUDGET, RTO_INITIAL, RTO_MAX,
+};
+use crate::wire::tcp::{self as wtcp, flags, Header, Segment};
+
+/// The retransmission timeout after `retries` timeouts.
+pub(super) fn rto(retries: u8) -> Duration {
+    RTO_INITIAL
+        .checked_mul(1u32 << retries.min(16))
+        .unwrap_or(RTO_MAX)
+        .min(RTO_MAX)
+}
+
+/// The guest's acknowledgement and window: what it got leaves the socket, three duplicates
+/// rewind for a fast retransmit. `Break` ends the segment's handling there.
+pub(super) fn on_ack(cx: &mut Cx<'_>, f: &mut Flow, seg: &Segment<'_>) -> ControlFlow<Next> {
+    let a = seg.ack_num();
+    if a.is_after(f.snd_max) {
+        send_ack(cx, f);
+        return ControlFlow::Break(Next::Keep);
+    }
+    let wnd = u32::from(seg.window) << f.guest_ws;
+    if a.is_after(f.snd_una) {
+        let acked = a.since(f.snd_una);
+        let mut data_acked = acked;
+        if let Some(fin) = f.fin_seq() {
+            if a == fin + 1 {
+                f.to_guest = ToGuestClose::FinAcked(fin);
+                data_acked -= 1;
+            }
+        }
+        if data_acked > 0 {
+            if let Some(s) = f.sock {
+                if cx.io.discard(s, data_acked as usize).is_err() {
+                    return ControlFlow::Break(Next::Abort { rst_guest: true });
+                }
+            }
+        }
+        f.snd_una = a;
+        if f.snd_nxt.is_before(a) {
+            f.snd_nxt = a;
+        }
+        f.retries = 0;
+        f.dup_acks = 0;
+        f.exhausted = false;
+        if f.in_flight() > 0 {
+            f.timers.start(Timer::Retransmit, cx.now + rto(0));
+        } else {
+            f.timers.stop(Timer::Retransmit);
+        }
+        f.snd_wnd = wnd;
+        f.send_due = true;
+    } else if a == f.snd_una {
+        let pure = seg.payload.is_empty() && !seg.has(flags::FIN);
+        if pure && f.in_flight() > 0 && wnd == f.snd_wnd {
+            f.dup_acks = f.dup_acks.saturating_add(1);
+            if f.dup_acks == DUP_ACK_THRESHOLD {
+                cx.counters.retransmissions += 1;
+                cx.counters.fast_retransmits += 1;
+                f.snd_nxt = f.snd_una;
+                f.exhausted = false;
+                f.send_due = true;
+            }
+        }
+        if wnd != f.snd_wnd {
+            if f.snd_wnd == 0 {
+                f.retries = 0;
+                if f.in_flight() == 0 {
+                    f.timers.stop(Timer::Retransmit);
+                }
+            }
+            f.snd_wnd = wnd;
+            f.send_due = true;
+        }
+    }
+    if f.snd_wnd == 0
+        && f.in_flight() == 0
+        && !f.timers.is_running(Timer::Retransmit)
+        && !f.fin_acked()
+    {
+        // Persist: probe the closed window until it opens.
+        f.timers.start(Timer::Retransmit, cx.now + rto(f.retries));
+    }
+    ControlFlow::Continue(())
+}
+
+/// Sends host data (and our FIN after its end) as far as the guest's window allows.
+pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
+    let Some(s) = f.sock else { return Next::Keep };
+    if f.phase != Phase::Established {
+        return Next::Keep;
+    }
+    let r = route(cx, f.peer.ip(), f.guest.ip());
+    let was_idle = f.in_flight() == 0;
+    let mut sent_any = false;
+    loop {
+        // Data left before our FIN, if its place is known.
+        let mut until_fin = u32::MAX;
+        if let Some(fin) = f.fin_seq() {
+            if f.snd_nxt == fin {
+                send_fin(cx, f);
+                sent_any = true;
+                break;
+            }
+            if !f.snd_nxt.is_before(fin) {
+                break;
+            }
+            until_fin = fin.since(f.snd_nxt);
+        }
+        let flight = f.in_flight();
+        if flight >= f.snd_wnd {
+            break;
+        }
+        if cx.out.bytes() >= OUT_BUDGET {
+            f.send_due = true;
+            break;
+        }
+        let len = f.mss.min(f.snd_wnd - flight).min(until_fin) as usize;
+        let h = Header {
+            src_port: f.peer.port(),
+            dst_port: f.guest.port(),
+            seq: f.snd_nxt.into(),
+            ack: f.rcv_nxt.into(),
+            flags: flags::ACK | flags::PSH,
+            window: f.window_field(),
+            mss: None,
+            wscale: None,
+        };
+        let at = wtcp::payload_offset(&r, &h);
+        let io = &mut *cx.io;
+        let mut got: io::Result<usize> = Ok(0);
+        cx.out.push_in_place(at + len, |buf| {
+            got = io.peek(s, flight as usize, &mut buf[at..at + len]);
+            match got {
+                Ok(n) if n > 0 => wtcp::write_frame(buf, &r, &h, n.min(len)),
+                _ => 0,
+            }
+        });
+        let n = match got {
+            Ok(n) => n.min(len),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(_) => return Next::Abort { rst_guest: true },
+        };
+        if n == 0 {
+            f.exhausted = true;
+            if f.to_guest == ToGuestClose::Eof {
+                f.to_guest = ToGuestClose::FinAt(f.snd_nxt);
+                if f.guest_fin() && !f.timers.is_running(Timer::PhaseEnd) {
+                    f.timers.start(Timer::PhaseEnd, cx.now + FIN_TIMEOUT);
+                }
+                continue;
+            }
+            break;
+        }
+        sent_any = true;
+        let end = f.snd_nxt + n as u32;
+        if end.is_after(f.snd_max) {
+            cx.counters.bytes_to_guest += u64::from(end.since(f.snd_max));
+            f.snd_max = end;
+        }
+        f.snd_nxt = end;
+        if n < len {
+            f.exhausted = true;
+            if f.to_guest != ToGuestClose::Eof {
+                break;
+            }
+        }
+    }
+    if sent_any {
+        f.ack_due = false;
+        if was_idle || !f.timers.is_running(Timer::Retransmit) {
+            // A fresh flight: the timer starts now (not where a window probe left it).
+            f.timers.start(Timer::Retransmit, cx.now + rto(f.retries));
+        }
+    }
+    Next::Keep
+}
+
+pub(super) fn send_fin(cx: &mut Cx<'_>, f: &mut Flow) {
+    emit(cx, f, flags::FIN | flags::ACK, f.snd_nxt);
+    f.snd_nxt += 1;
+    if f.snd_nxt.is_after(f.snd_max) {
+        f.snd_max = f.snd_nxt;
+    }
+}
+
+/// The retransmission timer, if due: rewind and resend, or probe a closed window; reset
+/// after [`MAX_RETRIES`] timeouts without progress.
+pub(super) fn retransmit_due(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
+    let now = cx.now;
+    if !f.timers.due(Timer::Retransmit, now) {
+        return Next::Keep;
+    }
+    if f.in_flight() > 0 && f.retries >= MAX_RETRIES {
+        cx.counters.timeouts += 1;
+        return Next::Abort { rst_guest: true };
+    }
+    // Probing a closed window backs off but never gives up: a guest that answers
+    // is alive, one that doesn't meets the inactivity timeout.
+    f.retries = f
+        .retries
+        .saturating_add(1)
+        .min(if f.in_flight() > 0 { u8::MAX } else { 8 });
+    f.timers.start(Timer::Retransmit, now + rto(f.retries));
+    if f.in_flight() > 0 {
+        cx.counters.retransmissions += 1;
+        f.snd_nxt = f.snd_una;
+        f.dup_acks = 0;
+        f.exhausted = false;
+        let next = send_data(cx, f);
+        if f.in_flight() == 0 && f.snd_wnd == 0 {
+            window_probe(cx, f);
+        }
+        next
+    } else if f.snd_wnd == 0 {
+        window_probe(cx, f);
+        Next::Keep
+    } else {
+        f.timers.stop(Timer::Retransmit);
+        f.retries = 0;
+        Next::Keep
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retransmission_timeout_backs_off_to_a_cap() {
+        assert_eq!(rto(0), Duration::from_secs(1));
+        assert_eq!(rto(3), Duration::from_secs(8));
+        assert_eq!(rto(6), RTO_MAX);
+        assert_eq!(rto(255), RTO_MAX);
+    }
+}
