@@ -20,6 +20,8 @@ pub mod reactor;
 pub mod seccomp;
 pub mod slots;
 pub mod sock_diag;
+mod socket_sys;
 pub mod sockets;
 pub mod splice;
 pub mod tap;
+pub mod tokens;

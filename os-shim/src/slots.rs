@@ -2,8 +2,7 @@
 //! token carries the slot and its generation, so an event for an item closed earlier in the
 //! same wake-up is not taken for the next item in that slot.
 
-/// Generations wrap at 24 bits, the room tokens give them.
-const GEN_MASK: u32 = (1 << 24) - 1;
+use crate::tokens::GEN_MASK;
 
 #[derive(Debug)]
 pub struct Slots<T> {

@@ -32,7 +32,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::mem::{size_of, MaybeUninit};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
@@ -41,26 +41,26 @@ use sans_io::flow::{Bind, HostSockets, ListenSpec, Proto, SockEvent, SockRef, Tc
 use sans_io::fwd::Forward;
 use sans_io::time::Instant;
 
-use crate::dgram_relay::{DgramRelay, TOKEN_DGRAM_BASE};
-use crate::reactor::{monotonic_now, Reactor, TOKEN_SIGNAL};
+use crate::dgram_relay::DgramRelay;
+use crate::reactor::{monotonic_now, Reactor};
+use crate::socket_sys::tcp_info::{at_eof, send_space, snd_wnd};
+use crate::socket_sys::{
+    bind_addr, bind_outbound, bind_to_device, connect_to, dgram_socket, ioctl_int,
+    is_out_of_descriptors, listen_socket, local_addr, prepare_stream, readable_bytes,
+    reset_on_close, retry, setsockopt_int, so_error, sockaddr_to_std, stream_socket,
+    udp_bound_socket, unmap,
+};
 use crate::splice::Splicer;
-
-/// Tokens of listening sockets: this plus the listener's index.
-pub const TOKEN_LISTENER_BASE: u64 = 1 << 56;
-/// Tokens of connected sockets: this, the slot's generation (24 bits) shifted left by 24, and
-/// the slot's index (24 bits).
-pub const TOKEN_SOCKET_BASE: u64 = 1 << 57;
-const GEN_SHIFT: u32 = 24;
-const INDEX_MASK: u64 = (1 << GEN_SHIFT) - 1;
-const GEN_MASK: u32 = (1 << 24) - 1;
+use crate::tokens::{
+    is_host_socket, socket_token, sockets_token, SocketsToken, GEN_MASK, INDEX_MASK,
+    TOKEN_LISTENER_BASE,
+};
 
 /// Connections accepted per listener wake-up; the listener is level-triggered, so more wait
 /// for the next round instead of starving everything else.
 const ACCEPT_BATCH: usize = 64;
 /// Datagrams received per `recvmmsg` call at most.
 const RECV_MANY_MAX: usize = 64;
-/// Backlog of listening sockets (the kernel caps it at `somaxconn`).
-const LISTEN_BACKLOG: i32 = 1024;
 /// How long a listener that couldn't accept for want of descriptors is left alone, unless a
 /// socket is closed first.
 pub const ACCEPT_PAUSE: Duration = Duration::from_secs(1);
@@ -254,7 +254,7 @@ impl Sockets {
 
     /// Whether `token` belongs to us (or to the relays).
     pub fn owns_token(token: u64) -> bool {
-        (TOKEN_DGRAM_BASE..TOKEN_SIGNAL).contains(&token)
+        is_host_socket(token)
     }
 
     pub fn stats(&self) -> &SocketStats {
@@ -495,12 +495,12 @@ impl Sockets {
             self.splicer.ready(token, flags);
         } else if DgramRelay::owns_token(token) {
             self.dgram_relay.ready(token, flags);
-        } else if token >= TOKEN_SOCKET_BASE {
-            let index = (token & INDEX_MASK) as u32;
-            let gen = ((token - TOKEN_SOCKET_BASE) >> GEN_SHIFT) as u32 & GEN_MASK;
-            self.socket_ready(index, gen, flags);
-        } else if token >= TOKEN_LISTENER_BASE {
-            self.accept_ready((token - TOKEN_LISTENER_BASE) as usize);
+        } else {
+            match sockets_token(token) {
+                Some(SocketsToken::Socket { index, gen }) => self.socket_ready(index, gen, flags),
+                Some(SocketsToken::Listener(i)) => self.accept_ready(i),
+                None => {}
+            }
         }
     }
 
@@ -795,10 +795,6 @@ impl Sockets {
             self.push(s.0, SockEvent::PeerClosed);
         }
     }
-}
-
-fn socket_token(index: u32, gen: u32) -> u64 {
-    TOKEN_SOCKET_BASE | (u64::from(gen & GEN_MASK) << GEN_SHIFT) | u64::from(index)
 }
 
 fn wanted_events(slot: &Slot) -> EpollFlags {
@@ -1169,501 +1165,11 @@ impl Sockets {
     }
 }
 
-// ---- thin system call wrappers ----
-
-/// Whether `e` says the process (`EMFILE`) or the system (`ENFILE`) has no descriptor left.
-pub(crate) fn is_out_of_descriptors(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
-}
-
-fn retry(mut f: impl FnMut() -> isize) -> io::Result<usize> {
-    loop {
-        let n = f();
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
-/// A non-blocking, close-on-exec socket of `addr`'s family.
-fn new_socket(addr: IpAddr, kind: libc::c_int, proto: libc::c_int) -> io::Result<OwnedFd> {
-    let domain = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: plain system call.
-    let fd = unsafe {
-        libc::socket(
-            domain,
-            kind | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            proto,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a new descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// A datagram socket for `proto` (UDP, ICMP "ping").
-pub(crate) fn dgram_socket(addr: IpAddr, proto: libc::c_int) -> io::Result<OwnedFd> {
-    new_socket(addr, libc::SOCK_DGRAM, proto)
-}
-
-pub(crate) fn stream_socket(addr: IpAddr) -> io::Result<OwnedFd> {
-    new_socket(addr, libc::SOCK_STREAM, libc::IPPROTO_TCP)
-}
-
-/// Options every data socket gets: no Nagle delay (the guest already decided how to segment).
-fn prepare_stream(fd: RawFd) {
-    let _ = setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
-}
-
-/// `connect(2)` to `addr`; for a non-blocking stream socket, `EINPROGRESS` comes back as the
-/// error it is.
-pub(crate) fn connect_to(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
-    let (sa, len) = std_to_sockaddr(&addr);
-    // SAFETY: a valid sockaddr of the given length.
-    let rc = unsafe { libc::connect(fd, (&sa as *const libc::sockaddr_storage).cast(), len) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Makes closing `fd` reset the connection (a zero linger time) rather than end it.
-pub(crate) fn reset_on_close(fd: RawFd) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: the option value is a struct linger of the size given.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-}
-
-pub(crate) fn listen_socket(
-    addr: SocketAddr,
-    iface: Option<&str>,
-    freebind: bool,
-) -> io::Result<OwnedFd> {
-    let fd = stream_socket(addr.ip())?;
-    bind_shared(fd.as_raw_fd(), addr, iface, freebind)?;
-    // SAFETY: plain system call.
-    if unsafe { libc::listen(fd.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fd)
-}
-
-/// A UDP socket bound to `addr`, sharing it: a forwarding listener, or a flow's reply socket
-/// beside one.
-pub(crate) fn udp_bound_socket(
-    addr: SocketAddr,
-    iface: Option<&str>,
-    freebind: bool,
-) -> io::Result<OwnedFd> {
-    let fd = dgram_socket(addr.ip(), libc::IPPROTO_UDP)?;
-    bind_shared(fd.as_raw_fd(), addr, iface, freebind)?;
-    Ok(fd)
-}
-
-/// Binds a forwarding socket: address reuse, IPv6 only for IPv6 (IPv4 has sockets of its
-/// own), free binding and the interface as asked.
-fn bind_shared(
-    raw: RawFd,
-    addr: SocketAddr,
-    iface: Option<&str>,
-    freebind: bool,
-) -> io::Result<()> {
-    setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-    if addr.is_ipv6() {
-        setsockopt_int(raw, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
-    }
-    if freebind {
-        let (level, opt) = if addr.is_ipv4() {
-            (libc::IPPROTO_IP, libc::IP_FREEBIND)
-        } else {
-            (libc::IPPROTO_IPV6, libc::IPV6_FREEBIND)
-        };
-        setsockopt_int(raw, level, opt, 1)?;
-    }
-    if let Some(iface) = iface {
-        bind_to_device(raw, iface)?;
-    }
-    bind_addr(raw, addr)
-}
-
-/// Binds an outbound socket as `-o`/`--outbound-if*` ask: to the interface, and to the
-/// address if it is of `dst`'s family (any port).
-fn bind_outbound(fd: RawFd, bind: Bind<'_>, dst: SocketAddr) -> io::Result<()> {
-    if let Some(iface) = bind.iface {
-        bind_to_device(fd, iface)?;
-    }
-    match bind.addr {
-        Some(addr) if addr.is_ipv4() == dst.is_ipv4() => bind_addr(fd, SocketAddr::new(addr, 0)),
-        _ => Ok(()),
-    }
-}
-
-fn bind_addr(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
-    let (sa, len) = std_to_sockaddr(&addr);
-    // SAFETY: a valid sockaddr of the given length.
-    if unsafe { libc::bind(fd, (&sa as *const libc::sockaddr_storage).cast(), len) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn bind_to_device(fd: RawFd, iface: &str) -> io::Result<()> {
-    // SAFETY: the option value is the name's bytes, with its length.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            iface.as_ptr().cast(),
-            iface.len() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-pub(crate) fn setsockopt_int(fd: RawFd, level: i32, opt: i32, value: i32) -> io::Result<()> {
-    // SAFETY: passes a valid int.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            opt,
-            (&value as *const i32).cast(),
-            size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn getsockopt_int(fd: RawFd, level: i32, opt: i32) -> io::Result<i32> {
-    let mut value: i32 = 0;
-    let mut len = size_of::<i32>() as libc::socklen_t;
-    // SAFETY: the kernel writes at most `len` bytes into our int.
-    let rc = unsafe { libc::getsockopt(fd, level, opt, (&mut value as *mut i32).cast(), &mut len) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(value)
-}
-
-pub(crate) fn so_error(fd: RawFd) -> i32 {
-    getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)
-        .unwrap_or_else(|e| e.raw_os_error().unwrap_or(libc::EIO))
-}
-
-fn ioctl_int(fd: RawFd, request: libc::c_ulong) -> io::Result<i32> {
-    let mut value: libc::c_int = 0;
-    // SAFETY: SIOCINQ/SIOCOUTQ write one int.
-    if unsafe { libc::ioctl(fd, request as _, &mut value) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(value)
-}
-
-/// `SO_MEMINFO` (Linux 4.6), where the architecture numbers it like asm-generic does.
-#[cfg(any(
-    target_arch = "x86",
-    target_arch = "x86_64",
-    target_arch = "arm",
-    target_arch = "aarch64",
-    target_arch = "riscv64",
-    target_arch = "loongarch64",
-    target_arch = "powerpc",
-    target_arch = "powerpc64",
-    target_arch = "s390x"
-))]
-const SO_MEMINFO: Option<i32> = Some(55);
-#[cfg(not(any(
-    target_arch = "x86",
-    target_arch = "x86_64",
-    target_arch = "arm",
-    target_arch = "aarch64",
-    target_arch = "riscv64",
-    target_arch = "loongarch64",
-    target_arch = "powerpc",
-    target_arch = "powerpc64",
-    target_arch = "s390x"
-)))]
-const SO_MEMINFO: Option<i32> = None;
-
-/// The socket's send buffer size and what its queue takes of it, in the kernel's accounting
-/// (buffer memory, "truesize", not payload).
-fn send_memory(fd: RawFd) -> Option<(u32, u32)> {
-    let opt = SO_MEMINFO?;
-    let mut info = [0u32; 16];
-    let mut len = size_of::<[u32; 16]>() as libc::socklen_t;
-    // SAFETY: the kernel writes at most `len` bytes into our array.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            opt,
-            info.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    let needed = (libc::SK_MEMINFO_WMEM_QUEUED as usize + 1) * size_of::<u32>();
-    (rc == 0 && len as usize >= needed).then(|| {
-        (
-            info[libc::SK_MEMINFO_SNDBUF as usize],
-            info[libc::SK_MEMINFO_WMEM_QUEUED as usize],
-        )
-    })
-}
-
-/// Payload bytes a send could take now, conservatively. The kernel takes data while the
-/// memory its send queue uses (`sk_wmem_queued`) is below the buffer size (`sk_sndbuf`), and
-/// that memory is more than the payload: each buffer has a fixed overhead (about 1 KiB), so
-/// bulk data written at high rates (64 KiB buffers) costs barely more than its size, at low
-/// rates (two segments per buffer) about 1.5 times, and a lone byte a whole kilobyte. The free
-/// memory is converted to payload at the payload-to-memory ratio of what is queued now, but at
-/// least one half (the ratio of a queue holding a few tiny writes says nothing about the next
-/// ones, and would shut the guest's window for interactive traffic), and at one half with an
-/// empty queue. Without `SO_MEMINFO`: half of `SO_SNDBUF` less what is queued.
-fn send_space(fd: RawFd, unacked: u32) -> io::Result<u32> {
-    match send_memory(fd) {
-        Some((sndbuf, queued)) => Ok(payload_space(sndbuf, queued, unacked)),
-        None => {
-            let sndbuf = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF)?.max(0) as u32;
-            Ok((sndbuf / 2).saturating_sub(unacked))
-        }
-    }
-}
-
-/// [`send_space`]'s arithmetic: the free part of `sndbuf` (memory) as payload.
-fn payload_space(sndbuf: u32, queued: u32, unacked: u32) -> u32 {
-    let free = u64::from(sndbuf.saturating_sub(queued));
-    let (num, den) = if queued > 0 && u64::from(unacked) * 2 > u64::from(queued) {
-        (u64::from(unacked.min(queued)), u64::from(queued))
-    } else {
-        (1, 2)
-    };
-    (free * num / den) as u32
-}
-
-fn readable_bytes(fd: RawFd) -> io::Result<usize> {
-    ioctl_int(fd, libc::FIONREAD).map(|n| n.max(0) as usize)
-}
-
-/// Whether the peer's FIN arrived (TCP_INFO state past ESTABLISHED on the receive side).
-fn at_eof(fd: RawFd) -> bool {
-    const TCP_CLOSE_WAIT: u8 = 8;
-    const TCP_LAST_ACK: u8 = 9;
-    const TCP_CLOSING: u8 = 11;
-    const TCP_CLOSE: u8 = 7;
-    const TCP_TIME_WAIT: u8 = 6;
-    match tcp_info_raw(fd) {
-        Some((info, _)) => matches!(
-            info.state,
-            TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING | TCP_CLOSE | TCP_TIME_WAIT
-        ),
-        None => false,
-    }
-}
-
-/// `struct tcp_info` up to `tcpi_snd_wnd` (Linux 5.4), the part we read. Older kernels fill
-/// less: the returned length says how much.
-#[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct TcpInfo {
-    state: u8,
-    ca_state: u8,
-    retransmits: u8,
-    probes: u8,
-    backoff: u8,
-    options: u8,
-    wscale: u8,
-    flags: u8,
-    rto: u32,
-    ato: u32,
-    snd_mss: u32,
-    rcv_mss: u32,
-    unacked: u32,
-    sacked: u32,
-    lost: u32,
-    retrans: u32,
-    fackets: u32,
-    last_data_sent: u32,
-    last_ack_sent: u32,
-    last_data_recv: u32,
-    last_ack_recv: u32,
-    pmtu: u32,
-    rcv_ssthresh: u32,
-    rtt: u32,
-    rttvar: u32,
-    snd_ssthresh: u32,
-    snd_cwnd: u32,
-    advmss: u32,
-    reordering: u32,
-    rcv_rtt: u32,
-    rcv_space: u32,
-    total_retrans: u32,
-    pacing_rate: u64,
-    max_pacing_rate: u64,
-    bytes_acked: u64,
-    bytes_received: u64,
-    segs_out: u32,
-    segs_in: u32,
-    notsent_bytes: u32,
-    min_rtt: u32,
-    data_segs_in: u32,
-    data_segs_out: u32,
-    delivery_rate: u64,
-    busy_time: u64,
-    rwnd_limited: u64,
-    sndbuf_limited: u64,
-    delivered: u32,
-    delivered_ce: u32,
-    bytes_sent: u64,
-    bytes_retrans: u64,
-    dsack_dups: u32,
-    reord_seen: u32,
-    rcv_ooopack: u32,
-    snd_wnd: u32,
-}
-
-fn tcp_info_raw(fd: RawFd) -> Option<(TcpInfo, usize)> {
-    let mut info = TcpInfo::default();
-    let mut len = size_of::<TcpInfo>() as libc::socklen_t;
-    // SAFETY: the kernel writes at most `len` bytes into our struct.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut TcpInfo).cast(),
-            &mut len,
-        )
-    };
-    (rc == 0).then_some((info, len as usize))
-}
-
-/// The peer's window, when the kernel reports it.
-fn snd_wnd(fd: RawFd) -> Option<u32> {
-    let (info, len) = tcp_info_raw(fd)?;
-    (len >= std::mem::offset_of!(TcpInfo, snd_wnd) + size_of::<u32>()).then_some(info.snd_wnd)
-}
-
-pub(crate) fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
-    let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
-    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: the kernel writes at most `len` bytes.
-    if unsafe { libc::getsockname(fd, storage.as_mut_ptr().cast(), &mut len) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: initialised by the kernel (and zeroed before).
-    sockaddr_to_std(unsafe { storage.assume_init_ref() }, len)
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::EAFNOSUPPORT))
-}
-
-pub(crate) fn std_to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
-            size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
-            size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
-}
-
-pub(crate) fn sockaddr_to_std(
-    storage: &libc::sockaddr_storage,
-    len: libc::socklen_t,
-) -> Option<SocketAddr> {
-    let len = len as usize;
-    match i32::from(storage.ss_family) {
-        libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
-            // SAFETY: the family says it is a sockaddr_in, long enough.
-            let sin =
-                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()),
-                u16::from_be(sin.sin_port),
-            )))
-        }
-        libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
-            // SAFETY: the family says it is a sockaddr_in6, long enough.
-            let sin6 = unsafe {
-                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-            };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
-                u16::from_be(sin6.sin6_port),
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
-}
-
-/// IPv4-mapped IPv6 addresses (from a dual-stack socket) as the IPv4 ones they are.
-pub(crate) fn unmap(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
-            None => addr,
-        },
-        v4 => v4,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::netlink::Netlink;
+    use crate::tokens::TOKEN_SOCKET_BASE;
     use std::time::{Duration, Instant};
 
     /// Runs `f` on a thread of its own in a new network namespace with only loopback, up: the
@@ -2178,21 +1684,6 @@ mod tests {
             );
             assert_eq!(errors[0].errno, libc::EADDRINUSE);
         });
-    }
-
-    #[test]
-    fn send_space_arithmetic() {
-        // Empty queue: half the buffer.
-        assert_eq!(payload_space(100_000, 0, 0), 50_000);
-        // The kernel may report bytes still unacknowledged with no memory charged.
-        assert_eq!(payload_space(100_000, 0, 10), 50_000);
-        // Bulk: 60 000 bytes in 64 000 of memory; the free 36 000 hold as much, pro rata.
-        assert_eq!(payload_space(100_000, 64_000, 60_000), 33_750);
-        // A lone byte in a kilobyte: no worse than one half.
-        assert_eq!(payload_space(100_000, 1_000, 1), 49_500);
-        // Over budget (the kernel lets one buffer overshoot): nothing.
-        assert_eq!(payload_space(100_000, 120_000, 110_000), 0);
-        assert_eq!(payload_space(u32::MAX, 1, u32::MAX), u32::MAX - 1);
     }
 
     /// Set in the environment of the re-executed test binary that runs

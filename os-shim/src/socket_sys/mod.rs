@@ -1,0 +1,34 @@
+//! Thin, stateless wrappers over the socket system calls of the shim: making, binding and
+//! connecting sockets ([`create`]), socket options and ioctls ([`options`]), `sockaddr`
+//! conversion ([`sockaddr`]), and what `TCP_INFO` and `SO_MEMINFO` tell ([`tcp_info`]).
+//! The engine's host sockets (`crate::sockets`) and the loopback relays (`crate::splice`,
+//! `crate::dgram_relay`) build on them; nothing here knows about epoll or the core.
+
+use std::io;
+
+pub(crate) mod create;
+pub(crate) mod options;
+pub(crate) mod sockaddr;
+pub(crate) mod tcp_info;
+
+pub(crate) use create::*;
+pub(crate) use options::*;
+pub(crate) use sockaddr::*;
+
+/// Whether `e` says the process (`EMFILE`) or the system (`ENFILE`) has no descriptor left.
+pub(crate) fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+pub(crate) fn retry(mut f: impl FnMut() -> isize) -> io::Result<usize> {
+    loop {
+        let n = f();
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
