@@ -7,6 +7,7 @@
 pub mod dgram_relay;
 pub mod hostinfo;
 pub mod isolation;
+pub mod listeners;
 pub mod logging;
 pub mod netlink;
 pub mod ns;

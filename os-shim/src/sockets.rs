@@ -17,7 +17,7 @@
 //! Listeners are level-triggered too, accepting a bounded batch per wake-up. A listener whose
 //! `accept4` fails for want of descriptors or memory (`EMFILE`, `ENFILE`, `ENOBUFS`,
 //! `ENOMEM`) would stay readable and spin the loop: it is taken off epoll until a socket of
-//! ours is closed or [`ACCEPT_PAUSE`] has passed ([`Sockets::poll_timeout`],
+//! ours is closed or [`ACCEPT_PAUSE`] has passed (see `crate::listeners`) ([`Sockets::poll_timeout`],
 //! [`Sockets::handle_timeout`]), its connections waiting in the backlog meanwhile (the
 //! splicer's listeners in the namespace likewise). Sockets that can't be made for want of
 //! descriptors fail the core's call (a connection the guest opens is reset). Both are counted,
@@ -34,7 +34,6 @@ use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::time::Duration;
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use sans_io::flow::{Bind, HostSockets, ListenSpec, Proto, SockEvent, SockRef, TcpSockInfo};
@@ -42,6 +41,7 @@ use sans_io::fwd::Forward;
 use sans_io::time::Instant;
 
 use crate::dgram_relay::DgramRelay;
+use crate::listeners::{Listener, Listeners, ACCEPT_PAUSE};
 use crate::reactor::{monotonic_now, Reactor};
 use crate::socket_sys::tcp_info::{at_eof, send_space, snd_wnd};
 use crate::socket_sys::{
@@ -61,9 +61,6 @@ use crate::tokens::{
 const ACCEPT_BATCH: usize = 64;
 /// Datagrams received per `recvmmsg` call at most.
 const RECV_MANY_MAX: usize = 64;
-/// How long a listener that couldn't accept for want of descriptors is left alone, unless a
-/// socket is closed first.
-pub const ACCEPT_PAUSE: Duration = Duration::from_secs(1);
 
 /// Something for the engine, in the order it happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,15 +142,6 @@ struct Slot {
     hung_up: bool,
 }
 
-#[derive(Debug)]
-struct Listener {
-    fd: OwnedFd,
-    addr: SocketAddr,
-    /// Off epoll until then (or until a socket is closed): accepting failed for want of
-    /// descriptors.
-    paused_until: Option<Instant>,
-}
-
 /// Counters for logs and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SocketStats {
@@ -176,8 +164,8 @@ pub struct Sockets {
     slots: Vec<Slot>,
     free: Vec<u32>,
     open: usize,
-    /// TCP forwarding listeners; `None` where one was closed (the index is its token).
-    listeners: Vec<Option<Listener>>,
+    /// TCP forwarding listeners (the engine decides where their connections go).
+    listeners: Listeners<()>,
     /// UDP forwarding listeners: slots of ours (they report readiness like any datagram
     /// socket), with the address each is bound to and its interface.
     udp_listeners: Vec<(SockRef, SocketAddr, Option<String>)>,
@@ -186,8 +174,6 @@ pub struct Sockets {
     /// Where peeks without `SO_PEEK_OFF` put the bytes before the offset.
     scratch: Vec<u8>,
     stats: SocketStats,
-    /// Listeners put aside now.
-    paused: usize,
     /// Ping sockets were refused (ping_group_range) and we said so.
     warned_ping: bool,
     /// The loopback bypass for `-T`: its listeners live in the namespace, and it relays
@@ -211,13 +197,12 @@ impl Sockets {
             slots: Vec::new(),
             free: Vec::new(),
             open: 0,
-            listeners: Vec::new(),
+            listeners: Listeners::new(TOKEN_LISTENER_BASE),
             udp_listeners: Vec::new(),
             reports: VecDeque::new(),
             peek_off: PeekOffCap::Unknown,
             scratch: Vec::new(),
             stats: SocketStats::default(),
-            paused: 0,
             warned_ping: false,
             splicer: Splicer::default(),
             dgram_relay: DgramRelay::default(),
@@ -230,16 +215,7 @@ impl Sockets {
         self.splicer.attach(reactor.epoll_handle()?)?;
         self.dgram_relay.attach(reactor.epoll_handle()?)?;
         let epoll = reactor.epoll_handle()?;
-        for (i, l) in self.listeners.iter().enumerate() {
-            let Some(l) = l else { continue };
-            if l.paused_until.is_some() {
-                continue;
-            }
-            epoll.add(
-                &l.fd,
-                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER_BASE + i as u64),
-            )?;
-        }
+        self.listeners.register(&epoll)?;
         for (i, slot) in self.slots.iter().enumerate() {
             if let Some(fd) = &slot.fd {
                 epoll.add(
@@ -274,7 +250,7 @@ impl Sockets {
 
     /// Addresses the TCP listeners are bound to.
     pub fn listening(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.listeners.iter().flatten().map(|l| l.addr)
+        self.listeners.iter().map(|l| l.addr)
     }
 
     /// The UDP forwarding listeners, for `Engine::add_udp_listener`: socket and the address
@@ -315,7 +291,9 @@ impl Sockets {
                 Ok(fd) => {
                     let actual = local_addr(fd.as_raw_fd()).unwrap_or(sa);
                     let added = match spec.proto {
-                        Proto::Tcp => self.add_listener(fd, actual),
+                        Proto::Tcp => self
+                            .listeners
+                            .add(Listener::new(fd, actual, ()), self.epoll.as_ref()),
                         Proto::Udp => self.insert_dgram(fd).map(|index| {
                             let iface = spec.iface.clone();
                             self.udp_listeners.push((SockRef(index), actual, iface));
@@ -361,44 +339,13 @@ impl Sockets {
         self.listen(&spec, opts)
     }
 
-    fn add_listener(&mut self, fd: OwnedFd, addr: SocketAddr) -> io::Result<()> {
-        let index = self
-            .listeners
-            .iter()
-            .position(Option::is_none)
-            .unwrap_or(self.listeners.len());
-        let token = TOKEN_LISTENER_BASE + index as u64;
-        if let Some(epoll) = &self.epoll {
-            epoll.add(&fd, EpollEvent::new(EpollFlags::EPOLLIN, token))?;
-        }
-        let l = Some(Listener {
-            fd,
-            addr,
-            paused_until: None,
-        });
-        match self.listeners.get_mut(index) {
-            Some(slot) => *slot = l,
-            None => self.listeners.push(l),
-        }
-        Ok(())
-    }
-
     /// Stops listening on `port` for `proto` (every address): `auto` forwarding found nothing
     /// bound there any more. Returns the UDP listeners closed, which the engine must forget
     /// (`Engine::remove_udp_listener`); flows already open keep their sockets.
     pub fn unlisten(&mut self, proto: Proto, port: u16) -> Vec<SockRef> {
         match proto {
             Proto::Tcp => {
-                for slot in &mut self.listeners {
-                    let Some(l) = slot.take_if(|l| l.addr.port() == port) else {
-                        continue;
-                    };
-                    if l.paused_until.is_some() {
-                        self.paused -= 1;
-                    } else if let Some(epoll) = &self.epoll {
-                        let _ = epoll.delete(l.fd.as_fd());
-                    }
-                }
+                self.listeners.remove_port(port, self.epoll.as_ref());
                 Vec::new()
             }
             Proto::Udp => {
@@ -422,13 +369,8 @@ impl Sockets {
     /// relayed datagram flows may have gone idle, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let others = [self.dgram_relay.poll_timeout(), self.splicer.poll_timeout()];
-        let ours = self
-            .listeners
-            .iter()
-            .flatten()
-            .filter_map(|l| l.paused_until)
-            .filter(|_| self.paused > 0);
-        ours.chain(others.into_iter().flatten()).min()
+        let ours = self.listeners.next_resume();
+        others.into_iter().chain([ours]).flatten().min()
     }
 
     /// Watches again the listeners whose pause is over at `now`; closes idle relay flows.
@@ -449,44 +391,20 @@ impl Sockets {
     /// Takes a listener off epoll for a while: `accept4` failed with `e` for want of
     /// descriptors or memory, and the connection waiting would wake us again at once.
     fn pause_listener(&mut self, index: usize, e: &io::Error) {
-        let Some(Some(l)) = self.listeners.get_mut(index) else {
-            return;
-        };
-        if l.paused_until.is_some() {
+        let until = monotonic_now() + ACCEPT_PAUSE;
+        if !self.listeners.pause(index, until, self.epoll.as_ref()) {
             return;
         }
-        if let Some(epoll) = &self.epoll {
-            let _ = epoll.delete(l.fd.as_fd());
-        }
-        l.paused_until = Some(monotonic_now() + ACCEPT_PAUSE);
-        self.paused += 1;
         self.stats.accept_paused += 1;
-        // The caller's drop log says it, rate-limited (see `Sockets::out_of_descriptors`).
-        log::debug!("cannot accept connections on {}: {e}", l.addr);
+        if let Some(l) = self.listeners.get(index) {
+            // The caller's drop log says it, rate-limited (see `Sockets::out_of_descriptors`).
+            log::debug!("cannot accept connections on {}: {e}", l.addr);
+        }
     }
 
     /// Watches the listeners put aside again: those due at `now`, or all with `None`.
     fn resume_listeners(&mut self, now: Option<Instant>) {
-        if self.paused == 0 {
-            return;
-        }
-        for (i, l) in self.listeners.iter_mut().enumerate() {
-            let Some(l) = l else { continue };
-            let Some(until) = l.paused_until else {
-                continue;
-            };
-            if now.is_some_and(|now| until > now) {
-                continue;
-            }
-            l.paused_until = None;
-            self.paused -= 1;
-            if let Some(epoll) = &self.epoll {
-                let ev = EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER_BASE + i as u64);
-                if let Err(e) = epoll.add(&l.fd, ev) {
-                    log::warn!("cannot watch the listener on {} again: {e}", l.addr);
-                }
-            }
-        }
+        self.listeners.resume(now, self.epoll.as_ref());
     }
 
     /// Translates an epoll event for one of our tokens into reports.
@@ -594,10 +512,10 @@ impl Sockets {
 
     fn accept_ready(&mut self, listener: usize) {
         for _ in 0..ACCEPT_BATCH {
-            let Some(Some(l)) = self.listeners.get(listener) else {
+            let Some(l) = self.listeners.get(listener) else {
                 return;
             };
-            if l.paused_until.is_some() {
+            if l.paused() {
                 // An event from before the pause, in the same wake-up.
                 return;
             }
@@ -1244,10 +1162,10 @@ mod tests {
                 iface: None,
                 port: 0,
             };
-            let before = self.sockets.listeners.len();
+            let before = self.sockets.listeners.slot_count();
             let (n, errors) = self.sockets.listen(&spec, ListenOptions::default());
             assert_eq!((n, errors), (1, vec![]));
-            let target = self.sockets.listeners[before].as_ref().unwrap().addr;
+            let target = self.sockets.listeners.get(before).unwrap().addr;
             let client = self
                 .sockets
                 .tcp_connect(target, Bind::default(), Some(1400))
@@ -1762,7 +1680,7 @@ mod tests {
                 port: 0,
             };
             assert_eq!(rig.sockets.listen(&spec, ListenOptions::default()).0, 1);
-            let target = rig.sockets.listeners[1].as_ref().unwrap().addr;
+            let target = rig.sockets.listeners.get(1).unwrap().addr;
             // Three connections wait in the backlog; then no descriptor is left.
             let waiting: Vec<_> = (0..3)
                 .map(|_| std::net::TcpStream::connect(target).unwrap())

@@ -14,7 +14,7 @@
 //! or `auto`'s scan of the host's listening sockets); this module only relays.
 //!
 //! Out of descriptors, a listener is put aside as `crate::sockets` does with its own (see
-//! there): connections wait in the backlog until a pair closes or [`ACCEPT_PAUSE`] passes,
+//! `crate::listeners`): connections wait in the backlog until a pair closes or [`ACCEPT_PAUSE`] passes,
 //! instead of a level-triggered listener spinning the loop.
 
 use std::io;
@@ -23,6 +23,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 
+use crate::listeners::ACCEPT_PAUSE;
 use crate::ns::NsError;
 use crate::ns_agent::InNetns;
 use crate::ns_listeners::{Bound, NsListeners};
@@ -32,7 +33,6 @@ use crate::socket_sys::{
     connect_to, is_out_of_descriptors, listen_socket, reset_on_close, setsockopt_int, so_error,
     stream_socket,
 };
-use crate::sockets::ACCEPT_PAUSE;
 use crate::tokens::{
     is_splice, relay_listener_base, splice_pair_token, splice_token, RelayToken, INDEX_BITS,
     TOKEN_SPLICE_BASE,
