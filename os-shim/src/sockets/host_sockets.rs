@@ -88,7 +88,7 @@ impl HostSockets for Sockets {
             let off =
                 i32::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
             setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)?;
-            self.slots[s.0 as usize].peek_off = Some(offset);
+            self.set_peek_off(s, offset);
             self.stats.peek_seeks += 1;
         }
         // SAFETY: receives into our buffer.
@@ -106,7 +106,7 @@ impl HostSockets for Sockets {
                 Ok(0)
             }
             Ok(n) => {
-                self.slots[s.0 as usize].peek_off = Some(offset + n);
+                self.set_peek_off(s, offset + n);
                 Ok(n)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
@@ -373,7 +373,9 @@ impl Sockets {
 
     /// Whether a zero-length answer meant the end of the stream: queue that news once.
     pub(super) fn saw_eof(&mut self, s: SockRef) {
-        let slot = &mut self.slots[s.0 as usize];
+        let Some(slot) = self.slots.at_mut(s.0 as usize) else {
+            return;
+        };
         if !slot.peer_closed {
             slot.peer_closed = true;
             self.push(s.0, SockEvent::PeerClosed);
@@ -382,8 +384,19 @@ impl Sockets {
 
     /// The kernel lowers its peek offset by what a discard consumes; so does our shadow.
     pub(super) fn moved_back(&mut self, s: SockRef, consumed: usize) {
-        if let Some(off) = self.slots[s.0 as usize].peek_off.as_mut() {
+        if let Some(off) = self
+            .slots
+            .at_mut(s.0 as usize)
+            .and_then(|s| s.peek_off.as_mut())
+        {
             *off = off.saturating_sub(consumed);
+        }
+    }
+
+    /// Where the kernel's peek offset is now.
+    fn set_peek_off(&mut self, s: SockRef, offset: usize) {
+        if let Some(slot) = self.slots.at_mut(s.0 as usize) {
+            slot.peek_off = Some(offset);
         }
     }
 }

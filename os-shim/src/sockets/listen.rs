@@ -194,7 +194,7 @@ impl Sockets {
             match self.insert(fd, State::Connected) {
                 Ok(index) => {
                     self.stats.accepted += 1;
-                    let gen = self.slots[index as usize].gen;
+                    let gen = self.slots.gen(index as usize).unwrap_or_default();
                     self.reports.push_back((
                         gen,
                         Report::Accepted {

@@ -46,10 +46,11 @@ use sans_io::time::Instant;
 use crate::dgram_relay::DgramRelay;
 use crate::listeners::Listeners;
 use crate::reactor::Reactor;
+use crate::slots::Slots;
 use crate::socket_sys::is_out_of_descriptors;
 use crate::splice::Splicer;
 use crate::tokens::{
-    is_host_socket, socket_token, sockets_token, SocketsToken, TOKEN_LISTENER_BASE,
+    is_host_socket, socket_token, sockets_token, SocketsToken, INDEX_BITS, TOKEN_LISTENER_BASE,
 };
 
 use table::{PeekOffCap, Slot};
@@ -117,8 +118,7 @@ pub struct SocketStats {
 /// Real host sockets, see the module documentation.
 pub struct Sockets {
     epoll: Option<Epoll>,
-    slots: Vec<Slot>,
-    free: Vec<u32>,
+    slots: Slots<Slot>,
     open: usize,
     /// TCP forwarding listeners (the engine decides where their connections go).
     listeners: Listeners<()>,
@@ -150,8 +150,7 @@ impl Sockets {
     pub fn new() -> Sockets {
         Sockets {
             epoll: None,
-            slots: Vec::new(),
-            free: Vec::new(),
+            slots: Slots::new(1 << INDEX_BITS),
             open: 0,
             listeners: Listeners::new(TOKEN_LISTENER_BASE),
             udp_listeners: Vec::new(),
@@ -172,13 +171,10 @@ impl Sockets {
         self.dgram_relay.attach(reactor.epoll_handle()?)?;
         let epoll = reactor.epoll_handle()?;
         self.listeners.register(&epoll)?;
-        for (i, slot) in self.slots.iter().enumerate() {
-            if let Some(fd) = &slot.fd {
-                epoll.add(
-                    fd,
-                    EpollEvent::new(slot.registered, socket_token(i as u32, slot.gen)),
-                )?;
-            }
+        for (i, slot) in self.slots.iter() {
+            let gen = self.slots.gen(i).unwrap_or_default();
+            let token = socket_token(i as u32, gen);
+            epoll.add(&slot.fd, EpollEvent::new(slot.registered, token))?;
         }
         self.epoll = Some(epoll);
         Ok(())
@@ -261,16 +257,16 @@ impl Sockets {
                 Report::Event(s, _) => s,
                 Report::Accepted { sock, .. } => sock,
             };
-            match self.slots.get(s.0 as usize) {
-                Some(slot) if slot.fd.is_some() && slot.gen == gen => return Some(report),
-                _ => self.stats.stale_events += 1,
+            match self.slots.get(s.0 as usize, gen) {
+                Some(_) => return Some(report),
+                None => self.stats.stale_events += 1,
             }
         }
         None
     }
 
     fn push(&mut self, index: u32, ev: SockEvent) {
-        let gen = self.slots[index as usize].gen;
+        let gen = self.slots.gen(index as usize).unwrap_or_default();
         self.reports
             .push_back((gen, Report::Event(SockRef(index), ev)));
     }

@@ -1,5 +1,5 @@
-//! The table of the engine's sockets: slots with a generation each (an epoll token names
-//! both), what the core wants reported and what epoll is asked for, and the translation of
+//! The table of the engine's sockets: `crate::slots` with a generation each (an epoll token
+//! names both), what the core wants reported and what epoll is asked for, and the translation of
 //! epoll's events into [`SockEvent`]s.
 
 use std::io;
@@ -10,7 +10,7 @@ use sans_io::flow::{SockEvent, SockRef};
 
 use super::Sockets;
 use crate::socket_sys::{reset_on_close, setsockopt_int, so_error};
-use crate::tokens::{socket_token, GEN_MASK, INDEX_MASK};
+use crate::tokens::socket_token;
 
 /// What the kernel lets us do with `SO_PEEK_OFF` on TCP sockets (Linux 6.9 onwards).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,9 +29,7 @@ pub(super) enum State {
 
 #[derive(Debug)]
 pub(super) struct Slot {
-    /// `None`: free.
-    pub(super) fd: Option<OwnedFd>,
-    pub(super) gen: u32,
+    pub(super) fd: OwnedFd,
     pub(super) state: State,
     /// The kernel's peek offset, as we last set or moved it; `None` without `SO_PEEK_OFF`.
     pub(super) peek_off: Option<usize>,
@@ -50,20 +48,16 @@ pub(super) struct Slot {
 
 impl Sockets {
     pub(super) fn socket_ready(&mut self, index: u32, gen: u32, flags: EpollFlags) {
-        let Some(slot) = self.slots.get(index as usize) else {
+        let Some(slot) = self.slots.get_mut(index as usize, gen) else {
             self.stats.stale_events += 1;
             return;
         };
-        let Some(fd) = slot.fd.as_ref().filter(|_| slot.gen == gen) else {
-            self.stats.stale_events += 1;
-            return;
-        };
-        let raw = fd.as_raw_fd();
+        let raw = slot.fd.as_raw_fd();
         let (state, errored, hung_up) = (slot.state, slot.errored, slot.hung_up);
         let trouble = flags.intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP);
         if trouble && !hung_up {
             // Those stay set: from now on, only changes.
-            self.slots[index as usize].hung_up = true;
+            slot.hung_up = true;
             self.update_registration(index);
         }
         if errored {
@@ -77,14 +71,14 @@ impl Sockets {
                 0 if flags.contains(EpollFlags::EPOLLOUT)
                     && !flags.contains(EpollFlags::EPOLLERR) =>
                 {
-                    self.slots[index as usize].state = State::Connected;
+                    self.update_slot(index, |s| s.state = State::Connected);
                     self.push(index, SockEvent::Connected);
                     // Now the core's interest applies (and re-checks readiness).
                     self.update_registration(index);
                 }
                 0 => {}
                 e => {
-                    self.slots[index as usize].errored = true;
+                    self.update_slot(index, |s| s.errored = true);
                     self.push(index, SockEvent::Error(e));
                 }
             }
@@ -93,12 +87,14 @@ impl Sockets {
         if flags.contains(EpollFlags::EPOLLERR) {
             let e = so_error(raw);
             if e != 0 {
-                self.slots[index as usize].errored = true;
+                self.update_slot(index, |s| s.errored = true);
                 self.push(index, SockEvent::Error(e));
                 return;
             }
         }
-        let slot = &self.slots[index as usize];
+        let Some(slot) = self.slots.at(index as usize) else {
+            return;
+        };
         let (readable, writable, peer_closed) = (slot.readable, slot.writable, slot.peer_closed);
         if readable && flags.contains(EpollFlags::EPOLLIN) {
             self.push(index, SockEvent::Readable);
@@ -107,11 +103,18 @@ impl Sockets {
             && !peer_closed
             && flags.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP)
         {
-            self.slots[index as usize].peer_closed = true;
+            self.update_slot(index, |s| s.peer_closed = true);
             self.push(index, SockEvent::PeerClosed);
         }
         if writable && flags.contains(EpollFlags::EPOLLOUT) {
             self.push(index, SockEvent::Writable);
+        }
+    }
+
+    /// Changes the socket in slot `index`, if there is one.
+    fn update_slot(&mut self, index: u32, change: impl FnOnce(&mut Slot)) {
+        if let Some(slot) = self.slots.at_mut(index as usize) {
+            change(slot);
         }
     }
 
@@ -133,47 +136,32 @@ impl Sockets {
         state: State,
         peek_off: Option<usize>,
     ) -> io::Result<u32> {
-        let index = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                if self.slots.len() as u64 > INDEX_MASK {
-                    return Err(io::Error::from_raw_os_error(libc::EMFILE));
-                }
-                self.slots.push(Slot {
-                    fd: None,
-                    gen: 0,
-                    state,
-                    peek_off: None,
-                    readable: true,
-                    writable: false,
-                    registered: EpollFlags::empty(),
-                    peer_closed: false,
-                    errored: false,
-                    hung_up: false,
-                });
-                (self.slots.len() - 1) as u32
-            }
+        let mut slot = Slot {
+            fd,
+            state,
+            peek_off,
+            readable: true,
+            writable: false,
+            registered: EpollFlags::empty(),
+            peer_closed: false,
+            errored: false,
+            hung_up: false,
         };
-        let slot = &mut self.slots[index as usize];
-        slot.gen = (slot.gen + 1) & GEN_MASK;
-        slot.state = state;
-        slot.peek_off = peek_off;
-        slot.readable = true;
-        slot.writable = false;
-        slot.peer_closed = false;
-        slot.errored = false;
-        slot.hung_up = false;
-        slot.registered = wanted_events(slot);
-        let token = socket_token(index, slot.gen);
+        slot.registered = wanted_events(&slot);
+        let (index, gen) = self
+            .slots
+            .insert(slot)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EMFILE))?;
         if let Some(epoll) = &self.epoll {
-            if let Err(e) = epoll.add(&fd, EpollEvent::new(slot.registered, token)) {
-                self.free.push(index);
+            let slot = self.slots.at(index).expect("just inserted");
+            let token = socket_token(index as u32, gen);
+            if let Err(e) = epoll.add(&slot.fd, EpollEvent::new(slot.registered, token)) {
+                self.slots.remove(index);
                 return Err(e.into());
             }
         }
-        slot.fd = Some(fd);
         self.open += 1;
-        Ok(index)
+        Ok(index as u32)
     }
 
     /// Sets the kernel's peek offset to 0 when it supports that; returns the shadow offset.
@@ -197,36 +185,36 @@ impl Sockets {
     }
 
     pub(super) fn update_registration(&mut self, index: u32) {
-        let slot = &mut self.slots[index as usize];
-        let Some(fd) = &slot.fd else { return };
+        let Some(gen) = self.slots.gen(index as usize) else {
+            return;
+        };
+        let Some(slot) = self.slots.at_mut(index as usize) else {
+            return;
+        };
         let wanted = wanted_events(slot);
         if wanted == slot.registered {
             return;
         }
         slot.registered = wanted;
         if let Some(epoll) = &self.epoll {
-            let mut ev = EpollEvent::new(wanted, socket_token(index, slot.gen));
+            let mut ev = EpollEvent::new(wanted, socket_token(index, gen));
             // Can only fail for a descriptor epoll doesn't know, which would be our bug.
-            let _ = epoll.modify(fd, &mut ev);
+            let _ = epoll.modify(&slot.fd, &mut ev);
         }
     }
 
     pub(super) fn slot(&self, s: SockRef) -> io::Result<(&Slot, RawFd)> {
-        match self.slots.get(s.0 as usize) {
-            Some(slot) => match &slot.fd {
-                Some(fd) => Ok((slot, fd.as_raw_fd())),
-                None => Err(io::Error::from_raw_os_error(libc::EBADF)),
-            },
+        match self.slots.at(s.0 as usize) {
+            Some(slot) => Ok((slot, slot.fd.as_raw_fd())),
             None => Err(io::Error::from_raw_os_error(libc::EBADF)),
         }
     }
 
     /// Closes socket `s`, resetting the connection with `reset`.
     pub(super) fn close_socket(&mut self, s: SockRef, reset: bool) {
-        let Some(slot) = self.slots.get_mut(s.0 as usize) else {
+        let Some(Slot { fd, .. }) = self.slots.remove(s.0 as usize) else {
             return;
         };
-        let Some(fd) = slot.fd.take() else { return };
         if reset {
             reset_on_close(fd.as_raw_fd());
             self.stats.resets += 1;
@@ -235,7 +223,6 @@ impl Sockets {
             let _ = epoll.delete(fd.as_fd());
         }
         drop(fd);
-        self.free.push(s.0);
         self.open -= 1;
         // A descriptor is free: listeners that ran out may accept again.
         self.resume_listeners(None);
@@ -244,12 +231,9 @@ impl Sockets {
 
     /// What the core wants to hear about socket `s`.
     pub(super) fn set_socket_interest(&mut self, s: SockRef, readable: bool, writable: bool) {
-        let Some(slot) = self.slots.get_mut(s.0 as usize) else {
+        let Some(slot) = self.slots.at_mut(s.0 as usize) else {
             return;
         };
-        if slot.fd.is_none() {
-            return;
-        }
         slot.readable = readable;
         slot.writable = writable;
         self.update_registration(s.0);

@@ -691,7 +691,7 @@ fn tokens_of_closed_sockets_are_stale() {
     in_fresh_netns(|| {
         let mut rig = Rig::new(Sockets::new());
         let (client, server) = rig.pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        let old = socket_token(client.0, rig.sockets.slots[client.0 as usize].gen);
+        let old = socket_token(client.0, rig.sockets.slots.gen(client.0 as usize).unwrap());
         rig.sockets.close(client, true);
         rig.sockets.close(server, true);
         // The slot is reused; an event queued for its previous socket is dropped.
