@@ -20,7 +20,7 @@
 //!
 //! Generations (24 bits, see `crate::slots`) make the token of an item closed earlier in the
 //! same wake-up miss the slot's next occupant. passt's qemu socket waits for clients on an
-//! epoll instance of its own, with [`QEMU_LISTENER`] and [`QEMU_CLIENT`].
+//! epoll instance of its own, with `QEMU_LISTENER` and `QEMU_CLIENT`.
 
 /// The guest link: the tap device or qemu's connection.
 pub const TOKEN_LINK: u64 = 0;

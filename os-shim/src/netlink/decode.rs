@@ -342,7 +342,7 @@ pub(super) fn decode_route(payload: &[u8]) -> Result<Option<HostRoute>, String> 
     Ok(Some(route))
 }
 
-/// Parses the raw answers to the link, address and route dumps (see [`Netlink::dump_raw`]).
+/// Parses the raw answers to the link, address and route dumps (see [`super::Netlink::dump_raw`]).
 pub fn parse_dump(links: &[u8], addrs: &[u8], routes: &[u8]) -> Result<HostNet, NetlinkError> {
     Ok(HostNet {
         links: parse_links(links)?,

@@ -17,9 +17,9 @@
 //! Listeners are level-triggered too, accepting a bounded batch per wake-up. A listener whose
 //! `accept4` fails for want of descriptors or memory (`EMFILE`, `ENFILE`, `ENOBUFS`,
 //! `ENOMEM`) would stay readable and spin the loop: it is taken off epoll until a socket of
-//! ours is closed or [`ACCEPT_PAUSE`] has passed (see `crate::listeners`) ([`Sockets::poll_timeout`],
+//! ours is closed or [`ACCEPT_PAUSE`] has passed ([`Sockets::poll_timeout`],
 //! [`Sockets::handle_timeout`]), its connections waiting in the backlog meanwhile (the
-//! splicer's listeners in the namespace likewise). Sockets that can't be made for want of
+//! splicer's listeners in the namespace likewise; see `crate::listeners`). Sockets that can't be made for want of
 //! descriptors fail the core's call (a connection the guest opens is reset). Both are counted,
 //! [`Sockets::out_of_descriptors`], for the caller's rate-limited log.
 //!
@@ -28,6 +28,9 @@
 //! each discard; we keep a shadow copy and only set it when the core asks for another offset
 //! (a retransmission). Kernels without `SO_PEEK_OFF` for TCP get the bytes before the offset
 //! peeked into a scratch buffer instead.
+//!
+//! [`HostSockets`]: sans_io::flow::HostSockets
+//! [`ACCEPT_PAUSE`]: crate::listeners::ACCEPT_PAUSE
 
 mod host_sockets;
 mod listen;
