@@ -289,18 +289,8 @@ impl Netlink {
         nodad: bool,
     ) -> Result<(), NetlinkError> {
         let what = format!("adding address {addr}/{prefix_len} on link {ifindex}");
-        let msg = address_message(ifindex, addr, prefix_len, nodad).map_err(|detail| {
-            NetlinkError::Refused {
-                what: what.clone(),
-                errno: libc::EINVAL,
-                message: Some(detail),
-            }
-        })?;
-        self.ack(
-            what,
-            RouteNetlinkMessage::NewAddress(msg),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )
+        let msg = address_message(ifindex, addr, prefix_len, nodad);
+        self.create(what, msg.map(RouteNetlinkMessage::NewAddress))
     }
 
     /// Adds `route` through link `ifindex` to the main table (`NLM_F_CREATE | NLM_F_EXCL`),
@@ -309,16 +299,25 @@ impl Netlink {
     /// is refused with ENETUNREACH.
     pub fn add_route(&mut self, ifindex: u32, route: &GuestRoute) -> Result<(), NetlinkError> {
         let what = format!("adding route {} on link {ifindex}", describe_route(route));
-        let msg = route_message(ifindex, route).map_err(|detail| NetlinkError::Refused {
-            what: what.clone(),
-            errno: libc::EINVAL,
-            message: Some(detail),
-        })?;
-        self.ack(
-            what,
-            RouteNetlinkMessage::NewRoute(msg),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )
+        let msg = route_message(ifindex, route);
+        self.create(what, msg.map(RouteNetlinkMessage::NewRoute))
+    }
+
+    /// A request that creates something (`NLM_F_CREATE | NLM_F_EXCL`). One that could not be
+    /// built is refused as the kernel would refuse it (EINVAL), with why.
+    fn create(
+        &mut self,
+        what: String,
+        built: Result<RouteNetlinkMessage, String>,
+    ) -> Result<(), NetlinkError> {
+        match built {
+            Ok(msg) => self.ack(what, msg, NLM_F_CREATE | NLM_F_EXCL),
+            Err(detail) => Err(NetlinkError::Refused {
+                what,
+                errno: libc::EINVAL,
+                message: Some(detail),
+            }),
+        }
     }
 
     fn get_link(&mut self, what: String, msg: LinkMessage) -> Result<HostLink, NetlinkError> {

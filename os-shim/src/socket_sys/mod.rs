@@ -5,6 +5,7 @@
 //! `crate::dgram_relay`) build on them; nothing here knows about epoll or the core.
 
 use std::io;
+use std::os::fd::RawFd;
 
 pub(crate) mod create;
 pub(crate) mod options;
@@ -31,4 +32,17 @@ pub(crate) fn retry(mut f: impl FnMut() -> isize) -> io::Result<usize> {
             return Err(e);
         }
     }
+}
+
+/// One send from `data` that doesn't block, and doesn't raise SIGPIPE on a closed connection.
+pub(crate) fn send_nonblocking(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+    // SAFETY: sends from our slice.
+    retry(|| unsafe {
+        libc::send(
+            fd,
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    })
 }

@@ -8,7 +8,7 @@ use std::os::fd::RawFd;
 use super::getsockopt_int;
 
 /// `SO_MEMINFO` (Linux 4.6), where the architecture numbers it like asm-generic does.
-#[cfg(any(
+const SO_MEMINFO: Option<i32> = if cfg!(any(
     target_arch = "x86",
     target_arch = "x86_64",
     target_arch = "arm",
@@ -18,20 +18,11 @@ use super::getsockopt_int;
     target_arch = "powerpc",
     target_arch = "powerpc64",
     target_arch = "s390x"
-))]
-const SO_MEMINFO: Option<i32> = Some(55);
-#[cfg(not(any(
-    target_arch = "x86",
-    target_arch = "x86_64",
-    target_arch = "arm",
-    target_arch = "aarch64",
-    target_arch = "riscv64",
-    target_arch = "loongarch64",
-    target_arch = "powerpc",
-    target_arch = "powerpc64",
-    target_arch = "s390x"
-)))]
-const SO_MEMINFO: Option<i32> = None;
+)) {
+    Some(55)
+} else {
+    None
+};
 
 /// The socket's send buffer size and what its queue takes of it, in the kernel's accounting
 /// (buffer memory, "truesize", not payload).

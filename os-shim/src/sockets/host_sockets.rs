@@ -13,8 +13,8 @@ use super::Sockets;
 use crate::socket_sys::tcp_info::{at_eof, send_space, snd_wnd};
 use crate::socket_sys::{
     bind_addr, bind_outbound, bind_to_device, connect_to, dgram_socket, ioctl_int, local_addr,
-    prepare_stream, readable_bytes, retry, setsockopt_int, sockaddr_to_std, stream_socket,
-    udp_bound_socket, unmap,
+    prepare_stream, readable_bytes, retry, send_nonblocking, setsockopt_int, sockaddr_to_std,
+    stream_socket, udp_bound_socket, unmap,
 };
 
 /// Datagrams received per `recvmmsg` call at most.
@@ -58,15 +58,7 @@ impl HostSockets for Sockets {
         if data.is_empty() {
             return Ok(0);
         }
-        // SAFETY: sends from our slice.
-        retry(|| unsafe {
-            libc::send(
-                fd,
-                data.as_ptr().cast(),
-                data.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        })
+        send_nonblocking(fd, data)
     }
 
     fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<usize> {
@@ -183,15 +175,7 @@ impl HostSockets for Sockets {
 
     fn udp_send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
         let (_, fd) = self.slot(s)?;
-        // SAFETY: sends from our slice.
-        retry(|| unsafe {
-            libc::send(
-                fd,
-                data.as_ptr().cast(),
-                data.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        })
+        send_nonblocking(fd, data)
     }
 
     fn ping_open(&mut self, bind: Bind<'_>, dst: IpAddr, id: u16) -> io::Result<(SockRef, u16)> {

@@ -15,6 +15,11 @@ use crate::reactor::Reactor;
 use crate::socket_sys::{listen_socket, local_addr, readable_bytes, setsockopt_int};
 use crate::tokens::{socket_token, TOKEN_LISTENER_BASE, TOKEN_SOCKET_BASE};
 
+const LOOPBACKS: [IpAddr; 2] = [
+    IpAddr::V4(Ipv4Addr::LOCALHOST),
+    IpAddr::V6(Ipv6Addr::LOCALHOST),
+];
+
 /// Runs `f` on a thread of its own in a new network namespace with only loopback, up: the
 /// machine's own interfaces never see a packet. Needs root (CAP_SYS_ADMIN); says so and
 /// skips otherwise, except under CI.
@@ -191,10 +196,7 @@ fn connect_accept_and_peek_at_offsets() {
 #[test]
 fn udp_connected_socket_sends_and_receives_datagrams() {
     in_fresh_netns(|| {
-        for lo in [
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ] {
+        for lo in LOOPBACKS {
             let server = std::net::UdpSocket::bind(SocketAddr::new(lo, 0)).unwrap();
             server
                 .set_read_timeout(Some(Duration::from_secs(2)))
@@ -254,10 +256,7 @@ fn udp_connected_socket_sends_and_receives_datagrams() {
 #[test]
 fn udp_listener_and_reply_socket_share_the_forwarded_port() {
     in_fresh_netns(|| {
-        for lo in [
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ] {
+        for lo in LOOPBACKS {
             let mut rig = Rig::new(Sockets::new());
             let spec = ListenSpec {
                 proto: Proto::Udp,
