@@ -20,7 +20,9 @@
 //!
 //! Generations (24 bits, see `crate::slots`) make the token of an item closed earlier in the
 //! same wake-up miss the slot's next occupant. passt's qemu socket waits for clients on an
-//! epoll instance of its own, with `QEMU_LISTENER` and `QEMU_CLIENT`.
+//! epoll instance of its own, with `QEMU_LISTENER` and `QEMU_CLIENT`. The helpers are
+//! `#[inline]`: every event goes through them (see `crate::socket_sys` for what calls across
+//! modules cost).
 
 /// The guest link: the tap device or qemu's connection.
 pub const TOKEN_LINK: u64 = 0;
@@ -53,6 +55,7 @@ pub(crate) const GEN_MASK: u32 = (1 << 24) - 1;
 const RELAY_LISTENER_BIT: u64 = 1 << 50;
 
 /// The token of the engine's socket in slot `index`, generation `gen`.
+#[inline]
 pub(crate) fn socket_token(index: u32, gen: u32) -> u64 {
     TOKEN_SOCKET_BASE | (u64::from(gen & GEN_MASK) << INDEX_BITS) | u64::from(index)
 }
@@ -65,6 +68,7 @@ pub(crate) enum SocketsToken {
 }
 
 /// Decodes a token from [`TOKEN_LISTENER_BASE`] up; `None` below.
+#[inline]
 pub(crate) fn sockets_token(token: u64) -> Option<SocketsToken> {
     if token >= TOKEN_SOCKET_BASE {
         let index = (token & INDEX_MASK) as u32;
@@ -80,31 +84,37 @@ pub(crate) fn sockets_token(token: u64) -> Option<SocketsToken> {
 }
 
 /// Whether `token` belongs to the engine's sockets or to the relays.
+#[inline]
 pub(crate) fn is_host_socket(token: u64) -> bool {
     (TOKEN_DGRAM_BASE..TOKEN_SIGNAL).contains(&token)
 }
 
 /// Whether `token` belongs to the UDP relay.
+#[inline]
 pub(crate) fn is_dgram(token: u64) -> bool {
     (TOKEN_DGRAM_BASE..TOKEN_SPLICE_BASE).contains(&token)
 }
 
 /// Whether `token` belongs to the TCP splicer.
+#[inline]
 pub(crate) fn is_splice(token: u64) -> bool {
     (TOKEN_SPLICE_BASE..TOKEN_LISTENER_BASE).contains(&token)
 }
 
 /// The base of a relay's listener tokens (the listener's index is or-ed in).
+#[inline]
 pub(crate) fn relay_listener_base(relay_base: u64) -> u64 {
     relay_base | RELAY_LISTENER_BIT
 }
 
 /// The token of the UDP relay's flow in slot `index`, generation `gen`.
+#[inline]
 pub(crate) fn dgram_flow_token(index: usize, gen: u32) -> u64 {
     TOKEN_DGRAM_BASE | (u64::from(gen) << INDEX_BITS) | index as u64
 }
 
 /// The token of side `side` of the splicer's pair in slot `index`, generation `gen`.
+#[inline]
 pub(crate) fn splice_pair_token(index: usize, gen: u32, side: usize) -> u64 {
     TOKEN_SPLICE_BASE | (u64::from(gen) << (INDEX_BITS + 1)) | ((index as u64) << 1) | side as u64
 }
@@ -122,6 +132,7 @@ pub(crate) enum RelayToken {
 }
 
 /// Decodes a token of the UDP relay.
+#[inline]
 pub(crate) fn dgram_token(token: u64) -> RelayToken {
     let t = token - TOKEN_DGRAM_BASE;
     if t & RELAY_LISTENER_BIT != 0 {
@@ -135,6 +146,7 @@ pub(crate) fn dgram_token(token: u64) -> RelayToken {
 }
 
 /// Decodes a token of the TCP splicer.
+#[inline]
 pub(crate) fn splice_token(token: u64) -> RelayToken {
     let t = token - TOKEN_SPLICE_BASE;
     if t & RELAY_LISTENER_BIT != 0 {

@@ -12,6 +12,7 @@ use super::{setsockopt_int, std_to_sockaddr};
 const LISTEN_BACKLOG: i32 = 1024;
 
 /// A non-blocking, close-on-exec socket of `addr`'s family.
+#[inline]
 fn new_socket(addr: IpAddr, kind: libc::c_int, proto: libc::c_int) -> io::Result<OwnedFd> {
     let domain = if addr.is_ipv4() {
         libc::AF_INET
@@ -34,16 +35,19 @@ fn new_socket(addr: IpAddr, kind: libc::c_int, proto: libc::c_int) -> io::Result
 }
 
 /// A datagram socket for `proto` (UDP, ICMP "ping").
+#[inline]
 pub(crate) fn dgram_socket(addr: IpAddr, proto: libc::c_int) -> io::Result<OwnedFd> {
     new_socket(addr, libc::SOCK_DGRAM, proto)
 }
 
+#[inline]
 pub(crate) fn stream_socket(addr: IpAddr) -> io::Result<OwnedFd> {
     new_socket(addr, libc::SOCK_STREAM, libc::IPPROTO_TCP)
 }
 
 /// `connect(2)` to `addr`; for a non-blocking stream socket, `EINPROGRESS` comes back as the
 /// error it is.
+#[inline]
 pub(crate) fn connect_to(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
     let (sa, len) = std_to_sockaddr(&addr);
     // SAFETY: a valid sockaddr of the given length.
@@ -54,6 +58,7 @@ pub(crate) fn connect_to(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
     Ok(())
 }
 
+#[inline]
 pub(crate) fn listen_socket(
     addr: SocketAddr,
     iface: Option<&str>,
@@ -70,6 +75,7 @@ pub(crate) fn listen_socket(
 
 /// A UDP socket bound to `addr`, sharing it: a forwarding listener, or a flow's reply socket
 /// beside one.
+#[inline]
 pub(crate) fn udp_bound_socket(
     addr: SocketAddr,
     iface: Option<&str>,
@@ -82,6 +88,7 @@ pub(crate) fn udp_bound_socket(
 
 /// Binds a forwarding socket: address reuse, IPv6 only for IPv6 (IPv4 has sockets of its
 /// own), free binding and the interface as asked.
+#[inline]
 fn bind_shared(
     raw: RawFd,
     addr: SocketAddr,
@@ -108,6 +115,7 @@ fn bind_shared(
 
 /// Binds an outbound socket as `-o`/`--outbound-if*` ask: to the interface, and to the
 /// address if it is of `dst`'s family (any port).
+#[inline]
 pub(crate) fn bind_outbound(fd: RawFd, bind: Bind<'_>, dst: SocketAddr) -> io::Result<()> {
     if let Some(iface) = bind.iface {
         bind_to_device(fd, iface)?;
@@ -118,6 +126,7 @@ pub(crate) fn bind_outbound(fd: RawFd, bind: Bind<'_>, dst: SocketAddr) -> io::R
     }
 }
 
+#[inline]
 pub(crate) fn bind_addr(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
     let (sa, len) = std_to_sockaddr(&addr);
     // SAFETY: a valid sockaddr of the given length.
@@ -127,6 +136,7 @@ pub(crate) fn bind_addr(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
     Ok(())
 }
 
+#[inline]
 pub(crate) fn bind_to_device(fd: RawFd, iface: &str) -> io::Result<()> {
     // SAFETY: the option value is the name's bytes, with its length.
     let rc = unsafe {

@@ -5,6 +5,7 @@ use std::mem::{size_of, MaybeUninit};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
+#[inline]
 pub(crate) fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
     let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -17,6 +18,7 @@ pub(crate) fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::from_raw_os_error(libc::EAFNOSUPPORT))
 }
 
+#[inline]
 pub(crate) fn std_to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -52,6 +54,7 @@ pub(crate) fn std_to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, lib
     (storage, len as libc::socklen_t)
 }
 
+#[inline]
 pub(crate) fn sockaddr_to_std(
     storage: &libc::sockaddr_storage,
     len: libc::socklen_t,
@@ -84,6 +87,7 @@ pub(crate) fn sockaddr_to_std(
 }
 
 /// IPv4-mapped IPv6 addresses (from a dual-stack socket) as the IPv4 ones they are.
+#[inline]
 pub(crate) fn unmap(addr: SocketAddr) -> SocketAddr {
     match addr {
         SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {

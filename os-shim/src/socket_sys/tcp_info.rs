@@ -26,6 +26,7 @@ const SO_MEMINFO: Option<i32> = if cfg!(any(
 
 /// The socket's send buffer size and what its queue takes of it, in the kernel's accounting
 /// (buffer memory, "truesize", not payload).
+#[inline]
 fn send_memory(fd: RawFd) -> Option<(u32, u32)> {
     let opt = SO_MEMINFO?;
     let mut info = [0u32; 16];
@@ -58,6 +59,7 @@ fn send_memory(fd: RawFd) -> Option<(u32, u32)> {
 /// least one half (the ratio of a queue holding a few tiny writes says nothing about the next
 /// ones, and would shut the guest's window for interactive traffic), and at one half with an
 /// empty queue. Without `SO_MEMINFO`: half of `SO_SNDBUF` less what is queued.
+#[inline]
 pub(crate) fn send_space(fd: RawFd, unacked: u32) -> io::Result<u32> {
     match send_memory(fd) {
         Some((sndbuf, queued)) => Ok(payload_space(sndbuf, queued, unacked)),
@@ -69,6 +71,7 @@ pub(crate) fn send_space(fd: RawFd, unacked: u32) -> io::Result<u32> {
 }
 
 /// [`send_space`]'s arithmetic: the free part of `sndbuf` (memory) as payload.
+#[inline]
 fn payload_space(sndbuf: u32, queued: u32, unacked: u32) -> u32 {
     let free = u64::from(sndbuf.saturating_sub(queued));
     let (num, den) = if queued > 0 && u64::from(unacked) * 2 > u64::from(queued) {
@@ -80,6 +83,7 @@ fn payload_space(sndbuf: u32, queued: u32, unacked: u32) -> u32 {
 }
 
 /// Whether the peer's FIN arrived (TCP_INFO state past ESTABLISHED on the receive side).
+#[inline]
 pub(crate) fn at_eof(fd: RawFd) -> bool {
     const TCP_CLOSE_WAIT: u8 = 8;
     const TCP_LAST_ACK: u8 = 9;
@@ -156,6 +160,7 @@ struct TcpInfo {
     snd_wnd: u32,
 }
 
+#[inline]
 fn tcp_info_raw(fd: RawFd) -> Option<(TcpInfo, usize)> {
     let mut info = TcpInfo::default();
     let mut len = size_of::<TcpInfo>() as libc::socklen_t;
@@ -173,6 +178,7 @@ fn tcp_info_raw(fd: RawFd) -> Option<(TcpInfo, usize)> {
 }
 
 /// The peer's window, when the kernel reports it.
+#[inline]
 pub(crate) fn snd_wnd(fd: RawFd) -> Option<u32> {
     let (info, len) = tcp_info_raw(fd)?;
     (len >= std::mem::offset_of!(TcpInfo, snd_wnd) + size_of::<u32>()).then_some(info.snd_wnd)
