@@ -110,19 +110,13 @@ pub(crate) fn relay_listener_base(relay_base: u64) -> u64 {
 /// The token of the UDP relay's flow in slot `index`, generation `gen`.
 #[inline]
 pub(crate) fn dgram_flow_token(index: usize, gen: u32) -> u64 {
-    TOKEN_DGRAM_BASE | relay_item(index, gen, 0, 0)
+    TOKEN_DGRAM_BASE | (u64::from(gen) << INDEX_BITS) | index as u64
 }
 
 /// The token of side `side` of the splicer's pair in slot `index`, generation `gen`.
 #[inline]
 pub(crate) fn splice_pair_token(index: usize, gen: u32, side: usize) -> u64 {
-    TOKEN_SPLICE_BASE | relay_item(index, gen, side, 1)
-}
-
-/// A relay's item within its range: `side_bits` low bits of side, the index, the generation.
-#[inline]
-fn relay_item(index: usize, gen: u32, side: usize, side_bits: u32) -> u64 {
-    (u64::from(gen) << (INDEX_BITS + side_bits)) | ((index as u64) << side_bits) | side as u64
+    TOKEN_SPLICE_BASE | (u64::from(gen) << (INDEX_BITS + 1)) | ((index as u64) << 1) | side as u64
 }
 
 /// What a token in a relay's range names.
@@ -140,25 +134,28 @@ pub(crate) enum RelayToken {
 /// Decodes a token of the UDP relay.
 #[inline]
 pub(crate) fn dgram_token(token: u64) -> RelayToken {
-    relay_token(token - TOKEN_DGRAM_BASE, 0)
+    let t = token - TOKEN_DGRAM_BASE;
+    if t & RELAY_LISTENER_BIT != 0 {
+        return RelayToken::Listener((t & INDEX_MASK) as usize);
+    }
+    RelayToken::Item {
+        index: (t & INDEX_MASK) as usize,
+        gen: (t >> INDEX_BITS) as u32 & GEN_MASK,
+        side: 0,
+    }
 }
 
 /// Decodes a token of the TCP splicer.
 #[inline]
 pub(crate) fn splice_token(token: u64) -> RelayToken {
-    relay_token(token - TOKEN_SPLICE_BASE, 1)
-}
-
-/// Decodes `t`, a token less its relay's base, as [`relay_item`] or a listener made it.
-#[inline]
-fn relay_token(t: u64, side_bits: u32) -> RelayToken {
+    let t = token - TOKEN_SPLICE_BASE;
     if t & RELAY_LISTENER_BIT != 0 {
         return RelayToken::Listener((t & INDEX_MASK) as usize);
     }
     RelayToken::Item {
-        index: ((t >> side_bits) & INDEX_MASK) as usize,
-        gen: (t >> (INDEX_BITS + side_bits)) as u32 & GEN_MASK,
-        side: (t & ((1 << side_bits) - 1)) as usize,
+        index: ((t >> 1) & INDEX_MASK) as usize,
+        gen: (t >> (INDEX_BITS + 1)) as u32 & GEN_MASK,
+        side: (t & 1) as usize,
     }
 }
 

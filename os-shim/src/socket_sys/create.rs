@@ -64,7 +64,8 @@ pub(crate) fn listen_socket(
     iface: Option<&str>,
     freebind: bool,
 ) -> io::Result<OwnedFd> {
-    let fd = shared_socket(addr, libc::SOCK_STREAM, libc::IPPROTO_TCP, iface, freebind)?;
+    let fd = stream_socket(addr.ip())?;
+    bind_shared(fd.as_raw_fd(), addr, iface, freebind)?;
     // SAFETY: plain system call.
     if unsafe { libc::listen(fd.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
         return Err(io::Error::last_os_error());
@@ -80,19 +81,7 @@ pub(crate) fn udp_bound_socket(
     iface: Option<&str>,
     freebind: bool,
 ) -> io::Result<OwnedFd> {
-    shared_socket(addr, libc::SOCK_DGRAM, libc::IPPROTO_UDP, iface, freebind)
-}
-
-/// A socket of `kind` for `proto`, bound to `addr` and sharing it (see [`bind_shared`]).
-#[inline]
-fn shared_socket(
-    addr: SocketAddr,
-    kind: libc::c_int,
-    proto: libc::c_int,
-    iface: Option<&str>,
-    freebind: bool,
-) -> io::Result<OwnedFd> {
-    let fd = new_socket(addr.ip(), kind, proto)?;
+    let fd = dgram_socket(addr.ip(), libc::IPPROTO_UDP)?;
     bind_shared(fd.as_raw_fd(), addr, iface, freebind)?;
     Ok(fd)
 }
