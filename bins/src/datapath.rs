@@ -15,8 +15,9 @@ use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
 use nix::sys::epoll::EpollEvent;
-use os_shim::reactor::{monotonic_now, Reactor, TOKEN_SIGNAL, TOKEN_TIMER};
+use os_shim::reactor::{monotonic_now, Reactor};
 use os_shim::sockets::{Report, Sockets};
+use os_shim::tokens::{TOKEN_LINK, TOKEN_SIGNAL, TOKEN_TIMER, TOKEN_WATCH_BASE};
 use sans_io::engine::Engine;
 use sans_io::wire::FrameQueue;
 
@@ -35,9 +36,6 @@ const OUT_HIGH_WATER: usize = 256;
 const FLUSH_ROUNDS: usize = 4;
 /// Watches without a file descriptor are checked this often, and [`Periodic`] work done.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
-
-const TOKEN_LINK: u64 = 0;
-const TOKEN_WATCH_BASE: u64 = 16;
 
 /// Where guest frames come from and go to. Implement either the one-frame methods (a tap
 /// device: one frame per system call) or the batch ones (passt's qemu socket: many frames per

@@ -23,17 +23,13 @@ use crate::ns_agent::InNetns;
 use crate::ns_listeners::{Bound, NsListeners};
 use crate::reactor::monotonic_now;
 use crate::slots::Slots;
-use crate::sockets::{
+use crate::socket_sys::{
     connect_to, dgram_socket, sockaddr_to_std, std_to_sockaddr, udp_bound_socket, unmap,
 };
-
-/// Tokens of the relay: listeners and flow sockets.
-pub const TOKEN_DGRAM_BASE: u64 = 1 << 54;
-const TOKEN_DGRAM_END: u64 = 1 << 55;
-const LISTENER_BIT: u64 = 1 << 50;
-const INDEX_BITS: u32 = 24;
-const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
-const GEN_MASK: u32 = (1 << 24) - 1;
+use crate::tokens::{
+    dgram_flow_token, dgram_token, is_dgram, relay_listener_base, RelayToken, INDEX_BITS,
+    TOKEN_DGRAM_BASE,
+};
 
 /// A flow without traffic either way for this long is closed (as for the guest's UDP).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
@@ -117,7 +113,7 @@ impl DgramRelay {
     pub fn new(max_flows: usize) -> DgramRelay {
         DgramRelay {
             epoll: None,
-            listeners: NsListeners::new(TOKEN_DGRAM_BASE | LISTENER_BIT),
+            listeners: NsListeners::new(relay_listener_base(TOKEN_DGRAM_BASE)),
             flows: Slots::new(1 << INDEX_BITS),
             by_client: HashMap::new(),
             max_flows,
@@ -136,7 +132,7 @@ impl DgramRelay {
     }
 
     pub fn owns_token(token: u64) -> bool {
-        (TOKEN_DGRAM_BASE..TOKEN_DGRAM_END).contains(&token)
+        is_dgram(token)
     }
 
     /// Registers the listeners (and from now on everything) on `epoll`.
@@ -207,15 +203,13 @@ impl DgramRelay {
 
     /// Handles an epoll event for one of our tokens.
     pub fn ready(&mut self, token: u64, _flags: EpollFlags) {
-        let t = token - TOKEN_DGRAM_BASE;
         let mut batch = self.batch.take().unwrap_or_else(|| Box::new(Batch::new()));
-        if t & LISTENER_BIT != 0 {
-            self.relay_to_host((t & INDEX_MASK) as usize, &mut batch);
-        } else {
-            let index = (t & INDEX_MASK) as usize;
-            let gen = (t >> INDEX_BITS) as u32 & GEN_MASK;
-            if self.flows.get_mut(index, gen).is_some() {
-                self.relay_to_namespace(index, &mut batch);
+        match dgram_token(token) {
+            RelayToken::Listener(i) => self.relay_to_host(i, &mut batch),
+            RelayToken::Item { index, gen, .. } => {
+                if self.flows.get_mut(index, gen).is_some() {
+                    self.relay_to_namespace(index, &mut batch);
+                }
             }
         }
         self.batch = Some(batch);
@@ -301,7 +295,7 @@ impl DgramRelay {
         };
         let (index, gen) = self.flows.insert(flow).ok()?;
         if let Some(epoll) = &self.epoll {
-            let token = TOKEN_DGRAM_BASE | (u64::from(gen) << INDEX_BITS) | index as u64;
+            let token = dgram_flow_token(index, gen);
             let host = &self.flows.at(index).expect("just inserted").host;
             if epoll
                 .add(host, EpollEvent::new(EpollFlags::EPOLLIN, token))

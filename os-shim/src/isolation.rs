@@ -2,8 +2,9 @@
 //! over, taken away step by step as start-up stops needing it, in the C original's four stages
 //! (see DESIGN.md, "Isolation"):
 //!
-//! 1. [`initial`], at start: inherited descriptors, capabilities no later step needs, core
-//!    dumps;
+//! 1. [`close_inherited_fds`], [`no_core_dumps`], [`limit_bounding_set`] and
+//!    [`limit_capabilities`], at start: inherited descriptors, core dumps, capabilities no
+//!    later step needs;
 //! 2. [`switch_identity`], [`own_user_namespace`], once the user and namespaces are known:
 //!    the final UID and GID, passt's own user namespace, and (with [`detach_ipc_uts`]) IPC and
 //!    UTS namespaces of our own; [`not_dumpable`] then;

@@ -7,6 +7,7 @@
 pub mod dgram_relay;
 pub mod hostinfo;
 pub mod isolation;
+pub mod listeners;
 pub mod logging;
 pub mod netlink;
 pub mod ns;
@@ -20,6 +21,8 @@ pub mod reactor;
 pub mod seccomp;
 pub mod slots;
 pub mod sock_diag;
+mod socket_sys;
 pub mod sockets;
 pub mod splice;
 pub mod tap;
+pub mod tokens;

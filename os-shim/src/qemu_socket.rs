@@ -24,6 +24,8 @@ use nix::sys::socket::{self as sock, AddressFamily, Backlog, SockFlag, SockType,
 use sans_io::wire::stream::{self, StreamDecoder, HEADER_LEN};
 use sans_io::wire::FrameQueue;
 
+use crate::tokens::{QEMU_CLIENT, QEMU_LISTENER};
+
 /// The paths tried when none is given: `/tmp/passt_1.socket` to `/tmp/passt_64.socket`.
 pub fn default_paths() -> impl Iterator<Item = PathBuf> {
     (1..=64).map(|n| PathBuf::from(format!("/tmp/passt_{n}.socket")))
@@ -40,9 +42,6 @@ const MAX_IOV: usize = 1024;
 const WRITE_WAIT: Duration = Duration::from_millis(100);
 /// Send buffer asked for: fewer waits for qemu at high rates (the kernel may cap it).
 const SEND_BUFFER: libc::c_int = 4 << 20;
-
-const TOKEN_LISTENER: u64 = 1;
-const TOKEN_CLIENT: u64 = 2;
 
 /// Setting up the socket failed.
 #[derive(Debug, thiserror::Error)]
@@ -206,7 +205,7 @@ impl QemuSocket {
         let s = QemuSocket::new(one_off)?;
         s.epoll.add(
             &listener,
-            EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER),
+            EpollEvent::new(EpollFlags::EPOLLIN, QEMU_LISTENER),
         )?;
         Ok(QemuSocket {
             listener: Some(listener),
@@ -270,7 +269,7 @@ impl QemuSocket {
             }
         }
         self.epoll
-            .add(&fd, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_CLIENT))?;
+            .add(&fd, EpollEvent::new(EpollFlags::EPOLLIN, QEMU_CLIENT))?;
         self.client = Some(fd);
         self.client_frames = 0;
         self.stats.clients += 1;
@@ -355,7 +354,7 @@ impl QemuSocket {
         let mut listener_ready = false;
         for ev in &events[..n] {
             match ev.data() {
-                TOKEN_LISTENER => listener_ready = true,
+                QEMU_LISTENER => listener_ready = true,
                 _ => client_ready = true,
             }
         }

@@ -12,10 +12,7 @@ use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use sans_io::time::Instant;
 
-/// Token of the deadline timer's events.
-pub const TOKEN_TIMER: u64 = u64::MAX;
-/// Token of the signalfd's events.
-pub const TOKEN_SIGNAL: u64 = u64::MAX - 1;
+use crate::tokens::{TOKEN_SIGNAL, TOKEN_TIMER};
 
 /// The current `CLOCK_MONOTONIC` reading, as the core counts time.
 pub fn monotonic_now() -> Instant {

@@ -2,8 +2,7 @@
 //! token carries the slot and its generation, so an event for an item closed earlier in the
 //! same wake-up is not taken for the next item in that slot.
 
-/// Generations wrap at 24 bits, the room tokens give them.
-const GEN_MASK: u32 = (1 << 24) - 1;
+use crate::tokens::GEN_MASK;
 
 #[derive(Debug)]
 pub struct Slots<T> {
@@ -43,11 +42,24 @@ impl<T> Slots<T> {
     }
 
     /// The item in `index` if it is of generation `gen`.
+    pub fn get(&self, index: usize, gen: u32) -> Option<&T> {
+        if self.gens.get(index) != Some(&gen) {
+            return None;
+        }
+        self.items.get(index)?.as_ref()
+    }
+
+    /// The item in `index` if it is of generation `gen`.
     pub fn get_mut(&mut self, index: usize, gen: u32) -> Option<&mut T> {
         if self.gens.get(index) != Some(&gen) {
             return None;
         }
         self.items.get_mut(index)?.as_mut()
+    }
+
+    /// The generation of slot `index`: its item's, while it holds one.
+    pub fn gen(&self, index: usize) -> Option<u32> {
+        self.gens.get(index).copied()
     }
 
     /// The item in `index`, whatever its generation.
@@ -92,6 +104,10 @@ mod tests {
         assert_ne!(gc, ga);
         assert_eq!(s.get_mut(a, ga), None, "a stale token misses");
         assert_eq!(s.get_mut(c, gc), Some(&mut "c"));
+        assert_eq!(
+            (s.get(c, gc), s.get(c, ga), s.gen(c)),
+            (Some(&"c"), None, Some(gc))
+        );
         assert_eq!(s.iter().map(|(_, t)| *t).collect::<Vec<_>>(), ["c", "b"]);
         assert_eq!(s.remove(a), Some("c"));
         assert_eq!(s.remove(a), None);

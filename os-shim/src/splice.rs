@@ -14,7 +14,7 @@
 //! or `auto`'s scan of the host's listening sockets); this module only relays.
 //!
 //! Out of descriptors, a listener is put aside as `crate::sockets` does with its own (see
-//! there): connections wait in the backlog until a pair closes or [`ACCEPT_PAUSE`] passes,
+//! `crate::listeners`): connections wait in the backlog until a pair closes or [`ACCEPT_PAUSE`] passes,
 //! instead of a level-triggered listener spinning the loop.
 
 use std::io;
@@ -23,24 +23,21 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 
+use crate::listeners::ACCEPT_PAUSE;
 use crate::ns::NsError;
 use crate::ns_agent::InNetns;
 use crate::ns_listeners::{Bound, NsListeners};
 use crate::reactor::monotonic_now;
 use crate::slots::Slots;
-use crate::sockets::{
+use crate::socket_sys::{
     connect_to, is_out_of_descriptors, listen_socket, reset_on_close, setsockopt_int, so_error,
-    stream_socket, ACCEPT_PAUSE,
+    stream_socket,
+};
+use crate::tokens::{
+    is_splice, relay_listener_base, splice_pair_token, splice_token, RelayToken, INDEX_BITS,
+    TOKEN_SPLICE_BASE,
 };
 use sans_io::time::Instant;
-
-/// Tokens of the splicer: listeners and pair sockets, below the other sockets' tokens.
-pub const TOKEN_SPLICE_BASE: u64 = 1 << 55;
-const TOKEN_SPLICE_END: u64 = 1 << 56;
-const LISTENER_BIT: u64 = 1 << 50;
-const INDEX_BITS: u32 = 24;
-const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
-const GEN_MASK: u32 = (1 << 24) - 1;
 
 /// Connections accepted per listener wake-up.
 const ACCEPT_BATCH: usize = 64;
@@ -107,7 +104,7 @@ impl Splicer {
     pub fn new(max_pairs: usize) -> Splicer {
         Splicer {
             epoll: None,
-            listeners: NsListeners::new(TOKEN_SPLICE_BASE | LISTENER_BIT),
+            listeners: NsListeners::new(relay_listener_base(TOKEN_SPLICE_BASE)),
             pairs: Slots::new(1 << INDEX_BITS),
             open: 0,
             max_pairs,
@@ -125,7 +122,7 @@ impl Splicer {
     }
 
     pub fn owns_token(token: u64) -> bool {
-        (TOKEN_SPLICE_BASE..TOKEN_SPLICE_END).contains(&token)
+        is_splice(token)
     }
 
     /// Registers the listeners (and from now on everything) on `epoll`.
@@ -187,14 +184,10 @@ impl Splicer {
 
     /// Handles an epoll event for one of our tokens.
     pub fn ready(&mut self, token: u64, flags: EpollFlags) {
-        let t = token - TOKEN_SPLICE_BASE;
-        if t & LISTENER_BIT != 0 {
-            self.accept_ready((t & INDEX_MASK) as usize);
-            return;
-        }
-        let side = (t & 1) as usize;
-        let index = ((t >> 1) & INDEX_MASK) as usize;
-        let gen = (t >> (INDEX_BITS + 1)) as u32 & GEN_MASK;
+        let (index, gen, side) = match splice_token(token) {
+            RelayToken::Listener(i) => return self.accept_ready(i),
+            RelayToken::Item { index, gen, side } => (index, gen, side),
+        };
         let Some(pair) = self.pairs.get_mut(index, gen) else {
             return;
         };
@@ -327,8 +320,10 @@ impl Splicer {
                 | EpollFlags::EPOLLET;
             let socks = &self.pairs.at(index).expect("just inserted").socks;
             for (side, fd) in socks.iter().enumerate() {
-                if let Err(e) = epoll.add(fd, EpollEvent::new(flags, pair_token(index, gen, side)))
-                {
+                if let Err(e) = epoll.add(
+                    fd,
+                    EpollEvent::new(flags, splice_pair_token(index, gen, side)),
+                ) {
                     let pair = self.pairs.remove(index).expect("just inserted");
                     reset(&pair.socks[0]);
                     return Err(e.into());
@@ -339,7 +334,7 @@ impl Splicer {
         if connected {
             // Loopback connects may complete at once: the edge for it may never come.
             self.ready(
-                pair_token(index, gen, 1),
+                splice_pair_token(index, gen, 1),
                 EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT,
             );
         }
@@ -362,10 +357,6 @@ impl Splicer {
         self.descriptors_freed();
         // Dropping the pair closes both sockets and pipes (and takes them off epoll).
     }
-}
-
-fn pair_token(index: usize, gen: u32, side: usize) -> u64 {
-    TOKEN_SPLICE_BASE | (u64::from(gen) << (INDEX_BITS + 1)) | ((index as u64) << 1) | side as u64
 }
 
 /// Moves what can be moved both ways; says whether the pair is done.

@@ -1,0 +1,386 @@
+//! [`HostSockets`] for the core: TCP streams (connect, send, peek at an offset, discard what
+//! the guest acknowledged, free send space), UDP and ICMP echo ("ping") datagrams.
+
+use std::io;
+use std::mem::{size_of, MaybeUninit};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+
+use sans_io::flow::{Bind, HostSockets, SockEvent, SockRef, TcpSockInfo};
+
+use super::table::State;
+use super::Sockets;
+use crate::socket_sys::tcp_info::{at_eof, send_space, snd_wnd};
+use crate::socket_sys::{
+    bind_addr, bind_outbound, bind_to_device, connect_to, dgram_socket, ioctl_int, local_addr,
+    prepare_stream, readable_bytes, retry, send_nonblocking, setsockopt_int, sockaddr_to_std,
+    stream_socket, udp_bound_socket, unmap,
+};
+
+/// Datagrams received per `recvmmsg` call at most.
+const RECV_MANY_MAX: usize = 64;
+
+impl HostSockets for Sockets {
+    fn tcp_connect(
+        &mut self,
+        dst: SocketAddr,
+        bind: Bind<'_>,
+        mss: Option<u16>,
+    ) -> io::Result<SockRef> {
+        let fd = self.counted(stream_socket(dst.ip()))?;
+        let raw = fd.as_raw_fd();
+        bind_outbound(raw, bind, dst)?;
+        if let Some(mss) = mss {
+            // Best effort: the kernel clamps it anyway.
+            let _ = setsockopt_int(raw, libc::IPPROTO_TCP, libc::TCP_MAXSEG, i32::from(mss));
+        }
+        prepare_stream(raw);
+        let state = match connect_to(raw, dst) {
+            Ok(()) => State::Connected,
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EINPROGRESS) | Some(libc::EINTR) => State::Connecting,
+                _ => return Err(e),
+            },
+        };
+        let index = self.insert(fd, state)?;
+        self.stats.connects += 1;
+        if state == State::Connected {
+            self.push(index, SockEvent::Connected);
+        }
+        Ok(SockRef(index))
+    }
+
+    fn send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
+        let (slot, fd) = self.slot(s)?;
+        if slot.state == State::Connecting {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        send_nonblocking(fd, data)
+    }
+
+    fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<usize> {
+        let (slot, fd) = self.slot(s)?;
+        if slot.state == State::Connecting {
+            return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let Some(shadow) = slot.peek_off else {
+            let n = self.peek_fallback(fd, offset, buf)?;
+            if n == 0 && readable_bytes(fd).is_ok_and(|q| q <= offset) && at_eof(fd) {
+                self.saw_eof(s);
+            }
+            return Ok(n);
+        };
+        if shadow != offset {
+            let off =
+                i32::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+            setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)?;
+            self.set_peek_off(s, offset);
+            self.stats.peek_seeks += 1;
+        }
+        // SAFETY: receives into our buffer.
+        let n = retry(|| unsafe {
+            libc::recv(
+                fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        });
+        match n {
+            Ok(0) => {
+                self.saw_eof(s);
+                Ok(0)
+            }
+            Ok(n) => {
+                self.set_peek_off(s, offset + n);
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn discard(&mut self, s: SockRef, len: usize) -> io::Result<()> {
+        let (_, fd) = self.slot(s)?;
+        let mut left = len;
+        while left > 0 {
+            // SAFETY: MSG_TRUNC on TCP drops the bytes without copying: no buffer is touched.
+            let n = retry(|| unsafe {
+                libc::recv(
+                    fd,
+                    std::ptr::null_mut(),
+                    left,
+                    libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+                )
+            });
+            match n {
+                Ok(0) => break,
+                Ok(n) => left -= n.min(left),
+                Err(e) => {
+                    self.moved_back(s, len - left);
+                    return Err(e);
+                }
+            }
+        }
+        self.moved_back(s, len - left);
+        if left > 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        Ok(())
+    }
+
+    fn tcp_info(&mut self, s: SockRef) -> io::Result<TcpSockInfo> {
+        let (_, fd) = self.slot(s)?;
+        let unacked = ioctl_int(fd, libc::TIOCOUTQ)?.max(0) as u32;
+        let readable = ioctl_int(fd, libc::FIONREAD)?.max(0) as u32;
+        Ok(TcpSockInfo {
+            send_space: send_space(fd, unacked)?,
+            peer_window: snd_wnd(fd),
+            unacked,
+            readable,
+        })
+    }
+
+    fn shutdown_write(&mut self, s: SockRef) -> io::Result<()> {
+        let (_, fd) = self.slot(s)?;
+        // SAFETY: plain system call.
+        if unsafe { libc::shutdown(fd, libc::SHUT_WR) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, s: SockRef, reset: bool) {
+        self.close_socket(s, reset);
+    }
+
+    fn set_interest(&mut self, s: SockRef, readable: bool, writable: bool) {
+        self.set_socket_interest(s, readable, writable);
+    }
+
+    fn udp_open(&mut self, bind: Bind<'_>, dst: SocketAddr) -> io::Result<SockRef> {
+        let fd = self.counted(dgram_socket(dst.ip(), libc::IPPROTO_UDP))?;
+        let raw = fd.as_raw_fd();
+        bind_outbound(raw, bind, dst)?;
+        connect_to(raw, dst)?;
+        let index = self.insert_dgram(fd)?;
+        Ok(SockRef(index))
+    }
+
+    fn udp_send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
+        let (_, fd) = self.slot(s)?;
+        send_nonblocking(fd, data)
+    }
+
+    fn ping_open(&mut self, bind: Bind<'_>, dst: IpAddr, id: u16) -> io::Result<(SockRef, u16)> {
+        let proto = if dst.is_ipv4() {
+            libc::IPPROTO_ICMP
+        } else {
+            libc::IPPROTO_ICMPV6
+        };
+        let fd = match self.counted(dgram_socket(dst, proto)) {
+            Ok(fd) => fd,
+            Err(e) => {
+                if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) && !self.warned_ping
+                {
+                    self.warned_ping = true;
+                    log::warn!(
+                        "cannot open ICMP echo (\"ping\") sockets: {e}; the guest's pings will \
+                         go unanswered. Allow our group in net.ipv4.ping_group_range \
+                         (e.g. sysctl -w net.ipv4.ping_group_range=\"0 2147483647\")"
+                    );
+                }
+                return Err(e);
+            }
+        };
+        let raw = fd.as_raw_fd();
+        if let Some(iface) = bind.iface {
+            bind_to_device(raw, iface)?;
+        }
+        let local = bind
+            .addr
+            .filter(|a| a.is_ipv4() == dst.is_ipv4())
+            .unwrap_or(match dst {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            });
+        // The "port" of a ping socket is its echo identifier: ask for the guest's, else any.
+        if bind_addr(raw, SocketAddr::new(local, id)).is_err() {
+            bind_addr(raw, SocketAddr::new(local, 0))?;
+        }
+        connect_to(raw, SocketAddr::new(dst, 0))?;
+        let got = local_addr(raw)?.port();
+        let index = self.insert_dgram(fd)?;
+        Ok((SockRef(index), got))
+    }
+
+    fn ping_send(&mut self, s: SockRef, msg: &[u8]) -> io::Result<usize> {
+        self.udp_send(s, msg)
+    }
+
+    fn ping_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
+        self.udp_recv(s, buf)
+    }
+
+    fn udp_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
+        let (_, fd) = self.slot(s)?;
+        // SAFETY: receives into our slice, at most its length.
+        retry(|| unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) })
+    }
+
+    fn udp_recv_many(
+        &mut self,
+        s: SockRef,
+        slots: &mut [u8],
+        slot_len: usize,
+        offset: usize,
+        lens: &mut [usize],
+    ) -> io::Result<usize> {
+        let (_, fd) = self.slot(s)?;
+        let count = lens
+            .len()
+            .min(RECV_MANY_MAX)
+            .min(slots.len().checked_div(slot_len).unwrap_or(0));
+        if count == 0 || offset >= slot_len {
+            return Ok(0);
+        }
+        // SAFETY: plain old data; zero is a valid (empty) value for both.
+        let mut iov: [libc::iovec; RECV_MANY_MAX] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut msgs: [libc::mmsghdr; RECV_MANY_MAX] = unsafe { std::mem::zeroed() };
+        for i in 0..count {
+            let buf = &mut slots[i * slot_len + offset..(i + 1) * slot_len];
+            iov[i] = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            msgs[i].msg_hdr.msg_iov = &mut iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: each message points at one iovec over a distinct part of `slots`, which
+        // outlives the call.
+        let n = retry(|| unsafe {
+            libc::recvmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                count as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            ) as isize
+        })?;
+        for (len, msg) in lens.iter_mut().zip(&msgs[..n]) {
+            *len = msg.msg_len as usize;
+        }
+        Ok(n)
+    }
+
+    fn udp_recv_from(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let (_, fd) = self.slot(s)?;
+        let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+        let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: receives into our slice, at most its length, and at most `len` bytes of
+        // address into our storage.
+        let n = retry(|| unsafe {
+            libc::recvfrom(
+                fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+                storage.as_mut_ptr().cast(),
+                &mut len,
+            )
+        })?;
+        // SAFETY: the kernel initialised `len` bytes of the storage.
+        let peer = sockaddr_to_std(unsafe { storage.assume_init_ref() }, len)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EAFNOSUPPORT))?;
+        Ok((n, unmap(peer)))
+    }
+
+    fn udp_reply_open(&mut self, listener: SockRef, peer: SocketAddr) -> io::Result<SockRef> {
+        let Some((_, local, iface)) = self.udp_listeners.iter().find(|(l, _, _)| *l == listener)
+        else {
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        };
+        let (local, iface) = (*local, iface.clone());
+        let fd = self.counted(udp_bound_socket(local, iface.as_deref(), false))?;
+        let peer = match (local, peer) {
+            (SocketAddr::V6(_), SocketAddr::V4(p)) => {
+                SocketAddr::new(IpAddr::V6(p.ip().to_ipv6_mapped()), p.port())
+            }
+            _ => peer,
+        };
+        connect_to(fd.as_raw_fd(), peer)?;
+        let index = self.insert_dgram(fd)?;
+        Ok(SockRef(index))
+    }
+}
+
+impl Sockets {
+    pub(super) fn peek_fallback(
+        &mut self,
+        fd: RawFd,
+        offset: usize,
+        buf: &mut [u8],
+    ) -> io::Result<usize> {
+        if self.scratch.len() < offset {
+            self.scratch.resize(offset, 0);
+        }
+        let mut iov = [
+            libc::iovec {
+                iov_base: self.scratch.as_mut_ptr().cast(),
+                iov_len: offset,
+            },
+            libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            },
+        ];
+        // SAFETY: zeroed msghdr is valid; we point it at our iovecs.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len();
+        // SAFETY: the iovecs describe buffers we own, for the duration of the call.
+        let n =
+            retry(|| unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT) });
+        match n {
+            Ok(n) => Ok(n.saturating_sub(offset)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a zero-length answer meant the end of the stream: queue that news once.
+    pub(super) fn saw_eof(&mut self, s: SockRef) {
+        let Some(slot) = self.slots.at_mut(s.0 as usize) else {
+            return;
+        };
+        if !slot.peer_closed {
+            slot.peer_closed = true;
+            self.push(s.0, SockEvent::PeerClosed);
+        }
+    }
+
+    /// The kernel lowers its peek offset by what a discard consumes; so does our shadow.
+    pub(super) fn moved_back(&mut self, s: SockRef, consumed: usize) {
+        if let Some(off) = self
+            .slots
+            .at_mut(s.0 as usize)
+            .and_then(|s| s.peek_off.as_mut())
+        {
+            *off = off.saturating_sub(consumed);
+        }
+    }
+
+    /// Where the kernel's peek offset is now.
+    fn set_peek_off(&mut self, s: SockRef, offset: usize) {
+        if let Some(slot) = self.slots.at_mut(s.0 as usize) {
+            slot.peek_off = Some(offset);
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Host sockets for the core: [`Sockets`] implements [`HostSockets`] with real non-blocking
+//! TCP sockets, registered on the reactor's epoll instance, and owns the listening sockets of
+//! port forwarding.
+//!
+//! The core names sockets by [`SockRef`], an index into a slab; epoll tokens carry the index
+//! and a generation, so that an event for a socket closed earlier in the same wake-up is not
+//! taken for its successor. What epoll says is translated into [`SockEvent`]s (and accepted
+//! connections) queued as [`Report`]s, which the loop hands to the engine one by one; the
+//! synchronous calls the engine makes may queue more (a peek that meets the end of the stream
+//! queues [`SockEvent::PeerClosed`]).
+//!
+//! Readiness is level-triggered, as the core expects: it turns readable interest off itself
+//! while everything the socket holds is in flight to the guest, or the guest's window is full.
+//! The exception is a socket that hung up or failed: `EPOLLHUP` and `EPOLLERR` can't be masked
+//! and would stay set, so once one was seen the socket becomes edge-triggered, reporting only
+//! what changes. [`SockEvent::PeerClosed`] and [`SockEvent::Error`] are reported once each.
+//! Listeners are level-triggered too, accepting a bounded batch per wake-up. A listener whose
+//! `accept4` fails for want of descriptors or memory (`EMFILE`, `ENFILE`, `ENOBUFS`,
+//! `ENOMEM`) would stay readable and spin the loop: it is taken off epoll until a socket of
+//! ours is closed or [`ACCEPT_PAUSE`] has passed ([`Sockets::poll_timeout`],
+//! [`Sockets::handle_timeout`]), its connections waiting in the backlog meanwhile (the
+//! splicer's listeners in the namespace likewise; see `crate::listeners`). Sockets that can't be made for want of
+//! descriptors fail the core's call (a connection the guest opens is reset). Both are counted,
+//! [`Sockets::out_of_descriptors`], for the caller's rate-limited log.
+//!
+//! Data from the host is peeked at an offset past the first unacknowledged byte: with
+//! `SO_PEEK_OFF` the kernel keeps that offset, moving it forward with each peek and back with
+//! each discard; we keep a shadow copy and only set it when the core asks for another offset
+//! (a retransmission). Kernels without `SO_PEEK_OFF` for TCP get the bytes before the offset
+//! peeked into a scratch buffer instead.
+//!
+//! [`HostSockets`]: sans_io::flow::HostSockets
+//! [`ACCEPT_PAUSE`]: crate::listeners::ACCEPT_PAUSE
+
+mod host_sockets;
+mod listen;
+mod table;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+use sans_io::flow::{Proto, SockEvent, SockRef};
+use sans_io::time::Instant;
+
+use crate::dgram_relay::DgramRelay;
+use crate::listeners::Listeners;
+use crate::reactor::Reactor;
+use crate::slots::Slots;
+use crate::socket_sys::is_out_of_descriptors;
+use crate::splice::Splicer;
+use crate::tokens::{
+    is_host_socket, socket_token, sockets_token, SocketsToken, INDEX_BITS, TOKEN_LISTENER_BASE,
+};
+
+use table::{PeekOffCap, Slot};
+
+/// Something for the engine, in the order it happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// For `Engine::handle_socket`.
+    Event(SockRef, SockEvent),
+    /// A connection accepted on a forwarding listener, for `Engine::handle_accept`: the new
+    /// socket, its peer, and the local address and port it reached.
+    Accepted {
+        sock: SockRef,
+        peer: SocketAddr,
+        local: SocketAddr,
+    },
+}
+
+/// Which families listeners without an address bind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenOptions {
+    pub ipv4: bool,
+    pub ipv6: bool,
+    /// `--freebind`: allow binding addresses not (yet) configured on the host.
+    pub freebind: bool,
+}
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions {
+            ipv4: true,
+            ipv6: true,
+            freebind: false,
+        }
+    }
+}
+
+/// A listener that could not be set up: a warning, never fatal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot listen on {} port {port} ({addr}{}): {}", if *proto == Proto::Udp { "UDP" } else { "TCP" }, iface.as_ref().map(|i| format!("%{i}")).unwrap_or_default(), std::io::Error::from_raw_os_error(*errno))]
+pub struct ListenError {
+    pub proto: Proto,
+    pub addr: IpAddr,
+    pub iface: Option<String>,
+    pub port: u16,
+    pub errno: i32,
+}
+
+/// Counters for logs and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SocketStats {
+    pub connects: u64,
+    pub accepted: u64,
+    pub resets: u64,
+    /// Peeks that had to set `SO_PEEK_OFF` (retransmissions).
+    pub peek_seeks: u64,
+    /// Events for sockets closed before they were handled.
+    pub stale_events: u64,
+    /// Times a listener was put aside because accepting ran out of descriptors.
+    pub accept_paused: u64,
+    /// Sockets the core asked for that couldn't be made for want of descriptors.
+    pub fd_exhausted: u64,
+}
+
+/// Real host sockets, see the module documentation.
+pub struct Sockets {
+    epoll: Option<Epoll>,
+    slots: Slots<Slot>,
+    open: usize,
+    /// TCP forwarding listeners (the engine decides where their connections go).
+    listeners: Listeners<()>,
+    /// UDP forwarding listeners: slots of ours (they report readiness like any datagram
+    /// socket), with the address each is bound to and its interface.
+    udp_listeners: Vec<(SockRef, SocketAddr, Option<String>)>,
+    reports: VecDeque<(u32, Report)>,
+    peek_off: PeekOffCap,
+    /// Where peeks without `SO_PEEK_OFF` put the bytes before the offset.
+    scratch: Vec<u8>,
+    stats: SocketStats,
+    /// Ping sockets were refused (ping_group_range) and we said so.
+    warned_ping: bool,
+    /// The loopback bypass for `-T`: its listeners live in the namespace, and it relays
+    /// without the engine.
+    pub splicer: Splicer,
+    /// The same for UDP (`-U`).
+    pub dgram_relay: DgramRelay,
+}
+
+impl Default for Sockets {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sockets {
+    /// No sockets yet, and no event loop: see [`Sockets::attach`].
+    pub fn new() -> Sockets {
+        Sockets {
+            epoll: None,
+            slots: Slots::new(1 << INDEX_BITS),
+            open: 0,
+            listeners: Listeners::new(TOKEN_LISTENER_BASE),
+            udp_listeners: Vec::new(),
+            reports: VecDeque::new(),
+            peek_off: PeekOffCap::Unknown,
+            scratch: Vec::new(),
+            stats: SocketStats::default(),
+            warned_ping: false,
+            splicer: Splicer::default(),
+            dgram_relay: DgramRelay::default(),
+        }
+    }
+
+    /// Registers our sockets (listeners made so far, and every socket from now on) on the
+    /// reactor's epoll instance, with tokens from [`TOKEN_LISTENER_BASE`] up.
+    pub fn attach(&mut self, reactor: &Reactor) -> io::Result<()> {
+        self.splicer.attach(reactor.epoll_handle()?)?;
+        self.dgram_relay.attach(reactor.epoll_handle()?)?;
+        let epoll = reactor.epoll_handle()?;
+        self.listeners.register(&epoll)?;
+        for (i, slot) in self.slots.iter() {
+            let gen = self.slots.gen(i).unwrap_or_default();
+            let token = socket_token(i as u32, gen);
+            epoll.add(&slot.fd, EpollEvent::new(slot.registered, token))?;
+        }
+        self.epoll = Some(epoll);
+        Ok(())
+    }
+
+    /// Whether `token` belongs to us (or to the relays).
+    pub fn owns_token(token: u64) -> bool {
+        is_host_socket(token)
+    }
+
+    pub fn stats(&self) -> &SocketStats {
+        &self.stats
+    }
+
+    /// How often descriptors ran out so far: listeners put aside (ours and the splicer's),
+    /// sockets that couldn't be made. Grows while the process is at its descriptor limit.
+    pub fn out_of_descriptors(&self) -> u64 {
+        self.stats.accept_paused + self.stats.fd_exhausted + self.splicer.stats().fd_exhausted
+    }
+
+    /// Connected (or connecting) sockets open now.
+    pub fn open_sockets(&self) -> usize {
+        self.open
+    }
+
+    /// Addresses the TCP listeners are bound to.
+    pub fn listening(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.listeners.iter().map(|l| l.addr)
+    }
+
+    /// The UDP forwarding listeners, for `Engine::add_udp_listener`: socket and the address
+    /// it is bound to.
+    pub fn udp_listeners(&self) -> impl Iterator<Item = (SockRef, SocketAddr)> + '_ {
+        self.udp_listeners.iter().map(|(s, a, _)| (*s, *a))
+    }
+
+    /// When a listener put aside (ours or the splicer's) is due to be watched again, or
+    /// relayed datagram flows may have gone idle, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let others = [self.dgram_relay.poll_timeout(), self.splicer.poll_timeout()];
+        let ours = self.listeners.next_resume();
+        others.into_iter().chain([ours]).flatten().min()
+    }
+
+    /// Watches again the listeners whose pause is over at `now`; closes idle relay flows.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.resume_listeners(Some(now));
+        self.splicer.handle_timeout(now);
+        self.dgram_relay.handle_timeout(now);
+    }
+
+    /// Passes `made` on, counting a failure for want of descriptors.
+    fn counted<T>(&mut self, made: io::Result<T>) -> io::Result<T> {
+        if made.as_ref().is_err_and(is_out_of_descriptors) {
+            self.stats.fd_exhausted += 1;
+        }
+        made
+    }
+
+    /// Translates an epoll event for one of our tokens into reports.
+    pub fn ready(&mut self, token: u64, flags: EpollFlags) {
+        if Splicer::owns_token(token) {
+            self.splicer.ready(token, flags);
+        } else if DgramRelay::owns_token(token) {
+            self.dgram_relay.ready(token, flags);
+        } else {
+            match sockets_token(token) {
+                Some(SocketsToken::Socket { index, gen }) => self.socket_ready(index, gen, flags),
+                Some(SocketsToken::Listener(i)) => self.accept_ready(i),
+                None => {}
+            }
+        }
+    }
+
+    /// The next report for the engine, if any. Reports about sockets closed since they were
+    /// queued are dropped.
+    pub fn next_report(&mut self) -> Option<Report> {
+        while let Some((gen, report)) = self.reports.pop_front() {
+            let s = match report {
+                Report::Event(s, _) => s,
+                Report::Accepted { sock, .. } => sock,
+            };
+            match self.slots.get(s.0 as usize, gen) {
+                Some(_) => return Some(report),
+                None => self.stats.stale_events += 1,
+            }
+        }
+        None
+    }
+
+    fn push(&mut self, index: u32, ev: SockEvent) {
+        let gen = self.slots.gen(index as usize).unwrap_or_default();
+        self.reports
+            .push_back((gen, Report::Event(SockRef(index), ev)));
+    }
+}

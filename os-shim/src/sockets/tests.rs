@@ -1,0 +1,703 @@
+//! The engine's host sockets on a real kernel, in a network namespace of their own.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use nix::sys::epoll::{EpollEvent, EpollFlags};
+use sans_io::flow::{Bind, HostSockets, ListenSpec, Proto, SockEvent, SockRef};
+
+use super::table::PeekOffCap;
+use super::{ListenOptions, Report, Sockets};
+use crate::netlink::Netlink;
+use crate::reactor::Reactor;
+use crate::socket_sys::{listen_socket, local_addr, readable_bytes, setsockopt_int};
+use crate::tokens::{socket_token, TOKEN_LISTENER_BASE, TOKEN_SOCKET_BASE};
+
+const LOOPBACKS: [IpAddr; 2] = [
+    IpAddr::V4(Ipv4Addr::LOCALHOST),
+    IpAddr::V6(Ipv6Addr::LOCALHOST),
+];
+
+/// Runs `f` on a thread of its own in a new network namespace with only loopback, up: the
+/// machine's own interfaces never see a packet. Needs root (CAP_SYS_ADMIN); says so and
+/// skips otherwise, except under CI.
+fn in_fresh_netns(f: impl FnOnce() + Send + 'static) {
+    // SAFETY: plain system call.
+    if unsafe { libc::geteuid() } != 0 {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("socket tests need root under CI");
+        }
+        eprintln!("\n*** SKIPPED: socket tests need root (a network namespace of their own) ***\n");
+        return;
+    }
+    let handle = std::thread::spawn(move || {
+        // SAFETY: affects this thread only.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            panic!("unshare(CLONE_NEWNET): {}", io::Error::last_os_error());
+        }
+        let mut nl = Netlink::open().expect("netlink");
+        let lo = nl.link_index("lo").expect("lo");
+        nl.set_link_up(lo, true).expect("lo up");
+        f();
+    });
+    if let Err(panic) = handle.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+struct Rig {
+    reactor: Reactor,
+    sockets: Sockets,
+}
+
+impl Rig {
+    fn new(sockets: Sockets) -> Rig {
+        let reactor = Reactor::new(&[]).unwrap();
+        let mut sockets = sockets;
+        sockets.attach(&reactor).unwrap();
+        Rig { reactor, sockets }
+    }
+
+    /// Collects reports until `done` says so (bounded by 5 s).
+    fn pump(&mut self, mut done: impl FnMut(&[Report]) -> bool) -> Vec<Report> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = Vec::new();
+        let mut events = [EpollEvent::empty(); 16];
+        loop {
+            while let Some(r) = self.sockets.next_report() {
+                seen.push(r);
+            }
+            if done(&seen) {
+                return seen;
+            }
+            assert!(Instant::now() < deadline, "timed out; saw {seen:?}");
+            let n = self.reactor.wait(&mut events, Some(100)).unwrap();
+            for ev in &events[..n] {
+                if Sockets::owns_token(ev.data()) {
+                    self.sockets.ready(ev.data(), ev.events());
+                }
+            }
+        }
+    }
+
+    /// A listener on loopback, a connection to it: (client, server side).
+    fn pair(&mut self, addr: IpAddr) -> (SockRef, SockRef) {
+        let spec = ListenSpec {
+            proto: Proto::Tcp,
+            addr: Some(addr),
+            iface: None,
+            port: 0,
+        };
+        let before = self.sockets.listeners.slot_count();
+        let (n, errors) = self.sockets.listen(&spec, ListenOptions::default());
+        assert_eq!((n, errors), (1, vec![]));
+        let target = self.sockets.listeners.get(before).unwrap().addr;
+        let client = self
+            .sockets
+            .tcp_connect(target, Bind::default(), Some(1400))
+            .unwrap();
+        let seen = self.pump(|r| {
+            r.contains(&Report::Event(client, SockEvent::Connected))
+                && r.iter().any(|r| matches!(r, Report::Accepted { .. }))
+        });
+        let Some(Report::Accepted { sock, peer, local }) = seen
+            .iter()
+            .find(|r| matches!(r, Report::Accepted { .. }))
+            .copied()
+        else {
+            unreachable!()
+        };
+        assert_eq!(local, target);
+        assert_eq!(peer.ip(), addr);
+        (client, sock)
+    }
+
+    fn fd(&self, s: SockRef) -> RawFd {
+        self.sockets.slot(s).unwrap().1
+    }
+}
+
+fn peek(rig: &mut Rig, s: SockRef, offset: usize, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    let n = rig.sockets.peek(s, offset, &mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn peeking_at_offsets(sockets: Sockets, addr: IpAddr) {
+    let mut rig = Rig::new(sockets);
+    let (client, server) = rig.pair(addr);
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let mut sent = 0;
+    while sent < data.len() {
+        sent += rig.sockets.send(client, &data[sent..]).unwrap();
+    }
+    rig.pump(|r| r.contains(&Report::Event(server, SockEvent::Readable)));
+    // Wait until everything is there, then peek around.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rig.sockets.tcp_info(server).unwrap().readable < data.len() as u32 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(peek(&mut rig, server, 0, 10), &data[0..10]);
+    assert_eq!(peek(&mut rig, server, 10, 10), &data[10..20]);
+    assert_eq!(peek(&mut rig, server, 20, 1000), &data[20..1020]);
+    // A retransmission: back to an earlier offset.
+    assert_eq!(peek(&mut rig, server, 5, 10), &data[5..15]);
+    // The guest acknowledged 12 bytes: offsets move with them.
+    rig.sockets.discard(server, 12).unwrap();
+    assert_eq!(peek(&mut rig, server, 3, 10), &data[15..25]);
+    assert_eq!(peek(&mut rig, server, 13, 10), &data[25..35]);
+    rig.sockets.discard(server, 20).unwrap();
+    assert_eq!(peek(&mut rig, server, 3, 4), &data[35..39]);
+    // Far ahead: beyond the data there is nothing (yet).
+    assert_eq!(peek(&mut rig, server, data.len(), 10), b"");
+    assert_eq!(
+        peek(&mut rig, server, data.len() - 40, 100),
+        &data[data.len() - 8..]
+    );
+    rig.sockets.discard(server, data.len() - 32).unwrap();
+    assert_eq!(rig.sockets.tcp_info(server).unwrap().readable, 0);
+    assert!(rig.sockets.discard(server, 1).is_err());
+
+    // The end of the stream: PeerClosed once, from the event or from a peek.
+    rig.sockets.shutdown_write(client).unwrap();
+    let seen = rig.pump(|r| r.contains(&Report::Event(server, SockEvent::PeerClosed)));
+    assert_eq!(peek(&mut rig, server, 0, 10), b"");
+    assert!(rig.sockets.next_report().is_none(), "{seen:?}");
+    assert_eq!(
+        seen.iter()
+            .filter(|r| **r == Report::Event(server, SockEvent::PeerClosed))
+            .count(),
+        1
+    );
+    // Seeks (setting SO_PEEK_OFF) happen only for the retransmission above, when the
+    // kernel supports it.
+    let seeks = rig.sockets.stats().peek_seeks;
+    match rig.sockets.peek_off {
+        PeekOffCap::Yes => assert!((1..=3).contains(&seeks), "{seeks} seeks"),
+        _ => assert_eq!(seeks, 0),
+    }
+    rig.sockets.close(client, false);
+    rig.sockets.close(server, false);
+    assert_eq!(rig.sockets.open_sockets(), 0);
+}
+
+#[test]
+fn connect_accept_and_peek_at_offsets() {
+    in_fresh_netns(|| {
+        peeking_at_offsets(Sockets::new(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        peeking_at_offsets(Sockets::new(), IpAddr::V6(Ipv6Addr::LOCALHOST));
+    });
+}
+
+#[test]
+fn udp_connected_socket_sends_and_receives_datagrams() {
+    in_fresh_netns(|| {
+        for lo in LOOPBACKS {
+            let server = std::net::UdpSocket::bind(SocketAddr::new(lo, 0)).unwrap();
+            server
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            let mut rig = Rig::new(Sockets::new());
+            let s = rig
+                .sockets
+                .udp_open(Bind::default(), server.local_addr().unwrap())
+                .unwrap();
+            let mut buf = [0u8; 64];
+            assert_eq!(
+                rig.sockets.udp_recv(s, &mut buf).unwrap_err().kind(),
+                io::ErrorKind::WouldBlock
+            );
+            assert_eq!(rig.sockets.udp_send(s, b"one").unwrap(), 3);
+            let (n, from) = server.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"one");
+            server.send_to(b"reply", from).unwrap();
+            rig.pump(|seen| {
+                seen.iter()
+                    .any(|r| matches!(r, Report::Event(x, SockEvent::Readable) if *x == s))
+            });
+            let n = rig.sockets.udp_recv(s, &mut buf).unwrap();
+            assert_eq!(&buf[..n], b"reply");
+
+            // Several at once, each into its slot after the offset, truncated to it.
+            for msg in [&b"a"[..], b"bb", b"this one is too long"] {
+                server.send_to(msg, from).unwrap();
+            }
+            rig.pump(|seen| {
+                seen.iter()
+                    .any(|r| matches!(r, Report::Event(x, SockEvent::Readable) if *x == s))
+            });
+            let mut slots = [0u8; 4 * 8];
+            let mut lens = [0usize; 4];
+            let n = rig
+                .sockets
+                .udp_recv_many(s, &mut slots, 8, 2, &mut lens)
+                .unwrap();
+            assert_eq!((n, &lens[..3]), (3, &[1, 2, 6][..]));
+            assert_eq!(&slots[2..3], b"a");
+            assert_eq!(&slots[10..12], b"bb");
+            assert_eq!(&slots[18..24], b"this o");
+            assert_eq!(
+                rig.sockets
+                    .udp_recv_many(s, &mut slots, 8, 2, &mut lens)
+                    .unwrap_err()
+                    .kind(),
+                io::ErrorKind::WouldBlock
+            );
+            rig.sockets.close(s, false);
+            assert_eq!(rig.sockets.open_sockets(), 0);
+        }
+    });
+}
+
+#[test]
+fn udp_listener_and_reply_socket_share_the_forwarded_port() {
+    in_fresh_netns(|| {
+        for lo in LOOPBACKS {
+            let mut rig = Rig::new(Sockets::new());
+            let spec = ListenSpec {
+                proto: Proto::Udp,
+                addr: Some(lo),
+                iface: None,
+                port: 0,
+            };
+            let (n, errors) = rig.sockets.listen(&spec, ListenOptions::default());
+            assert_eq!((n, errors), (1, vec![]));
+            let (l, local) = rig.sockets.udp_listeners().next().unwrap();
+            assert_ne!(local.port(), 0);
+
+            let peer = std::net::UdpSocket::bind(SocketAddr::new(lo, 0)).unwrap();
+            peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            peer.send_to(b"first", local).unwrap();
+            let is_readable = |s: SockRef| {
+                move |seen: &[Report]| {
+                    seen.iter()
+                        .any(|r| matches!(r, Report::Event(x, SockEvent::Readable) if *x == s))
+                }
+            };
+            rig.pump(is_readable(l));
+            let mut buf = [0u8; 64];
+            let (n, from) = rig.sockets.udp_recv_from(l, &mut buf).unwrap();
+            assert_eq!(
+                (&buf[..n], from),
+                (&b"first"[..], peer.local_addr().unwrap())
+            );
+
+            // Answers leave from the forwarded port; the peer's next datagram comes to
+            // the reply socket, not the listener.
+            let r = rig.sockets.udp_reply_open(l, from).unwrap();
+            rig.sockets.udp_send(r, b"answer").unwrap();
+            let (n, src) = peer.recv_from(&mut buf).unwrap();
+            assert_eq!((&buf[..n], src), (&b"answer"[..], local));
+            peer.send_to(b"second", local).unwrap();
+            rig.pump(is_readable(r));
+            let n = rig.sockets.udp_recv(r, &mut buf).unwrap();
+            assert_eq!(&buf[..n], b"second");
+            assert_eq!(
+                rig.sockets.udp_recv_from(l, &mut buf).unwrap_err().kind(),
+                io::ErrorKind::WouldBlock
+            );
+            // Another peer still reaches the listener.
+            let other = std::net::UdpSocket::bind(SocketAddr::new(lo, 0)).unwrap();
+            other.send_to(b"other", local).unwrap();
+            rig.pump(is_readable(l));
+            let (n, from) = rig.sockets.udp_recv_from(l, &mut buf).unwrap();
+            assert_eq!(
+                (&buf[..n], from),
+                (&b"other"[..], other.local_addr().unwrap())
+            );
+        }
+    });
+}
+
+#[test]
+fn ping_sockets_echo_on_loopback_with_identifiers() {
+    in_fresh_netns(|| {
+        // Per namespace; the fresh one allows nobody.
+        std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647").unwrap();
+        for (lo, req, rep) in [
+            (IpAddr::V4(Ipv4Addr::LOCALHOST), 8u8, 0u8),
+            (IpAddr::V6(Ipv6Addr::LOCALHOST), 128, 129),
+        ] {
+            let mut rig = Rig::new(Sockets::new());
+            let (s, id) = rig.sockets.ping_open(Bind::default(), lo, 0x4242).unwrap();
+            assert_eq!(id, 0x4242);
+            let msg = [req, 0, 0, 0, 0, 0, 0, 9, b'h', b'i'];
+            rig.sockets.ping_send(s, &msg).unwrap();
+            rig.pump(|seen| {
+                seen.iter()
+                    .any(|r| matches!(r, Report::Event(x, SockEvent::Readable) if *x == s))
+            });
+            let mut buf = [0u8; 64];
+            let n = rig.sockets.ping_recv(s, &mut buf).unwrap();
+            assert_eq!(buf[0], rep);
+            assert_eq!(u16::from_be_bytes([buf[4], buf[5]]), 0x4242);
+            assert_eq!(&buf[6..n], &[0, 9, b'h', b'i']);
+            rig.sockets.close(s, false);
+        }
+    });
+}
+
+#[test]
+fn peeking_without_so_peek_off() {
+    in_fresh_netns(|| {
+        let mut sockets = Sockets::new();
+        sockets.disable_peek_off();
+        peeking_at_offsets(sockets, IpAddr::V4(Ipv4Addr::LOCALHOST));
+    });
+}
+
+#[test]
+fn partial_sends_into_a_small_send_buffer() {
+    in_fresh_netns(|| {
+        let mut rig = Rig::new(Sockets::new());
+        let (client, server) = rig.pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        setsockopt_int(rig.fd(client), libc::SOL_SOCKET, libc::SO_SNDBUF, 8192).unwrap();
+        setsockopt_int(rig.fd(server), libc::SOL_SOCKET, libc::SO_RCVBUF, 8192).unwrap();
+        let info = rig.sockets.tcp_info(client).unwrap();
+        assert!(info.send_space > 0 && info.send_space <= 8192, "{info:?}");
+        assert!(info.peer_window.is_some());
+        let data = vec![7u8; 1 << 20];
+        // What tcp_info promises, a send takes, whatever the queue holds.
+        let mut sent = 0;
+        for _ in 0..64 {
+            let space = rig.sockets.tcp_info(client).unwrap().send_space as usize;
+            if space == 0 {
+                break;
+            }
+            let n = space.min(3000);
+            assert_eq!(rig.sockets.send(client, &data[sent..sent + n]).unwrap(), n);
+            sent += n;
+        }
+        loop {
+            match rig.sockets.send(client, &data[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(sent > 0 && sent < data.len(), "sent {sent}");
+        let info = rig.sockets.tcp_info(client).unwrap();
+        assert!(info.unacked > 0, "{info:?}");
+        assert!(info.send_space < 8192, "{info:?}");
+
+        // The writer asks to hear about space; the reader drains what arrived.
+        rig.sockets.set_interest(client, true, true);
+        let q = readable_bytes(rig.fd(server)).unwrap();
+        assert!(q > 0);
+        rig.sockets.discard(server, q).unwrap();
+        let mut drained = q;
+        // Keep draining until the kernel says the writer has room again.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut events = [EpollEvent::empty(); 16];
+        'wait: loop {
+            assert!(Instant::now() < deadline, "no Writable");
+            let q = readable_bytes(rig.fd(server)).unwrap();
+            if q > 0 {
+                rig.sockets.discard(server, q).unwrap();
+                drained += q;
+            }
+            let n = rig.reactor.wait(&mut events, Some(10)).unwrap();
+            for ev in &events[..n] {
+                rig.sockets.ready(ev.data(), ev.events());
+            }
+            while let Some(r) = rig.sockets.next_report() {
+                if r == Report::Event(client, SockEvent::Writable) {
+                    break 'wait;
+                }
+            }
+        }
+        rig.sockets.set_interest(client, true, false);
+        // And so on until everything went through.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while drained < data.len() {
+            assert!(
+                Instant::now() < deadline,
+                "drained {drained} of {}",
+                data.len()
+            );
+            match rig.sockets.send(client, &data[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+            let q = readable_bytes(rig.fd(server)).unwrap();
+            if q > 0 {
+                rig.sockets.discard(server, q).unwrap();
+                drained += q;
+            } else {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        assert_eq!(sent, data.len());
+    });
+}
+
+#[test]
+fn close_with_reset_is_an_error_for_the_peer() {
+    in_fresh_netns(|| {
+        let mut rig = Rig::new(Sockets::new());
+        let (client, server) = rig.pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        rig.sockets.send(client, b"unread").unwrap();
+        rig.sockets.close(client, true);
+        let seen = rig.pump(|r| {
+            r.iter()
+                .any(|r| matches!(r, Report::Event(s, SockEvent::Error(_)) if *s == server))
+        });
+        assert!(
+            seen.contains(&Report::Event(server, SockEvent::Error(libc::ECONNRESET))),
+            "{seen:?}"
+        );
+        rig.sockets.close(server, false);
+    });
+}
+
+#[test]
+fn refused_connect_is_an_error() {
+    in_fresh_netns(|| {
+        let mut rig = Rig::new(Sockets::new());
+        // A port nobody listens on: bind one, note it, close it.
+        let probe = listen_socket("127.0.0.1:0".parse().unwrap(), None, false).unwrap();
+        let target = local_addr(probe.as_raw_fd()).unwrap();
+        drop(probe);
+        match rig.sockets.tcp_connect(target, Bind::default(), None) {
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ECONNREFUSED)),
+            Ok(s) => {
+                let seen = rig.pump(|r| !r.is_empty());
+                assert_eq!(
+                    seen,
+                    [Report::Event(s, SockEvent::Error(libc::ECONNREFUSED))]
+                );
+                rig.sockets.close(s, false);
+            }
+        }
+        assert_eq!(rig.sockets.open_sockets(), 0);
+    });
+}
+
+#[test]
+fn listening_on_both_families_and_on_a_busy_port() {
+    in_fresh_netns(|| {
+        let mut rig = Rig::new(Sockets::new());
+        let probe = listen_socket("[::]:0".parse().unwrap(), None, false).unwrap();
+        let port = local_addr(probe.as_raw_fd()).unwrap().port();
+        drop(probe);
+        let spec = ListenSpec {
+            proto: Proto::Tcp,
+            addr: None,
+            iface: None,
+            port,
+        };
+        let (n, errors) = rig.sockets.listen(&spec, ListenOptions::default());
+        assert_eq!((n, errors), (2, vec![]));
+        // Both families reach it, each on its own socket.
+        for target in [
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
+        ] {
+            let c = rig
+                .sockets
+                .tcp_connect(target, Bind::default(), None)
+                .unwrap();
+            let seen = rig.pump(|r| r.iter().any(|r| matches!(r, Report::Accepted { .. })));
+            let local = seen
+                .iter()
+                .find_map(|r| match r {
+                    Report::Accepted { local, .. } => Some(*local),
+                    _ => None,
+                })
+                .unwrap();
+            assert_eq!(local, target);
+            rig.sockets.close(c, true);
+        }
+        // Taken already: a warning naming the port, not a failure.
+        let (n, errors) = rig.sockets.listen(&spec, ListenOptions::default());
+        assert_eq!(n, 0);
+        assert_eq!(errors.len(), 2);
+        assert!(
+            errors[0].to_string().contains(&format!("TCP port {port}")),
+            "{}",
+            errors[0]
+        );
+        assert_eq!(errors[0].errno, libc::EADDRINUSE);
+    });
+}
+
+/// Set in the environment of the re-executed test binary that runs
+/// [`listener_at_the_fd_limit_child`] (the descriptor limit is the whole process's).
+const FD_LIMIT_CHILD: &str = "OS_SHIM_FD_LIMIT_CHILD";
+
+/// Sets the soft descriptor limit; returns the one before.
+fn set_nofile(soft: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls with a valid struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        let before = lim.rlim_cur;
+        lim.rlim_cur = soft;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        before
+    }
+}
+
+/// The lowest free descriptor number: as a limit, no descriptor can be opened.
+fn lowest_free_fd() -> u64 {
+    // SAFETY: dup of stdin, closed at once.
+    let fd = unsafe { libc::dup(0) };
+    assert!(fd >= 0);
+    // SAFETY: ours.
+    unsafe { libc::close(fd) };
+    fd as u64
+}
+
+/// Listener events seen (and handled) within `d`, and the reports they made.
+fn listener_wakeups(rig: &mut Rig, d: Duration) -> (usize, Vec<Report>) {
+    let end = Instant::now() + d;
+    let mut events = [EpollEvent::empty(); 16];
+    let (mut wakeups, mut reports) = (0, Vec::new());
+    while Instant::now() < end {
+        let n = rig.reactor.wait(&mut events, Some(10)).unwrap();
+        for ev in &events[..n] {
+            if (TOKEN_LISTENER_BASE..TOKEN_SOCKET_BASE).contains(&ev.data()) {
+                wakeups += 1;
+            }
+            if Sockets::owns_token(ev.data()) {
+                rig.sockets.ready(ev.data(), ev.events());
+            }
+        }
+        while let Some(r) = rig.sockets.next_report() {
+            reports.push(r);
+        }
+    }
+    (wakeups, reports)
+}
+
+fn accepted(reports: &[Report]) -> usize {
+    reports
+        .iter()
+        .filter(|r| matches!(r, Report::Accepted { .. }))
+        .count()
+}
+
+/// Runs only in the re-executed test binary: lowers the descriptor limit there.
+#[test]
+fn listener_at_the_fd_limit_child() {
+    if std::env::var_os(FD_LIMIT_CHILD).is_none() {
+        return;
+    }
+    in_fresh_netns(|| {
+        let mut rig = Rig::new(Sockets::new());
+        // A connection of ours, to close later; it brings a listener of its own.
+        let (client, _server) = rig.pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let spec = ListenSpec {
+            proto: Proto::Tcp,
+            addr: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            iface: None,
+            port: 0,
+        };
+        assert_eq!(rig.sockets.listen(&spec, ListenOptions::default()).0, 1);
+        let target = rig.sockets.listeners.get(1).unwrap().addr;
+        // Three connections wait in the backlog; then no descriptor is left.
+        let waiting: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(target).unwrap())
+            .collect();
+        let normal = set_nofile(lowest_free_fd());
+
+        // accept4 fails with EMFILE: the listener is put aside, not polled in a loop.
+        let (wakeups, reports) = listener_wakeups(&mut rig, Duration::from_millis(300));
+        assert!(
+            wakeups <= 2,
+            "{wakeups} wake-ups for a listener that can't accept"
+        );
+        assert_eq!(accepted(&reports), 0);
+        assert_eq!(rig.sockets.stats().accept_paused, 1);
+        let resume = rig.sockets.poll_timeout().expect("a time to try again");
+        let left = resume.saturating_since(crate::reactor::monotonic_now());
+        assert!(left > Duration::from_millis(500) && left <= Duration::from_secs(1));
+
+        // A descriptor is freed: accepting again at once.
+        set_nofile(normal);
+        rig.sockets.close(client, true);
+        let (_, reports) = listener_wakeups(&mut rig, Duration::from_millis(200));
+        assert_eq!(accepted(&reports), 3, "{reports:?}");
+        assert_eq!(rig.sockets.poll_timeout(), None);
+
+        // Again at the limit; this time nothing is closed, and the time comes.
+        let more = std::net::TcpStream::connect(target).unwrap();
+        set_nofile(lowest_free_fd());
+        let (_, reports) = listener_wakeups(&mut rig, Duration::from_millis(100));
+        assert_eq!(accepted(&reports), 0);
+        assert_eq!(rig.sockets.stats().accept_paused, 2);
+        set_nofile(normal);
+        let (_, reports) = listener_wakeups(&mut rig, Duration::from_millis(100));
+        assert_eq!(accepted(&reports), 0, "still put aside");
+        let resume = rig.sockets.poll_timeout().unwrap();
+        rig.sockets.handle_timeout(resume);
+        let (_, reports) = listener_wakeups(&mut rig, Duration::from_millis(200));
+        assert_eq!(accepted(&reports), 1);
+        drop((waiting, more));
+    });
+}
+
+#[test]
+fn a_listener_at_the_fd_limit_is_put_aside_not_spun_on() {
+    if std::env::var_os(FD_LIMIT_CHILD).is_some() {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let mut child = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "sockets::tests::listener_at_the_fd_limit_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(FD_LIMIT_CHILD, "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the child test hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("1 passed") || text.contains("SKIPPED"),
+        "the child test didn't run: {text}"
+    );
+}
+
+#[test]
+fn tokens_of_closed_sockets_are_stale() {
+    in_fresh_netns(|| {
+        let mut rig = Rig::new(Sockets::new());
+        let (client, server) = rig.pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let old = socket_token(client.0, rig.sockets.slots.gen(client.0 as usize).unwrap());
+        rig.sockets.close(client, true);
+        rig.sockets.close(server, true);
+        // The slot is reused; an event queued for its previous socket is dropped.
+        let (client2, _server2) = rig.pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert!(client2 == client || client2 == server);
+        rig.sockets.ready(old, EpollFlags::EPOLLIN);
+        assert!(rig.sockets.next_report().is_none());
+        assert!(rig.sockets.stats().stale_events >= 1);
+    });
+}
