@@ -93,15 +93,75 @@ impl Default for EngineOptions {
 }
 
 pub struct Engine {
+    shared: Shared,
+    tcp: Tcp,
+    udp: Udp,
+    icmp: Icmp,
+}
+
+/// What every protocol's translation reads or counts in: apart from the flow tables, so that a
+/// call can lend it to one table while holding that table (see [`Shared::tcp_cx`]).
+struct Shared {
     config: Config,
     rng: Rng,
     guest: GuestState,
     counters: Counters,
     /// When the next unsolicited router advertisement is due, if we send them.
     next_ra: Option<Instant>,
-    tcp: Tcp,
-    udp: Udp,
-    icmp: Icmp,
+}
+
+impl Shared {
+    /// What the TCP translation needs for one call.
+    fn tcp_cx<'a>(
+        &'a mut self,
+        now: Instant,
+        io: &'a mut dyn HostSockets,
+        out: &'a mut FrameQueue,
+    ) -> Cx<'a> {
+        Cx {
+            now,
+            config: &self.config,
+            guest: &self.guest,
+            rng: &mut self.rng,
+            io,
+            out,
+            counters: &mut self.counters.tcp,
+        }
+    }
+
+    /// What the UDP translation needs for one call.
+    fn udp_cx<'a>(
+        &'a mut self,
+        now: Instant,
+        io: &'a mut dyn HostSockets,
+        out: &'a mut FrameQueue,
+    ) -> UdpCx<'a> {
+        UdpCx::new(
+            now,
+            &self.config,
+            &self.guest,
+            io,
+            out,
+            &mut self.counters.udp,
+        )
+    }
+
+    /// What the echo translation needs for one call.
+    fn icmp_cx<'a>(
+        &'a mut self,
+        now: Instant,
+        io: &'a mut dyn HostSockets,
+        out: &'a mut FrameQueue,
+    ) -> IcmpCx<'a> {
+        IcmpCx::new(
+            now,
+            &self.config,
+            &self.guest,
+            io,
+            out,
+            &mut self.counters.icmp,
+        )
+    }
 }
 
 impl Engine {
@@ -116,11 +176,13 @@ impl Engine {
         let next_ra = config.services.ra.then(|| now + ra_interval(&mut rng));
         let hash = KeyedHash::new(rng.next_u64(), rng.next_u64());
         Engine {
-            config,
-            rng,
-            guest: GuestState::default(),
-            counters: Counters::default(),
-            next_ra,
+            shared: Shared {
+                config,
+                rng,
+                guest: GuestState::default(),
+                counters: Counters::default(),
+                next_ra,
+            },
             tcp: Tcp::new(options.max_tcp_flows, options.ephemeral.clone(), hash),
             udp: Udp::new(options.max_udp_flows, options.ephemeral),
             icmp: Icmp::new(options.max_icmp_flows),
@@ -143,22 +205,22 @@ impl Engine {
     }
 
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.shared.config
     }
 
     pub fn guest(&self) -> &GuestState {
-        &self.guest
+        &self.shared.guest
     }
 
     pub fn counters(&self) -> &Counters {
-        &self.counters
+        &self.shared.counters
     }
 
     /// The next time [`Engine::handle_timeout`] wants to run.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
-            self.next_ra,
+            self.shared.next_ra,
             self.tcp.poll_timeout(),
             self.udp.poll_timeout(),
             self.icmp.poll_timeout(),
@@ -170,44 +232,22 @@ impl Engine {
 
     /// Runs what is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant, io: &mut dyn HostSockets, out: &mut FrameQueue) {
-        let mut cx = Cx {
-            now,
-            config: &self.config,
-            guest: &self.guest,
-            rng: &mut self.rng,
-            io,
-            out,
-            counters: &mut self.counters.tcp,
-        };
-        self.tcp.handle_timeout(&mut cx);
-        let mut ucx = UdpCx::new(
-            now,
-            &self.config,
-            &self.guest,
-            cx.io,
-            cx.out,
-            &mut self.counters.udp,
-        );
-        self.udp.handle_timeout(&mut ucx);
-        let mut icx = IcmpCx::new(
-            now,
-            &self.config,
-            &self.guest,
-            ucx.io,
-            ucx.out,
-            &mut self.counters.icmp,
-        );
-        self.icmp.handle_timeout(&mut icx);
-        if let Some(due) = self.next_ra.filter(|&due| due <= now) {
+        self.tcp
+            .handle_timeout(&mut self.shared.tcp_cx(now, &mut *io, &mut *out));
+        self.udp
+            .handle_timeout(&mut self.shared.udp_cx(now, &mut *io, &mut *out));
+        self.icmp
+            .handle_timeout(&mut self.shared.icmp_cx(now, &mut *io, &mut *out));
+        if let Some(due) = self.shared.next_ra.filter(|&due| due <= now) {
             let mut ctx = Ctx {
-                config: &self.config,
-                guest: &self.guest,
+                config: &self.shared.config,
+                guest: &self.shared.guest,
                 out,
             };
             if services::ndp::unsolicited_ra(&mut ctx) == Outcome::Answered {
-                self.counters.ra_unsolicited += 1;
+                self.shared.counters.ra_unsolicited += 1;
             }
-            self.next_ra = Some(due.max(now) + ra_interval(&mut self.rng));
+            self.shared.next_ra = Some(due.max(now) + ra_interval(&mut self.shared.rng));
         }
     }
 
@@ -221,38 +261,16 @@ impl Engine {
         out: &mut FrameQueue,
     ) {
         if self.icmp.owns(s) {
-            let mut cx = IcmpCx::new(
-                now,
-                &self.config,
-                &self.guest,
-                io,
-                out,
-                &mut self.counters.icmp,
-            );
+            let mut cx = self.shared.icmp_cx(now, io, out);
             self.icmp.handle_socket(&mut cx, s, ev);
             return;
         }
         if self.udp.owns(s) {
-            let mut cx = UdpCx::new(
-                now,
-                &self.config,
-                &self.guest,
-                io,
-                out,
-                &mut self.counters.udp,
-            );
+            let mut cx = self.shared.udp_cx(now, io, out);
             self.udp.handle_socket(&mut cx, s, ev);
             return;
         }
-        let mut cx = Cx {
-            now,
-            config: &self.config,
-            guest: &self.guest,
-            rng: &mut self.rng,
-            io,
-            out,
-            counters: &mut self.counters.tcp,
-        };
+        let mut cx = self.shared.tcp_cx(now, io, out);
         self.tcp.handle_socket(&mut cx, s, ev);
     }
 
@@ -280,15 +298,7 @@ impl Engine {
         io: &mut dyn HostSockets,
         out: &mut FrameQueue,
     ) {
-        let mut cx = Cx {
-            now,
-            config: &self.config,
-            guest: &self.guest,
-            rng: &mut self.rng,
-            io,
-            out,
-            counters: &mut self.counters.tcp,
-        };
+        let mut cx = self.shared.tcp_cx(now, io, out);
         self.tcp.handle_accept(&mut cx, s, peer, local);
     }
 
@@ -296,15 +306,7 @@ impl Engine {
     /// the guest's ACKs made room for). Call it after each batch, before writing the queued
     /// frames to the guest; see the module documentation.
     pub fn flush(&mut self, now: Instant, io: &mut dyn HostSockets, out: &mut FrameQueue) {
-        let mut cx = Cx {
-            now,
-            config: &self.config,
-            guest: &self.guest,
-            rng: &mut self.rng,
-            io,
-            out,
-            counters: &mut self.counters.tcp,
-        };
+        let mut cx = self.shared.tcp_cx(now, io, out);
         self.tcp.flush(&mut cx);
     }
 
@@ -316,22 +318,22 @@ impl Engine {
         io: &mut dyn HostSockets,
         out: &mut FrameQueue,
     ) {
-        self.counters.frames += 1;
+        self.shared.counters.frames += 1;
         let outcome = self.dispatch(now, frame, io, out);
         match outcome {
             Dispatched::Service(kind, Outcome::Answered) => match kind {
-                Service::Arp => self.counters.arp_answered += 1,
-                Service::Dhcp => self.counters.dhcp_answered += 1,
-                Service::Ndp => self.counters.ndp_answered += 1,
-                Service::Dhcpv6 => self.counters.dhcpv6_answered += 1,
+                Service::Arp => self.shared.counters.arp_answered += 1,
+                Service::Dhcp => self.shared.counters.dhcp_answered += 1,
+                Service::Ndp => self.shared.counters.ndp_answered += 1,
+                Service::Dhcpv6 => self.shared.counters.dhcpv6_answered += 1,
             },
             Dispatched::Tcp | Dispatched::Udp | Dispatched::Icmp => {}
             Dispatched::Service(_, Outcome::Ignored) | Dispatched::Unhandled => {
-                self.counters.ignored += 1
+                self.shared.counters.ignored += 1
             }
             Dispatched::Service(_, Outcome::Malformed(why)) | Dispatched::Malformed(why) => {
-                self.counters.malformed += 1;
-                self.counters.last_malformed = Some(why);
+                self.shared.counters.malformed += 1;
+                self.shared.counters.last_malformed = Some(why);
             }
         }
     }
@@ -350,15 +352,7 @@ impl Engine {
             Ok(seg) => seg,
             Err(why) => return Dispatched::Malformed(why.into()),
         };
-        let mut cx = Cx {
-            now,
-            config: &self.config,
-            guest: &self.guest,
-            rng: &mut self.rng,
-            io,
-            out,
-            counters: &mut self.counters.tcp,
-        };
+        let mut cx = self.shared.tcp_cx(now, io, out);
         self.tcp.handle_segment(&mut cx, src, dst, &seg);
         Dispatched::Tcp
     }
@@ -373,14 +367,7 @@ impl Engine {
         io: &mut dyn HostSockets,
         out: &mut FrameQueue,
     ) -> Dispatched {
-        let mut cx = IcmpCx::new(
-            now,
-            &self.config,
-            &self.guest,
-            io,
-            out,
-            &mut self.counters.icmp,
-        );
+        let mut cx = self.shared.icmp_cx(now, io, out);
         if self.icmp.handle_message(&mut cx, src, dst, msg) {
             Dispatched::Icmp
         } else {
@@ -398,14 +385,7 @@ impl Engine {
         io: &mut dyn HostSockets,
         out: &mut FrameQueue,
     ) -> Dispatched {
-        let mut cx = UdpCx::new(
-            now,
-            &self.config,
-            &self.guest,
-            io,
-            out,
-            &mut self.counters.udp,
-        );
+        let mut cx = self.shared.udp_cx(now, io, out);
         self.udp.handle_datagram(&mut cx, src, dst, payload);
         Dispatched::Udp
     }
@@ -422,25 +402,25 @@ impl Engine {
             Err(why) => return Dispatched::Malformed(why.into()),
         };
         if eth.src.is_unicast() {
-            self.guest.mac = Some(eth.src);
+            self.shared.guest.mac = Some(eth.src);
         }
-        let services = self.config.services;
+        let services = self.shared.config.services;
         match eth.ethertype {
-            ethertype::ARP if self.config.ip4.is_some() => {
+            ethertype::ARP if self.shared.config.ip4.is_some() => {
                 let mut ctx = Ctx {
-                    config: &self.config,
-                    guest: &self.guest,
+                    config: &self.shared.config,
+                    guest: &self.shared.guest,
                     out,
                 };
                 Dispatched::Service(Service::Arp, services::arp::handle(&mut ctx, &eth))
             }
-            ethertype::IPV4 if self.config.ip4.is_some() => {
+            ethertype::IPV4 if self.shared.config.ip4.is_some() => {
                 let ip = match parse::ipv4(eth.payload) {
                     Ok(ip) => ip,
                     Err(why) => return Dispatched::Malformed(why.into()),
                 };
                 if !ip.src.is_unspecified() && !ip.src.is_broadcast() && !ip.src.is_multicast() {
-                    self.guest.addr4 = Some(ip.src);
+                    self.shared.guest.addr4 = Some(ip.src);
                 }
                 if ip.protocol == ip_proto::TCP {
                     if ip.fragmented {
@@ -460,8 +440,8 @@ impl Engine {
                     };
                     if udp.dst_port == wire::dhcp::SERVER_PORT && services.dhcp {
                         let mut ctx = Ctx {
-                            config: &self.config,
-                            guest: &self.guest,
+                            config: &self.shared.config,
+                            guest: &self.shared.guest,
                             out,
                         };
                         let outcome = services::dhcp::handle(&mut ctx, &eth, &ip, &udp);
@@ -473,22 +453,22 @@ impl Engine {
                 }
                 Dispatched::Unhandled
             }
-            ethertype::IPV6 if self.config.ip6.is_some() => {
+            ethertype::IPV6 if self.shared.config.ip6.is_some() => {
                 let ip = match parse::ipv6(eth.payload) {
                     Ok(ip) => ip,
                     Err(why) => return Dispatched::Malformed(why.into()),
                 };
                 let src = ip.src;
                 if IpFamily::is_link_local(&src) {
-                    self.guest.addr6_ll = Some(src);
+                    self.shared.guest.addr6_ll = Some(src);
                 } else if !src.is_unspecified() && !src.is_multicast() && !src.is_loopback() {
-                    self.guest.addr6 = Some(src);
+                    self.shared.guest.addr6 = Some(src);
                 }
                 match ip.next_header {
                     ip_proto::ICMPV6 if services.ndp && wire::ndp::is_ndp(ip.payload) => {
                         let mut ctx = Ctx {
-                            config: &self.config,
-                            guest: &self.guest,
+                            config: &self.shared.config,
+                            guest: &self.shared.guest,
                             out,
                         };
                         let outcome = services::ndp::handle(&mut ctx, &eth, &ip, ip.payload);
@@ -510,8 +490,8 @@ impl Engine {
                         };
                         if udp.dst_port == wire::dhcpv6::SERVER_PORT && services.dhcpv6 {
                             let mut ctx = Ctx {
-                                config: &self.config,
-                                guest: &self.guest,
+                                config: &self.shared.config,
+                                guest: &self.shared.guest,
                                 out,
                             };
                             let outcome = services::dhcpv6::handle(&mut ctx, &eth, &ip, &udp);

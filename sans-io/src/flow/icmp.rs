@@ -14,7 +14,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use crate::flow::idle::{outbound_bind, unicast, DgramCx, IdleFlow, IdleFlows, OpenError, Way};
+use crate::flow::idle::{outbound_bind, DgramCx, IdleFlow, IdleFlows, OpenError, Way};
+use crate::flow::unicast;
 use crate::flow::{SockEvent, SockRef};
 use crate::fwd::nat;
 use crate::time::Instant;

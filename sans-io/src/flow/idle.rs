@@ -52,15 +52,6 @@ pub struct DgramCx<'a, C> {
     pub counters: &'a mut C,
 }
 
-/// Whether `a` names one host (not a broadcast, multicast or unspecified address): the only
-/// destinations and sources datagram flows are made for.
-pub fn unicast(a: IpAddr) -> bool {
-    match a {
-        IpAddr::V4(a) => !a.is_unspecified() && !a.is_broadcast() && !a.is_multicast(),
-        IpAddr::V6(a) => !a.is_unspecified() && !a.is_multicast(),
-    }
-}
-
 /// How a flow's socket towards `target` is bound (`-o`, `--outbound-if4/6`); the host's
 /// loopback is reached unbound.
 pub fn outbound_bind(config: &Config, target: IpAddr) -> Bind<'_> {

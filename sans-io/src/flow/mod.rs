@@ -254,3 +254,12 @@ pub struct ListenSpec {
     pub iface: Option<String>,
     pub port: u16,
 }
+
+/// Whether `a` names one host (not a broadcast, multicast or unspecified address): the only
+/// sources and destinations flows, TCP or datagram, are made for.
+pub fn unicast(a: std::net::IpAddr) -> bool {
+    match a {
+        std::net::IpAddr::V4(a) => !a.is_unspecified() && !a.is_broadcast() && !a.is_multicast(),
+        std::net::IpAddr::V6(a) => !a.is_unspecified() && !a.is_multicast(),
+    }
+}

@@ -32,7 +32,8 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::flow::idle::{outbound_bind, unicast, DgramCx, IdleFlow, IdleFlows, OpenError, Way};
+use crate::flow::idle::{outbound_bind, DgramCx, IdleFlow, IdleFlows, OpenError, Way};
+use crate::flow::unicast;
 use crate::flow::{HostSockets, SockEvent, SockRef};
 use crate::fwd::{nat, ForwardMode};
 use crate::guest::GuestState;

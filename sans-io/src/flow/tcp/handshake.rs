@@ -12,7 +12,7 @@ use super::to_guest::rto;
 use super::to_host::StashBudget;
 use super::tombstones::Tombstones;
 use super::window::refresh_window;
-use super::{established_segment, usable_unicast, Cx, FlowKey, Next, Phase, Tcp, CONNECT_TIMEOUT};
+use super::{established_segment, unicast, Cx, FlowKey, Next, Phase, Tcp, CONNECT_TIMEOUT};
 use crate::flow::{Bind, SockRef};
 use crate::fwd::{nat, ForwardMode};
 use crate::wire::tcp::{flags, Segment};
@@ -20,7 +20,7 @@ use crate::wire::tcp::{flags, Segment};
 impl Tcp {
     pub(super) fn open_outbound(&mut self, cx: &mut Cx<'_>, key: FlowKey, seg: &Segment<'_>) {
         let (src, dst) = (key.guest.ip(), key.peer.ip());
-        if !usable_unicast(src) || !usable_unicast(dst) || seg.dst_port == 0 || seg.src_port == 0 {
+        if !unicast(src) || !unicast(dst) || seg.dst_port == 0 || seg.src_port == 0 {
             return;
         }
         if self.table.is_full() {

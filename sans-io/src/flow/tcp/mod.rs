@@ -152,7 +152,7 @@ use self::to_host::{guest_data, StashBudget};
 use self::tombstones::Tombstones;
 use self::window::{on_writable, refresh_window};
 use super::table::{FlowTable, KeyedHash};
-use super::{HostSockets, SockEvent, SockRef};
+use super::{unicast, HostSockets, SockEvent, SockRef};
 use crate::config::Config;
 use crate::guest::GuestState;
 use crate::rng::Rng;
@@ -371,7 +371,7 @@ impl Tcp {
             peer: SocketAddr::new(dst, seg.dst_port),
         };
         let Some(idx) = self.table.by_key(&key) else {
-            if seg.has(flags::RST) || !usable_unicast(src) || !usable_unicast(dst) {
+            if seg.has(flags::RST) || !unicast(src) || !unicast(dst) {
                 return;
             }
             if seg.has(flags::SYN) && !seg.has(flags::ACK) {
@@ -633,11 +633,4 @@ fn established_segment(
         return next;
     }
     guest_data(cx, f, seg, stashes)
-}
-
-fn usable_unicast(a: IpAddr) -> bool {
-    match a {
-        IpAddr::V4(a) => !a.is_unspecified() && !a.is_broadcast() && !a.is_multicast(),
-        IpAddr::V6(a) => !a.is_unspecified() && !a.is_multicast(),
-    }
 }
