@@ -96,10 +96,7 @@ pub fn pasta_before_loop(
     };
     per_thread()?;
     if let Some(agent) = agent {
-        agent.run(per_thread).map_err(|e| IsolationError::Step {
-            step: "isolating the namespace thread",
-            source: std::io::Error::other(e.to_string()),
-        })??;
+        on_agent(agent, per_thread)?;
     }
     // Passing signals on to the command (and the kernel's SIGKILL to it should pasta die)
     // needs the right to signal it. A root-started pasta becomes someone else inside the
@@ -130,12 +127,21 @@ pub fn pasta_before_loop(
     if let Some(agent) = agent {
         // Binding a low port for `-T auto` in a namespace whose user namespace is ours.
         let keep = || isolation::limit_capabilities(&[Capability::CAP_NET_BIND_SERVICE]);
-        agent.run(keep).map_err(|e| IsolationError::Step {
-            step: "isolating the namespace thread",
-            source: std::io::Error::other(e.to_string()),
-        })??;
+        on_agent(agent, keep)?;
     }
     isolation::not_dumpable()
+}
+
+/// Runs an isolation step on the namespace thread (capabilities, root and namespaces are a
+/// thread's own).
+fn on_agent(
+    agent: &NsAgent,
+    step: impl FnOnce() -> Result<(), IsolationError> + Send + 'static,
+) -> Result<(), IsolationError> {
+    agent.run(step).map_err(|e| IsolationError::Step {
+        step: "isolating the namespace thread",
+        source: std::io::Error::other(e.to_string()),
+    })?
 }
 
 /// Stage 4, right before the main loop: no new privileges, and the program's allow-list of

@@ -67,12 +67,10 @@ impl SocketTables {
                 Table::Udp => &mut *udp,
             };
             if let Some(diag) = self.diag.as_mut().filter(|_| !self.diag_failed[i]) {
-                let mut found = PortSet::new();
-                match diag.add_server_ports(table, v6, &mut found) {
-                    Ok(()) => {
-                        found.iter().for_each(|p| set.insert(p));
-                        continue;
-                    }
+                // A dump cut short by an error leaves only ports that are bound: the procfs
+                // table read next adds the rest.
+                match diag.add_server_ports(table, v6, set) {
+                    Ok(()) => continue,
                     Err(e) => {
                         log::debug!("sock_diag can't list {name} sockets ({e}): reading procfs");
                         self.diag_failed[i] = true;
@@ -104,8 +102,10 @@ fn open_files() -> Vec<(Table, bool, File)> {
         .collect()
 }
 
-/// Reads a procfs file from its start into `buf` (procfs files have no size to go by).
-fn read_whole(file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
+/// Reads a procfs file from its start into `buf` (procfs files have no size to go by), through
+/// a descriptor opened earlier: by position, so it works again and again, and without asking
+/// the file's size (statx, which the sandbox doesn't allow).
+pub(crate) fn read_whole(file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
     buf.clear();
     let mut chunk = [0u8; 16 * 1024];
     loop {

@@ -55,8 +55,8 @@ impl SockDiag {
     }
 
     /// Adds to `ports` the server ports of one table and family: TCP listeners, or UDP
-    /// sockets bound and not connected. An error (no `udp_diag` here, say) leaves `ports` as
-    /// the caller should not trust: fall back to another source.
+    /// sockets bound and not connected. After an error (no `udp_diag` here, say) `ports` may
+    /// hold some of them: fall back to another source for the rest.
     pub fn add_server_ports(
         &mut self,
         table: Table,

@@ -121,7 +121,7 @@ pub fn tcp_segment(at: Instant, dir: Direction, frame: &[u8]) -> Option<Segment>
 }
 
 /// Every TCP segment in a transcript.
-pub fn tcp_segments(t: &Transcript) -> Vec<Segment> {
+pub fn tcp_segments(t: &[(Instant, Direction, Vec<u8>)]) -> Vec<Segment> {
     t.iter()
         .filter_map(|(at, dir, f)| tcp_segment(*at, *dir, f))
         .collect()

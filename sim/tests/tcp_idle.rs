@@ -49,7 +49,7 @@ fn a_thousand_idle_flows_make_no_socket_calls_for_a_minute() {
     );
     assert_eq!(w.host.stats.events - events, 0, "socket events while idle");
     // Nothing on the wire either (the periodic router advertisement aside).
-    let segments = tcp_segments(&w.transcript[frames..].to_vec()).len();
+    let segments = tcp_segments(&w.transcript[frames..]).len();
     assert_eq!(segments, 0, "TCP segments while idle");
     assert!(
         w.stats.steps - steps < 10,

@@ -281,12 +281,6 @@ impl SignalDisposition {
     }
 }
 
-/// What process `pid` does with `signal` now; `None` if that can't be read (it is gone).
-pub fn signal_disposition(pid: libc::pid_t, signal: libc::c_int) -> Option<SignalDisposition> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    SignalDisposition::from_status(&status, signal)
-}
-
 /// A process's /proc/PID/status, opened once: it can be read again after our filesystem is
 /// gone (pasta's sandbox), for as long as the process lives.
 #[derive(Debug)]
@@ -299,19 +293,8 @@ impl ProcStatus {
 
     /// What the process does with `signal` now; `None` if that can't be read (it is gone).
     pub fn signal_disposition(&self, signal: libc::c_int) -> Option<SignalDisposition> {
-        use std::os::unix::fs::FileExt;
-        let mut buf = vec![0u8; 4096];
-        let mut len = 0;
-        loop {
-            if len == buf.len() {
-                buf.resize(buf.len() * 2, 0);
-            }
-            match self.0.read_at(&mut buf[len..], len as u64) {
-                Ok(0) => break,
-                Ok(n) => len += n,
-                Err(_) => return None,
-            }
-        }
-        SignalDisposition::from_status(&String::from_utf8_lossy(&buf[..len]), signal)
+        let mut buf = Vec::new();
+        crate::procnet::read_whole(&self.0, &mut buf).ok()?;
+        SignalDisposition::from_status(&String::from_utf8_lossy(&buf), signal)
     }
 }

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use crate::netlink::errno_text;
 
-pub use child::{signal_disposition, Child, ChildExit, ProcStatus, SignalDisposition};
+pub use child::{Child, ChildExit, ProcStatus, SignalDisposition};
 pub use spawn::{login_shell, spawn, spawn_mapping, Spawned, EXEC_FAILED_CODE};
 pub use watch::NetnsWatch;
 
