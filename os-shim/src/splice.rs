@@ -1,6 +1,8 @@
-//! The loopback bypass for `-T` (pasta): connections to pasta's listeners on the namespace's
-//! loopback go to the same (or mapped) port on the host's loopback, without passing through
-//! the tap device and the guest-facing TCP translation at all. Both ends are ordinary kernel
+//! The loopback bypass for TCP (pasta), both ways. `-T`: connections to pasta's listeners on
+//! the namespace's loopback go to the same (or mapped) port on the host's loopback. `-t`:
+//! connections that the forwarding listeners on the host accepted from a loopback peer are
+//! handed over ([`Splicer::relay_into`]) and go to a socket made inside the namespace. Neither
+//! passes through the tap device and the guest-facing TCP translation. Both ends are ordinary kernel
 //! sockets, so the bytes move between them with `splice(2)` through a pipe per direction:
 //! no copy through our memory, and no buffering of ours beyond the pipes.
 //!
@@ -10,8 +12,9 @@
 //! pipe is drained; a pair closes when both ways are done. An error or a reset on either side
 //! resets the other (close with a zero linger). A refused connect resets the accepted socket.
 //!
-//! Which ports are listened on and where they lead is the caller's decision (the `-T` spec,
-//! or `auto`'s scan of the host's listening sockets); this module only relays.
+//! Which ports are listened on, which connections are handed over and where they lead is the
+//! caller's decision (the `-T` spec, `auto`'s scan of the host's listening sockets, the core's
+//! `fwd::nat::local_bypass`); this module only relays.
 //!
 //! Out of descriptors, a listener is put aside as `crate::sockets` does with its own (see
 //! `crate::listeners`): connections wait in the backlog until a pair closes or [`ACCEPT_PAUSE`] passes,
@@ -59,9 +62,13 @@ pub struct SpliceStats {
     pub closed: u64,
     /// Accepts or relays that failed for want of descriptors (the listener is put aside).
     pub fd_exhausted: u64,
+    /// Connections from the host's loopback relayed into the namespace (`-t`), as opposed to
+    /// the ones our namespace listeners accepted (`-T`).
+    pub inbound: u64,
 }
 
-/// One relayed connection: side 0 accepted in the namespace, side 1 connected on the host.
+/// One relayed connection: side 0 accepted (in the namespace for `-T`, on the host for `-t`),
+/// side 1 the socket we connected on the other side.
 #[derive(Debug)]
 struct Pair {
     socks: [OwnedFd; 2],
@@ -77,7 +84,8 @@ struct Pair {
     shut: [bool; 2],
 }
 
-/// Relays connections from listeners in the namespace to the host's loopback.
+/// Relays connections from listeners in the namespace to the host's loopback, and connections
+/// handed over from the host into the namespace.
 #[derive(Debug)]
 pub struct Splicer {
     epoll: Option<Epoll>,
@@ -262,7 +270,14 @@ impl Splicer {
             } else {
                 SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), to)
             };
-            if let Err(e) = self.start(accepted, target) {
+            let started = match stream_socket(target.ip()) {
+                Ok(outbound) => self.start(accepted, outbound, target),
+                Err(e) => {
+                    reset(&accepted);
+                    Err(e)
+                }
+            };
+            if let Err(e) = started {
                 log::debug!("cannot relay a connection to {target}: {e}");
                 if is_out_of_descriptors(&e) {
                     // The next accept would fail the same way: the rest wait.
@@ -273,10 +288,45 @@ impl Splicer {
         }
     }
 
-    /// Connects to `target` and sets up the relay for `accepted`; resets `accepted` if that
-    /// fails.
-    fn start(&mut self, accepted: OwnedFd, target: SocketAddr) -> io::Result<()> {
-        let host = stream_socket(target.ip()).inspect_err(|_| reset(&accepted))?;
+    /// Relays `accepted`, a connection a forwarding listener on the host took from a loopback
+    /// peer (`-t`), to `target` inside the namespace, through a socket made there; resets
+    /// `accepted` if that fails. Takes it whatever the table's fill: the caller's listener
+    /// accepted it already, and refusing is a reset either way.
+    pub fn relay_into(
+        &mut self,
+        netns: &impl InNetns,
+        accepted: OwnedFd,
+        target: SocketAddr,
+    ) -> io::Result<()> {
+        self.stats.inbound += 1;
+        if self.open >= self.max_pairs {
+            self.stats.table_full += 1;
+            reset(&accepted);
+            return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
+        }
+        let family = target.ip();
+        let made = netns
+            .run_in(move || stream_socket(family))
+            .map_err(|e| io::Error::other(e.to_string()))
+            .and_then(|made| made);
+        match made {
+            Ok(outbound) => self.start(accepted, outbound, target),
+            Err(e) => {
+                reset(&accepted);
+                Err(e)
+            }
+        }
+    }
+
+    /// Connects `outbound` to `target` and sets up the relay for `accepted`; resets `accepted`
+    /// if that fails.
+    fn start(
+        &mut self,
+        accepted: OwnedFd,
+        outbound: OwnedFd,
+        target: SocketAddr,
+    ) -> io::Result<()> {
+        let host = outbound;
         let connected = match connect_to(host.as_raw_fd(), target) {
             Ok(()) => true,
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,
@@ -589,6 +639,75 @@ mod tests {
             let stats = splicer.stats();
             assert_eq!((stats.accepted, stats.refused), (2, 1));
             assert_eq!(stats.bytes, 2 * (3 << 20));
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn hands_host_connections_over_into_the_namespace() {
+        if !root() {
+            return;
+        }
+        std::thread::spawn(|| {
+            // SAFETY: affects this thread only.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+            let mut nl = Netlink::open().unwrap();
+            let lo = nl.link_index("lo").unwrap();
+            nl.set_link_up(lo, true).unwrap();
+            let ns = new_netns();
+
+            // A server inside the namespace that echoes and reports its peer.
+            let ns_fd = ns.try_clone().unwrap();
+            let (port_tx, port_rx) = std::sync::mpsc::channel();
+            let server = std::thread::spawn(move || {
+                // SAFETY: this thread only.
+                assert_eq!(
+                    unsafe { libc::setns(ns_fd.as_raw_fd(), libc::CLONE_NEWNET) },
+                    0
+                );
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                port_tx.send(l.local_addr().unwrap().port()).unwrap();
+                let (mut c, peer) = l.accept().unwrap();
+                let mut all = Vec::new();
+                c.read_to_end(&mut all).unwrap();
+                c.write_all(&all).unwrap();
+                peer
+            });
+            let ns_port = port_rx.recv().unwrap();
+
+            // A "forwarding listener" on the host, and a host client of it.
+            let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let host_addr = host.local_addr().unwrap();
+            let data: Vec<u8> = (0..1 << 20).map(|i| (i * 13 % 251) as u8).collect();
+            let expect = data.clone();
+            let client = std::thread::spawn(move || {
+                let mut c = std::net::TcpStream::connect(host_addr).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                c.write_all(&data).unwrap();
+                c.shutdown(std::net::Shutdown::Write).unwrap();
+                let mut back = Vec::new();
+                c.read_to_end(&mut back).unwrap();
+                back
+            });
+            let (accepted, _) = host.accept().unwrap();
+            accepted.set_nonblocking(true).unwrap();
+
+            let epoll = Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+            let mut splicer = Splicer::new(8);
+            splicer.attach(Epoll(epoll.0.try_clone().unwrap())).unwrap();
+            let target = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), ns_port);
+            splicer
+                .relay_into(&ns, OwnedFd::from(accepted), target)
+                .unwrap();
+            drive(&mut splicer, &epoll, |s| s.stats().closed >= 1);
+            assert!(client.join().unwrap() == expect, "relayed bytes differ");
+            let peer = server.join().unwrap();
+            // The peer is the namespace's loopback: the socket was made in there.
+            assert!(peer.ip().is_loopback(), "{peer}");
+            let stats = splicer.stats();
+            assert_eq!((stats.inbound, stats.accepted, stats.resets), (1, 0, 0));
+            assert_eq!(stats.bytes, 2 << 20);
         })
         .join()
         .unwrap();

@@ -13,7 +13,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::config::{Config, IpConfig, IpFamily};
+use crate::config::{Config, IpConfig, IpFamily, Mode};
 use crate::guest::GuestState;
 
 /// DNS's well-known port, the one `--dns-forward` redirects.
@@ -92,6 +92,34 @@ pub fn to_guest(
     }
 }
 
+/// Where a forwarded connection or datagram from host peer `src` to forwarded port `port`
+/// goes when it takes pasta's loopback bypass (see the man page's "Handling of local traffic"),
+/// or `None` when it takes the guest path: the bypass is pasta's only, it can be turned off
+/// (`--no-splice`), and it serves local traffic alone, since a socket in the namespace can't
+/// be bound to a foreign address. The target is the namespace's own address (the one last
+/// seen from it, else the configured one), so that services listening on the namespace's
+/// loopback only are not exposed to the host; `--host-lo-to-ns-lo` picks the loopback
+/// instead. Either way the kernel picks the source, which is the namespace's own address or
+/// its loopback.
+pub fn local_bypass(
+    config: &Config,
+    guest: &GuestState,
+    src: SocketAddr,
+    port: u16,
+) -> Option<SocketAddr> {
+    if config.mode != Mode::Pasta || !config.splice || !src.ip().to_canonical().is_loopback() {
+        return None;
+    }
+    let ip = match src.ip().to_canonical() {
+        IpAddr::V4(_) if config.host_lo_to_ns_lo => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V4(_) => IpAddr::V4(guest.addr4.unwrap_or(config.ip4.as_ref()?.addr)),
+        IpAddr::V6(_) if config.host_lo_to_ns_lo => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        IpAddr::V6(_) => IpAddr::V6(guest.addr6.unwrap_or(config.ip6.as_ref()?.addr)),
+    };
+    // Without an address of its own, the namespace has nothing to reach but the tap.
+    (!ip.is_unspecified()).then_some(SocketAddr::new(ip, port))
+}
+
 fn translate_in<A: IpFamily>(c: &IpConfig<A>, src: A) -> A {
     let host_own = src == c.addr;
     if src.is_loopback() || src == A::UNSPECIFIED {
@@ -111,7 +139,7 @@ fn translate_in<A: IpFamily>(c: &IpConfig<A>, src: A) -> A {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{GuestAddr, Mode};
+    use crate::config::GuestAddr;
 
     fn ip4() -> IpConfig<Ipv4Addr> {
         let mut c = IpConfig::new(
@@ -232,5 +260,50 @@ mod tests {
         )
         .unwrap();
         assert_eq!(dst, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 77)));
+    }
+
+    #[test]
+    fn local_traffic_bypasses_the_tap_in_pasta_only() {
+        let mut config = crate::config::derive::derive(
+            &crate::config::NetOptions::new(Mode::Pasta),
+            &Default::default(),
+            &Default::default(),
+        )
+        .unwrap()
+        .config;
+        config.ip4 = Some(ip4());
+        config.ip6 = None;
+        config.splice = true;
+        let mut guest = GuestState::default();
+        let bypass = |c: &Config, g: &GuestState, src| local_bypass(c, g, sa(src), 80);
+        // From the host's loopback, to the namespace's own address; v4-mapped sources too.
+        assert_eq!(
+            bypass(&config, &guest, "127.0.0.1:5000"),
+            Some(sa("192.0.2.2:80"))
+        );
+        assert_eq!(
+            bypass(&config, &guest, "[::ffff:127.0.0.1]:5000"),
+            Some(sa("192.0.2.2:80"))
+        );
+        guest.addr4 = Some(Ipv4Addr::new(192, 0, 2, 77));
+        assert_eq!(
+            bypass(&config, &guest, "127.0.0.1:5000"),
+            Some(sa("192.0.2.77:80"))
+        );
+        // Anything else takes the guest path.
+        assert_eq!(bypass(&config, &guest, "198.51.100.7:5000"), None);
+        // No IPv6 configured: nowhere to go.
+        assert_eq!(bypass(&config, &guest, "[::1]:5000"), None);
+        config.host_lo_to_ns_lo = true;
+        assert_eq!(
+            bypass(&config, &guest, "127.0.0.1:5000"),
+            Some(sa("127.0.0.1:80"))
+        );
+        assert_eq!(bypass(&config, &guest, "[::1]:5000"), Some(sa("[::1]:80")));
+        config.splice = false;
+        assert_eq!(bypass(&config, &guest, "127.0.0.1:5000"), None);
+        config.splice = true;
+        config.mode = Mode::Passt;
+        assert_eq!(bypass(&config, &guest, "127.0.0.1:5000"), None);
     }
 }
