@@ -1,18 +1,21 @@
-//! The loopback bypass for `-U` (pasta): datagrams to pasta's UDP sockets on the namespace's
-//! loopback go to the same (or mapped) port on the host's loopback, and the answers come back
-//! to the sender, without the tap device or the engine.
+//! The loopback bypass for UDP (pasta), both ways, without the tap device or the engine. `-U`:
+//! datagrams to pasta's UDP sockets on the namespace's loopback go to the same (or mapped)
+//! port on the host's loopback. `-u`: datagrams that a forwarding socket on the host received
+//! from a loopback sender are handed over ([`DgramRelay::relay_into`]) and go to a socket made
+//! inside the namespace. Either way the answers come back to the sender.
 //!
-//! Each (listener, sender) pair is a flow with a socket of its own on the host, connected to
-//! the target, so that the host's server sees one peer per sender and its answers find their
-//! way back; flows close after [`IDLE_TIMEOUT`] without traffic. Datagrams move in batches:
+//! Each (listener, sender) pair is a flow with a socket of its own on the far side, connected
+//! to the target, so that the far server sees one peer per sender and its answers find their
+//! way back (for `-u` the socket keeps the sender's port where it is free, as the C pasta
+//! does); flows close after [`IDLE_TIMEOUT`] without traffic. Datagrams move in batches:
 //! `recvmmsg` on the receiving socket, `sendmmsg` for each run of datagrams going to the same
 //! place. Like the TCP splicer, which ports are relayed is the caller's decision.
 
 use std::collections::HashMap;
 use std::io;
 use std::mem::{size_of, MaybeUninit};
-use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
@@ -24,7 +27,7 @@ use crate::ns_listeners::{Bound, NsListeners};
 use crate::reactor::monotonic_now;
 use crate::slots::Slots;
 use crate::socket_sys::{
-    connect_to, dgram_socket, sockaddr_to_std, std_to_sockaddr, udp_bound_socket, unmap,
+    bind_addr, connect_to, dgram_socket, sockaddr_to_std, std_to_sockaddr, udp_bound_socket, unmap,
 };
 use crate::tokens::{
     dgram_flow_token, dgram_token, is_dgram, relay_listener_base, RelayToken, INDEX_BITS,
@@ -53,10 +56,39 @@ pub struct DgramStats {
 
 #[derive(Debug)]
 struct Flow {
-    host: OwnedFd,
-    listener: usize,
+    /// Connected to the target, on the far side.
+    far: OwnedFd,
+    origin: Origin,
+    /// The sender, answered through the origin's socket.
     client: SocketAddr,
     last: Instant,
+}
+
+/// Where a flow's datagrams came from, and so where its answers go out.
+#[derive(Debug)]
+enum Origin {
+    /// One of our namespace listeners (`-U`), by index.
+    Listener(usize),
+    /// A forwarding socket on the host that handed the flow over (`-u`): the caller's key for
+    /// it, and our own duplicate of its descriptor to answer through, so that the answers
+    /// leave from the address and port the sender wrote to.
+    Host { key: u64, socket: OwnedFd },
+}
+
+/// A flow's key: its origin and sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum OriginKey {
+    Listener(usize),
+    Host(u64),
+}
+
+impl Origin {
+    fn key(&self) -> OriginKey {
+        match self {
+            Origin::Listener(i) => OriginKey::Listener(*i),
+            Origin::Host { key, .. } => OriginKey::Host(*key),
+        }
+    }
 }
 
 /// Receive buffers and message headers for one batch, allocated once.
@@ -85,7 +117,7 @@ pub struct DgramRelay {
     epoll: Option<Epoll>,
     listeners: NsListeners,
     flows: Slots<Flow>,
-    by_client: HashMap<(usize, SocketAddr), usize>,
+    by_client: HashMap<(OriginKey, SocketAddr), usize>,
     max_flows: usize,
     /// No flow expires before this (a lower bound: activity only moves expiry later).
     next_expiry: Option<Instant>,
@@ -169,13 +201,85 @@ impl DgramRelay {
             let gone: Vec<usize> = self
                 .by_client
                 .iter()
-                .filter(|((l, _), _)| *l == i)
+                .filter(|((origin, _), _)| *origin == OriginKey::Listener(i))
                 .map(|(_, &f)| f)
                 .collect();
             for f in gone {
                 self.close(f);
             }
         }
+    }
+
+    /// A forwarding socket on the host that handed flows over is gone: so are they.
+    pub fn forget_host_socket(&mut self, key: u64) {
+        let gone: Vec<usize> = self
+            .by_client
+            .iter()
+            .filter(|((origin, _), _)| *origin == OriginKey::Host(key))
+            .map(|(_, &f)| f)
+            .collect();
+        for f in gone {
+            self.close(f);
+        }
+    }
+
+    /// Relays `datagram`, which the forwarding socket `socket` on the host (`key` names it
+    /// for [`DgramRelay::forget_host_socket`]) received from the loopback sender `client`, to
+    /// `target` inside the namespace, through the flow of that sender (opened if new: a socket
+    /// made in the namespace, bound to the sender's port where it is free).
+    pub fn relay_into(
+        &mut self,
+        netns: &impl InNetns,
+        (key, socket): (u64, BorrowedFd<'_>),
+        client: SocketAddr,
+        target: SocketAddr,
+        datagram: &[u8],
+    ) -> io::Result<()> {
+        let now = monotonic_now();
+        let f = match self.by_client.get(&(OriginKey::Host(key), client)) {
+            Some(&f) => f,
+            None => {
+                let far = netns
+                    .run_in(move || ns_flow_socket(client.port(), target))
+                    .map_err(|e| io::Error::other(e.to_string()))
+                    .and_then(|made| made);
+                let far = match far {
+                    Ok(far) => far,
+                    Err(e) => {
+                        self.stats.dropped += 1;
+                        return Err(e);
+                    }
+                };
+                let origin = Origin::Host {
+                    key,
+                    socket: socket.try_clone_to_owned()?,
+                };
+                match self.open_flow(far, origin, client, now) {
+                    Some(f) => f,
+                    None => {
+                        self.stats.dropped += 1;
+                        return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
+                    }
+                }
+            }
+        };
+        let flow = self.flows.at_mut(f).expect("flows in the index exist");
+        flow.last = now;
+        // SAFETY: a connected socket and a buffer of the given length.
+        let sent = unsafe {
+            libc::send(
+                flow.far.as_raw_fd(),
+                datagram.as_ptr().cast(),
+                datagram.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if sent < 0 {
+            self.stats.dropped += 1;
+            return Err(io::Error::last_os_error());
+        }
+        self.stats.to_namespace += 1;
+        Ok(())
     }
 
     /// When idle flows are next due for a look.
@@ -208,7 +312,7 @@ impl DgramRelay {
             RelayToken::Listener(i) => self.relay_to_host(i, &mut batch),
             RelayToken::Item { index, gen, .. } => {
                 if self.flows.get_mut(index, gen).is_some() {
-                    self.relay_to_namespace(index, &mut batch);
+                    self.relay_back(index, &mut batch);
                 }
             }
         }
@@ -237,7 +341,7 @@ impl DgramRelay {
                 }
                 match self.flow_for(listener, client, now) {
                     Some(f) => {
-                        let fd = self.flows.at(f).map(|f| f.host.as_raw_fd());
+                        let fd = self.flows.at(f).map(|f| f.far.as_raw_fd());
                         let sent = fd.map_or(0, |fd| send_batch(fd, batch, i..end, None));
                         self.stats.to_host += sent as u64;
                         self.stats.dropped += (end - i - sent) as u64;
@@ -252,20 +356,29 @@ impl DgramRelay {
         }
     }
 
-    /// Answers from the host's server, back to the flow's sender.
-    fn relay_to_namespace(&mut self, index: usize, batch: &mut Batch) {
+    /// Answers from the far server, back to the flow's sender.
+    fn relay_back(&mut self, index: usize, batch: &mut Batch) {
         let Some(flow) = self.flows.at_mut(index) else {
             return;
         };
-        let Some(l) = self.listeners.get(flow.listener) else {
-            return;
+        let origin_fd = match &flow.origin {
+            Origin::Listener(i) => match self.listeners.get(*i) {
+                Some(l) => l.fd.as_raw_fd(),
+                None => return,
+            },
+            Origin::Host { socket, .. } => socket.as_raw_fd(),
         };
-        let (hfd, lfd, client) = (flow.host.as_raw_fd(), l.fd.as_raw_fd(), flow.client);
+        let (far, client) = (flow.far.as_raw_fd(), flow.client);
+        let back_to_host = matches!(flow.origin, Origin::Host { .. });
         flow.last = monotonic_now();
         for _ in 0..ROUNDS {
-            let n = recv_batch(hfd, batch, false);
-            let sent = send_batch(lfd, batch, 0..n, Some(client));
-            self.stats.to_namespace += sent as u64;
+            let n = recv_batch(far, batch, false);
+            let sent = send_batch(origin_fd, batch, 0..n, Some(client));
+            if back_to_host {
+                self.stats.to_host += sent as u64;
+            } else {
+                self.stats.to_namespace += sent as u64;
+            }
             self.stats.dropped += (n - sent) as u64;
             if n < BATCH {
                 break;
@@ -275,7 +388,7 @@ impl DgramRelay {
 
     /// The flow of `client` on `listener`, opened if new.
     fn flow_for(&mut self, listener: usize, client: SocketAddr, now: Instant) -> Option<usize> {
-        if let Some(&f) = self.by_client.get(&(listener, client)) {
+        if let Some(&f) = self.by_client.get(&(OriginKey::Listener(listener), client)) {
             if let Some(flow) = self.flows.at_mut(f) {
                 flow.last = now;
             }
@@ -286,26 +399,41 @@ impl DgramRelay {
         }
         let l = self.listeners.get(listener)?;
         let target = SocketAddr::new(l.addr.ip(), l.to);
-        let host = connected_socket(target).ok()?;
+        let far = connected_socket(target).ok()?;
+        self.open_flow(far, Origin::Listener(listener), client, now)
+    }
+
+    /// Registers a new flow whose far socket is `far`.
+    fn open_flow(
+        &mut self,
+        far: OwnedFd,
+        origin: Origin,
+        client: SocketAddr,
+        now: Instant,
+    ) -> Option<usize> {
+        if self.by_client.len() >= self.max_flows {
+            return None;
+        }
+        let key = origin.key();
         let flow = Flow {
-            host,
-            listener,
+            far,
+            origin,
             client,
             last: now,
         };
         let (index, gen) = self.flows.insert(flow).ok()?;
         if let Some(epoll) = &self.epoll {
             let token = dgram_flow_token(index, gen);
-            let host = &self.flows.at(index).expect("just inserted").host;
+            let far = &self.flows.at(index).expect("just inserted").far;
             if epoll
-                .add(host, EpollEvent::new(EpollFlags::EPOLLIN, token))
+                .add(far, EpollEvent::new(EpollFlags::EPOLLIN, token))
                 .is_err()
             {
                 self.flows.remove(index);
                 return None;
             }
         }
-        self.by_client.insert((listener, client), index);
+        self.by_client.insert((key, client), index);
         self.stats.flows_opened += 1;
         let expiry = now + IDLE_TIMEOUT;
         self.next_expiry = Some(self.next_expiry.map_or(expiry, |t| t.min(expiry)));
@@ -314,7 +442,7 @@ impl DgramRelay {
 
     fn close(&mut self, index: usize) {
         if let Some(flow) = self.flows.remove(index) {
-            self.by_client.remove(&(flow.listener, flow.client));
+            self.by_client.remove(&(flow.origin.key(), flow.client));
         }
     }
 }
@@ -322,6 +450,22 @@ impl DgramRelay {
 /// A UDP socket on the host connected to `target`.
 fn connected_socket(target: SocketAddr) -> io::Result<OwnedFd> {
     let fd = dgram_socket(target.ip(), libc::IPPROTO_UDP)?;
+    connect_to(fd.as_raw_fd(), target)?;
+    Ok(fd)
+}
+
+/// A UDP socket in the namespace (call it there) bound to the sender's `port` where that is
+/// free, else to any, and connected to `target`.
+fn ns_flow_socket(port: u16, target: SocketAddr) -> io::Result<OwnedFd> {
+    let fd = dgram_socket(target.ip(), libc::IPPROTO_UDP)?;
+    let any = if target.is_ipv4() {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    };
+    if bind_addr(fd.as_raw_fd(), SocketAddr::new(any, port)).is_err() {
+        bind_addr(fd.as_raw_fd(), SocketAddr::new(any, 0))?;
+    }
     connect_to(fd.as_raw_fd(), target)?;
     Ok(fd)
 }
@@ -420,6 +564,7 @@ fn send_batch(
 mod tests {
     use super::*;
     use crate::netlink::Netlink;
+    use std::os::fd::AsFd;
     use std::time::Instant as StdInstant;
 
     fn lo_up() {
@@ -534,6 +679,97 @@ mod tests {
             assert_eq!(relay.stats().flows_expired, 2);
             assert_eq!(relay.poll_timeout(), None);
             assert_eq!(relay.listening_ports().collect::<Vec<_>>(), [5300]);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn hands_host_datagrams_over_into_the_namespace_keeping_the_senders_port() {
+        // SAFETY: plain system call.
+        if unsafe { libc::geteuid() } != 0 {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("relay tests need root under CI");
+            }
+            eprintln!("\n*** SKIPPED: relay tests need root (namespaces of their own) ***\n");
+            return;
+        }
+        std::thread::spawn(|| {
+            // SAFETY: this thread only: the "host".
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+            lo_up();
+            let ns: OwnedFd = std::thread::spawn(|| {
+                // SAFETY: this thread only: the "namespace".
+                assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+                lo_up();
+                OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/net").unwrap())
+            })
+            .join()
+            .unwrap();
+            // The namespace's server: echoes twice, and says which peers it saw.
+            let ns_fd = ns.try_clone().unwrap();
+            let (port_tx, port_rx) = std::sync::mpsc::channel();
+            let server = std::thread::spawn(move || {
+                // SAFETY: this thread only.
+                assert_eq!(
+                    unsafe { libc::setns(ns_fd.as_raw_fd(), libc::CLONE_NEWNET) },
+                    0
+                );
+                let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                port_tx.send(s.local_addr().unwrap().port()).unwrap();
+                let mut peers = Vec::new();
+                let mut buf = [0u8; 100];
+                for _ in 0..2 {
+                    let (n, peer) = s.recv_from(&mut buf).unwrap();
+                    s.send_to(&buf[..n], peer).unwrap();
+                    peers.push(peer);
+                }
+                peers
+            });
+            let target = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port_rx.recv().unwrap());
+
+            // The host's forwarding socket and a sender on the host's loopback.
+            let fwd = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            sender
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            sender.connect(fwd.local_addr().unwrap()).unwrap();
+            let sender_port = sender.local_addr().unwrap().port();
+
+            let epoll = Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+            let mut relay = DgramRelay::new(8);
+            relay.attach(Epoll(epoll.0.try_clone().unwrap())).unwrap();
+            let mut buf = [0u8; 100];
+            for msg in [&b"one"[..], b"two"] {
+                sender.send(msg).unwrap();
+                let (n, from) = fwd.recv_from(&mut buf).unwrap();
+                relay
+                    .relay_into(&ns, (7, fwd.as_fd()), from, target, &buf[..n])
+                    .unwrap();
+            }
+            let deadline = StdInstant::now() + Duration::from_secs(10);
+            let mut events = [EpollEvent::empty(); 16];
+            while relay.stats().to_host < 2 {
+                assert!(StdInstant::now() < deadline, "timed out: {relay:?}");
+                let n = epoll.wait(&mut events, 20u16).unwrap();
+                for ev in &events[..n] {
+                    relay.ready(ev.data(), ev.events());
+                }
+            }
+            // The answers come from the forwarding socket's address, to the sender.
+            for want in [&b"one"[..], b"two"] {
+                let n = sender.recv(&mut buf).unwrap();
+                assert_eq!(&buf[..n], want);
+            }
+            let peers = server.join().unwrap();
+            assert_eq!(peers.len(), 2);
+            assert!(peers.iter().all(|p| p.port() == sender_port), "{peers:?}");
+            assert_eq!(relay.open_flows(), 1, "one flow per sender");
+            assert_eq!(relay.stats().to_namespace, 2);
+            relay.forget_host_socket(7);
+            assert_eq!(relay.open_flows(), 0);
         })
         .join()
         .unwrap();
