@@ -11,6 +11,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use os_shim::ns::NsError;
 use os_shim::ns_agent::{InNetns, NsAgent};
+use os_shim::ns_listeners::NsAddrs;
 use os_shim::procnet::SocketTables;
 use os_shim::sockets::{ListenOptions, Sockets};
 use sans_io::config::Config;
@@ -234,10 +235,13 @@ fn apply_out(
         log::debug!("auto: no longer forwarding namespace {proto:?} port {port}");
     }
     for port in new {
-        let (v4, v6) = (opts.ipv4, opts.ipv6);
+        let at = NsAddrs::Loopback {
+            v4: opts.ipv4,
+            v6: opts.ipv6,
+        };
         let result = match proto {
-            Proto::Tcp => sockets.splicer.listen_in(netns, port, port, v4, v6),
-            Proto::Udp => sockets.dgram_relay.listen_in(netns, port, port, v4, v6),
+            Proto::Tcp => sockets.splicer.listen_in(netns, port, port, at),
+            Proto::Udp => sockets.dgram_relay.listen_in(netns, port, port, at),
         };
         let ok = match result {
             Ok((n, _)) if n > 0 => {

@@ -14,12 +14,14 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use os_shim::isolation::Identity;
 use os_shim::ns::{self, Child, NetnsWatch, NsTarget};
+use os_shim::ns_listeners::NsAddrs;
 use os_shim::reactor::{monotonic_now, Reactor};
 use os_shim::sockets::{ListenOptions, Sockets};
 use os_shim::{hostinfo, nsconf, tap::Tap};
 use sans_io::config::{Config, Mode};
 use sans_io::engine::Engine;
 use sans_io::flow::Proto;
+use sans_io::fwd::Forward;
 
 use crate::autofwd::AutoForward;
 use crate::capture::CaptureLink;
@@ -375,16 +377,18 @@ fn listen_in_namespace(
 ) -> Result<(), StartError> {
     let ephemeral = hostinfo::ephemeral_port_range();
     let (v4, v6) = (config.ip4.is_some(), config.ip6.is_some());
+    // The address the spec gives, else the namespace's loopback.
+    let at = |f: &Forward| f.bind.map_or(NsAddrs::Loopback { v4, v6 }, NsAddrs::Only);
     let mut failed = Vec::new();
     if config.protocols.tcp {
         for f in config.forwarding.tcp_out.forwards(ephemeral.clone()) {
-            let (_, errors) = sockets.splicer.listen_in(netns, f.port, f.to, v4, v6)?;
+            let (_, errors) = sockets.splicer.listen_in(netns, f.port, f.to, at(&f))?;
             failed.extend(errors.into_iter().map(|(a, e)| ("TCP", a, e)));
         }
     }
     if config.protocols.udp {
         for f in config.forwarding.udp_out.forwards(ephemeral) {
-            let (_, errors) = sockets.dgram_relay.listen_in(netns, f.port, f.to, v4, v6)?;
+            let (_, errors) = sockets.dgram_relay.listen_in(netns, f.port, f.to, at(&f))?;
             failed.extend(errors.into_iter().map(|(a, e)| ("UDP", a, e)));
         }
     }

@@ -23,7 +23,7 @@ use sans_io::time::Instant;
 
 use crate::ns::NsError;
 use crate::ns_agent::InNetns;
-use crate::ns_listeners::{Bound, NsListeners};
+use crate::ns_listeners::{Bound, NsAddrs, NsListeners};
 use crate::reactor::monotonic_now;
 use crate::slots::Slots;
 use crate::socket_sys::{
@@ -179,7 +179,7 @@ impl DgramRelay {
         self.listeners.ports()
     }
 
-    /// Binds `port` of the namespace's loopback (127.0.0.1 and ::1 as `v4`/`v6` say),
+    /// Binds `port` in the namespace on `at`'s addresses,
     /// relaying to port `to` of the host's loopback. Returns how many sockets are bound, and
     /// what failed.
     pub fn listen_in(
@@ -187,12 +187,11 @@ impl DgramRelay {
         netns: &impl InNetns,
         port: u16,
         to: u16,
-        v4: bool,
-        v6: bool,
+        at: NsAddrs,
     ) -> Result<Bound, NsError> {
         let make = |a| udp_bound_socket(a, None, false);
         self.listeners
-            .listen_in(netns, (port, to), (v4, v6), make, self.epoll.as_ref())
+            .listen_in(netns, (port, to), at, make, self.epoll.as_ref())
     }
 
     /// Stops relaying `port`; its flows close too (their answers would have nowhere to go).
@@ -398,7 +397,11 @@ impl DgramRelay {
             return None;
         }
         let l = self.listeners.get(listener)?;
-        let target = SocketAddr::new(l.addr.ip(), l.to);
+        // The host's loopback, whichever namespace address the listener has.
+        let target = match l.addr {
+            SocketAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), l.to),
+            SocketAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), l.to),
+        };
         let far = connected_socket(target).ok()?;
         self.open_flow(far, Origin::Listener(listener), client, now)
     }
@@ -565,6 +568,11 @@ mod tests {
     use super::*;
     use crate::netlink::Netlink;
     use std::os::fd::AsFd;
+
+    const LO4: NsAddrs = NsAddrs::Loopback {
+        v4: true,
+        v6: false,
+    };
     use std::time::Instant as StdInstant;
 
     fn lo_up() {
@@ -603,7 +611,7 @@ mod tests {
             let epoll = Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
             let mut relay = DgramRelay::new(8);
             relay.attach(Epoll(epoll.0.try_clone().unwrap())).unwrap();
-            let (n, failed) = relay.listen_in(&ns, 5300, port, true, false).unwrap();
+            let (n, failed) = relay.listen_in(&ns, 5300, port, LO4).unwrap();
             assert_eq!((n, failed.len()), (1, 0));
 
             // Two senders in the namespace, 40 datagrams each.

@@ -19,6 +19,27 @@ pub type NsListener = Listener<u16>;
 /// The namespace's listeners; slot `i` is reported with token `token_base | i`.
 pub type NsListeners = Listeners<u16>;
 
+/// Which namespace addresses a `-T`/`-U` port listens on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NsAddrs {
+    /// The namespace's loopback: 127.0.0.1 and ::1, each if its family is in use.
+    Loopback { v4: bool, v6: bool },
+    /// The one address the forwarding spec gives (`-T 127.0.0.1/8080`).
+    Only(IpAddr),
+}
+
+impl NsAddrs {
+    fn addrs(self) -> impl Iterator<Item = IpAddr> {
+        let (v4, v6, only) = match self {
+            NsAddrs::Loopback { v4, v6 } => (v4, v6, None),
+            NsAddrs::Only(a) => (false, false, Some(a)),
+        };
+        let v4 = v4.then_some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let v6 = v6.then_some(IpAddr::V6(Ipv6Addr::LOCALHOST));
+        [v4, v6, only].into_iter().flatten()
+    }
+}
+
 /// Sockets bound, and the addresses that failed with why.
 pub type Bound = (usize, Vec<(SocketAddr, io::Error)>);
 
@@ -28,23 +49,17 @@ impl Listeners<u16> {
         self.iter().map(|l| l.addr.port())
     }
 
-    /// Binds `port` on the namespace's loopback addresses (`v4`: 127.0.0.1, `v6`: ::1) with
-    /// `make`, leading to host port `to`; registers them on `epoll` if given.
+    /// Binds `port` in the namespace with `make`, leading to host port `to`, on `at`'s
+    /// addresses; registers them on `epoll` if given.
     pub fn listen_in(
         &mut self,
         netns: &impl InNetns,
         (port, to): (u16, u16),
-        (v4, v6): (bool, bool),
+        at: NsAddrs,
         make: fn(SocketAddr) -> io::Result<OwnedFd>,
         epoll: Option<&Epoll>,
     ) -> Result<Bound, NsError> {
-        let mut addrs = Vec::new();
-        if v4 {
-            addrs.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
-        }
-        if v6 {
-            addrs.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port));
-        }
+        let addrs: Vec<SocketAddr> = at.addrs().map(|a| SocketAddr::new(a, port)).collect();
         let made =
             netns.run_in(move || addrs.into_iter().map(|a| (a, make(a))).collect::<Vec<_>>())?;
         let mut bound = 0;

@@ -29,7 +29,7 @@ use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use crate::listeners::ACCEPT_PAUSE;
 use crate::ns::NsError;
 use crate::ns_agent::InNetns;
-use crate::ns_listeners::{Bound, NsListeners};
+use crate::ns_listeners::{Bound, NsAddrs, NsListeners};
 use crate::reactor::monotonic_now;
 use crate::slots::Slots;
 use crate::socket_sys::{
@@ -145,7 +145,7 @@ impl Splicer {
         self.listeners.ports()
     }
 
-    /// Listens on `port` of the namespace's loopback (127.0.0.1 and ::1 as `v4`/`v6` say),
+    /// Listens on `port` in the namespace on `at`'s addresses,
     /// relaying to port `to` of the host's loopback, same family. Returns how many sockets
     /// listen now, and what failed.
     pub fn listen_in(
@@ -153,12 +153,11 @@ impl Splicer {
         netns: &impl InNetns,
         port: u16,
         to: u16,
-        v4: bool,
-        v6: bool,
+        at: NsAddrs,
     ) -> Result<Bound, NsError> {
         let make = |a| listen_socket(a, None, false);
         self.listeners
-            .listen_in(netns, (port, to), (v4, v6), make, self.epoll.as_ref())
+            .listen_in(netns, (port, to), at, make, self.epoll.as_ref())
     }
 
     /// When a listener put aside for want of descriptors is due to be watched again.
@@ -524,6 +523,11 @@ mod tests {
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
 
+    const LO4: NsAddrs = NsAddrs::Loopback {
+        v4: true,
+        v6: false,
+    };
+
     /// A network namespace of its own (kept alive by the descriptor), its loopback up.
     fn new_netns() -> OwnedFd {
         std::thread::spawn(|| {
@@ -594,11 +598,9 @@ mod tests {
             let epoll = Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
             let mut splicer = Splicer::new(8);
             splicer.attach(Epoll(epoll.0.try_clone().unwrap())).unwrap();
-            let (n, failed) = splicer
-                .listen_in(&ns, 4000, host_port, true, false)
-                .unwrap();
+            let (n, failed) = splicer.listen_in(&ns, 4000, host_port, LO4).unwrap();
             assert_eq!((n, failed.len()), (1, 0));
-            let (n, _) = splicer.listen_in(&ns, 4001, 1, true, false).unwrap();
+            let (n, _) = splicer.listen_in(&ns, 4001, 1, LO4).unwrap();
             assert_eq!(n, 1);
 
             // A client inside the namespace: 3 MiB out, half-close, all of it back.
