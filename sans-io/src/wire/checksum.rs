@@ -1,25 +1,51 @@
-//! The Internet checksum (RFC 1071), summed 32 bits at a time into a 64-bit accumulator.
+//! The Internet checksum (RFC 1071), summed 32 bits at a time into 64-bit accumulators.
+//!
+//! It is the only pass our code makes over each payload byte on the data path, so the loop is
+//! shaped for the compiler to vectorize: native-endian 32-bit words into four independent
+//! 64-bit lanes, with the byte order put right once at the end (the one's complement sum
+//! doesn't care which byte of each 16-bit word comes first, RFC 1071 section 2(B)).
+//! `cargo bench -p sans-io --bench checksum` measures it.
 
 use std::net::IpAddr;
 
-/// Adds `data` to a running one's complement sum.
-pub fn add(mut sum: u64, data: &[u8]) -> u64 {
-    let mut chunks = data.chunks_exact(4);
-    for c in &mut chunks {
-        sum += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+/// Bytes per round of the main loop: four 32-bit lanes.
+const BLOCK: usize = 16;
+
+/// Adds `data` to a running one's complement sum (in network byte order; a last piece of
+/// odd length is padded with zeros).
+pub fn add(sum: u64, data: &[u8]) -> u64 {
+    let mut lanes = [0u64; 4];
+    let mut blocks = data.chunks_exact(BLOCK);
+    for b in &mut blocks {
+        for (lane, w) in lanes.iter_mut().zip(b.chunks_exact(4)) {
+            *lane += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
+        }
     }
-    let rest = chunks.remainder();
+    let mut words = blocks.remainder().chunks_exact(4);
+    for w in &mut words {
+        lanes[0] += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    // Each lane stays far below 2^64 for any buffer under 2^32 blocks; fold them to 16 bits
+    // and into network byte order.
+    let native = lanes.iter().fold(0u64, |acc, &l| acc + fold(l));
+    let in_order = u16::from_be(fold(native) as u16);
+    let rest = words.remainder();
     let mut tail = [0u8; 4];
     tail[..rest.len()].copy_from_slice(rest);
-    sum + u64::from(u32::from_be_bytes(tail))
+    sum + u64::from(in_order) + u64::from(u32::from_be_bytes(tail))
 }
 
-/// Folds a running sum into the 16-bit checksum field value.
-pub fn finish(mut sum: u64) -> u16 {
+/// A sum folded to 16 bits (end-around carries), not complemented.
+fn fold(mut sum: u64) -> u64 {
     while sum >> 16 != 0 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
-    !(sum as u16)
+    sum
+}
+
+/// Folds a running sum into the 16-bit checksum field value.
+pub fn finish(sum: u64) -> u16 {
+    !(fold(sum) as u16)
 }
 
 /// The checksum of `data` alone (IPv4 headers).
@@ -88,6 +114,16 @@ mod tests {
         #[test]
         fn matches_the_reference(data in proptest::collection::vec(any::<u8>(), 0..3000)) {
             prop_assert_eq!(of(&data), reference(&data));
+        }
+
+        #[test]
+        fn sums_in_even_pieces_add_up(
+            data in proptest::collection::vec(any::<u8>(), 0..3000),
+            cut in 0usize..1500,
+        ) {
+            let cut = (cut * 2).min(data.len() & !1);
+            let (a, b) = data.split_at(cut);
+            prop_assert_eq!(finish(add(add(0, a), b)), reference(&data));
         }
     }
 }
