@@ -166,16 +166,7 @@ impl Lab {
 
     /// Runs a shell command in the host namespace; panics unless it succeeds.
     pub fn host_sh(&self, script: &str) -> String {
-        let out = run_timeout(
-            Command::new("ip").args(["netns", "exec", &self.host, "sh", "-c", script]),
-            TIMEOUT,
-        );
-        assert!(
-            out.status.success(),
-            "{script}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        netns_sh(&self.host, script)
     }
 
     /// A command that runs `program args` in the host namespace, as root or as `user`.
@@ -239,16 +230,7 @@ impl Lab {
 
     /// Runs a shell command in the remote namespace; panics unless it succeeds.
     pub fn remote_sh(&self, script: &str) -> String {
-        let out = run_timeout(
-            Command::new("ip").args(["netns", "exec", &self.remote, "sh", "-c", script]),
-            TIMEOUT,
-        );
-        assert!(
-            out.status.success(),
-            "{script}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        netns_sh(&self.remote, script)
     }
 
     /// A command that runs `program args` in the remote namespace.
@@ -527,6 +509,20 @@ fn ip(args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Runs a shell command in the namespace `ns`; panics unless it succeeds.
+fn netns_sh(ns: &str, script: &str) -> String {
+    let out = run_timeout(
+        Command::new("ip").args(["netns", "exec", ns, "sh", "-c", script]),
+        TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs a command with a deadline; kills it (by PID) when the deadline passes.
