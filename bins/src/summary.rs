@@ -151,15 +151,10 @@ mod tests {
     use super::Summary;
 
     fn lab() -> Lab {
-        let mut lab = Lab::new();
-        let eth = lab.link("eth0", [2, 0, 0, 0, 1, 2], 1500);
-        lab.addr(eth, "198.51.100.2/24")
-            .addr(eth, "2001:db8:1::2/64")
-            .addr(eth, "fe80::2/64")
-            .default_route(eth, "198.51.100.1", 0)
-            .default_route(eth, "fe80::1", 1024)
-            .resolv_conf("nameserver 127.0.0.53\nnameserver 2001:db8:2::53\nsearch lab.test\n");
-        lab
+        Lab::dual_stack(
+            "eth0",
+            "nameserver 127.0.0.53\nnameserver 2001:db8:2::53\nsearch lab.test\n",
+        )
     }
 
     #[test]

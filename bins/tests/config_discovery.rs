@@ -4,9 +4,8 @@
 mod common;
 
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 
-use common::{addr, bin, run_timeout, test_user, Lab, Shape, TestUser, TIMEOUT};
+use common::{addr, bin, inherit_as_fd5, run_timeout, test_user, Lab, Shape, TestUser, TIMEOUT};
 
 /// Runs a binary in the lab's host namespace and returns its standard error. passt gets a
 /// guest socket whose other end is already closed (`-F`), so it ends right after starting.
@@ -19,22 +18,7 @@ fn summary(lab: &Lab, user: Option<&TestUser>, program: &str, args: &[&str]) -> 
     let mut cmd = lab.host_command(user, &bin(program), &args);
     if let Some((ours, theirs)) = pair {
         drop(ours);
-        let raw = theirs.as_raw_fd();
-        // SAFETY: dup2 and fcntl only, between fork and exec (dup2 clears close-on-exec on
-        // 5, fcntl does when the socket is 5 already); `theirs` lives until the command ran.
-        unsafe {
-            cmd.pre_exec(move || {
-                let r = if raw == 5 {
-                    libc::fcntl(5, libc::F_SETFD, 0)
-                } else {
-                    libc::dup2(raw, 5)
-                };
-                if r < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        inherit_as_fd5(&mut cmd, theirs.as_raw_fd());
         let out = run_timeout(&mut cmd, TIMEOUT);
         drop(theirs);
         return check(out);

@@ -8,11 +8,12 @@ mod passt_common;
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{addr, bin, run_timeout, test_user, Lab, Shape, TempDir, TestUser, TIMEOUT};
+use common::{
+    addr, bin, inherit_as_fd5, run_timeout, test_user, Lab, Shape, TempDir, TestUser, TIMEOUT,
+};
 use passt_common::{dhcp_answer, dhcp_discover, v4, Client, Passt};
 
 /// A scratch directory anybody may create sockets in (passt may run as the test user).
@@ -129,23 +130,8 @@ fn fd_takes_a_connected_socket() {
     };
     for who in whos() {
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let raw = theirs.as_raw_fd();
         let mut cmd = lab.host_command(who.as_ref(), &bin("passt"), &["-f", "-F", "5"]);
-        // SAFETY: dup2 and fcntl only, between fork and exec. dup2 clears close-on-exec on
-        // 5, except when the socket is 5 already.
-        unsafe {
-            cmd.pre_exec(move || {
-                let r = if raw == 5 {
-                    libc::fcntl(5, libc::F_SETFD, 0)
-                } else {
-                    libc::dup2(raw, 5)
-                };
-                if r < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        inherit_as_fd5(&mut cmd, theirs.as_raw_fd());
         let mut passt = Passt::start_with(cmd);
         drop(theirs);
         let mut client = Client::from_stream(ours);

@@ -227,6 +227,20 @@ fn exit_status_is_the_commands() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/command"));
 }
 
+/// Starts pasta as a daemon (`--config-net -q -P pidfile` then `target`) in the lab's host
+/// namespace; returns the PID it wrote.
+fn start_daemon(lab: &Lab, pidfile: &Path, target: &[&str]) -> i32 {
+    let mut args = vec!["--config-net", "-q", "-P", pidfile.to_str().unwrap()];
+    args.extend_from_slice(target);
+    let out = lab.run(None, &bin("pasta"), &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    read_pid(pidfile)
+}
+
 #[test]
 fn attaches_to_a_pid_and_to_a_named_netns_and_quits_when_it_goes() {
     let Some(mut lab) = Lab::new(Shape::DualStack) else {
@@ -247,23 +261,7 @@ fn attaches_to_a_pid_and_to_a_named_netns_and_quits_when_it_goes() {
     });
     let sleeper = wait_for_child_of(holder, Duration::from_secs(5));
     let pidfile = dir.join("pasta-pid.pid");
-    let out = lab.run(
-        None,
-        &bin("pasta"),
-        &[
-            "--config-net",
-            "-q",
-            "-P",
-            pidfile.to_str().unwrap(),
-            &sleeper.to_string(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let daemon = read_pid(&pidfile);
+    let daemon = start_daemon(&lab, &pidfile, &[&sleeper.to_string()]);
     let links = run_timeout(
         Command::new("nsenter").args([
             "-t",
@@ -286,24 +284,7 @@ fn attaches_to_a_pid_and_to_a_named_netns_and_quits_when_it_goes() {
     let created = run_timeout(Command::new("ip").args(["netns", "add", &name]), TIMEOUT);
     assert!(created.status.success());
     let pidfile = dir.join("pasta-netns.pid");
-    let out = lab.run(
-        None,
-        &bin("pasta"),
-        &[
-            "--config-net",
-            "-q",
-            "-P",
-            pidfile.to_str().unwrap(),
-            "--netns",
-            &name,
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let daemon = read_pid(&pidfile);
+    let daemon = start_daemon(&lab, &pidfile, &["--netns", &name]);
     let addrs = stdout_of(&run_timeout(
         Command::new("ip").args(["-n", &name, "-j", "addr", "show", "veth0"]),
         TIMEOUT,

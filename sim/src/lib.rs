@@ -110,6 +110,21 @@ impl Lab {
         self
     }
 
+    /// The netlab host: one interface `ifname` with 198.51.100.2/24, 2001:db8:1::2/64 and
+    /// fe80::2/64, default routes through 198.51.100.1 and fe80::1, and `resolv` as its
+    /// resolv.conf.
+    pub fn dual_stack(ifname: &str, resolv: &str) -> Self {
+        let mut lab = Lab::new();
+        let eth = lab.link(ifname, [2, 0, 0, 0, 1, 2], 1500);
+        lab.addr(eth, "198.51.100.2/24")
+            .addr(eth, "2001:db8:1::2/64")
+            .addr(eth, "fe80::2/64")
+            .default_route(eth, "198.51.100.1", 0)
+            .default_route(eth, "fe80::1", 1024)
+            .resolv_conf(resolv);
+        lab
+    }
+
     pub fn resolv_conf(&mut self, text: &str) -> &mut Self {
         self.resolv = ResolvConf::parse(text);
         self

@@ -24,15 +24,10 @@ fn ip(s: &str) -> IpAddr {
 
 /// The netlab host: veth0 with 198.51.100.2/24 and 2001:db8:1::2/64.
 fn dual_stack() -> Lab {
-    let mut lab = Lab::new();
-    let eth = lab.link("veth0", MAC, 1500);
-    lab.addr(eth, "198.51.100.2/24")
-        .addr(eth, "2001:db8:1::2/64")
-        .addr(eth, "fe80::2/64")
-        .default_route(eth, "198.51.100.1", 0)
-        .default_route(eth, "fe80::1", 1024)
-        .resolv_conf("nameserver 203.0.113.53\nnameserver 2001:db8:2::53\nsearch lab.test\n");
-    lab
+    Lab::dual_stack(
+        "veth0",
+        "nameserver 203.0.113.53\nnameserver 2001:db8:2::53\nsearch lab.test\n",
+    )
 }
 
 #[test]

@@ -5,25 +5,16 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use sans_io::config::{Mode, NetOptions};
+use sim::scenario::standard_lab;
 use sim::world::World;
-use sim::Lab;
 
 const GUEST_MAC: [u8; 6] = [0x02, 0x42, 0xac, 0x11, 0x00, 0x02];
 
-fn lab() -> Lab {
-    let mut lab = Lab::new();
-    let eth = lab.link("eth0", [2, 0, 0, 0, 1, 2], 1500);
-    lab.addr(eth, "198.51.100.2/24")
-        .addr(eth, "2001:db8:1::2/64")
-        .addr(eth, "fe80::2/64")
-        .default_route(eth, "198.51.100.1", 0)
-        .default_route(eth, "fe80::1", 1024)
-        .resolv_conf("nameserver 203.0.113.53\nnameserver 2001:db8:2::53\n");
-    lab
-}
-
 fn world(mode: Mode, seed: u64) -> World {
-    let config = lab().derive(&NetOptions::new(mode)).unwrap().config;
+    let config = standard_lab()
+        .derive(&NetOptions::new(mode))
+        .unwrap()
+        .config;
     World::new(config, seed, GUEST_MAC)
 }
 

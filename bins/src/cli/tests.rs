@@ -40,6 +40,13 @@ fn error(mode: Mode, line: &[&str]) -> String {
     }
 }
 
+/// Each command line fails with exactly its message.
+fn assert_errors(cases: &[(Mode, &[&str], &str)]) {
+    for &(mode, line, expected) in cases {
+        assert_eq!(error(mode, line), expected, "{mode:?} {line:?}");
+    }
+}
+
 #[test]
 fn mode_follows_the_program_name() {
     assert_eq!(mode_from_argv0("pasta".as_ref()), Mode::Pasta);
@@ -258,31 +265,28 @@ fn netns_names_live_in_run_netns() {
 
 #[test]
 fn unknown_options_read_like_getopt() {
-    assert_eq!(
-        error(Mode::Pasta, &["--foo"]),
-        "unrecognized option '--foo'"
-    );
-    assert_eq!(
-        error(
+    assert_errors(&[
+        (Mode::Pasta, &["--foo"], "unrecognized option '--foo'"),
+        (
             Mode::Pasta,
-            &["--map-guest-addr", "169.254.1.2", "--no-such=1"]
+            &["--map-guest-addr", "169.254.1.2", "--no-such=1"],
+            "unrecognized option '--no-such=1'",
         ),
-        "unrecognized option '--no-such=1'"
-    );
-    assert_eq!(error(Mode::Passt, &["-x"]), "invalid option -- 'x'");
-    assert_eq!(error(Mode::Passt, &["-4x"]), "invalid option -- 'x'");
+        (Mode::Passt, &["-x"], "invalid option -- 'x'"),
+        (Mode::Passt, &["-4x"], "invalid option -- 'x'"),
+    ]);
 }
 
 #[test]
 fn missing_values_read_like_getopt() {
-    assert_eq!(
-        error(Mode::Passt, &["--mtu"]),
-        "option '--mtu' requires an argument"
-    );
-    assert_eq!(
-        error(Mode::Passt, &["-m"]),
-        "option requires an argument -- 'm'"
-    );
+    assert_errors(&[
+        (
+            Mode::Passt,
+            &["--mtu"],
+            "option '--mtu' requires an argument",
+        ),
+        (Mode::Passt, &["-m"], "option requires an argument -- 'm'"),
+    ]);
 }
 
 #[test]
@@ -430,26 +434,33 @@ fn conflicting_options() {
 
 #[test]
 fn options_of_the_other_mode_are_refused() {
-    assert_eq!(
-        error(Mode::Passt, &["--netns", "x"]),
-        "--netns is an option of pasta only"
-    );
-    assert_eq!(
-        error(Mode::Passt, &["-T", "22"]),
-        "--tcp-ns is an option of pasta only"
-    );
-    assert_eq!(
-        error(Mode::Pasta, &["--one-off"]),
-        "--one-off is an option of passt only"
-    );
-    assert_eq!(
-        error(Mode::Pasta, &["--no-dhcp-dns"]),
-        "--no-dhcp-dns is an option of passt only"
-    );
-    assert_eq!(
-        error(Mode::Passt, &["--dhcp-search"]),
-        "--dhcp-search is an option of pasta only"
-    );
+    assert_errors(&[
+        (
+            Mode::Passt,
+            &["--netns", "x"],
+            "--netns is an option of pasta only",
+        ),
+        (
+            Mode::Passt,
+            &["-T", "22"],
+            "--tcp-ns is an option of pasta only",
+        ),
+        (
+            Mode::Pasta,
+            &["--one-off"],
+            "--one-off is an option of passt only",
+        ),
+        (
+            Mode::Pasta,
+            &["--no-dhcp-dns"],
+            "--no-dhcp-dns is an option of passt only",
+        ),
+        (
+            Mode::Passt,
+            &["--dhcp-search"],
+            "--dhcp-search is an option of pasta only",
+        ),
+    ]);
 }
 
 #[test]

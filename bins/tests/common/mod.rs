@@ -15,6 +15,8 @@ pub use prereq::{require, skip_because, Need};
 
 use std::ffi::OsStr;
 use std::io::Read;
+use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -166,16 +168,7 @@ impl Lab {
 
     /// Runs a shell command in the host namespace; panics unless it succeeds.
     pub fn host_sh(&self, script: &str) -> String {
-        let out = run_timeout(
-            Command::new("ip").args(["netns", "exec", &self.host, "sh", "-c", script]),
-            TIMEOUT,
-        );
-        assert!(
-            out.status.success(),
-            "{script}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        netns_sh(&self.host, script)
     }
 
     /// A command that runs `program args` in the host namespace, as root or as `user`.
@@ -239,16 +232,7 @@ impl Lab {
 
     /// Runs a shell command in the remote namespace; panics unless it succeeds.
     pub fn remote_sh(&self, script: &str) -> String {
-        let out = run_timeout(
-            Command::new("ip").args(["netns", "exec", &self.remote, "sh", "-c", script]),
-            TIMEOUT,
-        );
-        assert!(
-            out.status.success(),
-            "{script}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        netns_sh(&self.remote, script)
     }
 
     /// A command that runs `program args` in the remote namespace.
@@ -527,6 +511,40 @@ fn ip(args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Makes `fd` the command's descriptor 5 (what `-F 5` and qrap expect), inherited across
+/// exec. The caller keeps `fd` open until the command has started.
+pub fn inherit_as_fd5(cmd: &mut Command, fd: RawFd) {
+    // SAFETY: dup2 and fcntl only, between fork and exec. dup2 clears close-on-exec on 5;
+    // when `fd` is 5 already, fcntl does.
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = if fd == 5 {
+                libc::fcntl(5, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 5)
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Runs a shell command in the namespace `ns`; panics unless it succeeds.
+fn netns_sh(ns: &str, script: &str) -> String {
+    let out = run_timeout(
+        Command::new("ip").args(["netns", "exec", ns, "sh", "-c", script]),
+        TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs a command with a deadline; kills it (by PID) when the deadline passes.
