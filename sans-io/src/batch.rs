@@ -139,3 +139,39 @@ impl<IO: HostSockets> Drop for Batch<'_, IO> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::derive::derive;
+    use crate::config::host::HostNet;
+    use crate::config::resolv::ResolvConf;
+    use crate::config::{Mode, NetOptions};
+    use crate::flow::NoSockets;
+
+    #[test]
+    fn the_clock_only_moves_forward_and_timers_run_when_due() {
+        // An offline host: local mode, whose IPv6 gets router advertisements.
+        let opts = NetOptions::new(Mode::Pasta);
+        let config = derive(&opts, &HostNet::default(), &ResolvConf::default())
+            .expect("local mode")
+            .config;
+        let mut engine = Engine::new(config, 1, Instant::ZERO);
+        let due = engine.poll_timeout().expect("an RA is due some time");
+        let (mut io, mut out) = (NoSockets, FrameQueue::new());
+        let mut batch = engine.batch(due, &mut io, &mut out);
+        batch.advance_to(Instant::ZERO);
+        assert_eq!(batch.now(), due, "an earlier instant is ignored");
+        batch.advance_to(due + Duration::from_secs(1));
+        assert_eq!(batch.now(), due + Duration::from_secs(1));
+        batch.timeout();
+        batch.finish();
+        assert_eq!(engine.counters().ra_unsolicited, 1);
+        let next = engine.poll_timeout().unwrap();
+        engine.batch(due, &mut NoSockets, &mut out).timeout();
+        assert_eq!(engine.counters().ra_unsolicited, 1, "not due yet");
+        assert_eq!(engine.poll_timeout(), Some(next));
+    }
+}
