@@ -3,11 +3,14 @@
 //! A driver (the OS shim's loop, the simulator, a test) opens a batch per wake-up with
 //! [`Engine::batch`], feeds it what the wake-up found — guest frames ([`Batch::frame`],
 //! [`Batch::frames`]), host socket events ([`Batch::socket`]), accepted connections
-//! ([`Batch::accept`]), the timer ([`Batch::timeout`]) — and ends it with [`Batch::finish`].
-//! Ending it flushes: TCP flows only *mark* ACKs and window updates due while inputs come in,
-//! and the flush sends one per flow (with the window measured once), plus data the guest's
-//! ACKs made room for. A batch that is dropped without `finish` flushes just the same, so a
-//! driver can't forget it; then it writes the queued frames to the guest.
+//! ([`Batch::accept`]), the timer ([`Batch::timeout`]) — and ends it with [`Batch::finish`],
+//! which flushes and says when the engine next wants its timers run. Then it writes the
+//! queued frames to the guest.
+//!
+//! The flush is why batches exist: TCP flows only *mark* ACKs and window updates due while
+//! inputs come in, and the flush sends one per flow (with the window measured once), plus data
+//! the guest's ACKs made room for. A batch dropped without `finish` flushes just the same, so
+//! a driver can't forget it.
 //!
 //! Frames queued so far may be written out mid-batch ([`Batch::queue`]: a long batch's high
 //! water mark): the flush only adds to the queue. When a call stopped at the queue's budget
@@ -30,6 +33,8 @@ pub struct Batch<'a, IO: HostSockets> {
     now: Instant,
     io: &'a mut IO,
     out: &'a mut FrameQueue,
+    /// Until `finish` has flushed: then dropping has nothing left to do.
+    open: bool,
 }
 
 impl Engine {
@@ -46,6 +51,7 @@ impl Engine {
             now,
             io,
             out,
+            open: true,
         }
     }
 }
@@ -118,9 +124,12 @@ impl<IO: HostSockets> Batch<'_, IO> {
         self.engine
     }
 
-    /// Ends the batch with the flush; the queued frames are then the guest's to get.
-    pub fn finish(self) {
-        // Dropping flushes.
+    /// Ends the batch with the flush; the queued frames are then the guest's to get. Returns
+    /// when the engine next wants [`Batch::timeout`] ([`Engine::poll_timeout`]).
+    pub fn finish(mut self) -> Option<Instant> {
+        self.engine.flush(self.now, self.io, self.out);
+        self.open = false;
+        self.engine.poll_timeout()
     }
 
     /// Ends this batch (with the flush) and goes on as the next one, for a driver that keeps
@@ -134,7 +143,7 @@ impl<IO: HostSockets> Batch<'_, IO> {
 impl<IO: HostSockets> Drop for Batch<'_, IO> {
     fn drop(&mut self) {
         // Not while a panic unwinds through the driver: the state may be half-updated.
-        if !std::thread::panicking() {
+        if self.open && !std::thread::panicking() {
             self.engine.flush(self.now, self.io, self.out);
         }
     }
