@@ -5,10 +5,10 @@
 //!
 //! It knows the guest link only as a [`GuestLink`] (pasta's tap, passt's qemu socket),
 //! host sockets as [`Sockets`] (whose epoll tokens it hands back to them: readiness becomes
-//! `Engine::handle_socket`, accepted connections `Engine::handle_accept`), and anything else
-//! worth waking up for as a [`Watch`]. Every engine call gets the same `Sockets` as its
-//! `HostSockets`. Per wake-up: all events are handled, then the engine flushes, then the
-//! frames it produced go to the guest in one batch.
+//! `Batch::socket`, accepted connections `Batch::accept`), and anything else worth waking up
+//! for as a [`Watch`]. Each wake-up is one engine [`Batch`], with the `Sockets` as its
+//! `HostSockets`: all events go in, the batch ends with the engine's flush, then the frames it
+//! produced go to the guest together.
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -18,7 +18,7 @@ use nix::sys::epoll::EpollEvent;
 use os_shim::reactor::{monotonic_now, Reactor};
 use os_shim::sockets::{Report, Sockets};
 use os_shim::tokens::{TOKEN_LINK, TOKEN_SIGNAL, TOKEN_TIMER, TOKEN_WATCH_BASE};
-use sans_io::engine::Engine;
+use sans_io::engine::{Batch, Engine};
 use sans_io::wire::FrameQueue;
 
 use crate::drop_log::{self, DropLog};
@@ -201,43 +201,46 @@ pub fn run(
             Ok(n) => n,
             Err(e) => return Exit::LinkError(format!("epoll: {e}")),
         };
+        let mut batch = engine.batch(monotonic_now(), sockets, &mut out);
         for ev in &events[..n] {
+            batch.advance_to(monotonic_now());
             match ev.data() {
-                TOKEN_LINK => {
-                    match read_batch(engine, link, sockets, &mut buf, &mut out, stats) {
-                        Ok(LinkStatus::Open) => {}
-                        Ok(LinkStatus::GuestLeft(why)) => {
-                            log_departure(why.as_deref());
-                            log::info!("waiting for the next guest to connect");
-                            // Nobody to send them to.
-                            stats.frames_dropped += out.len() as u64;
-                            out.clear();
-                        }
-                        Ok(LinkStatus::Finished(why)) => {
-                            log_departure(why.as_deref());
-                            return Exit::Done(0);
-                        }
-                        Err(e) => return Exit::LinkError(e.to_string()),
+                TOKEN_LINK => match read_batch(&mut batch, link, &mut buf, stats) {
+                    Ok(LinkStatus::Open) => {}
+                    Ok(LinkStatus::GuestLeft(why)) => {
+                        log_departure(why.as_deref());
+                        log::info!("waiting for the next guest to connect");
+                        // Nobody to send them to.
+                        let out = batch.queue();
+                        stats.frames_dropped += out.len() as u64;
+                        out.clear();
                     }
-                }
+                    Ok(LinkStatus::Finished(why)) => {
+                        log_departure(why.as_deref());
+                        return Exit::Done(0);
+                    }
+                    Err(e) => return Exit::LinkError(e.to_string()),
+                },
                 TOKEN_TIMER => {
                     reactor.ack_timer();
-                    let now = monotonic_now();
-                    sockets.handle_timeout(now);
-                    engine.handle_timeout(now, sockets, &mut out);
+                    let now = batch.now();
+                    batch.io().handle_timeout(now);
+                    batch.timeout();
                 }
                 TOKEN_SIGNAL => {
                     while let Ok(Some(sig)) = reactor.next_signal() {
                         if let Some(exit) = stop.on_signal(sig, monotonic_now()) {
+                            batch.finish();
                             flush(link, &mut out, stats);
                             return exit;
                         }
                     }
                 }
-                token if Sockets::owns_token(token) => sockets.ready(token, ev.events()),
+                token if Sockets::owns_token(token) => batch.io().ready(token, ev.events()),
                 token => {
                     let i = (token - TOKEN_WATCH_BASE) as usize;
                     if let Some(status) = watches.get_mut(i).and_then(|w| w.check()) {
+                        batch.finish();
                         flush(link, &mut out, stats);
                         return Exit::Done(status);
                     }
@@ -245,20 +248,23 @@ pub fn run(
             }
             // What the sockets had to say, and what the engine's calls just queued (a peek
             // meeting the end of a stream), in order.
-            dispatch_reports(engine, sockets, &mut out);
-            if out.len() >= OUT_HIGH_WATER {
-                flush(link, &mut out, stats);
+            dispatch_reports(&mut batch);
+            // A long wake-up's frames go out before it ends (the batch's flush only adds to
+            // them), so that a burst of host data doesn't pile up in memory.
+            if batch.queue().len() >= OUT_HIGH_WATER {
+                flush(link, batch.queue(), stats);
             }
         }
-        // What the batch left due: ACKs and window updates, data for windows just opened;
-        // again if that made the sockets report something (a peek meeting the end of a
-        // stream), a few times at most (the engine's timer catches up with anything left).
+        // The batch ends with its flush (ACKs and window updates, data for windows just
+        // opened); again if that made the sockets report something (a peek meeting the end of
+        // a stream), a few times at most (the engine's timer catches up with anything left).
         for _ in 0..FLUSH_ROUNDS {
-            engine.flush(monotonic_now(), sockets, &mut out);
-            if !dispatch_reports(engine, sockets, &mut out) {
+            batch.advance_to(monotonic_now()).next_batch();
+            if !dispatch_reports(&mut batch) {
                 break;
             }
         }
+        batch.finish();
         flush(link, &mut out, stats);
         let now = monotonic_now();
         for line in drops.observe(now, &drop_log::sample(drop_log::KINDS, engine, sockets)) {
@@ -287,34 +293,30 @@ pub fn run(
     }
 }
 
-/// Hands queued socket reports to the engine until none are left; returns whether there
-/// were any.
-fn dispatch_reports(engine: &mut Engine, sockets: &mut Sockets, out: &mut FrameQueue) -> bool {
+/// Hands queued socket reports to the batch until none are left; returns whether there were
+/// any.
+fn dispatch_reports(batch: &mut Batch<'_, Sockets>) -> bool {
     let mut any = false;
-    while let Some(report) = sockets.next_report() {
+    while let Some(report) = batch.io().next_report() {
         any = true;
-        let now = monotonic_now();
         match report {
-            Report::Event(s, ev) => engine.handle_socket(now, s, ev, sockets, out),
-            Report::Accepted { sock, peer, local } => {
-                engine.handle_accept(now, sock, peer, local, sockets, out)
-            }
-        }
+            Report::Event(s, ev) => batch.socket(s, ev),
+            Report::Accepted { sock, peer, local } => batch.accept(sock, peer, local),
+        };
     }
     any
 }
 
+/// One read from the guest link into the batch.
 fn read_batch(
-    engine: &mut Engine,
+    batch: &mut Batch<'_, Sockets>,
     link: &mut dyn GuestLink,
-    sockets: &mut Sockets,
     buf: &mut [u8],
-    out: &mut FrameQueue,
     stats: &mut LinkStats,
 ) -> io::Result<LinkStatus> {
     link.read_frames(buf, READ_BATCH, &mut |frame| {
         stats.frames_in += 1;
-        engine.handle_frame(monotonic_now(), frame, sockets, out);
+        batch.frame(frame);
     })
 }
 

@@ -3,33 +3,22 @@
 //! Inputs are guest frames, host socket events and accepted connections, and timer expiries,
 //! each with the current time; outputs are frames for the guest, queued on a [`FrameQueue`]
 //! the caller owns and drains, and socket operations done through [`HostSockets`].
-//! [`Engine::poll_timeout`] says when the engine next wants [`Engine::handle_timeout`] called.
+//! [`Engine::poll_timeout`] says when the engine next wants to run its timers.
 //! Same inputs, same seed: same outputs.
 //!
 //! # Driving it
 //!
-//! A driver loop (the OS shim's, the simulator's) goes:
-//!
-//! 1. feed a batch of inputs: [`Engine::handle_frame`] for each guest frame read,
-//!    [`Engine::handle_socket`] for each socket event, [`Engine::handle_accept`] for each
-//!    connection accepted on a forwarding listener;
-//! 2. call [`Engine::flush`] once: TCP flows only *mark* ACKs and window updates due while a
-//!    batch comes in, and send one per flow here (with the window measured once);
-//! 3. write the queued frames to the guest and clear the queue;
-//! 4. wait for the next input or [`Engine::poll_timeout`], and call [`Engine::handle_timeout`]
-//!    when it passes (it also does what `flush` would).
-//!
-//! Until `flush` runs, `poll_timeout` reports a time already past, so a driver that only
-//! knows step 4 still works, one loop turn later. The same happens when a call stopped at the
-//! frame queue's budget (`flow::tcp::OUT_BUDGET`) with more data to send: write the queue
-//! out, then call `handle_timeout` again. Never loop on `handle_timeout` without draining the
-//! queue in between.
+//! Inputs come in only through a [`Batch`] ([`Engine::batch`], see [`crate::batch`]): one per
+//! wake-up, fed everything the wake-up found, ended with the flush that sends what the batch
+//! left due; then the driver writes the queued frames to the guest and waits for the next
+//! input or [`Engine::poll_timeout`] (when [`Batch::timeout`] runs the timers).
 
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use std::net::{IpAddr, SocketAddr};
 
+pub use crate::batch::Batch;
 use crate::config::{Config, IpFamily};
 use crate::flow::icmp::{self, Icmp, IcmpCounters, IcmpCx};
 use crate::flow::table::KeyedHash;
@@ -216,7 +205,7 @@ impl Engine {
         &self.shared.counters
     }
 
-    /// The next time [`Engine::handle_timeout`] wants to run.
+    /// The next time the engine wants [`Batch::timeout`] to run.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
@@ -230,8 +219,13 @@ impl Engine {
         .min()
     }
 
-    /// Runs what is due at `now`.
-    pub fn handle_timeout(&mut self, now: Instant, io: &mut dyn HostSockets, out: &mut FrameQueue) {
+    /// Runs what is due at `now` (and flushes, as a batch's end would).
+    pub(crate) fn handle_timeout(
+        &mut self,
+        now: Instant,
+        io: &mut dyn HostSockets,
+        out: &mut FrameQueue,
+    ) {
         self.tcp
             .handle_timeout(&mut self.shared.tcp_cx(now, &mut *io, &mut *out));
         self.udp
@@ -252,7 +246,7 @@ impl Engine {
     }
 
     /// Reports what happened on a host socket the core opened or was given.
-    pub fn handle_socket(
+    pub(crate) fn handle_socket(
         &mut self,
         now: Instant,
         s: SockRef,
@@ -289,7 +283,7 @@ impl Engine {
     /// A connection accepted on a forwarding listener: `s` is the new socket, `peer` the
     /// remote end, `local` the address and port it reached. The core closes it if the port
     /// isn't forwarded.
-    pub fn handle_accept(
+    pub(crate) fn handle_accept(
         &mut self,
         now: Instant,
         s: SockRef,
@@ -303,15 +297,14 @@ impl Engine {
     }
 
     /// Sends what the last batch of inputs left due (coalesced ACKs and window updates, data
-    /// the guest's ACKs made room for). Call it after each batch, before writing the queued
-    /// frames to the guest; see the module documentation.
-    pub fn flush(&mut self, now: Instant, io: &mut dyn HostSockets, out: &mut FrameQueue) {
+    /// the guest's ACKs made room for): a [`Batch`]'s end.
+    pub(crate) fn flush(&mut self, now: Instant, io: &mut dyn HostSockets, out: &mut FrameQueue) {
         let mut cx = self.shared.tcp_cx(now, io, out);
         self.tcp.flush(&mut cx);
     }
 
     /// Handles one frame from the guest.
-    pub fn handle_frame(
+    pub(crate) fn handle_frame(
         &mut self,
         now: Instant,
         frame: &[u8],

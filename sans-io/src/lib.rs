@@ -6,10 +6,11 @@
 //! configuration services answering it ([`services`]) and the [`engine`] that dispatches
 //! guest frames to them. The core performs no I/O, reads no clock and draws no randomness of
 //! its own: the OS shim (`os-shim`) and the simulator (`sim`) feed it inputs and carry out
-//! what it decides. See `DESIGN.md` for the contract.
+//! what it decides, feeding it in [`batch`]es. See `DESIGN.md` for the contract.
 
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod config;
 pub mod engine;
 pub mod flow;

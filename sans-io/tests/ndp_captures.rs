@@ -223,13 +223,15 @@ fn unsolicited_ra_when_the_engine_asks() {
     let due = engine.poll_timeout().expect("RAs are on");
     assert!(due >= Instant::ZERO + RA_INTERVAL_MIN && due <= Instant::ZERO + RA_INTERVAL_MAX);
     let mut out = FrameQueue::new();
-    engine.handle_timeout(
-        Instant::from_nanos(due.as_nanos() - 1),
-        &mut NoSockets,
-        &mut out,
-    );
+    engine
+        .batch(
+            Instant::from_nanos(due.as_nanos() - 1),
+            &mut NoSockets,
+            &mut out,
+        )
+        .timeout();
     assert!(out.is_empty(), "not due yet");
-    engine.handle_timeout(due, &mut NoSockets, &mut out);
+    engine.batch(due, &mut NoSockets, &mut out).timeout();
     assert_eq!(engine.counters().ra_unsolicited, 1);
     let next = engine.poll_timeout().unwrap();
     assert!(next >= due + RA_INTERVAL_MIN && next <= due + RA_INTERVAL_MAX);

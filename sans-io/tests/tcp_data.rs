@@ -514,7 +514,7 @@ proptest! {
                 Op::Send(n) => send(&mut h, &mut tx, n),
                 Op::Space(n) => {
                     h.io.sock(s).space = n;
-                    h.engine.handle_socket(h.now, s, SockEvent::Writable, &mut h.io, &mut h.out);
+                    h.event_held(s, SockEvent::Writable);
                 }
                 Op::Drain(n) => {
                     let sp = &mut h.io.sock(s).space;
@@ -541,8 +541,7 @@ proptest! {
         }
         // Then plenty of room, and the guest finishes.
         h.io.sock(s).space = 1 << 24;
-        h.engine.handle_socket(h.now, s, SockEvent::Writable, &mut h.io, &mut h.out);
-        h.flush();
+        h.event(s, SockEvent::Writable);
         let segs = h.take();
         tx.absorb(&segs);
         for _ in 0..200 {
@@ -631,7 +630,7 @@ fn a_huge_window_is_filled_in_bounded_rounds() {
         if got.len() < data.len() {
             assert!(h.engine.poll_timeout().unwrap() <= h.now);
         }
-        h.engine.handle_timeout(h.now, &mut h.io, &mut h.out);
+        h.engine.batch(h.now, &mut h.io, &mut h.out).timeout();
     }
     assert!(got == data);
     assert!(rounds >= 3);

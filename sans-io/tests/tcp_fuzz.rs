@@ -154,7 +154,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         sock.eof = true;
                     }
                 }
-                h.engine.handle_socket(h.now, s, ev, &mut h.io, &mut h.out);
+                h.event_held(s, ev);
             }
             Op::Data(i, n) => {
                 if let Some(sock) = h.io.socks.get_mut(&(100 + i as u32)) {
@@ -172,14 +172,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let s = h.io.accepted();
                 accepted_from += 1;
                 let peer = format!("198.51.100.7:{accepted_from}");
-                h.engine.handle_accept(
-                    h.now,
-                    s,
-                    peer.parse().unwrap(),
-                    format!("192.0.2.2:{port}").parse().unwrap(),
-                    &mut h.io,
-                    &mut h.out,
-                );
+                h.accept(s, &peer, &format!("192.0.2.2:{port}"));
             }
             Op::Establish(conn) => {
                 let me: SocketAddr = GUESTS[conn].parse().unwrap();
@@ -196,9 +189,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 h.flush();
                 if !h.io.socks.is_empty() {
                     let s = h.last_sock();
-                    h.engine
-                        .handle_socket(h.now, s, SockEvent::Connected, &mut h.io, &mut h.out);
-                    h.flush();
+                    h.event(s, SockEvent::Connected);
                 }
                 let segs = h.take();
                 note(&mut seen, &segs);

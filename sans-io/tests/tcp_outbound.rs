@@ -95,8 +95,7 @@ fn a_syn_retransmission_crossing_our_reset_opens_no_second_connect() {
     let s = h.last_sock();
     // The connect is refused, and in the same batch the guest's SYN comes again (it left
     // before our RST arrived).
-    h.engine
-        .handle_socket(h.now, s, SockEvent::Error(111), &mut h.io, &mut h.out);
+    h.event_held(s, SockEvent::Error(111));
     g.seq = isn;
     g.send(&mut h, flags::SYN, &[]);
     h.flush();

@@ -130,16 +130,20 @@ fn poll_timeout_is_the_earliest_flow_deadline() {
         Some(h.now + Duration::from_secs(1))
     );
     assert_eq!(h.take().len(), 1);
-    // Work marked during a batch makes the deadline "now" until flushed...
+    // Work marked during a batch makes the deadline "now" until the batch ends...
     let mut g = _g;
-    g.send(&mut h, flags::ACK, b"unflushed");
-    assert_eq!(h.engine.poll_timeout(), Some(h.now));
-    h.flush();
+    let frame = h.tcp_frame(g.me, g.peer, g.header(flags::ACK), b"unflushed");
+    g.seq = g.seq.wrapping_add(9);
+    let mut batch = h.engine.batch(h.now, &mut h.io, &mut h.out);
+    batch.frame(&frame);
+    assert_eq!(batch.engine().poll_timeout(), Some(h.now));
+    batch.finish();
     assert!(h.engine.poll_timeout().unwrap() > h.now);
     assert_eq!(h.take().len(), 1);
-    // ... and a driver that never flushes gets it done by handle_timeout.
-    g.send(&mut h, flags::ACK, b"again");
-    h.advance(Duration::ZERO);
+    // ... and a batch dropped without `finish` flushes all the same.
+    let frame = h.tcp_frame(g.me, g.peer, g.header(flags::ACK), b"again");
+    h.engine.batch(h.now, &mut h.io, &mut h.out).frame(&frame);
+    assert!(h.engine.poll_timeout().unwrap() > h.now);
     assert_eq!(h.take().len(), 1);
     assert_eq!(h.io.sock(s).written, b"unflushedagain");
 }

@@ -321,6 +321,8 @@ pub fn engine_ops(data: &[u8]) {
     }
     let mut r = Reader(data);
     let mut ops = 0;
+    // Inputs go into one batch until FLUSH or ADVANCE ends it.
+    let mut batch = engine.batch(now, &mut host, &mut out);
     while !r.done() && ops < MAX_OPS {
         ops += 1;
         // A socket named by the input, among the open ones.
@@ -335,10 +337,10 @@ pub fn engine_ops(data: &[u8]) {
             op::FRAME => {
                 let len = usize::from(r.u16());
                 let frame = r.bytes(len).to_vec();
-                engine.handle_frame(now, &frame, &mut host, &mut out);
+                batch.frame(&frame);
             }
             op::EVENT => {
-                let s = pick(&mut r, &host);
+                let s = pick(&mut r, batch.io());
                 let ev = match r.u8() % 5 {
                     0 => SockEvent::Connected,
                     1 => SockEvent::Readable,
@@ -347,36 +349,42 @@ pub fn engine_ops(data: &[u8]) {
                     _ => SockEvent::Error(104),
                 };
                 if let Some(s) = s {
-                    engine.handle_socket(now, s, ev, &mut host, &mut out);
+                    batch.socket(s, ev);
                 }
             }
             op::DATA => {
-                let s = pick(&mut r, &host);
+                let s = pick(&mut r, batch.io());
                 let len = usize::from(r.u16());
                 let bytes = r.bytes(len).to_vec();
                 if let Some(s) = s {
-                    let sock = &mut host.socks[s.0 as usize];
+                    let sock = &mut batch.io().socks[s.0 as usize];
                     if sock.stream {
                         sock.rx.extend(bytes);
                     } else if sock.dgrams.len() < 64 {
                         sock.dgrams.push_back(bytes);
                     }
-                    engine.handle_socket(now, s, SockEvent::Readable, &mut host, &mut out);
+                    batch.socket(s, SockEvent::Readable);
                 }
             }
             op::ADVANCE => {
+                batch.finish();
+                drain(&config, &mut out);
                 now = now + Duration::from_millis(u64::from(r.u16()));
                 for _ in 0..64 {
                     match engine.poll_timeout() {
                         Some(t) if t <= now => {
-                            engine.handle_timeout(now, &mut host, &mut out);
+                            engine.batch(now, &mut host, &mut out).timeout();
                             drain(&config, &mut out);
                         }
                         _ => break,
                     }
                 }
+                batch = engine.batch(now, &mut host, &mut out);
             }
-            op::FLUSH => engine.flush(now, &mut host, &mut out),
+            op::FLUSH => {
+                batch.finish();
+                batch = engine.batch(now, &mut host, &mut out);
+            }
             op::ACCEPT => {
                 let peer = match r.u8() % 4 {
                     0 => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40000),
@@ -393,14 +401,17 @@ pub fn engine_ops(data: &[u8]) {
                     },
                     port,
                 );
-                if let Ok(s) = host.open(true) {
-                    engine.handle_accept(now, s, peer, local, &mut host, &mut out);
+                if let Ok(s) = batch.io().open(true) {
+                    batch.accept(s, peer, local);
                 }
             }
-            _ => host.room = usize::from(r.u16()) * 1024 / 64,
+            _ => batch.io().room = usize::from(r.u16()) * 1024 / 64,
         }
-        drain(&config, &mut out);
+        // Frames may be written out mid-batch.
+        drain(&config, batch.queue());
     }
+    batch.finish();
+    drain(&config, &mut out);
 }
 
 /// Raw bytes into every wire parser, and into the replay's own decoder.
@@ -496,7 +507,7 @@ fn one_frame(frame: &[u8]) {
     let now = Instant::from_millis(1);
     let mut engine = Engine::with_options(config.clone(), 7, now, small_tables());
     let mut out = FrameQueue::new();
-    engine.handle_frame(now, frame, &mut NoSockets, &mut out);
+    engine.batch(now, &mut NoSockets, &mut out).frame(frame);
     drain(&config, &mut out);
 }
 

@@ -314,6 +314,12 @@ pub struct HostStats {
     pub calls: u64,
 }
 
+/// Which of a world's engines a socket belongs to: its events go back to that engine.
+pub type EngineId = usize;
+
+/// The main guest's engine (the others count from 1).
+pub const MAIN_ENGINE: EngineId = 0;
+
 /// The virtual host.
 pub struct VirtualHost {
     pub config: HostConfig,
@@ -323,6 +329,10 @@ pub struct VirtualHost {
     socks: BTreeMap<SockRef, ConnId>,
     conns: Vec<Conn>,
     next_sock: u32,
+    /// Which engine the sockets opened from now on belong to (see [`VirtualHost::open_as`]).
+    opener: EngineId,
+    /// The sockets of engines other than the main one ([`MAIN_ENGINE`]), with their engine.
+    owners: BTreeMap<SockRef, EngineId>,
     next_port: u16,
     forwarding: ForwardMode,
     accepts: Vec<ConnId>,
@@ -368,6 +378,8 @@ impl VirtualHost {
             socks: BTreeMap::new(),
             conns: Vec::new(),
             next_sock: 1,
+            opener: MAIN_ENGINE,
+            owners: BTreeMap::new(),
             next_port: *EPHEMERAL.start(),
             forwarding: ForwardMode::None,
             accepts: Vec::new(),
@@ -382,6 +394,27 @@ impl VirtualHost {
             ping_ids_taken: BTreeSet::new(),
             ping_log: Vec::new(),
         }
+    }
+
+    /// Sockets opened from now on (connects, datagram and echo sockets, accepted connections)
+    /// belong to engine `id`: the world sets it before each engine's batch.
+    pub fn open_as(&mut self, id: EngineId) {
+        self.opener = id;
+    }
+
+    /// The engine a socket belongs to.
+    pub fn owner(&self, s: SockRef) -> EngineId {
+        self.owners.get(&s).copied().unwrap_or(MAIN_ENGINE)
+    }
+
+    /// A fresh socket handle, noted as the current opener's.
+    fn new_sock(&mut self) -> SockRef {
+        let s = SockRef(self.next_sock);
+        self.next_sock += 1;
+        if self.opener != MAIN_ENGINE {
+            self.owners.insert(s, self.opener);
+        }
+        s
     }
 
     /// A server application listening at `addr` (an unspecified address listens on the host's
@@ -465,8 +498,7 @@ impl VirtualHost {
     /// A UDP forwarding listener at `local`, as the shim opens them for `-u`: hand it to
     /// `Engine::add_udp_listener`.
     pub fn udp_listen(&mut self, local: SocketAddr) -> SockRef {
-        let s = SockRef(self.next_sock);
-        self.next_sock += 1;
+        let s = self.new_sock();
         let any = match local {
             SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
@@ -771,8 +803,7 @@ impl VirtualHost {
                 abort(&mut c.ours, &mut c.peer, now + lat);
                 continue;
             }
-            let s = SockRef(self.next_sock);
-            self.next_sock += 1;
+            let s = self.new_sock();
             self.socks.insert(s, id);
             let c = &mut self.conns[id.0];
             c.sock = Some(s);
@@ -949,8 +980,7 @@ impl HostSockets for VirtualHost {
         let src = bind.addr.unwrap_or_else(|| self.source_for(dst.ip()));
         let local = SocketAddr::new(src, self.ephemeral_port());
         let id = self.new_conn(local, dst, false, app, outcome);
-        let s = SockRef(self.next_sock);
-        self.next_sock += 1;
+        let s = self.new_sock();
         self.socks.insert(s, id);
         let c = &mut self.conns[id.0];
         c.sock = Some(s);
@@ -1133,8 +1163,7 @@ impl HostSockets for VirtualHost {
         self.ops += 1;
         let src = bind.addr.unwrap_or_else(|| self.source_for(dst.ip()));
         let local = SocketAddr::new(src, self.ephemeral_port());
-        let s = SockRef(self.next_sock);
-        self.next_sock += 1;
+        let s = self.new_sock();
         self.udp_socks.insert(
             s,
             UdpSock {
@@ -1182,8 +1211,7 @@ impl HostSockets for VirtualHost {
         }
         self.ping_ids_taken.insert(got);
         let src = bind.addr.unwrap_or_else(|| self.source_for(dst));
-        let s = SockRef(self.next_sock);
-        self.next_sock += 1;
+        let s = self.new_sock();
         self.udp_socks.insert(
             s,
             UdpSock {
@@ -1275,8 +1303,7 @@ impl HostSockets for VirtualHost {
         };
         let local = SocketAddr::new(ip, l.local.port());
         self.ops += 1;
-        let s = SockRef(self.next_sock);
-        self.next_sock += 1;
+        let s = self.new_sock();
         self.udp_socks.insert(
             s,
             UdpSock {

@@ -34,7 +34,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use sans_io::config::{Config, Mode, NetOptions};
-use sans_io::engine::{Counters, Engine, EngineOptions};
+use sans_io::engine::{Batch, Counters, Engine, EngineOptions};
 use sans_io::flow::{Bind, HostSockets, SockEvent, SockRef, TcpSockInfo};
 use sans_io::fwd::PortSpec;
 use sans_io::time::Instant;
@@ -535,10 +535,10 @@ impl fmt::Display for Report {
     }
 }
 
-struct Replayer {
-    engine: Engine,
-    host: ScriptedHost,
-    out: FrameQueue,
+struct Replayer<'e> {
+    /// The engine, the scripted host and the queue, in the batch of the current wake-up
+    /// (which [`Replayer::flush`] ends and begins anew).
+    batch: Batch<'e, ScriptedHost>,
     /// Our frames not compared yet, with their [`kind_of`].
     produced: VecDeque<(Vec<u8>, String)>,
     now: Instant,
@@ -561,7 +561,7 @@ struct Replayer {
 /// Bound on engine calls per replay step: a livelock is reported, not spun on.
 const STEP_LIMIT: usize = 10_000;
 
-impl Replayer {
+impl Replayer<'_> {
     fn note(&mut self, line: impl FnOnce() -> String) {
         if self.trace {
             let at = self.now.as_nanos() as f64 / 1e9;
@@ -570,7 +570,7 @@ impl Replayer {
     }
 
     fn drain(&mut self) {
-        for f in self.out.iter() {
+        for f in self.batch.queue().iter() {
             let d = fields::decode(f);
             self.produced.push_back((f.to_vec(), kind_of(&d)));
             if let Some(l4 @ L4::Tcp { flags, seq, .. }) = d.l4 {
@@ -586,22 +586,21 @@ impl Replayer {
                 self.report.trace.push(line);
             }
         }
-        self.out.clear();
+        self.batch.queue().clear();
     }
 
     /// Socket events into the engine until none are left.
     fn dispatch(&mut self) {
         self.drain();
         for _ in 0..STEP_LIMIT {
-            let Some((s, ev)) = self.host.events.pop_front() else {
+            let Some((s, ev)) = self.batch.io().events.pop_front() else {
                 return;
             };
-            if self.host.socks[s.0 as usize].closed {
+            if self.batch.io().socks[s.0 as usize].closed {
                 continue;
             }
             self.note(|| format!("  host: socket {} {ev:?}", s.0));
-            self.engine
-                .handle_socket(self.now, s, ev, &mut self.host, &mut self.out);
+            self.batch.advance_to(self.now).socket(s, ev);
             self.drain();
         }
         self.report
@@ -610,7 +609,7 @@ impl Replayer {
     }
 
     fn flush(&mut self) {
-        self.engine.flush(self.now, &mut self.host, &mut self.out);
+        self.batch.advance_to(self.now).next_batch();
         self.pending_input = false;
         self.dispatch();
     }
@@ -621,11 +620,10 @@ impl Replayer {
             self.flush();
         }
         for _ in 0..STEP_LIMIT {
-            match self.engine.poll_timeout() {
+            match self.batch.engine().poll_timeout() {
                 Some(t) if t <= at => {
                     self.now = self.now.max(t);
-                    self.engine
-                        .handle_timeout(self.now, &mut self.host, &mut self.out);
+                    self.batch.advance_to(self.now).timeout();
                     self.dispatch();
                 }
                 _ => break,
@@ -690,7 +688,7 @@ impl Replayer {
         let d = fields::decode(&rec.frame);
         self.note(|| format!("frame {} from the guest: {}", rec.number, d.summary));
         let key = d.l4.as_ref().and_then(FlowKey::from_guest);
-        self.host.current = key;
+        self.batch.io().current = key;
         // The guest acknowledges the capture's sequence numbers: move them to ours.
         let mut frame = std::borrow::Cow::Borrowed(&rec.frame[..]);
         if let Some(k) = key.filter(|k| k.proto == 6) {
@@ -698,9 +696,8 @@ impl Replayer {
                 fields::shift_tcp_ack(frame.to_mut(), o.wrapping_sub(*r));
             }
         }
-        self.engine
-            .handle_frame(self.now, &frame, &mut self.host, &mut self.out);
-        self.host.current = None;
+        self.batch.advance_to(self.now).frame(&frame);
+        self.batch.io().current = None;
         self.pending_input = true;
         self.dispatch();
     }
@@ -711,7 +708,7 @@ impl Replayer {
         let Some(key) = FlowKey::to_guest(l4) else {
             return;
         };
-        let sock = self.host.by_key.get(&key).copied();
+        let sock = self.batch.io().by_key.get(&key).copied();
         match l4 {
             L4::Tcp {
                 src,
@@ -732,21 +729,21 @@ impl Replayer {
                     return;
                 };
                 let i = s.0 as usize;
-                if self.host.socks[i].connecting {
-                    self.host.socks[i].connecting = false;
+                if self.batch.io().socks[i].connecting {
+                    self.batch.io().socks[i].connecting = false;
                     let ev = if flags & TCP_RST != 0 {
                         SockEvent::Error(ECONNREFUSED)
                     } else {
                         SockEvent::Connected
                     };
-                    self.host.push_event(s, ev);
+                    self.batch.io().push_event(s, ev);
                     if flags & TCP_SYN != 0 || flags & TCP_RST != 0 {
                         self.dispatch();
                         return;
                     }
                 }
                 if flags & TCP_RST != 0 {
-                    self.host.push_event(s, SockEvent::Error(ECONNRESET));
+                    self.batch.io().push_event(s, SockEvent::Error(ECONNRESET));
                     self.dispatch();
                     return;
                 }
@@ -768,8 +765,8 @@ impl Replayer {
                 // A segment whose data the socket already holds is a retransmission: the
                 // engine's timers or the guest's ACKs send it, not the host.
                 let own_end = seq.wrapping_sub(isn).wrapping_sub(1) as usize + payload.len();
-                let new_fin = flags & TCP_FIN != 0 && !self.host.socks[i].fin;
-                if own_end <= self.host.socks[i].stream.len() && !new_fin {
+                let new_fin = flags & TCP_FIN != 0 && !self.batch.io().socks[i].fin;
+                if own_end <= self.batch.io().socks[i].stream.len() && !new_fin {
                     return;
                 }
                 // This segment, and those that follow it at once on the flow while each is
@@ -814,7 +811,7 @@ impl Replayer {
                 for (seq, payload) in pieces {
                     let start = seq.wrapping_sub(isn).wrapping_sub(1) as usize;
                     let end = start + payload.len();
-                    let sock = &mut self.host.socks[i];
+                    let sock = &mut self.batch.io().socks[i];
                     if end > (64 << 20) {
                         self.report.notes.push(format!(
                             "frame {}: data beyond 64 MiB into the stream not replayed",
@@ -831,20 +828,20 @@ impl Replayer {
                     }
                 }
                 if grew {
-                    self.host.push_event(s, SockEvent::Readable);
+                    self.batch.io().push_event(s, SockEvent::Readable);
                 }
-                if fin && !self.host.socks[i].fin {
-                    self.host.socks[i].fin = true;
-                    self.host.push_event(s, SockEvent::PeerClosed);
+                if fin && !self.batch.io().socks[i].fin {
+                    self.batch.io().socks[i].fin = true;
+                    self.batch.io().push_event(s, SockEvent::PeerClosed);
                 }
                 self.dispatch();
             }
             L4::Udp { payload, .. } => match sock {
                 Some(s) => {
-                    self.host.socks[s.0 as usize]
+                    self.batch.io().socks[s.0 as usize]
                         .queue
                         .push_back(payload.clone());
-                    self.host.push_event(s, SockEvent::Readable);
+                    self.batch.io().push_event(s, SockEvent::Readable);
                     self.dispatch();
                 }
                 None => self.report.notes.push(format!(
@@ -855,8 +852,10 @@ impl Replayer {
             },
             L4::Echo { reply, msg, .. } => {
                 if let (true, Some(s)) = (*reply, sock) {
-                    self.host.socks[s.0 as usize].queue.push_back(msg.clone());
-                    self.host.push_event(s, SockEvent::Readable);
+                    self.batch.io().socks[s.0 as usize]
+                        .queue
+                        .push_back(msg.clone());
+                    self.batch.io().push_event(s, SockEvent::Readable);
                     self.dispatch();
                 }
             }
@@ -895,17 +894,14 @@ impl Replayer {
                 }
             }
         };
-        self.host.current = Some(key);
-        let s = self.host.open();
-        self.host.current = None;
-        self.engine.handle_accept(
-            self.now,
-            s,
+        self.batch.io().current = Some(key);
+        let s = self.batch.io().open();
+        self.batch.io().current = None;
+        let (peer, local) = (
             SocketAddr::new(peer_ip, src.port()),
             SocketAddr::new(local_ip, dst.port()),
-            &mut self.host,
-            &mut self.out,
         );
+        self.batch.advance_to(self.now).accept(s, peer, local);
         self.dispatch();
     }
 
@@ -1016,10 +1012,11 @@ pub fn replay(records: &[Record], setup: &Setup) -> Result<Report, String> {
     let config = setup.config(records)?;
     let our_mac = config.our_mac.0;
     let start = Instant::from_millis(1);
+    let mut engine = Engine::with_options(config.clone(), setup.seed, start, setup.engine.clone());
+    let mut host = ScriptedHost::default();
+    let mut out = FrameQueue::new();
     let mut r = Replayer {
-        engine: Engine::with_options(config.clone(), setup.seed, start, setup.engine.clone()),
-        host: ScriptedHost::default(),
-        out: FrameQueue::new(),
+        batch: engine.batch(start, &mut host, &mut out),
         produced: VecDeque::new(),
         now: start,
         pending_input: false,
@@ -1120,12 +1117,13 @@ pub fn replay(records: &[Record], setup: &Setup) -> Result<Report, String> {
         r.report.extra.push(line);
     }
     r.report.notes.extend(
-        r.host
+        r.batch
+            .io()
             .violations
             .iter()
             .map(|v| format!("engine misused a socket: {v}")),
     );
-    r.report.counters = r.engine.counters().clone();
+    r.report.counters = r.batch.engine().counters().clone();
     Ok(r.report)
 }
 

@@ -7,20 +7,18 @@
 //! clock to the next deadline of the engine, the guest, the host or the link. Everything is
 //! deterministic: the same configuration and seed give the same [`Transcript`], byte for byte.
 
-use std::collections::BTreeSet;
-use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use sans_io::config::Config;
 use sans_io::engine::{Counters, Engine, EngineOptions};
-use sans_io::flow::{Bind, HostSockets, SockEvent, SockRef, TcpSockInfo};
+use sans_io::flow::{SockEvent, SockRef};
 use sans_io::time::Instant;
 use sans_io::wire::FrameQueue;
 
 use crate::app::App;
 use crate::guest::{GuestConn, GuestConnId, SmolGuest};
-use crate::host::{Conn, ConnId, HostConfig, VirtualHost};
+use crate::host::{Conn, ConnId, EngineId, HostConfig, VirtualHost, MAIN_ENGINE};
 use crate::link::{Impair, Pipe};
 
 /// Which way a frame went.
@@ -55,98 +53,56 @@ pub struct Side {
     pub to_guest: Pipe,
     pub transcript: Transcript,
     out: FrameQueue,
-    /// The host sockets its engine opened.
-    socks: BTreeSet<SockRef>,
-}
-
-/// The virtual host as one engine sees it: notes the sockets that engine opens, so that their
-/// events go back to it.
-struct Owned<'a> {
-    host: &'a mut VirtualHost,
-    socks: &'a mut BTreeSet<SockRef>,
-}
-
-impl HostSockets for Owned<'_> {
-    fn tcp_connect(
-        &mut self,
-        dst: SocketAddr,
-        bind: Bind<'_>,
-        mss: Option<u16>,
-    ) -> io::Result<SockRef> {
-        let s = self.host.tcp_connect(dst, bind, mss)?;
-        self.socks.insert(s);
-        Ok(s)
-    }
-    fn send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
-        self.host.send(s, data)
-    }
-    fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<usize> {
-        self.host.peek(s, offset, buf)
-    }
-    fn discard(&mut self, s: SockRef, len: usize) -> io::Result<()> {
-        self.host.discard(s, len)
-    }
-    fn tcp_info(&mut self, s: SockRef) -> io::Result<TcpSockInfo> {
-        self.host.tcp_info(s)
-    }
-    fn shutdown_write(&mut self, s: SockRef) -> io::Result<()> {
-        self.host.shutdown_write(s)
-    }
-    fn close(&mut self, s: SockRef, reset: bool) {
-        self.host.close(s, reset);
-    }
-    fn set_interest(&mut self, s: SockRef, readable: bool, writable: bool) {
-        self.host.set_interest(s, readable, writable);
-    }
-    fn udp_open(&mut self, bind: Bind<'_>, dst: SocketAddr) -> io::Result<SockRef> {
-        let s = self.host.udp_open(bind, dst)?;
-        self.socks.insert(s);
-        Ok(s)
-    }
-    fn udp_send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
-        self.host.udp_send(s, data)
-    }
-    fn udp_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
-        self.host.udp_recv(s, buf)
-    }
-    fn udp_recv_from(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.host.udp_recv_from(s, buf)
-    }
-    fn udp_reply_open(&mut self, listener: SockRef, peer: SocketAddr) -> io::Result<SockRef> {
-        let s = self.host.udp_reply_open(listener, peer)?;
-        self.socks.insert(s);
-        Ok(s)
-    }
-    fn ping_open(&mut self, bind: Bind<'_>, dst: IpAddr, id: u16) -> io::Result<(SockRef, u16)> {
-        let (s, id) = self.host.ping_open(bind, dst, id)?;
-        self.socks.insert(s);
-        Ok((s, id))
-    }
-    fn ping_send(&mut self, s: SockRef, msg: &[u8]) -> io::Result<usize> {
-        self.host.ping_send(s, msg)
-    }
-    fn ping_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
-        self.host.ping_recv(s, buf)
-    }
 }
 
 impl Side {
-    /// Runs this side's part of a step: its sockets' events, its guest, its link, its
-    /// engine's timers. Returns whether anything moved.
+    /// This side as engine `id` of the world.
+    fn lane(&mut self, id: EngineId) -> Lane<'_> {
+        Lane {
+            id,
+            engine: &mut self.engine,
+            guest: &mut self.guest,
+            to_engine: &mut self.to_engine,
+            to_guest: &mut self.to_guest,
+            out: &mut self.out,
+            transcript: Some(&mut self.transcript),
+        }
+    }
+}
+
+/// One guest's part of the world, borrowed for a step: the main guest's (from [`World`]'s
+/// fields) or another's (a [`Side`]). The one place where a step drives an engine.
+struct Lane<'a> {
+    id: EngineId,
+    engine: &'a mut Engine,
+    guest: &'a mut SmolGuest,
+    to_engine: &'a mut Pipe,
+    to_guest: &'a mut Pipe,
+    out: &'a mut FrameQueue,
+    /// Where its frames are recorded, if they are.
+    transcript: Option<&'a mut Transcript>,
+}
+
+impl Lane<'_> {
+    /// Runs this guest's part of a step: connections accepted for it, its sockets' events,
+    /// its guest's frames and its engine's timers in one batch, then the frames across the
+    /// link both ways. Returns whether anything moved.
     fn step(
-        &mut self,
+        mut self,
         now: Instant,
         host: &mut VirtualHost,
+        accepts: &[(SockRef, SocketAddr, SocketAddr)],
         events: &[(SockRef, SockEvent)],
     ) -> bool {
-        let mut moved = false;
-        let mut io = Owned {
-            host,
-            socks: &mut self.socks,
-        };
+        let mut moved = !accepts.is_empty();
+        // The sockets this engine opens are its own: their events come back here.
+        host.open_as(self.id);
+        let mut batch = self.engine.batch(now, host, self.out);
+        for &(s, peer, local) in accepts {
+            batch.accept(s, peer, local);
+        }
         for &(s, ev) in events {
-            self.engine
-                .handle_socket(now, s, ev, &mut io, &mut self.out);
+            batch.socket(s, ev);
         }
         self.guest.poll(now);
         while let Some(frame) = self.guest.device.tx.pop_front() {
@@ -154,29 +110,30 @@ impl Side {
             moved = true;
         }
         for frame in self.to_engine.due(now) {
-            self.engine
-                .handle_frame(now, &frame, &mut io, &mut self.out);
-            self.transcript.push((now, Direction::GuestToEngine, frame));
+            batch.frame(&frame);
+            if let Some(t) = self.transcript.as_deref_mut() {
+                t.push((now, Direction::GuestToEngine, frame));
+            }
             moved = true;
         }
-        if self.engine.poll_timeout().is_some_and(|t| t <= now) {
-            self.engine.handle_timeout(now, &mut io, &mut self.out);
-        }
-        self.engine.flush(now, &mut io, &mut self.out);
+        batch.timeout();
+        batch.finish();
         for frame in self.out.iter() {
             self.to_guest.send(now, frame.to_vec());
             moved = true;
         }
         self.out.clear();
         for frame in self.to_guest.due(now) {
-            self.transcript
-                .push((now, Direction::EngineToGuest, frame.clone()));
+            if let Some(t) = self.transcript.as_deref_mut() {
+                t.push((now, Direction::EngineToGuest, frame.clone()));
+            }
             self.guest.device.rx.push_back(frame);
             moved = true;
         }
         moved
     }
 
+    /// The earliest deadline of this engine, its guest and its link.
     fn next_deadline(&mut self, now: Instant) -> Option<Instant> {
         [
             self.engine.poll_timeout(),
@@ -280,7 +237,6 @@ impl World {
             to_guest,
             transcript: Vec::new(),
             out: FrameQueue::new(),
-            socks: BTreeSet::new(),
         });
         self.others.len() - 1
     }
@@ -295,72 +251,46 @@ impl World {
         self.engine.counters()
     }
 
-    /// Runs everything due now. Returns whether anything moved (then another step at the same
-    /// instant may find more to do).
+    /// The main guest's part of the world, for a step.
+    fn main_lane(&mut self) -> (Lane<'_>, &mut VirtualHost) {
+        let lane = Lane {
+            id: MAIN_ENGINE,
+            engine: &mut self.engine,
+            guest: &mut self.guest,
+            to_engine: &mut self.to_engine,
+            to_guest: &mut self.to_guest,
+            out: &mut self.out,
+            transcript: self.record.then_some(&mut self.transcript),
+        };
+        (lane, &mut self.host)
+    }
+
+    /// Runs everything due now: the host, then the main guest's part (see [`Lane::step`]), then
+    /// each other guest's in order. Returns whether anything moved (then another step at the
+    /// same instant may find more to do).
     pub fn step(&mut self) -> bool {
         let now = self.now;
         self.stats.steps += 1;
         let ops_before = self.host.ops();
         let mut moved = self.host.advance(now);
-        for (s, peer, local) in self.host.take_accepts() {
-            self.engine
-                .handle_accept(now, s, peer, local, &mut self.host, &mut self.out);
-            moved = true;
+        // Forwarded ports are the main guest's: so are the connections accepted on them.
+        self.host.open_as(MAIN_ENGINE);
+        let accepts = self.host.take_accepts();
+        // Each engine gets its own sockets' events.
+        let mut events: Vec<Vec<(SockRef, SockEvent)>> = vec![Vec::new(); 1 + self.others.len()];
+        for (s, ev) in self.host.events() {
+            events[self.host.owner(s)].push((s, ev));
         }
-        let mut events = self.host.events();
-        // Events of the other guests' sockets go to their engines.
-        let mut theirs: Vec<Vec<(SockRef, SockEvent)>> = vec![Vec::new(); self.others.len()];
-        events.retain(
-            |&(s, ev)| match self.others.iter().position(|o| o.socks.contains(&s)) {
-                Some(i) => {
-                    theirs[i].push((s, ev));
-                    false
-                }
-                None => true,
-            },
-        );
-        for &(s, ev) in &events {
-            self.engine
-                .handle_socket(now, s, ev, &mut self.host, &mut self.out);
-        }
-        for (side, evs) in self.others.iter_mut().zip(&theirs) {
-            moved |= side.step(now, &mut self.host, evs);
-        }
-        self.guest.poll(now);
-        while let Some(frame) = self.guest.device.tx.pop_front() {
-            self.to_engine.send(now, frame);
-            moved = true;
-        }
-        for frame in self.to_engine.due(now) {
-            self.engine
-                .handle_frame(now, &frame, &mut self.host, &mut self.out);
-            if self.record {
-                self.transcript.push((now, Direction::GuestToEngine, frame));
-            }
-            moved = true;
-        }
-        if self.engine.poll_timeout().is_some_and(|t| t <= now) {
-            self.engine
-                .handle_timeout(now, &mut self.host, &mut self.out);
-        }
-        self.engine.flush(now, &mut self.host, &mut self.out);
-        for frame in self.out.iter() {
-            self.to_guest.send(now, frame.to_vec());
-            moved = true;
-        }
-        self.out.clear();
-        for frame in self.to_guest.due(now) {
-            if self.record {
-                self.transcript
-                    .push((now, Direction::EngineToGuest, frame.clone()));
-            }
-            self.guest.device.rx.push_back(frame);
-            moved = true;
+        let (main, host) = self.main_lane();
+        moved |= main.step(now, host, &accepts, &events[MAIN_ENGINE]);
+        for (i, side) in self.others.iter_mut().enumerate() {
+            let id = MAIN_ENGINE + 1 + i;
+            moved |= side.lane(id).step(now, &mut self.host, &[], &events[id]);
         }
         if self.host.ops() != ops_before {
             moved = true;
         }
-        if !moved && (!events.is_empty() || theirs.iter().any(|e| !e.is_empty())) {
+        if !moved && events.iter().any(|e| !e.is_empty()) {
             self.stats.idle_wakeups += 1;
         }
         moved
@@ -372,19 +302,15 @@ impl World {
         let others = self
             .others
             .iter_mut()
-            .filter_map(|o| o.next_deadline(now))
+            .enumerate()
+            .filter_map(|(i, o)| o.lane(MAIN_ENGINE + 1 + i).next_deadline(now))
             .min();
-        [
-            self.engine.poll_timeout(),
-            self.guest.poll_at(self.now),
-            self.host.poll_at(),
-            self.to_engine.next_at(),
-            self.to_guest.next_at(),
-            others,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        let host = self.host.poll_at();
+        let (mut main, _) = self.main_lane();
+        [main.next_deadline(now), host, others]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn note_stale(&mut self) {

@@ -61,9 +61,9 @@ use table::{PeekOffCap, Slot};
 /// Something for the engine, in the order it happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Report {
-    /// For `Engine::handle_socket`.
+    /// For `Batch::socket`.
     Event(SockRef, SockEvent),
-    /// A connection accepted on a forwarding listener, for `Engine::handle_accept`: the new
+    /// A connection accepted on a forwarding listener, for `Batch::accept`: the new
     /// socket, its peer, and the local address and port it reached.
     Accepted {
         sock: SockRef,

@@ -3,7 +3,7 @@
 //! The core never sees a file descriptor. It names host sockets by [`SockRef`] and asks the
 //! driver for socket operations through [`HostSockets`], synchronously: the OS shim implements
 //! it with system calls, the simulator with virtual sockets. The driver reports what happens
-//! on those sockets back as [`SockEvent`]s (see `Engine::handle_socket`).
+//! on those sockets back as [`SockEvent`]s (see `Batch::socket`).
 //!
 //! Data is never buffered in the core: guest payload is sent from the frame it arrived in, and
 //! host data is peeked from the socket straight into the frame that carries it to the guest,
@@ -15,7 +15,7 @@
 //! - `tcp_connect`: start a non-blocking connect and watch for its completion itself; report
 //!   [`SockEvent::Connected`] or [`SockEvent::Error`]. The core doesn't call `set_interest`
 //!   on a socket before it is connected.
-//! - Interest: after `Connected`, and for a socket passed to `Engine::handle_accept`, the core
+//! - Interest: after `Connected`, and for a socket passed to `Batch::accept`, the core
 //!   calls [`HostSockets::set_interest`] whenever what it wants changes (it starts with both off
 //!   until the guest completes the handshake). Level-triggered readiness is expected and fine:
 //!   the core turns readable interest off while it can't use more data (guest window full,
@@ -31,8 +31,8 @@
 //! - `tcp_info().send_space`: payload bytes a `send` would take now, erring low; it is what the
 //!   guest is offered as its window.
 //! - After `close(s, _)` the core forgets `s`: no more events for it; the handle may be reused.
-//! - Call `Engine::flush` after each batch of frames and events, before writing the queued
-//!   frames (see `engine`).
+//! - Feed frames and events through an `Engine::batch` per wake-up and write the queued frames
+//!   once it has ended (its end flushes; see `batch`).
 
 pub mod icmp;
 pub mod idle;

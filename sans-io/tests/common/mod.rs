@@ -152,9 +152,9 @@ pub mod dual_stack {
 pub fn run(config: Config, frames: &[&[u8]]) -> (Engine, FrameQueue) {
     let mut engine = Engine::new(config, 1, Instant::ZERO);
     let mut out = FrameQueue::new();
-    for frame in frames {
-        engine.handle_frame(Instant::ZERO, frame, &mut NoSockets, &mut out);
-    }
+    engine
+        .batch(Instant::ZERO, &mut NoSockets, &mut out)
+        .frames(frames.iter().copied());
     (engine, out)
 }
 

@@ -327,6 +327,15 @@ pub struct H {
     pub now: Instant,
     /// Segments drained from `out` between timer runs, as a driver would write them.
     drained: Vec<Seg>,
+    /// Inputs held for the next batch ([`H::flush`] runs it).
+    pending: Vec<Input>,
+}
+
+/// An input held for the next batch.
+enum Input {
+    Frame(Vec<u8>),
+    Socket(SockRef, SockEvent),
+    Accept(SockRef, SocketAddr, SocketAddr),
 }
 
 impl H {
@@ -342,11 +351,24 @@ impl H {
             out: FrameQueue::new(),
             now,
             drained: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
-    /// A guest frame carrying `h` and `payload` from `src` to `dst`; not flushed.
+    /// A guest frame carrying `h` and `payload` from `src` to `dst`, held for the next batch.
     pub fn send_raw(&mut self, src: SocketAddr, dst: SocketAddr, h: Header, payload: &[u8]) {
+        let frame = self.tcp_frame(src, dst, h, payload);
+        self.pending.push(Input::Frame(frame));
+    }
+
+    /// The guest frame carrying `h` and `payload` from `src` to `dst`.
+    pub fn tcp_frame(
+        &self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        h: Header,
+        payload: &[u8],
+    ) -> Vec<u8> {
         let mut q = FrameQueue::new();
         let route = Route {
             src_mac: GUEST_MAC,
@@ -360,45 +382,57 @@ impl H {
             ..h
         };
         wtcp::frame(&mut q, &route, &h, payload);
-        let frame = q.get(0).unwrap().to_vec();
-        self.engine
-            .handle_frame(self.now, &frame, &mut self.io, &mut self.out);
+        q.get(0).unwrap().to_vec()
     }
 
+    /// A guest frame, held for the next batch.
     pub fn frame_bytes(&mut self, frame: &[u8]) {
-        self.engine
-            .handle_frame(self.now, frame, &mut self.io, &mut self.out);
+        self.pending.push(Input::Frame(frame.to_vec()));
     }
 
+    /// A socket event, held for the next batch.
+    pub fn event_held(&mut self, s: SockRef, ev: SockEvent) {
+        self.pending.push(Input::Socket(s, ev));
+    }
+
+    /// Runs the inputs held so far as one batch, ending with its flush.
     pub fn flush(&mut self) {
-        self.engine.flush(self.now, &mut self.io, &mut self.out);
+        let mut batch = self.engine.batch(self.now, &mut self.io, &mut self.out);
+        for input in self.pending.drain(..) {
+            match input {
+                Input::Frame(frame) => batch.frame(&frame),
+                Input::Socket(s, ev) => batch.socket(s, ev),
+                Input::Accept(s, peer, local) => batch.accept(s, peer, local),
+            };
+        }
+        batch.finish();
     }
 
+    /// A socket event, in a batch with what was held.
     pub fn event(&mut self, s: SockRef, ev: SockEvent) {
-        self.engine
-            .handle_socket(self.now, s, ev, &mut self.io, &mut self.out);
+        self.event_held(s, ev);
         self.flush();
     }
 
+    /// An accepted connection, in a batch with what was held.
     pub fn accept(&mut self, s: SockRef, peer: &str, local: &str) {
-        self.engine.handle_accept(
-            self.now,
-            s,
-            peer.parse().unwrap(),
-            local.parse().unwrap(),
-            &mut self.io,
-            &mut self.out,
-        );
+        let input = Input::Accept(s, peer.parse().unwrap(), local.parse().unwrap());
+        self.pending.push(input);
         self.flush();
     }
 
-    /// Moves the clock by `d`, running every deadline on the way.
+    /// Moves the clock by `d`, running every deadline on the way (held inputs first, at the
+    /// current time).
     pub fn advance(&mut self, d: Duration) {
+        if !self.pending.is_empty() {
+            self.flush();
+        }
         let end = self.now + d;
         while let Some(t) = self.engine.poll_timeout().filter(|&t| t <= end) {
             self.now = t.max(self.now);
             self.engine
-                .handle_timeout(self.now, &mut self.io, &mut self.out);
+                .batch(self.now, &mut self.io, &mut self.out)
+                .timeout();
             // A driver writes the queued frames out before waiting again.
             let segs: Vec<Seg> = self
                 .out

@@ -99,9 +99,9 @@
 //! ## Batching
 //!
 //! Guest frames and socket events only mark flows "ACK due" or "send due"; [`Tcp::flush`],
-//! which the driver calls after each batch, sends one ACK per flow, measuring the window once.
-//! Until it runs, [`Tcp::poll_timeout`] reports the time of the last event, so a driver that
-//! forgets still gets it done through `handle_timeout`.
+//! which ends each of the engine's batches, sends one ACK per flow, measuring the window once.
+//! Until it runs, [`Tcp::poll_timeout`] reports the time of the last event (a flush stopped at
+//! the queue's budget leaves the rest to the timer that way).
 //!
 //! ## States
 //!
