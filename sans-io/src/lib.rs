@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod dispatch;
 pub mod engine;
 pub mod flow;
 pub mod fwd;
