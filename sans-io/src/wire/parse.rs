@@ -90,10 +90,11 @@ pub struct Ethernet<'a> {
     pub payload: &'a [u8],
 }
 
-fn mac_at(b: &[u8], at: usize) -> MacAddr {
-    let mut m = [0u8; 6];
-    m.copy_from_slice(&b[at..at + 6]);
-    MacAddr(m)
+/// The `N` bytes at `at` of a buffer whose length the caller has checked.
+pub(super) fn bytes_at<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(&b[at..at + N]);
+    a
 }
 
 pub fn ethernet(frame: &[u8]) -> Result<Ethernet<'_>, EthernetError> {
@@ -101,8 +102,8 @@ pub fn ethernet(frame: &[u8]) -> Result<Ethernet<'_>, EthernetError> {
         return Err(EthernetError::Short);
     }
     Ok(Ethernet {
-        dst: mac_at(frame, 0),
-        src: mac_at(frame, 6),
+        dst: MacAddr(bytes_at(frame, 0)),
+        src: MacAddr(bytes_at(frame, 6)),
         ethertype: u16::from_be_bytes([frame[12], frame[13]]),
         payload: &frame[ETH_HEADER_LEN..],
     })
@@ -140,8 +141,8 @@ pub fn ipv4(packet: &[u8]) -> Result<Ipv4<'_>, Ipv4Error> {
     let more_fragments = flags_frag & 0x2000 != 0;
     let offset = flags_frag & 0x1fff;
     Ok(Ipv4 {
-        src: Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]),
-        dst: Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]),
+        src: Ipv4Addr::from(bytes_at::<4>(packet, 12)),
+        dst: Ipv4Addr::from(bytes_at::<4>(packet, 16)),
         protocol: packet[9],
         ttl: packet[8],
         fragmented: more_fragments || offset != 0,
@@ -160,12 +161,6 @@ pub struct Ipv6<'a> {
     pub hop_limit: u8,
     pub fragmented: bool,
     pub payload: &'a [u8],
-}
-
-fn v6_at(b: &[u8], at: usize) -> Ipv6Addr {
-    let mut a = [0u8; 16];
-    a.copy_from_slice(&b[at..at + 16]);
-    Ipv6Addr::from(a)
 }
 
 /// Extension headers we walk through before giving up: a bound, not a protocol limit.
@@ -208,8 +203,8 @@ pub fn ipv6(packet: &[u8]) -> Result<Ipv6<'_>, Ipv6Error> {
             }
             _ => {
                 return Ok(Ipv6 {
-                    src: v6_at(packet, 8),
-                    dst: v6_at(packet, 24),
+                    src: Ipv6Addr::from(bytes_at::<16>(packet, 8)),
+                    dst: Ipv6Addr::from(bytes_at::<16>(packet, 24)),
                     next_header: next,
                     hop_limit: packet[7],
                     fragmented,
@@ -371,28 +366,21 @@ mod tests {
 
     #[test]
     fn both_families_give_the_same_packet_view() {
-        let p = v4(ip_proto::UDP, 0, b"datagram");
-        assert_eq!(
-            packet4(&p),
-            IpPacket {
-                src: "192.0.2.2".parse().unwrap(),
-                dst: "192.0.2.1".parse().unwrap(),
+        let (p4, p6) = (v4(ip_proto::UDP, 0, b"data"), v6(ip_proto::UDP, b"data"));
+        let cases = [
+            (packet4(&p4), "192.0.2.2", "192.0.2.1"),
+            (packet6(&p6), "fe80::2", "2001:db8::1"),
+        ];
+        for (packet, src, dst) in cases {
+            let expected = IpPacket {
+                src: src.parse().unwrap(),
+                dst: dst.parse().unwrap(),
                 transport: Transport::Udp,
                 fragmented: false,
-                payload: b"datagram",
-            }
-        );
-        let p = v6(ip_proto::UDP, b"datagram");
-        assert_eq!(
-            packet6(&p),
-            IpPacket {
-                src: "fe80::2".parse().unwrap(),
-                dst: "2001:db8::1".parse().unwrap(),
-                transport: Transport::Udp,
-                fragmented: false,
-                payload: b"datagram",
-            }
-        );
+                payload: b"data",
+            };
+            assert_eq!(packet, expected);
+        }
     }
 
     #[test]
