@@ -7,6 +7,11 @@
 //! ([`GuestState::learn_source`]) and the services that answer in place of a flow, which need
 //! their family's header view (NDP ahead of ICMPv6 echo, DHCP on UDP port 67 over IPv4,
 //! DHCPv6 on 547 over IPv6).
+//!
+//! Every guest frame comes through here, so the small functions on its way (these, the packet
+//! view, the TCP header parser, the guest's address learning) are `#[inline]`: split into
+//! other codegen units, a TCP segment took ~8% longer to dispatch (a frames-only
+//! micro-benchmark, release build).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -48,6 +53,7 @@ pub(crate) enum Destination<'a> {
 
 /// Where `frame` goes, learning the guest's MAC and IP addresses from it on the way (from
 /// every frame whose headers got that far, whatever happens to it next).
+#[inline]
 pub(crate) fn route<'a>(
     frame: &'a [u8],
     config: &Config,
@@ -78,6 +84,7 @@ pub(crate) fn route<'a>(
 }
 
 /// The one transport dispatch, for both families.
+#[inline]
 fn transport<'a>(
     eth: Ethernet<'a>,
     ip: Ip<'a>,
@@ -129,6 +136,7 @@ fn transport<'a>(
 
 /// The service that answers an ICMP message in place of the echo translation: NDP, over
 /// IPv6. It is asked before the fragment check, as it always was (see the tests).
+#[inline]
 fn icmp_service<'a>(eth: Ethernet<'a>, ip: Ip<'a>, services: Services) -> Option<Destination<'a>> {
     match ip {
         Ip::V6(ip) if services.ndp && wire::ndp::is_ndp(ip.payload) => {
@@ -140,6 +148,7 @@ fn icmp_service<'a>(eth: Ethernet<'a>, ip: Ip<'a>, services: Services) -> Option
 
 /// The service that answers a UDP datagram in place of a flow: DHCP over IPv4, DHCPv6 over
 /// IPv6, each on its server port.
+#[inline]
 fn udp_service<'a>(
     eth: Ethernet<'a>,
     ip: Ip<'a>,

@@ -22,6 +22,7 @@ pub struct GuestState {
 
 impl GuestState {
     /// Learns the guest's MAC address from a frame's source, unless it is a group address.
+    #[inline]
     pub fn learn_mac(&mut self, src: MacAddr) {
         if src.is_unicast() {
             self.mac = Some(src);
@@ -32,6 +33,7 @@ impl GuestState {
     /// (DHCP DISCOVER, duplicate address detection) and group addresses teach nothing; over
     /// IPv6, link-local and global addresses are kept apart and loopback teaches nothing
     /// either (over IPv4 it does, as it always has).
+    #[inline]
     pub fn learn_source(&mut self, src: IpAddr) {
         match src {
             IpAddr::V4(a) if unicast(src) => self.addr4 = Some(a),

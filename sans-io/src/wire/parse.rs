@@ -91,6 +91,7 @@ pub struct Ethernet<'a> {
 }
 
 /// The `N` bytes at `at` of a buffer whose length the caller has checked.
+#[inline]
 pub(super) fn bytes_at<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
     let mut a = [0u8; N];
     a.copy_from_slice(&b[at..at + N]);
@@ -237,6 +238,7 @@ pub enum Transport {
 
 impl Transport {
     /// The transport `protocol` names, where `icmp` is the family's own ICMP number.
+    #[inline]
     fn of(protocol: u8, icmp: u8) -> Transport {
         match protocol {
             ip_proto::TCP => Transport::Tcp,
@@ -264,6 +266,7 @@ pub struct IpPacket<'a> {
 
 impl<'a> Ip<'a> {
     /// The family-neutral view of the packet.
+    #[inline]
     pub fn packet(&self) -> IpPacket<'a> {
         match *self {
             Ip::V4(ip) => IpPacket {

@@ -61,6 +61,7 @@ pub enum TcpError {
     Fragmented,
 }
 
+#[inline]
 pub fn parse(segment: &[u8]) -> Result<Segment<'_>, TcpError> {
     if segment.len() < TCP_HEADER_LEN {
         return Err(TcpError::Short);
