@@ -78,26 +78,20 @@ pub(crate) fn route<'a>(
         Ok(ip) => ip,
         Err(why) => return Destination::Malformed(why),
     };
-    let packet = ip.packet();
-    guest.learn_source(packet.src);
-    transport(eth, ip, packet, config.services)
+    guest.learn_source(ip.src());
+    transport(eth, ip, config.services)
 }
 
 /// The one transport dispatch, for both families.
 #[inline]
-fn transport<'a>(
-    eth: Ethernet<'a>,
-    ip: Ip<'a>,
-    packet: IpPacket<'a>,
-    services: Services,
-) -> Destination<'a> {
+fn transport<'a>(eth: Ethernet<'a>, ip: Ip<'a>, services: Services) -> Destination<'a> {
     let IpPacket {
         src,
         dst,
         transport,
         fragmented,
         payload,
-    } = packet;
+    } = ip.packet();
     match transport {
         // We don't reassemble, and guests don't fragment TCP: a fragment is an error where
         // other protocols' fragments are only not ours.

@@ -265,6 +265,15 @@ pub struct IpPacket<'a> {
 }
 
 impl<'a> Ip<'a> {
+    /// The source address.
+    #[inline]
+    pub fn src(&self) -> IpAddr {
+        match self {
+            Ip::V4(ip) => IpAddr::V4(ip.src),
+            Ip::V6(ip) => IpAddr::V6(ip.src),
+        }
+    }
+
     /// The family-neutral view of the packet.
     #[inline]
     pub fn packet(&self) -> IpPacket<'a> {
