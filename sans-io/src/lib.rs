@@ -12,6 +12,7 @@
 
 pub mod batch;
 pub mod config;
+mod dispatch;
 pub mod engine;
 pub mod flow;
 pub mod fwd;

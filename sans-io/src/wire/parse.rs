@@ -1,8 +1,12 @@
 //! Zero-copy views of guest frames, layer by layer, for dispatch: Ethernet, IPv4, IPv6 (with
 //! extension headers skipped), UDP. Every parser checks lengths first and fails with its
 //! layer's error (see [`Malformed`](super::Malformed)); none panics on any input.
+//!
+//! Above the two IP views, [`Ip::packet`] gives one family-neutral [`IpPacket`] (addresses,
+//! [`Transport`], fragmentation, upper-layer bytes), so that the transport dispatch is
+//! written once for both families.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::MacAddr;
 
@@ -86,10 +90,12 @@ pub struct Ethernet<'a> {
     pub payload: &'a [u8],
 }
 
-fn mac_at(b: &[u8], at: usize) -> MacAddr {
-    let mut m = [0u8; 6];
-    m.copy_from_slice(&b[at..at + 6]);
-    MacAddr(m)
+/// The `N` bytes at `at` of a buffer whose length the caller has checked.
+#[inline]
+pub(super) fn bytes_at<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(&b[at..at + N]);
+    a
 }
 
 pub fn ethernet(frame: &[u8]) -> Result<Ethernet<'_>, EthernetError> {
@@ -97,8 +103,8 @@ pub fn ethernet(frame: &[u8]) -> Result<Ethernet<'_>, EthernetError> {
         return Err(EthernetError::Short);
     }
     Ok(Ethernet {
-        dst: mac_at(frame, 0),
-        src: mac_at(frame, 6),
+        dst: MacAddr(bytes_at(frame, 0)),
+        src: MacAddr(bytes_at(frame, 6)),
         ethertype: u16::from_be_bytes([frame[12], frame[13]]),
         payload: &frame[ETH_HEADER_LEN..],
     })
@@ -136,8 +142,8 @@ pub fn ipv4(packet: &[u8]) -> Result<Ipv4<'_>, Ipv4Error> {
     let more_fragments = flags_frag & 0x2000 != 0;
     let offset = flags_frag & 0x1fff;
     Ok(Ipv4 {
-        src: Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]),
-        dst: Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]),
+        src: Ipv4Addr::from(bytes_at::<4>(packet, 12)),
+        dst: Ipv4Addr::from(bytes_at::<4>(packet, 16)),
         protocol: packet[9],
         ttl: packet[8],
         fragmented: more_fragments || offset != 0,
@@ -156,12 +162,6 @@ pub struct Ipv6<'a> {
     pub hop_limit: u8,
     pub fragmented: bool,
     pub payload: &'a [u8],
-}
-
-fn v6_at(b: &[u8], at: usize) -> Ipv6Addr {
-    let mut a = [0u8; 16];
-    a.copy_from_slice(&b[at..at + 16]);
-    Ipv6Addr::from(a)
 }
 
 /// Extension headers we walk through before giving up: a bound, not a protocol limit.
@@ -204,8 +204,8 @@ pub fn ipv6(packet: &[u8]) -> Result<Ipv6<'_>, Ipv6Error> {
             }
             _ => {
                 return Ok(Ipv6 {
-                    src: v6_at(packet, 8),
-                    dst: v6_at(packet, 24),
+                    src: Ipv6Addr::from(bytes_at::<16>(packet, 8)),
+                    dst: Ipv6Addr::from(bytes_at::<16>(packet, 24)),
                     next_header: next,
                     hop_limit: packet[7],
                     fragmented,
@@ -215,6 +215,85 @@ pub fn ipv6(packet: &[u8]) -> Result<Ipv6<'_>, Ipv6Error> {
         }
     }
     Err(Ipv6Error::TooManyExtensions)
+}
+
+/// A guest's IP packet in its family's own view, which the family's services (DHCP, NDP,
+/// DHCPv6) need.
+#[derive(Debug, Clone, Copy)]
+pub enum Ip<'a> {
+    V4(Ipv4<'a>),
+    V6(Ipv6<'a>),
+}
+
+/// The transport protocols the engine translates, named the same for both families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Udp,
+    /// ICMP over IPv4, ICMPv6 over IPv6: the family's own ICMP, the one that carries echo
+    /// (the other family's protocol number is [`Transport::Other`]).
+    Icmp,
+    Other(u8),
+}
+
+impl Transport {
+    /// The transport `protocol` names, where `icmp` is the family's own ICMP number.
+    #[inline]
+    fn of(protocol: u8, icmp: u8) -> Transport {
+        match protocol {
+            ip_proto::TCP => Transport::Tcp,
+            ip_proto::UDP => Transport::Udp,
+            p if p == icmp => Transport::Icmp,
+            p => Transport::Other(p),
+        }
+    }
+}
+
+/// An IP packet of either family, as the transport dispatch needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpPacket<'a> {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub transport: Transport,
+    /// Part of a fragmented datagram, which we don't reassemble. The families' rules differ
+    /// and are kept as their views have them: IPv4 counts a packet with more fragments to
+    /// come or a non-zero offset; IPv6 counts any fragment header, an atomic one too.
+    pub fragmented: bool,
+    /// The upper layer's bytes: after IPv4's header (cut to its total length), or after
+    /// IPv6's extension headers.
+    pub payload: &'a [u8],
+}
+
+impl<'a> Ip<'a> {
+    /// The source address.
+    #[inline]
+    pub fn src(&self) -> IpAddr {
+        match self {
+            Ip::V4(ip) => IpAddr::V4(ip.src),
+            Ip::V6(ip) => IpAddr::V6(ip.src),
+        }
+    }
+
+    /// The family-neutral view of the packet.
+    #[inline]
+    pub fn packet(&self) -> IpPacket<'a> {
+        match *self {
+            Ip::V4(ip) => IpPacket {
+                src: IpAddr::V4(ip.src),
+                dst: IpAddr::V4(ip.dst),
+                transport: Transport::of(ip.protocol, ip_proto::ICMP),
+                fragmented: ip.fragmented,
+                payload: ip.payload,
+            },
+            Ip::V6(ip) => IpPacket {
+                src: IpAddr::V6(ip.src),
+                dst: IpAddr::V6(ip.dst),
+                transport: Transport::of(ip.next_header, ip_proto::ICMPV6),
+                fragmented: ip.fragmented,
+                payload: ip.payload,
+            },
+        }
+    }
 }
 
 /// A UDP datagram; `payload` is cut to the UDP length.
@@ -253,6 +332,145 @@ mod tests {
             let _ = ipv6(&data);
             let _ = udp(&data);
         }
+    }
+
+    /// An IPv4 packet 192.0.2.2 -> 192.0.2.1 with `flags_frag` (flags and fragment offset),
+    /// its header checksum filled in.
+    fn v4(protocol: u8, flags_frag: u16, payload: &[u8]) -> Vec<u8> {
+        let total = (IPV4_HEADER_LEN + payload.len()) as u16;
+        let mut p = vec![0x45, 0];
+        p.extend_from_slice(&total.to_be_bytes());
+        p.extend_from_slice(&[0, 0]);
+        p.extend_from_slice(&flags_frag.to_be_bytes());
+        p.extend_from_slice(&[64, protocol, 0, 0, 192, 0, 2, 2, 192, 0, 2, 1]);
+        let sum = super::super::checksum::of(&p);
+        p[10..12].copy_from_slice(&sum.to_be_bytes());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    /// An IPv6 packet fe80::2 -> 2001:db8::1 whose first next header is `next`.
+    fn v6(next: u8, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        p.extend_from_slice(&[next, 64]);
+        p.extend_from_slice(&"fe80::2".parse::<Ipv6Addr>().unwrap().octets());
+        p.extend_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    /// A fragment header for `next`, with `offset_flags` as the wire has them.
+    fn fragment_header(next: u8, offset_flags: u16) -> Vec<u8> {
+        let mut h = vec![next, 0];
+        h.extend_from_slice(&offset_flags.to_be_bytes());
+        h.extend_from_slice(&[0, 0, 0, 1]);
+        h
+    }
+
+    fn packet4(p: &[u8]) -> IpPacket<'_> {
+        Ip::V4(ipv4(p).unwrap()).packet()
+    }
+
+    fn packet6(p: &[u8]) -> IpPacket<'_> {
+        Ip::V6(ipv6(p).unwrap()).packet()
+    }
+
+    #[test]
+    fn both_families_give_the_same_packet_view() {
+        let (p4, p6) = (v4(ip_proto::UDP, 0, b"data"), v6(ip_proto::UDP, b"data"));
+        let cases = [
+            (packet4(&p4), "192.0.2.2", "192.0.2.1"),
+            (packet6(&p6), "fe80::2", "2001:db8::1"),
+        ];
+        for (packet, src, dst) in cases {
+            let expected = IpPacket {
+                src: src.parse().unwrap(),
+                dst: dst.parse().unwrap(),
+                transport: Transport::Udp,
+                fragmented: false,
+                payload: b"data",
+            };
+            assert_eq!(packet, expected);
+        }
+    }
+
+    #[test]
+    fn each_family_names_its_own_icmp_and_the_other_one_is_not_icmp() {
+        assert_eq!(
+            packet4(&v4(ip_proto::TCP, 0, &[])).transport,
+            Transport::Tcp
+        );
+        assert_eq!(
+            packet4(&v4(ip_proto::ICMP, 0, &[])).transport,
+            Transport::Icmp
+        );
+        assert_eq!(
+            packet4(&v4(ip_proto::ICMPV6, 0, &[])).transport,
+            Transport::Other(ip_proto::ICMPV6)
+        );
+        assert_eq!(packet6(&v6(ip_proto::TCP, &[])).transport, Transport::Tcp);
+        assert_eq!(
+            packet6(&v6(ip_proto::ICMPV6, &[])).transport,
+            Transport::Icmp
+        );
+        assert_eq!(
+            packet6(&v6(ip_proto::ICMP, &[])).transport,
+            Transport::Other(ip_proto::ICMP)
+        );
+        assert_eq!(
+            packet6(&v6(ip_proto::NO_NEXT, &[])).transport,
+            Transport::Other(59)
+        );
+    }
+
+    #[test]
+    fn ipv4_fragments_are_marked_but_dont_fragment_is_not() {
+        const DONT_FRAGMENT: u16 = 0x4000;
+        const MORE_FRAGMENTS: u16 = 0x2000;
+        let whole = v4(ip_proto::TCP, DONT_FRAGMENT, &[]);
+        assert!(!packet4(&whole).fragmented);
+        let first = v4(ip_proto::TCP, MORE_FRAGMENTS, &[]);
+        assert!(packet4(&first).fragmented);
+        let last = v4(ip_proto::TCP, 185, &[]);
+        assert!(packet4(&last).fragmented);
+    }
+
+    #[test]
+    fn ipv6_fragments_are_marked_atomic_ones_too() {
+        let mut payload = fragment_header(ip_proto::UDP, 0x0001);
+        payload.extend_from_slice(b"first");
+        let p = v6(ip_proto::FRAGMENT, &payload);
+        let packet = packet6(&p);
+        assert!(packet.fragmented);
+        assert_eq!(packet.transport, Transport::Udp);
+        assert_eq!(packet.payload, b"first");
+        // Offset 0 and no more fragments (RFC 6946's atomic fragment): still marked.
+        let p = v6(ip_proto::FRAGMENT, &fragment_header(ip_proto::TCP, 0));
+        assert!(packet6(&p).fragmented);
+        let p = v6(ip_proto::FRAGMENT, &[ip_proto::TCP, 0, 0]);
+        assert!(matches!(ipv6(&p), Err(Ipv6Error::FragmentTruncated)));
+    }
+
+    #[test]
+    fn payloads_are_cut_to_the_ip_length_and_truncation_is_an_error() {
+        // Ethernet pads short frames: the padding is not payload.
+        let mut p = v4(ip_proto::UDP, 0, b"abc");
+        p.extend_from_slice(&[0; 7]);
+        assert_eq!(packet4(&p).payload, b"abc");
+        let mut p = v6(ip_proto::UDP, b"abc");
+        p.extend_from_slice(&[0; 7]);
+        assert_eq!(packet6(&p).payload, b"abc");
+        // Cut short of the length its header claims.
+        let p = v4(ip_proto::UDP, 0, b"abc");
+        assert!(matches!(ipv4(&p[..p.len() - 1]), Err(Ipv4Error::Lengths)));
+        assert!(matches!(ipv4(&p[..19]), Err(Ipv4Error::Short)));
+        let p = v6(ip_proto::UDP, b"abc");
+        assert!(matches!(
+            ipv6(&p[..p.len() - 1]),
+            Err(Ipv6Error::PayloadLength)
+        ));
+        assert!(matches!(ipv6(&p[..39]), Err(Ipv6Error::Short)));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use super::build::{ip_header_len, write_eth_ip, FrameQueue, Route};
 use super::checksum;
-use super::parse::{ip_proto, ETH_HEADER_LEN};
+use super::parse::{bytes_at, ip_proto, ETH_HEADER_LEN};
 
 /// A TCP header without options.
 pub const TCP_HEADER_LEN: usize = 20;
@@ -61,6 +61,7 @@ pub enum TcpError {
     Fragmented,
 }
 
+#[inline]
 pub fn parse(segment: &[u8]) -> Result<Segment<'_>, TcpError> {
     if segment.len() < TCP_HEADER_LEN {
         return Err(TcpError::Short);
@@ -69,14 +70,7 @@ pub fn parse(segment: &[u8]) -> Result<Segment<'_>, TcpError> {
     if header_len < TCP_HEADER_LEN || header_len > segment.len() {
         return Err(TcpError::DataOffset);
     }
-    let be32 = |at: usize| {
-        u32::from_be_bytes([
-            segment[at],
-            segment[at + 1],
-            segment[at + 2],
-            segment[at + 3],
-        ])
-    };
+    let be32 = |at: usize| u32::from_be_bytes(bytes_at(segment, at));
     Ok(Segment {
         src_port: u16::from_be_bytes([segment[0], segment[1]]),
         dst_port: u16::from_be_bytes([segment[2], segment[3]]),
