@@ -129,11 +129,11 @@ fn transport<'a>(eth: Ethernet<'a>, ip: Ip<'a>, services: Services) -> Destinati
 }
 
 /// The service that answers an ICMP message in place of the echo translation: NDP, over
-/// IPv6. It is asked before the fragment check, as it always was (see the tests).
+/// IPv6, whole messages only (RFC 6980: NDP in fragments is dropped).
 #[inline]
 fn icmp_service<'a>(eth: Ethernet<'a>, ip: Ip<'a>, services: Services) -> Option<Destination<'a>> {
     match ip {
-        Ip::V6(ip) if services.ndp && wire::ndp::is_ndp(ip.payload) => {
+        Ip::V6(ip) if services.ndp && !ip.fragmented && wire::ndp::is_ndp(ip.payload) => {
             Some(Destination::Ndp(eth, ip))
         }
         _ => None,

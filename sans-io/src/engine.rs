@@ -617,9 +617,7 @@ mod tests {
         q.get(0).unwrap().to_vec()
     }
 
-    /// `frame` (one built above) made a fragment: over IPv4 the first of several, over IPv6
-    /// with a fragment header, an atomic one (offset 0, no more to come) that the IPv6 view
-    /// counts as a fragment too.
+    /// `frame` (one built above) made the first of several fragments, in either family.
     fn fragment(frame: &[u8]) -> Vec<u8> {
         const IP: usize = parse::ETH_HEADER_LEN;
         let mut f = frame.to_vec();
@@ -633,7 +631,8 @@ mod tests {
             f[IP + 4..IP + 6].copy_from_slice(&payload_len.to_be_bytes());
             let next = std::mem::replace(&mut f[IP + 6], ip_proto::FRAGMENT);
             let at = IP + parse::IPV6_HEADER_LEN;
-            f.splice(at..at, [next, 0, 0, 0, 0, 0, 0, 1]);
+            // Offset 0, more fragments; identification 1.
+            f.splice(at..at, [next, 0, 0, 1, 0, 0, 0, 1]);
         }
         f
     }
@@ -682,11 +681,9 @@ mod tests {
         }
     }
 
-    /// NDP is asked before the fragment check, as it always was: a Router Solicitation in an
-    /// atomic fragment is answered. (RFC 6980 says to drop NDP messages in fragments; kept
-    /// as it is until that is decided on its own.)
+    /// NDP messages in fragments are dropped (RFC 6980 section 5), whole ones answered.
     #[test]
-    fn ndp_is_asked_before_the_fragment_check() {
+    fn ndp_in_fragments_is_dropped() {
         let mut e = engine();
         let mut out = FrameQueue::new();
         let mut q = FrameQueue::new();
@@ -694,6 +691,9 @@ mod tests {
         build::icmpv6_frame(&mut q, route("fe80::9", "ff02::2"), 255, &solicitation);
         let frame = fragment(q.get(0).unwrap());
         e.handle_frame(Instant::ZERO, &frame, &mut NoSockets, &mut out);
+        assert_eq!(e.counters().ndp_answered, 0);
+        assert!(out.is_empty());
+        e.handle_frame(Instant::ZERO, q.get(0).unwrap(), &mut NoSockets, &mut out);
         assert_eq!(e.counters().ndp_answered, 1);
         assert_eq!(out.len(), 1);
     }

@@ -198,9 +198,23 @@ pub fn ipv6(packet: &[u8]) -> Result<Ipv6<'_>, Ipv6Error> {
                 if rest.len() < 8 {
                     return Err(Ipv6Error::FragmentTruncated);
                 }
-                fragmented = true;
+                let offset = u16::from_be_bytes([rest[2], rest[3]]) >> 3;
+                let more = rest[3] & 1 != 0;
+                // An atomic fragment (offset 0, no more to come) is a whole packet (RFC 6946).
+                fragmented |= offset != 0 || more;
                 next = rest[0];
                 rest = &rest[8..];
+                if offset != 0 {
+                    // A later fragment: what follows is data, not headers to walk.
+                    return Ok(Ipv6 {
+                        src: Ipv6Addr::from(bytes_at::<16>(packet, 8)),
+                        dst: Ipv6Addr::from(bytes_at::<16>(packet, 24)),
+                        next_header: next,
+                        hop_limit: packet[7],
+                        fragmented,
+                        payload: rest,
+                    });
+                }
             }
             _ => {
                 return Ok(Ipv6 {
@@ -255,9 +269,8 @@ pub struct IpPacket<'a> {
     pub src: IpAddr,
     pub dst: IpAddr,
     pub transport: Transport,
-    /// Part of a fragmented datagram, which we don't reassemble. The families' rules differ
-    /// and are kept as their views have them: IPv4 counts a packet with more fragments to
-    /// come or a non-zero offset; IPv6 counts any fragment header, an atomic one too.
+    /// Part of a fragmented datagram, which we don't reassemble: more fragments to come or a
+    /// non-zero offset, in either family (an IPv6 atomic fragment is whole, RFC 6946).
     pub fragmented: bool,
     /// The upper layer's bytes: after IPv4's header (cut to its total length), or after
     /// IPv6's extension headers.
@@ -437,7 +450,7 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_fragments_are_marked_atomic_ones_too() {
+    fn ipv6_fragments_are_marked_but_atomic_ones_are_whole() {
         let mut payload = fragment_header(ip_proto::UDP, 0x0001);
         payload.extend_from_slice(b"first");
         let p = v6(ip_proto::FRAGMENT, &payload);
@@ -445,9 +458,16 @@ mod tests {
         assert!(packet.fragmented);
         assert_eq!(packet.transport, Transport::Udp);
         assert_eq!(packet.payload, b"first");
-        // Offset 0 and no more fragments (RFC 6946's atomic fragment): still marked.
+        // Offset 0 and no more fragments (RFC 6946's atomic fragment): a whole packet.
         let p = v6(ip_proto::FRAGMENT, &fragment_header(ip_proto::TCP, 0));
-        assert!(packet6(&p).fragmented);
+        assert!(!packet6(&p).fragmented);
+        // A later fragment whose data looks like a header: data all the same.
+        let mut later = fragment_header(ip_proto::HOP_BY_HOP, 0x0008);
+        later.extend_from_slice(&[0xff; 16]);
+        let later = v6(ip_proto::FRAGMENT, &later);
+        let packet = packet6(&later);
+        assert!(packet.fragmented);
+        assert_eq!(packet.payload, [0xff; 16]);
         let p = v6(ip_proto::FRAGMENT, &[ip_proto::TCP, 0, 0]);
         assert!(matches!(ipv6(&p), Err(Ipv6Error::FragmentTruncated)));
     }
