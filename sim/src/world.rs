@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use sans_io::config::Config;
 use sans_io::engine::{Counters, Engine, EngineOptions};
-use sans_io::flow::{Bind, HostSockets, SockEvent, SockRef, TcpSockInfo};
+use sans_io::flow::{
+    Bind, CloseSockets, DgramSockets, Peeked, PingSockets, SockEvent, SockRef, StreamSockets,
+};
 use sans_io::time::Instant;
 use sans_io::wire::FrameQueue;
 
@@ -66,7 +68,13 @@ struct Owned<'a> {
     socks: &'a mut BTreeSet<SockRef>,
 }
 
-impl HostSockets for Owned<'_> {
+impl CloseSockets for Owned<'_> {
+    fn close(&mut self, s: SockRef, reset: bool) {
+        self.host.close(s, reset);
+    }
+}
+
+impl StreamSockets for Owned<'_> {
     fn tcp_connect(
         &mut self,
         dst: SocketAddr,
@@ -80,24 +88,24 @@ impl HostSockets for Owned<'_> {
     fn send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
         self.host.send(s, data)
     }
-    fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<usize> {
+    fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<Peeked> {
         self.host.peek(s, offset, buf)
     }
     fn discard(&mut self, s: SockRef, len: usize) -> io::Result<()> {
         self.host.discard(s, len)
     }
-    fn tcp_info(&mut self, s: SockRef) -> io::Result<TcpSockInfo> {
-        self.host.tcp_info(s)
+    fn send_space(&mut self, s: SockRef) -> io::Result<u32> {
+        self.host.send_space(s)
     }
     fn shutdown_write(&mut self, s: SockRef) -> io::Result<()> {
         self.host.shutdown_write(s)
     }
-    fn close(&mut self, s: SockRef, reset: bool) {
-        self.host.close(s, reset);
-    }
     fn set_interest(&mut self, s: SockRef, readable: bool, writable: bool) {
         self.host.set_interest(s, readable, writable);
     }
+}
+
+impl DgramSockets for Owned<'_> {
     fn udp_open(&mut self, bind: Bind<'_>, dst: SocketAddr) -> io::Result<SockRef> {
         let s = self.host.udp_open(bind, dst)?;
         self.socks.insert(s);
@@ -117,6 +125,9 @@ impl HostSockets for Owned<'_> {
         self.socks.insert(s);
         Ok(s)
     }
+}
+
+impl PingSockets for Owned<'_> {
     fn ping_open(&mut self, bind: Bind<'_>, dst: IpAddr, id: u16) -> io::Result<(SockRef, u16)> {
         let (s, id) = self.host.ping_open(bind, dst, id)?;
         self.socks.insert(s);
@@ -176,7 +187,6 @@ impl Side {
         }
         moved
     }
-
     fn next_deadline(&mut self, now: Instant) -> Option<Instant> {
         [
             self.engine.poll_timeout(),
@@ -386,7 +396,6 @@ impl World {
         .flatten()
         .min()
     }
-
     fn note_stale(&mut self) {
         let now = self.now;
         if self.engine.poll_timeout().is_some_and(|t| t <= now) {
