@@ -32,8 +32,6 @@ pub const MAX_FRAME: usize = 65536 + 64;
 /// Frames queued for the guest beyond which they are written out before the wake-up ends,
 /// so that a burst of host data doesn't pile up in memory.
 const OUT_HIGH_WATER: usize = 256;
-/// Flush rounds per wake-up, see the loop.
-const FLUSH_ROUNDS: usize = 4;
 /// Watches without a file descriptor are checked this often, and [`Periodic`] work done.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -243,22 +241,16 @@ pub fn run(
                     }
                 }
             }
-            // What the sockets had to say, and what the engine's calls just queued (a peek
-            // meeting the end of a stream), in order.
+            // What the sockets had to say, in order.
             dispatch_reports(engine, sockets, &mut out);
             if out.len() >= OUT_HIGH_WATER {
                 flush(link, &mut out, stats);
             }
         }
-        // What the batch left due: ACKs and window updates, data for windows just opened;
-        // again if that made the sockets report something (a peek meeting the end of a
-        // stream), a few times at most (the engine's timer catches up with anything left).
-        for _ in 0..FLUSH_ROUNDS {
-            engine.flush(monotonic_now(), sockets, &mut out);
-            if !dispatch_reports(engine, sockets, &mut out) {
-                break;
-            }
-        }
+        // What the batch left due: ACKs and window updates, data for windows just opened.
+        // The engine's socket calls queue no reports (a peek tells the end of a stream in
+        // its answer), so one flush leaves nothing behind.
+        engine.flush(monotonic_now(), sockets, &mut out);
         flush(link, &mut out, stats);
         let now = monotonic_now();
         for line in drops.observe(now, &drop_log::sample(drop_log::KINDS, engine, sockets)) {
@@ -287,12 +279,9 @@ pub fn run(
     }
 }
 
-/// Hands queued socket reports to the engine until none are left; returns whether there
-/// were any.
-fn dispatch_reports(engine: &mut Engine, sockets: &mut Sockets, out: &mut FrameQueue) -> bool {
-    let mut any = false;
+/// Hands queued socket reports to the engine until none are left.
+fn dispatch_reports(engine: &mut Engine, sockets: &mut Sockets, out: &mut FrameQueue) {
     while let Some(report) = sockets.next_report() {
-        any = true;
         let now = monotonic_now();
         match report {
             Report::Event(s, ev) => engine.handle_socket(now, s, ev, sockets, out),
@@ -301,7 +290,6 @@ fn dispatch_reports(engine: &mut Engine, sockets: &mut Sockets, out: &mut FrameQ
             }
         }
     }
-    any
 }
 
 fn read_batch(
