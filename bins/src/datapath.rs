@@ -32,8 +32,6 @@ pub const MAX_FRAME: usize = 65536 + 64;
 /// Frames queued for the guest beyond which they are written out before the wake-up ends,
 /// so that a burst of host data doesn't pile up in memory.
 const OUT_HIGH_WATER: usize = 256;
-/// Flush rounds per wake-up, see the loop.
-const FLUSH_ROUNDS: usize = 4;
 /// Watches without a file descriptor are checked this often, and [`Periodic`] work done.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -246,8 +244,7 @@ pub fn run(
                     }
                 }
             }
-            // What the sockets had to say, and what the engine's calls just queued (a peek
-            // meeting the end of a stream), in order.
+            // What the sockets had to say, in order.
             dispatch_reports(&mut batch);
             // A long wake-up's frames go out before it ends (the batch's flush only adds to
             // them), so that a burst of host data doesn't pile up in memory.
@@ -255,15 +252,9 @@ pub fn run(
                 flush(link, batch.queue(), stats);
             }
         }
-        // The batch ends with its flush (ACKs and window updates, data for windows just
-        // opened); again if that made the sockets report something (a peek meeting the end of
-        // a stream), a few times at most (the engine's timer catches up with anything left).
-        for _ in 0..FLUSH_ROUNDS {
-            batch.advance_to(monotonic_now()).next_batch();
-            if !dispatch_reports(&mut batch) {
-                break;
-            }
-        }
+        // The batch ends with its flush: ACKs and window updates, data for windows just
+        // opened. The engine's socket calls queue no reports (a peek tells the end of a stream
+        // in its answer), so one flush leaves nothing behind.
         batch.finish();
         flush(link, &mut out, stats);
         let now = monotonic_now();
@@ -293,18 +284,14 @@ pub fn run(
     }
 }
 
-/// Hands queued socket reports to the batch until none are left; returns whether there were
-/// any.
-fn dispatch_reports(batch: &mut Batch<'_, Sockets>) -> bool {
-    let mut any = false;
+/// Hands queued socket reports to the batch until none are left.
+fn dispatch_reports(batch: &mut Batch<'_, Sockets>) {
     while let Some(report) = batch.io().next_report() {
-        any = true;
         match report {
             Report::Event(s, ev) => batch.socket(s, ev),
             Report::Accepted { sock, peer, local } => batch.accept(sock, peer, local),
         };
     }
-    any
 }
 
 /// One read from the guest link into the batch.

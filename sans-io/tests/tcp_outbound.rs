@@ -304,6 +304,54 @@ fn guest_closes_first_host_keeps_sending() {
 }
 
 #[test]
+fn a_peek_that_meets_the_end_places_the_fin_without_peer_closed() {
+    let mut h = H::new();
+    h.io.eof_in_peek = true;
+    let (mut g, s) = connected(&mut h, Some(7));
+    h.io.sock(s).rx.extend_from_slice(b"bye");
+    h.io.sock(s).eof = true;
+    h.io.sock(s).peeks.clear();
+    // Only `Readable`: the peek's answer says the stream ends after these bytes.
+    h.event(s, SockEvent::Readable);
+    let segs = h.take();
+    assert_eq!(segs.len(), 2, "{segs:?}");
+    assert_eq!(segs[0].payload, b"bye");
+    assert!(segs[1].has(flags::FIN));
+    assert_eq!(segs[1].seq, segs[0].seq.wrapping_add(3));
+    assert_eq!(
+        h.io.sock(s).peeks,
+        vec![(0, 3)],
+        "no second peek to find the end"
+    );
+    assert_eq!(g.receive(&segs), b"bye");
+    g.ack_all(&mut h);
+    assert_eq!(h.io.sock(s).discarded, 3);
+    assert!(h.io.sock(s).closed.is_none(), "half-closed");
+    h.check();
+}
+
+#[test]
+fn an_end_met_by_a_later_peek_follows_the_last_byte_in_flight() {
+    let mut h = H::new();
+    h.io.eof_in_peek = true;
+    let (mut g, s) = connected(&mut h, Some(7));
+    h.io.sock(s).rx.extend_from_slice(&[5u8; 1000]);
+    h.event(s, SockEvent::Readable);
+    let segs = h.take();
+    assert_eq!(g.receive(&segs), vec![5u8; 1000]);
+    assert!(segs.iter().all(|x| !x.has(flags::FIN)));
+    // The end arrives while everything is in flight: the guest's ACK makes the engine peek
+    // again, and that peek finds it.
+    h.io.sock(s).eof = true;
+    g.ack_all(&mut h);
+    let segs = h.take();
+    assert_eq!(segs.len(), 1, "{segs:?}");
+    assert!(segs[0].has(flags::FIN));
+    assert_eq!(segs[0].seq, g.ack, "right after the last byte");
+    h.check();
+}
+
+#[test]
 fn fin_is_retransmitted_until_acknowledged() {
     let mut h = H::new();
     let (mut g, s) = connected(&mut h, None);

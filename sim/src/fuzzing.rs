@@ -12,7 +12,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use sans_io::config::Config;
 use sans_io::engine::{Engine, EngineOptions};
-use sans_io::flow::{Bind, HostSockets, NoSockets, SockEvent, SockRef, TcpSockInfo};
+use sans_io::flow::{
+    Bind, CloseSockets, DgramSockets, NoSockets, Peeked, PingSockets, SockEvent, SockRef,
+    StreamSockets,
+};
 use sans_io::time::{Duration, Instant};
 use sans_io::wire::FrameQueue;
 
@@ -116,7 +119,8 @@ pub mod op {
     /// A socket event: `EVENT sock:u8 kind:u8` (Connected, Readable, Writable, PeerClosed,
     /// Error).
     pub const EVENT: u8 = 1;
-    /// Data from the host peer: `DATA sock:u8 len:u16le bytes`, then Readable.
+    /// Data from the host peer: `DATA sock:u8 len:u16le bytes`, then Readable; with `len` 0 on
+    /// a stream, the peer's end instead, told only by peeks that reach it.
     pub const DATA: u8 = 2;
     /// Time passes: `ADVANCE ms:u16le`; due timers fire.
     pub const ADVANCE: u8 = 3;
@@ -150,6 +154,8 @@ struct FuzzSock {
     stream: bool,
     /// Stream: bytes received, from the first not discarded.
     rx: VecDeque<u8>,
+    /// Stream: the peer's end came after `rx`, told by peeks only.
+    eof: bool,
     /// Datagram sockets: datagrams waiting.
     dgrams: VecDeque<Vec<u8>>,
     /// A UDP forwarding listener of this family (IPv6 if true): its datagrams come from
@@ -177,7 +183,6 @@ impl FuzzHost {
         });
         Ok(SockRef(self.socks.len() as u32 - 1))
     }
-
     fn get(&mut self, s: SockRef, call: &str) -> &mut FuzzSock {
         let sock = self
             .socks
@@ -188,7 +193,13 @@ impl FuzzHost {
     }
 }
 
-impl HostSockets for FuzzHost {
+impl CloseSockets for FuzzHost {
+    fn close(&mut self, s: SockRef, _: bool) {
+        self.get(s, "close").open = false;
+    }
+}
+
+impl StreamSockets for FuzzHost {
     fn tcp_connect(&mut self, _: SocketAddr, _: Bind<'_>, _: Option<u16>) -> io::Result<SockRef> {
         self.open(true)
     }
@@ -200,14 +211,15 @@ impl HostSockets for FuzzHost {
         }
         Ok(data.len().min(room))
     }
-    fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<usize> {
+    fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<Peeked> {
         let sock = self.get(s, "peek");
         let mut n = 0;
         for (dst, src) in buf.iter_mut().zip(sock.rx.iter().skip(offset)) {
             *dst = *src;
             n += 1;
         }
-        Ok(n)
+        let eof = sock.eof && offset + n >= sock.rx.len();
+        Ok(Peeked { n, eof })
     }
     fn discard(&mut self, s: SockRef, len: usize) -> io::Result<()> {
         let sock = self.get(s, "discard");
@@ -219,26 +231,20 @@ impl HostSockets for FuzzHost {
         sock.rx.drain(..len);
         Ok(())
     }
-    fn tcp_info(&mut self, s: SockRef) -> io::Result<TcpSockInfo> {
-        let room = self.room as u32;
-        let sock = self.get(s, "tcp_info");
-        Ok(TcpSockInfo {
-            send_space: room,
-            peer_window: None,
-            unacked: 0,
-            readable: sock.rx.len() as u32,
-        })
+    fn send_space(&mut self, s: SockRef) -> io::Result<u32> {
+        self.get(s, "send_space");
+        Ok(self.room as u32)
     }
     fn shutdown_write(&mut self, s: SockRef) -> io::Result<()> {
         self.get(s, "shutdown");
         Ok(())
     }
-    fn close(&mut self, s: SockRef, _: bool) {
-        self.get(s, "close").open = false;
-    }
     fn set_interest(&mut self, s: SockRef, _: bool, _: bool) {
         self.get(s, "set_interest");
     }
+}
+
+impl DgramSockets for FuzzHost {
     fn udp_open(&mut self, _: Bind<'_>, _: SocketAddr) -> io::Result<SockRef> {
         self.open(false)
     }
@@ -281,6 +287,9 @@ impl HostSockets for FuzzHost {
         buf[..n].copy_from_slice(&d[..n]);
         Ok(n)
     }
+}
+
+impl PingSockets for FuzzHost {
     fn ping_open(&mut self, _: Bind<'_>, _: IpAddr, id: u16) -> io::Result<(SockRef, u16)> {
         Ok((self.open(false)?, id))
     }
@@ -358,7 +367,10 @@ pub fn engine_ops(data: &[u8]) {
                 let bytes = r.bytes(len).to_vec();
                 if let Some(s) = s {
                     let sock = &mut batch.io().socks[s.0 as usize];
-                    if sock.stream {
+                    if sock.stream && bytes.is_empty() {
+                        // The peer's end, which only the next peek tells.
+                        sock.eof = true;
+                    } else if sock.stream {
                         sock.rx.extend(bytes);
                     } else if sock.dgrams.len() < 64 {
                         sock.dgrams.push_back(bytes);

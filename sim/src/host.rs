@@ -2,7 +2,7 @@
 //! ends, with byte-stream semantics close to Linux's.
 //!
 //! Every connection has two ends. *Ours* is the socket the engine drives through
-//! [`HostSockets`]: a send buffer of bounded capacity (partial sends, `WouldBlock` when full),
+//! [`HostSockets`](sans_io::flow::HostSockets): a send buffer of bounded capacity (partial sends, `WouldBlock` when full),
 //! a receive queue peeked at offsets and discarded exactly, the peer's FIN after its data.
 //! The *peer* end belongs to an [`App`] (a remote server the guest connects to, or a remote
 //! client connecting to a forwarded port). Bytes travel between the ends after a one-way
@@ -22,7 +22,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use sans_io::flow::{Bind, HostSockets, SockEvent, SockRef, TcpSockInfo};
+use sans_io::flow::{
+    Bind, CloseSockets, DgramSockets, Peeked, PingSockets, SockEvent, SockRef, StreamSockets,
+};
 use sans_io::fwd::ForwardMode;
 use sans_io::time::Instant;
 
@@ -63,7 +65,7 @@ pub struct HostConfig {
     pub addrs: Vec<IpAddr>,
     /// At most this many sockets open at once (EMFILE beyond).
     pub max_sockets: usize,
-    /// `tcp_info` reports this many bytes more send space than `send` takes, as Linux's
+    /// `send_space` reports this many bytes more send space than `send` takes, as Linux's
     /// estimate can (its accounting counts buffer overhead the estimate doesn't): sends then
     /// come up short of what the engine was told.
     pub send_space_slack: usize,
@@ -312,6 +314,8 @@ pub struct HostStats {
     pub events: u64,
     /// Calls the engine made through `HostSockets`, of any kind.
     pub calls: u64,
+    /// Peeks that told the engine the stream's end (instead of a `PeerClosed` event).
+    pub eof_peeks: u64,
 }
 
 /// Which of a world's engines a socket belongs to: its events go back to that engine.
@@ -464,6 +468,16 @@ impl VirtualHost {
     /// The connection behind an engine socket.
     pub fn conn_of(&self, s: SockRef) -> Option<ConnId> {
         self.socks.get(&s).copied()
+    }
+
+    /// Bytes in the receive queue of engine socket `s` (peeked or not), as `FIONREAD` says.
+    pub fn readable(&self, s: SockRef) -> Option<usize> {
+        Some(self.conns[self.conn_of(s)?.0].ours.rx.len())
+    }
+
+    /// Bytes engine socket `s` sent and the peer hasn't acknowledged, as `SIOCOUTQ` says.
+    pub fn unacked(&self, s: SockRef) -> Option<usize> {
+        Some(self.conns[self.conn_of(s)?.0].ours.snd_bytes)
     }
 
     /// Sockets the engine holds open (forwarding listeners aside, as for TCP).
@@ -950,7 +964,48 @@ fn err(e: i32) -> io::Error {
     io::Error::from_raw_os_error(e)
 }
 
-impl HostSockets for VirtualHost {
+impl CloseSockets for VirtualHost {
+    fn close(&mut self, s: SockRef, reset: bool) {
+        self.stats.calls += 1;
+        if let Some(u) = self.udp_socks.remove(&s) {
+            if let Some(id) = u.ping_id {
+                self.ping_ids_taken.remove(&id);
+            }
+            self.ops += 1;
+            return;
+        }
+        let Ok(id) = self.lookup(s, "close") else {
+            return;
+        };
+        self.socks.remove(&s);
+        self.ops += 1;
+        let (now, lat) = (self.now, self.config.latency);
+        let c = &mut self.conns[id.0];
+        c.sock = None;
+        c.closed_by_engine = Some((now, reset));
+        if c.state == ConnState::Connecting {
+            // Abandoning a connect: the peer never hears of it.
+            c.outcome_at = None;
+            c.state = ConnState::Failed(errno::ECONNRESET);
+            c.ours.closed = true;
+            return;
+        }
+        if c.ours.dead() || matches!(c.state, ConnState::Failed(_)) {
+            c.ours.closed = true;
+            return;
+        }
+        // Linux resets when unread data is thrown away, as when asked to.
+        if reset || !c.ours.rx.is_empty() {
+            abort(&mut c.ours, &mut c.peer, now + lat);
+            self.stats.engine_resets += 1;
+        } else {
+            c.ours.queue_fin(now, lat);
+        }
+        c.ours.closed = true;
+    }
+}
+
+impl StreamSockets for VirtualHost {
     fn tcp_connect(
         &mut self,
         dst: SocketAddr,
@@ -1020,10 +1075,10 @@ impl HostSockets for VirtualHost {
         Ok(n)
     }
 
-    fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<usize> {
+    fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<Peeked> {
         self.stats.calls += 1;
         let id = self.lookup(s, "peek")?;
-        let c = &self.conns[id.0];
+        let c = &mut self.conns[id.0];
         if let Some(e) = c.ours.err {
             return Err(err(e));
         }
@@ -1031,16 +1086,21 @@ impl HostSockets for VirtualHost {
             return Err(err(errno::ENOTCONN));
         }
         let rx = &c.ours.rx;
-        if offset >= rx.len() {
-            return Ok(0);
-        }
-        let n = buf.len().min(rx.len() - offset);
+        let n = buf.len().min(rx.len().saturating_sub(offset));
         let (a, b) = rx.as_slices();
         for (i, slot) in buf[..n].iter_mut().enumerate() {
             let at = offset + i;
             *slot = if at < a.len() { a[at] } else { b[at - a.len()] };
         }
-        Ok(n)
+        // As the OS shim tells the end: a peek of nothing after the FIN, or a short one once
+        // the end was reported; either way the end needs no `PeerClosed` any more.
+        let at_end = c.ours.rx_fin && offset + n >= rx.len() && !buf.is_empty();
+        let eof = at_end && (n == 0 || (n < buf.len() && c.peer_closed_reported));
+        if eof {
+            c.peer_closed_reported = true;
+            self.stats.eof_peeks += 1;
+        }
+        Ok(Peeked { n, eof })
     }
 
     fn discard(&mut self, s: SockRef, len: usize) -> io::Result<()> {
@@ -1066,9 +1126,9 @@ impl HostSockets for VirtualHost {
         Ok(())
     }
 
-    fn tcp_info(&mut self, s: SockRef) -> io::Result<TcpSockInfo> {
+    fn send_space(&mut self, s: SockRef) -> io::Result<u32> {
         self.stats.calls += 1;
-        let id = self.lookup(s, "tcp_info")?;
+        let id = self.lookup(s, "send_space")?;
         let c = &self.conns[id.0];
         if let Some(e) = c.ours.err {
             return Err(err(e));
@@ -1078,12 +1138,7 @@ impl HostSockets for VirtualHost {
         } else {
             self.config.send_space_slack
         };
-        Ok(TcpSockInfo {
-            send_space: (c.ours.send_space() + slack) as u32,
-            peer_window: Some(c.peer.rcvbuf.saturating_sub(c.peer.rx.len()) as u32),
-            unacked: c.ours.snd_bytes as u32,
-            readable: c.ours.rx.len() as u32,
-        })
+        Ok((c.ours.send_space() + slack) as u32)
     }
 
     fn shutdown_write(&mut self, s: SockRef) -> io::Result<()> {
@@ -1102,45 +1157,6 @@ impl HostSockets for VirtualHost {
         Ok(())
     }
 
-    fn close(&mut self, s: SockRef, reset: bool) {
-        self.stats.calls += 1;
-        if let Some(u) = self.udp_socks.remove(&s) {
-            if let Some(id) = u.ping_id {
-                self.ping_ids_taken.remove(&id);
-            }
-            self.ops += 1;
-            return;
-        }
-        let Ok(id) = self.lookup(s, "close") else {
-            return;
-        };
-        self.socks.remove(&s);
-        self.ops += 1;
-        let (now, lat) = (self.now, self.config.latency);
-        let c = &mut self.conns[id.0];
-        c.sock = None;
-        c.closed_by_engine = Some((now, reset));
-        if c.state == ConnState::Connecting {
-            // Abandoning a connect: the peer never hears of it.
-            c.outcome_at = None;
-            c.state = ConnState::Failed(errno::ECONNRESET);
-            c.ours.closed = true;
-            return;
-        }
-        if c.ours.dead() || matches!(c.state, ConnState::Failed(_)) {
-            c.ours.closed = true;
-            return;
-        }
-        // Linux resets when unread data is thrown away, as when asked to.
-        if reset || !c.ours.rx.is_empty() {
-            abort(&mut c.ours, &mut c.peer, now + lat);
-            self.stats.engine_resets += 1;
-        } else {
-            c.ours.queue_fin(now, lat);
-        }
-        c.ours.closed = true;
-    }
-
     fn set_interest(&mut self, s: SockRef, readable: bool, writable: bool) {
         self.stats.calls += 1;
         if let Some(u) = self.udp_socks.get_mut(&s) {
@@ -1151,7 +1167,9 @@ impl HostSockets for VirtualHost {
             self.conns[id.0].interest = (readable, writable);
         }
     }
+}
 
+impl DgramSockets for VirtualHost {
     fn udp_open(&mut self, bind: Bind<'_>, dst: SocketAddr) -> io::Result<SockRef> {
         self.stats.calls += 1;
         if dst.ip().is_unspecified() || dst.ip().is_multicast() || dst.port() == 0 {
@@ -1196,6 +1214,67 @@ impl HostSockets for VirtualHost {
         Ok(data.len())
     }
 
+    fn udp_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
+        self.stats.calls += 1;
+        self.udp_recv_from(s, buf).map(|(n, _)| n)
+    }
+
+    fn udp_recv_from(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.stats.calls += 1;
+        let now = self.now;
+        let Some(u) = self.udp_socks.get_mut(&s) else {
+            self.violations
+                .push(format!("udp_recv on unknown socket {s:?} at {now:?}"));
+            return Err(err(errno::EBADF));
+        };
+        match u.rx.front() {
+            Some((at, _, _)) if *at <= now => {
+                let (_, from, d) = u.rx.pop_front().expect("front exists");
+                let n = d.len().min(buf.len());
+                buf[..n].copy_from_slice(&d[..n]);
+                self.ops += 1;
+                Ok((n, from))
+            }
+            _ => Err(err(errno::EAGAIN)),
+        }
+    }
+
+    fn udp_reply_open(&mut self, listener: SockRef, peer: SocketAddr) -> io::Result<SockRef> {
+        self.stats.calls += 1;
+        let now = self.now;
+        let Some(l) = self.udp_socks.get(&listener).filter(|u| u.listener) else {
+            self.violations.push(format!(
+                "udp_reply_open on non-listener {listener:?} at {now:?}"
+            ));
+            return Err(err(errno::EBADF));
+        };
+        if self.open_sockets() >= self.config.max_sockets {
+            return Err(err(errno::EMFILE));
+        }
+        let ip = if l.local.ip().is_unspecified() {
+            self.source_for(peer.ip())
+        } else {
+            l.local.ip()
+        };
+        let local = SocketAddr::new(ip, l.local.port());
+        self.ops += 1;
+        let s = self.new_sock();
+        self.udp_socks.insert(
+            s,
+            UdpSock {
+                local,
+                dst: peer,
+                rx: VecDeque::new(),
+                readable: true,
+                listener: false,
+                ping_id: None,
+            },
+        );
+        Ok(s)
+    }
+}
+
+impl PingSockets for VirtualHost {
     fn ping_open(&mut self, bind: Bind<'_>, dst: IpAddr, id: u16) -> io::Result<(SockRef, u16)> {
         self.stats.calls += 1;
         if dst.is_unspecified() || dst.is_multicast() {
@@ -1257,64 +1336,5 @@ impl HostSockets for VirtualHost {
     fn ping_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
         self.stats.calls += 1;
         self.udp_recv(s, buf)
-    }
-
-    fn udp_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
-        self.stats.calls += 1;
-        self.udp_recv_from(s, buf).map(|(n, _)| n)
-    }
-
-    fn udp_recv_from(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.stats.calls += 1;
-        let now = self.now;
-        let Some(u) = self.udp_socks.get_mut(&s) else {
-            self.violations
-                .push(format!("udp_recv on unknown socket {s:?} at {now:?}"));
-            return Err(err(errno::EBADF));
-        };
-        match u.rx.front() {
-            Some((at, _, _)) if *at <= now => {
-                let (_, from, d) = u.rx.pop_front().expect("front exists");
-                let n = d.len().min(buf.len());
-                buf[..n].copy_from_slice(&d[..n]);
-                self.ops += 1;
-                Ok((n, from))
-            }
-            _ => Err(err(errno::EAGAIN)),
-        }
-    }
-
-    fn udp_reply_open(&mut self, listener: SockRef, peer: SocketAddr) -> io::Result<SockRef> {
-        self.stats.calls += 1;
-        let now = self.now;
-        let Some(l) = self.udp_socks.get(&listener).filter(|u| u.listener) else {
-            self.violations.push(format!(
-                "udp_reply_open on non-listener {listener:?} at {now:?}"
-            ));
-            return Err(err(errno::EBADF));
-        };
-        if self.open_sockets() >= self.config.max_sockets {
-            return Err(err(errno::EMFILE));
-        }
-        let ip = if l.local.ip().is_unspecified() {
-            self.source_for(peer.ip())
-        } else {
-            l.local.ip()
-        };
-        let local = SocketAddr::new(ip, l.local.port());
-        self.ops += 1;
-        let s = self.new_sock();
-        self.udp_socks.insert(
-            s,
-            UdpSock {
-                local,
-                dst: peer,
-                rx: VecDeque::new(),
-                readable: true,
-                listener: false,
-                ping_id: None,
-            },
-        );
-        Ok(s)
     }
 }

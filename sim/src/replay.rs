@@ -35,7 +35,9 @@ use std::time::Duration;
 
 use sans_io::config::{Config, Mode, NetOptions};
 use sans_io::engine::{Batch, Counters, Engine, EngineOptions};
-use sans_io::flow::{Bind, HostSockets, SockEvent, SockRef, TcpSockInfo};
+use sans_io::flow::{
+    Bind, CloseSockets, DgramSockets, Peeked, PingSockets, SockEvent, SockRef, StreamSockets,
+};
 use sans_io::fwd::PortSpec;
 use sans_io::time::Instant;
 use sans_io::wire::FrameQueue;
@@ -316,7 +318,20 @@ impl ScriptedHost {
     }
 }
 
-impl HostSockets for ScriptedHost {
+impl CloseSockets for ScriptedHost {
+    fn close(&mut self, s: SockRef, _reset: bool) {
+        if let Ok(sock) = self.sock(s, "close") {
+            sock.closed = true;
+            if let Some(k) = sock.key {
+                if self.by_key.get(&k) == Some(&s) {
+                    self.by_key.remove(&k);
+                }
+            }
+        }
+    }
+}
+
+impl StreamSockets for ScriptedHost {
     fn tcp_connect(&mut self, _: SocketAddr, _: Bind<'_>, _: Option<u16>) -> io::Result<SockRef> {
         let s = self.open();
         self.socks[s.0 as usize].connecting = true;
@@ -329,13 +344,14 @@ impl HostSockets for ScriptedHost {
         Ok(data.len())
     }
 
-    fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<usize> {
+    fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<Peeked> {
         let sock = self.sock(s, "peek")?;
         let from = sock.discarded.saturating_add(offset);
         let avail = sock.stream.get(from..).unwrap_or(&[]);
         let n = avail.len().min(buf.len());
         buf[..n].copy_from_slice(&avail[..n]);
-        Ok(n)
+        // The end is told by the `PeerClosed` the capture's FIN queues, where it was seen.
+        Ok(Peeked::bytes(n))
     }
 
     fn discard(&mut self, s: SockRef, len: usize) -> io::Result<()> {
@@ -353,14 +369,9 @@ impl HostSockets for ScriptedHost {
         Ok(())
     }
 
-    fn tcp_info(&mut self, s: SockRef) -> io::Result<TcpSockInfo> {
-        let sock = self.sock(s, "tcp_info")?;
-        Ok(TcpSockInfo {
-            send_space: 4 << 20,
-            peer_window: None,
-            unacked: 0,
-            readable: (sock.stream.len() - sock.discarded) as u32,
-        })
+    fn send_space(&mut self, s: SockRef) -> io::Result<u32> {
+        self.sock(s, "send_space")?;
+        Ok(4 << 20)
     }
 
     fn shutdown_write(&mut self, s: SockRef) -> io::Result<()> {
@@ -368,19 +379,10 @@ impl HostSockets for ScriptedHost {
         Ok(())
     }
 
-    fn close(&mut self, s: SockRef, _reset: bool) {
-        if let Ok(sock) = self.sock(s, "close") {
-            sock.closed = true;
-            if let Some(k) = sock.key {
-                if self.by_key.get(&k) == Some(&s) {
-                    self.by_key.remove(&k);
-                }
-            }
-        }
-    }
-
     fn set_interest(&mut self, _: SockRef, _: bool, _: bool) {}
+}
 
+impl DgramSockets for ScriptedHost {
     fn udp_open(&mut self, _: Bind<'_>, _: SocketAddr) -> io::Result<SockRef> {
         Ok(self.open())
     }
@@ -406,7 +408,9 @@ impl HostSockets for ScriptedHost {
     fn udp_reply_open(&mut self, _: SockRef, _: SocketAddr) -> io::Result<SockRef> {
         Ok(self.open())
     }
+}
 
+impl PingSockets for ScriptedHost {
     fn ping_open(&mut self, _: Bind<'_>, _: IpAddr, id: u16) -> io::Result<(SockRef, u16)> {
         Ok((self.open(), id))
     }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sans_io::flow::{Bind, HostSockets, SockEvent, SockRef};
+use sans_io::flow::{Bind, CloseSockets, Peeked, SockEvent, SockRef, StreamSockets};
 use sans_io::fwd::{ForwardMode, PortSpec};
 use sans_io::time::Instant;
 use sim::host::{errno, ConnState, HostConfig, VirtualHost};
@@ -86,28 +86,28 @@ fn source_data_is_peeked_at_offsets_and_discarded_exactly() {
     let ev = run_to(&mut h, ms(10));
     assert!(ev.iter().any(|e| e.2 == SockEvent::Readable));
     // The receive queue holds at most rcvbuf: the source is flow-controlled.
-    let info = h.tcp_info(s).unwrap();
-    assert_eq!(info.readable, 128 * 1024);
+    assert_eq!(h.readable(s), Some(128 * 1024));
     let mut buf = vec![0; 1000];
-    assert_eq!(h.peek(s, 5000, &mut buf).unwrap(), 1000);
+    assert_eq!(h.peek(s, 5000, &mut buf).unwrap(), Peeked::bytes(1000));
     let mut expect = vec![0; 1000];
     Pattern(0).fill(5000, &mut expect);
     assert_eq!(buf, expect);
-    assert_eq!(h.peek(s, 128 * 1024, &mut buf).unwrap(), 0);
+    assert_eq!(h.peek(s, 128 * 1024, &mut buf).unwrap(), Peeked::bytes(0));
     let mut got = Vec::new();
     let mut closed_at = None;
     let mut buf = vec![0; 100_000];
     for round in 0..100 {
-        let n = h.peek(s, 0, &mut buf).unwrap();
+        let Peeked { n, eof } = h.peek(s, 0, &mut buf).unwrap();
+        assert!(
+            !eof || closed_at.is_some(),
+            "the end told by a peek before PeerClosed"
+        );
         got.extend_from_slice(&buf[..n]);
         h.discard(s, n).unwrap();
         let ev = run_to(&mut h, ms(20 + round));
         if let Some(e) = ev.iter().find(|e| e.2 == SockEvent::PeerClosed) {
             // The FIN comes after every byte of data.
-            assert_eq!(
-                h.tcp_info(s).unwrap().readable as usize + got.len(),
-                300_000
-            );
+            assert_eq!(h.readable(s).unwrap() + got.len(), 300_000);
             closed_at.get_or_insert(e.0);
         }
         if got.len() == 300_000 {
@@ -127,11 +127,11 @@ fn send_buffer_fills_and_drains_to_the_peer() {
     let s = connect(&mut h, "203.0.113.10:9");
     run_to(&mut h, ms(2));
     let data = Pattern(3).bytes(100_000);
-    assert_eq!(h.tcp_info(s).unwrap().send_space, 64 * 1024);
+    assert_eq!(h.send_space(s).unwrap(), 64 * 1024);
     // Partial send up to the buffer, then EAGAIN.
     assert_eq!(h.send(s, &data).unwrap(), 64 * 1024);
-    assert_eq!(h.tcp_info(s).unwrap().send_space, 0);
-    assert_eq!(h.tcp_info(s).unwrap().unacked, 64 * 1024);
+    assert_eq!(h.send_space(s).unwrap(), 0);
+    assert_eq!(h.unacked(s), Some(64 * 1024));
     let e = h.send(s, &data[65536..]).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(errno::EAGAIN));
     h.set_interest(s, true, true);
@@ -188,7 +188,7 @@ fn echo_and_level_triggered_readiness() {
     assert!(h.events().is_empty());
     h.set_interest(s, true, false);
     let mut buf = [0; 16];
-    assert_eq!(h.peek(s, 0, &mut buf).unwrap(), 5);
+    assert_eq!(h.peek(s, 0, &mut buf).unwrap(), Peeked::bytes(5));
     assert_eq!(&buf[..5], b"hello");
     h.discard(s, 5).unwrap();
     assert!(h.events().is_empty());
@@ -218,7 +218,7 @@ fn resets_both_ways() {
         Some(errno::ECONNRESET)
     );
     // Closing with unread data resets, as Linux does.
-    assert!(h.tcp_info(c).unwrap().readable > 0);
+    assert!(h.readable(c).unwrap() > 0);
     h.close(c, false);
     run_to(&mut h, ms(6));
     assert!(h.conns()[2].peer_reset_at.is_some());
@@ -258,7 +258,7 @@ fn inbound_connections_reach_forwarded_ports_only() {
     assert_eq!(h.conn_of(s), Some(yes));
     assert_eq!(h.conn(no).state, ConnState::Failed(errno::ECONNREFUSED));
     let ev = run_to(&mut h, ms(3));
-    assert_eq!(h.tcp_info(s).unwrap().readable, 10);
+    assert_eq!(h.readable(s), Some(10));
     assert!(ev.iter().any(|e| e.1 == s && e.2 == SockEvent::PeerClosed));
 }
 
@@ -275,4 +275,36 @@ fn socket_limit_is_emfile() {
         .unwrap_err();
     assert_eq!(e.raw_os_error(), Some(errno::EMFILE));
     let _ = Duration::ZERO;
+}
+
+#[test]
+fn a_peek_tells_the_end_as_the_os_shim_does() {
+    let mut h = VirtualHost::new(HostConfig::default());
+    h.listen(addr("203.0.113.10:80"), App::source(10));
+    let s = connect(&mut h, "203.0.113.10:80");
+    // No interest: the data and the FIN arrive unreported.
+    h.set_interest(s, false, false);
+    let ev = run_to(&mut h, ms(10));
+    assert_eq!(ev, [(ms(1), s, SockEvent::Connected)]);
+    assert_eq!(h.readable(s), Some(10));
+    let mut buf = [0u8; 100];
+    // Short, but no end was reported: not known from this peek...
+    assert_eq!(h.peek(s, 0, &mut buf).unwrap(), Peeked::bytes(10));
+    // ... a peek of nothing past the last byte tells it.
+    assert_eq!(h.peek(s, 10, &mut buf).unwrap(), Peeked::last(0));
+    assert_eq!(h.stats.eof_peeks, 1);
+    // The engine knows now: no PeerClosed once interest is back.
+    h.set_interest(s, true, false);
+    let ev = run_to(&mut h, ms(12));
+    assert!(ev.iter().all(|e| e.2 != SockEvent::PeerClosed), "{ev:?}");
+    // After a reported end, a short peek tells it at once.
+    let t = connect(&mut h, "203.0.113.10:80");
+    let ev = run_to(&mut h, ms(20));
+    assert!(
+        ev.iter().any(|e| e.1 == t && e.2 == SockEvent::PeerClosed),
+        "{ev:?}"
+    );
+    assert_eq!(h.peek(t, 4, &mut buf).unwrap(), Peeked::last(6));
+    assert_eq!(h.peek(t, 0, &mut buf[..4]).unwrap(), Peeked::bytes(4));
+    assert!(h.violations.is_empty(), "{:?}", h.violations);
 }

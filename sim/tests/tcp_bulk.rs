@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use sim::scenario::{addr, GATEWAY, REMOTE};
+use sim::world::World;
 use sim::{App, Impair, Pattern, Scenario};
 
 const MIB: u64 = 1 << 20;
@@ -23,6 +24,10 @@ fn upload(s: Scenario, to: &str, seen_by_host: &str, len: u64) {
 }
 
 fn download(s: Scenario, to: &str, seen_by_host: &str, len: u64) {
+    download_world(s, to, seen_by_host, len);
+}
+
+fn download_world(s: Scenario, to: &str, seen_by_host: &str, len: u64) -> World {
     let mut w = s
         .remote_server(seen_by_host, App::source_pattern(Pattern(8), len))
         .build();
@@ -33,7 +38,9 @@ fn download(s: Scenario, to: &str, seen_by_host: &str, len: u64) {
         .check(w.guest_conn(c).received(), len)
         .unwrap_or_else(|e| panic!("{e}\n{}", w.diagnose()));
     assert!(w.guest_conn(c).reset_at.is_none(), "{}", w.diagnose());
+    assert!(w.guest_conn(c).fin_seen, "{}", w.diagnose());
     w.assert_no_violations();
+    w
 }
 
 fn remote(port: u16) -> String {
@@ -55,7 +62,10 @@ fn upload_1mib_clean() {
 
 #[test]
 fn download_1mib_clean() {
-    download(Scenario::new(2), &remote(19), &remote(19), MIB);
+    let w = download_world(Scenario::new(2), &remote(19), &remote(19), MIB);
+    // The remote's FIN came while all its data was in flight (no readable interest): the
+    // peek after the guest's last ACK told the end, no event did.
+    assert_eq!(w.host.stats.eof_peeks, 1, "{}", w.diagnose());
 }
 
 #[test]

@@ -1,11 +1,12 @@
-//! What the kernel says about a TCP socket: `TCP_INFO` (state, the peer's window) and
-//! `SO_MEMINFO` (send buffer memory), and the free send space we derive from them.
+//! What the kernel says about a TCP socket: `SO_MEMINFO` (send buffer memory) and `SIOCOUTQ`
+//! (payload queued), and the free send space we derive from them; `TCP_INFO`'s state, for
+//! the end of the stream where peeking can't tell it.
 
 use std::io;
 use std::mem::size_of;
 use std::os::fd::RawFd;
 
-use super::getsockopt_int;
+use super::{getsockopt_int, ioctl_int};
 
 /// `SO_MEMINFO` (Linux 4.6), where the architecture numbers it like asm-generic does.
 const SO_MEMINFO: Option<i32> = if cfg!(any(
@@ -59,15 +60,33 @@ fn send_memory(fd: RawFd) -> Option<(u32, u32)> {
 /// least one half (the ratio of a queue holding a few tiny writes says nothing about the next
 /// ones, and would shut the guest's window for interactive traffic), and at one half with an
 /// empty queue. Without `SO_MEMINFO`: half of `SO_SNDBUF` less what is queued.
+///
+/// One `getsockopt` (`SO_MEMINFO`), and an `ioctl` (`SIOCOUTQ`, the payload queued) only
+/// where the ratio needs it: a queue holding something, and memory free. Nothing is cached:
+/// the kernel moves `sk_sndbuf` as it autotunes (up with the congestion window, down under
+/// memory pressure), and `SO_MEMINFO` reads it with the queue at no extra cost.
 #[inline]
-pub(crate) fn send_space(fd: RawFd, unacked: u32) -> io::Result<u32> {
+pub(crate) fn send_space(fd: RawFd) -> io::Result<u32> {
     match send_memory(fd) {
-        Some((sndbuf, queued)) => Ok(payload_space(sndbuf, queued, unacked)),
+        Some((sndbuf, queued)) => {
+            let unacked = if queued > 0 && sndbuf > queued {
+                queued_payload(fd)?
+            } else {
+                0
+            };
+            Ok(payload_space(sndbuf, queued, unacked))
+        }
         None => {
             let sndbuf = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF)?.max(0) as u32;
-            Ok((sndbuf / 2).saturating_sub(unacked))
+            Ok((sndbuf / 2).saturating_sub(queued_payload(fd)?))
         }
     }
+}
+
+/// Payload bytes in the send queue, sent or not, not yet acknowledged (`SIOCOUTQ`).
+#[inline]
+fn queued_payload(fd: RawFd) -> io::Result<u32> {
+    Ok(ioctl_int(fd, libc::TIOCOUTQ)?.max(0) as u32)
 }
 
 /// [`send_space`]'s arithmetic: the free part of `sndbuf` (memory) as payload.
@@ -90,98 +109,25 @@ pub(crate) fn at_eof(fd: RawFd) -> bool {
     const TCP_CLOSING: u8 = 11;
     const TCP_CLOSE: u8 = 7;
     const TCP_TIME_WAIT: u8 = 6;
-    match tcp_info_raw(fd) {
-        Some((info, _)) => matches!(
-            info.state,
-            TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING | TCP_CLOSE | TCP_TIME_WAIT
-        ),
-        None => false,
-    }
-}
-
-/// `struct tcp_info` up to `tcpi_snd_wnd` (Linux 5.4), the part we read. Older kernels fill
-/// less: the returned length says how much.
-#[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct TcpInfo {
-    state: u8,
-    ca_state: u8,
-    retransmits: u8,
-    probes: u8,
-    backoff: u8,
-    options: u8,
-    wscale: u8,
-    flags: u8,
-    rto: u32,
-    ato: u32,
-    snd_mss: u32,
-    rcv_mss: u32,
-    unacked: u32,
-    sacked: u32,
-    lost: u32,
-    retrans: u32,
-    fackets: u32,
-    last_data_sent: u32,
-    last_ack_sent: u32,
-    last_data_recv: u32,
-    last_ack_recv: u32,
-    pmtu: u32,
-    rcv_ssthresh: u32,
-    rtt: u32,
-    rttvar: u32,
-    snd_ssthresh: u32,
-    snd_cwnd: u32,
-    advmss: u32,
-    reordering: u32,
-    rcv_rtt: u32,
-    rcv_space: u32,
-    total_retrans: u32,
-    pacing_rate: u64,
-    max_pacing_rate: u64,
-    bytes_acked: u64,
-    bytes_received: u64,
-    segs_out: u32,
-    segs_in: u32,
-    notsent_bytes: u32,
-    min_rtt: u32,
-    data_segs_in: u32,
-    data_segs_out: u32,
-    delivery_rate: u64,
-    busy_time: u64,
-    rwnd_limited: u64,
-    sndbuf_limited: u64,
-    delivered: u32,
-    delivered_ce: u32,
-    bytes_sent: u64,
-    bytes_retrans: u64,
-    dsack_dups: u32,
-    reord_seen: u32,
-    rcv_ooopack: u32,
-    snd_wnd: u32,
-}
-
-#[inline]
-fn tcp_info_raw(fd: RawFd) -> Option<(TcpInfo, usize)> {
-    let mut info = TcpInfo::default();
-    let mut len = size_of::<TcpInfo>() as libc::socklen_t;
-    // SAFETY: the kernel writes at most `len` bytes into our struct.
+    // `struct tcp_info` begins with the state byte; the kernel copies as much as we ask for.
+    let mut info = [0u8; 8];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into our array.
     let rc = unsafe {
         libc::getsockopt(
             fd,
             libc::IPPROTO_TCP,
             libc::TCP_INFO,
-            (&mut info as *mut TcpInfo).cast(),
+            info.as_mut_ptr().cast(),
             &mut len,
         )
     };
-    (rc == 0).then_some((info, len as usize))
-}
-
-/// The peer's window, when the kernel reports it.
-#[inline]
-pub(crate) fn snd_wnd(fd: RawFd) -> Option<u32> {
-    let (info, len) = tcp_info_raw(fd)?;
-    (len >= std::mem::offset_of!(TcpInfo, snd_wnd) + size_of::<u32>()).then_some(info.snd_wnd)
+    rc == 0
+        && len >= 1
+        && matches!(
+            info[0],
+            TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING | TCP_CLOSE | TCP_TIME_WAIT
+        )
 }
 
 #[cfg(test)]

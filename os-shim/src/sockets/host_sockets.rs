@@ -1,4 +1,4 @@
-//! [`HostSockets`] for the core: TCP streams (connect, send, peek at an offset, discard what
+//! [`HostSockets`](sans_io::flow::HostSockets) for the core: TCP streams (connect, send, peek at an offset, discard what
 //! the guest acknowledged, free send space), UDP and ICMP echo ("ping") datagrams.
 
 use std::io;
@@ -6,21 +6,29 @@ use std::mem::{size_of, MaybeUninit};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 
-use sans_io::flow::{Bind, HostSockets, SockEvent, SockRef, TcpSockInfo};
+use sans_io::flow::{
+    Bind, CloseSockets, DgramSockets, Peeked, PingSockets, SockRef, StreamSockets,
+};
 
 use super::table::State;
 use super::Sockets;
-use crate::socket_sys::tcp_info::{at_eof, send_space, snd_wnd};
+use crate::socket_sys::tcp_info::{at_eof, send_space};
 use crate::socket_sys::{
-    bind_addr, bind_outbound, bind_to_device, connect_to, dgram_socket, ioctl_int, local_addr,
-    prepare_stream, readable_bytes, retry, send_nonblocking, setsockopt_int, sockaddr_to_std,
-    stream_socket, udp_bound_socket, unmap,
+    bind_addr, bind_outbound, bind_to_device, connect_to, dgram_socket, local_addr, prepare_stream,
+    readable_bytes, retry, send_nonblocking, setsockopt_int, sockaddr_to_std, stream_socket,
+    udp_bound_socket, unmap,
 };
 
 /// Datagrams received per `recvmmsg` call at most.
 const RECV_MANY_MAX: usize = 64;
 
-impl HostSockets for Sockets {
+impl CloseSockets for Sockets {
+    fn close(&mut self, s: SockRef, reset: bool) {
+        self.close_socket(s, reset);
+    }
+}
+
+impl StreamSockets for Sockets {
     fn tcp_connect(
         &mut self,
         dst: SocketAddr,
@@ -35,18 +43,17 @@ impl HostSockets for Sockets {
             let _ = setsockopt_int(raw, libc::IPPROTO_TCP, libc::TCP_MAXSEG, i32::from(mss));
         }
         prepare_stream(raw);
-        let state = match connect_to(raw, dst) {
-            Ok(()) => State::Connected,
+        match connect_to(raw, dst) {
+            // Connected at once or not, the completion is reported from epoll (a connected
+            // socket is writable at once): nothing is queued from within the core's call.
+            Ok(()) => {}
             Err(e) => match e.raw_os_error() {
-                Some(libc::EINPROGRESS) | Some(libc::EINTR) => State::Connecting,
+                Some(libc::EINPROGRESS) | Some(libc::EINTR) => {}
                 _ => return Err(e),
             },
-        };
-        let index = self.insert(fd, state)?;
-        self.stats.connects += 1;
-        if state == State::Connected {
-            self.push(index, SockEvent::Connected);
         }
+        let index = self.insert(fd, State::Connecting)?;
+        self.stats.connects += 1;
         Ok(SockRef(index))
     }
 
@@ -61,20 +68,28 @@ impl HostSockets for Sockets {
         send_nonblocking(fd, data)
     }
 
-    fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<usize> {
+    fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<Peeked> {
         let (slot, fd) = self.slot(s)?;
         if slot.state == State::Connecting {
             return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
         }
         if buf.is_empty() {
-            return Ok(0);
+            return Ok(Peeked::default());
         }
+        // `EPOLLRDHUP` comes once every byte before the end is queued: after it, a short
+        // peek reached the end.
+        let rdhup_seen = slot.peer_closed;
         let Some(shadow) = slot.peek_off else {
             let n = self.peek_fallback(fd, offset, buf)?;
-            if n == 0 && readable_bytes(fd).is_ok_and(|q| q <= offset) && at_eof(fd) {
+            let eof = if n == 0 {
+                readable_bytes(fd).is_ok_and(|q| q <= offset) && at_eof(fd)
+            } else {
+                n < buf.len() && rdhup_seen
+            };
+            if eof {
                 self.saw_eof(s);
             }
-            return Ok(n);
+            return Ok(Peeked { n, eof });
         };
         if shadow != offset {
             let off =
@@ -95,13 +110,16 @@ impl HostSockets for Sockets {
         match n {
             Ok(0) => {
                 self.saw_eof(s);
-                Ok(0)
+                Ok(Peeked::last(0))
             }
             Ok(n) => {
                 self.set_peek_off(s, offset + n);
-                Ok(n)
+                Ok(Peeked {
+                    n,
+                    eof: n < buf.len() && rdhup_seen,
+                })
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Peeked::default()),
             Err(e) => Err(e),
         }
     }
@@ -135,16 +153,9 @@ impl HostSockets for Sockets {
         Ok(())
     }
 
-    fn tcp_info(&mut self, s: SockRef) -> io::Result<TcpSockInfo> {
+    fn send_space(&mut self, s: SockRef) -> io::Result<u32> {
         let (_, fd) = self.slot(s)?;
-        let unacked = ioctl_int(fd, libc::TIOCOUTQ)?.max(0) as u32;
-        let readable = ioctl_int(fd, libc::FIONREAD)?.max(0) as u32;
-        Ok(TcpSockInfo {
-            send_space: send_space(fd, unacked)?,
-            peer_window: snd_wnd(fd),
-            unacked,
-            readable,
-        })
+        send_space(fd)
     }
 
     fn shutdown_write(&mut self, s: SockRef) -> io::Result<()> {
@@ -156,14 +167,12 @@ impl HostSockets for Sockets {
         Ok(())
     }
 
-    fn close(&mut self, s: SockRef, reset: bool) {
-        self.close_socket(s, reset);
-    }
-
     fn set_interest(&mut self, s: SockRef, readable: bool, writable: bool) {
         self.set_socket_interest(s, readable, writable);
     }
+}
 
+impl DgramSockets for Sockets {
     fn udp_open(&mut self, bind: Bind<'_>, dst: SocketAddr) -> io::Result<SockRef> {
         let fd = self.counted(dgram_socket(dst.ip(), libc::IPPROTO_UDP))?;
         let raw = fd.as_raw_fd();
@@ -176,56 +185,6 @@ impl HostSockets for Sockets {
     fn udp_send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
         let (_, fd) = self.slot(s)?;
         send_nonblocking(fd, data)
-    }
-
-    fn ping_open(&mut self, bind: Bind<'_>, dst: IpAddr, id: u16) -> io::Result<(SockRef, u16)> {
-        let proto = if dst.is_ipv4() {
-            libc::IPPROTO_ICMP
-        } else {
-            libc::IPPROTO_ICMPV6
-        };
-        let fd = match self.counted(dgram_socket(dst, proto)) {
-            Ok(fd) => fd,
-            Err(e) => {
-                if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) && !self.warned_ping
-                {
-                    self.warned_ping = true;
-                    log::warn!(
-                        "cannot open ICMP echo (\"ping\") sockets: {e}; the guest's pings will \
-                         go unanswered. Allow our group in net.ipv4.ping_group_range \
-                         (e.g. sysctl -w net.ipv4.ping_group_range=\"0 2147483647\")"
-                    );
-                }
-                return Err(e);
-            }
-        };
-        let raw = fd.as_raw_fd();
-        if let Some(iface) = bind.iface {
-            bind_to_device(raw, iface)?;
-        }
-        let local = bind
-            .addr
-            .filter(|a| a.is_ipv4() == dst.is_ipv4())
-            .unwrap_or(match dst {
-                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-            });
-        // The "port" of a ping socket is its echo identifier: ask for the guest's, else any.
-        if bind_addr(raw, SocketAddr::new(local, id)).is_err() {
-            bind_addr(raw, SocketAddr::new(local, 0))?;
-        }
-        connect_to(raw, SocketAddr::new(dst, 0))?;
-        let got = local_addr(raw)?.port();
-        let index = self.insert_dgram(fd)?;
-        Ok((SockRef(index), got))
-    }
-
-    fn ping_send(&mut self, s: SockRef, msg: &[u8]) -> io::Result<usize> {
-        self.udp_send(s, msg)
-    }
-
-    fn ping_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
-        self.udp_recv(s, buf)
     }
 
     fn udp_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
@@ -321,6 +280,58 @@ impl HostSockets for Sockets {
     }
 }
 
+impl PingSockets for Sockets {
+    fn ping_open(&mut self, bind: Bind<'_>, dst: IpAddr, id: u16) -> io::Result<(SockRef, u16)> {
+        let proto = if dst.is_ipv4() {
+            libc::IPPROTO_ICMP
+        } else {
+            libc::IPPROTO_ICMPV6
+        };
+        let fd = match self.counted(dgram_socket(dst, proto)) {
+            Ok(fd) => fd,
+            Err(e) => {
+                if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) && !self.warned_ping
+                {
+                    self.warned_ping = true;
+                    log::warn!(
+                        "cannot open ICMP echo (\"ping\") sockets: {e}; the guest's pings will \
+                         go unanswered. Allow our group in net.ipv4.ping_group_range \
+                         (e.g. sysctl -w net.ipv4.ping_group_range=\"0 2147483647\")"
+                    );
+                }
+                return Err(e);
+            }
+        };
+        let raw = fd.as_raw_fd();
+        if let Some(iface) = bind.iface {
+            bind_to_device(raw, iface)?;
+        }
+        let local = bind
+            .addr
+            .filter(|a| a.is_ipv4() == dst.is_ipv4())
+            .unwrap_or(match dst {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            });
+        // The "port" of a ping socket is its echo identifier: ask for the guest's, else any.
+        if bind_addr(raw, SocketAddr::new(local, id)).is_err() {
+            bind_addr(raw, SocketAddr::new(local, 0))?;
+        }
+        connect_to(raw, SocketAddr::new(dst, 0))?;
+        let got = local_addr(raw)?.port();
+        let index = self.insert_dgram(fd)?;
+        Ok((SockRef(index), got))
+    }
+
+    fn ping_send(&mut self, s: SockRef, msg: &[u8]) -> io::Result<usize> {
+        self.udp_send(s, msg)
+    }
+
+    fn ping_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
+        self.udp_recv(s, buf)
+    }
+}
+
 impl Sockets {
     pub(super) fn peek_fallback(
         &mut self,
@@ -355,14 +366,11 @@ impl Sockets {
         }
     }
 
-    /// Whether a zero-length answer meant the end of the stream: queue that news once.
+    /// A peek met the end of the stream: no `PeerClosed` report is needed for it any more
+    /// (the core learnt it from the peek).
     pub(super) fn saw_eof(&mut self, s: SockRef) {
-        let Some(slot) = self.slots.at_mut(s.0 as usize) else {
-            return;
-        };
-        if !slot.peer_closed {
+        if let Some(slot) = self.slots.at_mut(s.0 as usize) {
             slot.peer_closed = true;
-            self.push(s.0, SockEvent::PeerClosed);
         }
     }
 

@@ -6,7 +6,7 @@ use std::mem::{size_of, MaybeUninit};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use sans_io::flow::{HostSockets, ListenSpec, Proto, SockRef};
+use sans_io::flow::{CloseSockets, ListenSpec, Proto, SockRef};
 use sans_io::fwd::Forward;
 use sans_io::time::Instant;
 

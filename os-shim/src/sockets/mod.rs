@@ -5,15 +5,17 @@
 //! The core names sockets by [`SockRef`], an index into a slab; epoll tokens carry the index
 //! and a generation, so that an event for a socket closed earlier in the same wake-up is not
 //! taken for its successor. What epoll says is translated into [`SockEvent`]s (and accepted
-//! connections) queued as [`Report`]s, which the loop hands to the engine one by one; the
-//! synchronous calls the engine makes may queue more (a peek that meets the end of the stream
-//! queues [`SockEvent::PeerClosed`]).
+//! connections) queued as [`Report`]s, which the loop hands to the engine one by one. Only
+//! epoll queues them: the synchronous calls the engine makes answer for themselves (a peek that
+//! meets the end of the stream says so in its [`Peeked`], and a connect that completes at once
+//! is reported by epoll like any other), so that nothing waits behind the engine's back.
 //!
 //! Readiness is level-triggered, as the core expects: it turns readable interest off itself
 //! while everything the socket holds is in flight to the guest, or the guest's window is full.
 //! The exception is a socket that hung up or failed: `EPOLLHUP` and `EPOLLERR` can't be masked
 //! and would stay set, so once one was seen the socket becomes edge-triggered, reporting only
-//! what changes. [`SockEvent::PeerClosed`] and [`SockEvent::Error`] are reported once each.
+//! what changes. [`SockEvent::PeerClosed`] and [`SockEvent::Error`] are reported once each (the
+//! end of a stream not at all once a peek has told it).
 //! Listeners are level-triggered too, accepting a bounded batch per wake-up. A listener whose
 //! `accept4` fails for want of descriptors or memory (`EMFILE`, `ENFILE`, `ENOBUFS`,
 //! `ENOMEM`) would stay readable and spin the loop: it is taken off epoll until a socket of
@@ -30,6 +32,7 @@
 //! peeked into a scratch buffer instead.
 //!
 //! [`HostSockets`]: sans_io::flow::HostSockets
+//! [`Peeked`]: sans_io::flow::Peeked
 //! [`ACCEPT_PAUSE`]: crate::listeners::ACCEPT_PAUSE
 
 mod host_sockets;

@@ -38,7 +38,7 @@ pub(super) struct Slot {
     pub(super) writable: bool,
     /// The epoll events registered.
     pub(super) registered: EpollFlags,
-    /// The end of the stream was reported (once).
+    /// The end of the stream was reported (once), or a peek told the core.
     pub(super) peer_closed: bool,
     /// An error was reported (once).
     pub(super) errored: bool,

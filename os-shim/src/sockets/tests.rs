@@ -6,13 +6,17 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{EpollEvent, EpollFlags};
-use sans_io::flow::{Bind, HostSockets, ListenSpec, Proto, SockEvent, SockRef};
+use sans_io::flow::{
+    Bind, CloseSockets, DgramSockets, ListenSpec, Peeked, PingSockets, Proto, SockEvent, SockRef,
+    StreamSockets,
+};
 
 use super::table::PeekOffCap;
 use super::{ListenOptions, Report, Sockets};
 use crate::netlink::Netlink;
 use crate::reactor::Reactor;
-use crate::socket_sys::{listen_socket, local_addr, readable_bytes, setsockopt_int};
+use crate::socket_sys::tcp_info::at_eof;
+use crate::socket_sys::{ioctl_int, listen_socket, local_addr, readable_bytes, setsockopt_int};
 use crate::tokens::{socket_token, TOKEN_LISTENER_BASE, TOKEN_SOCKET_BASE};
 
 const LOOPBACKS: [IpAddr; 2] = [
@@ -120,10 +124,15 @@ impl Rig {
 }
 
 fn peek(rig: &mut Rig, s: SockRef, offset: usize, len: usize) -> Vec<u8> {
+    peek_to_end(rig, s, offset, len).0
+}
+
+/// The bytes peeked, and whether the stream ends right after them.
+fn peek_to_end(rig: &mut Rig, s: SockRef, offset: usize, len: usize) -> (Vec<u8>, bool) {
     let mut buf = vec![0u8; len];
-    let n = rig.sockets.peek(s, offset, &mut buf).unwrap();
+    let Peeked { n, eof } = rig.sockets.peek(s, offset, &mut buf).unwrap();
     buf.truncate(n);
-    buf
+    (buf, eof)
 }
 
 fn peeking_at_offsets(sockets: Sockets, addr: IpAddr) {
@@ -137,7 +146,7 @@ fn peeking_at_offsets(sockets: Sockets, addr: IpAddr) {
     rig.pump(|r| r.contains(&Report::Event(server, SockEvent::Readable)));
     // Wait until everything is there, then peek around.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while rig.sockets.tcp_info(server).unwrap().readable < data.len() as u32 {
+    while readable_bytes(rig.fd(server)).unwrap() < data.len() {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -159,13 +168,17 @@ fn peeking_at_offsets(sockets: Sockets, addr: IpAddr) {
         &data[data.len() - 8..]
     );
     rig.sockets.discard(server, data.len() - 32).unwrap();
-    assert_eq!(rig.sockets.tcp_info(server).unwrap().readable, 0);
+    assert_eq!(readable_bytes(rig.fd(server)).unwrap(), 0);
     assert!(rig.sockets.discard(server, 1).is_err());
 
-    // The end of the stream: PeerClosed once, from the event or from a peek.
+    // The end of the stream after a last few bytes: PeerClosed once, from the event; after
+    // it, a peek that comes up short says the end follows, and queues nothing.
+    assert_eq!(rig.sockets.send(client, b"tail").unwrap(), 4);
     rig.sockets.shutdown_write(client).unwrap();
     let seen = rig.pump(|r| r.contains(&Report::Event(server, SockEvent::PeerClosed)));
-    assert_eq!(peek(&mut rig, server, 0, 10), b"");
+    assert_eq!(peek_to_end(&mut rig, server, 0, 2), (b"ta".to_vec(), false));
+    assert_eq!(peek_to_end(&mut rig, server, 2, 10), (b"il".to_vec(), true));
+    assert_eq!(peek_to_end(&mut rig, server, 4, 10), (Vec::new(), true));
     assert!(rig.sockets.next_report().is_none(), "{seen:?}");
     assert_eq!(
         seen.iter()
@@ -183,6 +196,49 @@ fn peeking_at_offsets(sockets: Sockets, addr: IpAddr) {
     rig.sockets.close(client, false);
     rig.sockets.close(server, false);
     assert_eq!(rig.sockets.open_sockets(), 0);
+}
+
+/// With readable interest off (the core's, while all it peeked is in flight) no event tells
+/// the end of the stream: the peek does, and queues no report behind the core's back.
+fn a_peek_tells_the_end(sockets: Sockets) {
+    let mut rig = Rig::new(sockets);
+    let (client, server) = rig.pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    while rig.sockets.next_report().is_some() {}
+    rig.sockets.set_interest(server, false, false);
+    assert_eq!(rig.sockets.send(client, b"last").unwrap(), 4);
+    rig.sockets.shutdown_write(client).unwrap();
+    // No readiness signal with interest off: look at the socket's state, for a bounded time.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !at_eof(rig.fd(server)) {
+        assert!(Instant::now() < deadline, "the FIN never arrived");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Short, but the end isn't known yet from the socket's events: a second peek finds it.
+    assert_eq!(
+        peek_to_end(&mut rig, server, 0, 10),
+        (b"last".to_vec(), false)
+    );
+    assert_eq!(peek_to_end(&mut rig, server, 4, 10), (Vec::new(), true));
+    assert_eq!(rig.sockets.next_report(), None);
+    // Interest back on: readable, but the end is not reported a second time.
+    rig.sockets.set_interest(server, true, false);
+    let seen = rig.pump(|r| r.contains(&Report::Event(server, SockEvent::Readable)));
+    assert!(
+        !seen.contains(&Report::Event(server, SockEvent::PeerClosed)),
+        "{seen:?}"
+    );
+    rig.sockets.close(client, false);
+    rig.sockets.close(server, false);
+}
+
+#[test]
+fn a_peek_tells_the_end_of_the_stream_without_queueing_a_report() {
+    in_fresh_netns(|| {
+        a_peek_tells_the_end(Sockets::new());
+        let mut sockets = Sockets::new();
+        sockets.disable_peek_off();
+        a_peek_tells_the_end(sockets);
+    });
 }
 
 #[test]
@@ -357,14 +413,13 @@ fn partial_sends_into_a_small_send_buffer() {
         let (client, server) = rig.pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
         setsockopt_int(rig.fd(client), libc::SOL_SOCKET, libc::SO_SNDBUF, 8192).unwrap();
         setsockopt_int(rig.fd(server), libc::SOL_SOCKET, libc::SO_RCVBUF, 8192).unwrap();
-        let info = rig.sockets.tcp_info(client).unwrap();
-        assert!(info.send_space > 0 && info.send_space <= 8192, "{info:?}");
-        assert!(info.peer_window.is_some());
+        let space = rig.sockets.send_space(client).unwrap();
+        assert!(space > 0 && space <= 8192, "{space}");
         let data = vec![7u8; 1 << 20];
-        // What tcp_info promises, a send takes, whatever the queue holds.
+        // What send_space promises, a send takes, whatever the queue holds.
         let mut sent = 0;
         for _ in 0..64 {
-            let space = rig.sockets.tcp_info(client).unwrap().send_space as usize;
+            let space = rig.sockets.send_space(client).unwrap() as usize;
             if space == 0 {
                 break;
             }
@@ -380,9 +435,10 @@ fn partial_sends_into_a_small_send_buffer() {
             }
         }
         assert!(sent > 0 && sent < data.len(), "sent {sent}");
-        let info = rig.sockets.tcp_info(client).unwrap();
-        assert!(info.unacked > 0, "{info:?}");
-        assert!(info.send_space < 8192, "{info:?}");
+        let unacked = ioctl_int(rig.fd(client), libc::TIOCOUTQ).unwrap();
+        assert!(unacked > 0, "{unacked}");
+        let space = rig.sockets.send_space(client).unwrap();
+        assert!(space < 8192, "{space}");
 
         // The writer asks to hear about space; the reader drains what arrived.
         rig.sockets.set_interest(client, true, true);

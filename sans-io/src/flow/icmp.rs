@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::flow::idle::{outbound_bind, DgramCx, IdleFlow, IdleFlows, OpenError, Way};
 use crate::flow::unicast;
-use crate::flow::{SockEvent, SockRef};
+use crate::flow::{PingSockets, SockEvent, SockRef};
 use crate::fwd::nat;
 use crate::time::Instant;
 use crate::wire::build::{self, Route};
@@ -54,7 +54,7 @@ pub struct IcmpCounters {
 }
 
 /// What an echo call needs from the engine.
-pub type IcmpCx<'a> = DgramCx<'a, IcmpCounters>;
+pub type IcmpCx<'a> = DgramCx<'a, IcmpCounters, dyn PingSockets + 'a>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IcmpFlow {

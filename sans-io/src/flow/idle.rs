@@ -18,7 +18,7 @@ use std::io;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::{Bind, HostSockets, SockRef};
+use super::{Bind, CloseSockets, SockRef};
 use crate::config::Config;
 use crate::guest::GuestState;
 use crate::time::Instant;
@@ -42,12 +42,12 @@ pub const ONE_SHOT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const EVICT_IDLE: Duration = Duration::from_secs(1);
 
 /// What a datagram-flow call (UDP, ICMP echo) needs from the engine; `C` is the protocol's
-/// counters.
-pub struct DgramCx<'a, C> {
+/// counters, `S` its kind of host sockets.
+pub struct DgramCx<'a, C, S: ?Sized> {
     pub now: Instant,
     pub config: &'a Config,
     pub guest: &'a GuestState,
-    pub io: &'a mut dyn HostSockets,
+    pub io: &'a mut S,
     pub out: &'a mut FrameQueue,
     pub counters: &'a mut C,
 }
@@ -78,12 +78,12 @@ fn out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(ENFILE | EMFILE))
 }
 
-impl<'a, C> DgramCx<'a, C> {
+impl<'a, C, S: ?Sized> DgramCx<'a, C, S> {
     pub fn new(
         now: Instant,
         config: &'a Config,
         guest: &'a GuestState,
-        io: &'a mut dyn HostSockets,
+        io: &'a mut S,
         out: &'a mut FrameQueue,
         counters: &'a mut C,
     ) -> Self {
@@ -276,7 +276,7 @@ impl<F: IdleFlow> IdleFlows<F> {
     }
 
     /// Removes the flow on `s` and closes its socket, if it is one of ours.
-    pub fn close(&mut self, s: SockRef, io: &mut dyn HostSockets) {
+    pub fn close(&mut self, s: SockRef, io: &mut (impl CloseSockets + ?Sized)) {
         if self.remove(s).is_some() {
             io.close(s, false);
         }
@@ -295,7 +295,7 @@ impl<F: IdleFlow> IdleFlows<F> {
 
     /// Closes (through `io`) the flow [`IdleFlows::eviction_candidate`] names; returns
     /// whether there was one.
-    pub fn evict(&mut self, now: Instant, io: &mut dyn HostSockets) -> bool {
+    pub fn evict(&mut self, now: Instant, io: &mut (impl CloseSockets + ?Sized)) -> bool {
         match self.eviction_candidate(now) {
             Some(s) => {
                 self.close(s, io);
@@ -308,7 +308,11 @@ impl<F: IdleFlow> IdleFlows<F> {
     /// Makes room for one more flow: nothing to do in a table that isn't full, else a flow is
     /// evicted. Returns how many were (0 or 1), or [`OpenError::Full`] when every flow is
     /// active.
-    pub fn make_room(&mut self, now: Instant, io: &mut dyn HostSockets) -> Result<u64, OpenError> {
+    pub fn make_room(
+        &mut self,
+        now: Instant,
+        io: &mut (impl CloseSockets + ?Sized),
+    ) -> Result<u64, OpenError> {
         if !self.is_full() {
             Ok(0)
         } else if self.evict(now, io) {
@@ -321,12 +325,12 @@ impl<F: IdleFlow> IdleFlows<F> {
     /// Opens the socket of a new flow with `open`, making room first, and once more when
     /// the system is out of descriptors (closing an idle flow gives one back). Adds the
     /// flows evicted to `evicted`; the caller then [`IdleFlows::insert`]s the flow.
-    pub fn open<T>(
+    pub fn open<T, S: CloseSockets + ?Sized>(
         &mut self,
         now: Instant,
-        io: &mut dyn HostSockets,
+        io: &mut S,
         evicted: &mut u64,
-        mut open: impl FnMut(&mut dyn HostSockets) -> io::Result<T>,
+        mut open: impl FnMut(&mut S) -> io::Result<T>,
     ) -> Result<T, OpenError> {
         *evicted += self.make_room(now, io)?;
         match open(io) {
@@ -350,7 +354,7 @@ impl<F: IdleFlow> IdleFlows<F> {
     }
 
     /// Removes and closes (through `io`) the flows idle at `now`; returns how many.
-    pub fn close_idle(&mut self, now: Instant, io: &mut dyn HostSockets) -> u64 {
+    pub fn close_idle(&mut self, now: Instant, io: &mut (impl CloseSockets + ?Sized)) -> u64 {
         let mut closed = 0;
         self.expire(now, |s, _| {
             closed += 1;

@@ -16,7 +16,7 @@
 //!   [`SockEvent::Connected`] or [`SockEvent::Error`]. The core doesn't call `set_interest`
 //!   on a socket before it is connected.
 //! - Interest: after `Connected`, and for a socket passed to `Batch::accept`, the core
-//!   calls [`HostSockets::set_interest`] whenever what it wants changes (it starts with both off
+//!   calls [`StreamSockets::set_interest`] whenever what it wants changes (it starts with both off
 //!   until the guest completes the handshake). Level-triggered readiness is expected and fine:
 //!   the core turns readable interest off while it can't use more data (guest window full,
 //!   everything in the socket already in flight) and writable interest off once served.
@@ -27,8 +27,11 @@
 //!   are harmless).
 //! - Report [`SockEvent::Error`] (`EPOLLERR`, a reset, a failed connect) whatever the interest.
 //! - `peek(s, offset, buf)`: bytes from `offset` past the first not yet discarded
-//!   (`SO_PEEK_OFF` or equivalent); `Ok(0)` or `WouldBlock` when nothing is there.
-//! - `tcp_info().send_space`: payload bytes a `send` would take now, erring low; it is what the
+//!   (`SO_PEEK_OFF` or equivalent); `n == 0` or `WouldBlock` when nothing is there, and
+//!   `eof` when the driver knows the stream ends right after the bytes copied (a peek of 0 at
+//!   that offset, or a short one after `EPOLLRDHUP`). The core acts on it as on
+//!   `PeerClosed`: a peek queues no event.
+//! - `send_space(s)`: payload bytes a `send` would take now, erring low; it is what the
 //!   guest is offered as its window.
 //! - After `close(s, _)` the core forgets `s`: no more events for it; the handle may be reused.
 //! - Feed frames and events through an `Engine::batch` per wake-up and write the queued frames
@@ -44,7 +47,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 
 /// A host socket, as the core names it. The driver maps it to a descriptor; values are the
-/// driver's to choose and reuse after [`HostSockets::close`].
+/// driver's to choose and reuse after [`CloseSockets::close`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SockRef(pub u32);
 
@@ -57,23 +60,43 @@ pub struct Bind<'a> {
     pub iface: Option<&'a str>,
 }
 
-/// Send-side state of a connected TCP socket, for mirroring windows to the guest.
+/// What [`StreamSockets::peek`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct TcpSockInfo {
-    /// Bytes the socket can still take before a send would block (send buffer space left,
-    /// in payload bytes, conservatively).
-    pub send_space: u32,
-    /// The peer's advertised window (TCP_INFO tcpi_snd_wnd), when the kernel reports it.
-    pub peer_window: Option<u32>,
-    /// Bytes queued on the send side, not yet acknowledged by the peer (SIOCOUTQ).
-    pub unacked: u32,
-    /// Bytes waiting in the receive queue (SIOCINQ), including those already peeked.
-    pub readable: u32,
+pub struct Peeked {
+    /// Bytes copied.
+    pub n: usize,
+    /// The stream ends right after those bytes (the peer's FIN follows them): nothing more
+    /// will come. `false` when the driver doesn't know yet.
+    pub eof: bool,
 }
 
-/// What the core may ask of host sockets. All calls are non-blocking; `WouldBlock` means
-/// "not now", and the driver reports readiness later as a [`SockEvent`].
-pub trait HostSockets {
+impl Peeked {
+    /// `n` bytes, the stream going on (or its end not known yet).
+    pub fn bytes(n: usize) -> Peeked {
+        Peeked { n, eof: false }
+    }
+
+    /// `n` bytes, and then the end of the stream.
+    pub fn last(n: usize) -> Peeked {
+        Peeked { n, eof: true }
+    }
+}
+
+// What the core may ask of host sockets, one trait per kind of socket so that each protocol's
+// context holds only what that protocol uses; [`HostSockets`] is all of them, what a driver
+// implements and the engine's entry points take. All calls are non-blocking; `WouldBlock`
+// means "not now", and the driver reports readiness later as a [`SockEvent`]. Each trait has
+// a blanket impl for `&mut T`, so a caller holding `&mut host` passes it where a generic
+// wants one.
+
+/// What every kind of host socket takes: being closed.
+pub trait CloseSockets {
+    /// Closes the socket; with `reset`, aborts the connection (RST to the peer).
+    fn close(&mut self, s: SockRef, reset: bool);
+}
+
+/// TCP connections.
+pub trait StreamSockets: CloseSockets {
     /// Opens a TCP socket, binds it as asked, and starts connecting to `dst`. The outcome comes
     /// later as [`SockEvent::Connected`] or [`SockEvent::Error`]. `mss` is applied with
     /// TCP_MAXSEG when given.
@@ -88,32 +111,33 @@ pub trait HostSockets {
     fn send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize>;
 
     /// Copies received bytes into `buf` without consuming them, starting `offset` bytes past
-    /// the first byte not yet [`HostSockets::discard`]ed. `Ok(0)` with a non-empty `buf`
-    /// means no data there now (check [`SockEvent::PeerClosed`] for the end of the stream).
-    fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<usize>;
+    /// the first byte not yet [`StreamSockets::discard`]ed. `n == 0` with a non-empty `buf`
+    /// means no data there now; `eof` that the stream ends right after the bytes copied.
+    fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<Peeked>;
 
     /// Drops the first `len` received bytes (the guest acknowledged them).
     fn discard(&mut self, s: SockRef, len: usize) -> io::Result<()>;
 
-    /// Send-side state for window mirroring.
-    fn tcp_info(&mut self, s: SockRef) -> io::Result<TcpSockInfo>;
+    /// Payload bytes a `send` would take now, erring low: it is what the guest is offered as
+    /// its window.
+    fn send_space(&mut self, s: SockRef) -> io::Result<u32>;
 
     /// Half-closes the sending direction (FIN to the peer).
     fn shutdown_write(&mut self, s: SockRef) -> io::Result<()>;
 
-    /// Closes the socket; with `reset`, aborts the connection (RST to the peer).
-    fn close(&mut self, s: SockRef, reset: bool);
-
     /// Which readiness the core wants reported for `s`: readable is the default, writable is
     /// wanted while the core waits for send space.
     fn set_interest(&mut self, s: SockRef, readable: bool, writable: bool);
+}
 
+/// UDP sockets: outbound flows, and replies through forwarding listeners.
+pub trait DgramSockets: CloseSockets {
     /// Opens a UDP socket, binds it as asked and connects it to `dst`. Readiness comes as
     /// [`SockEvent::Readable`] (readable interest is on from the start); an ICMP error for it
     /// as [`SockEvent::Error`].
     fn udp_open(&mut self, bind: Bind<'_>, dst: SocketAddr) -> io::Result<SockRef>;
 
-    /// Sends one datagram on a socket from [`HostSockets::udp_open`].
+    /// Sends one datagram on a socket from [`DgramSockets::udp_open`].
     fn udp_send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize>;
 
     /// Receives one datagram into `buf` (the rest of a longer one is lost); `WouldBlock` when
@@ -122,7 +146,7 @@ pub trait HostSockets {
 
     /// Receives up to `lens.len()` datagrams, with one system call where the system has one
     /// (`recvmmsg`): datagram `i` into `slots[i * slot_len + offset .. (i + 1) * slot_len]`,
-    /// its length into `lens[i]` (truncated as [`HostSockets::udp_recv`] does). Returns how
+    /// its length into `lens[i]` (truncated as [`DgramSockets::udp_recv`] does). Returns how
     /// many arrived; `WouldBlock` when none was waiting.
     fn udp_recv_many(
         &mut self,
@@ -146,16 +170,19 @@ pub trait HostSockets {
     }
 
     /// Receives one datagram on a UDP forwarding listener, with its source, as
-    /// [`HostSockets::udp_recv`] does.
+    /// [`DgramSockets::udp_recv`] does.
     fn udp_recv_from(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
 
     /// Opens a UDP socket for the exchange with `peer` that began with a datagram on
     /// forwarding listener `listener`: bound to the listener's address and port (sharing it)
     /// and connected to `peer`, so that what is sent on it leaves from the port the peer wrote
     /// to, and the peer's further datagrams arrive on it rather than on the listener.
-    /// Readiness as for [`HostSockets::udp_open`].
+    /// Readiness as for [`DgramSockets::udp_open`].
     fn udp_reply_open(&mut self, listener: SockRef, peer: SocketAddr) -> io::Result<SockRef>;
+}
 
+/// ICMP and ICMPv6 echo ("ping") sockets.
+pub trait PingSockets: CloseSockets {
     /// Opens an ICMP (ICMPv6 for an IPv6 `dst`) "ping" socket, binds it with echo identifier
     /// `id` where possible (else lets the kernel pick one), and connects it to `dst`. Returns
     /// the socket and the identifier it really uses. Readiness as for UDP.
@@ -169,32 +196,119 @@ pub trait HostSockets {
     fn ping_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize>;
 }
 
+/// Every kind of host socket: what a driver implements (through the three traits; this one
+/// comes for free) and the engine's entry points take.
+pub trait HostSockets: StreamSockets + DgramSockets + PingSockets {}
+
+impl<T: StreamSockets + DgramSockets + PingSockets + ?Sized> HostSockets for T {}
+
+impl<T: CloseSockets + ?Sized> CloseSockets for &mut T {
+    fn close(&mut self, s: SockRef, reset: bool) {
+        (**self).close(s, reset)
+    }
+}
+
+impl<T: StreamSockets + ?Sized> StreamSockets for &mut T {
+    fn tcp_connect(
+        &mut self,
+        dst: SocketAddr,
+        bind: Bind<'_>,
+        mss: Option<u16>,
+    ) -> io::Result<SockRef> {
+        (**self).tcp_connect(dst, bind, mss)
+    }
+    fn send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
+        (**self).send(s, data)
+    }
+    fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<Peeked> {
+        (**self).peek(s, offset, buf)
+    }
+    fn discard(&mut self, s: SockRef, len: usize) -> io::Result<()> {
+        (**self).discard(s, len)
+    }
+    fn send_space(&mut self, s: SockRef) -> io::Result<u32> {
+        (**self).send_space(s)
+    }
+    fn shutdown_write(&mut self, s: SockRef) -> io::Result<()> {
+        (**self).shutdown_write(s)
+    }
+    fn set_interest(&mut self, s: SockRef, readable: bool, writable: bool) {
+        (**self).set_interest(s, readable, writable)
+    }
+}
+
+impl<T: DgramSockets + ?Sized> DgramSockets for &mut T {
+    fn udp_open(&mut self, bind: Bind<'_>, dst: SocketAddr) -> io::Result<SockRef> {
+        (**self).udp_open(bind, dst)
+    }
+    fn udp_send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
+        (**self).udp_send(s, data)
+    }
+    fn udp_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
+        (**self).udp_recv(s, buf)
+    }
+    fn udp_recv_many(
+        &mut self,
+        s: SockRef,
+        slots: &mut [u8],
+        slot_len: usize,
+        offset: usize,
+        lens: &mut [usize],
+    ) -> io::Result<usize> {
+        (**self).udp_recv_many(s, slots, slot_len, offset, lens)
+    }
+    fn udp_recv_from(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        (**self).udp_recv_from(s, buf)
+    }
+    fn udp_reply_open(&mut self, listener: SockRef, peer: SocketAddr) -> io::Result<SockRef> {
+        (**self).udp_reply_open(listener, peer)
+    }
+}
+
+impl<T: PingSockets + ?Sized> PingSockets for &mut T {
+    fn ping_open(&mut self, bind: Bind<'_>, dst: IpAddr, id: u16) -> io::Result<(SockRef, u16)> {
+        (**self).ping_open(bind, dst, id)
+    }
+    fn ping_send(&mut self, s: SockRef, msg: &[u8]) -> io::Result<usize> {
+        (**self).ping_send(s, msg)
+    }
+    fn ping_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
+        (**self).ping_recv(s, buf)
+    }
+}
+
 /// Host sockets that refuse everything: for driving only the configuration services (tests,
 /// tools) where no flow can be opened.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoSockets;
 
-impl HostSockets for NoSockets {
+impl CloseSockets for NoSockets {
+    fn close(&mut self, _: SockRef, _: bool) {}
+}
+
+impl StreamSockets for NoSockets {
     fn tcp_connect(&mut self, _: SocketAddr, _: Bind<'_>, _: Option<u16>) -> io::Result<SockRef> {
         Err(io::ErrorKind::Unsupported.into())
     }
     fn send(&mut self, _: SockRef, _: &[u8]) -> io::Result<usize> {
         Err(io::ErrorKind::Unsupported.into())
     }
-    fn peek(&mut self, _: SockRef, _: usize, _: &mut [u8]) -> io::Result<usize> {
+    fn peek(&mut self, _: SockRef, _: usize, _: &mut [u8]) -> io::Result<Peeked> {
         Err(io::ErrorKind::Unsupported.into())
     }
     fn discard(&mut self, _: SockRef, _: usize) -> io::Result<()> {
         Err(io::ErrorKind::Unsupported.into())
     }
-    fn tcp_info(&mut self, _: SockRef) -> io::Result<TcpSockInfo> {
+    fn send_space(&mut self, _: SockRef) -> io::Result<u32> {
         Err(io::ErrorKind::Unsupported.into())
     }
     fn shutdown_write(&mut self, _: SockRef) -> io::Result<()> {
         Err(io::ErrorKind::Unsupported.into())
     }
-    fn close(&mut self, _: SockRef, _: bool) {}
     fn set_interest(&mut self, _: SockRef, _: bool, _: bool) {}
+}
+
+impl DgramSockets for NoSockets {
     fn udp_open(&mut self, _: Bind<'_>, _: SocketAddr) -> io::Result<SockRef> {
         Err(io::ErrorKind::Unsupported.into())
     }
@@ -210,6 +324,9 @@ impl HostSockets for NoSockets {
     fn udp_reply_open(&mut self, _: SockRef, _: SocketAddr) -> io::Result<SockRef> {
         Err(io::ErrorKind::Unsupported.into())
     }
+}
+
+impl PingSockets for NoSockets {
     fn ping_open(&mut self, _: Bind<'_>, _: IpAddr, _: u16) -> io::Result<(SockRef, u16)> {
         Err(io::ErrorKind::Unsupported.into())
     }

@@ -34,7 +34,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::flow::idle::{outbound_bind, DgramCx, IdleFlow, IdleFlows, OpenError, Way};
 use crate::flow::unicast;
-use crate::flow::{HostSockets, SockEvent, SockRef};
+use crate::flow::{DgramSockets, SockEvent, SockRef};
 use crate::fwd::{nat, ForwardMode};
 use crate::guest::GuestState;
 use crate::time::Instant;
@@ -82,7 +82,7 @@ pub struct UdpCounters {
 }
 
 /// What a UDP call needs from the engine.
-pub type UdpCx<'a> = DgramCx<'a, UdpCounters>;
+pub type UdpCx<'a> = DgramCx<'a, UdpCounters, dyn DgramSockets + 'a>;
 
 /// One flow: the guest's end, the peer as the guest addressed it, the host socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,7 +275,7 @@ impl Udp {
         now: Instant,
         config: &Config,
         guest: &GuestState,
-        io: &mut dyn HostSockets,
+        io: &mut dyn DgramSockets,
         counters: &mut UdpCounters,
         l: SockRef,
         local: SocketAddr,

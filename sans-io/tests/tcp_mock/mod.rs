@@ -13,7 +13,9 @@ use std::time::Duration;
 use sans_io::config::host::scope;
 use sans_io::config::{Config, Mode, NetOptions};
 use sans_io::engine::{Engine, EngineOptions};
-use sans_io::flow::{Bind, HostSockets, SockEvent, SockRef, TcpSockInfo};
+use sans_io::flow::{
+    Bind, CloseSockets, DgramSockets, Peeked, PingSockets, SockEvent, SockRef, StreamSockets,
+};
 use sans_io::time::Instant;
 use sans_io::wire::build::Route;
 use sans_io::wire::parse;
@@ -36,7 +38,8 @@ pub struct MockSock {
     pub rx: RxQueue,
     /// Total bytes discarded so far.
     pub discarded: usize,
-    /// The host peer closed its side (the test reports `PeerClosed` itself).
+    /// The host peer closed its side (the test reports `PeerClosed` itself, or sets
+    /// [`Mock::eof_in_peek`]).
     pub eof: bool,
     /// Everything the engine sent on the socket.
     pub written: Vec<u8>,
@@ -59,6 +62,9 @@ pub struct Mock {
     pub refuse: bool,
     /// Send space of new sockets.
     pub default_space: u32,
+    /// A peek that reaches the end of a socket's `rx` after its `eof` says so, as the OS
+    /// shim's does; otherwise only `PeerClosed` tells the engine.
+    pub eof_in_peek: bool,
     pub misuse: Vec<String>,
 }
 
@@ -106,7 +112,15 @@ impl Mock {
     }
 }
 
-impl HostSockets for Mock {
+impl CloseSockets for Mock {
+    fn close(&mut self, s: SockRef, reset: bool) {
+        if let Some(sock) = self.live(s, "close") {
+            sock.closed = Some(reset);
+        }
+    }
+}
+
+impl StreamSockets for Mock {
     fn tcp_connect(
         &mut self,
         dst: SocketAddr,
@@ -143,7 +157,8 @@ impl HostSockets for Mock {
         Ok(n)
     }
 
-    fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<usize> {
+    fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<Peeked> {
+        let eof_in_peek = self.eof_in_peek;
         let Some(sock) = self.live(s, "peek") else {
             return Err(io::ErrorKind::NotConnected.into());
         };
@@ -151,7 +166,8 @@ impl HostSockets for Mock {
         let n = avail.len().min(buf.len());
         buf[..n].copy_from_slice(&avail[..n]);
         sock.peeks.push((offset, n));
-        Ok(n)
+        let eof = eof_in_peek && sock.eof && n == avail.len();
+        Ok(Peeked { n, eof })
     }
 
     fn discard(&mut self, s: SockRef, len: usize) -> io::Result<()> {
@@ -168,16 +184,11 @@ impl HostSockets for Mock {
         Ok(())
     }
 
-    fn tcp_info(&mut self, s: SockRef) -> io::Result<TcpSockInfo> {
-        let Some(sock) = self.live(s, "tcp_info") else {
+    fn send_space(&mut self, s: SockRef) -> io::Result<u32> {
+        let Some(sock) = self.live(s, "send_space") else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        Ok(TcpSockInfo {
-            send_space: sock.space,
-            peer_window: None,
-            unacked: 0,
-            readable: sock.rx.len() as u32,
-        })
+        Ok(sock.space)
     }
 
     fn shutdown_write(&mut self, s: SockRef) -> io::Result<()> {
@@ -192,19 +203,15 @@ impl HostSockets for Mock {
         Ok(())
     }
 
-    fn close(&mut self, s: SockRef, reset: bool) {
-        if let Some(sock) = self.live(s, "close") {
-            sock.closed = Some(reset);
-        }
-    }
-
     fn set_interest(&mut self, s: SockRef, readable: bool, writable: bool) {
         if let Some(sock) = self.live(s, "set_interest") {
             sock.interest = (readable, writable);
         }
     }
+}
 
-    // The TCP mock has no UDP: flows fail to open (the core counts that).
+// The TCP mock has no UDP nor ping: flows fail to open (the core counts that).
+impl DgramSockets for Mock {
     fn udp_open(&mut self, _: Bind<'_>, _: SocketAddr) -> io::Result<SockRef> {
         Err(io::ErrorKind::Unsupported.into())
     }
@@ -220,6 +227,9 @@ impl HostSockets for Mock {
     fn udp_reply_open(&mut self, _: SockRef, _: SocketAddr) -> io::Result<SockRef> {
         Err(io::ErrorKind::Unsupported.into())
     }
+}
+
+impl PingSockets for Mock {
     fn ping_open(&mut self, _: Bind<'_>, _: IpAddr, _: u16) -> io::Result<(SockRef, u16)> {
         Err(io::ErrorKind::Unsupported.into())
     }

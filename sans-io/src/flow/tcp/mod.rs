@@ -10,7 +10,7 @@
 //!
 //! ## Guest to host
 //!
-//! An in-order guest segment's payload is handed to `HostSockets::send` straight from the
+//! An in-order guest segment's payload is handed to `StreamSockets::send` straight from the
 //! frame it arrived in. We acknowledge it to the guest only once the kernel has taken it, so
 //! the guest keeps every byte the host hasn't accepted and retransmits it if need be. A
 //! segment that starts beyond what we expect is not kept: the guest gets a duplicate ACK at
@@ -38,7 +38,7 @@
 //! to make up for its loss: it goes out twice. A link that neither loses nor reorders drops
 //! nothing, and none of this happens (`TcpCounters::hole_prompts`, `prompt_repeats`).
 //!
-//! The window we advertise is the room the socket's send buffer has (`tcp_info().send_space`),
+//! The window we advertise is the room the socket's send buffer has (`send_space`),
 //! scaled, never more: we keep a *right edge* (`rcv_nxt` + the room we last measured) and every
 //! frame advertises up to that edge and no further, so a guest that respects its window should
 //! never send more than the kernel takes. The room is measured once per batch, when the flow's
@@ -83,9 +83,10 @@
 //!
 //! ## Closing
 //!
-//! `PeerClosed` means the host side hit end of stream (a short peek alone doesn't). Our FIN to
-//! the guest follows the last byte: it is sent once a peek comes up short after the end of
-//! stream is known, takes a sequence number, and is retransmitted like data until
+//! `PeerClosed`, or a peek whose answer says `eof`, means the host side hit end of stream (a
+//! short peek alone doesn't). Our FIN to the guest follows the last byte: it is sent once a
+//! peek comes up short after the end of stream is known (or says the end follows the bytes it
+//! copied), takes a sequence number, and is retransmitted like data until
 //! acknowledged. A guest FIN is acknowledged, and passed on with `shutdown_write` once every
 //! byte before it is written. Either direction can keep going after the other's FIN. When both
 //! FINs are acknowledged the socket is closed and the flow lingers for [`TIME_WAIT`] to
@@ -152,7 +153,7 @@ use self::to_host::{guest_data, StashBudget};
 use self::tombstones::Tombstones;
 use self::window::{on_writable, refresh_window};
 use super::table::{FlowTable, KeyedHash};
-use super::{unicast, HostSockets, SockEvent, SockRef};
+use super::{unicast, SockEvent, SockRef, StreamSockets};
 use crate::config::Config;
 use crate::guest::GuestState;
 use crate::rng::Rng;
@@ -258,7 +259,7 @@ pub struct Cx<'a> {
     pub config: &'a Config,
     pub guest: &'a GuestState,
     pub rng: &'a mut Rng,
-    pub io: &'a mut dyn HostSockets,
+    pub io: &'a mut dyn StreamSockets,
     pub out: &'a mut FrameQueue,
     pub counters: &'a mut TcpCounters,
 }

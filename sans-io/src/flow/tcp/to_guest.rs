@@ -9,11 +9,12 @@ use std::time::Duration;
 use super::closing::ToGuestClose;
 use super::emit::{emit, route, send_ack, window_probe};
 use super::flow::Flow;
-use super::seq::SegmentSeq;
+use super::seq::{SegmentSeq, SeqNum};
 use super::timers::Timer;
 use super::{
     Cx, Next, Phase, DUP_ACK_THRESHOLD, FIN_TIMEOUT, MAX_RETRIES, OUT_BUDGET, RTO_INITIAL, RTO_MAX,
 };
+use crate::flow::Peeked;
 use crate::wire::tcp::{self as wtcp, flags, Header, Segment};
 
 /// The retransmission timeout after `retries` timeouts.
@@ -141,26 +142,27 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
         };
         let at = wtcp::payload_offset(&r, &h);
         let io = &mut *cx.io;
-        let mut got: io::Result<usize> = Ok(0);
+        let mut got = Ok(Peeked::default());
         cx.out.push_in_place(at + len, |buf| {
             got = io.peek(s, flight as usize, &mut buf[at..at + len]);
             match got {
-                Ok(n) if n > 0 => wtcp::write_frame(buf, &r, &h, n.min(len)),
+                Ok(p) if p.n > 0 => wtcp::write_frame(buf, &r, &h, p.n.min(len)),
                 _ => 0,
             }
         });
-        let n = match got {
-            Ok(n) => n.min(len),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        let (n, eof) = match got {
+            Ok(p) => (p.n.min(len), p.eof && p.n <= len),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => (0, false),
             Err(_) => return Next::Abort { rst_guest: true },
         };
+        if eof && f.to_guest == ToGuestClose::Open {
+            // What a `PeerClosed` would say, learnt from the peek itself.
+            f.to_guest = ToGuestClose::Eof;
+        }
         if n == 0 {
             f.exhausted = true;
             if f.to_guest == ToGuestClose::Eof {
-                f.to_guest = ToGuestClose::FinAt(f.snd_nxt);
-                if f.guest_fin() && !f.timers.is_running(Timer::PhaseEnd) {
-                    f.timers.start(Timer::PhaseEnd, cx.now + FIN_TIMEOUT);
-                }
+                place_fin(cx, f, f.snd_nxt);
                 continue;
             }
             break;
@@ -172,6 +174,12 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
             f.snd_max = end;
         }
         f.snd_nxt = end;
+        if eof && f.to_guest == ToGuestClose::Eof {
+            // The end follows these bytes: our FIN goes next, without another peek.
+            f.exhausted = true;
+            place_fin(cx, f, end);
+            continue;
+        }
         if n < len {
             f.exhausted = true;
             if f.to_guest != ToGuestClose::Eof {
@@ -187,6 +195,14 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
         }
     }
     Next::Keep
+}
+
+/// The host's stream ends at `seq`: our FIN takes that sequence number.
+fn place_fin(cx: &mut Cx<'_>, f: &mut Flow, seq: SeqNum) {
+    f.to_guest = ToGuestClose::FinAt(seq);
+    if f.guest_fin() && !f.timers.is_running(Timer::PhaseEnd) {
+        f.timers.start(Timer::PhaseEnd, cx.now + FIN_TIMEOUT);
+    }
 }
 
 pub(super) fn send_fin(cx: &mut Cx<'_>, f: &mut Flow) {

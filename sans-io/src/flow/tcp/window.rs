@@ -54,8 +54,10 @@ pub(super) fn wupdate_poll_wait(polls: u8) -> Duration {
 /// Measures the socket's room and moves the right edge there.
 pub(super) fn refresh_window(cx: &mut Cx<'_>, f: &mut Flow) {
     let Some(s) = f.sock else { return };
-    let Ok(info) = cx.io.tcp_info(s) else { return };
-    let room = (info.send_space as usize).saturating_sub(f.stash_len()) as u32;
+    let Ok(space) = cx.io.send_space(s) else {
+        return;
+    };
+    let room = (space as usize).saturating_sub(f.stash_len()) as u32;
     let max = u32::from(u16::MAX) << f.our_ws;
     let mut edge = f.rcv_nxt + room.min(max);
     if let Some(ooo) = f.ooo_edge.filter(|_| f.recovering()) {
@@ -78,8 +80,10 @@ pub(super) fn refresh_window(cx: &mut Cx<'_>, f: &mut Flow) {
 /// duplicates after it then count).
 pub(super) fn nudge_window(cx: &mut Cx<'_>, f: &mut Flow) {
     let Some(s) = f.sock else { return };
-    let Ok(info) = cx.io.tcp_info(s) else { return };
-    let room = (info.send_space as usize).saturating_sub(f.stash_len()) as u32;
+    let Ok(space) = cx.io.send_space(s) else {
+        return;
+    };
+    let room = (space as usize).saturating_sub(f.stash_len()) as u32;
     let max = u32::from(u16::MAX) << f.our_ws;
     let limit = f.rcv_nxt + room.min(max);
     let unit = 1u32 << f.our_ws;
