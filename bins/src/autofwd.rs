@@ -10,7 +10,6 @@ use std::ops::RangeInclusive;
 use std::os::fd::{AsFd, OwnedFd};
 
 use os_shim::ns::NsError;
-use os_shim::ns_agent::{InNetns, NsAgent};
 use os_shim::ns_listeners::NsAddrs;
 use os_shim::procnet::SocketTables;
 use os_shim::sockets::{ListenOptions, Sockets};
@@ -33,33 +32,14 @@ struct Followed {
     failed: PortSet,
 }
 
-/// How the namespace's sockets are made: by entering it for the call, while pasta can, or by
-/// the thread that stays there.
-enum NsAccess {
-    Enter(OwnedFd),
-    Thread(NsAgent),
-}
-
-impl InNetns for NsAccess {
-    fn run_in<R: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> R + Send + 'static,
-    ) -> Result<R, NsError> {
-        match self {
-            NsAccess::Enter(fd) => fd.run_in(f),
-            NsAccess::Thread(agent) => agent.run_in(f),
-        }
-    }
-}
-
 pub struct AutoForward {
     /// The namespace's socket tables, for `-t`/`-u auto`.
     tables: Option<SocketTables>,
     tcp: Option<Followed>,
     udp: Option<Followed>,
-    /// The host's socket tables and the namespace, for `-T auto` and `-U auto`.
+    /// The host's socket tables, for `-T auto` and `-U auto` (whose listeners the bypass
+    /// makes in the namespace).
     host_tables: Option<SocketTables>,
-    netns: NsAccess,
     tcp_out: Option<Followed>,
     udp_out: Option<Followed>,
     opts: ListenOptions,
@@ -89,11 +69,6 @@ impl AutoForward {
             tcp,
             udp,
             host_tables: (tcp_out.is_some() || udp_out.is_some()).then(SocketTables::open_here),
-            netns: NsAccess::Enter(
-                netns
-                    .try_clone()
-                    .map_err(NsError::sys("keeping the namespace for auto forwarding"))?,
-            ),
             tcp_out,
             udp_out,
             opts: ListenOptions {
@@ -105,21 +80,10 @@ impl AutoForward {
         }))
     }
 
-    /// From now on, the namespace's listeners (`-T auto`, `-U auto`) are made by a thread
-    /// that stays in the namespace: pasta is about to lose the right to enter it (see
-    /// `os_shim::ns_agent`). Returns that thread, for the isolation steps every thread goes
-    /// through; `None` if nothing needs one.
-    pub fn keep_a_namespace_thread(&mut self) -> Result<Option<&NsAgent>, NsError> {
-        if self.tcp_out.is_none() && self.udp_out.is_none() {
-            return Ok(None);
-        }
-        if let NsAccess::Enter(fd) = &self.netns {
-            self.netns = NsAccess::Thread(NsAgent::start(fd)?);
-        }
-        Ok(match &self.netns {
-            NsAccess::Thread(agent) => Some(agent),
-            NsAccess::Enter(_) => None,
-        })
+    /// Whether `-T auto` or `-U auto` listen in the namespace after start-up (through the
+    /// bypass's namespace thread).
+    pub fn listens_in_namespace(&self) -> bool {
+        self.tcp_out.is_some() || self.udp_out.is_some()
     }
 
     /// Scans the namespace (and the host) and listens accordingly.
@@ -131,11 +95,13 @@ impl AutoForward {
                 return;
             }
             // Our -T and -U listeners sit in the namespace: not servers to forward to.
-            for port in sockets.splicer.listening_ports() {
-                tcp_bound.remove(port);
-            }
-            for port in sockets.dgram_relay.listening_ports() {
-                udp_bound.remove(port);
+            if let Some(bypass) = sockets.bypass() {
+                for port in bypass.listening_ports(Proto::Tcp) {
+                    tcp_bound.remove(port);
+                }
+                for port in bypass.listening_ports(Proto::Udp) {
+                    udp_bound.remove(port);
+                }
             }
             for (proto, followed, bound) in [
                 (Proto::Tcp, self.tcp.as_mut(), tcp_bound),
@@ -167,7 +133,7 @@ impl AutoForward {
             ] {
                 if let Some(f) = followed {
                     f.bound = bound;
-                    apply_out(proto, f, &self.ephemeral, self.opts, &self.netns, sockets);
+                    apply_out(proto, f, &self.ephemeral, self.opts, sockets);
                 }
             }
         }
@@ -223,15 +189,14 @@ fn apply_out(
     f: &mut Followed,
     ephemeral: &RangeInclusive<u16>,
     opts: ListenOptions,
-    netns: &NsAccess,
     sockets: &mut Sockets,
 ) {
+    let Some(bypass) = sockets.bypass_mut() else {
+        return;
+    };
     let (gone, new) = f.plan(ephemeral);
     for port in gone {
-        match proto {
-            Proto::Tcp => sockets.splicer.unlisten(port),
-            Proto::Udp => sockets.dgram_relay.unlisten(port),
-        }
+        bypass.unlisten(proto, port);
         log::debug!("auto: no longer forwarding namespace {proto:?} port {port}");
     }
     for port in new {
@@ -239,10 +204,7 @@ fn apply_out(
             v4: opts.ipv4,
             v6: opts.ipv6,
         };
-        let result = match proto {
-            Proto::Tcp => sockets.splicer.listen_in(netns, port, port, at),
-            Proto::Udp => sockets.dgram_relay.listen_in(netns, port, port, at),
-        };
+        let result = bypass.listen_in(proto, port, port, at);
         let ok = match result {
             Ok((n, _)) if n > 0 => {
                 log::debug!("auto: forwarding namespace {proto:?} port {port} to the host");

@@ -44,7 +44,7 @@ pub const KINDS: &[DropKind; 5] = &[
     },
     DropKind {
         what: "loopback relay table full: {} connections refused",
-        count: |_, s| s.splicer.stats().table_full,
+        count: |_, s| s.bypass().map_or(0, |b| b.splicer.stats().table_full),
     },
 ];
 

@@ -12,6 +12,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 
+use os_shim::bypass::Bypass;
 use os_shim::isolation::Identity;
 use os_shim::ns::{self, Child, NetnsWatch, NsTarget};
 use os_shim::ns_listeners::NsAddrs;
@@ -180,8 +181,15 @@ fn run_inner(cli: &Cli, config: Config, identity: Option<Identity>) -> Result<i3
     // or whoever started us hears we're ready.
     let mut sockets = listen_forwards(&config);
 
-    // -T, -U: listeners on the namespace's loopback, relayed to the host's.
-    listen_in_namespace(&config, &target.netns, &mut sockets)?;
+    // The loopback bypass: -T and -U listeners on the namespace's loopback, relayed to the
+    // host's; local -t and -u traffic relayed into the namespace.
+    let netns = target
+        .netns
+        .try_clone()
+        .map_err(|e| StartError::Other(format!("cannot keep the namespace: {e}")))?;
+    let mut bypass = Bypass::new(netns);
+    listen_in_namespace(&config, &mut bypass)?;
+    sockets.set_bypass(bypass);
 
     // `auto`: what the namespace has bound already is forwarded before we say we're ready.
     let mut auto = AutoForward::new(&config, &target.netns)?;
@@ -249,9 +257,13 @@ fn run_inner(cli: &Cli, config: Config, identity: Option<Identity>) -> Result<i3
     if let (Some(userns), true) = (&target.userns, join_late) {
         ns::join_userns(userns)?;
     }
-    let agent = match auto.as_mut() {
-        Some(auto) => auto.keep_a_namespace_thread()?,
-        None => None,
+    // The bypass makes sockets in the namespace after start-up for local -t/-u traffic and
+    // for -T/-U auto: from a thread that stays there.
+    let needs_thread =
+        engine.config().splice || auto.as_ref().is_some_and(AutoForward::listens_in_namespace);
+    let agent = match sockets.bypass_mut() {
+        Some(bypass) if needs_thread => Some(bypass.keep_a_namespace_thread()?),
+        _ => None,
     };
     sandbox::pasta_before_loop(identity, agent, child.is_some())
         .map_err(|e| StartError::Other(format!("cannot isolate: {e}")))?;
@@ -370,11 +382,7 @@ pub(crate) fn listen_forwards(config: &Config) -> Sockets {
 /// `-T` and `-U` ports: listening on the namespace's loopback, relayed to the host's
 /// loopback (the splicer, the datagram relay). As with `-t`, a port that can't be bound is a
 /// warning.
-fn listen_in_namespace(
-    config: &Config,
-    netns: &std::os::fd::OwnedFd,
-    sockets: &mut Sockets,
-) -> Result<(), StartError> {
+fn listen_in_namespace(config: &Config, bypass: &mut Bypass) -> Result<(), StartError> {
     let ephemeral = hostinfo::ephemeral_port_range();
     let (v4, v6) = (config.ip4.is_some(), config.ip6.is_some());
     // The address the spec gives, else the namespace's loopback.
@@ -382,13 +390,13 @@ fn listen_in_namespace(
     let mut failed = Vec::new();
     if config.protocols.tcp {
         for f in config.forwarding.tcp_out.forwards(ephemeral.clone()) {
-            let (_, errors) = sockets.splicer.listen_in(netns, f.port, f.to, at(&f))?;
+            let (_, errors) = bypass.listen_in(Proto::Tcp, f.port, f.to, at(&f))?;
             failed.extend(errors.into_iter().map(|(a, e)| ("TCP", a, e)));
         }
     }
     if config.protocols.udp {
         for f in config.forwarding.udp_out.forwards(ephemeral) {
-            let (_, errors) = sockets.dgram_relay.listen_in(netns, f.port, f.to, at(&f))?;
+            let (_, errors) = bypass.listen_in(Proto::Udp, f.port, f.to, at(&f))?;
             failed.extend(errors.into_iter().map(|(a, e)| ("UDP", a, e)));
         }
     }

@@ -4,6 +4,7 @@
 //! and will carry out the core's actions (epoll, tap, sockets, namespaces). It is the only
 //! crate of the workspace that makes system calls.
 
+pub mod bypass;
 pub mod dgram_relay;
 pub mod hostinfo;
 pub mod isolation;

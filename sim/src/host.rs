@@ -350,6 +350,10 @@ pub struct VirtualHost {
     udp_socks: BTreeMap<SockRef, UdpSock>,
     /// Every datagram the engine sent: (local, destination, payload).
     pub udp_log: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    /// What the engine handed to pasta's loopback bypass, which this host doesn't model:
+    /// connections (closed here, as relayed elsewhere) and datagrams (source, target, payload).
+    pub handed_over: Vec<(SockRef, SocketAddr)>,
+    pub relayed_datagrams: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
     /// Hosts answering pings (besides the host's own addresses and loopback).
     ping_hosts: BTreeSet<IpAddr>,
     /// Echo identifiers the "kernel" won't bind (another socket has them): it picks others.
@@ -394,6 +398,8 @@ impl VirtualHost {
             udp_echo: BTreeSet::new(),
             udp_socks: BTreeMap::new(),
             udp_log: Vec::new(),
+            handed_over: Vec::new(),
+            relayed_datagrams: Vec::new(),
             ping_hosts: BTreeSet::new(),
             ping_ids_taken: BTreeSet::new(),
             ping_log: Vec::new(),
@@ -1167,6 +1173,13 @@ impl StreamSockets for VirtualHost {
             self.conns[id.0].interest = (readable, writable);
         }
     }
+
+    fn hand_over(&mut self, s: SockRef, target: SocketAddr) {
+        self.stats.calls += 1;
+        self.handed_over.push((s, target));
+        // The relay is out of this model: the connection ends here, quietly.
+        self.close(s, false);
+    }
 }
 
 impl DgramSockets for VirtualHost {
@@ -1271,6 +1284,26 @@ impl DgramSockets for VirtualHost {
             },
         );
         Ok(s)
+    }
+
+    fn relay_datagram(
+        &mut self,
+        listener: SockRef,
+        src: SocketAddr,
+        target: SocketAddr,
+        datagram: &[u8],
+    ) -> io::Result<()> {
+        self.stats.calls += 1;
+        if !self.udp_socks.get(&listener).is_some_and(|u| u.listener) {
+            let now = self.now;
+            self.violations.push(format!(
+                "relay_datagram on non-listener {listener:?} at {now:?}"
+            ));
+            return Err(err(errno::EBADF));
+        }
+        self.relayed_datagrams
+            .push((src, target, datagram.to_vec()));
+        Ok(())
     }
 }
 

@@ -93,6 +93,9 @@ impl Setup {
         let mut links: HashMap<String, u32> = HashMap::new();
         let mut resolv = String::new();
         let mut opts = NetOptions::new(Mode::Pasta);
+        // A capture is of the tap: local connections that took pasta's loopback bypass are not
+        // in it, and the ones that are went through the tap, so the replay has no bypass.
+        opts.no_splice = true;
         for (n, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
             let words: Vec<&str> = line.split_whitespace().collect();

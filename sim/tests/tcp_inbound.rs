@@ -32,7 +32,9 @@ fn forwarded_connection_carries_data_both_ways() {
 
 #[test]
 fn forwarded_port_mapping_and_loss() {
+    // A loopback client through the tap: the loopback bypass off.
     let mut w = Scenario::new(42)
+        .options(|o| o.no_splice = true)
         .forward_tcp("2222:22")
         .impair(Impair {
             delay: Duration::from_micros(100),

@@ -4,7 +4,7 @@
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use sans_io::flow::{
     Bind, CloseSockets, DgramSockets, Peeked, PingSockets, SockRef, StreamSockets,
@@ -15,8 +15,8 @@ use super::Sockets;
 use crate::socket_sys::tcp_info::{at_eof, send_space};
 use crate::socket_sys::{
     bind_addr, bind_outbound, bind_to_device, connect_to, dgram_socket, local_addr, prepare_stream,
-    readable_bytes, retry, send_nonblocking, setsockopt_int, sockaddr_to_std, stream_socket,
-    udp_bound_socket, unmap,
+    readable_bytes, reset_on_close, retry, send_nonblocking, setsockopt_int, sockaddr_to_std,
+    stream_socket, udp_bound_socket, unmap,
 };
 
 /// Datagrams received per `recvmmsg` call at most.
@@ -167,6 +167,20 @@ impl StreamSockets for Sockets {
         Ok(())
     }
 
+    fn hand_over(&mut self, s: SockRef, target: SocketAddr) {
+        let Some(fd) = self.take_socket(s) else {
+            return;
+        };
+        let Some(bypass) = self.bypass.as_mut() else {
+            reset_on_close(fd.as_raw_fd());
+            self.stats.resets += 1;
+            return;
+        };
+        if let Err(e) = bypass.hand_over_stream(fd, target) {
+            log::debug!("cannot relay a local connection to {target}: {e}");
+        }
+    }
+
     fn set_interest(&mut self, s: SockRef, readable: bool, writable: bool) {
         self.set_socket_interest(s, readable, writable);
     }
@@ -277,6 +291,21 @@ impl DgramSockets for Sockets {
         connect_to(fd.as_raw_fd(), peer)?;
         let index = self.insert_dgram(fd)?;
         Ok(SockRef(index))
+    }
+
+    fn relay_datagram(
+        &mut self,
+        listener: SockRef,
+        src: SocketAddr,
+        target: SocketAddr,
+        datagram: &[u8],
+    ) -> io::Result<()> {
+        let (Some(slot), Some(bypass)) = (self.slots.at(listener.0 as usize), self.bypass.as_mut())
+        else {
+            return Err(io::ErrorKind::Unsupported.into());
+        };
+        let socket = (u64::from(listener.0), slot.fd.as_fd());
+        bypass.hand_over_datagram(socket, src, target, datagram)
     }
 }
 

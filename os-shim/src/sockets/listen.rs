@@ -123,6 +123,10 @@ impl Sockets {
                 });
                 for &s in &closed {
                     self.close(s, false);
+                    // Flows it handed over to the bypass have nowhere to answer now.
+                    if let Some(bypass) = self.bypass.as_mut() {
+                        bypass.forget_host_socket(u64::from(s.0));
+                    }
                 }
                 closed
             }

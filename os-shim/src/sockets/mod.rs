@@ -49,12 +49,11 @@ use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use sans_io::flow::{Proto, SockEvent, SockRef};
 use sans_io::time::Instant;
 
-use crate::dgram_relay::DgramRelay;
+use crate::bypass::Bypass;
 use crate::listeners::Listeners;
 use crate::reactor::Reactor;
 use crate::slots::Slots;
 use crate::socket_sys::is_out_of_descriptors;
-use crate::splice::Splicer;
 use crate::tokens::{
     is_host_socket, socket_token, sockets_token, SocketsToken, INDEX_BITS, TOKEN_LISTENER_BASE,
 };
@@ -138,11 +137,9 @@ pub struct Sockets {
     stats: SocketStats,
     /// Ping sockets were refused (ping_group_range) and we said so.
     warned_ping: bool,
-    /// The loopback bypass for `-T`: its listeners live in the namespace, and it relays
-    /// without the engine.
-    pub splicer: Splicer,
-    /// The same for UDP (`-U`).
-    pub dgram_relay: DgramRelay,
+    /// pasta's loopback bypass, if the driver set one up: it relays without the engine, and
+    /// takes what the core hands over.
+    bypass: Option<Bypass>,
 }
 
 impl Default for Sockets {
@@ -165,16 +162,30 @@ impl Sockets {
             scratch: Vec::new(),
             stats: SocketStats::default(),
             warned_ping: false,
-            splicer: Splicer::default(),
-            dgram_relay: DgramRelay::default(),
+            bypass: None,
         }
+    }
+
+    /// Sets up pasta's loopback bypass (before [`Sockets::attach`]).
+    pub fn set_bypass(&mut self, bypass: Bypass) {
+        self.bypass = Some(bypass);
+    }
+
+    /// pasta's loopback bypass, if set up.
+    pub fn bypass(&self) -> Option<&Bypass> {
+        self.bypass.as_ref()
+    }
+
+    pub fn bypass_mut(&mut self) -> Option<&mut Bypass> {
+        self.bypass.as_mut()
     }
 
     /// Registers our sockets (listeners made so far, and every socket from now on) on the
     /// reactor's epoll instance, with tokens from [`TOKEN_LISTENER_BASE`] up.
     pub fn attach(&mut self, reactor: &Reactor) -> io::Result<()> {
-        self.splicer.attach(reactor.epoll_handle()?)?;
-        self.dgram_relay.attach(reactor.epoll_handle()?)?;
+        if let Some(bypass) = self.bypass.as_mut() {
+            bypass.attach(reactor)?;
+        }
         let epoll = reactor.epoll_handle()?;
         self.listeners.register(&epoll)?;
         for (i, slot) in self.slots.iter() {
@@ -198,7 +209,8 @@ impl Sockets {
     /// How often descriptors ran out so far: listeners put aside (ours and the splicer's),
     /// sockets that couldn't be made. Grows while the process is at its descriptor limit.
     pub fn out_of_descriptors(&self) -> u64 {
-        self.stats.accept_paused + self.stats.fd_exhausted + self.splicer.stats().fd_exhausted
+        let relays = self.bypass.as_ref().map_or(0, Bypass::fd_exhausted);
+        self.stats.accept_paused + self.stats.fd_exhausted + relays
     }
 
     /// Connected (or connecting) sockets open now.
@@ -220,16 +232,19 @@ impl Sockets {
     /// When a listener put aside (ours or the splicer's) is due to be watched again, or
     /// relayed datagram flows may have gone idle, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let others = [self.dgram_relay.poll_timeout(), self.splicer.poll_timeout()];
-        let ours = self.listeners.next_resume();
-        others.into_iter().chain([ours]).flatten().min()
+        let relays = self.bypass.as_ref().and_then(Bypass::poll_timeout);
+        [relays, self.listeners.next_resume()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Watches again the listeners whose pause is over at `now`; closes idle relay flows.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.resume_listeners(Some(now));
-        self.splicer.handle_timeout(now);
-        self.dgram_relay.handle_timeout(now);
+        if let Some(bypass) = self.bypass.as_mut() {
+            bypass.handle_timeout(now);
+        }
     }
 
     /// Passes `made` on, counting a failure for want of descriptors.
@@ -242,10 +257,10 @@ impl Sockets {
 
     /// Translates an epoll event for one of our tokens into reports.
     pub fn ready(&mut self, token: u64, flags: EpollFlags) {
-        if Splicer::owns_token(token) {
-            self.splicer.ready(token, flags);
-        } else if DgramRelay::owns_token(token) {
-            self.dgram_relay.ready(token, flags);
+        if Bypass::owns_token(token) {
+            if let Some(bypass) = self.bypass.as_mut() {
+                bypass.ready(token, flags);
+            }
         } else {
             match sockets_token(token) {
                 Some(SocketsToken::Socket { index, gen }) => self.socket_ready(index, gen, flags),

@@ -226,7 +226,19 @@ impl Sockets {
         self.open -= 1;
         // A descriptor is free: listeners that ran out may accept again.
         self.resume_listeners(None);
-        self.splicer.descriptors_freed();
+        if let Some(bypass) = self.bypass.as_mut() {
+            bypass.splicer.descriptors_freed();
+        }
+    }
+
+    /// Takes socket `s` out of our hands, open: off epoll and out of the table.
+    pub(super) fn take_socket(&mut self, s: SockRef) -> Option<OwnedFd> {
+        let Slot { fd, .. } = self.slots.remove(s.0 as usize)?;
+        if let Some(epoll) = &self.epoll {
+            let _ = epoll.delete(fd.as_fd());
+        }
+        self.open -= 1;
+        Some(fd)
     }
 
     /// What the core wants to hear about socket `s`.

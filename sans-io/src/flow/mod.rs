@@ -128,6 +128,15 @@ pub trait StreamSockets: CloseSockets {
     /// Which readiness the core wants reported for `s`: readable is the default, writable is
     /// wanted while the core waits for send space.
     fn set_interest(&mut self, s: SockRef, readable: bool, writable: bool);
+
+    /// Relays `s`, a connection a forwarding listener accepted from a local peer, to `target`
+    /// inside the namespace without the guest path: pasta's loopback bypass, which the core
+    /// chooses with `fwd::nat::local_bypass`. The driver owns `s` from now on (the core
+    /// forgets it). A driver without a bypass resets it, as a relay that fails does.
+    fn hand_over(&mut self, s: SockRef, target: SocketAddr) {
+        let _ = target;
+        self.close(s, true);
+    }
 }
 
 /// UDP sockets: outbound flows, and replies through forwarding listeners.
@@ -179,6 +188,21 @@ pub trait DgramSockets: CloseSockets {
     /// to, and the peer's further datagrams arrive on it rather than on the listener.
     /// Readiness as for [`DgramSockets::udp_open`].
     fn udp_reply_open(&mut self, listener: SockRef, peer: SocketAddr) -> io::Result<SockRef>;
+
+    /// Relays `datagram`, which forwarding listener `listener` received from the local `src`,
+    /// to `target` inside the namespace without the guest path, the answers going back to
+    /// `src` through `listener` (pasta's loopback bypass, as for
+    /// [`StreamSockets::hand_over`]). A driver without a bypass refuses.
+    fn relay_datagram(
+        &mut self,
+        listener: SockRef,
+        src: SocketAddr,
+        target: SocketAddr,
+        datagram: &[u8],
+    ) -> io::Result<()> {
+        let _ = (listener, src, target, datagram);
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// ICMP and ICMPv6 echo ("ping") sockets.
@@ -235,6 +259,9 @@ impl<T: StreamSockets + ?Sized> StreamSockets for &mut T {
     fn set_interest(&mut self, s: SockRef, readable: bool, writable: bool) {
         (**self).set_interest(s, readable, writable)
     }
+    fn hand_over(&mut self, s: SockRef, target: SocketAddr) {
+        (**self).hand_over(s, target)
+    }
 }
 
 impl<T: DgramSockets + ?Sized> DgramSockets for &mut T {
@@ -262,6 +289,15 @@ impl<T: DgramSockets + ?Sized> DgramSockets for &mut T {
     }
     fn udp_reply_open(&mut self, listener: SockRef, peer: SocketAddr) -> io::Result<SockRef> {
         (**self).udp_reply_open(listener, peer)
+    }
+    fn relay_datagram(
+        &mut self,
+        listener: SockRef,
+        src: SocketAddr,
+        target: SocketAddr,
+        datagram: &[u8],
+    ) -> io::Result<()> {
+        (**self).relay_datagram(listener, src, target, datagram)
     }
 }
 

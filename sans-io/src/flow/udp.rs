@@ -79,6 +79,8 @@ pub struct UdpCounters {
     pub disabled_dropped: u64,
     /// Datagrams on a listener whose port leads nowhere, or from a family the guest lacks.
     pub unforwarded: u64,
+    /// Datagrams from a local sender handed to the driver's loopback bypass (pasta).
+    pub relayed_locally: u64,
 }
 
 /// What a UDP call needs from the engine.
@@ -254,6 +256,17 @@ impl Udp {
             let got = recv_datagram(cx.out, config, local.is_ipv4(), |buf| {
                 let (n, peer) = io.udp_recv_from(l, buf).ok()?;
                 let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+                // Local traffic in pasta skips the guest path: the driver relays it.
+                let port = self.forwarded_port(config, local);
+                if let Some(target) = port.and_then(|p| nat::local_bypass(config, guest, peer, p)) {
+                    let datagram = &buf[..n.min(buf.len())];
+                    match io.relay_datagram(l, peer, target, datagram) {
+                        Ok(()) => counters.relayed_locally += 1,
+                        Err(_) => counters.send_failed += 1,
+                    }
+                    // Nothing for the guest.
+                    return Some((0, None));
+                }
                 let flow = self.inbound_flow(now, config, guest, io, counters, l, local, peer);
                 let to = flow.map(|f| {
                     let route = route_to_guest(config, guest, &f);
@@ -265,6 +278,16 @@ impl Udp {
                 break;
             }
         }
+    }
+
+    /// The port in the namespace or guest that a datagram to `local` goes to, if any.
+    fn forwarded_port(&self, config: &Config, local: SocketAddr) -> Option<u16> {
+        match &config.forwarding.udp_in {
+            // Auto: the driver listens on what it found bound in the guest, same port.
+            ForwardMode::Auto => Some(local.port()),
+            mode => mode.target(local.ip(), local.port(), self.ephemeral.clone()),
+        }
+        .filter(|&p| p != 0)
     }
 
     /// The flow for a datagram from `peer` on listener `l`, opened if new; `None` when it
@@ -285,12 +308,7 @@ impl Udp {
             counters.disabled_dropped += 1;
             return None;
         }
-        let port = match &config.forwarding.udp_in {
-            // Auto: the driver listens on what it found bound in the guest, same port.
-            ForwardMode::Auto => Some(local.port()),
-            mode => mode.target(local.ip(), local.port(), self.ephemeral.clone()),
-        }
-        .filter(|&p| p != 0);
+        let port = self.forwarded_port(config, local);
         let (Some(port), Some((seen, guest_ip))) =
             (port, nat::to_guest(config, guest, peer, local.ip()))
         else {

@@ -102,6 +102,12 @@ impl Tcp {
             cx.io.close(s, true);
             return;
         };
+        // Local traffic in pasta skips the guest path: the driver relays it into the namespace.
+        if let Some(target) = nat::local_bypass(cx.config, cx.guest, peer, port) {
+            cx.counters.handed_over += 1;
+            cx.io.hand_over(s, target);
+            return;
+        }
         let Some((seen, guest_ip)) = nat::to_guest(cx.config, cx.guest, peer, local.ip()) else {
             cx.counters.unforwarded += 1;
             cx.io.close(s, true);

@@ -245,6 +245,8 @@ pub struct TcpCounters {
     pub timeouts: u64,
     /// Connections accepted on a port that isn't forwarded, or whose guest flow clashes.
     pub unforwarded: u64,
+    /// Connections from a local peer handed over to the driver's loopback bypass (pasta).
+    pub handed_over: u64,
     /// Guest TCP frames dropped because TCP is disabled.
     pub disabled_drops: u64,
     /// Payload bytes written to host sockets.
