@@ -81,8 +81,8 @@ impl Bypass {
 
     /// Registers the relays on the reactor's epoll instance.
     pub fn attach(&mut self, reactor: &Reactor) -> io::Result<()> {
-        self.splicer.attach(reactor.epoll_handle()?)?;
-        self.dgram_relay.attach(reactor.epoll_handle()?)
+        self.splicer.listeners().attach(reactor.epoll_handle()?)?;
+        self.dgram_relay.listeners().attach(reactor.epoll_handle()?)
     }
 
     pub fn owns_token(token: u64) -> bool {
@@ -121,8 +121,14 @@ impl Bypass {
         at: NsAddrs,
     ) -> Result<Bound, NsError> {
         match proto {
-            Proto::Tcp => self.splicer.listen_in(&self.netns, port, to, at),
-            Proto::Udp => self.dgram_relay.listen_in(&self.netns, port, to, at),
+            Proto::Tcp => self
+                .splicer
+                .listeners()
+                .listen_in(&self.netns, port, to, at),
+            Proto::Udp => self
+                .dgram_relay
+                .listeners()
+                .listen_in(&self.netns, port, to, at),
         }
     }
 

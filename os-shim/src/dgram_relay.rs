@@ -18,12 +18,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+use nix::sys::epoll::{EpollEvent, EpollFlags};
 use sans_io::time::Instant;
 
-use crate::ns::NsError;
 use crate::ns_agent::InNetns;
-use crate::ns_listeners::{Bound, NsAddrs, NsListeners};
+use crate::ns_listeners::RelayListeners;
 use crate::reactor::monotonic_now;
 use crate::slots::Slots;
 use crate::socket_sys::{
@@ -114,8 +113,8 @@ impl Batch {
 
 /// Relays datagrams from listeners in the namespace to the host's loopback and back.
 pub struct DgramRelay {
-    epoll: Option<Epoll>,
-    listeners: NsListeners,
+    /// Its listeners in the namespace, and the epoll instance it is on.
+    ns: RelayListeners,
     flows: Slots<Flow>,
     by_client: HashMap<(OriginKey, SocketAddr), usize>,
     max_flows: usize,
@@ -128,7 +127,7 @@ pub struct DgramRelay {
 impl std::fmt::Debug for DgramRelay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DgramRelay")
-            .field("listeners", &self.listeners.ports().count())
+            .field("listeners", &self.ns.set.ports().count())
             .field("flows", &self.by_client.len())
             .field("stats", &self.stats)
             .finish()
@@ -144,8 +143,9 @@ impl Default for DgramRelay {
 impl DgramRelay {
     pub fn new(max_flows: usize) -> DgramRelay {
         DgramRelay {
-            epoll: None,
-            listeners: NsListeners::new(relay_listener_base(TOKEN_DGRAM_BASE)),
+            ns: RelayListeners::new(relay_listener_base(TOKEN_DGRAM_BASE), |a| {
+                udp_bound_socket(a, None, false)
+            }),
             flows: Slots::new(1 << INDEX_BITS),
             by_client: HashMap::new(),
             max_flows,
@@ -167,54 +167,34 @@ impl DgramRelay {
         is_dgram(token)
     }
 
-    /// Registers the listeners (and from now on everything) on `epoll`.
-    pub fn attach(&mut self, epoll: Epoll) -> io::Result<()> {
-        self.listeners.register(&epoll)?;
-        self.epoll = Some(epoll);
-        Ok(())
+    /// Its listeners in the namespace (and attaching it to an epoll instance).
+    pub fn listeners(&mut self) -> &mut RelayListeners {
+        &mut self.ns
     }
 
     /// The namespace ports listened on.
     pub fn listening_ports(&self) -> impl Iterator<Item = u16> + '_ {
-        self.listeners.ports()
-    }
-
-    /// Binds `port` in the namespace on `at`'s addresses,
-    /// relaying to port `to` of the host's loopback. Returns how many sockets are bound, and
-    /// what failed.
-    pub fn listen_in(
-        &mut self,
-        netns: &impl InNetns,
-        port: u16,
-        to: u16,
-        at: NsAddrs,
-    ) -> Result<Bound, NsError> {
-        let make = |a| udp_bound_socket(a, None, false);
-        self.listeners
-            .listen_in(netns, (port, to), at, make, self.epoll.as_ref())
+        self.ns.ports()
     }
 
     /// Stops relaying `port`; its flows close too (their answers would have nowhere to go).
     pub fn unlisten(&mut self, port: u16) {
-        for i in self.listeners.remove_port(port, self.epoll.as_ref()) {
-            let gone: Vec<usize> = self
-                .by_client
-                .iter()
-                .filter(|((origin, _), _)| *origin == OriginKey::Listener(i))
-                .map(|(_, &f)| f)
-                .collect();
-            for f in gone {
-                self.close(f);
-            }
+        for i in self.ns.set.remove_port(port, self.ns.epoll.as_ref()) {
+            self.close_from(OriginKey::Listener(i));
         }
     }
 
     /// A forwarding socket on the host that handed flows over is gone: so are they.
     pub fn forget_host_socket(&mut self, key: u64) {
+        self.close_from(OriginKey::Host(key));
+    }
+
+    /// Closes every flow from `origin`.
+    fn close_from(&mut self, origin: OriginKey) {
         let gone: Vec<usize> = self
             .by_client
             .iter()
-            .filter(|((origin, _), _)| *origin == OriginKey::Host(key))
+            .filter(|((o, _), _)| *o == origin)
             .map(|(_, &f)| f)
             .collect();
         for f in gone {
@@ -320,7 +300,7 @@ impl DgramRelay {
 
     /// Datagrams from senders in the namespace, each to its flow's host socket.
     fn relay_to_host(&mut self, listener: usize, batch: &mut Batch) {
-        let Some(l) = self.listeners.get(listener) else {
+        let Some(l) = self.ns.set.get(listener) else {
             return;
         };
         let lfd = l.fd.as_raw_fd();
@@ -361,7 +341,7 @@ impl DgramRelay {
             return;
         };
         let origin_fd = match &flow.origin {
-            Origin::Listener(i) => match self.listeners.get(*i) {
+            Origin::Listener(i) => match self.ns.set.get(*i) {
                 Some(l) => l.fd.as_raw_fd(),
                 None => return,
             },
@@ -396,7 +376,7 @@ impl DgramRelay {
         if self.by_client.len() >= self.max_flows {
             return None;
         }
-        let l = self.listeners.get(listener)?;
+        let l = self.ns.set.get(listener)?;
         // The host's loopback, whichever namespace address the listener has.
         let target = match l.addr {
             SocketAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), l.to),
@@ -425,7 +405,7 @@ impl DgramRelay {
             last: now,
         };
         let (index, gen) = self.flows.insert(flow).ok()?;
-        if let Some(epoll) = &self.epoll {
+        if let Some(epoll) = &self.ns.epoll {
             let token = dgram_flow_token(index, gen);
             let far = &self.flows.at(index).expect("just inserted").far;
             if epoll
@@ -566,7 +546,8 @@ fn send_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::Netlink;
+    use crate::ns_listeners::NsAddrs;
+    use crate::test_netns::{can_make_namespaces, epoll_pair, spawn_in, with_host_and_namespace};
     use std::os::fd::AsFd;
 
     const LO4: NsAddrs = NsAddrs::Loopback {
@@ -575,53 +556,25 @@ mod tests {
     };
     use std::time::Instant as StdInstant;
 
-    fn lo_up() {
-        let mut nl = Netlink::open().unwrap();
-        let lo = nl.link_index("lo").unwrap();
-        nl.set_link_up(lo, true).unwrap();
-    }
-
     #[test]
     fn relays_datagrams_both_ways_per_sender_and_expires_idle_flows() {
-        // SAFETY: plain system call.
-        if unsafe { libc::geteuid() } != 0 {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("relay tests need root under CI");
-            }
-            eprintln!("\n*** SKIPPED: relay tests need root (namespaces of their own) ***\n");
+        if !can_make_namespaces("relay") {
             return;
         }
-        std::thread::spawn(|| {
-            // SAFETY: this thread only: the "host".
-            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
-            lo_up();
-            let ns: OwnedFd = std::thread::spawn(|| {
-                // SAFETY: this thread only: the "namespace".
-                assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
-                lo_up();
-                OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/net").unwrap())
-            })
-            .join()
-            .unwrap();
+        with_host_and_namespace(|ns| {
             // The host's server: echoes with its peer's port appended.
             let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
             let port = server.local_addr().unwrap().port();
             server.set_nonblocking(true).unwrap();
 
-            let epoll = Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+            let (epoll, handle) = epoll_pair();
             let mut relay = DgramRelay::new(8);
-            relay.attach(Epoll(epoll.0.try_clone().unwrap())).unwrap();
-            let (n, failed) = relay.listen_in(&ns, 5300, port, LO4).unwrap();
+            relay.listeners().attach(handle).unwrap();
+            let (n, failed) = relay.listeners().listen_in(&ns, 5300, port, LO4).unwrap();
             assert_eq!((n, failed.len()), (1, 0));
 
             // Two senders in the namespace, 40 datagrams each.
-            let ns_fd = ns.try_clone().unwrap();
-            let clients = std::thread::spawn(move || {
-                // SAFETY: this thread only.
-                assert_eq!(
-                    unsafe { libc::setns(ns_fd.as_raw_fd(), libc::CLONE_NEWNET) },
-                    0
-                );
+            let clients = spawn_in(&ns, move || {
                 let socks: Vec<_> = (0..2)
                     .map(|_| {
                         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -687,42 +640,18 @@ mod tests {
             assert_eq!(relay.stats().flows_expired, 2);
             assert_eq!(relay.poll_timeout(), None);
             assert_eq!(relay.listening_ports().collect::<Vec<_>>(), [5300]);
-        })
-        .join()
-        .unwrap();
+        });
     }
 
     #[test]
     fn hands_host_datagrams_over_into_the_namespace_keeping_the_senders_port() {
-        // SAFETY: plain system call.
-        if unsafe { libc::geteuid() } != 0 {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("relay tests need root under CI");
-            }
-            eprintln!("\n*** SKIPPED: relay tests need root (namespaces of their own) ***\n");
+        if !can_make_namespaces("relay") {
             return;
         }
-        std::thread::spawn(|| {
-            // SAFETY: this thread only: the "host".
-            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
-            lo_up();
-            let ns: OwnedFd = std::thread::spawn(|| {
-                // SAFETY: this thread only: the "namespace".
-                assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
-                lo_up();
-                OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/net").unwrap())
-            })
-            .join()
-            .unwrap();
+        with_host_and_namespace(|ns| {
             // The namespace's server: echoes twice, and says which peers it saw.
-            let ns_fd = ns.try_clone().unwrap();
             let (port_tx, port_rx) = std::sync::mpsc::channel();
-            let server = std::thread::spawn(move || {
-                // SAFETY: this thread only.
-                assert_eq!(
-                    unsafe { libc::setns(ns_fd.as_raw_fd(), libc::CLONE_NEWNET) },
-                    0
-                );
+            let server = spawn_in(&ns, move || {
                 let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
                 s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
                 port_tx.send(s.local_addr().unwrap().port()).unwrap();
@@ -746,9 +675,9 @@ mod tests {
             sender.connect(fwd.local_addr().unwrap()).unwrap();
             let sender_port = sender.local_addr().unwrap().port();
 
-            let epoll = Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+            let (epoll, handle) = epoll_pair();
             let mut relay = DgramRelay::new(8);
-            relay.attach(Epoll(epoll.0.try_clone().unwrap())).unwrap();
+            relay.listeners().attach(handle).unwrap();
             let mut buf = [0u8; 100];
             for msg in [&b"one"[..], b"two"] {
                 sender.send(msg).unwrap();
@@ -778,8 +707,6 @@ mod tests {
             assert_eq!(relay.stats().to_namespace, 2);
             relay.forget_host_socket(7);
             assert_eq!(relay.open_flows(), 0);
-        })
-        .join()
-        .unwrap();
+        });
     }
 }

@@ -26,4 +26,6 @@ mod socket_sys;
 pub mod sockets;
 pub mod splice;
 pub mod tap;
+#[cfg(test)]
+mod test_netns;
 pub mod tokens;

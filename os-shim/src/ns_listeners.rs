@@ -73,3 +73,49 @@ impl Listeners<u16> {
         Ok((bound, failed))
     }
 }
+
+/// A relay's side in the namespace: its listeners there, how they are made, and the epoll
+/// instance everything of the relay is registered on (once attached).
+#[derive(Debug)]
+pub struct RelayListeners {
+    pub(crate) set: NsListeners,
+    pub(crate) epoll: Option<Epoll>,
+    make: fn(SocketAddr) -> io::Result<OwnedFd>,
+}
+
+impl RelayListeners {
+    /// Listeners reported with tokens from `token_base`, made by `make`.
+    pub(crate) fn new(token_base: u64, make: fn(SocketAddr) -> io::Result<OwnedFd>) -> Self {
+        RelayListeners {
+            set: NsListeners::new(token_base),
+            epoll: None,
+            make,
+        }
+    }
+
+    /// Registers the listeners (and from now on everything of the relay) on `epoll`.
+    pub fn attach(&mut self, epoll: Epoll) -> io::Result<()> {
+        self.set.register(&epoll)?;
+        self.epoll = Some(epoll);
+        Ok(())
+    }
+
+    /// The namespace ports listened on.
+    pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.set.ports()
+    }
+
+    /// Listens on `port` in the namespace on `at`'s addresses, leading to port `to` of the
+    /// host's loopback of the same family. Returns how many sockets listen now, and what
+    /// failed.
+    pub fn listen_in(
+        &mut self,
+        netns: &impl InNetns,
+        port: u16,
+        to: u16,
+        at: NsAddrs,
+    ) -> Result<Bound, NsError> {
+        self.set
+            .listen_in(netns, (port, to), at, self.make, self.epoll.as_ref())
+    }
+}

@@ -24,12 +24,11 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+use nix::sys::epoll::{EpollEvent, EpollFlags};
 
 use crate::listeners::ACCEPT_PAUSE;
-use crate::ns::NsError;
 use crate::ns_agent::InNetns;
-use crate::ns_listeners::{Bound, NsAddrs, NsListeners};
+use crate::ns_listeners::RelayListeners;
 use crate::reactor::monotonic_now;
 use crate::slots::Slots;
 use crate::socket_sys::{
@@ -88,8 +87,8 @@ struct Pair {
 /// handed over from the host into the namespace.
 #[derive(Debug)]
 pub struct Splicer {
-    epoll: Option<Epoll>,
-    listeners: NsListeners,
+    /// Its listeners in the namespace, and the epoll instance it is on.
+    ns: RelayListeners,
     pairs: Slots<Pair>,
     open: usize,
     max_pairs: usize,
@@ -111,8 +110,9 @@ enum Outcome {
 impl Splicer {
     pub fn new(max_pairs: usize) -> Splicer {
         Splicer {
-            epoll: None,
-            listeners: NsListeners::new(relay_listener_base(TOKEN_SPLICE_BASE)),
+            ns: RelayListeners::new(relay_listener_base(TOKEN_SPLICE_BASE), |a| {
+                listen_socket(a, None, false)
+            }),
             pairs: Slots::new(1 << INDEX_BITS),
             open: 0,
             max_pairs,
@@ -133,60 +133,43 @@ impl Splicer {
         is_splice(token)
     }
 
-    /// Registers the listeners (and from now on everything) on `epoll`.
-    pub fn attach(&mut self, epoll: Epoll) -> io::Result<()> {
-        self.listeners.register(&epoll)?;
-        self.epoll = Some(epoll);
-        Ok(())
+    /// Its listeners in the namespace (and attaching it to an epoll instance).
+    pub fn listeners(&mut self) -> &mut RelayListeners {
+        &mut self.ns
     }
 
     /// The namespace ports listened on.
     pub fn listening_ports(&self) -> impl Iterator<Item = u16> + '_ {
-        self.listeners.ports()
-    }
-
-    /// Listens on `port` in the namespace on `at`'s addresses,
-    /// relaying to port `to` of the host's loopback, same family. Returns how many sockets
-    /// listen now, and what failed.
-    pub fn listen_in(
-        &mut self,
-        netns: &impl InNetns,
-        port: u16,
-        to: u16,
-        at: NsAddrs,
-    ) -> Result<Bound, NsError> {
-        let make = |a| listen_socket(a, None, false);
-        self.listeners
-            .listen_in(netns, (port, to), at, make, self.epoll.as_ref())
+        self.ns.ports()
     }
 
     /// When a listener put aside for want of descriptors is due to be watched again.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.listeners.next_resume()
+        self.ns.set.next_resume()
     }
 
     /// Watches again the listeners whose pause is over at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.listeners.resume(Some(now), self.epoll.as_ref());
+        self.ns.set.resume(Some(now), self.ns.epoll.as_ref());
     }
 
     /// Descriptors were freed elsewhere: listeners put aside may accept again.
     pub fn descriptors_freed(&mut self) {
-        self.listeners.resume(None, self.epoll.as_ref());
+        self.ns.set.resume(None, self.ns.epoll.as_ref());
     }
 
     /// Out of descriptors: counts it and puts `listener` aside for a while.
     fn out_of_descriptors(&mut self, listener: usize, e: &io::Error) {
         self.stats.fd_exhausted += 1;
         let until = monotonic_now() + ACCEPT_PAUSE;
-        if self.listeners.pause(listener, until, self.epoll.as_ref()) {
+        if self.ns.set.pause(listener, until, self.ns.epoll.as_ref()) {
             log::debug!("cannot relay connections for now: {e}");
         }
     }
 
     /// Stops listening on `port` (connections being relayed carry on).
     pub fn unlisten(&mut self, port: u16) {
-        self.listeners.remove_port(port, self.epoll.as_ref());
+        self.ns.set.remove_port(port, self.ns.epoll.as_ref());
     }
 
     /// Handles an epoll event for one of our tokens.
@@ -231,7 +214,7 @@ impl Splicer {
 
     fn accept_ready(&mut self, listener: usize) {
         for _ in 0..ACCEPT_BATCH {
-            let Some(l) = self.listeners.get(listener) else {
+            let Some(l) = self.ns.set.get(listener) else {
                 return;
             };
             let (lfd, to, v4) = (l.fd.as_raw_fd(), l.to, l.addr.is_ipv4());
@@ -362,7 +345,7 @@ impl Splicer {
                 return Err(io::Error::from_raw_os_error(libc::EMFILE));
             }
         };
-        if let Some(epoll) = &self.epoll {
+        if let Some(epoll) = &self.ns.epoll {
             let flags = EpollFlags::EPOLLIN
                 | EpollFlags::EPOLLOUT
                 | EpollFlags::EPOLLRDHUP
@@ -519,7 +502,9 @@ fn reset(fd: &OwnedFd) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::Netlink;
+    use crate::ns_listeners::NsAddrs;
+    use crate::test_netns::{can_make_namespaces, epoll_pair, spawn_in, with_host_and_namespace};
+    use nix::sys::epoll::Epoll;
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
 
@@ -527,32 +512,6 @@ mod tests {
         v4: true,
         v6: false,
     };
-
-    /// A network namespace of its own (kept alive by the descriptor), its loopback up.
-    fn new_netns() -> OwnedFd {
-        std::thread::spawn(|| {
-            // SAFETY: affects this thread only.
-            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
-            let mut nl = Netlink::open().expect("netlink");
-            let lo = nl.link_index("lo").expect("lo");
-            nl.set_link_up(lo, true).expect("lo up");
-            OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/net").unwrap())
-        })
-        .join()
-        .unwrap()
-    }
-
-    fn root() -> bool {
-        // SAFETY: plain system call.
-        if unsafe { libc::geteuid() } == 0 {
-            return true;
-        }
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("splice tests need root under CI");
-        }
-        eprintln!("\n*** SKIPPED: splice tests need root (namespaces of their own) ***\n");
-        false
-    }
 
     /// Drives `splicer` until `done` or a timeout.
     fn drive(splicer: &mut Splicer, epoll: &Epoll, mut done: impl FnMut(&Splicer) -> bool) {
@@ -573,18 +532,10 @@ mod tests {
 
     #[test]
     fn relays_both_ways_with_half_close_and_refuses_without_a_server() {
-        if !root() {
+        if !can_make_namespaces("splice") {
             return;
         }
-        // The "host" is this test thread's own fresh namespace; the "namespace" another.
-        std::thread::spawn(|| {
-            // SAFETY: affects this thread only.
-            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
-            let mut nl = Netlink::open().unwrap();
-            let lo = nl.link_index("lo").unwrap();
-            nl.set_link_up(lo, true).unwrap();
-            let ns = new_netns();
-
+        with_host_and_namespace(|ns| {
             // A host server that echoes everything, then closes.
             let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let host_port = server.local_addr().unwrap().port();
@@ -595,24 +546,21 @@ mod tests {
                 c.write_all(&all).unwrap();
             });
 
-            let epoll = Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+            let (epoll, handle) = epoll_pair();
             let mut splicer = Splicer::new(8);
-            splicer.attach(Epoll(epoll.0.try_clone().unwrap())).unwrap();
-            let (n, failed) = splicer.listen_in(&ns, 4000, host_port, LO4).unwrap();
+            splicer.listeners().attach(handle).unwrap();
+            let (n, failed) = splicer
+                .listeners()
+                .listen_in(&ns, 4000, host_port, LO4)
+                .unwrap();
             assert_eq!((n, failed.len()), (1, 0));
-            let (n, _) = splicer.listen_in(&ns, 4001, 1, LO4).unwrap();
+            let (n, _) = splicer.listeners().listen_in(&ns, 4001, 1, LO4).unwrap();
             assert_eq!(n, 1);
 
             // A client inside the namespace: 3 MiB out, half-close, all of it back.
             let data: Vec<u8> = (0..3 << 20).map(|i| (i * 7 % 251) as u8).collect();
             let expect = data.clone();
-            let ns_fd = ns.try_clone().unwrap();
-            let client = std::thread::spawn(move || {
-                // SAFETY: this thread only.
-                assert_eq!(
-                    unsafe { libc::setns(ns_fd.as_raw_fd(), libc::CLONE_NEWNET) },
-                    0
-                );
+            let client = spawn_in(&ns, move || {
                 let mut c = std::net::TcpStream::connect("127.0.0.1:4000").unwrap();
                 c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
                 let mut w = c.try_clone().unwrap();
@@ -641,33 +589,18 @@ mod tests {
             let stats = splicer.stats();
             assert_eq!((stats.accepted, stats.refused), (2, 1));
             assert_eq!(stats.bytes, 2 * (3 << 20));
-        })
-        .join()
-        .unwrap();
+        });
     }
 
     #[test]
     fn hands_host_connections_over_into_the_namespace() {
-        if !root() {
+        if !can_make_namespaces("splice") {
             return;
         }
-        std::thread::spawn(|| {
-            // SAFETY: affects this thread only.
-            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
-            let mut nl = Netlink::open().unwrap();
-            let lo = nl.link_index("lo").unwrap();
-            nl.set_link_up(lo, true).unwrap();
-            let ns = new_netns();
-
+        with_host_and_namespace(|ns| {
             // A server inside the namespace that echoes and reports its peer.
-            let ns_fd = ns.try_clone().unwrap();
             let (port_tx, port_rx) = std::sync::mpsc::channel();
-            let server = std::thread::spawn(move || {
-                // SAFETY: this thread only.
-                assert_eq!(
-                    unsafe { libc::setns(ns_fd.as_raw_fd(), libc::CLONE_NEWNET) },
-                    0
-                );
+            let server = spawn_in(&ns, move || {
                 let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
                 port_tx.send(l.local_addr().unwrap().port()).unwrap();
                 let (mut c, peer) = l.accept().unwrap();
@@ -695,9 +628,9 @@ mod tests {
             let (accepted, _) = host.accept().unwrap();
             accepted.set_nonblocking(true).unwrap();
 
-            let epoll = Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+            let (epoll, handle) = epoll_pair();
             let mut splicer = Splicer::new(8);
-            splicer.attach(Epoll(epoll.0.try_clone().unwrap())).unwrap();
+            splicer.listeners().attach(handle).unwrap();
             let target = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), ns_port);
             splicer
                 .relay_into(&ns, OwnedFd::from(accepted), target)
@@ -710,8 +643,6 @@ mod tests {
             let stats = splicer.stats();
             assert_eq!((stats.inbound, stats.accepted, stats.resets), (1, 0, 0));
             assert_eq!(stats.bytes, 2 << 20);
-        })
-        .join()
-        .unwrap();
+        });
     }
 }

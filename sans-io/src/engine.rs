@@ -22,6 +22,7 @@ pub use crate::batch::Batch;
 use crate::config::Config;
 use crate::dispatch::{self, Destination};
 use crate::flow::icmp::{self, Icmp, IcmpCounters, IcmpCx};
+use crate::flow::idle::DgramCx;
 use crate::flow::table::KeyedHash;
 use crate::flow::tcp::{self, Cx, Tcp, TcpCounters};
 use crate::flow::udp::{self, Udp, UdpCounters, UdpCx};
@@ -124,14 +125,7 @@ impl Shared {
         io: &'a mut dyn HostSockets,
         out: &'a mut FrameQueue,
     ) -> UdpCx<'a> {
-        UdpCx::new(
-            now,
-            &self.config,
-            &self.guest,
-            io,
-            out,
-            &mut self.counters.udp,
-        )
+        self.dgram_cx(now, io, out, |c| &mut c.udp)
     }
 
     /// What the echo translation needs for one call.
@@ -141,14 +135,19 @@ impl Shared {
         io: &'a mut dyn HostSockets,
         out: &'a mut FrameQueue,
     ) -> IcmpCx<'a> {
-        IcmpCx::new(
-            now,
-            &self.config,
-            &self.guest,
-            io,
-            out,
-            &mut self.counters.icmp,
-        )
+        self.dgram_cx(now, io, out, |c| &mut c.icmp)
+    }
+
+    /// A datagram translation's context, with its counters picked out of ours.
+    fn dgram_cx<'a, C, S: ?Sized>(
+        &'a mut self,
+        now: Instant,
+        io: &'a mut S,
+        out: &'a mut FrameQueue,
+        counters: fn(&mut Counters) -> &mut C,
+    ) -> DgramCx<'a, C, S> {
+        let counters = counters(&mut self.counters);
+        DgramCx::new(now, &self.config, &self.guest, io, out, counters)
     }
 }
 
@@ -479,45 +478,34 @@ mod tests {
     }
 
     fn udp_from_guest(src: &str, dst: &str) -> Vec<u8> {
-        let mut q = FrameQueue::new();
-        let route = Route {
-            src_mac: GUEST_MAC,
-            dst_mac: MacAddr::FALLBACK,
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
-        };
-        build::udp_frame(&mut q, route, 40000, 9, b"x");
-        q.get(0).unwrap().to_vec()
+        udp_to(src, dst, 9)
+    }
+
+    /// Hands `frame` to the engine at time zero, with no host sockets.
+    fn frame_in(e: &mut Engine, out: &mut FrameQueue, frame: &[u8]) {
+        e.handle_frame(Instant::ZERO, frame, &mut NoSockets, out);
     }
 
     #[test]
     fn learns_the_guests_mac_and_addresses_from_its_frames() {
         let mut e = engine();
         let mut out = FrameQueue::new();
-        e.handle_frame(
-            Instant::ZERO,
+        frame_in(
+            &mut e,
+            &mut out,
             &udp_from_guest("192.0.2.2", "203.0.113.1"),
-            &mut NoSockets,
-            &mut out,
         );
-        e.handle_frame(
-            Instant::ZERO,
-            &udp_from_guest("fe80::9", "fe80::1"),
-            &mut NoSockets,
+        frame_in(&mut e, &mut out, &udp_from_guest("fe80::9", "fe80::1"));
+        frame_in(
+            &mut e,
             &mut out,
-        );
-        e.handle_frame(
-            Instant::ZERO,
             &udp_from_guest("2001:db8::9", "2001:db8::1"),
-            &mut NoSockets,
-            &mut out,
         );
         // Unspecified sources (DHCP DISCOVER, DAD) don't overwrite what we know.
-        e.handle_frame(
-            Instant::ZERO,
-            &udp_from_guest("0.0.0.0", "255.255.255.255"),
-            &mut NoSockets,
+        frame_in(
+            &mut e,
             &mut out,
+            &udp_from_guest("0.0.0.0", "255.255.255.255"),
         );
         let g = e.guest();
         assert_eq!(g.mac, Some(GUEST_MAC));
@@ -543,26 +531,11 @@ mod tests {
     fn dhcp_and_dhcpv6_go_to_the_services_not_to_udp_flows() {
         let mut e = engine();
         let mut out = FrameQueue::new();
-        e.handle_frame(
-            Instant::ZERO,
-            &udp_to("192.0.2.2", "192.0.2.1", 67),
-            &mut NoSockets,
-            &mut out,
-        );
-        e.handle_frame(
-            Instant::ZERO,
-            &udp_to("fe80::9", "ff02::1:2", 547),
-            &mut NoSockets,
-            &mut out,
-        );
+        frame_in(&mut e, &mut out, &udp_to("192.0.2.2", "192.0.2.1", 67));
+        frame_in(&mut e, &mut out, &udp_to("fe80::9", "ff02::1:2", 547));
         assert_eq!(e.counters().udp, UdpCounters::default());
         // Any other port is a flow (which NoSockets can't open).
-        e.handle_frame(
-            Instant::ZERO,
-            &udp_to("192.0.2.2", "192.0.2.1", 68),
-            &mut NoSockets,
-            &mut out,
-        );
+        frame_in(&mut e, &mut out, &udp_to("192.0.2.2", "192.0.2.1", 68));
         assert_eq!(e.counters().udp.open_failed, 1);
     }
 
@@ -573,7 +546,7 @@ mod tests {
         e.handle_frame(Instant::ZERO, &[0u8; 5], &mut NoSockets, &mut out);
         let mut truncated = udp_from_guest("192.0.2.2", "192.0.2.1");
         truncated.truncate(30);
-        e.handle_frame(Instant::ZERO, &truncated, &mut NoSockets, &mut out);
+        frame_in(&mut e, &mut out, &truncated);
         assert!(out.is_empty());
         assert_eq!(e.counters().malformed, 2);
         assert!(matches!(
@@ -643,7 +616,7 @@ mod tests {
             let mut e = engine();
             let mut out = FrameQueue::new();
             let syn = fragment(&tcp_syn(src, dst));
-            e.handle_frame(Instant::ZERO, &syn, &mut NoSockets, &mut out);
+            frame_in(&mut e, &mut out, &syn);
             assert_eq!(e.counters().malformed, 1, "{src}");
             assert_eq!(
                 e.counters().last_malformed,
@@ -651,7 +624,7 @@ mod tests {
             );
             assert_eq!(e.counters().tcp, TcpCounters::default());
             // Whole, the same segment reaches the TCP translation.
-            e.handle_frame(Instant::ZERO, &tcp_syn(src, dst), &mut NoSockets, &mut out);
+            frame_in(&mut e, &mut out, &tcp_syn(src, dst));
             assert_eq!(e.counters().malformed, 1, "{src}");
             assert_ne!(e.counters().tcp, TcpCounters::default(), "{src}");
         }
@@ -669,9 +642,9 @@ mod tests {
             let mut e = engine();
             let mut out = FrameQueue::new();
             let datagram = fragment(&udp_to(src, dst, port));
-            e.handle_frame(Instant::ZERO, &datagram, &mut NoSockets, &mut out);
+            frame_in(&mut e, &mut out, &datagram);
             let echo = fragment(&echo_request(src, dst));
-            e.handle_frame(Instant::ZERO, &echo, &mut NoSockets, &mut out);
+            frame_in(&mut e, &mut out, &echo);
             let c = e.counters();
             assert_eq!((c.ignored, c.malformed), (2, 0), "{src} port {port}");
             assert_eq!((c.dhcp_answered, c.dhcpv6_answered), (0, 0));
@@ -690,7 +663,7 @@ mod tests {
         let solicitation = [133, 0, 0, 0, 0, 0, 0, 0];
         build::icmpv6_frame(&mut q, route("fe80::9", "ff02::2"), 255, &solicitation);
         let frame = fragment(q.get(0).unwrap());
-        e.handle_frame(Instant::ZERO, &frame, &mut NoSockets, &mut out);
+        frame_in(&mut e, &mut out, &frame);
         assert_eq!(e.counters().ndp_answered, 0);
         assert!(out.is_empty());
         e.handle_frame(Instant::ZERO, q.get(0).unwrap(), &mut NoSockets, &mut out);
@@ -704,11 +677,11 @@ mod tests {
         let mut out = FrameQueue::new();
         let mut frame = udp_to("192.0.2.2", "192.0.2.1", 9);
         frame[12..14].copy_from_slice(&0x88b5u16.to_be_bytes()); // local experimental
-        e.handle_frame(Instant::ZERO, &frame, &mut NoSockets, &mut out);
+        frame_in(&mut e, &mut out, &frame);
         // ICMP's number over IPv6 is not ICMPv6.
         let mut frame = echo_request("2001:db8::9", "2001:db8::1");
         frame[parse::ETH_HEADER_LEN + 6] = ip_proto::ICMP;
-        e.handle_frame(Instant::ZERO, &frame, &mut NoSockets, &mut out);
+        frame_in(&mut e, &mut out, &frame);
         let c = e.counters();
         assert_eq!((c.ignored, c.malformed), (2, 0));
         assert_eq!(c.icmp, IcmpCounters::default());

@@ -71,9 +71,29 @@ fn accepted_connection_handshake_then_data() {
 
 #[test]
 fn loopback_peers_appear_from_the_gateway() {
-    let mut h = forwarding("8080:80");
+    // Through the tap, that is: pasta's loopback bypass off.
+    let cfg = config(|o| {
+        o.tcp_in.add("8080:80".parse().unwrap()).unwrap();
+        o.no_splice = true;
+    });
+    let mut h = H::with(cfg, EngineOptions::default());
     let (g, _) = accept(&mut h, "127.0.0.1:50000");
     assert_eq!(g.peer, "192.0.2.1:50000".parse().unwrap());
+}
+
+#[test]
+fn loopback_peers_are_handed_to_the_bypass_by_default() {
+    let mut h = forwarding("8080:80");
+    let s = h.io.accepted();
+    h.accept(s, "127.0.0.1:50000", "127.0.0.1:8080");
+    assert!(h.take().is_empty(), "nothing to the guest");
+    assert_eq!(
+        h.io.sock(s).closed,
+        Some(true),
+        "the mock has no bypass: reset"
+    );
+    assert_eq!(h.engine.counters().tcp.handed_over, 1);
+    assert_eq!(h.engine.tcp().len(), 0);
 }
 
 #[test]

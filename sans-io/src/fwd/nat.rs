@@ -157,6 +157,19 @@ mod tests {
         c
     }
 
+    /// pasta's configuration for an empty host, with [`ip4`]'s IPv4.
+    fn pasta_config() -> Config {
+        let mut config = crate::config::derive::derive(
+            &crate::config::NetOptions::new(Mode::Pasta),
+            &Default::default(),
+            &Default::default(),
+        )
+        .unwrap()
+        .config;
+        config.ip4 = Some(ip4());
+        config
+    }
+
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
     }
@@ -231,14 +244,7 @@ mod tests {
 
     #[test]
     fn destination_is_the_guests_seen_address() {
-        let mut config = crate::config::derive::derive(
-            &crate::config::NetOptions::new(Mode::Pasta),
-            &Default::default(),
-            &Default::default(),
-        )
-        .unwrap()
-        .config;
-        config.ip4 = Some(ip4());
+        let config = pasta_config();
         let mut guest = GuestState::default();
         let (src, dst) = to_guest(
             &config,
@@ -264,14 +270,7 @@ mod tests {
 
     #[test]
     fn local_traffic_bypasses_the_tap_in_pasta_only() {
-        let mut config = crate::config::derive::derive(
-            &crate::config::NetOptions::new(Mode::Pasta),
-            &Default::default(),
-            &Default::default(),
-        )
-        .unwrap()
-        .config;
-        config.ip4 = Some(ip4());
+        let mut config = pasta_config();
         config.ip6 = None;
         config.splice = true;
         let mut guest = GuestState::default();

@@ -181,6 +181,14 @@ pub fn ipv6(packet: &[u8]) -> Result<Ipv6<'_>, Ipv6Error> {
     let mut next = packet[6];
     let mut rest = &packet[IPV6_HEADER_LEN..IPV6_HEADER_LEN + payload_len];
     let mut fragmented = false;
+    let view = |next_header, fragmented, payload| Ipv6 {
+        src: Ipv6Addr::from(bytes_at::<16>(packet, 8)),
+        dst: Ipv6Addr::from(bytes_at::<16>(packet, 24)),
+        next_header,
+        hop_limit: packet[7],
+        fragmented,
+        payload,
+    };
     for _ in 0..MAX_EXTENSION_HEADERS {
         match next {
             ip_proto::HOP_BY_HOP | ip_proto::ROUTING | ip_proto::DEST_OPTS => {
@@ -206,26 +214,10 @@ pub fn ipv6(packet: &[u8]) -> Result<Ipv6<'_>, Ipv6Error> {
                 rest = &rest[8..];
                 if offset != 0 {
                     // A later fragment: what follows is data, not headers to walk.
-                    return Ok(Ipv6 {
-                        src: Ipv6Addr::from(bytes_at::<16>(packet, 8)),
-                        dst: Ipv6Addr::from(bytes_at::<16>(packet, 24)),
-                        next_header: next,
-                        hop_limit: packet[7],
-                        fragmented,
-                        payload: rest,
-                    });
+                    return Ok(view(next, fragmented, rest));
                 }
             }
-            _ => {
-                return Ok(Ipv6 {
-                    src: Ipv6Addr::from(bytes_at::<16>(packet, 8)),
-                    dst: Ipv6Addr::from(bytes_at::<16>(packet, 24)),
-                    next_header: next,
-                    hop_limit: packet[7],
-                    fragmented,
-                    payload: rest,
-                })
-            }
+            _ => return Ok(view(next, fragmented, rest)),
         }
     }
     Err(Ipv6Error::TooManyExtensions)
