@@ -11,11 +11,9 @@
 //! [`FakeHost::endless_rx`]) has always sent more: an endless stream of a known pattern.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
-use sans_io::flow::{
-    Bind, CloseSockets, DgramSockets, Peeked, PingSockets, SockRef, StreamSockets,
-};
+use sans_io::flow::{Bind, CloseSockets, Peeked, SockRef, StreamSockets};
 
 /// The send buffer of each socket: room for a batch of 32 segments of 64 KiB.
 pub const SEND_BUFFER: u32 = 4 << 20;
@@ -159,32 +157,4 @@ impl StreamSockets for FakeHost {
 }
 
 // The benchmark's flows are TCP: datagram and echo sockets fail to open.
-impl DgramSockets for FakeHost {
-    fn udp_open(&mut self, _: Bind<'_>, _: SocketAddr) -> io::Result<SockRef> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    fn udp_send(&mut self, _: SockRef, _: &[u8]) -> io::Result<usize> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    fn udp_recv(&mut self, _: SockRef, _: &mut [u8]) -> io::Result<usize> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    fn udp_recv_from(&mut self, _: SockRef, _: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    fn udp_reply_open(&mut self, _: SockRef, _: SocketAddr) -> io::Result<SockRef> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-}
-
-impl PingSockets for FakeHost {
-    fn ping_open(&mut self, _: Bind<'_>, _: IpAddr, _: u16) -> io::Result<(SockRef, u16)> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    fn ping_send(&mut self, _: SockRef, _: &[u8]) -> io::Result<usize> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    fn ping_recv(&mut self, _: SockRef, _: &mut [u8]) -> io::Result<usize> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-}
+sans_io::refuse_datagrams!(FakeHost);

@@ -344,35 +344,74 @@ impl StreamSockets for NoSockets {
     fn set_interest(&mut self, _: SockRef, _: bool, _: bool) {}
 }
 
-impl DgramSockets for NoSockets {
-    fn udp_open(&mut self, _: Bind<'_>, _: SocketAddr) -> io::Result<SockRef> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    fn udp_send(&mut self, _: SockRef, _: &[u8]) -> io::Result<usize> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    fn udp_recv(&mut self, _: SockRef, _: &mut [u8]) -> io::Result<usize> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    fn udp_recv_from(&mut self, _: SockRef, _: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    fn udp_reply_open(&mut self, _: SockRef, _: SocketAddr) -> io::Result<SockRef> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
+/// Implements [`DgramSockets`] and [`PingSockets`] for a type with TCP sockets only (a test's
+/// mock, a benchmark's fake host, [`NoSockets`]): every call is refused as `Unsupported`, so
+/// datagram and echo flows fail to open, which the core counts.
+#[macro_export]
+macro_rules! refuse_datagrams {
+    ($t:ty) => {
+        impl $crate::flow::DgramSockets for $t {
+            fn udp_open(
+                &mut self,
+                _: $crate::flow::Bind<'_>,
+                _: ::std::net::SocketAddr,
+            ) -> ::std::io::Result<$crate::flow::SockRef> {
+                Err(::std::io::ErrorKind::Unsupported.into())
+            }
+            fn udp_send(&mut self, _: $crate::flow::SockRef, _: &[u8]) -> ::std::io::Result<usize> {
+                Err(::std::io::ErrorKind::Unsupported.into())
+            }
+            fn udp_recv(
+                &mut self,
+                _: $crate::flow::SockRef,
+                _: &mut [u8],
+            ) -> ::std::io::Result<usize> {
+                Err(::std::io::ErrorKind::Unsupported.into())
+            }
+            fn udp_recv_from(
+                &mut self,
+                _: $crate::flow::SockRef,
+                _: &mut [u8],
+            ) -> ::std::io::Result<(usize, ::std::net::SocketAddr)> {
+                Err(::std::io::ErrorKind::Unsupported.into())
+            }
+            fn udp_reply_open(
+                &mut self,
+                _: $crate::flow::SockRef,
+                _: ::std::net::SocketAddr,
+            ) -> ::std::io::Result<$crate::flow::SockRef> {
+                Err(::std::io::ErrorKind::Unsupported.into())
+            }
+        }
+
+        impl $crate::flow::PingSockets for $t {
+            fn ping_open(
+                &mut self,
+                _: $crate::flow::Bind<'_>,
+                _: ::std::net::IpAddr,
+                _: u16,
+            ) -> ::std::io::Result<($crate::flow::SockRef, u16)> {
+                Err(::std::io::ErrorKind::Unsupported.into())
+            }
+            fn ping_send(
+                &mut self,
+                _: $crate::flow::SockRef,
+                _: &[u8],
+            ) -> ::std::io::Result<usize> {
+                Err(::std::io::ErrorKind::Unsupported.into())
+            }
+            fn ping_recv(
+                &mut self,
+                _: $crate::flow::SockRef,
+                _: &mut [u8],
+            ) -> ::std::io::Result<usize> {
+                Err(::std::io::ErrorKind::Unsupported.into())
+            }
+        }
+    };
 }
 
-impl PingSockets for NoSockets {
-    fn ping_open(&mut self, _: Bind<'_>, _: IpAddr, _: u16) -> io::Result<(SockRef, u16)> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    fn ping_send(&mut self, _: SockRef, _: &[u8]) -> io::Result<usize> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    fn ping_recv(&mut self, _: SockRef, _: &mut [u8]) -> io::Result<usize> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-}
+refuse_datagrams!(NoSockets);
 
 /// What happened on a host socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

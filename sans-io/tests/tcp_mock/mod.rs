@@ -13,9 +13,7 @@ use std::time::Duration;
 use sans_io::config::host::scope;
 use sans_io::config::{Config, Mode, NetOptions};
 use sans_io::engine::{Engine, EngineOptions};
-use sans_io::flow::{
-    Bind, CloseSockets, DgramSockets, Peeked, PingSockets, SockEvent, SockRef, StreamSockets,
-};
+use sans_io::flow::{Bind, CloseSockets, Peeked, SockEvent, SockRef, StreamSockets};
 use sans_io::time::Instant;
 use sans_io::wire::build::Route;
 use sans_io::wire::parse;
@@ -211,35 +209,7 @@ impl StreamSockets for Mock {
 }
 
 // The TCP mock has no UDP nor ping: flows fail to open (the core counts that).
-impl DgramSockets for Mock {
-    fn udp_open(&mut self, _: Bind<'_>, _: SocketAddr) -> io::Result<SockRef> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    fn udp_send(&mut self, _: SockRef, _: &[u8]) -> io::Result<usize> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    fn udp_recv(&mut self, _: SockRef, _: &mut [u8]) -> io::Result<usize> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    fn udp_recv_from(&mut self, _: SockRef, _: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    fn udp_reply_open(&mut self, _: SockRef, _: SocketAddr) -> io::Result<SockRef> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-}
-
-impl PingSockets for Mock {
-    fn ping_open(&mut self, _: Bind<'_>, _: IpAddr, _: u16) -> io::Result<(SockRef, u16)> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    fn ping_send(&mut self, _: SockRef, _: &[u8]) -> io::Result<usize> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    fn ping_recv(&mut self, _: SockRef, _: &mut [u8]) -> io::Result<usize> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-}
+sans_io::refuse_datagrams!(Mock);
 
 /// A segment the engine sent to the guest, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
