@@ -21,6 +21,7 @@
 use std::net::SocketAddr;
 
 use crate::engine::Engine;
+use crate::flow::tcp::SendRuns;
 use crate::flow::{HostSockets, SockEvent, SockRef};
 use crate::time::Instant;
 use crate::wire::FrameQueue;
@@ -71,15 +72,22 @@ impl<IO: HostSockets> Batch<'_, IO> {
 
     /// One frame from the guest.
     pub fn frame(&mut self, frame: &[u8]) -> &mut Self {
-        self.engine.handle_frame(self.now, frame, self.io, self.out);
+        self.engine
+            .handle_frame(self.now, frame, None, self.io, self.out);
         self
     }
 
-    /// The frames of one read from the guest link, in order.
+    /// The frames of one read from the guest link, in order. Consecutive in-order TCP data
+    /// of one flow goes to its socket in one write (`StreamSockets::send_vectored`), with the
+    /// same outcome as frame by frame; every such write is done when this returns.
     pub fn frames<'f>(&mut self, frames: impl IntoIterator<Item = &'f [u8]>) -> &mut Self {
+        let mut runs = SendRuns::default();
         for frame in frames {
-            self.frame(frame);
+            self.engine
+                .handle_frame(self.now, frame, Some(&mut runs), self.io, self.out);
         }
+        self.engine
+            .write_runs(self.now, &mut runs, self.io, self.out);
         self
     }
 

@@ -51,6 +51,11 @@ pub(crate) enum Destination<'a> {
     Malformed(Malformed),
 }
 
+/// Whether `frame` would teach us a MAC address for the guest other than the one we know.
+pub(crate) fn changes_guest_mac(frame: &[u8], guest: &GuestState) -> bool {
+    parse::ethernet(frame).is_ok_and(|eth| eth.src.is_unicast() && guest.mac != Some(eth.src))
+}
+
 /// Where `frame` goes, learning the guest's MAC and IP addresses from it on the way (from
 /// every frame whose headers got that far, whatever happens to it next).
 #[inline]

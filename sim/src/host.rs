@@ -314,6 +314,8 @@ pub struct HostStats {
     pub events: u64,
     /// Calls the engine made through `HostSockets`, of any kind.
     pub calls: u64,
+    /// Of those, `send_vectored` calls (runs of guest data, each one call).
+    pub vectored_sends: u64,
     /// Peeks that told the engine the stream's end (instead of a `PeerClosed` event).
     pub eof_peeks: u64,
 }
@@ -1011,6 +1013,38 @@ impl CloseSockets for VirtualHost {
     }
 }
 
+impl VirtualHost {
+    /// A send as the engine's `send` makes it, not counted as a call of its own.
+    fn send_uncounted(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
+        let id = self.lookup(s, "send")?;
+        let (now, lat) = (self.now, self.config.latency);
+        let c = &mut self.conns[id.0];
+        if let Some(e) = c.ours.err {
+            return Err(err(e));
+        }
+        if c.state == ConnState::Connecting {
+            self.stats.would_block += 1;
+            return Err(err(errno::EAGAIN));
+        }
+        if c.ours.shut_wr {
+            self.violations
+                .push(format!("send on {s:?} after shutdown_write at {now:?}"));
+            return Err(err(errno::EPIPE));
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let n = c.ours.queue(now, lat, data);
+        if n == 0 {
+            self.stats.would_block += 1;
+            return Err(err(errno::EAGAIN));
+        }
+        self.stats.bytes_from_engine += n as u64;
+        self.ops += 1;
+        Ok(n)
+    }
+}
+
 impl StreamSockets for VirtualHost {
     fn tcp_connect(
         &mut self,
@@ -1053,32 +1087,28 @@ impl StreamSockets for VirtualHost {
 
     fn send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
         self.stats.calls += 1;
-        let id = self.lookup(s, "send")?;
-        let (now, lat) = (self.now, self.config.latency);
-        let c = &mut self.conns[id.0];
-        if let Some(e) = c.ours.err {
-            return Err(err(e));
+        self.send_uncounted(s, data)
+    }
+
+    /// Consecutive sends stopping at the first short one, as one counted call (the shim's
+    /// `sendmsg` with an iovec).
+    fn send_vectored(&mut self, s: SockRef, data: &[&[u8]]) -> io::Result<usize> {
+        self.stats.calls += 1;
+        self.stats.vectored_sends += 1;
+        let mut sent = 0;
+        for slice in data {
+            match self.send_uncounted(s, slice) {
+                Ok(n) => {
+                    sent += n;
+                    if n < slice.len() {
+                        break;
+                    }
+                }
+                Err(e) if sent == 0 => return Err(e),
+                Err(_) => break,
+            }
         }
-        if c.state == ConnState::Connecting {
-            self.stats.would_block += 1;
-            return Err(err(errno::EAGAIN));
-        }
-        if c.ours.shut_wr {
-            self.violations
-                .push(format!("send on {s:?} after shutdown_write at {now:?}"));
-            return Err(err(errno::EPIPE));
-        }
-        if data.is_empty() {
-            return Ok(0);
-        }
-        let n = c.ours.queue(now, lat, data);
-        if n == 0 {
-            self.stats.would_block += 1;
-            return Err(err(errno::EAGAIN));
-        }
-        self.stats.bytes_from_engine += n as u64;
-        self.ops += 1;
-        Ok(n)
+        Ok(sent)
     }
 
     fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<Peeked> {

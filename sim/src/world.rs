@@ -109,12 +109,16 @@ impl Lane<'_> {
             self.to_engine.send(now, frame);
             moved = true;
         }
-        for frame in self.to_engine.due(now) {
-            batch.frame(&frame);
-            if let Some(t) = self.transcript.as_deref_mut() {
-                t.push((now, Direction::GuestToEngine, frame));
-            }
-            moved = true;
+        // The frames that arrived, as one read: coalesced as the OS driver's are.
+        let arrived = self.to_engine.due(now);
+        batch.frames(arrived.iter().map(Vec::as_slice));
+        moved |= !arrived.is_empty();
+        if let Some(t) = self.transcript.as_deref_mut() {
+            t.extend(
+                arrived
+                    .into_iter()
+                    .map(|f| (now, Direction::GuestToEngine, f)),
+            );
         }
         batch.timeout();
         batch.finish();

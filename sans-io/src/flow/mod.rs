@@ -110,6 +110,27 @@ pub trait StreamSockets: CloseSockets {
     /// Sends as much of `data` as the socket takes now; returns how much that was.
     fn send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize>;
 
+    /// Sends the slices of `data` in order, as consecutive [`StreamSockets::send`]s stopping
+    /// at the first that comes up short would, in one call where the system has one
+    /// (`sendmsg` with an iovec): returns how many bytes went, over all slices. An error is
+    /// returned only when nothing went.
+    fn send_vectored(&mut self, s: SockRef, data: &[&[u8]]) -> io::Result<usize> {
+        let mut sent = 0;
+        for slice in data {
+            match self.send(s, slice) {
+                Ok(n) => {
+                    sent += n.min(slice.len());
+                    if n < slice.len() {
+                        break;
+                    }
+                }
+                Err(e) if sent == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(sent)
+    }
+
     /// Copies received bytes into `buf` without consuming them, starting `offset` bytes past
     /// the first byte not yet [`StreamSockets::discard`]ed. `n == 0` with a non-empty `buf`
     /// means no data there now; `eof` that the stream ends right after the bytes copied.
@@ -243,6 +264,9 @@ impl<T: StreamSockets + ?Sized> StreamSockets for &mut T {
     }
     fn send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
         (**self).send(s, data)
+    }
+    fn send_vectored(&mut self, s: SockRef, data: &[&[u8]]) -> io::Result<usize> {
+        (**self).send_vectored(s, data)
     }
     fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<Peeked> {
         (**self).peek(s, offset, buf)

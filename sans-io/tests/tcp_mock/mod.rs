@@ -51,7 +51,10 @@ pub struct MockSock {
     pub interest: (bool, bool),
     /// (offset, bytes returned) of each peek.
     pub peeks: Vec<(usize, usize)>,
+    /// Calls that wrote: `send`, and `send_vectored` as one.
     pub sends: usize,
+    /// Of those, `send_vectored` calls.
+    pub vectored: usize,
 }
 
 #[derive(Debug, Default)]
@@ -155,6 +158,29 @@ impl StreamSockets for Mock {
         sock.written.extend_from_slice(&data[..n]);
         sock.space -= n as u32;
         Ok(n)
+    }
+
+    /// Consecutive sends stopping at the first short one, counted as one call.
+    fn send_vectored(&mut self, s: SockRef, data: &[&[u8]]) -> io::Result<usize> {
+        let sends_before = self.socks.get(&s.0).map(|sock| sock.sends);
+        let mut sent = 0;
+        for slice in data {
+            match self.send(s, slice) {
+                Ok(n) => {
+                    sent += n;
+                    if n < slice.len() {
+                        break;
+                    }
+                }
+                Err(e) if sent == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        if let (Some(sock), Some(before)) = (self.socks.get_mut(&s.0), sends_before) {
+            sock.vectored += 1;
+            sock.sends = before + 1;
+        }
+        Ok(sent)
     }
 
     fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<Peeked> {

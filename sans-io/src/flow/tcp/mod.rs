@@ -125,6 +125,7 @@
 //! segments, socket events and the batch's flush to them.
 
 mod closing;
+mod coalesce;
 mod emit;
 mod flow;
 mod handshake;
@@ -140,6 +141,8 @@ use std::ops::{ControlFlow, RangeInclusive};
 use std::time::Duration;
 
 use self::closing::{finish_check, ToGuestClose};
+use self::coalesce::RunSlot;
+pub use self::coalesce::{SendRuns, MAX_QUEUED};
 use self::emit::{emit, rst_reply, send_ack};
 pub use self::flow::mss_for;
 use self::flow::{update_interest, Flow};
@@ -363,8 +366,17 @@ impl Tcp {
 
     // --- Guest segments ---
 
-    /// A TCP segment from the guest, `src` to `dst` (already past IP checks).
-    pub fn handle_segment(&mut self, cx: &mut Cx<'_>, src: IpAddr, dst: IpAddr, seg: &Segment<'_>) {
+    /// A TCP segment from the guest, `src` to `dst` (already past IP checks). With `runs`,
+    /// its in-order data may wait there to be written with its flow's run (see `coalesce`):
+    /// the caller then writes them out with [`Tcp::write_runs`] before the frames go.
+    pub fn handle_segment<'f>(
+        &mut self,
+        cx: &mut Cx<'_>,
+        src: IpAddr,
+        dst: IpAddr,
+        seg: &Segment<'f>,
+        mut runs: Option<&mut SendRuns<'f>>,
+    ) {
         if !cx.config.protocols.tcp {
             cx.counters.disabled_drops += 1;
             return;
@@ -373,6 +385,9 @@ impl Tcp {
             guest: SocketAddr::new(src, seg.src_port),
             peer: SocketAddr::new(dst, seg.dst_port),
         };
+        if let Some(runs) = runs.as_deref_mut() {
+            self.settle_run_for(cx, runs, &key, seg);
+        }
         let Some(idx) = self.table.by_key(&key) else {
             if seg.has(flags::RST) || !unicast(src) || !unicast(dst) {
                 return;
@@ -403,16 +418,18 @@ impl Tcp {
             self.open_outbound(cx, key, seg);
             return;
         }
-        let next = self.segment_for_flow(cx, idx, key, seg);
+        let run = runs.map(|runs| RunSlot { runs, idx, key });
+        let next = self.segment_for_flow(cx, idx, key, seg, run);
         self.after(cx, idx, next);
     }
 
-    fn segment_for_flow(
+    fn segment_for_flow<'f>(
         &mut self,
         cx: &mut Cx<'_>,
         idx: u32,
         key: FlowKey,
-        seg: &Segment<'_>,
+        seg: &Segment<'f>,
+        run: Option<RunSlot<'_, 'f>>,
     ) -> Next {
         let Some(f) = self.table.get_mut(idx) else {
             return Next::Keep;
@@ -423,7 +440,7 @@ impl Tcp {
             Phase::SynSent => syn_sent_segment(cx, f, seg),
             Phase::Established => {
                 f.touch(cx.now);
-                established_segment(cx, f, seg, &mut self.stashes)
+                established_segment(cx, f, seg, &mut self.stashes, run)
             }
             Phase::TimeWait => {
                 if seg.has(flags::RST) {
@@ -609,11 +626,12 @@ impl Tcp {
 }
 
 /// An established flow's segment: ACK processing, then data and FIN.
-fn established_segment(
+fn established_segment<'f>(
     cx: &mut Cx<'_>,
     f: &mut Flow,
-    seg: &Segment<'_>,
+    seg: &Segment<'f>,
     stashes: &mut StashBudget,
+    run: Option<RunSlot<'_, 'f>>,
 ) -> Next {
     if seg.has(flags::RST) {
         let wnd = (u32::from(f.window_field()) << f.our_ws).max(1);
@@ -635,5 +653,5 @@ fn established_segment(
     if let ControlFlow::Break(next) = on_ack(cx, f, seg) {
         return next;
     }
-    guest_data(cx, f, seg, stashes)
+    guest_data(cx, f, seg, stashes, run)
 }
