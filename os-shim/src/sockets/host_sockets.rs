@@ -15,8 +15,8 @@ use super::Sockets;
 use crate::socket_sys::tcp_info::{at_eof, send_space};
 use crate::socket_sys::{
     bind_addr, bind_outbound, bind_to_device, connect_to, dgram_socket, local_addr, prepare_stream,
-    readable_bytes, reset_on_close, retry, send_nonblocking, setsockopt_int, sockaddr_to_std,
-    stream_socket, udp_bound_socket, unmap,
+    readable_bytes, reset_on_close, retry, send_nonblocking, send_vectored_nonblocking,
+    setsockopt_int, sockaddr_to_std, stream_socket, udp_bound_socket, unmap,
 };
 
 /// Datagrams received per `recvmmsg` call at most.
@@ -66,6 +66,18 @@ impl StreamSockets for Sockets {
             return Ok(0);
         }
         send_nonblocking(fd, data)
+    }
+
+    fn send_vectored(&mut self, s: SockRef, data: &[&[u8]]) -> io::Result<usize> {
+        let (slot, fd) = self.slot(s)?;
+        if slot.state == State::Connecting {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        match data {
+            [] => Ok(0),
+            [one] => self.send(s, one),
+            _ => send_vectored_nonblocking(fd, data),
+        }
     }
 
     fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<Peeked> {
