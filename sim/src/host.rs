@@ -23,7 +23,8 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use sans_io::flow::{
-    Bind, CloseSockets, DgramSockets, Peeked, PingSockets, SockEvent, SockRef, StreamSockets,
+    send_each, Bind, CloseSockets, DgramSockets, Peeked, PingSockets, SockEvent, SockRef,
+    StreamSockets,
 };
 use sans_io::fwd::ForwardMode;
 use sans_io::time::Instant;
@@ -1095,20 +1096,7 @@ impl StreamSockets for VirtualHost {
     fn send_vectored(&mut self, s: SockRef, data: &[&[u8]]) -> io::Result<usize> {
         self.stats.calls += 1;
         self.stats.vectored_sends += 1;
-        let mut sent = 0;
-        for slice in data {
-            match self.send_uncounted(s, slice) {
-                Ok(n) => {
-                    sent += n;
-                    if n < slice.len() {
-                        break;
-                    }
-                }
-                Err(e) if sent == 0 => return Err(e),
-                Err(_) => break,
-            }
-        }
-        Ok(sent)
+        send_each(data, |slice| self.send_uncounted(s, slice))
     }
 
     fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<Peeked> {

@@ -115,20 +115,7 @@ pub trait StreamSockets: CloseSockets {
     /// (`sendmsg` with an iovec): returns how many bytes went, over all slices. An error is
     /// returned only when nothing went.
     fn send_vectored(&mut self, s: SockRef, data: &[&[u8]]) -> io::Result<usize> {
-        let mut sent = 0;
-        for slice in data {
-            match self.send(s, slice) {
-                Ok(n) => {
-                    sent += n.min(slice.len());
-                    if n < slice.len() {
-                        break;
-                    }
-                }
-                Err(e) if sent == 0 => return Err(e),
-                Err(_) => break,
-            }
-        }
-        Ok(sent)
+        send_each(data, |slice| self.send(s, slice))
     }
 
     /// Copies received bytes into `buf` without consuming them, starting `offset` bytes past
@@ -158,6 +145,28 @@ pub trait StreamSockets: CloseSockets {
         let _ = target;
         self.close(s, true);
     }
+}
+
+/// [`StreamSockets::send_vectored`] as consecutive sends with `send`, stopping at the first
+/// that comes up short: for drivers without a gathering send of their own.
+pub fn send_each(
+    data: &[&[u8]],
+    mut send: impl FnMut(&[u8]) -> io::Result<usize>,
+) -> io::Result<usize> {
+    let mut sent = 0;
+    for slice in data {
+        match send(slice) {
+            Ok(n) => {
+                sent += n.min(slice.len());
+                if n < slice.len() {
+                    break;
+                }
+            }
+            Err(e) if sent == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(sent)
 }
 
 /// UDP sockets: outbound flows, and replies through forwarding listeners.

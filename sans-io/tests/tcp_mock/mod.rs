@@ -14,7 +14,8 @@ use sans_io::config::host::scope;
 use sans_io::config::{Config, Mode, NetOptions};
 use sans_io::engine::{Engine, EngineOptions};
 use sans_io::flow::{
-    Bind, CloseSockets, DgramSockets, Peeked, PingSockets, SockEvent, SockRef, StreamSockets,
+    send_each, Bind, CloseSockets, DgramSockets, Peeked, PingSockets, SockEvent, SockRef,
+    StreamSockets,
 };
 use sans_io::time::Instant;
 use sans_io::wire::build::Route;
@@ -163,24 +164,12 @@ impl StreamSockets for Mock {
     /// Consecutive sends stopping at the first short one, counted as one call.
     fn send_vectored(&mut self, s: SockRef, data: &[&[u8]]) -> io::Result<usize> {
         let sends_before = self.socks.get(&s.0).map(|sock| sock.sends);
-        let mut sent = 0;
-        for slice in data {
-            match self.send(s, slice) {
-                Ok(n) => {
-                    sent += n;
-                    if n < slice.len() {
-                        break;
-                    }
-                }
-                Err(e) if sent == 0 => return Err(e),
-                Err(_) => break,
-            }
-        }
+        let sent = send_each(data, |slice| self.send(s, slice));
         if let (Some(sock), Some(before)) = (self.socks.get_mut(&s.0), sends_before) {
             sock.vectored += 1;
             sock.sends = before + 1;
         }
-        Ok(sent)
+        sent
     }
 
     fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<Peeked> {

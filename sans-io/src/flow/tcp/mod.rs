@@ -11,7 +11,8 @@
 //! ## Guest to host
 //!
 //! An in-order guest segment's payload is handed to `StreamSockets::send` straight from the
-//! frame it arrived in. We acknowledge it to the guest only once the kernel has taken it, so
+//! frame it arrived in; the consecutive segments of a flow in one read of frames go together,
+//! in one `StreamSockets::send_vectored` (`coalesce`, with the outcome of one by one). We acknowledge it to the guest only once the kernel has taken it, so
 //! the guest keeps every byte the host hasn't accepted and retransmits it if need be. A
 //! segment that starts beyond what we expect is not kept: the guest gets a duplicate ACK at
 //! once (three of them trigger its fast retransmit). Old or overlapping segments are trimmed
@@ -118,10 +119,11 @@
 //!
 //! One file per mechanism: `flow` (a flow's state, the terms of the SYNs, `establish`),
 //! `handshake` (opening both ways), `tombstones` (reset attempts remembered), `seq`
-//! (sequence numbers), `to_host` (guest data, the stash, hole prompts), `to_guest` (host
-//! data, ACKs from the guest, retransmission), `window` (the window we offer and its
-//! updates), `closing`, `timers` (one table of a flow's timers, and what each does when it
-//! fires), `emit` (control frames). This file holds the table of flows and dispatches
+//! (sequence numbers), `to_host` (guest data, the stash, hole prompts), `coalesce` (a read's
+//! segments of a flow written together), `to_guest` (host data, ACKs from the guest,
+//! retransmission), `window` (the window we offer and its updates), `closing`, `timers` (one
+//! table of a flow's timers, and what each does when it fires), `emit` (control frames).
+//! This file holds the table of flows and dispatches
 //! segments, socket events and the batch's flush to them.
 
 mod closing;
