@@ -52,8 +52,13 @@ pub(crate) enum Destination<'a> {
 }
 
 /// Whether `frame` would teach us a MAC address for the guest other than the one we know.
+#[inline]
 pub(crate) fn changes_guest_mac(frame: &[u8], guest: &GuestState) -> bool {
-    parse::ethernet(frame).is_ok_and(|eth| eth.src.is_unicast() && guest.mac != Some(eth.src))
+    let Some(src) = frame.get(6..12) else {
+        return false;
+    };
+    guest.mac.is_none_or(|known| known.0 != src)
+        && parse::ethernet(frame).is_ok_and(|eth| eth.src.is_unicast())
 }
 
 /// Where `frame` goes, learning the guest's MAC and IP addresses from it on the way (from

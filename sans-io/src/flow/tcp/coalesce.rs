@@ -32,7 +32,6 @@ pub const MAX_QUEUED: usize = 64;
 #[derive(Debug, Clone, Copy)]
 struct Queued<'f> {
     idx: u32,
-    key: FlowKey,
     seg: Segment<'f>,
     /// The new data: the payload past what the flow had already received.
     data: &'f [u8],
@@ -64,24 +63,24 @@ impl<'f> SendRuns<'f> {
         self.len == MAX_QUEUED
     }
 
-    /// Moves flow `idx`'s segments, in order, to `into`; returns how many.
-    fn take_flow(&mut self, idx: u32, into: &mut [Option<Queued<'f>>; MAX_QUEUED]) -> usize {
-        let (mut taken, mut kept) = (0, 0);
+    /// Flow `idx`'s segments, in order.
+    fn of_flow(&self, idx: u32) -> impl Iterator<Item = &Queued<'f>> + Clone {
+        self.queued[..self.len]
+            .iter()
+            .flatten()
+            .filter(move |q| q.idx == idx)
+    }
+
+    /// Forgets flow `idx`'s segments, keeping the others in order.
+    fn remove_flow(&mut self, idx: u32) {
+        let mut kept = 0;
         for i in 0..self.len {
-            let q = self.queued[i].take();
-            match q {
-                Some(q) if q.idx == idx => {
-                    into[taken] = Some(q);
-                    taken += 1;
-                }
-                q => {
-                    self.queued[kept] = q;
-                    kept += 1;
-                }
+            if self.queued[i].is_some_and(|q| q.idx != idx) {
+                self.queued.swap(kept, i);
+                kept += 1;
             }
         }
         self.len = kept;
-        taken
     }
 
     fn first_flow(&self) -> Option<u32> {
@@ -97,7 +96,6 @@ impl<'f> SendRuns<'f> {
 pub(super) struct RunSlot<'r, 'f> {
     pub(super) runs: &'r mut SendRuns<'f>,
     pub(super) idx: u32,
-    pub(super) key: FlowKey,
 }
 
 impl<'f> RunSlot<'_, 'f> {
@@ -108,7 +106,6 @@ impl<'f> RunSlot<'_, 'f> {
         }
         self.runs.queued[self.runs.len] = Some(Queued {
             idx: self.idx,
-            key: self.key,
             seg: *seg,
             data,
         });
@@ -130,24 +127,23 @@ fn continues_run(f: &Flow, seg: &Segment<'_>) -> bool {
 }
 
 impl Tcp {
-    /// Before `seg` is handled for the flow `key` names: writes that flow's run out unless
-    /// `seg` may join it.
-    pub(super) fn settle_run_for<'f>(
+    /// Before `seg` is handled by flow `idx`: writes the flow's run out unless `seg` may
+    /// join it. Returns whether it did (the flow may be gone then).
+    pub(super) fn settle_run(
         &mut self,
         cx: &mut Cx<'_>,
-        runs: &mut SendRuns<'f>,
-        key: &FlowKey,
+        runs: &mut SendRuns<'_>,
+        idx: u32,
         seg: &Segment<'_>,
-    ) {
-        let Some(idx) = self.table.by_key(key) else {
-            return;
-        };
+    ) -> bool {
         let Some(f) = self.table.get(idx).filter(|f| f.queued) else {
-            return;
+            return false;
         };
         if runs.is_full() || !continues_run(f, seg) {
             self.write_run(cx, runs, idx);
+            return true;
         }
+        false
     }
 
     /// Writes every run out (the frames they borrow are going away).
@@ -159,22 +155,30 @@ impl Tcp {
 
     /// Writes flow `idx`'s run in one call, and settles the flow as one by one would have.
     fn write_run(&mut self, cx: &mut Cx<'_>, runs: &mut SendRuns<'_>, idx: u32) {
-        let mut taken = [None; MAX_QUEUED];
-        let n = runs.take_flow(idx, &mut taken);
-        let mut run = taken[..n].iter().flatten();
-        let mut slices: [&[u8]; MAX_QUEUED] = [&[]; MAX_QUEUED];
-        for (slice, q) in slices.iter_mut().zip(run.clone()) {
-            *slice = q.data;
-        }
+        self.write_run_of(cx, runs, idx);
+        runs.remove_flow(idx);
+    }
+
+    fn write_run_of(&mut self, cx: &mut Cx<'_>, runs: &SendRuns<'_>, idx: u32) {
         let Some(f) = self.table.get_mut(idx) else {
             return;
         };
         f.queued = false;
         let Some(s) = f.sock else { return };
+        let mut slices: [&[u8]; MAX_QUEUED] = [&[]; MAX_QUEUED];
+        let mut n = 0;
+        for q in runs.of_flow(idx) {
+            slices[n] = q.data;
+            n += 1;
+        }
         let total: usize = slices[..n].iter().map(|d| d.len()).sum();
         let result = cx.io.send_vectored(s, &slices[..n]);
         let written = (*result.as_ref().unwrap_or(&0)).min(total);
+        if written == total {
+            return; // All went: the flow is as the run left it.
+        }
         // The first segment not written whole, and what went before it.
+        let mut run = runs.of_flow(idx);
         let mut before = 0;
         let Some(short) = run.by_ref().find(|q| {
             let stops = before + q.data.len() > written;
@@ -183,7 +187,7 @@ impl Tcp {
             }
             stops
         }) else {
-            return; // All went: the flow is as the run left it.
+            return;
         };
         // Wound back to where that segment met the socket.
         let unsent = total - before;
@@ -199,6 +203,10 @@ impl Tcp {
             // only that send says.
             cx.io.send(s, short.data)
         };
+        let key = FlowKey {
+            guest: f.guest,
+            peer: f.peer,
+        };
         let next = match wrote(cx, f, short.data, answer, &mut self.stashes) {
             ControlFlow::Break(next) => next,
             ControlFlow::Continue(()) => Next::Keep,
@@ -211,7 +219,7 @@ impl Tcp {
                     let next = guest_data(cx, f, &q.seg, &mut self.stashes, None);
                     self.after(cx, idx, next);
                 }
-                None => rst_reply(cx, q.key, &q.seg),
+                None => rst_reply(cx, key, &q.seg),
             }
         }
     }

@@ -387,10 +387,14 @@ impl Tcp {
             guest: SocketAddr::new(src, seg.src_port),
             peer: SocketAddr::new(dst, seg.dst_port),
         };
-        if let Some(runs) = runs.as_deref_mut() {
-            self.settle_run_for(cx, runs, &key, seg);
+        let mut found = self.table.by_key(&key);
+        if let (Some(runs), Some(idx)) = (runs.as_deref_mut(), found) {
+            if self.settle_run(cx, runs, idx, seg) {
+                // Its run's write may have ended the flow.
+                found = self.table.by_key(&key);
+            }
         }
-        let Some(idx) = self.table.by_key(&key) else {
+        let Some(idx) = found else {
             if seg.has(flags::RST) || !unicast(src) || !unicast(dst) {
                 return;
             }
@@ -420,7 +424,7 @@ impl Tcp {
             self.open_outbound(cx, key, seg);
             return;
         }
-        let run = runs.map(|runs| RunSlot { runs, idx, key });
+        let run = runs.map(|runs| RunSlot { runs, idx });
         let next = self.segment_for_flow(cx, idx, key, seg, run);
         self.after(cx, idx, next);
     }
