@@ -19,12 +19,13 @@ use std::time::Duration;
 use std::net::SocketAddr;
 
 pub use crate::batch::Batch;
+use crate::batch::FrameRuns;
 use crate::config::Config;
 use crate::dispatch::{self, Destination};
 use crate::flow::icmp::{self, Icmp, IcmpCounters, IcmpCx};
 use crate::flow::idle::DgramCx;
 use crate::flow::table::KeyedHash;
-use crate::flow::tcp::{self, Cx, SendRuns, Tcp, TcpCounters};
+use crate::flow::tcp::{self, Cx, Tcp, TcpCounters};
 use crate::flow::udp::{self, Udp, UdpCounters, UdpCx};
 use crate::flow::{HostSockets, SockEvent, SockRef};
 use crate::guest::GuestState;
@@ -307,7 +308,7 @@ impl Engine {
         &mut self,
         now: Instant,
         frame: &'f [u8],
-        runs: Option<&mut SendRuns<'f>>,
+        runs: Option<&mut FrameRuns<'f>>,
         io: &mut dyn HostSockets,
         out: &mut FrameQueue,
     ) {
@@ -331,17 +332,20 @@ impl Engine {
         }
     }
 
-    /// Writes out the TCP data waiting in `runs`.
+    /// Writes out the guest data waiting in `runs`.
     pub(crate) fn write_runs(
         &mut self,
         now: Instant,
-        runs: &mut SendRuns<'_>,
+        runs: &mut FrameRuns<'_>,
         io: &mut dyn HostSockets,
         out: &mut FrameQueue,
     ) {
-        if !runs.is_empty() {
+        if !runs.tcp.is_empty() {
             let mut cx = self.shared.tcp_cx(now, io, out);
-            self.tcp.write_runs(&mut cx, runs);
+            self.tcp.write_runs(&mut cx, &mut runs.tcp);
+        }
+        if !runs.udp.is_empty() {
+            runs.udp.write(&mut self.shared.udp_cx(now, io, out));
         }
     }
 
@@ -350,7 +354,7 @@ impl Engine {
         &mut self,
         now: Instant,
         frame: &'f [u8],
-        mut runs: Option<&mut SendRuns<'f>>,
+        mut runs: Option<&mut FrameRuns<'f>>,
         io: &mut dyn HostSockets,
         out: &mut FrameQueue,
     ) -> Dispatched {
@@ -377,12 +381,14 @@ impl Engine {
             }),
             Destination::Tcp { src, dst, segment } => {
                 let mut cx = self.shared.tcp_cx(now, io, out);
-                self.tcp.handle_segment(&mut cx, src, dst, &segment, runs);
+                self.tcp
+                    .handle_segment(&mut cx, src, dst, &segment, runs.map(|r| &mut r.tcp));
                 Dispatched::Tcp
             }
             Destination::Udp { src, dst, payload } => {
                 let mut cx = self.shared.udp_cx(now, io, out);
-                self.udp.handle_datagram(&mut cx, src, dst, payload);
+                self.udp
+                    .handle_datagram(&mut cx, src, dst, payload, runs.map(|r| &mut r.udp));
                 Dispatched::Udp
             }
             // Echo requests become flows; other messages are not ours.

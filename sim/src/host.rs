@@ -1015,6 +1015,24 @@ impl CloseSockets for VirtualHost {
 }
 
 impl VirtualHost {
+    /// A datagram as the engine's `udp_send` sends it, not counted as a call of its own.
+    fn udp_send_uncounted(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
+        let rtt = self.config.latency * 2;
+        let now = self.now;
+        let Some(u) = self.udp_socks.get_mut(&s) else {
+            self.violations
+                .push(format!("udp_send on unknown socket {s:?} at {now:?}"));
+            return Err(err(errno::EBADF));
+        };
+        self.ops += 1;
+        self.udp_log.push((u.local, u.dst, data.to_vec()));
+        if self.udp_echo.contains(&u.dst) {
+            let from = u.dst;
+            u.rx.push_back((now + rtt, from, data.to_vec()));
+        }
+        Ok(data.len())
+    }
+
     /// A send as the engine's `send` makes it, not counted as a call of its own.
     fn send_uncounted(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
         let id = self.lookup(s, "send")?;
@@ -1229,20 +1247,19 @@ impl DgramSockets for VirtualHost {
 
     fn udp_send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
         self.stats.calls += 1;
-        let rtt = self.config.latency * 2;
-        let now = self.now;
-        let Some(u) = self.udp_socks.get_mut(&s) else {
-            self.violations
-                .push(format!("udp_send on unknown socket {s:?} at {now:?}"));
-            return Err(err(errno::EBADF));
-        };
-        self.ops += 1;
-        self.udp_log.push((u.local, u.dst, data.to_vec()));
-        if self.udp_echo.contains(&u.dst) {
-            let from = u.dst;
-            u.rx.push_back((now + rtt, from, data.to_vec()));
+        self.udp_send_uncounted(s, data)
+    }
+
+    /// Consecutive sends as one counted call (the shim's `sendmmsg`).
+    fn udp_send_many(&mut self, s: SockRef, datagrams: &[&[u8]]) -> io::Result<usize> {
+        self.stats.calls += 1;
+        self.stats.vectored_sends += 1;
+        for (i, datagram) in datagrams.iter().enumerate() {
+            if let Err(e) = self.udp_send_uncounted(s, datagram) {
+                return if i == 0 { Err(e) } else { Ok(i) };
+            }
         }
-        Ok(data.len())
+        Ok(datagrams.len())
     }
 
     fn udp_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {

@@ -66,6 +66,7 @@ impl Side {
             to_guest: &mut self.to_guest,
             out: &mut self.out,
             transcript: Some(&mut self.transcript),
+            one_by_one: false,
         }
     }
 }
@@ -81,6 +82,8 @@ struct Lane<'a> {
     out: &'a mut FrameQueue,
     /// Where its frames are recorded, if they are.
     transcript: Option<&'a mut Transcript>,
+    /// Frames go to the engine one by one (see [`World::one_by_one`]).
+    one_by_one: bool,
 }
 
 impl Lane<'_> {
@@ -111,7 +114,13 @@ impl Lane<'_> {
         }
         // The frames that arrived, as one read: coalesced as the OS driver's are.
         let arrived = self.to_engine.due(now);
-        batch.frames(arrived.iter().map(Vec::as_slice));
+        if self.one_by_one {
+            for frame in &arrived {
+                batch.frame(frame);
+            }
+        } else {
+            batch.frames(arrived.iter().map(Vec::as_slice));
+        }
         moved |= !arrived.is_empty();
         if let Some(t) = self.transcript.as_deref_mut() {
             t.extend(
@@ -164,6 +173,9 @@ pub struct World {
     pub stats: WorldStats,
     /// More guests, each with its own engine and link, on the same host.
     pub others: Vec<Side>,
+    /// The main guest's frames go to its engine one by one (`Batch::frame`) rather than as
+    /// one read (`Batch::frames`, which coalesces): the reference the coalescing is held to.
+    pub one_by_one: bool,
     out: FrameQueue,
 }
 
@@ -223,6 +235,7 @@ impl World {
             to_guest: Pipe::new(seed ^ PIPE_SEED_TO_GUEST),
             stats: WorldStats::default(),
             others: Vec::new(),
+            one_by_one: false,
             out: FrameQueue::new(),
         }
     }
@@ -265,6 +278,7 @@ impl World {
             to_guest: &mut self.to_guest,
             out: &mut self.out,
             transcript: self.record.then_some(&mut self.transcript),
+            one_by_one: self.one_by_one,
         };
         (lane, &mut self.host)
     }

@@ -94,3 +94,44 @@ pub(crate) fn send_vectored_nonblocking(fd: RawFd, data: &[&[u8]]) -> io::Result
     }
     Ok(sent)
 }
+
+/// The `datagrams` sent in order on a connected socket, each as one datagram, with one
+/// `sendmmsg` (per [`IOV_BATCH`] of them), from where they are. Returns how many went,
+/// stopping at the first that failed; an error only if none went.
+#[inline]
+pub(crate) fn send_datagrams_nonblocking(fd: RawFd, datagrams: &[&[u8]]) -> io::Result<usize> {
+    let mut sent = 0;
+    for chunk in datagrams.chunks(IOV_BATCH) {
+        // SAFETY: plain old data; zero is a valid (empty) value.
+        let mut iov: [libc::iovec; IOV_BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut msgs: [libc::mmsghdr; IOV_BATCH] = unsafe { std::mem::zeroed() };
+        for (k, datagram) in chunk.iter().enumerate() {
+            iov[k] = libc::iovec {
+                iov_base: datagram.as_ptr().cast_mut().cast(),
+                iov_len: datagram.len(),
+            };
+            msgs[k].msg_hdr.msg_iov = &mut iov[k];
+            msgs[k].msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: every message points at a datagram that outlives the call; the kernel only
+        // reads them.
+        let n = match retry(|| unsafe {
+            libc::sendmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                chunk.len() as libc::c_uint,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            ) as isize
+        }) {
+            Ok(n) => n,
+            Err(e) if sent == 0 => return Err(e),
+            Err(_) => break,
+        };
+        sent += n;
+        if n < chunk.len() {
+            break;
+        }
+    }
+    Ok(sent)
+}

@@ -42,6 +42,7 @@ pub mod idle;
 pub mod table;
 pub mod tcp;
 pub mod udp;
+pub mod udp_runs;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -179,6 +180,18 @@ pub trait DgramSockets: CloseSockets {
     /// Sends one datagram on a socket from [`DgramSockets::udp_open`].
     fn udp_send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize>;
 
+    /// Sends `datagrams` in order, each as one datagram, with one system call where the
+    /// system has one (`sendmmsg`): returns how many went, stopping at the first that failed
+    /// (an error only when that was the first).
+    fn udp_send_many(&mut self, s: SockRef, datagrams: &[&[u8]]) -> io::Result<usize> {
+        for (i, datagram) in datagrams.iter().enumerate() {
+            if let Err(e) = self.udp_send(s, datagram) {
+                return if i == 0 { Err(e) } else { Ok(i) };
+            }
+        }
+        Ok(datagrams.len())
+    }
+
     /// Receives one datagram into `buf` (the rest of a longer one is lost); `WouldBlock` when
     /// none is waiting.
     fn udp_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize>;
@@ -303,6 +316,9 @@ impl<T: DgramSockets + ?Sized> DgramSockets for &mut T {
     }
     fn udp_send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
         (**self).udp_send(s, data)
+    }
+    fn udp_send_many(&mut self, s: SockRef, datagrams: &[&[u8]]) -> io::Result<usize> {
+        (**self).udp_send_many(s, datagrams)
     }
     fn udp_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
         (**self).udp_recv(s, buf)
