@@ -12,7 +12,7 @@ use os_shim::reactor::monotonic_now;
 
 use sans_io::wire::FrameQueue;
 
-use crate::datapath::{GuestLink, LinkStatus};
+use crate::datapath::{FramePool, GuestLink, LinkStatus, OnFrames};
 
 pub struct CaptureLink<'a> {
     inner: &'a mut dyn GuestLink,
@@ -59,19 +59,20 @@ impl GuestLink for CaptureLink<'_> {
 
     fn read_frames(
         &mut self,
-        buf: &mut [u8],
+        pool: &mut FramePool,
         max: usize,
-        on_frame: &mut dyn FnMut(&[u8]),
+        on_frames: &mut OnFrames<'_>,
     ) -> io::Result<LinkStatus> {
         let pcap = &mut self.pcap;
         let mut failed = None;
-        let status = self.inner.read_frames(buf, max, &mut |frame| {
-            if let Some(p) = pcap.as_mut().filter(|_| failed.is_none()) {
-                if let Err(e) = p.record(monotonic_now(), frame) {
-                    failed = Some(e);
+        let status = self.inner.read_frames(pool, max, &mut |frames| {
+            on_frames(&mut frames.inspect(|frame| {
+                if let Some(p) = pcap.as_mut().filter(|_| failed.is_none()) {
+                    if let Err(e) = p.record(monotonic_now(), frame) {
+                        failed = Some(e);
+                    }
                 }
-            }
-            on_frame(frame);
+            }));
         });
         if let Some(e) = failed {
             self.stop(e);
@@ -143,11 +144,13 @@ mod tests {
         };
         {
             let mut link = CaptureLink::create(&mut fake, &path).unwrap();
-            let mut buf = [0u8; 128];
+            let mut pool = FramePool::new(8);
             let mut seen = Vec::new();
-            link.read_frames(&mut buf, 8, &mut |f| seen.push(f.len()))
-                .unwrap();
-            assert_eq!(seen, [60, 70]);
+            link.read_frames(&mut pool, 8, &mut |frames| {
+                seen.push(frames.map(<[u8]>::len).collect::<Vec<_>>())
+            })
+            .unwrap();
+            assert_eq!(seen, [[60, 70]], "both frames handed over at once");
             // One write for the batch read: both frames are in the file now.
             assert_eq!(
                 frames(&std::fs::read(&path).unwrap()),

@@ -35,6 +35,43 @@ const OUT_HIGH_WATER: usize = 256;
 /// Watches without a file descriptor are checked this often, and [`Periodic`] work done.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// What a guest link hands the frames of a read to, all at once.
+pub type OnFrames<'a> = dyn FnMut(&mut dyn Iterator<Item = &[u8]>) + 'a;
+
+/// Buffers for the frames of one read from a link that reads one frame per system call,
+/// allocated once: slot `i` holds frame `i`, `lens[i]` long.
+pub struct FramePool {
+    buf: Vec<u8>,
+    lens: Vec<usize>,
+}
+
+impl FramePool {
+    /// `slots` frames of up to [`MAX_FRAME`] bytes.
+    pub fn new(slots: usize) -> FramePool {
+        FramePool {
+            buf: vec![0; slots * MAX_FRAME],
+            lens: vec![0; slots],
+        }
+    }
+
+    pub fn slots(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// Slot `i`'s buffer, to read frame `i` into.
+    pub fn slot(&mut self, i: usize) -> &mut [u8] {
+        &mut self.buf[i * MAX_FRAME..(i + 1) * MAX_FRAME]
+    }
+
+    /// The first `n` frames, as their lengths say.
+    fn frames(&self, n: usize) -> impl Iterator<Item = &[u8]> {
+        self.lens[..n]
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| &self.buf[i * MAX_FRAME..i * MAX_FRAME + len])
+    }
+}
+
 /// Where guest frames come from and go to. Implement either the one-frame methods (a tap
 /// device: one frame per system call) or the batch ones (passt's qemu socket: many frames per
 /// system call, and clients that come and go); each set has defaults in terms of the other.
@@ -51,23 +88,38 @@ pub trait GuestLink {
         Err(io::ErrorKind::Unsupported.into())
     }
 
-    /// Reads what is waiting, about `max` frames at most, handing each to `on_frame` (`buf`
-    /// is scratch for links that need it: at least [`MAX_FRAME`] bytes).
+    /// Reads what is waiting, about `max` frames at most, and hands them to `on_frames` in
+    /// order, as few times as it can (every frame of one read at once: the engine coalesces
+    /// what they carry). `pool` holds the frames of links that read one per system call.
     fn read_frames(
         &mut self,
-        buf: &mut [u8],
+        pool: &mut FramePool,
         max: usize,
-        on_frame: &mut dyn FnMut(&[u8]),
+        on_frames: &mut OnFrames<'_>,
     ) -> io::Result<LinkStatus> {
-        for _ in 0..max {
-            match self.read_frame(buf) {
-                Ok(len) => on_frame(&buf[..len]),
+        let mut n = 0;
+        let mut failed = None;
+        while n < max.min(pool.slots()) {
+            match self.read_frame(pool.slot(n)) {
+                Ok(len) => {
+                    pool.lens[n] = len;
+                    n += 1;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             }
         }
-        Ok(LinkStatus::Open)
+        if n > 0 {
+            on_frames(&mut pool.frames(n));
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(LinkStatus::Open),
+        }
     }
 
     /// Writes the queued frames; returns how many were dropped (refused, or no guest there).
@@ -169,7 +221,7 @@ pub fn run(
         .filter(|(_, w)| w.fd().is_none())
         .map(|(i, _)| i)
         .collect();
-    let mut buf = vec![0u8; MAX_FRAME];
+    let mut pool = FramePool::new(READ_BATCH);
     let mut out = FrameQueue::new();
     let mut events = [EpollEvent::empty(); 64];
     let mut next_poll = monotonic_now() + WATCH_INTERVAL;
@@ -203,7 +255,7 @@ pub fn run(
         for ev in &events[..n] {
             batch.advance_to(monotonic_now());
             match ev.data() {
-                TOKEN_LINK => match read_batch(&mut batch, link, &mut buf, stats) {
+                TOKEN_LINK => match read_batch(&mut batch, link, &mut pool, stats) {
                     Ok(LinkStatus::Open) => {}
                     Ok(LinkStatus::GuestLeft(why)) => {
                         log_departure(why.as_deref());
@@ -294,16 +346,15 @@ fn dispatch_reports(batch: &mut Batch<'_, Sockets>) {
     }
 }
 
-/// One read from the guest link into the batch.
+/// One read from the guest link into the batch, its frames at once.
 fn read_batch(
     batch: &mut Batch<'_, Sockets>,
     link: &mut dyn GuestLink,
-    buf: &mut [u8],
+    pool: &mut FramePool,
     stats: &mut LinkStats,
 ) -> io::Result<LinkStatus> {
-    link.read_frames(buf, READ_BATCH, &mut |frame| {
-        stats.frames_in += 1;
-        batch.frame(frame);
+    link.read_frames(pool, READ_BATCH, &mut |frames| {
+        batch.frames(frames.inspect(|_| stats.frames_in += 1));
     })
 }
 

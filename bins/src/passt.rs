@@ -15,7 +15,7 @@ use sans_io::config::{Config, Mode};
 use sans_io::wire::FrameQueue;
 
 use crate::cli::Cli;
-use crate::datapath::{self, Exit, GuestLink, LinkStats, LinkStatus};
+use crate::datapath::{self, Exit, FramePool, GuestLink, LinkStats, LinkStatus, OnFrames};
 use crate::shutdown::ExitAtOnce;
 use crate::{pasta, process, sandbox, EXIT_FAILURE};
 
@@ -32,12 +32,12 @@ impl GuestLink for QemuLink {
 
     fn read_frames(
         &mut self,
-        _buf: &mut [u8],
+        _pool: &mut FramePool,
         max: usize,
-        on_frame: &mut dyn FnMut(&[u8]),
+        on_frames: &mut OnFrames<'_>,
     ) -> std::io::Result<LinkStatus> {
         let reads = max.div_ceil(FRAMES_PER_READ).max(1);
-        Ok(match self.0.read_frames(reads, on_frame)? {
+        Ok(match self.0.read_frames(reads, on_frames)? {
             ReadStatus::Open => LinkStatus::Open,
             ReadStatus::GuestLeft(why) => LinkStatus::GuestLeft(why),
             ReadStatus::Finished(why) => LinkStatus::Finished(why),

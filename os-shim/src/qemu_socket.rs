@@ -14,6 +14,7 @@
 //! loop never needs to know which client is current.
 
 use std::io;
+use std::ops::Range;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -37,6 +38,9 @@ pub const MAX_FRAME: usize = 65536 + 64;
 const READ_CAPACITY: usize = 8 * (MAX_FRAME + HEADER_LEN);
 /// I/O vectors per `sendmsg` (the kernel's `UIO_MAXIOV` is 1024): two per frame.
 const MAX_IOV: usize = 1024;
+/// Frames of one read handed to the engine together at most (a read of small frames makes
+/// several such lists).
+const FRAMES_PER_HANDOVER: usize = 64;
 /// How long one batch of writes may wait for qemu to make room before the rest of the batch is
 /// dropped. While qemu lags that much, later batches don't wait at all (see `congested`).
 const WRITE_WAIT: Duration = Duration::from_millis(100);
@@ -336,11 +340,12 @@ impl QemuSocket {
     }
 
     /// Handles what is waiting: new connections, then up to `max_reads` reads from the client,
-    /// handing every complete frame to `on_frame` (in place: copy what you keep).
+    /// handing the complete frames of each read to `on_frames` at once (in place: copy what
+    /// you keep).
     pub fn read_frames(
         &mut self,
         max_reads: usize,
-        on_frame: &mut dyn FnMut(&[u8]),
+        on_frames: &mut dyn FnMut(&mut dyn Iterator<Item = &[u8]>),
     ) -> io::Result<ReadStatus> {
         let mut events = [EpollEvent::empty(); 4];
         let n = loop {
@@ -361,7 +366,7 @@ impl QemuSocket {
         // The client first: if it left, a client connecting right after it is the next one,
         // not a second one to turn away.
         let mut status = if client_ready {
-            self.read_client(max_reads, on_frame)
+            self.read_client(max_reads, on_frames)
         } else {
             ReadStatus::Open
         };
@@ -376,7 +381,11 @@ impl QemuSocket {
         Ok(status)
     }
 
-    fn read_client(&mut self, max_reads: usize, on_frame: &mut dyn FnMut(&[u8])) -> ReadStatus {
+    fn read_client(
+        &mut self,
+        max_reads: usize,
+        on_frames: &mut dyn FnMut(&mut dyn Iterator<Item = &[u8]>),
+    ) -> ReadStatus {
         let Some(fd) = self.client.as_ref().map(AsRawFd::as_raw_fd) else {
             return ReadStatus::Open;
         };
@@ -402,16 +411,36 @@ impl QemuSocket {
                 }
             }
             self.decoder.filled(n as usize);
+            // The read's frames, handed over together in chunks of a bounded list.
+            let mut broken = None;
             loop {
-                match self.decoder.next_frame() {
-                    Ok(Some(frame)) => {
-                        self.stats.frames_in += 1;
-                        self.client_frames += 1;
-                        on_frame(frame);
+                let mut at: [Range<usize>; FRAMES_PER_HANDOVER] = std::array::from_fn(|_| 0..0);
+                let mut count = 0;
+                while count < FRAMES_PER_HANDOVER {
+                    match self.decoder.next_frame_at() {
+                        Ok(Some(frame)) => {
+                            at[count] = frame;
+                            count += 1;
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            broken = Some(e);
+                            break;
+                        }
                     }
-                    Ok(None) => break,
-                    Err(e) => return self.drop_client(Some(format!("{e}: disconnecting"))),
                 }
+                self.stats.frames_in += count as u64;
+                self.client_frames += count as u64;
+                if count > 0 {
+                    let received = self.decoder.received();
+                    on_frames(&mut at[..count].iter().map(|r| &received[r.clone()]));
+                }
+                if count < FRAMES_PER_HANDOVER || broken.is_some() {
+                    break;
+                }
+            }
+            if let Some(e) = broken {
+                return self.drop_client(Some(format!("{e}: disconnecting")));
             }
         }
         ReadStatus::Open

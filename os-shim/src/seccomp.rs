@@ -41,11 +41,12 @@ const COMMON: &[Call] = calls![
     SYS_write,
     SYS_sendmsg,
     // Host sockets' data: TCP peeks (recvmsg with MSG_PEEK), datagrams one by one and in
-    // batches, sock_diag's netlink answers.
+    // batches both ways, sock_diag's netlink answers.
     SYS_recvmsg,
     SYS_recvfrom,
     SYS_sendto,
     SYS_recvmmsg,
+    SYS_sendmmsg,
     // Host sockets: new flows, forwarded ports' connections, their options and state
     // (TIOCOUTQ and FIONREAD, and the tap's, through ioctl), closing.
     SYS_socket,
@@ -99,7 +100,6 @@ const COMMON_ARCH: &[Call] = calls![SYS_epoll_pwait, SYS_ppoll];
 const PASTA: &[Call] = calls![
     SYS_splice,
     SYS_pipe2,
-    SYS_sendmmsg,
     SYS_listen,
     SYS_pread64,
     SYS_exit,

@@ -21,6 +21,8 @@
 use std::net::SocketAddr;
 
 use crate::engine::Engine;
+use crate::flow::tcp::SendRuns;
+use crate::flow::udp_runs::DatagramRuns;
 use crate::flow::{HostSockets, SockEvent, SockRef};
 use crate::time::Instant;
 use crate::wire::FrameQueue;
@@ -35,6 +37,14 @@ pub struct Batch<'a, IO: HostSockets> {
     out: &'a mut FrameQueue,
     /// Until `finish` has flushed: then dropping has nothing left to do.
     open: bool,
+}
+
+/// What [`Batch::frames`] holds while it runs: guest data of its frames waiting to go out
+/// together, TCP segments of a flow in one write, datagrams of a flow in one call.
+#[derive(Debug, Default)]
+pub(crate) struct FrameRuns<'f> {
+    pub(crate) tcp: SendRuns<'f>,
+    pub(crate) udp: DatagramRuns<'f>,
 }
 
 impl Engine {
@@ -71,15 +81,23 @@ impl<IO: HostSockets> Batch<'_, IO> {
 
     /// One frame from the guest.
     pub fn frame(&mut self, frame: &[u8]) -> &mut Self {
-        self.engine.handle_frame(self.now, frame, self.io, self.out);
+        self.engine
+            .handle_frame(self.now, frame, None, self.io, self.out);
         self
     }
 
-    /// The frames of one read from the guest link, in order.
+    /// The frames of one read from the guest link, in order. Consecutive in-order TCP data
+    /// of one flow goes to its socket in one write (`StreamSockets::send_vectored`), the
+    /// datagrams of one UDP flow in one call (`DgramSockets::udp_send_many`), with the same
+    /// outcome as frame by frame; every such write is done when this returns.
     pub fn frames<'f>(&mut self, frames: impl IntoIterator<Item = &'f [u8]>) -> &mut Self {
+        let mut runs = FrameRuns::default();
         for frame in frames {
-            self.frame(frame);
+            self.engine
+                .handle_frame(self.now, frame, Some(&mut runs), self.io, self.out);
         }
+        self.engine
+            .write_runs(self.now, &mut runs, self.io, self.out);
         self
     }
 

@@ -51,6 +51,16 @@ pub(crate) enum Destination<'a> {
     Malformed(Malformed),
 }
 
+/// Whether `frame` would teach us a MAC address for the guest other than the one we know.
+#[inline]
+pub(crate) fn changes_guest_mac(frame: &[u8], guest: &GuestState) -> bool {
+    let Some(src) = frame.get(6..12) else {
+        return false;
+    };
+    guest.mac.is_none_or(|known| known.0 != src)
+        && parse::ethernet(frame).is_ok_and(|eth| eth.src.is_unicast())
+}
+
 /// Where `frame` goes, learning the guest's MAC and IP addresses from it on the way (from
 /// every frame whose headers got that far, whatever happens to it next).
 #[inline]

@@ -19,6 +19,7 @@ use std::time::Duration;
 use std::net::SocketAddr;
 
 pub use crate::batch::Batch;
+use crate::batch::FrameRuns;
 use crate::config::Config;
 use crate::dispatch::{self, Destination};
 use crate::flow::icmp::{self, Icmp, IcmpCounters, IcmpCx};
@@ -301,16 +302,18 @@ impl Engine {
         self.tcp.flush(&mut cx);
     }
 
-    /// Handles one frame from the guest.
-    pub(crate) fn handle_frame(
+    /// Handles one frame from the guest. With `runs`, TCP data may wait there to be written
+    /// with the rest of its flow's run ([`Engine::write_runs`]).
+    pub(crate) fn handle_frame<'f>(
         &mut self,
         now: Instant,
-        frame: &[u8],
+        frame: &'f [u8],
+        runs: Option<&mut FrameRuns<'f>>,
         io: &mut dyn HostSockets,
         out: &mut FrameQueue,
     ) {
         self.shared.counters.frames += 1;
-        let outcome = self.dispatch(now, frame, io, out);
+        let outcome = self.dispatch(now, frame, runs, io, out);
         match outcome {
             Dispatched::Service(kind, Outcome::Answered) => match kind {
                 Service::Arp => self.shared.counters.arp_answered += 1,
@@ -329,14 +332,39 @@ impl Engine {
         }
     }
 
-    /// Takes a guest frame where [`dispatch::route`] sends it.
-    fn dispatch(
+    /// Writes out the guest data waiting in `runs`.
+    pub(crate) fn write_runs(
         &mut self,
         now: Instant,
-        frame: &[u8],
+        runs: &mut FrameRuns<'_>,
+        io: &mut dyn HostSockets,
+        out: &mut FrameQueue,
+    ) {
+        if !runs.tcp.is_empty() {
+            let mut cx = self.shared.tcp_cx(now, io, out);
+            self.tcp.write_runs(&mut cx, &mut runs.tcp);
+        }
+        if !runs.udp.is_empty() {
+            runs.udp.write(&mut self.shared.udp_cx(now, io, out));
+        }
+    }
+
+    /// Takes a guest frame where [`dispatch::route`] sends it.
+    fn dispatch<'f>(
+        &mut self,
+        now: Instant,
+        frame: &'f [u8],
+        mut runs: Option<&mut FrameRuns<'f>>,
         io: &mut dyn HostSockets,
         out: &mut FrameQueue,
     ) -> Dispatched {
+        if let Some(runs) = runs.as_deref_mut() {
+            if dispatch::changes_guest_mac(frame, &self.shared.guest) {
+                // Frames to the guest go to the MAC it has now: what the runs' writes send
+                // must go where it would have gone one by one.
+                self.write_runs(now, runs, io, out);
+            }
+        }
         let shared = &mut self.shared;
         match dispatch::route(frame, &shared.config, &mut shared.guest) {
             Destination::Arp(eth) => {
@@ -353,12 +381,14 @@ impl Engine {
             }),
             Destination::Tcp { src, dst, segment } => {
                 let mut cx = self.shared.tcp_cx(now, io, out);
-                self.tcp.handle_segment(&mut cx, src, dst, &segment);
+                self.tcp
+                    .handle_segment(&mut cx, src, dst, &segment, runs.map(|r| &mut r.tcp));
                 Dispatched::Tcp
             }
             Destination::Udp { src, dst, payload } => {
                 let mut cx = self.shared.udp_cx(now, io, out);
-                self.udp.handle_datagram(&mut cx, src, dst, payload);
+                self.udp
+                    .handle_datagram(&mut cx, src, dst, payload, runs.map(|r| &mut r.udp));
                 Dispatched::Udp
             }
             // Echo requests become flows; other messages are not ours.
@@ -483,7 +513,7 @@ mod tests {
 
     /// Hands `frame` to the engine at time zero, with no host sockets.
     fn frame_in(e: &mut Engine, out: &mut FrameQueue, frame: &[u8]) {
-        e.handle_frame(Instant::ZERO, frame, &mut NoSockets, out);
+        e.handle_frame(Instant::ZERO, frame, None, &mut NoSockets, out);
     }
 
     #[test]
@@ -543,7 +573,7 @@ mod tests {
     fn malformed_frames_are_counted_with_their_reason() {
         let mut e = engine();
         let mut out = FrameQueue::new();
-        e.handle_frame(Instant::ZERO, &[0u8; 5], &mut NoSockets, &mut out);
+        e.handle_frame(Instant::ZERO, &[0u8; 5], None, &mut NoSockets, &mut out);
         let mut truncated = udp_from_guest("192.0.2.2", "192.0.2.1");
         truncated.truncate(30);
         frame_in(&mut e, &mut out, &truncated);
@@ -666,7 +696,13 @@ mod tests {
         frame_in(&mut e, &mut out, &frame);
         assert_eq!(e.counters().ndp_answered, 0);
         assert!(out.is_empty());
-        e.handle_frame(Instant::ZERO, q.get(0).unwrap(), &mut NoSockets, &mut out);
+        e.handle_frame(
+            Instant::ZERO,
+            q.get(0).unwrap(),
+            None,
+            &mut NoSockets,
+            &mut out,
+        );
         assert_eq!(e.counters().ndp_answered, 1);
         assert_eq!(out.len(), 1);
     }

@@ -23,7 +23,8 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use sans_io::flow::{
-    Bind, CloseSockets, DgramSockets, Peeked, PingSockets, SockEvent, SockRef, StreamSockets,
+    send_each, Bind, CloseSockets, DgramSockets, Peeked, PingSockets, SockEvent, SockRef,
+    StreamSockets,
 };
 use sans_io::fwd::ForwardMode;
 use sans_io::time::Instant;
@@ -314,6 +315,8 @@ pub struct HostStats {
     pub events: u64,
     /// Calls the engine made through `HostSockets`, of any kind.
     pub calls: u64,
+    /// Of those, `send_vectored` calls (runs of guest data, each one call).
+    pub vectored_sends: u64,
     /// Peeks that told the engine the stream's end (instead of a `PeerClosed` event).
     pub eof_peeks: u64,
 }
@@ -1011,6 +1014,56 @@ impl CloseSockets for VirtualHost {
     }
 }
 
+impl VirtualHost {
+    /// A datagram as the engine's `udp_send` sends it, not counted as a call of its own.
+    fn udp_send_uncounted(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
+        let rtt = self.config.latency * 2;
+        let now = self.now;
+        let Some(u) = self.udp_socks.get_mut(&s) else {
+            self.violations
+                .push(format!("udp_send on unknown socket {s:?} at {now:?}"));
+            return Err(err(errno::EBADF));
+        };
+        self.ops += 1;
+        self.udp_log.push((u.local, u.dst, data.to_vec()));
+        if self.udp_echo.contains(&u.dst) {
+            let from = u.dst;
+            u.rx.push_back((now + rtt, from, data.to_vec()));
+        }
+        Ok(data.len())
+    }
+
+    /// A send as the engine's `send` makes it, not counted as a call of its own.
+    fn send_uncounted(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
+        let id = self.lookup(s, "send")?;
+        let (now, lat) = (self.now, self.config.latency);
+        let c = &mut self.conns[id.0];
+        if let Some(e) = c.ours.err {
+            return Err(err(e));
+        }
+        if c.state == ConnState::Connecting {
+            self.stats.would_block += 1;
+            return Err(err(errno::EAGAIN));
+        }
+        if c.ours.shut_wr {
+            self.violations
+                .push(format!("send on {s:?} after shutdown_write at {now:?}"));
+            return Err(err(errno::EPIPE));
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let n = c.ours.queue(now, lat, data);
+        if n == 0 {
+            self.stats.would_block += 1;
+            return Err(err(errno::EAGAIN));
+        }
+        self.stats.bytes_from_engine += n as u64;
+        self.ops += 1;
+        Ok(n)
+    }
+}
+
 impl StreamSockets for VirtualHost {
     fn tcp_connect(
         &mut self,
@@ -1053,32 +1106,15 @@ impl StreamSockets for VirtualHost {
 
     fn send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
         self.stats.calls += 1;
-        let id = self.lookup(s, "send")?;
-        let (now, lat) = (self.now, self.config.latency);
-        let c = &mut self.conns[id.0];
-        if let Some(e) = c.ours.err {
-            return Err(err(e));
-        }
-        if c.state == ConnState::Connecting {
-            self.stats.would_block += 1;
-            return Err(err(errno::EAGAIN));
-        }
-        if c.ours.shut_wr {
-            self.violations
-                .push(format!("send on {s:?} after shutdown_write at {now:?}"));
-            return Err(err(errno::EPIPE));
-        }
-        if data.is_empty() {
-            return Ok(0);
-        }
-        let n = c.ours.queue(now, lat, data);
-        if n == 0 {
-            self.stats.would_block += 1;
-            return Err(err(errno::EAGAIN));
-        }
-        self.stats.bytes_from_engine += n as u64;
-        self.ops += 1;
-        Ok(n)
+        self.send_uncounted(s, data)
+    }
+
+    /// Consecutive sends stopping at the first short one, as one counted call (the shim's
+    /// `sendmsg` with an iovec).
+    fn send_vectored(&mut self, s: SockRef, data: &[&[u8]]) -> io::Result<usize> {
+        self.stats.calls += 1;
+        self.stats.vectored_sends += 1;
+        send_each(data, |slice| self.send_uncounted(s, slice))
     }
 
     fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<Peeked> {
@@ -1211,20 +1247,19 @@ impl DgramSockets for VirtualHost {
 
     fn udp_send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
         self.stats.calls += 1;
-        let rtt = self.config.latency * 2;
-        let now = self.now;
-        let Some(u) = self.udp_socks.get_mut(&s) else {
-            self.violations
-                .push(format!("udp_send on unknown socket {s:?} at {now:?}"));
-            return Err(err(errno::EBADF));
-        };
-        self.ops += 1;
-        self.udp_log.push((u.local, u.dst, data.to_vec()));
-        if self.udp_echo.contains(&u.dst) {
-            let from = u.dst;
-            u.rx.push_back((now + rtt, from, data.to_vec()));
+        self.udp_send_uncounted(s, data)
+    }
+
+    /// Consecutive sends as one counted call (the shim's `sendmmsg`).
+    fn udp_send_many(&mut self, s: SockRef, datagrams: &[&[u8]]) -> io::Result<usize> {
+        self.stats.calls += 1;
+        self.stats.vectored_sends += 1;
+        for (i, datagram) in datagrams.iter().enumerate() {
+            if let Err(e) = self.udp_send_uncounted(s, datagram) {
+                return if i == 0 { Err(e) } else { Ok(i) };
+            }
         }
-        Ok(data.len())
+        Ok(datagrams.len())
     }
 
     fn udp_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {

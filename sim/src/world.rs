@@ -66,6 +66,7 @@ impl Side {
             to_guest: &mut self.to_guest,
             out: &mut self.out,
             transcript: Some(&mut self.transcript),
+            one_by_one: false,
         }
     }
 }
@@ -81,6 +82,8 @@ struct Lane<'a> {
     out: &'a mut FrameQueue,
     /// Where its frames are recorded, if they are.
     transcript: Option<&'a mut Transcript>,
+    /// Frames go to the engine one by one (see [`World::one_by_one`]).
+    one_by_one: bool,
 }
 
 impl Lane<'_> {
@@ -109,12 +112,22 @@ impl Lane<'_> {
             self.to_engine.send(now, frame);
             moved = true;
         }
-        for frame in self.to_engine.due(now) {
-            batch.frame(&frame);
-            if let Some(t) = self.transcript.as_deref_mut() {
-                t.push((now, Direction::GuestToEngine, frame));
+        // The frames that arrived, as one read: coalesced as the OS driver's are.
+        let arrived = self.to_engine.due(now);
+        if self.one_by_one {
+            for frame in &arrived {
+                batch.frame(frame);
             }
-            moved = true;
+        } else {
+            batch.frames(arrived.iter().map(Vec::as_slice));
+        }
+        moved |= !arrived.is_empty();
+        if let Some(t) = self.transcript.as_deref_mut() {
+            t.extend(
+                arrived
+                    .into_iter()
+                    .map(|f| (now, Direction::GuestToEngine, f)),
+            );
         }
         batch.timeout();
         batch.finish();
@@ -160,6 +173,9 @@ pub struct World {
     pub stats: WorldStats,
     /// More guests, each with its own engine and link, on the same host.
     pub others: Vec<Side>,
+    /// The main guest's frames go to its engine one by one (`Batch::frame`) rather than as
+    /// one read (`Batch::frames`, which coalesces): the reference the coalescing is held to.
+    pub one_by_one: bool,
     out: FrameQueue,
 }
 
@@ -219,6 +235,7 @@ impl World {
             to_guest: Pipe::new(seed ^ PIPE_SEED_TO_GUEST),
             stats: WorldStats::default(),
             others: Vec::new(),
+            one_by_one: false,
             out: FrameQueue::new(),
         }
     }
@@ -261,6 +278,7 @@ impl World {
             to_guest: &mut self.to_guest,
             out: &mut self.out,
             transcript: self.record.then_some(&mut self.transcript),
+            one_by_one: self.one_by_one,
         };
         (lane, &mut self.host)
     }

@@ -49,7 +49,9 @@ fn read(s: &mut QemuSocket) -> (ReadStatus, Vec<Vec<u8>>) {
     let r = unsafe { libc::poll(&mut pfd, 1, 5000) };
     assert_eq!(r, 1, "nothing happened on the qemu socket within 5 s");
     let mut frames = Vec::new();
-    let status = s.read_frames(16, &mut |f| frames.push(f.to_vec())).unwrap();
+    let status = s
+        .read_frames(16, &mut |fs| frames.extend(fs.map(<[u8]>::to_vec)))
+        .unwrap();
     (status, frames)
 }
 

@@ -55,3 +55,83 @@ pub(crate) fn send_nonblocking(fd: RawFd, data: &[u8]) -> io::Result<usize> {
         )
     })
 }
+
+/// Slices gathered into one `sendmsg` at most.
+const IOV_BATCH: usize = 64;
+
+/// The slices of `data` sent in order with one `sendmsg` (per [`IOV_BATCH`] slices), from
+/// where they are: no copy. Returns the bytes sent over all slices; an error only if none went.
+#[inline]
+pub(crate) fn send_vectored_nonblocking(fd: RawFd, data: &[&[u8]]) -> io::Result<usize> {
+    let mut sent = 0;
+    for chunk in data.chunks(IOV_BATCH) {
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; IOV_BATCH];
+        for (v, slice) in iov.iter_mut().zip(chunk) {
+            v.iov_base = slice.as_ptr().cast_mut().cast();
+            v.iov_len = slice.len();
+        }
+        // SAFETY: a zeroed msghdr is valid; it only points at our iovecs, which point at
+        // slices the kernel only reads, all alive for the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = chunk.len() as _;
+        let wanted: usize = chunk.iter().map(|s| s.len()).sum();
+        // SAFETY: as above.
+        let n = match retry(|| unsafe {
+            libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        }) {
+            Ok(n) => n,
+            Err(e) if sent == 0 => return Err(e),
+            Err(_) => break,
+        };
+        sent += n;
+        if n < wanted {
+            break;
+        }
+    }
+    Ok(sent)
+}
+
+/// The `datagrams` sent in order on a connected socket, each as one datagram, with one
+/// `sendmmsg` (per [`IOV_BATCH`] of them), from where they are. Returns how many went,
+/// stopping at the first that failed; an error only if none went.
+#[inline]
+pub(crate) fn send_datagrams_nonblocking(fd: RawFd, datagrams: &[&[u8]]) -> io::Result<usize> {
+    let mut sent = 0;
+    for chunk in datagrams.chunks(IOV_BATCH) {
+        // SAFETY: plain old data; zero is a valid (empty) value.
+        let mut iov: [libc::iovec; IOV_BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut msgs: [libc::mmsghdr; IOV_BATCH] = unsafe { std::mem::zeroed() };
+        for (k, datagram) in chunk.iter().enumerate() {
+            iov[k] = libc::iovec {
+                iov_base: datagram.as_ptr().cast_mut().cast(),
+                iov_len: datagram.len(),
+            };
+            msgs[k].msg_hdr.msg_iov = &mut iov[k];
+            msgs[k].msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: every message points at a datagram that outlives the call; the kernel only
+        // reads them.
+        let n = match retry(|| unsafe {
+            libc::sendmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                chunk.len() as libc::c_uint,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            ) as isize
+        }) {
+            Ok(n) => n,
+            Err(e) if sent == 0 => return Err(e),
+            Err(_) => break,
+        };
+        sent += n;
+        if n < chunk.len() {
+            break;
+        }
+    }
+    Ok(sent)
+}

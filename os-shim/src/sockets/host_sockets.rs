@@ -15,8 +15,9 @@ use super::Sockets;
 use crate::socket_sys::tcp_info::{at_eof, send_space};
 use crate::socket_sys::{
     bind_addr, bind_outbound, bind_to_device, connect_to, dgram_socket, local_addr, prepare_stream,
-    readable_bytes, reset_on_close, retry, send_nonblocking, setsockopt_int, sockaddr_to_std,
-    stream_socket, udp_bound_socket, unmap,
+    readable_bytes, reset_on_close, retry, send_datagrams_nonblocking, send_nonblocking,
+    send_vectored_nonblocking, setsockopt_int, sockaddr_to_std, stream_socket, udp_bound_socket,
+    unmap,
 };
 
 /// Datagrams received per `recvmmsg` call at most.
@@ -66,6 +67,18 @@ impl StreamSockets for Sockets {
             return Ok(0);
         }
         send_nonblocking(fd, data)
+    }
+
+    fn send_vectored(&mut self, s: SockRef, data: &[&[u8]]) -> io::Result<usize> {
+        let (slot, fd) = self.slot(s)?;
+        if slot.state == State::Connecting {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        match data {
+            [] => Ok(0),
+            [one] => self.send(s, one),
+            _ => send_vectored_nonblocking(fd, data),
+        }
     }
 
     fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<Peeked> {
@@ -199,6 +212,15 @@ impl DgramSockets for Sockets {
     fn udp_send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
         let (_, fd) = self.slot(s)?;
         send_nonblocking(fd, data)
+    }
+
+    fn udp_send_many(&mut self, s: SockRef, datagrams: &[&[u8]]) -> io::Result<usize> {
+        let (_, fd) = self.slot(s)?;
+        match datagrams {
+            [] => Ok(0),
+            [one] => send_nonblocking(fd, one).map(|_| 1),
+            _ => send_datagrams_nonblocking(fd, datagrams),
+        }
     }
 
     fn udp_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {

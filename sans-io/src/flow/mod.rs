@@ -42,6 +42,7 @@ pub mod idle;
 pub mod table;
 pub mod tcp;
 pub mod udp;
+pub mod udp_runs;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -110,6 +111,14 @@ pub trait StreamSockets: CloseSockets {
     /// Sends as much of `data` as the socket takes now; returns how much that was.
     fn send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize>;
 
+    /// Sends the slices of `data` in order, as consecutive [`StreamSockets::send`]s stopping
+    /// at the first that comes up short would, in one call where the system has one
+    /// (`sendmsg` with an iovec): returns how many bytes went, over all slices. An error is
+    /// returned only when nothing went.
+    fn send_vectored(&mut self, s: SockRef, data: &[&[u8]]) -> io::Result<usize> {
+        send_each(data, |slice| self.send(s, slice))
+    }
+
     /// Copies received bytes into `buf` without consuming them, starting `offset` bytes past
     /// the first byte not yet [`StreamSockets::discard`]ed. `n == 0` with a non-empty `buf`
     /// means no data there now; `eof` that the stream ends right after the bytes copied.
@@ -139,6 +148,28 @@ pub trait StreamSockets: CloseSockets {
     }
 }
 
+/// [`StreamSockets::send_vectored`] as consecutive sends with `send`, stopping at the first
+/// that comes up short: for drivers without a gathering send of their own.
+pub fn send_each(
+    data: &[&[u8]],
+    mut send: impl FnMut(&[u8]) -> io::Result<usize>,
+) -> io::Result<usize> {
+    let mut sent = 0;
+    for slice in data {
+        match send(slice) {
+            Ok(n) => {
+                sent += n.min(slice.len());
+                if n < slice.len() {
+                    break;
+                }
+            }
+            Err(e) if sent == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(sent)
+}
+
 /// UDP sockets: outbound flows, and replies through forwarding listeners.
 pub trait DgramSockets: CloseSockets {
     /// Opens a UDP socket, binds it as asked and connects it to `dst`. Readiness comes as
@@ -148,6 +179,18 @@ pub trait DgramSockets: CloseSockets {
 
     /// Sends one datagram on a socket from [`DgramSockets::udp_open`].
     fn udp_send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize>;
+
+    /// Sends `datagrams` in order, each as one datagram, with one system call where the
+    /// system has one (`sendmmsg`): returns how many went, stopping at the first that failed
+    /// (an error only when that was the first).
+    fn udp_send_many(&mut self, s: SockRef, datagrams: &[&[u8]]) -> io::Result<usize> {
+        for (i, datagram) in datagrams.iter().enumerate() {
+            if let Err(e) = self.udp_send(s, datagram) {
+                return if i == 0 { Err(e) } else { Ok(i) };
+            }
+        }
+        Ok(datagrams.len())
+    }
 
     /// Receives one datagram into `buf` (the rest of a longer one is lost); `WouldBlock` when
     /// none is waiting.
@@ -244,6 +287,9 @@ impl<T: StreamSockets + ?Sized> StreamSockets for &mut T {
     fn send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
         (**self).send(s, data)
     }
+    fn send_vectored(&mut self, s: SockRef, data: &[&[u8]]) -> io::Result<usize> {
+        (**self).send_vectored(s, data)
+    }
     fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<Peeked> {
         (**self).peek(s, offset, buf)
     }
@@ -270,6 +316,9 @@ impl<T: DgramSockets + ?Sized> DgramSockets for &mut T {
     }
     fn udp_send(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
         (**self).udp_send(s, data)
+    }
+    fn udp_send_many(&mut self, s: SockRef, datagrams: &[&[u8]]) -> io::Result<usize> {
+        (**self).udp_send_many(s, datagrams)
     }
     fn udp_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
         (**self).udp_recv(s, buf)

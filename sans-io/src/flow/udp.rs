@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::flow::idle::{outbound_bind, DgramCx, IdleFlow, IdleFlows, OpenError, Way};
+use crate::flow::udp_runs::DatagramRuns;
 use crate::flow::unicast;
 use crate::flow::{DgramSockets, SockEvent, SockRef};
 use crate::fwd::{nat, ForwardMode};
@@ -151,13 +152,16 @@ impl Udp {
         self.flows.poll_timeout()
     }
 
-    /// A datagram from the guest, `src` to `dst`.
-    pub fn handle_datagram(
+    /// A datagram from the guest, `src` to `dst`. With `runs`, it may wait there to go out
+    /// with the rest of its flow's (see `udp_runs`): the caller writes them before the frames
+    /// go.
+    pub fn handle_datagram<'f>(
         &mut self,
         cx: &mut UdpCx<'_>,
         src: SocketAddr,
         dst: SocketAddr,
-        payload: &[u8],
+        payload: &'f [u8],
+        mut runs: Option<&mut DatagramRuns<'f>>,
     ) {
         if !cx.config.protocols.udp {
             cx.counters.disabled_dropped += 1;
@@ -168,12 +172,22 @@ impl Udp {
         }
         let s = match self.flows.find(&(src, dst)) {
             Some(s) => s,
-            None => match self.open(cx, src, dst) {
-                Some(s) => s,
-                None => return,
-            },
+            None => {
+                // Opening may close another flow to make room: its datagrams go first.
+                if let Some(runs) = runs.as_deref_mut() {
+                    runs.write(cx);
+                }
+                match self.open(cx, src, dst) {
+                    Some(s) => s,
+                    None => return,
+                }
+            }
         };
         self.flows.touch(s, cx.now, Way::FromGuest, 1);
+        if let Some(runs) = runs {
+            runs.queue(cx, s, payload);
+            return;
+        }
         match cx.io.udp_send(s, payload) {
             Ok(_) => cx.counters.datagrams_out += 1,
             Err(_) => cx.counters.send_failed += 1,

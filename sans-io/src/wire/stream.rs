@@ -10,6 +10,7 @@
 //! resynchronise on: it is an error, and the caller should drop the connection.
 
 use std::fmt;
+use std::ops::Range;
 
 /// Bytes of the length prefix.
 pub const HEADER_LEN: usize = 4;
@@ -111,6 +112,12 @@ impl StreamDecoder {
     /// The next complete frame, `None` when the bytes received so far hold none, or the
     /// framing error that stopped decoding (again on every later call, until a reset).
     pub fn next_frame(&mut self) -> Result<Option<&[u8]>, FramingError> {
+        Ok(self.next_frame_at()?.map(|at| &self.buf[at]))
+    }
+
+    /// As [`Self::next_frame`], where the frame is in [`Self::received`]: several frames can
+    /// be held at once that way, until [`Self::spare`] is called again.
+    pub fn next_frame_at(&mut self) -> Result<Option<Range<usize>>, FramingError> {
         if let Some(e) = self.broken {
             return Err(e);
         }
@@ -134,7 +141,12 @@ impl StreamDecoder {
         }
         let frame = self.start + HEADER_LEN..self.start + total;
         self.start += total;
-        Ok(Some(&self.buf[frame]))
+        Ok(Some(frame))
+    }
+
+    /// The decoder's buffer, where [`Self::next_frame_at`] says its frames are.
+    pub fn received(&self) -> &[u8] {
+        &self.buf
     }
 
     /// Bytes received and not handed out as frames: a frame (or prefix) still incomplete.

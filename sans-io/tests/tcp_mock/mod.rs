@@ -13,7 +13,7 @@ use std::time::Duration;
 use sans_io::config::host::scope;
 use sans_io::config::{Config, Mode, NetOptions};
 use sans_io::engine::{Engine, EngineOptions};
-use sans_io::flow::{Bind, CloseSockets, Peeked, SockEvent, SockRef, StreamSockets};
+use sans_io::flow::{send_each, Bind, CloseSockets, Peeked, SockEvent, SockRef, StreamSockets};
 use sans_io::time::Instant;
 use sans_io::wire::build::Route;
 use sans_io::wire::parse;
@@ -49,7 +49,10 @@ pub struct MockSock {
     pub interest: (bool, bool),
     /// (offset, bytes returned) of each peek.
     pub peeks: Vec<(usize, usize)>,
+    /// Calls that wrote: `send`, and `send_vectored` as one.
     pub sends: usize,
+    /// Of those, `send_vectored` calls.
+    pub vectored: usize,
 }
 
 #[derive(Debug, Default)]
@@ -153,6 +156,17 @@ impl StreamSockets for Mock {
         sock.written.extend_from_slice(&data[..n]);
         sock.space -= n as u32;
         Ok(n)
+    }
+
+    /// Consecutive sends stopping at the first short one, counted as one call.
+    fn send_vectored(&mut self, s: SockRef, data: &[&[u8]]) -> io::Result<usize> {
+        let sends_before = self.socks.get(&s.0).map(|sock| sock.sends);
+        let sent = send_each(data, |slice| self.send(s, slice));
+        if let (Some(sock), Some(before)) = (self.socks.get_mut(&s.0), sends_before) {
+            sock.vectored += 1;
+            sock.sends = before + 1;
+        }
+        sent
     }
 
     fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<Peeked> {

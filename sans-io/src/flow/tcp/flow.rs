@@ -86,6 +86,9 @@ pub(super) struct Flow {
 
     // Batching.
     pub(super) dirty: bool,
+    /// Segments of this flow wait in the batch's runs (see `coalesce`), the flow advanced as
+    /// if they were written.
+    pub(super) queued: bool,
     pub(super) ack_due: bool,
     pub(super) send_due: bool,
     /// Interest last set on the socket (readable, writable).
@@ -139,6 +142,7 @@ impl Flow {
             retries: 0,
             timers: Timers::default(),
             dirty: false,
+            queued: false,
             ack_due: false,
             send_due: false,
             interest: (true, false),

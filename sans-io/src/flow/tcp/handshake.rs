@@ -204,7 +204,7 @@ pub(super) fn syn_ack_sent_segment(
         return Next::Keep;
     }
     f.establish(seg.ack_num(), u32::from(seg.window) << f.guest_ws, cx.now);
-    established_segment(cx, f, seg, stashes)
+    established_segment(cx, f, seg, stashes, None)
 }
 
 /// A segment after our SYN to the guest: its SYN-ACK establishes the flow.

@@ -11,7 +11,8 @@
 //! ## Guest to host
 //!
 //! An in-order guest segment's payload is handed to `StreamSockets::send` straight from the
-//! frame it arrived in. We acknowledge it to the guest only once the kernel has taken it, so
+//! frame it arrived in; the consecutive segments of a flow in one read of frames go together,
+//! in one `StreamSockets::send_vectored` (`coalesce`, with the outcome of one by one). We acknowledge it to the guest only once the kernel has taken it, so
 //! the guest keeps every byte the host hasn't accepted and retransmits it if need be. A
 //! segment that starts beyond what we expect is not kept: the guest gets a duplicate ACK at
 //! once (three of them trigger its fast retransmit). Old or overlapping segments are trimmed
@@ -118,13 +119,15 @@
 //!
 //! One file per mechanism: `flow` (a flow's state, the terms of the SYNs, `establish`),
 //! `handshake` (opening both ways), `tombstones` (reset attempts remembered), `seq`
-//! (sequence numbers), `to_host` (guest data, the stash, hole prompts), `to_guest` (host
-//! data, ACKs from the guest, retransmission), `window` (the window we offer and its
-//! updates), `closing`, `timers` (one table of a flow's timers, and what each does when it
-//! fires), `emit` (control frames). This file holds the table of flows and dispatches
+//! (sequence numbers), `to_host` (guest data, the stash, hole prompts), `coalesce` (a read's
+//! segments of a flow written together), `to_guest` (host data, ACKs from the guest,
+//! retransmission), `window` (the window we offer and its updates), `closing`, `timers` (one
+//! table of a flow's timers, and what each does when it fires), `emit` (control frames).
+//! This file holds the table of flows and dispatches
 //! segments, socket events and the batch's flush to them.
 
 mod closing;
+mod coalesce;
 mod emit;
 mod flow;
 mod handshake;
@@ -140,6 +143,8 @@ use std::ops::{ControlFlow, RangeInclusive};
 use std::time::Duration;
 
 use self::closing::{finish_check, ToGuestClose};
+use self::coalesce::RunSlot;
+pub use self::coalesce::{SendRuns, MAX_QUEUED};
 use self::emit::{emit, rst_reply, send_ack};
 pub use self::flow::mss_for;
 use self::flow::{update_interest, Flow};
@@ -363,8 +368,17 @@ impl Tcp {
 
     // --- Guest segments ---
 
-    /// A TCP segment from the guest, `src` to `dst` (already past IP checks).
-    pub fn handle_segment(&mut self, cx: &mut Cx<'_>, src: IpAddr, dst: IpAddr, seg: &Segment<'_>) {
+    /// A TCP segment from the guest, `src` to `dst` (already past IP checks). With `runs`,
+    /// its in-order data may wait there to be written with its flow's run (see `coalesce`):
+    /// the caller then writes them out with [`Tcp::write_runs`] before the frames go.
+    pub fn handle_segment<'f>(
+        &mut self,
+        cx: &mut Cx<'_>,
+        src: IpAddr,
+        dst: IpAddr,
+        seg: &Segment<'f>,
+        mut runs: Option<&mut SendRuns<'f>>,
+    ) {
         if !cx.config.protocols.tcp {
             cx.counters.disabled_drops += 1;
             return;
@@ -373,7 +387,14 @@ impl Tcp {
             guest: SocketAddr::new(src, seg.src_port),
             peer: SocketAddr::new(dst, seg.dst_port),
         };
-        let Some(idx) = self.table.by_key(&key) else {
+        let mut found = self.table.by_key(&key);
+        if let (Some(runs), Some(idx)) = (runs.as_deref_mut(), found) {
+            if self.settle_run(cx, runs, idx, seg) {
+                // Its run's write may have ended the flow.
+                found = self.table.by_key(&key);
+            }
+        }
+        let Some(idx) = found else {
             if seg.has(flags::RST) || !unicast(src) || !unicast(dst) {
                 return;
             }
@@ -403,16 +424,18 @@ impl Tcp {
             self.open_outbound(cx, key, seg);
             return;
         }
-        let next = self.segment_for_flow(cx, idx, key, seg);
+        let run = runs.map(|runs| RunSlot { runs, idx });
+        let next = self.segment_for_flow(cx, idx, key, seg, run);
         self.after(cx, idx, next);
     }
 
-    fn segment_for_flow(
+    fn segment_for_flow<'f>(
         &mut self,
         cx: &mut Cx<'_>,
         idx: u32,
         key: FlowKey,
-        seg: &Segment<'_>,
+        seg: &Segment<'f>,
+        run: Option<RunSlot<'_, 'f>>,
     ) -> Next {
         let Some(f) = self.table.get_mut(idx) else {
             return Next::Keep;
@@ -423,7 +446,7 @@ impl Tcp {
             Phase::SynSent => syn_sent_segment(cx, f, seg),
             Phase::Established => {
                 f.touch(cx.now);
-                established_segment(cx, f, seg, &mut self.stashes)
+                established_segment(cx, f, seg, &mut self.stashes, run)
             }
             Phase::TimeWait => {
                 if seg.has(flags::RST) {
@@ -609,11 +632,12 @@ impl Tcp {
 }
 
 /// An established flow's segment: ACK processing, then data and FIN.
-fn established_segment(
+fn established_segment<'f>(
     cx: &mut Cx<'_>,
     f: &mut Flow,
-    seg: &Segment<'_>,
+    seg: &Segment<'f>,
     stashes: &mut StashBudget,
+    run: Option<RunSlot<'_, 'f>>,
 ) -> Next {
     if seg.has(flags::RST) {
         let wnd = (u32::from(f.window_field()) << f.our_ws).max(1);
@@ -635,5 +659,5 @@ fn established_segment(
     if let ControlFlow::Break(next) = on_ack(cx, f, seg) {
         return next;
     }
-    guest_data(cx, f, seg, stashes)
+    guest_data(cx, f, seg, stashes, run)
 }

@@ -3,9 +3,11 @@
 //! guest resends what we dropped (see the module documentation).
 
 use std::io;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use super::closing::{shutdown_if_due, ToHostClose};
+use super::coalesce::{RunSlot, MAX_QUEUED};
 use super::emit::send_ack;
 use super::flow::Flow;
 use super::seq::{SegmentSeq, SeqNum};
@@ -85,14 +87,22 @@ impl StashBudget {
     pub(super) fn give_back(&mut self) {
         self.in_use = self.in_use.saturating_sub(1);
     }
+
+    /// Room left for every segment a batch could queue to take a stash after all, so that
+    /// queuing never changes which flow gets one.
+    pub(super) fn has_headroom(&self) -> bool {
+        self.in_use + MAX_QUEUED < MAX_STASHES
+    }
 }
 
-/// An established flow's data and FIN, once its ACK is processed.
-pub(super) fn guest_data(
+/// An established flow's data and FIN, once its ACK is processed. With `run`, in-order data
+/// that may be is queued on it rather than sent (see `coalesce`).
+pub(super) fn guest_data<'f>(
     cx: &mut Cx<'_>,
     f: &mut Flow,
-    seg: &Segment<'_>,
+    seg: &Segment<'f>,
     stashes: &mut StashBudget,
+    run: Option<RunSlot<'_, 'f>>,
 ) -> Next {
     let fin = seg.has(flags::FIN);
     let seq = seg.seq_num();
@@ -147,53 +157,17 @@ pub(super) fn guest_data(
             return Next::Keep;
         }
         let Some(s) = f.sock else { return Next::Keep };
-        let n = match cx.io.send(s, data) {
-            Ok(n) => n.min(data.len()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(_) => return Next::Abort { rst_guest: true },
+        let queued = run
+            .filter(|_| !fin && may_queue(f, stashes))
+            .is_some_and(|slot| slot.queue(f, seg, data));
+        let sent = if queued {
+            // Written as a whole for now: the run's write winds back what didn't go.
+            Ok(data.len())
+        } else {
+            cx.io.send(s, data)
         };
-        cx.counters.bytes_to_host += n as u64;
-        if n < data.len() {
-            let rest = &data[n..];
-            if f.stash.capacity() == 0 && stashes.is_full() {
-                cx.counters.stash_unavailable += 1;
-                f.rcv_nxt += n as u32;
-                if n == 0 {
-                    cx.counters.no_room_drops += 1;
-                }
-                f.starved = true;
-                f.ack_due = true;
-                return Next::Keep;
-            }
-            if f.stash.capacity() == 0 {
-                f.stash = Vec::with_capacity((f.rcv_mss as usize).max(rest.len()));
-                stashes.take();
-            }
-            f.stash.clear();
-            f.stash.extend_from_slice(rest);
-            f.stash_at = 0;
-            cx.counters.stash_uses += 1;
-        }
-        f.rcv_nxt += data.len() as u32;
-        f.ack_due = true;
-        if let Some(p) = f.end_prompt().filter(|p| p.ours) {
-            // Answered (by the resent segment, or one sent anyway): measured from the first
-            // prompt, which errs on the long side if it was repeated.
-            let rtt = cx.now.saturating_since(p.first);
-            f.prompt_rtt = if f.prompt_rtt.is_zero() {
-                rtt
-            } else {
-                (f.prompt_rtt * 7 + rtt) / 8
-            };
-        }
-        if f.recovering() {
-            // The guest is resending into a hole, and what it sent beyond was dropped.
-            f.hole_prompt = true;
-        } else if f.ooo_edge.take().is_some() {
-            // All resent. The ACK saying so reopens the window we held, and the guest has
-            // nothing else in flight to make up for its loss: it goes out twice.
-            f.hole_prompt = false;
-            f.ack_twice = true;
+        if let ControlFlow::Break(next) = wrote(cx, f, data, sent, stashes) {
+            return next;
         }
     }
     if fin {
@@ -206,6 +180,74 @@ pub(super) fn guest_data(
         return shutdown_if_due(cx, f);
     }
     Next::Keep
+}
+
+/// Whether in-order data for `f` may be queued on a run: a full write would change nothing
+/// but `rcv_nxt`, the bytes counted and `ack_due` (no prompt in flight, no hole), and a
+/// short one could stash its rest as a send would.
+fn may_queue(f: &Flow, stashes: &StashBudget) -> bool {
+    f.prompt.is_none() && f.ooo_edge.is_none() && (f.stash.capacity() > 0 || stashes.has_headroom())
+}
+
+/// What an in-order write of `data` that `sent` says how it went leaves: the rest of a short
+/// one stashed, `rcv_nxt` and the ACK moved on, a hole prompt answered. `Break` ends the
+/// segment's handling there.
+pub(super) fn wrote(
+    cx: &mut Cx<'_>,
+    f: &mut Flow,
+    data: &[u8],
+    sent: io::Result<usize>,
+    stashes: &mut StashBudget,
+) -> ControlFlow<Next> {
+    let n = match sent {
+        Ok(n) => n.min(data.len()),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(_) => return ControlFlow::Break(Next::Abort { rst_guest: true }),
+    };
+    cx.counters.bytes_to_host += n as u64;
+    if n < data.len() {
+        let rest = &data[n..];
+        if f.stash.capacity() == 0 && stashes.is_full() {
+            cx.counters.stash_unavailable += 1;
+            f.rcv_nxt += n as u32;
+            if n == 0 {
+                cx.counters.no_room_drops += 1;
+            }
+            f.starved = true;
+            f.ack_due = true;
+            return ControlFlow::Break(Next::Keep);
+        }
+        if f.stash.capacity() == 0 {
+            f.stash = Vec::with_capacity((f.rcv_mss as usize).max(rest.len()));
+            stashes.take();
+        }
+        f.stash.clear();
+        f.stash.extend_from_slice(rest);
+        f.stash_at = 0;
+        cx.counters.stash_uses += 1;
+    }
+    f.rcv_nxt += data.len() as u32;
+    f.ack_due = true;
+    if let Some(p) = f.end_prompt().filter(|p| p.ours) {
+        // Answered (by the resent segment, or one sent anyway): measured from the first
+        // prompt, which errs on the long side if it was repeated.
+        let rtt = cx.now.saturating_since(p.first);
+        f.prompt_rtt = if f.prompt_rtt.is_zero() {
+            rtt
+        } else {
+            (f.prompt_rtt * 7 + rtt) / 8
+        };
+    }
+    if f.recovering() {
+        // The guest is resending into a hole, and what it sent beyond was dropped.
+        f.hole_prompt = true;
+    } else if f.ooo_edge.take().is_some() {
+        // All resent. The ACK saying so reopens the window we held, and the guest has
+        // nothing else in flight to make up for its loss: it goes out twice.
+        f.hole_prompt = false;
+        f.ack_twice = true;
+    }
+    ControlFlow::Continue(())
 }
 
 /// Writes what the stash holds. `Keep` unless the socket failed.
