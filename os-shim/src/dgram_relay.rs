@@ -26,7 +26,8 @@ use crate::ns_listeners::RelayListeners;
 use crate::reactor::monotonic_now;
 use crate::slots::Slots;
 use crate::socket_sys::{
-    bind_addr, connect_to, dgram_socket, sockaddr_to_std, std_to_sockaddr, udp_bound_socket, unmap,
+    bind_addr, connect_to, dgram_socket, send_nonblocking, sockaddr_to_std, std_to_sockaddr,
+    udp_bound_socket, unmap,
 };
 use crate::tokens::{
     dgram_flow_token, dgram_token, is_dgram, relay_listener_base, RelayToken, INDEX_BITS,
@@ -242,20 +243,14 @@ impl DgramRelay {
                 }
             }
         };
-        let flow = self.flows.at_mut(f).expect("flows in the index exist");
-        flow.last = now;
-        // SAFETY: a connected socket and a buffer of the given length.
-        let sent = unsafe {
-            libc::send(
-                flow.far.as_raw_fd(),
-                datagram.as_ptr().cast(),
-                datagram.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if sent < 0 {
+        let Some(flow) = self.flows.at_mut(f) else {
             self.stats.dropped += 1;
-            return Err(io::Error::last_os_error());
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        };
+        flow.last = now;
+        if let Err(e) = send_nonblocking(flow.far.as_raw_fd(), datagram) {
+            self.stats.dropped += 1;
+            return Err(e);
         }
         self.stats.to_namespace += 1;
         Ok(())

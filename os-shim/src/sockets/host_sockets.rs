@@ -15,9 +15,8 @@ use super::Sockets;
 use crate::socket_sys::tcp_info::{at_eof, send_space};
 use crate::socket_sys::{
     bind_addr, bind_outbound, bind_to_device, connect_to, dgram_socket, local_addr, prepare_stream,
-    readable_bytes, reset_on_close, retry, send_datagrams_nonblocking, send_nonblocking,
-    send_vectored_nonblocking, setsockopt_int, sockaddr_to_std, stream_socket, udp_bound_socket,
-    unmap,
+    readable_bytes, retry, send_datagrams_nonblocking, send_nonblocking, send_vectored_nonblocking,
+    setsockopt_int, sockaddr_to_std, stream_socket, udp_bound_socket, unmap,
 };
 
 /// Datagrams received per `recvmmsg` call at most.
@@ -181,16 +180,17 @@ impl StreamSockets for Sockets {
     }
 
     fn hand_over(&mut self, s: SockRef, target: SocketAddr) {
+        if self.bypass.is_none() {
+            // Nothing to relay it: reset, as a relay that fails does.
+            return self.close_socket(s, true);
+        }
         let Some(fd) = self.take_socket(s) else {
             return;
         };
-        let Some(bypass) = self.bypass.as_mut() else {
-            reset_on_close(fd.as_raw_fd());
-            self.stats.resets += 1;
-            return;
-        };
-        if let Err(e) = bypass.hand_over_stream(fd, target) {
-            log::debug!("cannot relay a local connection to {target}: {e}");
+        if let Some(bypass) = self.bypass.as_mut() {
+            if let Err(e) = bypass.hand_over_stream(fd, target) {
+                log::debug!("cannot relay a local connection to {target}: {e}");
+            }
         }
     }
 
