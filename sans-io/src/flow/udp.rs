@@ -264,6 +264,8 @@ impl Udp {
     /// Datagrams on forwarding listener `l` (bound to `local`): each goes to the guest on the
     /// flow of its peer, opened by the first.
     fn listener_readable(&mut self, cx: &mut UdpCx<'_>, l: SockRef, local: SocketAddr) {
+        // Where the listener's datagrams go, the same for all of them.
+        let port = self.forwarded_port(cx.config, local);
         for _ in 0..RECV_BATCH {
             let (now, config, guest) = (cx.now, cx.config, cx.guest);
             let (io, counters) = (&mut *cx.io, &mut *cx.counters);
@@ -271,7 +273,6 @@ impl Udp {
                 let (n, peer) = io.udp_recv_from(l, buf).ok()?;
                 let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                 // Local traffic in pasta skips the guest path: the driver relays it.
-                let port = self.forwarded_port(config, local);
                 if let Some(target) = port.and_then(|p| nat::local_bypass(config, guest, peer, p)) {
                     let datagram = &buf[..n.min(buf.len())];
                     match io.relay_datagram(l, peer, target, datagram) {
@@ -281,7 +282,8 @@ impl Udp {
                     // Nothing for the guest.
                     return Some((0, None));
                 }
-                let flow = self.inbound_flow(now, config, guest, io, counters, l, local, peer);
+                let to_port = (local, port);
+                let flow = self.inbound_flow(now, config, guest, io, counters, l, to_port, peer);
                 let to = flow.map(|f| {
                     let route = route_to_guest(config, guest, &f);
                     (route, f.peer.port(), f.guest.port())
@@ -304,8 +306,8 @@ impl Udp {
         .filter(|&p| p != 0)
     }
 
-    /// The flow for a datagram from `peer` on listener `l`, opened if new; `None` when it
-    /// can't go to the guest (counted).
+    /// The flow for a datagram from `peer` on listener `l` (bound to `local`, its datagrams
+    /// going to `port`), opened if new; `None` when it can't go to the guest (counted).
     #[allow(clippy::too_many_arguments)]
     fn inbound_flow(
         &mut self,
@@ -315,14 +317,13 @@ impl Udp {
         io: &mut dyn DgramSockets,
         counters: &mut UdpCounters,
         l: SockRef,
-        local: SocketAddr,
+        (local, port): (SocketAddr, Option<u16>),
         peer: SocketAddr,
     ) -> Option<UdpFlow> {
         if !config.protocols.udp {
             counters.disabled_dropped += 1;
             return None;
         }
-        let port = self.forwarded_port(config, local);
         let (Some(port), Some((seen, guest_ip))) =
             (port, nat::to_guest(config, guest, peer, local.ip()))
         else {
