@@ -21,7 +21,7 @@ use std::time::Duration;
 use nix::sys::epoll::{EpollEvent, EpollFlags};
 use sans_io::time::Instant;
 
-use crate::ns_agent::InNetns;
+use crate::ns_agent::{io_in, InNetns};
 use crate::ns_listeners::RelayListeners;
 use crate::reactor::monotonic_now;
 use crate::slots::Slots;
@@ -219,10 +219,7 @@ impl DgramRelay {
         let f = match self.by_client.get(&(OriginKey::Host(key), client)) {
             Some(&f) => f,
             None => {
-                let far = netns
-                    .run_in(move || ns_flow_socket(client.port(), target))
-                    .map_err(|e| io::Error::other(e.to_string()))
-                    .and_then(|made| made);
+                let far = io_in(netns, move || ns_flow_socket(client.port(), target));
                 let far = match far {
                     Ok(far) => far,
                     Err(e) => {

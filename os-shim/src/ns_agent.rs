@@ -25,6 +25,17 @@ pub trait InNetns {
     ) -> Result<R, NsError>;
 }
 
+/// Makes a socket (or does other I/O) inside the namespace: `make`'s own error, or why the
+/// namespace couldn't be reached, as one `io::Error`.
+pub(crate) fn io_in<R: Send + 'static>(
+    netns: &impl InNetns,
+    make: impl FnOnce() -> std::io::Result<R> + Send + 'static,
+) -> std::io::Result<R> {
+    netns
+        .run_in(make)
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+}
+
 impl<T: AsFd> InNetns for T {
     fn run_in<R: Send + 'static>(
         &self,

@@ -27,7 +27,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use nix::sys::epoll::{EpollEvent, EpollFlags};
 
 use crate::listeners::ACCEPT_PAUSE;
-use crate::ns_agent::InNetns;
+use crate::ns_agent::{io_in, InNetns};
 use crate::ns_listeners::RelayListeners;
 use crate::reactor::monotonic_now;
 use crate::slots::Slots;
@@ -287,11 +287,7 @@ impl Splicer {
             return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
         }
         let family = target.ip();
-        let made = netns
-            .run_in(move || stream_socket(family))
-            .map_err(|e| io::Error::other(e.to_string()))
-            .and_then(|made| made);
-        match made {
+        match io_in(netns, move || stream_socket(family)) {
             Ok(outbound) => self.start(accepted, outbound, target),
             Err(e) => {
                 reset(&accepted);
