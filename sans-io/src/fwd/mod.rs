@@ -3,6 +3,7 @@
 
 pub mod nat;
 pub mod procnet;
+pub mod rule;
 pub mod spec;
 
 use std::net::IpAddr;
