@@ -7,7 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use sans_io::flow::{
-    Bind, CloseSockets, DgramSockets, Peeked, PingSockets, SockRef, StreamSockets,
+    peek_each, Bind, CloseSockets, DgramSockets, PeekSlots, Peeked, PingSockets, SockRef,
+    StreamSockets,
 };
 
 use super::table::State;
@@ -18,6 +19,9 @@ use crate::socket_sys::{
     readable_bytes, retry, send_datagrams_nonblocking, send_nonblocking, send_vectored_nonblocking,
     setsockopt_int, sockaddr_to_std, stream_socket, udp_bound_socket, unmap,
 };
+
+/// Areas one vectored peek fills at most (the core asks for fewer).
+const PEEK_IOV_MAX: usize = 64;
 
 /// Datagrams received per `recvmmsg` call at most.
 const RECV_MANY_MAX: usize = 64;
@@ -88,10 +92,10 @@ impl StreamSockets for Sockets {
         if buf.is_empty() {
             return Ok(Peeked::default());
         }
-        // `EPOLLRDHUP` comes once every byte before the end is queued: after it, a short
-        // peek reached the end.
-        let rdhup_seen = slot.peer_closed;
-        let Some(shadow) = slot.peek_off else {
+        if slot.peek_off.is_none() {
+            // `EPOLLRDHUP` comes once every byte before the end is queued: after it, a short
+            // peek reached the end.
+            let rdhup_seen = slot.peer_closed;
             let n = self.peek_fallback(fd, offset, buf)?;
             let eof = if n == 0 {
                 readable_bytes(fd).is_ok_and(|q| q <= offset) && at_eof(fd)
@@ -102,38 +106,41 @@ impl StreamSockets for Sockets {
                 self.saw_eof(s);
             }
             return Ok(Peeked { n, eof });
-        };
-        if shadow != offset {
-            let off =
-                i32::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-            setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)?;
-            self.set_peek_off(s, offset);
-            self.stats.peek_seeks += 1;
         }
-        // SAFETY: receives into our buffer.
-        let n = retry(|| unsafe {
-            libc::recv(
-                fd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        });
-        match n {
-            Ok(0) => {
-                self.saw_eof(s);
-                Ok(Peeked::last(0))
-            }
-            Ok(n) => {
-                self.set_peek_off(s, offset + n);
-                Ok(Peeked {
-                    n,
-                    eof: n < buf.len() && rdhup_seen,
-                })
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Peeked::default()),
-            Err(e) => Err(e),
+        let mut iov = [libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        }];
+        self.peek_at_offset(s, fd, offset, &mut iov)
+    }
+
+    fn peek_slots(
+        &mut self,
+        s: SockRef,
+        offset: usize,
+        buf: &mut [u8],
+        slots: PeekSlots<'_>,
+    ) -> io::Result<Peeked> {
+        let (slot, fd) = self.slot(s)?;
+        let vectored = slot.peek_off.is_some()
+            && slot.state != State::Connecting
+            && (2..=PEEK_IOV_MAX).contains(&slots.lens.len())
+            && slots.area(slots.lens.len() - 1).end <= buf.len();
+        if !vectored {
+            return peek_each(buf, slots, |at, area| self.peek(s, offset + at, area));
         }
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; PEEK_IOV_MAX];
+        let base = buf.as_mut_ptr();
+        for (i, v) in iov.iter_mut().enumerate().take(slots.lens.len()) {
+            let area = slots.area(i);
+            // SAFETY: `area` lies inside `buf` (checked above for the last, furthest one).
+            v.iov_base = unsafe { base.add(area.start) }.cast();
+            v.iov_len = area.len();
+        }
+        self.peek_at_offset(s, fd, offset, &mut iov[..slots.lens.len()])
     }
 
     fn discard(&mut self, s: SockRef, len: usize) -> io::Result<()> {
@@ -384,6 +391,51 @@ impl PingSockets for Sockets {
 }
 
 impl Sockets {
+    /// Peeks into `iov` from `offset` with the kernel's peek offset (SO_PEEK_OFF), moving it
+    /// there first if our shadow of it says it is elsewhere.
+    fn peek_at_offset(
+        &mut self,
+        s: SockRef,
+        fd: RawFd,
+        offset: usize,
+        iov: &mut [libc::iovec],
+    ) -> io::Result<Peeked> {
+        let (slot, _) = self.slot(s)?;
+        // `EPOLLRDHUP` comes once every byte before the end is queued: after it, a short peek
+        // reached the end.
+        let rdhup_seen = slot.peer_closed;
+        if slot.peek_off != Some(offset) {
+            let off =
+                i32::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+            setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)?;
+            self.set_peek_off(s, offset);
+            self.stats.peek_seeks += 1;
+        }
+        let asked: usize = iov.iter().map(|v| v.iov_len).sum();
+        // SAFETY: zeroed msghdr is valid; we point it at the caller's iovecs.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len();
+        // SAFETY: the iovecs describe buffers the caller lends us for the duration of the call.
+        let n =
+            retry(|| unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT) });
+        match n {
+            Ok(0) => {
+                self.saw_eof(s);
+                Ok(Peeked::last(0))
+            }
+            Ok(n) => {
+                self.set_peek_off(s, offset + n);
+                Ok(Peeked {
+                    n,
+                    eof: n < asked && rdhup_seen,
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Peeked::default()),
+            Err(e) => Err(e),
+        }
+    }
+
     pub(super) fn peek_fallback(
         &mut self,
         fd: RawFd,

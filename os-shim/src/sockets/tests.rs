@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{EpollEvent, EpollFlags};
 use sans_io::flow::{
-    Bind, CloseSockets, DgramSockets, ListenSpec, Peeked, PingSockets, Proto, SockEvent, SockRef,
-    StreamSockets,
+    Bind, CloseSockets, DgramSockets, ListenSpec, PeekSlots, Peeked, PingSockets, Proto, SockEvent,
+    SockRef, StreamSockets,
 };
 
 use super::table::PeekOffCap;
@@ -394,6 +394,90 @@ fn ping_sockets_echo_on_loopback_with_identifiers() {
             assert_eq!(&buf[6..n], &[0, 9, b'h', b'i']);
             rig.sockets.close(s, false);
         }
+    });
+}
+
+/// Slots of `lens` bytes every `stride` bytes from `first`, peeked at `offset`: the bytes of
+/// each slot, concatenated, and what the peek said.
+fn peek_slots(rig: &mut Rig, s: SockRef, offset: usize, lens: &[usize]) -> (Vec<u8>, Peeked) {
+    let (first, stride) = (54, 1600);
+    let mut buf = vec![0xeeu8; first + stride * lens.len()];
+    let slots = PeekSlots {
+        first,
+        stride,
+        lens,
+    };
+    let p = rig.sockets.peek_slots(s, offset, &mut buf, slots).unwrap();
+    let mut out = Vec::new();
+    let mut left = p.n;
+    for i in 0..lens.len() {
+        let area = slots.area(i);
+        let n = left.min(area.len());
+        out.extend_from_slice(&buf[area.start..area.start + n]);
+        left -= n;
+        // Nothing is written outside the areas.
+        let gap_end = if i + 1 < lens.len() {
+            slots.area(i + 1).start
+        } else {
+            buf.len()
+        };
+        assert!(buf[area.end..gap_end].iter().all(|&b| b == 0xee));
+    }
+    (out, p)
+}
+
+/// Several frame payloads peeked by one call (recvmsg with an iovec where SO_PEEK_OFF works,
+/// one peek per area where it doesn't) read the same bytes as single peeks.
+fn peeking_into_slots(sockets: Sockets) {
+    let mut rig = Rig::new(sockets);
+    let (client, server) = rig.pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
+    let mut sent = 0;
+    while sent < data.len() {
+        sent += rig.sockets.send(client, &data[sent..]).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while readable_bytes(rig.fd(server)).unwrap() < data.len() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (got, p) = peek_slots(&mut rig, server, 0, &[1460, 1460, 1460, 700]);
+    assert_eq!((p.n, p.eof), (5080, false));
+    assert_eq!(got, &data[..5080]);
+    // On from where that ended, then a step back (a retransmission).
+    let (got, _) = peek_slots(&mut rig, server, 5080, &[1460; 8]);
+    assert_eq!(got, &data[5080..5080 + 8 * 1460]);
+    let (got, _) = peek_slots(&mut rig, server, 100, &[1000, 1000]);
+    assert_eq!(got, &data[100..2100]);
+    rig.sockets.discard(server, 1000).unwrap();
+    let (got, _) = peek_slots(&mut rig, server, 1100, &[1460; 3]);
+    assert_eq!(got, &data[2100..2100 + 3 * 1460]);
+    // Short: the queue ends inside the third area.
+    let at = data.len() - 1000 - 2000;
+    let (got, p) = peek_slots(&mut rig, server, at, &[1460; 3]);
+    assert_eq!((p.n, p.eof), (2000, false));
+    assert_eq!(got, &data[1000 + at..]);
+    // The end of the stream right after the last bytes.
+    rig.sockets.shutdown_write(client).unwrap();
+    rig.pump(|r| r.contains(&Report::Event(server, SockEvent::PeerClosed)));
+    let (got, p) = peek_slots(&mut rig, server, at, &[1460; 3]);
+    assert_eq!((p.n, p.eof), (2000, true));
+    assert_eq!(got, &data[1000 + at..]);
+    rig.sockets.close(client, false);
+    rig.sockets.close(server, false);
+}
+
+#[test]
+fn peeking_into_several_slots_at_once() {
+    in_fresh_netns(|| peeking_into_slots(Sockets::new()));
+}
+
+#[test]
+fn peeking_into_slots_without_so_peek_off() {
+    in_fresh_netns(|| {
+        let mut sockets = Sockets::new();
+        sockets.disable_peek_off();
+        peeking_into_slots(sockets);
     });
 }
 

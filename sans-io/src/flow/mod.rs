@@ -124,6 +124,20 @@ pub trait StreamSockets: CloseSockets {
     /// means no data there now; `eof` that the stream ends right after the bytes copied.
     fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<Peeked>;
 
+    /// Peeks like [`StreamSockets::peek`] into several areas of `buf` at once, in order (the
+    /// payloads of frames being built side by side), in one call where the system has one
+    /// (`recvmsg` with an iovec): returns how many bytes were copied over all areas, which
+    /// fill in order, each to its length before the next starts.
+    fn peek_slots(
+        &mut self,
+        s: SockRef,
+        offset: usize,
+        buf: &mut [u8],
+        slots: PeekSlots<'_>,
+    ) -> io::Result<Peeked> {
+        peek_each(buf, slots, |at, area| self.peek(s, offset + at, area))
+    }
+
     /// Drops the first `len` received bytes (the guest acknowledged them).
     fn discard(&mut self, s: SockRef, len: usize) -> io::Result<()>;
 
@@ -168,6 +182,55 @@ pub fn send_each(
         }
     }
     Ok(sent)
+}
+
+/// Where [`StreamSockets::peek_slots`] puts its bytes: `lens.len()` areas of one buffer, area
+/// `i` starting at `first + i * stride` and `lens[i]` bytes long (areas don't overlap:
+/// `lens[i] <= stride`).
+#[derive(Debug, Clone, Copy)]
+pub struct PeekSlots<'a> {
+    pub first: usize,
+    pub stride: usize,
+    pub lens: &'a [usize],
+}
+
+impl PeekSlots<'_> {
+    /// The byte range of area `i` in the buffer.
+    pub fn area(&self, i: usize) -> std::ops::Range<usize> {
+        let at = self.first + i * self.stride;
+        at..at + self.lens[i]
+    }
+
+    /// Bytes over all areas.
+    pub fn total(&self) -> usize {
+        self.lens.iter().sum()
+    }
+}
+
+/// [`StreamSockets::peek_slots`] as one [`StreamSockets::peek`] per area, for sockets without
+/// a vectored call: `peek(skip, area)` peeks `skip` bytes past the caller's offset. Stops at
+/// the first short peek, and reports an error only when nothing was copied.
+pub fn peek_each(
+    buf: &mut [u8],
+    slots: PeekSlots<'_>,
+    mut peek: impl FnMut(usize, &mut [u8]) -> io::Result<Peeked>,
+) -> io::Result<Peeked> {
+    let mut got = 0;
+    for i in 0..slots.lens.len() {
+        let area = slots.area(i);
+        let want = area.len();
+        match peek(got, &mut buf[area]) {
+            Ok(p) => {
+                got += p.n.min(want);
+                if p.eof || p.n < want {
+                    return Ok(Peeked { n: got, eof: p.eof });
+                }
+            }
+            Err(e) if got == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(Peeked::bytes(got))
 }
 
 /// UDP sockets: outbound flows, and replies through forwarding listeners.
@@ -292,6 +355,15 @@ impl<T: StreamSockets + ?Sized> StreamSockets for &mut T {
     }
     fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<Peeked> {
         (**self).peek(s, offset, buf)
+    }
+    fn peek_slots(
+        &mut self,
+        s: SockRef,
+        offset: usize,
+        buf: &mut [u8],
+        slots: PeekSlots<'_>,
+    ) -> io::Result<Peeked> {
+        (**self).peek_slots(s, offset, buf, slots)
     }
     fn discard(&mut self, s: SockRef, len: usize) -> io::Result<()> {
         (**self).discard(s, len)

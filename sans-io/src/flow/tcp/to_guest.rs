@@ -14,7 +14,7 @@ use super::timers::Timer;
 use super::{
     Cx, Next, Phase, DUP_ACK_THRESHOLD, FIN_TIMEOUT, MAX_RETRIES, OUT_BUDGET, RTO_INITIAL, RTO_MAX,
 };
-use crate::flow::Peeked;
+use crate::flow::{PeekSlots, Peeked};
 use crate::wire::tcp::{self as wtcp, flags, Header, Segment};
 
 /// The retransmission timeout after `retries` timeouts.
@@ -98,6 +98,10 @@ pub(super) fn on_ack(cx: &mut Cx<'_>, f: &mut Flow, seg: &Segment<'_>) -> Contro
     ControlFlow::Continue(())
 }
 
+/// At most this many segments are peeked from a socket by one call: about one TSO burst of
+/// the host's stack at a 1460-byte MSS, and 64 frames of headroom in the output queue.
+const PEEK_SLOTS: usize = 64;
+
 /// Sends host data (and our FIN after its end) as far as the guest's window allows.
 pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
     let Some(s) = f.sock else { return Next::Keep };
@@ -129,8 +133,19 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
             f.send_due = true;
             break;
         }
-        let len = f.mss.min(f.snd_wnd - flight).min(until_fin) as usize;
-        let h = Header {
+        // As much as the window allows, up to PEEK_SLOTS segments peeked by one call, each
+        // straight into its frame's payload.
+        let want = (f.snd_wnd - flight).min(until_fin) as usize;
+        let mss = (f.mss as usize).max(1);
+        let count = want.div_ceil(mss).min(PEEK_SLOTS);
+        let mut lens = [0usize; PEEK_SLOTS];
+        let mut left = want;
+        for len in &mut lens[..count] {
+            *len = left.min(mss);
+            left -= *len;
+        }
+        let asked: usize = lens[..count].iter().sum();
+        let mut h = Header {
             src_port: f.peer.port(),
             dst_port: f.guest.port(),
             seq: f.snd_nxt.into(),
@@ -141,17 +156,34 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
             wscale: None,
         };
         let at = wtcp::payload_offset(&r, &h);
+        let stride = at + mss;
+        let slots = PeekSlots {
+            first: at,
+            stride,
+            lens: &lens[..count],
+        };
+        let first_seq = f.snd_nxt;
         let io = &mut *cx.io;
         let mut got = Ok(Peeked::default());
-        cx.out.push_in_place(at + len, |buf| {
-            got = io.peek(s, flight as usize, &mut buf[at..at + len]);
-            match got {
-                Ok(p) if p.n > 0 => wtcp::write_frame(buf, &r, &h, p.n.min(len)),
-                _ => 0,
-            }
-        });
+        let mut frame_lens = [0usize; PEEK_SLOTS];
+        cx.out
+            .push_slots_in_place(stride, &mut frame_lens[..count], |region, frame_lens| {
+                got = io.peek_slots(s, flight as usize, region, slots);
+                let Ok(p) = got else { return };
+                let mut left = p.n.min(asked);
+                for (i, frame_len) in frame_lens.iter_mut().enumerate() {
+                    let n = left.min(slots.lens[i]);
+                    if n == 0 {
+                        break;
+                    }
+                    h.seq = (first_seq + (i * mss) as u32).into();
+                    let frame = &mut region[i * stride..(i + 1) * stride];
+                    *frame_len = wtcp::write_frame(frame, &r, &h, n);
+                    left -= n;
+                }
+            });
         let (n, eof) = match got {
-            Ok(p) => (p.n.min(len), p.eof && p.n <= len),
+            Ok(p) => (p.n.min(asked), p.eof && p.n <= asked),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => (0, false),
             Err(_) => return Next::Abort { rst_guest: true },
         };
@@ -180,7 +212,7 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
             place_fin(cx, f, end);
             continue;
         }
-        if n < len {
+        if n < asked {
             f.exhausted = true;
             if f.to_guest != ToGuestClose::Eof {
                 break;
