@@ -28,6 +28,8 @@ use crate::flow::table::KeyedHash;
 use crate::flow::tcp::{self, Cx, Tcp, TcpCounters};
 use crate::flow::udp::{self, Udp, UdpCounters, UdpCx};
 use crate::flow::{HostSockets, SockEvent, SockRef};
+use crate::fwd::forwards::{Direction, ForwardChange, ForwardError, Forwards};
+use crate::fwd::rule::ForwardTable;
 use crate::guest::GuestState;
 use crate::rng::Rng;
 use crate::services::ndp::{RA_INTERVAL_MAX, RA_INTERVAL_MIN};
@@ -93,6 +95,8 @@ pub struct Engine {
 /// call can lend it to one table while holding that table (see [`Shared::tcp_cx`]).
 struct Shared {
     config: Config,
+    /// The forwarding tables, which the driver may replace while we run.
+    forwards: Forwards,
     rng: Rng,
     guest: GuestState,
     counters: Counters,
@@ -111,6 +115,7 @@ impl Shared {
         Cx {
             now,
             config: &self.config,
+            forwards: &self.forwards,
             guest: &self.guest,
             rng: &mut self.rng,
             io,
@@ -148,7 +153,15 @@ impl Shared {
         counters: fn(&mut Counters) -> &mut C,
     ) -> DgramCx<'a, C, S> {
         let counters = counters(&mut self.counters);
-        DgramCx::new(now, &self.config, &self.guest, io, out, counters)
+        DgramCx::new(
+            now,
+            &self.config,
+            &self.forwards,
+            &self.guest,
+            io,
+            out,
+            counters,
+        )
     }
 }
 
@@ -158,21 +171,25 @@ impl Engine {
         Engine::with_options(config, seed, now, EngineOptions::default())
     }
 
-    /// An engine for `config` with the given limits.
+    /// An engine for `config` with the given limits. Its forwarding tables are the command
+    /// line's ([`Forwards::from_config`]); a driver checks first that they fit (that call's
+    /// error), since here the rules that don't are left out.
     pub fn with_options(config: Config, seed: u64, now: Instant, options: EngineOptions) -> Engine {
+        let (forwards, _) = Forwards::from_config(&config, options.ephemeral.clone());
         let mut rng = Rng::new(seed);
         let next_ra = config.services.ra.then(|| now + ra_interval(&mut rng));
         let hash = KeyedHash::new(rng.next_u64(), rng.next_u64());
         Engine {
             shared: Shared {
                 config,
+                forwards,
                 rng,
                 guest: GuestState::default(),
                 counters: Counters::default(),
                 next_ra,
             },
-            tcp: Tcp::new(options.max_tcp_flows, options.ephemeral.clone(), hash),
-            udp: Udp::new(options.max_udp_flows, options.ephemeral),
+            tcp: Tcp::new(options.max_tcp_flows, hash),
+            udp: Udp::new(options.max_udp_flows),
             icmp: Icmp::new(options.max_icmp_flows),
         }
     }
@@ -194,6 +211,31 @@ impl Engine {
 
     pub fn config(&self) -> &Config {
         &self.shared.config
+    }
+
+    /// The forwarding tables in use.
+    pub fn forwards(&self) -> &Forwards {
+        &self.shared.forwards
+    }
+
+    /// Checks `table` as the new forwarding table of `direction`: what the driver must open
+    /// and close for it, to [`Engine::commit_forwards`] once the new listeners are open.
+    /// Nothing changes before.
+    pub fn plan_forwards(
+        &self,
+        direction: Direction,
+        table: ForwardTable,
+    ) -> Result<ForwardChange, ForwardError> {
+        self.shared
+            .forwards
+            .plan(&self.shared.config, direction, table)
+    }
+
+    /// Makes a planned table the one in use, in one step: connections and datagrams arriving
+    /// from now on follow it; flows already open, even those its old rules made, carry on.
+    /// The driver closes [`ListenerDiff::close`](crate::fwd::forwards::ListenerDiff) after.
+    pub fn commit_forwards(&mut self, change: ForwardChange) {
+        self.shared.forwards.commit(change);
     }
 
     pub fn guest(&self) -> &GuestState {
@@ -366,7 +408,7 @@ impl Engine {
             }
         }
         let shared = &mut self.shared;
-        match dispatch::route(frame, &shared.config, &mut shared.guest) {
+        match dispatch::route(frame, &shared.config, &shared.forwards, &mut shared.guest) {
             Destination::Arp(eth) => {
                 self.answer(Service::Arp, out, |ctx| services::arp::handle(ctx, &eth))
             }
