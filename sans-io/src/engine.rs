@@ -28,6 +28,7 @@ use crate::flow::table::KeyedHash;
 use crate::flow::tcp::{self, Cx, Tcp, TcpCounters};
 use crate::flow::udp::{self, Udp, UdpCounters, UdpCx};
 use crate::flow::{HostSockets, SockEvent, SockRef};
+use crate::fwd::apply::{self, Applied, ApplyError, ForwardListeners, UdpListenerChanges};
 use crate::fwd::forwards::{Direction, ForwardChange, ForwardError, Forwards};
 use crate::fwd::rule::ForwardTable;
 use crate::guest::GuestState;
@@ -229,6 +230,56 @@ impl Engine {
         self.shared
             .forwards
             .plan(&self.shared.config, direction, table)
+    }
+
+    /// Replaces the forwarding table of `direction` with `table` in one step, opening and
+    /// closing the driver's `listeners` for it: all or nothing (a conflict, a rule this
+    /// configuration can't serve, or a port in use changes nothing, and the error says
+    /// which and why); see [`apply`](crate::fwd::apply). Unchanged listeners keep running;
+    /// flows already open carry on, even those a removed rule made.
+    pub fn apply_forwards(
+        &mut self,
+        direction: Direction,
+        table: ForwardTable,
+        listeners: &mut dyn ForwardListeners,
+    ) -> Result<Applied, ForwardError> {
+        let change = self.plan_forwards(direction, table)?;
+        let mut udp = UdpListenerChanges::default();
+        let done = apply::apply(&change, listeners, &mut udp);
+        self.udp_listeners_changed(udp);
+        let done = done?;
+        self.commit_forwards(change);
+        Ok(done)
+    }
+
+    /// Opens the listeners of the tables the engine started with (the command line's), both
+    /// directions: at start-up, each as best it can (a port that can't be bound is left
+    /// out, as the C original does, and returned for the driver's warnings).
+    pub fn listen_forwards(&mut self, listeners: &mut dyn ForwardListeners) -> Vec<ApplyError> {
+        let mut failed = Vec::new();
+        let mut udp = UdpListenerChanges::default();
+        for direction in [Direction::Inbound, Direction::Outbound] {
+            for (socket, _) in self.shared.forwards.listeners(direction).open {
+                match listeners.open_listener(direction, &socket) {
+                    Ok(Some(s)) if direction == Direction::Inbound => {
+                        udp.opened.push((s, socket.addr))
+                    }
+                    Ok(_) => {}
+                    Err(failure) => failed.push(ApplyError { socket, failure }),
+                }
+            }
+        }
+        self.udp_listeners_changed(udp);
+        failed
+    }
+
+    fn udp_listeners_changed(&mut self, udp: UdpListenerChanges) {
+        for s in udp.closed {
+            self.udp.remove_listener(s);
+        }
+        for (s, local) in udp.opened {
+            self.udp.add_listener(s, local);
+        }
     }
 
     /// Makes a planned table the one in use, in one step: connections and datagrams arriving

@@ -135,6 +135,8 @@ pub enum ForwardError {
     OutboundIface(String),
     #[error("No outbound forwarding in passt: {0}")]
     NoOutbound(String),
+    #[error(transparent)]
+    Listen(#[from] super::apply::ApplyError),
 }
 
 /// The engine's forwarding: see the module documentation.
