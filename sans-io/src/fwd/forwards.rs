@@ -384,7 +384,7 @@ impl Forwards {
         let mut out: BTreeMap<ListenSocket, bool> = BTreeMap::new();
         for rule in table.rules().iter().filter(|r| !r.scan) {
             let addrs: Vec<IpAddr> = match (rule.listen, direction) {
-                (Listen::Addr(a), _) => vec![a],
+                (Listen::Addr(a), _) => vec![a.to_canonical()],
                 (Listen::DualStackAny, Direction::Inbound) => self.families(
                     IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                     IpAddr::V6(Ipv6Addr::UNSPECIFIED),
