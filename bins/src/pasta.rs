@@ -254,7 +254,9 @@ fn run_inner(cli: &Cli, config: Config, identity: Option<Identity>) -> Result<i3
         ns::join_userns(userns)?;
     }
     // The bypass makes sockets in the namespace after start-up for local -t/-u traffic and
-    // for -T/-U auto: from a thread that stays there.
+    // for -T/-U auto: from a thread that stays there. (-T/-U rules added at run time need it
+    // too: without it, `forwards::apply_forwards` fails for them, saying so; the control
+    // socket, once there, must ask for it.)
     let needs_thread =
         engine.config().splice || auto.as_ref().is_some_and(AutoForward::listens_in_namespace);
     let agent = match sockets.bypass_mut() {

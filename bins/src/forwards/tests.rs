@@ -205,3 +205,97 @@ fn outbound_rules_listen_in_the_namespace() {
         assert!(!listening_in(&ns, "127.0.0.1:5000"));
     });
 }
+
+#[test]
+fn auto_gives_up_the_ports_an_explicit_rule_names_and_keeps_following_the_rest() {
+    if !can_make_namespaces() {
+        return;
+    }
+    in_host_and_namespace(|ns| {
+        // Servers in the namespace on 7000 and 7001; pasta's default, `auto`.
+        let ns2 = ns.try_clone().unwrap();
+        let servers = std::thread::spawn(move || {
+            // SAFETY: affects this thread only.
+            assert_eq!(
+                unsafe { libc::setns(ns2.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
+            [7000, 7001].map(|p| TcpListener::bind(("127.0.0.1", p)).unwrap())
+        })
+        .join()
+        .unwrap();
+        let mut opts = NetOptions::new(Mode::Pasta);
+        opts.udp_in.add(PortSpec::None).unwrap();
+        let config = derive(&opts, &Default::default(), &Default::default())
+            .unwrap()
+            .config;
+        let mut sockets = Sockets::new();
+        sockets.set_bypass(Bypass::new(ns.try_clone().unwrap()));
+        let mut engine = engine_for(config).unwrap();
+        listen_at_start(&mut engine, &mut sockets);
+        let mut auto = AutoForward::new(engine.config(), &ns).unwrap().unwrap();
+        auto.update(&mut engine, &mut sockets);
+        let mut ports: Vec<u16> = sockets.listening().map(|a| a.port()).collect();
+        ports.sort_unstable();
+        assert_eq!(ports, [7000, 7000, 7001, 7001]);
+
+        // 7000 becomes an explicit forward (to another port): auto lets go of it first.
+        let mut table = ForwardTable::new();
+        table
+            .add(ForwardRule {
+                to: 80,
+                ..tcp(7000)
+            })
+            .unwrap();
+        let done = apply_forwards(
+            &mut engine,
+            &mut sockets,
+            Some(&mut auto),
+            Direction::Inbound,
+            table,
+        )
+        .unwrap();
+        assert_eq!(done.opened, 2);
+        auto.update(&mut engine, &mut sockets);
+        let mut ports: Vec<u16> = sockets.listening().map(|a| a.port()).collect();
+        ports.sort_unstable();
+        assert_eq!(ports, [7000, 7000, 7001, 7001], "no second listener");
+        let local = "127.0.0.1".parse().unwrap();
+        assert_eq!(
+            engine.forwards().map_in(Proto::Tcp, local, 7000),
+            Some((None, 80))
+        );
+        assert_eq!(
+            engine.forwards().map_in(Proto::Tcp, local, 7001),
+            Some((None, 7001))
+        );
+
+        // The rule goes: auto takes the port back at its next scan.
+        apply_forwards(
+            &mut engine,
+            &mut sockets,
+            Some(&mut auto),
+            Direction::Inbound,
+            ForwardTable::new(),
+        )
+        .unwrap();
+        assert!(!listening("127.0.0.1:7000"));
+        auto.update(&mut engine, &mut sockets);
+        assert!(listening("127.0.0.1:7000"));
+        drop(servers);
+    });
+}
+
+#[test]
+fn command_lines_that_make_too_many_rules_do_not_start() {
+    let list: Vec<String> = (0..=256u16).map(|i| (1000 + 2 * i).to_string()).collect();
+    let mut opts = NetOptions::new(Mode::Passt);
+    opts.tcp_in
+        .add(list.join(",").parse::<PortSpec>().unwrap())
+        .unwrap();
+    let config = derive(&opts, &Default::default(), &Default::default())
+        .unwrap()
+        .config;
+    let e = engine_for(config).err().unwrap();
+    assert_eq!(e, "port forwarding: Too many rules (maximum 256)");
+}
