@@ -190,6 +190,39 @@ fn a_target_address_rule_sends_the_guest_frames_to_that_address() {
 }
 
 #[test]
+fn a_target_address_rule_carries_datagrams_both_ways() {
+    let container = Ipv4Addr::new(10, 88, 0, 2);
+    let mut w = Scenario::new(177)
+        .forward_udp("none")
+        .forward_tcp("none")
+        .build();
+    let rule = ForwardRule {
+        listen: Listen::Addr(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        to: 6000,
+        target: Some(IpAddr::V4(container)),
+        ..ForwardRule::ports(Proto::Udp, 5000, 5000)
+    };
+    w.apply_forwards(Direction::Inbound, table(&[rule]))
+        .unwrap();
+    let peer = addr(&format!("{REMOTE}:7777"));
+    let at_container = SocketAddr::new(IpAddr::V4(container), 6000);
+    assert!(w.host.remote_udp_send(peer, host(5000), b"request"));
+    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 1));
+    assert_eq!(
+        w.udp_at_guest()[0],
+        (peer, at_container, b"request".to_vec())
+    );
+    // The answer, from the container, leaves from the port the peer wrote to.
+    w.guest_udp(at_container, peer, b"answer");
+    assert!(w.run_until(Duration::from_secs(1), |w| !w.host.udp_log.is_empty()));
+    let (local, dst, payload) = &w.host.udp_log[0];
+    assert_eq!((local.port(), *dst), (5000, peer));
+    assert_eq!(payload, b"answer");
+    assert_ne!(w.engine.guest().addr4, Some(container));
+    w.assert_no_violations();
+}
+
+#[test]
 fn datagram_forwards_come_and_go_too() {
     let mut w = Scenario::new(175)
         .forward_udp("none")

@@ -463,6 +463,8 @@ pub fn rules_of_mode(
 }
 
 /// `pairs` of (port, target port), sorted by port, as rules of runs where both go up by one.
+/// (Command-line specs name no target address yet; when the grammar gives one,
+/// `8080:10.88.0.2/80`, it goes in each rule's `target` here.)
 fn runs(
     proto: Proto,
     listen: Listen,
