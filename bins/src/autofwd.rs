@@ -4,7 +4,9 @@
 //! where the server went; and the other way round for `-T` and `-U`, the host's servers'
 //! ports on the namespace's loopback. Our own listeners show up in the other side's tables: they
 //! are never followed back. A port we can't get (in use, privileged) is reported once, and
-//! tried again only after the server went and came back.
+//! tried again only after the server went and came back. Ports an explicit forwarding rule
+//! names (added at run time, see `crate::forwards`) are that rule's: `auto` leaves them
+//! alone, and gives them up when such a rule comes.
 
 use std::ops::RangeInclusive;
 use std::os::fd::{AsFd, OwnedFd};
@@ -16,7 +18,9 @@ use os_shim::sockets::{ListenOptions, Sockets};
 use sans_io::config::Config;
 use sans_io::engine::Engine;
 use sans_io::flow::Proto;
+use sans_io::fwd::forwards::Direction;
 use sans_io::fwd::procnet::PortSet;
+use sans_io::fwd::rule::ForwardTable;
 use sans_io::fwd::{auto_ports, Forward, ForwardMode};
 
 use crate::datapath::Periodic;
@@ -108,7 +112,7 @@ impl AutoForward {
                 (Proto::Udp, self.udp.as_mut(), udp_bound),
             ] {
                 if let Some(f) = followed {
-                    f.bound = bound;
+                    f.bound = unclaimed(bound, engine, Direction::Inbound, proto);
                     apply(proto, f, &self.ephemeral, self.opts, engine, sockets);
                 }
             }
@@ -132,12 +136,77 @@ impl AutoForward {
                 (Proto::Udp, self.udp_out.as_mut(), udp_bound),
             ] {
                 if let Some(f) = followed {
-                    f.bound = bound;
+                    f.bound = unclaimed(bound, engine, Direction::Outbound, proto);
                     apply_out(proto, f, &self.ephemeral, self.opts, sockets);
                 }
             }
         }
     }
+}
+
+impl AutoForward {
+    /// Stops listening on the ports `table` (about to be `direction`'s) names, so that its
+    /// own listeners can have them; should the table not take, the next scan listens again.
+    pub fn give_up_ports(
+        &mut self,
+        direction: Direction,
+        table: &ForwardTable,
+        engine: &mut Engine,
+        sockets: &mut Sockets,
+    ) {
+        let followed = match direction {
+            Direction::Inbound => [
+                (Proto::Tcp, self.tcp.as_mut()),
+                (Proto::Udp, self.udp.as_mut()),
+            ],
+            Direction::Outbound => [
+                (Proto::Tcp, self.tcp_out.as_mut()),
+                (Proto::Udp, self.udp_out.as_mut()),
+            ],
+        };
+        for (proto, f) in followed {
+            let Some(f) = f else { continue };
+            let named = |p: u16| {
+                table
+                    .rules()
+                    .iter()
+                    .any(|r| r.proto == proto && r.first <= p && p <= r.last)
+            };
+            let given_up: Vec<u16> = f.listening.iter().filter(|&p| named(p)).collect();
+            for port in given_up {
+                f.listening.remove(port);
+                match direction {
+                    Direction::Inbound => {
+                        for s in sockets.unlisten(proto, port) {
+                            engine.remove_udp_listener(s);
+                        }
+                    }
+                    Direction::Outbound => {
+                        if let Some(bypass) = sockets.bypass_mut() {
+                            bypass.unlisten(proto, port);
+                        }
+                    }
+                }
+                log::debug!("auto: {proto:?} port {port} is an explicit forward's now");
+            }
+        }
+    }
+}
+
+/// `bound`, less the ports an explicit rule of `direction` names for `proto`.
+fn unclaimed(mut bound: PortSet, engine: &Engine, direction: Direction, proto: Proto) -> PortSet {
+    let forwards = engine.forwards();
+    if forwards.table(direction).is_empty() {
+        return bound;
+    }
+    let claimed: Vec<u16> = bound
+        .iter()
+        .filter(|&p| forwards.claims(direction, proto, p))
+        .collect();
+    for port in claimed {
+        bound.remove(port);
+    }
+    bound
 }
 
 impl Followed {

@@ -2,11 +2,12 @@
 //! OS shim and the core. One binary serves passt and pasta; the name it is run under picks
 //! the mode, as with the original (a `pasta` link to `passt` is pasta).
 
-mod autofwd;
+pub mod autofwd;
 pub mod capture;
 pub mod cli;
 pub mod datapath;
 pub mod drop_log;
+pub mod forwards;
 pub mod passt;
 pub mod pasta;
 mod process;

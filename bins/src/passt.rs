@@ -11,13 +11,14 @@ use std::path::{Path, PathBuf};
 use os_shim::isolation::Identity;
 use os_shim::qemu_socket::{self, QemuSocket, ReadStatus};
 use os_shim::reactor::Reactor;
+use os_shim::sockets::Sockets;
 use sans_io::config::{Config, Mode};
 use sans_io::wire::FrameQueue;
 
 use crate::cli::Cli;
 use crate::datapath::{self, Exit, FramePool, GuestLink, LinkStats, LinkStatus, OnFrames};
 use crate::shutdown::ExitAtOnce;
-use crate::{pasta, process, sandbox, EXIT_FAILURE};
+use crate::{forwards, pasta, process, sandbox, EXIT_FAILURE};
 
 /// Frames per read system call assumed when turning the loop's frame budget into reads.
 const FRAMES_PER_READ: usize = 16;
@@ -64,8 +65,9 @@ fn run_inner(cli: &Cli, config: Config, identity: Option<Identity>) -> Result<i3
     let (socket, path) = open_socket(cli)?;
 
     // Forwarded ports listen before anybody hears we're ready.
-    let mut sockets = pasta::listen_forwards(&config);
-    let mut engine = pasta::engine_for(config, &sockets);
+    let mut sockets = Sockets::new();
+    let mut engine = pasta::engine_for(config)?;
+    forwards::listen_at_start(&mut engine, &mut sockets);
 
     if let Some(path) = &path {
         for line in how_to_connect(path).lines() {

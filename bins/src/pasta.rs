@@ -15,21 +15,19 @@ use std::os::fd::{AsFd, BorrowedFd};
 use os_shim::bypass::Bypass;
 use os_shim::isolation::Identity;
 use os_shim::ns::{self, Child, NetnsWatch, NsTarget};
-use os_shim::ns_listeners::NsAddrs;
 use os_shim::reactor::{monotonic_now, Reactor};
-use os_shim::sockets::{ListenOptions, Sockets};
+use os_shim::sockets::Sockets;
 use os_shim::{hostinfo, nsconf, tap::Tap};
 use sans_io::config::{Config, Mode};
-use sans_io::engine::Engine;
-use sans_io::flow::Proto;
-use sans_io::fwd::Forward;
+use sans_io::engine::{Engine, EngineOptions};
+use sans_io::fwd::forwards::Forwards;
 
 use crate::autofwd::AutoForward;
 use crate::capture::CaptureLink;
 use crate::cli::{Cli, PastaTarget};
 use crate::datapath::{self, Exit, GuestLink, LinkStats, Periodic, Watch};
 use crate::shutdown::{CommandPid, CommandShutdown, ExitAtOnce, StopSignals, SIGNAL_GRACE};
-use crate::{process, sandbox, EXIT_FAILURE};
+use crate::{forwards, process, sandbox, EXIT_FAILURE};
 
 /// The tap device as the data path's guest link.
 struct TapLink(Tap);
@@ -177,24 +175,22 @@ fn run_inner(cli: &Cli, config: Config, identity: Option<Identity>) -> Result<i3
         )),
     };
 
-    // Forwarded ports listen in pasta's own namespace (the host's), before the command runs
-    // or whoever started us hears we're ready.
-    let mut sockets = listen_forwards(&config);
-
     // The loopback bypass: -T and -U listeners on the namespace's loopback, relayed to the
     // host's; local -t and -u traffic relayed into the namespace.
     let netns = target
         .netns
         .try_clone()
         .map_err(|e| StartError::Other(format!("cannot keep the namespace: {e}")))?;
-    let mut bypass = Bypass::new(netns);
-    listen_in_namespace(&config, &mut bypass)?;
-    sockets.set_bypass(bypass);
+    let mut sockets = Sockets::new();
+    sockets.set_bypass(Bypass::new(netns));
+
+    // Forwarded ports listen in pasta's own namespace (the host's) and, for -T and -U, in
+    // the target's, before the command runs or whoever started us hears we're ready.
+    let mut engine = engine_for(config).map_err(StartError::Other)?;
+    forwards::listen_at_start(&mut engine, &mut sockets);
 
     // `auto`: what the namespace has bound already is forwarded before we say we're ready.
-    let mut auto = AutoForward::new(&config, &target.netns)?;
-
-    let mut engine = engine_for(config, &sockets);
+    let mut auto = AutoForward::new(engine.config(), &target.netns)?;
     if let Some(auto) = auto.as_mut() {
         auto.update(&mut engine, &mut sockets);
     }
@@ -258,7 +254,9 @@ fn run_inner(cli: &Cli, config: Config, identity: Option<Identity>) -> Result<i3
         ns::join_userns(userns)?;
     }
     // The bypass makes sockets in the namespace after start-up for local -t/-u traffic and
-    // for -T/-U auto: from a thread that stays there.
+    // for -T/-U auto: from a thread that stays there. (-T/-U rules added at run time need it
+    // too: without it, `forwards::apply_forwards` fails for them, saying so; the control
+    // socket, once there, must ask for it.)
     let needs_thread =
         engine.config().splice || auto.as_ref().is_some_and(AutoForward::listens_in_namespace);
     let agent = match sockets.bypass_mut() {
@@ -332,82 +330,21 @@ fn end_command(child: &mut Child, sig: i32) -> i32 {
     128 + sig
 }
 
-/// The engine for `config`, told of the UDP forwarding listeners in `sockets` (passt's too).
-pub(crate) fn engine_for(config: Config, sockets: &Sockets) -> Engine {
-    let mut engine = Engine::new(config, process::random_seed(), monotonic_now());
-    for (s, local) in sockets.udp_listeners() {
-        engine.add_udp_listener(s, local);
+/// The engine for `config` (passt's too), its forwarding tables the command line's with the
+/// host's ephemeral ports left to `all`; an error when they make too many rules.
+pub(crate) fn engine_for(config: Config) -> Result<Engine, String> {
+    let ephemeral = hostinfo::ephemeral_port_range();
+    if let (_, Some(e)) = Forwards::from_config(&config, ephemeral.clone()) {
+        return Err(format!("port forwarding: {e}"));
     }
-    engine
-}
-
-/// At most this many listener failures are named one by one.
-const LISTEN_WARNINGS_SHOWN: usize = 8;
-
-/// Listening sockets for `-t` and `-u` forwards, passt's too. A port that can't be bound
-/// (in use, privileged) is a warning: the others still work, as with the original.
-pub(crate) fn listen_forwards(config: &Config) -> Sockets {
-    let mut sockets = Sockets::new();
-    let opts = ListenOptions {
-        ipv4: config.ip4.is_some(),
-        ipv6: config.ip6.is_some(),
-        freebind: config.freebind,
+    let options = EngineOptions {
+        ephemeral,
+        ..EngineOptions::default()
     };
-    let ephemeral = hostinfo::ephemeral_port_range();
-    let mut failed = Vec::new();
-    for (proto, enabled, mode) in [
-        (Proto::Tcp, config.protocols.tcp, &config.forwarding.tcp_in),
-        (Proto::Udp, config.protocols.udp, &config.forwarding.udp_in),
-    ] {
-        if !enabled {
-            continue;
-        }
-        for f in mode.forwards(ephemeral.clone()) {
-            failed.extend(sockets.listen_forward(proto, &f, opts).1);
-        }
-    }
-    let name = config.mode.name();
-    for e in failed.iter().take(LISTEN_WARNINGS_SHOWN) {
-        eprintln!("{name}: warning: {e}");
-    }
-    if failed.len() > LISTEN_WARNINGS_SHOWN {
-        eprintln!(
-            "{name}: warning: ... and {} more ports could not be bound",
-            failed.len() - LISTEN_WARNINGS_SHOWN
-        );
-    }
-    sockets
-}
-
-/// `-T` and `-U` ports: listening on the namespace's loopback, relayed to the host's
-/// loopback (the splicer, the datagram relay). As with `-t`, a port that can't be bound is a
-/// warning.
-fn listen_in_namespace(config: &Config, bypass: &mut Bypass) -> Result<(), StartError> {
-    let ephemeral = hostinfo::ephemeral_port_range();
-    let (v4, v6) = (config.ip4.is_some(), config.ip6.is_some());
-    // The address the spec gives, else the namespace's loopback.
-    let at = |f: &Forward| f.bind.map_or(NsAddrs::Loopback { v4, v6 }, NsAddrs::Only);
-    let mut failed = Vec::new();
-    if config.protocols.tcp {
-        for f in config.forwarding.tcp_out.forwards(ephemeral.clone()) {
-            let (_, errors) = bypass.listen_in(Proto::Tcp, f.port, f.to, at(&f))?;
-            failed.extend(errors.into_iter().map(|(a, e)| ("TCP", a, e)));
-        }
-    }
-    if config.protocols.udp {
-        for f in config.forwarding.udp_out.forwards(ephemeral) {
-            let (_, errors) = bypass.listen_in(Proto::Udp, f.port, f.to, at(&f))?;
-            failed.extend(errors.into_iter().map(|(a, e)| ("UDP", a, e)));
-        }
-    }
-    for (proto, addr, e) in failed.iter().take(LISTEN_WARNINGS_SHOWN) {
-        eprintln!("pasta: warning: cannot listen on {proto} port {addr} in the namespace: {e}");
-    }
-    if failed.len() > LISTEN_WARNINGS_SHOWN {
-        eprintln!(
-            "pasta: warning: ... and {} more namespace ports could not be bound",
-            failed.len() - LISTEN_WARNINGS_SHOWN
-        );
-    }
-    Ok(())
+    Ok(Engine::with_options(
+        config,
+        process::random_seed(),
+        monotonic_now(),
+        options,
+    ))
 }

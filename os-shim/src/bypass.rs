@@ -132,6 +132,28 @@ impl Bypass {
         }
     }
 
+    /// Listens at `addr` in the namespace, relaying to port `to` of the host's loopback (one
+    /// socket of a `-T`/`-U` rule added at run time): the error says why it can't.
+    pub fn listen_at(&mut self, proto: Proto, addr: SocketAddr, to: u16) -> io::Result<()> {
+        let at = NsAddrs::Only(addr.ip());
+        let (bound, mut failed) = self
+            .listen_in(proto, addr.port(), to, at)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        match failed.pop() {
+            Some((_, e)) if bound == 0 => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Stops listening at `addr` in the namespace (a `-T`/`-U` rule went): what is being
+    /// relayed carries on for TCP; UDP flows it took go with it.
+    pub fn unlisten_at(&mut self, proto: Proto, addr: SocketAddr) {
+        match proto {
+            Proto::Tcp => self.splicer.unlisten_addr(addr),
+            Proto::Udp => self.dgram_relay.unlisten_addr(addr),
+        }
+    }
+
     /// Stops listening on namespace port `port` (what is being relayed carries on for TCP).
     pub fn unlisten(&mut self, proto: Proto, port: u16) {
         match proto {

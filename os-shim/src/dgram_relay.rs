@@ -185,6 +185,13 @@ impl DgramRelay {
         }
     }
 
+    /// Stops listening at `addr` only, as [`DgramRelay::unlisten`] does for a port.
+    pub fn unlisten_addr(&mut self, addr: SocketAddr) {
+        for i in self.ns.set.remove_addr(addr, self.ns.epoll.as_ref()) {
+            self.close_from(OriginKey::Listener(i));
+        }
+    }
+
     /// A forwarding socket on the host that handed flows over is gone: so are they.
     pub fn forget_host_socket(&mut self, key: u64) {
         self.close_from(OriginKey::Host(key));

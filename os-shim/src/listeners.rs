@@ -108,9 +108,22 @@ impl<T> Listeners<T> {
 
     /// Closes the listeners on `port`; returns their slots.
     pub fn remove_port(&mut self, port: u16, epoll: Option<&Epoll>) -> Vec<usize> {
+        self.remove_where(|a| a.port() == port, epoll)
+    }
+
+    /// Closes the listeners bound to `addr` (a forwarding rule went); returns their slots.
+    pub fn remove_addr(&mut self, addr: SocketAddr, epoll: Option<&Epoll>) -> Vec<usize> {
+        self.remove_where(|a| a == addr, epoll)
+    }
+
+    fn remove_where(
+        &mut self,
+        bound_to: impl Fn(SocketAddr) -> bool,
+        epoll: Option<&Epoll>,
+    ) -> Vec<usize> {
         let mut removed = Vec::new();
         for (i, slot) in self.slots.iter_mut().enumerate() {
-            let Some(l) = slot.take_if(|l| l.addr.port() == port) else {
+            let Some(l) = slot.take_if(|l| bound_to(l.addr)) else {
                 continue;
             };
             if l.paused() {

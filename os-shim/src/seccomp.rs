@@ -53,6 +53,9 @@ const COMMON: &[Call] = calls![
     SYS_connect,
     SYS_bind,
     SYS_accept4,
+    // Forwarding tables changed while we run (`apply_forwards`, for the control socket):
+    // their new listeners, in passt too.
+    SYS_listen,
     SYS_shutdown,
     SYS_getsockopt,
     SYS_setsockopt,
@@ -93,14 +96,13 @@ const COMMON_ARCH: &[Call] = calls![SYS_epoll_wait, SYS_poll];
 #[cfg(target_arch = "aarch64")]
 const COMMON_ARCH: &[Call] = calls![SYS_epoll_pwait, SYS_ppoll];
 
-/// pasta's own: splicing through pipes (-T), the datagram relay's batches (-U), `auto`
-/// forwarding's new listeners and the procfs fall-back of its scan, the namespace thread
+/// pasta's own: splicing through pipes (-T), the datagram relay's batches (-U), the procfs
+/// fall-back of `auto` forwarding's scan, the namespace thread
 /// (ending it), the namespace file's watch, and the spawned command: passing signals on,
 /// reaping it, waiting for it (bounded), handing the terminal back.
 const PASTA: &[Call] = calls![
     SYS_splice,
     SYS_pipe2,
-    SYS_listen,
     SYS_pread64,
     SYS_exit,
     SYS_newfstatat,

@@ -172,6 +172,11 @@ impl Splicer {
         self.ns.set.remove_port(port, self.ns.epoll.as_ref());
     }
 
+    /// Stops listening at `addr` only (connections being relayed carry on).
+    pub fn unlisten_addr(&mut self, addr: SocketAddr) {
+        self.ns.set.remove_addr(addr, self.ns.epoll.as_ref());
+    }
+
     /// Handles an epoll event for one of our tokens.
     pub fn ready(&mut self, token: u64, flags: EpollFlags) {
         let (index, gen, side) = match splice_token(token) {

@@ -16,6 +16,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::config::{Config, Services};
+use crate::fwd::forwards::Forwards;
 use crate::guest::GuestState;
 use crate::wire::parse::{self, ethertype, Ethernet, Ip, IpPacket, Ipv4, Ipv6, Transport, Udp};
 use crate::wire::tcp::{self as wtcp, Segment, TcpError};
@@ -62,11 +63,14 @@ pub(crate) fn changes_guest_mac(frame: &[u8], guest: &GuestState) -> bool {
 }
 
 /// Where `frame` goes, learning the guest's MAC and IP addresses from it on the way (from
-/// every frame whose headers got that far, whatever happens to it next).
+/// every frame whose headers got that far, whatever happens to it next), but for frames from
+/// the target address of a forwarding rule: the namespace routes those from a peer of its
+/// own (a container on a bridge), whose address is not the guest's.
 #[inline]
 pub(crate) fn route<'a>(
     frame: &'a [u8],
     config: &Config,
+    forwards: &Forwards,
     guest: &mut GuestState,
 ) -> Destination<'a> {
     let eth = match parse::ethernet(frame) {
@@ -88,7 +92,9 @@ pub(crate) fn route<'a>(
         Ok(ip) => ip,
         Err(why) => return Destination::Malformed(why),
     };
-    guest.learn_source(ip.src());
+    if !forwards.is_target(ip.src()) {
+        guest.learn_source(ip.src());
+    }
     transport(eth, ip, config.services)
 }
 

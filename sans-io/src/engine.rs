@@ -28,6 +28,9 @@ use crate::flow::table::KeyedHash;
 use crate::flow::tcp::{self, Cx, Tcp, TcpCounters};
 use crate::flow::udp::{self, Udp, UdpCounters, UdpCx};
 use crate::flow::{HostSockets, SockEvent, SockRef};
+use crate::fwd::apply::{self, Applied, ApplyError, ForwardListeners, UdpListenerChanges};
+use crate::fwd::forwards::{Direction, ForwardChange, ForwardError, Forwards};
+use crate::fwd::rule::ForwardTable;
 use crate::guest::GuestState;
 use crate::rng::Rng;
 use crate::services::ndp::{RA_INTERVAL_MAX, RA_INTERVAL_MIN};
@@ -93,6 +96,8 @@ pub struct Engine {
 /// call can lend it to one table while holding that table (see [`Shared::tcp_cx`]).
 struct Shared {
     config: Config,
+    /// The forwarding tables, which the driver may replace while we run.
+    forwards: Forwards,
     rng: Rng,
     guest: GuestState,
     counters: Counters,
@@ -111,6 +116,7 @@ impl Shared {
         Cx {
             now,
             config: &self.config,
+            forwards: &self.forwards,
             guest: &self.guest,
             rng: &mut self.rng,
             io,
@@ -148,7 +154,15 @@ impl Shared {
         counters: fn(&mut Counters) -> &mut C,
     ) -> DgramCx<'a, C, S> {
         let counters = counters(&mut self.counters);
-        DgramCx::new(now, &self.config, &self.guest, io, out, counters)
+        DgramCx::new(
+            now,
+            &self.config,
+            &self.forwards,
+            &self.guest,
+            io,
+            out,
+            counters,
+        )
     }
 }
 
@@ -158,21 +172,25 @@ impl Engine {
         Engine::with_options(config, seed, now, EngineOptions::default())
     }
 
-    /// An engine for `config` with the given limits.
+    /// An engine for `config` with the given limits. Its forwarding tables are the command
+    /// line's ([`Forwards::from_config`]); a driver checks first that they fit (that call's
+    /// error), since here the rules that don't are left out.
     pub fn with_options(config: Config, seed: u64, now: Instant, options: EngineOptions) -> Engine {
+        let (forwards, _) = Forwards::from_config(&config, options.ephemeral.clone());
         let mut rng = Rng::new(seed);
         let next_ra = config.services.ra.then(|| now + ra_interval(&mut rng));
         let hash = KeyedHash::new(rng.next_u64(), rng.next_u64());
         Engine {
             shared: Shared {
                 config,
+                forwards,
                 rng,
                 guest: GuestState::default(),
                 counters: Counters::default(),
                 next_ra,
             },
-            tcp: Tcp::new(options.max_tcp_flows, options.ephemeral.clone(), hash),
-            udp: Udp::new(options.max_udp_flows, options.ephemeral),
+            tcp: Tcp::new(options.max_tcp_flows, hash),
+            udp: Udp::new(options.max_udp_flows),
             icmp: Icmp::new(options.max_icmp_flows),
         }
     }
@@ -194,6 +212,81 @@ impl Engine {
 
     pub fn config(&self) -> &Config {
         &self.shared.config
+    }
+
+    /// The forwarding tables in use.
+    pub fn forwards(&self) -> &Forwards {
+        &self.shared.forwards
+    }
+
+    /// Checks `table` as the new forwarding table of `direction`: what the driver must open
+    /// and close for it, to [`Engine::commit_forwards`] once the new listeners are open.
+    /// Nothing changes before.
+    pub fn plan_forwards(
+        &self,
+        direction: Direction,
+        table: ForwardTable,
+    ) -> Result<ForwardChange, ForwardError> {
+        self.shared
+            .forwards
+            .plan(&self.shared.config, direction, table)
+    }
+
+    /// Replaces the forwarding table of `direction` with `table` in one step, opening and
+    /// closing the driver's `listeners` for it: all or nothing (a conflict, a rule this
+    /// configuration can't serve, or a port in use changes nothing, and the error says
+    /// which and why); see [`apply`](crate::fwd::apply). Unchanged listeners keep running;
+    /// flows already open carry on, even those a removed rule made.
+    pub fn apply_forwards(
+        &mut self,
+        direction: Direction,
+        table: ForwardTable,
+        listeners: &mut dyn ForwardListeners,
+    ) -> Result<Applied, ForwardError> {
+        let change = self.plan_forwards(direction, table)?;
+        let mut udp = UdpListenerChanges::default();
+        let done = apply::apply(&change, listeners, &mut udp);
+        self.udp_listeners_changed(udp);
+        let done = done?;
+        self.commit_forwards(change);
+        Ok(done)
+    }
+
+    /// Opens the listeners of the tables the engine started with (the command line's), both
+    /// directions: at start-up, each as best it can (a port that can't be bound is left
+    /// out, as the C original does, and returned for the driver's warnings).
+    pub fn listen_forwards(&mut self, listeners: &mut dyn ForwardListeners) -> Vec<ApplyError> {
+        let mut failed = Vec::new();
+        let mut udp = UdpListenerChanges::default();
+        for direction in [Direction::Inbound, Direction::Outbound] {
+            for (socket, _) in self.shared.forwards.listeners(direction).open {
+                match listeners.open_listener(direction, &socket) {
+                    Ok(Some(s)) if direction == Direction::Inbound => {
+                        udp.opened.push((s, socket.addr))
+                    }
+                    Ok(_) => {}
+                    Err(failure) => failed.push(ApplyError { socket, failure }),
+                }
+            }
+        }
+        self.udp_listeners_changed(udp);
+        failed
+    }
+
+    fn udp_listeners_changed(&mut self, udp: UdpListenerChanges) {
+        for s in udp.closed {
+            self.udp.remove_listener(s);
+        }
+        for (s, local) in udp.opened {
+            self.udp.add_listener(s, local);
+        }
+    }
+
+    /// Makes a planned table the one in use, in one step: connections and datagrams arriving
+    /// from now on follow it; flows already open, even those its old rules made, carry on.
+    /// The driver closes [`ListenerDiff::close`](crate::fwd::forwards::ListenerDiff) after.
+    pub fn commit_forwards(&mut self, change: ForwardChange) {
+        self.shared.forwards.commit(change);
     }
 
     pub fn guest(&self) -> &GuestState {
@@ -366,7 +459,7 @@ impl Engine {
             }
         }
         let shared = &mut self.shared;
-        match dispatch::route(frame, &shared.config, &mut shared.guest) {
+        match dispatch::route(frame, &shared.config, &shared.forwards, &mut shared.guest) {
             Destination::Arp(eth) => {
                 self.answer(Service::Arp, out, |ctx| services::arp::handle(ctx, &eth))
             }

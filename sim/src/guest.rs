@@ -295,6 +295,16 @@ impl SmolGuest {
         });
     }
 
+    /// One more IPv4 address of the guest's (standing for a peer the namespace routes to,
+    /// such as a container behind a forwarding rule's target address).
+    pub fn add_ipv4(&mut self, address: Ipv4Cidr) {
+        self.iface.update_ip_addrs(|addrs| {
+            addrs
+                .push(IpCidr::Ipv4(address))
+                .expect("room for an address");
+        });
+    }
+
     /// Adds a static IPv6 address and default router.
     pub fn configure_ipv6(&mut self, address: Ipv6Cidr, router: Option<Ipv6Address>) {
         self.iface.update_ip_addrs(|addrs| {

@@ -26,7 +26,8 @@ use sans_io::flow::{
     send_each, Bind, CloseSockets, DgramSockets, Peeked, PingSockets, SockEvent, SockRef,
     StreamSockets,
 };
-use sans_io::fwd::ForwardMode;
+use sans_io::fwd::apply::{ForwardListeners, ListenFailure};
+use sans_io::fwd::forwards::{Direction, ListenSocket, ProtoKey};
 use sans_io::time::Instant;
 
 use crate::app::{App, AppState, StreamIo};
@@ -341,7 +342,12 @@ pub struct VirtualHost {
     /// The sockets of engines other than the main one ([`MAIN_ENGINE`]), with their engine.
     owners: BTreeMap<SockRef, EngineId>,
     next_port: u16,
-    forwarding: ForwardMode,
+    /// The engine's TCP forwarding listeners, as the shim would open them.
+    tcp_forwarding: BTreeSet<SocketAddr>,
+    /// Sockets other programs hold: the engine can't listen there.
+    pub taken: BTreeSet<(ProtoKey, SocketAddr)>,
+    /// The outbound (`-T`/`-U`) listeners in the namespace, which this host doesn't relay.
+    pub ns_listening: BTreeSet<ListenSocket>,
     accepts: Vec<ConnId>,
     now: Instant,
     ops: u64,
@@ -392,7 +398,9 @@ impl VirtualHost {
             opener: MAIN_ENGINE,
             owners: BTreeMap::new(),
             next_port: *EPHEMERAL.start(),
-            forwarding: ForwardMode::None,
+            tcp_forwarding: BTreeSet::new(),
+            taken: BTreeSet::new(),
+            ns_listening: BTreeSet::new(),
             accepts: Vec::new(),
             now: Instant::ZERO,
             ops: 0,
@@ -448,9 +456,22 @@ impl VirtualHost {
         self.reachable.insert(addr);
     }
 
-    /// The ports the engine listens on, as the shim would set them up from `-t`.
-    pub fn set_tcp_forwarding(&mut self, mode: ForwardMode) {
-        self.forwarding = mode;
+    /// Where the engine listens for TCP forwarding now.
+    pub fn tcp_forwarding(&self) -> &BTreeSet<SocketAddr> {
+        &self.tcp_forwarding
+    }
+
+    /// Whether an engine listener takes connections to `to`: one bound to it, or to its
+    /// family's wildcard on its port.
+    fn forwarded(&self, to: SocketAddr) -> bool {
+        let any = match to {
+            SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        self.tcp_forwarding.contains(&to)
+            || self
+                .tcp_forwarding
+                .contains(&SocketAddr::new(any, to.port()))
     }
 
     pub fn conns(&self) -> &[Conn] {
@@ -538,6 +559,18 @@ impl VirtualHost {
             },
         );
         s
+    }
+
+    /// Closes the UDP forwarding listener at `local`, returning it (for
+    /// `Engine::remove_udp_listener`); flows it opened carry on.
+    pub fn udp_unlisten(&mut self, local: SocketAddr) -> Option<SockRef> {
+        let s = self
+            .udp_socks
+            .iter()
+            .find(|(_, u)| u.listener && u.local == local)
+            .map(|(s, _)| *s)?;
+        self.udp_socks.remove(&s);
+        Some(s)
     }
 
     /// A datagram from a peer at `from` to the host's `to`, arriving after the one-way
@@ -656,11 +689,7 @@ impl VirtualHost {
     /// engine (as an accepted socket) if `to`'s port is forwarded; else it is refused.
     pub fn remote_connect(&mut self, from: SocketAddr, to: SocketAddr, app: App) -> ConnId {
         let at = self.now + self.config.latency;
-        let forwarded = self
-            .forwarding
-            .target(to.ip(), to.port(), EPHEMERAL)
-            .is_some();
-        let outcome = if forwarded && self.is_local(to.ip()) {
+        let outcome = if self.forwarded(to) && self.is_local(to.ip()) {
             Outcome::Accept
         } else {
             Outcome::Refuse
@@ -1404,5 +1433,64 @@ impl PingSockets for VirtualHost {
     fn ping_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
         self.stats.calls += 1;
         self.udp_recv(s, buf)
+    }
+}
+
+/// The engine's forwarding listeners as the shim opens them: TCP ones noted (connections to
+/// them are accepted), UDP ones as sockets; a socket another program holds is in use.
+impl ForwardListeners for VirtualHost {
+    fn open_listener(
+        &mut self,
+        direction: Direction,
+        socket: &ListenSocket,
+    ) -> Result<Option<SockRef>, ListenFailure> {
+        let in_use = match direction {
+            Direction::Inbound => {
+                self.taken.contains(&(socket.proto, socket.addr))
+                    || (socket.proto == ProtoKey::Tcp && self.tcp_forwarding.contains(&socket.addr))
+                    || (socket.proto == ProtoKey::Udp
+                        && self
+                            .udp_socks
+                            .values()
+                            .any(|u| u.listener && u.local == socket.addr))
+            }
+            Direction::Outbound => self
+                .ns_listening
+                .iter()
+                .any(|l| l.proto == socket.proto && l.addr == socket.addr),
+        };
+        if in_use {
+            return Err(ListenFailure {
+                in_use: true,
+                reason: "Address already in use".into(),
+            });
+        }
+        self.ops += 1;
+        match (direction, socket.proto) {
+            (Direction::Outbound, _) => {
+                self.ns_listening.insert(socket.clone());
+                Ok(None)
+            }
+            (Direction::Inbound, ProtoKey::Tcp) => {
+                self.tcp_forwarding.insert(socket.addr);
+                Ok(None)
+            }
+            (Direction::Inbound, ProtoKey::Udp) => Ok(Some(self.udp_listen(socket.addr))),
+        }
+    }
+
+    fn close_listener(&mut self, direction: Direction, socket: &ListenSocket) -> Option<SockRef> {
+        self.ops += 1;
+        match (direction, socket.proto) {
+            (Direction::Outbound, _) => {
+                self.ns_listening.remove(socket);
+                None
+            }
+            (Direction::Inbound, ProtoKey::Tcp) => {
+                self.tcp_forwarding.remove(&socket.addr);
+                None
+            }
+            (Direction::Inbound, ProtoKey::Udp) => self.udp_unlisten(socket.addr),
+        }
     }
 }

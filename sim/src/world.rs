@@ -7,12 +7,15 @@
 //! clock to the next deadline of the engine, the guest, the host or the link. Everything is
 //! deterministic: the same configuration and seed give the same [`Transcript`], byte for byte.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use sans_io::config::Config;
 use sans_io::engine::{Counters, Engine, EngineOptions};
 use sans_io::flow::{SockEvent, SockRef};
+use sans_io::fwd::apply::Applied;
+use sans_io::fwd::forwards::{self, ForwardError};
+use sans_io::fwd::rule::ForwardTable;
 use sans_io::time::Instant;
 use sans_io::wire::FrameQueue;
 
@@ -218,12 +221,10 @@ impl World {
             );
         }
         let mut host = VirtualHost::new(host_config);
-        host.set_tcp_forwarding(config.forwarding.tcp_in.clone());
-        let udp_listeners = udp_listeners(&config, &mut host);
         let mut engine = Engine::with_options(config, seed, now, engine_options);
-        for (s, local) in udp_listeners {
-            engine.add_udp_listener(s, local);
-        }
+        // The forwarding listeners, as the shim opens them.
+        let failed = engine.listen_forwards(&mut host);
+        assert!(failed.is_empty(), "{failed:?}");
         World {
             now,
             engine,
@@ -398,6 +399,17 @@ impl World {
         self.host.remote_connect(from, to, app)
     }
 
+    /// Replaces the main engine's forwarding table of `direction` with `table`, opening and
+    /// closing the virtual host's listeners as the shim would (`Engine::apply_forwards`).
+    pub fn apply_forwards(
+        &mut self,
+        direction: forwards::Direction,
+        table: ForwardTable,
+    ) -> Result<Applied, ForwardError> {
+        self.host.open_as(MAIN_ENGINE);
+        self.engine.apply_forwards(direction, table, &mut self.host)
+    }
+
     pub fn guest_conn(&self, id: GuestConnId) -> &GuestConn {
         self.guest.conn(id)
     }
@@ -410,36 +422,4 @@ impl World {
     pub fn save_pcap(&self, path: &std::path::Path) -> std::io::Result<()> {
         std::fs::write(path, crate::capture::pcap(&self.transcript))
     }
-}
-
-/// The UDP forwarding listeners the shim would open for `-u` (one per family without an
-/// address), opened on the virtual host.
-fn udp_listeners(config: &Config, host: &mut VirtualHost) -> Vec<(SockRef, SocketAddr)> {
-    if !config.protocols.udp {
-        return Vec::new();
-    }
-    let mut out = Vec::new();
-    for f in config.forwarding.udp_in.forwards(crate::host::EPHEMERAL) {
-        let addrs: Vec<IpAddr> = match f.bind {
-            Some(a) => vec![a],
-            None => [
-                config
-                    .ip4
-                    .as_ref()
-                    .map(|_| IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-                config
-                    .ip6
-                    .as_ref()
-                    .map(|_| IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
-            ]
-            .into_iter()
-            .flatten()
-            .collect(),
-        };
-        for a in addrs {
-            let local = SocketAddr::new(a, f.port);
-            out.push((host.udp_listen(local), local));
-        }
-    }
-    out
 }

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use sans_io::flow::{Bind, CloseSockets, Peeked, SockEvent, SockRef, StreamSockets};
-use sans_io::fwd::{ForwardMode, PortSpec};
+use sans_io::fwd::apply::ForwardListeners;
+use sans_io::fwd::forwards::{Direction, ListenSocket, ProtoKey};
 use sans_io::time::Instant;
 use sim::host::{errno, ConnState, HostConfig, VirtualHost};
 use sim::scenario::addr;
@@ -234,9 +235,14 @@ fn resets_both_ways() {
 #[test]
 fn inbound_connections_reach_forwarded_ports_only() {
     let mut h = host();
-    let mut fwd = ForwardMode::Unset;
-    fwd.add("8080".parse::<PortSpec>().unwrap()).unwrap();
-    h.set_tcp_forwarding(fwd);
+    // The listener the shim opens for `-t 8080` (IPv4).
+    let listener = ListenSocket {
+        proto: ProtoKey::Tcp,
+        addr: addr("0.0.0.0:8080"),
+        iface: None,
+        to: None,
+    };
+    h.open_listener(Direction::Inbound, &listener).unwrap();
     let yes = h.remote_connect(
         addr("203.0.113.20:40000"),
         addr("198.51.100.2:8080"),

@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use sans_io::flow::{CloseSockets, ListenSpec, Proto, SockRef};
+use sans_io::fwd::forwards::ListenSocket;
 use sans_io::fwd::Forward;
 use sans_io::time::Instant;
 
@@ -101,6 +102,56 @@ impl Sockets {
             port: f.port,
         };
         self.listen(&spec, opts)
+    }
+
+    /// Opens one listening socket of a forwarding table (`Engine::apply_forwards`): for UDP,
+    /// the socket the engine reads (`Engine::add_udp_listener`).
+    pub fn open_forward_listener(
+        &mut self,
+        socket: &ListenSocket,
+        freebind: bool,
+    ) -> io::Result<Option<SockRef>> {
+        let iface = socket.iface.as_deref();
+        match socket.proto() {
+            Proto::Tcp => {
+                let fd = listen_socket(socket.addr, iface, freebind)?;
+                let actual = local_addr(fd.as_raw_fd()).unwrap_or(socket.addr);
+                self.listeners
+                    .add(Listener::new(fd, actual, ()), self.epoll.as_ref())?;
+                Ok(None)
+            }
+            Proto::Udp => {
+                let fd = udp_bound_socket(socket.addr, iface, freebind)?;
+                let actual = local_addr(fd.as_raw_fd()).unwrap_or(socket.addr);
+                let s = SockRef(self.insert_dgram(fd)?);
+                self.udp_listeners.push((s, actual, socket.iface.clone()));
+                Ok(Some(s))
+            }
+        }
+    }
+
+    /// Closes one listening socket of a forwarding table; for UDP, returns the socket the
+    /// engine must forget (`Engine::remove_udp_listener`). Flows already open carry on.
+    pub fn close_forward_listener(&mut self, socket: &ListenSocket) -> Option<SockRef> {
+        match socket.proto() {
+            Proto::Tcp => {
+                self.listeners.remove_addr(socket.addr, self.epoll.as_ref());
+                None
+            }
+            Proto::Udp => {
+                let i = self
+                    .udp_listeners
+                    .iter()
+                    .position(|(_, a, iface)| *a == socket.addr && *iface == socket.iface)?;
+                let (s, _, _) = self.udp_listeners.remove(i);
+                self.close(s, false);
+                // Flows it handed over to the bypass have nowhere to answer now.
+                if let Some(bypass) = self.bypass.as_mut() {
+                    bypass.forget_host_socket(u64::from(s.0));
+                }
+                Some(s)
+            }
+        }
     }
 
     /// Stops listening on `port` for `proto` (every address): `auto` forwarding found nothing

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use super::{Bind, CloseSockets, SockRef};
 use crate::config::Config;
+use crate::fwd::forwards::Forwards;
 use crate::guest::GuestState;
 use crate::time::Instant;
 use crate::wire::FrameQueue;
@@ -46,6 +47,7 @@ pub const EVICT_IDLE: Duration = Duration::from_secs(1);
 pub struct DgramCx<'a, C, S: ?Sized> {
     pub now: Instant,
     pub config: &'a Config,
+    pub forwards: &'a Forwards,
     pub guest: &'a GuestState,
     pub io: &'a mut S,
     pub out: &'a mut FrameQueue,
@@ -82,6 +84,7 @@ impl<'a, C, S: ?Sized> DgramCx<'a, C, S> {
     pub fn new(
         now: Instant,
         config: &'a Config,
+        forwards: &'a Forwards,
         guest: &'a GuestState,
         io: &'a mut S,
         out: &'a mut FrameQueue,
@@ -90,6 +93,7 @@ impl<'a, C, S: ?Sized> DgramCx<'a, C, S> {
         DgramCx {
             now,
             config,
+            forwards,
             guest,
             io,
             out,

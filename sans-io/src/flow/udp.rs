@@ -27,8 +27,7 @@
 //! (the sender, on the host, sees no error; like a path dropping them).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::ops::RangeInclusive;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::config::Config;
@@ -36,7 +35,8 @@ use crate::flow::idle::{outbound_bind, DgramCx, IdleFlow, IdleFlows, OpenError, 
 use crate::flow::udp_runs::DatagramRuns;
 use crate::flow::unicast;
 use crate::flow::{DgramSockets, SockEvent, SockRef};
-use crate::fwd::{nat, ForwardMode};
+use crate::fwd::forwards::Forwards;
+use crate::fwd::nat;
 use crate::guest::GuestState;
 use crate::time::Instant;
 use crate::wire::build::{self, Route};
@@ -99,8 +99,6 @@ pub struct Udp {
     flows: IdleFlows<UdpFlow>,
     /// Forwarding listeners (`-u`), with the local address each is bound to.
     listeners: BTreeMap<SockRef, SocketAddr>,
-    /// The host's ephemeral ports, which `-u` specs with exclusions only leave alone.
-    ephemeral: RangeInclusive<u16>,
 }
 
 impl IdleFlow for UdpFlow {
@@ -112,12 +110,11 @@ impl IdleFlow for UdpFlow {
 }
 
 impl Udp {
-    /// At most `max` flows; `ephemeral` is the host's ephemeral port range.
-    pub fn new(max: usize, ephemeral: RangeInclusive<u16>) -> Udp {
+    /// At most `max` flows.
+    pub fn new(max: usize) -> Udp {
         Udp {
             flows: IdleFlows::new(max, UDP_TIMEOUT),
             listeners: BTreeMap::new(),
-            ephemeral,
         }
     }
 
@@ -265,7 +262,7 @@ impl Udp {
     /// flow of its peer, opened by the first.
     fn listener_readable(&mut self, cx: &mut UdpCx<'_>, l: SockRef, local: SocketAddr) {
         // Where the listener's datagrams go, the same for all of them.
-        let port = self.forwarded_port(cx.config, local);
+        let to = forwarded(cx.forwards, local);
         for _ in 0..RECV_BATCH {
             let (now, config, guest) = (cx.now, cx.config, cx.guest);
             let (io, counters) = (&mut *cx.io, &mut *cx.counters);
@@ -273,7 +270,7 @@ impl Udp {
                 let (n, peer) = io.udp_recv_from(l, buf).ok()?;
                 let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                 // Local traffic in pasta skips the guest path: the driver relays it.
-                if let Some(target) = port.and_then(|p| nat::local_bypass(config, guest, peer, p)) {
+                if let Some(target) = to.and_then(|to| nat::local_bypass(config, guest, peer, to)) {
                     let datagram = &buf[..n.min(buf.len())];
                     match io.relay_datagram(l, peer, target, datagram) {
                         Ok(()) => counters.relayed_locally += 1,
@@ -282,8 +279,8 @@ impl Udp {
                     // Nothing for the guest.
                     return Some((0, None));
                 }
-                let to_port = (local, port);
-                let flow = self.inbound_flow(now, config, guest, io, counters, l, to_port, peer);
+                let flow =
+                    self.inbound_flow(now, config, guest, io, counters, l, (local, to), peer);
                 let to = flow.map(|f| {
                     let route = route_to_guest(config, guest, &f);
                     (route, f.peer.port(), f.guest.port())
@@ -296,18 +293,9 @@ impl Udp {
         }
     }
 
-    /// The port in the namespace or guest that a datagram to `local` goes to, if any.
-    fn forwarded_port(&self, config: &Config, local: SocketAddr) -> Option<u16> {
-        match &config.forwarding.udp_in {
-            // Auto: the driver listens on what it found bound in the guest, same port.
-            ForwardMode::Auto => Some(local.port()),
-            mode => mode.target(local.ip(), local.port(), self.ephemeral.clone()),
-        }
-        .filter(|&p| p != 0)
-    }
-
     /// The flow for a datagram from `peer` on listener `l` (bound to `local`, its datagrams
-    /// going to `port`), opened if new; `None` when it can't go to the guest (counted).
+    /// going to `to`: an address, the guest's own if `None`, and a port), opened if new;
+    /// `None` when it can't go to the guest (counted).
     #[allow(clippy::too_many_arguments)]
     fn inbound_flow(
         &mut self,
@@ -317,16 +305,18 @@ impl Udp {
         io: &mut dyn DgramSockets,
         counters: &mut UdpCounters,
         l: SockRef,
-        (local, port): (SocketAddr, Option<u16>),
+        (local, to): (SocketAddr, Option<(Option<IpAddr>, u16)>),
         peer: SocketAddr,
     ) -> Option<UdpFlow> {
         if !config.protocols.udp {
             counters.disabled_dropped += 1;
             return None;
         }
-        let (Some(port), Some((seen, guest_ip))) =
-            (port, nat::to_guest(config, guest, peer, local.ip()))
-        else {
+        let Some((target, port)) = to else {
+            counters.unforwarded += 1;
+            return None;
+        };
+        let Some((seen, guest_ip)) = nat::to_guest(config, guest, peer, local.ip(), target) else {
             counters.unforwarded += 1;
             return None;
         };
@@ -364,6 +354,14 @@ impl Udp {
     pub fn handle_timeout(&mut self, cx: &mut UdpCx<'_>) {
         cx.counters.flows_expired += self.flows.close_idle(cx.now, cx.io);
     }
+}
+
+/// Where datagrams to the forwarding listener at `local` go: the address (the guest's own if
+/// `None`) and port, if anywhere.
+fn forwarded(forwards: &Forwards, local: SocketAddr) -> Option<(Option<IpAddr>, u16)> {
+    forwards
+        .map_in(crate::flow::Proto::Udp, local.ip(), local.port())
+        .filter(|&(_, p)| p != 0)
 }
 
 /// What became of one receive.

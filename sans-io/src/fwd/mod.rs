@@ -1,6 +1,8 @@
 //! Port forwarding: the `-t/-u/-T/-U` grammar ([`spec`]) and how repeated options combine
 //! ([`ForwardMode`]). Address translation rules join here with the data path.
 
+pub mod apply;
+pub mod forwards;
 pub mod nat;
 pub mod procnet;
 pub mod rule;

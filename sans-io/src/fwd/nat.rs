@@ -9,7 +9,12 @@
 //! address; one on the host's own address (which is also the guest's) from `--map-guest-addr`;
 //! either, when no mapping exists, from our own address on the link. The destination is the
 //! address the guest was last seen using (link-local for IPv6 when the host side is
-//! link-local), else its configured one.
+//! link-local), else its configured one; or, for a forwarding rule with a target address,
+//! that address: a peer the namespace routes to (a container on a bridge there), reached
+//! through the tap with that destination, or through the loopback bypass by a connection to
+//! it made inside the namespace. The peer appears to it as it would to the guest. A target
+//! of the other family than the peer's can't be reached (we don't translate between
+//! families): such a connection or datagram is dropped.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -57,13 +62,24 @@ fn translate_out<A: IpFamily>(c: &IpConfig<A>, dst: A, port: u16, loopback: A) -
 }
 
 /// How a host peer at `src`, reaching us at local address `local`, appears to the guest, and
-/// the guest address it reaches: `(source seen by the guest, guest destination)`.
+/// the guest address it reaches: `(source seen by the guest, guest destination)`. With a
+/// forwarding rule's `target`, the destination is that address (of `src`'s family, else
+/// `None`).
 pub fn to_guest(
     config: &Config,
     guest: &GuestState,
     src: SocketAddr,
     local: IpAddr,
+    target: Option<IpAddr>,
 ) -> Option<(SocketAddr, IpAddr)> {
+    if let Some(t) = target {
+        let (t, s) = (t.to_canonical(), src.ip().to_canonical());
+        if t.is_ipv4() != s.is_ipv4() {
+            return None;
+        }
+        let (seen, _) = to_guest(config, guest, src, local, None)?;
+        return Some((seen, t));
+    }
     match src.ip() {
         IpAddr::V4(a) => {
             let c = config.ip4.as_ref()?;
@@ -92,23 +108,29 @@ pub fn to_guest(
     }
 }
 
-/// Where a forwarded connection or datagram from host peer `src` to forwarded port `port`
-/// goes when it takes pasta's loopback bypass (see the man page's "Handling of local traffic"),
+/// Where a forwarded connection or datagram from host peer `src` to `(target, port)` (a
+/// forwarding rule's target address, if it has one, and port) goes when it takes pasta's
+/// loopback bypass (see the man page's "Handling of local traffic"),
 /// or `None` when it takes the guest path: the bypass is pasta's only, it can be turned off
 /// (`--no-splice`), and it serves local traffic alone, since a socket in the namespace can't
 /// be bound to a foreign address. The target is the namespace's own address (the one last
 /// seen from it, else the configured one), so that services listening on the namespace's
 /// loopback only are not exposed to the host; `--host-lo-to-ns-lo` picks the loopback
-/// instead. Either way the kernel picks the source, which is the namespace's own address or
-/// its loopback.
+/// instead. A rule's target address is connected to inside the namespace, which routes it
+/// (same family as `src` only). Either way the kernel picks the source, which is the
+/// namespace's own address or its loopback.
 pub fn local_bypass(
     config: &Config,
     guest: &GuestState,
     src: SocketAddr,
-    port: u16,
+    (target, port): (Option<IpAddr>, u16),
 ) -> Option<SocketAddr> {
     if config.mode != Mode::Pasta || !config.splice || !src.ip().to_canonical().is_loopback() {
         return None;
+    }
+    if let Some(t) = target.map(|t| t.to_canonical()) {
+        return (t.is_ipv4() == src.ip().to_canonical().is_ipv4())
+            .then_some(SocketAddr::new(t, port));
     }
     let ip = match src.ip().to_canonical() {
         IpAddr::V4(_) if config.host_lo_to_ns_lo => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -251,6 +273,7 @@ mod tests {
             &guest,
             sa("127.0.0.1:5000"),
             "127.0.0.10".parse().unwrap(),
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -263,9 +286,60 @@ mod tests {
             &guest,
             sa("198.51.100.7:1"),
             "192.0.2.2".parse().unwrap(),
+            None,
         )
         .unwrap();
         assert_eq!(dst, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 77)));
+    }
+
+    #[test]
+    fn a_rules_target_address_is_the_destination_in_its_family_only() {
+        let mut config = pasta_config();
+        config.splice = true;
+        let guest = GuestState::default();
+        let container: IpAddr = "10.88.0.2".parse().unwrap();
+        let local: IpAddr = "192.0.2.2".parse().unwrap();
+        // Through the tap: to the container, the peer translated as for the guest.
+        assert_eq!(
+            to_guest(
+                &config,
+                &guest,
+                sa("127.0.0.1:5000"),
+                local,
+                Some(container)
+            ),
+            Some((sa("192.0.2.1:5000"), container))
+        );
+        assert_eq!(
+            to_guest(
+                &config,
+                &guest,
+                sa("198.51.100.7:5000"),
+                local,
+                Some(container)
+            ),
+            Some((sa("198.51.100.7:5000"), container))
+        );
+        // A v4-mapped target is its IPv4 self; the other family is unreachable.
+        let mapped: IpAddr = "::ffff:10.88.0.2".parse().unwrap();
+        assert_eq!(
+            to_guest(&config, &guest, sa("198.51.100.7:1"), local, Some(mapped)).map(|t| t.1),
+            Some(container)
+        );
+        let v6: IpAddr = "fd00::2".parse().unwrap();
+        assert_eq!(
+            to_guest(&config, &guest, sa("198.51.100.7:1"), local, Some(v6)),
+            None
+        );
+        // Through the bypass: a connection to the container from inside the namespace.
+        assert_eq!(
+            local_bypass(&config, &guest, sa("127.0.0.1:5000"), (Some(container), 80)),
+            Some(sa("10.88.0.2:80"))
+        );
+        assert_eq!(
+            local_bypass(&config, &guest, sa("[::1]:5000"), (Some(container), 80)),
+            None
+        );
     }
 
     #[test]
@@ -274,7 +348,7 @@ mod tests {
         config.ip6 = None;
         config.splice = true;
         let mut guest = GuestState::default();
-        let bypass = |c: &Config, g: &GuestState, src| local_bypass(c, g, sa(src), 80);
+        let bypass = |c: &Config, g: &GuestState, src| local_bypass(c, g, sa(src), (None, 80));
         // From the host's loopback, to the namespace's own address; v4-mapped sources too.
         assert_eq!(
             bypass(&config, &guest, "127.0.0.1:5000"),

@@ -13,8 +13,9 @@ use super::to_host::StashBudget;
 use super::tombstones::Tombstones;
 use super::window::refresh_window;
 use super::{established_segment, unicast, Cx, FlowKey, Next, Phase, Tcp, CONNECT_TIMEOUT};
+use crate::flow::Proto;
 use crate::flow::{Bind, SockRef};
-use crate::fwd::{nat, ForwardMode};
+use crate::fwd::nat;
 use crate::wire::tcp::{flags, Segment};
 
 impl Tcp {
@@ -92,23 +93,20 @@ impl Tcp {
         // Dual-stack listeners report IPv4 peers as v4-mapped IPv6 addresses.
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let local = SocketAddr::new(local.ip().to_canonical(), local.port());
-        let port = match &cx.config.forwarding.tcp_in {
-            // Auto: the driver listens on what it found bound in the guest, same port.
-            ForwardMode::Auto => Some(local.port()),
-            mode => mode.target(local.ip(), local.port(), self.ephemeral.clone()),
-        };
-        let Some(port) = port.filter(|&p| p != 0) else {
+        let to = cx.forwards.map_in(Proto::Tcp, local.ip(), local.port());
+        let Some((target, port)) = to.filter(|&(_, p)| p != 0) else {
             cx.counters.unforwarded += 1;
             cx.io.close(s, true);
             return;
         };
         // Local traffic in pasta skips the guest path: the driver relays it into the namespace.
-        if let Some(target) = nat::local_bypass(cx.config, cx.guest, peer, port) {
+        if let Some(inside) = nat::local_bypass(cx.config, cx.guest, peer, (target, port)) {
             cx.counters.handed_over += 1;
-            cx.io.hand_over(s, target);
+            cx.io.hand_over(s, inside);
             return;
         }
-        let Some((seen, guest_ip)) = nat::to_guest(cx.config, cx.guest, peer, local.ip()) else {
+        let Some((seen, guest_ip)) = nat::to_guest(cx.config, cx.guest, peer, local.ip(), target)
+        else {
             cx.counters.unforwarded += 1;
             cx.io.close(s, true);
             return;

@@ -140,6 +140,7 @@ mod window;
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::{ControlFlow, RangeInclusive};
+
 use std::time::Duration;
 
 use self::closing::{finish_check, ToGuestClose};
@@ -160,6 +161,7 @@ use self::window::{on_writable, refresh_window};
 use super::table::{FlowTable, KeyedHash};
 use super::{unicast, SockEvent, SockRef, StreamSockets};
 use crate::config::Config;
+use crate::fwd::forwards::Forwards;
 use crate::guest::GuestState;
 use crate::rng::Rng;
 use crate::time::Instant;
@@ -264,6 +266,7 @@ pub struct TcpCounters {
 pub struct Cx<'a> {
     pub now: Instant,
     pub config: &'a Config,
+    pub forwards: &'a Forwards,
     pub guest: &'a GuestState,
     pub rng: &'a mut Rng,
     pub io: &'a mut dyn StreamSockets,
@@ -305,7 +308,6 @@ enum Next {
 /// The TCP translation's state: every flow, its timers, the batch's pending work.
 pub struct Tcp {
     table: FlowTable<FlowKey, Flow>,
-    ephemeral: RangeInclusive<u16>,
     /// Flows with work for [`Tcp::flush`].
     dirty: Vec<u32>,
     /// Scratch lists, reused.
@@ -318,10 +320,9 @@ pub struct Tcp {
 }
 
 impl Tcp {
-    pub fn new(max_flows: usize, ephemeral: RangeInclusive<u16>, hash: KeyedHash) -> Tcp {
+    pub fn new(max_flows: usize, hash: KeyedHash) -> Tcp {
         Tcp {
             table: FlowTable::new(max_flows, hash),
-            ephemeral,
             dirty: Vec::new(),
             dirty_spare: Vec::new(),
             scratch: Vec::new(),
