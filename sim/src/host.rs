@@ -23,8 +23,8 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use sans_io::flow::{
-    send_each, Bind, CloseSockets, DgramSockets, Peeked, PingSockets, SockEvent, SockRef,
-    StreamSockets,
+    peek_each, send_each, Bind, CloseSockets, DgramSockets, PeekSlots, Peeked, PingSockets,
+    SockEvent, SockRef, StreamSockets,
 };
 use sans_io::fwd::apply::{ForwardListeners, ListenFailure};
 use sans_io::fwd::forwards::{Direction, ListenSocket, ProtoKey};
@@ -320,6 +320,12 @@ pub struct HostStats {
     pub vectored_sends: u64,
     /// Peeks that told the engine the stream's end (instead of a `PeerClosed` event).
     pub eof_peeks: u64,
+    /// Peek calls, single or into several frames' slots (each one call).
+    pub peeks: u64,
+    /// Of those, the ones into several slots (the shim's `recvmsg` with an iovec).
+    pub slot_peeks: u64,
+    /// Discard calls (acknowledged bytes leaving the socket).
+    pub discards: u64,
 }
 
 /// Which of a world's engines a socket belongs to: its events go back to that engine.
@@ -1044,6 +1050,55 @@ impl CloseSockets for VirtualHost {
 }
 
 impl VirtualHost {
+    fn peek_uncounted(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<Peeked> {
+        let id = self.lookup(s, "peek")?;
+        let c = &mut self.conns[id.0];
+        if let Some(e) = c.ours.err {
+            return Err(err(e));
+        }
+        if c.state == ConnState::Connecting {
+            return Err(err(errno::ENOTCONN));
+        }
+        let rx = &c.ours.rx;
+        let n = buf.len().min(rx.len().saturating_sub(offset));
+        let (a, b) = rx.as_slices();
+        for (i, slot) in buf[..n].iter_mut().enumerate() {
+            let at = offset + i;
+            *slot = if at < a.len() { a[at] } else { b[at - a.len()] };
+        }
+        // As the OS shim tells the end: a peek of nothing after the FIN, or a short one once
+        // the end was reported; either way the end needs no `PeerClosed` any more.
+        let at_end = c.ours.rx_fin && offset + n >= rx.len() && !buf.is_empty();
+        let eof = at_end && (n == 0 || (n < buf.len() && c.peer_closed_reported));
+        if eof {
+            c.peer_closed_reported = true;
+            self.stats.eof_peeks += 1;
+        }
+        Ok(Peeked { n, eof })
+    }
+
+    fn discard_uncounted(&mut self, s: SockRef, len: usize) -> io::Result<()> {
+        let id = self.lookup(s, "discard")?;
+        let now = self.now;
+        let c = &mut self.conns[id.0];
+        if let Some(e) = c.ours.err {
+            return Err(err(e));
+        }
+        if len > c.ours.rx.len() {
+            self.violations.push(format!(
+                "discard of {len} bytes on {s:?} holding {} at {now:?}",
+                c.ours.rx.len()
+            ));
+            return Err(err(errno::EINVAL));
+        }
+        c.ours.rx.drain(..len);
+        self.stats.bytes_discarded += len as u64;
+        if len > 0 {
+            self.ops += 1;
+        }
+        Ok(())
+    }
+
     /// A datagram as the engine's `udp_send` sends it, not counted as a call of its own.
     fn udp_send_uncounted(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
         let rtt = self.config.latency * 2;
@@ -1148,55 +1203,31 @@ impl StreamSockets for VirtualHost {
 
     fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<Peeked> {
         self.stats.calls += 1;
-        let id = self.lookup(s, "peek")?;
-        let c = &mut self.conns[id.0];
-        if let Some(e) = c.ours.err {
-            return Err(err(e));
-        }
-        if c.state == ConnState::Connecting {
-            return Err(err(errno::ENOTCONN));
-        }
-        let rx = &c.ours.rx;
-        let n = buf.len().min(rx.len().saturating_sub(offset));
-        let (a, b) = rx.as_slices();
-        for (i, slot) in buf[..n].iter_mut().enumerate() {
-            let at = offset + i;
-            *slot = if at < a.len() { a[at] } else { b[at - a.len()] };
-        }
-        // As the OS shim tells the end: a peek of nothing after the FIN, or a short one once
-        // the end was reported; either way the end needs no `PeerClosed` any more.
-        let at_end = c.ours.rx_fin && offset + n >= rx.len() && !buf.is_empty();
-        let eof = at_end && (n == 0 || (n < buf.len() && c.peer_closed_reported));
-        if eof {
-            c.peer_closed_reported = true;
-            self.stats.eof_peeks += 1;
-        }
-        Ok(Peeked { n, eof })
+        self.stats.peeks += 1;
+        self.peek_uncounted(s, offset, buf)
+    }
+
+    /// Area by area, as one counted call (the shim's `recvmsg` with an iovec).
+    fn peek_slots(
+        &mut self,
+        s: SockRef,
+        offset: usize,
+        buf: &mut [u8],
+        slots: PeekSlots<'_>,
+    ) -> io::Result<Peeked> {
+        self.stats.calls += 1;
+        self.stats.peeks += 1;
+        self.stats.slot_peeks += 1;
+        peek_each(buf, slots, |at, area| {
+            self.peek_uncounted(s, offset + at, area)
+        })
     }
 
     fn discard(&mut self, s: SockRef, len: usize) -> io::Result<()> {
         self.stats.calls += 1;
-        let id = self.lookup(s, "discard")?;
-        let now = self.now;
-        let c = &mut self.conns[id.0];
-        if let Some(e) = c.ours.err {
-            return Err(err(e));
-        }
-        if len > c.ours.rx.len() {
-            self.violations.push(format!(
-                "discard of {len} bytes on {s:?} holding {} at {now:?}",
-                c.ours.rx.len()
-            ));
-            return Err(err(errno::EINVAL));
-        }
-        c.ours.rx.drain(..len);
-        self.stats.bytes_discarded += len as u64;
-        if len > 0 {
-            self.ops += 1;
-        }
-        Ok(())
+        self.stats.discards += 1;
+        self.discard_uncounted(s, len)
     }
-
     fn send_space(&mut self, s: SockRef) -> io::Result<u32> {
         self.stats.calls += 1;
         let id = self.lookup(s, "send_space")?;

@@ -43,13 +43,9 @@ pub(super) fn on_ack(cx: &mut Cx<'_>, f: &mut Flow, seg: &Segment<'_>) -> Contro
                 data_acked -= 1;
             }
         }
-        if data_acked > 0 {
-            if let Some(s) = f.sock {
-                if cx.io.discard(s, data_acked as usize).is_err() {
-                    return ControlFlow::Break(Next::Abort { rst_guest: true });
-                }
-            }
-        }
+        // The bytes leave the socket when the batch is flushed, in one discard for all the
+        // ACKs it held (see `settle_acked`).
+        f.acked_unread += data_acked;
         f.snd_una = a;
         if f.snd_nxt.is_before(a) {
             f.snd_nxt = a;
@@ -163,12 +159,13 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
             lens: &lens[..count],
         };
         let first_seq = f.snd_nxt;
+        let unsent_at = (f.acked_unread + flight) as usize;
         let io = &mut *cx.io;
         let mut got = Ok(Peeked::default());
         let mut frame_lens = [0usize; PEEK_SLOTS];
         cx.out
             .push_slots_in_place(stride, &mut frame_lens[..count], |region, frame_lens| {
-                got = io.peek_slots(s, flight as usize, region, slots);
+                got = io.peek_slots(s, unsent_at, region, slots);
                 let Ok(p) = got else { return };
                 let mut left = p.n.min(asked);
                 for (i, frame_len) in frame_lens.iter_mut().enumerate() {
@@ -227,6 +224,18 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
         }
     }
     Next::Keep
+}
+
+/// Drops from the socket what the guest acknowledged since the last call: one system call
+/// per flow and batch rather than one per ACK. Before the socket is peeked or closed.
+pub(super) fn settle_acked(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
+    let n = std::mem::take(&mut f.acked_unread);
+    match f.sock {
+        Some(s) if n > 0 && cx.io.discard(s, n as usize).is_err() => {
+            Next::Abort { rst_guest: true }
+        }
+        _ => Next::Keep,
+    }
 }
 
 /// The host's stream ends at `seq`: our FIN takes that sequence number.
