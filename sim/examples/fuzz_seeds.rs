@@ -75,7 +75,15 @@ fn main() {
         }
         println!("{target}: {} seeds", seeds.len());
     };
-    for t in ["engine", "wire", "dhcp", "dhcpv6", "ndp", "pcap_replay"] {
+    for t in [
+        "engine",
+        "wire",
+        "dhcp",
+        "dhcpv6",
+        "ndp",
+        "pcap_replay",
+        "control",
+    ] {
         write(t, sim::fuzzing::seeds(t, &root));
     }
     let text = |l: &[&str]| l.iter().map(|s| s.as_bytes().to_vec()).collect();

@@ -57,6 +57,11 @@ fn run(target: &str, f: fn(&[u8]), mutations: usize) {
 }
 
 #[test]
+fn control() {
+    run("control", fuzzing::control, 5000);
+}
+
+#[test]
 fn engine_ops() {
     run("engine", fuzzing::engine_ops, 300);
 }
