@@ -594,6 +594,8 @@ pub fn port_spec(data: &[u8]) {
         if let PortSpec::Ports(ranges) = &spec {
             let _ = ranges.expand(32768..=60999);
         }
+        let rules = spec.to_rules(sans_io::flow::Proto::Tcp, 32768..=60999);
+        assert!(rules.iter().all(|r| r.first <= r.last && r.first != 0));
     }
 }
 
