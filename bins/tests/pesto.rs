@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::{bin, run_timeout, show, TempDir};
-use sans_io::control::{encode_listing_table, write_end, Caps, Hello, Pif, Stream, TablesBuilder};
+use sans_io::control::{encode_listing, Caps, Pif, Stream, TablesBuilder};
 use sans_io::fwd::rule::ForwardRule;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -52,11 +52,12 @@ fn serve(dir: &TempDir, bytes: Vec<u8>) -> (PathBuf, JoinHandle<Vec<u8>>) {
 
 /// Hello and tables as a pasta would send them.
 fn listing(tables: &[Listed]) -> Vec<u8> {
-    let mut out = Hello::ours().encode().to_vec();
-    for (pif, caps, rules) in tables {
-        encode_listing_table(*pif, pif.name(), *caps, rules, &mut out).unwrap();
-    }
-    write_end(&mut out);
+    let tables: Vec<_> = tables
+        .iter()
+        .map(|(pif, caps, rules)| (*pif, *caps, rules.as_slice()))
+        .collect();
+    let mut out = Vec::new();
+    encode_listing(&tables, &mut out).unwrap();
     out
 }
 

@@ -1,7 +1,7 @@
 //! Whole tables out of a stream of [`Event`]s, for callers that want them at once.
 
 use super::{Caps, ControlError, Decoder, Event, Hello, Pif, Stream};
-use crate::fwd::rule::ForwardRule;
+use crate::fwd::rule::{ForwardRule, ForwardTable, RuleError};
 
 /// One table as received, its rules in order and unchecked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,6 +10,18 @@ pub struct ReceivedTable {
     /// The server's name and capabilities for it (listings only).
     pub info: Option<(String, Caps)>,
     pub rules: Vec<ForwardRule>,
+}
+
+impl ReceivedTable {
+    /// The rules as a table, added one by one as a server takes a client's update: a rule
+    /// identical to an earlier one is no error, an overlapping one is (the first error stops).
+    pub fn to_table(&self) -> Result<ForwardTable, RuleError> {
+        let mut table = ForwardTable::new();
+        for rule in &self.rules {
+            table.add(rule.clone())?;
+        }
+        Ok(table)
+    }
 }
 
 /// Feeds a [`Decoder`] and gathers its events into tables.

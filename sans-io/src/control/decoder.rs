@@ -208,7 +208,8 @@ impl Decoder {
 mod tests {
     use super::super::record::tests::arb_rule;
     use super::super::{
-        encode_listing_table, encode_update_table, write_end, ReceivedTable, TablesBuilder,
+        encode_listing, encode_listing_table, encode_update_table, write_end, ReceivedTable,
+        TablesBuilder,
     };
     use super::*;
     use crate::flow::Proto;
@@ -274,12 +275,22 @@ mod tests {
                 Event::End,
             ]
         );
-        // Our encoder writes the same bytes.
+        // Our encoders write the same bytes.
         let mut ours = Hello::ours().encode().to_vec();
         encode_listing_table(Pif::Host, "HOST", Caps(0x3f), &[host_rule()], &mut ours).unwrap();
         encode_listing_table(Pif::Splice, "SPLICE", Caps(0x1c), &[], &mut ours).unwrap();
         write_end(&mut ours);
         assert_eq!(ours, listing_bytes());
+        let mut whole = Vec::new();
+        encode_listing(
+            &[
+                (Pif::Host, Caps(0x3f), &[host_rule()][..]),
+                (Pif::Splice, Caps(0x1c), &[]),
+            ],
+            &mut whole,
+        )
+        .unwrap();
+        assert_eq!(whole, listing_bytes());
     }
 
     #[test]
@@ -304,6 +315,21 @@ mod tests {
                 rules: vec![host_rule()],
             }]
         );
+        // As a server takes it: identical rules are one, overlapping ones an error.
+        let twice = ReceivedTable {
+            pif: Pif::Host,
+            info: None,
+            rules: vec![host_rule(), host_rule()],
+        };
+        assert_eq!(twice.to_table().unwrap().rules(), [host_rule()]);
+        let overlapping = ReceivedTable {
+            rules: vec![host_rule(), ForwardRule::ports(Proto::Tcp, 8000, 9000)],
+            ..twice
+        };
+        assert!(matches!(
+            overlapping.to_table(),
+            Err(crate::fwd::rule::RuleError::Conflict(..))
+        ));
         let mut ours = Vec::new();
         encode_update_table(Pif::Host, &[host_rule()], &mut ours).unwrap();
         write_end(&mut ours);

@@ -69,6 +69,22 @@ pub fn encode_update_table(
     put_rules(rules, out).inspect_err(|_| out.truncate(start))
 }
 
+/// Appends what a server sends a new client: the hello, every table of `tables` (pif, caps,
+/// rules) under its C name, and the end. On error `out` is left as it was.
+pub fn encode_listing(
+    tables: &[(Pif, Caps, &[ForwardRule])],
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    let start = out.len();
+    out.extend_from_slice(&super::Hello::ours().encode());
+    for (pif, caps, rules) in tables {
+        encode_listing_table(*pif, pif.name(), *caps, rules, out)
+            .inspect_err(|_| out.truncate(start))?;
+    }
+    write_end(out);
+    Ok(())
+}
+
 /// Appends the end of the tables (`PIF_NONE`).
 pub fn write_end(out: &mut Vec<u8>) {
     out.push(0);

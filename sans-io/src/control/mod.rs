@@ -37,7 +37,9 @@ use std::fmt;
 
 pub use collect::{ReceivedTable, TablesBuilder};
 pub use decoder::{Decoder, Event, Stream, TableHeader};
-pub use encoder::{encode_listing_table, encode_update_table, write_end, EncodeError};
+pub use encoder::{
+    encode_listing, encode_listing_table, encode_update_table, write_end, EncodeError,
+};
 pub use hello::Hello;
 
 use crate::fwd::rule::MAX_RULES;
