@@ -127,6 +127,18 @@ fn lists_the_tables_and_sends_nothing() {
         ["  HOST", "    TCP *:8080  =>  80", "  SPLICE"]
     );
     assert!(sent.is_empty(), "list mode sends nothing: {sent:?}");
+
+    // A rule the tables would refuse is still shown, and sent back as it was.
+    let odd = ForwardRule {
+        to: 0,
+        ..rule(9, 9)
+    };
+    let (out, sent) = exchange(&pasta_tables(vec![odd]), &["-A", "-u", "53"]);
+    ok(&out);
+    assert_eq!(
+        update(&sent)[0],
+        (Pif::Host, strings(&["TCP *:9  =>  0", "UDP *:53  =>  53"]))
+    );
 }
 
 #[test]
@@ -362,9 +374,14 @@ fn connection_and_protocol_errors() {
     let (path, server) = serve(&dir, short);
     fails_with(
         &pesto(&[], &path),
-        "Server closed the connection before sending its rules",
+        "Error reading from control socket: the server closed the connection",
     );
     server.join().unwrap();
+
+    // No table of that name: the C text.
+    let (out, sent) = exchange(&pasta_tables(vec![]), &["-C", "TAP"]);
+    fails_with(&out, "Unsupported pif name TAP");
+    assert!(sent.is_empty());
 }
 
 #[test]

@@ -49,24 +49,34 @@ pub fn apply(
             Op::Add => mode = Mode::Add,
             Op::Delete => mode = Mode::Delete,
             Op::Clear(name) => {
-                let pif =
-                    Pif::from_name(name).ok_or_else(|| format!("Unsupported pif name {name}"))?;
+                // By the server's name for the table, as the C pesto looks it up.
                 let table = tables
                     .iter_mut()
-                    .find(|t| t.pif == pif)
-                    .ok_or_else(|| format!("No forwarding table for {pif}"))?;
+                    .find(|t| t.name == *name)
+                    .ok_or_else(|| format!("Unsupported pif name {name}"))?;
                 table.rules.clear();
+                if let Mode::Replace {
+                    host_cleared,
+                    splice_cleared,
+                } = &mut mode
+                {
+                    match table.pif {
+                        Pif::Host => *host_cleared = true,
+                        Pif::Splice => *splice_cleared = true,
+                        Pif::Tap => {}
+                    }
+                }
             }
             Op::Spec(letter, spec) => {
                 let inbound = matches!(letter, 't' | 'u');
-                let (pif, direction) = if inbound {
-                    (Pif::Host, "inbound")
+                let (name, direction) = if inbound {
+                    (Pif::Host.name(), "inbound")
                 } else {
-                    (Pif::Splice, "outbound")
+                    (Pif::Splice.name(), "outbound")
                 };
                 let table = tables
                     .iter_mut()
-                    .find(|t| t.pif == pif)
+                    .find(|t| t.name == name)
                     .ok_or_else(|| format!("Can't use -{letter}, no {direction} interface"))?;
                 let mut delete = false;
                 match &mut mode {

@@ -103,7 +103,7 @@ fn session(run: &Run) -> Result<(), String> {
     write_end(&mut out);
     stream
         .write_all(&out)
-        .map_err(|e| format!("Error writing to {path}: {}", strerror(&e)))?;
+        .map_err(|e| format!("Error writing to control socket: {}", strerror(&e)))?;
     // The server reads until our end marker; closing tells it we're done either way.
     let _ = stream.shutdown(Shutdown::Both);
     Ok(())
@@ -114,9 +114,15 @@ fn read_tables(stream: &mut UnixStream, debug: bool) -> Result<Vec<Table>, Strin
     let mut builder = TablesBuilder::new(Stream::Listing);
     let mut buf = [0u8; 4096];
     while !builder.is_done() {
+        // The C pesto's texts: the greeting first, the tables after it.
+        let what = if builder.hello().is_none() {
+            "Couldn't read server greeting"
+        } else {
+            "Error reading from control socket"
+        };
         let want = builder.wanted().clamp(1, buf.len());
         let n = match stream.read(&mut buf[..want]) {
-            Ok(0) => return Err("Server closed the connection before sending its rules".into()),
+            Ok(0) => return Err(format!("{what}: the server closed the connection")),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e)
@@ -126,11 +132,11 @@ fn read_tables(stream: &mut UnixStream, debug: bool) -> Result<Vec<Table>, Strin
                 ) =>
             {
                 return Err(format!(
-                    "No answer from server within {} s",
+                    "{what}: no answer within {} s",
                     IO_TIMEOUT.as_secs()
                 ))
             }
-            Err(e) => return Err(format!("Error reading from server: {}", strerror(&e))),
+            Err(e) => return Err(format!("{what}: {}", strerror(&e))),
         };
         builder.feed(&buf[..n]).map_err(|e| e.to_string())?;
     }
@@ -139,35 +145,32 @@ fn read_tables(stream: &mut UnixStream, debug: bool) -> Result<Vec<Table>, Strin
             eprintln!("pesto: server protocol version {}", h.version);
         }
     }
-    builder
-        .into_tables()
-        .into_iter()
-        .map(|t| {
-            let (name, caps) = t
-                .info
-                .unwrap_or_else(|| (t.pif.name().to_owned(), Default::default()));
-            let mut rules = ForwardTable::new();
-            for rule in t.rules {
-                rules
-                    .push_unchecked(rule.clone())
-                    .map_err(|e| format!("Server sent an invalid rule {rule}: {e}"))?;
-            }
-            if debug {
-                eprintln!(
-                    "pesto: table {name} (pif {}), caps 0x{:x}, {} rules",
-                    t.pif.number(),
-                    caps.0,
-                    rules.len()
-                );
-            }
-            Ok(Table {
-                pif: t.pif,
-                name,
-                caps,
-                rules,
-            })
-        })
-        .collect()
+    let mut tables: Vec<Table> = Vec::new();
+    for t in builder.into_tables() {
+        let (name, caps) = t
+            .info
+            .unwrap_or_else(|| (t.pif.name().to_owned(), Default::default()));
+        if tables.iter().any(|other| other.name == name) {
+            return Err("Received duplicate interface name".into());
+        }
+        if debug {
+            eprintln!(
+                "pesto: table {name} (pif {}), caps 0x{:x}, {} rules",
+                t.pif.number(),
+                caps.0,
+                t.rules.len()
+            );
+        }
+        // As received, unchecked: shown and sent back as the server holds them.
+        let rules = ForwardTable::from_rules_unchecked(t.rules).map_err(|e| e.to_string())?;
+        tables.push(Table {
+            pif: t.pif,
+            name,
+            caps,
+            rules,
+        });
+    }
+    Ok(tables)
 }
 
 /// The host's ephemeral ports, as the C pesto reads them; the kernel's default if unreadable.

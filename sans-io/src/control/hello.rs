@@ -45,14 +45,17 @@ impl Hello {
         if hello.version > VERSION {
             return Err(ControlError::NewerVersion(hello.version));
         }
+        if hello.version == 0 {
+            return Err(ControlError::ExperimentalVersion);
+        }
         if hello.version < VERSION {
             return Err(ControlError::OlderVersion(hello.version));
         }
-        if hello.pif_name_size as usize != PIF_NAME_SIZE || hello.ifnamsiz as usize != IFNAMSIZ {
-            return Err(ControlError::BadSizes {
-                pif_name_size: hello.pif_name_size,
-                ifnamsiz: hello.ifnamsiz,
-            });
+        if hello.pif_name_size as usize != PIF_NAME_SIZE {
+            return Err(ControlError::BadPifNameSize(hello.pif_name_size));
+        }
+        if hello.ifnamsiz as usize != IFNAMSIZ {
+            return Err(ControlError::BadIfnamsiz(hello.ifnamsiz));
         }
         Ok(hello)
     }
@@ -96,14 +99,27 @@ mod tests {
         }
         .encode();
         assert_eq!(Hello::decode(&v1), Err(ControlError::OlderVersion(1)));
+        let v0 = Hello {
+            version: 0,
+            ..Hello::ours()
+        }
+        .encode();
+        assert_eq!(Hello::decode(&v0), Err(ControlError::ExperimentalVersion));
         let sizes = Hello {
             ifnamsiz: 32,
             ..Hello::ours()
         }
         .encode();
-        assert!(matches!(
-            Hello::decode(&sizes),
-            Err(ControlError::BadSizes { .. })
-        ));
+        assert_eq!(Hello::decode(&sizes), Err(ControlError::BadIfnamsiz(32)));
+        assert_eq!(
+            ControlError::BadIfnamsiz(32).to_string(),
+            "Server has unexpected IFNAMSIZ (32 not 16)"
+        );
+        let sizes = Hello {
+            pif_name_size: 64,
+            ..Hello::ours()
+        }
+        .encode();
+        assert_eq!(Hello::decode(&sizes), Err(ControlError::BadPifNameSize(64)));
     }
 }

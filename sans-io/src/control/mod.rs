@@ -11,9 +11,11 @@
 //! Details the C sources leave open, decided here (and only here):
 //! * Padding: none. Every C struct involved has no padding with natural alignment (hello
 //!   8+4+4+4, pif info 128+4+4, rule 16+16+16+2+2+2+1+1), so "packed" and "natural" agree.
-//! * Versions: only 2 is spoken. Above 2 is the C text `Unknown server protocol version`;
-//!   0 (the C's "experimental") and 1 (no target address in the record) are refused with a
-//!   text of ours, since their records differ.
+//! * Versions: only 2 is spoken. Above 2 and 0 (the C's "experimental") are refused with
+//!   the C pesto's texts; 1 (whose record has no target address) with a text of ours: the C
+//!   pesto lets it through and would misread its records.
+//! * Pif numbers other than 1 to 3 are refused, in both directions (the C pesto would list
+//!   a table of an unknown pif; no server sends one).
 //! * A `DUAL_STACK_ANY` record must carry `::` as its address (the C comment says "should
 //!   be"; the C code always writes it). Anything else is refused rather than guessed at.
 //! * The target address `::` means "none"; `::ffff:0.0.0.0` is taken as a (bad) IPv4 target,
@@ -21,8 +23,8 @@
 //! * Interface and pif names are NUL-terminated within their fields; bytes after the NUL are
 //!   ignored (the C copies with `snprintf`, so they are zero) and a name that is not UTF-8 is
 //!   refused (Linux names are bytes, but the command line and our tables hold text).
-//! * A pif that appears twice in one stream is refused (the C pesto never sends it; the C
-//!   server would silently merge the two).
+//! * A pif that appears twice in one stream is refused (the C pesto refuses it in a listing
+//!   and never sends it; the C server would silently merge the two).
 //! * The order of the tables is free; the C server sends them in pif number order.
 //! * Rules are checked here only for what the record can express (protocol, flags, names);
 //!   ranges, targets and conflicts are [`ForwardTable::add`](crate::fwd::rule::ForwardTable)'s.
@@ -139,15 +141,17 @@ pub enum ControlError {
     BadMagic,
     #[error("Unknown server protocol version {0} > {VERSION}")]
     NewerVersion(u32),
+    #[error("Unsupported experimental server protocol")]
+    ExperimentalVersion,
     #[error("Unsupported server protocol version {0} (this one speaks {VERSION})")]
     OlderVersion(u32),
-    #[error(
-        "Server name sizes {pif_name_size} and {ifnamsiz} differ from ours ({PIF_NAME_SIZE} and {IFNAMSIZ})"
-    )]
-    BadSizes { pif_name_size: u32, ifnamsiz: u32 },
+    #[error("Server has unexpected pif name size ({0} not {PIF_NAME_SIZE})")]
+    BadPifNameSize(u32),
+    #[error("Server has unexpected IFNAMSIZ ({0} not {IFNAMSIZ})")]
+    BadIfnamsiz(u32),
     #[error("Unknown pif {0} in forwarding tables")]
     UnknownPif(u8),
-    #[error("Forwarding table for {0} received twice")]
+    #[error("Received duplicate interface identifier {0}")]
     DuplicatePif(Pif),
     #[error("Received {0} rules (maximum {MAX_RULES})")]
     TooManyRules(u32),
