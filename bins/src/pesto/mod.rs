@@ -37,13 +37,9 @@ const EPHEMERAL_DEFAULT: RangeInclusive<u16> = 32768..=60999;
 /// Runs pesto with its arguments (without the program name); the exit status.
 pub fn main_with_args(args: &[OsString]) -> i32 {
     let run = match args::parse(args) {
-        Ok(Command::Help) => {
-            print!("{}", args::USAGE);
-            return 0;
-        }
+        Ok(Command::Help) => return exit_status(stdout(args::USAGE)),
         Ok(Command::Version) => {
-            println!("pesto {}", env!("CARGO_PKG_VERSION"));
-            return 0;
+            return exit_status(stdout(&format!("pesto {}\n", env!("CARGO_PKG_VERSION"))))
         }
         Ok(Command::Run(run)) => run,
         Err(e) => {
@@ -52,13 +48,25 @@ pub fn main_with_args(args: &[OsString]) -> i32 {
             return EXIT_FAILURE;
         }
     };
-    match session(&run) {
+    exit_status(session(&run))
+}
+
+fn exit_status(result: Result<(), String>) -> i32 {
+    match result {
         Ok(()) => 0,
         Err(line) => {
             eprintln!("{line}");
             EXIT_FAILURE
         }
     }
+}
+
+/// Writes to standard output; a closed one is an error to report, not a panic.
+fn stdout(text: &str) -> Result<(), String> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("Error writing to standard output: {}", strerror(&e)))
 }
 
 /// One connection; the error is the one line to print.
@@ -76,24 +84,19 @@ fn session(run: &Run) -> Result<(), String> {
 
     let mut tables = read_tables(&mut stream, run.debug)?;
     if run.is_list() {
-        print!(
-            "{}",
-            listing::format("passt/pasta configuration", &path, &tables)
-        );
+        stdout(&listing::format(
+            "passt/pasta configuration",
+            &path,
+            &tables,
+        ))?;
         return Ok(());
     }
     if run.show {
-        print!(
-            "{}",
-            listing::format("Previous configuration", &path, &tables)
-        );
+        stdout(&listing::format("Previous configuration", &path, &tables))?;
     }
     apply::apply(&mut tables, &run.ops, ephemeral_range())?;
     if run.show {
-        print!(
-            "{}",
-            listing::format("Updated configuration", &path, &tables)
-        );
+        stdout(&listing::format("Updated configuration", &path, &tables))?;
     }
     let mut out = Vec::new();
     for t in &tables {
