@@ -21,6 +21,9 @@ const PORT_SPECS: &[&str] = &[
     "8000-8004:10.88.0.2/80-84",
     "::/8080:80",
     "*%eth0/22,80:[fd00::2]",
+    "127.0.0.1/all",
+    "8000-8010,auto",
+    "[::]/all:fd00::2,~22",
 ];
 const RESOLV: &[&str] = &[
     "nameserver 203.0.113.53\nnameserver 2001:db8:2::53\nsearch lab.test example.org\n",

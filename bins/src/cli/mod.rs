@@ -544,6 +544,18 @@ fn forward_mode(mode: Mode, m: &ArgMatches, id: &str) -> Result<ForwardMode, Cli
                     "forwarding to a target address is not supported yet",
                 ))
             }
+            // The C original's `ADDR/all`, `P-Q,auto`: parsed (pesto takes them), not run yet.
+            (PortSpec::Ports(r), _)
+                if r.items
+                    .iter()
+                    .any(|i| matches!(i, PortItem::Auto | PortItem::All(_))) =>
+            {
+                return Err(value_error(
+                    id,
+                    v,
+                    "'auto' or 'all' inside a port list is not supported yet",
+                ))
+            }
             _ => {}
         }
         fwd.add(spec).map_err(|e| value_error(id, v, e))?;

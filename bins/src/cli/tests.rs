@@ -411,6 +411,10 @@ fn bad_values_name_option_and_value() {
             "invalid value '0.0.0.0/8080:10.88.0.2/80' for --tcp-ports: forwarding to a target address is not supported yet",
         ),
         (
+            &["-t", "127.0.0.1/all"],
+            "invalid value '127.0.0.1/all' for --tcp-ports: 'auto' or 'all' inside a port list is not supported yet",
+        ),
+        (
             &["-u", "53:[fd00::2]"],
             "invalid value '53:[fd00::2]' for --udp-ports: forwarding to a target address is not supported yet",
         ),

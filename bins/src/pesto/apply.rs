@@ -8,7 +8,7 @@ use std::ops::RangeInclusive;
 use sans_io::control::{Caps, Pif};
 use sans_io::flow::Proto;
 use sans_io::fwd::rule::{ForwardRule, ForwardTable, Listen};
-use sans_io::fwd::PortSpec;
+use sans_io::fwd::{PortItem, PortSpec};
 
 use super::args::Op;
 
@@ -132,18 +132,20 @@ fn apply_spec(
             ));
         }
     }
-    match spec {
-        PortSpec::None => {
-            // As the C original: `none` only where nothing of the protocol is left.
-            if table.rules.rules().iter().any(|r| r.proto == proto) {
-                return Err(format!("-{letter} none conflicts with previous options"));
-            }
-            return Ok(());
+    if spec == PortSpec::None {
+        // As the C original: `none` only where nothing of the protocol is left.
+        if table.rules.rules().iter().any(|r| r.proto == proto) {
+            return Err(format!("-{letter} none conflicts with previous options"));
         }
-        PortSpec::Auto if !table.caps.contains(Caps::SCAN) => {
-            return Err("'auto' port forwarding is only allowed for pasta".into());
-        }
-        _ => {}
+        return Ok(());
+    }
+    let scans = match &spec {
+        PortSpec::Auto => true,
+        PortSpec::Ports(r) => r.items.contains(&PortItem::Auto),
+        _ => false,
+    };
+    if scans && !table.caps.contains(Caps::SCAN) {
+        return Err("'auto' port forwarding is only allowed for pasta".into());
     }
     for rule in spec.to_rules(proto, ephemeral) {
         for rule in fit_to_table(rule, table.caps, outbound) {
@@ -292,6 +294,12 @@ mod tests {
         assert_eq!(listed(&t), [vec!["TCP *:2000  =>  2000"], vec![]]);
         apply(&mut t, &ops(&["-C", "HOST"]), EPHEMERAL).unwrap();
         assert_eq!(listed(&t), [Vec::<String>::new(), vec![]]);
+        // The C original's list keywords.
+        apply(&mut t, &ops(&["-A", "-t", "8000-8010,auto"]), EPHEMERAL).unwrap();
+        assert_eq!(
+            listed(&t)[0],
+            ["TCP *:8000-8010  =>  8000-8010 (auto-scan)"]
+        );
     }
 
     #[test]

@@ -10,9 +10,11 @@ use crate::fwd::rule::{ForwardRule, Listen};
 impl PortSpec {
     /// The rules this spec adds for `proto`, as the C original makes them (`fwd_rule_parse`):
     /// each forwarded range becomes rules for its runs between excluded ports, in the order
-    /// written (overlaps are left for the table to call conflicts); `auto`, `all` and a list
-    /// of exclusions only stand for every port but the `ephemeral` ones and the excluded
-    /// ones, best effort (`all`), and only where bound on the other side (`auto`).
+    /// written (overlaps are left for the table to call conflicts); a list without forwarded
+    /// ports (`auto`, `all`, `ADDR/all`, exclusions only) stands for every port but the
+    /// `ephemeral` ones and the excluded ones, best effort. An `auto` anywhere makes every
+    /// rule of the spec apply only while its port is bound on the other side; `all:TADDR`
+    /// gives the every-port rules a target address.
     pub fn to_rules(&self, proto: Proto, ephemeral: RangeInclusive<u16>) -> Vec<ForwardRule> {
         let base = ForwardRule::ports(proto, 1, 1);
         let every_port = |rule: &ForwardRule, excluded: &[bool]| {
@@ -33,18 +35,26 @@ impl PortSpec {
             PortSpec::All => every_port(&base, &none),
             PortSpec::Auto => every_port(&ForwardRule { scan: true, ..base }, &none),
             PortSpec::Ports(ranges) => {
-                let rule = ForwardRule {
+                let mut rule = ForwardRule {
                     listen: ranges.bind.map_or(Listen::DualStackAny, Listen::Addr),
                     iface: ranges.iface.clone(),
                     ..base
                 };
                 let mut excluded = vec![false; 1 << 16];
+                // The target of the ports `all` stands for: the last `all:TADDR` says.
+                let mut all_target = None;
                 for item in &ranges.items {
-                    if let PortItem::Exclude(r) = item {
-                        excluded[usize::from(r.first)..=usize::from(r.last)].fill(true);
+                    match item {
+                        PortItem::Exclude(r) => {
+                            excluded[usize::from(r.first)..=usize::from(r.last)].fill(true)
+                        }
+                        PortItem::Auto => rule.scan = true,
+                        PortItem::All(target) => all_target = *target,
+                        PortItem::Forward(_) => {}
                     }
                 }
                 if !ranges.has_forwards() {
+                    rule.target = all_target;
                     return every_port(&rule, &excluded);
                 }
                 let mut out = Vec::new();
@@ -364,19 +374,44 @@ mod tests {
             ]
         );
         assert_eq!(rules("~1-65535"), Vec::<String>::new());
+        // The C original's list keywords.
+        assert_eq!(
+            rules("8000-8010,auto"),
+            ["TCP *:8000-8010  =>  8000-8010 (auto-scan)"]
+        );
+        assert_eq!(
+            rules("192.0.2.2/auto,~1-32767"),
+            ["TCP 192.0.2.2:61000-65535  =>  61000-65535 (best effort) (auto-scan)"]
+        );
+        assert_eq!(
+            rules("0.0.0.0/all:10.88.0.2,~1-60999"),
+            ["TCP 0.0.0.0:61000-65535  =>  10.88.0.2:61000-65535 (best effort)"]
+        );
+        // `all` beside forwarded ports stands for nothing, as in the original.
+        assert_eq!(rules("127.0.0.1/all,22"), ["TCP 127.0.0.1:22  =>  22"]);
     }
 
     proptest! {
         /// The rules forward what `expand` says, when no item overlaps another.
         #[test]
-        fn rules_cover_what_expand_forwards(r in arb_small_ranges()) {
-            let expanded = r.expand(EPHEMERAL);
+        fn rules_cover_what_expand_forwards(mut r in arb_small_ranges()) {
+            // Drop the forwards that overlap earlier ones (the original makes them separate,
+            // conflicting rules; expand lets the later win).
             let mut seen = std::collections::BTreeSet::new();
-            let overlapping = r.items.iter().any(|i| {
-                matches!(i, PortItem::Forward(m) if (m.from.first..=m.from.last).any(|p| !seen.insert(p)))
+            r.items.retain(|i| match i {
+                PortItem::Forward(m) => {
+                    let ports = m.from.first..=m.from.last;
+                    let fresh = ports.clone().all(|p| !seen.contains(&p));
+                    if fresh {
+                        seen.extend(ports);
+                    }
+                    fresh
+                }
+                _ => true,
             });
             // Parsed lists are never empty.
-            prop_assume!(!overlapping && !r.items.is_empty());
+            prop_assume!(!r.items.is_empty());
+            let expanded = r.expand(EPHEMERAL);
             let rules = PortSpec::Ports(r).to_rules(Proto::Udp, EPHEMERAL);
             let mut from_rules: Vec<(u16, u16)> = rules
                 .iter()

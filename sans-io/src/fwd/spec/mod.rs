@@ -21,7 +21,11 @@
 //!   A target range must be as long as the source range; a single target port after a source
 //!   range is short for the range of the same length starting there (`22-80:32` is
 //!   `22-80:32-90`);
-//! * `~P` or `~P-Q` excludes ports, and takes no target.
+//! * `~P` or `~P-Q` excludes ports, and takes no target;
+//! * `auto` makes the list's forwards apply only while bound on the other side, and `all`
+//!   (or `all:TADDR`) stands for every port when the list names none (the C original's
+//!   `ADDR/all`, `ADDR/auto`, `8000-8010,auto`). Alone and without a prefix, `auto` and
+//!   `all` are the keywords instead; `*/auto` is the one-item list.
 //!
 //! As in the C original, a prefix is tried first: in `8080:fd00::2/80` the text before the
 //! `/` is a valid IPv6 address, so it listens there on port 80. Write a prefix

@@ -87,6 +87,15 @@ fn parse_item(item: &str) -> Result<PortItem, SpecError> {
         return parse_range(rest, item).map(PortItem::Exclude);
     }
 
+    match item {
+        "auto" => return Ok(PortItem::Auto),
+        "all" => return Ok(PortItem::All(None)),
+        _ => {}
+    }
+    if let Some(addr) = item.strip_prefix("all:") {
+        return parse_addr(addr).map(|a| PortItem::All(Some(a)));
+    }
+
     let (source, target) = match item.split_once(':') {
         Some((source, target)) => (source, Some(target)),
         None => (item, None),
@@ -167,17 +176,16 @@ fn parse_prefix(prefix: &str) -> Result<(Option<IpAddr>, Option<String>), SpecEr
 
 /// Whether the text before the first `/` is the start of a port list with a target address
 /// (`8080:10.88.0.2/80`, `22,80:10.0.0.1/8080`) rather than a listening prefix: a list
-/// starts with a port or `~`, and a `/` in it follows a target's `:`. Like the C original,
+/// starts with a port, `~`, `auto` or `all`, and a `/` in it follows a target's `:`. Like the C original,
 /// a prefix is tried first, so text that reads as an address (`8080:fd00::2`, a valid IPv6
 /// address) is one; a bracketed target (`8080:[fd00::2]/80`) avoids that.
 fn is_list_with_target(before_slash: &str) -> bool {
-    before_slash.starts_with(|c: char| c.is_ascii_digit() || c == '~')
-        && before_slash.contains(':')
-        && parse_prefix(before_slash).is_err()
-}
-
-fn is_keyword(s: &str) -> bool {
-    matches!(s, "none" | "auto" | "all")
+    let first = before_slash.split(',').next().unwrap_or_default();
+    let starts_a_list = first.starts_with(|c: char| c.is_ascii_digit() || c == '~')
+        || first == "auto"
+        || first == "all"
+        || first.starts_with("all:");
+    starts_a_list && before_slash.contains(':') && parse_prefix(before_slash).is_err()
 }
 
 impl FromStr for PortSpec {
@@ -193,7 +201,7 @@ impl FromStr for PortSpec {
     }
 }
 
-/// Parses the explicit-list form only: keywords are an error here.
+/// Parses the list form: `none` is an error here, and `auto` and `all` are list items.
 impl FromStr for PortRanges {
     type Err = SpecError;
 
@@ -207,7 +215,7 @@ impl FromStr for PortRanges {
                 if list.is_empty() {
                     return Err(SpecError(format!("missing ports after '{prefix}/'")));
                 }
-                if is_keyword(list) {
+                if list == "none" {
                     return Err(SpecError(format!(
                         "'{list}' cannot follow an address or interface"
                     )));
@@ -518,26 +526,48 @@ mod tests {
     }
 
     #[test]
-    fn keywords_after_a_prefix_are_errors() {
-        assert_eq!(
-            error("192.0.2.1/all"),
-            "'all' cannot follow an address or interface"
+    fn keywords_as_list_items() {
+        // The C original's `ADDR/all`, `ADDR/auto`, `P-Q,auto` and `all:TADDR`.
+        check(
+            "127.0.0.1/all",
+            ports(v4(127, 0, 0, 1), None, vec![PortItem::All(None)]),
+            "127.0.0.1/all",
+        );
+        check(
+            "%eth0/auto",
+            ports(None, Some("eth0"), vec![PortItem::Auto]),
+            "%eth0/auto",
+        );
+        check(
+            "8000-8010,auto",
+            ports(None, None, vec![fwd(8000, 8010, 8000), PortItem::Auto]),
+            "8000-8010,auto",
+        );
+        check(
+            "[::]/all:fd00::2",
+            ports(ip("::"), None, vec![PortItem::All(ip("fd00::2"))]),
+            "::/all:[fd00::2]",
+        );
+        // Alone and without a prefix, a list keyword prints with `*/` to stay a list.
+        check("*/auto", ports(None, None, vec![PortItem::Auto]), "*/auto");
+        check(
+            "*/all",
+            ports(None, None, vec![PortItem::All(None)]),
+            "*/all",
         );
         assert_eq!(
             error("%eth0/none"),
             "'none' cannot follow an address or interface"
         );
-        assert_eq!(
-            error("::1/auto"),
-            "'auto' cannot follow an address or interface"
-        );
+        assert_eq!(error("all:nowhere"), "'nowhere' is not an IP address");
     }
 
     #[test]
     fn keywords_are_exact() {
         assert_eq!(error("All"), "'All' is not a port number");
         assert_eq!(error(" none"), "' none' is not a port number");
-        assert_eq!(error("all,22"), "'all' is not a port number");
+        assert_eq!(error("none,22"), "'none' is not a port number");
+        assert_eq!(error("ALL,22"), "'ALL' is not a port number");
     }
 
     #[test]

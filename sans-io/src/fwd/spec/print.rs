@@ -50,6 +50,10 @@ impl fmt::Display for PortItem {
         match self {
             PortItem::Forward(map) => write!(f, "{map}"),
             PortItem::Exclude(range) => write!(f, "~{range}"),
+            PortItem::Auto => f.write_str("auto"),
+            PortItem::All(None) => f.write_str("all"),
+            PortItem::All(Some(IpAddr::V6(a))) => write!(f, "all:[{a}]"),
+            PortItem::All(Some(a)) => write!(f, "all:{a}"),
         }
     }
 }
@@ -62,8 +66,12 @@ impl fmt::Display for PortRanges {
         if let Some(iface) = &self.iface {
             write!(f, "%{iface}")?;
         }
+        // A lone keyword item would read as the keyword spec: `*/` keeps it a list.
+        let lone_keyword = matches!(self.items[..], [PortItem::Auto | PortItem::All(None)]);
         if self.bind.is_some() || self.iface.is_some() {
             f.write_str("/")?;
+        } else if lone_keyword {
+            f.write_str("*/")?;
         }
         for (i, item) in self.items.iter().enumerate() {
             if i > 0 {
@@ -163,8 +171,10 @@ mod tests {
 
     fn arb_item() -> impl Strategy<Value = PortItem> {
         prop_oneof![
-            3 => arb_map().prop_map(PortItem::Forward),
-            1 => arb_range().prop_map(PortItem::Exclude),
+            6 => arb_map().prop_map(PortItem::Forward),
+            2 => arb_range().prop_map(PortItem::Exclude),
+            1 => Just(PortItem::Auto),
+            1 => proptest::option::of(any::<IpAddr>()).prop_map(PortItem::All),
         ]
     }
 

@@ -28,6 +28,12 @@ pub enum PortItem {
     Forward(PortMap),
     /// `~P[-Q]`: ports not to forward.
     Exclude(PortRange),
+    /// `auto` in a list (`8000-8010,auto`, `ADDR/auto`): the list's ports only while bound
+    /// on the other side (the C original's scan flag).
+    Auto,
+    /// `all[:TADDR]` in a list (`ADDR/all`): stands for every port when the list forwards
+    /// no explicit ones, to `TADDR` if given.
+    All(Option<IpAddr>),
 }
 
 /// An inclusive port range; `first <= last`.
