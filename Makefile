@@ -6,7 +6,7 @@
 # pasta is passt under another name (the program picks its mode from argv[0]): installed as
 # a symbolic link to passt, as is its man page to passt.1, as the original does.
 #
-# PREBUILT=DIR installs the passt and qrap found in DIR as they are, without running cargo
+# PREBUILT=DIR installs the passt, qrap and pesto found in DIR as they are, without running cargo
 # (a packager's own build, or target/debug for a quick test); by default they are cargo's
 # release build, made first.
 
@@ -31,8 +31,8 @@ built := $(PREBUILT)
 build :=
 endif
 
-BIN := passt pasta qrap
-MAN1 := passt.1 pasta.1 qrap.1
+BIN := passt pasta qrap pesto
+MAN1 := passt.1 pasta.1 qrap.1 pesto.1
 
 .PHONY: all build install uninstall clean
 
@@ -43,9 +43,9 @@ build:
 
 install: $(build)
 	$(INSTALL) -d $(DESTDIR)$(bindir) $(DESTDIR)$(man1dir)
-	$(INSTALL) -m 755 $(built)/passt $(built)/qrap $(DESTDIR)$(bindir)/
+	$(INSTALL) -m 755 $(built)/passt $(built)/qrap $(built)/pesto $(DESTDIR)$(bindir)/
 	ln -sf passt $(DESTDIR)$(bindir)/pasta
-	$(INSTALL) -m 644 man/passt.1 man/qrap.1 $(DESTDIR)$(man1dir)/
+	$(INSTALL) -m 644 man/passt.1 man/qrap.1 man/pesto.1 $(DESTDIR)$(man1dir)/
 	ln -sf passt.1 $(DESTDIR)$(man1dir)/pasta.1
 
 uninstall:

@@ -1,4 +1,4 @@
-//! The `passt`, `pasta` and `qrap` programs: command line, start-up, and the glue between the
+//! The `passt`, `pasta`, `qrap` and `pesto` programs: command line, start-up, and the glue between the
 //! OS shim and the core. One binary serves passt and pasta; the name it is run under picks
 //! the mode, as with the original (a `pasta` link to `passt` is pasta).
 
@@ -10,6 +10,7 @@ pub mod drop_log;
 pub mod forwards;
 pub mod passt;
 pub mod pasta;
+pub mod pesto;
 mod process;
 pub mod qrap;
 mod sandbox;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{bin, require, run_timeout, show, Need, TempDir};
 
-/// Generous: `make` only copies files, `man` formats three pages.
+/// Generous: `make` only copies files, `man` formats four pages.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn workspace() -> PathBuf {
@@ -67,6 +67,7 @@ fn make_install_and_uninstall_into_a_destdir() {
     let dest = TempDir::new("install");
     let prebuilt = bin("passt").parent().unwrap().to_owned();
     assert!(prebuilt.join("qrap").exists(), "qrap is built with passt");
+    assert!(prebuilt.join("pesto").exists(), "pesto is built with passt");
     let vars = [
         format!("DESTDIR={}", dest.path().display()),
         "prefix=/usr".to_owned(),
@@ -85,15 +86,21 @@ fn make_install_and_uninstall_into_a_destdir() {
         [
             "usr/bin/passt",
             "usr/bin/pasta",
+            "usr/bin/pesto",
             "usr/bin/qrap",
             "usr/share/man/man1/passt.1",
             "usr/share/man/man1/pasta.1",
+            "usr/share/man/man1/pesto.1",
             "usr/share/man/man1/qrap.1",
         ]
     );
     let bindir = dest.path().join("usr/bin");
     // pasta is passt by another name: its mode comes from the name it was run by.
-    for (program, name) in [("passt", "passt "), ("pasta", "pasta ")] {
+    for (program, name) in [
+        ("passt", "passt "),
+        ("pasta", "pasta "),
+        ("pesto", "pesto "),
+    ] {
         let out = run(&bindir.join(program), &["--version"]);
         assert!(out.status.success(), "{program} --version: {}", show(&out));
         let version = String::from_utf8_lossy(&out.stdout);
@@ -111,6 +118,7 @@ fn make_install_and_uninstall_into_a_destdir() {
         ("passt.1", "PASST(1)"),
         ("pasta.1", "PASST(1)"),
         ("qrap.1", "QRAP(1)"),
+        ("pesto.1", "PESTO(1)"),
     ] {
         let out = run_timeout(
             Command::new("man")

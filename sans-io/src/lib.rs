@@ -12,6 +12,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod control;
 mod dispatch;
 pub mod engine;
 pub mod flow;

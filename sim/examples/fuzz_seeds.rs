@@ -16,6 +16,14 @@ const PORT_SPECS: &[&str] = &[
     "127.0.0.1%lo/8080-8090:9080-9090",
     "~1-1000,2000",
     "[::1]/443",
+    "0.0.0.0/8080:10.88.0.2/80",
+    "[::]/8080:fd00::2/80",
+    "8000-8004:10.88.0.2/80-84",
+    "::/8080:80",
+    "*%eth0/22,80:[fd00::2]",
+    "127.0.0.1/all",
+    "8000-8010,auto",
+    "[::]/all:fd00::2,~22",
 ];
 const RESOLV: &[&str] = &[
     "nameserver 203.0.113.53\nnameserver 2001:db8:2::53\nsearch lab.test example.org\n",
@@ -75,7 +83,15 @@ fn main() {
         }
         println!("{target}: {} seeds", seeds.len());
     };
-    for t in ["engine", "wire", "dhcp", "dhcpv6", "ndp", "pcap_replay"] {
+    for t in [
+        "engine",
+        "wire",
+        "dhcp",
+        "dhcpv6",
+        "ndp",
+        "pcap_replay",
+        "control",
+    ] {
         write(t, sim::fuzzing::seeds(t, &root));
     }
     let text = |l: &[&str]| l.iter().map(|s| s.as_bytes().to_vec()).collect();

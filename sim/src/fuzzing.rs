@@ -594,7 +594,83 @@ pub fn port_spec(data: &[u8]) {
         if let PortSpec::Ports(ranges) = &spec {
             let _ = ranges.expand(32768..=60999);
         }
+        let rules = spec.to_rules(sans_io::flow::Proto::Tcp, 32768..=60999);
+        assert!(rules.iter().all(|r| r.first <= r.last && r.first != 0));
     }
+}
+
+/// The control-socket protocol: the decoder never panics on either direction's bytes, and
+/// what it accepts encodes back to bytes that decode to the same tables.
+pub fn control(data: &[u8]) {
+    use sans_io::control::{
+        encode_listing_table, encode_update_table, write_end, Hello, Stream, TablesBuilder,
+    };
+    let data = &data[..data.len().min(MAX_INPUT)];
+    for stream in [Stream::Listing, Stream::Update] {
+        let mut builder = TablesBuilder::new(stream);
+        // Split the input as a socket might: the first byte says where.
+        let cut = usize::from(data.first().copied().unwrap_or(0)).min(data.len());
+        let fed = builder
+            .feed(&data[..cut])
+            .and_then(|_| builder.feed(&data[cut..]));
+        if fed.is_err() || !builder.is_done() {
+            continue;
+        }
+        let mut again = Vec::new();
+        if stream == Stream::Listing {
+            again.extend_from_slice(&Hello::ours().encode());
+        }
+        for t in builder.tables() {
+            match &t.info {
+                Some((name, caps)) => {
+                    encode_listing_table(t.pif, name, *caps, &t.rules, &mut again)
+                }
+                None => encode_update_table(t.pif, &t.rules, &mut again),
+            }
+            .expect("decoded tables encode");
+        }
+        write_end(&mut again);
+        let mut check = TablesBuilder::new(stream);
+        assert_eq!(check.feed(&again), Ok(true), "re-encoded tables decode");
+        assert_eq!(check.tables(), builder.tables());
+    }
+}
+
+/// A pasta listing and an update as pesto sends it, with rules of every shape.
+fn control_seeds() -> Vec<Vec<u8>> {
+    use sans_io::control::{
+        encode_listing_table, encode_update_table, write_end, Caps, Hello, Pif,
+    };
+    use sans_io::flow::Proto;
+    use sans_io::fwd::rule::{ForwardRule, Listen};
+    let rules = [
+        ForwardRule {
+            listen: Listen::Addr(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            target: Some(IpAddr::V4(Ipv4Addr::new(10, 88, 0, 2))),
+            to: 80,
+            ..ForwardRule::ports(Proto::Tcp, 8080, 8080)
+        },
+        ForwardRule {
+            listen: Listen::Addr(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            iface: Some("lo".into()),
+            weak: true,
+            ..ForwardRule::ports(Proto::Udp, 53, 54)
+        },
+        ForwardRule {
+            scan: true,
+            ..ForwardRule::ports(Proto::Tcp, 1, 65535)
+        },
+    ];
+    let mut listing = Hello::ours().encode().to_vec();
+    encode_listing_table(Pif::Host, "HOST", Caps(0x3f), &rules, &mut listing).expect("seed");
+    encode_listing_table(Pif::Splice, "SPLICE", Caps(0x1c), &rules[2..], &mut listing)
+        .expect("seed");
+    write_end(&mut listing);
+    let mut update = Vec::new();
+    encode_update_table(Pif::Host, &rules, &mut update).expect("seed");
+    encode_update_table(Pif::Splice, &[], &mut update).expect("seed");
+    write_end(&mut update);
+    vec![listing, update]
 }
 
 /// resolv.conf parsing.
@@ -672,6 +748,7 @@ pub fn seeds(target: &str, root: &std::path::Path) -> Vec<Vec<u8>> {
             })
             .collect(),
         "pcap_replay" => whole,
+        "control" => control_seeds(),
         _ => Vec::new(),
     }
 }

@@ -57,6 +57,11 @@ fn run(target: &str, f: fn(&[u8]), mutations: usize) {
 }
 
 #[test]
+fn control() {
+    run("control", fuzzing::control, 5000);
+}
+
+#[test]
 fn engine_ops() {
     run("engine", fuzzing::engine_ops, 300);
 }
@@ -96,6 +101,11 @@ fn text_targets() {
         "",
         "0.0.0.0/80",
         "[::1]/22",
+        "[::]/8080:fd00::2/80",
+        "8000-8004:10.88.0.2/80-84",
+        "*/1-100,~50",
+        "0.0.0.0/all:10.0.0.1,~1-1000",
+        "80-90,auto",
     ] {
         fuzzing::port_spec(s.as_bytes());
     }

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::ArgMatches;
 use sans_io::config::{AddrChoice, Family, ListChoice, Mode, NetOptions};
-use sans_io::fwd::{ForwardMode, PortSpec};
+use sans_io::fwd::{ForwardMode, PortItem, PortSpec};
 
 use options::{Modes, COMMAND_ARG, OPTIONS};
 
@@ -530,6 +530,31 @@ fn forward_mode(mode: Mode, m: &ArgMatches, id: &str) -> Result<ForwardMode, Cli
             }
             (PortSpec::All, Mode::Pasta) => {
                 return Err(value_error(id, v, "'all' forwarding is for passt only"))
+            }
+            // The grammar takes `P:TADDR/TP` (pesto's callers write it), but the data path
+            // can only forward to the guest's own address so far: refuse rather than misroute.
+            (PortSpec::Ports(r), _)
+                if r.items
+                    .iter()
+                    .any(|i| matches!(i, PortItem::Forward(m) if m.to_addr.is_some())) =>
+            {
+                return Err(value_error(
+                    id,
+                    v,
+                    "forwarding to a target address is not supported yet",
+                ))
+            }
+            // The C original's `ADDR/all`, `P-Q,auto`: parsed (pesto takes them), not run yet.
+            (PortSpec::Ports(r), _)
+                if r.items
+                    .iter()
+                    .any(|i| matches!(i, PortItem::Auto | PortItem::All(_))) =>
+            {
+                return Err(value_error(
+                    id,
+                    v,
+                    "'auto' or 'all' inside a port list is not supported yet",
+                ))
             }
             _ => {}
         }

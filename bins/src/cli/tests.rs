@@ -106,6 +106,21 @@ fn podman_command_line() {
 }
 
 #[test]
+fn newer_listen_address_forms() {
+    // Brackets, `*` for both families, and the single-family wildcards.
+    let cli = pasta(&["-t", "[::]/8080", "-t", "*/9090", "-u", "[127.0.0.1]/53"]);
+    let ForwardMode::Ports(tcp) = &cli.net.tcp_in else {
+        panic!("{:?}", cli.net.tcp_in)
+    };
+    assert_eq!(tcp[0].bind, Some(Ipv6Addr::UNSPECIFIED.into()));
+    assert_eq!(tcp[1].bind, None);
+    let ForwardMode::Ports(udp) = &cli.net.udp_in else {
+        panic!("{:?}", cli.net.udp_in)
+    };
+    assert_eq!(udp[0].bind, Some(Ipv4Addr::LOCALHOST.into()));
+}
+
+#[test]
 fn podman_option_order_does_not_matter() {
     // Podman emits -t and -u in either order, and puts the user's own options first.
     let tail = [
@@ -390,6 +405,18 @@ fn bad_values_name_option_and_value() {
         (
             &["-t", "auto"],
             "invalid value 'auto' for --tcp-ports: 'auto' forwarding is for pasta only",
+        ),
+        (
+            &["-t", "0.0.0.0/8080:10.88.0.2/80"],
+            "invalid value '0.0.0.0/8080:10.88.0.2/80' for --tcp-ports: forwarding to a target address is not supported yet",
+        ),
+        (
+            &["-t", "127.0.0.1/all"],
+            "invalid value '127.0.0.1/all' for --tcp-ports: 'auto' or 'all' inside a port list is not supported yet",
+        ),
+        (
+            &["-u", "53:[fd00::2]"],
+            "invalid value '53:[fd00::2]' for --udp-ports: forwarding to a target address is not supported yet",
         ),
         (
             &["-i", "a/b"],

@@ -239,6 +239,16 @@ impl ForwardTable {
         Self::default()
     }
 
+    /// A table holding `rules` as they are, unchecked but for their number: what a server
+    /// lists, which `pesto` shows and sends back even if it breaks the rules (as the C one
+    /// does), and edits with [`add`](Self::add) and [`remove`](Self::remove).
+    pub fn from_rules_unchecked(rules: Vec<ForwardRule>) -> Result<Self, RuleError> {
+        if rules.len() > MAX_RULES {
+            return Err(RuleError::TooMany);
+        }
+        Ok(ForwardTable { rules })
+    }
+
     /// The rules, in order.
     pub fn rules(&self) -> &[ForwardRule] {
         &self.rules

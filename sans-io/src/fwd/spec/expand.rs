@@ -1,8 +1,105 @@
-//! What a port list forwards: the `(from, to)` pairs, with exclusions and overlaps resolved.
+//! What a port list forwards: the `(from, to)` pairs, with exclusions and overlaps resolved;
+//! and the forwarding rules a spec stands for, as the C original and `pesto` make them.
 
 use std::ops::RangeInclusive;
 
-use super::{PortItem, PortRanges};
+use super::{PortItem, PortRanges, PortSpec};
+use crate::flow::Proto;
+use crate::fwd::rule::{ForwardRule, Listen};
+
+impl PortSpec {
+    /// The rules this spec adds for `proto`, as the C original makes them (`fwd_rule_parse`):
+    /// each forwarded range becomes rules for its runs between excluded ports, in the order
+    /// written (overlaps are left for the table to call conflicts); a list without forwarded
+    /// ports (`auto`, `all`, `ADDR/all`, exclusions only) stands for every port but the
+    /// `ephemeral` ones and the excluded ones, best effort. An `auto` anywhere makes every
+    /// rule of the spec apply only while its port is bound on the other side; `all:TADDR`
+    /// gives the every-port rules a target address.
+    pub fn to_rules(&self, proto: Proto, ephemeral: RangeInclusive<u16>) -> Vec<ForwardRule> {
+        let base = ForwardRule::ports(proto, 1, 1);
+        let every_port = |rule: &ForwardRule, excluded: &[bool]| {
+            let skip = |p: u16| excluded[usize::from(p)] || ephemeral.contains(&p);
+            runs(1, u16::MAX, skip)
+                .map(|(first, last)| ForwardRule {
+                    first,
+                    last,
+                    to: first,
+                    weak: true,
+                    ..rule.clone()
+                })
+                .collect()
+        };
+        let none = vec![false; 1 << 16];
+        match self {
+            PortSpec::None => Vec::new(),
+            PortSpec::All => every_port(&base, &none),
+            PortSpec::Auto => every_port(&ForwardRule { scan: true, ..base }, &none),
+            PortSpec::Ports(ranges) => {
+                let mut rule = ForwardRule {
+                    listen: ranges.bind.map_or(Listen::DualStackAny, Listen::Addr),
+                    iface: ranges.iface.clone(),
+                    ..base
+                };
+                let mut excluded = vec![false; 1 << 16];
+                // The target of the ports `all` stands for: the last `all:TADDR` says.
+                let mut all_target = None;
+                for item in &ranges.items {
+                    match item {
+                        PortItem::Exclude(r) => {
+                            excluded[usize::from(r.first)..=usize::from(r.last)].fill(true)
+                        }
+                        PortItem::Auto => rule.scan = true,
+                        PortItem::All(target) => all_target = *target,
+                        PortItem::Forward(_) => {}
+                    }
+                }
+                if !ranges.has_forwards() {
+                    rule.target = all_target;
+                    return every_port(&rule, &excluded);
+                }
+                let mut out = Vec::new();
+                for item in &ranges.items {
+                    let PortItem::Forward(map) = item else {
+                        continue;
+                    };
+                    let skip = |p: u16| excluded[usize::from(p)];
+                    for (first, last) in runs(map.from.first, map.from.last, skip) {
+                        let Some(to) = map.target(first) else {
+                            continue;
+                        };
+                        out.push(ForwardRule {
+                            first,
+                            last,
+                            to,
+                            target: map.to_addr,
+                            ..rule.clone()
+                        });
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+/// The maximal runs of ports in `first..=last` that `skip` does not skip.
+fn runs(first: u16, last: u16, skip: impl Fn(u16) -> bool) -> impl Iterator<Item = (u16, u16)> {
+    let mut next = u32::from(first);
+    let last = u32::from(last);
+    std::iter::from_fn(move || {
+        while next <= last && skip(next as u16) {
+            next += 1;
+        }
+        if next > last {
+            return None;
+        }
+        let start = next;
+        while next <= last && !skip(next as u16) {
+            next += 1;
+        }
+        Some((start as u16, (next - 1) as u16))
+    })
+}
 
 impl PortRanges {
     /// The `(from, to)` port pairs this list forwards, sorted by `from`, one pair per `from`.
@@ -214,7 +311,7 @@ mod tests {
     fn arb_small_ranges() -> impl Strategy<Value = PortRanges> {
         let item = prop_oneof![
             3 => (arb_small_range(), 1u16..1000)
-                .prop_map(|(from, to_first)| PortItem::Forward(PortMap { from, to_first })),
+                .prop_map(|(from, to_first)| PortItem::Forward(PortMap { from, to_first, to_addr: None })),
             1 => arb_small_range().prop_map(PortItem::Exclude),
             1 => arb_small_range().prop_map(|r| PortItem::Forward(PortMap::identity(r))),
         ];
@@ -225,7 +322,106 @@ mod tests {
         })
     }
 
+    fn rules(spec: &str) -> Vec<String> {
+        let spec: PortSpec = spec.parse().unwrap();
+        spec.to_rules(Proto::Tcp, EPHEMERAL)
+            .iter()
+            .map(|r| r.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn specs_become_rules_as_in_the_original() {
+        assert_eq!(rules("none"), Vec::<String>::new());
+        assert_eq!(rules("8080:80"), ["TCP *:8080  =>  80"]);
+        assert_eq!(
+            rules("0.0.0.0/8080:10.88.0.2/80"),
+            ["TCP 0.0.0.0:8080  =>  10.88.0.2:80"]
+        );
+        assert_eq!(
+            rules("[::]/8000-8004:fd00::2/80-84"),
+            ["TCP [::]:8000-8004  =>  [fd00::2]:80-84"]
+        );
+        // Exclusions split the ranges; items stay separate rules, in order.
+        assert_eq!(
+            rules("%eth0/20-30,~25,~27-28,22"),
+            [
+                "TCP *%eth0:20-24  =>  20-24",
+                "TCP *%eth0:26  =>  26",
+                "TCP *%eth0:29-30  =>  29-30",
+                "TCP *%eth0:22  =>  22",
+            ]
+        );
+        assert_eq!(
+            rules("all"),
+            [
+                "TCP *:1-32767  =>  1-32767 (best effort)",
+                "TCP *:61000-65535  =>  61000-65535 (best effort)"
+            ]
+        );
+        assert_eq!(
+            rules("auto"),
+            [
+                "TCP *:1-32767  =>  1-32767 (best effort) (auto-scan)",
+                "TCP *:61000-65535  =>  61000-65535 (best effort) (auto-scan)"
+            ]
+        );
+        assert_eq!(
+            rules("::1/~2-32767"),
+            [
+                "TCP [::1]:1  =>  1 (best effort)",
+                "TCP [::1]:61000-65535  =>  61000-65535 (best effort)"
+            ]
+        );
+        assert_eq!(rules("~1-65535"), Vec::<String>::new());
+        // The C original's list keywords.
+        assert_eq!(
+            rules("8000-8010,auto"),
+            ["TCP *:8000-8010  =>  8000-8010 (auto-scan)"]
+        );
+        assert_eq!(
+            rules("192.0.2.2/auto,~1-32767"),
+            ["TCP 192.0.2.2:61000-65535  =>  61000-65535 (best effort) (auto-scan)"]
+        );
+        assert_eq!(
+            rules("0.0.0.0/all:10.88.0.2,~1-60999"),
+            ["TCP 0.0.0.0:61000-65535  =>  10.88.0.2:61000-65535 (best effort)"]
+        );
+        // `all` beside forwarded ports stands for nothing, as in the original.
+        assert_eq!(rules("127.0.0.1/all,22"), ["TCP 127.0.0.1:22  =>  22"]);
+    }
+
     proptest! {
+        /// The rules forward what `expand` says, when no item overlaps another.
+        #[test]
+        fn rules_cover_what_expand_forwards(mut r in arb_small_ranges()) {
+            // Drop the forwards that overlap earlier ones (the original makes them separate,
+            // conflicting rules; expand lets the later win).
+            let mut seen = std::collections::BTreeSet::new();
+            r.items.retain(|i| match i {
+                PortItem::Forward(m) => {
+                    let ports = m.from.first..=m.from.last;
+                    let fresh = ports.clone().all(|p| !seen.contains(&p));
+                    if fresh {
+                        seen.extend(ports);
+                    }
+                    fresh
+                }
+                _ => true,
+            });
+            // Parsed lists are never empty.
+            prop_assume!(!r.items.is_empty());
+            let expanded = r.expand(EPHEMERAL);
+            let rules = PortSpec::Ports(r).to_rules(Proto::Udp, EPHEMERAL);
+            let mut from_rules: Vec<(u16, u16)> = rules
+                .iter()
+                .flat_map(|rule| (rule.first..=rule.last).map(move |p| (p, rule.to + (p - rule.first))))
+                .collect();
+            from_rules.sort_unstable();
+            prop_assert_eq!(from_rules, expanded);
+            prop_assert!(rules.iter().all(|rule| rule.check().is_ok()));
+        }
+
         #[test]
         fn expand_matches_model(r in arb_small_ranges(), lo in 1u16..100, len in 0u16..100) {
             let ephemeral = lo..=lo.saturating_add(len);

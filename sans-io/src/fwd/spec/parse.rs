@@ -33,6 +33,46 @@ fn parse_range(text: &str, item: &str) -> Result<PortRange, SpecError> {
     }
 }
 
+/// An address, plain or in brackets (`[::1]`, `[192.0.2.1]`).
+fn parse_addr(text: &str) -> Result<IpAddr, SpecError> {
+    let plain = match text.strip_prefix('[') {
+        Some(inner) => inner
+            .strip_suffix(']')
+            .ok_or_else(|| SpecError(format!("missing ']' after '{text}'")))?,
+        None => text,
+    };
+    plain
+        .parse()
+        .map_err(|_| SpecError(format!("'{text}' is not an IP address")))
+}
+
+/// Whether a target (what follows `:`) is ports only: the address forms have a `/`, a `[`,
+/// a `.` or more `:`; ports are digits and `-`.
+fn is_port_text(text: &str) -> bool {
+    text.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+}
+
+/// `P[-Q]` after the source range `from`: a target range as long, or one port starting one.
+fn parse_target_ports(text: &str, from: PortRange, item: &str) -> Result<u16, SpecError> {
+    let to = parse_range(text, item)?;
+    let span = from.last - from.first;
+    if to.first == to.last && span > 0 {
+        // `P-Q:R`: a target range of the same length, starting at R.
+        if to.first.checked_add(span).is_none() {
+            return Err(SpecError(format!(
+                "target range {}-{} goes past port 65535",
+                to.first,
+                u32::from(to.first) + u32::from(span)
+            )));
+        }
+    } else if to.last - to.first != span {
+        return Err(SpecError(format!(
+            "target range {to} is not the same length as {from}"
+        )));
+    }
+    Ok(to.first)
+}
+
 /// One comma-separated item.
 fn parse_item(item: &str) -> Result<PortItem, SpecError> {
     if item.is_empty() {
@@ -47,34 +87,39 @@ fn parse_item(item: &str) -> Result<PortItem, SpecError> {
         return parse_range(rest, item).map(PortItem::Exclude);
     }
 
+    match item {
+        "auto" => return Ok(PortItem::Auto),
+        "all" => return Ok(PortItem::All(None)),
+        _ => {}
+    }
+    if let Some(addr) = item.strip_prefix("all:") {
+        return parse_addr(addr).map(|a| PortItem::All(Some(a)));
+    }
+
     let (source, target) = match item.split_once(':') {
         Some((source, target)) => (source, Some(target)),
         None => (item, None),
     };
     let from = parse_range(source, item)?;
-    let to_first = match target {
-        None => from.first,
-        Some(target) => {
-            let to = parse_range(target, item)?;
-            let span = from.last - from.first;
-            if to.first == to.last && span > 0 {
-                // `P-Q:R`: a target range of the same length, starting at R.
-                if to.first.checked_add(span).is_none() {
-                    return Err(SpecError(format!(
-                        "target range {}-{} goes past port 65535",
-                        to.first,
-                        u32::from(to.first) + u32::from(span)
-                    )));
-                }
-            } else if to.last - to.first != span {
-                return Err(SpecError(format!(
-                    "target range {to} is not the same length as {from}"
-                )));
-            }
-            to.first
-        }
+    let (to_first, to_addr) = match target {
+        None => (from.first, None),
+        // `P:TP`
+        Some(ports) if is_port_text(ports) => (parse_target_ports(ports, from, item)?, None),
+        // `P:TADDR/TP`: an IPv6 address ends at the last `/`.
+        Some(target) => match target.rsplit_once('/') {
+            Some((addr, ports)) => (
+                parse_target_ports(ports, from, item)?,
+                Some(parse_addr(addr)?),
+            ),
+            // `P:TADDR`: the same ports.
+            None => (from.first, Some(parse_addr(target)?)),
+        },
     };
-    Ok(PortItem::Forward(PortMap { from, to_first }))
+    Ok(PortItem::Forward(PortMap {
+        from,
+        to_first,
+        to_addr,
+    }))
 }
 
 /// An interface name after `%`.
@@ -100,22 +145,24 @@ fn check_iface(name: &str) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// `ADDR`, `ADDR%IFACE` or `%IFACE`, without the trailing `/`.
+/// `ADDR`, `[ADDR]`, `*` or nothing, then optionally `%IFACE`, without the trailing `/`.
+/// `*` is the same as no address: both families' wildcard.
 fn parse_prefix(prefix: &str) -> Result<(Option<IpAddr>, Option<String>), SpecError> {
     if prefix.is_empty() {
         return Err(SpecError("missing address or interface before '/'".into()));
     }
-    let (addr, iface) = match prefix.split_once('%') {
-        Some((addr, iface)) => (addr, Some(iface)),
+    // A bracketed address may hold no `%`, so the interface starts after the `]`.
+    let split_at = match prefix.find(']') {
+        Some(close) if prefix.starts_with('[') => prefix[close..].find('%').map(|i| close + i),
+        _ => prefix.find('%'),
+    };
+    let (addr, iface) = match split_at {
+        Some(i) => (&prefix[..i], Some(&prefix[i + 1..])),
         None => (prefix, None),
     };
-    let bind = if addr.is_empty() {
-        None
-    } else {
-        match addr.parse::<IpAddr>() {
-            Ok(ip) => Some(ip),
-            Err(_) => return Err(SpecError(format!("'{addr}' is not an IP address"))),
-        }
+    let bind = match addr {
+        "" | "*" => None,
+        addr => Some(parse_addr(addr)?),
     };
     let iface = match iface {
         Some(name) => {
@@ -127,8 +174,18 @@ fn parse_prefix(prefix: &str) -> Result<(Option<IpAddr>, Option<String>), SpecEr
     Ok((bind, iface))
 }
 
-fn is_keyword(s: &str) -> bool {
-    matches!(s, "none" | "auto" | "all")
+/// Whether the text before the first `/` is the start of a port list with a target address
+/// (`8080:10.88.0.2/80`, `22,80:10.0.0.1/8080`) rather than a listening prefix: a list
+/// starts with a port, `~`, `auto` or `all`, and a `/` in it follows a target's `:`. Like the C original,
+/// a prefix is tried first, so text that reads as an address (`8080:fd00::2`, a valid IPv6
+/// address) is one; a bracketed target (`8080:[fd00::2]/80`) avoids that.
+fn is_list_with_target(before_slash: &str) -> bool {
+    let first = before_slash.split(',').next().unwrap_or_default();
+    let starts_a_list = first.starts_with(|c: char| c.is_ascii_digit() || c == '~')
+        || first == "auto"
+        || first == "all"
+        || first.starts_with("all:");
+    starts_a_list && before_slash.contains(':') && parse_prefix(before_slash).is_err()
 }
 
 impl FromStr for PortSpec {
@@ -144,18 +201,21 @@ impl FromStr for PortSpec {
     }
 }
 
-/// Parses the explicit-list form only: keywords are an error here.
+/// Parses the list form: `none` is an error here, and `auto` and `all` are list items.
 impl FromStr for PortRanges {
     type Err = SpecError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (bind, iface, list) = match s.split_once('/') {
+        let prefixed = s
+            .split_once('/')
+            .filter(|(before, _)| !is_list_with_target(before));
+        let (bind, iface, list) = match prefixed {
             Some((prefix, list)) => {
                 let (bind, iface) = parse_prefix(prefix)?;
                 if list.is_empty() {
                     return Err(SpecError(format!("missing ports after '{prefix}/'")));
                 }
-                if is_keyword(list) {
+                if list == "none" {
                     return Err(SpecError(format!(
                         "'{list}' cannot follow an address or interface"
                     )));
@@ -327,6 +387,137 @@ mod tests {
         );
     }
 
+    // What pesto's callers and the C original's newer grammar write.
+
+    #[test]
+    fn bracketed_and_star_listen_addresses() {
+        check(
+            "[::]/8080",
+            ports(ip("::"), None, vec![fwd(8080, 8080, 8080)]),
+            "::/8080",
+        );
+        check(
+            "[::1]/80",
+            ports(ip("::1"), None, vec![fwd(80, 80, 80)]),
+            "::1/80",
+        );
+        check(
+            "[1.2.3.4]/80",
+            ports(ip("1.2.3.4"), None, vec![fwd(80, 80, 80)]),
+            "1.2.3.4/80",
+        );
+        check(
+            "*/8080",
+            ports(None, None, vec![fwd(8080, 8080, 8080)]),
+            "8080",
+        );
+        check(
+            "*%eth0/80",
+            ports(None, Some("eth0"), vec![fwd(80, 80, 80)]),
+            "%eth0/80",
+        );
+        check(
+            "[fe80::1]%eth0/22",
+            ports(ip("fe80::1"), Some("eth0"), vec![fwd(22, 22, 22)]),
+            "fe80::1%eth0/22",
+        );
+        // The single-family wildcards stay addresses: IPv4-only and IPv6-only.
+        check(
+            "0.0.0.0/22",
+            ports(ip("0.0.0.0"), None, vec![fwd(22, 22, 22)]),
+            "0.0.0.0/22",
+        );
+    }
+
+    #[test]
+    fn podman_target_addresses() {
+        check(
+            "0.0.0.0/8080:10.88.0.2/80",
+            ports(
+                ip("0.0.0.0"),
+                None,
+                vec![fwd_at(8080, 8080, "10.88.0.2", 80)],
+            ),
+            "0.0.0.0/8080:10.88.0.2/80",
+        );
+        check(
+            "[::]/8080:fd00::2/80",
+            ports(ip("::"), None, vec![fwd_at(8080, 8080, "fd00::2", 80)]),
+            "::/8080:[fd00::2]/80",
+        );
+        check(
+            "[::]/8080:[fd00::2]/80",
+            ports(ip("::"), None, vec![fwd_at(8080, 8080, "fd00::2", 80)]),
+            "::/8080:[fd00::2]/80",
+        );
+        check(
+            "8000-8004:10.88.0.2/80-84",
+            ports(None, None, vec![fwd_at(8000, 8004, "10.88.0.2", 80)]),
+            "8000-8004:10.88.0.2/80-84",
+        );
+        check(
+            "0.0.0.0/8080",
+            ports(ip("0.0.0.0"), None, vec![fwd(8080, 8080, 8080)]),
+            "0.0.0.0/8080",
+        );
+    }
+
+    #[test]
+    fn rootlesskit_unbracketed_ipv6_listen_address() {
+        check(
+            "::/8080:80",
+            ports(ip("::"), None, vec![fwd(8080, 8080, 80)]),
+            "::/8080:80",
+        );
+        check(
+            "0.0.0.0/8080:80",
+            ports(ip("0.0.0.0"), None, vec![fwd(8080, 8080, 80)]),
+            "0.0.0.0/8080:80",
+        );
+    }
+
+    #[test]
+    fn target_address_forms() {
+        // The same ports at another address.
+        check(
+            "8080:10.88.0.2",
+            ports(None, None, vec![fwd_at(8080, 8080, "10.88.0.2", 8080)]),
+            "8080:10.88.0.2",
+        );
+        check(
+            "8080:fd00::2",
+            ports(None, None, vec![fwd_at(8080, 8080, "fd00::2", 8080)]),
+            "8080:[fd00::2]",
+        );
+        check(
+            "22,80:10.0.0.1/8080",
+            ports(
+                None,
+                None,
+                vec![fwd(22, 22, 22), fwd_at(80, 80, "10.0.0.1", 8080)],
+            ),
+            "22,80:10.0.0.1/8080",
+        );
+        check(
+            "8080:[fd00::2]/80",
+            ports(None, None, vec![fwd_at(8080, 8080, "fd00::2", 80)]),
+            "8080:[fd00::2]/80",
+        );
+        // The shorthand of a one-port target works with an address too.
+        check(
+            "80-81:10.0.0.1/90",
+            ports(None, None, vec![fwd_at(80, 81, "10.0.0.1", 90)]),
+            "80-81:10.0.0.1/90-91",
+        );
+        // As in the C original, an address prefix is tried first: `8080:fd00::2` is a valid
+        // IPv6 address, so this listens there. Brackets say otherwise (above).
+        check(
+            "8080:fd00::2/80",
+            ports(ip("8080:fd00::2"), None, vec![fwd(80, 80, 80)]),
+            "8080:fd00::2/80",
+        );
+    }
+
     #[test]
     fn keywords() {
         check("none", PortSpec::None, "none");
@@ -335,26 +526,48 @@ mod tests {
     }
 
     #[test]
-    fn keywords_after_a_prefix_are_errors() {
-        assert_eq!(
-            error("192.0.2.1/all"),
-            "'all' cannot follow an address or interface"
+    fn keywords_as_list_items() {
+        // The C original's `ADDR/all`, `ADDR/auto`, `P-Q,auto` and `all:TADDR`.
+        check(
+            "127.0.0.1/all",
+            ports(v4(127, 0, 0, 1), None, vec![PortItem::All(None)]),
+            "127.0.0.1/all",
+        );
+        check(
+            "%eth0/auto",
+            ports(None, Some("eth0"), vec![PortItem::Auto]),
+            "%eth0/auto",
+        );
+        check(
+            "8000-8010,auto",
+            ports(None, None, vec![fwd(8000, 8010, 8000), PortItem::Auto]),
+            "8000-8010,auto",
+        );
+        check(
+            "[::]/all:fd00::2",
+            ports(ip("::"), None, vec![PortItem::All(ip("fd00::2"))]),
+            "::/all:[fd00::2]",
+        );
+        // Alone and without a prefix, a list keyword prints with `*/` to stay a list.
+        check("*/auto", ports(None, None, vec![PortItem::Auto]), "*/auto");
+        check(
+            "*/all",
+            ports(None, None, vec![PortItem::All(None)]),
+            "*/all",
         );
         assert_eq!(
             error("%eth0/none"),
             "'none' cannot follow an address or interface"
         );
-        assert_eq!(
-            error("::1/auto"),
-            "'auto' cannot follow an address or interface"
-        );
+        assert_eq!(error("all:nowhere"), "'nowhere' is not an IP address");
     }
 
     #[test]
     fn keywords_are_exact() {
         assert_eq!(error("All"), "'All' is not a port number");
         assert_eq!(error(" none"), "' none' is not a port number");
-        assert_eq!(error("all,22"), "'all' is not a port number");
+        assert_eq!(error("none,22"), "'none' is not a port number");
+        assert_eq!(error("ALL,22"), "'ALL' is not a port number");
     }
 
     #[test]
@@ -481,12 +694,19 @@ mod tests {
             ("22 ", "'22 ' is not a port number"),
             ("22, 25", "' 25' is not a port number"),
             ("22-25-30", "'25-30' is not a port number"),
-            ("22:23:24", "'23:24' is not a port number"),
+            ("22:23:24", "'23:24' is not an IP address"),
             ("~~22", "'~22' is not a port number"),
             ("22~", "'22~' is not a port number"),
             ("~22:23", "excluded ports '~22:23' cannot have a target"),
             ("192.0.2.999/22", "'192.0.2.999' is not an IP address"),
-            ("[::1]/22", "'[::1]' is not an IP address"),
+            ("[::1/22", "missing ']' after '[::1'"),
+            ("[::1]x/22", "missing ']' after '[::1]x'"),
+            ("22:10.0.0.300/80", "'10.0.0.300' is not an IP address"),
+            ("22:10.0.0.1/", "missing port number in '22:10.0.0.1/'"),
+            (
+                "22-23:10.0.0.1/80-82",
+                "target range 80-82 is not the same length as 22-23",
+            ),
             ("192.0.2.1/", "missing ports after '192.0.2.1/'"),
             ("%eth0/", "missing ports after '%eth0/'"),
             ("/22", "missing address or interface before '/'"),
@@ -506,7 +726,7 @@ mod tests {
         }
 
         #[test]
-        fn parse_never_panics_on_grammar_alphabet(s in "[0123456789,:~/%.abcdefl-]{0,40}") {
+        fn parse_never_panics_on_grammar_alphabet(s in "[0123456789,:~/%.abcdefl*\\[\\]-]{0,40}") {
             if let Ok(spec) = s.parse::<PortSpec>() {
                 // Whatever parses prints to something that parses to the same value.
                 prop_assert_eq!(spec.to_string().parse::<PortSpec>(), Ok(spec));

@@ -1,6 +1,7 @@
 //! The canonical printed form, which parses back to the same value.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use super::{PortItem, PortMap, PortRange, PortRanges, PortSpec};
 
@@ -17,16 +18,30 @@ impl fmt::Display for PortRange {
 impl fmt::Display for PortMap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.from)?;
+        match self.to_addr {
+            // Bracketed, so that `P:[ADDR]/TP` can't read as a listening prefix.
+            Some(IpAddr::V6(a)) => write!(f, ":[{a}]")?,
+            Some(a) => write!(f, ":{a}")?,
+            None if self.to_first == self.from.first => return Ok(()),
+            None => {}
+        }
+        let sep = if self.to_addr.is_some() { "/" } else { ":" };
         if self.to_first == self.from.first {
+            // `P:TADDR`: the same ports.
             return Ok(());
         }
         if self.from.first == self.from.last {
-            return write!(f, ":{}", self.to_first);
+            return write!(f, "{sep}{}", self.to_first);
         }
         // Computed wide so that an out-of-range value built by hand prints without panicking
         // (and fails to parse back).
         let span = i32::from(self.from.last) - i32::from(self.from.first);
-        write!(f, ":{}-{}", self.to_first, i32::from(self.to_first) + span)
+        write!(
+            f,
+            "{sep}{}-{}",
+            self.to_first,
+            i32::from(self.to_first) + span
+        )
     }
 }
 
@@ -35,6 +50,10 @@ impl fmt::Display for PortItem {
         match self {
             PortItem::Forward(map) => write!(f, "{map}"),
             PortItem::Exclude(range) => write!(f, "~{range}"),
+            PortItem::Auto => f.write_str("auto"),
+            PortItem::All(None) => f.write_str("all"),
+            PortItem::All(Some(IpAddr::V6(a))) => write!(f, "all:[{a}]"),
+            PortItem::All(Some(a)) => write!(f, "all:{a}"),
         }
     }
 }
@@ -47,8 +66,12 @@ impl fmt::Display for PortRanges {
         if let Some(iface) = &self.iface {
             write!(f, "%{iface}")?;
         }
+        // A lone keyword item would read as the keyword spec: `*/` keeps it a list.
+        let lone_keyword = matches!(self.items[..], [PortItem::Auto | PortItem::All(None)]);
         if self.bind.is_some() || self.iface.is_some() {
             f.write_str("/")?;
+        } else if lone_keyword {
+            f.write_str("*/")?;
         }
         for (i, item) in self.items.iter().enumerate() {
             if i > 0 {
@@ -105,6 +128,7 @@ mod tests {
             vec![PortItem::Forward(PortMap {
                 from: range(1, 10),
                 to_first: 65530,
+                to_addr: None,
             })],
         );
         assert_eq!(spec.to_string(), "1-10:65530-65539");
@@ -133,14 +157,24 @@ mod tests {
         arb_range().prop_flat_map(|from| {
             let span = from.last - from.first;
             let to_first = prop_oneof![Just(from.first), 1..=u16::MAX - span];
-            to_first.prop_map(move |to_first| PortMap { from, to_first })
+            let to_addr = prop_oneof![
+                3 => Just(None),
+                1 => any::<IpAddr>().prop_map(Some),
+            ];
+            (to_first, to_addr).prop_map(move |(to_first, to_addr)| PortMap {
+                from,
+                to_first,
+                to_addr,
+            })
         })
     }
 
     fn arb_item() -> impl Strategy<Value = PortItem> {
         prop_oneof![
-            3 => arb_map().prop_map(PortItem::Forward),
-            1 => arb_range().prop_map(PortItem::Exclude),
+            6 => arb_map().prop_map(PortItem::Forward),
+            2 => arb_range().prop_map(PortItem::Exclude),
+            1 => Just(PortItem::Auto),
+            1 => proptest::option::of(any::<IpAddr>()).prop_map(PortItem::All),
         ]
     }
 

@@ -11,7 +11,8 @@ use super::SpecError;
 /// parse back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortRanges {
-    /// The address to bind to, if any.
+    /// The address to bind to: `None` (no address, or `*`) is every address of both
+    /// families; `0.0.0.0` is every IPv4 address and `::` every IPv6 address.
     pub bind: Option<IpAddr>,
     /// The interface to bind to, if any: non-empty, at most [`IFACE_MAX_LEN`] bytes, without
     /// `/`, `%`, whitespace or control characters.
@@ -27,6 +28,12 @@ pub enum PortItem {
     Forward(PortMap),
     /// `~P[-Q]`: ports not to forward.
     Exclude(PortRange),
+    /// `auto` in a list (`8000-8010,auto`, `ADDR/auto`): the list's ports only while bound
+    /// on the other side (the C original's scan flag).
+    Auto,
+    /// `all[:TADDR]` in a list (`ADDR/all`): stands for every port when the list forwards
+    /// no explicit ones, to `TADDR` if given.
+    All(Option<IpAddr>),
 }
 
 /// An inclusive port range; `first <= last`.
@@ -36,11 +43,13 @@ pub struct PortRange {
     pub last: u16,
 }
 
-/// `from` forwarded to `to_first ..= to_first + (from.last - from.first)`.
+/// `from` forwarded to `to_first ..= to_first + (from.last - from.first)`, at `to_addr`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortMap {
     pub from: PortRange,
     pub to_first: u16,
+    /// The address forwarded to (`P:TADDR/TP`); `None` is the guest's (or namespace's) own.
+    pub to_addr: Option<IpAddr>,
 }
 
 impl PortRange {
@@ -83,6 +92,7 @@ impl PortMap {
         PortMap {
             from: range,
             to_first: range.first,
+            to_addr: None,
         }
     }
 
@@ -151,6 +161,7 @@ mod tests {
         let map = PortMap {
             from: range(22, 80),
             to_first: 32,
+            to_addr: None,
         };
         assert_eq!(map.target(22), Some(32));
         assert_eq!(map.target(80), Some(90));
@@ -159,6 +170,7 @@ mod tests {
         let overflowing = PortMap {
             from: range(1, 10),
             to_first: 65530,
+            to_addr: None,
         };
         assert_eq!(overflowing.to_range(), None);
         assert_eq!(overflowing.target(6), Some(65535));

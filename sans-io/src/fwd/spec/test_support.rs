@@ -16,6 +16,7 @@ pub(super) fn fwd(first: u16, last: u16, to_first: u16) -> PortItem {
     PortItem::Forward(PortMap {
         from: range(first, last),
         to_first,
+        to_addr: None,
     })
 }
 
@@ -53,4 +54,17 @@ pub(super) fn ranges(s: &str) -> PortRanges {
         Ok(PortSpec::Ports(r)) => r,
         other => panic!("{s:?} gave {other:?}"),
     }
+}
+
+/// `first-last` forwarded to `to_first..` at `addr`.
+pub(super) fn fwd_at(first: u16, last: u16, addr: &str, to_first: u16) -> PortItem {
+    PortItem::Forward(PortMap {
+        from: range(first, last),
+        to_first,
+        to_addr: Some(addr.parse().expect("test address")),
+    })
+}
+
+pub(super) fn ip(s: &str) -> Option<IpAddr> {
+    Some(s.parse().expect("test address"))
 }
