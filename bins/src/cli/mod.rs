@@ -531,20 +531,8 @@ fn forward_mode(mode: Mode, m: &ArgMatches, id: &str) -> Result<ForwardMode, Cli
             (PortSpec::All, Mode::Pasta) => {
                 return Err(value_error(id, v, "'all' forwarding is for passt only"))
             }
-            // The grammar takes `P:TADDR/TP` (pesto's callers write it), but the data path
-            // can only forward to the guest's own address so far: refuse rather than misroute.
-            (PortSpec::Ports(r), _)
-                if r.items
-                    .iter()
-                    .any(|i| matches!(i, PortItem::Forward(m) if m.to_addr.is_some())) =>
-            {
-                return Err(value_error(
-                    id,
-                    v,
-                    "forwarding to a target address is not supported yet",
-                ))
-            }
-            // The C original's `ADDR/all`, `P-Q,auto`: parsed (pesto takes them), not run yet.
+            // The C original's `ADDR/all`, `P-Q,auto`: parsed (pesto takes them); on the command
+            // line `auto` and `all` stand alone (the engine keeps `auto` beside its tables).
             (PortSpec::Ports(r), _)
                 if r.items
                     .iter()

@@ -106,6 +106,27 @@ fn podman_command_line() {
 }
 
 #[test]
+fn forwards_to_a_target_address() {
+    // Podman's form: a container's address and port behind a host port.
+    let cli = pasta(&["-t", "0.0.0.0/8080:10.88.0.2/80", "-u", "53:[fd00::2]"]);
+    let ForwardMode::Ports(tcp) = &cli.net.tcp_in else {
+        panic!("{:?}", cli.net.tcp_in)
+    };
+    let PortItem::Forward(map) = tcp[0].items[0] else {
+        panic!("{:?}", tcp[0])
+    };
+    assert_eq!(map.to_addr, Some("10.88.0.2".parse().unwrap()));
+    assert_eq!((map.from.first, map.to_first), (8080, 80));
+    let ForwardMode::Ports(udp) = &cli.net.udp_in else {
+        panic!("{:?}", cli.net.udp_in)
+    };
+    let PortItem::Forward(map) = udp[0].items[0] else {
+        panic!("{:?}", udp[0])
+    };
+    assert_eq!(map.to_addr, Some("fd00::2".parse().unwrap()));
+}
+
+#[test]
 fn newer_listen_address_forms() {
     // Brackets, `*` for both families, and the single-family wildcards.
     let cli = pasta(&["-t", "[::]/8080", "-t", "*/9090", "-u", "[127.0.0.1]/53"]);
@@ -407,16 +428,8 @@ fn bad_values_name_option_and_value() {
             "invalid value 'auto' for --tcp-ports: 'auto' forwarding is for pasta only",
         ),
         (
-            &["-t", "0.0.0.0/8080:10.88.0.2/80"],
-            "invalid value '0.0.0.0/8080:10.88.0.2/80' for --tcp-ports: forwarding to a target address is not supported yet",
-        ),
-        (
             &["-t", "127.0.0.1/all"],
             "invalid value '127.0.0.1/all' for --tcp-ports: 'auto' or 'all' inside a port list is not supported yet",
-        ),
-        (
-            &["-u", "53:[fd00::2]"],
-            "invalid value '53:[fd00::2]' for --udp-ports: forwarding to a target address is not supported yet",
         ),
         (
             &["-i", "a/b"],

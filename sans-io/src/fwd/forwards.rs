@@ -26,7 +26,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
 
 use super::rule::{ForwardRule, ForwardTable, Listen, RuleError};
-use super::ForwardMode;
+use super::{ForwardMode, PortSpec};
 use crate::config::Config;
 use crate::flow::Proto;
 
@@ -431,64 +431,23 @@ fn targets_of(table: &ForwardTable) -> Vec<IpAddr> {
     out
 }
 
-/// The rules a command-line mode makes for `proto`: one per run of consecutive ports leading
-/// to consecutive ports, per spec, in order. `all` is best-effort (`weak`) rules around the
+/// The rules a command-line mode makes for `proto`: each spec's rules ([`PortSpec::to_rules`]:
+/// one per run of consecutive ports leading to consecutive ports), specs in order, so that a
+/// later spec wins where they overlap. `all` is best-effort (`weak`) rules around the
 /// `ephemeral` ports; `none`, `auto` and no option make none.
 pub fn rules_of_mode(
     mode: &ForwardMode,
     proto: Proto,
     ephemeral: RangeInclusive<u16>,
 ) -> Vec<ForwardRule> {
-    let mut out = Vec::new();
     match mode {
-        ForwardMode::Unset | ForwardMode::None | ForwardMode::Auto => {}
-        ForwardMode::All => {
-            let pairs = (1..=u16::MAX)
-                .filter(|p| !ephemeral.contains(p))
-                .map(|p| (p, p));
-            for mut rule in runs(proto, Listen::DualStackAny, None, pairs) {
-                rule.weak = true;
-                out.push(rule);
-            }
-        }
-        ForwardMode::Ports(list) => {
-            for ranges in list {
-                let listen = ranges.bind.map_or(Listen::DualStackAny, Listen::Addr);
-                let pairs = ranges.expand(ephemeral.clone());
-                out.extend(runs(proto, listen, ranges.iface.as_deref(), pairs));
-            }
-        }
+        ForwardMode::Unset | ForwardMode::None | ForwardMode::Auto => Vec::new(),
+        ForwardMode::All => PortSpec::All.to_rules(proto, ephemeral),
+        ForwardMode::Ports(list) => list
+            .iter()
+            .flat_map(|ranges| PortSpec::Ports(ranges.clone()).to_rules(proto, ephemeral.clone()))
+            .collect(),
     }
-    out
-}
-
-/// `pairs` of (port, target port), sorted by port, as rules of runs where both go up by one.
-/// (Command-line specs name no target address yet; when the grammar gives one,
-/// `8080:10.88.0.2/80`, it goes in each rule's `target` here.)
-fn runs(
-    proto: Proto,
-    listen: Listen,
-    iface: Option<&str>,
-    pairs: impl IntoIterator<Item = (u16, u16)>,
-) -> Vec<ForwardRule> {
-    let mut out: Vec<ForwardRule> = Vec::new();
-    for (port, to) in pairs {
-        if let Some(last) = out.last_mut() {
-            let next = u32::from(last.last) + 1;
-            let next_to = u32::from(last.to) + u32::from(last.last - last.first) + 1;
-            if u32::from(port) == next && u32::from(to) == next_to {
-                last.last = port;
-                continue;
-            }
-        }
-        out.push(ForwardRule {
-            listen,
-            iface: iface.map(str::to_owned),
-            to,
-            ..ForwardRule::ports(proto, port, port)
-        });
-    }
-    out
 }
 
 #[cfg(test)]
