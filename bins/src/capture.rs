@@ -10,6 +10,7 @@ use std::path::Path;
 use os_shim::pcap::PcapWriter;
 use os_shim::reactor::monotonic_now;
 
+use sans_io::wire::offload::{finish_partial_checksum, partial_checksum_at, L4Checksum};
 use sans_io::wire::FrameQueue;
 
 use crate::datapath::{FramePool, GuestLink, LinkStatus, OnFrames};
@@ -17,6 +18,8 @@ use crate::datapath::{FramePool, GuestLink, LinkStatus, OnFrames};
 pub struct CaptureLink<'a> {
     inner: &'a mut dyn GuestLink,
     pcap: Option<PcapWriter>,
+    /// A frame whose checksum the capture finishes (the device would have).
+    scratch: Vec<u8>,
 }
 
 impl<'a> CaptureLink<'a> {
@@ -26,6 +29,7 @@ impl<'a> CaptureLink<'a> {
         Ok(CaptureLink {
             inner,
             pcap: Some(pcap),
+            scratch: Vec::new(),
         })
     }
 
@@ -81,10 +85,25 @@ impl GuestLink for CaptureLink<'_> {
         status
     }
 
+    fn l4_checksum(&self) -> L4Checksum {
+        self.inner.l4_checksum()
+    }
+
     fn write_frames(&mut self, frames: &FrameQueue) -> usize {
         let dropped = self.inner.write_frames(frames);
+        let partial = frames.l4_checksum() == L4Checksum::Partial;
         for frame in frames.iter() {
-            self.record(frame);
+            if partial && partial_checksum_at(frame).is_some() {
+                // What the guest got once the kernel finished the checksum.
+                self.scratch.clear();
+                self.scratch.extend_from_slice(frame);
+                finish_partial_checksum(&mut self.scratch);
+                let copy = std::mem::take(&mut self.scratch);
+                self.record(&copy);
+                self.scratch = copy;
+            } else {
+                self.record(frame);
+            }
         }
         self.flush();
         dropped

@@ -19,6 +19,7 @@ use os_shim::reactor::{monotonic_now, Reactor};
 use os_shim::sockets::{Report, Sockets};
 use os_shim::tokens::{TOKEN_LINK, TOKEN_SIGNAL, TOKEN_TIMER, TOKEN_WATCH_BASE};
 use sans_io::engine::{Batch, Engine};
+use sans_io::wire::offload::L4Checksum;
 use sans_io::wire::FrameQueue;
 
 use crate::drop_log::{self, DropLog};
@@ -86,6 +87,12 @@ pub trait GuestLink {
     /// Writes one frame.
     fn write_frame(&mut self, _frame: &[u8]) -> io::Result<()> {
         Err(io::ErrorKind::Unsupported.into())
+    }
+
+    /// How the TCP and UDP frames written to this link may carry their checksums: in full
+    /// unless the device finishes them.
+    fn l4_checksum(&self) -> L4Checksum {
+        L4Checksum::Full
     }
 
     /// Reads what is waiting, about `max` frames at most, and hands them to `on_frames` in
@@ -223,6 +230,7 @@ pub fn run(
         .collect();
     let mut pool = FramePool::new(READ_BATCH);
     let mut out = FrameQueue::new();
+    out.set_l4_checksum(link.l4_checksum());
     let mut events = [EpollEvent::empty(); 64];
     let mut next_poll = monotonic_now() + WATCH_INTERVAL;
     let mut drops = DropLog::for_kinds(drop_log::KINDS, engine, sockets);

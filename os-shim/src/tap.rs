@@ -12,6 +12,21 @@ use crate::ns::{in_netns, NsError};
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
+/// Each frame read or written is preceded by a `struct virtio_net_hdr`.
+const IFF_VNET_HDR: libc::c_short = 0x4000;
+/// `TUNSETVNETHDRSZ`: `_IOW('T', 216, int)`.
+const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+/// `TUNSETOFFLOAD`: `_IOW('T', 208, unsigned int)`.
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+/// `struct virtio_net_hdr` (the legacy one, without `num_buffers`): flags, gso_type,
+/// hdr_len, gso_size, csum_start, csum_offset.
+const VNET_HDR_LEN: usize = 10;
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum from `csum_start` is left to finish.
+const VNET_HDR_F_NEEDS_CSUM: u8 = 1;
+
+/// What a frame written to the tap leaves for the kernel to finish: a transport checksum
+/// starting at `start` from the frame's first byte, its field `offset` bytes further.
+pub use sans_io::wire::offload::ChecksumAt;
 const TUN_PATH: &str = "/dev/net/tun";
 
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +74,11 @@ struct IfReq {
     _pad: [u8; 22],
 }
 
-/// An open tap device: non-blocking, close-on-exec, one Ethernet frame per read or write.
+/// An open tap device: non-blocking, close-on-exec, one Ethernet frame per read or write,
+/// each behind a virtio-net header (`IFF_VNET_HDR`), so that frames written to it may leave
+/// their transport checksum for the kernel to finish, which for local delivery means never
+/// computing it (see [`sans_io::wire::offload`]). Frames read from it come with complete
+/// checksums: no offload is enabled towards us.
 #[derive(Debug)]
 pub struct Tap {
     fd: OwnedFd,
@@ -97,7 +116,7 @@ impl Tap {
 
         let mut req = IfReq {
             name: [0; libc::IFNAMSIZ],
-            flags: IFF_TAP | IFF_NO_PI,
+            flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
             _pad: [0; 22],
         };
         for (dst, &src) in req.name.iter_mut().zip(name.as_bytes()) {
@@ -107,6 +126,20 @@ impl Tap {
         if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, &mut req) } < 0 {
             return Err(TapError::Create {
                 name: name.to_owned(),
+                errno: last_errno(),
+            });
+        }
+        let hdr_len = VNET_HDR_LEN as libc::c_int;
+        // SAFETY: TUNSETVNETHDRSZ reads an int; TUNSETOFFLOAD takes its flags by value (none:
+        // the namespace's stack completes every checksum of what it sends us).
+        let configured = unsafe {
+            libc::ioctl(fd.as_raw_fd(), TUNSETVNETHDRSZ as _, &hdr_len) == 0
+                && libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD as _, 0 as libc::c_ulong) == 0
+        };
+        if !configured {
+            return Err(TapError::Device {
+                name: name.to_owned(),
+                what: "setting its virtio-net header",
                 errno: last_errno(),
             });
         }
@@ -144,11 +177,23 @@ impl Tap {
     /// Reads one frame into `buf` (make it at least MTU + 14 bytes: a longer frame is
     /// truncated). `WouldBlock` when none is waiting.
     pub fn read_frame(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut hdr = [0u8; VNET_HDR_LEN];
+        let iov = [
+            libc::iovec {
+                iov_base: hdr.as_mut_ptr().cast(),
+                iov_len: hdr.len(),
+            },
+            libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            },
+        ];
         loop {
-            // SAFETY: reads into our buffer.
-            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            // SAFETY: reads into our buffers, which the iovecs describe.
+            let n = unsafe { libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
             if n >= 0 {
-                return Ok(n as usize);
+                // The header says nothing we use: no offloads are on, checksums are complete.
+                return Ok((n as usize).saturating_sub(VNET_HDR_LEN));
             }
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
@@ -160,12 +205,33 @@ impl Tap {
     /// Writes one frame. A frame the kernel refuses (EINVAL: shorter than an Ethernet header or
     /// too long; EIO: the device is down) is an error for this frame only: the device stays
     /// usable.
-    pub fn write_frame(&self, frame: &[u8]) -> io::Result<()> {
+    ///
+    /// `partial`: the frame's transport checksum holds only the pseudo-header sum, for the
+    /// kernel to finish where it must.
+    pub fn write_frame(&self, frame: &[u8], partial: Option<ChecksumAt>) -> io::Result<()> {
+        let mut hdr = [0u8; VNET_HDR_LEN];
+        if let Some(at) = partial {
+            hdr[0] = VNET_HDR_F_NEEDS_CSUM;
+            // Native byte order: the header of a legacy (pre-1.0) virtio device.
+            hdr[6..8].copy_from_slice(&at.start.to_ne_bytes());
+            hdr[8..10].copy_from_slice(&at.offset.to_ne_bytes());
+        }
+        let iov = [
+            libc::iovec {
+                iov_base: hdr.as_ptr() as *mut libc::c_void,
+                iov_len: hdr.len(),
+            },
+            libc::iovec {
+                iov_base: frame.as_ptr() as *mut libc::c_void,
+                iov_len: frame.len(),
+            },
+        ];
         loop {
-            // SAFETY: writes from our buffer.
-            let n = unsafe { libc::write(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+            // SAFETY: the kernel only reads from the buffers the iovecs describe.
+            let n = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
             if n >= 0 {
-                if n as usize != frame.len() {
+                let n = (n as usize).saturating_sub(VNET_HDR_LEN);
+                if n != frame.len() {
                     return Err(io::Error::new(
                         io::ErrorKind::WriteZero,
                         format!("tap accepted {n} bytes of a {}-byte frame", frame.len()),

@@ -17,6 +17,7 @@ use sans_io::fwd::apply::Applied;
 use sans_io::fwd::forwards::{self, ForwardError};
 use sans_io::fwd::rule::ForwardTable;
 use sans_io::time::Instant;
+use sans_io::wire::offload::{finish_partial_checksum, L4Checksum};
 use sans_io::wire::FrameQueue;
 
 use crate::app::App;
@@ -134,8 +135,14 @@ impl Lane<'_> {
         }
         batch.timeout();
         batch.finish();
+        let partial = self.out.l4_checksum() == L4Checksum::Partial;
         for frame in self.out.iter() {
-            self.to_guest.send(now, frame.to_vec());
+            let mut frame = frame.to_vec();
+            if partial {
+                // What the tap's kernel does with a frame whose checksum it must finish.
+                finish_partial_checksum(&mut frame);
+            }
+            self.to_guest.send(now, frame);
             moved = true;
         }
         self.out.clear();
@@ -257,6 +264,12 @@ impl World {
             out: FrameQueue::new(),
         });
         self.others.len() - 1
+    }
+
+    /// The main guest's link takes frames with their TCP and UDP checksums left to finish (as
+    /// pasta's tap does), and finishes them on the way, as the guest's kernel would.
+    pub fn partial_checksums(&mut self) {
+        self.out.set_l4_checksum(L4Checksum::Partial);
     }
 
     /// Impairs both directions of the link alike.

@@ -399,6 +399,7 @@ fn recv_datagram(
 ) -> Received {
     let (off, max_payload) = payload_room(config, v4);
     let mut got = Received::Nothing;
+    let csum = out.l4_checksum();
     // One byte more than fits: a datagram that fills it is too large (and was truncated).
     out.push_in_place(off + max_payload + 1, |frame| {
         let Some((n, to)) = recv(&mut frame[off..]) else {
@@ -411,7 +412,7 @@ fn recv_datagram(
         match to {
             Some((route, src_port, dst_port)) if build::udp_payload_offset(&route) == off => {
                 got = Received::Queued;
-                build::write_udp_frame(frame, &route, src_port, dst_port, n)
+                build::write_udp_frame(frame, &route, src_port, dst_port, n, csum)
             }
             _ => {
                 got = Received::Unforwarded;
@@ -437,6 +438,7 @@ fn recv_many(
     let mut lens = [0usize; RECV_MANY];
     let (io, counters) = (&mut *cx.io, &mut *cx.counters);
     let mut got = 0;
+    let csum = cx.out.l4_checksum();
     cx.out
         .push_slots_in_place(slot_len, &mut lens[..want], |region, lens| {
             got = io
@@ -451,7 +453,7 @@ fn recv_many(
                     *len = 0;
                 } else {
                     let frame = &mut region[i * slot_len..(i + 1) * slot_len];
-                    *len = build::write_udp_frame(frame, route, src_port, dst_port, *len);
+                    *len = build::write_udp_frame(frame, route, src_port, dst_port, *len, csum);
                     counters.datagrams_in += 1;
                 }
             }

@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use super::offload::{set_transport_checksum, L4Checksum};
 use super::parse::{
     ethertype, ip_proto, ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN, UDP_HEADER_LEN,
 };
@@ -23,6 +24,9 @@ pub struct FrameQueue {
     spans: Vec<(usize, usize)>,
     /// Bytes in frames, gaps aside.
     queued: usize,
+    /// How the TCP and UDP frames built into this queue carry their checksums: what the device
+    /// the frames go to takes.
+    l4_checksum: L4Checksum,
 }
 
 impl FrameQueue {
@@ -96,6 +100,16 @@ impl FrameQueue {
 
     pub fn len(&self) -> usize {
         self.spans.len()
+    }
+
+    /// Chooses how TCP and UDP frames built into this queue carry their checksums (see
+    /// [`crate::wire::offload`]); [`L4Checksum::Full`] until set.
+    pub fn set_l4_checksum(&mut self, mode: L4Checksum) {
+        self.l4_checksum = mode;
+    }
+
+    pub fn l4_checksum(&self) -> L4Checksum {
+        self.l4_checksum
     }
 
     pub fn is_empty(&self) -> bool {
@@ -238,6 +252,7 @@ pub fn write_udp_frame(
     src_port: u16,
     dst_port: u16,
     payload_len: usize,
+    csum: L4Checksum,
 ) -> usize {
     let udp_len = UDP_HEADER_LEN + payload_len;
     let (src, dst) = write_eth_ip(frame, route, ip_proto::UDP, udp_len);
@@ -248,20 +263,17 @@ pub fn write_udp_frame(
     u[2..4].copy_from_slice(&dst_port.to_be_bytes());
     u[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
     u[6..8].copy_from_slice(&[0, 0]);
-    let mut sum = checksum::transport(src, dst, ip_proto::UDP, &frame[start..total]);
-    if sum == 0 {
-        sum = 0xffff; // zero means "no checksum" in UDP
-    }
-    frame[start + 6..start + 8].copy_from_slice(&sum.to_be_bytes());
+    set_transport_checksum(&mut frame[start..total], 6, src, dst, ip_proto::UDP, csum);
     total
 }
 
 /// Queues Ethernet + IP + UDP around a copy of `payload`, checksums filled in.
 pub fn udp_frame(out: &mut FrameQueue, route: Route, src_port: u16, dst_port: u16, payload: &[u8]) {
     let off = udp_payload_offset(&route);
+    let csum = out.l4_checksum();
     out.push_in_place(off + payload.len(), |buf| {
         buf[off..off + payload.len()].copy_from_slice(payload);
-        write_udp_frame(buf, &route, src_port, dst_port, payload.len())
+        write_udp_frame(buf, &route, src_port, dst_port, payload.len(), csum)
     });
 }
 

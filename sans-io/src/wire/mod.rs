@@ -14,6 +14,7 @@ pub mod icmp_echo;
 mod mac;
 mod malformed;
 pub mod ndp;
+pub mod offload;
 pub mod parse;
 pub mod stream;
 pub mod tcp;

@@ -6,7 +6,7 @@
 //! always filled in.
 
 use super::build::{ip_header_len, write_eth_ip, FrameQueue, Route};
-use super::checksum;
+use super::offload::{set_transport_checksum, L4Checksum};
 use super::parse::{bytes_at, ip_proto, ETH_HEADER_LEN};
 
 /// A TCP header without options.
@@ -146,7 +146,13 @@ pub fn payload_offset(route: &Route, h: &Header) -> usize {
 /// Writes the Ethernet, IP and TCP headers of a frame whose `payload_len` bytes of payload
 /// already sit at [`payload_offset`] in `frame`; returns the frame's length. `frame` must hold
 /// at least that much (the caller sized it).
-pub fn write_frame(frame: &mut [u8], route: &Route, h: &Header, payload_len: usize) -> usize {
+pub fn write_frame(
+    frame: &mut [u8],
+    route: &Route,
+    h: &Header,
+    payload_len: usize,
+    csum: L4Checksum,
+) -> usize {
     let ip_len = ip_header_len(route);
     let tcp_len = TCP_HEADER_LEN + h.options_len();
     let l4_len = tcp_len + payload_len;
@@ -171,24 +177,24 @@ pub fn write_frame(frame: &mut [u8], route: &Route, h: &Header, payload_len: usi
     if let Some(ws) = h.wscale {
         t[at..at + 4].copy_from_slice(&[1, 3, 3, ws]);
     }
-    let sum = checksum::transport(src, dst, ip_proto::TCP, &frame[start..total]);
-    frame[start + 16..start + 18].copy_from_slice(&sum.to_be_bytes());
+    set_transport_checksum(&mut frame[start..total], 16, src, dst, ip_proto::TCP, csum);
     total
 }
 
 /// Queues a frame carrying a copy of `payload` (control segments, tests).
 pub fn frame(out: &mut FrameQueue, route: &Route, h: &Header, payload: &[u8]) {
     let off = payload_offset(route, h);
+    let csum = out.l4_checksum();
     out.push_in_place(off + payload.len(), |buf| {
         buf[off..off + payload.len()].copy_from_slice(payload);
-        write_frame(buf, route, h, payload.len())
+        write_frame(buf, route, h, payload.len(), csum)
     });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{parse as p, MacAddr};
+    use crate::wire::{checksum, parse as p, MacAddr};
     use proptest::prelude::*;
 
     fn route(src: &str, dst: &str) -> Route {

@@ -159,6 +159,7 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
             lens: &lens[..count],
         };
         let first_seq = f.snd_nxt;
+        let csum = cx.out.l4_checksum();
         let unsent_at = (f.acked_unread + flight) as usize;
         let io = &mut *cx.io;
         let mut got = Ok(Peeked::default());
@@ -175,7 +176,7 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
                     }
                     h.seq = (first_seq + (i * mss) as u32).into();
                     let frame = &mut region[i * stride..(i + 1) * stride];
-                    *frame_len = wtcp::write_frame(frame, &r, &h, n);
+                    *frame_len = wtcp::write_frame(frame, &r, &h, n, csum);
                     left -= n;
                 }
             });

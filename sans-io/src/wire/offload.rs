@@ -1,0 +1,206 @@
+//! Transport checksums of frames to the guest, in full or left for the device to finish.
+//!
+//! A device with a virtio-net header in front of each frame (pasta's tap opened with
+//! `IFF_VNET_HDR`, a vhost-user guest that negotiated `VIRTIO_NET_F_GUEST_CSUM`) can take
+//! TCP and UDP frames whose checksum is only begun: the field holds the pseudo-header sum and
+//! the header says where the checksum starts and where it goes (`VIRTIO_NET_HDR_F_NEEDS_CSUM`,
+//! the kernel's `CHECKSUM_PARTIAL`). A kernel delivering such a frame locally neither computes
+//! nor verifies the checksum, so neither we nor the guest's kernel pass over the payload for
+//! it; one that forwards the frame on finishes it first. The driver chooses the mode for its
+//! output queue ([`crate::wire::FrameQueue::set_l4_checksum`]); every TCP and UDP frame the
+//! engine builds then follows it, and [`partial_checksum_at`] tells the driver what to put in
+//! each frame's header.
+
+use std::net::IpAddr;
+
+use super::checksum;
+use super::parse::{ethertype, ip_proto, ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN};
+
+/// How the transport checksum of TCP and UDP frames to the guest is filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum L4Checksum {
+    /// Computed in full: the frame is valid as it stands (the qemu socket, captures).
+    #[default]
+    Full,
+    /// Only the pseudo-header sum, for the device to finish.
+    Partial,
+}
+
+/// Where a frame's transport checksum starts and where its field is, from the start of the
+/// frame: what a virtio-net header's `csum_start` and `csum_offset` say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChecksumAt {
+    pub start: u16,
+    pub offset: u16,
+}
+
+/// Fills the checksum field at `field` of the transport `segment` (whose field is zero), in
+/// full or, for [`L4Checksum::Partial`], with the folded pseudo-header sum.
+pub fn set_transport_checksum(
+    segment: &mut [u8],
+    field: usize,
+    src: IpAddr,
+    dst: IpAddr,
+    protocol: u8,
+    mode: L4Checksum,
+) {
+    let sum = match mode {
+        L4Checksum::Full => {
+            let sum = checksum::transport(src, dst, protocol, segment);
+            // Zero means "no checksum" in UDP; its complement stands for it.
+            if sum == 0 && protocol == ip_proto::UDP {
+                0xffff
+            } else {
+                sum
+            }
+        }
+        // The device adds the segment to this and complements the total.
+        L4Checksum::Partial => !checksum::finish(checksum::pseudo_header(
+            src,
+            dst,
+            protocol,
+            segment.len() as u32,
+        )),
+    };
+    segment[field..field + 2].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// For a TCP or UDP frame of ours, where the device must finish its checksum; `None` for
+/// any other frame (ARP, ICMP, ...), which goes with its checksums complete. Only the frames
+/// the engine builds are meant: IPv4 without options is not assumed, IPv6 extension headers
+/// are (the engine writes none, so such a frame is not ours and gets `None`).
+pub fn partial_checksum_at(frame: &[u8]) -> Option<ChecksumAt> {
+    let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+    let (l4, proto) = match ethertype {
+        ethertype::IPV4 => {
+            let ihl = usize::from(frame.get(ETH_HEADER_LEN)? & 0x0f) * 4;
+            if ihl < IPV4_HEADER_LEN {
+                return None;
+            }
+            (ETH_HEADER_LEN + ihl, *frame.get(ETH_HEADER_LEN + 9)?)
+        }
+        ethertype::IPV6 => (
+            ETH_HEADER_LEN + IPV6_HEADER_LEN,
+            *frame.get(ETH_HEADER_LEN + 6)?,
+        ),
+        _ => return None,
+    };
+    let offset = match proto {
+        ip_proto::TCP => 16,
+        ip_proto::UDP => 6,
+        _ => return None,
+    };
+    if frame.len() < l4 + offset + 2 {
+        return None;
+    }
+    Some(ChecksumAt {
+        start: l4 as u16,
+        offset: offset as u16,
+    })
+}
+
+/// Finishes a partial checksum in place, as the device would: for captures of what the guest
+/// received. Frames without one are left alone.
+pub fn finish_partial_checksum(frame: &mut [u8]) {
+    let Some(at) = partial_checksum_at(frame) else {
+        return;
+    };
+    let start = usize::from(at.start);
+    let field = start + usize::from(at.offset);
+    let sum = checksum::finish(checksum::add(0, &frame[start..]));
+    frame[field..field + 2].copy_from_slice(&sum.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::build::{write_udp_frame, Route};
+    use crate::wire::parse::ipv4;
+    use crate::wire::tcp::{flags, payload_offset, write_frame, Header};
+    use crate::wire::MacAddr;
+
+    fn route(src: &str, dst: &str) -> Route {
+        Route {
+            src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+        }
+    }
+
+    fn tcp_frame(r: &Route, payload: &[u8], mode: L4Checksum) -> Vec<u8> {
+        let h = Header {
+            src_port: 80,
+            dst_port: 40000,
+            seq: 1000,
+            ack: 2000,
+            flags: flags::ACK | flags::PSH,
+            window: 512,
+            mss: None,
+            wscale: None,
+        };
+        let at = payload_offset(r, &h);
+        let mut frame = vec![0u8; at + payload.len()];
+        frame[at..].copy_from_slice(payload);
+        let n = write_frame(&mut frame, r, &h, payload.len(), mode);
+        frame.truncate(n);
+        frame
+    }
+
+    fn udp_frame(r: &Route, payload: &[u8], mode: L4Checksum) -> Vec<u8> {
+        let at = crate::wire::build::udp_payload_offset(r);
+        let mut frame = vec![0u8; at + payload.len()];
+        frame[at..].copy_from_slice(payload);
+        let n = write_udp_frame(&mut frame, r, 53, 40000, payload.len(), mode);
+        frame.truncate(n);
+        frame
+    }
+
+    #[test]
+    fn a_finished_partial_checksum_is_the_full_one() {
+        for (src, dst) in [("192.0.2.1", "192.0.2.2"), ("2001:db8::1", "2001:db8::2")] {
+            let r = route(src, dst);
+            for len in [0, 1, 2, 1459, 1460, 65000] {
+                let payload: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+                for build in [tcp_frame, udp_frame] {
+                    let full = build(&r, &payload, L4Checksum::Full);
+                    let mut partial = build(&r, &payload, L4Checksum::Partial);
+                    assert_ne!(full, partial, "{src} {len}: nothing was left to finish");
+                    assert!(partial_checksum_at(&partial).is_some());
+                    finish_partial_checksum(&mut partial);
+                    assert_eq!(full, partial, "{src} {len}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn where_the_checksum_goes() {
+        let v4 = tcp_frame(&route("192.0.2.1", "192.0.2.2"), b"x", L4Checksum::Full);
+        assert_eq!(
+            partial_checksum_at(&v4),
+            Some(ChecksumAt {
+                start: 34,
+                offset: 16
+            })
+        );
+        assert!(ipv4(&v4[ETH_HEADER_LEN..]).is_ok());
+        let v6 = udp_frame(&route("2001:db8::1", "2001:db8::2"), b"x", L4Checksum::Full);
+        assert_eq!(
+            partial_checksum_at(&v6),
+            Some(ChecksumAt {
+                start: 54,
+                offset: 6
+            })
+        );
+        // ARP, ICMP, truncated frames: nothing to finish.
+        let mut icmp = v4.clone();
+        icmp[ETH_HEADER_LEN + 9] = ip_proto::ICMP;
+        assert_eq!(partial_checksum_at(&icmp), None);
+        assert_eq!(partial_checksum_at(&v4[..40]), None);
+        assert_eq!(partial_checksum_at(&[0u8; 13]), None);
+        let mut arp = v4;
+        arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+        assert_eq!(partial_checksum_at(&arp), None);
+    }
+}
