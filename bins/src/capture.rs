@@ -10,7 +10,9 @@ use std::path::Path;
 use os_shim::pcap::PcapWriter;
 use os_shim::reactor::monotonic_now;
 
-use sans_io::wire::offload::{finish_partial_checksum, partial_checksum_at, L4Checksum};
+use sans_io::wire::offload::{
+    finish_if_partial, finish_partial_checksum, partial_checksum_at, L4Checksum,
+};
 use sans_io::wire::FrameQueue;
 
 use crate::datapath::{FramePool, GuestLink, LinkStatus, OnFrames};
@@ -68,10 +70,20 @@ impl GuestLink for CaptureLink<'_> {
         on_frames: &mut OnFrames<'_>,
     ) -> io::Result<LinkStatus> {
         let pcap = &mut self.pcap;
+        let scratch = &mut self.scratch;
         let mut failed = None;
         let status = self.inner.read_frames(pool, max, &mut |frames| {
             on_frames(&mut frames.inspect(|frame| {
                 if let Some(p) = pcap.as_mut().filter(|_| failed.is_none()) {
+                    // A guest's kernel leaves checksums to a link that finishes them: the
+                    // capture shows them finished, as the far end sees them.
+                    scratch.clear();
+                    scratch.extend_from_slice(frame);
+                    let frame = if finish_if_partial(scratch) {
+                        &scratch[..]
+                    } else {
+                        frame
+                    };
                     if let Err(e) = p.record(monotonic_now(), frame) {
                         failed = Some(e);
                     }

@@ -168,8 +168,9 @@ fn checksum_census(file: &[u8], ours: [u8; 6]) -> [(usize, usize); 2] {
 
 #[test]
 fn a_capture_holds_complete_checksums_though_the_tap_finishes_them() {
-    // Frames to the namespace leave their TCP and UDP checksums for the kernel to finish
-    // (the tap's virtio-net header); the capture shows them as the namespace received them.
+    // The tap's virtio-net header lets TCP and UDP checksums go unfinished both ways: ours to
+    // the namespace (its kernel finishes or skips them) and the namespace's to us (we never
+    // need them). The capture shows every frame finished, as the far end would see it.
     let Some(mut lab) = lab_with(&["python3", "curl", "sha256sum"]) else {
         return;
     };

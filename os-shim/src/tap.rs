@@ -21,6 +21,8 @@ const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 /// `struct virtio_net_hdr` (the legacy one, without `num_buffers`): flags, gso_type,
 /// hdr_len, gso_size, csum_start, csum_offset.
 const VNET_HDR_LEN: usize = 10;
+/// `TUN_F_CSUM`: the namespace may leave the checksums of what it sends us unfinished.
+const TUN_F_CSUM: libc::c_ulong = 0x01;
 /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum from `csum_start` is left to finish.
 const VNET_HDR_F_NEEDS_CSUM: u8 = 1;
 
@@ -77,8 +79,8 @@ struct IfReq {
 /// An open tap device: non-blocking, close-on-exec, one Ethernet frame per read or write,
 /// each behind a virtio-net header (`IFF_VNET_HDR`), so that frames written to it may leave
 /// their transport checksum for the kernel to finish, which for local delivery means never
-/// computing it (see [`sans_io::wire::offload`]). Frames read from it come with complete
-/// checksums: no offload is enabled towards us.
+/// computing it (see [`sans_io::wire::offload`]). Frames read from it may carry partial TCP
+/// and UDP checksums too (checksum offload is on towards us): the engine never reads them.
 #[derive(Debug)]
 pub struct Tap {
     fd: OwnedFd,
@@ -130,11 +132,13 @@ impl Tap {
             });
         }
         let hdr_len = VNET_HDR_LEN as libc::c_int;
-        // SAFETY: TUNSETVNETHDRSZ reads an int; TUNSETOFFLOAD takes its flags by value (none:
-        // the namespace's stack completes every checksum of what it sends us).
+        // SAFETY: TUNSETVNETHDRSZ reads an int; TUNSETOFFLOAD takes its flags by value.
+        // Checksum offload only: the namespace's stack then skips the checksums of what it
+        // sends us (we never need them: payloads go on into sockets), but still sends frames
+        // of at most its MTU (no TSO: nothing to split).
         let configured = unsafe {
             libc::ioctl(fd.as_raw_fd(), TUNSETVNETHDRSZ as _, &hdr_len) == 0
-                && libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD as _, 0 as libc::c_ulong) == 0
+                && libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD as _, TUN_F_CSUM) == 0
         };
         if !configured {
             return Err(TapError::Device {
@@ -192,7 +196,7 @@ impl Tap {
             // SAFETY: reads into our buffers, which the iovecs describe.
             let n = unsafe { libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
             if n >= 0 {
-                // The header says nothing we use: no offloads are on, checksums are complete.
+                // The header says nothing we use: at most that a checksum is partial.
                 return Ok((n as usize).saturating_sub(VNET_HDR_LEN));
             }
             let e = io::Error::last_os_error();
