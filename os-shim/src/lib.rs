@@ -26,6 +26,7 @@ mod socket_sys;
 pub mod sockets;
 pub mod splice;
 pub mod tap;
-#[cfg(test)]
-mod test_netns;
+#[cfg(any(test, feature = "test-support"))]
+#[doc(hidden)]
+pub mod test_netns;
 pub mod tokens;

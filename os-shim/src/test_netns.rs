@@ -1,12 +1,13 @@
-//! For the relays' unit tests: a "host" and a "namespace" of their own, made by the test, so
-//! that nothing touches the machine's network.
+//! For tests (the relays' here, the runtime forwarding's in bins): a "host" and a "namespace"
+//! of their own, made by the test, so that nothing touches the machine's network. Not part of
+//! the shim's interface for programs.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use crate::netlink::Netlink;
 
 /// Whether tests that make namespaces can run here (they need root); under CI they must.
-pub(crate) fn can_make_namespaces(what: &str) -> bool {
+pub fn can_make_namespaces(what: &str) -> bool {
     // SAFETY: plain system call.
     if unsafe { libc::geteuid() } == 0 {
         return true;
@@ -20,7 +21,7 @@ pub(crate) fn can_make_namespaces(what: &str) -> bool {
 
 /// Runs `f` on a thread in a fresh network namespace, the "host", with another fresh one,
 /// the "namespace", given as a descriptor; both have their loopback up.
-pub(crate) fn with_host_and_namespace(f: impl FnOnce(OwnedFd) + Send + 'static) {
+pub fn with_host_and_namespace(f: impl FnOnce(OwnedFd) + Send + 'static) {
     std::thread::spawn(move || {
         let ns = std::thread::spawn(|| {
             fresh_netns();
@@ -45,7 +46,7 @@ fn fresh_netns() {
 }
 
 /// Runs `f` on a new thread inside the namespace `ns`.
-pub(crate) fn spawn_in<T: Send + 'static>(
+pub fn spawn_in<T: Send + 'static>(
     ns: &OwnedFd,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> std::thread::JoinHandle<T> {
@@ -62,7 +63,7 @@ pub(crate) fn spawn_in<T: Send + 'static>(
 }
 
 /// A new epoll instance, and a second handle to it for a relay to be attached with.
-pub(crate) fn epoll_pair() -> (nix::sys::epoll::Epoll, nix::sys::epoll::Epoll) {
+pub fn epoll_pair() -> (nix::sys::epoll::Epoll, nix::sys::epoll::Epoll) {
     use nix::sys::epoll::{Epoll, EpollCreateFlags};
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
     let handle = Epoll(epoll.0.try_clone().unwrap());

@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use os_shim::bypass::Bypass;
-use os_shim::netlink::Netlink;
+use os_shim::test_netns::{self, with_host_and_namespace};
 use sans_io::config::derive::derive;
 use sans_io::config::{Mode, NetOptions};
 use sans_io::flow::Proto;
@@ -17,45 +17,8 @@ use sans_io::fwd::PortSpec;
 use super::*;
 use crate::pasta::engine_for;
 
-/// Whether namespaces can be made here (root); under CI they must.
 fn can_make_namespaces() -> bool {
-    // SAFETY: plain system call.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert_ne!(
-        std::env::var("CI").as_deref(),
-        Ok("true"),
-        "the forwarding table tests need root under CI"
-    );
-    eprintln!("\n*** SKIPPED: needs root (network namespaces of its own) ***\n");
-    false
-}
-
-/// Moves this thread into a new network namespace with its loopback up.
-fn fresh_netns() {
-    // SAFETY: affects this thread only.
-    assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
-    let mut nl = Netlink::open().expect("netlink");
-    let lo = nl.link_index("lo").expect("lo");
-    nl.set_link_up(lo, true).expect("lo up");
-}
-
-/// Runs `f` on a thread in a fresh "host" namespace, given a fresh "namespace" as a
-/// descriptor.
-fn in_host_and_namespace(f: impl FnOnce(OwnedFd) + Send + 'static) {
-    std::thread::spawn(move || {
-        let ns = std::thread::spawn(|| {
-            fresh_netns();
-            OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/net").unwrap())
-        })
-        .join()
-        .unwrap();
-        fresh_netns();
-        f(ns)
-    })
-    .join()
-    .unwrap();
+    test_netns::can_make_namespaces("the forwarding table")
 }
 
 /// Whether something listens at `addr` (in this thread's namespace).
@@ -106,7 +69,7 @@ fn inbound_rules_come_and_go_and_a_port_in_use_changes_nothing() {
     if !can_make_namespaces() {
         return;
     }
-    in_host_and_namespace(|_| {
+    with_host_and_namespace(|_| {
         let mut sockets = Sockets::new();
         let mut engine = pasta(&mut sockets);
         assert!(listening("127.0.0.1:8080") && listening("[::1]:8080"));
@@ -165,7 +128,7 @@ fn outbound_rules_listen_in_the_namespace() {
     if !can_make_namespaces() {
         return;
     }
-    in_host_and_namespace(|ns| {
+    with_host_and_namespace(|ns| {
         let mut sockets = Sockets::new();
         sockets.set_bypass(Bypass::new(ns.try_clone().unwrap()));
         let mut engine = pasta(&mut sockets);
@@ -211,7 +174,7 @@ fn auto_gives_up_the_ports_an_explicit_rule_names_and_keeps_following_the_rest()
     if !can_make_namespaces() {
         return;
     }
-    in_host_and_namespace(|ns| {
+    with_host_and_namespace(|ns| {
         // Servers in the namespace on 7000 and 7001; pasta's default, `auto`.
         let ns2 = ns.try_clone().unwrap();
         let servers = std::thread::spawn(move || {

@@ -412,14 +412,7 @@ impl Sockets {
             self.stats.peek_seeks += 1;
         }
         let asked: usize = iov.iter().map(|v| v.iov_len).sum();
-        // SAFETY: zeroed msghdr is valid; we point it at the caller's iovecs.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = iov.len();
-        // SAFETY: the iovecs describe buffers the caller lends us for the duration of the call.
-        let n =
-            retry(|| unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT) });
-        match n {
+        match recv_peek(fd, iov) {
             Ok(0) => {
                 self.saw_eof(s);
                 Ok(Peeked::last(0))
@@ -455,14 +448,7 @@ impl Sockets {
                 iov_len: buf.len(),
             },
         ];
-        // SAFETY: zeroed msghdr is valid; we point it at our iovecs.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = iov.len();
-        // SAFETY: the iovecs describe buffers we own, for the duration of the call.
-        let n =
-            retry(|| unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT) });
-        match n {
+        match recv_peek(fd, &mut iov) {
             Ok(n) => Ok(n.saturating_sub(offset)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
             Err(e) => Err(e),
@@ -494,4 +480,14 @@ impl Sockets {
             slot.peek_off = Some(offset);
         }
     }
+}
+
+/// `recvmsg(MSG_PEEK | MSG_DONTWAIT)` into `iov`: copies without consuming.
+fn recv_peek(fd: RawFd, iov: &mut [libc::iovec]) -> io::Result<usize> {
+    // SAFETY: zeroed msghdr is valid; we point it at the caller's iovecs.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len();
+    // SAFETY: the iovecs describe buffers the caller lends us for the duration of the call.
+    retry(|| unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT) })
 }
