@@ -196,6 +196,22 @@ fn token_everywhere(lab: &Lab, port: u16) {
     }
 }
 
+/// Whether a TCP socket listens on `port` in the lab's host namespace (`ss`).
+fn host_listens(lab: &Lab, port: &str) -> bool {
+    let out = run_timeout(
+        Command::new("ip").args([
+            "netns",
+            "exec",
+            &lab.host,
+            "ss",
+            "-Htln",
+            &format!("sport = :{port}"),
+        ]),
+        RUN_TIMEOUT,
+    );
+    !out.stdout.is_empty()
+}
+
 fn lab() -> Option<Lab> {
     if !require(&[
         Need::Root,
@@ -424,6 +440,49 @@ fn callers_argument_vectors_against_a_real_pasta() {
     assert!(fetch(&lab.remote, &format!("http://{}:8091/token", addr::HOST4)).is_err());
     drop(busy);
 
+    // One update, two tables: the inbound change is made first, the outbound one then finds
+    // its port taken inside the namespace, and the inbound one is undone.
+    let ready = s.path("busy-inside");
+    let busy_inside = Collected::start(s.inside(
+        "python3",
+        &[
+            "-c",
+            &format!(
+                "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',9001))\ns.listen()\n\
+                 open('{ready}','w').close()\ntime.sleep(60)"
+            ),
+        ],
+    ));
+    assert!(
+        wait_for_file(Path::new(&ready), READY_TIMEOUT),
+        "{}",
+        busy_inside.stderr()
+    );
+    let warnings = s.pasta.stderr().matches("forwarding unchanged").count();
+    s.pesto_ok(&lab, &["-A", "-t", "8095:80", "-T", "9001"]);
+    assert!(
+        wait_until(READY_TIMEOUT, || s
+            .pasta
+            .stderr()
+            .matches("forwarding unchanged")
+            .count()
+            > warnings),
+        "{}",
+        s.pasta.stderr()
+    );
+    assert!(
+        s.pasta
+            .stderr()
+            .contains("SPLICE table: cannot listen on TCP port 9001"),
+        "{}",
+        s.pasta.stderr()
+    );
+    assert_eq!(s.pesto_ok(&lab, &[]), before);
+    // The warning comes after the undo: one look is enough.
+    assert!(!host_listens(&lab, "8095"));
+    assert!(fetch(&lab.remote, &format!("http://{}:8095/token", addr::HOST4)).is_err());
+    drop(busy_inside);
+
     // A target address: a second address inside, a server bound only to it (port 82: the
     // file server has every address's port 80).
     let run_inside = |program: &str, args: &[&str]| {
@@ -638,20 +697,7 @@ fn passt_listens_on_a_port_pesto_adds() {
         "{}",
         passt.stderr()
     );
-    let listens = |port: &str| {
-        let out = run_timeout(
-            Command::new("ip").args([
-                "netns",
-                "exec",
-                &lab.host,
-                "ss",
-                "-Htln",
-                &format!("sport = :{port}"),
-            ]),
-            RUN_TIMEOUT,
-        );
-        !out.stdout.is_empty()
-    };
+    let listens = |port: &str| host_listens(&lab, port);
     assert!(!listens("8093"));
     let out = lab.run(
         None,
