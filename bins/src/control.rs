@@ -402,3 +402,159 @@ fn apply_update(
     let names: Vec<&str> = done.iter().map(|(d, _)| d.pif_name()).collect();
     Ok(format!("forwarding changed ({})", names.join(", ")))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    use sans_io::config::derive::derive;
+    use sans_io::config::NetOptions;
+    use sans_io::control::encode_update_table;
+    use sans_io::control::write_end;
+    use sans_io::flow::Proto;
+    use sans_io::fwd::rule::ForwardRule;
+    use sans_io::fwd::PortSpec;
+
+    use super::*;
+    use crate::pasta::engine_for;
+
+    /// A passt engine forwarding nothing.
+    fn passt_engine() -> Engine {
+        let mut opts = NetOptions::new(Mode::Passt);
+        for m in [&mut opts.tcp_in, &mut opts.udp_in] {
+            m.add(PortSpec::None).unwrap();
+        }
+        let config = derive(&opts, &Default::default(), &Default::default())
+            .unwrap()
+            .config;
+        engine_for(config).unwrap()
+    }
+
+    /// What a client sends to replace the inbound table with `rules`.
+    fn update(rules: &[ForwardRule]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_update_table(Pif::Host, rules, &mut out).unwrap();
+        write_end(&mut out);
+        out
+    }
+
+    /// Reads the listing a new client gets; its tables.
+    fn read_listing(client: &mut UnixStream) -> Vec<ReceivedTable> {
+        let mut tables = TablesBuilder::new(Stream::Listing);
+        let mut buf = [0u8; 4096];
+        while !tables.is_done() {
+            let n = client
+                .read(&mut buf[..tables.wanted().clamp(1, 4096)])
+                .unwrap();
+            assert!(n > 0, "the server closed before the end of the tables");
+            tables.feed(&buf[..n]).unwrap();
+        }
+        tables.into_tables()
+    }
+
+    /// Whether the server has closed `client`: reading to the end doesn't block.
+    fn closed(client: &mut UnixStream) -> bool {
+        client.set_nonblocking(true).unwrap();
+        client.read_to_end(&mut Vec::new()).is_ok()
+    }
+
+    #[test]
+    fn one_client_at_a_time_an_update_applied_whole_garbage_and_idle_ones_dropped() {
+        // SAFETY: plain system call.
+        if unsafe { libc::geteuid() } != 0 {
+            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "needs root");
+            eprintln!("\n*** SKIPPED: needs root (a network namespace of its own) ***\n");
+            return;
+        }
+        std::thread::spawn(|| {
+            // SAFETY: this thread only: the listener opened below lives in a namespace of ours.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+            let dir = std::env::temp_dir().join(format!("ctl-unit-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("ctl.sock");
+            let mut engine = passt_engine();
+            let mut sockets = Sockets::new();
+            let reactor = Reactor::new(&[]).unwrap();
+            let mut server = ControlServer::bind(&path).unwrap();
+            server.attach(&reactor).unwrap();
+            let now = os_shim::reactor::monotonic_now();
+            // One event on one of the server's descriptors, as the loop hands it over.
+            macro_rules! step {
+                ($token:expr) => {
+                    server.ready($token, now, &mut engine, &mut sockets, None)
+                };
+            }
+
+            // A client lists, a second one waits meanwhile, then sends an update.
+            let mut first = UnixStream::connect(&path).unwrap();
+            let mut second = UnixStream::connect(&path).unwrap();
+            step!(TOKEN_CONTROL_LISTENER);
+            let listed = read_listing(&mut first);
+            assert_eq!(listed.len(), 1, "passt has only the inbound table");
+            assert!(listed[0].rules.is_empty());
+            assert!(server.deadline().is_some());
+            // The second waits in the backlog: nothing for it while the first is served.
+            step!(TOKEN_CONTROL_LISTENER);
+            second.set_nonblocking(true).unwrap();
+            let e = second.read(&mut [0; 1]).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+            second.set_nonblocking(false).unwrap();
+            drop(first);
+            step!(TOKEN_CONTROL_CLIENT);
+            assert_eq!(server.deadline(), None, "the first client is done");
+            step!(TOKEN_CONTROL_LISTENER);
+            read_listing(&mut second);
+            let rule = ForwardRule::ports(Proto::Tcp, 18080, 18080);
+            second
+                .write_all(&update(std::slice::from_ref(&rule)))
+                .unwrap();
+            step!(TOKEN_CONTROL_CLIENT);
+            assert!(closed(&mut second));
+            drop(second);
+            assert_eq!(
+                engine.forwards().table(Direction::Inbound).rules(),
+                std::slice::from_ref(&rule)
+            );
+
+            // Garbage: dropped, nothing changed.
+            let mut bad = UnixStream::connect(&path).unwrap();
+            step!(TOKEN_CONTROL_LISTENER);
+            read_listing(&mut bad);
+            bad.write_all(&[0xff; 64]).unwrap();
+            step!(TOKEN_CONTROL_CLIENT);
+            assert_eq!(
+                server.deadline(),
+                None,
+                "the garbage client is still served"
+            );
+
+            // An update naming a table passt has not: refused as a whole.
+            let mut wrong = UnixStream::connect(&path).unwrap();
+            step!(TOKEN_CONTROL_LISTENER);
+            read_listing(&mut wrong);
+            let mut bytes = Vec::new();
+            encode_update_table(Pif::Host, &[], &mut bytes).unwrap();
+            encode_update_table(Pif::Splice, &[], &mut bytes).unwrap();
+            write_end(&mut bytes);
+            wrong.write_all(&bytes).unwrap();
+            step!(TOKEN_CONTROL_CLIENT);
+            assert!(closed(&mut wrong));
+
+            // A silent one: dropped at its deadline, not before.
+            let _idle = UnixStream::connect(&path).unwrap();
+            step!(TOKEN_CONTROL_LISTENER);
+            let deadline = server.deadline().expect("served");
+            assert_eq!(deadline, now + CLIENT_DEADLINE);
+            server.check_deadline(now + Duration::from_secs(1));
+            assert_eq!(server.deadline(), Some(deadline));
+            server.check_deadline(deadline);
+            assert_eq!(server.deadline(), None);
+            assert_eq!(engine.forwards().table(Direction::Inbound).rules(), [rule]);
+            let _ = std::fs::remove_dir_all(&dir);
+        })
+        .join()
+        .unwrap();
+    }
+}
