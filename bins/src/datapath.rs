@@ -22,6 +22,8 @@ use sans_io::engine::{Batch, Engine};
 use sans_io::wire::offload::L4Checksum;
 use sans_io::wire::FrameQueue;
 
+use crate::autofwd::AutoForward;
+use crate::control::ControlServer;
 use crate::drop_log::{self, DropLog};
 use crate::shutdown::StopSignals;
 
@@ -189,7 +191,11 @@ pub struct LinkStats {
 /// What the loop runs with besides the engine, the guest link and the sockets.
 pub struct Extras<'a> {
     pub watches: &'a mut [&'a mut dyn Watch],
-    pub periodic: &'a mut [&'a mut dyn Periodic],
+    /// pasta's `auto` forwarding, done every second (and told of tables the control socket
+    /// changes).
+    pub auto: Option<&'a mut AutoForward>,
+    /// The control socket (`-c`), if any.
+    pub control: Option<&'a mut ControlServer>,
     /// What the reactor's signals do.
     pub stop: &'a mut dyn StopSignals,
 }
@@ -206,7 +212,8 @@ pub fn run(
 ) -> Exit {
     let Extras {
         watches,
-        periodic,
+        mut auto,
+        mut control,
         stop,
     } = extras;
     if let Err(e) = reactor.watch_readable(link.fd(), TOKEN_LINK) {
@@ -214,6 +221,11 @@ pub fn run(
     }
     if let Err(e) = sockets.attach(reactor) {
         return Exit::LinkError(format!("cannot watch host sockets: {e}"));
+    }
+    if let Some(control) = control.as_deref_mut() {
+        if let Err(e) = control.attach(reactor) {
+            return Exit::LinkError(format!("cannot watch the configuration socket: {e}"));
+        }
     }
     for (i, w) in watches.iter().enumerate() {
         if let Some(fd) = w.fd() {
@@ -238,12 +250,13 @@ pub fn run(
 
     loop {
         // The engine's next deadline, a listener's that ran out of descriptors, the end of a
-        // shutdown's grace period, drops held back from the log.
+        // shutdown's grace period, drops held back from the log, a control client's time.
         let deadline = [
             engine.poll_timeout(),
             sockets.poll_timeout(),
             stop.deadline(),
             drops.deadline(),
+            control.as_ref().and_then(|c| c.deadline()),
         ]
         .into_iter()
         .flatten()
@@ -251,7 +264,7 @@ pub fn run(
         if let Err(e) = reactor.set_deadline(deadline) {
             return Exit::LinkError(format!("cannot arm the timer: {e}"));
         }
-        let timeout = (!polled.is_empty() || !periodic.is_empty()).then(|| {
+        let timeout = (!polled.is_empty() || auto.is_some()).then(|| {
             let left = next_poll.saturating_since(monotonic_now());
             left.as_millis().min(u128::from(u16::MAX)) as u16
         });
@@ -295,6 +308,14 @@ pub fn run(
                     }
                 }
                 token if Sockets::owns_token(token) => batch.io().ready(token, ev.events()),
+                token if ControlServer::owns_token(token) => {
+                    // Tables change between batches: the engine's lookups see one table.
+                    batch.finish();
+                    if let Some(control) = control.as_deref_mut() {
+                        control.ready(token, monotonic_now(), engine, sockets, auto.as_deref_mut());
+                    }
+                    batch = engine.batch(monotonic_now(), sockets, &mut out);
+                }
                 token => {
                     let i = (token - TOKEN_WATCH_BASE) as usize;
                     if let Some(status) = watches.get_mut(i).and_then(|w| w.check()) {
@@ -318,6 +339,9 @@ pub fn run(
         batch.finish();
         flush(link, &mut out, stats);
         let now = monotonic_now();
+        if let Some(control) = control.as_deref_mut() {
+            control.check_deadline(now);
+        }
         for line in drops.observe(now, &drop_log::sample(drop_log::KINDS, engine, sockets)) {
             log::warn!("{line}");
         }
@@ -337,8 +361,8 @@ pub fn run(
                     return Exit::Done(status);
                 }
             }
-            for p in periodic.iter_mut() {
-                p.tick(engine, sockets);
+            if let Some(auto) = auto.as_deref_mut() {
+                auto.tick(engine, sockets);
             }
         }
     }

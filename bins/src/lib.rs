@@ -5,6 +5,7 @@
 pub mod autofwd;
 pub mod capture;
 pub mod cli;
+pub mod control;
 pub mod datapath;
 pub mod drop_log;
 pub mod forwards;

@@ -16,6 +16,7 @@ use sans_io::config::{Config, Mode};
 use sans_io::wire::FrameQueue;
 
 use crate::cli::Cli;
+use crate::control::ControlServer;
 use crate::datapath::{self, Exit, FramePool, GuestLink, LinkStats, LinkStatus, OnFrames};
 use crate::shutdown::ExitAtOnce;
 use crate::{forwards, pasta, process, sandbox, EXIT_FAILURE};
@@ -63,6 +64,11 @@ pub fn run(cli: &Cli, config: Config, identity: Option<Identity>) -> i32 {
 
 fn run_inner(cli: &Cli, config: Config, identity: Option<Identity>) -> Result<i32, String> {
     let (socket, path) = open_socket(cli)?;
+    // The control socket: bound while the filesystem is there, kept as a descriptor.
+    let mut control = match &cli.conf_path {
+        Some(path) => Some(ControlServer::bind(path)?),
+        None => None,
+    };
 
     // Forwarded ports listen before anybody hears we're ready.
     let mut sockets = Sockets::new();
@@ -90,7 +96,8 @@ fn run_inner(cli: &Cli, config: Config, identity: Option<Identity>) -> Result<i3
     let mut stats = LinkStats::default();
     let extras = datapath::Extras {
         watches: &mut [],
-        periodic: &mut [],
+        auto: None,
+        control: control.as_mut(),
         stop: &mut ExitAtOnce,
     };
     let exit = datapath::run(

@@ -26,7 +26,8 @@ use sans_io::wire::offload::{partial_checksum_at, L4Checksum};
 use crate::autofwd::AutoForward;
 use crate::capture::CaptureLink;
 use crate::cli::{Cli, PastaTarget};
-use crate::datapath::{self, Exit, GuestLink, LinkStats, Periodic, Watch};
+use crate::control::ControlServer;
+use crate::datapath::{self, Exit, GuestLink, LinkStats, Watch};
 use crate::shutdown::{CommandPid, CommandShutdown, ExitAtOnce, StopSignals, SIGNAL_GRACE};
 use crate::{forwards, process, sandbox, EXIT_FAILURE};
 
@@ -166,6 +167,12 @@ fn run_inner(cli: &Cli, config: Config, identity: Option<Identity>) -> Result<i3
         ns::join_userns(userns)?;
     }
 
+    // The control socket: its path must be bound before the filesystem goes away.
+    let mut control = match &cli.conf_path {
+        Some(path) => Some(ControlServer::bind(path).map_err(StartError::Other)?),
+        None => None,
+    };
+
     let tap = Tap::open_in(&target.netns, &config.ns_ifname)?;
     let conf = nsconf::configure(&target.netns, tap.ifindex(), &config, cli.config_net)?;
     for w in &conf.warnings {
@@ -260,12 +267,11 @@ fn run_inner(cli: &Cli, config: Config, identity: Option<Identity>) -> Result<i3
     if let (Some(userns), true) = (&target.userns, join_late) {
         ns::join_userns(userns)?;
     }
-    // The bypass makes sockets in the namespace after start-up for local -t/-u traffic and
-    // for -T/-U auto: from a thread that stays there. (-T/-U rules added at run time need it
-    // too: without it, `forwards::apply_forwards` fails for them, saying so; the control
-    // socket, once there, must ask for it.)
-    let needs_thread =
-        engine.config().splice || auto.as_ref().is_some_and(AutoForward::listens_in_namespace);
+    // The bypass makes sockets in the namespace after start-up for local -t/-u traffic, for
+    // -T/-U auto, and for -T/-U rules the control socket adds: from a thread that stays there.
+    let needs_thread = engine.config().splice
+        || control.is_some()
+        || auto.as_ref().is_some_and(AutoForward::listens_in_namespace);
     let agent = match sockets.bypass_mut() {
         Some(bypass) if needs_thread => Some(bypass.keep_a_namespace_thread()?),
         _ => None,
@@ -284,13 +290,10 @@ fn run_inner(cli: &Cli, config: Config, identity: Option<Identity>) -> Result<i3
         if let Some(w) = netns_watch.as_mut() {
             watches.push(w);
         }
-        let mut periodic: Vec<&mut dyn Periodic> = Vec::new();
-        if let Some(a) = auto.as_mut() {
-            periodic.push(a);
-        }
         let extras = datapath::Extras {
             watches: &mut watches,
-            periodic: &mut periodic,
+            auto: auto.as_mut(),
+            control: control.as_mut(),
             stop: stop.as_mut(),
         };
         datapath::run(

@@ -5,6 +5,7 @@
 //! crate of the workspace that makes system calls.
 
 pub mod bypass;
+pub mod control_socket;
 pub mod dgram_relay;
 pub mod hostinfo;
 pub mod isolation;

@@ -5,6 +5,8 @@
 //! ```text
 //!  token                          owner                        the rest of the token
 //!  0           TOKEN_LINK         the guest link (tap, qemu)   -
+//!  8           TOKEN_CONTROL_LISTENER  the control socket (-c)  -
+//!  9           TOKEN_CONTROL_CLIENT    its current client       -
 //!  16 + i      TOKEN_WATCH_BASE   the program's watches        i: which watch
 //!  2^54..2^55  TOKEN_DGRAM_BASE   UDP loopback relay (-U)      bit 50 set: listener, bits 0..23
 //!                                                              else a flow: gen bits 24..47,
@@ -26,6 +28,10 @@
 
 /// The guest link: the tap device or qemu's connection.
 pub const TOKEN_LINK: u64 = 0;
+/// The control socket's listener (`-c`, see `crate::control_socket`).
+pub const TOKEN_CONTROL_LISTENER: u64 = 8;
+/// The control socket's client being served.
+pub const TOKEN_CONTROL_CLIENT: u64 = 9;
 /// Descriptors the program watches (`bins`' `Watch`): this plus the watch's index.
 pub const TOKEN_WATCH_BASE: u64 = 16;
 /// The UDP loopback relay (`crate::dgram_relay`): listeners in the namespace, flows.
@@ -202,7 +208,14 @@ mod tests {
             let t = TOKEN_LISTENER_BASE + index as u64;
             assert_eq!(sockets_token(t), Some(SocketsToken::Listener(index)));
         }
-        for t in [TOKEN_LINK, TOKEN_WATCH_BASE, TOKEN_SIGNAL, TOKEN_TIMER] {
+        for t in [
+            TOKEN_LINK,
+            TOKEN_CONTROL_LISTENER,
+            TOKEN_CONTROL_CLIENT,
+            TOKEN_WATCH_BASE,
+            TOKEN_SIGNAL,
+            TOKEN_TIMER,
+        ] {
             assert!(!is_host_socket(t), "{t:#x}");
         }
         assert_eq!(sockets_token(TOKEN_SPLICE_BASE), None);

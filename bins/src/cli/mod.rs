@@ -61,6 +61,8 @@ pub struct Cli {
     pub runas: Option<String>,
     pub pcap: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
+    /// `-c`: the control socket's path.
+    pub conf_path: Option<PathBuf>,
     /// passt: `-s`.
     pub socket_path: Option<PathBuf>,
     /// passt: `-F`.
@@ -447,6 +449,7 @@ fn build(mode: Mode, m: &ArgMatches) -> Result<Cli, CliError> {
         runas,
         pcap: last_value(m, "pcap").map(PathBuf::from),
         pid_file: last_value(m, "pid").map(PathBuf::from),
+        conf_path: last_value(m, "conf-path").map(PathBuf::from),
         socket_path,
         fd,
         one_off: m.get_flag("one-off") || fd.is_some(),

@@ -143,6 +143,14 @@ pub const OPTIONS: &[OptDef] = &[
         "Capture guest-side frames to FILE (pcap)",
     ),
     valued(
+        "conf-path",
+        Some('c'),
+        "PATH",
+        Both,
+        LastWins,
+        "Serve the control socket (pesto) at PATH",
+    ),
+    valued(
         "pid",
         Some('P'),
         "FILE",

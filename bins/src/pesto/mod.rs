@@ -107,8 +107,14 @@ fn session(run: &Run) -> Result<(), String> {
     stream
         .write_all(&out)
         .map_err(|e| format!("Error writing to control socket: {}", strerror(&e)))?;
-    // The server reads until our end marker; closing tells it we're done either way.
-    let _ = stream.shutdown(Shutdown::Both);
+    // The server reads until our end marker; closing our side tells it we're done either way.
+    // Then we wait (at most IO_TIMEOUT) for it to close the connection, which it does once it
+    // has applied the update or refused it: when pesto exits, the new forwards are in place
+    // (the C pesto exits at once, so its caller may race the server). The protocol has no
+    // answer, so a refusal is not ours to see: the server logs it.
+    let _ = stream.shutdown(Shutdown::Write);
+    let mut rest = [0u8; 256];
+    while matches!(stream.read(&mut rest), Ok(n) if n > 0) {}
     Ok(())
 }
 
