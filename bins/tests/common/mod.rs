@@ -635,9 +635,17 @@ pub fn staged(program: &Path) -> PathBuf {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
             .expect("chmod staging directory");
         // Copy under a temporary name and rename, so that parallel tests never run a half copy.
+        // The copy is written by a `cp` of its own: were the file open for writing in this
+        // process, a child another test thread forks meanwhile would inherit that descriptor
+        // until its exec, and running the copy then fails with ETXTBSY ("Text file busy").
         let partial =
             target.with_extension(format!("part{}", COUNTER.fetch_add(1, Ordering::Relaxed)));
-        std::fs::copy(program, &partial).expect("stage binary");
+        let copied = std::process::Command::new("cp")
+            .arg(program)
+            .arg(&partial)
+            .status()
+            .expect("run cp to stage the binary");
+        assert!(copied.success(), "staging {} failed", program.display());
         std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))
             .expect("chmod binary");
         std::fs::rename(&partial, &target).expect("rename staged binary");
