@@ -23,7 +23,9 @@ use os_shim::reactor::Reactor;
 use os_shim::sockets::Sockets;
 use os_shim::tokens::{TOKEN_CONTROL_CLIENT, TOKEN_CONTROL_LISTENER};
 use sans_io::config::{Config, Mode};
-use sans_io::control::{encode_listing, Caps, Pif, ReceivedTable, Stream, TablesBuilder};
+use sans_io::control::{
+    encode_listing, encode_status, Caps, Pif, ReceivedTable, Status, Stream, TablesBuilder,
+};
 use sans_io::engine::Engine;
 use sans_io::fwd::forwards::Direction;
 use sans_io::fwd::rule::ForwardTable;
@@ -230,12 +232,24 @@ impl ControlServer {
         }
     }
 
-    /// Logs how it went, closes the client, and listens for the next one.
+    /// Logs how it went, tells a client that sent an update, closes it, and listens for the
+    /// next one.
     fn finish(&mut self, client: Client, outcome: Result<String, String>) {
+        if client.received > 0 {
+            // Our extension (sans_io::control::status): our pesto prints a refusal and exits
+            // 1; the C pesto has stopped reading, and the bytes go with the connection. Best
+            // effort: a client whose socket is full or gone gets nothing.
+            let status = match &outcome {
+                Ok(_) => Status::Applied,
+                Err(why) => Status::Refused(why.clone()),
+            };
+            let mut answer = Vec::new();
+            encode_status(&status, &mut answer);
+            let _ = control_socket::write(client.fd.as_fd(), &answer);
+        }
         match outcome {
             Ok(what) => log::info!("configuration client ({}): {what}", client.who),
-            // The C protocol has no answer to a client: pesto (the C one and ours) exits 0
-            // whatever we make of its update. A warning is all the user gets.
+            // The C pesto can't hear the answer above: a warning is all its user gets.
             Err(why) => log::warn!(
                 "configuration client ({}): {why}; forwarding unchanged",
                 client.who

@@ -412,7 +412,8 @@ fn callers_argument_vectors_against_a_real_pasta() {
     s.pesto_ok(&lab, &["-D", "--tcp-ports=0.0.0.0/8081:80"]);
     assert!(fetch(&lab.remote, &url).is_err());
 
-    // A port in use on the host: pasta says why, the table stays as it was.
+    // A port in use on the host: pasta says why, to its log and to our pesto (which exits 1
+    // with the reason), and the table stays as it was.
     let before = s.pesto_ok(&lab, &[]);
     let busy = lab.host_command(
         None,
@@ -424,7 +425,14 @@ fn callers_argument_vectors_against_a_real_pasta() {
     );
     let busy = Collected::start(busy);
     assert!(lab.wait_listening(&lab.host, 8090, READY_TIMEOUT));
-    s.pesto_ok(&lab, &["-A", "-t", "8090:80", "-t", "8091:80"]);
+    let refused = s.pesto(&lab, &["-A", "-t", "8090:80", "-t", "8091:80"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", show(&refused));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.starts_with("Forwarding rules not applied: ") && said.contains("8090"),
+        "{said}"
+    );
+    assert_eq!(said.lines().count(), 1, "{said}");
     assert!(
         s.pasta.wait_stderr("8090", READY_TIMEOUT),
         "pasta didn't say why: {}",
@@ -459,7 +467,13 @@ fn callers_argument_vectors_against_a_real_pasta() {
         busy_inside.stderr()
     );
     let warnings = s.pasta.stderr().matches("forwarding unchanged").count();
-    s.pesto_ok(&lab, &["-A", "-t", "8095:80", "-T", "9001"]);
+    let refused = s.pesto(&lab, &["-A", "-t", "8095:80", "-T", "9001"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", show(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("9001"),
+        "{}",
+        show(&refused)
+    );
     assert!(
         wait_until(READY_TIMEOUT, || s
             .pasta

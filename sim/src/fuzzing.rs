@@ -600,7 +600,8 @@ pub fn port_spec(data: &[u8]) {
 }
 
 /// The control-socket protocol: the decoder never panics on either direction's bytes, and
-/// what it accepts encodes back to bytes that decode to the same tables.
+/// what it accepts encodes back to bytes that decode to the same tables; the same for the
+/// server's status answer.
 pub fn control(data: &[u8]) {
     use sans_io::control::{
         encode_listing_table, encode_update_table, write_end, Hello, Stream, TablesBuilder,
@@ -633,6 +634,12 @@ pub fn control(data: &[u8]) {
         let mut check = TablesBuilder::new(stream);
         assert_eq!(check.feed(&again), Ok(true), "re-encoded tables decode");
         assert_eq!(check.tables(), builder.tables());
+    }
+    // The server's answer to an update (our extension): decoded, it encodes back to itself.
+    if let Ok(Some(status)) = sans_io::control::decode_status(data) {
+        let mut again = Vec::new();
+        sans_io::control::encode_status(&status, &mut again);
+        assert_eq!(again, data, "a status message encodes back to its bytes");
     }
 }
 

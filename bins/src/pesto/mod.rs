@@ -17,7 +17,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use sans_io::control::{encode_update_table, write_end, Stream, TablesBuilder};
+use sans_io::control::status::STATUS_REASON_MAX;
+use sans_io::control::{
+    decode_status, encode_update_table, write_end, Status, Stream, TablesBuilder, STATUS_MAGIC,
+};
 use sans_io::fwd::rule::ForwardTable;
 
 use crate::EXIT_FAILURE;
@@ -110,12 +113,35 @@ fn session(run: &Run) -> Result<(), String> {
     // The server reads until our end marker; closing our side tells it we're done either way.
     // Then we wait (at most IO_TIMEOUT) for it to close the connection, which it does once it
     // has applied the update or refused it: when pesto exits, the new forwards are in place
-    // (the C pesto exits at once, so its caller may race the server). The protocol has no
-    // answer, so a refusal is not ours to see: the server logs it.
+    // (the C pesto exits at once, so its caller may race the server). Our server says how it
+    // went first (sans_io::control::status); the C one says nothing, and then neither do we.
     let _ = stream.shutdown(Shutdown::Write);
-    let mut rest = [0u8; 256];
-    while matches!(stream.read(&mut rest), Ok(n) if n > 0) {}
-    Ok(())
+    let answer = read_answer(&mut stream);
+    match decode_status(&answer) {
+        Ok(Some(Status::Refused(why))) => Err(format!("Forwarding rules not applied: {why}")),
+        Ok(_) => Ok(()),
+        Err(e) => {
+            if run.debug {
+                eprintln!("pesto: ignoring the server's answer: {e}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// What the server sends after our update, up to its close or IO_TIMEOUT; at most a status
+/// message's worth (more is not a status message).
+fn read_answer(stream: &mut UnixStream) -> Vec<u8> {
+    let max = STATUS_MAGIC.len() + 3 + STATUS_REASON_MAX + 1;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 512];
+    while answer.len() < max {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n.min(max - answer.len())]),
+        }
+    }
+    answer
 }
 
 /// The hello and every table, reading no further than the end marker.

@@ -28,12 +28,16 @@
 //! * The order of the tables is free; the C server sends them in pif number order.
 //! * Rules are checked here only for what the record can express (protocol, flags, names);
 //!   ranges, targets and conflicts are [`ForwardTable::add`](crate::fwd::rule::ForwardTable)'s.
+//!
+//! One extension of ours, which either side may lack: after an update, our server answers
+//! with a status message (applied, or refused and why) before closing; see [`status`].
 
 mod collect;
 mod decoder;
 mod encoder;
 mod hello;
 pub mod record;
+pub mod status;
 
 use std::fmt;
 
@@ -43,6 +47,7 @@ pub use encoder::{
     encode_listing, encode_listing_table, encode_update_table, write_end, EncodeError,
 };
 pub use hello::Hello;
+pub use status::{decode_status, encode_status, Status, StatusError, STATUS_MAGIC};
 
 use crate::fwd::rule::MAX_RULES;
 
