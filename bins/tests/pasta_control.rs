@@ -10,6 +10,7 @@
 //! forwards (`auto` would find the test's servers on its own).
 
 mod common;
+mod passt_common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -713,10 +714,16 @@ fn passt_listens_on_a_port_pesto_adds() {
     );
     let listens = |port: &str| host_listens(&lab, port);
     assert!(!listens("8093"));
+    // A guest (the qemu socket's end, frame by frame), which passt learns by its ARP.
+    let mut guest = passt_common::Client::connect(&qemu);
+    guest.arp(
+        passt_common::v4(addr::HOST4),
+        passt_common::v4(addr::REMOTE4),
+    );
     let out = lab.run(
         None,
         &bin("pesto"),
-        &["-A", "-t", "8093", sock.to_str().unwrap()],
+        &["-A", "-t", "8093:80", sock.to_str().unwrap()],
     );
     assert!(out.status.success(), "{}", show(&out));
     assert!(
@@ -724,6 +731,28 @@ fn passt_listens_on_a_port_pesto_adds() {
         "{}",
         passt.stderr()
     );
+    // A connection from the remote to the added port reaches the guest: its SYN, to port 80.
+    let connect = |port: u16| {
+        lab.remote_command(
+            "python3",
+            &[
+                "-c",
+                &format!(
+                    "import socket\ntry:\n socket.create_connection(('{}', {port}), timeout=3)\n \
+                     print('connected')\nexcept ConnectionRefusedError:\n print('refused')\n\
+                     except OSError as e:\n print(e)",
+                    addr::HOST4
+                ),
+            ],
+        )
+    };
+    let attempt = Collected::start(connect(8093));
+    let syn_to = guest.recv_matching(|f| {
+        let tcp = f.len() >= 54 && f[12..14] == [8, 0] && f[23] == 6;
+        (tcp && f[47] & 0x02 != 0).then(|| u16::from_be_bytes([f[36], f[37]]))
+    });
+    assert_eq!(syn_to, 80, "the SYN goes to the rule's target port");
+    drop(attempt);
     // passt has no outbound table: pesto says so, as the C one does.
     let out = lab.run(
         None,
@@ -734,12 +763,20 @@ fn passt_listens_on_a_port_pesto_adds() {
     let out = lab.run(
         None,
         &bin("pesto"),
-        &["-D", "-t", "8093", sock.to_str().unwrap()],
+        &["-D", "-t", "8093:80", sock.to_str().unwrap()],
     );
     assert!(out.status.success(), "{}", show(&out));
     assert!(
         wait_until(READY_TIMEOUT, || !listens("8093")),
         "{}",
         passt.stderr()
+    );
+    // Deleted: a new connection is refused at once.
+    let out = run_timeout(&mut connect(8093), Duration::from_secs(10));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "refused",
+        "{}",
+        show(&out)
     );
 }
