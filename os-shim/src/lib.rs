@@ -29,3 +29,4 @@ pub mod tap;
 #[cfg(test)]
 mod test_netns;
 pub mod tokens;
+pub mod vhost_user;
