@@ -15,6 +15,7 @@
 
 pub mod device;
 pub mod driver_model;
+pub mod fuzzing;
 pub mod virtq;
 
 use std::io;
