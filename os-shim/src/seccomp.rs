@@ -119,9 +119,12 @@ const PASTA_ARCH: &[Call] = calls![SYS_poll, SYS_getpgrp];
 #[cfg(target_arch = "aarch64")]
 const PASTA_ARCH: &[Call] = calls![SYS_ppoll, SYS_getpgid];
 
-/// vhost-user's own: the guest memory qemu sends (its descriptors' sizes checked, then mapped:
-/// mmap is common), and the memory table's regions unmapped when replaced (munmap, common).
-const VHOST_USER: &[Call] = calls![SYS_fstat];
+/// vhost-user's own: none beyond passt's. The protocol is recvmsg and sendmsg (with the memory
+/// table's and the eventfds' descriptors), a message peeked with recvfrom and answered with
+/// sendto, the guest's memory mapped and unmapped (mmap, munmap), eventfds read and written,
+/// the connection polled: all on the common list. A list of its own all the same, so that what
+/// vhost-user alone needs is added here, not to every program's.
+const VHOST_USER: &[Call] = calls![];
 
 /// The allow-list for `profile` on this architecture, sorted and without duplicates.
 pub fn allowed(profile: Profile) -> Vec<Call> {
