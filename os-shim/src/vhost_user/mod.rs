@@ -351,7 +351,9 @@ impl VhostUserLink {
                 let _ = vq.queue.add_used(mem, head, 0);
                 used = true;
             }
-            self.tx_more = n == TX_BATCH;
+            // All taken: ask for a kick at the next frame (with event indices, the guest
+            // kicks only past where we say we are); some came meanwhile: look again.
+            self.tx_more = n == TX_BATCH || vq.queue.enable_notification(mem).unwrap_or(true);
             if used && vq.queue.needs_notification(mem).unwrap_or(true) {
                 if let Some(call) = &vq.call {
                     device::signal(call);
@@ -521,6 +523,14 @@ impl VhostUserLink {
                     log::debug!("vhost-user: receive chain: {e}");
                     report.dropped += 1;
                 }
+            }
+        }
+        // Frames waiting: ask for a kick when the guest adds buffers (with event indices, only
+        // a guest told where we are kicks).
+        if !self.backlog.is_empty() && vq.queue.enable_notification(mem).unwrap_or(false) {
+            // Buffers came meanwhile: the next wake-up's write takes them.
+            if let Some(kick) = &vq.kick {
+                device::signal(kick);
             }
         }
         if placed > 0 && vq.queue.needs_notification(mem).unwrap_or(true) {
