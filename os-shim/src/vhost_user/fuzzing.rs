@@ -18,7 +18,7 @@ use virtio_queue::QueueT;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use super::driver_model::DriverQueue;
-use super::virtq::{self, RxOutcome, RxScratch, NET_HDR_LEN};
+use super::virtq::{self, RxOutcome, RxScratch};
 use super::VhostUserLink;
 use crate::qemu_socket::ReadStatus;
 
@@ -83,10 +83,13 @@ pub fn virtqueue(data: &[u8]) {
         }
         assert!(taken <= u16::from(offered), "more chains used than offered");
     }
-    // What the device said it wrote fits the frame (with its header) per chain.
-    while let Some((_, len)) = driver.take_used(&mem) {
-        assert!(len as usize <= NET_HDR_LEN + frame.len());
-    }
+    // No chain returned that wasn't taken (one whose head is out of the ring can't be returned
+    // at all). What the used ring says now is not checked: the guest may have pointed its
+    // buffers at its own rings, and we wrote the frame over them.
+    assert!(
+        queue.next_used() <= taken,
+        "more chains returned than taken"
+    );
 }
 
 /// See the module documentation.
@@ -138,6 +141,9 @@ mod tests {
     #[test]
     fn virtqueue_harness_holds_on_random_guests() {
         virtqueue(&[]);
+        // Found by the fuzzer: a receive buffer over the rings themselves (the harness read
+        // back used lengths the frame had overwritten).
+        virtqueue(b"\0\0\0\0\xbe\x42\x08\xc3\xbe\x47\x47\xbe\xbe\x01\x00\x23");
         for input in inputs(2000, 600) {
             virtqueue(&input);
         }
