@@ -70,8 +70,11 @@ pub struct VhostStats {
 struct Frontend {
     handler: BackendReqHandler<Mutex<Device>>,
     device: Arc<Mutex<Device>>,
-    /// The kick eventfd generation registered in our epoll, per queue.
-    kick_registered: [Option<(u64, RawFd)>; 2],
+    /// Per queue, the kick eventfd we watch: a duplicate of the device's, with the device's
+    /// generation it was made from. Ours, so that we can always take it out of our epoll
+    /// before closing it: epoll forgets a descriptor only once its file is closed everywhere,
+    /// and qemu keeps its end open and sends the same eventfd again after a ring reset.
+    kick_watch: [Option<(u64, OwnedFd)>; 2],
     /// Messages from this front-end: one that sent none (a probe) doesn't use up `--one-off`.
     messages: u64,
     /// The protocol connection's descriptor (the handler owns it), to poll for more messages.
@@ -161,7 +164,7 @@ impl VhostUserLink {
         self.frontend = Some(Frontend {
             handler: BackendReqHandler::from_stream(stream, device.clone()),
             device,
-            kick_registered: [None, None],
+            kick_watch: [None, None],
             messages: 0,
             connection,
         });
@@ -277,29 +280,28 @@ impl VhostUserLink {
         r > 0
     }
 
-    /// Watches the kick eventfds the front-end last gave us.
+    /// Watches the kick eventfds the front-end last gave us (see `Frontend::kick_watch`).
     fn sync_kicks(&mut self) -> io::Result<()> {
         let Some(fe) = self.frontend.as_mut() else {
             return Ok(());
         };
         let dev = lock(&fe.device);
         for (i, q) in dev.queues.iter().enumerate() {
-            let now = q.kick.as_ref().map(|f| (q.kick_generation, f.as_raw_fd()));
-            if fe.kick_registered[i].map(|r| r.0) == now.map(|n| n.0) {
+            let generation = q.kick.as_ref().map(|_| q.kick_generation);
+            if fe.kick_watch[i].as_ref().map(|w| w.0) == generation {
                 continue;
             }
-            if let Some((_, old)) = fe.kick_registered[i].take() {
-                // Gone already if its descriptor was closed: then this fails, harmlessly.
-                // SAFETY: only removes `old` from our epoll, whatever it is now.
-                let _ = self.epoll.delete(unsafe { BorrowedFd::borrow_raw(old) });
+            if let Some((_, old)) = fe.kick_watch[i].take() {
+                let _ = self.epoll.delete(&old);
             }
-            if let (Some(file), Some(reg)) = (&q.kick, now) {
-                set_nonblocking(file.as_raw_fd())?;
+            if let (Some(file), Some(generation)) = (&q.kick, generation) {
+                let watch = file.as_fd().try_clone_to_owned()?;
+                set_nonblocking(watch.as_raw_fd())?;
                 self.epoll.add(
-                    file,
+                    &watch,
                     EpollEvent::new(EpollFlags::EPOLLIN, KICK_BASE + i as u64),
                 )?;
-                fe.kick_registered[i] = Some(reg);
+                fe.kick_watch[i] = Some((generation, watch));
             }
         }
         Ok(())
@@ -309,8 +311,7 @@ impl VhostUserLink {
         let Some(fe) = &self.frontend else {
             return;
         };
-        let dev = lock(&fe.device);
-        if let Some(kick) = &dev.queues[queue].kick {
+        if let Some((_, kick)) = &fe.kick_watch[queue] {
             let mut count = 0u64;
             // SAFETY: an 8-byte read into a local from a non-blocking eventfd.
             unsafe { libc::read(kick.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
@@ -425,7 +426,12 @@ impl VhostUserLink {
     /// Closes the front-end and forgets its device; says whether another will be served.
     fn drop_frontend(&mut self, why: Option<String>) -> ReadStatus {
         let served = match self.frontend.take() {
-            Some(fe) => fe.messages > 0 || self.listener.is_none(),
+            Some(fe) => {
+                for (_, watch) in fe.kick_watch.iter().flatten() {
+                    let _ = self.epoll.delete(watch);
+                }
+                fe.messages > 0 || self.listener.is_none()
+            }
             None => false,
         };
         self.clear_backlog();
