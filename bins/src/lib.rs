@@ -48,6 +48,10 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
             println!("{text}");
             return 0;
         }
+        Ok(cli::Parsed::Capabilities(text)) => {
+            print!("{text}");
+            return 0;
+        }
         Err(e) => {
             eprintln!("{name}: {e}");
             return EXIT_FAILURE;

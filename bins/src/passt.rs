@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 use os_shim::isolation::Identity;
 use os_shim::qemu_socket::{self, QemuSocket, ReadStatus};
 use os_shim::reactor::Reactor;
+use os_shim::seccomp::Profile;
 use os_shim::sockets::Sockets;
-use sans_io::config::{Config, Mode};
+use os_shim::vhost_user::VhostUserLink;
+use sans_io::config::Config;
 use sans_io::wire::FrameQueue;
 
 use crate::cli::Cli;
@@ -51,6 +53,74 @@ impl GuestLink for QemuLink {
     }
 }
 
+/// The vhost-user link as the data path's guest link.
+struct VhostLink(VhostUserLink);
+
+impl GuestLink for VhostLink {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.0.fd()
+    }
+
+    fn read_frames(
+        &mut self,
+        _pool: &mut FramePool,
+        _max: usize,
+        on_frames: &mut OnFrames<'_>,
+    ) -> std::io::Result<LinkStatus> {
+        Ok(match self.0.read_frames(on_frames)? {
+            ReadStatus::Open => LinkStatus::Open,
+            ReadStatus::GuestLeft(why) => LinkStatus::GuestLeft(why),
+            ReadStatus::Finished(why) => LinkStatus::Finished(why),
+        })
+    }
+
+    fn write_frames(&mut self, frames: &FrameQueue) -> usize {
+        self.0.write_frames(frames).dropped
+    }
+}
+
+/// Either of passt's guest links, with what it says about itself at the end.
+trait PasstLink {
+    fn as_guest_link(&mut self) -> &mut dyn GuestLink;
+    fn summary(&self) -> String;
+}
+
+impl PasstLink for QemuLink {
+    fn as_guest_link(&mut self) -> &mut dyn GuestLink {
+        self
+    }
+
+    fn summary(&self) -> String {
+        let s = self.0.stats();
+        format!(
+            "qemu socket: {} clients ({} refused), {} frames in, {} out, {} dropped, {} write stalls",
+            s.clients, s.refused, s.frames_in, s.frames_out, s.frames_dropped, s.write_stalls
+        )
+    }
+}
+
+impl PasstLink for VhostLink {
+    fn as_guest_link(&mut self) -> &mut dyn GuestLink {
+        self
+    }
+
+    fn summary(&self) -> String {
+        let s = self.0.stats();
+        format!(
+            "vhost-user: {} front-ends ({} refused), {} messages, {} frames in, {} out, \
+             {} dropped, {} waited for buffers, {} unusable chains",
+            s.frontends,
+            s.refused,
+            s.messages,
+            s.frames_in,
+            s.frames_out,
+            s.frames_dropped,
+            s.backlogged,
+            s.bad_chains
+        )
+    }
+}
+
 /// Runs passt; returns the process exit status.
 pub fn run(cli: &Cli, config: Config, identity: Option<Identity>) -> i32 {
     match run_inner(cli, config, identity) {
@@ -63,7 +133,12 @@ pub fn run(cli: &Cli, config: Config, identity: Option<Identity>) -> i32 {
 }
 
 fn run_inner(cli: &Cli, config: Config, identity: Option<Identity>) -> Result<i32, String> {
-    let (socket, path) = open_socket(cli)?;
+    let socket = open_socket(cli)?;
+    let path = match &socket {
+        Socket::Listening(_, path) => Some(path.clone()),
+        Socket::Connected(_) => None,
+    };
+    let mut link = open_link(cli, socket)?;
     // The control socket: bound while the filesystem is there, kept as a descriptor.
     let mut control = match &cli.conf_path {
         Some(path) => Some(ControlServer::bind(path)?),
@@ -76,7 +151,12 @@ fn run_inner(cli: &Cli, config: Config, identity: Option<Identity>) -> Result<i3
     forwards::listen_at_start(&mut engine, &mut sockets);
 
     if let Some(path) = &path {
-        for line in how_to_connect(path).lines() {
+        let how = if cli.vhost_user {
+            how_to_connect_vhost_user(path)
+        } else {
+            how_to_connect(path)
+        };
+        for line in how.lines() {
             log::info!("{line}");
         }
     }
@@ -91,8 +171,12 @@ fn run_inner(cli: &Cli, config: Config, identity: Option<Identity>) -> Result<i3
     sandbox::passt_before_loop(identity).map_err(|e| format!("cannot isolate: {e}"))?;
     let reactor = Reactor::new(&pasta::STOP_SIGNALS)
         .map_err(|e| format!("cannot set up the event loop: {e}"))?;
-    sandbox::lock_down(Mode::Passt).map_err(|e| format!("cannot isolate: {e}"))?;
-    let mut link = QemuLink(socket);
+    let profile = if cli.vhost_user {
+        Profile::PasstVhostUser
+    } else {
+        Profile::Passt
+    };
+    sandbox::lock_down_profile(profile).map_err(|e| format!("cannot isolate: {e}"))?;
     let mut stats = LinkStats::default();
     let extras = datapath::Extras {
         watches: &mut [],
@@ -102,7 +186,7 @@ fn run_inner(cli: &Cli, config: Config, identity: Option<Identity>) -> Result<i3
     };
     let exit = datapath::run(
         &mut engine,
-        &mut link,
+        link.as_guest_link(),
         &reactor,
         &mut sockets,
         extras,
@@ -111,16 +195,7 @@ fn run_inner(cli: &Cli, config: Config, identity: Option<Identity>) -> Result<i3
     // The PID file stays, as the C passt leaves it: whoever reads it after we exit (libvirt)
     // finds the PID of a process that is gone, not a missing file. So does the socket file:
     // the filesystem is out of reach by now (the next passt reuses it, nobody listening).
-    let s = link.0.stats();
-    log::debug!(
-        "qemu socket: {} clients ({} refused), {} frames in, {} out, {} dropped, {} write stalls",
-        s.clients,
-        s.refused,
-        s.frames_in,
-        s.frames_out,
-        s.frames_dropped,
-        s.write_stalls
-    );
+    log::debug!("{}", link.summary());
     Ok(match exit {
         Exit::Done(code) => code,
         Exit::Signal(_) => 0,
@@ -131,13 +206,16 @@ fn run_inner(cli: &Cli, config: Config, identity: Option<Identity>) -> Result<i3
     })
 }
 
-/// The socket from `--fd`, `--socket`, or the first free default path; with the path we bound.
-fn open_socket(cli: &Cli) -> Result<(QemuSocket, Option<PathBuf>), String> {
+/// Where the guest link comes from: a connected socket (`--fd`), or one we listen on.
+enum Socket {
+    Connected(OwnedFd),
+    Listening(OwnedFd, PathBuf),
+}
+
+/// The socket from `--fd`, `--socket`, or the first free default path.
+fn open_socket(cli: &Cli) -> Result<Socket, String> {
     if let Some(fd) = cli.fd {
-        let fd = inherited_socket(fd)?;
-        let socket =
-            QemuSocket::connected(fd).map_err(|e| format!("cannot use the --fd socket: {e}"))?;
-        return Ok((socket, None));
+        return Ok(Socket::Connected(inherited_socket(fd)?));
     }
     let (listener, path) = match &cli.socket_path {
         Some(path) => (
@@ -148,9 +226,26 @@ fn open_socket(cli: &Cli) -> Result<(QemuSocket, Option<PathBuf>), String> {
             qemu_socket::bind_first_free(qemu_socket::default_paths()).map_err(|e| e.to_string())?
         }
     };
-    let socket = QemuSocket::listen(listener, cli.one_off)
-        .map_err(|e| format!("cannot watch the socket: {e}"))?;
-    Ok((socket, Some(path)))
+    Ok(Socket::Listening(listener, path))
+}
+
+/// The guest link on `socket`: qemu's stream socket, or vhost-user's.
+fn open_link(cli: &Cli, socket: Socket) -> Result<Box<dyn PasstLink>, String> {
+    let watch = |e: std::io::Error| format!("cannot watch the socket: {e}");
+    Ok(match (socket, cli.vhost_user) {
+        (Socket::Connected(fd), false) => Box::new(QemuLink(
+            QemuSocket::connected(fd).map_err(|e| format!("cannot use the --fd socket: {e}"))?,
+        )),
+        (Socket::Listening(l, _), false) => {
+            Box::new(QemuLink(QemuSocket::listen(l, cli.one_off).map_err(watch)?))
+        }
+        (Socket::Connected(fd), true) => Box::new(VhostLink(
+            VhostUserLink::connected(fd).map_err(|e| format!("cannot use the --fd socket: {e}"))?,
+        )),
+        (Socket::Listening(l, _), true) => Box::new(VhostLink(
+            VhostUserLink::listen(l, cli.one_off).map_err(watch)?,
+        )),
+    })
 }
 
 /// Takes ownership of descriptor `fd`, after checking that it is an open stream socket.
@@ -196,6 +291,18 @@ pub fn how_to_connect(path: &Path) -> String {
          -netdev stream,id=net0,server=off,addr.type=unix,addr.path={p}\n\
          or an older qemu through qrap, which connects and passes the socket as descriptor 5:\n    \
          qrap 5 qemu-system-x86_64 ... -net socket,fd=5 -net nic,model=virtio"
+    )
+}
+
+/// What the user needs to connect qemu to the vhost-user socket at `path`.
+pub fn how_to_connect_vhost_user(path: &Path) -> String {
+    let p = path.display();
+    format!(
+        "Listening for a vhost-user front-end on UNIX domain socket {p}\n\
+         Connect qemu (guest memory must be shared) with:\n    \
+         qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=MEMORY,share=on \\\n        \
+         -numa node,memdev=mem -chardev socket,id=chr0,path={p} \\\n        \
+         -netdev vhost-user,id=net0,chardev=chr0 -device virtio-net-pci,netdev=net0"
     )
 }
 

@@ -147,10 +147,14 @@ fn on_agent(
 /// Stage 4, right before the main loop: no new privileges, and the program's allow-list of
 /// system calls for every thread.
 pub fn lock_down(mode: Mode) -> Result<(), IsolationError> {
-    let profile = match mode {
+    lock_down_profile(match mode {
         Mode::Passt => Profile::Passt,
         Mode::Pasta => Profile::Pasta,
-    };
+    })
+}
+
+/// [`lock_down`] with the allow-list named (passt's vhost-user mode has its own).
+pub fn lock_down_profile(profile: Profile) -> Result<(), IsolationError> {
     seccomp::apply(profile).map_err(|source| IsolationError::Step {
         step: "installing the seccomp filter",
         source,

@@ -31,3 +31,4 @@ pub mod tap;
 #[doc(hidden)]
 pub mod test_netns;
 pub mod tokens;
+pub mod vhost_user;

@@ -19,6 +19,8 @@ pub enum Profile {
     Passt,
     /// pasta: passt's, and the tap device, splicing, the command's end, the namespace thread.
     Pasta,
+    /// passt with a vhost-user front-end: passt's, and mapping the guest's memory.
+    PasstVhostUser,
 }
 
 /// One allowed call: its name (for the audit and the docs) and number on this architecture.
@@ -122,12 +124,23 @@ const PASTA_ARCH: &[Call] = calls![SYS_poll, SYS_getpgrp];
 #[cfg(target_arch = "aarch64")]
 const PASTA_ARCH: &[Call] = calls![SYS_ppoll, SYS_getpgid];
 
+/// vhost-user's own: none beyond passt's. The protocol is recvmsg and sendmsg (with the memory
+/// table's and the eventfds' descriptors), a message peeked with recvfrom and answered with
+/// sendto, the guest's memory mapped and unmapped (mmap, munmap), eventfds read and written,
+/// the connection polled: all on the common list. A list of its own all the same, so that what
+/// vhost-user alone needs is added here, not to every program's.
+const VHOST_USER: &[Call] = calls![];
+
 /// The allow-list for `profile` on this architecture, sorted and without duplicates.
 pub fn allowed(profile: Profile) -> Vec<Call> {
     let mut list: Vec<Call> = COMMON.iter().chain(COMMON_ARCH).copied().collect();
-    if profile == Profile::Pasta {
-        list.extend_from_slice(PASTA);
-        list.extend_from_slice(PASTA_ARCH);
+    match profile {
+        Profile::Pasta => {
+            list.extend_from_slice(PASTA);
+            list.extend_from_slice(PASTA_ARCH);
+        }
+        Profile::PasstVhostUser => list.extend_from_slice(VHOST_USER),
+        Profile::Passt => {}
     }
     list.sort_by_key(|c| c.1);
     list.dedup_by_key(|c| c.1);
@@ -185,7 +198,7 @@ mod tests {
 
     #[test]
     fn lists_have_no_path_or_privilege_calls() {
-        for profile in [Profile::Passt, Profile::Pasta] {
+        for profile in [Profile::Passt, Profile::Pasta, Profile::PasstVhostUser] {
             let names: Vec<&str> = allowed(profile).iter().map(|c| c.0).collect();
             for forbidden in [
                 "SYS_openat",

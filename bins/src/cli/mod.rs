@@ -69,6 +69,8 @@ pub struct Cli {
     pub fd: Option<RawFd>,
     /// passt: `-1`, or implied by `-F`.
     pub one_off: bool,
+    /// passt: `--vhost-user`.
+    pub vhost_user: bool,
     /// pasta: what to attach to.
     pub target: PastaTarget,
     pub userns: Option<PathBuf>,
@@ -85,6 +87,9 @@ pub enum Parsed {
     Help(String),
     /// `--version`.
     Version(String),
+    /// `--print-capabilities`: print this on standard output (the vhost-user spec's place for
+    /// it) and exit successfully.
+    Capabilities(String),
 }
 
 /// A command-line error, printed as one line after the program name.
@@ -185,8 +190,15 @@ pub fn parse(mode: Mode, args: &[OsString]) -> Result<Parsed, CliError> {
             });
         }
     }
+    if matches.get_flag("print-capabilities") {
+        return Ok(Parsed::Capabilities(VHOST_USER_CAPABILITIES.to_owned()));
+    }
     build(mode, &matches).map(|cli| Parsed::Run(Box::new(cli)))
 }
+
+/// What `--print-capabilities` says, as the vhost-user spec's back-end program conventions
+/// ask: a network device, with no optional features.
+pub const VHOST_USER_CAPABILITIES: &str = "{\n  \"type\": \"net\"\n}\n";
 
 fn was_given(m: &ArgMatches, id: &str) -> bool {
     m.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
@@ -453,6 +465,7 @@ fn build(mode: Mode, m: &ArgMatches) -> Result<Cli, CliError> {
         socket_path,
         fd,
         one_off: m.get_flag("one-off") || fd.is_some(),
+        vhost_user: m.get_flag("vhost-user"),
         target,
         userns,
         netns_only,

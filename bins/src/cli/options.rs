@@ -383,6 +383,18 @@ pub const OPTIONS: &[OptDef] = &[
         PasstOnly,
         "Quit when the first client disconnects",
     ),
+    flag(
+        "vhost-user",
+        None,
+        PasstOnly,
+        "Serve qemu's vhost-user protocol on the socket (guest memory shared, no copy per frame)",
+    ),
+    flag(
+        "print-capabilities",
+        None,
+        PasstOnly,
+        "Print the vhost-user back-end capabilities (JSON) and exit",
+    ),
     valued(
         "ns-ifname",
         Some('I'),

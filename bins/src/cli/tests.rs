@@ -628,3 +628,35 @@ proptest! {
         let _ = parse(mode, &line);
     }
 }
+
+#[test]
+fn vhost_user_is_a_passt_mode_with_its_socket_options() {
+    let cli = passt(&["--vhost-user", "-s", "/tmp/vu.sock", "-1"]);
+    assert!(cli.vhost_user);
+    assert_eq!(cli.socket_path, Some(PathBuf::from("/tmp/vu.sock")));
+    assert!(cli.one_off);
+    assert!(!passt(&[]).vhost_user);
+    assert_eq!(
+        error(Mode::Pasta, &["--vhost-user"]),
+        "--vhost-user is an option of passt only"
+    );
+}
+
+#[test]
+fn print_capabilities_says_net_with_or_without_vhost_user() {
+    for line in [
+        &["passt", "--print-capabilities"][..],
+        &["passt", "--vhost-user", "--print-capabilities"][..],
+    ] {
+        match parse(Mode::Passt, &args(line)) {
+            Ok(Parsed::Capabilities(text)) => {
+                assert_eq!(text, "{\n  \"type\": \"net\"\n}\n");
+            }
+            other => panic!("{line:?}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        error(Mode::Pasta, &["--print-capabilities"]),
+        "--print-capabilities is an option of passt only"
+    );
+}

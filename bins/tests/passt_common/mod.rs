@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::{bin, wait_timeout, Lab, TestUser};
 
+pub mod vm;
+
 /// The guest's MAC address in these tests (qemu's default).
 pub const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 
@@ -74,9 +76,10 @@ impl Passt {
         }
     }
 
-    /// Waits until passt listens, returning the socket path it announced.
+    /// Waits until passt listens (for qemu's stream or a vhost-user front-end), returning the
+    /// socket path it announced.
     pub fn wait_socket(&mut self) -> PathBuf {
-        let line = self.wait_line("Listening for a guest on UNIX domain socket", TIMEOUT);
+        let line = self.wait_line("on UNIX domain socket /", TIMEOUT);
         PathBuf::from(line.rsplit(' ').next().expect("a path"))
     }
 

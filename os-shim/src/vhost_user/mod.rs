@@ -1,0 +1,657 @@
+//! passt's vhost-user guest link (`--vhost-user`): qemu connects to our UNIX domain socket,
+//! speaks the vhost-user protocol on it (decoded by the `vhost` crate, see [`device`]), and
+//! shares the guest's memory with us; frames then move through the guest's virtqueues in that
+//! memory ([`virtq`]), with eventfds for notifications instead of a socket write per frame.
+//!
+//! Single-threaded, like the rest: the listener, the protocol connection and the two kick
+//! eventfds sit in an epoll instance of our own whose descriptor ([`VhostUserLink::fd`]) the
+//! main loop watches, as it does the qemu stream socket's. One front-end at a time; a second
+//! is accepted and closed at once. When it leaves, the device state goes with it and the next
+//! front-end (qemu restarted) starts from scratch; one-off, passt ends instead.
+//!
+//! Frames the receive queue has no buffers for wait in a bounded backlog until the guest adds
+//! some (it kicks the receive queue then): the engine hands us TCP data as its window allows,
+//! and dropping it for a momentarily full ring would cost a retransmission timeout.
+
+pub mod device;
+pub mod driver_model;
+pub mod fuzzing;
+pub mod virtq;
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::socket::{self as sock, SockFlag};
+use sans_io::wire::FrameQueue;
+use vhost::vhost_user::{BackendReqHandler, Error as VuError};
+use virtio_queue::QueueT;
+
+use crate::qemu_socket::{ReadStatus, WriteReport, MAX_FRAME};
+use device::{Device, RX, TX};
+use virtq::{ChainError, RxOutcome, RxScratch};
+
+/// Our epoll instance's tokens.
+const LISTENER: u64 = 1;
+const CONNECTION: u64 = 2;
+const KICK_BASE: u64 = 3; // + queue index
+
+/// Transmit frames handed to the engine per read at most (more wait for the next wake-up).
+pub const TX_BATCH: usize = 64;
+/// Protocol messages handled per wake-up at most, so that a chatty front-end can't starve
+/// the data path.
+const MESSAGES_PER_WAKEUP: usize = 64;
+/// How long a protocol message may take to arrive whole once it has started: the connection
+/// blocks (the `vhost` crate reads a message in parts), so a stalled front-end must not hang us.
+const MESSAGE_TIMEOUT_SECS: libc::time_t = 1;
+/// Frames and bytes waiting for receive buffers at most; beyond, frames are dropped.
+const BACKLOG_FRAMES: usize = 4096;
+const BACKLOG_BYTES: usize = 16 << 20;
+
+/// Counters over the link's life.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VhostStats {
+    pub frontends: u64,
+    pub refused: u64,
+    pub messages: u64,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub frames_dropped: u64,
+    /// Chains the guest gave us that we couldn't use (out of its memory, too short...).
+    pub bad_chains: u64,
+    /// Frames that waited in the backlog for receive buffers.
+    pub backlogged: u64,
+}
+
+/// The connected front-end and what it configured.
+struct Frontend {
+    handler: BackendReqHandler<Mutex<Device>>,
+    device: Arc<Mutex<Device>>,
+    /// Per queue, the kick eventfd we watch: a duplicate of the device's, with the device's
+    /// generation it was made from. Ours, so that we can always take it out of our epoll
+    /// before closing it: epoll forgets a descriptor only once its file is closed everywhere,
+    /// and qemu keeps its end open and sends the same eventfd again after a ring reset.
+    kick_watch: [Option<(u64, OwnedFd)>; 2],
+    /// Messages from this front-end: one that sent none (a probe) doesn't use up `--one-off`.
+    messages: u64,
+    /// The protocol connection's descriptor (the handler owns it), to poll for more messages.
+    connection: RawFd,
+}
+
+/// See the module documentation.
+pub struct VhostUserLink {
+    epoll: Epoll,
+    listener: Option<OwnedFd>,
+    frontend: Option<Frontend>,
+    one_off: bool,
+    rx_scratch: RxScratch,
+    /// Transmit frames of one read: slot `i` is `tx_buf[i * MAX_FRAME..]`, `tx_lens[i]` long.
+    tx_buf: Vec<u8>,
+    tx_lens: Vec<usize>,
+    /// The transmit queue had more than one read's worth: look again on the next wake-up.
+    tx_more: bool,
+    /// Frames for the guest waiting for receive buffers; `backlog_next` is the first unsent.
+    backlog: FrameQueue,
+    backlog_next: usize,
+    stats: VhostStats,
+}
+
+fn lock(device: &Mutex<Device>) -> MutexGuard<'_, Device> {
+    // Single-threaded: a poisoned lock can only come from a panic we already died of.
+    device.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl VhostUserLink {
+    /// Serves front-ends connecting to `listener` (from `qemu_socket::bind_listener`), one at
+    /// a time; with `one_off`, only the first.
+    pub fn listen(listener: OwnedFd, one_off: bool) -> io::Result<VhostUserLink> {
+        let link = VhostUserLink::new(one_off)?;
+        link.epoll
+            .add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))?;
+        Ok(VhostUserLink {
+            listener: Some(listener),
+            ..link
+        })
+    }
+
+    /// Serves the already connected socket `fd` (`--fd`), and no other front-end.
+    pub fn connected(fd: OwnedFd) -> io::Result<VhostUserLink> {
+        let mut link = VhostUserLink::new(true)?;
+        link.adopt(fd)?;
+        Ok(link)
+    }
+
+    fn new(one_off: bool) -> io::Result<VhostUserLink> {
+        Ok(VhostUserLink {
+            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+            listener: None,
+            frontend: None,
+            one_off,
+            rx_scratch: RxScratch::new(u16::MAX / 2 + 1),
+            tx_buf: vec![0; TX_BATCH * MAX_FRAME],
+            tx_lens: vec![0; TX_BATCH],
+            tx_more: false,
+            backlog: FrameQueue::new(),
+            backlog_next: 0,
+            stats: VhostStats::default(),
+        })
+    }
+
+    /// Readable when a front-end connects, sends a message, or kicks a queue.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.epoll.0.as_fd()
+    }
+
+    pub fn stats(&self) -> &VhostStats {
+        &self.stats
+    }
+
+    pub fn has_frontend(&self) -> bool {
+        self.frontend.is_some()
+    }
+
+    fn adopt(&mut self, fd: OwnedFd) -> io::Result<()> {
+        // Blocking, with a bound: the protocol crate reads a message header and body apart.
+        set_blocking_with_timeout(fd.as_raw_fd())?;
+        self.epoll
+            .add(&fd, EpollEvent::new(EpollFlags::EPOLLIN, CONNECTION))?;
+        let connection = fd.as_raw_fd();
+        let stream = UnixStream::from(fd);
+        let device = Arc::new(Mutex::new(Device::new()));
+        self.frontend = Some(Frontend {
+            handler: BackendReqHandler::from_stream(stream, device.clone()),
+            device,
+            kick_watch: [None, None],
+            messages: 0,
+            connection,
+        });
+        self.stats.frontends += 1;
+        self.clear_backlog();
+        self.tx_more = false;
+        Ok(())
+    }
+
+    /// Handles what is waiting: protocol messages, new connections, kicks; the transmit
+    /// queue's frames (up to [`TX_BATCH`]) go to `on_frames` together.
+    pub fn read_frames(
+        &mut self,
+        on_frames: &mut dyn FnMut(&mut dyn Iterator<Item = &[u8]>),
+    ) -> io::Result<ReadStatus> {
+        let mut events = [EpollEvent::empty(); 8];
+        let n = loop {
+            match self.epoll.wait(&mut events, EpollTimeout::ZERO) {
+                Ok(n) => break n,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let (mut listener, mut connection, mut kicks) = (false, false, [false; 2]);
+        for ev in &events[..n] {
+            match ev.data() {
+                LISTENER => listener = true,
+                CONNECTION => connection = true,
+                k => {
+                    if let Some(kick) = kicks.get_mut((k - KICK_BASE) as usize) {
+                        *kick = true;
+                    }
+                }
+            }
+        }
+        let mut status = ReadStatus::Open;
+        if connection {
+            status = self.handle_messages();
+        }
+        if self.frontend.is_some() {
+            if kicks[RX] {
+                self.drain_kick(RX);
+                self.write_frames(&FrameQueue::new());
+            }
+            if kicks[TX] || self.tx_more {
+                if kicks[TX] {
+                    self.drain_kick(TX);
+                }
+                self.read_tx(on_frames);
+            }
+        }
+        if listener && !matches!(status, ReadStatus::Finished(_)) {
+            self.accept_all();
+        }
+        Ok(status)
+    }
+
+    /// Protocol messages until none is waiting (or a wake-up's worth).
+    fn handle_messages(&mut self) -> ReadStatus {
+        for _ in 0..MESSAGES_PER_WAKEUP {
+            let Some(fe) = self.frontend.as_mut() else {
+                return ReadStatus::Open;
+            };
+            let early = match early_vring_enable(fe) {
+                Ok(handled) => handled,
+                Err(e) => return self.drop_frontend(Some(format!("vhost-user protocol: {e}"))),
+            };
+            let result = if early {
+                Ok(())
+            } else {
+                fe.handler.handle_request()
+            };
+            match result {
+                Ok(()) => {}
+                // The message was read whole and refused (NACKed where the front-end asked
+                // for a reply): the conversation goes on.
+                Err(
+                    e @ (VuError::InvalidParam
+                    | VuError::InvalidOperation(_)
+                    | VuError::InactiveFeature(_)
+                    | VuError::InactiveOperation(_)
+                    | VuError::FeatureMismatch
+                    | VuError::ReqHandlerError(_)),
+                ) => log::debug!("vhost-user: request refused: {e}"),
+                Err(VuError::Disconnected) => return self.drop_frontend(None),
+                Err(e) => {
+                    return self.drop_frontend(Some(format!("vhost-user protocol: {e}")));
+                }
+            }
+            fe.messages += 1;
+            self.stats.messages += 1;
+            if let Err(e) = self.sync_kicks() {
+                return self.drop_frontend(Some(format!("cannot watch a kick eventfd: {e}")));
+            }
+            if !self.connection_readable() {
+                break;
+            }
+        }
+        ReadStatus::Open
+    }
+
+    fn connection_readable(&self) -> bool {
+        let Some(fe) = &self.frontend else {
+            return false;
+        };
+        let mut pfd = libc::pollfd {
+            fd: fe.connection,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd of ours, no waiting.
+        let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+        r > 0
+    }
+
+    /// Watches the kick eventfds the front-end last gave us (see `Frontend::kick_watch`).
+    fn sync_kicks(&mut self) -> io::Result<()> {
+        let Some(fe) = self.frontend.as_mut() else {
+            return Ok(());
+        };
+        let dev = lock(&fe.device);
+        for (i, q) in dev.queues.iter().enumerate() {
+            let generation = q.kick.as_ref().map(|_| q.kick_generation);
+            if fe.kick_watch[i].as_ref().map(|w| w.0) == generation {
+                continue;
+            }
+            if let Some((_, old)) = fe.kick_watch[i].take() {
+                let _ = self.epoll.delete(&old);
+            }
+            if let (Some(file), Some(generation)) = (&q.kick, generation) {
+                let watch = file.as_fd().try_clone_to_owned()?;
+                set_nonblocking(watch.as_raw_fd())?;
+                self.epoll.add(
+                    &watch,
+                    EpollEvent::new(EpollFlags::EPOLLIN, KICK_BASE + i as u64),
+                )?;
+                fe.kick_watch[i] = Some((generation, watch));
+            }
+        }
+        Ok(())
+    }
+
+    fn drain_kick(&mut self, queue: usize) {
+        let Some(fe) = &self.frontend else {
+            return;
+        };
+        if let Some((_, kick)) = &fe.kick_watch[queue] {
+            let mut count = 0u64;
+            // SAFETY: an 8-byte read into a local from a non-blocking eventfd.
+            unsafe { libc::read(kick.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+        }
+    }
+
+    /// Takes up to [`TX_BATCH`] frames off the transmit queue and hands them over.
+    fn read_tx(&mut self, on_frames: &mut dyn FnMut(&mut dyn Iterator<Item = &[u8]>)) {
+        self.tx_more = false;
+        let Some(device) = self.frontend.as_ref().map(|fe| fe.device.clone()) else {
+            return;
+        };
+        let mut n = 0;
+        {
+            let mut guard = lock(&device);
+            if !guard.ready(TX) {
+                return;
+            }
+            let dev = &mut *guard;
+            let Some(mem) = dev.mem.as_ref() else {
+                return;
+            };
+            let vq = &mut dev.queues[TX];
+            let mut used = false;
+            while n < TX_BATCH {
+                let Some(chain) = vq.queue.pop_descriptor_chain(mem) else {
+                    break;
+                };
+                let head = chain.head_index();
+                let slot = &mut self.tx_buf[n * MAX_FRAME..(n + 1) * MAX_FRAME];
+                match virtq::read_tx_frame(mem, chain, slot) {
+                    Ok(len) => {
+                        self.tx_lens[n] = len;
+                        n += 1;
+                    }
+                    Err(e) => self.bad_chain(e),
+                }
+                let _ = vq.queue.add_used(mem, head, 0);
+                used = true;
+            }
+            // All taken: ask for a kick at the next frame (with event indices, the guest
+            // kicks only past where we say we are); some came meanwhile: look again.
+            self.tx_more = n == TX_BATCH || vq.queue.enable_notification(mem).unwrap_or(true);
+            if used && vq.queue.needs_notification(mem).unwrap_or(true) {
+                if let Some(call) = &vq.call {
+                    device::signal(call);
+                }
+            }
+        }
+        if self.tx_more {
+            // Our own kick, so that the main loop comes back for the rest.
+            self.self_kick();
+        }
+        self.stats.frames_in += n as u64;
+        if n > 0 {
+            let (buf, lens) = (&self.tx_buf, &self.tx_lens);
+            on_frames(
+                &mut lens[..n]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &len)| &buf[i * MAX_FRAME..i * MAX_FRAME + len]),
+            );
+        }
+    }
+
+    fn self_kick(&self) {
+        let Some(fe) = &self.frontend else {
+            return;
+        };
+        let dev = lock(&fe.device);
+        if let Some(kick) = &dev.queues[TX].kick {
+            device::signal(kick);
+        }
+    }
+
+    fn bad_chain(&mut self, e: ChainError) {
+        if self.stats.bad_chains == 0 {
+            log::warn!("vhost-user: the guest gave an unusable descriptor chain: {e} (dropped; further ones are only counted)");
+        }
+        self.stats.bad_chains += 1;
+    }
+
+    /// Accepts every waiting connection: the first becomes the front-end if there is none,
+    /// the others are closed at once.
+    fn accept_all(&mut self) {
+        loop {
+            let Some(listener) = self.listener.as_ref().map(AsRawFd::as_raw_fd) else {
+                return;
+            };
+            let fd = match sock::accept4(listener, SockFlag::SOCK_CLOEXEC) {
+                // SAFETY: accept4 just returned this descriptor, which nothing else owns.
+                Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+                Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
+                Err(Errno::EAGAIN) => return,
+                Err(e) => {
+                    log::warn!("cannot accept a connection on the vhost-user socket: {e}");
+                    return;
+                }
+            };
+            if self.frontend.is_some() {
+                self.stats.refused += 1;
+                log::info!("a second vhost-user front-end connected: closed, one is served");
+                continue;
+            }
+            match self.adopt(fd) {
+                Ok(()) => log::info!("vhost-user front-end connected"),
+                Err(e) => log::warn!("cannot serve the vhost-user front-end: {e}"),
+            }
+        }
+    }
+
+    /// Closes the front-end and forgets its device; says whether another will be served.
+    fn drop_frontend(&mut self, why: Option<String>) -> ReadStatus {
+        let served = match self.frontend.take() {
+            Some(fe) => {
+                for (_, watch) in fe.kick_watch.iter().flatten() {
+                    let _ = self.epoll.delete(watch);
+                }
+                fe.messages > 0 || self.listener.is_none()
+            }
+            None => false,
+        };
+        self.clear_backlog();
+        self.tx_more = false;
+        if self.one_off && served {
+            if let Some(l) = self.listener.take() {
+                let _ = self.epoll.delete(&l);
+            }
+            ReadStatus::Finished(why)
+        } else {
+            ReadStatus::GuestLeft(why)
+        }
+    }
+
+    fn clear_backlog(&mut self) {
+        let waiting = self.backlog.len() - self.backlog_next;
+        self.stats.frames_dropped += waiting as u64;
+        self.backlog.clear();
+        self.backlog_next = 0;
+    }
+
+    /// Puts the queued frames (after any still waiting) into the guest's receive buffers;
+    /// what doesn't fit waits for more buffers, up to the backlog's bounds.
+    pub fn write_frames(&mut self, frames: &FrameQueue) -> WriteReport {
+        let total = frames.len();
+        let Some(fe) = &self.frontend else {
+            self.stats.frames_dropped += total as u64;
+            return WriteReport {
+                sent: 0,
+                dropped: total,
+            };
+        };
+        let device = fe.device.clone();
+        let mut guard = lock(&device);
+        if !guard.ready(RX) {
+            self.stats.frames_dropped += total as u64;
+            return WriteReport {
+                sent: 0,
+                dropped: total,
+            };
+        }
+        let dev = &mut *guard;
+        let Some(mem) = dev.mem.as_ref() else {
+            return WriteReport {
+                sent: 0,
+                dropped: total,
+            };
+        };
+        let vq = &mut dev.queues[RX];
+        let mut placed = 0u64;
+        // The backlog first: frames keep their order.
+        while self.backlog_next < self.backlog.len() {
+            let frame = self.backlog.get(self.backlog_next).unwrap_or_default();
+            match virtq::write_rx_frame(&mut vq.queue, mem, frame, &mut self.rx_scratch) {
+                RxOutcome::Placed(_) => placed += 1,
+                RxOutcome::NoRoom => break,
+                RxOutcome::Bad(e) => {
+                    self.stats.frames_dropped += 1;
+                    self.stats.bad_chains += 1;
+                    log::debug!("vhost-user: receive chain: {e}");
+                }
+            }
+            self.backlog_next += 1;
+        }
+        if self.backlog_next == self.backlog.len() && !self.backlog.is_empty() {
+            self.backlog.clear();
+            self.backlog_next = 0;
+        }
+        let mut report = WriteReport::default();
+        for frame in frames.iter() {
+            let outcome = if self.backlog.is_empty() {
+                virtq::write_rx_frame(&mut vq.queue, mem, frame, &mut self.rx_scratch)
+            } else {
+                RxOutcome::NoRoom
+            };
+            match outcome {
+                RxOutcome::Placed(_) => {
+                    placed += 1;
+                    report.sent += 1;
+                }
+                RxOutcome::NoRoom => {
+                    let waiting = self.backlog.len() - self.backlog_next;
+                    if waiting < BACKLOG_FRAMES
+                        && self.backlog.bytes() + frame.len() <= BACKLOG_BYTES
+                    {
+                        self.backlog.push(|b| b.extend_from_slice(frame));
+                        self.stats.backlogged += 1;
+                        report.sent += 1;
+                    } else {
+                        report.dropped += 1;
+                    }
+                }
+                RxOutcome::Bad(e) => {
+                    self.stats.bad_chains += 1;
+                    log::debug!("vhost-user: receive chain: {e}");
+                    report.dropped += 1;
+                }
+            }
+        }
+        // Frames waiting: ask for a kick when the guest adds buffers (with event indices, only
+        // a guest told where we are kicks).
+        if !self.backlog.is_empty() && vq.queue.enable_notification(mem).unwrap_or(false) {
+            // Buffers came meanwhile: the next wake-up's write takes them.
+            if let Some(kick) = &vq.kick {
+                device::signal(kick);
+            }
+        }
+        if placed > 0 && vq.queue.needs_notification(mem).unwrap_or(true) {
+            if let Some(call) = &vq.call {
+                device::signal(call);
+            }
+        }
+        self.stats.frames_out += placed;
+        self.stats.frames_dropped += report.dropped as u64;
+        report
+    }
+}
+
+/// VHOST_USER_SET_VRING_ENABLE: request code, and the header's flags.
+const SET_VRING_ENABLE: u32 = 18;
+const FLAG_VERSION_1: u32 = 0x1;
+const FLAG_REPLY: u32 = 0x4;
+const FLAG_NEED_REPLY: u32 = 0x8;
+
+/// qemu disables the rings (SET_VRING_ENABLE, asking for a reply) before it sets the features;
+/// the `vhost` crate refuses that message without the reply, and qemu would wait for it for
+/// ever. So, until the features are set, that one message is handled here: peeked, taken,
+/// applied and answered. Says whether it was.
+fn early_vring_enable(fe: &mut Frontend) -> io::Result<bool> {
+    if lock(&fe.device).protocol_features_acked() {
+        return Ok(false);
+    }
+    // Header (request, flags, size) and body (index, num): five 32-bit words.
+    let mut msg = [0u8; 20];
+    // SAFETY: a peek into a local buffer, at most its length.
+    let n = unsafe {
+        libc::recv(
+            fe.connection,
+            msg.as_mut_ptr().cast(),
+            msg.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    let word =
+        |msg: &[u8; 20], i: usize| u32::from_le_bytes([msg[i], msg[i + 1], msg[i + 2], msg[i + 3]]);
+    if n != msg.len() as isize || word(&msg, 0) != SET_VRING_ENABLE || word(&msg, 8) != 8 {
+        return Ok(false);
+    }
+    // SAFETY: takes the bytes just peeked into the same local buffer.
+    let n = unsafe { libc::recv(fe.connection, msg.as_mut_ptr().cast(), msg.len(), 0) };
+    if n != msg.len() as isize {
+        return Err(io::Error::other("SET_VRING_ENABLE cut short"));
+    }
+    let (flags, index, num) = (word(&msg, 4), word(&msg, 12), word(&msg, 16));
+    let ok = {
+        let mut dev = lock(&fe.device);
+        match dev.queues.get_mut(index as usize) {
+            Some(q) if num <= 1 => {
+                q.enabled = num == 1;
+                true
+            }
+            _ => false,
+        }
+    };
+    if flags & FLAG_NEED_REPLY != 0 {
+        let mut reply = [0u8; 20];
+        reply[0..4].copy_from_slice(&SET_VRING_ENABLE.to_le_bytes());
+        reply[4..8].copy_from_slice(&(FLAG_VERSION_1 | FLAG_REPLY).to_le_bytes());
+        reply[8..12].copy_from_slice(&8u32.to_le_bytes());
+        reply[12..20].copy_from_slice(&u64::from(!ok).to_le_bytes());
+        // SAFETY: sends a local buffer on the connection we hold.
+        let n = unsafe {
+            libc::send(
+                fe.connection,
+                reply.as_ptr().cast(),
+                reply.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n != reply.len() as isize {
+            return Err(io::Error::other("cannot answer SET_VRING_ENABLE"));
+        }
+    }
+    Ok(true)
+}
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: plain fcntl on a descriptor we hold.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn set_blocking_with_timeout(fd: RawFd) -> io::Result<()> {
+    let timeout = libc::timeval {
+        tv_sec: MESSAGE_TIMEOUT_SECS,
+        tv_usec: 0,
+    };
+    // SAFETY: plain fcntl and setsockopt on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+            if libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&timeout as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            ) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,195 @@
+//! Frames in and out of virtqueue descriptor chains, for virtio-net as we negotiate it
+//! (VIRTIO_F_VERSION_1 and VIRTIO_NET_F_MRG_RXBUF: every frame has the 12-byte
+//! `virtio_net_hdr_v1` in front, and a received frame may fill several chains).
+//!
+//! This is where guest-controlled addresses and lengths meet our memory: every access goes
+//! through `vm-memory`'s checked `Bytes` calls, which refuse anything outside the memory table,
+//! and chains are walked with `virtio-queue`'s iterator, which ends a chain after as many
+//! descriptors as the queue has (a cycle can't loop). Nothing here allocates: the frames of a
+//! hot path go straight between guest memory and the caller's buffers.
+
+use virtio_queue::desc::split::Descriptor;
+use virtio_queue::QueueT;
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
+
+/// `virtio_net_hdr_v1`: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset,
+/// num_buffers. We ask for no offloads, so only num_buffers (the last two bytes) is ours to
+/// fill in; the rest is zero both ways.
+pub const NET_HDR_LEN: usize = 12;
+/// Where `num_buffers` sits in the header.
+const NUM_BUFFERS_AT: usize = 10;
+
+/// What is wrong with a chain the guest gave us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    #[error("the chain ends inside the virtio-net header")]
+    ShortHeader,
+    #[error("the frame is larger than {0} bytes")]
+    Oversize(usize),
+    #[error("a descriptor points outside the guest's memory table")]
+    OutsideMemory,
+    #[error("a transmit chain has a device-writable descriptor")]
+    WritableInTx,
+    #[error("a receive chain has a device-readable descriptor")]
+    ReadableInRx,
+    #[error("a receive chain has no room")]
+    EmptyRx,
+}
+
+/// Copies the frame a transmit chain carries (its readable bytes, less the virtio-net header)
+/// into `buf`; returns the frame's length. The copy is what keeps a guest that changes the
+/// buffer while we parse it from changing what we parsed.
+pub fn read_tx_frame<M: GuestMemory + ?Sized>(
+    mem: &M,
+    descriptors: impl Iterator<Item = Descriptor>,
+    buf: &mut [u8],
+) -> Result<usize, ChainError> {
+    let mut header_left = NET_HDR_LEN;
+    let mut len = 0;
+    for d in descriptors {
+        if d.is_write_only() {
+            return Err(ChainError::WritableInTx);
+        }
+        let mut addr = d.addr();
+        let mut dlen = d.len() as usize;
+        if header_left > 0 {
+            let skip = header_left.min(dlen);
+            header_left -= skip;
+            dlen -= skip;
+            addr = addr
+                .checked_add(skip as u64)
+                .ok_or(ChainError::OutsideMemory)?;
+        }
+        if dlen == 0 {
+            continue;
+        }
+        let end = len + dlen;
+        if end > buf.len() {
+            return Err(ChainError::Oversize(buf.len()));
+        }
+        mem.read_slice(&mut buf[len..end], addr)
+            .map_err(|_| ChainError::OutsideMemory)?;
+        len = end;
+    }
+    if header_left > 0 {
+        return Err(ChainError::ShortHeader);
+    }
+    Ok(len)
+}
+
+/// What became of a frame offered to the receive queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RxOutcome {
+    /// In the guest's buffers, over this many chains (used, not yet signalled).
+    Placed(u16),
+    /// Not enough buffers: nothing was consumed; try again when the guest adds some.
+    NoRoom,
+    /// A chain was unusable: the chains taken were returned empty (the guest drops them as
+    /// too short) and the frame is lost.
+    Bad(ChainError),
+}
+
+/// Scratch for [`write_rx_frame`], allocated once per queue: the chains a frame is filling.
+#[derive(Debug, Default)]
+pub struct RxScratch {
+    used: Vec<(u16, u32)>,
+}
+
+impl RxScratch {
+    pub fn new(queue_size: u16) -> RxScratch {
+        RxScratch {
+            used: Vec::with_capacity(usize::from(queue_size)),
+        }
+    }
+}
+
+/// Writes `frame`, with its header in front, into the receive queue's next chains, as many as
+/// it takes, and marks them used. Chains are taken from the queue only once the frame fits
+/// whole: with too few buffers the queue is left as it was.
+pub fn write_rx_frame<Q: QueueT, M: GuestMemory>(
+    queue: &mut Q,
+    mem: &M,
+    frame: &[u8],
+    scratch: &mut RxScratch,
+) -> RxOutcome {
+    let first = queue.next_avail();
+    let used = &mut scratch.used;
+    used.clear();
+    let header = [0u8; NET_HDR_LEN];
+    let total = NET_HDR_LEN + frame.len();
+    // Where the two bytes of num_buffers landed: known only once every chain is taken.
+    let mut num_buffers_at: [Option<GuestAddress>; 2] = [None, None];
+    let mut written = 0;
+    let mut failure = None;
+    'chains: while written < total {
+        let Some(chain) = queue.pop_descriptor_chain(mem) else {
+            queue.set_next_avail(first);
+            return RxOutcome::NoRoom;
+        };
+        let head = chain.head_index();
+        let mut in_chain = 0usize;
+        for d in chain {
+            if !d.is_write_only() {
+                used.push((head, 0));
+                failure = Some(ChainError::ReadableInRx);
+                break 'chains;
+            }
+            let mut off = 0usize;
+            while off < d.len() as usize && written < total {
+                let piece = if written < NET_HDR_LEN {
+                    &header[written..]
+                } else {
+                    &frame[written - NET_HDR_LEN..]
+                };
+                let n = piece.len().min(d.len() as usize - off);
+                let Some(addr) = d.addr().checked_add(off as u64) else {
+                    used.push((head, 0));
+                    failure = Some(ChainError::OutsideMemory);
+                    break 'chains;
+                };
+                if mem.write_slice(&piece[..n], addr).is_err() {
+                    used.push((head, 0));
+                    failure = Some(ChainError::OutsideMemory);
+                    break 'chains;
+                }
+                for (k, at) in num_buffers_at.iter_mut().enumerate() {
+                    let byte = NUM_BUFFERS_AT + k;
+                    if (written..written + n).contains(&byte) {
+                        *at = addr.checked_add((byte - written) as u64);
+                    }
+                }
+                off += n;
+                written += n;
+                in_chain += n;
+            }
+            if written == total {
+                break;
+            }
+        }
+        used.push((head, in_chain as u32));
+        if in_chain == 0 {
+            // A chain with no room at all: counting it in num_buffers would only confuse.
+            failure = Some(ChainError::EmptyRx);
+            break;
+        }
+    }
+    if let Some(e) = failure {
+        for &(head, _) in used.iter() {
+            let _ = queue.add_used(mem, head, 0);
+        }
+        return RxOutcome::Bad(e);
+    }
+    let count = used.len() as u16;
+    for (k, at) in num_buffers_at.iter().enumerate() {
+        if let Some(at) = at {
+            let _ = mem.write_obj(count.to_le_bytes()[k], *at);
+        }
+    }
+    for &(head, len) in used.iter() {
+        let _ = queue.add_used(mem, head, len);
+    }
+    RxOutcome::Placed(count)
+}
+
+#[cfg(test)]
+mod tests;
