@@ -242,7 +242,6 @@ pub fn run(
         .collect();
     let mut pool = FramePool::new(READ_BATCH);
     let mut out = FrameQueue::new();
-    out.set_l4_checksum(link.l4_checksum());
     let mut events = [EpollEvent::empty(); 64];
     let mut next_poll = monotonic_now() + WATCH_INTERVAL;
     let mut drops = DropLog::for_kinds(drop_log::KINDS, engine, sockets);
@@ -272,6 +271,8 @@ pub fn run(
             Ok(n) => n,
             Err(e) => return Exit::LinkError(format!("epoll: {e}")),
         };
+        // What the link takes may change with its guest (a vhost-user front-end negotiates).
+        out.set_l4_checksum(link.l4_checksum());
         let mut batch = engine.batch(monotonic_now(), sockets, &mut out);
         for ev in &events[..n] {
             batch.advance_to(monotonic_now());

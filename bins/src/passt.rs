@@ -15,6 +15,7 @@ use os_shim::seccomp::Profile;
 use os_shim::sockets::Sockets;
 use os_shim::vhost_user::VhostUserLink;
 use sans_io::config::Config;
+use sans_io::wire::offload::L4Checksum;
 use sans_io::wire::FrameQueue;
 
 use crate::cli::Cli;
@@ -77,6 +78,11 @@ impl GuestLink for VhostLink {
     fn write_frames(&mut self, frames: &FrameQueue) -> usize {
         self.0.write_frames(frames).dropped
     }
+
+    /// Unfinished checksums once the guest negotiated GUEST_CSUM.
+    fn l4_checksum(&self) -> L4Checksum {
+        self.0.l4_checksum()
+    }
 }
 
 /// Either of passt's guest links, with what it says about itself at the end.
@@ -108,7 +114,8 @@ impl PasstLink for VhostLink {
         let s = self.0.stats();
         format!(
             "vhost-user: {} front-ends ({} refused), {} messages, {} frames in, {} out, \
-             {} dropped, {} waited for buffers, {} unusable chains",
+             {} dropped, {} waited for buffers, {} unusable chains, {} checksums left to the \
+             guest",
             s.frontends,
             s.refused,
             s.messages,
@@ -116,7 +123,8 @@ impl PasstLink for VhostLink {
             s.frames_out,
             s.frames_dropped,
             s.backlogged,
-            s.bad_chains
+            s.bad_chains,
+            s.checksums_left
         )
     }
 }

@@ -21,7 +21,6 @@ use os_shim::{hostinfo, nsconf, tap::Tap};
 use sans_io::config::{Config, Mode};
 use sans_io::engine::{Engine, EngineOptions};
 use sans_io::fwd::forwards::Forwards;
-use sans_io::wire::offload::{partial_checksum_at, L4Checksum};
 
 use crate::autofwd::AutoForward;
 use crate::capture::CaptureLink;
@@ -44,13 +43,7 @@ impl GuestLink for TapLink {
     }
 
     fn write_frame(&mut self, frame: &[u8]) -> std::io::Result<()> {
-        self.0.write_frame(frame, partial_checksum_at(frame))
-    }
-
-    /// The tap takes frames whose TCP and UDP checksums the kernel finishes (or, delivering
-    /// them in the namespace, never needs).
-    fn l4_checksum(&self) -> L4Checksum {
-        L4Checksum::Partial
+        self.0.write_frame(frame)
     }
 }
 

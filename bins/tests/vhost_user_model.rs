@@ -172,7 +172,7 @@ fn through_virtqueues(
     let mut waited = false;
     for f in &out {
         loop {
-            match virtq::write_rx_frame(&mut queue, &mem, f, &mut scratch) {
+            match virtq::write_rx_frame(&mut queue, &mem, f, None, &mut scratch) {
                 RxOutcome::Placed(_) => break,
                 RxOutcome::NoRoom => {
                     // The guest empties its ring, then adds buffers.

@@ -12,23 +12,6 @@ use crate::ns::{in_netns, NsError};
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
-/// Each frame read or written is preceded by a `struct virtio_net_hdr`.
-const IFF_VNET_HDR: libc::c_short = 0x4000;
-/// `TUNSETVNETHDRSZ`: `_IOW('T', 216, int)`.
-const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
-/// `TUNSETOFFLOAD`: `_IOW('T', 208, unsigned int)`.
-const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
-/// `struct virtio_net_hdr` (the legacy one, without `num_buffers`): flags, gso_type,
-/// hdr_len, gso_size, csum_start, csum_offset.
-const VNET_HDR_LEN: usize = 10;
-/// `TUN_F_CSUM`: the namespace may leave the checksums of what it sends us unfinished.
-const TUN_F_CSUM: libc::c_ulong = 0x01;
-/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum from `csum_start` is left to finish.
-const VNET_HDR_F_NEEDS_CSUM: u8 = 1;
-
-/// What a frame written to the tap leaves for the kernel to finish: a transport checksum
-/// starting at `start` from the frame's first byte, its field `offset` bytes further.
-pub use sans_io::wire::offload::ChecksumAt;
 const TUN_PATH: &str = "/dev/net/tun";
 
 #[derive(Debug, thiserror::Error)]
@@ -76,11 +59,7 @@ struct IfReq {
     _pad: [u8; 22],
 }
 
-/// An open tap device: non-blocking, close-on-exec, one Ethernet frame per read or write,
-/// each behind a virtio-net header (`IFF_VNET_HDR`), so that frames written to it may leave
-/// their transport checksum for the kernel to finish, which for local delivery means never
-/// computing it (see [`sans_io::wire::offload`]). Frames read from it may carry partial TCP
-/// and UDP checksums too (checksum offload is on towards us): the engine never reads them.
+/// An open tap device: non-blocking, close-on-exec, one Ethernet frame per read or write.
 #[derive(Debug)]
 pub struct Tap {
     fd: OwnedFd,
@@ -118,7 +97,7 @@ impl Tap {
 
         let mut req = IfReq {
             name: [0; libc::IFNAMSIZ],
-            flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
+            flags: IFF_TAP | IFF_NO_PI,
             _pad: [0; 22],
         };
         for (dst, &src) in req.name.iter_mut().zip(name.as_bytes()) {
@@ -128,22 +107,6 @@ impl Tap {
         if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, &mut req) } < 0 {
             return Err(TapError::Create {
                 name: name.to_owned(),
-                errno: last_errno(),
-            });
-        }
-        let hdr_len = VNET_HDR_LEN as libc::c_int;
-        // SAFETY: TUNSETVNETHDRSZ reads an int; TUNSETOFFLOAD takes its flags by value.
-        // Checksum offload only: the namespace's stack then skips the checksums of what it
-        // sends us (we never need them: payloads go on into sockets), but still sends frames
-        // of at most its MTU (no TSO: nothing to split).
-        let configured = unsafe {
-            libc::ioctl(fd.as_raw_fd(), TUNSETVNETHDRSZ as _, &hdr_len) == 0
-                && libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD as _, TUN_F_CSUM) == 0
-        };
-        if !configured {
-            return Err(TapError::Device {
-                name: name.to_owned(),
-                what: "setting its virtio-net header",
                 errno: last_errno(),
             });
         }
@@ -181,23 +144,11 @@ impl Tap {
     /// Reads one frame into `buf` (make it at least MTU + 14 bytes: a longer frame is
     /// truncated). `WouldBlock` when none is waiting.
     pub fn read_frame(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut hdr = [0u8; VNET_HDR_LEN];
-        let iov = [
-            libc::iovec {
-                iov_base: hdr.as_mut_ptr().cast(),
-                iov_len: hdr.len(),
-            },
-            libc::iovec {
-                iov_base: buf.as_mut_ptr().cast(),
-                iov_len: buf.len(),
-            },
-        ];
         loop {
-            // SAFETY: reads into our buffers, which the iovecs describe.
-            let n = unsafe { libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
+            // SAFETY: reads into our buffer.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if n >= 0 {
-                // The header says nothing we use: at most that a checksum is partial.
-                return Ok((n as usize).saturating_sub(VNET_HDR_LEN));
+                return Ok(n as usize);
             }
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
@@ -209,33 +160,12 @@ impl Tap {
     /// Writes one frame. A frame the kernel refuses (EINVAL: shorter than an Ethernet header or
     /// too long; EIO: the device is down) is an error for this frame only: the device stays
     /// usable.
-    ///
-    /// `partial`: the frame's transport checksum holds only the pseudo-header sum, for the
-    /// kernel to finish where it must.
-    pub fn write_frame(&self, frame: &[u8], partial: Option<ChecksumAt>) -> io::Result<()> {
-        let mut hdr = [0u8; VNET_HDR_LEN];
-        if let Some(at) = partial {
-            hdr[0] = VNET_HDR_F_NEEDS_CSUM;
-            // Native byte order: the header of a legacy (pre-1.0) virtio device.
-            hdr[6..8].copy_from_slice(&at.start.to_ne_bytes());
-            hdr[8..10].copy_from_slice(&at.offset.to_ne_bytes());
-        }
-        let iov = [
-            libc::iovec {
-                iov_base: hdr.as_ptr() as *mut libc::c_void,
-                iov_len: hdr.len(),
-            },
-            libc::iovec {
-                iov_base: frame.as_ptr() as *mut libc::c_void,
-                iov_len: frame.len(),
-            },
-        ];
+    pub fn write_frame(&self, frame: &[u8]) -> io::Result<()> {
         loop {
-            // SAFETY: the kernel only reads from the buffers the iovecs describe.
-            let n = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
+            // SAFETY: writes from our buffer.
+            let n = unsafe { libc::write(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
             if n >= 0 {
-                let n = (n as usize).saturating_sub(VNET_HDR_LEN);
-                if n != frame.len() {
+                if n as usize != frame.len() {
                     return Err(io::Error::new(
                         io::ErrorKind::WriteZero,
                         format!("tap accepted {n} bytes of a {}-byte frame", frame.len()),

@@ -128,12 +128,13 @@ fn tap_configured_with_config_net() {
     assert_eq!(again.warnings, conf.warnings);
 
     // Frames: a runt is refused without harm, then the kernel answers ARP.
-    let err = tap.write_frame(&[0u8; 4], None).unwrap_err();
+    let err = tap.write_frame(&[0u8; 4]).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
-    tap.write_frame(
-        &arp_request(config.our_mac, [192, 0, 2, 1], [192, 0, 2, 10]),
-        None,
-    )
+    tap.write_frame(&arp_request(
+        config.our_mac,
+        [192, 0, 2, 1],
+        [192, 0, 2, 10],
+    ))
     .unwrap();
     let reply = read_until(&tap, Duration::from_secs(2), |f| {
         f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[20..22] == [0, 2]
@@ -172,10 +173,11 @@ fn without_config_net_only_lo_comes_up() {
     assert!(addrs.trim().is_empty(), "{addrs}");
     // Down: the kernel refuses frames.
     let err = tap
-        .write_frame(
-            &arp_request(config.our_mac, [192, 0, 2, 1], [192, 0, 2, 10]),
-            None,
-        )
+        .write_frame(&arp_request(
+            config.our_mac,
+            [192, 0, 2, 1],
+            [192, 0, 2, 10],
+        ))
         .unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
 }

@@ -66,17 +66,10 @@ fn download_1mib_clean() {
     // The remote's FIN came while all its data was in flight (no readable interest): the
     // peek after the guest's last ACK told the end, no event did.
     assert_eq!(w.host.stats.eof_peeks, 1, "{}", w.diagnose());
-    // Several segments per peek, and acknowledged bytes leave in one discard per batch.
+    // Several segments per peek: one a segment would be over 700 for this MiB.
     let st = &w.host.stats;
-    // One peek a segment would be over 700 for this MiB.
     assert!(st.peeks < 100, "{} peeks", st.peeks);
     assert_eq!(st.peeks, st.slot_peeks, "every peek fills frame slots");
-    assert!(
-        st.discards < w.counters().frames,
-        "{} discards for {} guest frames",
-        st.discards,
-        w.counters().frames
-    );
 }
 
 #[test]

@@ -18,7 +18,9 @@ use vhost::vhost_user::{
 };
 use vhost::VhostUserMemoryRegionBase;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
-use virtio_bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
+use virtio_bindings::virtio_net::{
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_MRG_RXBUF,
+};
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
@@ -30,11 +32,15 @@ pub const TX: usize = 1;
 const MAX_QUEUE_SIZE: u16 = 32768;
 
 /// What we offer: virtio 1.0 headers, mergeable receive buffers, event indices (the guest
-/// and we each say up to where the other needn't notify: fewer kicks and interrupts), nothing
-/// the core doesn't handle (no checksum or segmentation offloads: the guest computes its
-/// checksums and sends frames no larger than its MTU), and the vhost-user protocol features.
+/// and we each say up to where the other needn't notify: fewer kicks and interrupts), the
+/// checksum offloads the core handles (CSUM: the guest may leave its TCP and UDP checksums
+/// unfinished, which we never read; GUEST_CSUM: it takes ours unfinished, and its kernel then
+/// neither we compute nor it verifies them, see sans_io::wire::offload), no segmentation
+/// offloads (frames stay within the MTU), and the vhost-user protocol features.
 pub const FEATURES: u64 = (1 << VIRTIO_F_VERSION_1)
     | (1 << VIRTIO_NET_F_MRG_RXBUF)
+    | (1 << VIRTIO_NET_F_CSUM)
+    | (1 << VIRTIO_NET_F_GUEST_CSUM)
     | (1 << VIRTIO_RING_F_EVENT_IDX)
     | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
 
@@ -126,6 +132,11 @@ impl Device {
             Some(mem) => q.started && q.enabled && q.queue.ready() && q.queue.is_valid(mem),
             None => false,
         }
+    }
+
+    /// Whether the guest takes frames with their TCP and UDP checksums left to finish.
+    pub fn guest_csum(&self) -> bool {
+        self.acked_features & (1 << VIRTIO_NET_F_GUEST_CSUM) != 0
     }
 
     /// Whether SET_FEATURES has acknowledged VHOST_USER_F_PROTOCOL_FEATURES yet.

@@ -70,7 +70,7 @@ pub fn virtqueue(data: &[u8]) {
     let mut taken = 0u16;
     for _ in 0..usize::from(offered) + 1 {
         let before = queue.next_avail();
-        match virtq::write_rx_frame(&mut queue, &mem, &frame, &mut scratch) {
+        match virtq::write_rx_frame(&mut queue, &mem, &frame, None, &mut scratch) {
             RxOutcome::Placed(n) => {
                 assert!(n >= 1);
                 taken += n;

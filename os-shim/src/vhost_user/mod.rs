@@ -26,6 +26,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{self as sock, SockFlag};
+use sans_io::wire::offload::{
+    finish_partial_checksum, partial_checksum_at, ChecksumAt, L4Checksum,
+};
 use sans_io::wire::FrameQueue;
 use vhost::vhost_user::{BackendReqHandler, Error as VuError};
 use virtio_queue::QueueT;
@@ -64,6 +67,8 @@ pub struct VhostStats {
     pub bad_chains: u64,
     /// Frames that waited in the backlog for receive buffers.
     pub backlogged: u64,
+    /// Frames whose checksum the guest finished (GUEST_CSUM).
+    pub checksums_left: u64,
 }
 
 /// The connected front-end and what it configured.
@@ -95,6 +100,8 @@ pub struct VhostUserLink {
     tx_more: bool,
     /// Frames for the guest waiting for receive buffers; `backlog_next` is the first unsent.
     backlog: FrameQueue,
+    /// A frame whose checksum we finish, for a guest that can't (see `checksum_for`).
+    finished: Vec<u8>,
     backlog_next: usize,
     stats: VhostStats,
 }
@@ -135,6 +142,7 @@ impl VhostUserLink {
             tx_lens: vec![0; TX_BATCH],
             tx_more: false,
             backlog: FrameQueue::new(),
+            finished: Vec::new(),
             backlog_next: 0,
             stats: VhostStats::default(),
         })
@@ -143,6 +151,15 @@ impl VhostUserLink {
     /// Readable when a front-end connects, sends a message, or kicks a queue.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.epoll.0.as_fd()
+    }
+
+    /// How frames to the guest may carry their TCP and UDP checksums: left to finish once the
+    /// front-end has negotiated GUEST_CSUM.
+    pub fn l4_checksum(&self) -> L4Checksum {
+        match &self.frontend {
+            Some(fe) if lock(&fe.device).guest_csum() => L4Checksum::Partial,
+            _ => L4Checksum::Full,
+        }
     }
 
     pub fn stats(&self) -> &VhostStats {
@@ -474,6 +491,7 @@ impl VhostUserLink {
             };
         }
         let dev = &mut *guard;
+        let guest_csum = dev.guest_csum();
         let Some(mem) = dev.mem.as_ref() else {
             return WriteReport {
                 sent: 0,
@@ -483,9 +501,12 @@ impl VhostUserLink {
         let vq = &mut dev.queues[RX];
         let mut placed = 0u64;
         // The backlog first: frames keep their order.
+        let backlog_partial = self.backlog.l4_checksum() == L4Checksum::Partial;
         while self.backlog_next < self.backlog.len() {
             let frame = self.backlog.get(self.backlog_next).unwrap_or_default();
-            match virtq::write_rx_frame(&mut vq.queue, mem, frame, &mut self.rx_scratch) {
+            let (frame, partial) =
+                checksum_for(frame, backlog_partial, guest_csum, &mut self.finished);
+            match virtq::write_rx_frame(&mut vq.queue, mem, frame, partial, &mut self.rx_scratch) {
                 RxOutcome::Placed(_) => placed += 1,
                 RxOutcome::NoRoom => break,
                 RxOutcome::Bad(e) => {
@@ -501,9 +522,17 @@ impl VhostUserLink {
             self.backlog_next = 0;
         }
         let mut report = WriteReport::default();
+        let frames_partial = frames.l4_checksum() == L4Checksum::Partial;
+        if self.backlog.is_empty() {
+            // What waits keeps the checksums it was built with.
+            self.backlog.set_l4_checksum(frames.l4_checksum());
+        }
         for frame in frames.iter() {
             let outcome = if self.backlog.is_empty() {
-                virtq::write_rx_frame(&mut vq.queue, mem, frame, &mut self.rx_scratch)
+                let (frame, partial) =
+                    checksum_for(frame, frames_partial, guest_csum, &mut self.finished);
+                self.stats.checksums_left += u64::from(partial.is_some());
+                virtq::write_rx_frame(&mut vq.queue, mem, frame, partial, &mut self.rx_scratch)
             } else {
                 RxOutcome::NoRoom
             };
@@ -548,6 +577,29 @@ impl VhostUserLink {
         self.stats.frames_dropped += report.dropped as u64;
         report
     }
+}
+
+/// A frame to the guest as it goes into its buffers, and where its checksum is left to finish:
+/// a frame built with its checksum unfinished (`built_partial`) goes so to a guest that takes
+/// that (GUEST_CSUM), and is finished in `finished` for one that doesn't (a guest that
+/// renegotiated its features while frames waited).
+fn checksum_for<'a>(
+    frame: &'a [u8],
+    built_partial: bool,
+    guest_csum: bool,
+    finished: &'a mut Vec<u8>,
+) -> (&'a [u8], Option<ChecksumAt>) {
+    if !built_partial {
+        return (frame, None);
+    }
+    let at = partial_checksum_at(frame);
+    if guest_csum || at.is_none() {
+        return (frame, at);
+    }
+    finished.clear();
+    finished.extend_from_slice(frame);
+    finish_partial_checksum(finished);
+    (&finished[..], None)
 }
 
 /// VHOST_USER_SET_VRING_ENABLE: request code, and the header's flags.

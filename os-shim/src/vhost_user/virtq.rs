@@ -8,16 +8,33 @@
 //! descriptors as the queue has (a cycle can't loop). Nothing here allocates: the frames of a
 //! hot path go straight between guest memory and the caller's buffers.
 
+use sans_io::wire::offload::ChecksumAt;
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::QueueT;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 
 /// `virtio_net_hdr_v1`: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset,
-/// num_buffers. We ask for no offloads, so only num_buffers (the last two bytes) is ours to
-/// fill in; the rest is zero both ways.
+/// num_buffers, little-endian. No segmentation offloads are negotiated; towards the guest we
+/// fill in num_buffers, and the checksum fields when a frame's checksum is left to finish
+/// (GUEST_CSUM); from the guest we read nothing of it (with CSUM its checksums may be
+/// unfinished, and we never read them).
 pub const NET_HDR_LEN: usize = 12;
 /// Where `num_buffers` sits in the header.
 const NUM_BUFFERS_AT: usize = 10;
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`.
+const NEEDS_CSUM: u8 = 1;
+
+/// The header of a frame to the guest, but for num_buffers: `partial` says where its
+/// transport checksum starts and goes, when it is left to the guest to finish.
+fn rx_header(partial: Option<ChecksumAt>) -> [u8; NET_HDR_LEN] {
+    let mut header = [0u8; NET_HDR_LEN];
+    if let Some(at) = partial {
+        header[0] = NEEDS_CSUM;
+        header[6..8].copy_from_slice(&at.start.to_le_bytes());
+        header[8..10].copy_from_slice(&at.offset.to_le_bytes());
+    }
+    header
+}
 
 /// What is wrong with a chain the guest gave us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -105,17 +122,19 @@ impl RxScratch {
 
 /// Writes `frame`, with its header in front, into the receive queue's next chains, as many as
 /// it takes, and marks them used. Chains are taken from the queue only once the frame fits
-/// whole: with too few buffers the queue is left as it was.
+/// whole: with too few buffers the queue is left as it was. `partial`: the frame's checksum
+/// is left to the guest (it negotiated GUEST_CSUM), here.
 pub fn write_rx_frame<Q: QueueT, M: GuestMemory>(
     queue: &mut Q,
     mem: &M,
     frame: &[u8],
+    partial: Option<ChecksumAt>,
     scratch: &mut RxScratch,
 ) -> RxOutcome {
     let first = queue.next_avail();
     let used = &mut scratch.used;
     used.clear();
-    let header = [0u8; NET_HDR_LEN];
+    let header = rx_header(partial);
     let total = NET_HDR_LEN + frame.len();
     // Where the two bytes of num_buffers landed: known only once every chain is taken.
     let mut num_buffers_at: [Option<GuestAddress>; 2] = [None, None];

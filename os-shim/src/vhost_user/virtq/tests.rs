@@ -134,7 +134,7 @@ fn a_received_frame_fills_chains_of_odd_sizes_and_counts_them() {
     let frame: Vec<u8> = (0..60u8).collect();
     let mut scratch = RxScratch::new(16);
     assert_eq!(
-        write_rx_frame(&mut queue, &mem, &frame, &mut scratch),
+        write_rx_frame(&mut queue, &mem, &frame, None, &mut scratch),
         RxOutcome::Placed(3)
     );
     let used: Vec<_> = std::iter::from_fn(|| driver.take_used(&mem)).collect();
@@ -150,20 +150,45 @@ fn a_received_frame_fills_chains_of_odd_sizes_and_counts_them() {
 }
 
 #[test]
+fn a_frame_left_to_finish_says_where_its_checksum_goes() {
+    let (mem, mut driver, mut queue) = setup(16);
+    let head = driver.add_chain(&mem, &[writable(DATA, 1000)]);
+    let frame: Vec<u8> = (0..80u8).collect();
+    let at = sans_io::wire::offload::ChecksumAt {
+        start: 34,
+        offset: 16,
+    };
+    let mut scratch = RxScratch::new(16);
+    assert_eq!(
+        write_rx_frame(&mut queue, &mem, &frame, Some(at), &mut scratch),
+        RxOutcome::Placed(1)
+    );
+    let (used_head, len) = driver.take_used(&mem).unwrap();
+    assert_eq!(used_head, head);
+    let bytes = gather(&mem, &[writable(DATA, 1000)], len as usize);
+    // NEEDS_CSUM, csum_start 34 and csum_offset 16 (little-endian), num_buffers 1.
+    assert_eq!(
+        &bytes[..NET_HDR_LEN],
+        &[1, 0, 0, 0, 0, 0, 34, 0, 16, 0, 1, 0]
+    );
+    assert_eq!(&bytes[NET_HDR_LEN..], &frame[..]);
+}
+
+#[test]
 fn with_too_few_receive_buffers_nothing_is_taken() {
     let (mem, mut driver, mut queue) = setup(16);
     driver.add_chain(&mem, &[writable(DATA, 40)]);
     let frame = [0x55u8; 100];
     let mut scratch = RxScratch::new(16);
     assert_eq!(
-        write_rx_frame(&mut queue, &mem, &frame, &mut scratch),
+        write_rx_frame(&mut queue, &mem, &frame, None, &mut scratch),
         RxOutcome::NoRoom
     );
     assert_eq!(queue.next_avail(), 0);
     assert_eq!(driver.take_used(&mem), None);
     driver.add_chain(&mem, &[writable(DATA + 0x1000, 100)]);
     assert_eq!(
-        write_rx_frame(&mut queue, &mem, &frame, &mut scratch),
+        write_rx_frame(&mut queue, &mem, &frame, None, &mut scratch),
         RxOutcome::Placed(2)
     );
 }
@@ -174,17 +199,17 @@ fn unusable_receive_chains_are_returned_empty() {
     let mut scratch = RxScratch::new(16);
     driver.add_chain(&mem, &[readable(DATA, 400)]);
     assert_eq!(
-        write_rx_frame(&mut queue, &mem, &[1; 50], &mut scratch),
+        write_rx_frame(&mut queue, &mem, &[1; 50], None, &mut scratch),
         RxOutcome::Bad(ChainError::ReadableInRx)
     );
     driver.add_chain(&mem, &[writable(MEM as u64 - 4, 400)]);
     assert_eq!(
-        write_rx_frame(&mut queue, &mem, &[1; 50], &mut scratch),
+        write_rx_frame(&mut queue, &mem, &[1; 50], None, &mut scratch),
         RxOutcome::Bad(ChainError::OutsideMemory)
     );
     driver.add_chain(&mem, &[writable(DATA, 0)]);
     assert_eq!(
-        write_rx_frame(&mut queue, &mem, &[1; 50], &mut scratch),
+        write_rx_frame(&mut queue, &mem, &[1; 50], None, &mut scratch),
         RxOutcome::Bad(ChainError::EmptyRx)
     );
     let used: Vec<_> = std::iter::from_fn(|| driver.take_used(&mem)).collect();

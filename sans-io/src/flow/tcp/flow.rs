@@ -70,9 +70,6 @@ pub(super) struct Flow {
     // Host to guest.
     pub(super) iss: SeqNum,
     pub(super) snd_una: SeqNum,
-    /// Bytes before `snd_una` still in the socket: the guest acknowledged them during this
-    /// batch, and they leave in one discard when it is flushed (see `settle_acked`).
-    pub(super) acked_unread: u32,
     pub(super) snd_nxt: SeqNum,
     pub(super) snd_max: SeqNum,
     /// The guest's window, in bytes.
@@ -136,7 +133,6 @@ impl Flow {
             ack_twice: false,
             iss,
             snd_una: iss,
-            acked_unread: 0,
             snd_nxt: iss,
             snd_max: iss,
             snd_wnd: 0,

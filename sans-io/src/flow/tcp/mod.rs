@@ -154,7 +154,7 @@ use self::handshake::{
 };
 use self::seq::SegmentSeq;
 use self::timers::Timer;
-use self::to_guest::{on_ack, send_data, settle_acked};
+use self::to_guest::{on_ack, send_data};
 use self::to_host::{guest_data, StashBudget};
 use self::tombstones::Tombstones;
 use self::window::{on_writable, refresh_window};
@@ -526,8 +526,8 @@ impl Tcp {
             if f.ack_due && f.phase == Phase::Established {
                 refresh_window(cx, f);
             }
-            let mut next = settle_acked(cx, f);
-            if next == Next::Keep && f.send_due {
+            let mut next = Next::Keep;
+            if f.send_due {
                 f.send_due = false;
                 next = send_data(cx, f);
             }
@@ -570,7 +570,7 @@ impl Tcp {
                 let Some(f) = self.table.get_mut(idx) else {
                     return;
                 };
-                if f.ack_due || f.send_due || f.acked_unread > 0 {
+                if f.ack_due || f.send_due {
                     self.mark(idx, cx);
                 } else {
                     update_interest(cx, f);
@@ -591,8 +591,6 @@ impl Tcp {
             }
             Next::Finish => {
                 if let Some(f) = self.table.get_mut(idx) {
-                    // Closing with acknowledged bytes unread would reset the connection.
-                    settle_acked(cx, f);
                     if let Some(s) = f.sock.take() {
                         cx.io.close(s, false);
                     }

@@ -43,9 +43,13 @@ pub(super) fn on_ack(cx: &mut Cx<'_>, f: &mut Flow, seg: &Segment<'_>) -> Contro
                 data_acked -= 1;
             }
         }
-        // The bytes leave the socket when the batch is flushed, in one discard for all the
-        // ACKs it held (see `settle_acked`).
-        f.acked_unread += data_acked;
+        if data_acked > 0 {
+            if let Some(s) = f.sock {
+                if cx.io.discard(s, data_acked as usize).is_err() {
+                    return ControlFlow::Break(Next::Abort { rst_guest: true });
+                }
+            }
+        }
         f.snd_una = a;
         if f.snd_nxt.is_before(a) {
             f.snd_nxt = a;
@@ -97,6 +101,10 @@ pub(super) fn on_ack(cx: &mut Cx<'_>, f: &mut Flow, seg: &Segment<'_>) -> Contro
 /// At most this many segments are peeked from a socket by one call: about one TSO burst of
 /// the host's stack at a 1460-byte MSS, and 64 frames of headroom in the output queue.
 const PEEK_SLOTS: usize = 64;
+/// And about this many bytes: one call copying megabytes (64 segments at the 65520-byte MTU)
+/// holds the socket's lock while the peer's segments wait, and the lab measured it slower
+/// (BENCHMARKS.md); at large segments a call per segment costs little anyway.
+const PEEK_BYTES: usize = 128 << 10;
 
 /// Sends host data (and our FIN after its end) as far as the guest's window allows.
 pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
@@ -133,7 +141,10 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
         // straight into its frame's payload.
         let want = (f.snd_wnd - flight).min(until_fin) as usize;
         let mss = (f.mss as usize).max(1);
-        let count = want.div_ceil(mss).min(PEEK_SLOTS);
+        let count = want
+            .div_ceil(mss)
+            .min(PEEK_SLOTS)
+            .min(PEEK_BYTES.div_ceil(mss));
         let mut lens = [0usize; PEEK_SLOTS];
         let mut left = want;
         for len in &mut lens[..count] {
@@ -160,13 +171,12 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
         };
         let first_seq = f.snd_nxt;
         let csum = cx.out.l4_checksum();
-        let unsent_at = (f.acked_unread + flight) as usize;
         let io = &mut *cx.io;
         let mut got = Ok(Peeked::default());
         let mut frame_lens = [0usize; PEEK_SLOTS];
         cx.out
             .push_slots_in_place(stride, &mut frame_lens[..count], |region, frame_lens| {
-                got = io.peek_slots(s, unsent_at, region, slots);
+                got = io.peek_slots(s, flight as usize, region, slots);
                 let Ok(p) = got else { return };
                 let mut left = p.n.min(asked);
                 for (i, frame_len) in frame_lens.iter_mut().enumerate() {
@@ -225,18 +235,6 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
         }
     }
     Next::Keep
-}
-
-/// Drops from the socket what the guest acknowledged since the last call: one system call
-/// per flow and batch rather than one per ACK. Before the socket is peeked or closed.
-pub(super) fn settle_acked(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
-    let n = std::mem::take(&mut f.acked_unread);
-    match f.sock {
-        Some(s) if n > 0 && cx.io.discard(s, n as usize).is_err() => {
-            Next::Abort { rst_guest: true }
-        }
-        _ => Next::Keep,
-    }
 }
 
 /// The host's stream ends at `seq`: our FIN takes that sequence number.
