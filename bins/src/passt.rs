@@ -18,6 +18,7 @@ use sans_io::config::Config;
 use sans_io::wire::offload::L4Checksum;
 use sans_io::wire::FrameQueue;
 
+use crate::capture::CaptureLink;
 use crate::cli::Cli;
 use crate::control::ControlServer;
 use crate::datapath::{self, Exit, FramePool, GuestLink, LinkStats, LinkStatus, OnFrames};
@@ -174,8 +175,21 @@ fn run_inner(cli: &Cli, config: Config, identity: Option<Identity>) -> Result<i3
         process::daemonize(cli.pid_file.as_deref())?;
     }
 
-    // Everything with a path is open: the socket, the PID file, the log. From here on
-    // passt is who it runs as, in namespaces of its own, on an empty filesystem.
+    // --pcap: every frame crossing the guest link, both ways (the capture finishes checksums
+    // a vhost-user guest was left to finish).
+    let (mut captured, mut plain) = (None, None);
+    match &cli.pcap {
+        Some(path) => {
+            captured = Some(
+                CaptureLink::create(link.as_guest_link(), path)
+                    .map_err(|e| format!("cannot open capture file {}: {e}", path.display()))?,
+            )
+        }
+        None => plain = Some(link.as_guest_link()),
+    }
+
+    // Everything with a path is open: the socket, the PID file, the log, the capture. From
+    // here on passt is who it runs as, in namespaces of its own, on an empty filesystem.
     sandbox::passt_before_loop(identity).map_err(|e| format!("cannot isolate: {e}"))?;
     let reactor = Reactor::new(&pasta::STOP_SIGNALS)
         .map_err(|e| format!("cannot set up the event loop: {e}"))?;
@@ -192,14 +206,20 @@ fn run_inner(cli: &Cli, config: Config, identity: Option<Identity>) -> Result<i3
         control: control.as_mut(),
         stop: &mut ExitAtOnce,
     };
+    let guest_link: &mut dyn GuestLink = match (captured.as_mut(), plain.take()) {
+        (Some(c), _) => c,
+        (None, Some(l)) => l,
+        (None, None) => unreachable!("the link is either captured or not"),
+    };
     let exit = datapath::run(
         &mut engine,
-        link.as_guest_link(),
+        guest_link,
         &reactor,
         &mut sockets,
         extras,
         &mut stats,
     );
+    drop(captured);
     // The PID file stays, as the C passt leaves it: whoever reads it after we exit (libvirt)
     // finds the PID of a process that is gone, not a missing file. So does the socket file:
     // the filesystem is out of reach by now (the next passt reuses it, nobody listening).

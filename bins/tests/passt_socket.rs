@@ -90,6 +90,64 @@ fn answers_arp_and_dhcp_and_serves_one_client_at_a_time() {
 }
 
 #[test]
+fn pcap_records_what_crosses_the_qemu_socket() {
+    let Some(lab) = Lab::new(Shape::DualStack) else {
+        return;
+    };
+    for who in whos() {
+        let dir = socket_dir("pcap");
+        let path = dir.path().join("passt.socket");
+        let file = dir.path().join("passt.pcap");
+        let mut passt = Passt::start(
+            &lab,
+            who.as_ref(),
+            &[
+                "-f",
+                "-1",
+                "-s",
+                path.to_str().unwrap(),
+                "--pcap",
+                file.to_str().unwrap(),
+            ],
+        );
+        passt.wait_socket();
+        let mut client = Client::connect(&path);
+        client.arp(v4(addr::HOST4), v4(addr::REMOTE4));
+        client.send(&dhcp_discover(0x0bad_cafe));
+        client.recv_matching(|f| dhcp_answer(f, 0x0bad_cafe));
+        client.stream.shutdown(std::net::Shutdown::Both).unwrap();
+        drop(client);
+        let status = passt.wait_exit(TIMEOUT).expect("passt -1 quits");
+        assert!(status.success(), "{}: {status:?}", label(&who));
+        // The file: a pcap header, then records; our ARP request and DHCP DISCOVER, passt's
+        // ARP reply and DHCP OFFER among them (router advertisements may come too).
+        let bytes = std::fs::read(&file).expect("the capture file");
+        assert!(bytes.len() > 24, "{}: no records", label(&who));
+        assert_eq!(
+            u32::from_ne_bytes(bytes[0..4].try_into().unwrap()),
+            0xa1b2_c3d4
+        );
+        let (mut at, mut arp, mut dhcp) = (24, 0, 0);
+        while at + 16 <= bytes.len() {
+            let len = u32::from_ne_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+            let frame = &bytes[at + 16..at + 16 + len];
+            match u16::from_be_bytes([frame[12], frame[13]]) {
+                0x0806 => arp += 1,
+                0x0800 if frame[23] == 17 => dhcp += 1,
+                _ => {}
+            }
+            at += 16 + len;
+        }
+        assert_eq!(at, bytes.len(), "{}: trailing bytes", label(&who));
+        assert!(
+            arp >= 2 && dhcp >= 2,
+            "{}: {arp} ARP, {dhcp} DHCP",
+            label(&who)
+        );
+    }
+}
+
+#[test]
 fn one_off_quits_when_the_guest_leaves() {
     let Some(lab) = Lab::new(Shape::DualStack) else {
         return;
