@@ -6,11 +6,11 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{
-    addr, bin, require, run_timeout, test_user, wait_for_file, Lab, Need, Shape, TempDir, TestUser,
-    FILE_SERVER_PY, UDP_CLIENT_PY, UDP_ECHO_PY,
+    addr, bin, require, run_timeout, test_user, wait_for_file, wait_until, Lab, Need, Shape,
+    TempDir, TestUser, FILE_SERVER_PY, UDP_CLIENT_PY, UDP_ECHO_PY,
 };
 
 const TCP_PORT: u16 = 8123;
@@ -34,17 +34,6 @@ fn host_listens(lab: &Lab, flags: &str, port: u16) -> bool {
         RUN_TIMEOUT,
     );
     !out.stdout.is_empty()
-}
-
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 #[test]

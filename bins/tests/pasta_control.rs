@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use common::{
     addr, bin, random_file, require, run_timeout, sha256_file, show, test_user, wait_for_file,
-    Collected, Lab, Need, Shape, TempDir, TestUser, FILE_SERVER_PY, UDP_CLIENT_PY, UDP_ECHO_PY,
+    wait_until, Collected, Lab, Need, Shape, TempDir, TestUser, FILE_SERVER_PY, UDP_CLIENT_PY,
+    UDP_ECHO_PY,
 };
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -27,18 +28,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The server's deadline per client (bins/src/control.rs) and some room.
 const CLIENT_DROPPED_WITHIN: Duration = Duration::from_secs(15);
 const TOKEN: &str = "control-token";
-
-/// Whether `text` appears within `timeout` in what `f` returns.
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
 
 /// A pasta with a control socket, its command waiting for the end file, a file server on
 /// port 80 inside its namespace.

@@ -10,11 +10,11 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{
     addr, bin, random_file, require, run_timeout, sha256_file, wait_for_file, wait_timeout,
-    Collected, Lab, Need, Shape, TempDir, FILE_SERVER_PY,
+    wait_until, Collected, Lab, Need, Shape, TempDir, FILE_SERVER_PY,
 };
 
 const HTTP_PORT: u16 = 8000;
@@ -72,18 +72,6 @@ fn processes_with_arg(arg: &str) -> Vec<u32> {
                 .unwrap_or(false)
         })
         .collect()
-}
-
-/// Waits (bounded) until `pred` holds.
-fn wait_until(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if pred() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 /// A shell loop waiting (bounded, ~20 s) for `file`.

@@ -477,9 +477,14 @@ pub fn sha256_file(path: &Path) -> String {
 
 /// Waits for a file to appear (bounded).
 pub fn wait_for_file(path: &Path, timeout: Duration) -> bool {
+    wait_until(timeout, || path.exists())
+}
+
+/// Waits (bounded) until `pred` holds, looking every 20 ms; whether it did.
+pub fn wait_until(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if path.exists() {
+        if pred() {
             return true;
         }
         std::thread::sleep(Duration::from_millis(20));
