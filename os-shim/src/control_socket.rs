@@ -9,8 +9,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::sys::socket::{self as sock, sockopt, AddressFamily, Backlog, SockFlag, SockType};
+use nix::sys::socket::{self as sock, sockopt, Backlog};
 use nix::sys::socket::{UnixAddr, UnixCredentials};
+
+use crate::socket_sys::{errno_of, unix_stream_socket};
 
 /// Why the control socket could not be made. The first two texts are the C original's.
 #[derive(Debug, thiserror::Error)]
@@ -27,15 +29,6 @@ pub enum ControlSocketError {
     },
 }
 
-fn new_socket() -> Result<OwnedFd, Errno> {
-    sock::socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    )
-}
-
 /// Creates the listening socket at `path`, as the C original does: a test connection first,
 /// and a path somebody answers on (or that fails other than "nothing there", "nobody
 /// listens" or "not allowed") is refused; otherwise the path is unlinked and bound. The file
@@ -48,7 +41,7 @@ pub fn bind(path: &Path) -> Result<OwnedFd, ControlSocketError> {
         errno,
     };
     let addr = UnixAddr::new(path).map_err(|_| ControlSocketError::InvalidPath(path.into()))?;
-    let probe = new_socket().map_err(|e| sys("socket", e))?;
+    let probe = unix_stream_socket().map_err(|e| sys("socket", e))?;
     match sock::connect(probe.as_raw_fd(), &addr) {
         Err(Errno::ENOENT | Errno::ECONNREFUSED | Errno::EACCES) => {}
         _ => return Err(ControlSocketError::InUse(path.to_owned())),
@@ -66,7 +59,7 @@ pub fn bind(path: &Path) -> Result<OwnedFd, ControlSocketError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(sys("unlink", errno_of(&e))),
     }
-    let fd = new_socket().map_err(|e| sys("socket", e))?;
+    let fd = unix_stream_socket().map_err(|e| sys("socket", e))?;
     sock::bind(fd.as_raw_fd(), &addr).map_err(|e| match e {
         Errno::EADDRINUSE => ControlSocketError::InUse(path.to_owned()),
         e => sys("bind", e),
@@ -76,10 +69,6 @@ pub fn bind(path: &Path) -> Result<OwnedFd, ControlSocketError> {
     // The C original's backlog is 0; waiting clients queue until the current one is done.
     sock::listen(&fd, Backlog::new(8).unwrap_or(Backlog::MAXCONN)).map_err(|e| sys("listen", e))?;
     Ok(fd)
-}
-
-fn errno_of(e: &io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 /// Accepts one waiting client (non-blocking, close-on-exec); `None` when none waits.

@@ -21,10 +21,11 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::socket::{self as sock, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+use nix::sys::socket::{self as sock, Backlog, SockFlag, UnixAddr};
 use sans_io::wire::stream::{self, StreamDecoder, HEADER_LEN};
 use sans_io::wire::FrameQueue;
 
+use crate::socket_sys::{errno_of, unix_stream_socket};
 use crate::tokens::{QEMU_CLIENT, QEMU_LISTENER};
 
 /// The paths tried when none is given: `/tmp/passt_1.socket` to `/tmp/passt_64.socket`.
@@ -89,7 +90,7 @@ pub fn bind_listener(path: &Path) -> Result<OwnedFd, SocketError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(sys("checking the path", errno_of(&e))),
     }
-    let fd = new_socket().map_err(|e| sys("socket", e))?;
+    let fd = unix_stream_socket().map_err(|e| sys("socket", e))?;
     sock::bind(fd.as_raw_fd(), &addr).map_err(|e| match e {
         // Somebody bound it between our check and now.
         Errno::EADDRINUSE => SocketError::InUse(path.to_owned()),
@@ -124,19 +125,10 @@ pub fn bind_first_free(
     })
 }
 
-fn new_socket() -> Result<OwnedFd, Errno> {
-    sock::socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    )
-}
-
 /// Whether something accepts connections at `addr`: a non-blocking connect that succeeds, or
 /// finds the backlog full, says so; a refusal means a stale file.
 fn in_use(addr: &UnixAddr) -> bool {
-    let Ok(probe) = new_socket() else {
+    let Ok(probe) = unix_stream_socket() else {
         return true;
     };
     match sock::connect(probe.as_raw_fd(), addr) {
@@ -144,10 +136,6 @@ fn in_use(addr: &UnixAddr) -> bool {
         Err(Errno::ECONNREFUSED | Errno::ENOENT) => false,
         Err(_) => true,
     }
-}
-
-fn errno_of(e: &io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 /// What a read found out about the guest.

@@ -153,3 +153,14 @@ pub(crate) fn bind_to_device(fd: RawFd, iface: &str) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// A non-blocking, close-on-exec UNIX stream socket (qemu's socket, the control socket).
+pub(crate) fn unix_stream_socket() -> Result<OwnedFd, nix::errno::Errno> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+}

@@ -26,6 +26,11 @@ pub(crate) fn is_out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
+/// The errno of an I/O error, EIO when it has none (for errors carried as `Errno`).
+pub(crate) fn errno_of(e: &io::Error) -> nix::errno::Errno {
+    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
 /// Runs a system call again while it is interrupted (`EINTR`); a negative result is the
 /// errno's error.
 #[inline]
