@@ -324,8 +324,6 @@ pub struct HostStats {
     pub peeks: u64,
     /// Of those, the ones into several slots (the shim's `recvmsg` with an iovec).
     pub slot_peeks: u64,
-    /// Discard calls (acknowledged bytes leaving the socket).
-    pub discards: u64,
 }
 
 /// Which of a world's engines a socket belongs to: its events go back to that engine.
@@ -1077,28 +1075,6 @@ impl VirtualHost {
         Ok(Peeked { n, eof })
     }
 
-    fn discard_uncounted(&mut self, s: SockRef, len: usize) -> io::Result<()> {
-        let id = self.lookup(s, "discard")?;
-        let now = self.now;
-        let c = &mut self.conns[id.0];
-        if let Some(e) = c.ours.err {
-            return Err(err(e));
-        }
-        if len > c.ours.rx.len() {
-            self.violations.push(format!(
-                "discard of {len} bytes on {s:?} holding {} at {now:?}",
-                c.ours.rx.len()
-            ));
-            return Err(err(errno::EINVAL));
-        }
-        c.ours.rx.drain(..len);
-        self.stats.bytes_discarded += len as u64;
-        if len > 0 {
-            self.ops += 1;
-        }
-        Ok(())
-    }
-
     /// A datagram as the engine's `udp_send` sends it, not counted as a call of its own.
     fn udp_send_uncounted(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
         let rtt = self.config.latency * 2;
@@ -1225,9 +1201,27 @@ impl StreamSockets for VirtualHost {
 
     fn discard(&mut self, s: SockRef, len: usize) -> io::Result<()> {
         self.stats.calls += 1;
-        self.stats.discards += 1;
-        self.discard_uncounted(s, len)
+        let id = self.lookup(s, "discard")?;
+        let now = self.now;
+        let c = &mut self.conns[id.0];
+        if let Some(e) = c.ours.err {
+            return Err(err(e));
+        }
+        if len > c.ours.rx.len() {
+            self.violations.push(format!(
+                "discard of {len} bytes on {s:?} holding {} at {now:?}",
+                c.ours.rx.len()
+            ));
+            return Err(err(errno::EINVAL));
+        }
+        c.ours.rx.drain(..len);
+        self.stats.bytes_discarded += len as u64;
+        if len > 0 {
+            self.ops += 1;
+        }
+        Ok(())
     }
+
     fn send_space(&mut self, s: SockRef) -> io::Result<u32> {
         self.stats.calls += 1;
         let id = self.lookup(s, "send_space")?;
