@@ -10,9 +10,7 @@ use std::path::Path;
 use os_shim::pcap::PcapWriter;
 use os_shim::reactor::monotonic_now;
 
-use sans_io::wire::offload::{
-    finish_if_partial, finish_partial_checksum, partial_checksum_at, L4Checksum,
-};
+use sans_io::wire::offload::{finish_partial_checksum, left_partial, L4Checksum};
 use sans_io::wire::FrameQueue;
 
 use crate::datapath::{FramePool, GuestLink, LinkStatus, OnFrames};
@@ -35,14 +33,6 @@ impl<'a> CaptureLink<'a> {
         })
     }
 
-    fn record(&mut self, frame: &[u8]) {
-        if let Some(p) = &mut self.pcap {
-            if let Err(e) = p.record(monotonic_now(), frame) {
-                self.stop(e);
-            }
-        }
-    }
-
     /// Writes what the batch recorded.
     fn flush(&mut self) {
         if let Some(p) = &mut self.pcap {
@@ -56,6 +46,22 @@ impl<'a> CaptureLink<'a> {
         log::warn!("packet capture stopped: {e}");
         self.pcap = None;
     }
+}
+
+/// Records `frame`, its transport checksum finished first (in `scratch`) when `partial`.
+fn record_finished(
+    pcap: &mut PcapWriter,
+    scratch: &mut Vec<u8>,
+    frame: &[u8],
+    partial: bool,
+) -> io::Result<()> {
+    if !partial {
+        return pcap.record(monotonic_now(), frame);
+    }
+    scratch.clear();
+    scratch.extend_from_slice(frame);
+    finish_partial_checksum(scratch);
+    pcap.record(monotonic_now(), scratch)
 }
 
 impl GuestLink for CaptureLink<'_> {
@@ -77,14 +83,7 @@ impl GuestLink for CaptureLink<'_> {
                 if let Some(p) = pcap.as_mut().filter(|_| failed.is_none()) {
                     // A guest's kernel leaves checksums to a link that finishes them: the
                     // capture shows them finished, as the far end sees them.
-                    scratch.clear();
-                    scratch.extend_from_slice(frame);
-                    let frame = if finish_if_partial(scratch) {
-                        &scratch[..]
-                    } else {
-                        frame
-                    };
-                    if let Err(e) = p.record(monotonic_now(), frame) {
+                    if let Err(e) = record_finished(p, scratch, frame, left_partial(frame)) {
                         failed = Some(e);
                     }
                 }
@@ -104,17 +103,13 @@ impl GuestLink for CaptureLink<'_> {
     fn write_frames(&mut self, frames: &FrameQueue) -> usize {
         let dropped = self.inner.write_frames(frames);
         let partial = frames.l4_checksum() == L4Checksum::Partial;
-        for frame in frames.iter() {
-            if partial && partial_checksum_at(frame).is_some() {
-                // What the guest got once the kernel finished the checksum.
-                self.scratch.clear();
-                self.scratch.extend_from_slice(frame);
-                finish_partial_checksum(&mut self.scratch);
-                let copy = std::mem::take(&mut self.scratch);
-                self.record(&copy);
-                self.scratch = copy;
-            } else {
-                self.record(frame);
+        if let Some(p) = &mut self.pcap {
+            for frame in frames.iter() {
+                // What the guest got once its kernel finished the checksum.
+                if let Err(e) = record_finished(p, &mut self.scratch, frame, partial) {
+                    self.stop(e);
+                    break;
+                }
             }
         }
         self.flush();

@@ -110,12 +110,12 @@ pub fn finish_partial_checksum(frame: &mut [u8]) {
     finish_at(frame, at);
 }
 
-/// Finishes the checksum of a TCP or UDP frame from the guest if it holds only the
-/// pseudo-header sum (what the guest's kernel leaves when the link takes partial checksums):
-/// for captures of what the guest sent. Returns whether it did. A complete checksum equals that
-/// sum only by a 1-in-65536 chance over its frame's bytes; such a frame is recomputed to the
+/// Whether a TCP or UDP frame from the guest holds only the pseudo-header sum (what the
+/// guest's kernel leaves when the link takes partial checksums), for captures of what the
+/// guest sent to finish ([`finish_partial_checksum`]). A complete checksum equals that sum
+/// only by a 1-in-65536 chance over its frame's bytes; finishing such a frame recomputes the
 /// same correct value.
-pub fn finish_if_partial(frame: &mut [u8]) -> bool {
+pub fn left_partial(frame: &[u8]) -> bool {
     let Some(at) = partial_checksum_at(frame) else {
         return false;
     };
@@ -126,11 +126,7 @@ pub fn finish_if_partial(frame: &mut [u8]) -> bool {
     };
     let len = ip_end(frame).saturating_sub(start) as u32;
     let pseudo = !checksum::finish(checksum::pseudo_header(src, dst, proto, len));
-    if frame[field..field + 2] != pseudo.to_be_bytes() {
-        return false;
-    }
-    finish_at(frame, at);
-    true
+    frame[field..field + 2] == pseudo.to_be_bytes()
 }
 
 /// The addresses and transport protocol of an IPv4 or IPv6 frame.
@@ -237,17 +233,17 @@ mod tests {
         let r = route("2001:db8::1", "2001:db8::2");
         let full = tcp_frame(&r, b"some payload", L4Checksum::Full);
         let mut partial = tcp_frame(&r, b"some payload", L4Checksum::Partial);
-        assert!(finish_if_partial(&mut partial));
+        assert!(left_partial(&partial));
+        finish_partial_checksum(&mut partial);
         assert_eq!(partial, full);
-        let mut again = full.clone();
-        assert!(!finish_if_partial(&mut again));
-        assert_eq!(again, full);
+        assert!(!left_partial(&full));
         // Ethernet padding after a short IPv4 packet is not summed.
         let r4 = route("192.0.2.1", "192.0.2.2");
         let full = udp_frame(&r4, b"hi", L4Checksum::Full);
         let mut padded = udp_frame(&r4, b"hi", L4Checksum::Partial);
         padded.resize(60, 0xaa);
-        assert!(finish_if_partial(&mut padded));
+        assert!(left_partial(&padded));
+        finish_partial_checksum(&mut padded);
         assert_eq!(&padded[..full.len()], &full[..]);
     }
 
