@@ -200,11 +200,6 @@ impl PeekSlots<'_> {
         let at = self.first + i * self.stride;
         at..at + self.lens[i]
     }
-
-    /// Bytes over all areas.
-    pub fn total(&self) -> usize {
-        self.lens.iter().sum()
-    }
 }
 
 /// [`StreamSockets::peek_slots`] as one [`StreamSockets::peek`] per area, for sockets without

@@ -140,7 +140,6 @@ mod window;
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::{ControlFlow, RangeInclusive};
-
 use std::time::Duration;
 
 use self::closing::{finish_check, ToGuestClose};

@@ -138,20 +138,18 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
             f.send_due = true;
             break;
         }
-        // As much as the window allows, up to PEEK_SLOTS segments peeked by one call, each
-        // straight into its frame's payload.
+        // As much as the window allows, up to PEEK_SLOTS segments and PEEK_BYTES peeked by
+        // one call, each straight into its frame's payload.
         let want = (f.snd_wnd - flight).min(until_fin) as usize;
         let mss = (f.mss as usize).max(1);
         let count = want
             .div_ceil(mss)
             .min((PEEK_BYTES / mss).clamp(1, PEEK_SLOTS));
-        let mut lens = [0usize; PEEK_SLOTS];
-        let mut left = want;
-        for len in &mut lens[..count] {
-            *len = left.min(mss);
-            left -= *len;
-        }
-        let asked: usize = lens[..count].iter().sum();
+        let asked = want.min(count * mss);
+        let mut lens = [mss; PEEK_SLOTS];
+        // The last segment takes what is left.
+        let last = count.saturating_sub(1);
+        lens[last] = asked - last * mss;
         let mut h = Header {
             src_port: f.peer.port(),
             dst_port: f.guest.port(),
