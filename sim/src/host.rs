@@ -280,6 +280,9 @@ pub struct Conn {
     pub ours: End,
     pub peer: End,
     pub app: AppState,
+    /// The bounds the engine put on our socket's advertised window (TCP_WINDOW_CLAMP), in
+    /// order. Recorded, not modelled: data moves at once here, so the window doesn't pace it.
+    pub window_clamps: Vec<u32>,
     interest: (bool, bool),
     outcome_at: Option<(Instant, Outcome)>,
     connected_event: bool,
@@ -685,6 +688,7 @@ impl VirtualHost {
             connected_event: false,
             error_event: None,
             peer_closed_reported: false,
+            window_clamps: Vec::new(),
         });
         id
     }
@@ -1235,6 +1239,13 @@ impl StreamSockets for VirtualHost {
             self.config.send_space_slack
         };
         Ok((c.ours.send_space() + slack) as u32)
+    }
+
+    fn clamp_window(&mut self, s: SockRef, bytes: u32) {
+        self.stats.calls += 1;
+        if let Ok(id) = self.lookup(s, "clamp_window") {
+            self.conns[id.0].window_clamps.push(bytes);
+        }
     }
 
     fn shutdown_write(&mut self, s: SockRef) -> io::Result<()> {

@@ -131,3 +131,50 @@ fn slow_readers_on_a_lossy_link() {
         .unwrap();
     w.assert_no_violations();
 }
+
+/// The host socket's advertised window follows the guest's (TCP_WINDOW_CLAMP): set when the
+/// flow is established, again whenever the guest's window moves by more than 1 %, down to a
+/// closed window and back; each bound is a window the guest advertised.
+#[test]
+fn host_window_follows_the_guests() {
+    let server = format!("{REMOTE}:19");
+    let len = 1 << 20;
+    let mut w = Scenario::new(34)
+        .guest_buffer(16 * 1024)
+        .remote_server(&server, App::source_pattern(Pattern(7), len))
+        .build();
+    let c = w.guest_connect(addr(&server), App::slow_sink(4000));
+    assert!(
+        w.run_until_all_done(Duration::from_secs(120)),
+        "{}",
+        w.diagnose()
+    );
+    Pattern(7).check(w.guest_conn(c).received(), len).unwrap();
+    let segs = tcp_segments(&w.transcript);
+    let from_guest: Vec<_> = segs
+        .iter()
+        .filter(|s| s.dir == Direction::GuestToEngine)
+        .collect();
+    let scale = from_guest.iter().find_map(|s| s.wscale).unwrap_or(0);
+    let advertised: Vec<u32> = from_guest
+        .iter()
+        .map(|s| {
+            // A SYN's window is never scaled.
+            let shift = if s.flags & 0x02 != 0 { 0 } else { scale };
+            u32::from(s.window) << shift
+        })
+        .collect();
+    let h = w.host_conn(w.host.conns_to(addr(&server))[0]);
+    let clamps = &h.window_clamps;
+    assert!(clamps.len() > 2, "{clamps:?}");
+    for &c in clamps {
+        assert!(advertised.contains(&c), "{c} never advertised: {advertised:?}");
+    }
+    assert!(clamps.iter().any(|&c| c < 1000), "never closed: {clamps:?}");
+    assert!(clamps.iter().any(|&c| c >= 8 * 1024), "{clamps:?}");
+    for pair in clamps.windows(2) {
+        let (a, b) = (u64::from(pair[0]), u64::from(pair[1]));
+        assert!(a.abs_diff(b) * 100 > a, "a change within 1 %: {pair:?}");
+    }
+    w.assert_no_violations();
+}

@@ -177,6 +177,16 @@ impl StreamSockets for Sockets {
         send_space(fd)
     }
 
+    fn clamp_window(&mut self, s: SockRef, bytes: u32) {
+        let Ok((_, fd)) = self.slot(s) else { return };
+        // The kernel refuses 0 on a connected socket and raises anything below its minimum
+        // (half of SOCK_MIN_RCVBUF) to that: a closed guest window gives the smallest bound.
+        let clamp = bytes.clamp(1, i32::MAX as u32) as i32;
+        if setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, clamp).is_ok() {
+            self.stats.window_clamps += 1;
+        }
+    }
+
     fn shutdown_write(&mut self, s: SockRef) -> io::Result<()> {
         let (_, fd) = self.slot(s)?;
         // SAFETY: plain system call.

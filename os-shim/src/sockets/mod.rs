@@ -118,6 +118,8 @@ pub struct SocketStats {
     pub accept_paused: u64,
     /// Sockets the core asked for that couldn't be made for want of descriptors.
     pub fd_exhausted: u64,
+    /// Times a socket's advertised window was bound to the guest's (TCP_WINDOW_CLAMP).
+    pub window_clamps: u64,
 }
 
 /// Real host sockets, see the module documentation.

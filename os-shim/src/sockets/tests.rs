@@ -472,6 +472,36 @@ fn peeking_into_several_slots_at_once() {
     in_fresh_netns(|| peeking_into_slots(Sockets::new()));
 }
 
+/// The guest's window becomes the bound on what the host socket advertises; a closed one the
+/// kernel's smallest bound rather than an error.
+#[test]
+fn window_clamp_follows_what_the_core_asks() {
+    in_fresh_netns(|| {
+        let mut rig = Rig::new(Sockets::new());
+        let (client, server) = rig.pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let clamp_of = |rig: &Rig| {
+            crate::socket_sys::getsockopt_int(
+                rig.fd(server),
+                libc::IPPROTO_TCP,
+                libc::TCP_WINDOW_CLAMP,
+            )
+            .unwrap()
+        };
+        let autotuned = clamp_of(&rig);
+        rig.sockets.clamp_window(server, 100_000);
+        assert_eq!(clamp_of(&rig), 100_000);
+        assert_ne!(autotuned, 100_000);
+        rig.sockets.clamp_window(server, 0);
+        let least = clamp_of(&rig);
+        assert!((1..100_000).contains(&least), "{least}");
+        rig.sockets.clamp_window(server, u32::MAX);
+        assert!(clamp_of(&rig) > 100_000);
+        assert_eq!(rig.sockets.stats().window_clamps, 3);
+        rig.sockets.close(client, false);
+        rig.sockets.close(server, false);
+    });
+}
+
 #[test]
 fn peeking_into_slots_without_so_peek_off() {
     in_fresh_netns(|| {

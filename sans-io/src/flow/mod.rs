@@ -141,6 +141,13 @@ pub trait StreamSockets: CloseSockets {
     /// Drops the first `len` received bytes (the guest acknowledged them).
     fn discard(&mut self, s: SockRef, len: usize) -> io::Result<()>;
 
+    /// Bounds the receive window `s` advertises to its peer to `bytes` (the guest's window:
+    /// the peer then has no more in flight than the guest takes). Best effort: a driver
+    /// without such a bound ignores it.
+    fn clamp_window(&mut self, s: SockRef, bytes: u32) {
+        let _ = (s, bytes);
+    }
+
     /// Payload bytes a `send` would take now, erring low: it is what the guest is offered as
     /// its window.
     fn send_space(&mut self, s: SockRef) -> io::Result<u32>;
@@ -365,6 +372,9 @@ impl<T: StreamSockets + ?Sized> StreamSockets for &mut T {
     }
     fn send_space(&mut self, s: SockRef) -> io::Result<u32> {
         (**self).send_space(s)
+    }
+    fn clamp_window(&mut self, s: SockRef, bytes: u32) {
+        (**self).clamp_window(s, bytes)
     }
     fn shutdown_write(&mut self, s: SockRef) -> io::Result<()> {
         (**self).shutdown_write(s)

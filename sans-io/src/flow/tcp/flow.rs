@@ -74,6 +74,8 @@ pub(super) struct Flow {
     pub(super) snd_max: SeqNum,
     /// The guest's window, in bytes.
     pub(super) snd_wnd: u32,
+    /// The guest's window as last given to the host socket as its window clamp.
+    pub(super) host_window_clamp: Option<u32>,
     pub(super) to_guest: ToGuestClose,
     /// The last peek came up short: everything the socket holds is in flight.
     pub(super) exhausted: bool,
@@ -136,6 +138,7 @@ impl Flow {
             snd_nxt: iss,
             snd_max: iss,
             snd_wnd: 0,
+            host_window_clamp: None,
             to_guest: ToGuestClose::Open,
             exhausted: false,
             dup_acks: 0,
