@@ -15,8 +15,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{
-    addr, bin, require, run_timeout, show, test_user, wait_for_file, Lab, Need, Shape, TempDir,
-    TestUser, UDP_CLIENT_PY, UDP_ECHO_PY,
+    addr, bin, require, run_timeout, show, test_user, wait_for_file, wait_until, Lab, Need, Shape,
+    TempDir, TestUser, UDP_CLIENT_PY, UDP_ECHO_PY,
 };
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(40);
@@ -90,6 +90,120 @@ fn udp_echo_and_dns_forward_through_pasta() {
         assert!(
             stdout.contains(&format!("OK {spec} {from} same")),
             "{spec}: {}",
+            show(&out)
+        );
+    }
+}
+
+/// Counts the datagrams of a burst (`index:u32, length:u16` then a pattern of the index) on
+/// each address given, until all came or a time passed; prints `GOT addr count bad`.
+const BURST_SERVER_PY: &str = r#"
+import socket, struct, sys, threading
+ready, count, addrs = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+def serve(spec, socks):
+    host, port = spec.rsplit(",", 1)
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    s.bind((host, int(port)))
+    socks.append((spec, s))
+socks = []
+for a in addrs:
+    serve(a, socks)
+open(ready, "w").close()
+def count_on(spec, s):
+    s.settimeout(15)
+    seen, bad = set(), 0
+    try:
+        while len(seen) < count:
+            d = s.recv(65536)
+            i, n = struct.unpack("!IH", d[:6])
+            if len(d) != n or d[6:] != bytes((i + k) % 251 for k in range(n - 6)):
+                bad += 1
+            seen.add(i)
+    except socket.timeout:
+        pass
+    print("GOT", spec, len(seen), bad, flush=True)
+ts = [threading.Thread(target=count_on, args=x) for x in socks]
+[t.start() for t in ts]
+[t.join() for t in ts]
+"#;
+
+/// Sends `count` datagrams to each address, most of one size and some shorter, as fast as it
+/// can: a burst pasta reads several frames of at a time.
+const BURST_CLIENT_PY: &str = r#"
+import socket, struct, sys
+count, addrs = int(sys.argv[1]), sys.argv[2:]
+for spec in addrs:
+    host, port = spec.rsplit(",", 1)
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.connect((host, int(port)))
+    for i in range(count):
+        n = 1200 if i % 37 else 300 + i
+        s.send(struct.pack("!IH", i, n) + bytes((i + k) % 251 for k in range(n - 6)))
+print("SENT", flush=True)
+"#;
+
+/// A burst of datagrams from the namespace (which pasta sends on in runs, segmented where it
+/// can: UDP_SEGMENT) reaches the remote whole: every datagram, each its own size and bytes.
+#[test]
+fn udp_burst_arrives_datagram_by_datagram() {
+    let Some(mut lab) = lab(&[]) else {
+        return;
+    };
+    let dir = TempDir::new("udp-burst");
+    let (server, client) = (dir.path().join("server.py"), dir.path().join("client.py"));
+    std::fs::write(&server, BURST_SERVER_PY).unwrap();
+    std::fs::write(&client, BURST_CLIENT_PY).unwrap();
+    let ready = dir.path().join("ready");
+    let count = 400;
+    let specs = [
+        format!("{},9100", addr::SERVER4),
+        format!("{},9100", addr::SERVER6),
+    ];
+    let mut args = vec![
+        server.to_str().unwrap().to_owned(),
+        ready.to_str().unwrap().to_owned(),
+        count.to_string(),
+    ];
+    args.extend(specs.iter().cloned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cmd: Command = lab.remote_command("python3", &args);
+    let out_path = dir.path().join("server.out");
+    cmd.stdout(std::fs::File::create(&out_path).unwrap());
+    lab.spawn(cmd);
+    assert!(
+        wait_for_file(&ready, READY_TIMEOUT),
+        "burst server didn't start"
+    );
+    let script = format!(
+        "python3 {} {count} {} {}",
+        client.display(),
+        specs[0],
+        specs[1]
+    );
+    let out = in_pasta(&lab, &[], &script);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("SENT"),
+        "{}",
+        show(&out)
+    );
+    // The server reports once it has them all, or 15 s after the last came.
+    let reported = || {
+        std::fs::read_to_string(&out_path)
+            .map(|s| s.matches("GOT").count() == specs.len())
+            .unwrap_or(false)
+    };
+    assert!(
+        wait_until(RUN_TIMEOUT, reported),
+        "no report from the server"
+    );
+    let got = std::fs::read_to_string(&out_path).unwrap();
+    for spec in &specs {
+        assert!(
+            got.contains(&format!("GOT {spec} {count} 0")),
+            "{spec}: {got}\n{}",
             show(&out)
         );
     }

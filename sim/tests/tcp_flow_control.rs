@@ -168,7 +168,10 @@ fn host_window_follows_the_guests() {
     let clamps = &h.window_clamps;
     assert!(clamps.len() > 2, "{clamps:?}");
     for &c in clamps {
-        assert!(advertised.contains(&c), "{c} never advertised: {advertised:?}");
+        assert!(
+            advertised.contains(&c),
+            "{c} never advertised: {advertised:?}"
+        );
     }
     assert!(clamps.iter().any(|&c| c < 1000), "never closed: {clamps:?}");
     assert!(clamps.iter().any(|&c| c >= 8 * 1024), "{clamps:?}");

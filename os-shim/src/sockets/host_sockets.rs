@@ -14,10 +14,11 @@ use sans_io::flow::{
 use super::table::State;
 use super::Sockets;
 use crate::socket_sys::tcp_info::{at_eof, send_space};
+use crate::socket_sys::udp_gso::send_datagrams_segmented;
 use crate::socket_sys::{
     bind_addr, bind_outbound, bind_to_device, connect_to, dgram_socket, local_addr, prepare_stream,
-    readable_bytes, retry, send_datagrams_nonblocking, send_nonblocking, send_vectored_nonblocking,
-    setsockopt_int, sockaddr_to_std, stream_socket, udp_bound_socket, unmap,
+    readable_bytes, retry, send_nonblocking, send_vectored_nonblocking, setsockopt_int,
+    sockaddr_to_std, stream_socket, udp_bound_socket, unmap,
 };
 
 /// Areas one vectored peek fills at most (the core asks for fewer).
@@ -236,7 +237,17 @@ impl DgramSockets for Sockets {
         match datagrams {
             [] => Ok(0),
             [one] => send_nonblocking(fd, one).map(|_| 1),
-            _ => send_datagrams_nonblocking(fd, datagrams),
+            _ => {
+                let mut seg = self.segmentation(s);
+                let sent = send_datagrams_segmented(
+                    fd,
+                    datagrams,
+                    &mut seg,
+                    &mut self.stats.segmented_sends,
+                );
+                self.set_segmentation(s, seg);
+                sent
+            }
         }
     }
 

@@ -120,6 +120,8 @@ pub struct SocketStats {
     pub fd_exhausted: u64,
     /// Times a socket's advertised window was bound to the guest's (TCP_WINDOW_CLAMP).
     pub window_clamps: u64,
+    /// Runs of a UDP flow's datagrams sent as one segmented send (UDP_SEGMENT).
+    pub segmented_sends: u64,
 }
 
 /// Real host sockets, see the module documentation.

@@ -9,6 +9,7 @@ use nix::sys::epoll::{EpollEvent, EpollFlags};
 use sans_io::flow::{SockEvent, SockRef};
 
 use super::Sockets;
+use crate::socket_sys::udp_gso::Segmentation;
 use crate::socket_sys::{reset_on_close, setsockopt_int, so_error};
 use crate::tokens::socket_token;
 
@@ -44,6 +45,8 @@ pub(super) struct Slot {
     pub(super) errored: bool,
     /// `EPOLLHUP` or `EPOLLERR` was seen: registered edge-triggered from then on.
     pub(super) hung_up: bool,
+    /// For UDP: which datagram sizes may go as one segmented send.
+    pub(super) segmentation: Segmentation,
 }
 
 impl Sockets {
@@ -146,6 +149,7 @@ impl Sockets {
             peer_closed: false,
             errored: false,
             hung_up: false,
+            segmentation: Segmentation::default(),
         };
         slot.registered = wanted_events(&slot);
         let (index, gen) = self
@@ -207,6 +211,20 @@ impl Sockets {
         match self.slots.at(s.0 as usize) {
             Some(slot) => Ok((slot, slot.fd.as_raw_fd())),
             None => Err(io::Error::from_raw_os_error(libc::EBADF)),
+        }
+    }
+
+    /// What `s`'s segmented sends have learnt (UDP).
+    pub(super) fn segmentation(&self, s: SockRef) -> Segmentation {
+        self.slots
+            .at(s.0 as usize)
+            .map(|slot| slot.segmentation)
+            .unwrap_or_default()
+    }
+
+    pub(super) fn set_segmentation(&mut self, s: SockRef, seg: Segmentation) {
+        if let Some(slot) = self.slots.at_mut(s.0 as usize) {
+            slot.segmentation = seg;
         }
     }
 

@@ -249,6 +249,57 @@ fn connect_accept_and_peek_at_offsets() {
     });
 }
 
+/// A run of equal-sized datagrams leaves as one segmented send (UDP_SEGMENT) and arrives as
+/// the same datagrams; sizes beyond the route's MTU, which the kernel won't segment, go one
+/// by one (and are not tried segmented again), in order with the rest.
+#[test]
+fn udp_runs_go_segmented_and_arrive_as_sent() {
+    in_fresh_netns(|| {
+        let mut nl = Netlink::open().expect("netlink");
+        let lo_index = nl.link_index("lo").expect("lo");
+        nl.set_link_mtu(lo_index, 1500).expect("lo mtu");
+        for lo in LOOPBACKS {
+            let server = std::net::UdpSocket::bind(SocketAddr::new(lo, 0)).unwrap();
+            server
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            let mut rig = Rig::new(Sockets::new());
+            let s = rig
+                .sockets
+                .udp_open(Bind::default(), server.local_addr().unwrap())
+                .unwrap();
+            // Ten of 1200 bytes and a shorter one (one run), one of 700 alone, two of 1000
+            // (a run), then three of 2000 (above the MTU: fragmented one by one).
+            let mut lens = vec![1200; 10];
+            lens.extend([300, 700, 1000, 1000, 2000, 2000, 2000]);
+            let datagrams: Vec<Vec<u8>> = lens
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| (0..n).map(|k| (i * 7 + k) as u8).collect())
+                .collect();
+            let refs: Vec<&[u8]> = datagrams.iter().map(|d| &d[..]).collect();
+            let before = rig.sockets.stats().segmented_sends;
+            assert_eq!(rig.sockets.udp_send_many(s, &refs).unwrap(), refs.len());
+            // The 11-datagram run and the pair; the 2000-byte run was refused.
+            assert_eq!(rig.sockets.stats().segmented_sends - before, 2);
+            let mut buf = [0u8; 4096];
+            for (i, want) in datagrams.iter().enumerate() {
+                let n = server.recv(&mut buf).unwrap();
+                assert_eq!(&buf[..n], &want[..], "datagram {i}");
+            }
+            // Learnt: 2000-byte runs now go one by one without a refused try.
+            let refs = [&datagrams[14][..], &datagrams[15][..]];
+            let before = rig.sockets.stats().segmented_sends;
+            assert_eq!(rig.sockets.udp_send_many(s, &refs).unwrap(), 2);
+            assert_eq!(rig.sockets.stats().segmented_sends, before);
+            for want in refs {
+                let n = server.recv(&mut buf).unwrap();
+                assert_eq!(&buf[..n], want);
+            }
+        }
+    });
+}
+
 #[test]
 fn udp_connected_socket_sends_and_receives_datagrams() {
     in_fresh_netns(|| {
