@@ -33,6 +33,10 @@ impl CloseSockets for Sockets {
     }
 }
 
+/// The largest TCP_MAXSEG the kernel takes (MAX_TCP_WINDOW); it refuses more with EINVAL, so
+/// the guest's MSS at a 65520-byte MTU isn't worth a system call per connection.
+const MAX_TCP_MAXSEG: u16 = 32767;
+
 impl StreamSockets for Sockets {
     fn tcp_connect(
         &mut self,
@@ -43,7 +47,7 @@ impl StreamSockets for Sockets {
         let fd = self.counted(stream_socket(dst.ip()))?;
         let raw = fd.as_raw_fd();
         bind_outbound(raw, bind, dst)?;
-        if let Some(mss) = mss {
+        if let Some(mss) = mss.filter(|&m| m <= MAX_TCP_MAXSEG) {
             // Best effort: the kernel clamps it anyway.
             let _ = setsockopt_int(raw, libc::IPPROTO_TCP, libc::TCP_MAXSEG, i32::from(mss));
         }

@@ -8,7 +8,7 @@ use super::emit::{emit, rst_reply, send_syn};
 use super::flow::{mss_for, update_interest, Flow, SynTerms};
 use super::seq::{SegmentSeq, SeqNum};
 use super::timers::Timer;
-use super::to_guest::{follow_guest_window, rto};
+use super::to_guest::rto;
 use super::to_host::StashBudget;
 use super::tombstones::Tombstones;
 use super::window::refresh_window;
@@ -202,7 +202,6 @@ pub(super) fn syn_ack_sent_segment(
         return Next::Keep;
     }
     f.establish(seg.ack_num(), u32::from(seg.window) << f.guest_ws, cx.now);
-    follow_guest_window(cx, f, f.snd_wnd);
     established_segment(cx, f, seg, stashes, None)
 }
 
@@ -224,7 +223,6 @@ pub(super) fn syn_sent_segment(cx: &mut Cx<'_>, f: &mut Flow, seg: &Segment<'_>)
     f.set_right_edge(f.rcv_nxt);
     // The window is never scaled in a SYN.
     f.establish(seg.ack_num(), u32::from(seg.window), cx.now);
-    follow_guest_window(cx, f, f.snd_wnd);
     f.ack_due = true;
     Next::Keep
 }
