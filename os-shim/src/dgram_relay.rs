@@ -9,7 +9,8 @@
 //! way back (for `-u` the socket keeps the sender's port where it is free, as the C pasta
 //! does); flows close after [`IDLE_TIMEOUT`] without traffic. Datagrams move in batches:
 //! `recvmmsg` on the receiving socket, `sendmmsg` for each run of datagrams going to the same
-//! place. Like the TCP splicer, which ports are relayed is the caller's decision.
+//! place (towards the host, runs of equal size as one segmented send, see
+//! `socket_sys::udp_gso`). Like the TCP splicer, which ports are relayed is the caller's decision.
 
 use std::collections::HashMap;
 use std::io;
@@ -25,6 +26,7 @@ use crate::ns_agent::{io_in, InNetns};
 use crate::ns_listeners::RelayListeners;
 use crate::reactor::monotonic_now;
 use crate::slots::Slots;
+use crate::socket_sys::udp_gso::{send_datagrams_segmented, Segmentation};
 use crate::socket_sys::{
     bind_addr, connect_to, dgram_socket, send_nonblocking, sockaddr_to_std, std_to_sockaddr,
     udp_bound_socket, unmap,
@@ -52,6 +54,8 @@ pub struct DgramStats {
     pub to_namespace: u64,
     /// Datagrams dropped: no flow could be opened, or sending failed.
     pub dropped: u64,
+    /// Runs of a flow's datagrams sent to the host as one segmented send (UDP_SEGMENT).
+    pub segmented_sends: u64,
 }
 
 #[derive(Debug)]
@@ -62,6 +66,8 @@ struct Flow {
     /// The sender, answered through the origin's socket.
     client: SocketAddr,
     last: Instant,
+    /// Which datagram sizes `far` may send as one segmented send.
+    segmentation: Segmentation,
 }
 
 /// Where a flow's datagrams came from, and so where its answers go out.
@@ -319,8 +325,23 @@ impl DgramRelay {
                 }
                 match self.flow_for(listener, client, now) {
                     Some(f) => {
-                        let fd = self.flows.at(f).map(|f| f.far.as_raw_fd());
-                        let sent = fd.map_or(0, |fd| send_batch(fd, batch, i..end, None));
+                        let sent = match self.flows.at_mut(f) {
+                            Some(flow) => {
+                                // Runs of equal size as one segmented send each.
+                                let mut run: [&[u8]; BATCH] = [&[]; BATCH];
+                                for (slot, k) in run.iter_mut().zip(i..end) {
+                                    *slot = batch.datagram(k);
+                                }
+                                send_datagrams_segmented(
+                                    flow.far.as_raw_fd(),
+                                    &run[..end - i],
+                                    &mut flow.segmentation,
+                                    &mut self.stats.segmented_sends,
+                                )
+                                .unwrap_or(0)
+                            }
+                            None => 0,
+                        };
                         self.stats.to_host += sent as u64;
                         self.stats.dropped += (end - i - sent) as u64;
                     }
@@ -402,6 +423,7 @@ impl DgramRelay {
             origin,
             client,
             last: now,
+            segmentation: Segmentation::default(),
         };
         let (index, gen) = self.flows.insert(flow).ok()?;
         if let Some(epoll) = &self.ns.epoll {
@@ -572,7 +594,9 @@ mod tests {
             let (n, failed) = relay.listeners().listen_in(&ns, 5300, port, LO4).unwrap();
             assert_eq!((n, failed.len()), (1, 0));
 
-            // Two senders in the namespace, 40 datagrams each.
+            // Two senders in the namespace, 40 datagrams each, one after the other, all queued
+            // before the relay reads: each sender's are a run (one segmented send).
+            let (sent_tx, sent_rx) = std::sync::mpsc::channel();
             let clients = spawn_in(&ns, move || {
                 let socks: Vec<_> = (0..2)
                     .map(|_| {
@@ -582,11 +606,12 @@ mod tests {
                         s
                     })
                     .collect();
-                for i in 0..40u8 {
-                    for s in &socks {
+                for s in &socks {
+                    for i in 0..40u8 {
                         s.send(&[i; 100]).unwrap();
                     }
                 }
+                sent_tx.send(()).unwrap();
                 let mut got = vec![Vec::new(), Vec::new()];
                 for (k, s) in socks.iter().enumerate() {
                     let mut buf = [0u8; 200];
@@ -597,6 +622,7 @@ mod tests {
                 }
                 got
             });
+            sent_rx.recv_timeout(Duration::from_secs(10)).unwrap();
             let deadline = StdInstant::now() + Duration::from_secs(10);
             let mut events = [EpollEvent::empty(); 16];
             let mut echoed = 0;
@@ -630,6 +656,7 @@ mod tests {
             assert_eq!(peers.len(), 2, "one host socket per sender");
             assert_eq!(relay.open_flows(), 2);
             assert_eq!(relay.stats().to_host, 80);
+            assert!(relay.stats().segmented_sends >= 2, "{:?}", relay.stats());
             assert_eq!(relay.stats().to_namespace, 80);
             // Idle flows go; the listener stays.
             let later = monotonic_now() + IDLE_TIMEOUT + Duration::from_secs(1);
