@@ -104,6 +104,9 @@ pub struct Device {
     mappings: Vec<Mapping>,
     pub mem: Option<GuestMemoryMmap>,
     pub queues: [VirtQueue; 2],
+    /// Changes whenever the memory table or a ring's setup does: chains taken before are not
+    /// to be used after (see `super::lend`).
+    pub epoch: u64,
 }
 
 impl Default for Device {
@@ -121,6 +124,7 @@ impl Device {
             mappings: Vec::new(),
             mem: None,
             queues: [VirtQueue::new(), VirtQueue::new()],
+            epoch: 0,
         }
     }
 
@@ -178,6 +182,7 @@ impl VhostUserBackendReqHandlerMut for Device {
     }
 
     fn reset_owner(&mut self) -> VuResult<()> {
+        self.epoch += 1;
         self.owned = false;
         self.acked_features = 0;
         self.acked_protocol_features = 0;
@@ -185,6 +190,7 @@ impl VhostUserBackendReqHandlerMut for Device {
     }
 
     fn reset_device(&mut self) -> VuResult<()> {
+        self.epoch += 1;
         for q in &mut self.queues {
             q.stop();
             q.enabled = false;
@@ -241,10 +247,12 @@ impl VhostUserBackendReqHandlerMut for Device {
             .map_err(|e| VuError::ReqHandlerError(io::Error::other(e)))?;
         self.mem = Some(mem);
         self.mappings = mappings;
+        self.epoch += 1;
         Ok(None)
     }
 
     fn set_vring_num(&mut self, index: u32, num: u32) -> VuResult<()> {
+        self.epoch += 1;
         let q = self.queue(index)?;
         let num = u16::try_from(num).map_err(|_| VuError::InvalidParam)?;
         if num == 0 || num > MAX_QUEUE_SIZE || !num.is_power_of_two() {
@@ -263,6 +271,7 @@ impl VhostUserBackendReqHandlerMut for Device {
         available: u64,
         _log: u64,
     ) -> VuResult<()> {
+        self.epoch += 1;
         let desc = self.to_guest(descriptor)?;
         let avail = self.to_guest(available)?;
         let used = self.to_guest(used)?;
@@ -284,6 +293,7 @@ impl VhostUserBackendReqHandlerMut for Device {
     }
 
     fn set_vring_base(&mut self, index: u32, base: u32) -> VuResult<()> {
+        self.epoch += 1;
         let q = self.queue(index)?;
         // The used index follows in SET_VRING_ADDR, from the ring itself.
         q.queue.set_next_avail(base as u16);
@@ -291,6 +301,7 @@ impl VhostUserBackendReqHandlerMut for Device {
     }
 
     fn get_vring_base(&mut self, index: u32) -> VuResult<VhostUserVringState> {
+        self.epoch += 1;
         let q = self.queue(index)?;
         // The spec: stop the ring, and say where we are in it.
         q.stop();
