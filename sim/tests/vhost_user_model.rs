@@ -16,6 +16,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -339,7 +340,7 @@ proptest! {
 struct VirtqLink(Rc<RefCell<RxModel>>);
 
 struct RxModel {
-    mem: GuestMemoryMmap,
+    mem: Arc<GuestMemoryMmap>,
     guest: RxGuest,
     queue: Queue,
     lend: RxLend,
@@ -363,7 +364,7 @@ impl VirtqLink {
         let guest = RxGuest::new(&mem, sizes);
         let queue = guest.rx.device_queue();
         let mut model = RxModel {
-            mem,
+            mem: Arc::new(mem),
             guest,
             queue,
             lend: RxLend::new(),
@@ -414,13 +415,18 @@ impl LinkModel for VirtqLink {
                 let placed = match lent {
                     Some(lent) => {
                         m.lend
-                            .publish(&mut m.queue, &m.mem, frame, lent, at)
+                            .publish(&mut m.queue, &*m.mem, frame, lent, at)
                             .expect("a lent frame published");
                         true
                     }
                     None => {
-                        match virtq::write_rx_frame(&mut m.queue, &m.mem, frame, at, &mut m.scratch)
-                        {
+                        match virtq::write_rx_frame(
+                            &mut m.queue,
+                            &*m.mem,
+                            frame,
+                            at,
+                            &mut m.scratch,
+                        ) {
                             RxOutcome::Placed(_) => true,
                             RxOutcome::NoRoom => false,
                             RxOutcome::Bad(e) => panic!("receive chain refused: {e}"),

@@ -845,7 +845,7 @@ fn tokens_of_closed_sockets_are_stale() {
 /// A guest's receive queue whose buffers (of odd sizes, in memory of our own) are lent for
 /// the peeks below, counting the copies the socket layer asks its lender for.
 struct LentRx {
-    mem: vm_memory::GuestMemoryMmap,
+    mem: std::sync::Arc<vm_memory::GuestMemoryMmap>,
     driver: crate::vhost_user::driver_model::DriverQueue,
     queue: virtio_queue::Queue,
     lend: crate::vhost_user::lend::RxLend,
@@ -875,7 +875,7 @@ impl LentRx {
         }
         let queue = driver.device_queue();
         LentRx {
-            mem,
+            mem: std::sync::Arc::new(mem),
             driver,
             queue,
             lend: crate::vhost_user::lend::RxLend::new(),
@@ -890,7 +890,7 @@ impl LentRx {
         let mut frame = Vec::new();
         let mut out = Vec::new();
         let mut used = 0;
-        while let Some((head, len)) = self.driver.take_used(&self.mem) {
+        while let Some((head, len)) = self.driver.take_used(&*self.mem) {
             let (addr, _) = self.buffers[&head];
             let mut part = vec![0u8; len as usize];
             self.mem.read_slice(&mut part, GuestAddress(addr)).unwrap();
@@ -974,7 +974,7 @@ fn peeking_into_lent_buffers(sockets: Sockets, vectored: bool) {
     );
     for (headers, lent) in out.entries() {
         rx.lend
-            .publish(&mut rx.queue, &rx.mem, headers, lent.unwrap(), None)
+            .publish(&mut rx.queue, &*rx.mem, headers, lent.unwrap(), None)
             .unwrap();
     }
     assert_eq!(rx.payloads(54), &data[100..7300]);

@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
 use vhost::vhost_user::message::{
     VhostTransferStateDirection, VhostTransferStatePhase, VhostUserConfigFlags, VhostUserInflight,
@@ -102,7 +103,9 @@ pub struct Device {
     acked_protocol_features: u64,
     owned: bool,
     mappings: Vec<Mapping>,
-    pub mem: Option<GuestMemoryMmap>,
+    /// Shared, so that receive buffers lent for a peek keep their mapping until it ends
+    /// (see `super::lend`) without a copy of the table.
+    pub mem: Option<Arc<GuestMemoryMmap>>,
     pub queues: [VirtQueue; 2],
     /// Changes whenever the memory table or a ring's setup does: chains taken before are not
     /// to be used after (see `super::lend`).
@@ -133,7 +136,7 @@ impl Device {
     pub fn ready(&self, index: usize) -> bool {
         let q = &self.queues[index];
         match &self.mem {
-            Some(mem) => q.started && q.enabled && q.queue.ready() && q.queue.is_valid(mem),
+            Some(mem) => q.started && q.enabled && q.queue.ready() && q.queue.is_valid(&**mem),
             None => false,
         }
     }
@@ -245,7 +248,7 @@ impl VhostUserBackendReqHandlerMut for Device {
         }
         let mem = GuestMemoryMmap::from_regions(mapped)
             .map_err(|e| VuError::ReqHandlerError(io::Error::other(e)))?;
-        self.mem = Some(mem);
+        self.mem = Some(Arc::new(mem));
         self.mappings = mappings;
         self.epoch += 1;
         Ok(None)
@@ -285,7 +288,10 @@ impl VhostUserBackendReqHandlerMut for Device {
         // After a reboot the guest's used index starts again from what it wrote there.
         if let Some(mem) = &self.mem {
             let q = &mut self.queues[index as usize];
-            if let Ok(idx) = q.queue.used_idx(mem, std::sync::atomic::Ordering::Acquire) {
+            if let Ok(idx) = q
+                .queue
+                .used_idx(&**mem, std::sync::atomic::Ordering::Acquire)
+            {
                 q.queue.set_next_used(idx.0);
             }
         }

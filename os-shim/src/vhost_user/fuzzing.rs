@@ -105,7 +105,7 @@ pub fn virtqueue(data: &[u8]) {
     );
 
     lend(
-        &mem,
+        &std::sync::Arc::new(mem),
         &driver,
         offered,
         header_room,
@@ -119,7 +119,7 @@ pub fn virtqueue(data: &[u8]) {
 /// The lending phase of [`virtqueue`], on the same offers.
 #[allow(clippy::too_many_arguments)]
 fn lend(
-    mem: &GuestMemoryMmap,
+    mem: &std::sync::Arc<GuestMemoryMmap>,
     driver: &DriverQueue,
     offered: u8,
     header_room: usize,
@@ -178,7 +178,7 @@ fn lend(
             len: n,
             ticket: ticket + i as u64,
         };
-        let _ = lend.publish(&mut queue, mem, &headers, lent, Some(at));
+        let _ = lend.publish(&mut queue, &**mem, &headers, lent, Some(at));
     }
     assert!(
         queue.next_used() <= queue.next_avail(),

@@ -19,6 +19,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use sans_io::wire::lent::{LentArea, LentPayload, MAX_LENT_AREAS};
 use sans_io::wire::offload::ChecksumAt;
@@ -94,7 +95,7 @@ pub struct RxLend {
     /// Its payload areas in guest terms, as `fill` writes them.
     pieces: Vec<(GuestAddress, usize)>,
     /// The memory its areas point into, kept mapped until it settles.
-    mem: Option<GuestMemoryMmap>,
+    mem: Option<Arc<GuestMemoryMmap>>,
     committed: VecDeque<Committed>,
     committed_chains: VecDeque<Chain>,
     next_ticket: u64,
@@ -143,7 +144,7 @@ impl RxLend {
     pub fn reserve<Q: QueueT>(
         &mut self,
         queue: &mut Q,
-        mem: &GuestMemoryMmap,
+        mem: &Arc<GuestMemoryMmap>,
         keep: u16,
         header_room: usize,
         lens: &[usize],
@@ -207,7 +208,7 @@ impl RxLend {
         if self.frames.is_empty() {
             return 0;
         }
-        self.mem = Some(mem.clone());
+        self.mem = Some(Arc::clone(mem));
         // SAFETY: every area was checked inside one region of `mem` (get_slice), whose mapping
         // `self.mem` keeps until `settle` ends the loan; the guest's buffers are ours (taken
         // off the ring) and nothing in this process references them.

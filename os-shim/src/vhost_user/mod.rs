@@ -429,7 +429,7 @@ impl VhostUserLink {
                 return;
             }
             let dev = &mut *guard;
-            let Some(mem) = dev.mem.as_ref() else {
+            let Some(mem) = dev.mem.as_deref() else {
                 return;
             };
             let vq = &mut dev.queues[TX];
@@ -581,7 +581,7 @@ impl VhostUserLink {
         let dev = &mut *guard;
         let guest_csum = dev.guest_csum();
         let epoch = dev.epoch;
-        let Some(mem) = dev.mem.as_ref() else {
+        let Some(mem) = dev.mem.as_deref() else {
             return WriteReport {
                 sent: 0,
                 dropped: total,

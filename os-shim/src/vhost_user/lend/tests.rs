@@ -11,7 +11,7 @@ const HEADERS: usize = 54;
 
 /// The guest's side: its memory, its driver queue and what each chain it offered is made of.
 struct Guest {
-    mem: GuestMemoryMmap,
+    mem: Arc<GuestMemoryMmap>,
     driver: DriverQueue,
     queue: Queue,
     chains: HashMap<u16, Vec<Buffer>>,
@@ -20,8 +20,8 @@ struct Guest {
 
 impl Guest {
     fn new(size: u16) -> Guest {
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).unwrap();
-        let driver = DriverQueue::new(&mem, GuestAddress(0), size);
+        let mem = Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).unwrap());
+        let driver = DriverQueue::new(&*mem, GuestAddress(0), size);
         let queue = driver.device_queue();
         Guest {
             mem,
@@ -47,7 +47,7 @@ impl Guest {
                 }
             })
             .collect();
-        let head = self.driver.add_chain(&self.mem, &buffers);
+        let head = self.driver.add_chain(&*self.mem, &buffers);
         self.chains.insert(head, buffers);
         head
     }
@@ -63,7 +63,7 @@ impl Guest {
     /// mergeable buffers does: the virtio-net header and the frame.
     fn received(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
         let mut used = Vec::new();
-        while let Some(u) = self.driver.take_used(&self.mem) {
+        while let Some(u) = self.driver.take_used(&*self.mem) {
             used.push(u);
         }
         let mut frames = Vec::new();
@@ -153,7 +153,7 @@ fn publish(
     };
     lend.publish(
         &mut g.queue,
-        &g.mem,
+        &*g.mem,
         &headers(tag),
         LentPayload { len, ticket },
         Some(at),
@@ -284,7 +284,7 @@ fn a_full_ring_lends_nothing_and_a_low_one_what_it_can() {
 fn unusable_chains_are_given_back_empty_and_counted() {
     let mut g = Guest::new(16);
     let head = g.driver.add_chain(
-        &g.mem,
+        &*g.mem,
         &[Buffer {
             addr: DATA,
             len: 2000,
@@ -293,7 +293,7 @@ fn unusable_chains_are_given_back_empty_and_counted() {
     );
     // Outside the guest's memory.
     g.driver.add_chain(
-        &g.mem,
+        &*g.mem,
         &[Buffer {
             addr: MEM as u64 - 100,
             len: 2000,
@@ -306,7 +306,7 @@ fn unusable_chains_are_given_back_empty_and_counted() {
     assert_eq!(frames, 1);
     assert_eq!(lend.stats.bad_chains, 2);
     assert!(lend.returned);
-    assert_eq!(g.driver.take_used(&g.mem), Some((head, 0)));
+    assert_eq!(g.driver.take_used(&*g.mem), Some((head, 0)));
 }
 
 #[test]
@@ -318,7 +318,7 @@ fn frames_whose_queue_was_dropped_give_their_chains_back_empty() {
     // The first two never published: the third's publication returns them first.
     publish(&mut g, &mut lend, 2, 1000, ticket + 2).unwrap();
     let mut used = Vec::new();
-    while let Some(u) = g.driver.take_used(&g.mem) {
+    while let Some(u) = g.driver.take_used(&*g.mem) {
         used.push(u.1);
     }
     assert_eq!(used, [0, 0, (NET_HDR_LEN + HEADERS + 1000) as u32]);
@@ -337,7 +337,7 @@ fn headers_that_dont_fit_the_reserved_room_are_refused() {
     let (_, ticket) = lend_and_fill(&mut g, &mut lend, &[1000], &[1000]);
     let result = lend.publish(
         &mut g.queue,
-        &g.mem,
+        &*g.mem,
         &headers(0)[..HEADERS - 1],
         LentPayload { len: 1000, ticket },
         None,
