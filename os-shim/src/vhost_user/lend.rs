@@ -41,6 +41,8 @@ struct Chain {
     /// Where it was on the available ring (to put it back there).
     pos: u16,
     descs: [(GuestAddress, u32); MAX_DESCS],
+    /// Where each descriptor is in our address space, in the memory table it was taken with.
+    host: [usize; MAX_DESCS],
     n: u8,
     room: usize,
 }
@@ -87,6 +89,11 @@ pub struct LendStats {
 pub struct RxLend {
     /// The device's epoch the chains were taken in.
     epoch: u64,
+    /// The memory table they were taken with (its address: a table given in its place means
+    /// their host addresses are stale).
+    table: usize,
+    /// Chains known to be on the ring, less those taken since it was read.
+    avail_seen: u16,
     held: VecDeque<Chain>,
     /// The reservation under way: its chains, and each frame's range of them.
     taken: Vec<Chain>,
@@ -150,10 +157,15 @@ impl RxLend {
         lens: &[usize],
         areas: &mut Vec<LentArea>,
     ) -> usize {
+        if Arc::as_ptr(mem) as usize != self.table {
+            self.forget();
+            self.table = Arc::as_ptr(mem) as usize;
+        }
         self.taken.clear();
         self.frames.clear();
         self.pieces.clear();
         self.header_room = header_room;
+        self.avail_seen = 0;
         let skip = NET_HDR_LEN + header_room;
         'frames: for &len in lens {
             let first = self.taken.len();
@@ -178,7 +190,7 @@ impl RxLend {
             let (mut to_skip, mut left) = (skip, len);
             for i in first..self.taken.len() {
                 let chain = self.taken[i];
-                for &(addr, dlen) in chain.descs() {
+                for (k, &(addr, dlen)) in chain.descs().iter().enumerate() {
                     let dlen = dlen as usize;
                     if to_skip >= dlen {
                         to_skip -= dlen;
@@ -188,18 +200,17 @@ impl RxLend {
                     if n == 0 {
                         break;
                     }
-                    let at = addr.unchecked_add(to_skip as u64);
-                    to_skip = 0;
-                    let host = match mem.get_slice(at, n) {
-                        Ok(slice) => slice.ptr_guard_mut().as_ptr() as usize,
-                        Err(_) => 0,
-                    };
-                    if host == 0 || areas.len() == MAX_LENT_AREAS {
+                    if areas.len() == MAX_LENT_AREAS {
                         self.undo(first, areas, area_mark, piece_mark);
                         break 'frames;
                     }
-                    areas.push(LentArea { addr: host, len: n });
-                    self.pieces.push((at, n));
+                    // Inside the descriptor, which was checked whole when taken.
+                    areas.push(LentArea {
+                        addr: chain.host[k] + to_skip,
+                        len: n,
+                    });
+                    self.pieces.push((addr.unchecked_add(to_skip as u64), n));
+                    to_skip = 0;
                     left -= n;
                 }
             }
@@ -209,9 +220,10 @@ impl RxLend {
             return 0;
         }
         self.mem = Some(Arc::clone(mem));
-        // SAFETY: every area was checked inside one region of `mem` (get_slice), whose mapping
-        // `self.mem` keeps until `settle` ends the loan; the guest's buffers are ours (taken
-        // off the ring) and nothing in this process references them.
+        // SAFETY: every area lies inside a descriptor checked whole inside one region of `mem`
+        // (get_slice) when its chain was taken, with this very table (`self.table`), whose
+        // mapping `self.mem` keeps until `settle` ends the loan; the guest's buffers are ours
+        // (taken off the ring) and nothing in this process references them.
         unsafe { loans::lend(&areas[..]) };
         self.frames.len()
     }
@@ -240,23 +252,29 @@ impl RxLend {
         keep: u16,
     ) -> Option<Chain> {
         loop {
-            let avail = queue.avail_idx(mem, Ordering::Acquire).ok()?.0;
-            let pos = queue.next_avail();
-            if avail.wrapping_sub(pos) <= keep {
-                return None;
+            if self.avail_seen <= keep {
+                // Read the ring's index again: the guest may have added buffers.
+                let avail = queue.avail_idx(mem, Ordering::Acquire).ok()?.0;
+                self.avail_seen = avail.wrapping_sub(queue.next_avail());
+                if self.avail_seen <= keep {
+                    return None;
+                }
             }
+            let pos = queue.next_avail();
             let chain = queue.pop_descriptor_chain(mem)?;
+            self.avail_seen -= 1;
             let head = chain.head_index();
             let mut taken = Chain {
                 head,
                 pos,
                 descs: [(GuestAddress(0), 0); MAX_DESCS],
+                host: [0; MAX_DESCS],
                 n: 0,
                 room: 0,
             };
             let mut usable = true;
             for d in chain {
-                if !d.is_write_only() || mem.get_slice(d.addr(), d.len() as usize).is_err() {
+                if !d.is_write_only() {
                     usable = false;
                     break;
                 }
@@ -264,11 +282,18 @@ impl RxLend {
                     // The rest of a long chain is left unused.
                     break;
                 }
-                if d.len() > 0 {
-                    taken.descs[usize::from(taken.n)] = (d.addr(), d.len());
-                    taken.n += 1;
-                    taken.room += d.len() as usize;
+                if d.len() == 0 {
+                    continue;
                 }
+                let Ok(slice) = mem.get_slice(d.addr(), d.len() as usize) else {
+                    usable = false;
+                    break;
+                };
+                let k = usize::from(taken.n);
+                taken.descs[k] = (d.addr(), d.len());
+                taken.host[k] = slice.ptr_guard_mut().as_ptr() as usize;
+                taken.n += 1;
+                taken.room += d.len() as usize;
             }
             if usable && taken.room > 0 {
                 return Some(taken);

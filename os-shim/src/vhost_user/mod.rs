@@ -592,8 +592,11 @@ impl VhostUserLink {
         let mut lending = lending.borrow_mut();
         let lend = &mut lending.lend;
         lend.sync_epoch(epoch);
-        // Chains held for lending but not lent go back to the ring for the frames copied now.
-        lend.rewind(&mut vq.queue);
+        // Chains held for lending but not lent go back to the ring when frames are to be
+        // copied now (else they stay held for the next reservation).
+        if frames.len() > frames.lent_len() || self.backlog.len() > self.backlog.lent_len() {
+            lend.rewind(&mut vq.queue);
+        }
         let mut rx = Rx {
             queue: &mut vq.queue,
             mem,
@@ -646,7 +649,7 @@ impl VhostUserLink {
         }
         // A copied frame stuck in front of lent ones with nothing placed: the guest may have
         // no buffers left to add (we hold them), so it goes, for the lent ones to.
-        if rx.placed == 0 && !self.backlog.is_empty() && self.backlog.has_lent() {
+        if rx.placed == 0 && !self.backlog.is_empty() && self.backlog.lent_len() > 0 {
             while let Some((_, None)) = self.backlog.entry(self.backlog_next) {
                 self.backlog_next += 1;
                 rx.stats.frames_dropped += 1;

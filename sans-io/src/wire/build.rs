@@ -35,6 +35,8 @@ pub struct FrameQueue {
     /// the frames go to takes.
     l4_checksum: L4Checksum,
     lender: Option<Lender>,
+    /// Frames with lent payloads.
+    lent_frames: usize,
     /// The areas of the reservation under way (empty between reservations).
     areas: Vec<LentArea>,
 }
@@ -206,6 +208,7 @@ impl FrameQueue {
         });
         self.queued += end - start + lent.len;
         self.used = end;
+        self.lent_frames += 1;
     }
 
     pub fn len(&self) -> usize {
@@ -256,9 +259,9 @@ impl FrameQueue {
             .map(|s| (&self.buf[s.start..s.end], s.lent))
     }
 
-    /// Whether any queued frame has a lent payload.
-    pub fn has_lent(&self) -> bool {
-        self.spans.iter().any(|s| s.lent.is_some())
+    /// How many queued frames have lent payloads.
+    pub fn lent_len(&self) -> usize {
+        self.lent_frames
     }
 
     /// Forgets the queued frames, keeping the memory.
@@ -266,6 +269,7 @@ impl FrameQueue {
         self.used = 0;
         self.queued = 0;
         self.spans.clear();
+        self.lent_frames = 0;
     }
 }
 
@@ -590,6 +594,8 @@ mod tests {
         assert_eq!(entries[2], (&[1u8, 5, 0xaa][..], lent(5, 41)));
         assert_eq!(q.bytes(), 12 + 3 + 20 + 3 + 5);
         assert_eq!(&filled.borrow()[..25], b"payload of the first, and");
-        assert!(q.has_lent());
+        assert_eq!(q.lent_len(), 2);
+        q.clear();
+        assert_eq!(q.lent_len(), 0);
     }
 }

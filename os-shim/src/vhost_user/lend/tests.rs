@@ -344,3 +344,21 @@ fn headers_that_dont_fit_the_reserved_room_are_refused() {
     );
     assert_eq!(result, Err(PublishError::Mismatch));
 }
+
+#[test]
+fn chains_taken_with_another_memory_table_are_forgotten() {
+    let mut g = Guest::new(16);
+    g.offer_each(&[2000; 4]);
+    let mut lend = RxLend::new();
+    lend_and_fill(&mut g, &mut lend, &[1000, 1000], &[1000, 0]);
+    assert_eq!(lend.holds(), 2, "one committed, one held");
+    // The same guest memory, through a table of its own: the held chain's host address
+    // belongs to the other one.
+    let other = Arc::new(GuestMemoryMmap::clone(&g.mem));
+    let mut areas = Vec::new();
+    let frames = lend.reserve(&mut g.queue, &other, 0, HEADERS, &[100], &mut areas);
+    assert_eq!(frames, 1);
+    assert_eq!(lend.holds(), 0, "nothing from before is held or committed");
+    lend.settle(&[100]);
+    assert_eq!(lend.holds(), 1);
+}
