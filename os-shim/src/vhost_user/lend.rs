@@ -14,8 +14,9 @@
 //! that they needn't wait behind lent ones. Held chains that are the last ones taken go back
 //! to the ring before the link copies frames ([`RxLend::rewind`]). When the device's rings or
 //! memory table change, everything held, committed or reserved is forgotten
-//! ([`RxLend::sync_epoch`]); the memory a reservation's areas point into stays mapped until it
-//! settles, as the reservation keeps its own handle on the memory table.
+//! ([`RxLend::sync_epoch`]). The lender keeps a handle on the memory table its chains were
+//! taken with, so the memory a reservation's areas point into stays mapped until it settles,
+//! and chains taken with another table are forgotten too.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -89,9 +90,10 @@ pub struct LendStats {
 pub struct RxLend {
     /// The device's epoch the chains were taken in.
     epoch: u64,
-    /// The memory table they were taken with (its address: a table given in its place means
-    /// their host addresses are stale).
-    table: usize,
+    /// The memory table they were taken with, kept (mapped) while they are: a table given in
+    /// its place means their host addresses are stale. The areas of a reservation point into
+    /// it until it settles.
+    table: Option<Arc<GuestMemoryMmap>>,
     /// Chains known to be on the ring, less those taken since it was read.
     avail_seen: u16,
     held: VecDeque<Chain>,
@@ -101,8 +103,6 @@ pub struct RxLend {
     header_room: usize,
     /// Its payload areas in guest terms, as `fill` writes them.
     pieces: Vec<(GuestAddress, usize)>,
-    /// The memory its areas point into, kept mapped until it settles.
-    mem: Option<Arc<GuestMemoryMmap>>,
     committed: VecDeque<Committed>,
     committed_chains: VecDeque<Chain>,
     next_ticket: u64,
@@ -139,7 +139,7 @@ impl RxLend {
         self.taken.clear();
         self.frames.clear();
         self.pieces.clear();
-        self.mem = None;
+        self.table = None;
         self.committed.clear();
         self.committed_chains.clear();
         loans::end();
@@ -157,9 +157,9 @@ impl RxLend {
         lens: &[usize],
         areas: &mut Vec<LentArea>,
     ) -> usize {
-        if Arc::as_ptr(mem) as usize != self.table {
+        if !self.table.as_ref().is_some_and(|t| Arc::ptr_eq(t, mem)) {
             self.forget();
-            self.table = Arc::as_ptr(mem) as usize;
+            self.table = Some(Arc::clone(mem));
         }
         self.taken.clear();
         self.frames.clear();
@@ -219,11 +219,11 @@ impl RxLend {
         if self.frames.is_empty() {
             return 0;
         }
-        self.mem = Some(Arc::clone(mem));
         // SAFETY: every area lies inside a descriptor checked whole inside one region of `mem`
-        // (get_slice) when its chain was taken, with this very table (`self.table`), whose
-        // mapping `self.mem` keeps until `settle` ends the loan; the guest's buffers are ours
-        // (taken off the ring) and nothing in this process references them.
+        // (get_slice) when its chain was taken, with this very table, whose mapping
+        // `self.table` keeps until `settle` ends the loan (only `forget` lets it go, and it
+        // ends the loan too); the guest's buffers are ours (taken off the ring) and nothing
+        // in this process references them.
         unsafe { loans::lend(&areas[..]) };
         self.frames.len()
     }
@@ -307,7 +307,7 @@ impl RxLend {
     /// Copies `data` into the reservation's payload, `at` bytes in (a socket layer that
     /// copies rather than hands the areas to the kernel).
     pub fn fill(&mut self, at: usize, data: &[u8]) {
-        let Some(mem) = &self.mem else { return };
+        let Some(mem) = &self.table else { return };
         let (mut skip, mut data) = (at, data);
         for &(addr, len) in &self.pieces {
             if data.is_empty() {
@@ -328,7 +328,6 @@ impl RxLend {
     /// under consecutive tickets (the first returned), the chains left over are held.
     pub fn settle(&mut self, filled: &[usize]) -> u64 {
         loans::end();
-        self.mem = None;
         self.pieces.clear();
         let first_ticket = self.next_ticket;
         let mut unused = std::mem::take(&mut self.publishing);

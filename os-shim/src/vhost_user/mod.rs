@@ -621,19 +621,16 @@ impl VhostUserLink {
             } else {
                 Placement::NoRoom
             };
-            match placement {
-                Placement::Placed => report.sent += 1,
-                Placement::Dropped => report.dropped += 1,
+            match (placement, lent) {
+                (Placement::Placed, _) => report.sent += 1,
+                (Placement::Dropped, _) => report.dropped += 1,
                 // A lent frame holds its buffers already: it waits whatever the bounds.
-                Placement::NoRoom if lent.is_some() => {
-                    self.backlog.push_lent_headers(
-                        frame,
-                        lent.unwrap_or(LentPayload { len: 0, ticket: 0 }),
-                    );
+                (Placement::NoRoom, Some(lent)) => {
+                    self.backlog.push_lent_headers(frame, lent);
                     rx.stats.backlogged += 1;
                     report.sent += 1;
                 }
-                Placement::NoRoom => {
+                (Placement::NoRoom, None) => {
                     let waiting = self.backlog.len() - self.backlog_next;
                     if waiting < BACKLOG_FRAMES
                         && self.backlog.bytes() + frame.len() <= BACKLOG_BYTES
