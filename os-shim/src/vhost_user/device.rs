@@ -141,6 +141,11 @@ impl Device {
         }
     }
 
+    /// Whether a frame to the guest may fill several receive buffers (MRG_RXBUF).
+    pub fn mergeable_rx_buffers(&self) -> bool {
+        self.acked_features & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0
+    }
+
     /// Whether the guest takes frames with their TCP and UDP checksums left to finish.
     pub fn guest_csum(&self) -> bool {
         self.acked_features & (1 << VIRTIO_NET_F_GUEST_CSUM) != 0

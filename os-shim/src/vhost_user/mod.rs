@@ -137,7 +137,8 @@ struct Lending {
 }
 
 /// The [`PayloadLender`] an output queue holds: the receive queue's buffers, while the
-/// front-end has the rings running, takes unfinished checksums and no frame waits.
+/// front-end has the rings running, takes mergeable buffers and unfinished checksums, and no
+/// frame waits.
 struct RxLender(Rc<RefCell<Lending>>);
 
 impl PayloadLender for RxLender {
@@ -151,7 +152,8 @@ impl PayloadLender for RxLender {
             return 0;
         };
         let mut guard = lock(&device);
-        if !guard.ready(RX) || !guard.guest_csum() {
+        // A lent segment spans buffers, and its payload is never read for a checksum.
+        if !guard.ready(RX) || !guard.guest_csum() || !guard.mergeable_rx_buffers() {
             return 0;
         }
         let dev = &mut *guard;
