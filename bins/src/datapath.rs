@@ -19,6 +19,7 @@ use os_shim::reactor::{monotonic_now, Reactor};
 use os_shim::sockets::{Report, Sockets};
 use os_shim::tokens::{TOKEN_LINK, TOKEN_SIGNAL, TOKEN_TIMER, TOKEN_WATCH_BASE};
 use sans_io::engine::{Batch, Engine};
+use sans_io::wire::lent::PayloadLender;
 use sans_io::wire::offload::L4Checksum;
 use sans_io::wire::FrameQueue;
 
@@ -95,6 +96,12 @@ pub trait GuestLink {
     /// unless the device finishes them.
     fn l4_checksum(&self) -> L4Checksum {
         L4Checksum::Full
+    }
+
+    /// What lends the output queue payload memory (see `sans_io::wire::lent`): a vhost-user
+    /// link's receive buffers. Asked once, when the loop starts.
+    fn payload_lender(&mut self) -> Option<Box<dyn PayloadLender>> {
+        None
     }
 
     /// Reads what is waiting, about `max` frames at most, and hands them to `on_frames` in
@@ -242,6 +249,7 @@ pub fn run(
         .collect();
     let mut pool = FramePool::new(READ_BATCH);
     let mut out = FrameQueue::new();
+    out.set_payload_lender(link.payload_lender());
     let mut events = [EpollEvent::empty(); 64];
     let mut next_poll = monotonic_now() + WATCH_INTERVAL;
     let mut drops = DropLog::for_kinds(drop_log::KINDS, engine, sockets);

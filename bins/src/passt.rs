@@ -15,6 +15,7 @@ use os_shim::seccomp::Profile;
 use os_shim::sockets::Sockets;
 use os_shim::vhost_user::VhostUserLink;
 use sans_io::config::Config;
+use sans_io::wire::lent::PayloadLender;
 use sans_io::wire::offload::L4Checksum;
 use sans_io::wire::FrameQueue;
 
@@ -84,6 +85,11 @@ impl GuestLink for VhostLink {
     fn l4_checksum(&self) -> L4Checksum {
         self.0.l4_checksum()
     }
+
+    /// The receive queue's buffers, for host TCP data to be peeked straight into.
+    fn payload_lender(&mut self) -> Option<Box<dyn PayloadLender>> {
+        Some(self.0.payload_lender())
+    }
 }
 
 /// Either of passt's guest links, with what it says about itself at the end.
@@ -116,7 +122,7 @@ impl PasstLink for VhostLink {
         format!(
             "vhost-user: {} front-ends ({} refused), {} messages, {} frames in, {} out, \
              {} dropped, {} waited for buffers, {} unusable chains, {} checksums left to the \
-             guest",
+             guest, {} frames ({} bytes) peeked straight into its buffers",
             s.frontends,
             s.refused,
             s.messages,
@@ -125,7 +131,9 @@ impl PasstLink for VhostLink {
             s.frames_dropped,
             s.backlogged,
             s.bad_chains,
-            s.checksums_left
+            s.checksums_left,
+            s.zero_copy_frames,
+            s.zero_copy_bytes
         )
     }
 }

@@ -10,6 +10,7 @@ pub mod dgram_relay;
 pub mod hostinfo;
 pub mod isolation;
 pub mod listeners;
+mod loans;
 pub mod logging;
 pub mod netlink;
 pub mod ns;

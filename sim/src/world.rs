@@ -17,6 +17,7 @@ use sans_io::fwd::apply::Applied;
 use sans_io::fwd::forwards::{self, ForwardError};
 use sans_io::fwd::rule::ForwardTable;
 use sans_io::time::Instant;
+use sans_io::wire::lent::PayloadLender;
 use sans_io::wire::offload::{finish_partial_checksum, L4Checksum};
 use sans_io::wire::FrameQueue;
 
@@ -47,6 +48,19 @@ pub struct WorldStats {
     pub stale_deadlines: [u64; 3],
 }
 
+/// What carries the main guest's frames from the engine's output queue instead of the plain
+/// copy: a model of a device, such as vhost-user's virtqueues (the tests of `sim/tests`
+/// build one over os-shim's), which may lend the queue payload memory.
+pub trait LinkModel {
+    /// What lends the output queue payload memory, if this link does (see
+    /// `sans_io::wire::lent`). Asked once, when the model is installed.
+    fn payload_lender(&mut self) -> Option<Box<dyn PayloadLender>>;
+
+    /// The queued frames as the guest gets them (whole, checksums finished), in order,
+    /// appended to `delivered`. The queue is cleared afterwards.
+    fn carry(&mut self, out: &FrameQueue, delivered: &mut Vec<Vec<u8>>);
+}
+
 /// Another guest with an engine of its own (another pasta or passt on the same host), sharing
 /// the world's clock and virtual host: its sockets' events reach its engine only. Its frames
 /// are recorded in its own transcript.
@@ -71,6 +85,7 @@ impl Side {
             out: &mut self.out,
             transcript: Some(&mut self.transcript),
             one_by_one: false,
+            link: None,
         }
     }
 }
@@ -88,6 +103,8 @@ struct Lane<'a> {
     transcript: Option<&'a mut Transcript>,
     /// Frames go to the engine one by one (see [`World::one_by_one`]).
     one_by_one: bool,
+    /// The device model frames leave through, if not the plain copy.
+    link: Option<&'a mut (dyn LinkModel + 'static)>,
 }
 
 impl Lane<'_> {
@@ -135,15 +152,24 @@ impl Lane<'_> {
         }
         batch.timeout();
         batch.finish();
-        let partial = self.out.l4_checksum() == L4Checksum::Partial;
-        for frame in self.out.iter() {
-            let mut frame = frame.to_vec();
-            if partial {
-                // What the tap's kernel does with a frame whose checksum it must finish.
-                finish_partial_checksum(&mut frame);
+        if let Some(link) = self.link.as_deref_mut() {
+            let mut delivered = Vec::new();
+            link.carry(self.out, &mut delivered);
+            for frame in delivered {
+                self.to_guest.send(now, frame);
+                moved = true;
             }
-            self.to_guest.send(now, frame);
-            moved = true;
+        } else {
+            let partial = self.out.l4_checksum() == L4Checksum::Partial;
+            for frame in self.out.iter() {
+                let mut frame = frame.to_vec();
+                if partial {
+                    // What the tap's kernel does with a frame whose checksum it must finish.
+                    finish_partial_checksum(&mut frame);
+                }
+                self.to_guest.send(now, frame);
+                moved = true;
+            }
         }
         self.out.clear();
         for frame in self.to_guest.due(now) {
@@ -187,6 +213,8 @@ pub struct World {
     /// one read (`Batch::frames`, which coalesces): the reference the coalescing is held to.
     pub one_by_one: bool,
     out: FrameQueue,
+    /// The main guest's device model, if not the plain copy ([`World::through_link`]).
+    link: Option<Box<dyn LinkModel>>,
 }
 
 /// Seeds of the link's generators, derived from the world's.
@@ -245,6 +273,7 @@ impl World {
             others: Vec::new(),
             one_by_one: false,
             out: FrameQueue::new(),
+            link: None,
         }
     }
 
@@ -272,6 +301,13 @@ impl World {
         self.out.set_l4_checksum(L4Checksum::Partial);
     }
 
+    /// The main guest's frames leave through `link` (a device model) from now on, and the
+    /// output queue borrows payload memory from it if it lends any.
+    pub fn through_link(&mut self, mut link: Box<dyn LinkModel>) {
+        self.out.set_payload_lender(link.payload_lender());
+        self.link = Some(link);
+    }
+
     /// Impairs both directions of the link alike.
     pub fn impair(&mut self, i: Impair) {
         self.to_engine.impair = i;
@@ -293,6 +329,7 @@ impl World {
             out: &mut self.out,
             transcript: self.record.then_some(&mut self.transcript),
             one_by_one: self.one_by_one,
+            link: self.link.as_deref_mut(),
         };
         (lane, &mut self.host)
     }

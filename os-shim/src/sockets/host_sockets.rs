@@ -7,9 +7,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use sans_io::flow::{
-    peek_each, Bind, CloseSockets, DgramSockets, PeekSlots, Peeked, PingSockets, SockRef,
-    StreamSockets,
+    peek_each, peek_lent_copying, Bind, CloseSockets, DgramSockets, PeekSlots, Peeked, PingSockets,
+    SockRef, StreamSockets,
 };
+
+use sans_io::wire::lent::{LentAreas, MAX_LENT_AREAS};
 
 use super::table::State;
 use super::Sockets;
@@ -146,6 +148,34 @@ impl StreamSockets for Sockets {
             v.iov_len = area.len();
         }
         self.peek_at_offset(s, fd, offset, &mut iov[..slots.lens.len()])
+    }
+
+    fn peek_lent(
+        &mut self,
+        s: SockRef,
+        offset: usize,
+        areas: &mut LentAreas<'_>,
+    ) -> io::Result<Peeked> {
+        let (slot, fd) = self.slot(s)?;
+        let lent = areas.areas();
+        // Only what our own lender lent reaches the kernel (see `crate::loans`).
+        let vectored = slot.peek_off.is_some()
+            && slot.state != State::Connecting
+            && lent.len() <= MAX_LENT_AREAS
+            && crate::loans::are_lent(lent);
+        if !vectored {
+            return peek_lent_copying(areas, |at, buf| self.peek(s, offset + at, buf));
+        }
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_LENT_AREAS];
+        // The areas stay mapped and ours until the lender settles, after this call.
+        for (v, area) in iov.iter_mut().zip(lent) {
+            v.iov_base = area.addr as *mut libc::c_void;
+            v.iov_len = area.len;
+        }
+        self.peek_at_offset(s, fd, offset, &mut iov[..lent.len()])
     }
 
     fn discard(&mut self, s: SockRef, len: usize) -> io::Result<()> {

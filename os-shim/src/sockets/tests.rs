@@ -922,3 +922,157 @@ fn tokens_of_closed_sockets_are_stale() {
         assert!(rig.sockets.stats().stale_events >= 1);
     });
 }
+
+/// A guest's receive queue whose buffers (of odd sizes, in memory of our own) are lent for
+/// the peeks below, counting the copies the socket layer asks its lender for.
+struct LentRx {
+    mem: std::sync::Arc<vm_memory::GuestMemoryMmap>,
+    driver: crate::vhost_user::driver_model::DriverQueue,
+    queue: virtio_queue::Queue,
+    lend: crate::vhost_user::lend::RxLend,
+    buffers: std::collections::HashMap<u16, (u64, u32)>,
+    fills: usize,
+}
+
+impl LentRx {
+    fn new(sizes: &[u32]) -> LentRx {
+        use crate::vhost_user::driver_model::{Buffer, DriverQueue};
+        use vm_memory::{GuestAddress, GuestMemoryMmap};
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let mut driver = DriverQueue::new(&mem, GuestAddress(0), 64);
+        let mut buffers = std::collections::HashMap::new();
+        let mut addr = 0x10000;
+        for &len in sizes {
+            let head = driver.add_chain(
+                &mem,
+                &[Buffer {
+                    addr,
+                    len,
+                    writable: true,
+                }],
+            );
+            buffers.insert(head, (addr, len));
+            addr += u64::from(len) + 64;
+        }
+        let queue = driver.device_queue();
+        LentRx {
+            mem: std::sync::Arc::new(mem),
+            driver,
+            queue,
+            lend: crate::vhost_user::lend::RxLend::new(),
+            buffers,
+            fills: 0,
+        }
+    }
+
+    /// The payloads of the frames the device used, concatenated.
+    fn payloads(&mut self, header_room: usize) -> Vec<u8> {
+        use vm_memory::{Bytes, GuestAddress};
+        let mut frame = Vec::new();
+        let mut out = Vec::new();
+        let mut used = 0;
+        while let Some((head, len)) = self.driver.take_used(&*self.mem) {
+            let (addr, _) = self.buffers[&head];
+            let mut part = vec![0u8; len as usize];
+            self.mem.read_slice(&mut part, GuestAddress(addr)).unwrap();
+            frame.extend(part);
+            used += 1;
+            if used == u16::from_le_bytes([frame[10], frame[11]]) {
+                out.extend_from_slice(&frame[12 + header_room..]);
+                frame.clear();
+                used = 0;
+            }
+        }
+        out
+    }
+}
+
+struct RxLender(std::rc::Rc<std::cell::RefCell<LentRx>>);
+
+impl sans_io::wire::lent::PayloadLender for RxLender {
+    fn reserve(
+        &mut self,
+        header_room: usize,
+        lens: &[usize],
+        areas: &mut Vec<sans_io::wire::lent::LentArea>,
+    ) -> usize {
+        let rx = &mut *self.0.borrow_mut();
+        rx.lend
+            .reserve(&mut rx.queue, &rx.mem, 0, header_room, lens, areas)
+    }
+    fn fill(&mut self, at: usize, data: &[u8]) {
+        let rx = &mut *self.0.borrow_mut();
+        rx.fills += 1;
+        rx.lend.fill(at, data);
+    }
+    fn settle(&mut self, filled: &[usize]) -> u64 {
+        self.0.borrow_mut().lend.settle(filled)
+    }
+}
+
+/// Socket data peeked into lent receive buffers of odd sizes, frames spanning several: the
+/// kernel writes it there in one call where SO_PEEK_OFF works (the lender is never asked to
+/// copy), and it is copied through the lender where it doesn't; the same bytes either way.
+fn peeking_into_lent_buffers(sockets: Sockets, vectored: bool) {
+    use sans_io::wire::offload::L4Checksum;
+    use sans_io::wire::FrameQueue;
+    let mut rig = Rig::new(sockets);
+    let (client, server) = rig.pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let data: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    let mut sent = 0;
+    while sent < data.len() {
+        sent += rig.sockets.send(client, &data[sent..]).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while readable_bytes(rig.fd(server)).unwrap() < data.len() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let rx = std::rc::Rc::new(std::cell::RefCell::new(LentRx::new(&[
+        1500, 700, 4096, 333, 2049, 97, 3000, 1500, 1500,
+    ])));
+    let mut out = FrameQueue::new();
+    out.set_l4_checksum(L4Checksum::Partial);
+    out.set_payload_lender(Some(Box::new(RxLender(rx.clone()))));
+    let sockets = &mut rig.sockets;
+    let lens = [1400, 1400, 3000, 1400];
+    let pushed = out.push_lent(
+        54,
+        &lens,
+        |areas| sockets.peek_lent(server, 100, areas).unwrap().n,
+        |_, headers, _| {
+            headers[..54].fill(0xab);
+            54
+        },
+    );
+    assert_eq!(pushed, Some((4, 7200)));
+    let rx = &mut *rx.borrow_mut();
+    assert_eq!(
+        rx.fills == 0,
+        vectored,
+        "{} copies through the lender",
+        rx.fills
+    );
+    for (headers, lent) in out.entries() {
+        rx.lend
+            .publish(&mut rx.queue, &*rx.mem, headers, lent.unwrap(), None)
+            .unwrap();
+    }
+    assert_eq!(rx.payloads(54), &data[100..7300]);
+    rig.sockets.close(client, false);
+    rig.sockets.close(server, false);
+}
+
+#[test]
+fn peeking_into_lent_buffers_at_once() {
+    in_fresh_netns(|| peeking_into_lent_buffers(Sockets::new(), true));
+}
+
+#[test]
+fn peeking_into_lent_buffers_without_so_peek_off() {
+    in_fresh_netns(|| {
+        let mut sockets = Sockets::new();
+        sockets.disable_peek_off();
+        peeking_into_lent_buffers(sockets, false);
+    });
+}

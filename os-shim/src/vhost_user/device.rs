@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
 use vhost::vhost_user::message::{
     VhostTransferStateDirection, VhostTransferStatePhase, VhostUserConfigFlags, VhostUserInflight,
@@ -102,8 +103,13 @@ pub struct Device {
     acked_protocol_features: u64,
     owned: bool,
     mappings: Vec<Mapping>,
-    pub mem: Option<GuestMemoryMmap>,
+    /// Shared, so that receive buffers lent for a peek keep their mapping until it ends
+    /// (see `super::lend`) without a copy of the table.
+    pub mem: Option<Arc<GuestMemoryMmap>>,
     pub queues: [VirtQueue; 2],
+    /// Changes whenever the memory table or a ring's setup does: chains taken before are not
+    /// to be used after (see `super::lend`).
+    pub epoch: u64,
 }
 
 impl Default for Device {
@@ -121,6 +127,7 @@ impl Device {
             mappings: Vec::new(),
             mem: None,
             queues: [VirtQueue::new(), VirtQueue::new()],
+            epoch: 0,
         }
     }
 
@@ -129,9 +136,14 @@ impl Device {
     pub fn ready(&self, index: usize) -> bool {
         let q = &self.queues[index];
         match &self.mem {
-            Some(mem) => q.started && q.enabled && q.queue.ready() && q.queue.is_valid(mem),
+            Some(mem) => q.started && q.enabled && q.queue.ready() && q.queue.is_valid(&**mem),
             None => false,
         }
+    }
+
+    /// Whether a frame to the guest may fill several receive buffers (MRG_RXBUF).
+    pub fn mergeable_rx_buffers(&self) -> bool {
+        self.acked_features & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0
     }
 
     /// Whether the guest takes frames with their TCP and UDP checksums left to finish.
@@ -178,6 +190,7 @@ impl VhostUserBackendReqHandlerMut for Device {
     }
 
     fn reset_owner(&mut self) -> VuResult<()> {
+        self.epoch += 1;
         self.owned = false;
         self.acked_features = 0;
         self.acked_protocol_features = 0;
@@ -185,6 +198,7 @@ impl VhostUserBackendReqHandlerMut for Device {
     }
 
     fn reset_device(&mut self) -> VuResult<()> {
+        self.epoch += 1;
         for q in &mut self.queues {
             q.stop();
             q.enabled = false;
@@ -239,12 +253,14 @@ impl VhostUserBackendReqHandlerMut for Device {
         }
         let mem = GuestMemoryMmap::from_regions(mapped)
             .map_err(|e| VuError::ReqHandlerError(io::Error::other(e)))?;
-        self.mem = Some(mem);
+        self.mem = Some(Arc::new(mem));
         self.mappings = mappings;
+        self.epoch += 1;
         Ok(None)
     }
 
     fn set_vring_num(&mut self, index: u32, num: u32) -> VuResult<()> {
+        self.epoch += 1;
         let q = self.queue(index)?;
         let num = u16::try_from(num).map_err(|_| VuError::InvalidParam)?;
         if num == 0 || num > MAX_QUEUE_SIZE || !num.is_power_of_two() {
@@ -263,6 +279,7 @@ impl VhostUserBackendReqHandlerMut for Device {
         available: u64,
         _log: u64,
     ) -> VuResult<()> {
+        self.epoch += 1;
         let desc = self.to_guest(descriptor)?;
         let avail = self.to_guest(available)?;
         let used = self.to_guest(used)?;
@@ -276,7 +293,10 @@ impl VhostUserBackendReqHandlerMut for Device {
         // After a reboot the guest's used index starts again from what it wrote there.
         if let Some(mem) = &self.mem {
             let q = &mut self.queues[index as usize];
-            if let Ok(idx) = q.queue.used_idx(mem, std::sync::atomic::Ordering::Acquire) {
+            if let Ok(idx) = q
+                .queue
+                .used_idx(&**mem, std::sync::atomic::Ordering::Acquire)
+            {
                 q.queue.set_next_used(idx.0);
             }
         }
@@ -284,6 +304,7 @@ impl VhostUserBackendReqHandlerMut for Device {
     }
 
     fn set_vring_base(&mut self, index: u32, base: u32) -> VuResult<()> {
+        self.epoch += 1;
         let q = self.queue(index)?;
         // The used index follows in SET_VRING_ADDR, from the ring itself.
         q.queue.set_next_avail(base as u16);
@@ -291,6 +312,7 @@ impl VhostUserBackendReqHandlerMut for Device {
     }
 
     fn get_vring_base(&mut self, index: u32) -> VuResult<VhostUserVringState> {
+        self.epoch += 1;
         let q = self.queue(index)?;
         // The spec: stop the ring, and say where we are in it.
         q.stop();

@@ -3,9 +3,11 @@
 //! and a few thousand pseudo-random ones, so that `cargo test` covers them too).
 //!
 //! - [`virtqueue`]: a guest writes whatever it likes into its descriptor table and available
-//!   ring; we walk every chain it offers, both ways. Nothing may panic, loop, or read or
-//!   write outside the guest's memory (`vm-memory` would have to be wrong for that: the
-//!   harness checks the outcomes are consistent with what the guest offered).
+//!   ring; we walk every chain it offers, both ways, and lend its receive chains as payload
+//!   memory (reserve, fill, settle with a short peek, publish some frames and skip others,
+//!   rewind, a new epoch). Nothing may panic, loop, or read or write outside the guest's
+//!   memory (`vm-memory` would have to be wrong for that: the harness checks the outcomes are
+//!   consistent with what the guest offered, and every lent area lies inside the memory).
 //! - [`protocol`]: any bytes as the front-end's side of the protocol socket, through the real
 //!   link (our SET_VRING_ENABLE shim, the `vhost` crate's decoder, our device state); it must
 //!   end with the front-end gone, never hang or panic.
@@ -14,10 +16,13 @@ use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 
+use sans_io::wire::lent::LentPayload;
+use sans_io::wire::offload::ChecksumAt;
 use virtio_queue::QueueT;
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use super::driver_model::DriverQueue;
+use super::lend::RxLend;
 use super::virtq::{self, RxOutcome, RxScratch};
 use super::VhostUserLink;
 use crate::qemu_socket::ReadStatus;
@@ -50,6 +55,14 @@ pub fn virtqueue(data: &[u8]) {
     }
     let frame_len = usize::from(byte()) * 64;
     let frame: Vec<u8> = (0..frame_len).map(|i| i as u8).collect();
+    // What the lending phase does, drawn before the phases that don't use the input.
+    let header_room = usize::from(byte() % 80);
+    let lens: Vec<usize> = (0..byte() % 8)
+        .map(|_| usize::from(byte()) * 37 + 1)
+        .collect();
+    let peeked = usize::from(byte()) * 29;
+    let keep = u16::from(byte() % 4);
+    let skip_mask = byte();
 
     // Transmit: every chain offered, each once; frames no larger than the buffer.
     let mut queue = driver.device_queue();
@@ -90,6 +103,90 @@ pub fn virtqueue(data: &[u8]) {
         queue.next_used() <= taken,
         "more chains returned than taken"
     );
+
+    lend(
+        &std::sync::Arc::new(mem),
+        &driver,
+        offered,
+        header_room,
+        &lens,
+        peeked,
+        keep,
+        skip_mask,
+    );
+}
+
+/// The lending phase of [`virtqueue`], on the same offers.
+#[allow(clippy::too_many_arguments)]
+fn lend(
+    mem: &std::sync::Arc<GuestMemoryMmap>,
+    driver: &DriverQueue,
+    offered: u8,
+    header_room: usize,
+    lens: &[usize],
+    peeked: usize,
+    keep: u16,
+    skip_mask: u8,
+) {
+    let Ok(base) = mem.get_host_address(GuestAddress(0)) else {
+        return;
+    };
+    let (base, end) = (base as usize, base as usize + MEMORY);
+    let mut queue = driver.device_queue();
+    let mut lend = RxLend::new();
+    let mut areas = Vec::new();
+    let frames = lend.reserve(&mut queue, mem, keep, header_room, lens, &mut areas);
+    assert!(frames <= lens.len());
+    assert_eq!(
+        areas.iter().map(|a| a.len).sum::<usize>(),
+        lens[..frames].iter().sum::<usize>(),
+        "the areas are the payloads"
+    );
+    for a in &areas {
+        assert!(
+            a.addr >= base && a.addr + a.len <= end,
+            "a lent area outside the memory"
+        );
+    }
+    assert!(
+        queue.next_avail() <= u16::from(offered),
+        "more chains taken than offered"
+    );
+    let data: Vec<u8> = (0..peeked).map(|i| (i * 7) as u8).collect();
+    lend.fill(0, &data);
+    let mut left = peeked;
+    let filled: Vec<usize> = lens[..frames]
+        .iter()
+        .map(|&len| {
+            let n = left.min(len);
+            left -= n;
+            n
+        })
+        .collect();
+    let ticket = lend.settle(&filled);
+    lend.rewind(&mut queue);
+    let headers = vec![0x5a; header_room];
+    let at = ChecksumAt {
+        start: 14,
+        offset: 16,
+    };
+    for (i, &n) in filled.iter().enumerate().filter(|(_, &n)| n > 0) {
+        if skip_mask & (1 << (i % 8)) != 0 {
+            continue;
+        }
+        let lent = LentPayload {
+            len: n,
+            ticket: ticket + i as u64,
+        };
+        let _ = lend.publish(&mut queue, &**mem, &headers, lent, Some(at));
+    }
+    assert!(
+        queue.next_used() <= queue.next_avail(),
+        "more chains returned than taken"
+    );
+    // A new epoch: everything held is forgotten, nothing more is published.
+    lend.sync_epoch(1);
+    assert_eq!(lend.holds(), 0);
 }
 
 /// See the module documentation.

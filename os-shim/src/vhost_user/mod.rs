@@ -12,20 +12,31 @@
 //! Frames the receive queue has no buffers for wait in a bounded backlog until the guest adds
 //! some (it kicks the receive queue then): the engine hands us TCP data as its window allows,
 //! and dropping it for a momentarily full ring would cost a retransmission timeout.
+//!
+//! Host TCP data goes into the guest without a copy of ours: the link lends the engine's
+//! output queue the receive queue's buffers ([`VhostUserLink::payload_lender`], [`lend`]),
+//! the kernel peeks the payload straight into them, and [`VhostUserLink::write_frames`]
+//! publishes those frames, in queue order with the copied ones, by writing their headers in
+//! front. Nothing is lent while frames wait in the backlog, nor to a guest that wants its
+//! checksums finished (that would mean reading the payload back).
 
 pub mod device;
 pub mod driver_model;
 pub mod fuzzing;
+pub mod lend;
 pub mod virtq;
 
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{self as sock, SockFlag};
+use sans_io::wire::lent::{LentArea, LentPayload, PayloadLender};
 use sans_io::wire::offload::{
     finish_partial_checksum, partial_checksum_at, ChecksumAt, L4Checksum,
 };
@@ -35,6 +46,7 @@ use virtio_queue::QueueT;
 
 use crate::qemu_socket::{ReadStatus, WriteReport, MAX_FRAME};
 use device::{Device, RX, TX};
+use lend::{RxLend, KEEP_ON_RING};
 use virtq::{ChainError, RxOutcome, RxScratch};
 
 /// Our epoll instance's tokens.
@@ -69,6 +81,9 @@ pub struct VhostStats {
     pub backlogged: u64,
     /// Frames whose checksum the guest finished (GUEST_CSUM).
     pub checksums_left: u64,
+    /// Frames, and their payload bytes, the kernel peeked straight into the guest's buffers.
+    pub zero_copy_frames: u64,
+    pub zero_copy_bytes: u64,
 }
 
 /// The connected front-end and what it configured.
@@ -103,7 +118,62 @@ pub struct VhostUserLink {
     /// A frame whose checksum we finish, for a guest that can't (see `checksum_for`).
     finished: Vec<u8>,
     backlog_next: usize,
+    /// The receive buffers lent to the engine's output queue, shared with the lender handle
+    /// that queue holds.
+    lend: Rc<RefCell<Lending>>,
+    /// The lender's refused chains already counted in `stats.bad_chains`.
+    lend_bad_chains_seen: u64,
     stats: VhostStats,
+}
+
+/// What the link and its lender handle share.
+#[derive(Default)]
+struct Lending {
+    lend: RxLend,
+    /// The front-end's device, while there is one.
+    device: Option<Arc<Mutex<Device>>>,
+    /// Frames wait for buffers: nothing is lent until they are placed (they go first).
+    backlog_waiting: bool,
+}
+
+/// The [`PayloadLender`] an output queue holds: the receive queue's buffers, while the
+/// front-end has the rings running, takes mergeable buffers and unfinished checksums, and no
+/// frame waits.
+struct RxLender(Rc<RefCell<Lending>>);
+
+impl PayloadLender for RxLender {
+    fn reserve(&mut self, header_room: usize, lens: &[usize], areas: &mut Vec<LentArea>) -> usize {
+        let mut shared = self.0.borrow_mut();
+        let shared = &mut *shared;
+        if shared.backlog_waiting {
+            return 0;
+        }
+        let Some(device) = shared.device.clone() else {
+            return 0;
+        };
+        let mut guard = lock(&device);
+        // A lent segment spans buffers, and its payload is never read for a checksum.
+        if !guard.ready(RX) || !guard.guest_csum() || !guard.mergeable_rx_buffers() {
+            return 0;
+        }
+        let dev = &mut *guard;
+        shared.lend.sync_epoch(dev.epoch);
+        let Some(mem) = dev.mem.as_ref() else {
+            return 0;
+        };
+        let queue = &mut dev.queues[RX].queue;
+        shared
+            .lend
+            .reserve(queue, mem, KEEP_ON_RING, header_room, lens, areas)
+    }
+
+    fn fill(&mut self, at: usize, data: &[u8]) {
+        self.0.borrow_mut().lend.fill(at, data);
+    }
+
+    fn settle(&mut self, filled: &[usize]) -> u64 {
+        self.0.borrow_mut().lend.settle(filled)
+    }
 }
 
 fn lock(device: &Mutex<Device>) -> MutexGuard<'_, Device> {
@@ -144,6 +214,8 @@ impl VhostUserLink {
             backlog: FrameQueue::new(),
             finished: Vec::new(),
             backlog_next: 0,
+            lend: Rc::default(),
+            lend_bad_chains_seen: 0,
             stats: VhostStats::default(),
         })
     }
@@ -166,6 +238,12 @@ impl VhostUserLink {
         &self.stats
     }
 
+    /// What an output queue borrows the receive queue's buffers through, for as long as
+    /// this link lives (see the module documentation).
+    pub fn payload_lender(&self) -> Box<dyn PayloadLender> {
+        Box::new(RxLender(self.lend.clone()))
+    }
+
     pub fn has_frontend(&self) -> bool {
         self.frontend.is_some()
     }
@@ -178,6 +256,11 @@ impl VhostUserLink {
         let connection = fd.as_raw_fd();
         let stream = UnixStream::from(fd);
         let device = Arc::new(Mutex::new(Device::new()));
+        {
+            let mut lending = self.lend.borrow_mut();
+            lending.lend.forget();
+            lending.device = Some(device.clone());
+        }
         self.frontend = Some(Frontend {
             handler: BackendReqHandler::from_stream(stream, device.clone()),
             device,
@@ -348,7 +431,7 @@ impl VhostUserLink {
                 return;
             }
             let dev = &mut *guard;
-            let Some(mem) = dev.mem.as_ref() else {
+            let Some(mem) = dev.mem.as_deref() else {
                 return;
             };
             let vq = &mut dev.queues[TX];
@@ -451,6 +534,11 @@ impl VhostUserLink {
             }
             None => false,
         };
+        {
+            let mut lending = self.lend.borrow_mut();
+            lending.lend.forget();
+            lending.device = None;
+        }
         self.clear_backlog();
         self.tx_more = false;
         if self.one_off && served {
@@ -468,9 +556,11 @@ impl VhostUserLink {
         self.stats.frames_dropped += waiting as u64;
         self.backlog.clear();
         self.backlog_next = 0;
+        self.lend.borrow_mut().backlog_waiting = false;
     }
 
-    /// Puts the queued frames (after any still waiting) into the guest's receive buffers;
+    /// Puts the queued frames (after any still waiting) into the guest's receive buffers:
+    /// those with lent payloads are published where they already are, the others copied;
     /// what doesn't fit waits for more buffers, up to the backlog's bounds.
     pub fn write_frames(&mut self, frames: &FrameQueue) -> WriteReport {
         let total = frames.len();
@@ -492,74 +582,87 @@ impl VhostUserLink {
         }
         let dev = &mut *guard;
         let guest_csum = dev.guest_csum();
-        let Some(mem) = dev.mem.as_ref() else {
+        let epoch = dev.epoch;
+        let Some(mem) = dev.mem.as_deref() else {
             return WriteReport {
                 sent: 0,
                 dropped: total,
             };
         };
         let vq = &mut dev.queues[RX];
-        let mut placed = 0u64;
+        let lending = self.lend.clone();
+        let mut lending = lending.borrow_mut();
+        let lend = &mut lending.lend;
+        lend.sync_epoch(epoch);
+        // Chains held for lending but not lent go back to the ring when frames are to be
+        // copied now (else they stay held for the next reservation).
+        if frames.len() > frames.lent_len() || self.backlog.len() > self.backlog.lent_len() {
+            lend.rewind(&mut vq.queue);
+        }
+        let mut rx = Rx {
+            queue: &mut vq.queue,
+            mem,
+            lend,
+            guest_csum,
+            scratch: &mut self.rx_scratch,
+            finished: &mut self.finished,
+            stats: &mut self.stats,
+            placed: 0,
+        };
         // The backlog first: frames keep their order.
-        let backlog_partial = self.backlog.l4_checksum() == L4Checksum::Partial;
-        while self.backlog_next < self.backlog.len() {
-            let frame = self.backlog.get(self.backlog_next).unwrap_or_default();
-            let (frame, partial) =
-                checksum_for(frame, backlog_partial, guest_csum, &mut self.finished);
-            match virtq::write_rx_frame(&mut vq.queue, mem, frame, partial, &mut self.rx_scratch) {
-                RxOutcome::Placed(_) => placed += 1,
-                RxOutcome::NoRoom => break,
-                RxOutcome::Bad(e) => {
-                    self.stats.frames_dropped += 1;
-                    self.stats.bad_chains += 1;
-                    log::debug!("vhost-user: receive chain: {e}");
-                }
-            }
-            self.backlog_next += 1;
-        }
-        if self.backlog_next == self.backlog.len() && !self.backlog.is_empty() {
-            self.backlog.clear();
-            self.backlog_next = 0;
-        }
+        drain_backlog(&mut rx, &mut self.backlog, &mut self.backlog_next);
         let mut report = WriteReport::default();
         let frames_partial = frames.l4_checksum() == L4Checksum::Partial;
         if self.backlog.is_empty() {
             // What waits keeps the checksums it was built with.
             self.backlog.set_l4_checksum(frames.l4_checksum());
         }
-        for frame in frames.iter() {
-            let outcome = if self.backlog.is_empty() {
-                let (frame, partial) =
-                    checksum_for(frame, frames_partial, guest_csum, &mut self.finished);
-                self.stats.checksums_left += u64::from(partial.is_some());
-                virtq::write_rx_frame(&mut vq.queue, mem, frame, partial, &mut self.rx_scratch)
+        for (frame, lent) in frames.entries() {
+            let placement = if self.backlog.is_empty() {
+                rx.place(frame, lent, frames_partial)
             } else {
-                RxOutcome::NoRoom
+                Placement::NoRoom
             };
-            match outcome {
-                RxOutcome::Placed(_) => {
-                    placed += 1;
+            match (placement, lent) {
+                (Placement::Placed, _) => report.sent += 1,
+                (Placement::Dropped, _) => report.dropped += 1,
+                // A lent frame holds its buffers already: it waits whatever the bounds.
+                (Placement::NoRoom, Some(lent)) => {
+                    self.backlog.push_lent_headers(frame, lent);
+                    rx.stats.backlogged += 1;
                     report.sent += 1;
                 }
-                RxOutcome::NoRoom => {
+                (Placement::NoRoom, None) => {
                     let waiting = self.backlog.len() - self.backlog_next;
                     if waiting < BACKLOG_FRAMES
                         && self.backlog.bytes() + frame.len() <= BACKLOG_BYTES
                     {
                         self.backlog.push(|b| b.extend_from_slice(frame));
-                        self.stats.backlogged += 1;
+                        rx.stats.backlogged += 1;
                         report.sent += 1;
                     } else {
                         report.dropped += 1;
                     }
                 }
-                RxOutcome::Bad(e) => {
-                    self.stats.bad_chains += 1;
-                    log::debug!("vhost-user: receive chain: {e}");
-                    report.dropped += 1;
-                }
             }
         }
+        // A copied frame stuck in front of lent ones with nothing placed: the guest may have
+        // no buffers left to add (we hold them), so it goes, for the lent ones to.
+        if rx.placed == 0 && !self.backlog.is_empty() && self.backlog.lent_len() > 0 {
+            while let Some((_, None)) = self.backlog.entry(self.backlog_next) {
+                self.backlog_next += 1;
+                rx.stats.frames_dropped += 1;
+            }
+            drain_backlog(&mut rx, &mut self.backlog, &mut self.backlog_next);
+        }
+        let Rx { placed, lend, .. } = rx;
+        let returned = std::mem::take(&mut lend.returned);
+        let lent = lend.stats;
+        self.stats.zero_copy_frames = lent.frames;
+        self.stats.zero_copy_bytes = lent.bytes;
+        self.stats.bad_chains += lent.bad_chains - self.lend_bad_chains_seen;
+        self.lend_bad_chains_seen = lent.bad_chains;
+        lending.backlog_waiting = !self.backlog.is_empty();
         // Frames waiting: ask for a kick when the guest adds buffers (with event indices, only
         // a guest told where we are kicks).
         if !self.backlog.is_empty() && vq.queue.enable_notification(mem).unwrap_or(false) {
@@ -568,7 +671,7 @@ impl VhostUserLink {
                 device::signal(kick);
             }
         }
-        if placed > 0 && vq.queue.needs_notification(mem).unwrap_or(true) {
+        if (placed > 0 || returned) && vq.queue.needs_notification(mem).unwrap_or(true) {
             if let Some(call) = &vq.call {
                 device::signal(call);
             }
@@ -576,6 +679,90 @@ impl VhostUserLink {
         self.stats.frames_out += placed;
         self.stats.frames_dropped += report.dropped as u64;
         report
+    }
+}
+
+/// What became of a frame offered to the receive queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    Placed,
+    /// Not enough buffers: try again when the guest adds some.
+    NoRoom,
+    /// Lost (an unusable chain, buffers given up): counted.
+    Dropped,
+}
+
+/// The receive queue as one write puts frames in.
+struct Rx<'a, Q: QueueT> {
+    queue: &'a mut Q,
+    mem: &'a vm_memory::GuestMemoryMmap,
+    lend: &'a mut RxLend,
+    guest_csum: bool,
+    scratch: &'a mut RxScratch,
+    finished: &'a mut Vec<u8>,
+    stats: &'a mut VhostStats,
+    /// Frames placed by this write.
+    placed: u64,
+}
+
+impl<Q: QueueT> Rx<'_, Q> {
+    /// Places one frame: published where its payload is (`lent`), or copied.
+    fn place(&mut self, frame: &[u8], lent: Option<LentPayload>, built_partial: bool) -> Placement {
+        if let Some(lent) = lent {
+            // Lent payloads are built with unfinished checksums only; a guest that stopped
+            // taking those would need the payload read back.
+            let partial = partial_checksum_at(frame).filter(|_| self.guest_csum);
+            let result = match partial {
+                Some(at) => self
+                    .lend
+                    .publish(self.queue, self.mem, frame, lent, Some(at)),
+                None => Err(lend::PublishError::Mismatch),
+            };
+            return match result {
+                Ok(_) => {
+                    self.stats.checksums_left += 1;
+                    self.placed += 1;
+                    Placement::Placed
+                }
+                Err(e) => {
+                    log::debug!("vhost-user: a frame in lent buffers dropped: {e}");
+                    self.stats.frames_dropped += 1;
+                    Placement::Dropped
+                }
+            };
+        }
+        let (frame, partial) = checksum_for(frame, built_partial, self.guest_csum, self.finished);
+        match virtq::write_rx_frame(self.queue, self.mem, frame, partial, self.scratch) {
+            RxOutcome::Placed(_) => {
+                self.stats.checksums_left += u64::from(partial.is_some());
+                self.placed += 1;
+                Placement::Placed
+            }
+            RxOutcome::NoRoom => Placement::NoRoom,
+            RxOutcome::Bad(e) => {
+                self.stats.bad_chains += 1;
+                log::debug!("vhost-user: receive chain: {e}");
+                Placement::Dropped
+            }
+        }
+    }
+}
+
+/// Places the backlog's frames from `next` on, in order, until one doesn't fit; forgets the
+/// backlog once all went.
+fn drain_backlog<Q: QueueT>(rx: &mut Rx<'_, Q>, backlog: &mut FrameQueue, next: &mut usize) {
+    let partial = backlog.l4_checksum() == L4Checksum::Partial;
+    while let Some((frame, lent)) = backlog.entry(*next) {
+        match rx.place(frame, lent, partial) {
+            Placement::NoRoom => break,
+            Placement::Placed => {}
+            Placement::Dropped => rx.stats.frames_dropped += 1,
+        }
+        *next += 1;
+    }
+    if *next == backlog.len() && !backlog.is_empty() {
+        backlog.clear();
+        *next = 0;
     }
 }
 

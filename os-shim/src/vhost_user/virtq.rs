@@ -20,13 +20,13 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 /// unfinished, and we never read them).
 pub const NET_HDR_LEN: usize = 12;
 /// Where `num_buffers` sits in the header.
-const NUM_BUFFERS_AT: usize = 10;
+pub(crate) const NUM_BUFFERS_AT: usize = 10;
 /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`.
 const NEEDS_CSUM: u8 = 1;
 
 /// The header of a frame to the guest, but for num_buffers: `partial` says where its
 /// transport checksum starts and goes, when it is left to the guest to finish.
-fn rx_header(partial: Option<ChecksumAt>) -> [u8; NET_HDR_LEN] {
+pub(crate) fn rx_header(partial: Option<ChecksumAt>) -> [u8; NET_HDR_LEN] {
     let mut header = [0u8; NET_HDR_LEN];
     if let Some(at) = partial {
         header[0] = NEEDS_CSUM;

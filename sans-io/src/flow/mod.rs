@@ -44,6 +44,7 @@ pub mod tcp;
 pub mod udp;
 pub mod udp_runs;
 
+use crate::wire::lent::LentAreas;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
@@ -138,6 +139,19 @@ pub trait StreamSockets: CloseSockets {
         peek_each(buf, slots, |at, area| self.peek(s, offset + at, area))
     }
 
+    /// Peeks like [`StreamSockets::peek_slots`] into memory a driver lent the frame queue
+    /// (`areas`, filled in order: see [`crate::wire::lent`]), in one call where the system
+    /// has one (the kernel writing into the areas). The default peeks into a buffer of its
+    /// own and copies through the lender ([`LentAreas::fill`]), a piece at a time.
+    fn peek_lent(
+        &mut self,
+        s: SockRef,
+        offset: usize,
+        areas: &mut LentAreas<'_>,
+    ) -> io::Result<Peeked> {
+        peek_lent_copying(areas, |at, buf| self.peek(s, offset + at, buf))
+    }
+
     /// Drops the first `len` received bytes (the guest acknowledged them).
     fn discard(&mut self, s: SockRef, len: usize) -> io::Result<()>;
 
@@ -189,6 +203,35 @@ pub fn send_each(
         }
     }
     Ok(sent)
+}
+
+/// [`StreamSockets::peek_lent`] as peeks into a buffer of its own, a piece at a time, copied
+/// into the lent areas through their lender: `peek(skip, buf)` peeks `skip` bytes past the
+/// caller's offset. Stops at the first short peek, and reports an error only when nothing was
+/// copied.
+pub fn peek_lent_copying(
+    areas: &mut LentAreas<'_>,
+    mut peek: impl FnMut(usize, &mut [u8]) -> io::Result<Peeked>,
+) -> io::Result<Peeked> {
+    let total = areas.total();
+    let mut bounce = [0u8; 4096];
+    let mut got = 0;
+    while got < total {
+        let want = (total - got).min(bounce.len());
+        match peek(got, &mut bounce[..want]) {
+            Ok(p) => {
+                let n = p.n.min(want);
+                areas.fill(got, &bounce[..n]);
+                got += n;
+                if p.eof || n < want {
+                    return Ok(Peeked { n: got, eof: p.eof });
+                }
+            }
+            Err(e) if got == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(Peeked::bytes(got))
 }
 
 /// Where [`StreamSockets::peek_slots`] puts its bytes: `lens.len()` areas of one buffer, area
@@ -366,6 +409,14 @@ impl<T: StreamSockets + ?Sized> StreamSockets for &mut T {
         slots: PeekSlots<'_>,
     ) -> io::Result<Peeked> {
         (**self).peek_slots(s, offset, buf, slots)
+    }
+    fn peek_lent(
+        &mut self,
+        s: SockRef,
+        offset: usize,
+        areas: &mut LentAreas<'_>,
+    ) -> io::Result<Peeked> {
+        (**self).peek_lent(s, offset, areas)
     }
     fn discard(&mut self, s: SockRef, len: usize) -> io::Result<()> {
         (**self).discard(s, len)

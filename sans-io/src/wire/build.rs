@@ -2,6 +2,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use super::lent::{
+    LentArea, LentAreas, LentPayload, PayloadLender, MAX_LENT_AREAS, MAX_LENT_FRAMES,
+};
 use super::offload::{set_transport_checksum, L4Checksum};
 use super::parse::{
     ethertype, ip_proto, ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN, UDP_HEADER_LEN,
@@ -15,18 +18,43 @@ use super::{checksum, MacAddr};
 /// can lend a slot of it (to peek socket data straight into a frame's payload) without
 /// zeroing it again for every frame. Frames usually follow each other; those built in a batch
 /// of slots ([`FrameQueue::push_slots_in_place`]) may leave gaps between them.
+///
+/// With a [`PayloadLender`] (the vhost-user link's), a frame may hold only its headers, its
+/// payload sitting in memory the lender lent ([`FrameQueue::push_lent`]): such a frame is
+/// whole only once that link publishes it, and only that link gets it.
 #[derive(Debug, Default)]
 pub struct FrameQueue {
     buf: Vec<u8>,
     /// End of the last queued frame; `buf` beyond it is scratch.
     used: usize,
-    /// Where each frame is in `buf`.
-    spans: Vec<(usize, usize)>,
-    /// Bytes in frames, gaps aside.
+    /// Where each frame (or a lent frame's headers) is in `buf`.
+    spans: Vec<Span>,
+    /// Bytes in frames, gaps aside, lent payloads included.
     queued: usize,
     /// How the TCP and UDP frames built into this queue carry their checksums: what the device
     /// the frames go to takes.
     l4_checksum: L4Checksum,
+    lender: Option<Lender>,
+    /// Frames with lent payloads.
+    lent_frames: usize,
+    /// The areas of the reservation under way (empty between reservations).
+    areas: Vec<LentArea>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: usize,
+    end: usize,
+    lent: Option<LentPayload>,
+}
+
+/// The driver's lender, named in `Debug` output only.
+struct Lender(Box<dyn PayloadLender>);
+
+impl std::fmt::Debug for Lender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PayloadLender")
+    }
 }
 
 impl FrameQueue {
@@ -42,7 +70,11 @@ impl FrameQueue {
     }
 
     fn add(&mut self, start: usize, end: usize) {
-        self.spans.push((start, end));
+        self.spans.push(Span {
+            start,
+            end,
+            lent: None,
+        });
         self.queued += end - start;
         self.used = end;
     }
@@ -98,6 +130,87 @@ impl FrameQueue {
         queued
     }
 
+    /// Lends the frames built from now on payload memory (see [`PayloadLender`]), or stops
+    /// (`None`). Frames already queued keep what they hold.
+    pub fn set_payload_lender(&mut self, lender: Option<Box<dyn PayloadLender>>) {
+        self.lender = lender.map(Lender);
+        if self.lender.is_some() && self.areas.capacity() == 0 {
+            self.areas.reserve_exact(MAX_LENT_AREAS);
+        }
+    }
+
+    /// Builds up to `lens.len()` frames whose payloads (`lens[i]` bytes after `header_room`
+    /// bytes of headers) go into memory the lender lends: `peek` fills the areas in order and
+    /// returns how many bytes it wrote; `write_headers(i, headers, n)` writes frame `i`'s
+    /// headers for `n` bytes of payload and returns their length (`header_room` at most).
+    /// The frames are queued with only their headers here ([`FrameQueue::entries`]).
+    /// Returns how many frames the lender had room for (the first ones) and the bytes peeked,
+    /// or `None` without a lender, without room, or for frames with full checksums (their
+    /// payload would have to be read back): the caller builds them in place then.
+    pub fn push_lent(
+        &mut self,
+        header_room: usize,
+        lens: &[usize],
+        peek: impl FnOnce(&mut LentAreas<'_>) -> usize,
+        mut write_headers: impl FnMut(usize, &mut [u8], usize) -> usize,
+    ) -> Option<(usize, usize)> {
+        if self.l4_checksum != L4Checksum::Partial {
+            return None;
+        }
+        let lender = &mut self.lender.as_mut()?.0;
+        let lens = &lens[..lens.len().min(MAX_LENT_FRAMES)];
+        self.areas.clear();
+        let frames = lender
+            .reserve(header_room, lens, &mut self.areas)
+            .min(lens.len());
+        if frames == 0 {
+            // Nothing was reserved; the lender expects no settling.
+            self.areas.clear();
+            return None;
+        }
+        let asked: usize = lens[..frames].iter().sum();
+        let peeked = peek(&mut LentAreas::new(&self.areas, lender.as_mut())).min(asked);
+        self.areas.clear();
+        let mut filled = [0usize; MAX_LENT_FRAMES];
+        let mut left = peeked;
+        for (fill, &len) in filled.iter_mut().zip(&lens[..frames]) {
+            *fill = left.min(len);
+            left -= *fill;
+        }
+        let first_ticket = lender.settle(&filled[..frames]);
+        for (i, &n) in filled[..frames].iter().enumerate() {
+            if n == 0 {
+                break;
+            }
+            let end = self.room(header_room);
+            let start = self.used;
+            let len = write_headers(i, &mut self.buf[start..end], n).min(header_room);
+            let ticket = first_ticket + i as u64;
+            self.push_lent_span(start, start + len, LentPayload { len: n, ticket });
+        }
+        Some((frames, peeked))
+    }
+
+    /// Queues a copy of a lent frame's headers with its payload's place in line (`lent`): a
+    /// link's frames waiting for buffers keep their order so.
+    pub fn push_lent_headers(&mut self, headers: &[u8], lent: LentPayload) {
+        self.buf.truncate(self.used);
+        let start = self.used;
+        self.buf.extend_from_slice(headers);
+        self.push_lent_span(start, self.buf.len(), lent);
+    }
+
+    fn push_lent_span(&mut self, start: usize, end: usize, lent: LentPayload) {
+        self.spans.push(Span {
+            start,
+            end,
+            lent: Some(lent),
+        });
+        self.queued += end - start + lent.len;
+        self.used = end;
+        self.lent_frames += 1;
+    }
+
     pub fn len(&self) -> usize {
         self.spans.len()
     }
@@ -121,13 +234,34 @@ impl FrameQueue {
         self.queued
     }
 
+    /// Frame `i`'s bytes (a lent frame's headers only: see [`FrameQueue::entries`]).
     pub fn get(&self, i: usize) -> Option<&[u8]> {
-        let &(start, end) = self.spans.get(i)?;
-        Some(&self.buf[start..end])
+        let span = self.spans.get(i)?;
+        Some(&self.buf[span.start..span.end])
     }
 
+    /// Frame `i`, and where its payload is if it was lent.
+    pub fn entry(&self, i: usize) -> Option<(&[u8], Option<LentPayload>)> {
+        let span = self.spans.get(i)?;
+        Some((&self.buf[span.start..span.end], span.lent))
+    }
+
+    /// Every frame's bytes, in order; a lent frame's are its headers only, which only the
+    /// link that lent its payload knows what to do with (it reads [`FrameQueue::entries`]).
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.spans.iter().map(|&(start, end)| &self.buf[start..end])
+        self.spans.iter().map(|s| &self.buf[s.start..s.end])
+    }
+
+    /// Every frame in order, with where its payload is if it was lent.
+    pub fn entries(&self) -> impl Iterator<Item = (&[u8], Option<LentPayload>)> + '_ {
+        self.spans
+            .iter()
+            .map(|s| (&self.buf[s.start..s.end], s.lent))
+    }
+
+    /// How many queued frames have lent payloads.
+    pub fn lent_len(&self) -> usize {
+        self.lent_frames
     }
 
     /// Forgets the queued frames, keeping the memory.
@@ -135,6 +269,7 @@ impl FrameQueue {
         self.used = 0;
         self.queued = 0;
         self.spans.clear();
+        self.lent_frames = 0;
     }
 }
 
@@ -397,5 +532,70 @@ mod tests {
         assert_eq!(frames, [&b"first"[..], b"one", b"three", b"last"]);
         assert_eq!(q.bytes(), 5 + 3 + 5 + 4);
         assert_eq!(q.get(2), Some(&b"three"[..]));
+    }
+
+    /// Lends room for `frames` frames, keeping what is filled in a buffer of its own.
+    struct TestLender {
+        frames: usize,
+        filled: std::rc::Rc<std::cell::RefCell<Vec<u8>>>,
+        settled: Vec<usize>,
+    }
+
+    impl PayloadLender for TestLender {
+        fn reserve(&mut self, _room: usize, lens: &[usize], areas: &mut Vec<LentArea>) -> usize {
+            let n = self.frames.min(lens.len());
+            for &len in &lens[..n] {
+                areas.push(LentArea { addr: 0x1000, len });
+            }
+            n
+        }
+        fn fill(&mut self, at: usize, data: &[u8]) {
+            let mut filled = self.filled.borrow_mut();
+            let len = filled.len().max(at + data.len());
+            filled.resize(len, 0);
+            filled[at..at + data.len()].copy_from_slice(data);
+        }
+        fn settle(&mut self, filled: &[usize]) -> u64 {
+            self.settled = filled.to_vec();
+            40
+        }
+    }
+
+    #[test]
+    fn lent_frames_queue_their_headers_with_tickets_in_order() {
+        let filled = std::rc::Rc::default();
+        let mut q = FrameQueue::new();
+        let peek = |areas: &mut LentAreas<'_>| {
+            assert_eq!(areas.total(), 30);
+            areas.fill(0, b"payload of the first, and");
+            25
+        };
+        let headers = |i: usize, h: &mut [u8], n: usize| {
+            h[..3].copy_from_slice(&[i as u8, n as u8, 0xaa]);
+            3
+        };
+        // Without a lender, or with full checksums: the caller builds the frames.
+        assert_eq!(q.push_lent(8, &[20, 10], peek, headers), None);
+        q.set_payload_lender(Some(Box::new(TestLender {
+            frames: 2,
+            filled: std::rc::Rc::clone(&filled),
+            settled: Vec::new(),
+        })));
+        assert_eq!(q.push_lent(8, &[20, 10], peek, headers), None);
+        q.set_l4_checksum(L4Checksum::Partial);
+        q.push(|b| b.extend_from_slice(b"an ACK first"));
+        // Room for two of three frames; 25 bytes peeked: 20 and 5.
+        assert_eq!(q.push_lent(8, &[20, 10, 10], peek, headers), Some((2, 25)));
+        let entries: Vec<_> = q.entries().collect();
+        assert_eq!(entries.len(), 3);
+        assert_eq!(entries[0], (&b"an ACK first"[..], None));
+        let lent = |len, ticket| Some(LentPayload { len, ticket });
+        assert_eq!(entries[1], (&[0u8, 20, 0xaa][..], lent(20, 40)));
+        assert_eq!(entries[2], (&[1u8, 5, 0xaa][..], lent(5, 41)));
+        assert_eq!(q.bytes(), 12 + 3 + 20 + 3 + 5);
+        assert_eq!(&filled.borrow()[..25], b"payload of the first, and");
+        assert_eq!(q.lent_len(), 2);
+        q.clear();
+        assert_eq!(q.lent_len(), 0);
     }
 }

@@ -11,6 +11,7 @@ pub mod dhcpv6;
 mod display;
 pub mod dns_name;
 pub mod icmp_echo;
+pub mod lent;
 mod mac;
 mod malformed;
 pub mod ndp;

@@ -56,15 +56,16 @@ pub fn set_transport_checksum(
                 sum
             }
         }
-        // The device adds the segment to this and complements the total.
-        L4Checksum::Partial => !checksum::finish(checksum::pseudo_header(
-            src,
-            dst,
-            protocol,
-            segment.len() as u32,
-        )),
+        L4Checksum::Partial => partial_sum(src, dst, protocol, segment.len()),
     };
     segment[field..field + 2].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// What the checksum field of a transport segment of `len` bytes holds when the device
+/// finishes it: the folded pseudo-header sum (the device adds the segment to it and
+/// complements the total).
+pub fn partial_sum(src: IpAddr, dst: IpAddr, protocol: u8, len: usize) -> u16 {
+    !checksum::finish(checksum::pseudo_header(src, dst, protocol, len as u32))
 }
 
 /// For a TCP or UDP frame of ours, where the device must finish its checksum; `None` for

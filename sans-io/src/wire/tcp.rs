@@ -5,8 +5,10 @@
 //! qemu's socket), and the data is checked end to end by the host's TCP anyway. Ours are
 //! always filled in.
 
+use std::net::IpAddr;
+
 use super::build::{ip_header_len, write_eth_ip, FrameQueue, Route};
-use super::offload::{set_transport_checksum, L4Checksum};
+use super::offload::{partial_sum, set_transport_checksum, L4Checksum};
 use super::parse::{bytes_at, ip_proto, ETH_HEADER_LEN};
 
 /// A TCP header without options.
@@ -153,10 +155,39 @@ pub fn write_frame(
     payload_len: usize,
     csum: L4Checksum,
 ) -> usize {
+    let (start, src, dst) = write_header_fields(frame, route, h, payload_len);
+    let total = start + TCP_HEADER_LEN + h.options_len() + payload_len;
+    set_transport_checksum(&mut frame[start..total], 16, src, dst, ip_proto::TCP, csum);
+    total
+}
+
+/// Writes the Ethernet, IP and TCP headers of a frame of `payload_len` bytes of payload kept
+/// elsewhere (lent memory, see [`crate::wire::lent`]) into `headers`, with the checksum left
+/// for the device to finish (the payload is never read); returns the headers' length, which
+/// is [`payload_offset`]. `headers` must hold that much.
+pub fn write_headers_partial(
+    headers: &mut [u8],
+    route: &Route,
+    h: &Header,
+    payload_len: usize,
+) -> usize {
+    let (start, src, dst) = write_header_fields(headers, route, h, payload_len);
+    let tcp_len = TCP_HEADER_LEN + h.options_len();
+    let sum = partial_sum(src, dst, ip_proto::TCP, tcp_len + payload_len);
+    headers[start + 16..start + 18].copy_from_slice(&sum.to_be_bytes());
+    start + tcp_len
+}
+
+/// The headers with the checksum field zero; returns where TCP starts and the addresses.
+fn write_header_fields(
+    frame: &mut [u8],
+    route: &Route,
+    h: &Header,
+    payload_len: usize,
+) -> (usize, IpAddr, IpAddr) {
     let ip_len = ip_header_len(route);
     let tcp_len = TCP_HEADER_LEN + h.options_len();
     let l4_len = tcp_len + payload_len;
-    let total = ETH_HEADER_LEN + ip_len + l4_len;
 
     let (src, dst) = write_eth_ip(frame, route, ip_proto::TCP, l4_len);
     let start = ETH_HEADER_LEN + ip_len;
@@ -177,8 +208,7 @@ pub fn write_frame(
     if let Some(ws) = h.wscale {
         t[at..at + 4].copy_from_slice(&[1, 3, 3, ws]);
     }
-    set_transport_checksum(&mut frame[start..total], 16, src, dst, ip_proto::TCP, csum);
-    total
+    (start, src, dst)
 }
 
 /// Queues a frame carrying a copy of `payload` (control segments, tests).

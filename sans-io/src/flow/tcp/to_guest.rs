@@ -197,23 +197,47 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
         let csum = cx.out.l4_checksum();
         let io = &mut *cx.io;
         let mut got = Ok(Peeked::default());
-        let mut frame_lens = [0usize; PEEK_SLOTS];
-        cx.out
-            .push_slots_in_place(stride, &mut frame_lens[..count], |region, frame_lens| {
-                got = io.peek_slots(s, flight as usize, region, slots);
-                let Ok(p) = got else { return };
-                let mut left = p.n.min(asked);
-                for (i, frame_len) in frame_lens.iter_mut().enumerate() {
-                    let n = left.min(slots.lens[i]);
-                    if n == 0 {
-                        break;
-                    }
-                    h.seq = (first_seq + (i * mss) as u32).into();
-                    let frame = &mut region[i * stride..(i + 1) * stride];
-                    *frame_len = wtcp::write_frame(frame, &r, &h, n, csum);
-                    left -= n;
-                }
-            });
+        // Into memory the guest link lends, where it does (vhost-user: the guest's receive
+        // buffers, the kernel writing the payload there); else into the queue's own frames.
+        let lent = cx.out.push_lent(
+            at,
+            &lens[..count],
+            |areas| {
+                got = io.peek_lent(s, flight as usize, areas);
+                got.as_ref().map_or(0, |p| p.n)
+            },
+            |i, headers, n| {
+                h.seq = (first_seq + (i * mss) as u32).into();
+                wtcp::write_headers_partial(headers, &r, &h, n)
+            },
+        );
+        let asked = match lent {
+            // The ask was what the lender had room for.
+            Some((frames, _)) => lens[..frames].iter().sum(),
+            None => {
+                let mut frame_lens = [0usize; PEEK_SLOTS];
+                cx.out.push_slots_in_place(
+                    stride,
+                    &mut frame_lens[..count],
+                    |region, frame_lens| {
+                        got = io.peek_slots(s, flight as usize, region, slots);
+                        let Ok(p) = got else { return };
+                        let mut left = p.n.min(asked);
+                        for (i, frame_len) in frame_lens.iter_mut().enumerate() {
+                            let n = left.min(slots.lens[i]);
+                            if n == 0 {
+                                break;
+                            }
+                            h.seq = (first_seq + (i * mss) as u32).into();
+                            let frame = &mut region[i * stride..(i + 1) * stride];
+                            *frame_len = wtcp::write_frame(frame, &r, &h, n, csum);
+                            left -= n;
+                        }
+                    },
+                );
+                asked
+            }
+        };
         let (n, eof) = match got {
             Ok(p) => (p.n.min(asked), p.eof && p.n <= asked),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => (0, false),
