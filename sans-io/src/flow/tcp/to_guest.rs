@@ -34,7 +34,6 @@ pub(super) fn on_ack(cx: &mut Cx<'_>, f: &mut Flow, seg: &Segment<'_>) -> Contro
         return ControlFlow::Break(Next::Keep);
     }
     let wnd = u32::from(seg.window) << f.guest_ws;
-    follow_guest_window(cx, f, wnd);
     if a.is_after(f.snd_una) {
         let acked = a.since(f.snd_una);
         let mut data_acked = acked;
@@ -88,6 +87,7 @@ pub(super) fn on_ack(cx: &mut Cx<'_>, f: &mut Flow, seg: &Segment<'_>) -> Contro
             f.send_due = true;
         }
     }
+    follow_guest_window(cx, f, wnd);
     if f.snd_wnd == 0
         && f.in_flight() == 0
         && !f.timers.is_running(Timer::Retransmit)
@@ -108,22 +108,15 @@ const PEEK_SLOTS: usize = 64;
 /// a call per segment costs little anyway.
 const PEEK_BYTES: usize = 96 << 10;
 
-/// Bytes the host sends before its socket's window follows the guest's.
-const CLAMP_AFTER: u32 = 64 << 10;
-
 /// Keeps the host socket's advertised window within the guest's (TCP_WINDOW_CLAMP), as C
-/// passt does: the peer then has no more in flight than the guest takes, rather than as much
-/// as the socket's autotuned buffer (tens of MiB) would let it, and our pace, not the peer's
-/// bursts, sets its rate (the lab measured the remote -> namespace path 1.3-1.9x faster for
-/// it, BENCHMARKS.md). Only once the host has sent [`CLAMP_AFTER`] bytes: short exchanges
-/// never fill the kernel's initial window, and a system call each would cost them. Changes
-/// within 1 % are skipped to spare the call. Called before discarding what the guest
-/// acknowledged: the discard is what makes the kernel tell the peer about a window that opened.
+/// passt does, from the guest's first ACK on: the peer then has no more in flight than the
+/// guest takes, rather than as much as the socket's autotuned buffer (tens of MiB) would let
+/// it burst, which in the lab reordered its segments across the CPUs' backlogs into spurious
+/// retransmissions. The remote -> namespace path measured about twice as fast for it
+/// (BENCHMARKS.md). Changes within 1 % are skipped to spare the system call. Called once an
+/// ACK is handled, after the discard of what it acknowledged.
 fn follow_guest_window(cx: &mut Cx<'_>, f: &mut Flow, wnd: u32) {
     let Some(s) = f.sock else { return };
-    if f.snd_max.since(f.iss) < CLAMP_AFTER {
-        return;
-    }
     if let Some(prev) = f.host_window_clamp {
         if u64::from(wnd.abs_diff(prev)) * 100 <= u64::from(prev) {
             return;
