@@ -23,7 +23,8 @@ use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use super::driver_model::DriverQueue;
 use super::lend::RxLend;
-use super::virtq::{self, RxOutcome, RxScratch};
+use super::tx_split::{read_tx_frame_split, TxTail, TX_HEAD};
+use super::virtq::{self, ChainError, RxOutcome, RxScratch};
 use super::VhostUserLink;
 use crate::qemu_socket::ReadStatus;
 
@@ -68,11 +69,47 @@ pub fn virtqueue(data: &[u8]) {
     let mut queue = driver.device_queue();
     let mut buf = vec![0u8; MEMORY];
     let mut chains = 0;
+    let mut copied = Vec::new();
     while let Some(chain) = queue.pop_descriptor_chain(&mem) {
         chains += 1;
         assert!(chains <= usize::from(offered), "more chains than offered");
-        if let Ok(len) = virtq::read_tx_frame(&mem, chain, &mut buf) {
+        let result = virtq::read_tx_frame(&mem, chain, &mut buf);
+        if let Ok(len) = result {
             assert!(len <= buf.len());
+        }
+        copied.push(result.map(|len| buf[..len].to_vec()));
+    }
+
+    // The same chains split into a copied head and a rest in place: the same frames, byte
+    // for byte (the rest read back through checked copies), and every area of the rest
+    // inside the memory; a frame in too many pieces is the only one the copy takes and the
+    // split refuses.
+    let mut queue = driver.device_queue();
+    let mut tail = TxTail::new();
+    let mut head = [0u8; TX_HEAD];
+    let mapped = mem.get_host_address(GuestAddress(0)).unwrap() as usize;
+    for expected in &copied {
+        let chain = queue
+            .pop_descriptor_chain(&mem)
+            .expect("the same chains again");
+        tail.clear();
+        let split = read_tx_frame_split(&mem, chain, &mut head, &mut tail, MEMORY);
+        match (expected, split) {
+            (Ok(frame), Ok(split)) => {
+                assert_eq!(split.len(), frame.len());
+                assert_eq!(&head[..split.head], &frame[..split.head]);
+                let mut rest = vec![0u8; split.tail];
+                assert_eq!(tail.read(&mem, 0, &mut rest), Ok(split.tail));
+                assert_eq!(&rest[..], &frame[split.head..]);
+                for a in tail.areas() {
+                    assert!(a.addr >= mapped && a.addr + a.len <= mapped + MEMORY);
+                }
+            }
+            // The split stops at its 65th piece, before what made the copy fail, if anything.
+            (_, Err(ChainError::TooFragmented)) => {}
+            (Ok(_), Err(e)) => panic!("the split refused a frame ({e}) the copy took"),
+            (Err(a), Err(b)) => assert_eq!(*a, b),
+            (Err(e), Ok(_)) => panic!("the copy refused a frame ({e}) the split took"),
         }
     }
 

@@ -24,6 +24,7 @@ pub mod device;
 pub mod driver_model;
 pub mod fuzzing;
 pub mod lend;
+pub mod tx_split;
 pub mod virtq;
 
 use std::cell::RefCell;

@@ -51,6 +51,8 @@ pub enum ChainError {
     ReadableInRx,
     #[error("a receive chain has no room")]
     EmptyRx,
+    #[error("a transmit frame lies in more pieces than we keep in place")]
+    TooFragmented,
 }
 
 /// Copies the frame a transmit chain carries (its readable bytes, less the virtio-net header)
