@@ -25,6 +25,7 @@ use crate::flow::tcp::SendRuns;
 use crate::flow::udp_runs::DatagramRuns;
 use crate::flow::{HostSockets, SockEvent, SockRef};
 use crate::time::Instant;
+use crate::wire::external::{ExternalPayloads, GuestFrame, NoExternal};
 use crate::wire::FrameQueue;
 
 /// One wake-up's worth of inputs to an [`Engine`], all at the same instant, flushed when it
@@ -81,8 +82,9 @@ impl<IO: HostSockets> Batch<'_, IO> {
 
     /// One frame from the guest.
     pub fn frame(&mut self, frame: &[u8]) -> &mut Self {
+        let frame = GuestFrame::whole(frame);
         self.engine
-            .handle_frame(self.now, frame, None, self.io, self.out);
+            .handle_guest_frame(self.now, frame, &NoExternal, None, self.io, self.out);
         self
     }
 
@@ -91,13 +93,31 @@ impl<IO: HostSockets> Batch<'_, IO> {
     /// datagrams of one UDP flow in one call (`DgramSockets::udp_send_many`), with the same
     /// outcome as frame by frame; every such write is done when this returns.
     pub fn frames<'f>(&mut self, frames: impl IntoIterator<Item = &'f [u8]>) -> &mut Self {
+        self.frames_in_place(frames.into_iter().map(GuestFrame::whole), &NoExternal)
+    }
+
+    /// [`Batch::frames`] of frames a link may have split: the TCP payload beyond a frame's
+    /// copied head left in the guest's memory, which `external` answers for (see
+    /// [`crate::wire::external`]). Nothing refers to that payload once this returns: the
+    /// link may give the guest its buffers back then.
+    pub fn frames_in_place<'f>(
+        &mut self,
+        frames: impl IntoIterator<Item = GuestFrame<'f>>,
+        external: &dyn ExternalPayloads,
+    ) -> &mut Self {
         let mut runs = FrameRuns::default();
         for frame in frames {
-            self.engine
-                .handle_frame(self.now, frame, Some(&mut runs), self.io, self.out);
+            self.engine.handle_guest_frame(
+                self.now,
+                frame,
+                external,
+                Some(&mut runs),
+                self.io,
+                self.out,
+            );
         }
         self.engine
-            .write_runs(self.now, &mut runs, self.io, self.out);
+            .write_runs(self.now, &mut runs, external, self.io, self.out);
         self
     }
 

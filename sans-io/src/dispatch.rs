@@ -18,6 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use crate::config::{Config, Services};
 use crate::fwd::forwards::Forwards;
 use crate::guest::GuestState;
+use crate::wire::external::{ExternalPayload, GuestFrame};
 use crate::wire::parse::{self, ethertype, Ethernet, Ip, IpPacket, Ipv4, Ipv6, Transport, Udp};
 use crate::wire::tcp::{self as wtcp, Segment, TcpError};
 use crate::wire::{self, Malformed};
@@ -68,34 +69,67 @@ pub(crate) fn changes_guest_mac(frame: &[u8], guest: &GuestState) -> bool {
 /// own (a container on a bridge), whose address is not the guest's.
 #[inline]
 pub(crate) fn route<'a>(
-    frame: &'a [u8],
+    frame: GuestFrame<'a>,
     config: &Config,
     forwards: &Forwards,
     guest: &mut GuestState,
 ) -> Destination<'a> {
-    let eth = match parse::ethernet(frame) {
+    let eth = match parse::ethernet(frame.head) {
         Ok(eth) => eth,
         Err(why) => return Destination::Malformed(why.into()),
     };
     guest.learn_mac(eth.src);
+    let rest_len = frame.rest.map_or(0, |r| r.len);
     let ip = match eth.ethertype {
         ethertype::ARP if config.ip4.is_some() => return Destination::Arp(eth),
-        ethertype::IPV4 if config.ip4.is_some() => parse::ipv4(eth.payload)
-            .map(Ip::V4)
+        ethertype::IPV4 if config.ip4.is_some() => parse::ipv4_with_rest(eth.payload, rest_len)
+            .map(|(ip, in_rest)| (Ip::V4(ip), in_rest))
             .map_err(Malformed::from),
-        ethertype::IPV6 if config.ip6.is_some() => parse::ipv6(eth.payload)
-            .map(Ip::V6)
+        ethertype::IPV6 if config.ip6.is_some() => parse::ipv6_with_rest(eth.payload, rest_len)
+            .map(|(ip, in_rest)| (Ip::V6(ip), in_rest))
             .map_err(Malformed::from),
         _ => return Destination::Unhandled,
     };
-    let ip = match ip {
+    let (ip, in_rest) = match ip {
         Ok(ip) => ip,
         Err(why) => return Destination::Malformed(why),
     };
     if !forwards.is_target(ip.src()) {
         guest.learn_source(ip.src());
     }
-    transport(eth, ip, config.services)
+    match frame.rest.filter(|_| in_rest > 0) {
+        None => transport(eth, ip, config.services),
+        Some(rest) => tcp_with_rest(ip, rest.take(in_rest)),
+    }
+}
+
+/// A packet part of which a link left in place: only TCP payload may be (the link copies any
+/// other frame whole), so anything else is not ours.
+#[inline]
+fn tcp_with_rest(ip: Ip<'_>, rest: ExternalPayload) -> Destination<'_> {
+    let IpPacket {
+        src,
+        dst,
+        transport,
+        fragmented,
+        payload,
+    } = ip.packet();
+    match transport {
+        Transport::Tcp if fragmented => Destination::Malformed(TcpError::Fragmented.into()),
+        // The header within the copied head, as the link made sure.
+        Transport::Tcp => match wtcp::parse(payload) {
+            Ok(segment) => Destination::Tcp {
+                src,
+                dst,
+                segment: Segment {
+                    rest: Some(rest),
+                    ..segment
+                },
+            },
+            Err(why) => Destination::Malformed(why.into()),
+        },
+        _ => Destination::Unhandled,
+    }
 }
 
 /// The one transport dispatch, for both families.

@@ -36,6 +36,7 @@ use crate::rng::Rng;
 use crate::services::ndp::{RA_INTERVAL_MAX, RA_INTERVAL_MIN};
 use crate::services::{self, Ctx, Outcome};
 use crate::time::Instant;
+use crate::wire::external::{ExternalPayloads, GuestFrame, NoExternal};
 use crate::wire::{FrameQueue, Malformed};
 
 /// What the engine did with guest frames, for logs and tests.
@@ -113,7 +114,19 @@ impl Shared {
         io: &'a mut dyn HostSockets,
         out: &'a mut FrameQueue,
     ) -> Cx<'a> {
+        self.tcp_cx_in_place(now, io, out, &NoExternal)
+    }
+
+    /// [`Shared::tcp_cx`] for guest frames whose payload may lie where `external` says.
+    fn tcp_cx_in_place<'a>(
+        &'a mut self,
+        now: Instant,
+        io: &'a mut dyn HostSockets,
+        out: &'a mut FrameQueue,
+        external: &'a dyn ExternalPayloads,
+    ) -> Cx<'a> {
         Cx {
+            external,
             now,
             config: &self.config,
             forwards: &self.forwards,
@@ -397,6 +410,7 @@ impl Engine {
 
     /// Handles one frame from the guest. With `runs`, TCP data may wait there to be written
     /// with the rest of its flow's run ([`Engine::write_runs`]).
+    #[cfg(test)]
     pub(crate) fn handle_frame<'f>(
         &mut self,
         now: Instant,
@@ -405,8 +419,22 @@ impl Engine {
         io: &mut dyn HostSockets,
         out: &mut FrameQueue,
     ) {
+        let frame = GuestFrame::whole(frame);
+        self.handle_guest_frame(now, frame, &NoExternal, runs, io, out);
+    }
+
+    /// [`Engine::handle_frame`] of a frame part of which may lie where `external` says.
+    pub(crate) fn handle_guest_frame<'f>(
+        &mut self,
+        now: Instant,
+        frame: GuestFrame<'f>,
+        external: &dyn ExternalPayloads,
+        runs: Option<&mut FrameRuns<'f>>,
+        io: &mut dyn HostSockets,
+        out: &mut FrameQueue,
+    ) {
         self.shared.counters.frames += 1;
-        let outcome = self.dispatch(now, frame, runs, io, out);
+        let outcome = self.dispatch(now, frame, external, runs, io, out);
         match outcome {
             Dispatched::Service(kind, Outcome::Answered) => match kind {
                 Service::Arp => self.shared.counters.arp_answered += 1,
@@ -425,16 +453,17 @@ impl Engine {
         }
     }
 
-    /// Writes out the guest data waiting in `runs`.
+    /// Writes out the guest data waiting in `runs` (payload in place where `external` says).
     pub(crate) fn write_runs(
         &mut self,
         now: Instant,
         runs: &mut FrameRuns<'_>,
+        external: &dyn ExternalPayloads,
         io: &mut dyn HostSockets,
         out: &mut FrameQueue,
     ) {
         if !runs.tcp.is_empty() {
-            let mut cx = self.shared.tcp_cx(now, io, out);
+            let mut cx = self.shared.tcp_cx_in_place(now, io, out, external);
             self.tcp.write_runs(&mut cx, &mut runs.tcp);
         }
         if !runs.udp.is_empty() {
@@ -446,16 +475,17 @@ impl Engine {
     fn dispatch<'f>(
         &mut self,
         now: Instant,
-        frame: &'f [u8],
+        frame: GuestFrame<'f>,
+        external: &dyn ExternalPayloads,
         mut runs: Option<&mut FrameRuns<'f>>,
         io: &mut dyn HostSockets,
         out: &mut FrameQueue,
     ) -> Dispatched {
         if let Some(runs) = runs.as_deref_mut() {
-            if dispatch::changes_guest_mac(frame, &self.shared.guest) {
+            if dispatch::changes_guest_mac(frame.head, &self.shared.guest) {
                 // Frames to the guest go to the MAC it has now: what the runs' writes send
                 // must go where it would have gone one by one.
-                self.write_runs(now, runs, io, out);
+                self.write_runs(now, runs, external, io, out);
             }
         }
         let shared = &mut self.shared;
@@ -473,7 +503,7 @@ impl Engine {
                 services::dhcpv6::handle(ctx, &eth, &ip, &udp)
             }),
             Destination::Tcp { src, dst, segment } => {
-                let mut cx = self.shared.tcp_cx(now, io, out);
+                let mut cx = self.shared.tcp_cx_in_place(now, io, out, external);
                 self.tcp
                     .handle_segment(&mut cx, src, dst, &segment, runs.map(|r| &mut r.tcp));
                 Dispatched::Tcp

@@ -44,6 +44,7 @@ pub mod tcp;
 pub mod udp;
 pub mod udp_runs;
 
+use crate::wire::external::{ExternalPayloads, SendPiece};
 use crate::wire::lent::LentAreas;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -118,6 +119,19 @@ pub trait StreamSockets: CloseSockets {
     /// returned only when nothing went.
     fn send_vectored(&mut self, s: SockRef, data: &[&[u8]]) -> io::Result<usize> {
         send_each(data, |slice| self.send(s, slice))
+    }
+
+    /// Sends `pieces` like [`StreamSockets::send_vectored`], some of them payload a link left
+    /// in the guest's memory (see [`crate::wire::external`]), which `external` answers for.
+    /// The default copies those through `external` into a buffer of its own and sends piece
+    /// by piece ([`send_pieces_copying`]); the OS shim gives the kernel the link's areas.
+    fn send_pieces(
+        &mut self,
+        s: SockRef,
+        pieces: &[SendPiece<'_>],
+        external: &dyn ExternalPayloads,
+    ) -> io::Result<usize> {
+        send_pieces_copying(pieces, external, |bytes| self.send(s, bytes))
     }
 
     /// Copies received bytes into `buf` without consuming them, starting `offset` bytes past
@@ -200,6 +214,52 @@ pub fn send_each(
             }
             Err(e) if sent == 0 => return Err(e),
             Err(_) => break,
+        }
+    }
+    Ok(sent)
+}
+
+/// [`StreamSockets::send_pieces`] as consecutive sends stopping at the first short one: bytes
+/// as they are, payload left in place copied through `external` into a buffer of ours a piece
+/// at a time (a copy the link couldn't make ends the sends there). An error is returned only
+/// when nothing went.
+pub fn send_pieces_copying(
+    pieces: &[SendPiece<'_>],
+    external: &dyn ExternalPayloads,
+    mut send: impl FnMut(&[u8]) -> io::Result<usize>,
+) -> io::Result<usize> {
+    let mut bounce = [0u8; 4096];
+    let mut sent = 0;
+    let mut send_counted = |bytes: &[u8], sent: &mut usize| -> io::Result<bool> {
+        match send(bytes) {
+            Ok(n) => {
+                *sent += n.min(bytes.len());
+                Ok(n >= bytes.len())
+            }
+            Err(e) if *sent == 0 => Err(e),
+            Err(_) => Ok(false),
+        }
+    };
+    for piece in pieces {
+        match *piece {
+            SendPiece::Bytes(bytes) => {
+                if !send_counted(bytes, &mut sent)? {
+                    break;
+                }
+            }
+            SendPiece::External(mut payload) => {
+                while payload.len > 0 {
+                    let want = payload.len.min(bounce.len());
+                    let got = external.read(payload.take(want), &mut bounce[..want]);
+                    if got == 0 {
+                        return Ok(sent);
+                    }
+                    if !send_counted(&bounce[..got], &mut sent)? || got < want {
+                        return Ok(sent);
+                    }
+                    payload = payload.skip(got);
+                }
+            }
         }
     }
     Ok(sent)
@@ -397,6 +457,14 @@ impl<T: StreamSockets + ?Sized> StreamSockets for &mut T {
     }
     fn send_vectored(&mut self, s: SockRef, data: &[&[u8]]) -> io::Result<usize> {
         (**self).send_vectored(s, data)
+    }
+    fn send_pieces(
+        &mut self,
+        s: SockRef,
+        pieces: &[SendPiece<'_>],
+        external: &dyn ExternalPayloads,
+    ) -> io::Result<usize> {
+        (**self).send_pieces(s, pieces, external)
     }
     fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<Peeked> {
         (**self).peek(s, offset, buf)

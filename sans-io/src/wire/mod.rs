@@ -10,6 +10,7 @@ pub mod dhcp;
 pub mod dhcpv6;
 mod display;
 pub mod dns_name;
+pub mod external;
 pub mod icmp_echo;
 pub mod lent;
 mod mac;

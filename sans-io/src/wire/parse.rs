@@ -124,6 +124,14 @@ pub struct Ipv4<'a> {
 }
 
 pub fn ipv4(packet: &[u8]) -> Result<Ipv4<'_>, Ipv4Error> {
+    ipv4_with_rest(packet, 0).map(|(ip, _)| ip)
+}
+
+/// [`ipv4`] of a packet whose `packet` bytes are followed by `rest_len` more we don't hold
+/// (a link left them in the guest's memory): the header must be within `packet`, the total
+/// length within both. Returns the view, its payload cut to what `packet` holds, and how many
+/// of the rest's bytes are the packet's (the others are padding).
+pub fn ipv4_with_rest(packet: &[u8], rest_len: usize) -> Result<(Ipv4<'_>, usize), Ipv4Error> {
     if packet.len() < IPV4_HEADER_LEN {
         return Err(Ipv4Error::Short);
     }
@@ -132,24 +140,30 @@ pub fn ipv4(packet: &[u8]) -> Result<Ipv4<'_>, Ipv4Error> {
     }
     let header_len = usize::from(packet[0] & 0x0f) * 4;
     let total_len = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
-    if header_len < IPV4_HEADER_LEN || total_len < header_len || total_len > packet.len() {
+    if header_len < IPV4_HEADER_LEN
+        || header_len > packet.len()
+        || total_len < header_len
+        || total_len > packet.len() + rest_len
+    {
         return Err(Ipv4Error::Lengths);
     }
+    let held = total_len.min(packet.len());
     if super::checksum::of(&packet[..header_len]) != 0 {
         return Err(Ipv4Error::Checksum);
     }
     let flags_frag = u16::from_be_bytes([packet[6], packet[7]]);
     let more_fragments = flags_frag & 0x2000 != 0;
     let offset = flags_frag & 0x1fff;
-    Ok(Ipv4 {
+    let ip = Ipv4 {
         src: Ipv4Addr::from(bytes_at::<4>(packet, 12)),
         dst: Ipv4Addr::from(bytes_at::<4>(packet, 16)),
         protocol: packet[9],
         ttl: packet[8],
         fragmented: more_fragments || offset != 0,
         header: &packet[..header_len],
-        payload: &packet[header_len..total_len],
-    })
+        payload: &packet[header_len..held],
+    };
+    Ok((ip, total_len - held))
 }
 
 /// An IPv6 datagram, its extension headers skipped: `next_header` and `payload` are those of
@@ -168,6 +182,12 @@ pub struct Ipv6<'a> {
 const MAX_EXTENSION_HEADERS: usize = 8;
 
 pub fn ipv6(packet: &[u8]) -> Result<Ipv6<'_>, Ipv6Error> {
+    ipv6_with_rest(packet, 0).map(|(ip, _)| ip)
+}
+
+/// [`ipv6`] of a packet followed by `rest_len` bytes we don't hold (see [`ipv4_with_rest`]):
+/// its extension headers must be within `packet`.
+pub fn ipv6_with_rest(packet: &[u8], rest_len: usize) -> Result<(Ipv6<'_>, usize), Ipv6Error> {
     if packet.len() < IPV6_HEADER_LEN {
         return Err(Ipv6Error::Short);
     }
@@ -175,19 +195,25 @@ pub fn ipv6(packet: &[u8]) -> Result<Ipv6<'_>, Ipv6Error> {
         return Err(Ipv6Error::Version);
     }
     let payload_len = usize::from(u16::from_be_bytes([packet[4], packet[5]]));
-    if IPV6_HEADER_LEN + payload_len > packet.len() {
+    let total_len = IPV6_HEADER_LEN + payload_len;
+    if total_len > packet.len() + rest_len {
         return Err(Ipv6Error::PayloadLength);
     }
+    let held = total_len.min(packet.len());
+    let in_rest = total_len - held;
     let mut next = packet[6];
-    let mut rest = &packet[IPV6_HEADER_LEN..IPV6_HEADER_LEN + payload_len];
+    let mut rest = &packet[IPV6_HEADER_LEN..held];
     let mut fragmented = false;
-    let view = |next_header, fragmented, payload| Ipv6 {
-        src: Ipv6Addr::from(bytes_at::<16>(packet, 8)),
-        dst: Ipv6Addr::from(bytes_at::<16>(packet, 24)),
-        next_header,
-        hop_limit: packet[7],
-        fragmented,
-        payload,
+    let view = |next_header, fragmented, payload| {
+        let ip = Ipv6 {
+            src: Ipv6Addr::from(bytes_at::<16>(packet, 8)),
+            dst: Ipv6Addr::from(bytes_at::<16>(packet, 24)),
+            next_header,
+            hop_limit: packet[7],
+            fragmented,
+            payload,
+        };
+        (ip, in_rest)
     };
     for _ in 0..MAX_EXTENSION_HEADERS {
         match next {

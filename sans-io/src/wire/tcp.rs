@@ -8,6 +8,7 @@
 use std::net::IpAddr;
 
 use super::build::{ip_header_len, write_eth_ip, FrameQueue, Route};
+use super::external::{ExternalPayload, Payload};
 use super::offload::{partial_sum, set_transport_checksum, L4Checksum};
 use super::parse::{bytes_at, ip_proto, ETH_HEADER_LEN};
 
@@ -35,19 +36,29 @@ pub struct Segment<'a> {
     pub flags: u8,
     pub window: u16,
     pub options: &'a [u8],
+    /// The payload in the frame we parsed (all of it, but for a frame whose rest the link
+    /// left in the guest's memory: see `rest`).
     pub payload: &'a [u8],
+    /// The payload beyond the frame's copied head, where a link left it in place.
+    pub rest: Option<ExternalPayload>,
 }
 
-impl Segment<'_> {
+impl<'a> Segment<'a> {
     pub fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
     }
 
+    /// All of the payload, wherever it lies.
+    pub fn data(&self) -> Payload<'a> {
+        Payload {
+            bytes: self.payload,
+            rest: self.rest,
+        }
+    }
+
     /// Sequence space the segment occupies: payload, SYN and FIN.
     pub fn seq_len(&self) -> u32 {
-        self.payload.len() as u32
-            + u32::from(self.has(flags::SYN))
-            + u32::from(self.has(flags::FIN))
+        self.data().len() as u32 + u32::from(self.has(flags::SYN)) + u32::from(self.has(flags::FIN))
     }
 }
 
@@ -82,6 +93,7 @@ pub fn parse(segment: &[u8]) -> Result<Segment<'_>, TcpError> {
         window: u16::from_be_bytes([segment[14], segment[15]]),
         options: &segment[TCP_HEADER_LEN..header_len],
         payload: &segment[header_len..],
+        rest: None,
     })
 }
 

@@ -20,8 +20,9 @@ use std::ops::ControlFlow;
 use super::emit::rst_reply;
 use super::flow::Flow;
 use super::seq::SegmentSeq;
-use super::to_host::{guest_data, wrote};
+use super::to_host::{guest_data, send_payload, wrote};
 use super::{Cx, FlowKey, Next, Phase, Tcp};
+use crate::wire::external::{Payload, SendPiece};
 use crate::wire::tcp::{flags, Segment};
 
 /// Segments queued at most, over all flows, in one batch of frames: when full, a flow's run
@@ -34,7 +35,7 @@ struct Queued<'f> {
     idx: u32,
     seg: Segment<'f>,
     /// The new data: the payload past what the flow had already received.
-    data: &'f [u8],
+    data: Payload<'f>,
 }
 
 /// The runs of one batch of frames, borrowing the frames: `Batch::frames` owns one and writes
@@ -100,7 +101,7 @@ pub(super) struct RunSlot<'r, 'f> {
 
 impl<'f> RunSlot<'_, 'f> {
     /// Queues `data`, the new part of `seg`, if there is room; marks the flow as having a run.
-    pub(super) fn queue(self, f: &mut Flow, seg: &Segment<'f>, data: &'f [u8]) -> bool {
+    pub(super) fn queue(self, f: &mut Flow, seg: &Segment<'f>, data: Payload<'f>) -> bool {
         if self.runs.is_full() {
             return false;
         }
@@ -121,7 +122,7 @@ impl<'f> RunSlot<'_, 'f> {
 fn continues_run(f: &Flow, seg: &Segment<'_>) -> bool {
     f.phase == Phase::Established
         && seg.flags & (flags::ACK | flags::SYN | flags::RST | flags::FIN) == flags::ACK
-        && !seg.payload.is_empty()
+        && !seg.data().is_empty()
         && seg.seq_num() == f.rcv_nxt
         && !seg.ack_num().is_after(f.snd_una)
 }
@@ -166,13 +167,23 @@ impl Tcp {
         f.queued = false;
         let Some(s) = f.sock else { return };
         let mut slices: [&[u8]; MAX_QUEUED] = [&[]; MAX_QUEUED];
-        let mut n = 0;
+        let mut pieces = [SendPiece::Bytes(&[]); 2 * MAX_QUEUED];
+        let (mut n, mut p, mut in_place) = (0, 0, false);
         for q in runs.of_flow(idx) {
-            slices[n] = q.data;
+            slices[n] = q.data.bytes;
             n += 1;
+            for piece in q.data.pieces().into_iter().filter(|p| !p.is_empty()) {
+                in_place |= matches!(piece, SendPiece::External(_));
+                pieces[p] = piece;
+                p += 1;
+            }
         }
-        let total: usize = slices[..n].iter().map(|d| d.len()).sum();
-        let result = cx.io.send_vectored(s, &slices[..n]);
+        let total: usize = runs.of_flow(idx).map(|q| q.data.len()).sum();
+        let result = if in_place {
+            cx.io.send_pieces(s, &pieces[..p], cx.external)
+        } else {
+            cx.io.send_vectored(s, &slices[..n])
+        };
         let written = (*result.as_ref().unwrap_or(&0)).min(total);
         if written == total {
             return; // All went: the flow is as the run left it.
@@ -201,7 +212,7 @@ impl Tcp {
         } else {
             // Stopped right at its start: whether its own send would fail or find no room,
             // only that send says.
-            cx.io.send(s, short.data)
+            send_payload(cx, s, short.data)
         };
         let key = FlowKey {
             guest: f.guest,

@@ -164,6 +164,7 @@ use crate::fwd::forwards::Forwards;
 use crate::guest::GuestState;
 use crate::rng::Rng;
 use crate::time::Instant;
+use crate::wire::external::ExternalPayloads;
 use crate::wire::tcp::{flags, Segment};
 use crate::wire::FrameQueue;
 
@@ -264,6 +265,8 @@ pub struct TcpCounters {
 /// What the TCP code needs from the engine for one call.
 pub struct Cx<'a> {
     pub now: Instant,
+    /// Where guest payload a link left in place is (see [`crate::wire::external`]).
+    pub external: &'a dyn ExternalPayloads,
     pub config: &'a Config,
     pub forwards: &'a Forwards,
     pub guest: &'a GuestState,
@@ -452,7 +455,7 @@ impl Tcp {
                 if seg.has(flags::RST) {
                     return Next::Free;
                 }
-                if seg.has(flags::FIN) || !seg.payload.is_empty() {
+                if seg.has(flags::FIN) || !seg.data().is_empty() {
                     // Our last ACK was lost: again, and linger a while longer.
                     send_ack(cx, f);
                     f.timers.start(Timer::PhaseEnd, cx.now + TIME_WAIT);

@@ -65,7 +65,7 @@ pub(super) fn on_ack(cx: &mut Cx<'_>, f: &mut Flow, seg: &Segment<'_>) -> Contro
         f.snd_wnd = wnd;
         f.send_due = true;
     } else if a == f.snd_una {
-        let pure = seg.payload.is_empty() && !seg.has(flags::FIN);
+        let pure = seg.data().is_empty() && !seg.has(flags::FIN);
         if pure && f.in_flight() > 0 && wnd == f.snd_wnd {
             f.dup_acks = f.dup_acks.saturating_add(1);
             if f.dup_acks == DUP_ACK_THRESHOLD {

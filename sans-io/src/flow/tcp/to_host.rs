@@ -17,7 +17,9 @@ use super::{
     Cx, Next, DUP_ACK_THRESHOLD, FIN_TIMEOUT, MAX_STASHES, PROMPT_RETRIES, PROMPT_WAIT_MAX,
     PROMPT_WAIT_MIN,
 };
+use crate::flow::SockRef;
 use crate::time::Instant;
+use crate::wire::external::Payload;
 use crate::wire::tcp::{flags, Segment};
 
 /// A hole prompt in flight: ACKs for `seq` went out at `first`, and go again when
@@ -106,7 +108,7 @@ pub(super) fn guest_data<'f>(
 ) -> Next {
     let fin = seg.has(flags::FIN);
     let seq = seg.seq_num();
-    let payload = seg.payload;
+    let payload = seg.data();
     if payload.is_empty() && !fin {
         if seq == f.rcv_nxt - 1 {
             // Keepalive or window probe: answer with the window as it is now.
@@ -145,7 +147,7 @@ pub(super) fn guest_data<'f>(
         send_ack(cx, f);
         return Next::Keep;
     }
-    let data = &payload[off..];
+    let data = payload.skip(off);
     if !data.is_empty() {
         let next = flush_stash(cx, f);
         if next != Next::Keep {
@@ -164,7 +166,7 @@ pub(super) fn guest_data<'f>(
             // Written as a whole for now: the run's write winds back what didn't go.
             Ok(data.len())
         } else {
-            cx.io.send(s, data)
+            send_payload(cx, s, data)
         };
         if let ControlFlow::Break(next) = wrote(cx, f, data, sent, stashes) {
             return next;
@@ -195,7 +197,7 @@ fn may_queue(f: &Flow, stashes: &StashBudget) -> bool {
 pub(super) fn wrote(
     cx: &mut Cx<'_>,
     f: &mut Flow,
-    data: &[u8],
+    data: Payload<'_>,
     sent: io::Result<usize>,
     stashes: &mut StashBudget,
 ) -> ControlFlow<Next> {
@@ -205,8 +207,10 @@ pub(super) fn wrote(
         Err(_) => return ControlFlow::Break(Next::Abort { rst_guest: true }),
     };
     cx.counters.bytes_to_host += n as u64;
+    // What this write takes the flow past: all of `data`, unless a stash can't hold its rest.
+    let mut taken = data.len();
     if n < data.len() {
-        let rest = &data[n..];
+        let rest = data.skip(n);
         if f.stash.capacity() == 0 && stashes.is_full() {
             cx.counters.stash_unavailable += 1;
             f.rcv_nxt += n as u32;
@@ -221,12 +225,13 @@ pub(super) fn wrote(
             f.stash = Vec::with_capacity((f.rcv_mss as usize).max(rest.len()));
             stashes.take();
         }
-        f.stash.clear();
-        f.stash.extend_from_slice(rest);
-        f.stash_at = 0;
+        let stashed = stash_rest(cx, f, rest);
+        // A rest the link couldn't read back in full (it shouldn't happen): what is missing
+        // is not acknowledged, and the guest sends it again.
+        taken = n + stashed;
         cx.counters.stash_uses += 1;
     }
-    f.rcv_nxt += data.len() as u32;
+    f.rcv_nxt += taken as u32;
     f.ack_due = true;
     if let Some(p) = f.end_prompt().filter(|p| p.ours) {
         // Answered (by the resent segment, or one sent anyway): measured from the first
@@ -248,6 +253,30 @@ pub(super) fn wrote(
         f.ack_twice = true;
     }
     ControlFlow::Continue(())
+}
+
+/// Sends `data` as far as the socket takes it now: from our memory, or through the link for
+/// a rest it left in place.
+pub(super) fn send_payload(cx: &mut Cx<'_>, s: SockRef, data: Payload<'_>) -> io::Result<usize> {
+    if data.in_our_memory() {
+        return cx.io.send(s, data.bytes);
+    }
+    cx.io.send_pieces(s, &data.pieces(), cx.external)
+}
+
+/// Copies `rest` into `f`'s stash (the link reading back what it left in place); returns how
+/// many bytes that was.
+fn stash_rest(cx: &mut Cx<'_>, f: &mut Flow, rest: Payload<'_>) -> usize {
+    f.stash.clear();
+    f.stash.extend_from_slice(rest.bytes);
+    f.stash_at = 0;
+    if let Some(r) = rest.rest.filter(|r| r.len > 0) {
+        let at = f.stash.len();
+        f.stash.resize(at + r.len, 0);
+        let got = cx.external.read(r, &mut f.stash[at..]);
+        f.stash.truncate(at + got);
+    }
+    f.stash.len()
 }
 
 /// Writes what the stash holds. `Keep` unless the socket failed.
