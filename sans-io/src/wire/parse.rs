@@ -408,6 +408,54 @@ mod tests {
     }
 
     #[test]
+    fn a_packet_whose_rest_lies_elsewhere_is_measured_against_head_and_rest() {
+        let payload: Vec<u8> = (0..100u8).collect();
+        let (p4, p6) = (v4(ip_proto::TCP, 0, &payload), v6(ip_proto::TCP, &payload));
+        // Split 30 bytes into the payload: 70 in the rest, and any more is padding.
+        let (head4, head6) = (&p4[..IPV4_HEADER_LEN + 30], &p6[..IPV6_HEADER_LEN + 30]);
+        for rest_len in [70, 71, 500] {
+            let (ip, in_rest) = ipv4_with_rest(head4, rest_len).unwrap();
+            assert_eq!((ip.payload, in_rest), (&payload[..30], 70));
+            let (ip, in_rest) = ipv6_with_rest(head6, rest_len).unwrap();
+            assert_eq!((ip.payload, in_rest), (&payload[..30], 70));
+        }
+        // A rest too short for the lengths the header says.
+        assert_eq!(ipv4_with_rest(head4, 69).unwrap_err(), Ipv4Error::Lengths);
+        assert_eq!(
+            ipv6_with_rest(head6, 69).unwrap_err(),
+            Ipv6Error::PayloadLength
+        );
+        // All in the head: the rest is padding.
+        let (ip, in_rest) = ipv4_with_rest(&p4, 10).unwrap();
+        assert_eq!((ip.payload, in_rest), (&payload[..], 0));
+        // The IPv4 header itself cut by the split.
+        assert_eq!(
+            ipv4_with_rest(&p4[..IPV4_HEADER_LEN + 4][..18], 500).unwrap_err(),
+            Ipv4Error::Short
+        );
+        let mut long_header = v4(ip_proto::TCP, 0, &payload);
+        long_header[0] = 0x4f; // 60 bytes of header claimed, 22 held
+        assert_eq!(
+            ipv4_with_rest(&long_header[..22], 500).unwrap_err(),
+            Ipv4Error::Lengths
+        );
+        // IPv6 extension headers must be in the head.
+        let mut opts = vec![ip_proto::TCP, 1];
+        opts.extend_from_slice(&[0; 14]);
+        opts.extend_from_slice(&payload);
+        let p = v6(ip_proto::DEST_OPTS, &opts);
+        assert_eq!(
+            ipv6_with_rest(&p[..IPV6_HEADER_LEN + 8], 108).unwrap_err(),
+            Ipv6Error::ExtensionOverrun
+        );
+        let (ip, in_rest) = ipv6_with_rest(&p[..IPV6_HEADER_LEN + 20], 96).unwrap();
+        assert_eq!(
+            (ip.next_header, ip.payload, in_rest),
+            (ip_proto::TCP, &payload[..4], 96)
+        );
+    }
+
+    #[test]
     fn both_families_give_the_same_packet_view() {
         let (p4, p6) = (v4(ip_proto::UDP, 0, b"data"), v6(ip_proto::UDP, b"data"));
         let cases = [
