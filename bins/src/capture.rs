@@ -10,6 +10,7 @@ use std::path::Path;
 use os_shim::pcap::PcapWriter;
 use os_shim::reactor::monotonic_now;
 
+use sans_io::wire::external::{ExternalPayloads, GuestFrame};
 use sans_io::wire::offload::{finish_partial_checksum, left_partial, L4Checksum};
 use sans_io::wire::FrameQueue;
 
@@ -20,6 +21,8 @@ pub struct CaptureLink<'a> {
     pcap: Option<PcapWriter>,
     /// A frame whose checksum the capture finishes (the device would have).
     scratch: Vec<u8>,
+    /// A frame whose payload the link left in the guest's memory, put together.
+    whole: Vec<u8>,
 }
 
 impl<'a> CaptureLink<'a> {
@@ -30,6 +33,7 @@ impl<'a> CaptureLink<'a> {
             inner,
             pcap: Some(pcap),
             scratch: Vec::new(),
+            whole: Vec::new(),
         })
     }
 
@@ -46,6 +50,24 @@ impl<'a> CaptureLink<'a> {
         log::warn!("packet capture stopped: {e}");
         self.pcap = None;
     }
+}
+
+/// All of `frame`: its head, or (a frame whose rest a link left in place) head and rest copied
+/// together into `whole`.
+fn put_together<'w>(
+    whole: &'w mut Vec<u8>,
+    frame: &GuestFrame<'w>,
+    external: &dyn ExternalPayloads,
+) -> &'w [u8] {
+    let Some(rest) = frame.rest else {
+        return frame.head;
+    };
+    whole.clear();
+    whole.extend_from_slice(frame.head);
+    whole.resize(frame.head.len() + rest.len, 0);
+    let got = external.read(rest, &mut whole[frame.head.len()..]);
+    whole.truncate(frame.head.len() + got);
+    whole
 }
 
 /// Records `frame`, its transport checksum finished first (in `scratch`) when `partial`.
@@ -76,18 +98,22 @@ impl GuestLink for CaptureLink<'_> {
         on_frames: &mut OnFrames<'_>,
     ) -> io::Result<LinkStatus> {
         let pcap = &mut self.pcap;
-        let scratch = &mut self.scratch;
+        let (scratch, whole) = (&mut self.scratch, &mut self.whole);
         let mut failed = None;
-        let status = self.inner.read_frames(pool, max, &mut |frames| {
-            on_frames(&mut frames.inspect(|frame| {
-                if let Some(p) = pcap.as_mut().filter(|_| failed.is_none()) {
-                    // A guest's kernel leaves checksums to a link that finishes them: the
-                    // capture shows them finished, as the far end sees them.
-                    if let Err(e) = record_finished(p, scratch, frame, left_partial(frame)) {
-                        failed = Some(e);
+        let status = self.inner.read_frames(pool, max, &mut |frames, external| {
+            on_frames(
+                &mut frames.inspect(|frame| {
+                    if let Some(p) = pcap.as_mut().filter(|_| failed.is_none()) {
+                        let frame = put_together(whole, frame, external);
+                        // A guest's kernel leaves checksums to a link that finishes them: the
+                        // capture shows them finished, as the far end sees them.
+                        if let Err(e) = record_finished(p, scratch, frame, left_partial(frame)) {
+                            failed = Some(e);
+                        }
                     }
-                }
-            }));
+                }),
+                external,
+            );
         });
         if let Some(e) = failed {
             self.stop(e);
@@ -172,8 +198,8 @@ mod tests {
             let mut link = CaptureLink::create(&mut fake, &path).unwrap();
             let mut pool = FramePool::new(8);
             let mut seen = Vec::new();
-            link.read_frames(&mut pool, 8, &mut |frames| {
-                seen.push(frames.map(<[u8]>::len).collect::<Vec<_>>())
+            link.read_frames(&mut pool, 8, &mut |frames, _| {
+                seen.push(frames.map(|f| f.len()).collect::<Vec<_>>())
             })
             .unwrap();
             assert_eq!(seen, [[60, 70]], "both frames handed over at once");

@@ -19,6 +19,7 @@ use os_shim::reactor::{monotonic_now, Reactor};
 use os_shim::sockets::{Report, Sockets};
 use os_shim::tokens::{TOKEN_LINK, TOKEN_SIGNAL, TOKEN_TIMER, TOKEN_WATCH_BASE};
 use sans_io::engine::{Batch, Engine};
+use sans_io::wire::external::{GuestFrame, NoExternal};
 use sans_io::wire::lent::PayloadLender;
 use sans_io::wire::offload::L4Checksum;
 use sans_io::wire::FrameQueue;
@@ -39,8 +40,9 @@ const OUT_HIGH_WATER: usize = 256;
 /// Watches without a file descriptor are checked this often, and [`Periodic`] work done.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// What a guest link hands the frames of a read to, all at once.
-pub type OnFrames<'a> = dyn FnMut(&mut dyn Iterator<Item = &[u8]>) + 'a;
+/// What a guest link hands the frames of a read to, all at once, with what answers for the
+/// payload a link left in the guest's memory (vhost-user; see `sans_io::wire::external`).
+pub use os_shim::vhost_user::OnFrames;
 
 /// Buffers for the frames of one read from a link that reads one frame per system call,
 /// allocated once: slot `i` holds frame `i`, `lens[i]` long.
@@ -130,7 +132,7 @@ pub trait GuestLink {
             }
         }
         if n > 0 {
-            on_frames(&mut pool.frames(n));
+            on_frames(&mut pool.frames(n).map(GuestFrame::whole), &NoExternal);
         }
         match failed {
             Some(e) => Err(e),
@@ -394,8 +396,8 @@ fn read_batch(
     pool: &mut FramePool,
     stats: &mut LinkStats,
 ) -> io::Result<LinkStatus> {
-    link.read_frames(pool, READ_BATCH, &mut |frames| {
-        batch.frames(frames.inspect(|_| stats.frames_in += 1));
+    link.read_frames(pool, READ_BATCH, &mut |frames, external| {
+        batch.frames_in_place(frames.inspect(|_| stats.frames_in += 1), external);
     })
 }
 

@@ -15,6 +15,7 @@ use os_shim::seccomp::Profile;
 use os_shim::sockets::Sockets;
 use os_shim::vhost_user::VhostUserLink;
 use sans_io::config::Config;
+use sans_io::wire::external::{GuestFrame, NoExternal};
 use sans_io::wire::lent::PayloadLender;
 use sans_io::wire::offload::L4Checksum;
 use sans_io::wire::FrameQueue;
@@ -44,7 +45,10 @@ impl GuestLink for QemuLink {
         on_frames: &mut OnFrames<'_>,
     ) -> std::io::Result<LinkStatus> {
         let reads = max.div_ceil(FRAMES_PER_READ).max(1);
-        Ok(match self.0.read_frames(reads, on_frames)? {
+        let whole = &mut |frames: &mut dyn Iterator<Item = &[u8]>| {
+            on_frames(&mut frames.map(GuestFrame::whole), &NoExternal)
+        };
+        Ok(match self.0.read_frames(reads, whole)? {
             ReadStatus::Open => LinkStatus::Open,
             ReadStatus::GuestLeft(why) => LinkStatus::GuestLeft(why),
             ReadStatus::Finished(why) => LinkStatus::Finished(why),
@@ -122,7 +126,8 @@ impl PasstLink for VhostLink {
         format!(
             "vhost-user: {} front-ends ({} refused), {} messages, {} frames in, {} out, \
              {} dropped, {} waited for buffers, {} unusable chains, {} checksums left to the \
-             guest, {} frames ({} bytes) peeked straight into its buffers",
+             guest, {} frames ({} bytes) peeked straight into its buffers, {} frames ({} bytes) \
+             sent from its memory",
             s.frontends,
             s.refused,
             s.messages,
@@ -133,7 +138,9 @@ impl PasstLink for VhostLink {
             s.bad_chains,
             s.checksums_left,
             s.zero_copy_frames,
-            s.zero_copy_bytes
+            s.zero_copy_bytes,
+            s.tx_in_place_frames,
+            s.tx_in_place_bytes
         )
     }
 }

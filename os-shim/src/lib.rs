@@ -32,4 +32,5 @@ pub mod tap;
 #[doc(hidden)]
 pub mod test_netns;
 pub mod tokens;
+mod tx_loans;
 pub mod vhost_user;

@@ -14,6 +14,7 @@ use os_shim::qemu_socket::ReadStatus;
 use os_shim::vhost_user::driver_model::{Buffer, DriverQueue};
 use os_shim::vhost_user::virtq::NET_HDR_LEN;
 use os_shim::vhost_user::VhostUserLink;
+use sans_io::wire::external::{ExternalPayloads, GuestFrame};
 use sans_io::wire::FrameQueue;
 use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
@@ -98,7 +99,9 @@ fn pump(
         // SAFETY: one pollfd of ours, 10 ms at most.
         unsafe { libc::poll(&mut pfd, 1, 10) };
         let status = link
-            .read_frames(&mut |frames| got.extend(frames.map(<[u8]>::to_vec)))
+            .read_frames(&mut |frames, external| {
+                got.extend(frames.map(|f| put_together(&f, external)))
+            })
             .unwrap();
         if status != ReadStatus::Open || done(got) {
             return status;
@@ -108,6 +111,17 @@ fn pump(
             "the link did not get there in time"
         );
     }
+}
+
+/// All of a frame the link handed over, its rest (if it left one in place) read through it.
+fn put_together(f: &GuestFrame<'_>, external: &dyn ExternalPayloads) -> Vec<u8> {
+    let mut whole = f.head.to_vec();
+    if let Some(rest) = f.rest {
+        let at = whole.len();
+        whole.resize(at + rest.len, 0);
+        assert_eq!(external.read(rest, &mut whole[at..]), rest.len);
+    }
+    whole
 }
 
 fn frame(n: u8, len: usize) -> Vec<u8> {

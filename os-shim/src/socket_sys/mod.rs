@@ -101,6 +101,25 @@ pub(crate) fn send_vectored_nonblocking(fd: RawFd, data: &[&[u8]]) -> io::Result
     Ok(sent)
 }
 
+/// `iov` sent in order with one `sendmsg` ([`SEND_IOV_MAX`] entries at most): the bytes sent.
+///
+/// # Safety
+///
+/// Every iovec must point at memory valid for reads of its length for the call.
+pub(crate) unsafe fn send_iovec_nonblocking(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
+    debug_assert!(iov.len() <= SEND_IOV_MAX);
+    // SAFETY: a zeroed msghdr is valid; it only points at the iovecs, which point at memory
+    // the caller vouches for, only read by the kernel.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_ptr().cast_mut();
+    msg.msg_iovlen = iov.len() as _;
+    // SAFETY: as above.
+    retry(|| unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) })
+}
+
+/// Iovec entries one `sendmsg` takes (UIO_MAXIOV).
+pub(crate) const SEND_IOV_MAX: usize = 1024;
+
 /// The `datagrams` sent in order on a connected socket, each as one datagram, with one
 /// `sendmmsg` (per [`IOV_BATCH`] of them), from where they are. Returns how many went,
 /// stopping at the first that failed; an error only if none went.

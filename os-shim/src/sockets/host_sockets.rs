@@ -7,9 +7,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use sans_io::flow::{
-    peek_each, peek_lent_copying, Bind, CloseSockets, DgramSockets, PeekSlots, Peeked, PingSockets,
-    SockRef, StreamSockets,
+    peek_each, peek_lent_copying, send_pieces_copying, Bind, CloseSockets, DgramSockets, PeekSlots,
+    Peeked, PingSockets, SockRef, StreamSockets,
 };
+use sans_io::wire::external::{ExternalPayloads, SendPiece};
 
 use sans_io::wire::lent::{LentAreas, MAX_LENT_AREAS};
 
@@ -19,8 +20,8 @@ use crate::socket_sys::tcp_info::{at_eof, send_space};
 use crate::socket_sys::udp_gso::send_datagrams_segmented;
 use crate::socket_sys::{
     bind_addr, bind_outbound, bind_to_device, connect_to, dgram_socket, local_addr, prepare_stream,
-    readable_bytes, retry, send_nonblocking, send_vectored_nonblocking, setsockopt_int,
-    sockaddr_to_std, stream_socket, udp_bound_socket, unmap,
+    readable_bytes, retry, send_iovec_nonblocking, send_nonblocking, send_vectored_nonblocking,
+    setsockopt_int, sockaddr_to_std, stream_socket, udp_bound_socket, unmap, SEND_IOV_MAX,
 };
 
 /// Areas one vectored peek fills at most (the core asks for fewer).
@@ -89,6 +90,54 @@ impl StreamSockets for Sockets {
             [one] => self.send(s, one),
             _ => send_vectored_nonblocking(fd, data),
         }
+    }
+
+    fn send_pieces(
+        &mut self,
+        s: SockRef,
+        pieces: &[SendPiece<'_>],
+        external: &dyn ExternalPayloads,
+    ) -> io::Result<usize> {
+        let (slot, fd) = self.slot(s)?;
+        if slot.state == State::Connecting {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; SEND_IOV_MAX];
+        let mut n = 0;
+        let mut push = |base: *const u8, len: usize| {
+            if len > 0 {
+                if let Some(v) = iov.get_mut(n) {
+                    *v = libc::iovec {
+                        iov_base: base.cast_mut().cast(),
+                        iov_len: len,
+                    };
+                }
+                n += 1;
+            }
+        };
+        // Payload in the guest's memory reaches the kernel only as the link lent it (see
+        // `crate::tx_loans`); anything else is copied through the link.
+        let mut lent = true;
+        for piece in pieces {
+            match *piece {
+                SendPiece::Bytes(bytes) => push(bytes.as_ptr(), bytes.len()),
+                SendPiece::External(p) => {
+                    lent &= crate::tx_loans::areas_of(p, |a| push(a.addr as *const u8, a.len))
+                }
+            }
+        }
+        if !lent || n > SEND_IOV_MAX {
+            return send_pieces_copying(pieces, external, |bytes| send_nonblocking(fd, bytes));
+        }
+        if n == 0 {
+            return Ok(0);
+        }
+        // SAFETY: the iovecs point at slices alive for the call, or at areas the link lent
+        // for reads until its batch of frames is over, after this call.
+        unsafe { send_iovec_nonblocking(fd, &iov[..n]) }
     }
 
     fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<Peeked> {

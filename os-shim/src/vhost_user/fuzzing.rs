@@ -244,7 +244,7 @@ pub fn protocol(data: &[u8]) {
     // 12-byte header, so this many rounds see the end of any input.
     for _ in 0..data.len() / 12 + 2 {
         let status = link
-            .read_frames(&mut |frames| frames.for_each(drop))
+            .read_frames(&mut |frames, _| frames.for_each(drop))
             .unwrap_or(ReadStatus::Finished(None));
         if !matches!(status, ReadStatus::Open) {
             return;

@@ -37,18 +37,51 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{self as sock, SockFlag};
+use sans_io::wire::external::{may_leave_rest, ExternalPayload, ExternalPayloads, GuestFrame};
 use sans_io::wire::lent::{LentArea, LentPayload, PayloadLender};
 use sans_io::wire::offload::{
     finish_partial_checksum, partial_checksum_at, ChecksumAt, L4Checksum,
 };
 use sans_io::wire::FrameQueue;
 use vhost::vhost_user::{BackendReqHandler, Error as VuError};
-use virtio_queue::QueueT;
+use virtio_queue::{DescriptorChain, QueueT};
+use vm_memory::GuestMemoryMmap;
 
 use crate::qemu_socket::{ReadStatus, WriteReport, MAX_FRAME};
 use device::{Device, RX, TX};
 use lend::{RxLend, KEEP_ON_RING};
+use tx_split::{read_tx_frame_split, TxTail, TX_HEAD};
 use virtq::{ChainError, RxOutcome, RxScratch};
+
+/// What takes the frames of one read from the transmit queue: the frames, and what answers
+/// for the payload they left in the guest's memory.
+pub type OnFrames<'a> =
+    dyn FnMut(&mut dyn Iterator<Item = GuestFrame<'_>>, &dyn ExternalPayloads) + 'a;
+
+/// The rests of a read's frames, for copies through the memory table (the simulator's
+/// sockets, a stash, a capture).
+struct TxRests<'a> {
+    mem: &'a GuestMemoryMmap,
+    tails: &'a [TxTail],
+}
+
+impl ExternalPayloads for TxRests<'_> {
+    fn read(&self, payload: ExternalPayload, dst: &mut [u8]) -> usize {
+        let Some(tail) = self.tails.get(payload.frame as usize) else {
+            return 0;
+        };
+        let want = payload.len.min(dst.len());
+        if payload
+            .at
+            .checked_add(want)
+            .is_none_or(|end| end > tail.len())
+        {
+            return 0;
+        }
+        tail.read(self.mem, payload.at, &mut dst[..want])
+            .unwrap_or(0)
+    }
+}
 
 /// Our epoll instance's tokens.
 const LISTENER: u64 = 1;
@@ -85,6 +118,10 @@ pub struct VhostStats {
     /// Frames, and their payload bytes, the kernel peeked straight into the guest's buffers.
     pub zero_copy_frames: u64,
     pub zero_copy_bytes: u64,
+    /// Frames from the guest, and their payload bytes, sent from its own memory (the TCP
+    /// payload past the headers we copy).
+    pub tx_in_place_frames: u64,
+    pub tx_in_place_bytes: u64,
 }
 
 /// The connected front-end and what it configured.
@@ -112,6 +149,10 @@ pub struct VhostUserLink {
     /// Transmit frames of one read: slot `i` is `tx_buf[i * MAX_FRAME..]`, `tx_lens[i]` long.
     tx_buf: Vec<u8>,
     tx_lens: Vec<usize>,
+    /// Where each frame's rest lies in the guest's memory (empty for a frame copied whole).
+    tx_tails: Vec<TxTail>,
+    /// The chains of the frames read, to give back once the engine is done with them.
+    tx_heads: Vec<u16>,
     /// The transmit queue had more than one read's worth: look again on the next wake-up.
     tx_more: bool,
     /// Frames for the guest waiting for receive buffers; `backlog_next` is the first unsent.
@@ -211,6 +252,8 @@ impl VhostUserLink {
             rx_scratch: RxScratch::new(u16::MAX / 2 + 1),
             tx_buf: vec![0; TX_BATCH * MAX_FRAME],
             tx_lens: vec![0; TX_BATCH],
+            tx_tails: (0..TX_BATCH).map(|_| TxTail::new()).collect(),
+            tx_heads: Vec::with_capacity(TX_BATCH),
             tx_more: false,
             backlog: FrameQueue::new(),
             finished: Vec::new(),
@@ -277,10 +320,7 @@ impl VhostUserLink {
 
     /// Handles what is waiting: protocol messages, new connections, kicks; the transmit
     /// queue's frames (up to [`TX_BATCH`]) go to `on_frames` together.
-    pub fn read_frames(
-        &mut self,
-        on_frames: &mut dyn FnMut(&mut dyn Iterator<Item = &[u8]>),
-    ) -> io::Result<ReadStatus> {
+    pub fn read_frames(&mut self, on_frames: &mut OnFrames<'_>) -> io::Result<ReadStatus> {
         let mut events = [EpollEvent::empty(); 8];
         let n = loop {
             match self.epoll.wait(&mut events, EpollTimeout::ZERO) {
@@ -419,62 +459,130 @@ impl VhostUserLink {
         }
     }
 
-    /// Takes up to [`TX_BATCH`] frames off the transmit queue and hands them over.
-    fn read_tx(&mut self, on_frames: &mut dyn FnMut(&mut dyn Iterator<Item = &[u8]>)) {
+    /// Takes up to [`TX_BATCH`] frames off the transmit queue and hands them over: a TCP
+    /// segment's payload beyond the first [`TX_HEAD`] bytes stays in the guest's memory (see
+    /// [`tx_split`]), the rest is copied. The chains go back to the guest (used ring) only
+    /// once `on_frames` has returned, in order: by then the engine has written what they hold.
+    fn read_tx(&mut self, on_frames: &mut OnFrames<'_>) {
         self.tx_more = false;
         let Some(device) = self.frontend.as_ref().map(|fe| fe.device.clone()) else {
             return;
         };
         let mut n = 0;
-        {
+        let mem = {
             let mut guard = lock(&device);
             if !guard.ready(TX) {
                 return;
             }
             let dev = &mut *guard;
-            let Some(mem) = dev.mem.as_deref() else {
+            let Some(mem) = dev.mem.clone() else {
                 return;
             };
             let vq = &mut dev.queues[TX];
-            let mut used = false;
+            self.tx_heads.clear();
             while n < TX_BATCH {
-                let Some(chain) = vq.queue.pop_descriptor_chain(mem) else {
+                let Some(chain) = vq.queue.pop_descriptor_chain(&*mem) else {
                     break;
                 };
-                let head = chain.head_index();
-                let slot = &mut self.tx_buf[n * MAX_FRAME..(n + 1) * MAX_FRAME];
-                match virtq::read_tx_frame(mem, chain, slot) {
-                    Ok(len) => {
-                        self.tx_lens[n] = len;
-                        n += 1;
-                    }
+                self.tx_heads.push(chain.head_index());
+                match self.take_tx_frame(&mem, chain, n) {
+                    Ok(()) => n += 1,
                     Err(e) => self.bad_chain(e),
                 }
-                let _ = vq.queue.add_used(mem, head, 0);
-                used = true;
             }
             // All taken: ask for a kick at the next frame (with event indices, the guest
             // kicks only past where we say we are); some came meanwhile: look again.
-            self.tx_more = n == TX_BATCH || vq.queue.enable_notification(mem).unwrap_or(true);
-            if used && vq.queue.needs_notification(mem).unwrap_or(true) {
-                if let Some(call) = &vq.call {
-                    device::signal(call);
-                }
-            }
-        }
+            self.tx_more = n == TX_BATCH || vq.queue.enable_notification(&*mem).unwrap_or(true);
+            mem
+        };
         if self.tx_more {
             // Our own kick, so that the main loop comes back for the rest.
             self.self_kick();
         }
         self.stats.frames_in += n as u64;
         if n > 0 {
+            let tails = &self.tx_tails[..n];
+            // SAFETY: the areas were checked against `mem`, which we hold (and with it the
+            // mapping) until the loans end below.
+            unsafe { crate::tx_loans::lend(tails.iter().map(TxTail::areas)) };
+            let rests = TxRests { mem: &mem, tails };
             let (buf, lens) = (&self.tx_buf, &self.tx_lens);
             on_frames(
                 &mut lens[..n]
                     .iter()
+                    .zip(tails)
                     .enumerate()
-                    .map(|(i, &len)| &buf[i * MAX_FRAME..i * MAX_FRAME + len]),
+                    .map(|(i, (&len, tail))| GuestFrame {
+                        head: &buf[i * MAX_FRAME..i * MAX_FRAME + len],
+                        rest: (!tail.is_empty()).then(|| ExternalPayload {
+                            frame: i as u32,
+                            at: 0,
+                            len: tail.len(),
+                        }),
+                    }),
+                &rests,
             );
+            crate::tx_loans::end();
+        }
+        self.return_tx_chains(&device, &mem);
+    }
+
+    /// Frame `n` of a read from `chain`: split, its rest left in place, if it is TCP whose
+    /// payload goes past the head; otherwise copied whole into its slot.
+    fn take_tx_frame(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        chain: DescriptorChain<&GuestMemoryMmap>,
+        n: usize,
+    ) -> Result<(), ChainError> {
+        let slot = &mut self.tx_buf[n * MAX_FRAME..(n + 1) * MAX_FRAME];
+        let tail = &mut self.tx_tails[n];
+        tail.clear();
+        let split = read_tx_frame_split(mem, chain.clone(), &mut slot[..TX_HEAD], tail, MAX_FRAME);
+        match split {
+            Ok(split) if split.tail == 0 => {
+                self.tx_lens[n] = split.head;
+                return Ok(());
+            }
+            Ok(split) if may_leave_rest(&slot[..split.head], split.tail) => {
+                self.tx_lens[n] = split.head;
+                self.stats.tx_in_place_frames += 1;
+                self.stats.tx_in_place_bytes += split.tail as u64;
+                return Ok(());
+            }
+            _ => {}
+        }
+        // Anything else the engine gets whole (a chain the split refused is walked again:
+        // the copy says what is wrong with it, or takes a frame in too many pieces).
+        tail.clear();
+        self.tx_lens[n] = virtq::read_tx_frame(mem, chain, slot)?;
+        Ok(())
+    }
+
+    /// Gives the guest back the transmit chains of the last read, in order, and signals it
+    /// if it asked to be.
+    fn return_tx_chains(&mut self, device: &Arc<Mutex<Device>>, mem: &Arc<GuestMemoryMmap>) {
+        if self.tx_heads.is_empty() {
+            return;
+        }
+        let mut guard = lock(device);
+        let dev = &mut *guard;
+        // The same memory and a queue still running: nothing reset it meanwhile (a reset
+        // takes the chains back with it).
+        let same = dev.mem.as_ref().is_some_and(|m| Arc::ptr_eq(m, mem));
+        if !same || !dev.ready(TX) {
+            self.tx_heads.clear();
+            return;
+        }
+        let vq = &mut dev.queues[TX];
+        for &head in &self.tx_heads {
+            let _ = vq.queue.add_used(&**mem, head, 0);
+        }
+        self.tx_heads.clear();
+        if vq.queue.needs_notification(&**mem).unwrap_or(true) {
+            if let Some(call) = &vq.call {
+                device::signal(call);
+            }
         }
     }
 

@@ -11,6 +11,8 @@
 //! unsent is copied the same way into the flow's stash. (The first steps: the engine doesn't
 //! take such frames yet.)
 
+use super::parse;
+
 /// Bytes `at..at + len` of the payload the link left in place for frame `frame` of its read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExternalPayload {
@@ -64,6 +66,32 @@ impl<'f> GuestFrame<'f> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Whether a frame split after `head`, with `rest_len` bytes beyond, may go to the engine so:
+/// an IPv4 or IPv6 TCP segment, not a fragment, whose headers are all in `head` and whose
+/// packet goes on past it. A link copies any other frame whole (the engine takes nothing
+/// else with a rest).
+pub fn may_leave_rest(head: &[u8], rest_len: usize) -> bool {
+    let Ok(eth) = parse::ethernet(head) else {
+        return false;
+    };
+    let (payload, in_rest) = match eth.ethertype {
+        parse::ethertype::IPV4 => match parse::ipv4_with_rest(eth.payload, rest_len) {
+            Ok((ip, in_rest)) if ip.protocol == parse::ip_proto::TCP && !ip.fragmented => {
+                (ip.payload, in_rest)
+            }
+            _ => return false,
+        },
+        parse::ethertype::IPV6 => match parse::ipv6_with_rest(eth.payload, rest_len) {
+            Ok((ip, in_rest)) if ip.next_header == parse::ip_proto::TCP && !ip.fragmented => {
+                (ip.payload, in_rest)
+            }
+            _ => return false,
+        },
+        _ => return false,
+    };
+    in_rest > 0 && super::tcp::parse(payload).is_ok()
 }
 
 /// A guest segment's payload: the bytes in the frame's copied head, then the rest the link
@@ -254,6 +282,56 @@ mod tests {
         // frame 1 has 100 bytes from 200: those go, then the sends end.
         assert_eq!(sent, 102);
         assert_eq!(&out[2..], &kept.0[1][200..]);
+    }
+
+    #[test]
+    fn only_tcp_with_its_headers_in_the_head_may_leave_a_rest() {
+        use crate::wire::build::Route;
+        use crate::wire::tcp::{self as wtcp, Header};
+        use crate::wire::{FrameQueue, MacAddr};
+        let route = |src: &str, dst: &str| Route {
+            src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+        };
+        let payload = [7u8; 600];
+        let mut q = FrameQueue::new();
+        for r in [
+            route("192.0.2.2", "192.0.2.1"),
+            route("2001:db8::2", "2001:db8::1"),
+        ] {
+            q.clear();
+            let h = Header {
+                src_port: 1,
+                dst_port: 2,
+                seq: 0,
+                ack: 0,
+                flags: 0x10,
+                window: 100,
+                mss: None,
+                wscale: None,
+            };
+            wtcp::frame(&mut q, &r, &h, &payload);
+            let frame = q.get(0).unwrap();
+            let headers = frame.len() - payload.len();
+            assert!(may_leave_rest(&frame[..headers], payload.len()));
+            assert!(may_leave_rest(&frame[..headers + 1], payload.len() - 1));
+            assert!(
+                !may_leave_rest(&frame[..headers - 1], payload.len() + 1),
+                "a header cut"
+            );
+            assert!(!may_leave_rest(frame, 0), "nothing beyond");
+            assert!(
+                !may_leave_rest(&frame[..headers], payload.len() - 1),
+                "lengths"
+            );
+        }
+        // UDP and ARP never.
+        crate::wire::build::udp_frame(&mut q, route("192.0.2.2", "192.0.2.1"), 1, 2, &payload);
+        let frame = q.get(q.len() - 1).unwrap();
+        assert!(!may_leave_rest(&frame[..100], frame.len() - 100));
+        assert!(!may_leave_rest(&[0u8; 60], 100));
     }
 
     #[test]
