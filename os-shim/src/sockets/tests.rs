@@ -1076,3 +1076,109 @@ fn peeking_into_lent_buffers_without_so_peek_off() {
         peeking_into_lent_buffers(sockets, false);
     });
 }
+
+/// A guest's transmit payload in "its memory" (here a buffer of the test's), read back through
+/// checked copies that are counted.
+struct TxMemory {
+    bytes: Vec<u8>,
+    /// Per frame, where its rest's pieces are in `bytes`.
+    frames: Vec<Vec<(usize, usize)>>,
+    reads: std::cell::Cell<usize>,
+}
+
+impl sans_io::wire::external::ExternalPayloads for TxMemory {
+    fn read(&self, p: sans_io::wire::external::ExternalPayload, dst: &mut [u8]) -> usize {
+        self.reads.set(self.reads.get() + 1);
+        let rest: Vec<u8> = self.frames[p.frame as usize]
+            .iter()
+            .flat_map(|&(at, len)| self.bytes[at..at + len].iter().copied())
+            .collect();
+        let n = p.len.min(dst.len());
+        dst[..n].copy_from_slice(&rest[p.at..p.at + n]);
+        n
+    }
+}
+
+/// Guest payload left in its memory goes out with our own bytes in one `sendmsg` when its
+/// areas are lent (the link is never asked to copy), and is copied through the link when they
+/// aren't: the peer gets the same bytes either way.
+#[test]
+fn sending_payload_from_lent_transmit_areas() {
+    use sans_io::wire::external::{ExternalPayload, ExternalPayloads, SendPiece};
+    use sans_io::wire::lent::LentArea;
+    in_fresh_netns(|| {
+        let mut rig = Rig::new(Sockets::new());
+        let (client, server) = rig.pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let memory = TxMemory {
+            bytes: (0..10_000u32).map(|i| (i % 253) as u8).collect(),
+            frames: vec![vec![(5, 700), (2000, 1), (3001, 1499)], vec![(9000, 999)]],
+            reads: std::cell::Cell::new(0),
+        };
+        let lent: Vec<Vec<LentArea>> = memory
+            .frames
+            .iter()
+            .map(|pieces| {
+                pieces
+                    .iter()
+                    .map(|&(at, len)| LentArea {
+                        addr: memory.bytes.as_ptr() as usize + at,
+                        len,
+                    })
+                    .collect()
+            })
+            .collect();
+        let pieces = [
+            SendPiece::Bytes(b"head one"),
+            SendPiece::External(ExternalPayload {
+                frame: 0,
+                at: 3,
+                len: 2197,
+            }),
+            SendPiece::Bytes(b"head two"),
+            SendPiece::External(ExternalPayload {
+                frame: 1,
+                at: 0,
+                len: 999,
+            }),
+        ];
+        let mut expected = b"head one".to_vec();
+        let mut rest0 = vec![0u8; 2197];
+        memory.read(
+            ExternalPayload {
+                frame: 0,
+                at: 3,
+                len: 2197,
+            },
+            &mut rest0,
+        );
+        expected.extend(rest0);
+        expected.extend_from_slice(b"head two");
+        expected.extend_from_slice(&memory.bytes[9000..9999]);
+        memory.reads.set(0);
+
+        // SAFETY: the areas are in `memory.bytes`, alive and unchanged until `end`.
+        unsafe { crate::tx_loans::lend(lent.iter().map(Vec::as_slice)) };
+        let sent = rig.sockets.send_pieces(client, &pieces, &memory).unwrap();
+        crate::tx_loans::end();
+        assert_eq!(sent, expected.len());
+        assert_eq!(memory.reads.get(), 0, "the link was asked to copy");
+
+        // Not lent (any more): copied through the link, the same bytes.
+        let sent = rig.sockets.send_pieces(client, &pieces, &memory).unwrap();
+        assert_eq!(sent, expected.len());
+        assert!(
+            memory.reads.get() > 0,
+            "payload not lent reached the kernel"
+        );
+
+        let both = [expected.clone(), expected].concat();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while readable_bytes(rig.fd(server)).unwrap() < both.len() {
+            assert!(Instant::now() < deadline, "the data did not arrive");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(peek(&mut rig, server, 0, both.len()), both);
+        rig.sockets.close(client, false);
+        rig.sockets.close(server, false);
+    });
+}
