@@ -23,12 +23,13 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use sans_io::flow::{
-    peek_each, send_each, Bind, CloseSockets, DgramSockets, PeekSlots, Peeked, PingSockets,
-    SockEvent, SockRef, StreamSockets,
+    peek_each, send_each, send_pieces_copying, Bind, CloseSockets, DgramSockets, PeekSlots, Peeked,
+    PingSockets, SockEvent, SockRef, StreamSockets,
 };
 use sans_io::fwd::apply::{ForwardListeners, ListenFailure};
 use sans_io::fwd::forwards::{Direction, ListenSocket, ProtoKey};
 use sans_io::time::Instant;
+use sans_io::wire::external::{ExternalPayloads, SendPiece};
 
 use crate::app::{App, AppState, StreamIo};
 
@@ -1179,6 +1180,19 @@ impl StreamSockets for VirtualHost {
         self.stats.calls += 1;
         self.stats.vectored_sends += 1;
         send_each(data, |slice| self.send_uncounted(s, slice))
+    }
+
+    /// Payload left in the guest's memory copied through the link, as one counted call (the
+    /// shim's `sendmsg` with an iovec over it).
+    fn send_pieces(
+        &mut self,
+        s: SockRef,
+        pieces: &[SendPiece<'_>],
+        external: &dyn ExternalPayloads,
+    ) -> io::Result<usize> {
+        self.stats.calls += 1;
+        self.stats.vectored_sends += 1;
+        send_pieces_copying(pieces, external, |bytes| self.send_uncounted(s, bytes))
     }
 
     fn peek(&mut self, s: SockRef, offset: usize, buf: &mut [u8]) -> io::Result<Peeked> {

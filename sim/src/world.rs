@@ -17,6 +17,7 @@ use sans_io::fwd::apply::Applied;
 use sans_io::fwd::forwards::{self, ForwardError};
 use sans_io::fwd::rule::ForwardTable;
 use sans_io::time::Instant;
+use sans_io::wire::external::{ExternalPayloads, GuestFrame, NoExternal};
 use sans_io::wire::lent::PayloadLender;
 use sans_io::wire::offload::{finish_partial_checksum, L4Checksum};
 use sans_io::wire::FrameQueue;
@@ -59,7 +60,20 @@ pub trait LinkModel {
     /// The queued frames as the guest gets them (whole, checksums finished), in order,
     /// appended to `delivered`. The queue is cleared afterwards.
     fn carry(&mut self, out: &FrameQueue, delivered: &mut Vec<Vec<u8>>);
+
+    /// The guest's frames of one read as the device hands them to the engine
+    /// (`Batch::frames_in_place`): by default whole, as they are.
+    fn transmit(&mut self, frames: &[Vec<u8>], to_engine: &mut TransmitTo<'_>) {
+        to_engine(
+            &mut frames.iter().map(|f| GuestFrame::whole(f)),
+            &NoExternal,
+        );
+    }
 }
+
+/// What takes the frames of one read from a [`LinkModel`]: the engine's batch.
+pub type TransmitTo<'a> =
+    dyn FnMut(&mut dyn Iterator<Item = GuestFrame<'_>>, &dyn ExternalPayloads) + 'a;
 
 /// Another guest with an engine of its own (another pasta or passt on the same host), sharing
 /// the world's clock and virtual host: its sockets' events reach its engine only. Its frames
@@ -139,6 +153,10 @@ impl Lane<'_> {
             for frame in &arrived {
                 batch.frame(frame);
             }
+        } else if let Some(link) = self.link.as_deref_mut() {
+            link.transmit(&arrived, &mut |frames, external| {
+                batch.frames_in_place(frames, external);
+            });
         } else {
             batch.frames(arrived.iter().map(Vec::as_slice));
         }

@@ -11,7 +11,11 @@
 //! receive queue model ([`VirtqLink`]), which lends the engine's output queue its buffers
 //! (os-shim's `vhost_user::lend`: host data peeked into them, headers written in front on
 //! publication) and copies the rest, with buffers of odd sizes and a ring that runs short;
-//! the guest must get byte for byte the frames the plain link gives.
+//! the guest must get byte for byte the frames the plain link gives. The guest's frames reach
+//! the engine through the transmit queue model, in descriptors of odd sizes: split as the
+//! link splits them (os-shim's `vhost_user::tx_split`), the TCP payload beyond the copied head
+//! left in guest memory and sent (or stashed) through checked copies by the simulator's
+//! sockets, the chains given back after the engine's batch.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -23,6 +27,7 @@ use proptest::prelude::*;
 
 use os_shim::vhost_user::driver_model::{Buffer, DriverQueue};
 use os_shim::vhost_user::lend::{LendStats, RxLend, KEEP_ON_RING};
+use os_shim::vhost_user::tx_split::{guest_frame, take_tx_frame, TxRests, TxTail};
 use os_shim::vhost_user::virtq::{self, ChainError, RxOutcome, RxScratch, NET_HDR_LEN};
 use sans_io::engine::Engine;
 use sans_io::flow::NoSockets;
@@ -32,7 +37,7 @@ use sans_io::wire::offload::{finish_partial_checksum, partial_checksum_at, L4Che
 use sans_io::wire::stream::{self, StreamDecoder};
 use sans_io::wire::FrameQueue;
 use sim::scenario::{addr, REMOTE};
-use sim::world::{Direction, LinkModel, World};
+use sim::world::{Direction, LinkModel, TransmitTo, World};
 use sim::{App, Pattern, Scenario};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -337,7 +342,74 @@ proptest! {
 /// frames copied, the guest reassembling and adding buffers of odd sizes as it goes (up to
 /// `outstanding` at a time: the ring runs short of them, and the engine then builds frames in
 /// its own queue).
-struct VirtqLink(Rc<RefCell<RxModel>>);
+struct VirtqLink(Rc<RefCell<RxModel>>, TxModel);
+
+/// Frames the transmit model hands over per read at most (as the link's `TX_BATCH`).
+const TX_READ: usize = 64;
+
+/// The transmit queue's two sides: the guest's driver putting frames in descriptors of odd
+/// sizes, the device taking them as the link does.
+struct TxModel {
+    mem: Arc<GuestMemoryMmap>,
+    driver: DriverQueue,
+    queue: Queue,
+    sizes: Vec<u32>,
+    slots: Vec<Vec<u8>>,
+    tails: Vec<TxTail>,
+    lens: Vec<usize>,
+    heads: Vec<u16>,
+    /// Frames, and bytes, whose payload stayed in the guest's memory.
+    in_place_frames: u64,
+    in_place_bytes: u64,
+}
+
+impl TxModel {
+    fn new(mem: Arc<GuestMemoryMmap>, sizes: &[u32]) -> TxModel {
+        let driver = DriverQueue::new(&*mem, GuestAddress(TX_RINGS), TX_QUEUE);
+        let queue = driver.device_queue();
+        TxModel {
+            mem,
+            driver,
+            queue,
+            sizes: sizes.to_vec(),
+            slots: vec![vec![0u8; 65600]; TX_READ],
+            tails: (0..TX_READ).map(|_| TxTail::new()).collect(),
+            lens: vec![0; TX_READ],
+            heads: Vec::new(),
+            in_place_frames: 0,
+            in_place_bytes: 0,
+        }
+    }
+
+    /// The guest queues `frames` (each with its header, in descriptors cut as `sizes` say)
+    /// as far as its transmit buffers go, from `first`; returns how many.
+    fn queue_frames(&mut self, frames: &[Vec<u8>]) -> usize {
+        let mut at = TX_DATA;
+        let mut n = 0;
+        for f in frames.iter().take(TX_READ) {
+            let mut bytes = vec![0u8; NET_HDR_LEN];
+            bytes.extend_from_slice(f);
+            if at + bytes.len() as u64 > RX_DATA && n > 0 {
+                break;
+            }
+            self.mem.write_slice(&bytes, GuestAddress(at)).unwrap();
+            let mut chain = Vec::new();
+            let mut a = at;
+            for len in cut(bytes.len(), &self.sizes) {
+                chain.push(Buffer {
+                    addr: a,
+                    len,
+                    writable: false,
+                });
+                a += u64::from(len);
+            }
+            self.driver.add_chain(&*self.mem, &chain);
+            at = (a + 64).next_multiple_of(64);
+            n += 1;
+        }
+        n
+    }
+}
 
 struct RxModel {
     mem: Arc<GuestMemoryMmap>,
@@ -359,7 +431,11 @@ impl RxModel {
 }
 
 impl VirtqLink {
-    fn new(sizes: &[u32], outstanding: usize) -> (VirtqLink, Rc<RefCell<RxModel>>) {
+    fn new(
+        sizes: &[u32],
+        outstanding: usize,
+        tx_sizes: &[u32],
+    ) -> (VirtqLink, Rc<RefCell<RxModel>>) {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM)]).unwrap();
         let guest = RxGuest::new(&mem, sizes);
         let queue = guest.rx.device_queue();
@@ -373,8 +449,9 @@ impl VirtqLink {
             copied_tcp: 0,
         };
         model.refill();
+        let tx = TxModel::new(model.mem.clone(), tx_sizes);
         let shared = Rc::new(RefCell::new(model));
-        (VirtqLink(shared.clone()), shared)
+        (VirtqLink(shared.clone(), tx), shared)
     }
 }
 
@@ -400,6 +477,46 @@ impl PayloadLender for ModelLender {
 impl LinkModel for VirtqLink {
     fn payload_lender(&mut self) -> Option<Box<dyn PayloadLender>> {
         Some(Box::new(ModelLender(self.0.clone())))
+    }
+
+    fn transmit(&mut self, frames: &[Vec<u8>], to_engine: &mut TransmitTo<'_>) {
+        let tx = &mut self.1;
+        let mut left = frames;
+        while !left.is_empty() {
+            let n = tx.queue_frames(left);
+            left = &left[n..];
+            tx.heads.clear();
+            for i in 0..n {
+                let chain = tx
+                    .queue
+                    .pop_descriptor_chain(&*tx.mem)
+                    .expect("a chain per frame");
+                tx.heads.push(chain.head_index());
+                let split = take_tx_frame(&*tx.mem, chain, &mut tx.slots[i], &mut tx.tails[i])
+                    .expect("a good chain");
+                tx.lens[i] = split.head;
+                if split.tail > 0 {
+                    tx.in_place_frames += 1;
+                    tx.in_place_bytes += split.tail as u64;
+                }
+            }
+            let rests = TxRests {
+                mem: &*tx.mem,
+                tails: &tx.tails[..n],
+            };
+            let (slots, lens, tails) = (&tx.slots, &tx.lens, &tx.tails);
+            to_engine(
+                &mut (0..n).map(|i| guest_frame(i, &slots[i][..lens[i]], &tails[i])),
+                &rests,
+            );
+            // The batch is over: the chains go back, in order.
+            for &head in &tx.heads {
+                tx.queue.add_used(&*tx.mem, head, 0).unwrap();
+            }
+            for &head in &tx.heads {
+                assert_eq!(tx.driver.take_used(&*tx.mem), Some((head, 0)));
+            }
+        }
     }
 
     fn carry(&mut self, out: &FrameQueue, delivered: &mut Vec<Vec<u8>>) {
@@ -448,8 +565,12 @@ impl LinkModel for VirtqLink {
     }
 }
 
+/// A link model's receive buffer sizes, how many the guest keeps offered, and its transmit
+/// descriptor sizes.
+type ModelShape<'a> = (&'a [u32], usize, &'a [u32]);
+
 /// A download and an upload at once, through the plain link or the model's.
-fn exchange(seed: u64, link: Option<(&[u32], usize)>) -> (World, Option<Rc<RefCell<RxModel>>>) {
+fn exchange(seed: u64, link: Option<ModelShape<'_>>) -> (World, Option<VirtqStats>) {
     let mut w = Scenario::new(seed)
         .remote_server(
             &format!("{REMOTE}:19"),
@@ -458,10 +579,11 @@ fn exchange(seed: u64, link: Option<(&[u32], usize)>) -> (World, Option<Rc<RefCe
         .remote_server(&format!("{REMOTE}:9"), App::sink())
         .build();
     w.partial_checksums();
-    let model = link.map(|(sizes, outstanding)| {
-        let (link, model) = VirtqLink::new(sizes, outstanding);
-        w.through_link(Box::new(link));
-        model
+    let model = link.map(|(sizes, outstanding, tx_sizes)| {
+        let (link, model) = VirtqLink::new(sizes, outstanding, tx_sizes);
+        let tx = Rc::new(RefCell::new((0, 0)));
+        w.through_link(Box::new(Counted(link, tx.clone())));
+        (model, tx)
     });
     let down = w.guest_connect(addr(&format!("{REMOTE}:19")), App::sink());
     w.guest_connect(
@@ -476,29 +598,62 @@ fn exchange(seed: u64, link: Option<(&[u32], usize)>) -> (World, Option<Rc<RefCe
     Pattern(5)
         .check(w.guest_conn(down).received(), 400_000)
         .unwrap();
+    let up = w.host_conn(w.host.conns_to(addr(&format!("{REMOTE}:9")))[0]);
+    Pattern(6).check(up.received(), 100_000).unwrap();
     w.assert_no_violations();
     (w, model)
 }
 
+/// What a model link saw: its receive side, and the frames and bytes its transmit side left
+/// in the guest's memory.
+type VirtqStats = (Rc<RefCell<RxModel>>, Rc<RefCell<(u64, u64)>>);
+
+/// A [`VirtqLink`] whose transmit counts the test reads after the world has it.
+struct Counted(VirtqLink, Rc<RefCell<(u64, u64)>>);
+
+impl LinkModel for Counted {
+    fn payload_lender(&mut self) -> Option<Box<dyn PayloadLender>> {
+        self.0.payload_lender()
+    }
+
+    fn carry(&mut self, out: &FrameQueue, delivered: &mut Vec<Vec<u8>>) {
+        self.0.carry(out, delivered)
+    }
+
+    fn transmit(&mut self, frames: &[Vec<u8>], to_engine: &mut TransmitTo<'_>) {
+        self.0.transmit(frames, to_engine);
+        *self.1.borrow_mut() = (self.0 .1.in_place_frames, self.0 .1.in_place_bytes);
+    }
+}
+
 fn to_guest(w: &World) -> Vec<Vec<u8>> {
+    frames_of(w, Direction::EngineToGuest)
+}
+
+fn frames_of(w: &World, dir: Direction) -> Vec<Vec<u8>> {
     w.transcript
         .iter()
-        .filter(|(_, d, _)| *d == Direction::EngineToGuest)
+        .filter(|(_, d, _)| *d == dir)
         .map(|(_, _, f)| f.clone())
         .collect()
 }
 
 #[test]
 fn tcp_data_in_lent_buffers_gives_the_plain_links_frames() {
-    for (seed, sizes, outstanding) in [
-        (1, &[1526u32, 4096, 333, 2049][..], 200),
-        (2, &[97, 1000, 4000, 1], 120),
+    for (seed, sizes, outstanding, tx_sizes) in [
+        (1, &[1526u32, 4096, 333, 2049][..], 200, &[12u32, 1500][..]),
+        (2, &[97, 1000, 4000, 1], 120, &[5, 7, 300, 1999, 61, 4096]),
         // Few buffers: the lender runs out, frames are built in the queue and copied too.
-        (3, &[1500, 3000], 40),
+        (3, &[1500, 3000], 40, &[266, 1, 3333]),
     ] {
         let (plain, _) = exchange(seed, None);
-        let (lent, model) = exchange(seed, Some((sizes, outstanding)));
-        let model = model.unwrap();
+        let (lent, model) = exchange(seed, Some((sizes, outstanding, tx_sizes)));
+        let (model, tx) = model.unwrap();
+        let (tx_frames, tx_bytes) = *tx.borrow();
+        assert!(
+            tx_frames > 5 && tx_bytes > 50_000,
+            "seed {seed}: {tx_frames} guest frames, {tx_bytes} bytes sent from its memory"
+        );
         let model = model.borrow();
         let LendStats { frames, bytes, .. } = model.lend.stats;
         assert!(
@@ -512,8 +667,14 @@ fn tcp_data_in_lent_buffers_gives_the_plain_links_frames() {
             );
         }
         eprintln!(
-            "seed {seed}: {frames} frames, {bytes} bytes lent, {} copied",
+            "seed {seed}: {frames} frames, {bytes} bytes lent, {} copied; {tx_frames} guest \
+             frames, {tx_bytes} bytes sent from its memory",
             model.copied_tcp
+        );
+        assert_eq!(
+            frames_of(&plain, Direction::GuestToEngine),
+            frames_of(&lent, Direction::GuestToEngine),
+            "seed {seed}: the guest's frames"
         );
         let (a, b) = (to_guest(&plain), to_guest(&lent));
         assert!(a.len() > 100, "seed {seed}: only {} frames", a.len());
@@ -522,5 +683,60 @@ fn tcp_data_in_lent_buffers_gives_the_plain_links_frames() {
             panic!("seed {seed}: frame {i} differs");
         }
         assert_eq!(plain.counters(), lent.counters());
+    }
+}
+
+/// A bulk upload into a small send buffer (partial writes mid-batch: the rest of a segment
+/// stashed, later ones dropped and sent again), through the plain link or the model's.
+fn upload_cut_short(seed: u64, tx_sizes: Option<&[u32]>) -> (World, u64, u64) {
+    let server = format!("{REMOTE}:19");
+    let len = 1 << 20;
+    let mut w = Scenario::new(seed)
+        .host(|h| {
+            h.sndbuf = 20_000;
+            h.peer_rcvbuf = 16 * 1024;
+            h.send_space_slack = 3000;
+        })
+        .remote_server(&server, App::slow_sink(20_000))
+        .build();
+    w.partial_checksums();
+    let tx = Rc::new(RefCell::new((0, 0)));
+    if let Some(tx_sizes) = tx_sizes {
+        let (link, _) = VirtqLink::new(&[4096], 200, tx_sizes);
+        w.through_link(Box::new(Counted(link, tx.clone())));
+    }
+    w.guest_connect(addr(&server), App::source_pattern(Pattern(9), len));
+    assert!(
+        w.run_until_all_done(Duration::from_secs(60)),
+        "{}",
+        w.diagnose()
+    );
+    let h = w.host_conn(w.host.conns_to(addr(&server))[0]);
+    Pattern(9).check(h.received(), len).unwrap();
+    w.assert_no_violations();
+    let (frames, bytes) = *tx.borrow();
+    (w, frames, bytes)
+}
+
+#[test]
+fn an_upload_cut_short_stashes_from_guest_memory_what_the_plain_link_stashes() {
+    let (plain, _, _) = upload_cut_short(71, None);
+    let (in_place, frames, bytes) = upload_cut_short(71, Some(&[3, 9, 250, 1501, 77]));
+    let c = &in_place.counters().tcp;
+    assert!(
+        c.stash_uses > 0 && c.no_room_drops > 0,
+        "no partial write or drop to test: {c:?}"
+    );
+    assert!(
+        frames > 100 && bytes > 500_000,
+        "{frames} frames, {bytes} bytes sent from the guest's memory"
+    );
+    assert_eq!(plain.counters(), in_place.counters());
+    for dir in [Direction::GuestToEngine, Direction::EngineToGuest] {
+        let (a, b) = (frames_of(&plain, dir), frames_of(&in_place, dir));
+        assert_eq!(a.len(), b.len(), "{dir:?}: frame counts");
+        if let Some(i) = (0..a.len()).find(|&i| a[i] != b[i]) {
+            panic!("{dir:?}: frame {i} differs");
+        }
     }
 }

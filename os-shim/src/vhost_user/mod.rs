@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{self as sock, SockFlag};
-use sans_io::wire::external::{may_leave_rest, ExternalPayload, ExternalPayloads, GuestFrame};
+use sans_io::wire::external::{ExternalPayloads, GuestFrame};
 use sans_io::wire::lent::{LentArea, LentPayload, PayloadLender};
 use sans_io::wire::offload::{
     finish_partial_checksum, partial_checksum_at, ChecksumAt, L4Checksum,
@@ -50,38 +50,13 @@ use vm_memory::GuestMemoryMmap;
 use crate::qemu_socket::{ReadStatus, WriteReport, MAX_FRAME};
 use device::{Device, RX, TX};
 use lend::{RxLend, KEEP_ON_RING};
-use tx_split::{read_tx_frame_split, TxTail, TX_HEAD};
+use tx_split::{guest_frame, take_tx_frame, TxRests, TxTail};
 use virtq::{ChainError, RxOutcome, RxScratch};
 
 /// What takes the frames of one read from the transmit queue: the frames, and what answers
 /// for the payload they left in the guest's memory.
 pub type OnFrames<'a> =
     dyn FnMut(&mut dyn Iterator<Item = GuestFrame<'_>>, &dyn ExternalPayloads) + 'a;
-
-/// The rests of a read's frames, for copies through the memory table (the simulator's
-/// sockets, a stash, a capture).
-struct TxRests<'a> {
-    mem: &'a GuestMemoryMmap,
-    tails: &'a [TxTail],
-}
-
-impl ExternalPayloads for TxRests<'_> {
-    fn read(&self, payload: ExternalPayload, dst: &mut [u8]) -> usize {
-        let Some(tail) = self.tails.get(payload.frame as usize) else {
-            return 0;
-        };
-        let want = payload.len.min(dst.len());
-        if payload
-            .at
-            .checked_add(want)
-            .is_none_or(|end| end > tail.len())
-        {
-            return 0;
-        }
-        tail.read(self.mem, payload.at, &mut dst[..want])
-            .unwrap_or(0)
-    }
-}
 
 /// Our epoll instance's tokens.
 const LISTENER: u64 = 1;
@@ -505,20 +480,15 @@ impl VhostUserLink {
             // SAFETY: the areas were checked against `mem`, which we hold (and with it the
             // mapping) until the loans end below.
             unsafe { crate::tx_loans::lend(tails.iter().map(TxTail::areas)) };
-            let rests = TxRests { mem: &mem, tails };
+            let rests = TxRests { mem: &*mem, tails };
             let (buf, lens) = (&self.tx_buf, &self.tx_lens);
             on_frames(
                 &mut lens[..n]
                     .iter()
                     .zip(tails)
                     .enumerate()
-                    .map(|(i, (&len, tail))| GuestFrame {
-                        head: &buf[i * MAX_FRAME..i * MAX_FRAME + len],
-                        rest: (!tail.is_empty()).then(|| ExternalPayload {
-                            frame: i as u32,
-                            at: 0,
-                            len: tail.len(),
-                        }),
+                    .map(|(i, (&len, tail))| {
+                        guest_frame(i, &buf[i * MAX_FRAME..i * MAX_FRAME + len], tail)
                     }),
                 &rests,
             );
@@ -527,8 +497,7 @@ impl VhostUserLink {
         self.return_tx_chains(&device, &mem);
     }
 
-    /// Frame `n` of a read from `chain`: split, its rest left in place, if it is TCP whose
-    /// payload goes past the head; otherwise copied whole into its slot.
+    /// Frame `n` of a read from `chain`, into its slot (see [`tx_split::take_tx_frame`]).
     fn take_tx_frame(
         &mut self,
         mem: &GuestMemoryMmap,
@@ -536,26 +505,12 @@ impl VhostUserLink {
         n: usize,
     ) -> Result<(), ChainError> {
         let slot = &mut self.tx_buf[n * MAX_FRAME..(n + 1) * MAX_FRAME];
-        let tail = &mut self.tx_tails[n];
-        tail.clear();
-        let split = read_tx_frame_split(mem, chain.clone(), &mut slot[..TX_HEAD], tail, MAX_FRAME);
-        match split {
-            Ok(split) if split.tail == 0 => {
-                self.tx_lens[n] = split.head;
-                return Ok(());
-            }
-            Ok(split) if may_leave_rest(&slot[..split.head], split.tail) => {
-                self.tx_lens[n] = split.head;
-                self.stats.tx_in_place_frames += 1;
-                self.stats.tx_in_place_bytes += split.tail as u64;
-                return Ok(());
-            }
-            _ => {}
+        let split = take_tx_frame(mem, chain, slot, &mut self.tx_tails[n])?;
+        self.tx_lens[n] = split.head;
+        if split.tail > 0 {
+            self.stats.tx_in_place_frames += 1;
+            self.stats.tx_in_place_bytes += split.tail as u64;
         }
-        // Anything else the engine gets whole (a chain the split refused is walked again:
-        // the copy says what is wrong with it, or takes a frame in too many pieces).
-        tail.clear();
-        self.tx_lens[n] = virtq::read_tx_frame(mem, chain, slot)?;
         Ok(())
     }
 

@@ -1,19 +1,20 @@
 //! A transmit frame split where it may be parsed in place: its head (the headers, up to
 //! [`TX_HEAD`] bytes) copied into our buffer, the rest left in guest memory as opaque areas.
 //!
-//! The first step of sending a guest's TCP payload from its own memory (issue 16; not yet
-//! used by the link, which still copies whole frames with [`super::virtq::read_tx_frame`]).
-//! The guest may write its buffers while we look at them, so no Rust reference to the rest is
+//! How the link sends a guest's TCP payload from the guest's own memory ([`take_tx_frame`]
+//! decides per frame; anything but TCP with payload past the head is copied whole, as
+//! [`super::virtq::read_tx_frame`] does). The guest may write its buffers while we look at them, so no Rust reference to the rest is
 //! ever made: it is kept as host addresses ([`LentArea`]s, for an iovec) beside the guest
 //! addresses they came from (for [`TxTail::read`], a checked copy through the memory table).
 //! The host addresses stay valid only while the memory table the chain was walked with stays
 //! mapped: whoever hands them to the kernel holds that table (as the receive lender does).
 
+use sans_io::wire::external::{may_leave_rest, ExternalPayload, ExternalPayloads, GuestFrame};
 use sans_io::wire::lent::LentArea;
 use virtio_queue::desc::split::Descriptor;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
 
-use super::virtq::{ChainError, NET_HDR_LEN};
+use super::virtq::{read_tx_frame, ChainError, NET_HDR_LEN};
 
 /// Bytes of a frame copied whatever it carries: room for Ethernet, IPv6 with a few extension
 /// headers and TCP with options. What lies beyond stays in the guest's memory.
@@ -189,6 +190,70 @@ pub fn read_tx_frame_split<M: GuestMemory + ?Sized>(
         return Err(ChainError::ShortHeader);
     }
     Ok(split)
+}
+
+/// Takes the frame a transmit chain carries into `slot` (as large as a frame may be): split,
+/// its rest left in `tail`, if it is TCP whose payload goes past the first [`TX_HEAD`] bytes
+/// (see [`may_leave_rest`]); copied whole otherwise, `tail` empty. The returned split's `tail`
+/// is 0 for a frame copied whole.
+pub fn take_tx_frame<M: GuestMemory + ?Sized>(
+    mem: &M,
+    chain: impl Iterator<Item = Descriptor> + Clone,
+    slot: &mut [u8],
+    tail: &mut TxTail,
+) -> Result<TxSplit, ChainError> {
+    tail.clear();
+    let max_frame = slot.len();
+    let head = TX_HEAD.min(max_frame);
+    match read_tx_frame_split(mem, chain.clone(), &mut slot[..head], tail, max_frame) {
+        Ok(split) if split.tail == 0 => return Ok(split),
+        Ok(split) if may_leave_rest(&slot[..split.head], split.tail) => return Ok(split),
+        _ => {}
+    }
+    // Anything else whole (a chain the split refused is walked again: the copy says what is
+    // wrong with it, or takes a frame in more pieces than a rest keeps).
+    tail.clear();
+    let len = read_tx_frame(mem, chain, slot)?;
+    Ok(TxSplit { head: len, tail: 0 })
+}
+
+/// The rests of one read's frames (`tails[i]` frame `i`'s), answering copies of them through
+/// the memory table: for socket layers that can't give the kernel the areas (the simulator's),
+/// a stash, a capture.
+pub struct TxRests<'a, M: GuestMemory + ?Sized> {
+    pub mem: &'a M,
+    pub tails: &'a [TxTail],
+}
+
+impl<M: GuestMemory + ?Sized> ExternalPayloads for TxRests<'_, M> {
+    fn read(&self, payload: ExternalPayload, dst: &mut [u8]) -> usize {
+        let Some(tail) = self.tails.get(payload.frame as usize) else {
+            return 0;
+        };
+        let want = payload.len.min(dst.len());
+        if payload
+            .at
+            .checked_add(want)
+            .is_none_or(|end| end > tail.len())
+        {
+            return 0;
+        }
+        tail.read(self.mem, payload.at, &mut dst[..want])
+            .unwrap_or(0)
+    }
+}
+
+/// Frame `i` of a read as the engine takes it: its head in `head`, its rest (if `tail` holds
+/// one) named for [`TxRests`].
+pub fn guest_frame<'f>(i: usize, head: &'f [u8], tail: &TxTail) -> GuestFrame<'f> {
+    GuestFrame {
+        head,
+        rest: (!tail.is_empty()).then(|| ExternalPayload {
+            frame: i as u32,
+            at: 0,
+            len: tail.len(),
+        }),
+    }
 }
 
 #[cfg(test)]

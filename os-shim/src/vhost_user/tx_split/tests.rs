@@ -282,3 +282,73 @@ fn a_rest_in_more_pieces_than_kept_is_refused_for_the_copy_to_take() {
     // Nothing grew past what was allocated up front.
     assert_eq!(tail.areas().len(), MAX_TAIL_AREAS);
 }
+
+#[test]
+fn only_tcp_leaves_its_rest_in_place_anything_else_is_copied_whole() {
+    use sans_io::wire::build::Route;
+    use sans_io::wire::tcp::{self as wtcp, Header};
+    use sans_io::wire::{FrameQueue, MacAddr};
+    let route = Route {
+        src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+        dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
+        src: "192.0.2.2".parse().unwrap(),
+        dst: "192.0.2.1".parse().unwrap(),
+    };
+    let payload: Vec<u8> = (0..1000u32).map(|i| (i * 3) as u8).collect();
+    let mut q = FrameQueue::new();
+    let h = Header {
+        src_port: 1,
+        dst_port: 2,
+        seq: 0,
+        ack: 0,
+        flags: 0x10,
+        window: 100,
+        mss: None,
+        wscale: None,
+    };
+    wtcp::frame(&mut q, &route, &h, &payload);
+    let tcp = q.get(0).unwrap().to_vec();
+    let not_tcp: Vec<u8> = (0..1054u32).map(|i| i as u8).collect();
+    for (frame, in_place) in [(&tcp, true), (&not_tcp, false)] {
+        let (mem, mut driver, mut queue) = setup(one_region());
+        let mut tail = TxTail::new();
+        let mut bytes = vec![0u8; NET_HDR_LEN];
+        bytes.extend_from_slice(frame);
+        mem.write_slice(&bytes, GuestAddress(DATA)).unwrap();
+        driver.add_chain(
+            &mem,
+            &[
+                readable(DATA, 100),
+                readable(DATA + 100, bytes.len() as u32 - 100),
+            ],
+        );
+        let chain = queue.pop_descriptor_chain(&mem).unwrap();
+        let mut slot = vec![0u8; 1 << 16];
+        let split = take_tx_frame(&mem, chain, &mut slot, &mut tail).unwrap();
+        assert_eq!(split.len(), frame.len());
+        assert_eq!(split.tail > 0, in_place);
+        assert_eq!(tail.is_empty(), !in_place);
+        let rests = TxRests {
+            mem: &mem,
+            tails: std::slice::from_ref(&tail),
+        };
+        let f = guest_frame(0, &slot[..split.head], &tail);
+        let mut whole = f.head.to_vec();
+        if let Some(rest) = f.rest {
+            let at = whole.len();
+            whole.resize(at + rest.len, 0);
+            assert_eq!(rests.read(rest, &mut whole[at..]), rest.len);
+            // Past its end, nothing.
+            assert_eq!(
+                rests.read(rest.skip(1).take(rest.len), &mut [0u8; 2000]),
+                rest.len - 1
+            );
+            let beyond = ExternalPayload {
+                len: rest.len + 1,
+                ..rest
+            };
+            assert_eq!(rests.read(beyond, &mut [0u8; 2000]), 0);
+        }
+        assert_eq!(&whole, frame);
+    }
+}
