@@ -3,7 +3,9 @@
 //! The guest (see passt_common/vm.rs) takes its DHCP lease and SLAAC address, pings, fetches
 //! 1 MiB byte for byte over IPv4 and IPv6 and serves a file through `-t`; then a second qemu
 //! connects to the same passt and works again (the device state starts afresh); with `-1`,
-//! passt ends when its front-end goes away.
+//! passt ends when its front-end goes away, after a guest that fetched 1 MiB and uploaded 1 MiB
+//! of its own: the link's summary must say the fetch went into the guest's buffers and the
+//! upload left from its memory, each without a copy of ours.
 //!
 //! Needs what passt_vm.rs needs, and qemu 8 or later (Debian 12's 7.2 crashes with a
 //! vhost-user netdev under TCG; scripts/install-test-deps installs it from bookworm-backports).
@@ -13,9 +15,10 @@ mod passt_common;
 
 use std::time::Instant;
 
-use common::{require, test_user, wait_timeout, Need, TIMEOUT};
+use common::{addr, require, test_user, wait_for_file, wait_timeout, Need, TIMEOUT};
 use passt_common::vm::{
-    accel, check_short_guest, check_whole_guest, qemu_major, rig, GuestNet, Qemu, Rig, BOOT_TIMEOUT,
+    accel, check_short_guest, check_whole_guest, qemu_major, rig, upload_sink, GuestNet, Qemu, Rig,
+    BOOT_TIMEOUT,
 };
 use passt_common::Passt;
 
@@ -101,16 +104,17 @@ fn one_off_vhost_user_ends_with_its_front_end() {
     if !new_enough_qemu() {
         return;
     }
-    let Some(Rig {
+    let Some(mut rig) = rig() else {
+        return;
+    };
+    let uploaded = upload_sink(&mut rig);
+    let Rig {
         lab,
         dir,
         kernel,
         initrd,
         sha,
-    }) = rig()
-    else {
-        return;
-    };
+    } = rig;
     let sock = dir.path().join("passt-vu.socket");
     let mut passt = Passt::start(
         &lab,
@@ -127,9 +131,36 @@ fn one_off_vhost_user_ends_with_its_front_end() {
     );
     passt.wait_socket();
     let net = GuestNet::VhostUser(&sock);
-    let mut qemu = Qemu::boot(&lab, &[], &accel(), &kernel, &initrd, &net, "vmt.short=1");
+    let mut qemu = Qemu::boot(
+        &lab,
+        &[],
+        &accel(),
+        &kernel,
+        &initrd,
+        &net,
+        "vmt.short=1 vmt.upload=1",
+    );
     qemu.expect("init", BOOT_TIMEOUT);
-    check_short_guest(&mut qemu, &sha, "IPv4 fetch, one-off");
+    // The guest fetches 1 MiB, then sends 1 MiB of its own to the remote.
+    let lease = qemu.expect("lease", BOOT_TIMEOUT);
+    assert!(lease.contains(addr::HOST4), "lease: {lease}");
+    qemu.check("fetch4", &sha, "IPv4 fetch, one-off");
+    let up_sha = qemu.expect("upsha", BOOT_TIMEOUT);
+    assert_eq!(
+        qemu.expect("uploaded", BOOT_TIMEOUT),
+        "",
+        "the guest's upload"
+    );
+    assert!(
+        wait_for_file(&uploaded, TIMEOUT),
+        "the remote never finished the upload"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&uploaded).unwrap(),
+        up_sha,
+        "the remote got other bytes than the guest sent"
+    );
+    assert_eq!(qemu.expect("end", BOOT_TIMEOUT), "short");
     assert!(
         wait_timeout(&mut qemu.child, TIMEOUT).is_some(),
         "qemu did not end after the guest powered off"
@@ -151,6 +182,26 @@ fn one_off_vhost_user_ends_with_its_front_end() {
         lent >= 1 << 20,
         "{lent} bytes went to the guest without a copy, not the 1 MiB fetched: {summary}"
     );
+    // And the upload's payload went to the remote from the guest's memory, less the part of
+    // each frame whose headers we copy.
+    let sent = in_place_bytes(&summary);
+    assert!(
+        sent >= 1 << 19,
+        "only {sent} bytes of the 1 MiB upload were sent from the guest's memory: {summary}"
+    );
+}
+
+/// The bytes the link summary says went to the host from the guest's memory.
+fn in_place_bytes(summary: &str) -> u64 {
+    let before = summary
+        .split(" bytes) sent from its memory")
+        .next()
+        .unwrap_or_default();
+    before
+        .rsplit('(')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no in-place byte count in: {summary}"))
 }
 
 /// The bytes the link summary says went into the guest's buffers without a copy of ours.

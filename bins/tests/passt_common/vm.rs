@@ -18,6 +18,58 @@ use crate::common::{
 
 pub const HTTP_PORT: u16 = 8000;
 pub const BLOB_LEN: usize = 1 << 20;
+/// Where the remote takes a guest's upload (`vmt.upload=1`: 1 MiB, see [`upload_sink`]).
+pub const UPLOAD_PORT: u16 = 8009;
+
+/// Takes one connection on the remote's [`addr::SERVER4`]:[`UPLOAD_PORT`], reads 1 MiB (or
+/// to its end) and writes the SHA-256 of what came to `out`. Bounded: gives up after 300 s.
+const UPLOAD_SINK_PY: &str = r#"
+import hashlib, os, socket, sys
+host, port, want, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((host, port))
+s.listen(1)
+s.settimeout(300)
+c, _ = s.accept()
+c.settimeout(120)
+h, n = hashlib.sha256(), 0
+while n < want:
+    b = c.recv(65536)
+    if not b:
+        break
+    h.update(b)
+    n += len(b)
+c.close()
+with open(out + ".tmp", "w") as f:
+    f.write(h.hexdigest())
+os.rename(out + ".tmp", out)
+"#;
+
+/// Starts the remote's upload sink (see [`UPLOAD_SINK_PY`]); returns the file its SHA-256
+/// will be in once the upload is over.
+pub fn upload_sink(rig: &mut Rig) -> PathBuf {
+    let script = rig.dir.path().join("upload_sink.py");
+    std::fs::write(&script, UPLOAD_SINK_PY).unwrap();
+    let out = rig.dir.path().join("upload.sha");
+    let sink = rig.lab.remote_command(
+        "python3",
+        &[
+            script.to_str().unwrap(),
+            addr::SERVER4,
+            &UPLOAD_PORT.to_string(),
+            &(1usize << 20).to_string(),
+            out.to_str().unwrap(),
+        ],
+    );
+    rig.lab.spawn(sink);
+    assert!(
+        rig.lab
+            .wait_listening(&rig.lab.remote, UPLOAD_PORT, TIMEOUT),
+        "the upload sink"
+    );
+    out
+}
 /// From qemu's start to the guest's last word: generous for TCG on a busy 2-core machine.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -194,6 +246,13 @@ ping -c 1 -W 5 "$SERVER6" >/dev/null 2>&1 && say ping6 ok || say ping6 failed
 timeout 60 wget -q -O /tmp/f4 "http://$SERVER4:$PORT/blob" </dev/null 2>/tmp/w4 || say wget4 failed $(cat /tmp/w4)
 say fetch4 $(sha256sum /tmp/f4 | cut -d' ' -f1)
 rm -f /tmp/f4
+if grep -q vmt.upload /proc/cmdline; then
+    dd if=/dev/urandom of=/tmp/up bs=1024 count=1024 2>/dev/null
+    say upsha $(sha256sum /tmp/up | cut -d' ' -f1)
+    timeout 60 nc "$SERVER4" "$UPLOAD_PORT" </tmp/up >/dev/null 2>&1 || say upload failed
+    say uploaded
+    rm -f /tmp/up
+fi
 grep -q vmt.short /proc/cmdline && bye short
 timeout 60 wget -q -O /tmp/f6 "http://[$SERVER6]:$PORT/blob" </dev/null 2>/tmp/w6 || say wget6 failed $(cat /tmp/w6)
 say fetch6 $(sha256sum /tmp/f6 | cut -d' ' -f1)
@@ -250,7 +309,7 @@ pub fn build_initramfs(dir: &Path, kernel: &Path, modules: &Path) -> PathBuf {
     }
     std::fs::write(root.join("modules.order"), order).unwrap();
     let vars = format!(
-        "SERVER4={}\nSERVER6={}\nPORT={HTTP_PORT}\n",
+        "SERVER4={}\nSERVER6={}\nPORT={HTTP_PORT}\nUPLOAD_PORT={UPLOAD_PORT}\n",
         addr::SERVER4,
         addr::SERVER6
     );

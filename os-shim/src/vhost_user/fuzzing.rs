@@ -3,9 +3,10 @@
 //! and a few thousand pseudo-random ones, so that `cargo test` covers them too).
 //!
 //! - [`virtqueue`]: a guest writes whatever it likes into its descriptor table and available
-//!   ring; we walk every chain it offers, both ways, and lend its receive chains as payload
-//!   memory (reserve, fill, settle with a short peek, publish some frames and skip others,
-//!   rewind, a new epoch). Nothing may panic, loop, or read or write outside the guest's
+//!   ring; we walk every chain it offers, both ways (transmit chains also split into a
+//!   copied head and a rest left in place, as the link takes them: the same frames as the
+//!   copy), and lend its receive chains as payload memory (reserve, fill, settle with a
+//!   short peek, publish some frames and skip others, rewind, a new epoch). Nothing may panic, loop, or read or write outside the guest's
 //!   memory (`vm-memory` would have to be wrong for that: the harness checks the outcomes are
 //!   consistent with what the guest offered, and every lent area lies inside the memory).
 //! - [`protocol`]: any bytes as the front-end's side of the protocol socket, through the real
@@ -23,7 +24,7 @@ use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use super::driver_model::DriverQueue;
 use super::lend::RxLend;
-use super::tx_split::{read_tx_frame_split, TxTail, TX_HEAD};
+use super::tx_split::{read_tx_frame_split, take_tx_frame, TxTail, TX_HEAD};
 use super::virtq::{self, ChainError, RxOutcome, RxScratch};
 use super::VhostUserLink;
 use crate::qemu_socket::ReadStatus;
@@ -93,6 +94,18 @@ pub fn virtqueue(data: &[u8]) {
             .pop_descriptor_chain(&mem)
             .expect("the same chains again");
         tail.clear();
+        // As the link takes it: whole or split, the same frame either way.
+        let mut whole_tail = TxTail::new();
+        let taken = take_tx_frame(&mem, chain.clone(), &mut buf, &mut whole_tail);
+        if let (Ok(frame), Ok(taken)) = (expected, taken) {
+            let mut got = buf[..taken.head].to_vec();
+            got.resize(taken.len(), 0);
+            assert_eq!(
+                whole_tail.read(&mem, 0, &mut got[taken.head..]),
+                Ok(taken.tail)
+            );
+            assert_eq!(&got, frame);
+        }
         let split = read_tx_frame_split(&mem, chain, &mut head, &mut tail, MEMORY);
         match (expected, split) {
             (Ok(frame), Ok(split)) => {

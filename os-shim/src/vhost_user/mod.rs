@@ -19,6 +19,11 @@
 //! publishes those frames, in queue order with the copied ones, by writing their headers in
 //! front. Nothing is lent while frames wait in the backlog, nor to a guest that wants its
 //! checksums finished (that would mean reading the payload back).
+//!
+//! The guest's TCP payload leaves the same way: each transmit frame's head (its headers) is
+//! copied, the rest left in the guest's memory ([`tx_split`]) and lent for the read
+//! (`crate::tx_loans`) so that the host socket's `sendmsg` takes it from there; the chains go
+//! back to the guest once the engine's batch is over.
 
 pub mod device;
 pub mod driver_model;
