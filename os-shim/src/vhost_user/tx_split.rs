@@ -14,7 +14,7 @@ use sans_io::wire::lent::LentArea;
 use virtio_queue::desc::split::Descriptor;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
 
-use super::virtq::{read_tx_frame, ChainError, NET_HDR_LEN};
+use super::virtq::{for_each_tx_piece, read_tx_frame, ChainError};
 
 /// Bytes of a frame copied whatever it carries: room for Ethernet, IPv6 with a few extension
 /// headers and TCP with options. What lies beyond stays in the guest's memory.
@@ -149,25 +149,8 @@ pub fn read_tx_frame_split<M: GuestMemory + ?Sized>(
     tail: &mut TxTail,
     max_frame: usize,
 ) -> Result<TxSplit, ChainError> {
-    let mut header_left = NET_HDR_LEN;
     let mut split = TxSplit { head: 0, tail: 0 };
-    for d in descriptors {
-        if d.is_write_only() {
-            return Err(ChainError::WritableInTx);
-        }
-        let mut addr = d.addr();
-        let mut dlen = d.len() as usize;
-        if header_left > 0 {
-            let skip = header_left.min(dlen);
-            header_left -= skip;
-            dlen -= skip;
-            addr = addr
-                .checked_add(skip as u64)
-                .ok_or(ChainError::OutsideMemory)?;
-        }
-        if dlen == 0 {
-            continue;
-        }
+    for_each_tx_piece(descriptors, |addr, dlen| {
         if split.len() + dlen > max_frame {
             return Err(ChainError::Oversize(max_frame));
         }
@@ -185,10 +168,8 @@ pub fn read_tx_frame_split<M: GuestMemory + ?Sized>(
             tail.push(mem, from, rest)?;
             split.tail += rest;
         }
-    }
-    if header_left > 0 {
-        return Err(ChainError::ShortHeader);
-    }
+        Ok(())
+    })?;
     Ok(split)
 }
 

@@ -55,16 +55,15 @@ pub enum ChainError {
     TooFragmented,
 }
 
-/// Copies the frame a transmit chain carries (its readable bytes, less the virtio-net header)
-/// into `buf`; returns the frame's length. The copy is what keeps a guest that changes the
-/// buffer while we parse it from changing what we parsed.
-pub fn read_tx_frame<M: GuestMemory + ?Sized>(
-    mem: &M,
+/// Hands `piece` the frame a transmit chain carries, piece by piece: each descriptor's bytes
+/// past the virtio-net header, by guest address and length (empty ones skipped). A device-
+/// writable descriptor, or a chain that ends inside the header, is refused; `piece`'s error
+/// ends the walk.
+pub fn for_each_tx_piece(
     descriptors: impl Iterator<Item = Descriptor>,
-    buf: &mut [u8],
-) -> Result<usize, ChainError> {
+    mut piece: impl FnMut(GuestAddress, usize) -> Result<(), ChainError>,
+) -> Result<(), ChainError> {
     let mut header_left = NET_HDR_LEN;
-    let mut len = 0;
     for d in descriptors {
         if d.is_write_only() {
             return Err(ChainError::WritableInTx);
@@ -79,9 +78,26 @@ pub fn read_tx_frame<M: GuestMemory + ?Sized>(
                 .checked_add(skip as u64)
                 .ok_or(ChainError::OutsideMemory)?;
         }
-        if dlen == 0 {
-            continue;
+        if dlen > 0 {
+            piece(addr, dlen)?;
         }
+    }
+    if header_left > 0 {
+        return Err(ChainError::ShortHeader);
+    }
+    Ok(())
+}
+
+/// Copies the frame a transmit chain carries (its readable bytes, less the virtio-net header)
+/// into `buf`; returns the frame's length. The copy is what keeps a guest that changes the
+/// buffer while we parse it from changing what we parsed.
+pub fn read_tx_frame<M: GuestMemory + ?Sized>(
+    mem: &M,
+    descriptors: impl Iterator<Item = Descriptor>,
+    buf: &mut [u8],
+) -> Result<usize, ChainError> {
+    let mut len = 0;
+    for_each_tx_piece(descriptors, |addr, dlen| {
         let end = len + dlen;
         if end > buf.len() {
             return Err(ChainError::Oversize(buf.len()));
@@ -89,10 +105,8 @@ pub fn read_tx_frame<M: GuestMemory + ?Sized>(
         mem.read_slice(&mut buf[len..end], addr)
             .map_err(|_| ChainError::OutsideMemory)?;
         len = end;
-    }
-    if header_left > 0 {
-        return Err(ChainError::ShortHeader);
-    }
+        Ok(())
+    })?;
     Ok(len)
 }
 

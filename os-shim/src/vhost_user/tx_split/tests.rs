@@ -1,5 +1,6 @@
 use super::*;
 use crate::vhost_user::driver_model::{Buffer, DriverQueue};
+use crate::vhost_user::virtq::NET_HDR_LEN;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
