@@ -97,44 +97,20 @@ pub(crate) fn route<'a>(
     if !forwards.is_target(ip.src()) {
         guest.learn_source(ip.src());
     }
-    match frame.rest.filter(|_| in_rest > 0) {
-        None => transport(eth, ip, config.services),
-        Some(rest) => tcp_with_rest(ip, rest.take(in_rest)),
-    }
+    let rest = frame.rest.filter(|_| in_rest > 0).map(|r| r.take(in_rest));
+    transport(eth, ip, config.services, rest)
 }
 
-/// A packet part of which a link left in place: only TCP payload may be (the link copies any
-/// other frame whole), so anything else is not ours.
+/// The one transport dispatch, for both families. `rest`: the part of the packet a link left
+/// in place, which only TCP payload may be (the link copies any other frame whole), so a
+/// packet with one is TCP or not ours.
 #[inline]
-fn tcp_with_rest(ip: Ip<'_>, rest: ExternalPayload) -> Destination<'_> {
-    let IpPacket {
-        src,
-        dst,
-        transport,
-        fragmented,
-        payload,
-    } = ip.packet();
-    match transport {
-        Transport::Tcp if fragmented => Destination::Malformed(TcpError::Fragmented.into()),
-        // The header within the copied head, as the link made sure.
-        Transport::Tcp => match wtcp::parse(payload) {
-            Ok(segment) => Destination::Tcp {
-                src,
-                dst,
-                segment: Segment {
-                    rest: Some(rest),
-                    ..segment
-                },
-            },
-            Err(why) => Destination::Malformed(why.into()),
-        },
-        _ => Destination::Unhandled,
-    }
-}
-
-/// The one transport dispatch, for both families.
-#[inline]
-fn transport<'a>(eth: Ethernet<'a>, ip: Ip<'a>, services: Services) -> Destination<'a> {
+fn transport<'a>(
+    eth: Ethernet<'a>,
+    ip: Ip<'a>,
+    services: Services,
+    rest: Option<ExternalPayload>,
+) -> Destination<'a> {
     let IpPacket {
         src,
         dst,
@@ -146,10 +122,16 @@ fn transport<'a>(eth: Ethernet<'a>, ip: Ip<'a>, services: Services) -> Destinati
         // We don't reassemble, and guests don't fragment TCP: a fragment is an error where
         // other protocols' fragments are only not ours.
         Transport::Tcp if fragmented => Destination::Malformed(TcpError::Fragmented.into()),
+        // With a rest, the header is within the copied head, as the link made sure.
         Transport::Tcp => match wtcp::parse(payload) {
-            Ok(segment) => Destination::Tcp { src, dst, segment },
+            Ok(segment) => Destination::Tcp {
+                src,
+                dst,
+                segment: Segment { rest, ..segment },
+            },
             Err(why) => Destination::Malformed(why.into()),
         },
+        _ if rest.is_some() => Destination::Unhandled,
         Transport::Icmp => match icmp_service(eth, ip, services) {
             Some(service) => service,
             None if fragmented => Destination::Unhandled,
