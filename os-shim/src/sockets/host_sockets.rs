@@ -321,15 +321,17 @@ impl DgramSockets for Sockets {
             [] => Ok(0),
             [one] => send_nonblocking(fd, one).map(|_| 1),
             _ => {
-                let mut seg = self.segmentation(s);
-                let sent = send_datagrams_segmented(
+                // The slot and the counters are apart: what the socket learns stays in it.
+                let slot = self
+                    .slots
+                    .at_mut(s.0 as usize)
+                    .ok_or(io::Error::from_raw_os_error(libc::EBADF))?;
+                send_datagrams_segmented(
                     fd,
                     datagrams,
-                    &mut seg,
+                    &mut slot.segmentation,
                     &mut self.stats.segmented_sends,
-                );
-                self.set_segmentation(s, seg);
-                sent
+                )
             }
         }
     }

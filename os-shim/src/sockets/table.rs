@@ -214,20 +214,6 @@ impl Sockets {
         }
     }
 
-    /// What `s`'s segmented sends have learnt (UDP).
-    pub(super) fn segmentation(&self, s: SockRef) -> Segmentation {
-        self.slots
-            .at(s.0 as usize)
-            .map(|slot| slot.segmentation)
-            .unwrap_or_default()
-    }
-
-    pub(super) fn set_segmentation(&mut self, s: SockRef, seg: Segmentation) {
-        if let Some(slot) = self.slots.at_mut(s.0 as usize) {
-            slot.segmentation = seg;
-        }
-    }
-
     /// Closes socket `s`, resetting the connection with `reset`.
     pub(super) fn close_socket(&mut self, s: SockRef, reset: bool) {
         let Some(Slot { fd, .. }) = self.slots.remove(s.0 as usize) else {
