@@ -79,16 +79,9 @@ pub(crate) fn send_vectored_nonblocking(fd: RawFd, data: &[&[u8]]) -> io::Result
             v.iov_base = slice.as_ptr().cast_mut().cast();
             v.iov_len = slice.len();
         }
-        // SAFETY: a zeroed msghdr is valid; it only points at our iovecs, which point at
-        // slices the kernel only reads, all alive for the call.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = chunk.len() as _;
         let wanted: usize = chunk.iter().map(|s| s.len()).sum();
-        // SAFETY: as above.
-        let n = match retry(|| unsafe {
-            libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-        }) {
+        // SAFETY: the iovecs point at slices alive for the call.
+        let n = match unsafe { send_iovec_nonblocking(fd, &iov[..chunk.len()]) } {
             Ok(n) => n,
             Err(e) if sent == 0 => return Err(e),
             Err(_) => break,
@@ -106,6 +99,7 @@ pub(crate) fn send_vectored_nonblocking(fd: RawFd, data: &[&[u8]]) -> io::Result
 /// # Safety
 ///
 /// Every iovec must point at memory valid for reads of its length for the call.
+#[inline]
 pub(crate) unsafe fn send_iovec_nonblocking(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
     debug_assert!(iov.len() <= SEND_IOV_MAX);
     // SAFETY: a zeroed msghdr is valid; it only points at the iovecs, which point at memory

@@ -34,6 +34,7 @@ impl Default for Segmentation {
 /// How many datagrams from the start of `datagrams` can go as one segmented send: the same
 /// size as the first (the last may be shorter), within the kernel's bounds; 1 when the first
 /// goes alone.
+#[inline]
 pub(crate) fn run_len(datagrams: &[&[u8]]) -> usize {
     let Some(first) = datagrams.first() else {
         return 0;
@@ -61,6 +62,7 @@ pub(crate) fn run_len(datagrams: &[&[u8]]) -> usize {
 /// Sends `datagrams` in order on connected socket `fd`, runs of equal size as one segmented
 /// `sendmsg` where `seg` allows (counted in `segmented`), the rest with `sendmmsg`. Returns how
 /// many went, stopping at the first that couldn't; an error only if none went.
+#[inline]
 pub(crate) fn send_datagrams_segmented(
     fd: RawFd,
     datagrams: &[&[u8]],
