@@ -126,12 +126,17 @@ impl GuestLink for CaptureLink<'_> {
         self.inner.l4_checksum()
     }
 
+    fn summary(&self) -> Option<String> {
+        self.inner.summary()
+    }
+
     fn write_frames(&mut self, frames: &FrameQueue) -> usize {
         let dropped = self.inner.write_frames(frames);
-        let partial = frames.l4_checksum() == L4Checksum::Partial;
+        let mode = frames.l4_checksum();
         if let Some(p) = &mut self.pcap {
             for frame in frames.iter() {
                 // What the guest got once its kernel finished the checksum.
+                let partial = mode.left_at(frame).is_some();
                 if let Err(e) = record_finished(p, &mut self.scratch, frame, partial) {
                     self.stop(e);
                     break;

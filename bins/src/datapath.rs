@@ -100,6 +100,11 @@ pub trait GuestLink {
         L4Checksum::Full
     }
 
+    /// What the link has to say about itself at the end, if anything.
+    fn summary(&self) -> Option<String> {
+        None
+    }
+
     /// What lends the output queue payload memory (see `sans_io::wire::lent`): a vhost-user
     /// link's receive buffers. Asked once, when the loop starts.
     fn payload_lender(&mut self) -> Option<Box<dyn PayloadLender>> {

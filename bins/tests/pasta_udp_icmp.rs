@@ -5,7 +5,8 @@
 //! (directly and through `--dns-forward`), and busybox's `ping` reaches the remote and the
 //! gateway (the host's loopback). With `-u`, a UDP server inside the namespace answers clients
 //! on the remote and on the host's loopback, from the forwarded port, as root and as an
-//! ordinary user.
+//! ordinary user. Bursts of datagrams arrive whole both ways (pasta sends runs of them to the
+//! remote segmented, and writes runs to the tap for the kernel to cut apart).
 //!
 //! Everything runs inside the lab (see common/mod.rs).
 
@@ -206,6 +207,128 @@ fn udp_burst_arrives_datagram_by_datagram() {
             "{spec}: {got}\n{}",
             show(&out)
         );
+    }
+}
+
+/// Answers each `go` datagram with a burst sent as one `sendmsg` with UDP_SEGMENT (so that
+/// the datagrams reach pasta's socket back to back): `per` datagrams of `size` bytes, the last
+/// shorter, each `index:u32, length:u16` then a pattern of the index; then one of its own
+/// size. Ends after `rounds` bursts.
+const BURST_REPLIER_PY: &str = r#"
+import socket, struct, sys
+ready, rounds, per, size, addrs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:]
+def datagram(i, n):
+    return struct.pack("!IH", i, n) + bytes((i + k) % 251 for k in range(n - 6))
+socks = []
+for spec in addrs:
+    host, port = spec.rsplit(",", 1)
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.bind((host, int(port)))
+    s.settimeout(20)
+    socks.append(s)
+open(ready, "w").close()
+for s in socks:
+    for r in range(rounds):
+        _, peer = s.recvfrom(100)
+        base = r * (per + 1)
+        run = b"".join(datagram(base + k, size if k < per - 1 else size // 3) for k in range(per))
+        s.sendmsg([run], [(socket.SOL_UDP, 103, struct.pack("H", size))], 0, peer)
+        s.sendto(datagram(base + per, size + 100), peer)
+"#;
+
+/// In the namespace: asks for `rounds` bursts on each address and checks every datagram of
+/// each: its index in order, its length, its bytes. Prints `RECEIVED spec count bad`.
+const BURST_RECEIVER_PY: &str = r#"
+import socket, struct, sys
+rounds, per, addrs = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+for spec in addrs:
+    host, port = spec.rsplit(",", 1)
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.connect((host, int(port)))
+    s.settimeout(5)
+    got, bad = 0, 0
+    try:
+        for r in range(rounds):
+            s.send(b"go")
+            for k in range(per + 1):
+                d = s.recv(65536)
+                i, n = struct.unpack("!IH", d[:6])
+                if i != r * (per + 1) + k or len(d) != n or d[6:] != bytes((i + j) % 251 for j in range(n - 6)):
+                    bad += 1
+                got += 1
+    except socket.timeout:
+        pass
+    print("RECEIVED", spec, got, bad, flush=True)
+"#;
+
+/// Bursts from the remote reach the namespace datagram by datagram, in order, each its own
+/// size and bytes, though pasta writes runs of them to the tap as one frame for the kernel to
+/// cut apart (pasta's log says how many went so, unless the kernel refused).
+#[test]
+fn udp_bursts_to_the_namespace_arrive_datagram_by_datagram() {
+    let Some(mut lab) = lab(&[]) else {
+        return;
+    };
+    let dir = TempDir::new("udp-burst-in");
+    let (server, client) = (
+        dir.path().join("replier.py"),
+        dir.path().join("receiver.py"),
+    );
+    std::fs::write(&server, BURST_REPLIER_PY).unwrap();
+    std::fs::write(&client, BURST_RECEIVER_PY).unwrap();
+    let ready = dir.path().join("ready");
+    let (rounds, per, size) = (10, 30, 1200);
+    let specs = [
+        format!("{},9101", addr::SERVER4),
+        format!("{},9101", addr::SERVER6),
+    ];
+    let mut args = vec![
+        server.to_str().unwrap().to_owned(),
+        ready.to_str().unwrap().to_owned(),
+        rounds.to_string(),
+        per.to_string(),
+        size.to_string(),
+    ];
+    args.extend(specs.iter().cloned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cmd: Command = lab.remote_command("python3", &args);
+    cmd.stdout(Stdio::null());
+    lab.spawn(cmd);
+    assert!(
+        wait_for_file(&ready, READY_TIMEOUT),
+        "burst replier didn't start"
+    );
+    let script = format!(
+        "python3 {} {rounds} {per} {} {}",
+        client.display(),
+        specs[0],
+        specs[1]
+    );
+    let out = in_pasta(&lab, &["--debug"], &script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for spec in &specs {
+        assert!(
+            stdout.contains(&format!("RECEIVED {spec} {} 0", rounds * (per + 1))),
+            "{spec}: {}",
+            show(&out)
+        );
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let summary = stderr
+        .lines()
+        .find(|l| l.contains("segmented writes"))
+        .unwrap_or_else(|| panic!("no tap summary in pasta's log: {}", show(&out)));
+    eprintln!("pasta: {summary}");
+    if !summary.contains("refused") {
+        let runs: u64 = summary
+            .split(" segmented writes")
+            .next()
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count of segmented writes in: {summary}"));
+        assert!(runs > 0, "no datagrams went to the tap in runs: {summary}");
     }
 }
 

@@ -98,11 +98,14 @@ const COMMON_ARCH: &[Call] = calls![SYS_epoll_wait, SYS_poll];
 #[cfg(target_arch = "aarch64")]
 const COMMON_ARCH: &[Call] = calls![SYS_epoll_pwait, SYS_ppoll];
 
-/// pasta's own: splicing through pipes (-T), the datagram relay's batches (-U), the procfs
+/// pasta's own: the tap's frames and headers, splicing through pipes (-T), the datagram relay's batches (-U), the procfs
 /// fall-back of `auto` forwarding's scan, the namespace thread
 /// (ending it), the namespace file's watch, and the spawned command: passing signals on,
 /// reaping it, waiting for it (bounded), handing the terminal back.
 const PASTA: &[Call] = calls![
+    // The tap's frames, each behind its virtio-net header.
+    SYS_readv,
+    SYS_writev,
     SYS_splice,
     SYS_pipe2,
     SYS_pread64,

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use ns_common::{ip_in, require, spawn_or_skip, test_config, Need, BAD_ROUTE, NS_MAC};
 use os_shim::nsconf::configure;
 use os_shim::tap::{Tap, TapError};
-use sans_io::wire::MacAddr;
+use sans_io::wire::build::{udp_frame, Route};
+use sans_io::wire::offload::L4Checksum;
+use sans_io::wire::{FrameQueue, MacAddr};
 
 /// Root (ns_unpriv.rs covers the unprivileged path), /dev/net/tun, and `nsenter` and `ip` to
 /// look inside.
@@ -199,4 +201,81 @@ fn tap_errors_name_the_device() {
         err.to_string().starts_with("cannot create tap device lo: "),
         "{err}"
     );
+}
+
+/// Datagrams written as runs (one write each, the kernel cutting them apart) reach a socket in
+/// the namespace one by one, each its own size and bytes, in order, both families; frames
+/// that make no run go as they are, their UDP checksums left for the kernel.
+#[test]
+fn runs_of_datagrams_arrive_one_by_one() {
+    const TEST: &str = "runs_of_datagrams_arrive_one_by_one";
+    if !tun_usable() {
+        return;
+    }
+    let Some(sp) = spawn_or_skip(TEST, &["true"], false) else {
+        return;
+    };
+    let config = test_config("pasta0");
+    let mut tap = Tap::open_in(&sp.ns.netns, &config.ns_ifname).unwrap();
+    configure(&sp.ns.netns, tap.ifindex(), &config, true).unwrap();
+    let sockets = os_shim::ns::in_netns(&sp.ns.netns, || {
+        ["192.0.2.10:5000", "[2001:db8::10]:5000"].map(|a| {
+            let s = std::net::UdpSocket::bind(a).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            s
+        })
+    })
+    .unwrap();
+    // A run ended by a shorter datagram, a run ended by a longer one, which goes alone, as
+    // does the still longer one after it.
+    let sizes: Vec<usize> = [
+        vec![1000; 20],
+        vec![300],
+        vec![1000; 5],
+        vec![2000],
+        vec![3000],
+    ]
+    .concat();
+    for (family, (peer, socket)) in [("192.0.2.1", &sockets[0]), ("2001:db8::1", &sockets[1])]
+        .into_iter()
+        .enumerate()
+    {
+        let route = Route {
+            src_mac: config.our_mac,
+            dst_mac: NS_MAC,
+            src: peer.parse().unwrap(),
+            dst: socket.local_addr().unwrap().ip(),
+        };
+        let mut queue = FrameQueue::new();
+        queue.set_l4_checksum(L4Checksum::PartialUdp);
+        let payload = |i: usize, len: usize| -> Vec<u8> {
+            (0..len).map(|k| (k * 13 + i * 7 + family) as u8).collect()
+        };
+        for (i, &len) in sizes.iter().enumerate() {
+            udp_frame(&mut queue, route, 53, 5000, &payload(i, len));
+        }
+        let before = *tap.stats();
+        assert_eq!(tap.write_queue(&queue), 0, "{peer}: frames refused");
+        let after = *tap.stats();
+        if after.runs_refused {
+            eprintln!("{TEST}: this kernel doesn't segment datagrams; they went one by one");
+        } else {
+            assert_eq!(after.runs - before.runs, 2, "{peer}: {after:?}");
+            assert_eq!(after.run_datagrams - before.run_datagrams, 26, "{peer}");
+            assert_eq!(after.frames - before.frames, 2, "{peer}");
+        }
+        let mut buf = vec![0u8; 65536];
+        for (i, &len) in sizes.iter().enumerate() {
+            let (n, from) = socket
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("{peer}: datagram {i} of {}: {e}", sizes.len()));
+            assert_eq!(from.ip(), route.src, "{peer}: datagram {i}");
+            assert_eq!(from.port(), 53);
+            assert_eq!(n, len, "{peer}: datagram {i}'s size");
+            assert!(
+                buf[..n] == payload(i, len)[..],
+                "{peer}: datagram {i}'s bytes"
+            );
+        }
+    }
 }

@@ -178,10 +178,10 @@ impl Lane<'_> {
                 moved = true;
             }
         } else {
-            let partial = self.out.l4_checksum() == L4Checksum::Partial;
+            let mode = self.out.l4_checksum();
             for frame in self.out.iter() {
                 let mut frame = frame.to_vec();
-                if partial {
+                if mode.left_at(&frame).is_some() {
                     // What the tap's kernel does with a frame whose checksum it must finish.
                     finish_partial_checksum(&mut frame);
                 }
@@ -313,10 +313,11 @@ impl World {
         self.others.len() - 1
     }
 
-    /// The main guest's link takes frames with their TCP and UDP checksums left to finish (as
-    /// pasta's tap does), and finishes them on the way, as the guest's kernel would.
-    pub fn partial_checksums(&mut self) {
-        self.out.set_l4_checksum(L4Checksum::Partial);
+    /// The main guest's link takes frames with their transport checksums left to finish as
+    /// `mode` says (vhost-user: TCP's and UDP's; pasta's tap: UDP's), and finishes them on the
+    /// way, as the guest's kernel would.
+    pub fn leave_checksums(&mut self, mode: L4Checksum) {
+        self.out.set_l4_checksum(mode);
     }
 
     /// The main guest's frames leave through `link` (a device model) from now on, and the

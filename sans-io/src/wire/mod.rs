@@ -20,6 +20,7 @@ pub mod offload;
 pub mod parse;
 pub mod stream;
 pub mod tcp;
+pub mod uso;
 
 pub use build::FrameQueue;
 pub use display::INFINITE_LIFETIME;

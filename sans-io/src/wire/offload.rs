@@ -7,11 +7,12 @@
 //! the kernel's `CHECKSUM_PARTIAL`). A kernel delivering such a frame locally neither computes
 //! nor verifies the checksum, so neither we nor the guest's kernel pass over the payload for
 //! it; one that forwards the frame on finishes it first. Measured: a guest under TCG moves
-//! 1.3-2x the data through vhost-user with it; pasta's tap, tried with it, moved *less* from
-//! the remote into the namespace (by 20-40 %, though with less CPU: BENCHMARKS.md), so the
-//! tap doesn't use it. The driver chooses the mode for its output queue ([`crate::wire::FrameQueue::set_l4_checksum`]); every TCP and UDP frame the
-//! engine builds then follows it, and [`partial_checksum_at`] tells the driver what to put in
-//! each frame's header.
+//! 1.3-2x the data through vhost-user with it. pasta's tap takes it for UDP only
+//! ([`L4Checksum::PartialUdp`]): datagrams to the namespace moved 1.2x with it, TCP segments
+//! moved *less* (by 20-50 %, in two sessions and for reasons not found; BENCHMARKS.md). The
+//! driver chooses the mode for its output queue ([`crate::wire::FrameQueue::set_l4_checksum`]);
+//! every TCP and UDP frame the engine builds then follows it, and [`L4Checksum::left_at`]
+//! tells the driver what to put in each frame's header.
 
 use std::net::IpAddr;
 
@@ -26,6 +27,30 @@ pub enum L4Checksum {
     Full,
     /// Only the pseudo-header sum, for the device to finish.
     Partial,
+    /// Only the pseudo-header sum for UDP, TCP's in full.
+    PartialUdp,
+}
+
+impl L4Checksum {
+    /// How the checksum of a segment of `protocol` is filled in: in full or partly.
+    fn for_protocol(self, protocol: u8) -> L4Checksum {
+        match (self, protocol) {
+            (L4Checksum::PartialUdp, ip_proto::UDP) | (L4Checksum::Partial, _) => {
+                L4Checksum::Partial
+            }
+            _ => L4Checksum::Full,
+        }
+    }
+
+    /// Where a frame of ours built under this mode has its checksum left for the device:
+    /// `None` if it went complete.
+    pub fn left_at(self, frame: &[u8]) -> Option<ChecksumAt> {
+        if self == L4Checksum::Full {
+            return None;
+        }
+        let (at, protocol) = checksum_field(frame)?;
+        (self.for_protocol(protocol) == L4Checksum::Partial).then_some(at)
+    }
 }
 
 /// Where a frame's transport checksum starts and where its field is, from the start of the
@@ -46,8 +71,8 @@ pub fn set_transport_checksum(
     protocol: u8,
     mode: L4Checksum,
 ) {
-    let sum = match mode {
-        L4Checksum::Full => {
+    let sum = match mode.for_protocol(protocol) {
+        L4Checksum::Full | L4Checksum::PartialUdp => {
             let sum = checksum::transport(src, dst, protocol, segment);
             // Zero means "no checksum" in UDP; its complement stands for it.
             if sum == 0 && protocol == ip_proto::UDP {
@@ -73,6 +98,11 @@ pub fn partial_sum(src: IpAddr, dst: IpAddr, protocol: u8, len: usize) -> u16 {
 /// the engine builds are meant: IPv4 without options is not assumed, IPv6 extension headers
 /// are (the engine writes none, so such a frame is not ours and gets `None`).
 pub fn partial_checksum_at(frame: &[u8]) -> Option<ChecksumAt> {
+    checksum_field(frame).map(|(at, _)| at)
+}
+
+/// Where a TCP or UDP frame's checksum starts and goes, and which of the two it is.
+fn checksum_field(frame: &[u8]) -> Option<(ChecksumAt, u8)> {
     let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
     let (l4, proto) = match ethertype {
         ethertype::IPV4 => {
@@ -96,10 +126,11 @@ pub fn partial_checksum_at(frame: &[u8]) -> Option<ChecksumAt> {
     if frame.len() < l4 + offset + 2 {
         return None;
     }
-    Some(ChecksumAt {
+    let at = ChecksumAt {
         start: l4 as u16,
         offset: offset as u16,
-    })
+    };
+    Some((at, proto))
 }
 
 /// Finishes a partial checksum in place, as the device would: for captures of what the guest
@@ -131,7 +162,7 @@ pub fn left_partial(frame: &[u8]) -> bool {
 }
 
 /// The addresses and transport protocol of an IPv4 or IPv6 frame.
-fn addresses(frame: &[u8]) -> Option<(IpAddr, IpAddr, u8)> {
+pub(super) fn addresses(frame: &[u8]) -> Option<(IpAddr, IpAddr, u8)> {
     let ip = frame.get(ETH_HEADER_LEN..)?;
     match u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]) {
         ethertype::IPV4 if ip.len() >= IPV4_HEADER_LEN => {
@@ -246,6 +277,29 @@ mod tests {
         assert!(left_partial(&padded));
         finish_partial_checksum(&mut padded);
         assert_eq!(&padded[..full.len()], &full[..]);
+    }
+
+    #[test]
+    fn partial_for_udp_leaves_tcp_complete() {
+        for (src, dst) in [("192.0.2.1", "192.0.2.2"), ("2001:db8::1", "2001:db8::2")] {
+            let r = route(src, dst);
+            let tcp = tcp_frame(&r, b"segment", L4Checksum::PartialUdp);
+            assert_eq!(tcp, tcp_frame(&r, b"segment", L4Checksum::Full), "{src}");
+            assert_eq!(L4Checksum::PartialUdp.left_at(&tcp), None);
+            let udp = udp_frame(&r, b"datagram", L4Checksum::PartialUdp);
+            assert_eq!(
+                udp,
+                udp_frame(&r, b"datagram", L4Checksum::Partial),
+                "{src}"
+            );
+            assert_eq!(
+                L4Checksum::PartialUdp.left_at(&udp),
+                partial_checksum_at(&udp)
+            );
+            assert!(L4Checksum::PartialUdp.left_at(&udp).is_some());
+            assert_eq!(L4Checksum::Full.left_at(&udp), None);
+            assert_eq!(L4Checksum::Partial.left_at(&tcp), partial_checksum_at(&tcp));
+        }
     }
 
     #[test]

@@ -8,10 +8,20 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use crate::netlink::errno_text;
 use crate::ns::{in_netns, NsError};
 
+mod queue;
+mod vnet;
+
+pub use queue::TapStats;
+use vnet::VnetHeader;
+
 /// `TUNSETIFF`: `_IOW('T', 202, int)`.
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
+/// Each frame read or written is preceded by a `struct virtio_net_hdr`.
+const IFF_VNET_HDR: libc::c_short = 0x4000;
+/// `TUNSETVNETHDRSZ`: `_IOW('T', 216, int)`.
+const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
 const TUN_PATH: &str = "/dev/net/tun";
 
 #[derive(Debug, thiserror::Error)]
@@ -59,12 +69,18 @@ struct IfReq {
     _pad: [u8; 22],
 }
 
-/// An open tap device: non-blocking, close-on-exec, one Ethernet frame per read or write.
+/// An open tap device: non-blocking, close-on-exec, one Ethernet frame per read or write,
+/// each behind a virtio-net header (`IFF_VNET_HDR`), through which a write may carry a run of
+/// datagrams for the kernel to cut apart ([`Tap::write_queue`]) or a frame whose transport
+/// checksum the kernel finishes. No offloads towards us: what we read is plain frames.
 #[derive(Debug)]
 pub struct Tap {
     fd: OwnedFd,
     name: String,
     ifindex: u32,
+    /// Whether runs of datagrams go as one segmented frame: until the kernel refuses one.
+    segmenting: bool,
+    stats: TapStats,
 }
 
 impl Tap {
@@ -97,7 +113,7 @@ impl Tap {
 
         let mut req = IfReq {
             name: [0; libc::IFNAMSIZ],
-            flags: IFF_TAP | IFF_NO_PI,
+            flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
             _pad: [0; 22],
         };
         for (dst, &src) in req.name.iter_mut().zip(name.as_bytes()) {
@@ -107,6 +123,15 @@ impl Tap {
         if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, &mut req) } < 0 {
             return Err(TapError::Create {
                 name: name.to_owned(),
+                errno: last_errno(),
+            });
+        }
+        let hdr_len = vnet::HEADER_LEN as libc::c_int;
+        // SAFETY: TUNSETVNETHDRSZ reads an int.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETVNETHDRSZ as _, &hdr_len) } < 0 {
+            return Err(TapError::Device {
+                name: name.to_owned(),
+                what: "setting its virtio-net header's size",
                 errno: last_errno(),
             });
         }
@@ -128,6 +153,8 @@ impl Tap {
             fd,
             name: actual,
             ifindex,
+            segmenting: true,
+            stats: TapStats::default(),
         })
     }
 
@@ -141,14 +168,22 @@ impl Tap {
         self.ifindex
     }
 
+    /// What went out through [`Tap::write_queue`].
+    pub fn stats(&self) -> &TapStats {
+        &self.stats
+    }
+
     /// Reads one frame into `buf` (make it at least MTU + 14 bytes: a longer frame is
     /// truncated). `WouldBlock` when none is waiting.
     pub fn read_frame(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut hdr = [0u8; vnet::HEADER_LEN];
+        let iov = [iovec_mut(&mut hdr), iovec_mut(buf)];
         loop {
-            // SAFETY: reads into our buffer.
-            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            // SAFETY: reads into our buffers, which the iovecs describe.
+            let n = unsafe { libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
             if n >= 0 {
-                return Ok(n as usize);
+                // The header says nothing we use: no offload towards us is on.
+                return Ok((n as usize).saturating_sub(vnet::HEADER_LEN));
             }
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
@@ -157,18 +192,33 @@ impl Tap {
         }
     }
 
-    /// Writes one frame. A frame the kernel refuses (EINVAL: shorter than an Ethernet header or
-    /// too long; EIO: the device is down) is an error for this frame only: the device stays
-    /// usable.
+    /// Writes one frame, complete as it is. A frame the kernel refuses (EINVAL: shorter than
+    /// an Ethernet header or too long; EIO: the device is down) is an error for this frame
+    /// only: the device stays usable.
     pub fn write_frame(&self, frame: &[u8]) -> io::Result<()> {
+        self.write_parts(&VnetHeader::default(), &[frame])
+    }
+
+    /// Writes one frame made of `parts` behind `header`.
+    fn write_parts(&self, header: &VnetHeader, parts: &[&[u8]]) -> io::Result<()> {
+        let header = header.bytes();
+        let mut iov = [iovec(&[]); queue::MAX_PARTS + 1];
+        iov[0] = iovec(&header);
+        for (slot, part) in iov[1..].iter_mut().zip(parts) {
+            *slot = iovec(part);
+        }
+        let count = parts.len().min(queue::MAX_PARTS) + 1;
+        let len: usize = parts.iter().map(|p| p.len()).sum();
         loop {
-            // SAFETY: writes from our buffer.
-            let n = unsafe { libc::write(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+            // SAFETY: the kernel only reads from the buffers the iovecs describe.
+            let n =
+                unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), count as libc::c_int) };
             if n >= 0 {
-                if n as usize != frame.len() {
+                let n = (n as usize).saturating_sub(vnet::HEADER_LEN);
+                if n != len {
                     return Err(io::Error::new(
                         io::ErrorKind::WriteZero,
-                        format!("tap accepted {n} bytes of a {}-byte frame", frame.len()),
+                        format!("tap accepted {n} bytes of a {len}-byte frame"),
                     ));
                 }
                 return Ok(());
@@ -178,6 +228,20 @@ impl Tap {
                 return Err(e);
             }
         }
+    }
+}
+
+fn iovec(buf: &[u8]) -> libc::iovec {
+    libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    }
+}
+
+fn iovec_mut(buf: &mut [u8]) -> libc::iovec {
+    libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
     }
 }
 

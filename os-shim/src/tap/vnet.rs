@@ -1,0 +1,59 @@
+//! The virtio-net header in front of each frame on the tap (`IFF_VNET_HDR`): the legacy
+//! `struct virtio_net_hdr`, in the machine's byte order as a legacy device has it.
+
+use sans_io::wire::offload::ChecksumAt;
+
+/// `struct virtio_net_hdr` without `num_buffers`: flags, gso_type, hdr_len, gso_size,
+/// csum_start, csum_offset.
+pub const HEADER_LEN: usize = 10;
+
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum from `csum_start` is left to finish.
+const F_NEEDS_CSUM: u8 = 1;
+/// `VIRTIO_NET_HDR_GSO_UDP_L4`: cut the payload into datagrams of `gso_size` bytes.
+const GSO_UDP_L4: u8 = 5;
+
+/// What the kernel is to do with a frame written to the tap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VnetHeader {
+    flags: u8,
+    gso_type: u8,
+    hdr_len: u16,
+    gso_size: u16,
+    csum_start: u16,
+    csum_offset: u16,
+}
+
+impl VnetHeader {
+    /// A frame whose transport checksum holds only the pseudo-header sum, at `at`.
+    pub fn partial_checksum(at: ChecksumAt) -> Self {
+        VnetHeader {
+            flags: F_NEEDS_CSUM,
+            csum_start: at.start,
+            csum_offset: at.offset,
+            ..VnetHeader::default()
+        }
+    }
+
+    /// A UDP frame whose `header_len` bytes of headers go in front of each `segment_size`
+    /// bytes of its payload: the kernel makes that many datagrams of it (and needs the
+    /// checksum left at `at`, as [`sans_io::wire::uso::run_headers`] leaves it).
+    pub fn udp_segments(header_len: usize, segment_size: u16, at: ChecksumAt) -> Self {
+        VnetHeader {
+            gso_type: GSO_UDP_L4,
+            hdr_len: header_len as u16,
+            gso_size: segment_size,
+            ..VnetHeader::partial_checksum(at)
+        }
+    }
+
+    pub fn bytes(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        b[2..4].copy_from_slice(&self.hdr_len.to_ne_bytes());
+        b[4..6].copy_from_slice(&self.gso_size.to_ne_bytes());
+        b[6..8].copy_from_slice(&self.csum_start.to_ne_bytes());
+        b[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
+        b
+    }
+}
