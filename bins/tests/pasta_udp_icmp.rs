@@ -210,31 +210,37 @@ fn udp_burst_arrives_datagram_by_datagram() {
     }
 }
 
-/// Answers each `go` datagram with a burst sent as one `sendmsg` with UDP_SEGMENT (so that
-/// the datagrams reach pasta's socket back to back): `per` datagrams of `size` bytes, the last
-/// shorter, each `index:u32, length:u16` then a pattern of the index; then one of its own
-/// size. Ends after `rounds` bursts.
+/// Answers each `go R` datagram with round R's burst, sent as one `sendmsg` with UDP_SEGMENT
+/// (so that the datagrams reach pasta's socket back to back): `per` datagrams of `size`
+/// bytes, the last shorter, each `index:u32, length:u16` then a pattern of the index; then
+/// one of its own size. Each address is served on its own until `requests` came.
 const BURST_REPLIER_PY: &str = r#"
-import socket, struct, sys
-ready, rounds, per, size, addrs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:]
+import socket, struct, sys, threading
+ready, requests, per, size, addrs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:]
 def datagram(i, n):
     return struct.pack("!IH", i, n) + bytes((i + k) % 251 for k in range(n - 6))
+def serve(s):
+    for _ in range(requests):
+        try:
+            req, peer = s.recvfrom(100)
+        except socket.timeout:
+            return
+        base = int(req.split()[1]) * (per + 1)
+        run = b"".join(datagram(base + k, size if k < per - 1 else size // 3) for k in range(per))
+        s.sendmsg([run], [(socket.SOL_UDP, 103, struct.pack("H", size))], 0, peer)
+        s.sendto(datagram(base + per, size + 100), peer)
 socks = []
 for spec in addrs:
     host, port = spec.rsplit(",", 1)
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = socket.socket(fam, socket.SOCK_DGRAM)
     s.bind((host, int(port)))
-    s.settimeout(20)
+    s.settimeout(30)
     socks.append(s)
 open(ready, "w").close()
-for s in socks:
-    for r in range(rounds):
-        _, peer = s.recvfrom(100)
-        base = r * (per + 1)
-        run = b"".join(datagram(base + k, size if k < per - 1 else size // 3) for k in range(per))
-        s.sendmsg([run], [(socket.SOL_UDP, 103, struct.pack("H", size))], 0, peer)
-        s.sendto(datagram(base + per, size + 100), peer)
+ts = [threading.Thread(target=serve, args=(s,)) for s in socks]
+[t.start() for t in ts]
+[t.join() for t in ts]
 "#;
 
 /// In the namespace: asks for `rounds` bursts on each address and checks every datagram of
@@ -251,7 +257,7 @@ for spec in addrs:
     got, bad = 0, 0
     try:
         for r in range(rounds):
-            s.send(b"go")
+            s.send(b"go %d" % r)
             for k in range(per + 1):
                 d = s.recv(65536)
                 i, n = struct.unpack("!IH", d[:6])
@@ -265,13 +271,19 @@ for spec in addrs:
 
 /// Bursts from the remote reach the namespace datagram by datagram, in order, each its own
 /// size and bytes, though pasta writes runs of them to the tap as one frame for the kernel to
-/// cut apart (pasta's log says how many went so, unless the kernel refused).
+/// cut apart (pasta's log says how many went so, unless the kernel refused); as root and as an
+/// ordinary user.
 #[test]
 fn udp_bursts_to_the_namespace_arrive_datagram_by_datagram() {
     let Some(mut lab) = lab(&[]) else {
         return;
     };
     let dir = TempDir::new("udp-burst-in");
+    {
+        // The receiver inside reads its script as whoever pasta runs as.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let (server, client) = (
         dir.path().join("replier.py"),
         dir.path().join("receiver.py"),
@@ -280,6 +292,11 @@ fn udp_bursts_to_the_namespace_arrive_datagram_by_datagram() {
     std::fs::write(&client, BURST_RECEIVER_PY).unwrap();
     let ready = dir.path().join("ready");
     let (rounds, per, size) = (10, 30, 1200);
+    let user = test_user();
+    let runs: Vec<Option<&TestUser>> = [None, Some(&user)]
+        .into_iter()
+        .filter(|who| who.is_none() || require(&[Need::TunForOthers]))
+        .collect();
     let specs = [
         format!("{},9101", addr::SERVER4),
         format!("{},9101", addr::SERVER6),
@@ -287,7 +304,7 @@ fn udp_bursts_to_the_namespace_arrive_datagram_by_datagram() {
     let mut args = vec![
         server.to_str().unwrap().to_owned(),
         ready.to_str().unwrap().to_owned(),
-        rounds.to_string(),
+        (rounds * runs.len()).to_string(),
         per.to_string(),
         size.to_string(),
     ];
@@ -300,35 +317,42 @@ fn udp_bursts_to_the_namespace_arrive_datagram_by_datagram() {
         wait_for_file(&ready, READY_TIMEOUT),
         "burst replier didn't start"
     );
-    let script = format!(
-        "python3 {} {rounds} {per} {} {}",
-        client.display(),
-        specs[0],
-        specs[1]
-    );
-    let out = in_pasta(&lab, &["--debug"], &script);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    for spec in &specs {
-        assert!(
-            stdout.contains(&format!("RECEIVED {spec} {} 0", rounds * (per + 1))),
-            "{spec}: {}",
-            show(&out)
+    for who in runs {
+        let script = format!(
+            "python3 {} {rounds} {per} {} {}",
+            client.display(),
+            specs[0],
+            specs[1]
         );
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let summary = stderr
-        .lines()
-        .find(|l| l.contains("segmented writes"))
-        .unwrap_or_else(|| panic!("no tap summary in pasta's log: {}", show(&out)));
-    eprintln!("pasta: {summary}");
-    if !summary.contains("refused") {
-        let runs: u64 = summary
-            .split(" segmented writes")
-            .next()
-            .and_then(|s| s.rsplit(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no count of segmented writes in: {summary}"));
-        assert!(runs > 0, "no datagrams went to the tap in runs: {summary}");
+        let pasta_args = ["--config-net", "--debug", "--", "sh", "-c", &script];
+        let out = run_timeout(
+            &mut lab.host_command(who, &bin("pasta"), &pasta_args),
+            RUN_TIMEOUT,
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let as_whom = who.map_or("root", |u| u.name.as_str());
+        for spec in &specs {
+            assert!(
+                stdout.contains(&format!("RECEIVED {spec} {} 0", rounds * (per + 1))),
+                "{spec} as {as_whom}: {}",
+                show(&out)
+            );
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let summary = stderr
+            .lines()
+            .find(|l| l.contains("segmented writes"))
+            .unwrap_or_else(|| panic!("no tap summary in pasta's log: {}", show(&out)));
+        eprintln!("pasta as {as_whom}: {summary}");
+        if !summary.contains("refused") {
+            let runs: u64 = summary
+                .split(" segmented writes")
+                .next()
+                .and_then(|s| s.rsplit(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no count of segmented writes in: {summary}"));
+            assert!(runs > 0, "no datagrams went to the tap in runs: {summary}");
+        }
     }
 }
 
