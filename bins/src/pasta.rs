@@ -70,7 +70,8 @@ impl TapLink {
     fn summary(&self) -> String {
         let s = self.0.stats();
         format!(
-            "tap: {} frames written one by one, {} datagrams in {} segmented writes{}",
+            "tap: {} frames written one by one, {} datagrams in {} segmented writes{}; {} TCP \
+             segments read whole from the namespace's segmentation offload",
             s.frames,
             s.run_datagrams,
             s.runs,
@@ -78,7 +79,8 @@ impl TapLink {
                 " (the kernel refused them: none since)"
             } else {
                 ""
-            }
+            },
+            s.segments_in
         )
     }
 }

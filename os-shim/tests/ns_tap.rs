@@ -254,9 +254,9 @@ fn runs_of_datagrams_arrive_one_by_one() {
         for (i, &len) in sizes.iter().enumerate() {
             udp_frame(&mut queue, route, 53, 5000, &payload(i, len));
         }
-        let before = *tap.stats();
+        let before = tap.stats();
         assert_eq!(tap.write_queue(&queue), 0, "{peer}: frames refused");
-        let after = *tap.stats();
+        let after = tap.stats();
         if after.runs_refused {
             eprintln!("{TEST}: this kernel doesn't segment datagrams; they went one by one");
         } else {

@@ -1,6 +1,7 @@
 //! pasta's tap device: an Ethernet interface in the target namespace whose frames we read and
 //! write through `/dev/net/tun`.
 
+use std::cell::Cell;
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -22,6 +23,12 @@ const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
 /// `TUNSETVNETHDRSZ`: `_IOW('T', 216, int)`.
 const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+/// `TUNSETOFFLOAD`: `_IOW('T', 208, unsigned int)`.
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+/// What the namespace may send us: checksums left unfinished (`TUN_F_CSUM`) and TCP segments
+/// of up to 64 KiB whatever its MTU (`TUN_F_TSO4`, `TUN_F_TSO6`), which the engine takes
+/// whole: a segment's size is not the link's business, and it never reads transport checksums.
+const OFFLOADS_TOWARDS_US: libc::c_ulong = 0x01 | 0x02 | 0x04;
 const TUN_PATH: &str = "/dev/net/tun";
 
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +79,8 @@ struct IfReq {
 /// An open tap device: non-blocking, close-on-exec, one Ethernet frame per read or write,
 /// each behind a virtio-net header (`IFF_VNET_HDR`), through which a write may carry a run of
 /// datagrams for the kernel to cut apart ([`Tap::write_queue`]) or a frame whose transport
-/// checksum the kernel finishes. No offloads towards us: what we read is plain frames.
+/// checksum the kernel finishes. Towards us, TCP segmentation and checksum offload: a frame
+/// read may be a TCP segment of up to 64 KiB and carry an unfinished checksum.
 #[derive(Debug)]
 pub struct Tap {
     fd: OwnedFd,
@@ -81,6 +89,8 @@ pub struct Tap {
     /// Whether runs of datagrams go as one segmented frame: until the kernel refuses one.
     segmenting: bool,
     stats: TapStats,
+    /// Frames read that the namespace left for a device to segment (TSO).
+    segments_in: Cell<u64>,
 }
 
 impl Tap {
@@ -135,6 +145,14 @@ impl Tap {
                 errno: last_errno(),
             });
         }
+        // SAFETY: TUNSETOFFLOAD takes its flags by value. A kernel that refuses them sends
+        // plain frames, which is what we take anyway.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD as _, OFFLOADS_TOWARDS_US) } < 0 {
+            log::info!(
+                "tap device {name}: no segmentation offload from the namespace ({})",
+                errno_text(last_errno())
+            );
+        }
         // The kernel wrote the actual name back (it chose one if we gave none).
         // SAFETY: the kernel NUL-terminates names within IFNAMSIZ.
         let actual = unsafe { CStr::from_ptr(req.name.as_ptr()) }
@@ -155,6 +173,7 @@ impl Tap {
             ifindex,
             segmenting: true,
             stats: TapStats::default(),
+            segments_in: Cell::new(0),
         })
     }
 
@@ -168,9 +187,12 @@ impl Tap {
         self.ifindex
     }
 
-    /// What went out through [`Tap::write_queue`].
-    pub fn stats(&self) -> &TapStats {
-        &self.stats
+    /// What went out through [`Tap::write_queue`], and the TSO frames read.
+    pub fn stats(&self) -> TapStats {
+        TapStats {
+            segments_in: self.segments_in.get(),
+            ..self.stats
+        }
     }
 
     /// Reads one frame into `buf` (make it at least MTU + 14 bytes: a longer frame is
@@ -182,7 +204,11 @@ impl Tap {
             // SAFETY: reads into our buffers, which the iovecs describe.
             let n = unsafe { libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
             if n >= 0 {
-                // The header says nothing we use: no offload towards us is on.
+                // All the header says that we note is whether the frame is a TSO segment
+                // (the engine takes its payload whole and never reads checksums).
+                if vnet::is_segmented(&hdr) {
+                    self.segments_in.set(self.segments_in.get() + 1);
+                }
                 return Ok((n as usize).saturating_sub(vnet::HEADER_LEN));
             }
             let e = io::Error::last_os_error();

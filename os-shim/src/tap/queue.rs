@@ -23,6 +23,8 @@ pub struct TapStats {
     /// Whether the kernel refused a run (before Linux 6.2 it doesn't know the offload): runs
     /// go one datagram at a time since.
     pub runs_refused: bool,
+    /// TCP segments read larger than the namespace's MTU (its TSO left them to us whole).
+    pub segments_in: u64,
 }
 
 impl Tap {

@@ -12,6 +12,12 @@ const F_NEEDS_CSUM: u8 = 1;
 /// `VIRTIO_NET_HDR_GSO_UDP_L4`: cut the payload into datagrams of `gso_size` bytes.
 const GSO_UDP_L4: u8 = 5;
 
+/// Whether a frame read came with a segmentation type: the namespace's TSO.
+pub fn is_segmented(header: &[u8; HEADER_LEN]) -> bool {
+    // gso_type, less the ECN bit; VIRTIO_NET_HDR_GSO_NONE is zero.
+    header[1] & 0x7f != 0
+}
+
 /// What the kernel is to do with a frame written to the tap.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct VnetHeader {
