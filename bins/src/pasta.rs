@@ -70,10 +70,10 @@ impl TapLink {
     fn summary(&self) -> String {
         let s = self.0.stats();
         format!(
-            "tap: {} frames written one by one, {} datagrams in {} segmented writes{}; {} TCP \
-             segments read whole from the namespace's segmentation offload",
+            "tap: {} frames written one by one, {} in {} segmented writes{}; {} TCP segments \
+             read whole from the namespace's segmentation offload",
             s.frames,
-            s.run_datagrams,
+            s.run_frames,
             s.runs,
             if s.runs_refused {
                 " (the kernel refused them: none since)"

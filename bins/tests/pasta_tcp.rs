@@ -196,15 +196,17 @@ open(ready, "w").close()
 [t.join() for t in ts]
 "#;
 
-/// At a 1500-byte MTU the namespace's kernel hands pasta TCP segments of up to 64 KiB (its
-/// segmentation offload, which pasta's tap offers): 10 MiB sent from the namespace reach the
-/// remote intact over IPv4 and IPv6, and pasta's log counts segments read whole.
+/// At a 1500-byte MTU segments go whole both ways: the namespace's kernel hands pasta TCP
+/// segments of up to 64 KiB (its segmentation offload, which pasta's tap offers), and pasta
+/// writes runs of segments to the tap as one frame for the kernel to cut. 10 MiB each way
+/// and family arrive intact, and pasta's log counts both.
 #[test]
-fn uploads_at_a_small_mtu_arrive_whole_though_the_namespace_segments_nothing() {
-    let Some(mut lab) = lab_with(&["python3"]) else {
+fn at_a_small_mtu_segments_go_whole_both_ways() {
+    let Some(mut lab) = lab_with(&["python3", "curl", "sha256sum"]) else {
         return;
     };
     let (dir, sha) = files();
+    serve_remotely(&mut lab, dir.path());
     let (sink, ready) = (dir.path().join("sink.py"), dir.path().join("sink-ready"));
     std::fs::write(&sink, SINK_PY).unwrap();
     let out_path = dir.path().join("sink.out");
@@ -235,9 +237,26 @@ fn uploads_at_a_small_mtu_arrive_whole_though_the_namespace_segments_nothing() {
             blob.display()
         )
     };
-    let script = format!("{} && {}", send(addr::SERVER4), send(addr::SERVER6));
+    let fetch = format!(
+        "curl -sS --max-time 25 http://{}:{HTTP_PORT}/blob | sha256sum; \
+         curl -sS --max-time 25 'http://[{}]:{HTTP_PORT}/blob' | sha256sum",
+        addr::SERVER4,
+        addr::SERVER6
+    );
+    let script = format!(
+        "{} && {} && {fetch}",
+        send(addr::SERVER4),
+        send(addr::SERVER6)
+    );
     let out = in_pasta(&lab, &["-m", "1500", "--debug"], &script, RUN_TIMEOUT);
     assert!(out.status.success(), "{}", show(&out));
+    let fetched = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        fetched.matches(&sha).count(),
+        2,
+        "downloads at a 1500-byte MTU: {}",
+        show(&out)
+    );
     let done = || {
         std::fs::read_to_string(&out_path)
             .map(|s| s.matches("SINK").count() == specs.len())
@@ -271,6 +290,13 @@ fn uploads_at_a_small_mtu_arrive_whole_though_the_namespace_segments_nothing() {
         whole > 0,
         "the namespace segmented everything itself: {summary}"
     );
+    let runs: u64 = summary
+        .split(" segmented writes")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of segmented writes in: {summary}"));
+    assert!(runs > 0, "no segments went to the tap in runs: {summary}");
 }
 
 #[test]

@@ -261,7 +261,7 @@ fn runs_of_datagrams_arrive_one_by_one() {
             eprintln!("{TEST}: this kernel doesn't segment datagrams; they went one by one");
         } else {
             assert_eq!(after.runs - before.runs, 2, "{peer}: {after:?}");
-            assert_eq!(after.run_datagrams - before.run_datagrams, 26, "{peer}");
+            assert_eq!(after.run_frames - before.run_frames, 26, "{peer}");
             assert_eq!(after.frames - before.frames, 2, "{peer}");
         }
         let mut buf = vec![0u8; 65536];

@@ -428,7 +428,7 @@ pub fn engine_ops(data: &[u8]) {
 
 /// Raw bytes into every wire parser, and into the replay's own decoder.
 pub fn wire(data: &[u8]) {
-    use sans_io::wire::{dns_name, parse, tcp, uso};
+    use sans_io::wire::{dns_name, gso, parse, tcp};
     let _ = parse::ethernet(data);
     let _ = parse::ipv4(data);
     let _ = parse::ipv6(data);
@@ -446,14 +446,15 @@ pub fn wire(data: &[u8]) {
         let _ = parse::ipv4(eth.payload);
         let _ = parse::ipv6(eth.payload);
     }
-    // Runs of datagrams for the tap, among frames cut from the bytes: a run found has its
+    // Runs of frames for the tap, among frames cut from the bytes: a run found has its
     // headers written from its first frame.
     let frames: Vec<&[u8]> = data.split(|&b| b == 0xa5).collect();
     for start in 0..frames.len() {
-        if let Some(run) = uso::udp_run(frames[start..].iter().copied()) {
-            let mut headers = [0u8; uso::MAX_HEADER_LEN];
-            assert!(uso::run_headers(frames[start], &run, &mut headers).is_some());
-            assert!(run.frames >= 2 && run.frames <= uso::MAX_SEGMENTS);
+        if let Some(run) = gso::run(frames[start..].iter().copied()) {
+            let mut headers = [0u8; gso::MAX_HEADER_LEN];
+            let last = frames[start + run.frames - 1];
+            assert!(gso::run_headers(frames[start], last, &run, &mut headers).is_some());
+            assert!(run.frames >= 2 && run.frames <= gso::MAX_SEGMENTS);
         }
     }
 }

@@ -86,8 +86,9 @@ pub struct Tap {
     fd: OwnedFd,
     name: String,
     ifindex: u32,
-    /// Whether runs of datagrams go as one segmented frame: until the kernel refuses one.
-    segmenting: bool,
+    /// The kinds of run the kernel refused to segment (datagrams, before Linux 6.2): those go
+    /// frame by frame.
+    refused: Vec<sans_io::wire::gso::Transport>,
     stats: TapStats,
     /// Frames read that the namespace left for a device to segment (TSO).
     segments_in: Cell<u64>,
@@ -171,7 +172,7 @@ impl Tap {
             fd,
             name: actual,
             ifindex,
-            segmenting: true,
+            refused: Vec::new(),
             stats: TapStats::default(),
             segments_in: Cell::new(0),
         })

@@ -1,6 +1,7 @@
 //! The virtio-net header in front of each frame on the tap (`IFF_VNET_HDR`): the legacy
 //! `struct virtio_net_hdr`, in the machine's byte order as a legacy device has it.
 
+use sans_io::wire::gso::{Run, Transport};
 use sans_io::wire::offload::ChecksumAt;
 
 /// `struct virtio_net_hdr` without `num_buffers`: flags, gso_type, hdr_len, gso_size,
@@ -9,7 +10,10 @@ pub const HEADER_LEN: usize = 10;
 
 /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum from `csum_start` is left to finish.
 const F_NEEDS_CSUM: u8 = 1;
-/// `VIRTIO_NET_HDR_GSO_UDP_L4`: cut the payload into datagrams of `gso_size` bytes.
+/// `VIRTIO_NET_HDR_GSO_TCPV4`, `_TCPV6`, `_UDP_L4`: cut the payload into pieces of
+/// `gso_size` bytes, each a TCP segment or a datagram of its own.
+const GSO_TCPV4: u8 = 1;
+const GSO_TCPV6: u8 = 4;
 const GSO_UDP_L4: u8 = 5;
 
 /// Whether a frame read came with a segmentation type: the namespace's TSO.
@@ -40,14 +44,18 @@ impl VnetHeader {
         }
     }
 
-    /// A UDP frame whose `header_len` bytes of headers go in front of each `segment_size`
-    /// bytes of its payload: the kernel makes that many datagrams of it (and needs the
-    /// checksum left at `at`, as [`sans_io::wire::uso::run_headers`] leaves it).
-    pub fn udp_segments(header_len: usize, segment_size: u16, at: ChecksumAt) -> Self {
+    /// The frame carrying `run`: its headers go in front of each `segment_size` bytes of its
+    /// payload, and the kernel makes that many frames of it (it needs the checksum left at
+    /// `at`, as [`sans_io::wire::gso::run_headers`] leaves it).
+    pub fn segments(run: &Run, at: ChecksumAt) -> Self {
         VnetHeader {
-            gso_type: GSO_UDP_L4,
-            hdr_len: header_len as u16,
-            gso_size: segment_size,
+            gso_type: match (run.transport, run.ipv6) {
+                (Transport::Udp, _) => GSO_UDP_L4,
+                (Transport::Tcp, false) => GSO_TCPV4,
+                (Transport::Tcp, true) => GSO_TCPV6,
+            },
+            hdr_len: run.header_len as u16,
+            gso_size: run.segment_size,
             ..VnetHeader::partial_checksum(at)
         }
     }

@@ -11,6 +11,7 @@ pub mod dhcpv6;
 mod display;
 pub mod dns_name;
 pub mod external;
+pub mod gso;
 pub mod icmp_echo;
 pub mod lent;
 mod mac;
@@ -20,7 +21,6 @@ pub mod offload;
 pub mod parse;
 pub mod stream;
 pub mod tcp;
-pub mod uso;
 
 pub use build::FrameQueue;
 pub use display::INFINITE_LIFETIME;
