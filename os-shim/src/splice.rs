@@ -6,8 +6,12 @@
 //! sockets, so the bytes move between them with `splice(2)` through a pipe per direction:
 //! no copy through our memory, and no buffering of ours beyond the pipes.
 //!
-//! Everything is edge-triggered: on any event for a pair, [`Splicer`] moves what it can both
-//! ways until the kernel says "not now" (`EAGAIN`), which is also why no event can be missed.
+//! Everything is edge-triggered, and an event moves only the direction it names: readable
+//! (or the end of the stream) on a side moves what that side sends, writable moves what waits
+//! for it in the pipe. A socket is watched for room to write only while a pipe waits for it,
+//! so a request/response exchange wakes us once a message, and each wake-up costs the two
+//! `splice` calls that move the message (`EAGAIN` is needed only to learn the socket is empty
+//! when the read could have stopped short: see [`move_one_way`]).
 //! The end of the stream one way becomes a `shutdown(SHUT_WR)` on the other socket once the
 //! pipe is drained; a pair closes when both ways are done. An error or a reset on either side
 //! resets the other (close with a zero linger). A refused connect resets the accepted socket.
@@ -47,6 +51,8 @@ const ACCEPT_BATCH: usize = 64;
 const PIPE_SIZE: i32 = 1 << 20;
 /// Relayed connections at most, by default.
 pub const DEFAULT_MAX_PAIRS: usize = 4096;
+/// Empty pipes kept from closed pairs for the next ones (four system calls saved a pipe).
+const SPARE_PIPES: usize = 32;
 
 /// Counters for logs and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -64,6 +70,9 @@ pub struct SpliceStats {
     /// Connections from the host's loopback relayed into the namespace (`-t`), as opposed to
     /// the ones our namespace listeners accepted (`-T`).
     pub inbound: u64,
+    /// `splice` calls made, and the times a pipe had to wait for room in a socket.
+    pub splices: u64,
+    pub out_waits: u64,
 }
 
 /// One relayed connection: side 0 accepted (in the namespace for `-T`, on the host for `-t`),
@@ -72,15 +81,29 @@ pub struct SpliceStats {
 struct Pair {
     socks: [OwnedFd; 2],
     connected: bool,
-    /// Direction `d` carries what side `d` reads to side `1 - d`: (read end, write end).
-    pipes: [(OwnedFd, OwnedFd); 2],
+    /// Direction `d` carries what side `d` reads to side `1 - d`.
+    pipes: [Pipe; 2],
     /// Bytes in each direction's pipe.
     queued: [usize; 2],
-    cap: usize,
+    /// Side `s` is watched for room to write (a pipe waits for it, or its connect does).
+    watch_out: [bool; 2],
+    /// Side `d`'s end of stream was reported (it may wait behind data still to read).
+    end_reported: [bool; 2],
     /// Side `d` reached the end of its stream.
     eof: [bool; 2],
     /// The end of direction `d` was passed on (shutdown of side `1 - d`'s sending half).
     shut: [bool; 2],
+}
+
+/// One direction's pipe.
+#[derive(Debug)]
+struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    /// Its size in bytes, and in buffers (pages): a read shorter than the buffers can hold
+    /// took everything the socket had.
+    cap: usize,
+    slots: usize,
 }
 
 /// Relays connections from listeners in the namespace to the host's loopback, and connections
@@ -92,6 +115,8 @@ pub struct Splicer {
     pairs: Slots<Pair>,
     open: usize,
     max_pairs: usize,
+    /// Empty pipes of closed pairs, for the next.
+    spare_pipes: Vec<Pipe>,
     stats: SpliceStats,
 }
 
@@ -116,6 +141,7 @@ impl Splicer {
             pairs: Slots::new(1 << INDEX_BITS),
             open: 0,
             max_pairs,
+            spare_pipes: Vec::new(),
             stats: SpliceStats::default(),
         }
     }
@@ -197,7 +223,9 @@ impl Splicer {
                     && !flags.contains(EpollFlags::EPOLLERR)
                 {
                     pair.connected = true;
-                    pump(pair, &mut self.stats.bytes)
+                    // Side 0 may have sent already, and side 1 no longer needs watching
+                    // for its connect.
+                    pump(pair, [true, true], &mut self.stats)
                 } else {
                     self.stats.refused += 1;
                     Outcome::Reset
@@ -208,12 +236,51 @@ impl Splicer {
         } else if flags.contains(EpollFlags::EPOLLERR) {
             Outcome::Reset
         } else {
-            pump(pair, &mut self.stats.bytes)
+            // Readable or at its end: what this side sends. Writable: what waits for it. A
+            // hang-up may be either, and an error shows only when tried.
+            let sends = flags
+                .intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP);
+            let receives = flags.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLHUP);
+            let mut directions = [false; 2];
+            directions[side] = sends;
+            directions[1 - side] = receives;
+            // The end of the stream is reported once, and may wait behind data: from then
+            // on that side is read until it is seen.
+            if flags.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP) {
+                pair.end_reported[side] = true;
+            }
+            pump(pair, directions, &mut self.stats)
         };
         match outcome {
-            Outcome::Open => {}
+            Outcome::Open => self.watch(index, gen),
             Outcome::Done => self.close(index, false),
             Outcome::Reset => self.close(index, true),
+        }
+    }
+
+    /// Watches each side of pair `index` for room to write exactly while something waits for
+    /// it; resets the pair if epoll refuses.
+    fn watch(&mut self, index: usize, gen: u32) {
+        let (Some(epoll), Some(pair)) = (&self.ns.epoll, self.pairs.at_mut(index)) else {
+            return;
+        };
+        let mut refused = None;
+        for side in 0..2 {
+            let wanted = pair.wants_out(side);
+            if wanted == pair.watch_out[side] {
+                continue;
+            }
+            let mut event =
+                EpollEvent::new(watch_flags(wanted), splice_pair_token(index, gen, side));
+            if let Err(e) = epoll.modify(&pair.socks[side], &mut event) {
+                refused = Some(e);
+                break;
+            }
+            pair.watch_out[side] = wanted;
+        }
+        if let Some(e) = refused {
+            log::debug!("relay ended: cannot watch a socket: {e}");
+            self.close(index, true);
         }
     }
 
@@ -322,20 +389,21 @@ impl Splicer {
         for fd in [&accepted, &host] {
             let _ = setsockopt_int(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
         }
-        let (p0, p1) = match (pipe(), pipe()) {
-            (Ok(p0), Ok(p1)) => (p0, p1),
+        let pipes = match (self.take_pipe(), self.take_pipe()) {
+            (Ok(p0), Ok(p1)) => [p0, p1],
             (Err(e), _) | (_, Err(e)) => {
                 reset(&accepted);
                 return Err(e);
             }
         };
-        let cap = pipe_capacity(&p0.1).min(pipe_capacity(&p1.1));
         let pair = Pair {
             socks: [accepted, host],
             connected,
-            pipes: [p0, p1],
+            pipes,
             queued: [0, 0],
-            cap,
+            // Until it connects, side 1 is watched for that.
+            watch_out: [false, !connected],
+            end_reported: [false, false],
             eof: [false, false],
             shut: [false, false],
         };
@@ -347,12 +415,9 @@ impl Splicer {
             }
         };
         if let Some(epoll) = &self.ns.epoll {
-            let flags = EpollFlags::EPOLLIN
-                | EpollFlags::EPOLLOUT
-                | EpollFlags::EPOLLRDHUP
-                | EpollFlags::EPOLLET;
-            let socks = &self.pairs.at(index).expect("just inserted").socks;
-            for (side, fd) in socks.iter().enumerate() {
+            let pair = self.pairs.at(index).expect("just inserted");
+            for (side, fd) in pair.socks.iter().enumerate() {
+                let flags = watch_flags(pair.watch_out[side]);
                 if let Err(e) = epoll.add(
                     fd,
                     EpollEvent::new(flags, splice_pair_token(index, gen, side)),
@@ -365,11 +430,14 @@ impl Splicer {
         }
         self.open += 1;
         if connected {
-            // Loopback connects may complete at once: the edge for it may never come.
-            self.ready(
-                splice_pair_token(index, gen, 1),
-                EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT,
-            );
+            // Loopback connects may complete at once, and side 0 may have sent before we
+            // watched it: the edges for either may never come.
+            let pair = self.pairs.at_mut(index).expect("just inserted");
+            match pump(pair, [true, true], &mut self.stats) {
+                Outcome::Open => self.watch(index, gen),
+                Outcome::Done => self.close(index, false),
+                Outcome::Reset => self.close(index, true),
+            }
         }
         Ok(())
     }
@@ -386,16 +454,40 @@ impl Splicer {
         }
         self.stats.closed += 1;
         self.open -= 1;
+        let Pair { pipes, queued, .. } = pair;
+        for (pipe, queued) in pipes.into_iter().zip(queued) {
+            if queued == 0 && self.spare_pipes.len() < SPARE_PIPES {
+                self.spare_pipes.push(pipe);
+            }
+        }
         // Descriptors are free: listeners put aside may accept again.
         self.descriptors_freed();
-        // Dropping the pair closes both sockets and pipes (and takes them off epoll).
+        // Dropping the sockets (and the pipes not kept) closes them; epoll forgets them.
     }
 }
 
-/// Moves what can be moved both ways; says whether the pair is done.
-fn pump(pair: &mut Pair, bytes: &mut u64) -> Outcome {
-    for d in 0..2 {
-        if let Err(e) = move_one_way(pair, d, bytes) {
+impl Pair {
+    /// Whether side `side` must be watched for room to write: its connect is under way, or
+    /// the pipe towards it holds what it could not take.
+    fn wants_out(&self, side: usize) -> bool {
+        (side == 1 && !self.connected) || self.queued[1 - side] > 0
+    }
+}
+
+/// The epoll events a relayed socket is watched for.
+fn watch_flags(out: bool) -> EpollFlags {
+    let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+    if out {
+        flags | EpollFlags::EPOLLOUT
+    } else {
+        flags
+    }
+}
+
+/// Moves what can be moved in the `directions` asked; says whether the pair is done.
+fn pump(pair: &mut Pair, directions: [bool; 2], stats: &mut SpliceStats) -> Outcome {
+    for d in (0..2).filter(|&d| directions[d]) {
+        if let Err(e) = move_one_way(pair, d, stats) {
             log::debug!("relay ended: {e}");
             return Outcome::Reset;
         }
@@ -409,13 +501,23 @@ fn pump(pair: &mut Pair, bytes: &mut u64) -> Outcome {
 
 /// Direction `d`: side `d`'s socket into its pipe, the pipe into side `1 - d`'s socket, until
 /// neither moves; then the end of the stream, if it came and everything before it went.
-fn move_one_way(pair: &mut Pair, d: usize, bytes: &mut u64) -> io::Result<()> {
+///
+/// A read into an empty pipe that took fewer bytes than the pipe has buffers (each holds one
+/// byte at least) did not stop for want of room: it stopped because the socket had nothing
+/// more, or at urgent data (where the next read would say `EAGAIN` too). So no read is made
+/// just to hear `EAGAIN`: whatever arrives later brings its own edge. Unless the end of the
+/// stream was reported: it may wait behind the data read, and its edge has come and gone.
+fn move_one_way(pair: &mut Pair, d: usize, stats: &mut SpliceStats) -> io::Result<()> {
     let (src, dst) = (pair.socks[d].as_raw_fd(), pair.socks[1 - d].as_raw_fd());
-    let (pipe_r, pipe_w) = (pair.pipes[d].0.as_raw_fd(), pair.pipes[d].1.as_raw_fd());
+    let pipe = &pair.pipes[d];
+    let (pipe_r, pipe_w) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
     loop {
         let mut moved = false;
-        if !pair.eof[d] && pair.queued[d] < pair.cap {
-            match splice(src, pipe_w, pair.cap - pair.queued[d])? {
+        let mut drained = false;
+        if !pair.eof[d] && pair.queued[d] < pipe.cap {
+            let was_empty = pair.queued[d] == 0;
+            stats.splices += 1;
+            match splice(src, pipe_w, pipe.cap - pair.queued[d])? {
                 Some(0) => {
                     pair.eof[d] = true;
                     moved = true;
@@ -423,18 +525,23 @@ fn move_one_way(pair: &mut Pair, d: usize, bytes: &mut u64) -> io::Result<()> {
                 Some(n) => {
                     pair.queued[d] += n;
                     moved = true;
+                    drained = was_empty && n < pipe.slots && !pair.end_reported[d];
                 }
                 None => {}
             }
         }
         if pair.queued[d] > 0 {
-            if let Some(n) = splice(pipe_r, dst, pair.queued[d])? {
-                pair.queued[d] -= n;
-                *bytes += n as u64;
-                moved |= n > 0;
+            stats.splices += 1;
+            match splice(pipe_r, dst, pair.queued[d])? {
+                Some(n) => {
+                    pair.queued[d] -= n;
+                    stats.bytes += n as u64;
+                    moved |= n > 0;
+                }
+                None => stats.out_waits += 1,
             }
         }
-        if !moved {
+        if !moved || (drained && pair.queued[d] == 0) {
             break;
         }
     }
@@ -472,26 +579,47 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<Option<usize>> {
     }
 }
 
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+impl Splicer {
+    /// An empty pipe: a spare one, or a new one.
+    fn take_pipe(&mut self) -> io::Result<Pipe> {
+        match self.spare_pipes.pop() {
+            Some(pipe) => Ok(pipe),
+            None => new_pipe(),
+        }
+    }
+}
+
+fn new_pipe() -> io::Result<Pipe> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two descriptors into our array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: two new descriptors we own.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: plain system call; failure (over pipe-max-size) leaves the default size.
-    unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
-    Ok((r, w))
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: plain system calls. The size set is returned; failure (over pipe-max-size)
+    // leaves the default, which we then ask for.
+    let mut cap = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+    if cap <= 0 {
+        cap = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    }
+    let cap = if cap > 0 { cap as usize } else { 64 * 1024 };
+    Ok(Pipe {
+        read,
+        write,
+        cap,
+        slots: (cap / page_size()).max(1),
+    })
 }
 
-fn pipe_capacity(fd: &OwnedFd) -> usize {
-    // SAFETY: plain system call.
-    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) };
+/// The size of a pipe buffer's page.
+fn page_size() -> usize {
+    // SAFETY: plain library call.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if n > 0 {
         n as usize
     } else {
-        64 * 1024
+        4096
     }
 }
 
@@ -590,6 +718,118 @@ mod tests {
             let stats = splicer.stats();
             assert_eq!((stats.accepted, stats.refused), (2, 1));
             assert_eq!(stats.bytes, 2 * (3 << 20));
+        });
+    }
+
+    #[test]
+    fn exchanges_of_small_messages_take_two_splices_each_and_reuse_pipes() {
+        if !can_make_namespaces("splice") {
+            return;
+        }
+        with_host_and_namespace(|ns| {
+            // A host server answering each byte with its successor, on connection after
+            // connection.
+            const CONNECTIONS: usize = 3;
+            const EXCHANGES: usize = 500;
+            let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let host_port = server.local_addr().unwrap().port();
+            let answer = std::thread::spawn(move || {
+                for _ in 0..CONNECTIONS {
+                    let (mut c, _) = server.accept().unwrap();
+                    c.set_nodelay(true).unwrap();
+                    let mut b = [0u8; 1];
+                    while c.read(&mut b).unwrap() == 1 {
+                        c.write_all(&[b[0].wrapping_add(1)]).unwrap();
+                    }
+                }
+            });
+
+            let (epoll, handle) = epoll_pair();
+            let mut splicer = Splicer::new(8);
+            splicer.listeners().attach(handle).unwrap();
+            splicer
+                .listeners()
+                .listen_in(&ns, 4000, host_port, LO4)
+                .unwrap();
+            let client = spawn_in(&ns, move || {
+                for _ in 0..CONNECTIONS {
+                    let mut c = std::net::TcpStream::connect("127.0.0.1:4000").unwrap();
+                    c.set_nodelay(true).unwrap();
+                    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    for i in 0..EXCHANGES {
+                        let mut b = [i as u8];
+                        c.write_all(&b).unwrap();
+                        c.read_exact(&mut b).unwrap();
+                        assert_eq!(b[0], (i as u8).wrapping_add(1));
+                    }
+                    // The pair is closed once this side hears the end: the next one starts
+                    // after it.
+                    c.shutdown(std::net::Shutdown::Write).unwrap();
+                    assert_eq!(c.read(&mut [0u8; 1]).unwrap(), 0);
+                }
+            });
+            drive(&mut splicer, &epoll, |s| {
+                s.stats().closed >= CONNECTIONS as u64 && s.open_pairs() == 0
+            });
+            client.join().unwrap();
+            answer.join().unwrap();
+            let stats = splicer.stats();
+            let messages = (2 * CONNECTIONS * EXCHANGES) as u64;
+            assert_eq!(stats.bytes, messages);
+            // A read and a write a message: no read only to hear EAGAIN, no second direction
+            // tried. What is over that is the opening and closing, and an event that found the
+            // message already moved (allowed for generously: it was 4 a message before).
+            assert!(
+                stats.splices <= messages * 5 / 2,
+                "{} splices for {messages} messages",
+                stats.splices
+            );
+            assert_eq!(stats.out_waits, 0);
+            // Every pair after the first took the pipes the one before left.
+            assert_eq!(splicer.spare_pipes.len(), 2);
+        });
+    }
+
+    #[test]
+    fn a_pipe_waits_for_a_slow_reader_and_loses_nothing() {
+        if !can_make_namespaces("splice") {
+            return;
+        }
+        with_host_and_namespace(|ns| {
+            // A host server that reads only once told the relay had to wait for it.
+            let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let host_port = server.local_addr().unwrap().port();
+            let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+            let reader = std::thread::spawn(move || {
+                let (mut c, _) = server.accept().unwrap();
+                go_rx.recv().unwrap();
+                let mut all = Vec::new();
+                c.read_to_end(&mut all).unwrap();
+                all
+            });
+
+            let (epoll, handle) = epoll_pair();
+            let mut splicer = Splicer::new(8);
+            splicer.listeners().attach(handle).unwrap();
+            splicer
+                .listeners()
+                .listen_in(&ns, 4000, host_port, LO4)
+                .unwrap();
+            let data: Vec<u8> = (0..16 << 20).map(|i| (i * 11 % 253) as u8).collect();
+            let expect = data.clone();
+            let writer = spawn_in(&ns, move || {
+                let mut c = std::net::TcpStream::connect("127.0.0.1:4000").unwrap();
+                c.write_all(&data).unwrap();
+                c.shutdown(std::net::Shutdown::Write).unwrap();
+                // Until the relay closes its side.
+                let _ = c.read(&mut [0u8; 1]);
+            });
+            drive(&mut splicer, &epoll, |s| s.stats().out_waits > 0);
+            go_tx.send(()).unwrap();
+            drive(&mut splicer, &epoll, |s| s.stats().closed >= 1);
+            writer.join().unwrap();
+            assert!(reader.join().unwrap() == expect, "relayed bytes differ");
+            assert_eq!(splicer.stats().bytes, 16 << 20);
         });
     }
 
