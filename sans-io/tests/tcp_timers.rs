@@ -147,3 +147,38 @@ fn poll_timeout_is_the_earliest_flow_deadline() {
     assert_eq!(h.take().len(), 1);
     assert_eq!(h.io.sock(s).written, b"unflushedagain");
 }
+
+#[test]
+fn short_connections_end_with_a_wake_up_a_tick_not_one_each() {
+    // Twenty connections, a millisecond apart: the host answers and closes, the guest reads,
+    // then closes too; each flow lingers in TIME_WAIT. Their answers' retransmission timers
+    // stopped when acknowledged, and their TIME_WAIT ends fall within a tick or two.
+    let mut h = H::new();
+    for i in 0..20u16 {
+        let mut g = Guest::new(&format!("192.0.2.2:{}", 40000 + i), "203.0.113.5:80");
+        g.syn(&mut h, 1460, None);
+        let s = h.last_sock();
+        h.event(s, SockEvent::Connected);
+        g.receive(&h.take());
+        g.ack_all(&mut h);
+        h.io.sock(s).rx.extend_from_slice(b"r");
+        h.io.sock(s).eof = true;
+        h.event(s, SockEvent::Readable);
+        h.event(s, SockEvent::PeerClosed);
+        assert_eq!(g.receive(&h.take()), b"r");
+        g.ack_all(&mut h);
+        g.send(&mut h, flags::FIN | flags::ACK, &[]);
+        h.flush();
+        assert_eq!(h.io.sock(s).closed, Some(false), "closed gracefully");
+        h.advance(Duration::from_millis(1));
+    }
+    assert_eq!(h.engine.tcp().len(), 20);
+    let before = h.wakeups;
+    h.advance(Duration::from_secs(3));
+    assert_eq!(h.engine.tcp().len(), 0, "TIME_WAIT over");
+    let wakeups = h.wakeups - before;
+    // At most the two ticks the ends fall in (it was one for each flow's stale retransmission
+    // entry and one for each end: forty).
+    assert!(wakeups <= 2, "{wakeups} wake-ups");
+    h.check();
+}

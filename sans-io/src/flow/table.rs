@@ -2,16 +2,24 @@
 //! secret seeded key (so a guest can't aim a flood of tuples at one bucket), from the host
 //! side by [`SockRef`], with one deadline per flow kept in an ordered set.
 //!
-//! Deadlines are lazy: a flow's entry only ever moves *earlier* when rescheduled; when its
-//! deadline moves later (the common case: an inactivity timeout pushed back by every frame)
-//! the old entry stays and fires early, and the owner then reschedules. That keeps the
-//! ordered set off the per-frame path, with at most one entry per flow.
+//! Deadlines are lazy: a flow's entry moves *earlier* whenever rescheduled, but when its
+//! deadline moves later by less than [`RESCHEDULE_SLACK`] (the common case: a retransmission
+//! timeout pushed back by every acknowledgement) the old entry stays and fires early, and the
+//! owner then reschedules. That keeps the ordered set off the per-frame path, with at most
+//! one entry per flow. A deadline that moves much later (a timer stopped: a short connection's
+//! retransmission timeout once it closed) moves its entry, so that thousands of closed
+//! connections a second don't each wake the loop for nothing.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::time::Duration;
 
 use super::SockRef;
 use crate::time::Instant;
+
+/// How much later a flow's deadline may move while its entry stays (see the module
+/// documentation).
+pub const RESCHEDULE_SLACK: Duration = Duration::from_millis(100);
 
 /// SipHash-1-3 (the variant Rust's standard library uses), keyed.
 #[derive(Debug, Clone)]
@@ -240,11 +248,13 @@ impl<K: Hash + Eq + Clone, F> FlowTable<K, F> {
             return;
         };
         let Some(d) = deadline else {
-            // Left in place: it fires, finds nothing due, and goes.
+            if let Some(t) = slot.timer.take() {
+                self.timers.remove(&(t, idx));
+            }
             return;
         };
         match slot.timer {
-            Some(t) if t <= d => {}
+            Some(t) if t <= d && d.saturating_since(t) < RESCHEDULE_SLACK => {}
             Some(t) => {
                 self.timers.remove(&(t, idx));
                 self.timers.insert((d, idx));
@@ -320,12 +330,21 @@ mod tests {
         let at = |ms| Instant::from_millis(ms);
         t.schedule(a, Some(at(100)));
         t.schedule(b, Some(at(50)));
-        t.schedule(a, Some(at(500))); // later: lazy, stays at 100
+        t.schedule(a, Some(at(150))); // a little later: lazy, stays at 100
         t.schedule(b, Some(at(20))); // earlier: moves
         assert_eq!(t.next_deadline(), Some(at(20)));
         assert_eq!(t.pop_due(at(10)), None);
         assert_eq!(t.pop_due(at(100)), Some(b));
         assert_eq!(t.pop_due(at(100)), Some(a));
+        assert_eq!(t.next_deadline(), None);
+
+        // Much later (a timer stopped): the entry moves, nothing wakes early.
+        t.schedule(a, Some(at(100)));
+        t.schedule(a, Some(at(100) + RESCHEDULE_SLACK));
+        assert_eq!(t.pop_due(at(199)), None);
+        assert_eq!(t.next_deadline(), Some(at(200)));
+        // No deadline at all: the entry goes.
+        t.schedule(a, None);
         assert_eq!(t.next_deadline(), None);
 
         t.schedule(a, Some(at(1)));

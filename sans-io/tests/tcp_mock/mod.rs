@@ -323,6 +323,8 @@ pub struct H {
     drained: Vec<Seg>,
     /// Inputs held for the next batch ([`H::flush`] runs it).
     pending: Vec<Input>,
+    /// Times [`H::advance`] woke for a deadline, as a driver's timer would fire.
+    pub wakeups: u64,
 }
 
 /// An input held for the next batch.
@@ -346,6 +348,7 @@ impl H {
             now,
             drained: Vec::new(),
             pending: Vec::new(),
+            wakeups: 0,
         }
     }
 
@@ -424,6 +427,7 @@ impl H {
         let end = self.now + d;
         while let Some(t) = self.engine.poll_timeout().filter(|&t| t <= end) {
             self.now = t.max(self.now);
+            self.wakeups += 1;
             self.engine
                 .batch(self.now, &mut self.io, &mut self.out)
                 .timeout();

@@ -11,6 +11,16 @@ use super::to_host::repeat_prompt;
 use super::window::poll_room;
 use super::{Cx, Next, Phase, Tcp, ACT_TIMEOUT, SYN_RETRIES};
 use crate::time::Instant;
+use core::time::Duration;
+
+/// The grain of the long timers (see [`Timers::start`]).
+pub(super) const COARSE_TICK: Duration = Duration::from_millis(100);
+
+/// `at`, or the next multiple of `tick` after it.
+fn round_up(at: Instant, tick: Duration) -> Instant {
+    let tick = tick.as_nanos() as u64;
+    Instant::from_nanos(at.as_nanos().div_ceil(tick).saturating_mul(tick))
+}
 
 /// What a flow's timer is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +71,15 @@ impl Timers {
         self.at(t).is_some_and(|d| d <= now)
     }
 
+    /// Starts `t` for `at`; a phase's limit or the inactivity timeout, seconds long, for `at`
+    /// rounded up to [`COARSE_TICK`], so that the expiries of flows that ended close together
+    /// (TIME_WAIT after each of many short connections) come due together: one wake-up for
+    /// them all rather than one each.
     pub(super) fn start(&mut self, t: Timer, at: Instant) {
+        let at = match t {
+            Timer::PhaseEnd | Timer::Inactivity => round_up(at, COARSE_TICK),
+            Timer::Retransmit | Timer::Prompt | Timer::RoomPoll => at,
+        };
         self.0[t as usize] = Some(at);
     }
 
@@ -163,15 +181,27 @@ mod tests {
     use crate::time::Instant;
 
     #[test]
-    fn the_deadline_is_the_earliest_timer() {
+    fn the_deadline_is_the_earliest_timer_and_long_ones_are_coarse() {
         let mut f = flow();
         assert_eq!(f.deadline(), Some(Instant::ZERO + ACT_TIMEOUT));
-        f.timers.start(Timer::Retransmit, Instant::from_millis(5));
+        f.timers.start(Timer::Retransmit, Instant::from_millis(150));
         f.timers.start(Timer::PhaseEnd, Instant::from_millis(3));
-        assert_eq!(f.deadline(), Some(Instant::from_millis(3)));
+        // The phase's limit comes due at the tick after it: still before the retransmission.
+        assert_eq!(f.deadline(), Some(Instant::ZERO + COARSE_TICK));
+        // Short timers keep their instant.
+        f.timers.start(Timer::Retransmit, Instant::from_millis(5));
+        assert_eq!(f.deadline(), Some(Instant::from_millis(5)));
         f.phase = Phase::TimeWait;
-        f.timers.start(Timer::PhaseEnd, Instant::from_millis(9));
+        // On a tick already: unchanged.
+        f.timers
+            .start(Timer::PhaseEnd, Instant::ZERO + 2 * COARSE_TICK);
         f.timers.stop(Timer::Retransmit);
-        assert_eq!(f.deadline(), Some(Instant::from_millis(9)));
+        assert_eq!(f.deadline(), Some(Instant::ZERO + 2 * COARSE_TICK));
+        // Flows ending within a tick of each other come due together.
+        let mut g = flow();
+        g.phase = Phase::TimeWait;
+        g.timers.start(Timer::PhaseEnd, Instant::from_millis(101));
+        f.timers.start(Timer::PhaseEnd, Instant::from_millis(199));
+        assert_eq!(f.deadline(), g.deadline());
     }
 }
