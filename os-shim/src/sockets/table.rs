@@ -70,7 +70,10 @@ impl Sockets {
             if !trouble && !flags.contains(EpollFlags::EPOLLOUT) {
                 return;
             }
-            match so_error(raw) {
+            // Writable without trouble is a connect that succeeded: only trouble needs its
+            // error read.
+            let error = if trouble { so_error(raw) } else { 0 };
+            match error {
                 0 if flags.contains(EpollFlags::EPOLLOUT)
                     && !flags.contains(EpollFlags::EPOLLERR) =>
                 {
@@ -223,9 +226,8 @@ impl Sockets {
             reset_on_close(fd.as_raw_fd());
             self.stats.resets += 1;
         }
-        if let Some(epoll) = &self.epoll {
-            let _ = epoll.delete(fd.as_fd());
-        }
+        // Ours is the only descriptor of the socket: closing it takes it off epoll (no
+        // EPOLL_CTL_DEL, one system call a connection).
         drop(fd);
         self.open -= 1;
         // A descriptor is free: listeners that ran out may accept again.
