@@ -659,6 +659,25 @@ mod tests {
         }
     }
 
+    /// A splicer on an epoll instance of its own.
+    fn splicer_on_epoll() -> (Splicer, Epoll) {
+        let (epoll, handle) = epoll_pair();
+        let mut splicer = Splicer::new(8);
+        splicer.listeners().attach(handle).unwrap();
+        (splicer, epoll)
+    }
+
+    /// A splicer relaying the namespace's 127.0.0.1:4000 to the host's `host_port`.
+    fn relay_from_port_4000(ns: &OwnedFd, host_port: u16) -> (Splicer, Epoll) {
+        let (mut splicer, epoll) = splicer_on_epoll();
+        let (n, failed) = splicer
+            .listeners()
+            .listen_in(ns, 4000, host_port, LO4)
+            .unwrap();
+        assert_eq!((n, failed.len()), (1, 0));
+        (splicer, epoll)
+    }
+
     #[test]
     fn relays_both_ways_with_half_close_and_refuses_without_a_server() {
         if !can_make_namespaces("splice") {
@@ -675,14 +694,7 @@ mod tests {
                 c.write_all(&all).unwrap();
             });
 
-            let (epoll, handle) = epoll_pair();
-            let mut splicer = Splicer::new(8);
-            splicer.listeners().attach(handle).unwrap();
-            let (n, failed) = splicer
-                .listeners()
-                .listen_in(&ns, 4000, host_port, LO4)
-                .unwrap();
-            assert_eq!((n, failed.len()), (1, 0));
+            let (mut splicer, epoll) = relay_from_port_4000(&ns, host_port);
             let (n, _) = splicer.listeners().listen_in(&ns, 4001, 1, LO4).unwrap();
             assert_eq!(n, 1);
 
@@ -744,13 +756,7 @@ mod tests {
                 }
             });
 
-            let (epoll, handle) = epoll_pair();
-            let mut splicer = Splicer::new(8);
-            splicer.listeners().attach(handle).unwrap();
-            splicer
-                .listeners()
-                .listen_in(&ns, 4000, host_port, LO4)
-                .unwrap();
+            let (mut splicer, epoll) = relay_from_port_4000(&ns, host_port);
             let client = spawn_in(&ns, move || {
                 for _ in 0..CONNECTIONS {
                     let mut c = std::net::TcpStream::connect("127.0.0.1:4000").unwrap();
@@ -808,13 +814,7 @@ mod tests {
                 all
             });
 
-            let (epoll, handle) = epoll_pair();
-            let mut splicer = Splicer::new(8);
-            splicer.listeners().attach(handle).unwrap();
-            splicer
-                .listeners()
-                .listen_in(&ns, 4000, host_port, LO4)
-                .unwrap();
+            let (mut splicer, epoll) = relay_from_port_4000(&ns, host_port);
             let data: Vec<u8> = (0..16 << 20).map(|i| (i * 11 % 253) as u8).collect();
             let expect = data.clone();
             let writer = spawn_in(&ns, move || {
@@ -869,9 +869,7 @@ mod tests {
             let (accepted, _) = host.accept().unwrap();
             accepted.set_nonblocking(true).unwrap();
 
-            let (epoll, handle) = epoll_pair();
-            let mut splicer = Splicer::new(8);
-            splicer.listeners().attach(handle).unwrap();
+            let (mut splicer, epoll) = splicer_on_epoll();
             let target = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), ns_port);
             splicer
                 .relay_into(&ns, OwnedFd::from(accepted), target)
