@@ -182,3 +182,27 @@ fn short_connections_end_with_a_wake_up_a_tick_not_one_each() {
     assert!(wakeups <= 2, "{wakeups} wake-ups");
     h.check();
 }
+
+#[test]
+fn request_and_answer_leave_the_engines_deadline_where_it_is() {
+    // Each answer starts the retransmission timer and its acknowledgement stops it: the
+    // driver's timer must not be re-armed for that at every exchange.
+    let mut h = H::new();
+    let (mut g, s) = connected(&mut h, None);
+    let mut deadlines = Vec::new();
+    for i in 0..50u8 {
+        g.data(&mut h, &[i]);
+        assert_eq!(h.io.sock(s).written.last(), Some(&i));
+        h.io.sock(s).rx.extend_from_slice(&[i]);
+        h.event(s, SockEvent::Readable);
+        assert_eq!(g.receive(&h.take()), [i]);
+        deadlines.push(h.engine.poll_timeout());
+        g.ack_all(&mut h);
+        h.take();
+        deadlines.push(h.engine.poll_timeout());
+        h.advance(Duration::from_millis(1));
+    }
+    deadlines.dedup();
+    assert_eq!(deadlines.len(), 1, "{deadlines:?}");
+    h.check();
+}

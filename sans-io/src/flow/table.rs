@@ -2,24 +2,20 @@
 //! secret seeded key (so a guest can't aim a flood of tuples at one bucket), from the host
 //! side by [`SockRef`], with one deadline per flow kept in an ordered set.
 //!
-//! Deadlines are lazy: a flow's entry moves *earlier* whenever rescheduled, but when its
-//! deadline moves later by less than [`RESCHEDULE_SLACK`] (the common case: a retransmission
-//! timeout pushed back by every acknowledgement) the old entry stays and fires early, and the
-//! owner then reschedules. That keeps the ordered set off the per-frame path, with at most
-//! one entry per flow. A deadline that moves much later (a timer stopped: a short connection's
-//! retransmission timeout once it closed) moves its entry, so that thousands of closed
+//! Deadlines are lazy: a flow's entry only ever moves *earlier* when rescheduled; when its
+//! deadline moves later (the common case: a retransmission timeout stopped by every
+//! acknowledgement and started by the next data) the old entry stays and fires early, and the
+//! owner then reschedules. That keeps the ordered set, and the driver's timer, off the
+//! per-frame path, with at most one entry per flow. Where an owner knows a flow's timers
+//! changed for good (a connection closed: its retransmission timeout stopped, only TIME_WAIT
+//! left), [`FlowTable::schedule_exactly`] moves the entry, so that thousands of closed
 //! connections a second don't each wake the loop for nothing.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::time::Duration;
 
 use super::SockRef;
 use crate::time::Instant;
-
-/// How much later a flow's deadline may move while its entry stays (see the module
-/// documentation).
-pub const RESCHEDULE_SLACK: Duration = Duration::from_millis(100);
 
 /// SipHash-1-3 (the variant Rust's standard library uses), keyed.
 #[derive(Debug, Clone)]
@@ -254,7 +250,7 @@ impl<K: Hash + Eq + Clone, F> FlowTable<K, F> {
             return;
         };
         match slot.timer {
-            Some(t) if t <= d && d.saturating_since(t) < RESCHEDULE_SLACK => {}
+            Some(t) if t <= d => {}
             Some(t) => {
                 self.timers.remove(&(t, idx));
                 self.timers.insert((d, idx));
@@ -264,6 +260,24 @@ impl<K: Hash + Eq + Clone, F> FlowTable<K, F> {
                 self.timers.insert((d, idx));
                 slot.timer = Some(d);
             }
+        }
+    }
+
+    /// Wants flow `idx` woken at `deadline` (or never), moving its entry later too: for a
+    /// flow whose earlier timers stopped for good.
+    pub fn schedule_exactly(&mut self, idx: u32, deadline: Option<Instant>) {
+        let Some(slot) = self.slots.get_mut(idx as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        if slot.timer == deadline {
+            return;
+        }
+        if let Some(t) = slot.timer.take() {
+            self.timers.remove(&(t, idx));
+        }
+        if let Some(d) = deadline {
+            self.timers.insert((d, idx));
+            slot.timer = Some(d);
         }
     }
 
@@ -330,7 +344,7 @@ mod tests {
         let at = |ms| Instant::from_millis(ms);
         t.schedule(a, Some(at(100)));
         t.schedule(b, Some(at(50)));
-        t.schedule(a, Some(at(150))); // a little later: lazy, stays at 100
+        t.schedule(a, Some(at(500))); // later: lazy, stays at 100
         t.schedule(b, Some(at(20))); // earlier: moves
         assert_eq!(t.next_deadline(), Some(at(20)));
         assert_eq!(t.pop_due(at(10)), None);
@@ -338,11 +352,13 @@ mod tests {
         assert_eq!(t.pop_due(at(100)), Some(a));
         assert_eq!(t.next_deadline(), None);
 
-        // Much later (a timer stopped): the entry moves, nothing wakes early.
+        // Moved on purpose: later too, and nothing wakes early.
         t.schedule(a, Some(at(100)));
-        t.schedule(a, Some(at(100) + RESCHEDULE_SLACK));
-        assert_eq!(t.pop_due(at(199)), None);
-        assert_eq!(t.next_deadline(), Some(at(200)));
+        t.schedule(a, Some(at(900)));
+        assert_eq!(t.next_deadline(), Some(at(100)), "lazy");
+        t.schedule_exactly(a, Some(at(900)));
+        assert_eq!(t.pop_due(at(899)), None);
+        assert_eq!(t.next_deadline(), Some(at(900)));
         // No deadline at all: the entry goes.
         t.schedule(a, None);
         assert_eq!(t.next_deadline(), None);

@@ -607,7 +607,10 @@ impl Tcp {
                 }
                 self.table.unbind_sock(idx);
                 self.release_stash(idx);
-                self.reschedule(idx);
+                // Its retransmission timer stopped for good: only TIME_WAIT's end is left, and
+                // a stale entry would wake the loop for nothing.
+                let d = self.table.get(idx).and_then(Flow::deadline);
+                self.table.schedule_exactly(idx, d);
             }
             Next::Free => self.free(cx, idx),
         }
