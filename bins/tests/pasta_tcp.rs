@@ -274,28 +274,14 @@ fn at_a_small_mtu_segments_go_whole_both_ways() {
             show(&out)
         );
     }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let summary = stderr
-        .lines()
-        .find(|l| l.contains("segments read whole"))
-        .unwrap_or_else(|| panic!("no tap summary in pasta's log: {}", show(&out)));
+    let summary = common::tap_summary(&out);
     eprintln!("pasta: {summary}");
-    let whole: u64 = summary
-        .split(" TCP segments read whole")
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no count of segments in: {summary}"));
+    let whole = common::count_before(&summary, " TCP segments read whole");
     assert!(
         whole > 0,
         "the namespace segmented everything itself: {summary}"
     );
-    let runs: u64 = summary
-        .split(" segmented writes")
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no count of segmented writes in: {summary}"));
+    let runs = common::count_before(&summary, " segmented writes");
     assert!(runs > 0, "no segments went to the tap in runs: {summary}");
 }
 

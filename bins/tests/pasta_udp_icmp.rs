@@ -338,19 +338,10 @@ fn udp_bursts_to_the_namespace_arrive_datagram_by_datagram() {
                 show(&out)
             );
         }
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let summary = stderr
-            .lines()
-            .find(|l| l.contains("segmented writes"))
-            .unwrap_or_else(|| panic!("no tap summary in pasta's log: {}", show(&out)));
+        let summary = common::tap_summary(&out);
         eprintln!("pasta as {as_whom}: {summary}");
         if !summary.contains("refused") {
-            let runs: u64 = summary
-                .split(" segmented writes")
-                .next()
-                .and_then(|s| s.rsplit(' ').next())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| panic!("no count of segmented writes in: {summary}"));
+            let runs = common::count_before(&summary, " segmented writes");
             assert!(runs > 0, "no datagrams went to the tap in runs: {summary}");
         }
     }

@@ -735,6 +735,26 @@ pub fn show(out: &Output) -> String {
     )
 }
 
+/// pasta's tap summary from its debug log ("tap: ... segmented writes ...").
+pub fn tap_summary(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .find(|l| l.contains("segmented writes"))
+        .unwrap_or_else(|| panic!("no tap summary in pasta's log: {}", show(out)))
+        .to_string()
+}
+
+/// The number just before `what` in `summary` (" segmented writes", " TCP segments read
+/// whole").
+pub fn count_before(summary: &str, what: &str) -> u64 {
+    summary
+        .split(what)
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count before {what:?} in: {summary}"))
+}
+
 /// What a running passt or pasta keeps: /proc/PID/status's identity, capabilities, no-new-
 /// privileges and seccomp lines, and how many entries its root directory shows.
 #[derive(Debug)]
