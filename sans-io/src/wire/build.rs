@@ -325,6 +325,19 @@ pub struct Route {
     pub dst: IpAddr,
 }
 
+impl Route {
+    /// A route between two addresses written out, with made-up MAC addresses: for tests.
+    #[cfg(test)]
+    pub(crate) fn between(src: &str, dst: &str) -> Route {
+        Route {
+            src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+        }
+    }
+}
+
 /// Length of the IP header for `route` (IPv4 only when both ends are IPv4).
 pub fn ip_header_len(route: &Route) -> usize {
     match (route.src, route.dst) {

@@ -203,16 +203,6 @@ mod tests {
     use crate::wire::build::{write_udp_frame, Route};
     use crate::wire::parse::ipv4;
     use crate::wire::tcp::{flags, payload_offset, write_frame, Header};
-    use crate::wire::MacAddr;
-
-    fn route(src: &str, dst: &str) -> Route {
-        Route {
-            src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
-            dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
-        }
-    }
 
     fn tcp_frame(r: &Route, payload: &[u8], mode: L4Checksum) -> Vec<u8> {
         let h = Header {
@@ -245,7 +235,7 @@ mod tests {
     #[test]
     fn a_finished_partial_checksum_is_the_full_one() {
         for (src, dst) in [("192.0.2.1", "192.0.2.2"), ("2001:db8::1", "2001:db8::2")] {
-            let r = route(src, dst);
+            let r = Route::between(src, dst);
             for len in [0, 1, 2, 1459, 1460, 65000] {
                 let payload: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
                 for build in [tcp_frame, udp_frame] {
@@ -262,7 +252,7 @@ mod tests {
 
     #[test]
     fn a_guests_partial_checksum_is_told_and_finished_a_complete_one_left() {
-        let r = route("2001:db8::1", "2001:db8::2");
+        let r = Route::between("2001:db8::1", "2001:db8::2");
         let full = tcp_frame(&r, b"some payload", L4Checksum::Full);
         let mut partial = tcp_frame(&r, b"some payload", L4Checksum::Partial);
         assert!(left_partial(&partial));
@@ -270,7 +260,7 @@ mod tests {
         assert_eq!(partial, full);
         assert!(!left_partial(&full));
         // Ethernet padding after a short IPv4 packet is not summed.
-        let r4 = route("192.0.2.1", "192.0.2.2");
+        let r4 = Route::between("192.0.2.1", "192.0.2.2");
         let full = udp_frame(&r4, b"hi", L4Checksum::Full);
         let mut padded = udp_frame(&r4, b"hi", L4Checksum::Partial);
         padded.resize(60, 0xaa);
@@ -282,7 +272,7 @@ mod tests {
     #[test]
     fn partial_for_udp_leaves_tcp_complete() {
         for (src, dst) in [("192.0.2.1", "192.0.2.2"), ("2001:db8::1", "2001:db8::2")] {
-            let r = route(src, dst);
+            let r = Route::between(src, dst);
             let tcp = tcp_frame(&r, b"segment", L4Checksum::PartialUdp);
             assert_eq!(tcp, tcp_frame(&r, b"segment", L4Checksum::Full), "{src}");
             assert_eq!(L4Checksum::PartialUdp.left_at(&tcp), None);
@@ -304,7 +294,11 @@ mod tests {
 
     #[test]
     fn where_the_checksum_goes() {
-        let v4 = tcp_frame(&route("192.0.2.1", "192.0.2.2"), b"x", L4Checksum::Full);
+        let v4 = tcp_frame(
+            &Route::between("192.0.2.1", "192.0.2.2"),
+            b"x",
+            L4Checksum::Full,
+        );
         assert_eq!(
             partial_checksum_at(&v4),
             Some(ChecksumAt {
@@ -313,7 +307,11 @@ mod tests {
             })
         );
         assert!(ipv4(&v4[ETH_HEADER_LEN..]).is_ok());
-        let v6 = udp_frame(&route("2001:db8::1", "2001:db8::2"), b"x", L4Checksum::Full);
+        let v6 = udp_frame(
+            &Route::between("2001:db8::1", "2001:db8::2"),
+            b"x",
+            L4Checksum::Full,
+        );
         assert_eq!(
             partial_checksum_at(&v6),
             Some(ChecksumAt {

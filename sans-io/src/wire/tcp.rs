@@ -236,17 +236,8 @@ pub fn frame(out: &mut FrameQueue, route: &Route, h: &Header, payload: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{checksum, parse as p, MacAddr};
+    use crate::wire::{checksum, parse as p};
     use proptest::prelude::*;
-
-    fn route(src: &str, dst: &str) -> Route {
-        Route {
-            src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
-            dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
-        }
-    }
 
     #[test]
     fn frames_parse_back_with_valid_checksums() {
@@ -261,14 +252,19 @@ mod tests {
             mss: Some(1460),
             wscale: Some(8),
         };
-        frame(&mut q, &route("192.0.2.1", "192.0.2.2"), &h, b"");
+        frame(&mut q, &Route::between("192.0.2.1", "192.0.2.2"), &h, b"");
         let d = Header {
             mss: None,
             wscale: None,
             flags: flags::ACK | flags::PSH,
             ..h
         };
-        frame(&mut q, &route("2001:db8::1", "2001:db8::2"), &d, b"hello");
+        frame(
+            &mut q,
+            &Route::between("2001:db8::1", "2001:db8::2"),
+            &d,
+            b"hello",
+        );
 
         let eth = p::ethernet(q.get(0).unwrap()).unwrap();
         let ip = p::ipv4(eth.payload).unwrap();

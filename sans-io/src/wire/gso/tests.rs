@@ -6,16 +6,6 @@ use super::*;
 use crate::wire::build::{udp_payload_offset, write_udp_frame, Route};
 use crate::wire::offload::{finish_partial_checksum, L4Checksum};
 use crate::wire::tcp::{self as wtcp, Header};
-use crate::wire::MacAddr;
-
-fn route(src: &str, dst: &str) -> Route {
-    Route {
-        src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
-        dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
-        src: src.parse().unwrap(),
-        dst: dst.parse().unwrap(),
-    }
-}
 
 /// A datagram frame as the engine builds it, checksum complete.
 fn udp(r: &Route, src_port: u16, payload: &[u8]) -> Vec<u8> {
@@ -158,7 +148,7 @@ fn through_the_device(frames: &[Vec<u8>]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Ru
 #[test]
 fn equal_datagrams_of_one_flow_are_one_run_and_come_out_as_they_went_in() {
     for (src, dst) in [("192.0.2.1", "192.0.2.2"), ("2001:db8::1", "2001:db8::2")] {
-        let r = route(src, dst);
+        let r = Route::between(src, dst);
         let frames: Vec<Vec<u8>> = (0..10)
             .map(|i| udp(&r, 53, &payload(if i == 9 { 77 } else { 1400 }, i)))
             .collect();
@@ -176,7 +166,7 @@ fn equal_datagrams_of_one_flow_are_one_run_and_come_out_as_they_went_in() {
 #[test]
 fn segments_in_sequence_are_one_run_and_come_out_as_they_went_in() {
     for (src, dst) in [("192.0.2.1", "192.0.2.2"), ("2001:db8::1", "2001:db8::2")] {
-        let r = route(src, dst);
+        let r = Route::between(src, dst);
         let mut seq = 1000u32;
         // As the engine sends them: PSH on every one.
         let frames: Vec<Vec<u8>> = (0..20)
@@ -203,7 +193,7 @@ fn segments_in_sequence_are_one_run_and_come_out_as_they_went_in() {
 
 #[test]
 fn what_ends_a_run() {
-    let r4 = route("192.0.2.1", "192.0.2.2");
+    let r4 = Route::between("192.0.2.1", "192.0.2.2");
     let big = |seed| udp(&r4, 53, &payload(1000, seed));
     let runs = |frames: &[Vec<u8>]| run(frames.iter().map(Vec::as_slice));
     // A shorter datagram ends it (the device cuts equal pieces but for the last).
@@ -214,8 +204,16 @@ fn what_ends_a_run() {
     // Another port, another address, another family.
     for other in [
         udp(&r4, 54, &payload(1000, 1)),
-        udp(&route("192.0.2.3", "192.0.2.2"), 53, &payload(1000, 1)),
-        udp(&route("2001:db8::1", "2001:db8::2"), 53, &payload(1000, 1)),
+        udp(
+            &Route::between("192.0.2.3", "192.0.2.2"),
+            53,
+            &payload(1000, 1),
+        ),
+        udp(
+            &Route::between("2001:db8::1", "2001:db8::2"),
+            53,
+            &payload(1000, 1),
+        ),
     ] {
         assert_eq!(runs(&[big(0), other]), None);
     }
@@ -273,7 +271,7 @@ fn what_ends_a_run() {
 
 #[test]
 fn a_run_stays_within_the_segments_and_the_bytes_a_packet_may_carry() {
-    let r6 = route("2001:db8::1", "2001:db8::2");
+    let r6 = Route::between("2001:db8::1", "2001:db8::2");
     let small: Vec<Vec<u8>> = (0..200).map(|i| udp(&r6, 53, &payload(100, i))).collect();
     let (out, _, runs) = through_the_device(&small);
     assert_eq!(out, small);
@@ -288,16 +286,16 @@ fn a_run_stays_within_the_segments_and_the_bytes_a_packet_may_carry() {
         "eight of 8000 bytes fit in 64 KiB, nine don't"
     );
     // Segments of 64 KiB (the MTU pasta offers) never make a run.
-    let r4 = route("192.0.2.1", "192.0.2.2");
+    let r4 = Route::between("192.0.2.1", "192.0.2.2");
     let jumbo = [0u32, 65_000].map(|seq| tcp(&r4, seq, flags::ACK, &payload(65_000, 1)));
     assert_eq!(run(jumbo.iter().map(Vec::as_slice)), None);
 }
 
 fn arb_frames() -> impl Strategy<Value = Vec<Vec<u8>>> {
     let routes = [
-        route("192.0.2.1", "192.0.2.2"),
-        route("192.0.2.9", "192.0.2.2"),
-        route("2001:db8::1", "2001:db8::2"),
+        Route::between("192.0.2.1", "192.0.2.2"),
+        Route::between("192.0.2.9", "192.0.2.2"),
+        Route::between("2001:db8::1", "2001:db8::2"),
     ];
     // A few flows and a few sizes, so that runs form, break and restart; TCP segments of a
     // flow follow on from its last one, or skip ahead.
