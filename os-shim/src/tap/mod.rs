@@ -10,10 +10,9 @@ use crate::netlink::errno_text;
 use crate::ns::{in_netns, NsError};
 
 mod queue;
-mod vnet;
 
+use crate::vnet_hdr::{self as vnet, VnetHeader};
 pub use queue::TapStats;
-use vnet::VnetHeader;
 
 /// `TUNSETIFF`: `_IOW('T', 202, int)`.
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;

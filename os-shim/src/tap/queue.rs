@@ -7,8 +7,8 @@ use std::io;
 use sans_io::wire::gso::{self, Run, Transport};
 use sans_io::wire::FrameQueue;
 
-use super::vnet::VnetHeader;
 use super::Tap;
+use crate::vnet_hdr::VnetHeader;
 
 /// Parts of one write at most: a run's headers and each of its datagrams' payloads.
 pub(super) const MAX_PARTS: usize = gso::MAX_SEGMENTS + 1;

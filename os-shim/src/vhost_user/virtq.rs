@@ -13,6 +13,8 @@ use virtio_queue::desc::split::Descriptor;
 use virtio_queue::QueueT;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 
+use crate::vnet_hdr::{self, VnetHeader};
+
 /// `virtio_net_hdr_v1`: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset,
 /// num_buffers, little-endian. No segmentation offloads are negotiated; towards the guest we
 /// fill in num_buffers, and the checksum fields when a frame's checksum is left to finish
@@ -21,17 +23,13 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 pub const NET_HDR_LEN: usize = 12;
 /// Where `num_buffers` sits in the header.
 pub(crate) const NUM_BUFFERS_AT: usize = 10;
-/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`.
-const NEEDS_CSUM: u8 = 1;
-
 /// The header of a frame to the guest, but for num_buffers: `partial` says where its
 /// transport checksum starts and goes, when it is left to the guest to finish.
 pub(crate) fn rx_header(partial: Option<ChecksumAt>) -> [u8; NET_HDR_LEN] {
     let mut header = [0u8; NET_HDR_LEN];
     if let Some(at) = partial {
-        header[0] = NEEDS_CSUM;
-        header[6..8].copy_from_slice(&at.start.to_le_bytes());
-        header[8..10].copy_from_slice(&at.offset.to_le_bytes());
+        header[..vnet_hdr::HEADER_LEN]
+            .copy_from_slice(&VnetHeader::partial_checksum(at).bytes_le());
     }
     header
 }

@@ -1,5 +1,7 @@
-//! The virtio-net header in front of each frame on the tap (`IFF_VNET_HDR`): the legacy
-//! `struct virtio_net_hdr`, in the machine's byte order as a legacy device has it.
+//! The virtio-net header's first ten bytes (`struct virtio_net_hdr`), which say what a device
+//! is to do with a frame: pasta's tap has them in front of each frame (`IFF_VNET_HDR`, the
+//! legacy header, in the machine's byte order), a vhost-user guest's receive buffers at the
+//! start of `virtio_net_hdr_v1` (little-endian, `num_buffers` after them).
 
 use sans_io::wire::gso::{Run, Transport};
 use sans_io::wire::offload::ChecksumAt;
@@ -60,14 +62,24 @@ impl VnetHeader {
         }
     }
 
+    /// In the machine's byte order: a legacy device's (the tap's).
     pub fn bytes(&self) -> [u8; HEADER_LEN] {
+        self.encode(u16::to_ne_bytes)
+    }
+
+    /// Little-endian: a virtio 1.0 device's (vhost-user).
+    pub fn bytes_le(&self) -> [u8; HEADER_LEN] {
+        self.encode(u16::to_le_bytes)
+    }
+
+    fn encode(&self, order: fn(u16) -> [u8; 2]) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         b[0] = self.flags;
         b[1] = self.gso_type;
-        b[2..4].copy_from_slice(&self.hdr_len.to_ne_bytes());
-        b[4..6].copy_from_slice(&self.gso_size.to_ne_bytes());
-        b[6..8].copy_from_slice(&self.csum_start.to_ne_bytes());
-        b[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
+        b[2..4].copy_from_slice(&order(self.hdr_len));
+        b[4..6].copy_from_slice(&order(self.gso_size));
+        b[6..8].copy_from_slice(&order(self.csum_start));
+        b[8..10].copy_from_slice(&order(self.csum_offset));
         b
     }
 }
