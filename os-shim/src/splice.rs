@@ -251,6 +251,11 @@ impl Splicer {
             }
             pump(pair, directions, &mut self.stats)
         };
+        self.settle(index, gen, outcome);
+    }
+
+    /// After moving data for pair `index`: keeps it, watched as it now needs, or closes it.
+    fn settle(&mut self, index: usize, gen: u32, outcome: Outcome) {
         match outcome {
             Outcome::Open => self.watch(index, gen),
             Outcome::Done => self.close(index, false),
@@ -433,11 +438,8 @@ impl Splicer {
             // Loopback connects may complete at once, and side 0 may have sent before we
             // watched it: the edges for either may never come.
             let pair = self.pairs.at_mut(index).expect("just inserted");
-            match pump(pair, [true, true], &mut self.stats) {
-                Outcome::Open => self.watch(index, gen),
-                Outcome::Done => self.close(index, false),
-                Outcome::Reset => self.close(index, true),
-            }
+            let outcome = pump(pair, [true, true], &mut self.stats);
+            self.settle(index, gen, outcome);
         }
         Ok(())
     }
