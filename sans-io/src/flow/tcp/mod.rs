@@ -561,6 +561,13 @@ impl Tcp {
         self.table.schedule(idx, d);
     }
 
+    /// Like [`Tcp::reschedule`], moving the flow's entry later too (its earlier timers
+    /// stopped for good).
+    fn reschedule_exactly(&mut self, idx: u32) {
+        let d = self.table.get(idx).and_then(Flow::deadline);
+        self.table.schedule_exactly(idx, d);
+    }
+
     fn after(&mut self, cx: &mut Cx<'_>, idx: u32, next: Next) {
         let next = match (next, self.table.get_mut(idx)) {
             (_, None) => return,
@@ -609,8 +616,7 @@ impl Tcp {
                 self.release_stash(idx);
                 // Its retransmission timer stopped for good: only TIME_WAIT's end is left, and
                 // a stale entry would wake the loop for nothing.
-                let d = self.table.get(idx).and_then(Flow::deadline);
-                self.table.schedule_exactly(idx, d);
+                self.reschedule_exactly(idx);
             }
             Next::Free => self.free(cx, idx),
         }
