@@ -110,8 +110,15 @@ impl PasstLink for QemuLink {
     fn summary(&self) -> String {
         let s = self.0.stats();
         format!(
-            "qemu socket: {} clients ({} refused), {} frames in, {} out, {} dropped, {} write stalls",
-            s.clients, s.refused, s.frames_in, s.frames_out, s.frames_dropped, s.write_stalls
+            "qemu socket: {} clients ({} refused), {} frames in ({} reads), {} out, {} dropped, \
+             {} write stalls",
+            s.clients,
+            s.refused,
+            s.frames_in,
+            s.reads,
+            s.frames_out,
+            s.frames_dropped,
+            s.write_stalls
         )
     }
 }

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::socket::{self as sock, Backlog, SockFlag, UnixAddr};
 use sans_io::wire::stream::{self, StreamDecoder, HEADER_LEN};
 use sans_io::wire::FrameQueue;
@@ -165,6 +165,8 @@ pub struct QemuStats {
     /// Clients closed at once because another one was connected.
     pub refused: u64,
     pub frames_in: u64,
+    /// Reads from the client (system calls, `EAGAIN` ones included).
+    pub reads: u64,
     pub frames_out: u64,
     pub frames_dropped: u64,
     /// Batches whose writes ran out of time waiting for qemu.
@@ -327,38 +329,27 @@ impl QemuSocket {
         r > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
     }
 
-    /// Handles what is waiting: new connections, then up to `max_reads` reads from the client,
-    /// handing the complete frames of each read to `on_frames` at once (in place: copy what
-    /// you keep).
+    /// Handles what is waiting: up to `max_reads` reads from the client, handing the complete
+    /// frames of each read to `on_frames` at once (in place: copy what you keep), then new
+    /// connections if the client had nothing or left.
     pub fn read_frames(
         &mut self,
         max_reads: usize,
         on_frames: &mut dyn FnMut(&mut dyn Iterator<Item = &[u8]>),
     ) -> io::Result<ReadStatus> {
-        let mut events = [EpollEvent::empty(); 4];
-        let n = loop {
-            match self.epoll.wait(&mut events, EpollTimeout::ZERO) {
-                Ok(n) => break n,
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        };
-        let mut client_ready = false;
-        let mut listener_ready = false;
-        for ev in &events[..n] {
-            match ev.data() {
-                QEMU_LISTENER => listener_ready = true,
-                _ => client_ready = true,
-            }
-        }
-        // The client first: if it left, a client connecting right after it is the next one,
-        // not a second one to turn away.
-        let mut status = if client_ready {
+        // The client first, without asking our epoll which of the two has news: a guest
+        // sending is by far the common reason, and its read tells. The listener is asked only
+        // when the client had nothing, or left (a client connecting right after it is the next
+        // one, not a second one to turn away). A connection waiting while the guest keeps
+        // sending keeps our epoll readable: it is taken on the wake-up whose read finds the
+        // guest quiet.
+        let (mut status, read_any) = if self.client.is_some() {
             self.read_client(max_reads, on_frames)
         } else {
-            ReadStatus::Open
+            (ReadStatus::Open, false)
         };
-        if listener_ready && !matches!(status, ReadStatus::Finished(_)) {
+        let quiet_or_gone = !read_any || matches!(status, ReadStatus::GuestLeft(_));
+        if quiet_or_gone && !matches!(status, ReadStatus::Finished(_)) {
             // A client taken now that sent already makes the epoll readable again.
             if let Some(departed) = self.accept_all() {
                 if status == ReadStatus::Open {
@@ -369,18 +360,24 @@ impl QemuSocket {
         Ok(status)
     }
 
+    /// Up to `max_reads` reads from the client; says whether any brought bytes. A read that
+    /// takes less than the room it had emptied the socket: no read follows just to hear
+    /// `EAGAIN` (level-triggered, our epoll reports what comes later).
     fn read_client(
         &mut self,
         max_reads: usize,
         on_frames: &mut dyn FnMut(&mut dyn Iterator<Item = &[u8]>),
-    ) -> ReadStatus {
+    ) -> (ReadStatus, bool) {
         let Some(fd) = self.client.as_ref().map(AsRawFd::as_raw_fd) else {
-            return ReadStatus::Open;
+            return (ReadStatus::Open, false);
         };
+        let mut read_any = false;
         for _ in 0..max_reads.max(1) {
             let room = self.decoder.spare();
+            let room_len = room.len();
             // SAFETY: reads into the decoder's spare room, at most its length.
-            let n = unsafe { libc::read(fd, room.as_mut_ptr().cast(), room.len()) };
+            let n = unsafe { libc::read(fd, room.as_mut_ptr().cast(), room_len) };
+            self.stats.reads += 1;
             if n == 0 {
                 let why = (self.decoder.pending() > 0).then(|| {
                     format!(
@@ -388,16 +385,20 @@ impl QemuSocket {
                         self.decoder.pending()
                     )
                 });
-                return self.drop_client(why);
+                return (self.drop_client(why), read_any);
             }
             if n < 0 {
                 match Errno::last() {
                     Errno::EINTR => continue,
                     Errno::EAGAIN => break,
-                    Errno::ECONNRESET => return self.drop_client(None),
-                    e => return self.drop_client(Some(format!("reading from the guest: {e}"))),
+                    Errno::ECONNRESET => return (self.drop_client(None), read_any),
+                    e => {
+                        let why = format!("reading from the guest: {e}");
+                        return (self.drop_client(Some(why)), read_any);
+                    }
                 }
             }
+            read_any = true;
             self.decoder.filled(n as usize);
             // The read's frames, handed over together in chunks of a bounded list.
             let mut broken = None;
@@ -428,10 +429,16 @@ impl QemuSocket {
                 }
             }
             if let Some(e) = broken {
-                return self.drop_client(Some(format!("{e}: disconnecting")));
+                return (
+                    self.drop_client(Some(format!("{e}: disconnecting"))),
+                    read_any,
+                );
+            }
+            if (n as usize) < room_len {
+                break;
             }
         }
-        ReadStatus::Open
+        (ReadStatus::Open, read_any)
     }
 
     /// Closes the client; says whether another will be served.
