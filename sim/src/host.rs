@@ -684,7 +684,8 @@ impl VirtualHost {
             ours: End::new(c.sndbuf, c.rcvbuf),
             peer: End::new(c.peer_sndbuf, c.peer_rcvbuf),
             app: AppState::new(app),
-            interest: (true, false),
+            // As the OS shim: both off until the engine asks.
+            interest: (false, false),
             outcome_at: Some(outcome),
             connected_event: false,
             error_event: None,

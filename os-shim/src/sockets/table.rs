@@ -77,9 +77,10 @@ impl Sockets {
                 0 if flags.contains(EpollFlags::EPOLLOUT)
                     && !flags.contains(EpollFlags::EPOLLERR) =>
                 {
+                    // Both interests are off (see `insert`): one epoll_ctl takes the
+                    // connect's watch off, and none follows unless the core asks.
                     self.update_slot(index, |s| s.state = State::Connected);
                     self.push(index, SockEvent::Connected);
-                    // Now the core's interest applies (and re-checks readiness).
                     self.update_registration(index);
                 }
                 0 => {}
@@ -124,16 +125,18 @@ impl Sockets {
         }
     }
 
-    /// Puts a socket in a free slot and registers it.
+    /// Puts a stream socket in a free slot and registers it, with both interests off: the
+    /// core wants nothing from a connection before the guest completes its handshake, and says
+    /// so when it does (one `epoll_ctl` fewer per connection than registering it readable).
     pub(super) fn insert(&mut self, fd: OwnedFd, state: State) -> io::Result<u32> {
         let peek_off = self.init_peek_off(fd.as_raw_fd());
-        self.insert_with(fd, state, peek_off)
+        self.insert_with(fd, state, peek_off, false)
     }
 
     /// Puts a datagram socket (no peek offset: whether datagram sockets support one says
     /// nothing of stream sockets) in a free slot and registers it.
     pub(super) fn insert_dgram(&mut self, fd: OwnedFd) -> io::Result<u32> {
-        self.insert_with(fd, State::Connected, None)
+        self.insert_with(fd, State::Connected, None, true)
     }
 
     pub(super) fn insert_with(
@@ -141,12 +144,13 @@ impl Sockets {
         fd: OwnedFd,
         state: State,
         peek_off: Option<usize>,
+        readable: bool,
     ) -> io::Result<u32> {
         let mut slot = Slot {
             fd,
             state,
             peek_off,
-            readable: true,
+            readable,
             writable: false,
             registered: EpollFlags::empty(),
             peer_closed: false,

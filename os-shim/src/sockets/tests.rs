@@ -86,8 +86,17 @@ impl Rig {
         }
     }
 
-    /// A listener on loopback, a connection to it: (client, server side).
+    /// A listener on loopback, a connection to it: (client, server side), both readable.
     fn pair(&mut self, addr: IpAddr) -> (SockRef, SockRef) {
+        let (client, server) = self.pair_as_handed_over(addr);
+        // Readable, as the core makes them once the guest's handshake is complete.
+        self.sockets.set_interest(client, true, false);
+        self.sockets.set_interest(server, true, false);
+        (client, server)
+    }
+
+    /// [`Rig::pair`] with the sockets as the shim hands them over: no interest.
+    fn pair_as_handed_over(&mut self, addr: IpAddr) -> (SockRef, SockRef) {
         let spec = ListenSpec {
             proto: Proto::Tcp,
             addr: Some(addr),
@@ -133,6 +142,30 @@ fn peek_to_end(rig: &mut Rig, s: SockRef, offset: usize, len: usize) -> (Vec<u8>
     let Peeked { n, eof } = rig.sockets.peek(s, offset, &mut buf).unwrap();
     buf.truncate(n);
     (buf, eof)
+}
+
+#[test]
+fn connected_and_accepted_sockets_report_nothing_until_the_core_asks() {
+    let mut rig = Rig::new(Sockets::new());
+    let (client, server) = rig.pair_as_handed_over(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    assert_eq!(rig.sockets.send(client, b"ping").unwrap(), 4);
+    assert_eq!(rig.sockets.send(server, b"pong").unwrap(), 4);
+    // Both have data waiting and nobody hears of it: registered with no interest.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while readable_bytes(rig.fd(server)).unwrap() < 4 || readable_bytes(rig.fd(client)).unwrap() < 4
+    {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut events = [EpollEvent::empty(); 16];
+    assert_eq!(rig.reactor.wait(&mut events, Some(50)).unwrap(), 0);
+    rig.sockets.set_interest(server, true, false);
+    rig.sockets.set_interest(client, true, false);
+    let seen = rig.pump(|r| {
+        r.contains(&Report::Event(server, SockEvent::Readable))
+            && r.contains(&Report::Event(client, SockEvent::Readable))
+    });
+    assert!(!seen.is_empty());
 }
 
 fn peeking_at_offsets(sockets: Sockets, addr: IpAddr) {

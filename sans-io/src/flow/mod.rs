@@ -15,11 +15,12 @@
 //! - `tcp_connect`: start a non-blocking connect and watch for its completion itself; report
 //!   [`SockEvent::Connected`] or [`SockEvent::Error`]. The core doesn't call `set_interest`
 //!   on a socket before it is connected.
-//! - Interest: after `Connected`, and for a socket passed to `Batch::accept`, the core
-//!   calls [`StreamSockets::set_interest`] whenever what it wants changes (it starts with both off
-//!   until the guest completes the handshake). Level-triggered readiness is expected and fine:
-//!   the core turns readable interest off while it can't use more data (guest window full,
-//!   everything in the socket already in flight) and writable interest off once served.
+//! - Interest: a socket from `tcp_connect` once it reports `Connected` (the driver takes its
+//!   connect watch off), and one passed to `Batch::accept`, have both interests off; the core
+//!   calls [`StreamSockets::set_interest`] whenever what it wants changes.
+//!   Level-triggered readiness is expected and fine: the core turns readable interest off
+//!   while it can't use more data (guest window full, everything in the socket already in
+//!   flight) and writable interest off once served.
 //! - Report [`SockEvent::Readable`] when data may be there, and [`SockEvent::PeerClosed`] when
 //!   the receive side hit end of stream (`EPOLLRDHUP`/`EPOLLHUP`, or a read of 0) — only once
 //!   every byte before the end can be peeked. A `Readable` for end of stream alone, repeated

@@ -90,7 +90,8 @@ impl Mock {
             s.0,
             MockSock {
                 space: self.default_space,
-                interest: (true, false),
+                // Both interests off, as a driver hands an accepted socket over.
+                interest: (false, false),
                 ..MockSock::default()
             },
         );

@@ -148,7 +148,8 @@ impl Flow {
             queued: false,
             ack_due: false,
             send_due: false,
-            interest: (true, false),
+            // Both off, as the driver hands connected and accepted sockets over.
+            interest: (false, false),
         };
         f.touch(now);
         f
