@@ -169,7 +169,7 @@ fn echo(sc: Script) -> Result<(), TestCaseError> {
         &request,
         "guest to host, exactly once"
     );
-    prop_assert!(h.io.sock(s).shut, "guest FIN passed on");
+    prop_assert!(h.io.sock(s).fin_passed_on(), "guest FIN passed on");
     prop_assert_eq!(got.len(), request.len(), "host to guest, exactly once");
     prop_assert_eq!(&got, &request, "host to guest, exactly once");
     prop_assert!(got_fin, "host FIN delivered");

@@ -257,8 +257,11 @@ fn fin_from_host_after_all_data_then_guest_closes() {
     assert_eq!(segs.len(), 1);
     assert!(segs[0].is(flags::ACK));
     assert_eq!(segs[0].ack, g.seq);
-    assert!(h.io.sock(s).shut);
+    // Both ends done: the close sends the guest's FIN, no shutdown first; nothing is left
+    // unread, so it is a FIN and not a reset.
+    assert!(!h.io.sock(s).shut, "one system call less");
     assert_eq!(h.io.sock(s).closed, Some(false), "closed gracefully");
+    assert!(h.io.sock(s).fin_passed_on());
 
     // A retransmitted FIN is acknowledged again from TIME_WAIT, then the flow goes.
     g.seq = g.seq.wrapping_sub(1);

@@ -584,6 +584,14 @@ pub fn cases(default: u32) -> u32 {
         .unwrap_or(default)
 }
 
+impl MockSock {
+    /// Whether the guest's FIN reached the host peer: a `shutdown`, or a graceful close with
+    /// nothing unread (which sends the FIN itself; unread data would make it a reset).
+    pub fn fin_passed_on(&self) -> bool {
+        self.shut || (self.closed == Some(false) && self.rx.is_empty())
+    }
+}
+
 /// A receive queue: bytes appended at the back, consumed from the front without moving the
 /// rest each time (a 20 MiB transfer would otherwise copy gigabytes in a debug build).
 #[derive(Debug, Default, Clone)]

@@ -63,9 +63,16 @@ pub(super) fn finish_check(f: &mut Flow) -> Next {
     }
 }
 
-/// Passes the guest's FIN on once every byte before it is written.
+/// Passes the guest's FIN on once every byte before it is written. When the host's side
+/// ended first and the guest has acknowledged our FIN, the flow finishes right away, and
+/// closing the socket sends the FIN itself (every byte it received was acknowledged by the
+/// guest, so discarded: nothing unread turns the close into a reset): no `shutdown` first.
 pub(super) fn shutdown_if_due(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
     if f.to_host == ToHostClose::FinReceived && f.stash_len() == 0 {
+        if f.fin_acked() && f.phase == Phase::Established {
+            f.to_host = ToHostClose::Shut;
+            return Next::Finish;
+        }
         let Some(s) = f.sock else { return Next::Keep };
         if cx.io.shutdown_write(s).is_err() {
             return Next::Abort { rst_guest: true };
