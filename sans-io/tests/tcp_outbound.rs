@@ -204,6 +204,28 @@ fn data_both_ways_byte_exact() {
 }
 
 #[test]
+fn an_acknowledged_answer_costs_no_peek_and_the_next_one_is_reported() {
+    let mut h = H::new();
+    let (mut g, s) = connected(&mut h, None);
+    for round in 0..3u8 {
+        g.data(&mut h, b"request");
+        h.take();
+        h.io.sock(s).rx.extend_from_slice(&[round; 100]);
+        h.event(s, SockEvent::Readable);
+        let segs = h.take();
+        assert_eq!(g.receive(&segs), vec![round; 100]);
+        assert!(!h.io.sock(s).interest.0, "everything in flight");
+        let peeks = h.io.sock(s).peeks.len();
+        g.ack_all(&mut h);
+        assert_eq!(h.io.sock(s).peeks.len(), peeks, "no peek to hear EAGAIN");
+        assert!(h.io.sock(s).interest.0, "watched again for the next answer");
+        assert!(h.io.sock(s).rx.is_empty());
+    }
+    assert_eq!(h.io.sock(s).written, b"requestrequestrequest");
+    h.check();
+}
+
+#[test]
 fn partial_acks_discard_exactly_what_was_acknowledged() {
     let mut h = H::new();
     let (mut g, s) = connected(&mut h, None);
@@ -215,11 +237,17 @@ fn partial_acks_discard_exactly_what_was_acknowledged() {
     g.receive(&segs[..1]);
     g.ack_all(&mut h);
     assert_eq!(h.io.sock(s).discarded, 1460);
-    // More data arrives; the guest's ACK of the rest brings it.
+    // More data arrives while the rest is in flight; the guest acknowledges the rest. The
+    // socket had been peeked empty: no peek on that ACK, but the socket is watched again,
+    // and its readiness (level-triggered, as epoll reports it) brings the new data.
     h.io.sock(s).rx.extend_from_slice(&[2u8; 100]);
     g.receive(&segs[1..]);
+    let peeks = h.io.sock(s).peeks.len();
     g.ack_all(&mut h);
     assert_eq!(h.io.sock(s).discarded, 3000);
+    assert_eq!(h.io.sock(s).peeks.len(), peeks);
+    assert!(h.io.sock(s).interest.0);
+    h.event(s, SockEvent::Readable);
     let segs = h.take();
     assert_eq!(segs.len(), 1);
     assert_eq!(segs[0].payload, vec![2u8; 100]);
@@ -343,10 +371,14 @@ fn an_end_met_by_a_later_peek_follows_the_last_byte_in_flight() {
     let segs = h.take();
     assert_eq!(g.receive(&segs), vec![5u8; 1000]);
     assert!(segs.iter().all(|x| !x.has(flags::FIN)));
-    // The end arrives while everything is in flight: the guest's ACK makes the engine peek
-    // again, and that peek finds it.
+    // The end arrives while everything is in flight. The guest's ACK leaves nothing in
+    // flight: the socket is watched again, epoll reports the end (RDHUP), and the peek that
+    // follows meets it.
     h.io.sock(s).eof = true;
     g.ack_all(&mut h);
+    assert!(h.io.sock(s).interest.0);
+    assert!(h.take().is_empty());
+    h.event(s, SockEvent::PeerClosed);
     let segs = h.take();
     assert_eq!(segs.len(), 1, "{segs:?}");
     assert!(segs[0].has(flags::FIN));

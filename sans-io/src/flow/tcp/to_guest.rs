@@ -56,14 +56,24 @@ pub(super) fn on_ack(cx: &mut Cx<'_>, f: &mut Flow, seg: &Segment<'_>) -> Contro
         }
         f.retries = 0;
         f.dup_acks = 0;
-        f.exhausted = false;
         if f.in_flight() > 0 {
             f.timers.start(Timer::Retransmit, cx.now + rto(0));
         } else {
             f.timers.stop(Timer::Retransmit);
         }
         f.snd_wnd = wnd;
-        f.send_due = true;
+        // All we sent is acknowledged, and the last peek had found the socket empty: no peek
+        // now (it would mostly hear EAGAIN, as after each answer of a request/response
+        // exchange). With nothing in flight the flow wants the socket readable again, and the
+        // interest set then, level-triggered, reports whatever came meanwhile.
+        let drained = f.exhausted
+            && f.in_flight() == 0
+            && f.snd_nxt == f.snd_max
+            && f.to_guest == ToGuestClose::Open;
+        if !drained {
+            f.exhausted = false;
+            f.send_due = true;
+        }
     } else if a == f.snd_una {
         let pure = seg.data().is_empty() && !seg.has(flags::FIN);
         if pure && f.in_flight() > 0 && wnd == f.snd_wnd {
