@@ -240,27 +240,16 @@ impl<K: Hash + Eq + Clone, F> FlowTable<K, F> {
 
     /// Wants flow `idx` woken at `deadline` (or never). Lazy: see the module documentation.
     pub fn schedule(&mut self, idx: u32, deadline: Option<Instant>) {
-        let Some(slot) = self.slots.get_mut(idx as usize).and_then(Option::as_mut) else {
+        let Some(slot) = self.slots.get(idx as usize).and_then(Option::as_ref) else {
             return;
         };
-        let Some(d) = deadline else {
-            if let Some(t) = slot.timer.take() {
-                self.timers.remove(&(t, idx));
-            }
-            return;
-        };
-        match slot.timer {
-            Some(t) if t <= d => {}
-            Some(t) => {
-                self.timers.remove(&(t, idx));
-                self.timers.insert((d, idx));
-                slot.timer = Some(d);
-            }
-            None => {
-                self.timers.insert((d, idx));
-                slot.timer = Some(d);
+        // An entry at or before the new deadline stays.
+        if let (Some(t), Some(d)) = (slot.timer, deadline) {
+            if t <= d {
+                return;
             }
         }
+        self.schedule_exactly(idx, deadline);
     }
 
     /// Wants flow `idx` woken at `deadline` (or never), moving its entry later too: for a
