@@ -450,7 +450,7 @@ impl VhostUserLink {
     }
 
     /// Reads queue `queue`'s kick eventfd: whether the guest (or our own `self_kick`) kicked.
-    fn take_kick(&mut self, queue: usize) -> bool {
+    fn take_kick(&self, queue: usize) -> bool {
         let Some((_, kick)) = self
             .frontend
             .as_ref()
