@@ -134,7 +134,8 @@ impl PasstLink for VhostLink {
             "vhost-user: {} front-ends ({} refused), {} messages, {} frames in, {} out, \
              {} dropped, {} waited for buffers, {} unusable chains, {} checksums left to the \
              guest, {} frames ({} bytes) peeked straight into its buffers, {} frames ({} bytes) \
-             sent from its memory, {} wake-ups on the transmit kick alone",
+             sent from its memory, {} segments of up to 64 KiB from it (TSO), {} wake-ups on \
+             the transmit kick alone",
             s.frontends,
             s.refused,
             s.messages,
@@ -148,6 +149,7 @@ impl PasstLink for VhostLink {
             s.zero_copy_bytes,
             s.tx_in_place_frames,
             s.tx_in_place_bytes,
+            s.tx_segmented_frames,
             s.kick_only_wakeups
         )
     }

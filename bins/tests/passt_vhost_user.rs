@@ -3,9 +3,10 @@
 //! The guest (see passt_common/vm.rs) takes its DHCP lease and SLAAC address, pings, fetches
 //! 1 MiB byte for byte over IPv4 and IPv6 and serves a file through `-t`; then a second qemu
 //! connects to the same passt and works again (the device state starts afresh); with `-1`,
-//! passt ends when its front-end goes away, after a guest that fetched 1 MiB and uploaded 1 MiB
-//! of its own: the link's summary must say the fetch went into the guest's buffers and the
-//! upload left from its memory, each without a copy of ours.
+//! passt ends when its front-end goes away, after a guest at a 1500-byte MTU that fetched 1 MiB
+//! and uploaded 1 MiB of its own: the link's summary must say the fetch went into the guest's
+//! buffers and the upload left from its memory, each without a copy of ours, and that the
+//! guest sent TCP segments larger than its MTU (segmentation offload).
 //!
 //! Needs what passt_vm.rs needs, and qemu 8 or later (Debian 12's 7.2 crashes with a
 //! vhost-user netdev under TCG; scripts/install-test-deps installs it from bookworm-backports).
@@ -119,12 +120,15 @@ fn one_off_vhost_user_ends_with_its_front_end() {
     let mut passt = Passt::start(
         &lab,
         None,
-        // -d: the link's summary at the end says how the data went.
+        // -d: the link's summary at the end says how the data went. At a 1500-byte MTU,
+        // segments larger than that are the offload's.
         &[
             "-f",
             "-d",
             "-1",
             "--vhost-user",
+            "--mtu",
+            "1500",
             "-s",
             sock.to_str().unwrap(),
         ],
@@ -144,6 +148,7 @@ fn one_off_vhost_user_ends_with_its_front_end() {
     // The guest fetches 1 MiB, then sends 1 MiB of its own to the remote.
     let lease = qemu.expect("lease", BOOT_TIMEOUT);
     assert!(lease.contains(addr::HOST4), "lease: {lease}");
+    assert!(lease.contains("mtu=1500"), "lease: {lease}");
     qemu.check("fetch4", &sha, "IPv4 fetch, one-off");
     let up_sha = qemu.expect("upsha", BOOT_TIMEOUT);
     assert_eq!(
@@ -189,6 +194,23 @@ fn one_off_vhost_user_ends_with_its_front_end() {
         sent >= 1 << 19,
         "only {sent} bytes of the 1 MiB upload were sent from the guest's memory: {summary}"
     );
+    // The guest's kernel left its segments to the device to cut (HOST_TSO4): one frame
+    // carries many.
+    let tso = count_before(&summary, " segments of up to 64 KiB from it");
+    assert!(
+        tso > 0 && sent / tso > 1500,
+        "{tso} segments from the guest larger than its MTU, {sent} bytes in place: {summary}"
+    );
+}
+
+/// The number the link summary gives just before `what`.
+fn count_before(summary: &str, what: &str) -> u64 {
+    summary
+        .split(what)
+        .next()
+        .and_then(|before| before.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count before '{what}' in: {summary}"))
 }
 
 /// The bytes the link summary says went to the host from the guest's memory.

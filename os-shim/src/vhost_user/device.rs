@@ -20,7 +20,8 @@ use vhost::vhost_user::{
 use vhost::VhostUserMemoryRegionBase;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_net::{
-    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_MRG_RXBUF,
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
+    VIRTIO_NET_F_MRG_RXBUF,
 };
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::{Queue, QueueT};
@@ -36,12 +37,16 @@ const MAX_QUEUE_SIZE: u16 = 32768;
 /// and we each say up to where the other needn't notify: fewer kicks and interrupts), the
 /// checksum offloads the core handles (CSUM: the guest may leave its TCP and UDP checksums
 /// unfinished, which we never read; GUEST_CSUM: it takes ours unfinished, and its kernel then
-/// neither we compute nor it verifies them, see sans_io::wire::offload), no segmentation
-/// offloads (frames stay within the MTU), and the vhost-user protocol features.
+/// neither we compute nor it verifies them, see sans_io::wire::offload), TCP segmentation
+/// offload from the guest (HOST_TSO4/6: it may send TCP segments of up to 64 KiB whatever its
+/// MTU, which the engine takes whole, as it takes pasta's namespace's), and the vhost-user
+/// protocol features.
 pub const FEATURES: u64 = (1 << VIRTIO_F_VERSION_1)
     | (1 << VIRTIO_NET_F_MRG_RXBUF)
     | (1 << VIRTIO_NET_F_CSUM)
     | (1 << VIRTIO_NET_F_GUEST_CSUM)
+    | (1 << VIRTIO_NET_F_HOST_TSO4)
+    | (1 << VIRTIO_NET_F_HOST_TSO6)
     | (1 << VIRTIO_RING_F_EVENT_IDX)
     | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
 

@@ -105,6 +105,9 @@ pub struct VhostStats {
     /// payload past the headers we copy).
     pub tx_in_place_frames: u64,
     pub tx_in_place_bytes: u64,
+    /// Frames from the guest it left to the device to segment (HOST_TSO4/6): TCP segments
+    /// larger than its MTU.
+    pub tx_segmented_frames: u64,
     /// Wake-ups served on the transmit kick alone, without asking our epoll what else waits.
     pub kick_only_wakeups: u64,
 }
@@ -535,6 +538,13 @@ impl VhostUserLink {
         n: usize,
     ) -> Result<(), ChainError> {
         let slot = &mut self.tx_buf[n * MAX_FRAME..(n + 1) * MAX_FRAME];
+        if chain
+            .clone()
+            .next()
+            .is_some_and(|first| virtq::tx_segmented(mem, &first))
+        {
+            self.stats.tx_segmented_frames += 1;
+        }
         let split = take_tx_frame(mem, chain, slot, &mut self.tx_tails[n])?;
         self.tx_lens[n] = split.head;
         if split.tail > 0 {

@@ -16,10 +16,11 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 use crate::vnet_hdr::{self, VnetHeader};
 
 /// `virtio_net_hdr_v1`: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset,
-/// num_buffers, little-endian. No segmentation offloads are negotiated; towards the guest we
-/// fill in num_buffers, and the checksum fields when a frame's checksum is left to finish
-/// (GUEST_CSUM); from the guest we read nothing of it (with CSUM its checksums may be
-/// unfinished, and we never read them).
+/// num_buffers, little-endian. Towards the guest we fill in num_buffers, and the checksum
+/// fields when a frame's checksum is left to finish (GUEST_CSUM); from the guest we read only
+/// whether it asks for segmentation ([`tx_segmented`], for the counters): with CSUM its
+/// checksums may be unfinished and with HOST_TSO4/6 its TCP segments larger than the MTU,
+/// and the engine takes both as they are.
 pub const NET_HDR_LEN: usize = 12;
 /// Where `num_buffers` sits in the header.
 pub(crate) const NUM_BUFFERS_AT: usize = 10;
@@ -32,6 +33,18 @@ pub(crate) fn rx_header(partial: Option<ChecksumAt>) -> [u8; NET_HDR_LEN] {
             .copy_from_slice(&VnetHeader::partial_checksum(at).bytes_le());
     }
     header
+}
+
+/// Whether the transmit chain whose first descriptor is `first` asks for segmentation: its
+/// header's gso_type (less the ECN bit) is set, so the frame is a TCP segment of up to 64 KiB
+/// (HOST_TSO4/6). A header whose first descriptor ends before gso_type says no.
+pub fn tx_segmented<M: GuestMemory + ?Sized>(mem: &M, first: &Descriptor) -> bool {
+    first.len() >= 2
+        && first
+            .addr()
+            .checked_add(1)
+            .and_then(|at| mem.read_obj::<u8>(at).ok())
+            .is_some_and(|gso_type| gso_type & 0x7f != 0)
 }
 
 /// What is wrong with a chain the guest gave us.

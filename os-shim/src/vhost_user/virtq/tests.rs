@@ -215,3 +215,38 @@ fn unusable_receive_chains_are_returned_empty() {
     let used: Vec<_> = std::iter::from_fn(|| driver.take_used(&mem)).collect();
     assert_eq!(used, vec![(0, 0), (1, 0), (2, 0)]);
 }
+
+#[test]
+fn a_transmit_header_asking_for_segmentation_is_told_apart() {
+    let (mem, mut driver, mut queue) = setup(16);
+    // gso_type TCPV4, TCPV6, TCPV4 with the ECN bit, none, the ECN bit alone; the last chain's
+    // header is cut before gso_type.
+    let cases: [(u8, u32, bool); 6] = [
+        (1, 12, true),
+        (4, 12, true),
+        (0x81, 12, true),
+        (0, 12, false),
+        (0x80, 12, false),
+        (1, 1, false),
+    ];
+    for (i, &(gso_type, first_len, _)) in cases.iter().enumerate() {
+        let at = DATA + 0x100 * i as u64;
+        mem.write_slice(&[0, gso_type], GuestAddress(at)).unwrap();
+        driver.add_chain(
+            &mem,
+            &[
+                readable(at, first_len),
+                readable(at + u64::from(first_len), 12 - first_len + 40),
+            ],
+        );
+    }
+    for &(gso_type, _, segmented) in &cases {
+        let chain = queue.pop_descriptor_chain(&mem).expect("a chain");
+        let first = chain.clone().next().expect("a descriptor");
+        assert_eq!(
+            tx_segmented(&mem, &first),
+            segmented,
+            "gso_type {gso_type:#x}"
+        );
+    }
+}
