@@ -133,8 +133,8 @@ impl PasstLink for VhostLink {
         format!(
             "vhost-user: {} front-ends ({} refused), {} messages, {} frames in, {} out, \
              {} dropped, {} waited for buffers, {} unusable chains, {} checksums left to the \
-             guest, {} frames ({} bytes) peeked straight into its buffers, {} frames ({} bytes) \
-             sent from its memory, {} segments of up to 64 KiB from it (TSO), {} wake-ups on \
+             guest, {} frames ({} bytes) peeked straight into its buffers ({} of several \
+             segments), {} frames ({} bytes) sent from its memory, {} segments of up to 64 KiB from it (TSO), {} wake-ups on \
              the transmit kick alone",
             s.frontends,
             s.refused,
@@ -147,6 +147,7 @@ impl PasstLink for VhostLink {
             s.checksums_left,
             s.zero_copy_frames,
             s.zero_copy_bytes,
+            s.large_segments_out,
             s.tx_in_place_frames,
             s.tx_in_place_bytes,
             s.tx_segmented_frames,

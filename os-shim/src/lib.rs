@@ -34,4 +34,4 @@ pub mod test_netns;
 pub mod tokens;
 mod tx_loans;
 pub mod vhost_user;
-mod vnet_hdr;
+pub mod vnet_hdr;

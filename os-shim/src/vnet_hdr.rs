@@ -62,6 +62,24 @@ impl VnetHeader {
         }
     }
 
+    /// A TCP frame of `header_len` bytes of headers (Ethernet included) whose payload is
+    /// segments of `segment_size` bytes, the last maybe shorter, taken whole by a guest that
+    /// negotiated it (vhost-user's GUEST_TSO4/6); its checksum is left at `at` with the
+    /// pseudo-header sum of the whole, as [`sans_io::wire::tcp::write_headers_partial`] leaves it.
+    pub fn tcp_segments(ipv6: bool, header_len: usize, segment_size: u16, at: ChecksumAt) -> Self {
+        VnetHeader {
+            gso_type: if ipv6 { GSO_TCPV6 } else { GSO_TCPV4 },
+            hdr_len: header_len as u16,
+            gso_size: segment_size,
+            ..VnetHeader::partial_checksum(at)
+        }
+    }
+
+    /// Whether the frame is to be taken as several segments.
+    pub fn is_segmented(&self) -> bool {
+        self.gso_type != 0
+    }
+
     /// In the machine's byte order: a legacy device's (the tap's).
     pub fn bytes(&self) -> [u8; HEADER_LEN] {
         self.encode(u16::to_ne_bytes)

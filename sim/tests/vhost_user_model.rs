@@ -19,6 +19,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,12 +27,13 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use os_shim::vhost_user::driver_model::{Buffer, DriverQueue};
-use os_shim::vhost_user::lend::{LendStats, RxLend, KEEP_ON_RING};
+use os_shim::vhost_user::lend::{lent_header, GuestOffloads, LendStats, RxLend, KEEP_ON_RING};
 use os_shim::vhost_user::tx_split::{guest_frame, take_tx_frame, TxRests, TxTail};
 use os_shim::vhost_user::virtq::{self, ChainError, RxOutcome, RxScratch, NET_HDR_LEN};
 use sans_io::engine::Engine;
 use sans_io::flow::NoSockets;
 use sans_io::time::Instant;
+use sans_io::wire::checksum;
 use sans_io::wire::lent::{LentArea, PayloadLender};
 use sans_io::wire::offload::{finish_partial_checksum, partial_checksum_at, L4Checksum};
 use sans_io::wire::stream::{self, StreamDecoder};
@@ -221,6 +223,9 @@ struct RxGuest {
     /// The buffers of the frame being reassembled.
     partial: Vec<u8>,
     used: u16,
+    /// Large segments received (GUEST_TSO), and the segments they were cut into.
+    large: u64,
+    cut: u64,
 }
 
 impl RxGuest {
@@ -238,6 +243,8 @@ impl RxGuest {
             delivered: Vec::new(),
             partial: Vec::new(),
             used: 0,
+            large: 0,
+            cut: 0,
         }
     }
 
@@ -261,7 +268,9 @@ impl RxGuest {
 
     /// What the guest received: used buffers, merged as each frame's header says (a buffer
     /// smaller than the header, which a driver shouldn't offer, gets the header's start);
-    /// a checksum left to finish is finished, as the guest's kernel would.
+    /// a checksum left to finish is finished, as the guest's kernel would, and a large
+    /// segment is cut into the segments its header says (smoltcp takes nothing larger than
+    /// its MTU; a kernel would take it whole, as its receive offload had merged it).
     fn collect(&mut self, mem: &GuestMemoryMmap) {
         while let Some((head, len)) = self.rx.take_used(mem) {
             let (addr, size) = self.buffers.remove(&head).expect("a buffer we offered");
@@ -283,7 +292,12 @@ impl RxGuest {
             );
             if self.used == count {
                 let mut frame = bytes[NET_HDR_LEN..].to_vec();
-                if bytes[0] & 1 != 0 {
+                if bytes[1] != 0 {
+                    let segments = cut_large_segment(&bytes[..NET_HDR_LEN], &frame);
+                    self.large += 1;
+                    self.cut += segments.len() as u64;
+                    self.delivered.extend(segments);
+                } else if bytes[0] & 1 != 0 {
                     let at = partial_checksum_at(&frame).expect("a TCP or UDP frame");
                     assert_eq!(
                         (
@@ -307,6 +321,68 @@ impl RxGuest {
     fn assert_no_frame_cut(&self) {
         assert_eq!(self.used, 0, "a frame's buffers were used only in part");
     }
+}
+
+/// A large TCP segment (GUEST_TSO4/6) as a device cuts one: the header must say TCP of the
+/// frame's family, headers' length, checksum left at the TCP checksum; every piece carries
+/// the segment size of payload but the last, its own lengths, sequence number and finished
+/// checksum, PSH and FIN on the last piece only.
+fn cut_large_segment(header: &[u8], frame: &[u8]) -> Vec<Vec<u8>> {
+    let le = |at: usize| usize::from(u16::from_le_bytes([header[at], header[at + 1]]));
+    let ipv6 = frame[12..14] == [0x86, 0xdd];
+    let ip = 14;
+    let l4 = if ipv6 { ip + 40 } else { ip + 20 };
+    let hl = l4 + usize::from(frame[l4 + 12] >> 4) * 4;
+    assert_eq!(header[0], 1, "a large segment's checksum is left to finish");
+    assert_eq!(header[1], if ipv6 { 4 } else { 1 }, "gso_type");
+    assert_eq!(
+        (le(2), le(6), le(8)),
+        (hl, l4, 16),
+        "hdr_len, csum_start, csum_offset"
+    );
+    let size = le(4);
+    let payload = &frame[hl..];
+    assert!(
+        payload.len() > size,
+        "{} bytes in a large segment of {size}-byte ones",
+        payload.len()
+    );
+    let (src, dst): (IpAddr, IpAddr) = if ipv6 {
+        let a = |at: usize| IpAddr::from(<[u8; 16]>::try_from(&frame[at..at + 16]).unwrap());
+        (a(ip + 8), a(ip + 24))
+    } else {
+        let a = |at: usize| IpAddr::from(<[u8; 4]>::try_from(&frame[at..at + 4]).unwrap());
+        (a(ip + 12), a(ip + 16))
+    };
+    let seq = u32::from_be_bytes(frame[l4 + 4..l4 + 8].try_into().unwrap());
+    let pieces = payload.len().div_ceil(size);
+    payload
+        .chunks(size)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut f = frame[..hl].to_vec();
+            f.extend_from_slice(chunk);
+            let l4_len = hl - l4 + chunk.len();
+            if ipv6 {
+                f[ip + 4..ip + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+            } else {
+                f[ip + 2..ip + 4].copy_from_slice(&((20 + l4_len) as u16).to_be_bytes());
+                f[ip + 10..ip + 12].fill(0);
+                let sum = checksum::of(&f[ip..l4]);
+                f[ip + 10..ip + 12].copy_from_slice(&sum.to_be_bytes());
+            }
+            let piece_seq = seq.wrapping_add((i * size) as u32);
+            f[l4 + 4..l4 + 8].copy_from_slice(&piece_seq.to_be_bytes());
+            if i + 1 < pieces {
+                // PSH and FIN.
+                f[l4 + 13] &= !0x09;
+            }
+            f[l4 + 16..l4 + 18].fill(0);
+            let sum = checksum::transport(src, dst, 6, &f[l4..]);
+            f[l4 + 16..l4 + 18].copy_from_slice(&sum.to_be_bytes());
+            f
+        })
+        .collect()
 }
 
 #[test]
@@ -420,6 +496,8 @@ struct RxModel {
     outstanding: usize,
     /// Frames the lender had no room for, built in the engine's queue and copied.
     copied_tcp: u64,
+    /// Whether the guest takes large TCP segments (GUEST_TSO4/6).
+    tso: bool,
 }
 
 impl RxModel {
@@ -447,6 +525,7 @@ impl VirtqLink {
             scratch: RxScratch::new(QUEUE),
             outstanding,
             copied_tcp: 0,
+            tso: false,
         };
         model.refill();
         let tx = TxModel::new(model.mem.clone(), tx_sizes);
@@ -463,6 +542,10 @@ impl PayloadLender for ModelLender {
         let m = &mut *self.0.borrow_mut();
         m.lend
             .reserve(&mut m.queue, &m.mem, KEEP_ON_RING, header_room, lens, areas)
+    }
+
+    fn large_tcp_segments(&self, _ipv6: bool) -> bool {
+        self.0.borrow().tso
     }
 
     fn fill(&mut self, at: usize, data: &[u8]) {
@@ -531,8 +614,15 @@ impl LinkModel for VirtqLink {
             loop {
                 let placed = match lent {
                     Some(lent) => {
+                        let guest = GuestOffloads {
+                            csum: true,
+                            tso4: m.tso,
+                            tso6: m.tso,
+                        };
+                        let header =
+                            lent_header(frame, &lent, guest).expect("a lent frame's header");
                         m.lend
-                            .publish(&mut m.queue, &*m.mem, frame, lent, at)
+                            .publish(&mut m.queue, &*m.mem, frame, lent, header)
                             .expect("a lent frame published");
                         true
                     }
@@ -571,6 +661,15 @@ type ModelShape<'a> = (&'a [u32], usize, &'a [u32]);
 
 /// A download and an upload at once, through the plain link or the model's.
 fn exchange(seed: u64, link: Option<ModelShape<'_>>) -> (World, Option<VirtqStats>) {
+    exchange_with(seed, link, false)
+}
+
+/// The same, the model's guest taking large TCP segments if `tso`.
+fn exchange_with(
+    seed: u64,
+    link: Option<ModelShape<'_>>,
+    tso: bool,
+) -> (World, Option<VirtqStats>) {
     let mut w = Scenario::new(seed)
         .remote_server(
             &format!("{REMOTE}:19"),
@@ -581,6 +680,7 @@ fn exchange(seed: u64, link: Option<ModelShape<'_>>) -> (World, Option<VirtqStat
     w.leave_checksums(L4Checksum::Partial);
     let model = link.map(|(sizes, outstanding, tx_sizes)| {
         let (link, model) = VirtqLink::new(sizes, outstanding, tx_sizes);
+        model.borrow_mut().tso = tso;
         let tx = Rc::new(RefCell::new((0, 0)));
         w.through_link(Box::new(Counted(link, tx.clone())));
         (model, tx)
@@ -683,6 +783,56 @@ fn tcp_data_in_lent_buffers_gives_the_plain_links_frames() {
             panic!("seed {seed}: frame {i} differs");
         }
         assert_eq!(plain.counters(), lent.counters());
+    }
+}
+
+#[test]
+fn large_segments_in_lent_buffers_carry_the_plain_links_bytes() {
+    for (seed, sizes, outstanding, fit) in [
+        (1, &[1526u32, 4096, 333, 2049][..], 200, true),
+        (2, &[97, 1000, 4000, 1], 120, true),
+        // Too few buffers for a large segment: frames of one segment are lent instead.
+        (3, &[1500, 3000], 44, false),
+    ] {
+        let (plain, _) = exchange(seed, None);
+        let (w, model) = exchange_with(seed, Some((sizes, outstanding, &[1500])), true);
+        let (model, _) = model.unwrap();
+        let model = model.borrow();
+        let LendStats {
+            frames,
+            bytes,
+            large_segments,
+            ..
+        } = model.lend.stats;
+        let (large, cut) = (model.guest.large, model.guest.cut);
+        eprintln!(
+            "seed {seed}: {frames} frames, {bytes} bytes lent, {large_segments} large \
+             ({cut} segments), {} copied",
+            model.copied_tcp
+        );
+        assert_eq!(
+            large, large_segments,
+            "seed {seed}: large segments received"
+        );
+        if fit {
+            assert!(
+                large > 5 && cut > 2 * large,
+                "seed {seed}: {large} large segments, cut into {cut}"
+            );
+        } else {
+            assert!(
+                large == 0 && frames > 20,
+                "seed {seed}: {large} large segments, {frames} frames lent"
+            );
+        }
+        assert!(bytes > 100_000, "seed {seed}: {bytes} bytes lent");
+        // The same bytes (the exchange checked them), none lost or sent again for it.
+        let (p, l) = (&plain.counters().tcp, &w.counters().tcp);
+        assert_eq!(
+            (p.retransmissions, p.bytes_to_guest),
+            (l.retransmissions, l.bytes_to_guest),
+            "seed {seed}"
+        );
     }
 }
 

@@ -18,6 +18,7 @@ use crate::reactor::Reactor;
 use crate::socket_sys::tcp_info::at_eof;
 use crate::socket_sys::{ioctl_int, listen_socket, local_addr, readable_bytes, setsockopt_int};
 use crate::tokens::{socket_token, TOKEN_LISTENER_BASE, TOKEN_SOCKET_BASE};
+use crate::vnet_hdr::VnetHeader;
 
 const LOOPBACKS: [IpAddr; 2] = [
     IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -1072,6 +1073,7 @@ fn peeking_into_lent_buffers(sockets: Sockets, vectored: bool) {
     let pushed = out.push_lent(
         54,
         &lens,
+        0,
         |areas| sockets.peek_lent(server, 100, areas).unwrap().n,
         |_, headers, _| {
             headers[..54].fill(0xab);
@@ -1088,7 +1090,13 @@ fn peeking_into_lent_buffers(sockets: Sockets, vectored: bool) {
     );
     for (headers, lent) in out.entries() {
         rx.lend
-            .publish(&mut rx.queue, &*rx.mem, headers, lent.unwrap(), None)
+            .publish(
+                &mut rx.queue,
+                &*rx.mem,
+                headers,
+                lent.unwrap(),
+                VnetHeader::default(),
+            )
             .unwrap();
     }
     assert_eq!(rx.payloads(54), &data[100..7300]);

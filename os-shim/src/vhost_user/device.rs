@@ -20,8 +20,8 @@ use vhost::vhost_user::{
 use vhost::VhostUserMemoryRegionBase;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_net::{
-    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
-    VIRTIO_NET_F_MRG_RXBUF,
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
+    VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MRG_RXBUF,
 };
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::{Queue, QueueT};
@@ -38,15 +38,17 @@ const MAX_QUEUE_SIZE: u16 = 32768;
 /// checksum offloads the core handles (CSUM: the guest may leave its TCP and UDP checksums
 /// unfinished, which we never read; GUEST_CSUM: it takes ours unfinished, and its kernel then
 /// neither we compute nor it verifies them, see sans_io::wire::offload), TCP segmentation
-/// offload from the guest (HOST_TSO4/6: it may send TCP segments of up to 64 KiB whatever its
-/// MTU, which the engine takes whole, as it takes pasta's namespace's), and the vhost-user
-/// protocol features.
+/// offload both ways (HOST_TSO4/6: the guest may send TCP segments of up to 64 KiB whatever
+/// its MTU, which the engine takes whole, as it takes pasta's namespace's; GUEST_TSO4/6: it
+/// takes ours so, see `super::lend`), and the vhost-user protocol features.
 pub const FEATURES: u64 = (1 << VIRTIO_F_VERSION_1)
     | (1 << VIRTIO_NET_F_MRG_RXBUF)
     | (1 << VIRTIO_NET_F_CSUM)
     | (1 << VIRTIO_NET_F_GUEST_CSUM)
     | (1 << VIRTIO_NET_F_HOST_TSO4)
     | (1 << VIRTIO_NET_F_HOST_TSO6)
+    | (1 << VIRTIO_NET_F_GUEST_TSO4)
+    | (1 << VIRTIO_NET_F_GUEST_TSO6)
     | (1 << VIRTIO_RING_F_EVENT_IDX)
     | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
 
@@ -154,6 +156,27 @@ impl Device {
     /// Whether the guest takes frames with their TCP and UDP checksums left to finish.
     pub fn guest_csum(&self) -> bool {
         self.acked_features & (1 << VIRTIO_NET_F_GUEST_CSUM) != 0
+    }
+
+    /// Whether the guest takes TCP segments of up to 64 KiB whatever its MTU, told their
+    /// segment size (GUEST_TSO6 for IPv6, GUEST_TSO4 for IPv4), with their checksums left
+    /// unfinished (GUEST_CSUM, which the feature needs).
+    pub fn guest_tso(&self, ipv6: bool) -> bool {
+        let bit = if ipv6 {
+            VIRTIO_NET_F_GUEST_TSO6
+        } else {
+            VIRTIO_NET_F_GUEST_TSO4
+        };
+        self.guest_csum() && self.acked_features & (1 << bit) != 0
+    }
+
+    /// What the guest takes of frames to it.
+    pub fn guest_offloads(&self) -> super::lend::GuestOffloads {
+        super::lend::GuestOffloads {
+            csum: self.guest_csum(),
+            tso4: self.guest_tso(false),
+            tso6: self.guest_tso(true),
+        }
     }
 
     /// Whether SET_FEATURES has acknowledged VHOST_USER_F_PROTOCOL_FEATURES yet.

@@ -28,6 +28,7 @@ use super::tx_split::{read_tx_frame_split, take_tx_frame, TxTail, TX_HEAD};
 use super::virtq::{self, ChainError, RxOutcome, RxScratch};
 use super::VhostUserLink;
 use crate::qemu_socket::ReadStatus;
+use crate::vnet_hdr::VnetHeader;
 
 /// The fuzzed guest's memory: rings at 0, buffers anywhere up to here (and, by design of the
 /// input, often beyond).
@@ -227,8 +228,15 @@ fn lend(
         let lent = LentPayload {
             len: n,
             ticket: ticket + i as u64,
+            segment_size: 1000,
         };
-        let _ = lend.publish(&mut queue, &**mem, &headers, lent, Some(at));
+        // Longer payloads go as large segments (GUEST_TSO4).
+        let header = if n > 1000 {
+            VnetHeader::tcp_segments(false, header_room, 1000, at)
+        } else {
+            VnetHeader::partial_checksum(at)
+        };
+        let _ = lend.publish(&mut queue, &**mem, &headers, lent, header);
     }
     assert!(
         queue.next_used() <= queue.next_avail(),

@@ -23,12 +23,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use sans_io::wire::lent::{LentArea, LentPayload, MAX_LENT_AREAS};
-use sans_io::wire::offload::ChecksumAt;
+use sans_io::wire::offload::partial_checksum_at;
+use sans_io::wire::parse::ethertype;
 use virtio_queue::QueueT;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryMmap};
 
-use super::virtq::{rx_header, NET_HDR_LEN, NUM_BUFFERS_AT};
+use super::virtq::{NET_HDR_LEN, NUM_BUFFERS_AT};
 use crate::loans;
+use crate::vnet_hdr::{self, VnetHeader};
 
 /// Chains left on the ring for the frames the link copies.
 pub const KEEP_ON_RING: u16 = 16;
@@ -75,12 +77,38 @@ pub enum PublishError {
     OutsideMemory,
 }
 
+/// What the guest takes of frames to it, as its features say (see `super::device`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GuestOffloads {
+    /// Checksums left to finish (GUEST_CSUM).
+    pub csum: bool,
+    /// TCP segments of up to 64 KiB, IPv4 and IPv6 (GUEST_TSO4, GUEST_TSO6).
+    pub tso4: bool,
+    pub tso6: bool,
+}
+
+/// The virtio-net header a lent frame goes with: its checksum left to finish (`headers` are a
+/// TCP frame's, as the engine builds lent frames), and segmented when its payload is longer
+/// than its segment size. `None` when the guest doesn't take what the frame needs (it changed
+/// its features while the frame waited): the payload can't be read back to make it whole.
+pub fn lent_header(headers: &[u8], lent: &LentPayload, guest: GuestOffloads) -> Option<VnetHeader> {
+    let at = partial_checksum_at(headers).filter(|_| guest.csum)?;
+    if lent.segment_size == 0 || lent.len <= usize::from(lent.segment_size) {
+        return Some(VnetHeader::partial_checksum(at));
+    }
+    let ipv6 = headers.get(12..14)? == ethertype::IPV6.to_be_bytes();
+    let takes = if ipv6 { guest.tso6 } else { guest.tso4 };
+    takes.then(|| VnetHeader::tcp_segments(ipv6, headers.len(), lent.segment_size, at))
+}
+
 /// Counters of the lending.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LendStats {
     /// Frames and payload bytes published from lent buffers.
     pub frames: u64,
     pub bytes: u64,
+    /// Of those frames, the ones that carried several segments (GUEST_TSO4/6).
+    pub large_segments: u64,
     /// Chains refused when taken (readable, outside the memory table, no room).
     pub bad_chains: u64,
 }
@@ -385,8 +413,8 @@ impl RxLend {
     }
 
     /// Publishes the lent frame `lent` whose `headers` were queued: the virtio-net header
-    /// (`partial`: where its checksum is left to the guest) and the headers go in front of
-    /// the payload, and its chains into the used ring, consecutively. Frames committed before
+    /// (`header`, see [`lent_header`]; num_buffers is filled in here) and the headers go in
+    /// front of the payload, and its chains into the used ring, consecutively. Frames committed before
     /// it and never published (their queue was dropped) are returned empty. Returns how many
     /// chains it took.
     pub fn publish<Q: QueueT, M: GuestMemory>(
@@ -395,7 +423,7 @@ impl RxLend {
         mem: &M,
         headers: &[u8],
         lent: LentPayload,
-        partial: Option<ChecksumAt>,
+        header: VnetHeader,
     ) -> Result<u16, PublishError> {
         let frame = loop {
             let Some(front) = self.committed.front().copied() else {
@@ -417,7 +445,8 @@ impl RxLend {
             self.return_publishing(queue, mem);
             return Err(PublishError::Mismatch);
         }
-        let mut head = rx_header(partial);
+        let mut head = [0u8; NET_HDR_LEN];
+        head[..vnet_hdr::HEADER_LEN].copy_from_slice(&header.bytes_le());
         let count = self.publishing.len() as u16;
         head[NUM_BUFFERS_AT..NUM_BUFFERS_AT + 2].copy_from_slice(&count.to_le_bytes());
         // The two headers, scattered over the first descriptors.
@@ -456,6 +485,7 @@ impl RxLend {
         }
         self.stats.frames += 1;
         self.stats.bytes += frame.payload as u64;
+        self.stats.large_segments += u64::from(header.is_segmented());
         Ok(count)
     }
 

@@ -54,7 +54,7 @@ use vm_memory::GuestMemoryMmap;
 
 use crate::qemu_socket::{ReadStatus, WriteReport, MAX_FRAME};
 use device::{Device, RX, TX};
-use lend::{RxLend, KEEP_ON_RING};
+use lend::{lent_header, GuestOffloads, RxLend, KEEP_ON_RING};
 use tx_split::{guest_frame, take_tx_frame, TxRests, TxTail};
 use virtq::{ChainError, RxOutcome, RxScratch};
 
@@ -101,6 +101,8 @@ pub struct VhostStats {
     /// Frames, and their payload bytes, the kernel peeked straight into the guest's buffers.
     pub zero_copy_frames: u64,
     pub zero_copy_bytes: u64,
+    /// Of those frames, the ones that carried several TCP segments (GUEST_TSO4/6).
+    pub large_segments_out: u64,
     /// Frames from the guest, and their payload bytes, sent from its own memory (the TCP
     /// payload past the headers we copy).
     pub tx_in_place_frames: u64,
@@ -197,6 +199,15 @@ impl PayloadLender for RxLender {
         shared
             .lend
             .reserve(queue, mem, KEEP_ON_RING, header_room, lens, areas)
+    }
+
+    fn large_tcp_segments(&self, ipv6: bool) -> bool {
+        let shared = self.0.borrow();
+        // Lent frames need mergeable buffers (see `reserve`); large ones span many.
+        shared.device.as_ref().is_some_and(|device| {
+            let dev = lock(device);
+            dev.mergeable_rx_buffers() && dev.guest_tso(ipv6)
+        })
     }
 
     fn fill(&mut self, at: usize, data: &[u8]) {
@@ -685,7 +696,7 @@ impl VhostUserLink {
             };
         }
         let dev = &mut *guard;
-        let guest_csum = dev.guest_csum();
+        let guest = dev.guest_offloads();
         let epoch = dev.epoch;
         let Some(mem) = dev.mem.as_deref() else {
             return WriteReport {
@@ -707,7 +718,7 @@ impl VhostUserLink {
             queue: &mut vq.queue,
             mem,
             lend,
-            guest_csum,
+            guest,
             scratch: &mut self.rx_scratch,
             finished: &mut self.finished,
             stats: &mut self.stats,
@@ -764,6 +775,7 @@ impl VhostUserLink {
         let lent = lend.stats;
         self.stats.zero_copy_frames = lent.frames;
         self.stats.zero_copy_bytes = lent.bytes;
+        self.stats.large_segments_out = lent.large_segments;
         self.stats.bad_chains += lent.bad_chains - self.lend_bad_chains_seen;
         self.lend_bad_chains_seen = lent.bad_chains;
         lending.backlog_waiting = !self.backlog.is_empty();
@@ -801,7 +813,7 @@ struct Rx<'a, Q: QueueT> {
     queue: &'a mut Q,
     mem: &'a vm_memory::GuestMemoryMmap,
     lend: &'a mut RxLend,
-    guest_csum: bool,
+    guest: GuestOffloads,
     scratch: &'a mut RxScratch,
     finished: &'a mut Vec<u8>,
     stats: &'a mut VhostStats,
@@ -815,11 +827,8 @@ impl<Q: QueueT> Rx<'_, Q> {
         if let Some(lent) = lent {
             // Lent payloads are built with unfinished checksums only; a guest that stopped
             // taking those would need the payload read back.
-            let partial = partial_checksum_at(frame).filter(|_| self.guest_csum);
-            let result = match partial {
-                Some(at) => self
-                    .lend
-                    .publish(self.queue, self.mem, frame, lent, Some(at)),
+            let result = match lent_header(frame, &lent, self.guest) {
+                Some(header) => self.lend.publish(self.queue, self.mem, frame, lent, header),
                 None => Err(lend::PublishError::Mismatch),
             };
             return match result {
@@ -835,7 +844,7 @@ impl<Q: QueueT> Rx<'_, Q> {
                 }
             };
         }
-        let (frame, partial) = checksum_for(frame, built_partial, self.guest_csum, self.finished);
+        let (frame, partial) = checksum_for(frame, built_partial, self.guest.csum, self.finished);
         match virtq::write_rx_frame(self.queue, self.mem, frame, partial, self.scratch) {
             RxOutcome::Placed(_) => {
                 self.stats.checksums_left += u64::from(partial.is_some());

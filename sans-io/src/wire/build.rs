@@ -139,10 +139,23 @@ impl FrameQueue {
         }
     }
 
+    /// Whether TCP frames built with [`FrameQueue::push_lent`] may carry more than one segment
+    /// (see [`PayloadLender::large_tcp_segments`]): there is a lender that says so, and the
+    /// frames' checksums are left unfinished, as its payloads must be.
+    pub fn lends_large_tcp(&self, ipv6: bool) -> bool {
+        self.l4_checksum == L4Checksum::Partial
+            && self
+                .lender
+                .as_ref()
+                .is_some_and(|l| l.0.large_tcp_segments(ipv6))
+    }
+
     /// Builds up to `lens.len()` frames whose payloads (`lens[i]` bytes after `header_room`
     /// bytes of headers) go into memory the lender lends: `peek` fills the areas in order and
     /// returns how many bytes it wrote; `write_headers(i, headers, n)` writes frame `i`'s
     /// headers for `n` bytes of payload and returns their length (`header_room` at most).
+    /// A payload longer than `segment_size` (0: none may be) is one large TCP segment of
+    /// segments that size ([`FrameQueue::lends_large_tcp`]).
     /// The frames are queued with only their headers here ([`FrameQueue::entries`]).
     /// Returns how many frames the lender had room for (the first ones) and the bytes peeked,
     /// or `None` without a lender, without room, or for frames with full checksums (their
@@ -151,6 +164,7 @@ impl FrameQueue {
         &mut self,
         header_room: usize,
         lens: &[usize],
+        segment_size: u16,
         peek: impl FnOnce(&mut LentAreas<'_>) -> usize,
         mut write_headers: impl FnMut(usize, &mut [u8], usize) -> usize,
     ) -> Option<(usize, usize)> {
@@ -186,7 +200,15 @@ impl FrameQueue {
             let start = self.used;
             let len = write_headers(i, &mut self.buf[start..end], n).min(header_room);
             let ticket = first_ticket + i as u64;
-            self.push_lent_span(start, start + len, LentPayload { len: n, ticket });
+            self.push_lent_span(
+                start,
+                start + len,
+                LentPayload {
+                    len: n,
+                    ticket,
+                    segment_size,
+                },
+            );
         }
         Some((frames, peeked))
     }
@@ -588,21 +610,30 @@ mod tests {
             3
         };
         // Without a lender, or with full checksums: the caller builds the frames.
-        assert_eq!(q.push_lent(8, &[20, 10], peek, headers), None);
+        assert_eq!(q.push_lent(8, &[20, 10], 0, peek, headers), None);
         q.set_payload_lender(Some(Box::new(TestLender {
             frames: 2,
             filled: std::rc::Rc::clone(&filled),
             settled: Vec::new(),
         })));
-        assert_eq!(q.push_lent(8, &[20, 10], peek, headers), None);
+        assert_eq!(q.push_lent(8, &[20, 10], 0, peek, headers), None);
         q.set_l4_checksum(L4Checksum::Partial);
         q.push(|b| b.extend_from_slice(b"an ACK first"));
         // Room for two of three frames; 25 bytes peeked: 20 and 5.
-        assert_eq!(q.push_lent(8, &[20, 10, 10], peek, headers), Some((2, 25)));
+        assert_eq!(
+            q.push_lent(8, &[20, 10, 10], 12, peek, headers),
+            Some((2, 25))
+        );
         let entries: Vec<_> = q.entries().collect();
         assert_eq!(entries.len(), 3);
         assert_eq!(entries[0], (&b"an ACK first"[..], None));
-        let lent = |len, ticket| Some(LentPayload { len, ticket });
+        let lent = |len, ticket| {
+            Some(LentPayload {
+                len,
+                ticket,
+                segment_size: 12,
+            })
+        };
         assert_eq!(entries[1], (&[0u8, 20, 0xaa][..], lent(20, 40)));
         assert_eq!(entries[2], (&[1u8, 5, 0xaa][..], lent(5, 41)));
         assert_eq!(q.bytes(), 12 + 3 + 20 + 3 + 5);
@@ -610,5 +641,36 @@ mod tests {
         assert_eq!(q.lent_len(), 2);
         q.clear();
         assert_eq!(q.lent_len(), 0);
+    }
+
+    /// A lender that says whether it takes large TCP segments.
+    struct LargeTcpLender(bool);
+
+    impl PayloadLender for LargeTcpLender {
+        fn reserve(&mut self, _: usize, _: &[usize], _: &mut Vec<LentArea>) -> usize {
+            0
+        }
+        fn large_tcp_segments(&self, ipv6: bool) -> bool {
+            self.0 && ipv6
+        }
+        fn fill(&mut self, _: usize, _: &[u8]) {}
+        fn settle(&mut self, _: &[usize]) -> u64 {
+            0
+        }
+    }
+
+    #[test]
+    fn large_tcp_segments_are_lent_only_where_the_lender_takes_them_unfinished() {
+        let mut q = FrameQueue::new();
+        q.set_l4_checksum(L4Checksum::Partial);
+        assert!(!q.lends_large_tcp(true), "no lender");
+        q.set_payload_lender(Some(Box::new(LargeTcpLender(true))));
+        assert!(q.lends_large_tcp(true));
+        assert!(!q.lends_large_tcp(false), "the lender's answer per family");
+        q.set_l4_checksum(L4Checksum::Full);
+        assert!(!q.lends_large_tcp(true), "full checksums are never lent");
+        q.set_l4_checksum(L4Checksum::Partial);
+        q.set_payload_lender(Some(Box::new(LargeTcpLender(false))));
+        assert!(!q.lends_large_tcp(true));
     }
 }

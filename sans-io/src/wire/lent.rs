@@ -23,11 +23,16 @@ pub struct LentArea {
     pub len: usize,
 }
 
-/// A lent payload as the queue holds it: its length, and the ticket the lender gave it.
+/// A lent payload as the queue holds it: its length, the ticket the lender gave it, and the
+/// segment size of a TCP payload longer than one segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LentPayload {
     pub len: usize,
     pub ticket: u64,
+    /// For a payload longer than this (0: none is), the size of the segments the guest is to
+    /// take it as (see [`PayloadLender::large_tcp_segments`]): its stack's receive offload
+    /// would have merged them so.
+    pub segment_size: u16,
 }
 
 /// What lends payload memory to a [`crate::wire::FrameQueue`] (the vhost-user link's receive
@@ -40,6 +45,16 @@ pub trait PayloadLender {
     /// [`MAX_LENT_AREAS`] at most). Returns how many frames; 0 for none (the queue builds
     /// them itself then).
     fn reserve(&mut self, header_room: usize, lens: &[usize], areas: &mut Vec<LentArea>) -> usize;
+
+    /// Whether a TCP frame in lent memory may carry more than one segment's payload, up to
+    /// what one IP packet holds: the guest takes it whole, told the segment size, as its own
+    /// receive offload would have merged the segments (vhost-user's GUEST_TSO4/6). Fewer,
+    /// larger frames are what a guest at a small MTU is slow at otherwise. `ipv6`: for that
+    /// family, else IPv4.
+    fn large_tcp_segments(&self, ipv6: bool) -> bool {
+        let _ = ipv6;
+        false
+    }
 
     /// Copies `data` into the reservation's payload areas, `at` bytes from the start of the
     /// first (for socket layers that can't hand the areas to the system).

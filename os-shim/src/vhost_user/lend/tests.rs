@@ -2,6 +2,7 @@ use std::collections::HashMap;
 
 use super::*;
 use crate::vhost_user::driver_model::{Buffer, DriverQueue};
+use sans_io::wire::offload::ChecksumAt;
 use virtio_queue::Queue;
 
 const MEM: usize = 4 << 20;
@@ -155,8 +156,12 @@ fn publish(
         &mut g.queue,
         &*g.mem,
         &headers(tag),
-        LentPayload { len, ticket },
-        Some(at),
+        LentPayload {
+            len,
+            ticket,
+            segment_size: 0,
+        },
+        VnetHeader::partial_checksum(at),
     )
 }
 
@@ -339,8 +344,12 @@ fn headers_that_dont_fit_the_reserved_room_are_refused() {
         &mut g.queue,
         &*g.mem,
         &headers(0)[..HEADERS - 1],
-        LentPayload { len: 1000, ticket },
-        None,
+        LentPayload {
+            len: 1000,
+            ticket,
+            segment_size: 0,
+        },
+        VnetHeader::default(),
     );
     assert_eq!(result, Err(PublishError::Mismatch));
 }
@@ -361,4 +370,107 @@ fn chains_taken_with_another_memory_table_are_forgotten() {
     assert_eq!(lend.holds(), 0, "nothing from before is held or committed");
     lend.settle(&[100]);
     assert_eq!(lend.holds(), 1);
+}
+
+/// Ethernet, IP and TCP headers as the engine writes a lent frame's, for `payload` bytes.
+fn tcp_headers(ipv6: bool, payload: usize) -> Vec<u8> {
+    use sans_io::wire::build::Route;
+    use sans_io::wire::tcp::{flags, write_headers_partial, Header};
+    use sans_io::wire::MacAddr;
+    let (src, dst) = if ipv6 {
+        ("2001:db8::1", "2001:db8::2")
+    } else {
+        ("192.0.2.1", "192.0.2.2")
+    };
+    let route = Route {
+        src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+        dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
+        src: src.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+    };
+    let h = Header {
+        src_port: 80,
+        dst_port: 40000,
+        seq: 1,
+        ack: 1,
+        flags: flags::ACK | flags::PSH,
+        window: 1000,
+        mss: None,
+        wscale: None,
+    };
+    let mut buf = vec![0; 128];
+    let n = write_headers_partial(&mut buf, &route, &h, payload);
+    buf.truncate(n);
+    buf
+}
+
+/// `virtio_net_hdr` as little-endian fields: flags, gso_type, hdr_len, gso_size, csum_start,
+/// csum_offset.
+fn fields(h: &VnetHeader) -> (u8, u8, u16, u16, u16, u16) {
+    let b = h.bytes_le();
+    let le = |at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
+    (b[0], b[1], le(2), le(4), le(6), le(8))
+}
+
+#[test]
+fn a_lent_frame_longer_than_its_segment_goes_as_a_large_segment_to_a_guest_that_takes_it() {
+    let all = GuestOffloads {
+        csum: true,
+        tso4: true,
+        tso6: true,
+    };
+    let lent = |len, segment_size| LentPayload {
+        len,
+        ticket: 0,
+        segment_size,
+    };
+    let v4 = tcp_headers(false, 5000);
+    let v6 = tcp_headers(true, 5000);
+    let header = |h: &[u8], l, g| lent_header(h, &l, g).map(|h| fields(&h));
+    // Longer than a segment: TCPV4 / TCPV6, the headers' length, the segment size, and the
+    // checksum left at the TCP checksum.
+    assert_eq!(
+        header(&v4, lent(5000, 1460), all),
+        Some((1, 1, 54, 1460, 34, 16))
+    );
+    assert_eq!(
+        header(&v6, lent(5000, 1440), all),
+        Some((1, 4, 74, 1440, 54, 16))
+    );
+    // One segment, or no segment size: the checksum only.
+    assert_eq!(
+        header(&v4, lent(1460, 1460), all),
+        Some((1, 0, 0, 0, 34, 16))
+    );
+    assert_eq!(header(&v4, lent(5000, 0), all), Some((1, 0, 0, 0, 34, 16)));
+    // A guest that takes no large segments of the family, or no unfinished checksums: the
+    // frame can't go (its payload is never read back).
+    let no_tso4 = GuestOffloads { tso4: false, ..all };
+    assert_eq!(header(&v4, lent(5000, 1460), no_tso4), None);
+    assert!(header(&v6, lent(5000, 1440), no_tso4).is_some());
+    assert!(header(&v4, lent(1000, 1460), no_tso4).is_some());
+    let no_csum = GuestOffloads { csum: false, ..all };
+    assert_eq!(header(&v4, lent(1000, 1460), no_csum), None);
+
+    // Published over buffers of odd sizes: one frame, its header saying so, counted.
+    let mut g = Guest::new(64);
+    g.offer_each(&[97, 1500, 333, 4096, 2049, 1, 700, 1500]);
+    let mut lend = RxLend::new();
+    let (frames, ticket) = lend_and_fill(&mut g, &mut lend, &[5000], &[5000]);
+    assert_eq!(frames, 1);
+    let lent = LentPayload {
+        len: 5000,
+        ticket,
+        segment_size: 1460,
+    };
+    let vnet = lent_header(&v4, &lent, all).unwrap();
+    lend.publish(&mut g.queue, &*g.mem, &v4, lent, vnet)
+        .unwrap();
+    assert_eq!(lend.stats.large_segments, 1);
+    let received = g.received();
+    assert_eq!(received.len(), 1);
+    let (vnet_bytes, frame) = &received[0];
+    assert_eq!(&vnet_bytes[..10], &vnet.bytes_le());
+    assert_eq!(&frame[..54], &v4[..]);
+    assert_eq!(&frame[54..], &payload(5000, 0)[..]);
 }

@@ -15,6 +15,7 @@ use super::{
     Cx, Next, Phase, DUP_ACK_THRESHOLD, FIN_TIMEOUT, MAX_RETRIES, OUT_BUDGET, RTO_INITIAL, RTO_MAX,
 };
 use crate::flow::{PeekSlots, Peeked};
+use crate::wire::parse::ETH_HEADER_LEN;
 use crate::wire::tcp::{self as wtcp, flags, Header, Segment};
 
 /// The retransmission timeout after `retries` timeouts.
@@ -115,6 +116,29 @@ const PEEK_SLOTS: usize = 64;
 /// a call per segment costs little anyway.
 const PEEK_BYTES: usize = 96 << 10;
 
+/// How `want` bytes are cut into frames of `seg` bytes of payload for one peek: how many (at
+/// least one, at most [`PEEK_SLOTS`] and about [`PEEK_BYTES`]), and their lengths, the last
+/// taking what is left.
+fn plan_frames(want: usize, seg: usize) -> (usize, [usize; PEEK_SLOTS]) {
+    let count = want
+        .div_ceil(seg)
+        .min((PEEK_BYTES / seg).clamp(1, PEEK_SLOTS))
+        .max(1);
+    let asked = want.min(count * seg);
+    let mut lens = [seg; PEEK_SLOTS];
+    let last = count - 1;
+    lens[last] = asked - last * seg;
+    (count, lens)
+}
+
+/// The payload of a frame that carries many segments of `mss` bytes (a guest taking large
+/// segments): as many whole segments as one IP packet holds behind headers ending at `at`
+/// (Ethernet included), and at least one.
+fn large_segment(mss: usize, at: usize) -> usize {
+    let room = usize::from(u16::MAX).saturating_sub(at.saturating_sub(ETH_HEADER_LEN));
+    (room / mss).max(1) * mss
+}
+
 /// Keeps the host socket's advertised window within the guest's (TCP_WINDOW_CLAMP), as C
 /// passt does, from the guest's first ACK on: the peer then has no more in flight than the
 /// guest takes, rather than as much as the socket's autotuned buffer (tens of MiB) would let
@@ -168,14 +192,6 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
         // one call, each straight into its frame's payload.
         let want = (f.snd_wnd - flight).min(until_fin) as usize;
         let mss = (f.mss as usize).max(1);
-        let count = want
-            .div_ceil(mss)
-            .min((PEEK_BYTES / mss).clamp(1, PEEK_SLOTS));
-        let asked = want.min(count * mss);
-        let mut lens = [mss; PEEK_SLOTS];
-        // The last segment takes what is left.
-        let last = count.saturating_sub(1);
-        lens[last] = asked - last * mss;
         let mut h = Header {
             src_port: f.peer.port(),
             dst_port: f.guest.port(),
@@ -187,34 +203,52 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
             wscale: None,
         };
         let at = wtcp::payload_offset(&r, &h);
-        let stride = at + mss;
-        let slots = PeekSlots {
-            first: at,
-            stride,
-            lens: &lens[..count],
-        };
+        // A guest that takes large segments in lent buffers gets frames of many segments
+        // each; if its buffers hold none now, frames of one.
+        let large = cx.out.lends_large_tcp(r.src.is_ipv6());
+        let sizes = [large.then(|| large_segment(mss, at)), Some(mss)];
         let first_seq = f.snd_nxt;
         let csum = cx.out.l4_checksum();
         let io = &mut *cx.io;
         let mut got = Ok(Peeked::default());
-        // Into memory the guest link lends, where it does (vhost-user: the guest's receive
-        // buffers, the kernel writing the payload there); else into the queue's own frames.
-        let lent = cx.out.push_lent(
-            at,
-            &lens[..count],
-            |areas| {
-                got = io.peek_lent(s, flight as usize, areas);
-                got.as_ref().map_or(0, |p| p.n)
-            },
-            |i, headers, n| {
-                h.seq = (first_seq + (i * mss) as u32).into();
-                wtcp::write_headers_partial(headers, &r, &h, n)
-            },
-        );
+        let mut lent = None;
+        for seg in sizes.into_iter().flatten() {
+            let (count, lens) = plan_frames(want, seg);
+            // Into memory the guest link lends, where it does (vhost-user: the guest's
+            // receive buffers, the kernel writing the payload there); else into the queue's
+            // own frames, below.
+            lent = cx
+                .out
+                .push_lent(
+                    at,
+                    &lens[..count],
+                    u16::try_from(mss).unwrap_or(0),
+                    |areas| {
+                        got = io.peek_lent(s, flight as usize, areas);
+                        got.as_ref().map_or(0, |p| p.n)
+                    },
+                    |i, headers, n| {
+                        h.seq = (first_seq + (i * seg) as u32).into();
+                        wtcp::write_headers_partial(headers, &r, &h, n)
+                    },
+                )
+                // The ask was what the lender had room for.
+                .map(|(frames, _)| lens[..frames].iter().sum::<usize>());
+            if lent.is_some() {
+                break;
+            }
+        }
         let asked = match lent {
-            // The ask was what the lender had room for.
-            Some((frames, _)) => lens[..frames].iter().sum(),
+            Some(asked) => asked,
             None => {
+                let (count, lens) = plan_frames(want, mss);
+                let asked = lens[..count].iter().sum();
+                let stride = at + mss;
+                let slots = PeekSlots {
+                    first: at,
+                    stride,
+                    lens: &lens[..count],
+                };
                 let mut frame_lens = [0usize; PEEK_SLOTS];
                 cx.out.push_slots_in_place(
                     stride,
@@ -349,5 +383,31 @@ mod tests {
         assert_eq!(rto(3), Duration::from_secs(8));
         assert_eq!(rto(6), RTO_MAX);
         assert_eq!(rto(255), RTO_MAX);
+    }
+
+    #[test]
+    fn a_peek_is_cut_into_frames_of_the_segment_size_the_last_taking_the_rest() {
+        let (count, lens) = plan_frames(4000, 1460);
+        assert_eq!(&lens[..count], &[1460, 1460, 1080]);
+        // At most PEEK_BYTES, in whole segments; always one.
+        let (count, lens) = plan_frames(1 << 20, 1460);
+        assert_eq!(count, (PEEK_BYTES / 1460).min(PEEK_SLOTS));
+        assert!(lens[..count].iter().all(|&l| l == 1460));
+        let (count, lens) = plan_frames(1 << 20, 65_160);
+        assert_eq!(&lens[..count], &[65_160]);
+        let (count, lens) = plan_frames(1, 65_160);
+        assert_eq!(&lens[..count], &[1]);
+    }
+
+    #[test]
+    fn a_large_segment_is_whole_segments_that_fit_one_ip_packet() {
+        // IPv4 and TCP headers without options behind Ethernet: 65,495 bytes of room.
+        let at = ETH_HEADER_LEN + 20 + 20;
+        assert_eq!(large_segment(1460, at), 44 * 1460);
+        assert_eq!(large_segment(536, at), 122 * 536);
+        assert!(large_segment(1460, at) + at - ETH_HEADER_LEN <= usize::from(u16::MAX));
+        // A segment as large as the packet: one.
+        assert_eq!(large_segment(65_480, at), 65_480);
+        assert_eq!(large_segment(65_535, at), 65_535);
     }
 }
