@@ -134,7 +134,8 @@ impl PasstLink for VhostLink {
             "vhost-user: {} front-ends ({} refused), {} messages, {} frames in, {} out, \
              {} dropped, {} waited for buffers, {} unusable chains, {} checksums left to the \
              guest, {} frames ({} bytes) peeked straight into its buffers ({} of several \
-             segments), {} frames ({} bytes) sent from its memory, {} segments of up to 64 KiB from it (TSO), {} wake-ups on \
+             segments), {} runs of {} frames sent as one frame each, {} frames ({} bytes) sent \
+             from its memory, {} segments of up to 64 KiB from it (TSO), {} wake-ups on \
              the transmit kick alone",
             s.frontends,
             s.refused,
@@ -148,6 +149,8 @@ impl PasstLink for VhostLink {
             s.zero_copy_frames,
             s.zero_copy_bytes,
             s.large_segments_out,
+            s.runs_out,
+            s.run_frames_out,
             s.tx_in_place_frames,
             s.tx_in_place_bytes,
             s.tx_segmented_frames,

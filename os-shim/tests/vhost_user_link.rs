@@ -5,6 +5,7 @@
 //! once the guest adds buffers and kicks), the rings stopped and set up again as on a guest
 //! reboot, and the end of a one-off link when the front-end hangs up. No root, no network.
 
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
@@ -14,8 +15,10 @@ use os_shim::qemu_socket::ReadStatus;
 use os_shim::vhost_user::driver_model::{Buffer, DriverQueue};
 use os_shim::vhost_user::virtq::NET_HDR_LEN;
 use os_shim::vhost_user::VhostUserLink;
+use sans_io::wire::build::{udp_frame, Route};
 use sans_io::wire::external::{ExternalPayloads, GuestFrame};
-use sans_io::wire::FrameQueue;
+use sans_io::wire::offload::{finish_partial_checksum, partial_sum, L4Checksum};
+use sans_io::wire::{FrameQueue, MacAddr};
 use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use vm_memory::{
@@ -163,12 +166,28 @@ fn offer(mem: &GuestMemoryMmap, rx: &mut DriverQueue, kick: &EventFd, first: u64
     kick.write(1).unwrap();
 }
 
-#[test]
-fn frames_go_both_ways_wait_for_buffers_and_survive_a_ring_reset() {
+/// A guest connected through a front-end thread of ours, its rings set up, with every
+/// feature the link offers.
+struct Guest {
+    link: VhostUserLink,
+    mem: GuestMemoryMmap,
+    rx: DriverQueue,
+    tx: DriverQueue,
+    kick_rx: EventFd,
+    kick_tx: EventFd,
+    call_rx: EventFd,
+    /// The front-end thread's next step, and its word that the rings are set up.
+    steps: mpsc::Sender<Step>,
+    ready: mpsc::Receiver<()>,
+    frontend: std::thread::JoinHandle<()>,
+}
+
+/// The handshake qemu makes, run until the rings are set up.
+fn connect() -> Guest {
     let (file, mem) = guest_memory();
     let host = mem.get_host_address(GuestAddress(0)).unwrap() as u64;
     let (ours, theirs) = UnixStream::pair().unwrap();
-    let mut link = VhostUserLink::connected(OwnedFd::from(ours)).unwrap();
+    let link = VhostUserLink::connected(OwnedFd::from(ours)).unwrap();
     let rings = Rings {
         kick: [EventFd::new(0).unwrap(), EventFd::new(0).unwrap()],
         call: [EventFd::new(0).unwrap(), EventFd::new(0).unwrap()],
@@ -178,8 +197,8 @@ fn frames_go_both_ways_wait_for_buffers_and_survive_a_ring_reset() {
     let call_rx = rings.call[0].try_clone().unwrap();
 
     // The guest's rings, before qemu tells the link about them.
-    let mut rx = DriverQueue::new(&mem, GuestAddress(RINGS[0]), SIZE);
-    let mut tx = DriverQueue::new(&mem, GuestAddress(RINGS[1]), SIZE);
+    let rx = DriverQueue::new(&mem, GuestAddress(RINGS[0]), SIZE);
+    let tx = DriverQueue::new(&mem, GuestAddress(RINGS[1]), SIZE);
 
     let (ready_tx, ready) = mpsc::channel::<()>();
     let (steps, step_rx) = mpsc::channel::<Step>();
@@ -218,8 +237,38 @@ fn frames_go_both_ways_wait_for_buffers_and_survive_a_ring_reset() {
         drop(f);
         drop(file);
     });
+    let mut g = Guest {
+        link,
+        mem,
+        rx,
+        tx,
+        kick_rx,
+        kick_tx,
+        call_rx,
+        steps,
+        ready,
+        frontend,
+    };
+    let ready = &g.ready;
+    pump(&mut g.link, &mut Vec::new(), |_| ready.try_recv().is_ok());
+    g
+}
+
+#[test]
+fn frames_go_both_ways_wait_for_buffers_and_survive_a_ring_reset() {
+    let Guest {
+        mut link,
+        mem,
+        mut rx,
+        mut tx,
+        kick_rx,
+        kick_tx,
+        call_rx,
+        steps,
+        ready,
+        frontend,
+    } = connect();
     let mut got = Vec::new();
-    pump(&mut link, &mut got, |_| ready.try_recv().is_ok());
 
     // Guest to us.
     let sent: Vec<Vec<u8>> = (0..3)
@@ -296,4 +345,126 @@ fn received_from(mem: &GuestMemoryMmap, rx: &mut DriverQueue, first: u64) -> Vec
         out.push(bytes.split_off(NET_HDR_LEN));
     }
     out
+}
+
+/// The frames in used buffers from buffer `first` on, each reassembled from as many buffers as
+/// its header says (mergeable receive buffers): its virtio-net header and the frame.
+fn received_merged(
+    mem: &GuestMemoryMmap,
+    rx: &mut DriverQueue,
+    first: u64,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut frames = Vec::new();
+    let (mut bytes, mut buffers, mut k) = (Vec::new(), 0u16, first);
+    while let Some((_, len)) = rx.take_used(mem) {
+        let mut part = vec![0u8; len as usize];
+        mem.read_slice(&mut part, GuestAddress(RX_DATA + k * 0x800))
+            .unwrap();
+        k += 1;
+        bytes.extend(part);
+        buffers += 1;
+        if buffers == u16::from_le_bytes([bytes[10], bytes[11]]) {
+            let frame = bytes.split_off(NET_HDR_LEN);
+            frames.push((std::mem::take(&mut bytes), frame));
+            buffers = 0;
+        }
+    }
+    frames
+}
+
+/// A frame of datagrams (UDP_L4 segmentation) cut as the guest's kernel cuts it, each
+/// datagram's checksum finished: `size` bytes of payload each, the last maybe fewer.
+fn cut_datagrams(frame: &[u8], header_len: usize, size: usize) -> Vec<Vec<u8>> {
+    let ipv6 = frame[12..14] == [0x86, 0xdd];
+    let (ip, l4) = (14, if ipv6 { 54 } else { 34 });
+    frame[header_len..]
+        .chunks(size)
+        .map(|chunk| {
+            let mut f = frame[..header_len].to_vec();
+            f.extend_from_slice(chunk);
+            let udp_len = (8 + chunk.len()) as u16;
+            if ipv6 {
+                f[ip + 4..ip + 6].copy_from_slice(&udp_len.to_be_bytes());
+            } else {
+                f[ip + 2..ip + 4].copy_from_slice(&(20 + udp_len).to_be_bytes());
+                f[ip + 10..ip + 12].fill(0);
+                let sum = sans_io::wire::checksum::of(&f[ip..l4]);
+                f[ip + 10..ip + 12].copy_from_slice(&sum.to_be_bytes());
+            }
+            f[l4 + 4..l4 + 6].copy_from_slice(&udp_len.to_be_bytes());
+            let (src, dst) = if ipv6 {
+                let a = |at: usize| IpAddr::from(<[u8; 16]>::try_from(&f[at..at + 16]).unwrap());
+                (a(ip + 8), a(ip + 24))
+            } else {
+                let a = |at: usize| IpAddr::from(<[u8; 4]>::try_from(&f[at..at + 4]).unwrap());
+                (a(ip + 12), a(ip + 16))
+            };
+            let sum = partial_sum(src, dst, 17, usize::from(udp_len));
+            f[l4 + 6..l4 + 8].copy_from_slice(&sum.to_be_bytes());
+            finish_partial_checksum(&mut f);
+            f
+        })
+        .collect()
+}
+
+#[test]
+fn a_run_of_datagrams_goes_to_the_guest_as_one_frame_its_kernel_cuts_apart() {
+    let mut g = connect();
+    offer(&g.mem, &mut g.rx, &g.kick_rx, 0, 32);
+    pump(&mut g.link, &mut Vec::new(), |_| true);
+    let payload =
+        |i: usize, len: usize| -> Vec<u8> { (0..len).map(|k| (k * 7 + i) as u8).collect() };
+    // A run of five (its shorter last ends it), then one alone; datagrams only ever go as a
+    // run of one flow and size.
+    let sizes = [1000, 1000, 1000, 1000, 600, 1000];
+    let mut buffer = 0;
+    for (peer, guest) in [
+        ("203.0.113.10", "192.0.2.2"),
+        ("2001:db8::10", "2001:db8::2"),
+    ] {
+        let route = Route {
+            src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
+            src: peer.parse().unwrap(),
+            dst: guest.parse().unwrap(),
+        };
+        let (mut queue, mut whole) = (FrameQueue::new(), FrameQueue::new());
+        queue.set_l4_checksum(L4Checksum::Partial);
+        for (i, &len) in sizes.iter().enumerate() {
+            udp_frame(&mut queue, route, 443, 5000, &payload(i, len));
+            udp_frame(&mut whole, route, 443, 5000, &payload(i, len));
+        }
+        let before = g.link.stats().clone();
+        let report = g.link.write_frames(&queue);
+        assert_eq!((report.sent, report.dropped), (6, 0), "{peer}");
+        let after = g.link.stats();
+        assert_eq!(after.runs_out - before.runs_out, 1, "{peer}");
+        assert_eq!(after.run_frames_out - before.run_frames_out, 5, "{peer}");
+        let got = received_merged(&g.mem, &mut g.rx, buffer);
+        buffer += 4;
+        assert_eq!(got.len(), 2, "{peer}: frames in the guest's buffers");
+        let (header, run) = &got[0];
+        let le = |at: usize| u16::from_le_bytes([header[at], header[at + 1]]);
+        let header_len = if peer.contains(':') { 62 } else { 42 };
+        // NEEDS_CSUM, UDP_L4, the headers' length, the datagram size, the UDP checksum.
+        assert_eq!(
+            (header[0], header[1], le(2), le(4), le(6), le(8)),
+            (1, 5, header_len as u16, 1000, header_len as u16 - 8, 6),
+            "{peer}: the run's header"
+        );
+        let mut cut = cut_datagrams(run, header_len, 1000);
+        let (lone_header, lone) = &got[1];
+        assert_eq!(
+            lone_header[1], 0,
+            "{peer}: a lone datagram is not segmented"
+        );
+        let mut lone = lone.clone();
+        finish_partial_checksum(&mut lone);
+        cut.push(lone);
+        let expected: Vec<Vec<u8>> = whole.iter().map(<[u8]>::to_vec).collect();
+        assert_eq!(
+            cut, expected,
+            "{peer}: the datagrams as the guest gets them"
+        );
+    }
 }

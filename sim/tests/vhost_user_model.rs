@@ -618,6 +618,7 @@ impl LinkModel for VirtqLink {
                             csum: true,
                             tso4: m.tso,
                             tso6: m.tso,
+                            ..GuestOffloads::default()
                         };
                         let header =
                             lent_header(frame, &lent, guest).expect("a lent frame's header");

@@ -21,7 +21,8 @@ use vhost::VhostUserMemoryRegionBase;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
-    VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MRG_RXBUF,
+    VIRTIO_NET_F_GUEST_USO4, VIRTIO_NET_F_GUEST_USO6, VIRTIO_NET_F_HOST_TSO4,
+    VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MRG_RXBUF,
 };
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::{Queue, QueueT};
@@ -40,7 +41,9 @@ const MAX_QUEUE_SIZE: u16 = 32768;
 /// neither we compute nor it verifies them, see sans_io::wire::offload), TCP segmentation
 /// offload both ways (HOST_TSO4/6: the guest may send TCP segments of up to 64 KiB whatever
 /// its MTU, which the engine takes whole, as it takes pasta's namespace's; GUEST_TSO4/6: it
-/// takes ours so, see `super::lend`), and the vhost-user protocol features.
+/// takes ours so, see `super::lend`), UDP segmentation offload towards it (GUEST_USO4/6: a
+/// run of a flow's datagrams goes as one frame, which its kernel cuts apart, as pasta's tap
+/// does), and the vhost-user protocol features.
 pub const FEATURES: u64 = (1 << VIRTIO_F_VERSION_1)
     | (1 << VIRTIO_NET_F_MRG_RXBUF)
     | (1 << VIRTIO_NET_F_CSUM)
@@ -49,6 +52,8 @@ pub const FEATURES: u64 = (1 << VIRTIO_F_VERSION_1)
     | (1 << VIRTIO_NET_F_HOST_TSO6)
     | (1 << VIRTIO_NET_F_GUEST_TSO4)
     | (1 << VIRTIO_NET_F_GUEST_TSO6)
+    | (1 << VIRTIO_NET_F_GUEST_USO4)
+    | (1 << VIRTIO_NET_F_GUEST_USO6)
     | (1 << VIRTIO_RING_F_EVENT_IDX)
     | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
 
@@ -170,12 +175,25 @@ impl Device {
         self.guest_csum() && self.acked_features & (1 << bit) != 0
     }
 
+    /// Whether the guest takes a UDP frame that is a run of datagrams to cut apart, told
+    /// their size (GUEST_USO6 for IPv6, GUEST_USO4 for IPv4), its checksums unfinished.
+    pub fn guest_uso(&self, ipv6: bool) -> bool {
+        let bit = if ipv6 {
+            VIRTIO_NET_F_GUEST_USO6
+        } else {
+            VIRTIO_NET_F_GUEST_USO4
+        };
+        self.guest_csum() && self.acked_features & (1u64 << bit) != 0
+    }
+
     /// What the guest takes of frames to it.
     pub fn guest_offloads(&self) -> super::lend::GuestOffloads {
         super::lend::GuestOffloads {
             csum: self.guest_csum(),
             tso4: self.guest_tso(false),
             tso6: self.guest_tso(true),
+            uso4: self.guest_uso(false),
+            uso6: self.guest_uso(true),
         }
     }
 

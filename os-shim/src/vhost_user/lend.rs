@@ -22,6 +22,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use sans_io::wire::gso::{Run, Transport};
 use sans_io::wire::lent::{LentArea, LentPayload, MAX_LENT_AREAS};
 use sans_io::wire::offload::partial_checksum_at;
 use sans_io::wire::parse::ethertype;
@@ -85,6 +86,21 @@ pub struct GuestOffloads {
     /// TCP segments of up to 64 KiB, IPv4 and IPv6 (GUEST_TSO4, GUEST_TSO6).
     pub tso4: bool,
     pub tso6: bool,
+    /// Runs of datagrams as one frame, IPv4 and IPv6 (GUEST_USO4, GUEST_USO6).
+    pub uso4: bool,
+    pub uso6: bool,
+}
+
+impl GuestOffloads {
+    /// Whether the guest takes `run` as one frame.
+    pub fn takes(&self, run: &Run) -> bool {
+        match (run.transport, run.ipv6) {
+            (Transport::Tcp, false) => self.tso4,
+            (Transport::Tcp, true) => self.tso6,
+            (Transport::Udp, false) => self.uso4,
+            (Transport::Udp, true) => self.uso6,
+        }
+    }
 }
 
 /// The virtio-net header a lent frame goes with: its checksum left to finish (`headers` are a

@@ -43,6 +43,7 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{self as sock, SockFlag};
 use sans_io::wire::external::{ExternalPayloads, GuestFrame};
+use sans_io::wire::gso::{self, Run};
 use sans_io::wire::lent::{LentArea, LentPayload, PayloadLender};
 use sans_io::wire::offload::{
     finish_partial_checksum, partial_checksum_at, ChecksumAt, L4Checksum,
@@ -53,6 +54,7 @@ use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 use crate::qemu_socket::{ReadStatus, WriteReport, MAX_FRAME};
+use crate::vnet_hdr::VnetHeader;
 use device::{Device, RX, TX};
 use lend::{lent_header, GuestOffloads, RxLend, KEEP_ON_RING};
 use tx_split::{guest_frame, take_tx_frame, TxRests, TxTail};
@@ -103,6 +105,10 @@ pub struct VhostStats {
     pub zero_copy_bytes: u64,
     /// Of those frames, the ones that carried several TCP segments (GUEST_TSO4/6).
     pub large_segments_out: u64,
+    /// Runs of copied frames (a flow's datagrams, GUEST_USO4/6; TCP segments, GUEST_TSO4/6)
+    /// placed as one frame each, and the frames they carried.
+    pub runs_out: u64,
+    pub run_frames_out: u64,
     /// Frames from the guest, and their payload bytes, sent from its own memory (the TCP
     /// payload past the headers we copy).
     pub tx_in_place_frames: u64,
@@ -732,7 +738,25 @@ impl VhostUserLink {
             // What waits keeps the checksums it was built with.
             self.backlog.set_l4_checksum(frames.l4_checksum());
         }
-        for (frame, lent) in frames.entries() {
+        let mut i = 0;
+        while let Some((frame, lent)) = frames.entry(i) {
+            i += 1;
+            // A run of copied frames the guest takes as one (a flow's datagrams, TCP
+            // segments that were not lent) goes so; if its buffers can't take it whole now,
+            // its frames go or wait one by one.
+            if self.backlog.is_empty() && lent.is_none() && frames_partial {
+                let copied = (i - 1..total).map_while(|j| match frames.entry(j) {
+                    Some((f, None)) => Some(f),
+                    _ => None,
+                });
+                if let Some(run) = gso::run(copied).filter(|r| rx.guest.takes(r)) {
+                    if rx.place_run(frames, i - 1, &run) {
+                        report.sent += run.frames;
+                        i += run.frames - 1;
+                        continue;
+                    }
+                }
+            }
             let placement = if self.backlog.is_empty() {
                 rx.place(frame, lent, frames_partial)
             } else {
@@ -856,6 +880,46 @@ impl<Q: QueueT> Rx<'_, Q> {
                 self.stats.bad_chains += 1;
                 log::debug!("vhost-user: receive chain: {e}");
                 Placement::Dropped
+            }
+        }
+    }
+}
+
+impl<Q: QueueT> Rx<'_, Q> {
+    /// Places the `run` of copied frames that starts at `frames[first]` as one frame (see
+    /// [`gso::run_headers`]); says whether it went.
+    fn place_run(&mut self, frames: &FrameQueue, first: usize, run: &Run) -> bool {
+        let frame = |k: usize| frames.get(first + k).unwrap_or_default();
+        let mut headers = [0u8; gso::MAX_HEADER_LEN];
+        let Some(at) = gso::run_headers(frame(0), frame(run.frames - 1), run, &mut headers) else {
+            return false;
+        };
+        let mut parts: [&[u8]; gso::MAX_SEGMENTS + 1] = [&[]; gso::MAX_SEGMENTS + 1];
+        parts[0] = &headers[..run.header_len];
+        for (k, part) in parts[1..=run.frames].iter_mut().enumerate() {
+            *part = frame(k).get(run.header_len..).unwrap_or_default();
+        }
+        let header = VnetHeader::segments(run, at);
+        match virtq::write_rx_parts(
+            self.queue,
+            self.mem,
+            &header,
+            &parts[..=run.frames],
+            self.scratch,
+        ) {
+            RxOutcome::Placed(_) => {
+                self.stats.checksums_left += 1;
+                self.stats.runs_out += 1;
+                self.stats.run_frames_out += run.frames as u64;
+                self.placed += 1;
+                true
+            }
+            RxOutcome::NoRoom => false,
+            RxOutcome::Bad(e) => {
+                // Its chains went back empty; its frames try again one by one.
+                self.stats.bad_chains += 1;
+                log::debug!("vhost-user: receive chain: {e}");
+                false
             }
         }
     }

@@ -24,17 +24,6 @@ use crate::vnet_hdr::{self, VnetHeader};
 pub const NET_HDR_LEN: usize = 12;
 /// Where `num_buffers` sits in the header.
 pub(crate) const NUM_BUFFERS_AT: usize = 10;
-/// The header of a frame to the guest, but for num_buffers: `partial` says where its
-/// transport checksum starts and goes, when it is left to the guest to finish.
-pub(crate) fn rx_header(partial: Option<ChecksumAt>) -> [u8; NET_HDR_LEN] {
-    let mut header = [0u8; NET_HDR_LEN];
-    if let Some(at) = partial {
-        header[..vnet_hdr::HEADER_LEN]
-            .copy_from_slice(&VnetHeader::partial_checksum(at).bytes_le());
-    }
-    header
-}
-
 /// Whether the transmit chain whose first descriptor is `first` asks for segmentation: its
 /// header's gso_type (less the ECN bit) is set, so the frame is a TCP segment of up to 64 KiB
 /// (HOST_TSO4/6). A header whose first descriptor ends before gso_type says no.
@@ -158,11 +147,32 @@ pub fn write_rx_frame<Q: QueueT, M: GuestMemory>(
     partial: Option<ChecksumAt>,
     scratch: &mut RxScratch,
 ) -> RxOutcome {
+    let header = match partial {
+        Some(at) => VnetHeader::partial_checksum(at),
+        None => VnetHeader::default(),
+    };
+    write_rx_parts(queue, mem, &header, &[frame], scratch)
+}
+
+/// Like [`write_rx_frame`], for a frame in `parts` (a run's headers and its segments'
+/// payloads, say) behind the virtio-net header `header` (num_buffers is filled in here).
+pub fn write_rx_parts<Q: QueueT, M: GuestMemory>(
+    queue: &mut Q,
+    mem: &M,
+    header: &VnetHeader,
+    parts: &[&[u8]],
+    scratch: &mut RxScratch,
+) -> RxOutcome {
     let first = queue.next_avail();
     let used = &mut scratch.used;
     used.clear();
-    let header = rx_header(partial);
-    let total = NET_HDR_LEN + frame.len();
+    let mut head_bytes = [0u8; NET_HDR_LEN];
+    head_bytes[..vnet_hdr::HEADER_LEN].copy_from_slice(&header.bytes_le());
+    let header = head_bytes;
+    let frame_len: usize = parts.iter().map(|p| p.len()).sum();
+    let total = NET_HDR_LEN + frame_len;
+    // The part being written, and how far into it.
+    let (mut part, mut part_at) = (0usize, 0usize);
     // Where the two bytes of num_buffers landed: known only once every chain is taken.
     let mut num_buffers_at: [Option<GuestAddress>; 2] = [None, None];
     let mut written = 0;
@@ -185,7 +195,11 @@ pub fn write_rx_frame<Q: QueueT, M: GuestMemory>(
                 let piece = if written < NET_HDR_LEN {
                     &header[written..]
                 } else {
-                    &frame[written - NET_HDR_LEN..]
+                    while part_at == parts[part].len() {
+                        part += 1;
+                        part_at = 0;
+                    }
+                    &parts[part][part_at..]
                 };
                 let n = piece.len().min(d.len() as usize - off);
                 let Some(addr) = d.addr().checked_add(off as u64) else {
@@ -203,6 +217,9 @@ pub fn write_rx_frame<Q: QueueT, M: GuestMemory>(
                     if (written..written + n).contains(&byte) {
                         *at = addr.checked_add((byte - written) as u64);
                     }
+                }
+                if written >= NET_HDR_LEN {
+                    part_at += n;
                 }
                 off += n;
                 written += n;

@@ -418,6 +418,8 @@ fn a_lent_frame_longer_than_its_segment_goes_as_a_large_segment_to_a_guest_that_
         csum: true,
         tso4: true,
         tso6: true,
+        uso4: true,
+        uso6: true,
     };
     let lent = |len, segment_size| LentPayload {
         len,
@@ -473,4 +475,40 @@ fn a_lent_frame_longer_than_its_segment_goes_as_a_large_segment_to_a_guest_that_
     assert_eq!(&vnet_bytes[..10], &vnet.bytes_le());
     assert_eq!(&frame[..54], &v4[..]);
     assert_eq!(&frame[54..], &payload(5000, 0)[..]);
+}
+
+#[test]
+fn a_run_goes_as_one_frame_only_to_a_guest_that_takes_its_kind() {
+    use sans_io::wire::gso::{Run, Transport};
+    let run = |transport, ipv6| Run {
+        transport,
+        ipv6,
+        frames: 2,
+        header_len: 42,
+        segment_size: 1000,
+        payload_len: 1500,
+    };
+    let only = |f: fn(&mut GuestOffloads)| {
+        let mut g = GuestOffloads {
+            csum: true,
+            ..GuestOffloads::default()
+        };
+        f(&mut g);
+        g
+    };
+    let cases: [(GuestOffloads, [bool; 4]); 4] = [
+        (only(|g| g.tso4 = true), [true, false, false, false]),
+        (only(|g| g.tso6 = true), [false, true, false, false]),
+        (only(|g| g.uso4 = true), [false, false, true, false]),
+        (only(|g| g.uso6 = true), [false, false, false, true]),
+    ];
+    for (guest, expected) in cases {
+        let got = [
+            guest.takes(&run(Transport::Tcp, false)),
+            guest.takes(&run(Transport::Tcp, true)),
+            guest.takes(&run(Transport::Udp, false)),
+            guest.takes(&run(Transport::Udp, true)),
+        ];
+        assert_eq!(got, expected, "{guest:?}");
+    }
 }
