@@ -410,7 +410,8 @@ fn cut_datagrams(frame: &[u8], header_len: usize, size: usize) -> Vec<Vec<u8>> {
 #[test]
 fn a_run_of_datagrams_goes_to_the_guest_as_one_frame_its_kernel_cuts_apart() {
     let mut g = connect();
-    offer(&g.mem, &mut g.rx, &g.kick_rx, 0, 32);
+    // Four buffers for each family's run and lone datagram.
+    offer(&g.mem, &mut g.rx, &g.kick_rx, 0, 8);
     pump(&mut g.link, &mut Vec::new(), |_| true);
     let payload =
         |i: usize, len: usize| -> Vec<u8> { (0..len).map(|k| (k * 7 + i) as u8).collect() };
@@ -467,4 +468,48 @@ fn a_run_of_datagrams_goes_to_the_guest_as_one_frame_its_kernel_cuts_apart() {
             "{peer}: the datagrams as the guest gets them"
         );
     }
+
+    // One buffer left: the run can't go whole, its first datagram goes alone and the rest
+    // wait; with more buffers, what waited leaves as a run again.
+    offer(&g.mem, &mut g.rx, &g.kick_rx, buffer, 1);
+    pump(&mut g.link, &mut Vec::new(), |_| true);
+    let route = Route {
+        src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+        dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
+        src: "203.0.113.10".parse().unwrap(),
+        dst: "192.0.2.2".parse().unwrap(),
+    };
+    let mut queue = FrameQueue::new();
+    queue.set_l4_checksum(L4Checksum::Partial);
+    for (i, &len) in sizes.iter().enumerate() {
+        udp_frame(&mut queue, route, 443, 5000, &payload(i, len));
+    }
+    let before = g.link.stats().clone();
+    assert_eq!(g.link.write_frames(&queue).dropped, 0);
+    assert_eq!(
+        g.link.stats().runs_out,
+        before.runs_out,
+        "no room for the run"
+    );
+    assert_eq!(g.link.stats().backlogged - before.backlogged, 5);
+    assert_eq!(received_merged(&g.mem, &mut g.rx, buffer).len(), 1);
+    offer(&g.mem, &mut g.rx, &g.kick_rx, buffer + 1, 8);
+    // The first datagram, then the run and the lone one.
+    let placed = before.frames_out + 3;
+    let deadline = Instant::now() + WAIT;
+    while g.link.stats().frames_out < placed {
+        pump(&mut g.link, &mut Vec::new(), |_| true);
+        assert!(
+            Instant::now() < deadline,
+            "the waiting datagrams never came"
+        );
+    }
+    let late = received_merged(&g.mem, &mut g.rx, buffer + 1);
+    assert_eq!(late.len(), 2);
+    let after = g.link.stats();
+    // Datagrams 1-4 (the shorter fourth ends the run), then the lone one.
+    assert_eq!(after.runs_out - before.runs_out, 1);
+    assert_eq!(after.run_frames_out - before.run_frames_out, 4);
+    assert_eq!(late[0].0[1], 5, "the waiting run's header");
+    assert_eq!(cut_datagrams(&late[0].1, 42, 1000).len(), 4);
 }

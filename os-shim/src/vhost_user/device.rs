@@ -262,6 +262,7 @@ impl VhostUserBackendReqHandlerMut for Device {
             return Err(VuError::InvalidParam);
         }
         self.acked_features = features;
+        log::debug!("vhost-user: the front-end acknowledged features {features:#x}");
         let event_idx = features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
         for q in &mut self.queues {
             q.queue.set_event_idx(event_idx);

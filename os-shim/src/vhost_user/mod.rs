@@ -741,20 +741,11 @@ impl VhostUserLink {
         let mut i = 0;
         while let Some((frame, lent)) = frames.entry(i) {
             i += 1;
-            // A run of copied frames the guest takes as one (a flow's datagrams, TCP
-            // segments that were not lent) goes so; if its buffers can't take it whole now,
-            // its frames go or wait one by one.
             if self.backlog.is_empty() && lent.is_none() && frames_partial {
-                let copied = (i - 1..total).map_while(|j| match frames.entry(j) {
-                    Some((f, None)) => Some(f),
-                    _ => None,
-                });
-                if let Some(run) = gso::run(copied).filter(|r| rx.guest.takes(r)) {
-                    if rx.place_run(frames, i - 1, &run) {
-                        report.sent += run.frames;
-                        i += run.frames - 1;
-                        continue;
-                    }
+                if let Some(n) = rx.place_copied_run(frames, i - 1) {
+                    report.sent += n;
+                    i += n - 1;
+                    continue;
                 }
             }
             let placement = if self.backlog.is_empty() {
@@ -886,6 +877,19 @@ impl<Q: QueueT> Rx<'_, Q> {
 }
 
 impl<Q: QueueT> Rx<'_, Q> {
+    /// A run of copied frames from `frames[first]` on that the guest takes as one (a flow's
+    /// datagrams, TCP segments that were not lent) goes so: returns how many frames it
+    /// carried. `None` if there is none, or the guest's buffers can't take it whole now
+    /// (its frames go or wait one by one then). `frames` must hold unfinished checksums.
+    fn place_copied_run(&mut self, frames: &FrameQueue, first: usize) -> Option<usize> {
+        let copied = (first..frames.len()).map_while(|j| match frames.entry(j) {
+            Some((f, None)) => Some(f),
+            _ => None,
+        });
+        let run = gso::run(copied).filter(|r| self.guest.takes(r))?;
+        self.place_run(frames, first, &run).then_some(run.frames)
+    }
+
     /// Places the `run` of copied frames that starts at `frames[first]` as one frame (see
     /// [`gso::run_headers`]); says whether it went.
     fn place_run(&mut self, frames: &FrameQueue, first: usize, run: &Run) -> bool {
@@ -930,6 +934,12 @@ impl<Q: QueueT> Rx<'_, Q> {
 fn drain_backlog<Q: QueueT>(rx: &mut Rx<'_, Q>, backlog: &mut FrameQueue, next: &mut usize) {
     let partial = backlog.l4_checksum() == L4Checksum::Partial;
     while let Some((frame, lent)) = backlog.entry(*next) {
+        if lent.is_none() && partial {
+            if let Some(n) = rx.place_copied_run(backlog, *next) {
+                *next += n;
+                continue;
+            }
+        }
         match rx.place(frame, lent, partial) {
             Placement::NoRoom => break,
             Placement::Placed => {}
