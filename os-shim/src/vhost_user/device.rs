@@ -153,37 +153,42 @@ impl Device {
         }
     }
 
+    /// Whether the front-end acknowledged feature `bit`.
+    fn acked(&self, bit: u32) -> bool {
+        self.acked_features & (1u64 << bit) != 0
+    }
+
     /// Whether a frame to the guest may fill several receive buffers (MRG_RXBUF).
     pub fn mergeable_rx_buffers(&self) -> bool {
-        self.acked_features & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0
+        self.acked(VIRTIO_NET_F_MRG_RXBUF)
     }
 
     /// Whether the guest takes frames with their TCP and UDP checksums left to finish.
     pub fn guest_csum(&self) -> bool {
-        self.acked_features & (1 << VIRTIO_NET_F_GUEST_CSUM) != 0
+        self.acked(VIRTIO_NET_F_GUEST_CSUM)
     }
 
     /// Whether the guest takes TCP segments of up to 64 KiB whatever its MTU, told their
     /// segment size (GUEST_TSO6 for IPv6, GUEST_TSO4 for IPv4), with their checksums left
     /// unfinished (GUEST_CSUM, which the feature needs).
     pub fn guest_tso(&self, ipv6: bool) -> bool {
-        let bit = if ipv6 {
-            VIRTIO_NET_F_GUEST_TSO6
-        } else {
-            VIRTIO_NET_F_GUEST_TSO4
-        };
-        self.guest_csum() && self.acked_features & (1 << bit) != 0
+        self.guest_csum()
+            && self.acked(if ipv6 {
+                VIRTIO_NET_F_GUEST_TSO6
+            } else {
+                VIRTIO_NET_F_GUEST_TSO4
+            })
     }
 
     /// Whether the guest takes a UDP frame that is a run of datagrams to cut apart, told
     /// their size (GUEST_USO6 for IPv6, GUEST_USO4 for IPv4), its checksums unfinished.
     pub fn guest_uso(&self, ipv6: bool) -> bool {
-        let bit = if ipv6 {
-            VIRTIO_NET_F_GUEST_USO6
-        } else {
-            VIRTIO_NET_F_GUEST_USO4
-        };
-        self.guest_csum() && self.acked_features & (1u64 << bit) != 0
+        self.guest_csum()
+            && self.acked(if ipv6 {
+                VIRTIO_NET_F_GUEST_USO6
+            } else {
+                VIRTIO_NET_F_GUEST_USO4
+            })
     }
 
     /// What the guest takes of frames to it.

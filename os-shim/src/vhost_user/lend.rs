@@ -29,9 +29,9 @@ use sans_io::wire::parse::ethertype;
 use virtio_queue::QueueT;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryMmap};
 
-use super::virtq::{NET_HDR_LEN, NUM_BUFFERS_AT};
+use super::virtq::{rx_header, NET_HDR_LEN, NUM_BUFFERS_AT};
 use crate::loans;
-use crate::vnet_hdr::{self, VnetHeader};
+use crate::vnet_hdr::VnetHeader;
 
 /// Chains left on the ring for the frames the link copies.
 pub const KEEP_ON_RING: u16 = 16;
@@ -92,13 +92,21 @@ pub struct GuestOffloads {
 }
 
 impl GuestOffloads {
+    /// Whether the guest takes large TCP segments of the family (`ipv6`, else IPv4).
+    pub fn tso(&self, ipv6: bool) -> bool {
+        if ipv6 {
+            self.tso6
+        } else {
+            self.tso4
+        }
+    }
+
     /// Whether the guest takes `run` as one frame.
     pub fn takes(&self, run: &Run) -> bool {
-        match (run.transport, run.ipv6) {
-            (Transport::Tcp, false) => self.tso4,
-            (Transport::Tcp, true) => self.tso6,
-            (Transport::Udp, false) => self.uso4,
-            (Transport::Udp, true) => self.uso6,
+        match run.transport {
+            Transport::Tcp => self.tso(run.ipv6),
+            Transport::Udp if run.ipv6 => self.uso6,
+            Transport::Udp => self.uso4,
         }
     }
 }
@@ -113,8 +121,9 @@ pub fn lent_header(headers: &[u8], lent: &LentPayload, guest: GuestOffloads) -> 
         return Some(VnetHeader::partial_checksum(at));
     }
     let ipv6 = headers.get(12..14)? == ethertype::IPV6.to_be_bytes();
-    let takes = if ipv6 { guest.tso6 } else { guest.tso4 };
-    takes.then(|| VnetHeader::tcp_segments(ipv6, headers.len(), lent.segment_size, at))
+    guest
+        .tso(ipv6)
+        .then(|| VnetHeader::tcp_segments(ipv6, headers.len(), lent.segment_size, at))
 }
 
 /// Counters of the lending.
@@ -461,8 +470,7 @@ impl RxLend {
             self.return_publishing(queue, mem);
             return Err(PublishError::Mismatch);
         }
-        let mut head = [0u8; NET_HDR_LEN];
-        head[..vnet_hdr::HEADER_LEN].copy_from_slice(&header.bytes_le());
+        let mut head = rx_header(&header);
         let count = self.publishing.len() as u16;
         head[NUM_BUFFERS_AT..NUM_BUFFERS_AT + 2].copy_from_slice(&count.to_le_bytes());
         // The two headers, scattered over the first descriptors.

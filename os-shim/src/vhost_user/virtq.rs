@@ -24,6 +24,14 @@ use crate::vnet_hdr::{self, VnetHeader};
 pub const NET_HDR_LEN: usize = 12;
 /// Where `num_buffers` sits in the header.
 pub(crate) const NUM_BUFFERS_AT: usize = 10;
+/// The header of a frame to the guest as it goes in front of it: `header`, and num_buffers
+/// still zero (filled in once the frame's chains are known).
+pub(crate) fn rx_header(header: &VnetHeader) -> [u8; NET_HDR_LEN] {
+    let mut bytes = [0u8; NET_HDR_LEN];
+    bytes[..vnet_hdr::HEADER_LEN].copy_from_slice(&header.bytes_le());
+    bytes
+}
+
 /// Whether the transmit chain whose first descriptor is `first` asks for segmentation: its
 /// header's gso_type (less the ECN bit) is set, so the frame is a TCP segment of up to 64 KiB
 /// (HOST_TSO4/6). A header whose first descriptor ends before gso_type says no.
@@ -166,9 +174,7 @@ pub fn write_rx_parts<Q: QueueT, M: GuestMemory>(
     let first = queue.next_avail();
     let used = &mut scratch.used;
     used.clear();
-    let mut head_bytes = [0u8; NET_HDR_LEN];
-    head_bytes[..vnet_hdr::HEADER_LEN].copy_from_slice(&header.bytes_le());
-    let header = head_bytes;
+    let header = rx_header(header);
     let frame_len: usize = parts.iter().map(|p| p.len()).sum();
     let total = NET_HDR_LEN + frame_len;
     // The part being written, and how far into it.
