@@ -740,14 +740,14 @@ impl VhostUserLink {
         }
         let mut i = 0;
         while let Some((frame, lent)) = frames.entry(i) {
-            i += 1;
-            if self.backlog.is_empty() && lent.is_none() && frames_partial {
-                if let Some(n) = rx.place_copied_run(frames, i - 1) {
+            if self.backlog.is_empty() {
+                if let Some(n) = rx.place_copied_run(frames, i) {
                     report.sent += n;
-                    i += n - 1;
+                    i += n;
                     continue;
                 }
             }
+            i += 1;
             let placement = if self.backlog.is_empty() {
                 rx.place(frame, lent, frames_partial)
             } else {
@@ -879,9 +879,12 @@ impl<Q: QueueT> Rx<'_, Q> {
 impl<Q: QueueT> Rx<'_, Q> {
     /// A run of copied frames from `frames[first]` on that the guest takes as one (a flow's
     /// datagrams, TCP segments that were not lent) goes so: returns how many frames it
-    /// carried. `None` if there is none, or the guest's buffers can't take it whole now
-    /// (its frames go or wait one by one then). `frames` must hold unfinished checksums.
+    /// carried. `None` if there is none (a lent frame there, or checksums built finished),
+    /// or the guest's buffers can't take it whole now (its frames go or wait one by one then).
     fn place_copied_run(&mut self, frames: &FrameQueue, first: usize) -> Option<usize> {
+        if frames.l4_checksum() != L4Checksum::Partial {
+            return None;
+        }
         let copied = (first..frames.len()).map_while(|j| match frames.entry(j) {
             Some((f, None)) => Some(f),
             _ => None,
@@ -934,11 +937,9 @@ impl<Q: QueueT> Rx<'_, Q> {
 fn drain_backlog<Q: QueueT>(rx: &mut Rx<'_, Q>, backlog: &mut FrameQueue, next: &mut usize) {
     let partial = backlog.l4_checksum() == L4Checksum::Partial;
     while let Some((frame, lent)) = backlog.entry(*next) {
-        if lent.is_none() && partial {
-            if let Some(n) = rx.place_copied_run(backlog, *next) {
-                *next += n;
-                continue;
-            }
+        if let Some(n) = rx.place_copied_run(backlog, *next) {
+            *next += n;
+            continue;
         }
         match rx.place(frame, lent, partial) {
             Placement::NoRoom => break,
