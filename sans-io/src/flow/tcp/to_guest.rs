@@ -164,6 +164,9 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
         return Next::Keep;
     }
     let r = route(cx, f.peer.ip(), f.guest.ip());
+    // Whether the guest link takes large segments in lent buffers: asked once (the lender
+    // looks at the device), not per peek.
+    let large = cx.out.lends_large_tcp(r.src.is_ipv6());
     let was_idle = f.in_flight() == 0;
     let mut sent_any = false;
     loop {
@@ -204,9 +207,12 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
         };
         let at = wtcp::payload_offset(&r, &h);
         // A guest that takes large segments in lent buffers gets frames of many segments
-        // each; if its buffers hold none now, frames of one.
-        let large = cx.out.lends_large_tcp(r.src.is_ipv6());
-        let sizes = [large.then(|| large_segment(mss, at)), Some(mss)];
+        // each; if its buffers hold none now, frames of one (tried once where a segment
+        // fills a packet already).
+        let large_seg = large
+            .then(|| large_segment(mss, at))
+            .filter(|&seg| seg > mss);
+        let sizes = [large_seg, Some(mss)];
         let first_seq = f.snd_nxt;
         let csum = cx.out.l4_checksum();
         let io = &mut *cx.io;
