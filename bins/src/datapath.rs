@@ -282,6 +282,12 @@ pub fn run(
             let left = next_poll.saturating_since(monotonic_now());
             left.as_millis().min(u128::from(u16::MAX)) as u16
         });
+        // Reports the sockets queued after the last batch are this one's: no waiting.
+        let timeout = if sockets.has_reports() {
+            Some(0)
+        } else {
+            timeout
+        };
         let n = match reactor.wait(&mut events, timeout) {
             Ok(n) => n,
             Err(e) => return Exit::LinkError(format!("epoll: {e}")),
@@ -289,6 +295,7 @@ pub fn run(
         // What the link takes may change with its guest (a vhost-user front-end negotiates).
         out.set_l4_checksum(link.l4_checksum());
         let mut batch = engine.batch(monotonic_now(), sockets, &mut out);
+        dispatch_reports(&mut batch);
         for ev in &events[..n] {
             batch.advance_to(monotonic_now());
             match ev.data() {
@@ -350,10 +357,11 @@ pub fn run(
             }
         }
         // The batch ends with its flush: ACKs and window updates, data for windows just
-        // opened. The engine's socket calls queue no reports (a peek tells the end of a stream
-        // in its answer), so one flush leaves nothing behind.
+        // opened. Reports its socket calls queue (interest turned back on where input waits)
+        // and what the sockets find to report again afterwards go to the next batch, at once.
         batch.finish();
         flush(link, &mut out, stats);
+        sockets.after_batch();
         let now = monotonic_now();
         if let Some(control) = control.as_deref_mut() {
             control.check_deadline(now);

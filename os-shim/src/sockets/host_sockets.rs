@@ -151,8 +151,11 @@ impl StreamSockets for Sockets {
         if slot.peek_off.is_none() {
             // `EPOLLRDHUP` comes once every byte before the end is queued: after it, a short
             // peek reached the end.
-            let rdhup_seen = slot.peer_closed;
+            let rdhup_seen = slot.peer_closed || slot.end_missed;
             let n = self.peek_fallback(fd, offset, buf)?;
+            if n < buf.len() {
+                self.saw_all(s);
+            }
             let eof = if n == 0 {
                 readable_bytes(fd).is_ok_and(|q| q <= offset) && at_eof(fd)
             } else {
@@ -509,7 +512,7 @@ impl Sockets {
         let (slot, _) = self.slot(s)?;
         // `EPOLLRDHUP` comes once every byte before the end is queued: after it, a short peek
         // reached the end.
-        let rdhup_seen = slot.peer_closed;
+        let rdhup_seen = slot.peer_closed || slot.end_missed;
         if slot.peek_off != Some(offset) {
             let off =
                 i32::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
@@ -521,16 +524,23 @@ impl Sockets {
         match recv_peek(fd, iov) {
             Ok(0) => {
                 self.saw_eof(s);
+                self.saw_all(s);
                 Ok(Peeked::last(0))
             }
             Ok(n) => {
                 self.set_peek_off(s, offset + n);
+                if n < asked {
+                    self.saw_all(s);
+                }
                 Ok(Peeked {
                     n,
                     eof: n < asked && rdhup_seen,
                 })
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Peeked::default()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.saw_all(s);
+                Ok(Peeked::default())
+            }
             Err(e) => Err(e),
         }
     }

@@ -5,17 +5,27 @@
 //! The core names sockets by [`SockRef`], an index into a slab; epoll tokens carry the index
 //! and a generation, so that an event for a socket closed earlier in the same wake-up is not
 //! taken for its successor. What epoll says is translated into [`SockEvent`]s (and accepted
-//! connections) queued as [`Report`]s, which the loop hands to the engine one by one. Only
-//! epoll queues them: the synchronous calls the engine makes answer for themselves (a peek that
-//! meets the end of the stream says so in its [`Peeked`], and a connect that completes at once
-//! is reported by epoll like any other), so that nothing waits behind the engine's back.
+//! connections) queued as [`Report`]s, which the loop hands to the engine one by one. The
+//! synchronous calls the engine makes answer for themselves (a peek that meets the end of the
+//! stream says so in its [`Peeked`], and a connect that completes at once is reported by epoll
+//! like any other); the one report they queue is for input that waited while the core's
+//! readable interest was off, as it turns it back on.
 //!
-//! Readiness is level-triggered, as the core expects: it turns readable interest off itself
-//! while everything the socket holds is in flight to the guest, or the guest's window is full.
-//! The exception is a socket that hung up or failed: `EPOLLHUP` and `EPOLLERR` can't be masked
-//! and would stay set, so once one was seen the socket becomes edge-triggered, reporting only
-//! what changes. [`SockEvent::PeerClosed`] and [`SockEvent::Error`] are reported once each (the
-//! end of a stream not at all once a peek has told it).
+//! Readiness is level-triggered as the core sees it: it turns readable interest off itself
+//! while everything the socket holds is in flight to the guest, or the guest's window is full,
+//! and expects what waits to be reported when it turns it back on. For a connected stream
+//! socket that would be two `epoll_ctl` calls a request and response, so those are watched
+//! edge-triggered for input from the start, whatever the core wants, and the shim keeps what
+//! level-triggering would say: an edge marks input unread until a peek comes back short (it
+//! saw everything there), and is reported at once if the core wants it, else when it does.
+//! After each wake-up ([`Sockets::after_batch`]) a socket whose input the core wants and left
+//! unread is reported readable again, and one whose room it still waits for after hearing of
+//! some is polled again ([`Sockets::has_reports`] tells the loop not to wait for those).
+//! Datagram sockets are level-triggered until one hangs up or fails: `EPOLLHUP` and
+//! `EPOLLERR` can't be masked and would stay set, so from then on it is edge-triggered too,
+//! reporting only what changes.
+//! [`SockEvent::PeerClosed`] and [`SockEvent::Error`] are reported once each (the end of a
+//! stream not at all once a peek has told it).
 //! Listeners are level-triggered too, accepting a bounded batch per wake-up. A listener whose
 //! `accept4` fails for want of descriptors or memory (`EMFILE`, `ENFILE`, `ENOBUFS`,
 //! `ENOMEM`) would stay readable and spin the loop: it is taken off epoll until a socket of
@@ -122,6 +132,8 @@ pub struct SocketStats {
     pub window_clamps: u64,
     /// Runs of a UDP flow's datagrams sent as one segmented send (UDP_SEGMENT).
     pub segmented_sends: u64,
+    /// `epoll_ctl` calls changing or renewing a socket's registration.
+    pub epoll_updates: u64,
 }
 
 /// Real host sockets, see the module documentation.
@@ -135,6 +147,8 @@ pub struct Sockets {
     /// socket), with the address each is bound to and its interface.
     udp_listeners: Vec<(SockRef, SocketAddr, Option<String>)>,
     reports: VecDeque<(u32, Report)>,
+    /// Edge-triggered sockets to look at again after the wake-up (see `after_batch`).
+    recheck: Vec<u32>,
     peek_off: PeekOffCap,
     /// Where peeks without `SO_PEEK_OFF` put the bytes before the offset.
     scratch: Vec<u8>,
@@ -162,6 +176,7 @@ impl Sockets {
             listeners: Listeners::new(TOKEN_LISTENER_BASE),
             udp_listeners: Vec::new(),
             reports: VecDeque::new(),
+            recheck: Vec::new(),
             peek_off: PeekOffCap::Unknown,
             scratch: Vec::new(),
             stats: SocketStats::default(),
@@ -272,6 +287,12 @@ impl Sockets {
                 None => {}
             }
         }
+    }
+
+    /// Whether reports wait for the engine: queued after its last batch (see
+    /// [`Sockets::after_batch`]), they are the next one's, which should not wait for events.
+    pub fn has_reports(&self) -> bool {
+        !self.reports.is_empty()
     }
 
     /// The next report for the engine, if any. Reports about sockets closed since they were

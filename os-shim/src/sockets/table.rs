@@ -45,6 +45,17 @@ pub(super) struct Slot {
     pub(super) errored: bool,
     /// `EPOLLHUP` or `EPOLLERR` was seen: registered edge-triggered from then on.
     pub(super) hung_up: bool,
+    /// A stream socket: watched edge-triggered for input whatever the core's interest, its
+    /// readiness kept here (see [`Sockets::after_batch`]), so that the core turning readable
+    /// interest off and on costs no system call.
+    pub(super) edge: bool,
+    /// Input arrived (an edge) that no peek has seen the end of since: a peek that comes back
+    /// short has seen everything the socket holds.
+    pub(super) unread: bool,
+    /// The end of the stream arrived while readable interest was off.
+    pub(super) end_missed: bool,
+    /// `Writable` was reported this wake-up.
+    pub(super) out_reported: bool,
     /// For UDP: which datagram sizes may go as one segmented send.
     pub(super) segmentation: Segmentation,
 }
@@ -58,6 +69,15 @@ impl Sockets {
         let raw = slot.fd.as_raw_fd();
         let (state, errored, hung_up) = (slot.state, slot.errored, slot.hung_up);
         let trouble = flags.intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP);
+        if slot.edge && state == State::Connected {
+            // An edge is reported once: what the core doesn't want now is kept for when it does.
+            if flags.contains(EpollFlags::EPOLLIN) {
+                slot.unread = true;
+            }
+            if !slot.readable && flags.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP) {
+                slot.end_missed = true;
+            }
+        }
         if trouble && !hung_up {
             // Those stay set: from now on, only changes.
             slot.hung_up = true;
@@ -104,7 +124,7 @@ impl Sockets {
         };
         let (readable, writable, peer_closed) = (slot.readable, slot.writable, slot.peer_closed);
         if readable && flags.contains(EpollFlags::EPOLLIN) {
-            self.push(index, SockEvent::Readable);
+            self.push_readable(index);
         }
         if readable
             && !peer_closed
@@ -115,6 +135,50 @@ impl Sockets {
         }
         if writable && flags.contains(EpollFlags::EPOLLOUT) {
             self.push(index, SockEvent::Writable);
+            self.update_slot(index, |s| s.out_reported = true);
+            self.recheck.push(index);
+        }
+    }
+
+    /// Reports `Readable` for socket `index`; an edge-triggered one is looked at again once
+    /// the wake-up is over.
+    fn push_readable(&mut self, index: u32) {
+        self.push(index, SockEvent::Readable);
+        if self.slots.at(index as usize).is_some_and(|s| s.edge) {
+            self.recheck.push(index);
+        }
+    }
+
+    /// After a wake-up's batch: what level-triggered readiness would report at the next wait,
+    /// for the stream sockets watched edge-triggered. Readable again where the core still
+    /// wants input and no peek since the last edge came back short (it stopped at the guest's
+    /// window or its frames, say); writable again where the core still waits for room after
+    /// hearing of some (one `epoll_ctl`, whose poll reports it if the room is there). Reports
+    /// queued here are the next wake-up's: [`Sockets::has_reports`] says not to wait.
+    pub fn after_batch(&mut self) {
+        let recheck = std::mem::take(&mut self.recheck);
+        for &index in &recheck {
+            let Some(slot) = self.slots.at_mut(index as usize) else {
+                continue;
+            };
+            let out_reported = std::mem::take(&mut slot.out_reported);
+            if slot.state != State::Connected || slot.errored {
+                continue;
+            }
+            let (read_again, poll_out) =
+                (slot.readable && slot.unread, out_reported && slot.writable);
+            if read_again && !self.recheck.contains(&index) {
+                self.push_readable(index);
+            }
+            if poll_out {
+                self.reregister(index);
+            }
+        }
+        // Keep the allocation.
+        let mut recheck = recheck;
+        recheck.clear();
+        if self.recheck.is_empty() {
+            self.recheck = recheck;
         }
     }
 
@@ -125,9 +189,10 @@ impl Sockets {
         }
     }
 
-    /// Puts a stream socket in a free slot and registers it, with both interests off: the
-    /// core wants nothing from a connection before the guest completes its handshake, and says
-    /// so when it does (one `epoll_ctl` fewer per connection than registering it readable).
+    /// Puts a stream socket in a free slot and registers it, edge-triggered for input once
+    /// connected, with both of the core's interests off: the core wants nothing from a
+    /// connection before the guest completes its handshake, and says so when it does, which
+    /// costs no `epoll_ctl` (what arrived meanwhile is kept, see [`Slot::unread`]).
     pub(super) fn insert(&mut self, fd: OwnedFd, state: State) -> io::Result<u32> {
         let peek_off = self.init_peek_off(fd.as_raw_fd());
         self.insert_with(fd, state, peek_off, false)
@@ -156,6 +221,13 @@ impl Sockets {
             peer_closed: false,
             errored: false,
             hung_up: false,
+            // Stream sockets (the core's interest off at first) are watched edge-triggered;
+            // datagram sockets (readable from the start) level-triggered: the core reads them
+            // until they are empty.
+            edge: !readable,
+            unread: false,
+            end_missed: false,
+            out_reported: false,
             segmentation: Segmentation::default(),
         };
         slot.registered = wanted_events(&slot);
@@ -207,11 +279,32 @@ impl Sockets {
             return;
         }
         slot.registered = wanted;
+        self.stats.epoll_updates += 1;
         if let Some(epoll) = &self.epoll {
             let mut ev = EpollEvent::new(wanted, socket_token(index, gen));
             // Can only fail for a descriptor epoll doesn't know, which would be our bug.
             let _ = epoll.modify(&slot.fd, &mut ev);
         }
+    }
+
+    /// Registers socket `index` again as it is: epoll polls it, and reports what is ready.
+    fn reregister(&mut self, index: u32) {
+        let (Some(gen), Some(slot)) = (
+            self.slots.gen(index as usize),
+            self.slots.at(index as usize),
+        ) else {
+            return;
+        };
+        self.stats.epoll_updates += 1;
+        if let Some(epoll) = &self.epoll {
+            let mut ev = EpollEvent::new(slot.registered, socket_token(index, gen));
+            let _ = epoll.modify(&slot.fd, &mut ev);
+        }
+    }
+
+    /// A peek of socket `s` came back short: it saw everything the socket holds.
+    pub(super) fn saw_all(&mut self, s: SockRef) {
+        self.update_slot(s.0, |slot| slot.unread = false);
     }
 
     pub(super) fn slot(&self, s: SockRef) -> io::Result<(&Slot, RawFd)> {
@@ -256,8 +349,22 @@ impl Sockets {
         let Some(slot) = self.slots.at_mut(s.0 as usize) else {
             return;
         };
+        let turned_on = readable && !slot.readable;
         slot.readable = readable;
         slot.writable = writable;
+        if turned_on && slot.edge && slot.state == State::Connected && !slot.errored {
+            // What level-triggered readiness would report as the interest comes back.
+            let (unread, end) = (slot.unread, slot.end_missed && !slot.peer_closed);
+            if end {
+                slot.peer_closed = true;
+            }
+            if unread {
+                self.push_readable(s.0);
+            }
+            if end {
+                self.push(s.0, SockEvent::PeerClosed);
+            }
+        }
         self.update_registration(s.0);
     }
 }
@@ -271,7 +378,9 @@ pub(super) fn wanted_events(slot: &Slot) -> EpollFlags {
     if slot.state == State::Connecting {
         return f | EpollFlags::EPOLLOUT;
     }
-    if slot.readable {
+    if slot.edge {
+        f |= EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+    } else if slot.readable {
         f |= EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
     }
     if slot.writable {

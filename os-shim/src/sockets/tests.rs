@@ -128,6 +128,23 @@ impl Rig {
         (client, sock)
     }
 
+    /// Hands the sockets what epoll reports within `wait`, as a wake-up would.
+    fn deliver_events(&mut self, wait: Duration) {
+        let mut events = [EpollEvent::empty(); 16];
+        let ms = wait.as_millis().min(u128::from(u16::MAX)) as u16;
+        let n = self.reactor.wait(&mut events, Some(ms)).unwrap();
+        for ev in &events[..n] {
+            if Sockets::owns_token(ev.data()) {
+                self.sockets.ready(ev.data(), ev.events());
+            }
+        }
+    }
+
+    /// The reports queued now.
+    fn reports(&mut self) -> Vec<Report> {
+        std::iter::from_fn(|| self.sockets.next_report()).collect()
+    }
+
     fn fd(&self, s: SockRef) -> RawFd {
         self.sockets.slot(s).unwrap().1
     }
@@ -151,22 +168,143 @@ fn connected_and_accepted_sockets_report_nothing_until_the_core_asks() {
     let (client, server) = rig.pair_as_handed_over(IpAddr::V4(Ipv4Addr::LOCALHOST));
     assert_eq!(rig.sockets.send(client, b"ping").unwrap(), 4);
     assert_eq!(rig.sockets.send(server, b"pong").unwrap(), 4);
-    // Both have data waiting and nobody hears of it: registered with no interest.
     let deadline = Instant::now() + Duration::from_secs(5);
     while readable_bytes(rig.fd(server)).unwrap() < 4 || readable_bytes(rig.fd(client)).unwrap() < 4
     {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(5));
     }
-    let mut events = [EpollEvent::empty(); 16];
-    assert_eq!(rig.reactor.wait(&mut events, Some(50)).unwrap(), 0);
+    // Both have data waiting: epoll tells us (stream sockets are watched for input from the
+    // start), the core hears nothing.
+    rig.deliver_events(Duration::from_millis(50));
+    assert_eq!(rig.sockets.next_report(), None);
+    // Interest on: both readable at once, and without an epoll_ctl.
+    let updates = rig.sockets.stats().epoll_updates;
     rig.sockets.set_interest(server, true, false);
     rig.sockets.set_interest(client, true, false);
-    let seen = rig.pump(|r| {
-        r.contains(&Report::Event(server, SockEvent::Readable))
-            && r.contains(&Report::Event(client, SockEvent::Readable))
+    assert_eq!(
+        rig.reports(),
+        vec![
+            Report::Event(server, SockEvent::Readable),
+            Report::Event(client, SockEvent::Readable)
+        ]
+    );
+    assert_eq!(rig.sockets.stats().epoll_updates, updates);
+}
+
+/// Request and response, as the core does them: readable interest off while everything
+/// peeked is in flight, back on once the guest acknowledged it. No `epoll_ctl` for that, and
+/// input that arrives meanwhile is reported when the interest comes back.
+#[test]
+fn interest_off_and_on_costs_no_epoll_call_and_loses_no_input() {
+    in_fresh_netns(|| {
+        let mut rig = Rig::new(Sockets::new());
+        let (client, server) = rig.pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        rig.reports();
+        let updates = rig.sockets.stats().epoll_updates;
+        for i in 0..20u8 {
+            assert_eq!(rig.sockets.send(client, &[i]).unwrap(), 1);
+            rig.pump(|r| r.contains(&Report::Event(server, SockEvent::Readable)));
+            // All of it, and short: nothing more to read.
+            assert_eq!(peek(&mut rig, server, 0, 100), [i]);
+            rig.sockets.set_interest(server, false, false);
+            rig.sockets.after_batch();
+            rig.sockets.discard(server, 1).unwrap();
+            rig.sockets.set_interest(server, true, false);
+            rig.sockets.after_batch();
+            assert_eq!(rig.reports(), vec![]);
+        }
+        assert_eq!(rig.sockets.stats().epoll_updates, updates);
+
+        // Input while the interest is off: epoll's edge is kept for when it is back on.
+        rig.sockets.set_interest(server, false, false);
+        assert_eq!(rig.sockets.send(client, b"late").unwrap(), 4);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while readable_bytes(rig.fd(server)).unwrap() < 4 {
+            assert!(Instant::now() < deadline);
+            rig.deliver_events(Duration::from_millis(10));
+        }
+        rig.deliver_events(Duration::from_millis(10));
+        assert_eq!(rig.reports(), vec![]);
+        rig.sockets.set_interest(server, true, false);
+        assert_eq!(
+            rig.reports(),
+            vec![Report::Event(server, SockEvent::Readable)]
+        );
+        assert_eq!(peek(&mut rig, server, 0, 100), b"late");
+        rig.sockets.discard(server, 4).unwrap();
+
+        // The end of the stream while the interest is off: reported when it is back on, after
+        // the input before it, and a short peek knows it.
+        rig.sockets.set_interest(server, false, false);
+        assert_eq!(rig.sockets.send(client, b"end").unwrap(), 3);
+        rig.sockets.shutdown_write(client).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !at_eof(rig.fd(server)) {
+            assert!(Instant::now() < deadline, "the FIN never arrived");
+            rig.deliver_events(Duration::from_millis(10));
+        }
+        rig.deliver_events(Duration::from_millis(10));
+        assert_eq!(rig.reports(), vec![]);
+        rig.sockets.set_interest(server, true, false);
+        assert_eq!(
+            rig.reports(),
+            vec![
+                Report::Event(server, SockEvent::Readable),
+                Report::Event(server, SockEvent::PeerClosed)
+            ]
+        );
+        assert_eq!(
+            peek_to_end(&mut rig, server, 0, 100),
+            (b"end".to_vec(), true)
+        );
+        assert_eq!(rig.sockets.stats().epoll_updates, updates);
     });
-    assert!(!seen.is_empty());
+}
+
+/// Watched edge-triggered, a socket is still reported as level-triggering would: readable
+/// again after a wake-up whose peeks left input behind, writable again while the core still
+/// waits for room.
+#[test]
+fn readiness_left_unused_is_reported_again_after_the_wake_up() {
+    in_fresh_netns(|| {
+        let mut rig = Rig::new(Sockets::new());
+        let (client, server) = rig.pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        rig.reports();
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(rig.sockets.send(client, &data).unwrap(), data.len());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while readable_bytes(rig.fd(server)).unwrap() < data.len() {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        rig.pump(|r| r.contains(&Report::Event(server, SockEvent::Readable)));
+        rig.deliver_events(Duration::from_millis(10));
+        rig.reports();
+        // A peek that stops short of the end (a full frame, say): readable again, with no
+        // new input.
+        assert_eq!(peek(&mut rig, server, 0, 4000), &data[..4000]);
+        rig.sockets.after_batch();
+        assert!(rig.sockets.has_reports());
+        assert_eq!(
+            rig.reports(),
+            vec![Report::Event(server, SockEvent::Readable)]
+        );
+        // The rest, short: nothing more until more comes.
+        assert_eq!(peek(&mut rig, server, 4000, 8000), &data[4000..]);
+        rig.sockets.after_batch();
+        assert_eq!(rig.reports(), vec![]);
+
+        // Writable: reported, and again after the wake-up while the core still wants it.
+        rig.sockets.set_interest(client, true, true);
+        rig.pump(|r| r.contains(&Report::Event(client, SockEvent::Writable)));
+        rig.sockets.after_batch();
+        rig.pump(|r| r.contains(&Report::Event(client, SockEvent::Writable)));
+        rig.sockets.set_interest(client, true, false);
+        rig.sockets.after_batch();
+        rig.deliver_events(Duration::from_millis(10));
+        assert_eq!(rig.reports(), vec![]);
+    });
 }
 
 fn peeking_at_offsets(sockets: Sockets, addr: IpAddr) {
