@@ -505,7 +505,12 @@ fn pump(pair: &mut Pair, directions: [bool; 2], stats: &mut SpliceStats) -> Outc
 }
 
 /// Direction `d`: side `d`'s socket into its pipe, the pipe into side `1 - d`'s socket, until
-/// neither moves; then the end of the stream, if it came and everything before it went.
+/// the reader's socket is full or the writer's has nothing more; then the end of the stream,
+/// if it came and everything before it went.
+///
+/// A write that leaves bytes in the pipe found the reader's socket full: reading on would
+/// only fill the pipe in smaller pieces than the read that follows the room's return (the
+/// pipe waits, watched for that room, and the writer is not watched meanwhile).
 ///
 /// A read into an empty pipe that took fewer bytes than the pipe has buffers (each holds one
 /// byte at least) did not stop for want of room: it stopped because the socket had nothing
@@ -517,36 +522,35 @@ fn move_one_way(pair: &mut Pair, d: usize, stats: &mut SpliceStats) -> io::Resul
     let pipe = &pair.pipes[d];
     let (pipe_r, pipe_w) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
     loop {
-        let mut moved = false;
-        let mut drained = false;
+        // Whether the writer's socket may hold more than was read: the pipe had no room for
+        // it, or the read filled what it could.
+        let mut more = false;
         if !pair.eof[d] && pair.queued[d] < pipe.cap {
             let was_empty = pair.queued[d] == 0;
             stats.splices += 1;
             match splice(src, pipe_w, pipe.cap - pair.queued[d])? {
-                Some(0) => {
-                    pair.eof[d] = true;
-                    moved = true;
-                }
+                Some(0) => pair.eof[d] = true,
                 Some(n) => {
                     pair.queued[d] += n;
-                    moved = true;
-                    drained = was_empty && n < pipe.slots && !pair.end_reported[d];
+                    more = !(was_empty && n < pipe.slots) || pair.end_reported[d];
                 }
                 None => {}
             }
+        } else if !pair.eof[d] {
+            more = true;
         }
         if pair.queued[d] > 0 {
             stats.splices += 1;
-            match splice(pipe_r, dst, pair.queued[d])? {
-                Some(n) => {
-                    pair.queued[d] -= n;
-                    stats.bytes += n as u64;
-                    moved |= n > 0;
-                }
-                None => stats.out_waits += 1,
+            if let Some(n) = splice(pipe_r, dst, pair.queued[d])? {
+                pair.queued[d] -= n;
+                stats.bytes += n as u64;
+            }
+            if pair.queued[d] > 0 {
+                stats.out_waits += 1;
+                break;
             }
         }
-        if !moved || (drained && pair.queued[d] == 0) {
+        if !more {
             break;
         }
     }
