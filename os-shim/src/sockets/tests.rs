@@ -140,6 +140,17 @@ impl Rig {
         }
     }
 
+    /// Hands the sockets what epoll reports until `ready` says the kernel got there (within
+    /// 5 s), then what it reports still: the edges that brought it.
+    fn deliver_until(&mut self, what: &str, mut ready: impl FnMut(&Rig) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !ready(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            self.deliver_events(Duration::from_millis(10));
+        }
+        self.deliver_events(Duration::from_millis(10));
+    }
+
     /// The reports queued now.
     fn reports(&mut self) -> Vec<Report> {
         std::iter::from_fn(|| self.sockets.next_report()).collect()
@@ -168,15 +179,11 @@ fn connected_and_accepted_sockets_report_nothing_until_the_core_asks() {
     let (client, server) = rig.pair_as_handed_over(IpAddr::V4(Ipv4Addr::LOCALHOST));
     assert_eq!(rig.sockets.send(client, b"ping").unwrap(), 4);
     assert_eq!(rig.sockets.send(server, b"pong").unwrap(), 4);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while readable_bytes(rig.fd(server)).unwrap() < 4 || readable_bytes(rig.fd(client)).unwrap() < 4
-    {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(5));
-    }
     // Both have data waiting: epoll tells us (stream sockets are watched for input from the
     // start), the core hears nothing.
-    rig.deliver_events(Duration::from_millis(50));
+    rig.deliver_until("both pings", |r| {
+        readable_bytes(r.fd(server)).unwrap() >= 4 && readable_bytes(r.fd(client)).unwrap() >= 4
+    });
     assert_eq!(rig.sockets.next_report(), None);
     // Interest on: both readable at once, and without an epoll_ctl.
     let updates = rig.sockets.stats().epoll_updates;
@@ -219,12 +226,9 @@ fn interest_off_and_on_costs_no_epoll_call_and_loses_no_input() {
         // Input while the interest is off: epoll's edge is kept for when it is back on.
         rig.sockets.set_interest(server, false, false);
         assert_eq!(rig.sockets.send(client, b"late").unwrap(), 4);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while readable_bytes(rig.fd(server)).unwrap() < 4 {
-            assert!(Instant::now() < deadline);
-            rig.deliver_events(Duration::from_millis(10));
-        }
-        rig.deliver_events(Duration::from_millis(10));
+        rig.deliver_until("the late input", |r| {
+            readable_bytes(r.fd(server)).unwrap() >= 4
+        });
         assert_eq!(rig.reports(), vec![]);
         rig.sockets.set_interest(server, true, false);
         assert_eq!(
@@ -239,12 +243,7 @@ fn interest_off_and_on_costs_no_epoll_call_and_loses_no_input() {
         rig.sockets.set_interest(server, false, false);
         assert_eq!(rig.sockets.send(client, b"end").unwrap(), 3);
         rig.sockets.shutdown_write(client).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !at_eof(rig.fd(server)) {
-            assert!(Instant::now() < deadline, "the FIN never arrived");
-            rig.deliver_events(Duration::from_millis(10));
-        }
-        rig.deliver_events(Duration::from_millis(10));
+        rig.deliver_until("the FIN", |r| at_eof(r.fd(server)));
         assert_eq!(rig.reports(), vec![]);
         rig.sockets.set_interest(server, true, false);
         assert_eq!(
@@ -273,14 +272,12 @@ fn readiness_left_unused_is_reported_again_after_the_wake_up() {
         rig.reports();
         let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         assert_eq!(rig.sockets.send(client, &data).unwrap(), data.len());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while readable_bytes(rig.fd(server)).unwrap() < data.len() {
-            assert!(Instant::now() < deadline);
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        rig.pump(|r| r.contains(&Report::Event(server, SockEvent::Readable)));
-        rig.deliver_events(Duration::from_millis(10));
-        rig.reports();
+        rig.deliver_until("all of it", |r| {
+            readable_bytes(r.fd(server)).unwrap() >= data.len()
+        });
+        assert!(rig
+            .reports()
+            .contains(&Report::Event(server, SockEvent::Readable)));
         // A peek that stops short of the end (a full frame, say): readable again, with no
         // new input.
         assert_eq!(peek(&mut rig, server, 0, 4000), &data[..4000]);
