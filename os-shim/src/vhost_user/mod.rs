@@ -935,9 +935,19 @@ impl<Q: QueueT> Rx<'_, Q> {
 /// Places the backlog's frames from `next` on, in order, until one doesn't fit; forgets the
 /// backlog once all went.
 fn drain_backlog<Q: QueueT>(rx: &mut Rx<'_, Q>, backlog: &mut FrameQueue, next: &mut usize) {
-    let partial = backlog.l4_checksum() == L4Checksum::Partial;
-    while let Some((frame, lent)) = backlog.entry(*next) {
-        if let Some(n) = rx.place_copied_run(backlog, *next) {
+    place_from(rx, backlog, next);
+    if *next == backlog.len() && !backlog.is_empty() {
+        backlog.clear();
+        *next = 0;
+    }
+}
+
+/// Places `frames` from `next` on, in order, until one doesn't fit (`next` is then the first
+/// that waits): runs of copied frames as one, lent frames published, the rest copied.
+fn place_from<Q: QueueT>(rx: &mut Rx<'_, Q>, frames: &FrameQueue, next: &mut usize) {
+    let partial = frames.l4_checksum() == L4Checksum::Partial;
+    while let Some((frame, lent)) = frames.entry(*next) {
+        if let Some(n) = rx.place_copied_run(frames, *next) {
             *next += n;
             continue;
         }
@@ -948,10 +958,36 @@ fn drain_backlog<Q: QueueT>(rx: &mut Rx<'_, Q>, backlog: &mut FrameQueue, next: 
         }
         *next += 1;
     }
-    if *next == backlog.len() && !backlog.is_empty() {
-        backlog.clear();
-        *next = 0;
-    }
+}
+
+/// The device's placement of frames in a receive queue, for a model of the device over a
+/// queue and memory of its own (the simulator's): `frames` from `next` on go as
+/// [`VhostUserLink::write_frames`] places them, until one doesn't fit (`next` is then the first
+/// that waits). Returns the counts of what went (placed, runs, drops).
+pub fn place_frames<Q: QueueT>(
+    queue: &mut Q,
+    mem: &GuestMemoryMmap,
+    lend: &mut RxLend,
+    guest: GuestOffloads,
+    scratch: &mut RxScratch,
+    frames: &FrameQueue,
+    next: &mut usize,
+) -> VhostStats {
+    let mut stats = VhostStats::default();
+    let mut finished = Vec::new();
+    let mut rx = Rx {
+        queue,
+        mem,
+        lend,
+        guest,
+        scratch,
+        finished: &mut finished,
+        stats: &mut stats,
+        placed: 0,
+    };
+    place_from(&mut rx, frames, next);
+    stats.frames_out = rx.placed;
+    stats
 }
 
 /// A frame to the guest as it goes into its buffers, and where its checksum is left to finish:
