@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use nix::sys::epoll::{EpollEvent, EpollFlags};
 use sans_io::flow::{SockEvent, SockRef};
 
-use super::Sockets;
+use super::{Report, Sockets};
 use crate::socket_sys::udp_gso::Segmentation;
 use crate::socket_sys::{reset_on_close, setsockopt_int, so_error};
 use crate::tokens::socket_token;
@@ -140,10 +140,16 @@ impl Sockets {
         }
     }
 
-    /// Reports `Readable` for socket `index`; an edge-triggered one is looked at again once
-    /// the wake-up is over.
+    /// Reports `Readable` for socket `index`, unless that waits among the reports already;
+    /// an edge-triggered one is looked at again once the wake-up is over.
     fn push_readable(&mut self, index: u32) {
-        self.push(index, SockEvent::Readable);
+        let queued = self
+            .reports
+            .iter()
+            .any(|(_, r)| *r == Report::Event(SockRef(index), SockEvent::Readable));
+        if !queued {
+            self.push(index, SockEvent::Readable);
+        }
         if self.slots.at(index as usize).is_some_and(|s| s.edge) {
             self.recheck.push(index);
         }
@@ -156,7 +162,7 @@ impl Sockets {
     /// hearing of some (one `epoll_ctl`, whose poll reports it if the room is there). Reports
     /// queued here are the next wake-up's: [`Sockets::has_reports`] says not to wait.
     pub fn after_batch(&mut self) {
-        let recheck = std::mem::take(&mut self.recheck);
+        let mut recheck = std::mem::take(&mut self.recheck);
         for &index in &recheck {
             let Some(slot) = self.slots.at_mut(index as usize) else {
                 continue;
@@ -167,19 +173,17 @@ impl Sockets {
             }
             let (read_again, poll_out) =
                 (slot.readable && slot.unread, out_reported && slot.writable);
-            if read_again && !self.recheck.contains(&index) {
+            if read_again {
                 self.push_readable(index);
             }
             if poll_out {
                 self.reregister(index);
             }
         }
-        // Keep the allocation.
-        let mut recheck = recheck;
+        // The reports just queued put their sockets on the list for the next wake-up.
         recheck.clear();
-        if self.recheck.is_empty() {
-            self.recheck = recheck;
-        }
+        recheck.append(&mut self.recheck);
+        self.recheck = recheck;
     }
 
     /// Changes the socket in slot `index`, if there is one.
