@@ -407,6 +407,16 @@ fn cut_datagrams(frame: &[u8], header_len: usize, size: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Frames from `peer` to the guest at `guest`.
+fn route(peer: &str, guest: &str) -> Route {
+    Route {
+        src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+        dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
+        src: peer.parse().unwrap(),
+        dst: guest.parse().unwrap(),
+    }
+}
+
 #[test]
 fn a_run_of_datagrams_goes_to_the_guest_as_one_frame_its_kernel_cuts_apart() {
     let mut g = connect();
@@ -423,12 +433,7 @@ fn a_run_of_datagrams_goes_to_the_guest_as_one_frame_its_kernel_cuts_apart() {
         ("203.0.113.10", "192.0.2.2"),
         ("2001:db8::10", "2001:db8::2"),
     ] {
-        let route = Route {
-            src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
-            dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
-            src: peer.parse().unwrap(),
-            dst: guest.parse().unwrap(),
-        };
+        let route = route(peer, guest);
         let (mut queue, mut whole) = (FrameQueue::new(), FrameQueue::new());
         queue.set_l4_checksum(L4Checksum::Partial);
         for (i, &len) in sizes.iter().enumerate() {
@@ -473,12 +478,7 @@ fn a_run_of_datagrams_goes_to_the_guest_as_one_frame_its_kernel_cuts_apart() {
     // wait; with more buffers, what waited leaves as a run again.
     offer(&g.mem, &mut g.rx, &g.kick_rx, buffer, 1);
     pump(&mut g.link, &mut Vec::new(), |_| true);
-    let route = Route {
-        src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
-        dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
-        src: "203.0.113.10".parse().unwrap(),
-        dst: "192.0.2.2".parse().unwrap(),
-    };
+    let route = route("203.0.113.10", "192.0.2.2");
     let mut queue = FrameQueue::new();
     queue.set_l4_checksum(L4Checksum::Partial);
     for (i, &len) in sizes.iter().enumerate() {

@@ -172,23 +172,19 @@ impl Device {
     /// segment size (GUEST_TSO6 for IPv6, GUEST_TSO4 for IPv4), with their checksums left
     /// unfinished (GUEST_CSUM, which the feature needs).
     pub fn guest_tso(&self, ipv6: bool) -> bool {
-        self.guest_csum()
-            && self.acked(if ipv6 {
-                VIRTIO_NET_F_GUEST_TSO6
-            } else {
-                VIRTIO_NET_F_GUEST_TSO4
-            })
+        self.segmentation(ipv6, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6)
     }
 
     /// Whether the guest takes a UDP frame that is a run of datagrams to cut apart, told
     /// their size (GUEST_USO6 for IPv6, GUEST_USO4 for IPv4), its checksums unfinished.
     pub fn guest_uso(&self, ipv6: bool) -> bool {
-        self.guest_csum()
-            && self.acked(if ipv6 {
-                VIRTIO_NET_F_GUEST_USO6
-            } else {
-                VIRTIO_NET_F_GUEST_USO4
-            })
+        self.segmentation(ipv6, VIRTIO_NET_F_GUEST_USO4, VIRTIO_NET_F_GUEST_USO6)
+    }
+
+    /// Whether the guest takes segmentation offload for the family (feature `v4` or `v6`):
+    /// only with GUEST_CSUM, which it needs, as the checksums are left to finish.
+    fn segmentation(&self, ipv6: bool, v4: u32, v6: u32) -> bool {
+        self.guest_csum() && self.acked(if ipv6 { v6 } else { v4 })
     }
 
     /// What the guest takes of frames to it.

@@ -733,36 +733,24 @@ impl VhostUserLink {
         // The backlog first: frames keep their order.
         drain_backlog(&mut rx, &mut self.backlog, &mut self.backlog_next);
         let mut report = WriteReport::default();
-        let frames_partial = frames.l4_checksum() == L4Checksum::Partial;
+        let mut i = 0;
         if self.backlog.is_empty() {
             // What waits keeps the checksums it was built with.
             self.backlog.set_l4_checksum(frames.l4_checksum());
+            let placed = place_from(&mut rx, frames, &mut i);
+            report.sent += placed.sent;
+            report.dropped += placed.dropped;
         }
-        let mut i = 0;
-        while let Some((frame, lent)) = frames.entry(i) {
-            if self.backlog.is_empty() {
-                if let Some(n) = rx.place_copied_run(frames, i) {
-                    report.sent += n;
-                    i += n;
-                    continue;
-                }
-            }
-            i += 1;
-            let placement = if self.backlog.is_empty() {
-                rx.place(frame, lent, frames_partial)
-            } else {
-                Placement::NoRoom
-            };
-            match (placement, lent) {
-                (Placement::Placed, _) => report.sent += 1,
-                (Placement::Dropped, _) => report.dropped += 1,
+        // What did not fit, and everything behind frames already waiting, waits in turn.
+        for (frame, lent) in frames.entries().skip(i) {
+            match lent {
                 // A lent frame holds its buffers already: it waits whatever the bounds.
-                (Placement::NoRoom, Some(lent)) => {
+                Some(lent) => {
                     self.backlog.push_lent_headers(frame, lent);
                     rx.stats.backlogged += 1;
                     report.sent += 1;
                 }
-                (Placement::NoRoom, None) => {
+                None => {
                     let waiting = self.backlog.len() - self.backlog_next;
                     if waiting < BACKLOG_FRAMES
                         && self.backlog.bytes() + frame.len() <= BACKLOG_BYTES
@@ -935,29 +923,41 @@ impl<Q: QueueT> Rx<'_, Q> {
 /// Places the backlog's frames from `next` on, in order, until one doesn't fit; forgets the
 /// backlog once all went.
 fn drain_backlog<Q: QueueT>(rx: &mut Rx<'_, Q>, backlog: &mut FrameQueue, next: &mut usize) {
-    place_from(rx, backlog, next);
+    let placed = place_from(rx, backlog, next);
+    rx.stats.frames_dropped += placed.dropped as u64;
     if *next == backlog.len() && !backlog.is_empty() {
         backlog.clear();
         *next = 0;
     }
 }
 
+/// What placing frames came to: the frames that went (each a run carried counts), and the
+/// ones lost.
+#[derive(Debug, Default)]
+struct Placed {
+    sent: usize,
+    dropped: usize,
+}
+
 /// Places `frames` from `next` on, in order, until one doesn't fit (`next` is then the first
 /// that waits): runs of copied frames as one, lent frames published, the rest copied.
-fn place_from<Q: QueueT>(rx: &mut Rx<'_, Q>, frames: &FrameQueue, next: &mut usize) {
+fn place_from<Q: QueueT>(rx: &mut Rx<'_, Q>, frames: &FrameQueue, next: &mut usize) -> Placed {
     let partial = frames.l4_checksum() == L4Checksum::Partial;
+    let mut placed = Placed::default();
     while let Some((frame, lent)) = frames.entry(*next) {
         if let Some(n) = rx.place_copied_run(frames, *next) {
+            placed.sent += n;
             *next += n;
             continue;
         }
         match rx.place(frame, lent, partial) {
             Placement::NoRoom => break,
-            Placement::Placed => {}
-            Placement::Dropped => rx.stats.frames_dropped += 1,
+            Placement::Placed => placed.sent += 1,
+            Placement::Dropped => placed.dropped += 1,
         }
         *next += 1;
     }
+    placed
 }
 
 /// The device's placement of frames in a receive queue, for a model of the device over a
@@ -985,8 +985,9 @@ pub fn place_frames<Q: QueueT>(
         stats: &mut stats,
         placed: 0,
     };
-    place_from(&mut rx, frames, next);
+    let placed = place_from(&mut rx, frames, next);
     stats.frames_out = rx.placed;
+    stats.frames_dropped = placed.dropped as u64;
     stats
 }
 
