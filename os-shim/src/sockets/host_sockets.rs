@@ -151,7 +151,7 @@ impl StreamSockets for Sockets {
         if slot.peek_off.is_none() {
             // `EPOLLRDHUP` comes once every byte before the end is queued: after it, a short
             // peek reached the end.
-            let rdhup_seen = slot.peer_closed || slot.end_missed;
+            let rdhup_seen = slot.end_seen();
             let n = self.peek_fallback(fd, offset, buf)?;
             if n < buf.len() {
                 self.saw_all(s);
@@ -512,7 +512,7 @@ impl Sockets {
         let (slot, _) = self.slot(s)?;
         // `EPOLLRDHUP` comes once every byte before the end is queued: after it, a short peek
         // reached the end.
-        let rdhup_seen = slot.peer_closed || slot.end_missed;
+        let rdhup_seen = slot.end_seen();
         if slot.peek_off != Some(offset) {
             let off =
                 i32::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;

@@ -60,6 +60,14 @@ pub(super) struct Slot {
     pub(super) segmentation: Segmentation,
 }
 
+impl Slot {
+    /// Whether the end of the stream was seen (reported, met by a peek, or arrived while the
+    /// core's interest was off): a short peek then reached it.
+    pub(super) fn end_seen(&self) -> bool {
+        self.peer_closed || self.end_missed
+    }
+}
+
 impl Sockets {
     pub(super) fn socket_ready(&mut self, index: u32, gen: u32, flags: EpollFlags) {
         let Some(slot) = self.slots.get_mut(index as usize, gen) else {
