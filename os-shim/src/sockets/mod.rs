@@ -14,10 +14,13 @@
 //! Readiness is level-triggered as the core sees it: it turns readable interest off itself
 //! while everything the socket holds is in flight to the guest, or the guest's window is full,
 //! and expects what waits to be reported when it turns it back on. For a connected stream
-//! socket that would be two `epoll_ctl` calls a request and response, so those are watched
-//! edge-triggered for input from the start, whatever the core wants, and the shim keeps what
-//! level-triggering would say: an edge marks input unread until a peek comes back short (it
-//! saw everything there), and is reported at once if the core wants it, else when it does.
+//! socket that would be two `epoll_ctl` calls a request and response, so stream sockets are
+//! watched edge-triggered for everything from the start (the connect's completion included:
+//! no `epoll_ctl` a connection but the registration), whatever the core wants, and the shim
+//! keeps what level-triggering would say: an edge marks input unread until a peek comes back
+//! short (it saw everything there), and is reported at once if the core wants it, else when it
+//! does. Output edges the core doesn't want are dropped; when it starts waiting for room, the
+//! socket is polled again (one `epoll_ctl`), since its last edge may be long gone.
 //! After each wake-up ([`Sockets::after_batch`]) a socket whose input the core wants and left
 //! unread is reported readable again, and one whose room it still waits for after hearing of
 //! some is polled again ([`Sockets::has_reports`] tells the loop not to wait for those).

@@ -45,9 +45,10 @@ pub(super) struct Slot {
     pub(super) errored: bool,
     /// `EPOLLHUP` or `EPOLLERR` was seen: registered edge-triggered from then on.
     pub(super) hung_up: bool,
-    /// A stream socket: watched edge-triggered for input whatever the core's interest, its
-    /// readiness kept here (see [`Sockets::after_batch`]), so that the core turning readable
-    /// interest off and on costs no system call.
+    /// A stream socket: watched edge-triggered for everything whatever the core's interest,
+    /// its readiness kept here (see [`Sockets::after_batch`]), so that the core turning its
+    /// interests off and on costs no system call (but for a poll when it starts waiting for
+    /// room).
     pub(super) edge: bool,
     /// Input arrived (an edge) that no peek has seen the end of since: a peek that comes back
     /// short has seen everything the socket holds.
@@ -77,8 +78,9 @@ impl Sockets {
         let raw = slot.fd.as_raw_fd();
         let (state, errored, hung_up) = (slot.state, slot.errored, slot.hung_up);
         let trouble = flags.intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP);
-        if slot.edge && state == State::Connected {
-            // An edge is reported once: what the core doesn't want now is kept for when it does.
+        if slot.edge {
+            // An edge is reported once: what the core doesn't want now is kept for when it does
+            // (input may come with a connect's completion: the core wants none before it).
             if flags.contains(EpollFlags::EPOLLIN) {
                 slot.unread = true;
             }
@@ -105,11 +107,13 @@ impl Sockets {
                 0 if flags.contains(EpollFlags::EPOLLOUT)
                     && !flags.contains(EpollFlags::EPOLLERR) =>
                 {
-                    // Both interests are off (see `insert`): one epoll_ctl takes the
-                    // connect's watch off, and none follows unless the core asks.
+                    // Registered for everything from the start (see `wanted_events`): no
+                    // epoll_ctl here, and none follows unless the core asks for room.
                     self.update_slot(index, |s| s.state = State::Connected);
                     self.push(index, SockEvent::Connected);
-                    self.update_registration(index);
+                    if self.slots.at(index as usize).is_some_and(|s| s.writable) {
+                        self.reregister(index);
+                    }
                 }
                 0 => {}
                 e => {
@@ -201,10 +205,11 @@ impl Sockets {
         }
     }
 
-    /// Puts a stream socket in a free slot and registers it, edge-triggered for input once
-    /// connected, with both of the core's interests off: the core wants nothing from a
-    /// connection before the guest completes its handshake, and says so when it does, which
-    /// costs no `epoll_ctl` (what arrived meanwhile is kept, see [`Slot::unread`]).
+    /// Puts a stream socket in a free slot and registers it, edge-triggered for everything
+    /// (the connect's completion too), with both of the core's interests off: the core wants
+    /// nothing from a connection before the guest completes its handshake, and says so when
+    /// it does, which costs no `epoll_ctl` (what arrived meanwhile is kept, see
+    /// [`Slot::unread`]).
     pub(super) fn insert(&mut self, fd: OwnedFd, state: State) -> io::Result<u32> {
         let peek_off = self.init_peek_off(fd.as_raw_fd());
         self.insert_with(fd, state, peek_off, false)
@@ -362,6 +367,7 @@ impl Sockets {
             return;
         };
         let turned_on = readable && !slot.readable;
+        let room_wanted = writable && !slot.writable;
         slot.readable = readable;
         slot.writable = writable;
         if turned_on && slot.edge && slot.state == State::Connected && !slot.errored {
@@ -377,22 +383,39 @@ impl Sockets {
                 self.push(s.0, SockEvent::PeerClosed);
             }
         }
-        self.update_registration(s.0);
+        let Some(slot) = self.slots.at(s.0 as usize) else {
+            return;
+        };
+        if slot.edge {
+            if room_wanted && slot.state == State::Connected {
+                // Output is watched edge-triggered all along, and its last edge may be long
+                // gone: epoll polls the socket again, and reports the room if it is there now.
+                self.reregister(s.0);
+            }
+        } else {
+            self.update_registration(s.0);
+        }
     }
 }
 
 pub(super) fn wanted_events(slot: &Slot) -> EpollFlags {
+    if slot.edge {
+        // Everything, from the connect on: what the core doesn't want is kept or dropped
+        // here, so that neither a connect's completion nor the core's interests coming and
+        // going costs an epoll_ctl. An output edge comes only once a send found the buffer
+        // full, when the core waits for room anyway.
+        return EpollFlags::EPOLLIN
+            | EpollFlags::EPOLLRDHUP
+            | EpollFlags::EPOLLOUT
+            | EpollFlags::EPOLLET;
+    }
+    // Datagram sockets: level-triggered, what the core wants.
     let mut f = if slot.hung_up {
         EpollFlags::EPOLLET
     } else {
         EpollFlags::empty()
     };
-    if slot.state == State::Connecting {
-        return f | EpollFlags::EPOLLOUT;
-    }
-    if slot.edge {
-        f |= EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
-    } else if slot.readable {
+    if slot.readable {
         f |= EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
     }
     if slot.writable {

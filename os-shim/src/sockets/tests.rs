@@ -306,6 +306,55 @@ fn readiness_left_unused_is_reported_again_after_the_wake_up() {
     });
 }
 
+/// A connect costs the socket's registration and no other `epoll_ctl`, input that came with
+/// its completion is kept for the core, and waiting for room costs one poll.
+#[test]
+fn a_connect_costs_no_epoll_call_and_input_with_its_completion_is_kept() {
+    in_fresh_netns(|| {
+        use std::io::Write;
+        let mut rig = Rig::new(Sockets::new());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let updates = rig.sockets.stats().epoll_updates;
+        let client = rig
+            .sockets
+            .tcp_connect(listener.local_addr().unwrap(), Bind::default(), None)
+            .unwrap();
+        // The peer greets and closes before we hear of the connect's completion.
+        let (mut peer, _) = listener.accept().unwrap();
+        peer.write_all(b"hello").unwrap();
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
+        rig.deliver_until("the greeting", |r| at_eof(r.fd(client)));
+        assert_eq!(
+            rig.reports(),
+            vec![Report::Event(client, SockEvent::Connected)]
+        );
+        assert_eq!(rig.sockets.stats().epoll_updates, updates);
+        // The core wants input once the guest's handshake is complete.
+        rig.sockets.set_interest(client, true, false);
+        assert_eq!(
+            rig.reports(),
+            vec![
+                Report::Event(client, SockEvent::Readable),
+                Report::Event(client, SockEvent::PeerClosed)
+            ]
+        );
+        assert_eq!(
+            peek_to_end(&mut rig, client, 0, 100),
+            (b"hello".to_vec(), true)
+        );
+        // Everything is in flight to the guest (no input wanted); waiting for room: one poll,
+        // which finds it. No more of it: nothing.
+        rig.sockets.set_interest(client, false, true);
+        assert_eq!(rig.sockets.stats().epoll_updates, updates + 1);
+        rig.pump(|r| r.contains(&Report::Event(client, SockEvent::Writable)));
+        rig.sockets.set_interest(client, false, false);
+        rig.sockets.after_batch();
+        rig.deliver_events(Duration::from_millis(10));
+        assert_eq!(rig.reports(), vec![]);
+        assert_eq!(rig.sockets.stats().epoll_updates, updates + 1);
+    });
+}
+
 fn peeking_at_offsets(sockets: Sockets, addr: IpAddr) {
     let mut rig = Rig::new(sockets);
     let (client, server) = rig.pair(addr);
