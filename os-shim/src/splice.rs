@@ -856,6 +856,66 @@ mod tests {
         });
     }
 
+    /// A connected pair of non-blocking stream sockets (the relay's side, the peer's).
+    fn stream_pair() -> (OwnedFd, OwnedFd) {
+        let mut fds = [0; 2];
+        // SAFETY: socketpair writes two descriptors into our array.
+        let rc = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        };
+        assert_eq!(rc, 0, "socketpair: {}", io::Error::last_os_error());
+        // SAFETY: two new descriptors we own.
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+    }
+
+    /// A write that leaves bytes in the pipe ends the round: the reader's socket is full, and
+    /// reading on would only refill the pipe in smaller pieces than the next round's read.
+    #[test]
+    fn a_write_short_of_the_pipe_ends_the_round() {
+        let (writer_side, writer) = stream_pair();
+        let mut writer = std::os::unix::net::UnixStream::from(writer);
+        let (reader_side, _reader) = stream_pair();
+        crate::socket_sys::setsockopt_int(
+            reader_side.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            4096,
+        )
+        .unwrap();
+        // What the writer's socket takes without blocking, more than the reader's can.
+        let chunk = [7u8; 4096];
+        let mut written = 0;
+        while written < 1 << 20 {
+            match writer.write(&chunk) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(written >= 64 << 10, "{written}");
+        let mut pair = Pair {
+            socks: [writer_side, reader_side],
+            connected: true,
+            pipes: [new_pipe().unwrap(), new_pipe().unwrap()],
+            queued: [0; 2],
+            watching: [EpollFlags::empty(); 2],
+            end_reported: [false; 2],
+            eof: [false; 2],
+            shut: [false; 2],
+        };
+        let mut stats = SpliceStats::default();
+        move_one_way(&mut pair, 0, &mut stats).unwrap();
+        // One read, one write that the reader's socket cut short, and no read after it.
+        assert_eq!((stats.splices, stats.out_waits), (2, 1), "{stats:?}");
+        assert!(pair.queued[0] > 0);
+        assert_eq!(pair.queued[0] as u64 + stats.bytes, written as u64);
+    }
+
     #[test]
     fn hands_host_connections_over_into_the_namespace() {
         if !can_make_namespaces("splice") {
