@@ -17,11 +17,13 @@
 //! the engine through the transmit queue model, in descriptors of odd sizes: split as the
 //! link splits them (os-shim's `vhost_user::tx_split`), the TCP payload beyond the copied head
 //! left in guest memory and sent (or stashed) through checked copies by the simulator's
-//! sockets, the chains given back after the engine's batch.
+//! sockets, the chains given back after the engine's batch. Bursts of datagrams from the
+//! host reach the guest as the plain link gives them, as runs the guest cuts when it takes
+//! them (GUEST_USO) and one by one when it doesn't.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +43,7 @@ use sans_io::wire::lent::{LentArea, PayloadLender};
 use sans_io::wire::offload::{finish_partial_checksum, partial_checksum_at, L4Checksum};
 use sans_io::wire::stream::{self, StreamDecoder};
 use sans_io::wire::FrameQueue;
-use sim::scenario::{addr, REMOTE};
+use sim::scenario::{addr, HOST_ADDR, REMOTE};
 use sim::world::{Direction, LinkModel, TransmitTo, World};
 use sim::{App, Pattern, Scenario};
 use virtio_queue::{Queue, QueueT};
@@ -226,7 +228,8 @@ struct RxGuest {
     /// The buffers of the frame being reassembled.
     partial: Vec<u8>,
     used: u16,
-    /// Large segments received (GUEST_TSO), and the segments they were cut into.
+    /// Large segments (GUEST_TSO) or runs of datagrams (GUEST_USO) received, and the
+    /// segments or datagrams they were cut into.
     large: u64,
     cut: u64,
 }
@@ -295,26 +298,33 @@ impl RxGuest {
             );
             if self.used == count {
                 let mut frame = bytes[NET_HDR_LEN..].to_vec();
-                if bytes[1] != 0 {
+                if bytes[1] == GSO_UDP_L4 {
+                    let datagrams = cut_datagram_run(&bytes[..NET_HDR_LEN], &frame);
+                    self.large += 1;
+                    self.cut += datagrams.len() as u64;
+                    self.delivered.extend(datagrams);
+                } else if bytes[1] != 0 {
                     let segments = cut_large_segment(&bytes[..NET_HDR_LEN], &frame);
                     self.large += 1;
                     self.cut += segments.len() as u64;
                     self.delivered.extend(segments);
-                } else if bytes[0] & 1 != 0 {
-                    let at = partial_checksum_at(&frame).expect("a TCP or UDP frame");
-                    assert_eq!(
-                        (
-                            u16::from_le_bytes([bytes[6], bytes[7]]),
-                            u16::from_le_bytes([bytes[8], bytes[9]])
-                        ),
-                        (at.start, at.offset),
-                        "where the checksum is"
-                    );
-                    finish_partial_checksum(&mut frame);
                 } else {
-                    assert_eq!(&bytes[..10], &[0u8; 10], "no offload fields set");
+                    if bytes[0] & 1 != 0 {
+                        let at = partial_checksum_at(&frame).expect("a TCP or UDP frame");
+                        assert_eq!(
+                            (
+                                u16::from_le_bytes([bytes[6], bytes[7]]),
+                                u16::from_le_bytes([bytes[8], bytes[9]])
+                            ),
+                            (at.start, at.offset),
+                            "where the checksum is"
+                        );
+                        finish_partial_checksum(&mut frame);
+                    } else {
+                        assert_eq!(&bytes[..10], &[0u8; 10], "no offload fields set");
+                    }
+                    self.delivered.push(frame);
                 }
-                self.delivered.push(frame);
                 self.partial.clear();
                 self.used = 0;
             }
@@ -383,6 +393,65 @@ fn cut_large_segment(header: &[u8], frame: &[u8]) -> Vec<Vec<u8>> {
             f[l4 + 16..l4 + 18].fill(0);
             let sum = checksum::transport(src, dst, 6, &f[l4..]);
             f[l4 + 16..l4 + 18].copy_from_slice(&sum.to_be_bytes());
+            f
+        })
+        .collect()
+}
+
+/// `VIRTIO_NET_HDR_GSO_UDP_L4`: a run of datagrams as one frame.
+const GSO_UDP_L4: u8 = 5;
+
+/// A run of datagrams (GUEST_USO4/6) as a device cuts one: the header must say UDP, the
+/// headers' length, the checksum left at the UDP checksum; every datagram carries the
+/// segment size of payload but the last, its own lengths and finished checksum, and (IPv4)
+/// the identification after the one before.
+fn cut_datagram_run(header: &[u8], frame: &[u8]) -> Vec<Vec<u8>> {
+    let le = |at: usize| usize::from(u16::from_le_bytes([header[at], header[at + 1]]));
+    let ipv6 = frame[12..14] == [0x86, 0xdd];
+    let ip = 14;
+    let l4 = if ipv6 { ip + 40 } else { ip + 20 };
+    let hl = l4 + 8;
+    assert_eq!(header[0], 1, "a run's checksum is left to finish");
+    assert_eq!(
+        (le(2), le(6), le(8)),
+        (hl, l4, 6),
+        "hdr_len, csum_start, csum_offset"
+    );
+    let size = le(4);
+    let payload = &frame[hl..];
+    assert!(
+        payload.len() > size,
+        "{} bytes in a run of {size}-byte datagrams",
+        payload.len()
+    );
+    let (src, dst): (IpAddr, IpAddr) = if ipv6 {
+        let a = |at: usize| IpAddr::from(<[u8; 16]>::try_from(&frame[at..at + 16]).unwrap());
+        (a(ip + 8), a(ip + 24))
+    } else {
+        let a = |at: usize| IpAddr::from(<[u8; 4]>::try_from(&frame[at..at + 4]).unwrap());
+        (a(ip + 12), a(ip + 16))
+    };
+    let id = u16::from_be_bytes([frame[ip + 4], frame[ip + 5]]);
+    payload
+        .chunks(size)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut f = frame[..hl].to_vec();
+            f.extend_from_slice(chunk);
+            let udp_len = (8 + chunk.len()) as u16;
+            if ipv6 {
+                f[ip + 4..ip + 6].copy_from_slice(&udp_len.to_be_bytes());
+            } else {
+                f[ip + 2..ip + 4].copy_from_slice(&(20 + udp_len).to_be_bytes());
+                f[ip + 4..ip + 6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
+                f[ip + 10..ip + 12].fill(0);
+                let sum = checksum::of(&f[ip..l4]);
+                f[ip + 10..ip + 12].copy_from_slice(&sum.to_be_bytes());
+            }
+            f[l4 + 4..l4 + 6].copy_from_slice(&udp_len.to_be_bytes());
+            f[l4 + 6..l4 + 8].fill(0);
+            let sum = checksum::transport(src, dst, 17, &f[l4..]);
+            f[l4 + 6..l4 + 8].copy_from_slice(&sum.to_be_bytes());
             f
         })
         .collect()
@@ -506,8 +575,10 @@ struct RxModel {
     /// Runs of copied frames placed as one frame, and the frames they carried.
     runs: u64,
     run_frames: u64,
-    /// Whether the guest takes large TCP segments (GUEST_TSO4/6).
+    /// Whether the guest takes large TCP segments (GUEST_TSO4/6), and runs of datagrams as
+    /// one frame (GUEST_USO4/6).
     tso: bool,
+    uso: bool,
 }
 
 impl RxModel {
@@ -538,6 +609,7 @@ impl VirtqLink {
             runs: 0,
             run_frames: 0,
             tso: false,
+            uso: false,
         };
         model.refill();
         let tx = TxModel::new(model.mem.clone(), tx_sizes);
@@ -631,7 +703,8 @@ impl LinkModel for VirtqLink {
             csum: true,
             tso4: m.tso,
             tso6: m.tso,
-            ..GuestOffloads::default()
+            uso4: m.uso,
+            uso6: m.uso,
         };
         // The device's own placement (runs of copied frames as one, lent frames published);
         // where the ring runs short, the guest takes what it got and adds buffers, beyond its
@@ -855,6 +928,83 @@ fn large_segments_in_lent_buffers_carry_the_plain_links_bytes() {
             (l.retransmissions, l.bytes_to_guest),
             "seed {seed}"
         );
+    }
+}
+
+/// What a guest received of UDP: (from, to, datagram).
+type Datagrams = Vec<(SocketAddr, SocketAddr, Vec<u8>)>;
+
+/// Bursts of datagrams from remotes to the guest, both families, through the plain link or
+/// the model's (with `Some(uso)`: taking runs of datagrams as one frame if `uso`): what the
+/// guest received, and the model.
+fn udp_bursts(seed: u64, uso: Option<bool>) -> (Datagrams, Option<Rc<RefCell<RxModel>>>) {
+    let mut w = Scenario::new(seed).build();
+    w.leave_checksums(L4Checksum::Partial);
+    let model = uso.map(|uso| {
+        let (link, model) = VirtqLink::new(&[4096, 1526, 333], 200, &[1500]);
+        model.borrow_mut().uso = uso;
+        w.through_link(Box::new(link));
+        model
+    });
+    let guest6 = IpAddr::V6(w.engine.config().ip6.as_ref().unwrap().addr);
+    let flows = [
+        (
+            SocketAddr::new(HOST_ADDR.parse().unwrap(), 40010),
+            addr(&format!("{REMOTE}:9")),
+        ),
+        (SocketAddr::new(guest6, 40011), addr("[2001:db8:2::10]:9")),
+    ];
+    for (guest, remote) in flows {
+        w.guest_udp(guest, remote, b"open");
+    }
+    w.run_for(Duration::from_millis(10));
+    let socks: Vec<_> = w.host.udp_socks().keys().copied().collect();
+    assert_eq!(socks.len(), 2);
+    // Runs of equal datagrams, each ended by a shorter one (the last of a run may be), the
+    // flows' datagrams interleaved now and then.
+    let mut sent = 0;
+    for i in 0..150u32 {
+        let len = if i % 37 == 36 { 300 } else { 1000 };
+        let mut d = vec![(i % 251) as u8; len];
+        d[..4].copy_from_slice(&i.to_be_bytes());
+        let s = socks[usize::from(i % 50 >= 45)];
+        w.host.udp_peer_send(s, &d);
+        sent += 1;
+    }
+    let all = w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == sent);
+    assert!(
+        all,
+        "{} of {sent} datagrams; {}",
+        w.udp_at_guest().len(),
+        w.diagnose()
+    );
+    w.assert_no_violations();
+    (w.udp_at_guest(), model)
+}
+
+#[test]
+fn runs_of_datagrams_reach_the_guest_as_the_plain_link_gives_them() {
+    let (plain, _) = udp_bursts(11, None);
+    for uso in [false, true] {
+        let (got, model) = udp_bursts(11, Some(uso));
+        assert!(got == plain, "uso {uso}: the datagrams differ");
+        let m = model.unwrap();
+        let m = m.borrow();
+        eprintln!(
+            "uso {uso}: {} runs of {} datagrams, {} cut",
+            m.runs, m.run_frames, m.guest.cut
+        );
+        if uso {
+            assert!(
+                m.runs > 3 && m.run_frames > 2 * m.runs,
+                "{} runs of {} datagrams",
+                m.runs,
+                m.run_frames
+            );
+            assert_eq!((m.guest.large, m.guest.cut), (m.runs, m.run_frames));
+        } else {
+            assert_eq!((m.runs, m.guest.large), (0, 0));
+        }
     }
 }
 
