@@ -5,19 +5,18 @@
 //! once the guest adds buffers and kicks), the rings stopped and set up again as on a guest
 //! reboot, and the end of a one-off link when the front-end hangs up. No root, no network.
 
-use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use os_shim::qemu_socket::ReadStatus;
-use os_shim::vhost_user::driver_model::{Buffer, DriverQueue};
+use os_shim::vhost_user::driver_model::{cut_segmented, Buffer, DriverQueue};
 use os_shim::vhost_user::virtq::NET_HDR_LEN;
 use os_shim::vhost_user::VhostUserLink;
 use sans_io::wire::build::{udp_frame, Route};
 use sans_io::wire::external::{ExternalPayloads, GuestFrame};
-use sans_io::wire::offload::{finish_partial_checksum, partial_sum, L4Checksum};
+use sans_io::wire::offload::{finish_partial_checksum, L4Checksum};
 use sans_io::wire::{FrameQueue, MacAddr};
 use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
@@ -372,41 +371,6 @@ fn received_merged(
     frames
 }
 
-/// A frame of datagrams (UDP_L4 segmentation) cut as the guest's kernel cuts it, each
-/// datagram's checksum finished: `size` bytes of payload each, the last maybe fewer.
-fn cut_datagrams(frame: &[u8], header_len: usize, size: usize) -> Vec<Vec<u8>> {
-    let ipv6 = frame[12..14] == [0x86, 0xdd];
-    let (ip, l4) = (14, if ipv6 { 54 } else { 34 });
-    frame[header_len..]
-        .chunks(size)
-        .map(|chunk| {
-            let mut f = frame[..header_len].to_vec();
-            f.extend_from_slice(chunk);
-            let udp_len = (8 + chunk.len()) as u16;
-            if ipv6 {
-                f[ip + 4..ip + 6].copy_from_slice(&udp_len.to_be_bytes());
-            } else {
-                f[ip + 2..ip + 4].copy_from_slice(&(20 + udp_len).to_be_bytes());
-                f[ip + 10..ip + 12].fill(0);
-                let sum = sans_io::wire::checksum::of(&f[ip..l4]);
-                f[ip + 10..ip + 12].copy_from_slice(&sum.to_be_bytes());
-            }
-            f[l4 + 4..l4 + 6].copy_from_slice(&udp_len.to_be_bytes());
-            let (src, dst) = if ipv6 {
-                let a = |at: usize| IpAddr::from(<[u8; 16]>::try_from(&f[at..at + 16]).unwrap());
-                (a(ip + 8), a(ip + 24))
-            } else {
-                let a = |at: usize| IpAddr::from(<[u8; 4]>::try_from(&f[at..at + 4]).unwrap());
-                (a(ip + 12), a(ip + 16))
-            };
-            let sum = partial_sum(src, dst, 17, usize::from(udp_len));
-            f[l4 + 6..l4 + 8].copy_from_slice(&sum.to_be_bytes());
-            finish_partial_checksum(&mut f);
-            f
-        })
-        .collect()
-}
-
 /// Frames from `peer` to the guest at `guest`.
 fn route(peer: &str, guest: &str) -> Route {
     Route {
@@ -458,7 +422,7 @@ fn a_run_of_datagrams_goes_to_the_guest_as_one_frame_its_kernel_cuts_apart() {
             (1, 5, header_len as u16, 1000, header_len as u16 - 8, 6),
             "{peer}: the run's header"
         );
-        let mut cut = cut_datagrams(run, header_len, 1000);
+        let mut cut = cut_segmented(header, run).expect("a run");
         let (lone_header, lone) = &got[1];
         assert_eq!(
             lone_header[1], 0,
@@ -511,5 +475,8 @@ fn a_run_of_datagrams_goes_to_the_guest_as_one_frame_its_kernel_cuts_apart() {
     assert_eq!(after.runs_out - before.runs_out, 1);
     assert_eq!(after.run_frames_out - before.run_frames_out, 4);
     assert_eq!(late[0].0[1], 5, "the waiting run's header");
-    assert_eq!(cut_datagrams(&late[0].1, 42, 1000).len(), 4);
+    assert_eq!(
+        cut_segmented(&late[0].0, &late[0].1).map(|c| c.len()),
+        Some(4)
+    );
 }

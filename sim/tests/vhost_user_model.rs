@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use os_shim::vhost_user::driver_model::{Buffer, DriverQueue};
+use os_shim::vhost_user::driver_model::{cut_segmented, Buffer, DriverQueue};
 use os_shim::vhost_user::lend::{GuestOffloads, LendStats, RxLend, KEEP_ON_RING};
 use os_shim::vhost_user::place_frames;
 use os_shim::vhost_user::tx_split::{guest_frame, take_tx_frame, TxRests, TxTail};
@@ -38,7 +38,6 @@ use os_shim::vhost_user::virtq::{self, ChainError, RxOutcome, RxScratch, NET_HDR
 use sans_io::engine::Engine;
 use sans_io::flow::NoSockets;
 use sans_io::time::Instant;
-use sans_io::wire::checksum;
 use sans_io::wire::lent::{LentArea, PayloadLender};
 use sans_io::wire::offload::{finish_partial_checksum, partial_checksum_at, L4Checksum};
 use sans_io::wire::stream::{self, StreamDecoder};
@@ -298,16 +297,10 @@ impl RxGuest {
             );
             if self.used == count {
                 let mut frame = bytes[NET_HDR_LEN..].to_vec();
-                if bytes[1] == GSO_UDP_L4 {
-                    let datagrams = cut_datagram_run(&bytes[..NET_HDR_LEN], &frame);
+                if let Some(pieces) = cut_segmented(&bytes[..NET_HDR_LEN], &frame) {
                     self.large += 1;
-                    self.cut += datagrams.len() as u64;
-                    self.delivered.extend(datagrams);
-                } else if bytes[1] != 0 {
-                    let segments = cut_large_segment(&bytes[..NET_HDR_LEN], &frame);
-                    self.large += 1;
-                    self.cut += segments.len() as u64;
-                    self.delivered.extend(segments);
+                    self.cut += pieces.len() as u64;
+                    self.delivered.extend(pieces);
                 } else {
                     if bytes[0] & 1 != 0 {
                         let at = partial_checksum_at(&frame).expect("a TCP or UDP frame");
@@ -334,127 +327,6 @@ impl RxGuest {
     fn assert_no_frame_cut(&self) {
         assert_eq!(self.used, 0, "a frame's buffers were used only in part");
     }
-}
-
-/// A large TCP segment (GUEST_TSO4/6) as a device cuts one: the header must say TCP of the
-/// frame's family, headers' length, checksum left at the TCP checksum; every piece carries
-/// the segment size of payload but the last, its own lengths, sequence number and finished
-/// checksum, PSH and FIN on the last piece only.
-fn cut_large_segment(header: &[u8], frame: &[u8]) -> Vec<Vec<u8>> {
-    let le = |at: usize| usize::from(u16::from_le_bytes([header[at], header[at + 1]]));
-    let ipv6 = frame[12..14] == [0x86, 0xdd];
-    let ip = 14;
-    let l4 = if ipv6 { ip + 40 } else { ip + 20 };
-    let hl = l4 + usize::from(frame[l4 + 12] >> 4) * 4;
-    assert_eq!(header[0], 1, "a large segment's checksum is left to finish");
-    assert_eq!(header[1], if ipv6 { 4 } else { 1 }, "gso_type");
-    assert_eq!(
-        (le(2), le(6), le(8)),
-        (hl, l4, 16),
-        "hdr_len, csum_start, csum_offset"
-    );
-    let size = le(4);
-    let payload = &frame[hl..];
-    assert!(
-        payload.len() > size,
-        "{} bytes in a large segment of {size}-byte ones",
-        payload.len()
-    );
-    let (src, dst): (IpAddr, IpAddr) = if ipv6 {
-        let a = |at: usize| IpAddr::from(<[u8; 16]>::try_from(&frame[at..at + 16]).unwrap());
-        (a(ip + 8), a(ip + 24))
-    } else {
-        let a = |at: usize| IpAddr::from(<[u8; 4]>::try_from(&frame[at..at + 4]).unwrap());
-        (a(ip + 12), a(ip + 16))
-    };
-    let seq = u32::from_be_bytes(frame[l4 + 4..l4 + 8].try_into().unwrap());
-    let pieces = payload.len().div_ceil(size);
-    payload
-        .chunks(size)
-        .enumerate()
-        .map(|(i, chunk)| {
-            let mut f = frame[..hl].to_vec();
-            f.extend_from_slice(chunk);
-            let l4_len = hl - l4 + chunk.len();
-            if ipv6 {
-                f[ip + 4..ip + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
-            } else {
-                f[ip + 2..ip + 4].copy_from_slice(&((20 + l4_len) as u16).to_be_bytes());
-                f[ip + 10..ip + 12].fill(0);
-                let sum = checksum::of(&f[ip..l4]);
-                f[ip + 10..ip + 12].copy_from_slice(&sum.to_be_bytes());
-            }
-            let piece_seq = seq.wrapping_add((i * size) as u32);
-            f[l4 + 4..l4 + 8].copy_from_slice(&piece_seq.to_be_bytes());
-            if i + 1 < pieces {
-                // PSH and FIN.
-                f[l4 + 13] &= !0x09;
-            }
-            f[l4 + 16..l4 + 18].fill(0);
-            let sum = checksum::transport(src, dst, 6, &f[l4..]);
-            f[l4 + 16..l4 + 18].copy_from_slice(&sum.to_be_bytes());
-            f
-        })
-        .collect()
-}
-
-/// `VIRTIO_NET_HDR_GSO_UDP_L4`: a run of datagrams as one frame.
-const GSO_UDP_L4: u8 = 5;
-
-/// A run of datagrams (GUEST_USO4/6) as a device cuts one: the header must say UDP, the
-/// headers' length, the checksum left at the UDP checksum; every datagram carries the
-/// segment size of payload but the last, its own lengths and finished checksum, and (IPv4)
-/// the identification after the one before.
-fn cut_datagram_run(header: &[u8], frame: &[u8]) -> Vec<Vec<u8>> {
-    let le = |at: usize| usize::from(u16::from_le_bytes([header[at], header[at + 1]]));
-    let ipv6 = frame[12..14] == [0x86, 0xdd];
-    let ip = 14;
-    let l4 = if ipv6 { ip + 40 } else { ip + 20 };
-    let hl = l4 + 8;
-    assert_eq!(header[0], 1, "a run's checksum is left to finish");
-    assert_eq!(
-        (le(2), le(6), le(8)),
-        (hl, l4, 6),
-        "hdr_len, csum_start, csum_offset"
-    );
-    let size = le(4);
-    let payload = &frame[hl..];
-    assert!(
-        payload.len() > size,
-        "{} bytes in a run of {size}-byte datagrams",
-        payload.len()
-    );
-    let (src, dst): (IpAddr, IpAddr) = if ipv6 {
-        let a = |at: usize| IpAddr::from(<[u8; 16]>::try_from(&frame[at..at + 16]).unwrap());
-        (a(ip + 8), a(ip + 24))
-    } else {
-        let a = |at: usize| IpAddr::from(<[u8; 4]>::try_from(&frame[at..at + 4]).unwrap());
-        (a(ip + 12), a(ip + 16))
-    };
-    let id = u16::from_be_bytes([frame[ip + 4], frame[ip + 5]]);
-    payload
-        .chunks(size)
-        .enumerate()
-        .map(|(i, chunk)| {
-            let mut f = frame[..hl].to_vec();
-            f.extend_from_slice(chunk);
-            let udp_len = (8 + chunk.len()) as u16;
-            if ipv6 {
-                f[ip + 4..ip + 6].copy_from_slice(&udp_len.to_be_bytes());
-            } else {
-                f[ip + 2..ip + 4].copy_from_slice(&(20 + udp_len).to_be_bytes());
-                f[ip + 4..ip + 6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
-                f[ip + 10..ip + 12].fill(0);
-                let sum = checksum::of(&f[ip..l4]);
-                f[ip + 10..ip + 12].copy_from_slice(&sum.to_be_bytes());
-            }
-            f[l4 + 4..l4 + 6].copy_from_slice(&udp_len.to_be_bytes());
-            f[l4 + 6..l4 + 8].fill(0);
-            let sum = checksum::transport(src, dst, 17, &f[l4..]);
-            f[l4 + 6..l4 + 8].copy_from_slice(&sum.to_be_bytes());
-            f
-        })
-        .collect()
 }
 
 #[test]

@@ -1,9 +1,14 @@
 //! The guest driver's side of a split virtqueue, in a memory of our own: lays out the
-//! descriptor table and the rings, offers chains, collects what the device used. For the
+//! descriptor table and the rings, offers chains, collects what the device used, and cuts a
+//! frame given for segmentation as the guest's kernel would ([`cut_segmented`]). For the
 //! tests of [`super::virtq`], the fuzz target over it and the simulator's virtqueue path; not
 //! used by passt itself.
 
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
+
+use sans_io::wire::checksum;
+use sans_io::wire::offload::{finish_partial_checksum, partial_sum};
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
@@ -132,4 +137,92 @@ impl DriverQueue {
         self.used_seen = self.used_seen.wrapping_add(1);
         Some((id as u16, len))
     }
+}
+
+/// `virtio_net_hdr` segmentation types a guest may be given.
+const GSO_TCPV4: u8 = 1;
+const GSO_TCPV6: u8 = 4;
+const GSO_UDP_L4: u8 = 5;
+
+/// What a guest's kernel makes of a frame the device gave it for segmentation (`header`: the
+/// first ten bytes of its `virtio_net_hdr`): TCP segments (GSO_TCPV4/6) or datagrams
+/// (GSO_UDP_L4) of the header's size of payload but the last, each with its own lengths and
+/// its checksum finished (the identification as it was); TCP's sequence numbers follow on,
+/// PSH and FIN on the last only. The header's fields are checked against the frame: the
+/// checksum left to finish at the transport's, the headers' length. `None` for a frame not to
+/// be segmented.
+pub fn cut_segmented(header: &[u8], frame: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let gso = header[1] & 0x7f;
+    if gso == 0 {
+        return None;
+    }
+    let le = |at: usize| usize::from(u16::from_le_bytes([header[at], header[at + 1]]));
+    let ipv6 = frame[12..14] == [0x86, 0xdd];
+    let ip = 14;
+    let l4 = if ipv6 { ip + 40 } else { ip + 20 };
+    let (protocol, header_len, csum_offset) = match gso {
+        GSO_UDP_L4 => (17u8, l4 + 8, 6),
+        GSO_TCPV4 | GSO_TCPV6 => {
+            let family = if ipv6 { GSO_TCPV6 } else { GSO_TCPV4 };
+            assert_eq!(gso, family, "gso_type of the frame's family");
+            (6, l4 + usize::from(frame[l4 + 12] >> 4) * 4, 16)
+        }
+        other => panic!("gso_type {other}"),
+    };
+    assert_eq!(
+        header[0] & 1,
+        1,
+        "a segmented frame's checksum is left to finish"
+    );
+    assert_eq!(
+        (le(2), le(6), le(8)),
+        (header_len, l4, csum_offset),
+        "hdr_len, csum_start, csum_offset"
+    );
+    let size = le(4);
+    let payload = &frame[header_len..];
+    assert!(
+        payload.len() > size,
+        "{} bytes of payload to cut into {size}-byte pieces",
+        payload.len()
+    );
+    let (src, dst): (IpAddr, IpAddr) = if ipv6 {
+        let a = |at: usize| IpAddr::from(<[u8; 16]>::try_from(&frame[at..at + 16]).unwrap());
+        (a(ip + 8), a(ip + 24))
+    } else {
+        let a = |at: usize| IpAddr::from(<[u8; 4]>::try_from(&frame[at..at + 4]).unwrap());
+        (a(ip + 12), a(ip + 16))
+    };
+    let tcp_seq = (protocol == 6)
+        .then(|| u32::from_be_bytes(<[u8; 4]>::try_from(&frame[l4 + 4..l4 + 8]).unwrap()));
+    let pieces = payload.len().div_ceil(size);
+    let cut = payload.chunks(size).enumerate().map(|(i, chunk)| {
+        let mut f = frame[..header_len].to_vec();
+        f.extend_from_slice(chunk);
+        let l4_len = header_len - l4 + chunk.len();
+        if ipv6 {
+            f[ip + 4..ip + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+        } else {
+            f[ip + 2..ip + 4].copy_from_slice(&((20 + l4_len) as u16).to_be_bytes());
+            f[ip + 10..ip + 12].fill(0);
+            let sum = checksum::of(&f[ip..l4]);
+            f[ip + 10..ip + 12].copy_from_slice(&sum.to_be_bytes());
+        }
+        match tcp_seq {
+            Some(seq) => {
+                let seq = seq.wrapping_add((i * size) as u32);
+                f[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
+                if i + 1 < pieces {
+                    // PSH and FIN.
+                    f[l4 + 13] &= !0x09;
+                }
+            }
+            None => f[l4 + 4..l4 + 6].copy_from_slice(&(l4_len as u16).to_be_bytes()),
+        }
+        let sum = partial_sum(src, dst, protocol, l4_len);
+        f[l4 + csum_offset..l4 + csum_offset + 2].copy_from_slice(&sum.to_be_bytes());
+        finish_partial_checksum(&mut f);
+        f
+    });
+    Some(cut.collect())
 }
