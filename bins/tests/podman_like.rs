@@ -418,13 +418,14 @@ fn podman_rootless_attach_serve_and_quit_with_the_namespace() {
     let args = podman_args(&path).join(" ");
     // The holder: a user namespace with a mount namespace; a tmpfs for the namespace file; a
     // network namespace bound to it; pasta attached; then wait for the test's signal to
-    // remove the file as Podman does (lazy unmount, unlink).
+    // remove the file as Podman does (lazy unmount, unlink). The ready file appears whole (a
+    // rename): the test reads the pid as soon as it exists.
     let script = format!(
         "set -e; mkdir -p {nsdir}; mount -t tmpfs none {nsdir}; touch {path}; \
          trap 'trap \"\" TERM INT; umount -l {path} 2>/dev/null; rm -f {path}; touch {done}' EXIT; \
          trap 'exit 1' TERM INT; \
          unshare --net mount --bind /proc/self/ns/net {path}; \
-         {pasta} {args} 2>{errf}; echo $$ > {ready}; \
+         {pasta} {args} 2>{errf}; echo $$ > {ready}.tmp; mv {ready}.tmp {ready}; \
          i=0; while [ ! -e {go} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; \
          [ -e {go} ]",
         nsdir = nsdir.display(),
