@@ -189,8 +189,8 @@ fn data_both_ways_byte_exact() {
             .collect();
     assert_eq!(offsets, [0, 1460, 2920, 4380]);
     assert_eq!(h.io.sock(s).discarded, 0);
-    // Everything the socket holds is in flight: stop reading until the guest acknowledges.
-    assert!(!h.io.sock(s).interest.0);
+    // Everything the socket holds is in flight: still watched, for bytes no peek has seen.
+    assert!(h.io.sock(s).interest.0);
 
     let got = g.receive(&segs);
     assert_eq!(got, body);
@@ -214,11 +214,14 @@ fn an_acknowledged_answer_costs_no_peek_and_the_next_one_is_reported() {
         h.event(s, SockEvent::Readable);
         let segs = h.take();
         assert_eq!(g.receive(&segs), vec![round; 100]);
-        assert!(!h.io.sock(s).interest.0, "everything in flight");
+        assert!(
+            h.io.sock(s).interest.0,
+            "watched for the next answer meanwhile"
+        );
         let peeks = h.io.sock(s).peeks.len();
         g.ack_all(&mut h);
         assert_eq!(h.io.sock(s).peeks.len(), peeks, "no peek to hear EAGAIN");
-        assert!(h.io.sock(s).interest.0, "watched again for the next answer");
+        assert!(h.io.sock(s).interest.0, "watched for the next answer");
         assert!(h.io.sock(s).rx.is_empty());
     }
     assert_eq!(h.io.sock(s).written, b"requestrequestrequest");
@@ -238,8 +241,8 @@ fn partial_acks_discard_exactly_what_was_acknowledged() {
     g.ack_all(&mut h);
     assert_eq!(h.io.sock(s).discarded, 1460);
     // More data arrives while the rest is in flight; the guest acknowledges the rest. The
-    // socket had been peeked empty: no peek on that ACK, but the socket is watched again,
-    // and its readiness (level-triggered, as epoll reports it) brings the new data.
+    // socket had been peeked empty: no peek on that ACK; the socket is watched all along, and
+    // its readiness (the new bytes, which no peek has seen) brings the new data.
     h.io.sock(s).rx.extend_from_slice(&[2u8; 100]);
     g.receive(&segs[1..]);
     let peeks = h.io.sock(s).peeks.len();

@@ -21,6 +21,8 @@ pub struct App {
     pub read: bool,
     /// Read at most this many bytes per millisecond.
     pub read_rate: Option<usize>,
+    /// Write at most this many bytes per millisecond.
+    pub send_rate: Option<usize>,
     /// Close its sending direction (FIN) once done sending: after its data for a source, after
     /// the peer's end of stream otherwise.
     pub fin: bool,
@@ -39,6 +41,7 @@ impl App {
             echo: false,
             read: true,
             read_rate: None,
+            send_rate: None,
             fin: true,
             reset_after: None,
             reset_when_sent: false,
@@ -54,6 +57,14 @@ impl App {
         App {
             send: Some((p, len)),
             ..App::sink()
+        }
+    }
+
+    /// Sends `len` bytes of `p`, `bytes_per_ms` a millisecond, then FIN.
+    pub fn paced_source(p: Pattern, len: u64, bytes_per_ms: usize) -> App {
+        App {
+            send_rate: Some(bytes_per_ms),
+            ..App::source_pattern(p, len)
         }
     }
 
@@ -136,6 +147,7 @@ pub struct AppState {
     pub eof_at: Option<Instant>,
     pub fin_at: Option<Instant>,
     next_read: Instant,
+    next_send: Instant,
 }
 
 const CHUNK: usize = 16 * 1024;
@@ -153,6 +165,7 @@ impl AppState {
             eof_at: None,
             fin_at: None,
             next_read: Instant::ZERO,
+            next_send: Instant::ZERO,
         }
     }
 
@@ -170,15 +183,21 @@ impl AppState {
         self.sent >= self.send_len()
     }
 
-    /// When it next wants to run (a rate-limited reader), if it has a reason to.
+    /// When it next wants to run (a rate-limited reader, or writer), if it has a reason to.
     pub fn poll_at(&self, now: Instant, pending: bool) -> Option<Instant> {
-        (pending
+        let read = (pending
             && self.app.read
             && self.app.read_rate.is_some()
             && !self.aborted
             && !self.eof
             && self.next_read > now)
-            .then_some(self.next_read)
+            .then_some(self.next_read);
+        let send = (self.app.send_rate.is_some()
+            && !self.aborted
+            && !self.sent_all()
+            && self.next_send > now)
+            .then_some(self.next_send);
+        read.into_iter().chain(send).min()
     }
 
     /// Does what it can at `now`; returns whether anything happened.
@@ -242,10 +261,17 @@ impl AppState {
         // Sending.
         if let Some((pattern, len)) = self.app.send.filter(|_| !self.app.echo) {
             if (!self.app.send_after_eof || self.eof) && !self.fin_sent {
-                while self.sent < len {
+                let mut budget = match self.app.send_rate {
+                    Some(rate) if now >= self.next_send => rate,
+                    Some(_) => 0,
+                    None => usize::MAX,
+                };
+                let paced = budget != usize::MAX;
+                let before = self.sent;
+                while self.sent < len && budget > 0 {
                     let want = (len - self.sent)
                         .min(io.write_space() as u64)
-                        .min(CHUNK as u64) as usize;
+                        .min(budget.min(CHUNK) as u64) as usize;
                     if want == 0 {
                         break;
                     }
@@ -255,7 +281,11 @@ impl AppState {
                         break;
                     }
                     self.sent += n as u64;
+                    budget -= n;
                     progress = true;
+                }
+                if paced && self.sent > before {
+                    self.next_send = now + Duration::from_millis(1);
                 }
             }
         }

@@ -10,7 +10,8 @@
 //! window all the way back to the engine.
 //!
 //! Readiness follows epoll's level-triggered rules for the interest the engine set: readable
-//! while the receive queue holds data, writable while enough send space is free; connection
+//! while the receive queue holds data no peek has seen (bytes arrived after the last peek that
+//! came back short, as the OS shim keeps it), writable while enough send space is free; connection
 //! results, the peer's FIN and errors are reported once. Everything is ordered (BTreeMap, Vec)
 //! so that runs replay exactly. Misuse by the engine (unknown socket, discarding more than was
 //! received, sending after shutdown) is recorded in [`VirtualHost::violations`] for tests to
@@ -126,6 +127,9 @@ pub struct End {
     sndbuf: usize,
     rx: VecDeque<u8>,
     rcvbuf: usize,
+    /// Bytes arrived that no peek has seen the end of since: a peek that comes back short saw
+    /// everything `rx` holds (the OS shim's `Slot::unread`).
+    unread: bool,
     /// The peer's FIN arrived (after all its data).
     pub rx_fin: bool,
     /// FIN queued after our data.
@@ -148,6 +152,7 @@ impl End {
             sndbuf,
             rx: VecDeque::new(),
             rcvbuf,
+            unread: false,
             rx_fin: false,
             shut_wr: false,
             closed: false,
@@ -234,6 +239,7 @@ fn transfer(from: &mut End, to: &mut End, now: Instant) -> Moved {
         }
         let n = free.min(c.data.len() - c.off);
         to.rx.extend(&c.data[c.off..c.off + n]);
+        to.unread = true;
         c.off += n;
         from.snd_bytes -= n;
         if c.off == c.data.len() {
@@ -890,7 +896,7 @@ impl VirtualHost {
                 continue;
             }
             let (readable, writable) = c.interest;
-            if readable && !c.ours.rx.is_empty() {
+            if readable && c.ours.unread && !c.ours.rx.is_empty() {
                 out.push((s, SockEvent::Readable));
             }
             if readable && c.ours.rx_fin && !c.peer_closed_reported {
@@ -1065,6 +1071,10 @@ impl VirtualHost {
         }
         let rx = &c.ours.rx;
         let n = buf.len().min(rx.len().saturating_sub(offset));
+        if n < buf.len() {
+            c.ours.unread = false;
+        }
+        let rx = &c.ours.rx;
         let (a, b) = rx.as_slices();
         for (i, slot) in buf[..n].iter_mut().enumerate() {
             let at = offset + i;

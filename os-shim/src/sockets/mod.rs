@@ -11,10 +11,11 @@
 //! like any other); the one report they queue is for input that waited while the core's
 //! readable interest was off, as it turns it back on.
 //!
-//! Readiness is level-triggered as the core sees it: it turns readable interest off itself
-//! while everything the socket holds is in flight to the guest, or the guest's window is full,
-//! and expects what waits to be reported when it turns it back on. For a connected stream
-//! socket that would be two `epoll_ctl` calls a request and response, so stream sockets are
+//! Readiness is level-triggered as the core sees it, over what no peek has seen: bytes it
+//! peeked stay in the socket until the guest acknowledges them and don't make it readable,
+//! new ones do. It turns readable interest off itself while the guest's window is full, and
+//! expects what waits to be reported when it turns it back on. epoll can't say "bytes past the
+//! peek offset", and toggling interest would be `epoll_ctl` calls, so stream sockets are
 //! watched edge-triggered for everything from the start (the connect's completion included:
 //! no `epoll_ctl` a connection but the registration), whatever the core wants, and the shim
 //! keeps what level-triggering would say: an edge marks input unread until a peek comes back

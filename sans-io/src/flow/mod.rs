@@ -17,15 +17,17 @@
 //!   on a socket before it is connected.
 //! - Interest: a socket from `tcp_connect` once it reports `Connected` (the driver takes its
 //!   connect watch off), and one passed to `Batch::accept`, have both interests off; the core
-//!   calls [`StreamSockets::set_interest`] whenever what it wants changes.
-//!   Level-triggered readiness is expected and fine: the core turns readable interest off
-//!   while it can't use more data (guest window full, everything in the socket already in
-//!   flight) and writable interest off once served.
-//! - Report [`SockEvent::Readable`] when data may be there, and [`SockEvent::PeerClosed`] when
-//!   the receive side hit end of stream (`EPOLLRDHUP`/`EPOLLHUP`, or a read of 0) — only once
-//!   every byte before the end can be peeked. A `Readable` for end of stream alone, repeated
-//!   under level-triggering, would spin: report end of stream as `PeerClosed` (repeats of it
-//!   are harmless).
+//!   calls [`StreamSockets::set_interest`] whenever what it wants changes: readable interest
+//!   off while it can't use more data (guest window full), writable interest off once served.
+//! - Readiness is level-triggered over what no peek has seen: report [`SockEvent::Readable`]
+//!   while bytes may be there that arrived after the last peek that came back short (it saw
+//!   everything the socket held), not for bytes the core peeked and keeps in the socket
+//!   until the guest acknowledges them; the core peeks at the offset past those. (The OS shim
+//!   watches stream sockets edge-triggered and keeps that state; the simulator's host too.)
+//!   Report [`SockEvent::PeerClosed`] when the receive side hit end of stream
+//!   (`EPOLLRDHUP`/`EPOLLHUP`, or a read of 0) — only once every byte before the end can be
+//!   peeked. A `Readable` for end of stream alone, repeated, would spin: report end of stream
+//!   as `PeerClosed` (repeats of it are harmless).
 //! - Report [`SockEvent::Error`] (`EPOLLERR`, a reset, a failed connect) whatever the interest.
 //! - `peek(s, offset, buf)`: bytes from `offset` past the first not yet discarded
 //!   (`SO_PEEK_OFF` or equivalent); `n == 0` or `WouldBlock` when nothing is there, and

@@ -195,15 +195,15 @@ impl Flow {
     }
 
     /// The readiness the socket should report, (readable, writable), for what the flow can
-    /// use now.
+    /// use now. Input is wanted whenever the guest's window has room, also while what the
+    /// socket held is all in flight: a driver reports only input no peek has seen yet, and
+    /// waiting for the guest's next ACK to look again held host data back as long as the
+    /// guest delays its ACKs (tens of ms, a sender's round trip each time).
     pub(super) fn wanted_interest(&self) -> (bool, bool) {
         let established = self.phase == Phase::Established;
         let flight = self.data_in_flight();
         // Nothing more to read once the end of stream is seen.
-        let readable = established
-            && self.to_guest == ToGuestClose::Open
-            && flight < self.snd_wnd
-            && (flight == 0 || !self.exhausted);
+        let readable = established && self.to_guest == ToGuestClose::Open && flight < self.snd_wnd;
         let writable = established && (self.stash_len() > 0 || self.starved || self.want_wupdate);
         (readable, writable)
     }
@@ -293,10 +293,11 @@ pub(super) mod tests {
     fn readable_interest_follows_window_and_flight() {
         let mut f = flow();
         assert_eq!(f.wanted_interest(), (true, false));
-        // Everything the socket holds in flight: wait for the guest's ACK.
+        // Everything the socket held in flight, room in the window: what comes next is
+        // wanted now, not at the guest's next ACK.
         f.snd_nxt = SeqNum::from(101);
         f.exhausted = true;
-        assert_eq!(f.wanted_interest(), (false, false));
+        assert_eq!(f.wanted_interest(), (true, false));
         // Window full.
         f.exhausted = false;
         f.snd_nxt = SeqNum::from(1 + 10_000);

@@ -77,10 +77,11 @@
 //! `snd_una` and the same bytes are peeked again. After [`MAX_RETRIES`] unanswered timeouts
 //! both sides are reset.
 //!
-//! Readiness is level-triggered. Readable interest is off while the guest's window is full, and
-//! while everything the socket holds is already in flight (new data is then picked up at the
-//! next guest ACK), so that a socket holding only unacknowledged bytes doesn't wake the loop
-//! forever.
+//! Readiness is level-triggered over what no peek has seen (see `flow`'s driver contract): a
+//! socket holding only bytes in flight to the guest is not readable, and new bytes are reported
+//! as they arrive. Readable interest is off only while the guest's window is full: new host
+//! data goes to the guest as it comes, not at the guest's next ACK, which a guest delaying its
+//! ACKs would hold back by tens of milliseconds (and a remote sender's round trips with it).
 //!
 //! ## Closing
 //!

@@ -65,8 +65,7 @@ pub(super) fn on_ack(cx: &mut Cx<'_>, f: &mut Flow, seg: &Segment<'_>) -> Contro
         f.snd_wnd = wnd;
         // All we ever sent is acknowledged, and the last peek had found the socket empty: no
         // peek now (it would mostly hear EAGAIN, as after each answer of a request/response
-        // exchange). With nothing in flight the flow wants the socket readable again, and the
-        // interest set then, level-triggered, reports whatever came meanwhile.
+        // exchange). Whatever came since that peek is reported as readable.
         let drained = f.exhausted && f.snd_una == f.snd_max && f.to_guest == ToGuestClose::Open;
         if !drained {
             f.exhausted = false;
