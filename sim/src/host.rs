@@ -1069,9 +1069,9 @@ impl VirtualHost {
         if c.state == ConnState::Connecting {
             return Err(err(errno::ENOTCONN));
         }
-        let rx = &c.ours.rx;
-        let n = buf.len().min(rx.len().saturating_sub(offset));
+        let n = buf.len().min(c.ours.rx.len().saturating_sub(offset));
         if n < buf.len() {
+            // Short: it saw everything there.
             c.ours.unread = false;
         }
         let rx = &c.ours.rx;
