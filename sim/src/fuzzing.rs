@@ -457,6 +457,30 @@ pub fn wire(data: &[u8]) {
             assert!(run.frames >= 2 && run.frames <= gso::MAX_SEGMENTS);
         }
     }
+    // The bytes as a UDP run a device handed over whole, cut at a size the first bytes
+    // choose: every datagram cut out parses as the engine will take it.
+    let size = usize::from(u16::from_le_bytes([
+        data.first().copied().unwrap_or(0),
+        0x02,
+    ]));
+    let (mut out, mut lens) = (Vec::new(), Vec::new());
+    for size in [1, size, 1400] {
+        out.clear();
+        lens.clear();
+        if let Some(n) = gso::cut_udp_run(data, size, &mut out, &mut lens) {
+            assert!((1..=gso::MAX_CUT_SEGMENTS).contains(&n) && n == lens.len());
+            let mut at = 0;
+            for &len in &lens {
+                let eth = parse::ethernet(&out[at..at + len]).expect("Ethernet");
+                let l4 = match parse::ipv4(eth.payload) {
+                    Ok(ip) => ip.payload,
+                    Err(_) => parse::ipv6(eth.payload).expect("IP").payload,
+                };
+                assert!(parse::udp(l4).unwrap().payload.len() <= size);
+                at += len;
+            }
+        }
+    }
 }
 
 fn ipv4_udp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {

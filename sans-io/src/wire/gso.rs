@@ -1,4 +1,5 @@
-//! Runs of frames one write can carry: segmentation offload towards a device.
+//! Runs of frames one write can carry: segmentation offload towards a device; and cutting
+//! the UDP runs a device hands us whole into their datagrams ([`cut_udp_run`]).
 //!
 //! A device with a virtio-net header in front of each frame (pasta's tap, opened with
 //! `IFF_VNET_HDR`) takes one large frame and a segment size and cuts it into frames itself,
@@ -274,6 +275,98 @@ pub fn run_headers(
         start: l4 as u16,
         offset: field as u16,
     })
+}
+
+/// Datagrams a cut run may give at most: what the kernel's UDP segmentation makes of one
+/// send (`UDP_MAX_SEGMENTS`, 128 since Linux 5.8). A device that says it sent more is not one
+/// we know: its frame is no run to cut.
+pub const MAX_CUT_SEGMENTS: usize = 128;
+
+/// Cuts a UDP run a device handed us as one frame (the namespace's or a guest's UDP
+/// segmentation offload: `VIRTIO_NET_HDR_GSO_UDP_L4` with `segment_size`) into its
+/// datagrams, each as the device would have sent it had it cut the run itself
+/// (`__udp_gso_segment`): `segment_size` bytes of payload, the last maybe shorter; its own
+/// lengths; the IPv4 identification one more than the one before and the header checksum
+/// redone; the UDP checksum left as the pseudo-header sum, as every frame whose checksum the
+/// device leaves to us holds it (the engine never reads it; captures finish it). Appends each
+/// frame to `out` and its length to `lens`, and returns how many.
+///
+/// `None` when `frame` is no run we can cut: not IPv4 or IPv6 (without extension headers)
+/// UDP, a fragment, lengths that don't fit the frame, a zero segment size, or more than
+/// [`MAX_CUT_SEGMENTS`] datagrams. The frame claims to be a run, so it is not one datagram
+/// either: drop it.
+pub fn cut_udp_run(
+    frame: &[u8],
+    segment_size: usize,
+    out: &mut Vec<u8>,
+    lens: &mut Vec<usize>,
+) -> Option<usize> {
+    let ip = ETH_HEADER_LEN;
+    let h = frame.get(ip..)?;
+    let (l4, ip_end, ipv6) = match u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]) {
+        ethertype::IPV4 if h.len() >= IPV4_HEADER_LEN => {
+            let ihl = usize::from(h[0] & 0x0f) * 4;
+            let fragmented = u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0;
+            if h[0] >> 4 != 4 || ihl < IPV4_HEADER_LEN || h[9] != ip_proto::UDP || fragmented {
+                return None;
+            }
+            (
+                ip + ihl,
+                ip + usize::from(u16::from_be_bytes([h[2], h[3]])),
+                false,
+            )
+        }
+        ethertype::IPV6 if h.len() >= IPV6_HEADER_LEN => {
+            if h[0] >> 4 != 6 || h[6] != ip_proto::UDP {
+                return None;
+            }
+            let payload_len = usize::from(u16::from_be_bytes([h[4], h[5]]));
+            (
+                ip + IPV6_HEADER_LEN,
+                ip + IPV6_HEADER_LEN + payload_len,
+                true,
+            )
+        }
+        _ => return None,
+    };
+    let header_len = l4 + UDP_HEADER_LEN;
+    if segment_size == 0 || ip_end > frame.len() || ip_end < header_len {
+        return None;
+    }
+    // Past the IP packet's end is the link's padding.
+    let payload = &frame[header_len..ip_end];
+    let count = payload.len().div_ceil(segment_size).max(1);
+    if count > MAX_CUT_SEGMENTS {
+        return None;
+    }
+    let (src, dst, _) = addresses(frame)?;
+    let first_id = u16::from_be_bytes([frame[ip + 4], frame[ip + 5]]);
+    out.reserve(count * header_len + payload.len());
+    for i in 0..count {
+        let chunk = &payload
+            [(i * segment_size).min(payload.len())..((i + 1) * segment_size).min(payload.len())];
+        let start = out.len();
+        out.extend_from_slice(&frame[..header_len]);
+        out.extend_from_slice(chunk);
+        let f = &mut out[start..];
+        let udp_len = UDP_HEADER_LEN + chunk.len();
+        if ipv6 {
+            f[ip + 4..ip + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+        } else {
+            let total = (l4 - ip + udp_len) as u16;
+            f[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());
+            let id = first_id.wrapping_add(i as u16);
+            f[ip + 4..ip + 6].copy_from_slice(&id.to_be_bytes());
+            f[ip + 10..ip + 12].fill(0);
+            let sum = checksum::of(&f[ip..l4]);
+            f[ip + 10..ip + 12].copy_from_slice(&sum.to_be_bytes());
+        }
+        f[l4 + 4..l4 + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+        let sum = partial_sum(src, dst, ip_proto::UDP, udp_len);
+        f[l4 + 6..l4 + 8].copy_from_slice(&sum.to_be_bytes());
+        lens.push(header_len + chunk.len());
+    }
+    Some(count)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::wire::build::{udp_payload_offset, write_udp_frame, Route};
-use crate::wire::offload::{finish_partial_checksum, L4Checksum};
+use crate::wire::offload::{finish_partial_checksum, left_partial, L4Checksum};
 use crate::wire::tcp::{self as wtcp, Header};
 
 /// A datagram frame as the engine builds it, checksum complete.
@@ -353,6 +353,171 @@ proptest! {
         for r in runs {
             prop_assert!(r.frames >= 2 && r.frames <= MAX_SEGMENTS);
             prop_assert!(r.header_len - ETH_HEADER_LEN + r.payload_len <= MAX_IP_PACKET);
+        }
+    }
+}
+
+/// The one frame a device hands over for the UDP run `frames` (what [`run`] finds at their
+/// start): their headers with the whole's lengths and the pseudo-header sum, then every
+/// payload, then `padding` bytes of the link's. With the run.
+fn uso_frame(frames: &[Vec<u8>], padding: usize) -> (Vec<u8>, Run) {
+    let r = run(frames.iter().map(Vec::as_slice)).expect("a run");
+    assert_eq!(r.transport, Transport::Udp);
+    let mut headers = [0u8; MAX_HEADER_LEN];
+    run_headers(&frames[0], &frames[r.frames - 1], &r, &mut headers).unwrap();
+    let mut whole = headers[..r.header_len].to_vec();
+    for f in &frames[..r.frames] {
+        whole.extend_from_slice(&f[r.header_len..]);
+    }
+    whole.resize(whole.len() + padding, 0xee);
+    (whole, r)
+}
+
+/// `frames` as a device that cut their run would have sent them: IPv4 identifications one
+/// more each from the first's (header checksums redone), checksums complete.
+fn as_cut_by_the_device(frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let ip = ETH_HEADER_LEN;
+    frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let mut f = f.clone();
+            if u16::from_be_bytes([f[12], f[13]]) == ethertype::IPV4 {
+                let id = u16::from_be_bytes([frames[0][ip + 4], frames[0][ip + 5]])
+                    .wrapping_add(i as u16);
+                f[ip + 4..ip + 6].copy_from_slice(&id.to_be_bytes());
+                f[ip + 10..ip + 12].fill(0);
+                let sum = checksum::of(&f[ip..ip + IPV4_HEADER_LEN]);
+                f[ip + 10..ip + 12].copy_from_slice(&sum.to_be_bytes());
+            }
+            f
+        })
+        .collect()
+}
+
+/// What [`cut_udp_run`] makes of `whole`, checksums finished as a capture shows them.
+fn cut(whole: &[u8], segment_size: usize) -> Option<Vec<Vec<u8>>> {
+    let (mut out, mut lens) = (Vec::new(), Vec::new());
+    let count = cut_udp_run(whole, segment_size, &mut out, &mut lens)?;
+    assert_eq!(count, lens.len());
+    assert_eq!(lens.iter().sum::<usize>(), out.len());
+    let mut at = 0;
+    Some(
+        lens.iter()
+            .map(|&len| {
+                let mut f = out[at..at + len].to_vec();
+                at += len;
+                assert!(
+                    left_partial(&f),
+                    "the UDP checksum is left as the device leaves it"
+                );
+                finish_partial_checksum(&mut f);
+                f
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn a_run_handed_over_whole_is_cut_into_the_datagrams_it_was_made_of() {
+    for (src, dst) in [("192.0.2.1", "192.0.2.2"), ("2001:db8::1", "2001:db8::2")] {
+        let r = Route::between(src, dst);
+        let frames: Vec<Vec<u8>> = (0..40)
+            .map(|i| udp(&r, 443, &payload(if i == 39 { 5 } else { 1350 }, i)))
+            .collect();
+        // Ethernet pads nothing this long, but a link may add bytes past the IP packet.
+        for padding in [0, 6] {
+            let (whole, run) = uso_frame(&frames, padding);
+            assert_eq!(run.frames, 40);
+            assert_eq!(
+                cut(&whole, 1350),
+                Some(as_cut_by_the_device(&frames)),
+                "{src}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_run_of_one_datagram_or_of_empty_ones_is_cut_too() {
+    let r = Route::between("192.0.2.1", "192.0.2.2");
+    let one = udp(&r, 443, &payload(700, 1));
+    // A segment size at least the payload: the frame is its one datagram.
+    for size in [700, 1400] {
+        assert_eq!(cut(&one, size), Some(vec![one.clone()]));
+    }
+    let empty = udp(&r, 443, &[]);
+    assert_eq!(cut(&empty, 1400), Some(vec![empty.clone()]));
+}
+
+#[test]
+fn what_is_no_run_to_cut() {
+    let r4 = Route::between("192.0.2.1", "192.0.2.2");
+    let r6 = Route::between("2001:db8::1", "2001:db8::2");
+    let frames: Vec<Vec<u8>> = (0..4).map(|i| udp(&r4, 443, &payload(1000, i))).collect();
+    let (whole, _) = uso_frame(&frames, 0);
+    assert!(cut(&whole, 1000).is_some());
+    // No segment size.
+    assert_eq!(cut(&whole, 0), None);
+    // More datagrams than a kernel sends in one.
+    let big = udp(&r4, 443, &payload(MAX_CUT_SEGMENTS + 1, 0));
+    assert_eq!(cut(&big, 1), None);
+    assert!(cut(&big, 2).is_some());
+    // A fragment.
+    let mut fragment = whole.clone();
+    fragment[ETH_HEADER_LEN + 6] |= 0x20;
+    assert_eq!(cut(&fragment, 1000), None);
+    // Lengths past the frame's end, or short of the UDP header.
+    for total in [whole.len() - ETH_HEADER_LEN + 1, IPV4_HEADER_LEN + 7] {
+        let mut bad = whole.clone();
+        bad[ETH_HEADER_LEN + 2..ETH_HEADER_LEN + 4].copy_from_slice(&(total as u16).to_be_bytes());
+        assert_eq!(cut(&bad, 1000), None, "total length {total}");
+    }
+    // Not UDP, not IP, cut short.
+    let segment = tcp(&r6, 1, flags::ACK, &payload(3000, 0));
+    assert_eq!(cut(&segment, 1000), None);
+    let mut arp = whole.clone();
+    arp[12..14].copy_from_slice(&ethertype::ARP.to_be_bytes());
+    assert_eq!(cut(&arp, 1000), None);
+    for len in [0, 13, ETH_HEADER_LEN + IPV4_HEADER_LEN + 4] {
+        assert_eq!(cut(&whole[..len], 1000), None, "{len} bytes");
+    }
+}
+
+proptest! {
+    /// Whatever UDP run a device hands over whole, cut at its segment size it gives back the
+    /// datagrams it was made of; and no frame at all makes the cutting panic.
+    #[test]
+    fn cutting_a_run_gives_back_its_datagrams(
+        v6 in any::<bool>(),
+        size in 1..2000usize,
+        count in 2..=MAX_SEGMENTS,
+        last in 1..2000usize,
+        padding in 0..8usize,
+    ) {
+        let r = if v6 {
+            Route::between("2001:db8::1", "2001:db8::2")
+        } else {
+            Route::between("192.0.2.1", "192.0.2.2")
+        };
+        let header_len = udp_payload_offset(&r) - ETH_HEADER_LEN;
+        // Within one IP packet.
+        let count = count.min((MAX_IP_PACKET - header_len) / size);
+        prop_assume!(count >= 2);
+        let frames: Vec<Vec<u8>> = (0..count)
+            .map(|i| udp(&r, 443, &payload(if i + 1 == count { last.min(size) } else { size }, i)))
+            .collect();
+        let (whole, run) = uso_frame(&frames, padding);
+        prop_assert_eq!(run.frames, count);
+        prop_assert_eq!(cut(&whole, size), Some(as_cut_by_the_device(&frames)));
+    }
+
+    #[test]
+    fn cutting_never_panics(frame in proptest::collection::vec(any::<u8>(), 0..200), size in 0..300usize) {
+        let (mut out, mut lens) = (Vec::new(), Vec::new());
+        if let Some(n) = cut_udp_run(&frame, size, &mut out, &mut lens) {
+            prop_assert_eq!(n, lens.len());
+            prop_assert_eq!(lens.iter().sum::<usize>(), out.len());
         }
     }
 }
