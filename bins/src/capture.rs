@@ -151,6 +151,7 @@ impl GuestLink for CaptureLink<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datapath::ReadFrame;
     use std::collections::VecDeque;
     use std::fs::File;
     use std::os::fd::AsFd;
@@ -166,10 +167,10 @@ mod tests {
         fn fd(&self) -> BorrowedFd<'_> {
             self.fd.as_fd()
         }
-        fn read_frame(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        fn read_frame(&mut self, buf: &mut [u8]) -> io::Result<ReadFrame> {
             let f = self.rx.pop_front().ok_or(io::ErrorKind::WouldBlock)?;
             buf[..f.len()].copy_from_slice(&f);
-            Ok(f.len())
+            Ok(ReadFrame::whole(f.len()))
         }
         fn write_frame(&mut self, frame: &[u8]) -> io::Result<()> {
             self.tx.push(frame.to_vec());

@@ -40,7 +40,7 @@ impl GuestLink for TapLink {
         self.0.as_fd()
     }
 
-    fn read_frame(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+    fn read_frame(&mut self, buf: &mut [u8]) -> std::io::Result<datapath::ReadFrame> {
         self.0.read_frame(buf)
     }
 
@@ -71,7 +71,7 @@ impl TapLink {
         let s = self.0.stats();
         format!(
             "tap: {} frames written one by one, {} in {} segmented writes{}; {} TCP segments \
-             read whole from the namespace's segmentation offload",
+             read whole from the namespace's segmentation offload, {} UDP runs{}",
             s.frames,
             s.run_frames,
             s.runs,
@@ -80,7 +80,13 @@ impl TapLink {
             } else {
                 ""
             },
-            s.segments_in
+            s.segments_in,
+            s.udp_runs_in,
+            if s.uso_offered {
+                ""
+            } else {
+                " (the kernel takes no UDP segmentation from the namespace)"
+            }
         )
     }
 }
@@ -337,7 +343,13 @@ fn run_inner(cli: &Cli, config: Config, identity: Option<Identity>) -> Result<i3
         )
     };
     if let Some(summary) = link.summary() {
-        log::debug!("{summary}");
+        let cut = stats.cut;
+        log::debug!(
+            "{summary}; {} runs cut into {} datagrams, {} that could not be cut dropped",
+            cut.runs,
+            cut.datagrams,
+            cut.dropped
+        );
     }
     // The PID file stays: Podman reads it after we exit, to wait for that PID to be gone (the
     // C pasta leaves it too).

@@ -24,6 +24,13 @@ pub fn is_segmented(header: &[u8; HEADER_LEN]) -> bool {
     header[1] & 0x7f != 0
 }
 
+/// The payload size of the datagrams a frame read carries whole, if its header says it is a
+/// UDP run (`VIRTIO_NET_HDR_GSO_UDP_L4`: the namespace's UDP segmentation offload), for
+/// [`sans_io::wire::gso::cut_udp_run`]. The tap's header: the machine's byte order.
+pub fn udp_segment_size(header: &[u8; HEADER_LEN]) -> Option<u16> {
+    (header[1] & 0x7f == GSO_UDP_L4).then(|| u16::from_ne_bytes([header[4], header[5]]))
+}
+
 /// What the kernel is to do with a frame written to the tap.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct VnetHeader {

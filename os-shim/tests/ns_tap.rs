@@ -41,7 +41,7 @@ fn read_until(tap: &Tap, timeout: Duration, want: impl Fn(&[u8]) -> bool) -> Opt
     let deadline = Instant::now() + timeout;
     let mut buf = vec![0; 65536 + 14];
     while Instant::now() < deadline {
-        match tap.read_frame(&mut buf) {
+        match tap.read_frame(&mut buf).map(|f| f.len) {
             Ok(n) if want(&buf[..n]) => return Some(buf[..n].to_vec()),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -276,6 +276,127 @@ fn runs_of_datagrams_arrive_one_by_one() {
                 buf[..n] == payload(i, len)[..],
                 "{peer}: datagram {i}'s bytes"
             );
+        }
+    }
+}
+
+/// A socket in the namespace that sends with `UDP_SEGMENT` hands the tap one frame for the
+/// whole run (where the kernel takes our offer of UDP segmentation, Linux 6.2 and later),
+/// which cuts back into the datagrams sent, each its own size and bytes, both families.
+#[test]
+fn datagrams_sent_segmented_come_as_one_frame_to_cut() {
+    const TEST: &str = "datagrams_sent_segmented_come_as_one_frame_to_cut";
+    if !tun_usable() {
+        return;
+    }
+    let Some(sp) = spawn_or_skip(TEST, &["true"], false) else {
+        return;
+    };
+    let nspath = sp.ns.netns_path.to_str().unwrap().to_owned();
+    let config = test_config("pasta0");
+    let tap = Tap::open_in(&sp.ns.netns, &config.ns_ifname).unwrap();
+    configure(&sp.ns.netns, tap.ifindex(), &config, true).unwrap();
+    // The peers' addresses resolve to us without asking.
+    let mac = config.our_mac.to_string();
+    for peer in ["192.0.2.1", "2001:db8::1"] {
+        let args = [
+            "neigh",
+            "replace",
+            peer,
+            "lladdr",
+            &mac,
+            "dev",
+            "pasta0",
+            "nud",
+            "permanent",
+        ];
+        ip_in(&nspath, &args);
+    }
+    let (segment, count, last) = (1000usize, 20usize, 300usize);
+    let payload: Vec<u8> = (0..segment * (count - 1) + last)
+        .map(|k| (k * 13 / 7) as u8)
+        .collect();
+    for peer in ["192.0.2.1:4433", "[2001:db8::1]:4433"] {
+        let sent = os_shim::ns::in_netns(&sp.ns.netns, || {
+            let local = if peer.starts_with('[') {
+                "[::]:0"
+            } else {
+                "0.0.0.0:0"
+            };
+            let s = std::net::UdpSocket::bind(local).unwrap();
+            s.connect(peer).unwrap();
+            let size = segment as libc::c_int;
+            // SAFETY: UDP_SEGMENT (103) takes an int.
+            let rc = unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&s),
+                    libc::SOL_UDP,
+                    103,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(rc, 0, "UDP_SEGMENT: {}", io::Error::last_os_error());
+            s.send(&payload)
+        })
+        .unwrap();
+        assert_eq!(sent.unwrap(), payload.len(), "{peer}");
+        let to_peer = |f: &[u8]| {
+            let udp_at = if f.get(12..14) == Some(&[0x86, 0xdd]) {
+                14 + 40
+            } else {
+                14 + 20
+            };
+            f.len() > udp_at + 8 && f[udp_at + 2..udp_at + 4] == 4433u16.to_be_bytes()
+        };
+        let mut buf = vec![0; 65536 + 64];
+        let mut datagrams: Vec<Vec<u8>> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while datagrams.len() < count && Instant::now() < deadline {
+            let frame = match tap.read_frame(&mut buf) {
+                Ok(frame) => frame,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                Err(e) => panic!("read_frame: {e}"),
+            };
+            let bytes = &buf[..frame.len];
+            if !to_peer(bytes) {
+                continue;
+            }
+            match frame.udp_segment_size {
+                Some(size) => {
+                    assert_eq!(usize::from(size), segment, "{peer}: segment size");
+                    let (mut out, mut lens) = (Vec::new(), Vec::new());
+                    let n = sans_io::wire::gso::cut_udp_run(bytes, segment, &mut out, &mut lens)
+                        .unwrap_or_else(|| panic!("{peer}: a run that doesn't cut"));
+                    assert_eq!(n, count, "{peer}: one frame for the whole run");
+                    let mut at = 0;
+                    for len in lens {
+                        datagrams.push(out[at..at + len].to_vec());
+                        at += len;
+                    }
+                }
+                None => datagrams.push(bytes.to_vec()),
+            }
+        }
+        let stats = tap.stats();
+        if !stats.uso_offered {
+            eprintln!("{TEST}: this kernel takes no UDP segmentation from the tap");
+        } else {
+            assert!(stats.udp_runs_in > 0, "{peer}: {stats:?}");
+        }
+        assert_eq!(datagrams.len(), count, "{peer}: datagrams");
+        for (i, d) in datagrams.iter().enumerate() {
+            let eth = sans_io::wire::parse::ethernet(d).unwrap();
+            let l4 = match sans_io::wire::parse::ipv4(eth.payload) {
+                Ok(ip) => ip.payload,
+                Err(_) => sans_io::wire::parse::ipv6(eth.payload).unwrap().payload,
+            };
+            let udp = sans_io::wire::parse::udp(l4).unwrap();
+            let want = &payload[i * segment..((i + 1) * segment).min(payload.len())];
+            assert!(udp.payload == want, "{peer}: datagram {i}'s bytes");
         }
     }
 }

@@ -24,10 +24,15 @@ const IFF_VNET_HDR: libc::c_short = 0x4000;
 const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
 /// `TUNSETOFFLOAD`: `_IOW('T', 208, unsigned int)`.
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
-/// What the namespace may send us: checksums left unfinished (`TUN_F_CSUM`) and TCP segments
-/// of up to 64 KiB whatever its MTU (`TUN_F_TSO4`, `TUN_F_TSO6`), which the engine takes
-/// whole: a segment's size is not the link's business, and it never reads transport checksums.
-const OFFLOADS_TOWARDS_US: libc::c_ulong = 0x01 | 0x02 | 0x04;
+/// What the namespace may send us: checksums left unfinished (`TUN_F_CSUM`), TCP segments of
+/// up to 64 KiB whatever its MTU (`TUN_F_TSO4`, `TUN_F_TSO6`), which the engine takes whole
+/// (a segment's size is not the link's business, and it never reads transport checksums),
+/// and runs of UDP datagrams a socket sent with `UDP_SEGMENT` (`TUN_F_USO4`, `TUN_F_USO6`:
+/// Linux 6.2 and later), which the data path cuts apart: one read for up to 64 datagrams
+/// rather than one each, after the kernel cut them in software.
+const OFFLOADS_TOWARDS_US: libc::c_ulong = OFFLOADS_BEFORE_USO | 0x20 | 0x40;
+/// What a kernel without UDP segmentation for the tap takes (it refuses the whole set).
+const OFFLOADS_BEFORE_USO: libc::c_ulong = 0x01 | 0x02 | 0x04;
 const TUN_PATH: &str = "/dev/net/tun";
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +96,30 @@ pub struct Tap {
     stats: TapStats,
     /// Frames read that the namespace left for a device to segment (TSO).
     segments_in: Cell<u64>,
+    /// Frames read that were runs of UDP datagrams (USO), and whether the kernel took our
+    /// offer of those.
+    udp_runs_in: Cell<u64>,
+    uso: bool,
+}
+
+/// A frame [`Tap::read_frame`] read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadFrame {
+    pub len: usize,
+    /// The frame is a run of UDP datagrams of this payload size (the last maybe shorter)
+    /// that the namespace left for a device to cut apart: see
+    /// [`sans_io::wire::gso::cut_udp_run`].
+    pub udp_segment_size: Option<u16>,
+}
+
+impl ReadFrame {
+    /// A frame that is just itself.
+    pub fn whole(len: usize) -> ReadFrame {
+        ReadFrame {
+            len,
+            udp_segment_size: None,
+        }
+    }
 }
 
 impl Tap {
@@ -147,7 +176,11 @@ impl Tap {
         }
         // SAFETY: TUNSETOFFLOAD takes its flags by value. A kernel that refuses them sends
         // plain frames, which is what we take anyway.
-        if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD as _, OFFLOADS_TOWARDS_US) } < 0 {
+        let offload = |flags: libc::c_ulong| unsafe {
+            libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD as _, flags) == 0
+        };
+        let uso = offload(OFFLOADS_TOWARDS_US);
+        if !uso && !offload(OFFLOADS_BEFORE_USO) {
             log::info!(
                 "tap device {name}: no segmentation offload from the namespace ({})",
                 errno_text(last_errno())
@@ -174,6 +207,8 @@ impl Tap {
             refused: Vec::new(),
             stats: TapStats::default(),
             segments_in: Cell::new(0),
+            udp_runs_in: Cell::new(0),
+            uso,
         })
     }
 
@@ -191,25 +226,34 @@ impl Tap {
     pub fn stats(&self) -> TapStats {
         TapStats {
             segments_in: self.segments_in.get(),
+            udp_runs_in: self.udp_runs_in.get(),
+            uso_offered: self.uso,
             ..self.stats
         }
     }
 
-    /// Reads one frame into `buf` (make it at least MTU + 14 bytes: a longer frame is
-    /// truncated). `WouldBlock` when none is waiting.
-    pub fn read_frame(&self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Reads one frame into `buf` (make it at least 64 KiB + 14 bytes, what a segmented frame
+    /// may hold: a longer frame is truncated). `WouldBlock` when none is waiting.
+    pub fn read_frame(&self, buf: &mut [u8]) -> io::Result<ReadFrame> {
         let mut hdr = [0u8; vnet::HEADER_LEN];
         let iov = [iovec_mut(&mut hdr), iovec_mut(buf)];
         loop {
             // SAFETY: reads into our buffers, which the iovecs describe.
             let n = unsafe { libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
             if n >= 0 {
-                // All the header says that we note is whether the frame is a TSO segment
-                // (the engine takes its payload whole and never reads checksums).
-                if vnet::is_segmented(&hdr) {
+                // All the header says that we use is whether the frame is a run of datagrams
+                // to cut, and that we note, whether it is a TSO segment (the engine takes its
+                // payload whole and never reads checksums).
+                let udp_segment_size = vnet::udp_segment_size(&hdr);
+                if udp_segment_size.is_some() {
+                    self.udp_runs_in.set(self.udp_runs_in.get() + 1);
+                } else if vnet::is_segmented(&hdr) {
                     self.segments_in.set(self.segments_in.get() + 1);
                 }
-                return Ok((n as usize).saturating_sub(vnet::HEADER_LEN));
+                return Ok(ReadFrame {
+                    len: (n as usize).saturating_sub(vnet::HEADER_LEN),
+                    udp_segment_size,
+                });
             }
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {

@@ -26,6 +26,10 @@ pub struct TapStats {
     pub runs_refused: bool,
     /// TCP segments read larger than the namespace's MTU (its TSO left them to us whole).
     pub segments_in: u64,
+    /// Runs of UDP datagrams read as one frame (its USO), and whether the kernel took the
+    /// offer of them (Linux 6.2 and later).
+    pub udp_runs_in: u64,
+    pub uso_offered: bool,
 }
 
 impl Tap {
