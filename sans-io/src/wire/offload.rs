@@ -136,10 +136,10 @@ fn checksum_field(frame: &[u8]) -> Option<(ChecksumAt, u8)> {
 /// Finishes a partial checksum in place, as the device would: for captures of what the guest
 /// received. Frames without one are left alone.
 pub fn finish_partial_checksum(frame: &mut [u8]) {
-    let Some(at) = partial_checksum_at(frame) else {
+    let Some((at, protocol)) = checksum_field(frame) else {
         return;
     };
-    finish_at(frame, at);
+    finish_at(frame, at, protocol);
 }
 
 /// Whether a TCP or UDP frame from the guest holds only the pseudo-header sum (what the
@@ -189,11 +189,16 @@ fn ip_end(frame: &[u8]) -> usize {
 }
 
 /// Completes the checksum at `at`, whose field holds the pseudo-header sum.
-fn finish_at(frame: &mut [u8], at: ChecksumAt) {
+fn finish_at(frame: &mut [u8], at: ChecksumAt, protocol: u8) {
     let start = usize::from(at.start);
     let field = start + usize::from(at.offset);
     let end = ip_end(frame).max(field + 2);
-    let sum = checksum::finish(checksum::add(0, &frame[start..end]));
+    let mut sum = checksum::finish(checksum::add(0, &frame[start..end]));
+    if sum == 0 && protocol == ip_proto::UDP {
+        // Zero means "no checksum" in UDP: a computed zero goes as all ones (RFC 768), as
+        // the device sends it.
+        sum = 0xffff;
+    }
     frame[field..field + 2].copy_from_slice(&sum.to_be_bytes());
 }
 

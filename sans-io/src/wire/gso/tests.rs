@@ -521,3 +521,17 @@ proptest! {
         }
     }
 }
+/// The sixth of these datagrams sums to zero: its checksum goes as all ones (RFC 768), as
+/// the engine and the kernel write it, not as zero ("no checksum"), when a capture finishes
+/// the partial one the cutting leaves.
+#[test]
+fn a_datagram_whose_checksum_sums_to_zero_is_finished_as_all_ones() {
+    let r = Route::between("192.0.2.1", "192.0.2.2");
+    let frames: Vec<Vec<u8>> = (0..7)
+        .map(|i| udp(&r, 443, &payload(if i == 6 { 1 } else { 1477 }, i)))
+        .collect();
+    let l4 = ETH_HEADER_LEN + IPV4_HEADER_LEN;
+    assert_eq!(frames[5][l4 + 6..l4 + 8], [0xff, 0xff]);
+    let (whole, _) = uso_frame(&frames, 0);
+    assert_eq!(cut(&whole, 1477), Some(as_cut_by_the_device(&frames)));
+}
