@@ -341,6 +341,18 @@ pub fn cut_udp_run(
     }
     let (src, dst, _) = addresses(frame)?;
     let first_id = u16::from_be_bytes([frame[ip + 4], frame[ip + 5]]);
+    // What every datagram's checksums share, summed once: the pseudo-header but its length,
+    // the IPv4 header but its length, identification and checksum (the sum is linear: each
+    // datagram adds its own fields).
+    let pseudo = checksum::pseudo_header(src, dst, ip_proto::UDP, 0);
+    let mut ip_header = [0u8; 60];
+    let ip_header = &mut ip_header[..l4 - ip];
+    ip_header.copy_from_slice(&frame[ip..l4]);
+    if !ipv6 {
+        ip_header[2..6].fill(0);
+        ip_header[10..12].fill(0);
+    }
+    let ip_base = checksum::add(0, ip_header);
     out.reserve(count * header_len + payload.len());
     for i in 0..count {
         let chunk = &payload
@@ -357,12 +369,12 @@ pub fn cut_udp_run(
             f[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());
             let id = first_id.wrapping_add(i as u16);
             f[ip + 4..ip + 6].copy_from_slice(&id.to_be_bytes());
-            f[ip + 10..ip + 12].fill(0);
-            let sum = checksum::of(&f[ip..l4]);
+            let sum = checksum::finish(ip_base + u64::from(total) + u64::from(id));
             f[ip + 10..ip + 12].copy_from_slice(&sum.to_be_bytes());
         }
         f[l4 + 4..l4 + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
-        let sum = partial_sum(src, dst, ip_proto::UDP, udp_len);
+        // As `partial_sum` has it: the folded pseudo-header sum, not complemented.
+        let sum = !checksum::finish(pseudo + udp_len as u64);
         f[l4 + 6..l4 + 8].copy_from_slice(&sum.to_be_bytes());
         lens.push(header_len + chunk.len());
     }
