@@ -291,8 +291,8 @@ pub const MAX_CUT_SEGMENTS: usize = 128;
 /// device leaves to us holds it (the engine never reads it; captures finish it). Appends each
 /// frame to `out` and its length to `lens`, and returns how many.
 ///
-/// `None` when `frame` is no run we can cut: not IPv4 or IPv6 (without extension headers)
-/// UDP, a fragment, lengths that don't fit the frame, a zero segment size, or more than
+/// `None` when `frame` is no run we can cut: not IPv4 or IPv6 UDP (options and extension
+/// headers go with every datagram), a fragment, lengths that don't fit the frame, a zero segment size, or more than
 /// [`MAX_CUT_SEGMENTS`] datagrams. The frame claims to be a run, so it is not one datagram
 /// either: drop it.
 pub fn cut_udp_run(
@@ -316,16 +316,15 @@ pub fn cut_udp_run(
                 false,
             )
         }
-        ethertype::IPV6 if h.len() >= IPV6_HEADER_LEN => {
-            if h[0] >> 4 != 6 || h[6] != ip_proto::UDP {
+        ethertype::IPV6 => {
+            // Extension headers (an application's options, say) go with every datagram.
+            let v6 = super::parse::ipv6(h).ok()?;
+            if v6.next_header != ip_proto::UDP || v6.fragmented {
                 return None;
             }
+            let l4 = ip + (v6.payload.as_ptr() as usize - h.as_ptr() as usize);
             let payload_len = usize::from(u16::from_be_bytes([h[4], h[5]]));
-            (
-                ip + IPV6_HEADER_LEN,
-                ip + IPV6_HEADER_LEN + payload_len,
-                true,
-            )
+            (l4, ip + IPV6_HEADER_LEN + payload_len, true)
         }
         _ => return None,
     };
@@ -345,14 +344,16 @@ pub fn cut_udp_run(
     // the IPv4 header but its length, identification and checksum (the sum is linear: each
     // datagram adds its own fields).
     let pseudo = checksum::pseudo_header(src, dst, ip_proto::UDP, 0);
-    let mut ip_header = [0u8; 60];
-    let ip_header = &mut ip_header[..l4 - ip];
-    ip_header.copy_from_slice(&frame[ip..l4]);
-    if !ipv6 {
-        ip_header[2..6].fill(0);
-        ip_header[10..12].fill(0);
-    }
-    let ip_base = checksum::add(0, ip_header);
+    let ip_base = if ipv6 {
+        0
+    } else {
+        let mut header = [0u8; 60];
+        let header = &mut header[..l4 - ip];
+        header.copy_from_slice(&frame[ip..l4]);
+        header[2..6].fill(0);
+        header[10..12].fill(0);
+        checksum::add(0, header)
+    };
     out.reserve(count * header_len + payload.len());
     for i in 0..count {
         let chunk = &payload
@@ -363,7 +364,8 @@ pub fn cut_udp_run(
         let f = &mut out[start..];
         let udp_len = UDP_HEADER_LEN + chunk.len();
         if ipv6 {
-            f[ip + 4..ip + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+            let payload_len = (l4 - ip - IPV6_HEADER_LEN + udp_len) as u16;
+            f[ip + 4..ip + 6].copy_from_slice(&payload_len.to_be_bytes());
         } else {
             let total = (l4 - ip + udp_len) as u16;
             f[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());

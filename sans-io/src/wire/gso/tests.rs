@@ -535,3 +535,35 @@ fn a_datagram_whose_checksum_sums_to_zero_is_finished_as_all_ones() {
     let (whole, _) = uso_frame(&frames, 0);
     assert_eq!(cut(&whole, 1477), Some(as_cut_by_the_device(&frames)));
 }
+
+/// IPv6 extension headers (a destination options header here) go with every datagram cut
+/// out, and the lengths count them.
+#[test]
+fn an_ipv6_run_with_extension_headers_is_cut_with_them() {
+    let r = Route::between("2001:db8::1", "2001:db8::2");
+    let frames: Vec<Vec<u8>> = (0..5)
+        .map(|i| udp(&r, 443, &payload(if i == 4 { 100 } else { 1200 }, i)))
+        .collect();
+    let (mut whole, _) = uso_frame(&frames, 0);
+    let ip = ETH_HEADER_LEN;
+    // Destination options, 8 bytes: next header UDP, a PadN option filling the rest.
+    let options = [ip_proto::UDP, 0, 1, 4, 0, 0, 0, 0];
+    whole.splice(ip + 40..ip + 40, options);
+    whole[ip + 6] = 60;
+    let len = u16::from_be_bytes([whole[ip + 4], whole[ip + 5]]) + 8;
+    whole[ip + 4..ip + 6].copy_from_slice(&len.to_be_bytes());
+    let (mut out, mut lens) = (Vec::new(), Vec::new());
+    assert_eq!(cut_udp_run(&whole, 1200, &mut out, &mut lens), Some(5));
+    let mut at = 0;
+    for (i, len) in lens.into_iter().enumerate() {
+        let f = &out[at..at + len];
+        at += len;
+        assert_eq!(f[ip + 40..ip + 48], options, "datagram {i}");
+        let v6 = crate::wire::parse::ipv6(&f[ip..]).unwrap();
+        assert_eq!(v6.next_header, ip_proto::UDP);
+        let datagram = crate::wire::parse::udp(v6.payload).unwrap();
+        let want = udp_payload_offset(&r);
+        assert_eq!(datagram.payload, &frames[i][want..], "datagram {i}");
+        assert_eq!(f.len(), ip + 40 + 8 + 8 + datagram.payload.len());
+    }
+}
