@@ -21,7 +21,6 @@ pub use os_shim::tap::ReadFrame;
 use os_shim::tokens::{TOKEN_LINK, TOKEN_SIGNAL, TOKEN_TIMER, TOKEN_WATCH_BASE};
 use sans_io::engine::{Batch, Engine};
 use sans_io::wire::external::{GuestFrame, NoExternal};
-use sans_io::wire::gso::cut_udp_run;
 use sans_io::wire::lent::PayloadLender;
 use sans_io::wire::offload::L4Checksum;
 use sans_io::wire::FrameQueue;
@@ -29,6 +28,7 @@ use sans_io::wire::FrameQueue;
 use crate::autofwd::AutoForward;
 use crate::control::ControlServer;
 use crate::drop_log::{self, DropLog};
+pub use crate::frame_pool::{CutCounts, FramePool};
 use crate::shutdown::StopSignals;
 
 /// Frames read from the guest per wake-up before the answers are flushed: enough to batch,
@@ -45,102 +45,6 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// What a guest link hands the frames of a read to, all at once, with what answers for the
 /// payload a link left in the guest's memory (vhost-user; see `sans_io::wire::external`).
 pub use os_shim::vhost_user::OnFrames;
-
-/// Buffers for the frames of one read from a link that reads one frame per system call,
-/// allocated once: slot `i` holds frame `i` as read. A frame that was a run of UDP datagrams
-/// (the namespace's segmentation offload, [`ReadFrame::udp_segment_size`]) is cut into its
-/// datagrams, which the engine gets in its place, from a buffer that grows to the largest
-/// read's and stays.
-pub struct FramePool {
-    buf: Vec<u8>,
-    slots: usize,
-    /// The frames of the current read, in order.
-    read: Vec<PoolFrame>,
-    /// Datagrams cut out of runs, back to back, and their lengths as the cutting gives them.
-    cut: Vec<u8>,
-    cut_lens: Vec<usize>,
-    counts: CutCounts,
-}
-
-/// Where one frame of a read lies.
-#[derive(Debug, Clone, Copy)]
-enum PoolFrame {
-    Slot { index: usize, len: usize },
-    Cut { at: usize, len: usize },
-}
-
-/// What the pool made of runs of datagrams, since it was last asked.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct CutCounts {
-    pub runs: u64,
-    pub datagrams: u64,
-    /// Frames that said they were runs but that we could not cut: dropped.
-    pub dropped: u64,
-}
-
-impl FramePool {
-    /// `slots` frames of up to [`MAX_FRAME`] bytes.
-    pub fn new(slots: usize) -> FramePool {
-        FramePool {
-            buf: vec![0; slots * MAX_FRAME],
-            slots,
-            read: Vec::with_capacity(slots),
-            cut: Vec::new(),
-            cut_lens: Vec::new(),
-            counts: CutCounts::default(),
-        }
-    }
-
-    pub fn slots(&self) -> usize {
-        self.slots
-    }
-
-    /// Slot `i`'s buffer, to read frame `i` into.
-    pub fn slot(&mut self, i: usize) -> &mut [u8] {
-        &mut self.buf[i * MAX_FRAME..(i + 1) * MAX_FRAME]
-    }
-
-    /// Forgets the frames of the last read.
-    fn begin(&mut self) {
-        self.read.clear();
-        self.cut.clear();
-    }
-
-    /// Takes what was read into slot `index` as the read's next frame, or next datagrams.
-    fn took(&mut self, index: usize, frame: ReadFrame) {
-        let len = frame.len.min(MAX_FRAME);
-        let Some(size) = frame.udp_segment_size else {
-            self.read.push(PoolFrame::Slot { index, len });
-            return;
-        };
-        let bytes = &self.buf[index * MAX_FRAME..index * MAX_FRAME + len];
-        let mut at = self.cut.len();
-        self.cut_lens.clear();
-        if cut_udp_run(bytes, usize::from(size), &mut self.cut, &mut self.cut_lens).is_none() {
-            self.counts.dropped += 1;
-            return;
-        }
-        self.counts.runs += 1;
-        self.counts.datagrams += self.cut_lens.len() as u64;
-        for &len in &self.cut_lens {
-            self.read.push(PoolFrame::Cut { at, len });
-            at += len;
-        }
-    }
-
-    /// The frames of the current read.
-    fn frames(&self) -> impl Iterator<Item = &[u8]> {
-        self.read.iter().map(|f| match *f {
-            PoolFrame::Slot { index, len } => &self.buf[index * MAX_FRAME..][..len],
-            PoolFrame::Cut { at, len } => &self.cut[at..at + len],
-        })
-    }
-
-    /// What it cut since it was last asked.
-    pub fn take_counts(&mut self) -> CutCounts {
-        std::mem::take(&mut self.counts)
-    }
-}
 
 /// Where guest frames come from and go to. Implement either the one-frame methods (a tap
 /// device: one frame per system call) or the batch ones (passt's qemu socket: many frames per
@@ -201,7 +105,7 @@ pub trait GuestLink {
                 }
             }
         }
-        if !pool.read.is_empty() {
+        if !pool.is_empty() {
             on_frames(&mut pool.frames().map(GuestFrame::whole), &NoExternal);
         }
         match failed {
@@ -500,106 +404,4 @@ fn flush(link: &mut dyn GuestLink, out: &mut FrameQueue, stats: &mut LinkStats) 
     stats.frames_out += (out.len() - dropped) as u64;
     stats.frames_dropped += dropped as u64;
     out.clear();
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::VecDeque;
-    use std::fs::File;
-    use std::os::fd::AsFd;
-
-    use sans_io::wire::{checksum, parse};
-
-    use super::*;
-
-    /// A link that reads the frames it was given, each with what its header said.
-    struct Frames {
-        fd: File,
-        rx: VecDeque<(Vec<u8>, Option<u16>)>,
-    }
-
-    impl GuestLink for Frames {
-        fn fd(&self) -> BorrowedFd<'_> {
-            self.fd.as_fd()
-        }
-
-        fn read_frame(&mut self, buf: &mut [u8]) -> io::Result<ReadFrame> {
-            let (f, udp_segment_size) = self.rx.pop_front().ok_or(io::ErrorKind::WouldBlock)?;
-            buf[..f.len()].copy_from_slice(&f);
-            Ok(ReadFrame {
-                len: f.len(),
-                udp_segment_size,
-            })
-        }
-    }
-
-    /// An IPv4 frame with `protocol` and a UDP-like header of `payload`'s length before it.
-    fn frame(protocol: u8, payload: &[u8]) -> Vec<u8> {
-        let mut f = vec![0u8; 14 + 20 + 8];
-        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-        let ip = &mut f[14..34];
-        ip[0] = 0x45;
-        ip[2..4].copy_from_slice(&((28 + payload.len()) as u16).to_be_bytes());
-        ip[4..6].copy_from_slice(&7u16.to_be_bytes());
-        ip[8] = 64;
-        ip[9] = protocol;
-        ip[12..16].copy_from_slice(&[192, 0, 2, 2]);
-        ip[16..20].copy_from_slice(&[192, 0, 2, 1]);
-        let sum = checksum::of(ip);
-        ip[10..12].copy_from_slice(&sum.to_be_bytes());
-        f[34..36].copy_from_slice(&4433u16.to_be_bytes());
-        f[36..38].copy_from_slice(&443u16.to_be_bytes());
-        f[38..40].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-        f.extend_from_slice(payload);
-        f
-    }
-
-    #[test]
-    fn runs_of_datagrams_read_whole_reach_the_engine_datagram_by_datagram() {
-        let payload: Vec<u8> = (0..340u32).map(|i| i as u8).collect();
-        let plain = frame(17, b"alone");
-        let mut link = Frames {
-            fd: File::open("/dev/null").unwrap(),
-            rx: VecDeque::from([
-                (plain.clone(), None),
-                (frame(17, &payload), Some(100)),
-                // A TCP segment can't be a run of datagrams: dropped, counted.
-                (frame(6, &payload), Some(100)),
-                (plain.clone(), None),
-            ]),
-        };
-        let mut pool = FramePool::new(8);
-        let mut got = Vec::new();
-        link.read_frames(&mut pool, 8, &mut |frames, _| {
-            got.extend(frames.map(|f| f.head.to_vec()));
-        })
-        .unwrap();
-        assert_eq!(got.len(), 6, "the plain frames and four datagrams");
-        assert_eq!(got[0], plain);
-        assert_eq!(got[5], plain);
-        for (i, f) in got[1..5].iter().enumerate() {
-            let eth = parse::ethernet(f).unwrap();
-            let ip = parse::ipv4(eth.payload).unwrap();
-            let udp = parse::udp(ip.payload).unwrap();
-            assert_eq!((udp.src_port, udp.dst_port), (4433, 443));
-            assert_eq!(udp.payload, &payload[i * 100..((i + 1) * 100).min(340)]);
-        }
-        assert_eq!(
-            pool.take_counts(),
-            CutCounts {
-                runs: 1,
-                datagrams: 4,
-                dropped: 1
-            }
-        );
-        // The next read starts afresh.
-        link.rx.push_back((plain.clone(), None));
-        let mut again = Vec::new();
-        link.read_frames(&mut pool, 8, &mut |frames, _| {
-            again.extend(frames.map(|f| f.head.to_vec()));
-        })
-        .unwrap();
-        assert_eq!(again, vec![plain]);
-        assert_eq!(pool.take_counts(), CutCounts::default());
-    }
 }

@@ -9,6 +9,7 @@ pub mod control;
 pub mod datapath;
 pub mod drop_log;
 pub mod forwards;
+pub mod frame_pool;
 pub mod passt;
 pub mod pasta;
 pub mod pesto;
