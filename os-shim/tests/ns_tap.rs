@@ -7,8 +7,10 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use ns_common::{ip_in, require, spawn_or_skip, test_config, Need, BAD_ROUTE, NS_MAC};
+use os_shim::ns::Spawned;
 use os_shim::nsconf::configure;
-use os_shim::tap::{Tap, TapError};
+use os_shim::tap::{ReadFrame, Tap, TapError};
+use sans_io::config::Config;
 use sans_io::wire::build::{udp_frame, Route};
 use sans_io::wire::offload::L4Checksum;
 use sans_io::wire::{FrameQueue, MacAddr};
@@ -36,14 +38,11 @@ fn arp_request(our_mac: MacAddr, sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
     f
 }
 
-/// Reads frames for at most `timeout` until one satisfies `want`.
-fn read_until(tap: &Tap, timeout: Duration, want: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
-    let deadline = Instant::now() + timeout;
-    let mut buf = vec![0; 65536 + 14];
+/// The next frame the tap has, into `buf`, waiting for one until `deadline`.
+fn next_frame(tap: &Tap, buf: &mut [u8], deadline: Instant) -> Option<ReadFrame> {
     while Instant::now() < deadline {
-        match tap.read_frame(&mut buf).map(|f| f.len) {
-            Ok(n) if want(&buf[..n]) => return Some(buf[..n].to_vec()),
-            Ok(_) => {}
+        match tap.read_frame(buf) {
+            Ok(frame) => return Some(frame),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(5))
             }
@@ -51,6 +50,31 @@ fn read_until(tap: &Tap, timeout: Duration, want: impl Fn(&[u8]) -> bool) -> Opt
         }
     }
     None
+}
+
+/// Reads frames for at most `timeout` until one satisfies `want`.
+fn read_until(tap: &Tap, timeout: Duration, want: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + timeout;
+    let mut buf = vec![0; 65536 + 14];
+    while let Some(frame) = next_frame(tap, &mut buf, deadline) {
+        if want(&buf[..frame.len]) {
+            return Some(buf[..frame.len].to_vec());
+        }
+    }
+    None
+}
+
+/// A namespace for `test` with the tap in it, configured as `--config-net` does (`None`
+/// where the test can't run here).
+fn configured_tap(test: &str) -> Option<(Spawned, Tap, Config)> {
+    if !tun_usable() {
+        return None;
+    }
+    let sp = spawn_or_skip(test, &["true"], false)?;
+    let config = test_config("pasta0");
+    let tap = Tap::open_in(&sp.ns.netns, &config.ns_ifname).unwrap();
+    configure(&sp.ns.netns, tap.ifindex(), &config, true).unwrap();
+    Some((sp, tap, config))
 }
 
 #[test]
@@ -209,15 +233,9 @@ fn tap_errors_name_the_device() {
 #[test]
 fn runs_of_datagrams_arrive_one_by_one() {
     const TEST: &str = "runs_of_datagrams_arrive_one_by_one";
-    if !tun_usable() {
-        return;
-    }
-    let Some(sp) = spawn_or_skip(TEST, &["true"], false) else {
+    let Some((sp, mut tap, config)) = configured_tap(TEST) else {
         return;
     };
-    let config = test_config("pasta0");
-    let mut tap = Tap::open_in(&sp.ns.netns, &config.ns_ifname).unwrap();
-    configure(&sp.ns.netns, tap.ifindex(), &config, true).unwrap();
     let sockets = os_shim::ns::in_netns(&sp.ns.netns, || {
         ["192.0.2.10:5000", "[2001:db8::10]:5000"].map(|a| {
             let s = std::net::UdpSocket::bind(a).unwrap();
@@ -286,16 +304,10 @@ fn runs_of_datagrams_arrive_one_by_one() {
 #[test]
 fn datagrams_sent_segmented_come_as_one_frame_to_cut() {
     const TEST: &str = "datagrams_sent_segmented_come_as_one_frame_to_cut";
-    if !tun_usable() {
-        return;
-    }
-    let Some(sp) = spawn_or_skip(TEST, &["true"], false) else {
+    let Some((sp, tap, config)) = configured_tap(TEST) else {
         return;
     };
     let nspath = sp.ns.netns_path.to_str().unwrap().to_owned();
-    let config = test_config("pasta0");
-    let tap = Tap::open_in(&sp.ns.netns, &config.ns_ifname).unwrap();
-    configure(&sp.ns.netns, tap.ifindex(), &config, true).unwrap();
     // The peers' addresses resolve to us without asking.
     let mac = config.our_mac.to_string();
     for peer in ["192.0.2.1", "2001:db8::1"] {
@@ -352,14 +364,9 @@ fn datagrams_sent_segmented_come_as_one_frame_to_cut() {
         let mut buf = vec![0; 65536 + 64];
         let mut datagrams: Vec<Vec<u8>> = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(5);
-        while datagrams.len() < count && Instant::now() < deadline {
-            let frame = match tap.read_frame(&mut buf) {
-                Ok(frame) => frame,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                }
-                Err(e) => panic!("read_frame: {e}"),
+        while datagrams.len() < count {
+            let Some(frame) = next_frame(&tap, &mut buf, deadline) else {
+                break;
             };
             let bytes = &buf[..frame.len];
             if !to_peer(bytes) {
