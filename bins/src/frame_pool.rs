@@ -3,40 +3,28 @@
 //! handed over whole (the namespace's segmentation offload), the datagrams cut out of it, for
 //! the engine to take in its place.
 
-use sans_io::wire::gso::cut_udp_run;
+pub use os_shim::run_cutter::CutCounts;
+use os_shim::run_cutter::RunCutter;
 
 use crate::datapath::{ReadFrame, MAX_FRAME};
 
 /// Buffers for the frames of one read from a link that reads one frame per system call,
 /// allocated once: slot `i` holds frame `i` as read. A frame that was a run of UDP datagrams
 /// (the namespace's segmentation offload, [`ReadFrame::udp_segment_size`]) is cut into its
-/// datagrams, which the engine gets in its place, from a buffer that grows to the largest
-/// read's and stays.
+/// datagrams, which the engine gets in its place.
 pub struct FramePool {
     buf: Vec<u8>,
     slots: usize,
     /// The frames of the current read, in order.
     read: Vec<PoolFrame>,
-    /// Datagrams cut out of runs, back to back, and their lengths as the cutting gives them.
-    cut: Vec<u8>,
-    cut_lens: Vec<usize>,
-    counts: CutCounts,
+    cutter: RunCutter,
 }
 
-/// Where one frame of a read lies.
+/// Where one frame of a read lies: in its slot, or among the datagrams cut out of runs.
 #[derive(Debug, Clone, Copy)]
 enum PoolFrame {
     Slot { index: usize, len: usize },
-    Cut { at: usize, len: usize },
-}
-
-/// What the pool made of runs of datagrams, since it was last asked.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct CutCounts {
-    pub runs: u64,
-    pub datagrams: u64,
-    /// Frames that said they were runs but that we could not cut: dropped.
-    pub dropped: u64,
+    Cut(usize),
 }
 
 impl FramePool {
@@ -46,9 +34,7 @@ impl FramePool {
             buf: vec![0; slots * MAX_FRAME],
             slots,
             read: Vec::with_capacity(slots),
-            cut: Vec::new(),
-            cut_lens: Vec::new(),
-            counts: CutCounts::default(),
+            cutter: RunCutter::new(),
         }
     }
 
@@ -64,7 +50,7 @@ impl FramePool {
     /// Forgets the frames of the last read.
     pub(crate) fn begin(&mut self) {
         self.read.clear();
-        self.cut.clear();
+        self.cutter.clear();
     }
 
     /// Takes what was read into slot `index` as the read's next frame, or next datagrams.
@@ -75,17 +61,8 @@ impl FramePool {
             return;
         };
         let bytes = &self.buf[index * MAX_FRAME..index * MAX_FRAME + len];
-        let mut at = self.cut.len();
-        self.cut_lens.clear();
-        if cut_udp_run(bytes, usize::from(size), &mut self.cut, &mut self.cut_lens).is_none() {
-            self.counts.dropped += 1;
-            return;
-        }
-        self.counts.runs += 1;
-        self.counts.datagrams += self.cut_lens.len() as u64;
-        for &len in &self.cut_lens {
-            self.read.push(PoolFrame::Cut { at, len });
-            at += len;
+        if let Some(datagrams) = self.cutter.cut(bytes, size) {
+            self.read.extend(datagrams.map(PoolFrame::Cut));
         }
     }
 
@@ -98,13 +75,13 @@ impl FramePool {
     pub(crate) fn frames(&self) -> impl Iterator<Item = &[u8]> {
         self.read.iter().map(|f| match *f {
             PoolFrame::Slot { index, len } => &self.buf[index * MAX_FRAME..][..len],
-            PoolFrame::Cut { at, len } => &self.cut[at..at + len],
+            PoolFrame::Cut(i) => self.cutter.frame(i),
         })
     }
 
     /// What it cut since it was last asked.
     pub fn take_counts(&mut self) -> CutCounts {
-        std::mem::take(&mut self.counts)
+        self.cutter.take_counts()
     }
 }
 

@@ -21,6 +21,7 @@ pub mod pcap;
 pub mod procnet;
 pub mod qemu_socket;
 pub mod reactor;
+pub mod run_cutter;
 pub mod seccomp;
 pub mod slots;
 pub mod sock_diag;
