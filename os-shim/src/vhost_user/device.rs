@@ -22,7 +22,7 @@ use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
     VIRTIO_NET_F_GUEST_USO4, VIRTIO_NET_F_GUEST_USO6, VIRTIO_NET_F_HOST_TSO4,
-    VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MRG_RXBUF,
+    VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_HOST_USO, VIRTIO_NET_F_MRG_RXBUF,
 };
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::{Queue, QueueT};
@@ -41,9 +41,10 @@ const MAX_QUEUE_SIZE: u16 = 32768;
 /// neither we compute nor it verifies them, see sans_io::wire::offload), TCP segmentation
 /// offload both ways (HOST_TSO4/6: the guest may send TCP segments of up to 64 KiB whatever
 /// its MTU, which the engine takes whole, as it takes pasta's namespace's; GUEST_TSO4/6: it
-/// takes ours so, see `super::lend`), UDP segmentation offload towards it (GUEST_USO4/6: a
+/// takes ours so, see `super::lend`), UDP segmentation offload both ways (GUEST_USO4/6: a
 /// run of a flow's datagrams goes as one frame, which its kernel cuts apart, as pasta's tap
-/// does), and the vhost-user protocol features.
+/// does; HOST_USO: its runs come as one frame, which we cut apart, as pasta does the
+/// namespace's), and the vhost-user protocol features.
 pub const FEATURES: u64 = (1 << VIRTIO_F_VERSION_1)
     | (1 << VIRTIO_NET_F_MRG_RXBUF)
     | (1 << VIRTIO_NET_F_CSUM)
@@ -54,6 +55,7 @@ pub const FEATURES: u64 = (1 << VIRTIO_F_VERSION_1)
     | (1 << VIRTIO_NET_F_GUEST_TSO6)
     | (1 << VIRTIO_NET_F_GUEST_USO4)
     | (1 << VIRTIO_NET_F_GUEST_USO6)
+    | (1 << VIRTIO_NET_F_HOST_USO)
     | (1 << VIRTIO_RING_F_EVENT_IDX)
     | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
 

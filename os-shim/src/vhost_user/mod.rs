@@ -54,6 +54,7 @@ use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 use crate::qemu_socket::{ReadStatus, WriteReport, MAX_FRAME};
+use crate::run_cutter::RunCutter;
 use crate::vnet_hdr::VnetHeader;
 use device::{Device, RX, TX};
 use lend::{lent_header, GuestOffloads, RxLend, KEEP_ON_RING};
@@ -116,6 +117,11 @@ pub struct VhostStats {
     /// Frames from the guest it left to the device to segment (HOST_TSO4/6): TCP segments
     /// larger than its MTU.
     pub tx_segmented_frames: u64,
+    /// Runs of datagrams from the guest (HOST_USO), cut into the datagrams the engine takes;
+    /// frames that said they were runs and didn't cut were dropped.
+    pub tx_udp_runs: u64,
+    pub tx_udp_run_datagrams: u64,
+    pub tx_udp_runs_dropped: u64,
     /// Wake-ups served on the transmit kick alone, without asking our epoll what else waits.
     pub kick_only_wakeups: u64,
 }
@@ -145,6 +151,10 @@ pub struct VhostUserLink {
     /// Transmit frames of one read: slot `i` is `tx_buf[i * MAX_FRAME..]`, `tx_lens[i]` long.
     tx_buf: Vec<u8>,
     tx_lens: Vec<usize>,
+    /// Per slot, the segment size of a run of datagrams it holds (HOST_USO), and the
+    /// datagrams cut out of those.
+    tx_udp_runs: Vec<Option<u16>>,
+    tx_cutter: RunCutter,
     /// Where each frame's rest lies in the guest's memory (empty for a frame copied whole).
     tx_tails: Vec<TxTail>,
     /// The chains of the frames read, to give back once the engine is done with them.
@@ -259,6 +269,8 @@ impl VhostUserLink {
             rx_scratch: RxScratch::new(u16::MAX / 2 + 1),
             tx_buf: vec![0; TX_BATCH * MAX_FRAME],
             tx_lens: vec![0; TX_BATCH],
+            tx_udp_runs: vec![None; TX_BATCH],
+            tx_cutter: RunCutter::new(),
             tx_tails: (0..TX_BATCH).map(|_| TxTail::new()).collect(),
             tx_heads: Vec::with_capacity(TX_BATCH),
             tx_more: false,
@@ -531,17 +543,38 @@ impl VhostUserLink {
             // mapping) until the loans end below.
             unsafe { crate::tx_loans::lend(tails.iter().map(TxTail::areas)) };
             let rests = TxRests { mem: &*mem, tails };
-            let (buf, lens) = (&self.tx_buf, &self.tx_lens);
+            // Runs of datagrams (HOST_USO) are cut into the datagrams they carry, which go
+            // in their place; a frame is otherwise what the chain held.
+            let (buf, lens, runs) = (&self.tx_buf, &self.tx_lens, &self.tx_udp_runs);
+            let cutter = &mut self.tx_cutter;
+            cutter.clear();
+            // Per frame, the datagrams cut out of it (first, end), if it was a run.
+            let mut cut: [Option<(usize, usize)>; TX_BATCH] = [None; TX_BATCH];
+            for i in 0..n {
+                if let Some(size) = runs[i] {
+                    let frame = &buf[i * MAX_FRAME..i * MAX_FRAME + lens[i]];
+                    let datagrams = cutter.cut(frame, size).unwrap_or(0..0);
+                    cut[i] = Some((datagrams.start, datagrams.end));
+                }
+            }
+            let cutter = &*cutter;
             on_frames(
-                &mut lens[..n]
-                    .iter()
-                    .zip(tails)
-                    .enumerate()
-                    .map(|(i, (&len, tail))| {
-                        guest_frame(i, &buf[i * MAX_FRAME..i * MAX_FRAME + len], tail)
-                    }),
+                &mut (0..n).flat_map(|i| {
+                    let whole = cut[i].is_none().then(|| {
+                        guest_frame(i, &buf[i * MAX_FRAME..i * MAX_FRAME + lens[i]], &tails[i])
+                    });
+                    let datagrams = cut[i]
+                        .into_iter()
+                        .flat_map(|(first, end)| first..end)
+                        .map(|d| GuestFrame::whole(cutter.frame(d)));
+                    whole.into_iter().chain(datagrams)
+                }),
                 &rests,
             );
+            let counts = self.tx_cutter.take_counts();
+            self.stats.tx_udp_runs += counts.runs;
+            self.stats.tx_udp_run_datagrams += counts.datagrams;
+            self.stats.tx_udp_runs_dropped += counts.dropped;
             crate::tx_loans::end();
         }
         self.return_tx_chains(&device, &mem);
@@ -555,10 +588,10 @@ impl VhostUserLink {
         n: usize,
     ) -> Result<(), ChainError> {
         let slot = &mut self.tx_buf[n * MAX_FRAME..(n + 1) * MAX_FRAME];
-        if chain
-            .clone()
-            .next()
-            .is_some_and(|first| virtq::tx_segmented(mem, &first))
+        let first = chain.clone().next();
+        self.tx_udp_runs[n] = first.and_then(|first| virtq::tx_udp_segment_size(mem, &first));
+        if self.tx_udp_runs[n].is_none()
+            && first.is_some_and(|first| virtq::tx_segmented(mem, &first))
         {
             self.stats.tx_segmented_frames += 1;
         }
