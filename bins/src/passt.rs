@@ -135,8 +135,9 @@ impl PasstLink for VhostLink {
              {} dropped, {} waited for buffers, {} unusable chains, {} checksums left to the \
              guest, {} frames ({} bytes) peeked straight into its buffers ({} of several \
              segments), {} runs of {} frames sent as one frame each, {} frames ({} bytes) sent \
-             from its memory, {} segments of up to 64 KiB from it (TSO), {} wake-ups on \
-             the transmit kick alone",
+             from its memory, {} segments of up to 64 KiB from it (TSO), {} runs of datagrams \
+             from it cut into {} ({} that didn't cut dropped), {} wake-ups on the transmit \
+             kick alone",
             s.frontends,
             s.refused,
             s.messages,
@@ -154,6 +155,9 @@ impl PasstLink for VhostLink {
             s.tx_in_place_frames,
             s.tx_in_place_bytes,
             s.tx_segmented_frames,
+            s.tx_udp_runs,
+            s.tx_udp_run_datagrams,
+            s.tx_udp_runs_dropped,
             s.kick_only_wakeups
         )
     }
