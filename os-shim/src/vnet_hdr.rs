@@ -25,10 +25,13 @@ pub fn is_segmented(header: &[u8; HEADER_LEN]) -> bool {
 }
 
 /// The payload size of the datagrams a frame read carries whole, if its header says it is a
-/// UDP run (`VIRTIO_NET_HDR_GSO_UDP_L4`: the namespace's UDP segmentation offload), for
-/// [`sans_io::wire::gso::cut_udp_run`]. The tap's header: the machine's byte order.
-pub fn udp_segment_size(header: &[u8; HEADER_LEN]) -> Option<u16> {
-    (header[1] & 0x7f == GSO_UDP_L4).then(|| u16::from_ne_bytes([header[4], header[5]]))
+/// UDP run (`VIRTIO_NET_HDR_GSO_UDP_L4`: the namespace's or a guest's UDP segmentation
+/// offload), for [`sans_io::wire::gso::cut_udp_run`]. `header` holds at least the header's
+/// first six bytes (flags, gso_type, hdr_len, gso_size; `None` if fewer); `order` reads
+/// gso_size: the machine's for the tap, little-endian for a virtio 1.0 device.
+pub fn udp_segment_size(header: &[u8], order: fn([u8; 2]) -> u16) -> Option<u16> {
+    let h = header.get(..6)?;
+    (h[1] & 0x7f == GSO_UDP_L4).then(|| order([h[4], h[5]]))
 }
 
 /// What the kernel is to do with a frame written to the tap.

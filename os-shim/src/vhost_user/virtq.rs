@@ -49,13 +49,12 @@ pub fn tx_segmented<M: GuestMemory + ?Sized>(mem: &M, first: &Descriptor) -> boo
 /// HOST_USO; gso_size little-endian, as virtio 1.0 has it). A header whose first descriptor
 /// ends before gso_size says no.
 pub fn tx_udp_segment_size<M: GuestMemory + ?Sized>(mem: &M, first: &Descriptor) -> Option<u16> {
-    const GSO_UDP_L4: u8 = 5;
     if first.len() < 6 {
         return None;
     }
     let mut header = [0u8; 6];
     mem.read_slice(&mut header, first.addr()).ok()?;
-    (header[1] & 0x7f == GSO_UDP_L4).then(|| u16::from_le_bytes([header[4], header[5]]))
+    vnet_hdr::udp_segment_size(&header, u16::from_le_bytes)
 }
 
 /// What is wrong with a chain the guest gave us.
