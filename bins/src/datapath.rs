@@ -383,10 +383,7 @@ fn read_batch(
     let status = link.read_frames(pool, READ_BATCH, &mut |frames, external| {
         batch.frames_in_place(frames.inspect(|_| stats.frames_in += 1), external);
     });
-    let cut = pool.take_counts();
-    stats.cut.runs += cut.runs;
-    stats.cut.datagrams += cut.datagrams;
-    stats.cut.dropped += cut.dropped;
+    stats.cut += pool.take_counts();
     status
 }
 

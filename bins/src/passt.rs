@@ -155,9 +155,9 @@ impl PasstLink for VhostLink {
             s.tx_in_place_frames,
             s.tx_in_place_bytes,
             s.tx_segmented_frames,
-            s.tx_udp_runs,
-            s.tx_udp_run_datagrams,
-            s.tx_udp_runs_dropped,
+            s.tx_udp_runs.runs,
+            s.tx_udp_runs.datagrams,
+            s.tx_udp_runs.dropped,
             s.kick_only_wakeups
         )
     }

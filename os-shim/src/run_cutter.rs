@@ -14,6 +14,14 @@ pub struct CutCounts {
     pub dropped: u64,
 }
 
+impl std::ops::AddAssign for CutCounts {
+    fn add_assign(&mut self, more: CutCounts) {
+        self.runs += more.runs;
+        self.datagrams += more.datagrams;
+        self.dropped += more.dropped;
+    }
+}
+
 /// The datagrams cut out of one read's runs, back to back.
 #[derive(Debug, Default)]
 pub struct RunCutter {

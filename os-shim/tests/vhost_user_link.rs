@@ -536,8 +536,15 @@ fn a_run_of_datagrams_from_the_guest_reaches_the_engine_datagram_by_datagram() {
         transmit_headed(&g.mem, &mut g.tx, &g.kick_tx, &[(header, whole)]);
         pump(&mut g.link, &mut got, |got| got.len() >= sizes.len());
         let after = g.link.stats();
-        assert_eq!(after.tx_udp_runs - before.tx_udp_runs, 1, "{peer}");
-        assert_eq!(after.tx_udp_run_datagrams - before.tx_udp_run_datagrams, 5);
+        assert_eq!(
+            after.tx_udp_runs.runs - before.tx_udp_runs.runs,
+            1,
+            "{peer}"
+        );
+        assert_eq!(
+            after.tx_udp_runs.datagrams - before.tx_udp_runs.datagrams,
+            5
+        );
         assert_eq!(got.len(), sizes.len(), "{peer}");
         for (i, frame) in got.iter().enumerate() {
             let mut frame = frame.clone();
@@ -563,10 +570,10 @@ fn a_run_of_datagrams_from_the_guest_reaches_the_engine_datagram_by_datagram() {
     transmit_headed(&g.mem, &mut g.tx, &g.kick_tx, &[(header, frame(9, 300))]);
     let mut got = Vec::new();
     let deadline = Instant::now() + WAIT;
-    while g.link.stats().tx_udp_runs_dropped == before.tx_udp_runs_dropped {
+    while g.link.stats().tx_udp_runs.dropped == before.tx_udp_runs.dropped {
         pump(&mut g.link, &mut got, |_| true);
         assert!(Instant::now() < deadline, "the bogus run was never read");
     }
     assert!(got.is_empty(), "{got:?}");
-    assert_eq!(g.link.stats().tx_udp_runs, before.tx_udp_runs);
+    assert_eq!(g.link.stats().tx_udp_runs.runs, before.tx_udp_runs.runs);
 }

@@ -54,7 +54,7 @@ use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 use crate::qemu_socket::{ReadStatus, WriteReport, MAX_FRAME};
-use crate::run_cutter::RunCutter;
+use crate::run_cutter::{CutCounts, RunCutter};
 use crate::vnet_hdr::VnetHeader;
 use device::{Device, RX, TX};
 use lend::{lent_header, GuestOffloads, RxLend, KEEP_ON_RING};
@@ -119,9 +119,7 @@ pub struct VhostStats {
     pub tx_segmented_frames: u64,
     /// Runs of datagrams from the guest (HOST_USO), cut into the datagrams the engine takes;
     /// frames that said they were runs and didn't cut were dropped.
-    pub tx_udp_runs: u64,
-    pub tx_udp_run_datagrams: u64,
-    pub tx_udp_runs_dropped: u64,
+    pub tx_udp_runs: CutCounts,
     /// Wake-ups served on the transmit kick alone, without asking our epoll what else waits.
     pub kick_only_wakeups: u64,
 }
@@ -571,10 +569,7 @@ impl VhostUserLink {
                 }),
                 &rests,
             );
-            let counts = self.tx_cutter.take_counts();
-            self.stats.tx_udp_runs += counts.runs;
-            self.stats.tx_udp_run_datagrams += counts.datagrams;
-            self.stats.tx_udp_runs_dropped += counts.dropped;
+            self.stats.tx_udp_runs += self.tx_cutter.take_counts();
             crate::tx_loans::end();
         }
         self.return_tx_chains(&device, &mem);
