@@ -92,7 +92,8 @@ mod tests {
     use std::io;
     use std::os::fd::{AsFd, BorrowedFd};
 
-    use sans_io::wire::{checksum, parse};
+    use sans_io::wire::build::{udp_frame, Route};
+    use sans_io::wire::{checksum, parse, FrameQueue, MacAddr};
 
     use super::*;
     use crate::datapath::GuestLink;
@@ -118,24 +119,22 @@ mod tests {
         }
     }
 
-    /// An IPv4 frame with `protocol` and a UDP-like header of `payload`'s length before it.
+    /// An IPv4 frame carrying `payload` in one UDP datagram, as the engine builds them; with
+    /// `protocol` written over UDP's in its IP header.
     fn frame(protocol: u8, payload: &[u8]) -> Vec<u8> {
-        let mut f = vec![0u8; 14 + 20 + 8];
-        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-        let ip = &mut f[14..34];
-        ip[0] = 0x45;
-        ip[2..4].copy_from_slice(&((28 + payload.len()) as u16).to_be_bytes());
-        ip[4..6].copy_from_slice(&7u16.to_be_bytes());
-        ip[8] = 64;
-        ip[9] = protocol;
-        ip[12..16].copy_from_slice(&[192, 0, 2, 2]);
-        ip[16..20].copy_from_slice(&[192, 0, 2, 1]);
-        let sum = checksum::of(ip);
-        ip[10..12].copy_from_slice(&sum.to_be_bytes());
-        f[34..36].copy_from_slice(&4433u16.to_be_bytes());
-        f[36..38].copy_from_slice(&443u16.to_be_bytes());
-        f[38..40].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-        f.extend_from_slice(payload);
+        let route = Route {
+            src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
+            src: "192.0.2.2".parse().unwrap(),
+            dst: "192.0.2.1".parse().unwrap(),
+        };
+        let mut queue = FrameQueue::new();
+        udp_frame(&mut queue, route, 4433, 443, payload);
+        let mut f = queue.get(0).unwrap().to_vec();
+        f[14 + 9] = protocol;
+        f[14 + 10..14 + 12].fill(0);
+        let sum = checksum::of(&f[14..34]);
+        f[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
         f
     }
 
