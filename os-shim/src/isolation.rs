@@ -221,10 +221,32 @@ pub fn switch_identity(id: Identity) -> Result<(), IsolationError> {
     switch_identity_keeping(id, false)
 }
 
-/// [`switch_identity`]; with `keep_caps`, the calling thread's permitted capabilities survive
-/// the switch (PR_SET_KEEPCAPS), for [`limit_capabilities`] to pick from.
+/// [`switch_identity`]; with `keep_caps`, the calling thread's capabilities, effective ones
+/// included, survive the switch untouched, for [`limit_capabilities`] to pick from.
+///
+/// Untouched, not merely kept permitted (PR_SET_KEEPCAPS, which still clears the effective
+/// set): a root-started pasta signals its command through CAP_KILL, and so does the kernel on
+/// its behalf should pasta be killed (the command's parent-death signal is checked against
+/// pasta's credentials). A moment without CAP_KILL in effect between the switch and
+/// [`limit_capabilities`] was a moment in which killing pasta left its command running.
+/// Without CAP_SETPCAP to set the securebit that asks for this, PR_SET_KEEPCAPS it is.
 pub fn switch_identity_keeping(id: Identity, keep_caps: bool) -> Result<(), IsolationError> {
-    if keep_caps {
+    if !keep_caps {
+        return switch_ids(id);
+    }
+    // SAFETY: plain system calls on the calling thread's own securebits.
+    let before = unsafe { libc::prctl(libc::PR_GET_SECUREBITS, 0, 0, 0, 0) };
+    let no_fixup = before >= 0
+        && unsafe {
+            libc::prctl(
+                libc::PR_SET_SECUREBITS,
+                (before | libc::SECBIT_NO_SETUID_FIXUP) as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        } == 0;
+    if !no_fixup {
         // SAFETY: plain system call.
         check(
             unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) },
@@ -232,9 +254,14 @@ pub fn switch_identity_keeping(id: Identity, keep_caps: bool) -> Result<(), Isol
         )?;
     }
     let switched = switch_ids(id);
-    if keep_caps {
-        // SAFETY: plain system call.
-        unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
+    // SAFETY: plain system calls; the capabilities that allowed setting the bit are all still
+    // there to clear it.
+    unsafe {
+        if no_fixup {
+            libc::prctl(libc::PR_SET_SECUREBITS, before as libc::c_ulong, 0, 0, 0);
+        } else {
+            libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0);
+        }
     }
     switched
 }
@@ -473,6 +500,83 @@ mod tests {
         ] {
             let e = parse_runas(spec, &Db).unwrap_err().to_string();
             assert_eq!(e, format!("invalid --runas {spec}: {why}"));
+        }
+    }
+
+    /// The calling thread's effective capabilities, by raw `capget` (fork-safe: no allocation).
+    fn effective_caps() -> u64 {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy, Default)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        let mut header = Header {
+            version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+            pid: 0,
+        };
+        let mut data = [Data::default(); 2];
+        // SAFETY: header and two data words, as version 3 wants.
+        let r = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+        assert_eq!(r, 0);
+        u64::from(data[0].effective) | (u64::from(data[1].effective) << 32)
+    }
+
+    /// In a forked child (the switch is the whole process's), root switches to nobody keeping
+    /// or not: kept, CAP_KILL is in effect right after the switch, with no gap for
+    /// [`limit_capabilities`] to close (a root-started pasta killed in such a gap left its
+    /// command running: the kernel's parent-death signal needs CAP_KILL); not kept, nothing is.
+    #[test]
+    fn kept_capabilities_stay_in_effect_through_the_switch() {
+        // SAFETY: plain system call.
+        if unsafe { libc::geteuid() } != 0 {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "needs root under CI"
+            );
+            eprintln!("\n*** SKIPPED: switching identity needs root ***\n");
+            return;
+        }
+        let nobody = id(65534, 65534);
+        let kill = Capability::CAP_KILL.bitmask();
+        for keep in [true, false] {
+            // SAFETY: the child makes system calls only, and exits.
+            match unsafe { libc::fork() } {
+                -1 => panic!("fork: {}", io::Error::last_os_error()),
+                0 => {
+                    // SAFETY: plain system call.
+                    let bits = || unsafe { libc::prctl(libc::PR_GET_SECUREBITS, 0, 0, 0, 0) };
+                    let before = bits();
+                    let code = match switch_identity_keeping(nobody, keep) {
+                        Err(_) => 3,
+                        // SAFETY: plain system call.
+                        Ok(()) if unsafe { libc::geteuid() } != 65534 => 4,
+                        Ok(()) if bits() != before => 5,
+                        Ok(()) if (effective_caps() & kill != 0) != keep => 6,
+                        Ok(()) => 0,
+                    };
+                    // SAFETY: ends the child.
+                    unsafe { libc::_exit(code) }
+                }
+                child => {
+                    let mut status = 0;
+                    // SAFETY: waiting for our own child.
+                    unsafe { libc::waitpid(child, &mut status, 0) };
+                    assert!(
+                        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                        "keeping {keep}: status {status:#x} (3 failed, 4 not switched, \
+                         5 securebits left changed, 6 CAP_KILL in effect: {})",
+                        !keep
+                    );
+                }
+            }
         }
     }
 
