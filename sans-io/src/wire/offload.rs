@@ -93,10 +93,9 @@ pub fn partial_sum(src: IpAddr, dst: IpAddr, protocol: u8, len: usize) -> u16 {
     !checksum::finish(checksum::pseudo_header(src, dst, protocol, len as u32))
 }
 
-/// For a TCP or UDP frame of ours, where the device must finish its checksum; `None` for
-/// any other frame (ARP, ICMP, ...), which goes with its checksums complete. Only the frames
-/// the engine builds are meant: IPv4 without options is not assumed, IPv6 extension headers
-/// are (the engine writes none, so such a frame is not ours and gets `None`).
+/// For a TCP or UDP frame, where the device must finish its checksum (after IPv4 options
+/// and IPv6 extension headers); `None` for any other frame (ARP, ICMP, a fragment, ...),
+/// which goes with its checksums complete.
 pub fn partial_checksum_at(frame: &[u8]) -> Option<ChecksumAt> {
     checksum_field(frame).map(|(at, _)| at)
 }
@@ -112,10 +111,18 @@ fn checksum_field(frame: &[u8]) -> Option<(ChecksumAt, u8)> {
             }
             (ETH_HEADER_LEN + ihl, *frame.get(ETH_HEADER_LEN + 9)?)
         }
-        ethertype::IPV6 => (
-            ETH_HEADER_LEN + IPV6_HEADER_LEN,
-            *frame.get(ETH_HEADER_LEN + 6)?,
-        ),
+        ethertype::IPV6 => match *frame.get(ETH_HEADER_LEN + 6)? {
+            // Ours, and nearly every guest's: the transport header right after IPv6's.
+            next @ (ip_proto::TCP | ip_proto::UDP) => (ETH_HEADER_LEN + IPV6_HEADER_LEN, next),
+            // Extension headers (a guest's options): walked to the transport header. A
+            // fragment has no checksum of its own to finish.
+            _ => {
+                let ip = frame.get(ETH_HEADER_LEN..)?;
+                let v6 = super::parse::ipv6(ip).ok().filter(|v6| !v6.fragmented)?;
+                let at = v6.payload.as_ptr() as usize - frame.as_ptr() as usize;
+                (at, v6.next_header)
+            }
+        },
         _ => return None,
     };
     let offset = match proto {
@@ -148,12 +155,12 @@ pub fn finish_partial_checksum(frame: &mut [u8]) {
 /// only by a 1-in-65536 chance over its frame's bytes; finishing such a frame recomputes the
 /// same correct value.
 pub fn left_partial(frame: &[u8]) -> bool {
-    let Some(at) = partial_checksum_at(frame) else {
+    let Some((at, proto)) = checksum_field(frame) else {
         return false;
     };
     let start = usize::from(at.start);
     let field = start + usize::from(at.offset);
-    let Some((src, dst, proto)) = addresses(frame) else {
+    let Some((src, dst, _)) = addresses(frame) else {
         return false;
     };
     let len = ip_end(frame).saturating_sub(start) as u32;
@@ -272,6 +279,43 @@ mod tests {
         assert!(left_partial(&padded));
         finish_partial_checksum(&mut padded);
         assert_eq!(&padded[..full.len()], &full[..]);
+    }
+
+    /// A guest's IPv6 frame with extension headers (destination options here) and its
+    /// transport checksum left partial: found behind the options and finished, TCP and UDP.
+    /// A fragment is left alone.
+    #[test]
+    fn a_partial_checksum_behind_ipv6_extension_headers_is_finished() {
+        let r = Route::between("2001:db8::1", "2001:db8::2");
+        let ip = ETH_HEADER_LEN;
+        // Inserts an 8-byte destination options header (a PadN option) before the transport
+        // header, the pseudo-header sum left as it was (it counts the transport bytes only).
+        let with_options = |mut f: Vec<u8>| {
+            let next = f[ip + 6];
+            f.splice(ip + 40..ip + 40, [next, 0, 1, 4, 0, 0, 0, 0]);
+            f[ip + 6] = ip_proto::DEST_OPTS;
+            let len = u16::from_be_bytes([f[ip + 4], f[ip + 5]]) + 8;
+            f[ip + 4..ip + 6].copy_from_slice(&len.to_be_bytes());
+            f
+        };
+        for build in [tcp_frame, udp_frame] {
+            let full = with_options(build(&r, b"behind the options", L4Checksum::Full));
+            let mut partial = with_options(build(&r, b"behind the options", L4Checksum::Partial));
+            assert_ne!(full, partial);
+            assert_eq!(partial_checksum_at(&partial).map(|at| at.start), Some(62));
+            assert!(left_partial(&partial));
+            assert!(!left_partial(&full));
+            finish_partial_checksum(&mut partial);
+            assert_eq!(partial, full);
+        }
+        let mut fragment = udp_frame(&r, b"a fragment", L4Checksum::Partial);
+        let next = fragment[ip + 6];
+        fragment.splice(ip + 40..ip + 40, [next, 0, 0, 0x08, 0, 0, 0, 1]);
+        fragment[ip + 6] = ip_proto::FRAGMENT;
+        let len = u16::from_be_bytes([fragment[ip + 4], fragment[ip + 5]]) + 8;
+        fragment[ip + 4..ip + 6].copy_from_slice(&len.to_be_bytes());
+        assert_eq!(partial_checksum_at(&fragment), None);
+        assert!(!left_partial(&fragment));
     }
 
     #[test]
