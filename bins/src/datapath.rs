@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use nix::sys::epoll::EpollEvent;
 use os_shim::reactor::{monotonic_now, Reactor};
-use os_shim::sockets::{Report, Sockets};
+use os_shim::sockets::{Report, SocketStats, Sockets};
 pub use os_shim::tap::ReadFrame;
 use os_shim::tokens::{TOKEN_LINK, TOKEN_SIGNAL, TOKEN_TIMER, TOKEN_WATCH_BASE};
 use sans_io::engine::{Batch, Engine};
@@ -183,6 +183,15 @@ pub struct Extras<'a> {
     pub control: Option<&'a mut ControlServer>,
     /// What the reactor's signals do.
     pub stop: &'a mut dyn StopSignals,
+}
+
+/// The debug log's line about the host sockets at exit: the runs of datagrams they took whole.
+pub fn host_sockets_summary(stats: &SocketStats) -> String {
+    let runs = stats.received_runs;
+    format!(
+        "host sockets: {} runs of datagrams received whole, {} datagrams",
+        runs.runs, runs.datagrams
+    )
 }
 
 /// Runs until something says stop. The reactor's signals go to `extras.stop`; `sockets`

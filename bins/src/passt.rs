@@ -257,6 +257,7 @@ fn run_inner(cli: &Cli, config: Config, identity: Option<Identity>) -> Result<i3
     // finds the PID of a process that is gone, not a missing file. So does the socket file:
     // the filesystem is out of reach by now (the next passt reuses it, nobody listening).
     log::debug!("{}", link.summary());
+    log::debug!("{}", datapath::host_sockets_summary(sockets.stats()));
     Ok(match exit {
         Exit::Done(code) => code,
         Exit::Signal(_) => 0,

@@ -351,6 +351,7 @@ fn run_inner(cli: &Cli, config: Config, identity: Option<Identity>) -> Result<i3
             cut.dropped
         );
     }
+    log::debug!("{}", datapath::host_sockets_summary(sockets.stats()));
     // The PID file stays: Podman reads it after we exit, to wait for that PID to be gone (the
     // C pasta leaves it too).
 

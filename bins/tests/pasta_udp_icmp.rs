@@ -302,9 +302,9 @@ for spec in addrs:
 "#;
 
 /// Bursts from the remote reach the namespace datagram by datagram, in order, each its own
-/// size and bytes, though pasta writes runs of them to the tap as one frame for the kernel to
-/// cut apart (pasta's log says how many went so, unless the kernel refused); as root and as an
-/// ordinary user.
+/// size and bytes, though pasta's sockets take each run whole (UDP_GRO) and pasta writes runs
+/// of them to the tap as one frame for the kernel to cut apart (pasta's log says how many went
+/// so, unless the kernel refused); as root and as an ordinary user.
 #[test]
 fn udp_bursts_to_the_namespace_arrive_datagram_by_datagram() {
     let Some(mut lab) = lab(&[]) else {
@@ -376,6 +376,15 @@ fn udp_bursts_to_the_namespace_arrive_datagram_by_datagram() {
             let runs = common::count_before(&summary, " segmented writes");
             assert!(runs > 0, "no datagrams went to the tap in runs: {summary}");
         }
+        // The remote's runs reached pasta's sockets whole (UDP_GRO), every round's.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let received = stderr
+            .lines()
+            .find(|l| l.contains("runs of datagrams received whole"))
+            .unwrap_or_else(|| panic!("no host sockets line in pasta's log: {}", show(&out)));
+        eprintln!("pasta as {as_whom}: {received}");
+        let runs = common::count_before(received, " runs of datagrams received whole");
+        assert!(runs >= 2 * rounds as u64, "{received}");
     }
 }
 

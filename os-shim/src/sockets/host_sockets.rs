@@ -15,7 +15,7 @@ use sans_io::wire::external::{ExternalPayloads, SendPiece};
 use sans_io::wire::lent::{LentAreas, MAX_LENT_AREAS};
 
 use super::table::State;
-use super::Sockets;
+use super::{udp_gro, Sockets};
 use crate::socket_sys::tcp_info::{at_eof, send_space};
 use crate::socket_sys::udp_gso::send_datagrams_segmented;
 use crate::socket_sys::{
@@ -309,7 +309,7 @@ impl DgramSockets for Sockets {
         let raw = fd.as_raw_fd();
         bind_outbound(raw, bind, dst)?;
         connect_to(raw, dst)?;
-        let index = self.insert_dgram(fd)?;
+        let index = self.insert_flow_dgram(fd)?;
         Ok(SockRef(index))
     }
 
@@ -360,6 +360,20 @@ impl DgramSockets for Sockets {
             .min(slots.len().checked_div(slot_len).unwrap_or(0));
         if count == 0 || offset >= slot_len {
             return Ok(0);
+        }
+        let slot = self
+            .slots
+            .at_mut(s.0 as usize)
+            .ok_or(io::Error::from_raw_os_error(libc::EBADF))?;
+        if let Some(gro) = slot.gro.as_mut() {
+            let lens = &mut lens[..count];
+            let (spill, counts) = (&mut self.spill, &mut self.stats.received_runs);
+            let got = udp_gro::recv_many(fd, slots, slot_len, offset, lens, gro, spill, counts)?;
+            if gro.has_pending() {
+                // Reported readable again after the wake-up (see `after_batch`).
+                self.recheck.push(s.0);
+            }
+            return Ok(got);
         }
         // SAFETY: plain old data; zero is a valid (empty) value for both.
         let mut iov: [libc::iovec; RECV_MANY_MAX] = unsafe { std::mem::zeroed() };
@@ -427,7 +441,7 @@ impl DgramSockets for Sockets {
             _ => peer,
         };
         connect_to(fd.as_raw_fd(), peer)?;
-        let index = self.insert_dgram(fd)?;
+        let index = self.insert_flow_dgram(fd)?;
         Ok(SockRef(index))
     }
 

@@ -54,6 +54,7 @@ mod listen;
 mod table;
 #[cfg(test)]
 mod tests;
+mod udp_gro;
 
 use std::collections::VecDeque;
 use std::io;
@@ -73,6 +74,8 @@ use crate::tokens::{
 };
 
 use table::{PeekOffCap, Slot};
+pub use udp_gro::GroCounts;
+use udp_gro::Spill;
 
 /// Something for the engine, in the order it happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +141,8 @@ pub struct SocketStats {
     pub segmented_sends: u64,
     /// `epoll_ctl` calls changing or renewing a socket's registration.
     pub epoll_updates: u64,
+    /// Runs of a UDP flow's datagrams received whole (UDP_GRO).
+    pub received_runs: GroCounts,
 }
 
 /// Real host sockets, see the module documentation.
@@ -156,6 +161,8 @@ pub struct Sockets {
     peek_off: PeekOffCap,
     /// Where peeks without `SO_PEEK_OFF` put the bytes before the offset.
     scratch: Vec<u8>,
+    /// Where UDP runs spill past the engine's slots.
+    spill: Spill,
     stats: SocketStats,
     /// Ping sockets were refused (ping_group_range) and we said so.
     warned_ping: bool,
@@ -183,6 +190,7 @@ impl Sockets {
             recheck: Vec::new(),
             peek_off: PeekOffCap::Unknown,
             scratch: Vec::new(),
+            spill: Spill::default(),
             stats: SocketStats::default(),
             warned_ping: false,
             bypass: None,

@@ -8,6 +8,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use nix::sys::epoll::{EpollEvent, EpollFlags};
 use sans_io::flow::{SockEvent, SockRef};
 
+use super::udp_gro::{self, GroState};
 use super::{Report, Sockets};
 use crate::socket_sys::udp_gso::Segmentation;
 use crate::socket_sys::{reset_on_close, setsockopt_int, so_error};
@@ -59,6 +60,8 @@ pub(super) struct Slot {
     pub(super) out_reported: bool,
     /// For UDP: which datagram sizes may go as one segmented send.
     pub(super) segmentation: Segmentation,
+    /// For a UDP flow socket taking runs (`UDP_GRO`): what its receives left for the next.
+    pub(super) gro: Option<GroState>,
 }
 
 impl Slot {
@@ -183,8 +186,13 @@ impl Sockets {
             if slot.state != State::Connected || slot.errored {
                 continue;
             }
-            let (read_again, poll_out) =
-                (slot.readable && slot.unread, out_reported && slot.writable);
+            // A stream socket's input left unread, or a datagram socket's run partly handed
+            // over (the socket itself may be empty: no epoll event would tell of the rest).
+            let pending = slot.gro.as_ref().is_some_and(GroState::has_pending);
+            let (read_again, poll_out) = (
+                slot.readable && (slot.unread || pending),
+                out_reported && slot.writable,
+            );
             if read_again {
                 self.push_readable(index);
             }
@@ -221,6 +229,17 @@ impl Sockets {
         self.insert_with(fd, State::Connected, None, true)
     }
 
+    /// [`Sockets::insert_dgram`] for a UDP flow socket, which takes runs of datagrams whole
+    /// where the kernel can (`UDP_GRO`; see `udp_gro`).
+    pub(super) fn insert_flow_dgram(&mut self, fd: OwnedFd) -> io::Result<u32> {
+        let gro = udp_gro::enable(fd.as_raw_fd());
+        let index = self.insert_dgram(fd)?;
+        if gro {
+            self.update_slot(index, |s| s.gro = Some(GroState::default()));
+        }
+        Ok(index)
+    }
+
     pub(super) fn insert_with(
         &mut self,
         fd: OwnedFd,
@@ -246,6 +265,7 @@ impl Sockets {
             end_missed: false,
             out_reported: false,
             segmentation: Segmentation::default(),
+            gro: None,
         };
         slot.registered = wanted_events(&slot);
         let (index, gen) = self

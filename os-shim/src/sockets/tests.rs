@@ -580,6 +580,91 @@ fn udp_connected_socket_sends_and_receives_datagrams() {
     });
 }
 
+/// A peer's run (sent with UDP_SEGMENT) reaches a flow socket whole and is handed over one
+/// datagram a slot, in order; what the slots had no room for waits, and the socket, empty by
+/// then, is reported readable again after the wake-up. Waiting datagrams go before those that
+/// arrive after them.
+#[test]
+fn udp_runs_arrive_whole_and_spread_over_the_slots() {
+    in_fresh_netns(|| {
+        for lo in LOOPBACKS {
+            let peer = std::net::UdpSocket::bind(SocketAddr::new(lo, 0)).unwrap();
+            peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut rig = Rig::new(Sockets::new());
+            let s = rig
+                .sockets
+                .udp_open(Bind::default(), peer.local_addr().unwrap())
+                .unwrap();
+            rig.sockets.udp_send(s, b"hello").unwrap();
+            let mut buf = [0u8; 64];
+            let (_, ours) = peer.recv_from(&mut buf).unwrap();
+            peer.connect(ours).unwrap();
+            // Ten of 100 bytes and one of 30 in one send.
+            let send_run = |tag: u8| {
+                let run: Vec<u8> = (0..1030u32).map(|i| (i % 251) as u8 ^ tag).collect();
+                let segment: libc::c_int = 100;
+                // SAFETY: plain setsockopt with an int (UDP_SEGMENT), on and off again.
+                let set = |size: &libc::c_int| unsafe {
+                    libc::setsockopt(
+                        peer.as_raw_fd(),
+                        libc::SOL_UDP,
+                        103,
+                        (size as *const libc::c_int).cast(),
+                        4,
+                    )
+                };
+                assert_eq!(set(&segment), 0);
+                assert_eq!(peer.send(&run).unwrap(), run.len());
+                assert_eq!(set(&0), 0);
+                run.chunks(100).map(<[u8]>::to_vec).collect::<Vec<_>>()
+            };
+            let readable = Report::Event(s, SockEvent::Readable);
+
+            let (offset, slot_len) = (2, 2 + 120);
+            let mut slots = vec![0u8; 8 * slot_len];
+            let mut lens = [0usize; 8];
+            let mut take = |rig: &mut Rig| -> io::Result<Vec<Vec<u8>>> {
+                let n = rig
+                    .sockets
+                    .udp_recv_many(s, &mut slots, slot_len, offset, &mut lens)?;
+                Ok((0..n)
+                    .map(|i| slots[i * slot_len + offset..][..lens[i]].to_vec())
+                    .collect())
+            };
+
+            let want = send_run(0);
+            rig.pump(|seen| seen.contains(&readable));
+            let mut got = take(&mut rig).unwrap();
+            assert_eq!(got.len(), 8);
+            let runs = rig.sockets.stats().received_runs;
+            assert_eq!((runs.runs, runs.datagrams), (1, 11));
+            // The socket is empty; the rest is announced after the wake-up, and only then.
+            rig.sockets.after_batch();
+            assert_eq!(rig.reports(), [readable]);
+            got.extend(take(&mut rig).unwrap());
+            rig.sockets.after_batch();
+            assert_eq!(rig.reports(), []);
+            assert_eq!(
+                take(&mut rig).unwrap_err().kind(),
+                io::ErrorKind::WouldBlock
+            );
+            assert_eq!(got, want);
+
+            // Three wait; a datagram arriving meanwhile comes after them.
+            let mut want = send_run(0x55);
+            rig.pump(|seen| seen.contains(&readable));
+            let mut got = take(&mut rig).unwrap();
+            peer.send(b"seven!!").unwrap();
+            rig.pump(|seen| seen.contains(&readable));
+            got.extend(take(&mut rig).unwrap());
+            want.push(b"seven!!".to_vec());
+            assert_eq!(got, want);
+            let runs = rig.sockets.stats().received_runs;
+            assert_eq!((runs.runs, runs.datagrams), (2, 22));
+        }
+    });
+}
+
 #[test]
 fn udp_listener_and_reply_socket_share_the_forwarded_port() {
     in_fresh_netns(|| {
