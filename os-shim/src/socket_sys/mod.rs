@@ -15,6 +15,7 @@ pub(crate) mod create;
 pub(crate) mod options;
 pub(crate) mod sockaddr;
 pub(crate) mod tcp_info;
+pub(crate) mod udp_gro;
 pub(crate) mod udp_gso;
 
 pub(crate) use create::*;

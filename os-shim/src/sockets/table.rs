@@ -8,8 +8,9 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use nix::sys::epoll::{EpollEvent, EpollFlags};
 use sans_io::flow::{SockEvent, SockRef};
 
-use super::udp_gro::{self, GroState};
+use super::udp_gro::GroState;
 use super::{Report, Sockets};
+use crate::socket_sys::udp_gro::enable_gro;
 use crate::socket_sys::udp_gso::Segmentation;
 use crate::socket_sys::{reset_on_close, setsockopt_int, so_error};
 use crate::tokens::socket_token;
@@ -232,7 +233,7 @@ impl Sockets {
     /// [`Sockets::insert_dgram`] for a UDP flow socket, which takes runs of datagrams whole
     /// where the kernel can (`UDP_GRO`; see `udp_gro`).
     pub(super) fn insert_flow_dgram(&mut self, fd: OwnedFd) -> io::Result<u32> {
-        let gro = udp_gro::enable(fd.as_raw_fd());
+        let gro = enable_gro(fd.as_raw_fd());
         let index = self.insert_dgram(fd)?;
         if gro {
             self.update_slot(index, |s| s.gro = Some(GroState::default()));

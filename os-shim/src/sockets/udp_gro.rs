@@ -17,38 +17,18 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::mem::size_of;
 use std::ops::Range;
 use std::os::fd::RawFd;
 
 use crate::socket_sys::retry;
-
-/// `UDP_GRO` (linux/udp.h): the socket option, and the control message carrying a run's
-/// datagram size.
-const UDP_GRO: libc::c_int = 104;
+use crate::socket_sys::udp_gro::{
+    datagrams_in as datagrams, expect_gro_control, gro_segment, GroControl,
+};
 /// Bytes after each message's slot for the rest of a run (or of a datagram larger than the
 /// slot): a run, like any datagram, is at most 64 KiB.
 pub(super) const SPILL: usize = 1 << 16;
 /// Messages asked for in one `recvmmsg` at most (each with a spill buffer).
 const MAX_MESSAGES: usize = 32;
-/// A control message buffer for one `int`, aligned for `cmsghdr`.
-type Control = [u64; 4];
-
-/// Asks the kernel for runs on `fd`; false where it has no `UDP_GRO` (before 5.0).
-pub(super) fn enable(fd: RawFd) -> bool {
-    let on: libc::c_int = 1;
-    // SAFETY: plain setsockopt with an int.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_UDP,
-            UDP_GRO,
-            (&on as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        ) == 0
-    }
-}
-
 /// One socket's receiving: datagrams of a run the engine had no slot for, and how many
 /// datagrams a message brought last time (to ask for fewer messages when runs come).
 #[derive(Debug, Default)]
@@ -157,7 +137,7 @@ pub(super) fn recv_many(
     let mut iov: [[libc::iovec; 2]; MAX_MESSAGES] = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     let mut msgs: [libc::mmsghdr; MAX_MESSAGES] = unsafe { std::mem::zeroed() };
-    let mut controls: [Control; MAX_MESSAGES] = [[0; 4]; MAX_MESSAGES];
+    let mut controls: [GroControl; MAX_MESSAGES] = [[0; 4]; MAX_MESSAGES];
     for j in 0..asked {
         let slot = &mut region[j * slot_len + offset..(j + 1) * slot_len];
         let extra = &mut spill.0[j * SPILL..(j + 1) * SPILL];
@@ -174,8 +154,7 @@ pub(super) fn recv_many(
         let hdr = &mut msgs[j].msg_hdr;
         hdr.msg_iov = iov[j].as_mut_ptr();
         hdr.msg_iovlen = 2;
-        hdr.msg_control = controls[j].as_mut_ptr().cast();
-        hdr.msg_controllen = size_of::<Control>() as _;
+        expect_gro_control(hdr, &mut controls[j]);
     }
     // SAFETY: each message points at two iovecs over distinct parts of `slots` and of the
     // spill, and at its own control buffer, all of which outlive the call.
@@ -197,8 +176,8 @@ pub(super) fn recv_many(
     for (m, msg) in messages.iter_mut().zip(&msgs[..n]) {
         let len = msg.msg_len as usize;
         // SAFETY: the kernel filled the control buffer up to the length it set.
-        let segment = unsafe { run_segment(&msg.msg_hdr) };
-        *m = (len, segment.filter(|&s| s > 0 && s < len).unwrap_or(len));
+        let segment = unsafe { gro_segment(&msg.msg_hdr, len) };
+        *m = (len, segment.unwrap_or(len));
         if m.1 < len {
             counts.runs += 1;
             counts.datagrams += len.div_ceil(m.1) as u64;
@@ -216,33 +195,6 @@ pub(super) fn recv_many(
     let datagrams: usize = messages[..n].iter().map(|&(l, s)| datagrams(l, s)).sum();
     state.per_message = datagrams.div_ceil(n.max(1));
     Ok(served + placed)
-}
-
-/// The datagram size a message's `UDP_GRO` control message gives, if it has one.
-///
-/// # Safety
-///
-/// `hdr` is a message `recvmsg` filled, its control buffer still there.
-unsafe fn run_segment(hdr: &libc::msghdr) -> Option<usize> {
-    let mut c = libc::CMSG_FIRSTHDR(hdr);
-    while !c.is_null() {
-        if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
-            let value = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
-            return usize::try_from(value).ok();
-        }
-        c = libc::CMSG_NXTHDR(hdr, c);
-    }
-    None
-}
-
-/// How many datagrams a message of `len` bytes in datagrams of `segment` holds (one when it
-/// is no run).
-fn datagrams(len: usize, segment: usize) -> usize {
-    if segment == 0 || segment >= len {
-        1
-    } else {
-        len.div_ceil(segment)
-    }
 }
 
 /// Spreads the datagrams of `messages` (each `(length, datagram size)`, the size the length
