@@ -8,9 +8,11 @@
 //! to the target, so that the far server sees one peer per sender and its answers find their
 //! way back (for `-u` the socket keeps the sender's port where it is free, as the C pasta
 //! does); flows close after [`IDLE_TIMEOUT`] without traffic. Datagrams move in batches:
-//! `recvmmsg` on the receiving socket, `sendmmsg` for each run of datagrams going to the same
-//! place (towards the host, runs of equal size as one segmented send, see
-//! `socket_sys::udp_gso`). Like the TCP splicer, which ports are relayed is the caller's decision.
+//! `recvmmsg` on the receiving socket, then each run of equal size going to the same place as
+//! one segmented send (see `socket_sys::udp_gso`), the rest with `sendmmsg`. A sender's own
+//! runs (`UDP_SEGMENT`, a QUIC stack's) come whole to our sockets (`UDP_GRO`, see
+//! `socket_sys::udp_gro`) and go on whole. Like the TCP splicer, which ports are relayed is the
+//! caller's decision.
 
 use std::collections::HashMap;
 use std::io;
@@ -26,6 +28,9 @@ use crate::ns_agent::{io_in, InNetns};
 use crate::ns_listeners::RelayListeners;
 use crate::reactor::monotonic_now;
 use crate::slots::Slots;
+use crate::socket_sys::udp_gro::{
+    datagrams_in, enable_gro, expect_gro_control, gro_segment, GroControl,
+};
 use crate::socket_sys::udp_gso::{send_datagrams_segmented, Segmentation};
 use crate::socket_sys::{
     bind_addr, connect_to, dgram_socket, send_nonblocking, sockaddr_to_std, std_to_sockaddr,
@@ -42,7 +47,10 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 const BATCH: usize = 32;
 /// Receive rounds per readiness report, so one busy socket can't starve the others.
 const ROUNDS: usize = 4;
+/// A receive buffer: a datagram, or a run of them, is at most this large.
 const MAX_DATAGRAM: usize = 65536;
+/// Datagrams handed to one send call at most (a run of a sender's is up to 64).
+const SEND_MAX: usize = 64;
 /// Flows at most, by default.
 pub const DEFAULT_MAX_FLOWS: usize = 4096;
 
@@ -54,8 +62,10 @@ pub struct DgramStats {
     pub to_namespace: u64,
     /// Datagrams dropped: no flow could be opened, or sending failed.
     pub dropped: u64,
-    /// Runs of a flow's datagrams sent to the host as one segmented send (UDP_SEGMENT).
+    /// Runs of a flow's datagrams sent as one segmented send (UDP_SEGMENT).
     pub segmented_sends: u64,
+    /// Runs of datagrams received whole (UDP_GRO).
+    pub received_runs: u64,
 }
 
 #[derive(Debug)]
@@ -68,6 +78,8 @@ struct Flow {
     last: Instant,
     /// Which datagram sizes `far` may send as one segmented send.
     segmentation: Segmentation,
+    /// The same for the answers, sent from the origin's socket.
+    back_segmentation: Segmentation,
 }
 
 /// Where a flow's datagrams came from, and so where its answers go out.
@@ -101,6 +113,8 @@ impl Origin {
 struct Batch {
     bufs: Vec<u8>,
     lens: [usize; BATCH],
+    /// Each message's datagram size: its length, or less for a run.
+    segments: [usize; BATCH],
     from: [Option<SocketAddr>; BATCH],
 }
 
@@ -109,12 +123,60 @@ impl Batch {
         Batch {
             bufs: vec![0; BATCH * MAX_DATAGRAM],
             lens: [0; BATCH],
+            segments: [0; BATCH],
             from: [None; BATCH],
         }
     }
 
-    fn datagram(&self, i: usize) -> &[u8] {
+    /// Message `i`: a datagram, or a run of them.
+    fn message(&self, i: usize) -> &[u8] {
         &self.bufs[i * MAX_DATAGRAM..i * MAX_DATAGRAM + self.lens[i]]
+    }
+
+    /// How many of messages `range` are runs.
+    fn runs(&self, range: std::ops::Range<usize>) -> u64 {
+        range.filter(|&i| self.segments[i] < self.lens[i]).count() as u64
+    }
+
+    /// How many datagrams messages `range` hold.
+    fn datagrams(&self, range: std::ops::Range<usize>) -> usize {
+        range
+            .map(|i| datagrams_in(self.lens[i], self.segments[i]))
+            .sum()
+    }
+
+    /// Sends the datagrams of messages `range`, runs cut into theirs, in order, with `send`
+    /// ([`SEND_MAX`] at most a call, which says how many went); returns how many went,
+    /// stopping at the first call that sent short.
+    fn send_datagrams(
+        &self,
+        range: std::ops::Range<usize>,
+        mut send: impl FnMut(&[&[u8]]) -> usize,
+    ) -> usize {
+        let mut out: [&[u8]; SEND_MAX] = [&[]; SEND_MAX];
+        let (mut n, mut sent) = (0, 0);
+        for i in range {
+            let message = self.message(i);
+            let segment = self.segments[i].max(1);
+            // An empty datagram is one too.
+            let empty = message.is_empty().then_some(message);
+            for piece in message.chunks(segment).chain(empty) {
+                if n == SEND_MAX {
+                    let went = send(&out);
+                    sent += went;
+                    if went < n {
+                        return sent;
+                    }
+                    n = 0;
+                }
+                out[n] = piece;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            sent += send(&out[..n]);
+        }
+        sent
     }
 }
 
@@ -151,7 +213,9 @@ impl DgramRelay {
     pub fn new(max_flows: usize) -> DgramRelay {
         DgramRelay {
             ns: RelayListeners::new(relay_listener_base(TOKEN_DGRAM_BASE), |a| {
-                udp_bound_socket(a, None, false)
+                let fd = udp_bound_socket(a, None, false)?;
+                enable_gro(fd.as_raw_fd());
+                Ok(fd)
             }),
             flows: Slots::new(1 << INDEX_BITS),
             by_client: HashMap::new(),
@@ -311,6 +375,7 @@ impl DgramRelay {
         let lfd = l.fd.as_raw_fd();
         for _ in 0..ROUNDS {
             let n = recv_batch(lfd, batch, true);
+            self.stats.received_runs += batch.runs(0..n);
             let now = monotonic_now();
             // Runs of datagrams for the same flow go out with one sendmmsg.
             let mut i = 0;
@@ -323,30 +388,26 @@ impl DgramRelay {
                 while end < n && batch.from[end] == Some(client) {
                     end += 1;
                 }
-                match self.flow_for(listener, client, now) {
-                    Some(f) => {
-                        let sent = match self.flows.at_mut(f) {
-                            Some(flow) => {
-                                // Runs of equal size as one segmented send each.
-                                let mut run: [&[u8]; BATCH] = [&[]; BATCH];
-                                for (slot, k) in run.iter_mut().zip(i..end) {
-                                    *slot = batch.datagram(k);
-                                }
-                                send_datagrams_segmented(
-                                    flow.far.as_raw_fd(),
-                                    &run[..end - i],
-                                    &mut flow.segmentation,
-                                    &mut self.stats.segmented_sends,
-                                )
-                                .unwrap_or(0)
-                            }
-                            None => 0,
-                        };
-                        self.stats.to_host += sent as u64;
-                        self.stats.dropped += (end - i - sent) as u64;
-                    }
-                    None => self.stats.dropped += (end - i) as u64,
-                }
+                let datagrams = batch.datagrams(i..end);
+                let flow = self
+                    .flow_for(listener, client, now)
+                    .and_then(|f| self.flows.at_mut(f));
+                let sent = match flow {
+                    // Runs of equal size as one segmented send each.
+                    Some(flow) => batch.send_datagrams(i..end, |run| {
+                        send_datagrams_segmented(
+                            flow.far.as_raw_fd(),
+                            run,
+                            None,
+                            &mut flow.segmentation,
+                            &mut self.stats.segmented_sends,
+                        )
+                        .unwrap_or(0)
+                    }),
+                    None => 0,
+                };
+                self.stats.to_host += sent as u64;
+                self.stats.dropped += (datagrams - sent) as u64;
                 i = end;
             }
             if n < BATCH {
@@ -367,18 +428,28 @@ impl DgramRelay {
             },
             Origin::Host { socket, .. } => socket.as_raw_fd(),
         };
-        let (far, client) = (flow.far.as_raw_fd(), flow.client);
+        let (far, to) = (flow.far.as_raw_fd(), std_to_sockaddr(&flow.client));
         let back_to_host = matches!(flow.origin, Origin::Host { .. });
         flow.last = monotonic_now();
         for _ in 0..ROUNDS {
             let n = recv_batch(far, batch, false);
-            let sent = send_batch(origin_fd, batch, 0..n, Some(client));
+            self.stats.received_runs += batch.runs(0..n);
+            let sent = batch.send_datagrams(0..n, |run| {
+                send_datagrams_segmented(
+                    origin_fd,
+                    run,
+                    Some(&to),
+                    &mut flow.back_segmentation,
+                    &mut self.stats.segmented_sends,
+                )
+                .unwrap_or(0)
+            });
             if back_to_host {
                 self.stats.to_host += sent as u64;
             } else {
                 self.stats.to_namespace += sent as u64;
             }
-            self.stats.dropped += (n - sent) as u64;
+            self.stats.dropped += (batch.datagrams(0..n) - sent) as u64;
             if n < BATCH {
                 break;
             }
@@ -424,6 +495,7 @@ impl DgramRelay {
             client,
             last: now,
             segmentation: Segmentation::default(),
+            back_segmentation: Segmentation::default(),
         };
         let (index, gen) = self.flows.insert(flow).ok()?;
         if let Some(epoll) = &self.ns.epoll {
@@ -455,6 +527,7 @@ impl DgramRelay {
 fn connected_socket(target: SocketAddr) -> io::Result<OwnedFd> {
     let fd = dgram_socket(target.ip(), libc::IPPROTO_UDP)?;
     connect_to(fd.as_raw_fd(), target)?;
+    enable_gro(fd.as_raw_fd());
     Ok(fd)
 }
 
@@ -471,17 +544,19 @@ fn ns_flow_socket(port: u16, target: SocketAddr) -> io::Result<OwnedFd> {
         bind_addr(fd.as_raw_fd(), SocketAddr::new(any, 0))?;
     }
     connect_to(fd.as_raw_fd(), target)?;
+    enable_gro(fd.as_raw_fd());
     Ok(fd)
 }
 
-/// Receives up to [`BATCH`] datagrams into `batch` (with their sources if `named`); returns
-/// how many.
+/// Receives up to [`BATCH`] messages (datagrams, or runs of them) into `batch` (with their
+/// sources if `named`); returns how many.
 fn recv_batch(fd: RawFd, batch: &mut Batch, named: bool) -> usize {
     // SAFETY: plain old data; zero is a valid (empty) value.
     let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
     let mut names = [MaybeUninit::<libc::sockaddr_storage>::zeroed(); BATCH];
+    let mut controls: [GroControl; BATCH] = [[0; 4]; BATCH];
     for i in 0..BATCH {
         iov[i] = libc::iovec {
             iov_base: batch.bufs[i * MAX_DATAGRAM..].as_mut_ptr().cast(),
@@ -489,12 +564,14 @@ fn recv_batch(fd: RawFd, batch: &mut Batch, named: bool) -> usize {
         };
         msgs[i].msg_hdr.msg_iov = &mut iov[i];
         msgs[i].msg_hdr.msg_iovlen = 1;
+        expect_gro_control(&mut msgs[i].msg_hdr, &mut controls[i]);
         if named {
             msgs[i].msg_hdr.msg_name = names[i].as_mut_ptr().cast();
             msgs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         }
     }
-    // SAFETY: every message points at its own buffer and name storage, which outlive the call.
+    // SAFETY: every message points at its own buffer, name and control storage, which outlive
+    // the call.
     let n = unsafe {
         libc::recvmmsg(
             fd,
@@ -506,7 +583,10 @@ fn recv_batch(fd: RawFd, batch: &mut Batch, named: bool) -> usize {
     };
     let n = n.max(0) as usize;
     for i in 0..n {
-        batch.lens[i] = msgs[i].msg_len as usize;
+        let len = msgs[i].msg_len as usize;
+        batch.lens[i] = len;
+        // SAFETY: the kernel filled the control buffer up to the length it set.
+        batch.segments[i] = unsafe { gro_segment(&msgs[i].msg_hdr, len) }.unwrap_or(len);
         batch.from[i] = if named {
             // SAFETY: the kernel wrote msg_namelen bytes of address.
             sockaddr_to_std(
@@ -519,49 +599,6 @@ fn recv_batch(fd: RawFd, batch: &mut Batch, named: bool) -> usize {
         };
     }
     n
-}
-
-/// Sends datagrams `range` of `batch` on `fd` (to `to`, or on a connected socket) with one
-/// `sendmmsg`; returns how many went.
-fn send_batch(
-    fd: RawFd,
-    batch: &Batch,
-    range: std::ops::Range<usize>,
-    to: Option<SocketAddr>,
-) -> usize {
-    let count = range.len();
-    if count == 0 {
-        return 0;
-    }
-    let dest = to.map(|a| std_to_sockaddr(&a));
-    // SAFETY: plain old data; zero is a valid (empty) value.
-    let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-    for (k, i) in range.enumerate() {
-        let d = batch.datagram(i);
-        iov[k] = libc::iovec {
-            iov_base: d.as_ptr() as *mut libc::c_void,
-            iov_len: d.len(),
-        };
-        msgs[k].msg_hdr.msg_iov = &mut iov[k];
-        msgs[k].msg_hdr.msg_iovlen = 1;
-        if let Some((sa, len)) = &dest {
-            msgs[k].msg_hdr.msg_name = (sa as *const libc::sockaddr_storage) as *mut libc::c_void;
-            msgs[k].msg_hdr.msg_namelen = *len;
-        }
-    }
-    // SAFETY: every message points at data and an address that outlive the call; the kernel
-    // only reads them.
-    let n = unsafe {
-        libc::sendmmsg(
-            fd,
-            msgs.as_mut_ptr(),
-            count as libc::c_uint,
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
-    n.max(0) as usize
 }
 
 #[cfg(test)]
@@ -666,6 +703,111 @@ mod tests {
             assert_eq!(relay.stats().flows_expired, 2);
             assert_eq!(relay.poll_timeout(), None);
             assert_eq!(relay.listening_ports().collect::<Vec<_>>(), [5300]);
+        });
+    }
+
+    /// One `send` of `data` in datagrams of `segment` bytes (UDP_SEGMENT) on connected `s`.
+    fn send_run(s: &std::net::UdpSocket, data: &[u8], segment: u16) {
+        let set = |size: libc::c_int| {
+            // SAFETY: plain setsockopt with an int (UDP_SEGMENT).
+            let r = unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_UDP,
+                    103,
+                    (&size as *const libc::c_int).cast(),
+                    4,
+                )
+            };
+            assert_eq!(r, 0);
+        };
+        set(segment.into());
+        assert_eq!(s.send(data).unwrap(), data.len());
+        set(0);
+    }
+
+    /// A sender's runs (UDP_SEGMENT) reach the relay whole and go on whole (a segmented send
+    /// each), both ways: the far end reads every datagram, in order, each its own size.
+    #[test]
+    fn runs_cross_the_relay_whole_both_ways() {
+        if !can_make_namespaces("relay") {
+            return;
+        }
+        with_host_and_namespace(|ns| {
+            let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let port = server.local_addr().unwrap().port();
+            server.set_nonblocking(true).unwrap();
+            let (epoll, handle) = epoll_pair();
+            let mut relay = DgramRelay::new(8);
+            relay.listeners().attach(handle).unwrap();
+            relay.listeners().listen_in(&ns, 5301, port, LO4).unwrap();
+
+            // Two runs of 25 (the last of each shorter) and a datagram alone, from inside.
+            let out: Vec<u8> = (0..2450u32).map(|i| (i % 253) as u8).collect();
+            let mut want_out: Vec<Vec<u8>> = Vec::new();
+            for run in out.chunks(1225) {
+                want_out.extend(run.chunks(50).map(<[u8]>::to_vec));
+            }
+            want_out.push(b"alone".to_vec());
+            // A run of 30 back, the last shorter.
+            let back: Vec<u8> = (0..2950u32).map(|i| (i % 241) as u8).collect();
+            let want_back: Vec<Vec<u8>> = back.chunks(100).map(<[u8]>::to_vec).collect();
+            let n_back = want_back.len();
+            let client = spawn_in(&ns, move || {
+                let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                s.connect("127.0.0.1:5301").unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                for run in out.chunks(1225) {
+                    send_run(&s, run, 50);
+                }
+                s.send(b"alone").unwrap();
+                let mut buf = [0u8; 4096];
+                (0..n_back)
+                    .map(|_| {
+                        let n = s.recv(&mut buf).unwrap();
+                        buf[..n].to_vec()
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let deadline = StdInstant::now() + Duration::from_secs(10);
+            let mut events = [EpollEvent::empty(); 16];
+            let mut got_out = Vec::new();
+            let mut buf = [0u8; 4096];
+            while got_out.len() < want_out.len() {
+                assert!(StdInstant::now() < deadline, "timed out: {relay:?}");
+                let n = epoll.wait(&mut events, 20u16).unwrap();
+                for ev in &events[..n] {
+                    relay.ready(ev.data(), ev.events());
+                }
+                while let Ok((n, peer)) = server.recv_from(&mut buf) {
+                    got_out.push(buf[..n].to_vec());
+                    if got_out.len() == want_out.len() {
+                        server.connect(peer).unwrap();
+                    }
+                }
+            }
+            assert_eq!(got_out, want_out);
+            assert_eq!(relay.stats().to_host, want_out.len() as u64);
+            assert!(relay.stats().segmented_sends >= 2, "{:?}", relay.stats());
+            let before = relay.stats().segmented_sends;
+            send_run(&server, &back, 100);
+            while !client.is_finished() {
+                assert!(StdInstant::now() < deadline, "answers timed out: {relay:?}");
+                let n = epoll.wait(&mut events, 20u16).unwrap();
+                for ev in &events[..n] {
+                    relay.ready(ev.data(), ev.events());
+                }
+            }
+            assert_eq!(client.join().unwrap(), want_back);
+            assert_eq!(relay.stats().to_namespace, n_back as u64);
+            assert_eq!(
+                relay.stats().segmented_sends,
+                before + 1,
+                "{:?}",
+                relay.stats()
+            );
+            assert_eq!(relay.stats().received_runs, 3, "{:?}", relay.stats());
+            assert_eq!(relay.stats().dropped, 0);
         });
     }
 

@@ -115,11 +115,18 @@ pub(crate) unsafe fn send_iovec_nonblocking(fd: RawFd, iov: &[libc::iovec]) -> i
 /// Iovec entries one `sendmsg` takes (UIO_MAXIOV).
 pub(crate) const SEND_IOV_MAX: usize = 1024;
 
-/// The `datagrams` sent in order on a connected socket, each as one datagram, with one
-/// `sendmmsg` (per [`IOV_BATCH`] of them), from where they are. Returns how many went,
-/// stopping at the first that failed; an error only if none went.
+/// A destination as the system calls take it (see [`std_to_sockaddr`]).
+pub(crate) type RawSockAddr = (libc::sockaddr_storage, libc::socklen_t);
+
+/// The `datagrams` sent in order to `to` (on a connected socket, `None`), each as one
+/// datagram, with one `sendmmsg` (per [`IOV_BATCH`] of them), from where they are. Returns how
+/// many went, stopping at the first that failed; an error only if none went.
 #[inline]
-pub(crate) fn send_datagrams_nonblocking(fd: RawFd, datagrams: &[&[u8]]) -> io::Result<usize> {
+pub(crate) fn send_datagrams_nonblocking(
+    fd: RawFd,
+    datagrams: &[&[u8]],
+    to: Option<&RawSockAddr>,
+) -> io::Result<usize> {
     let mut sent = 0;
     for chunk in datagrams.chunks(IOV_BATCH) {
         // SAFETY: plain old data; zero is a valid (empty) value.
@@ -133,9 +140,13 @@ pub(crate) fn send_datagrams_nonblocking(fd: RawFd, datagrams: &[&[u8]]) -> io::
             };
             msgs[k].msg_hdr.msg_iov = &mut iov[k];
             msgs[k].msg_hdr.msg_iovlen = 1;
+            if let Some((sa, len)) = to {
+                msgs[k].msg_hdr.msg_name = (sa as *const libc::sockaddr_storage).cast_mut().cast();
+                msgs[k].msg_hdr.msg_namelen = *len;
+            }
         }
-        // SAFETY: every message points at a datagram that outlives the call; the kernel only
-        // reads them.
+        // SAFETY: every message points at a datagram (and an address) that outlives the
+        // call; the kernel only reads them.
         let n = match retry(|| unsafe {
             libc::sendmmsg(
                 fd,

@@ -7,7 +7,7 @@ use std::io;
 use std::mem::size_of;
 use std::os::fd::RawFd;
 
-use super::{retry, send_datagrams_nonblocking};
+use super::{retry, send_datagrams_nonblocking, RawSockAddr};
 
 /// Datagrams in one segmented send at most (the kernel's UDP_MAX_SEGMENTS, 64 before 5.8).
 const MAX_SEGMENTS: usize = 64;
@@ -59,13 +59,15 @@ pub(crate) fn run_len(datagrams: &[&[u8]]) -> usize {
     n
 }
 
-/// Sends `datagrams` in order on connected socket `fd`, runs of equal size as one segmented
-/// `sendmsg` where `seg` allows (counted in `segmented`), the rest with `sendmmsg`. Returns how
-/// many went, stopping at the first that couldn't; an error only if none went.
+/// Sends `datagrams` in order to `to` (on a connected socket `fd`, `None`), runs of equal
+/// size as one segmented `sendmsg` where `seg` allows (counted in `segmented`), the rest with
+/// `sendmmsg`. Returns how many went, stopping at the first that couldn't; an error only if
+/// none went.
 #[inline]
 pub(crate) fn send_datagrams_segmented(
     fd: RawFd,
     datagrams: &[&[u8]],
+    to: Option<&RawSockAddr>,
     seg: &mut Segmentation,
     segmented: &mut u64,
 ) -> io::Result<usize> {
@@ -81,13 +83,13 @@ pub(crate) fn send_datagrams_segmented(
             continue;
         }
         if single > 0 {
-            let n = flush(fd, &datagrams[sent..sent + single], &mut sent)?;
+            let n = flush(fd, &datagrams[sent..sent + single], to, &mut sent)?;
             if n < single {
                 return Ok(sent);
             }
             single = 0;
         }
-        match send_segmented(fd, &rest[..run], size) {
+        match send_segmented(fd, &rest[..run], size, to) {
             Ok(()) => {
                 sent += run;
                 *segmented += 1;
@@ -102,15 +104,20 @@ pub(crate) fn send_datagrams_segmented(
         }
     }
     if single > 0 {
-        flush(fd, &datagrams[sent..], &mut sent)?;
+        flush(fd, &datagrams[sent..], to, &mut sent)?;
     }
     Ok(sent)
 }
 
 /// Sends `batch` datagram by datagram, adding to `sent` what went; an error only if nothing
 /// went before or now.
-fn flush(fd: RawFd, batch: &[&[u8]], sent: &mut usize) -> io::Result<usize> {
-    match send_datagrams_nonblocking(fd, batch) {
+fn flush(
+    fd: RawFd,
+    batch: &[&[u8]],
+    to: Option<&RawSockAddr>,
+    sent: &mut usize,
+) -> io::Result<usize> {
+    match send_datagrams_nonblocking(fd, batch, to) {
         Ok(n) => {
             *sent += n;
             Ok(n)
@@ -135,8 +142,13 @@ fn too_large(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMSGSIZE | libc::EINVAL))
 }
 
-/// One `sendmsg` of `run` with UDP_SEGMENT `size`: all of it goes, or none.
-fn send_segmented(fd: RawFd, run: &[&[u8]], size: usize) -> io::Result<()> {
+/// One `sendmsg` of `run` to `to` with UDP_SEGMENT `size`: all of it goes, or none.
+fn send_segmented(
+    fd: RawFd,
+    run: &[&[u8]],
+    size: usize,
+    to: Option<&RawSockAddr>,
+) -> io::Result<()> {
     let mut iov = [libc::iovec {
         iov_base: std::ptr::null_mut(),
         iov_len: 0,
@@ -149,14 +161,18 @@ fn send_segmented(fd: RawFd, run: &[&[u8]], size: usize) -> io::Result<()> {
     const SPACE: usize = cmsg_space_u16();
     let mut control = [0u64; SPACE.div_ceil(8)];
     // SAFETY: a zeroed msghdr is valid; it points at our iovecs (the datagrams, only read by
-    // the kernel) and our control buffer, all alive for the call. CMSG_FIRSTHDR of a control
-    // buffer this large is non-null and aligned (u64 storage).
+    // the kernel), the address and our control buffer, all alive for the call. CMSG_FIRSTHDR
+    // of a control buffer this large is non-null and aligned (u64 storage).
     unsafe {
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_iov = iov.as_mut_ptr();
         msg.msg_iovlen = run.len() as _;
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = SPACE as _;
+        if let Some((sa, len)) = to {
+            msg.msg_name = (sa as *const libc::sockaddr_storage).cast_mut().cast();
+            msg.msg_namelen = *len;
+        }
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::SOL_UDP;
         (*cmsg).cmsg_type = UDP_SEGMENT;

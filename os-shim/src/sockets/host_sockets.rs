@@ -332,6 +332,7 @@ impl DgramSockets for Sockets {
                 send_datagrams_segmented(
                     fd,
                     datagrams,
+                    None,
                     &mut slot.segmentation,
                     &mut self.stats.segmented_sends,
                 )
