@@ -14,13 +14,13 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use nix::sys::epoll::EpollFlags;
 use sans_io::flow::Proto;
 use sans_io::time::Instant;
 
-use crate::dgram_relay::DgramRelay;
+use crate::dgram_relay::{DgramRelay, HostSocket};
 use crate::ns::NsError;
 use crate::ns_agent::{InNetns, NsAgent};
 use crate::ns_listeners::{Bound, NsAddrs};
@@ -180,13 +180,13 @@ impl Bypass {
     /// from the loopback sender `client`, to `target` inside the namespace (`-u`).
     pub fn hand_over_datagram(
         &mut self,
-        (key, socket): (u64, BorrowedFd<'_>),
+        socket: HostSocket<'_>,
         client: SocketAddr,
         target: SocketAddr,
         datagram: &[u8],
     ) -> io::Result<()> {
         self.dgram_relay
-            .relay_into(&self.netns, (key, socket), client, target, datagram)
+            .relay_into(&self.netns, socket, client, target, datagram)
     }
 
     /// The host's forwarding socket `key` is gone: so are the flows it handed over.

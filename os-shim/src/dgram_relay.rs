@@ -34,7 +34,7 @@ use crate::socket_sys::udp_gro::{
 use crate::socket_sys::udp_gso::{send_datagrams_segmented, Segmentation};
 use crate::socket_sys::{
     bind_addr, connect_to, dgram_socket, send_nonblocking, sockaddr_to_std, std_to_sockaddr,
-    udp_bound_socket, unmap,
+    udp_bound_socket, udp_reply_socket, unmap,
 };
 use crate::tokens::{
     dgram_flow_token, dgram_token, is_dgram, relay_listener_base, RelayToken, INDEX_BITS,
@@ -88,9 +88,26 @@ enum Origin {
     /// One of our namespace listeners (`-U`), by index.
     Listener(usize),
     /// A forwarding socket on the host that handed the flow over (`-u`): the caller's key for
-    /// it, and our own duplicate of its descriptor to answer through, so that the answers
-    /// leave from the address and port the sender wrote to.
-    Host { key: u64, socket: OwnedFd },
+    /// it, and the socket the answers leave through, from the address and port the sender
+    /// wrote to: one of our own bound beside the forwarding socket and connected to the
+    /// sender (`own`), which the sender's next datagrams come to, so that we read them in
+    /// batches and runs, not one by one through the caller; else a duplicate of the
+    /// forwarding socket's descriptor.
+    Host {
+        key: u64,
+        socket: OwnedFd,
+        own: bool,
+    },
+}
+
+/// The host's forwarding socket that hands a datagram over: the caller's key for it, its
+/// descriptor, and where it is bound (its address, and interface if any).
+#[derive(Debug, Clone, Copy)]
+pub struct HostSocket<'a> {
+    pub key: u64,
+    pub fd: BorrowedFd<'a>,
+    pub local: SocketAddr,
+    pub iface: Option<&'a str>,
 }
 
 /// A flow's key: its origin and sender.
@@ -280,18 +297,20 @@ impl DgramRelay {
         }
     }
 
-    /// Relays `datagram`, which the forwarding socket `socket` on the host (`key` names it
+    /// Relays `datagram`, which the forwarding socket `socket` on the host (its `key` names it
     /// for [`DgramRelay::forget_host_socket`]) received from the loopback sender `client`, to
     /// `target` inside the namespace, through the flow of that sender (opened if new: a socket
-    /// made in the namespace, bound to the sender's port where it is free).
+    /// made in the namespace, bound to the sender's port where it is free, and one on the
+    /// host for the sender's next datagrams, see [`Origin::Host`]).
     pub fn relay_into(
         &mut self,
         netns: &impl InNetns,
-        (key, socket): (u64, BorrowedFd<'_>),
+        socket: HostSocket<'_>,
         client: SocketAddr,
         target: SocketAddr,
         datagram: &[u8],
     ) -> io::Result<()> {
+        let key = socket.key;
         let now = monotonic_now();
         let f = match self.by_client.get(&(OriginKey::Host(key), client)) {
             Some(&f) => f,
@@ -304,9 +323,20 @@ impl DgramRelay {
                         return Err(e);
                     }
                 };
-                let origin = Origin::Host {
-                    key,
-                    socket: socket.try_clone_to_owned()?,
+                let origin = match udp_reply_socket(socket.local, socket.iface, client) {
+                    Ok(own) => {
+                        enable_gro(own.as_raw_fd());
+                        Origin::Host {
+                            key,
+                            socket: own,
+                            own: true,
+                        }
+                    }
+                    Err(_) => Origin::Host {
+                        key,
+                        socket: socket.fd.try_clone_to_owned()?,
+                        own: false,
+                    },
                 };
                 match self.open_flow(far, origin, client, now) {
                     Some(f) => f,
@@ -358,9 +388,13 @@ impl DgramRelay {
         let mut batch = self.batch.take().unwrap_or_else(|| Box::new(Batch::new()));
         match dgram_token(token) {
             RelayToken::Listener(i) => self.relay_to_host(i, &mut batch),
-            RelayToken::Item { index, gen, .. } => {
+            RelayToken::Item { index, gen, side } => {
                 if self.flows.get_mut(index, gen).is_some() {
-                    self.relay_back(index, &mut batch);
+                    if side == 0 {
+                        self.relay_back(index, &mut batch);
+                    } else {
+                        self.relay_from_host(index, &mut batch);
+                    }
                 }
             }
         }
@@ -410,6 +444,38 @@ impl DgramRelay {
                 self.stats.dropped += (datagrams - sent) as u64;
                 i = end;
             }
+            if n < BATCH {
+                break;
+            }
+        }
+    }
+
+    /// The sender's datagrams that came to the flow's own socket on the host (see
+    /// [`Origin::Host`]), into the namespace.
+    fn relay_from_host(&mut self, index: usize, batch: &mut Batch) {
+        let Some(flow) = self.flows.at_mut(index) else {
+            return;
+        };
+        let Origin::Host { socket, .. } = &flow.origin else {
+            return;
+        };
+        let (from, far) = (socket.as_raw_fd(), flow.far.as_raw_fd());
+        flow.last = monotonic_now();
+        for _ in 0..ROUNDS {
+            let n = recv_batch(from, batch, false);
+            self.stats.received_runs += batch.runs(0..n);
+            let sent = batch.send_datagrams(0..n, |run| {
+                send_datagrams_segmented(
+                    far,
+                    run,
+                    None,
+                    &mut flow.segmentation,
+                    &mut self.stats.segmented_sends,
+                )
+                .unwrap_or(0)
+            });
+            self.stats.to_namespace += sent as u64;
+            self.stats.dropped += (batch.datagrams(0..n) - sent) as u64;
             if n < BATCH {
                 break;
             }
@@ -499,12 +565,18 @@ impl DgramRelay {
         };
         let (index, gen) = self.flows.insert(flow).ok()?;
         if let Some(epoll) = &self.ns.epoll {
-            let token = dgram_flow_token(index, gen);
-            let far = &self.flows.at(index).expect("just inserted").far;
-            if epoll
-                .add(far, EpollEvent::new(EpollFlags::EPOLLIN, token))
-                .is_err()
-            {
+            let flow = self.flows.at(index).expect("just inserted");
+            let own = match &flow.origin {
+                Origin::Host {
+                    socket, own: true, ..
+                } => Some(socket),
+                _ => None,
+            };
+            let watch = |fd: &OwnedFd, side| {
+                let token = dgram_flow_token(index, gen, side);
+                epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token))
+            };
+            if watch(&flow.far, 0).is_err() || own.is_some_and(|s| watch(s, 1).is_err()) {
                 self.flows.remove(index);
                 return None;
             }
@@ -811,8 +883,103 @@ mod tests {
         });
     }
 
+    /// A forwarding socket that shares its port, as ours do: after the first datagram, handed
+    /// over, the sender's next ones (a run here) come to the flow's own socket beside it, whole,
+    /// and go into the namespace as one segmented send; the answers leave from the address
+    /// the sender wrote to.
+    #[test]
+    fn a_senders_next_datagrams_come_to_the_flows_own_socket() {
+        if !can_make_namespaces("relay") {
+            return;
+        }
+        with_host_and_namespace(|ns| {
+            let run: Vec<u8> = (0..2000u32).map(|i| (i % 249) as u8).collect();
+            let mut want: Vec<Vec<u8>> = vec![b"first".to_vec()];
+            want.extend(run.chunks(100).map(<[u8]>::to_vec));
+            let n_want = want.len();
+            // The namespace's server: collects, then answers the last.
+            let (port_tx, port_rx) = std::sync::mpsc::channel();
+            let server = spawn_in(&ns, move || {
+                let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                port_tx.send(s.local_addr().unwrap().port()).unwrap();
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                let mut peer = None;
+                while got.len() < n_want {
+                    let (n, from) = s.recv_from(&mut buf).unwrap();
+                    got.push(buf[..n].to_vec());
+                    peer = Some(from);
+                }
+                s.send_to(b"answer", peer.unwrap()).unwrap();
+                got
+            });
+            let target = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port_rx.recv().unwrap());
+
+            let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+            let fwd = std::net::UdpSocket::from(udp_bound_socket(local, None, false).unwrap());
+            fwd.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let local = fwd.local_addr().unwrap();
+            let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            sender
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            sender.connect(local).unwrap();
+
+            let (epoll, handle) = epoll_pair();
+            let mut relay = DgramRelay::new(8);
+            relay.listeners().attach(handle).unwrap();
+            sender.send(b"first").unwrap();
+            let mut buf = [0u8; 100];
+            let (n, from) = fwd.recv_from(&mut buf).unwrap();
+            let deadline = StdInstant::now() + Duration::from_secs(10);
+            let socket = HostSocket {
+                key: 9,
+                fd: fwd.as_fd(),
+                local,
+                iface: None,
+            };
+            relay
+                .relay_into(&ns, socket, from, target, &buf[..n])
+                .unwrap();
+            send_run(&sender, &run, 100);
+            let mut events = [EpollEvent::empty(); 16];
+            while !server.is_finished() {
+                assert!(StdInstant::now() < deadline, "timed out: {relay:?}");
+                let n = epoll.wait(&mut events, 20u16).unwrap();
+                for ev in &events[..n] {
+                    relay.ready(ev.data(), ev.events());
+                }
+            }
+            assert_eq!(server.join().unwrap(), want);
+            fwd.set_nonblocking(true).unwrap();
+            assert!(
+                fwd.recv_from(&mut buf).is_err(),
+                "nothing more for the forwarding socket"
+            );
+            assert_eq!(relay.stats().received_runs, 1, "{:?}", relay.stats());
+            assert_eq!(relay.stats().to_namespace, n_want as u64);
+            assert!(relay.stats().segmented_sends >= 1, "{:?}", relay.stats());
+            while relay.stats().to_host < 1 {
+                assert!(StdInstant::now() < deadline, "timed out: {relay:?}");
+                let n = epoll.wait(&mut events, 20u16).unwrap();
+                for ev in &events[..n] {
+                    relay.ready(ev.data(), ev.events());
+                }
+            }
+            // The sender is connected to the forwarding socket's address: only what comes from
+            // there reaches it.
+            let n = sender.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"answer");
+            relay.forget_host_socket(9);
+            assert_eq!(relay.open_flows(), 0);
+        });
+    }
+
     #[test]
     fn hands_host_datagrams_over_into_the_namespace_keeping_the_senders_port() {
+        // The forwarding socket here doesn't share its port (no SO_REUSEADDR): the flow
+        // answers through a duplicate of it, and every datagram comes handed over.
         if !can_make_namespaces("relay") {
             return;
         }
@@ -850,8 +1017,14 @@ mod tests {
             for msg in [&b"one"[..], b"two"] {
                 sender.send(msg).unwrap();
                 let (n, from) = fwd.recv_from(&mut buf).unwrap();
+                let socket = HostSocket {
+                    key: 7,
+                    fd: fwd.as_fd(),
+                    local: fwd.local_addr().unwrap(),
+                    iface: None,
+                };
                 relay
-                    .relay_into(&ns, (7, fwd.as_fd()), from, target, &buf[..n])
+                    .relay_into(&ns, socket, from, target, &buf[..n])
                     .unwrap();
             }
             let deadline = StdInstant::now() + Duration::from_secs(10);

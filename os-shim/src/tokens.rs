@@ -113,10 +113,11 @@ pub(crate) fn relay_listener_base(relay_base: u64) -> u64 {
     relay_base | RELAY_LISTENER_BIT
 }
 
-/// The token of the UDP relay's flow in slot `index`, generation `gen`.
+/// The token of the UDP relay's flow in slot `index`, generation `gen`: its far socket (side
+/// 0), or its own socket on the host (side 1).
 #[inline]
-pub(crate) fn dgram_flow_token(index: usize, gen: u32) -> u64 {
-    TOKEN_DGRAM_BASE | (u64::from(gen) << INDEX_BITS) | index as u64
+pub(crate) fn dgram_flow_token(index: usize, gen: u32, side: usize) -> u64 {
+    TOKEN_DGRAM_BASE | (u64::from(gen) << (INDEX_BITS + 1)) | ((index as u64) << 1) | side as u64
 }
 
 /// The token of side `side` of the splicer's pair in slot `index`, generation `gen`.
@@ -129,7 +130,7 @@ pub(crate) fn splice_pair_token(index: usize, gen: u32, side: usize) -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RelayToken {
     Listener(usize),
-    /// A UDP flow (`side` 0) or one side of a spliced pair.
+    /// A side of a UDP flow or of a spliced pair.
     Item {
         index: usize,
         gen: u32,
@@ -145,9 +146,9 @@ pub(crate) fn dgram_token(token: u64) -> RelayToken {
         return RelayToken::Listener((t & INDEX_MASK) as usize);
     }
     RelayToken::Item {
-        index: (t & INDEX_MASK) as usize,
-        gen: (t >> INDEX_BITS) as u32 & GEN_MASK,
-        side: 0,
+        index: ((t >> 1) & INDEX_MASK) as usize,
+        gen: (t >> (INDEX_BITS + 1)) as u32 & GEN_MASK,
+        side: (t & 1) as usize,
     }
 }
 
@@ -182,16 +183,11 @@ mod tests {
             };
             assert_eq!(sockets_token(t), Some(want));
 
-            let t = dgram_flow_token(index, gen);
-            assert!(is_dgram(t) && is_host_socket(t) && !is_splice(t));
-            assert_eq!(
-                dgram_token(t),
-                RelayToken::Item {
-                    index,
-                    gen,
-                    side: 0
-                }
-            );
+            for side in [0, 1] {
+                let t = dgram_flow_token(index, gen, side);
+                assert!(is_dgram(t) && is_host_socket(t) && !is_splice(t));
+                assert_eq!(dgram_token(t), RelayToken::Item { index, gen, side });
+            }
             let t = relay_listener_base(TOKEN_DGRAM_BASE) | index as u64;
             assert!(is_dgram(t));
             assert_eq!(dgram_token(t), RelayToken::Listener(index));

@@ -86,6 +86,26 @@ pub(crate) fn udp_bound_socket(
     Ok(fd)
 }
 
+/// A socket for the answers to `peer` of forwarding socket `local` (on `iface`): bound beside
+/// it (address reuse) and connected to `peer`, so that the peer's next datagrams come to it
+/// rather than to the forwarding socket, and answers leave from the address it wrote to.
+#[inline]
+pub(crate) fn udp_reply_socket(
+    local: SocketAddr,
+    iface: Option<&str>,
+    peer: SocketAddr,
+) -> io::Result<OwnedFd> {
+    let fd = udp_bound_socket(local, iface, false)?;
+    let peer = match (local, peer) {
+        (SocketAddr::V6(_), SocketAddr::V4(p)) => {
+            SocketAddr::new(IpAddr::V6(p.ip().to_ipv6_mapped()), p.port())
+        }
+        _ => peer,
+    };
+    connect_to(fd.as_raw_fd(), peer)?;
+    Ok(fd)
+}
+
 /// Binds a forwarding socket: address reuse, IPv6 only for IPv6 (IPv4 has sockets of its
 /// own), free binding and the interface as asked.
 #[inline]

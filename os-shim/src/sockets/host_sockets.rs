@@ -16,12 +16,13 @@ use sans_io::wire::lent::{LentAreas, MAX_LENT_AREAS};
 
 use super::table::State;
 use super::{udp_gro, Sockets};
+use crate::dgram_relay::HostSocket;
 use crate::socket_sys::tcp_info::{at_eof, send_space};
 use crate::socket_sys::udp_gso::send_datagrams_segmented;
 use crate::socket_sys::{
     bind_addr, bind_outbound, bind_to_device, connect_to, dgram_socket, local_addr, prepare_stream,
     readable_bytes, retry, send_iovec_nonblocking, send_nonblocking, send_vectored_nonblocking,
-    setsockopt_int, sockaddr_to_std, stream_socket, udp_bound_socket, unmap, SEND_IOV_MAX,
+    setsockopt_int, sockaddr_to_std, stream_socket, udp_reply_socket, unmap, SEND_IOV_MAX,
 };
 
 /// Areas one vectored peek fills at most (the core asks for fewer).
@@ -434,14 +435,7 @@ impl DgramSockets for Sockets {
             return Err(io::Error::from_raw_os_error(libc::EBADF));
         };
         let (local, iface) = (*local, iface.clone());
-        let fd = self.counted(udp_bound_socket(local, iface.as_deref(), false))?;
-        let peer = match (local, peer) {
-            (SocketAddr::V6(_), SocketAddr::V4(p)) => {
-                SocketAddr::new(IpAddr::V6(p.ip().to_ipv6_mapped()), p.port())
-            }
-            _ => peer,
-        };
-        connect_to(fd.as_raw_fd(), peer)?;
+        let fd = self.counted(udp_reply_socket(local, iface.as_deref(), peer))?;
         let index = self.insert_flow_dgram(fd)?;
         Ok(SockRef(index))
     }
@@ -457,7 +451,16 @@ impl DgramSockets for Sockets {
         else {
             return Err(io::ErrorKind::Unsupported.into());
         };
-        let socket = (u64::from(listener.0), slot.fd.as_fd());
+        let Some((_, local, iface)) = self.udp_listeners.iter().find(|(l, _, _)| *l == listener)
+        else {
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        };
+        let socket = HostSocket {
+            key: u64::from(listener.0),
+            fd: slot.fd.as_fd(),
+            local: *local,
+            iface: iface.as_deref(),
+        };
         bypass.hand_over_datagram(socket, src, target, datagram)
     }
 }
