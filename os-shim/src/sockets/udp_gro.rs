@@ -24,11 +24,14 @@ use crate::socket_sys::retry;
 use crate::socket_sys::udp_gro::{
     datagrams_in as datagrams, expect_gro_control, gro_segment, GroControl,
 };
+
 /// Bytes after each message's slot for the rest of a run (or of a datagram larger than the
 /// slot): a run, like any datagram, is at most 64 KiB.
 pub(super) const SPILL: usize = 1 << 16;
+
 /// Messages asked for in one `recvmmsg` at most (each with a spill buffer).
 const MAX_MESSAGES: usize = 32;
+
 /// One socket's receiving: datagrams of a run the engine had no slot for, and how many
 /// datagrams a message brought last time (to ask for fewer messages when runs come).
 #[derive(Debug, Default)]
@@ -192,8 +195,8 @@ pub(super) fn recv_many(
         &mut lens[served..],
         &mut state.pending,
     );
-    let datagrams: usize = messages[..n].iter().map(|&(l, s)| datagrams(l, s)).sum();
-    state.per_message = datagrams.div_ceil(n.max(1));
+    let total: usize = messages[..n].iter().map(|&(l, s)| datagrams(l, s)).sum();
+    state.per_message = total.div_ceil(n.max(1));
     Ok(served + placed)
 }
 
