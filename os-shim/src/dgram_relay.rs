@@ -34,7 +34,7 @@ use crate::socket_sys::udp_gro::{
 use crate::socket_sys::udp_gso::{send_datagrams_segmented, Segmentation};
 use crate::socket_sys::{
     bind_addr, connect_to, dgram_socket, send_nonblocking, sockaddr_to_std, std_to_sockaddr,
-    udp_bound_socket, udp_reply_socket, unmap,
+    udp_bound_socket, udp_reply_socket, unmap, RawSockAddr,
 };
 use crate::tokens::{
     dgram_flow_token, dgram_token, is_dgram, relay_listener_base, RelayToken, INDEX_BITS,
@@ -461,25 +461,14 @@ impl DgramRelay {
         };
         let (from, far) = (socket.as_raw_fd(), flow.far.as_raw_fd());
         flow.last = monotonic_now();
-        for _ in 0..ROUNDS {
-            let n = recv_batch(from, batch, false);
-            self.stats.received_runs += batch.runs(0..n);
-            let sent = batch.send_datagrams(0..n, |run| {
-                send_datagrams_segmented(
-                    far,
-                    run,
-                    None,
-                    &mut flow.segmentation,
-                    &mut self.stats.segmented_sends,
-                )
-                .unwrap_or(0)
-            });
-            self.stats.to_namespace += sent as u64;
-            self.stats.dropped += (batch.datagrams(0..n) - sent) as u64;
-            if n < BATCH {
-                break;
-            }
-        }
+        let sent = pass_on(
+            &mut self.stats,
+            batch,
+            from,
+            (far, None),
+            &mut flow.segmentation,
+        );
+        self.stats.to_namespace += sent;
     }
 
     /// Answers from the far server, back to the flow's sender.
@@ -495,30 +484,13 @@ impl DgramRelay {
             Origin::Host { socket, .. } => socket.as_raw_fd(),
         };
         let (far, to) = (flow.far.as_raw_fd(), std_to_sockaddr(&flow.client));
-        let back_to_host = matches!(flow.origin, Origin::Host { .. });
         flow.last = monotonic_now();
-        for _ in 0..ROUNDS {
-            let n = recv_batch(far, batch, false);
-            self.stats.received_runs += batch.runs(0..n);
-            let sent = batch.send_datagrams(0..n, |run| {
-                send_datagrams_segmented(
-                    origin_fd,
-                    run,
-                    Some(&to),
-                    &mut flow.back_segmentation,
-                    &mut self.stats.segmented_sends,
-                )
-                .unwrap_or(0)
-            });
-            if back_to_host {
-                self.stats.to_host += sent as u64;
-            } else {
-                self.stats.to_namespace += sent as u64;
-            }
-            self.stats.dropped += (batch.datagrams(0..n) - sent) as u64;
-            if n < BATCH {
-                break;
-            }
+        let seg = &mut flow.back_segmentation;
+        let sent = pass_on(&mut self.stats, batch, far, (origin_fd, Some(&to)), seg);
+        if matches!(flow.origin, Origin::Host { .. }) {
+            self.stats.to_host += sent;
+        } else {
+            self.stats.to_namespace += sent;
         }
     }
 
@@ -593,6 +565,33 @@ impl DgramRelay {
             self.by_client.remove(&(flow.origin.key(), flow.client));
         }
     }
+}
+
+/// Passes what socket `from` holds on (a few batches at most, see [`ROUNDS`]) to `to` (a
+/// socket, and the destination unless it is connected), runs of equal size as one segmented
+/// send each; counts the runs received, the segmented sends and what was dropped in `stats`,
+/// and returns how many datagrams went.
+fn pass_on(
+    stats: &mut DgramStats,
+    batch: &mut Batch,
+    from: RawFd,
+    (to_fd, to): (RawFd, Option<&RawSockAddr>),
+    seg: &mut Segmentation,
+) -> u64 {
+    let mut sent = 0;
+    for _ in 0..ROUNDS {
+        let n = recv_batch(from, batch, false);
+        stats.received_runs += batch.runs(0..n);
+        let went = batch.send_datagrams(0..n, |run| {
+            send_datagrams_segmented(to_fd, run, to, seg, &mut stats.segmented_sends).unwrap_or(0)
+        });
+        stats.dropped += (batch.datagrams(0..n) - went) as u64;
+        sent += went as u64;
+        if n < BATCH {
+            break;
+        }
+    }
+    sent
 }
 
 /// A UDP socket on the host connected to `target`.
@@ -686,22 +685,50 @@ mod tests {
     };
     use std::time::Instant as StdInstant;
 
+    /// Hands the relay what `epoll` reports, then calls `step`, until `step` says it is done
+    /// (by `deadline`, else fails saying `what`).
+    fn drive(
+        relay: &mut DgramRelay,
+        epoll: &nix::sys::epoll::Epoll,
+        deadline: StdInstant,
+        what: &str,
+        mut step: impl FnMut(&DgramRelay) -> bool,
+    ) {
+        let mut events = [EpollEvent::empty(); 16];
+        while !step(relay) {
+            assert!(StdInstant::now() < deadline, "{what} timed out: {relay:?}");
+            let n = epoll.wait(&mut events, 20u16).unwrap();
+            for ev in &events[..n] {
+                relay.ready(ev.data(), ev.events());
+            }
+        }
+    }
+
+    /// A server on the host's loopback (non-blocking), and a relay on an epoll instance of its
+    /// own whose listener on the namespace's port `port` leads to it.
+    fn host_server_and_relay(
+        ns: &OwnedFd,
+        port: u16,
+    ) -> (std::net::UdpSocket, nix::sys::epoll::Epoll, DgramRelay) {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        server.set_nonblocking(true).unwrap();
+        let to = server.local_addr().unwrap().port();
+        let (epoll, handle) = epoll_pair();
+        let mut relay = DgramRelay::new(8);
+        relay.listeners().attach(handle).unwrap();
+        let (n, failed) = relay.listeners().listen_in(ns, port, to, LO4).unwrap();
+        assert_eq!((n, failed.len()), (1, 0));
+        (server, epoll, relay)
+    }
+
     #[test]
     fn relays_datagrams_both_ways_per_sender_and_expires_idle_flows() {
         if !can_make_namespaces("relay") {
             return;
         }
         with_host_and_namespace(|ns| {
-            // The host's server: echoes with its peer's port appended.
-            let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            let port = server.local_addr().unwrap().port();
-            server.set_nonblocking(true).unwrap();
-
-            let (epoll, handle) = epoll_pair();
-            let mut relay = DgramRelay::new(8);
-            relay.listeners().attach(handle).unwrap();
-            let (n, failed) = relay.listeners().listen_in(&ns, 5300, port, LO4).unwrap();
-            assert_eq!((n, failed.len()), (1, 0));
+            // The host's server: echoes what it gets.
+            let (server, epoll, mut relay) = host_server_and_relay(&ns, 5300);
 
             // Two senders in the namespace, 40 datagrams each, one after the other, all queued
             // before the relay reads: each sender's are a run (one segmented send).
@@ -733,30 +760,21 @@ mod tests {
             });
             sent_rx.recv_timeout(Duration::from_secs(10)).unwrap();
             let deadline = StdInstant::now() + Duration::from_secs(10);
-            let mut events = [EpollEvent::empty(); 16];
             let mut echoed = 0;
             let mut peers = std::collections::BTreeSet::new();
-            while echoed < 80 {
-                assert!(StdInstant::now() < deadline, "timed out: {relay:?}");
-                let n = epoll.wait(&mut events, 20u16).unwrap();
-                for ev in &events[..n] {
-                    relay.ready(ev.data(), ev.events());
-                }
+            drive(&mut relay, &epoll, deadline, "relaying", |_| {
                 let mut buf = [0u8; 200];
                 while let Ok((n, peer)) = server.recv_from(&mut buf) {
                     peers.insert(peer);
                     server.send_to(&buf[..n], peer).unwrap();
                     echoed += 1;
                 }
-            }
+                echoed >= 80
+            });
             // The answers go back through the relay.
-            while !clients.is_finished() {
-                assert!(StdInstant::now() < deadline, "answers timed out: {relay:?}");
-                let n = epoll.wait(&mut events, 20u16).unwrap();
-                for ev in &events[..n] {
-                    relay.ready(ev.data(), ev.events());
-                }
-            }
+            drive(&mut relay, &epoll, deadline, "answers", |_| {
+                clients.is_finished()
+            });
             let got = clients.join().unwrap();
             let want: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 100]).collect();
             for (k, got) in got.iter().enumerate() {
@@ -806,13 +824,7 @@ mod tests {
             return;
         }
         with_host_and_namespace(|ns| {
-            let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            let port = server.local_addr().unwrap().port();
-            server.set_nonblocking(true).unwrap();
-            let (epoll, handle) = epoll_pair();
-            let mut relay = DgramRelay::new(8);
-            relay.listeners().attach(handle).unwrap();
-            relay.listeners().listen_in(&ns, 5301, port, LO4).unwrap();
+            let (server, epoll, mut relay) = host_server_and_relay(&ns, 5301);
 
             // Two runs of 25 (the last of each shorter) and a datagram alone, from inside.
             let out: Vec<u8> = (0..2450u32).map(|i| (i % 253) as u8).collect();
@@ -842,34 +854,25 @@ mod tests {
                     .collect::<Vec<_>>()
             });
             let deadline = StdInstant::now() + Duration::from_secs(10);
-            let mut events = [EpollEvent::empty(); 16];
             let mut got_out = Vec::new();
             let mut buf = [0u8; 4096];
-            while got_out.len() < want_out.len() {
-                assert!(StdInstant::now() < deadline, "timed out: {relay:?}");
-                let n = epoll.wait(&mut events, 20u16).unwrap();
-                for ev in &events[..n] {
-                    relay.ready(ev.data(), ev.events());
-                }
+            drive(&mut relay, &epoll, deadline, "relaying", |_| {
                 while let Ok((n, peer)) = server.recv_from(&mut buf) {
                     got_out.push(buf[..n].to_vec());
                     if got_out.len() == want_out.len() {
                         server.connect(peer).unwrap();
                     }
                 }
-            }
+                got_out.len() >= want_out.len()
+            });
             assert_eq!(got_out, want_out);
             assert_eq!(relay.stats().to_host, want_out.len() as u64);
             assert!(relay.stats().segmented_sends >= 2, "{:?}", relay.stats());
             let before = relay.stats().segmented_sends;
             send_run(&server, &back, 100);
-            while !client.is_finished() {
-                assert!(StdInstant::now() < deadline, "answers timed out: {relay:?}");
-                let n = epoll.wait(&mut events, 20u16).unwrap();
-                for ev in &events[..n] {
-                    relay.ready(ev.data(), ev.events());
-                }
-            }
+            drive(&mut relay, &epoll, deadline, "answers", |_| {
+                client.is_finished()
+            });
             assert_eq!(client.join().unwrap(), want_back);
             assert_eq!(relay.stats().to_namespace, n_back as u64);
             assert_eq!(
@@ -943,14 +946,9 @@ mod tests {
                 .relay_into(&ns, socket, from, target, &buf[..n])
                 .unwrap();
             send_run(&sender, &run, 100);
-            let mut events = [EpollEvent::empty(); 16];
-            while !server.is_finished() {
-                assert!(StdInstant::now() < deadline, "timed out: {relay:?}");
-                let n = epoll.wait(&mut events, 20u16).unwrap();
-                for ev in &events[..n] {
-                    relay.ready(ev.data(), ev.events());
-                }
-            }
+            drive(&mut relay, &epoll, deadline, "relaying", |_| {
+                server.is_finished()
+            });
             assert_eq!(server.join().unwrap(), want);
             fwd.set_nonblocking(true).unwrap();
             assert!(
@@ -960,13 +958,9 @@ mod tests {
             assert_eq!(relay.stats().received_runs, 1, "{:?}", relay.stats());
             assert_eq!(relay.stats().to_namespace, n_want as u64);
             assert!(relay.stats().segmented_sends >= 1, "{:?}", relay.stats());
-            while relay.stats().to_host < 1 {
-                assert!(StdInstant::now() < deadline, "timed out: {relay:?}");
-                let n = epoll.wait(&mut events, 20u16).unwrap();
-                for ev in &events[..n] {
-                    relay.ready(ev.data(), ev.events());
-                }
-            }
+            drive(&mut relay, &epoll, deadline, "relaying", |r| {
+                r.stats().to_host >= 1
+            });
             // The sender is connected to the forwarding socket's address: only what comes from
             // there reaches it.
             let n = sender.recv(&mut buf).unwrap();
@@ -1028,14 +1022,9 @@ mod tests {
                     .unwrap();
             }
             let deadline = StdInstant::now() + Duration::from_secs(10);
-            let mut events = [EpollEvent::empty(); 16];
-            while relay.stats().to_host < 2 {
-                assert!(StdInstant::now() < deadline, "timed out: {relay:?}");
-                let n = epoll.wait(&mut events, 20u16).unwrap();
-                for ev in &events[..n] {
-                    relay.ready(ev.data(), ev.events());
-                }
-            }
+            drive(&mut relay, &epoll, deadline, "relaying", |r| {
+                r.stats().to_host >= 2
+            });
             // The answers come from the forwarding socket's address, to the sender.
             for want in [&b"one"[..], b"two"] {
                 let n = sender.recv(&mut buf).unwrap();
