@@ -18,20 +18,30 @@ const GSO_TCPV4: u8 = 1;
 const GSO_TCPV6: u8 = 4;
 const GSO_UDP_L4: u8 = 5;
 
-/// Whether a frame read came with a segmentation type: the namespace's TSO.
-pub fn is_segmented(header: &[u8; HEADER_LEN]) -> bool {
-    // gso_type, less the ECN bit; VIRTIO_NET_HDR_GSO_NONE is zero.
-    header[1] & 0x7f != 0
+/// What the header of a frame read (the namespace's, a guest's) says it left to segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gso {
+    /// Nothing: the frame is one packet.
+    None,
+    /// A run of UDP datagrams of this payload size, the last maybe shorter
+    /// (`VIRTIO_NET_HDR_GSO_UDP_L4`: the sender's UDP segmentation offload), for
+    /// [`sans_io::wire::gso::cut_udp_run`].
+    UdpRun(u16),
+    /// Another type (TSO: a TCP segment of up to 64 KiB, which the engine takes whole).
+    Other,
 }
 
-/// The payload size of the datagrams a frame read carries whole, if its header says it is a
-/// UDP run (`VIRTIO_NET_HDR_GSO_UDP_L4`: the namespace's or a guest's UDP segmentation
-/// offload), for [`sans_io::wire::gso::cut_udp_run`]. `header` holds at least the header's
-/// first six bytes (flags, gso_type, hdr_len, gso_size; `None` if fewer); `order` reads
-/// gso_size: the machine's for the tap, little-endian for a virtio 1.0 device.
-pub fn udp_segment_size(header: &[u8], order: fn([u8; 2]) -> u16) -> Option<u16> {
-    let h = header.get(..6)?;
-    (h[1] & 0x7f == GSO_UDP_L4).then(|| order([h[4], h[5]]))
+/// What `header` (its first bytes: flags, gso_type, hdr_len, gso_size) says is left to
+/// segment; `order` reads gso_size: the machine's for the tap, little-endian for a virtio 1.0
+/// device. A header too short to hold gso_type says nothing; one that holds gso_type but not
+/// gso_size is no run.
+pub fn gso(header: &[u8], order: fn([u8; 2]) -> u16) -> Gso {
+    // gso_type, less the ECN bit; VIRTIO_NET_HDR_GSO_NONE is zero.
+    match (header.get(1).map(|t| t & 0x7f), header.get(4..6)) {
+        (None | Some(0), _) => Gso::None,
+        (Some(GSO_UDP_L4), Some(size)) => Gso::UdpRun(order([size[0], size[1]])),
+        _ => Gso::Other,
+    }
 }
 
 /// What the kernel is to do with a frame written to the tap.

@@ -244,12 +244,17 @@ impl Tap {
                 // All the header says that we use is whether the frame is a run of datagrams
                 // to cut, and that we note, whether it is a TSO segment (the engine takes its
                 // payload whole and never reads checksums).
-                let udp_segment_size = vnet::udp_segment_size(&hdr, u16::from_ne_bytes);
-                if udp_segment_size.is_some() {
-                    self.udp_runs_in.set(self.udp_runs_in.get() + 1);
-                } else if vnet::is_segmented(&hdr) {
-                    self.segments_in.set(self.segments_in.get() + 1);
-                }
+                let udp_segment_size = match vnet::gso(&hdr, u16::from_ne_bytes) {
+                    vnet::Gso::UdpRun(size) => {
+                        self.udp_runs_in.set(self.udp_runs_in.get() + 1);
+                        Some(size)
+                    }
+                    vnet::Gso::Other => {
+                        self.segments_in.set(self.segments_in.get() + 1);
+                        None
+                    }
+                    vnet::Gso::None => None,
+                };
                 return Ok(ReadFrame {
                     len: (n as usize).saturating_sub(vnet::HEADER_LEN),
                     udp_segment_size,

@@ -55,7 +55,7 @@ use vm_memory::GuestMemoryMmap;
 
 use crate::qemu_socket::{ReadStatus, WriteReport, MAX_FRAME};
 use crate::run_cutter::{CutCounts, RunCutter};
-use crate::vnet_hdr::VnetHeader;
+use crate::vnet_hdr::{Gso, VnetHeader};
 use device::{Device, RX, TX};
 use lend::{lent_header, GuestOffloads, RxLend, KEEP_ON_RING};
 use tx_split::{guest_frame, take_tx_frame, TxRests, TxTail};
@@ -583,13 +583,18 @@ impl VhostUserLink {
         n: usize,
     ) -> Result<(), ChainError> {
         let slot = &mut self.tx_buf[n * MAX_FRAME..(n + 1) * MAX_FRAME];
-        let first = chain.clone().next();
-        self.tx_udp_runs[n] = first.and_then(|first| virtq::tx_udp_segment_size(mem, &first));
-        if self.tx_udp_runs[n].is_none()
-            && first.is_some_and(|first| virtq::tx_segmented(mem, &first))
-        {
-            self.stats.tx_segmented_frames += 1;
-        }
+        let gso = chain
+            .clone()
+            .next()
+            .map_or(Gso::None, |first| virtq::tx_gso(mem, &first));
+        self.tx_udp_runs[n] = match gso {
+            Gso::UdpRun(size) => Some(size),
+            Gso::Other => {
+                self.stats.tx_segmented_frames += 1;
+                None
+            }
+            Gso::None => None,
+        };
         let split = take_tx_frame(mem, chain, slot, &mut self.tx_tails[n])?;
         self.tx_lens[n] = split.head;
         if split.tail > 0 {

@@ -18,9 +18,9 @@ use crate::vnet_hdr::{self, VnetHeader};
 /// `virtio_net_hdr_v1`: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset,
 /// num_buffers, little-endian. Towards the guest we fill in num_buffers, and the checksum
 /// fields when a frame's checksum is left to finish (GUEST_CSUM); from the guest we read only
-/// whether it asks for segmentation ([`tx_segmented`], for the counters): with CSUM its
-/// checksums may be unfinished and with HOST_TSO4/6 its TCP segments larger than the MTU,
-/// and the engine takes both as they are.
+/// what it leaves to segment ([`tx_gso`]: runs of datagrams to cut, TSO for the counters):
+/// with CSUM its checksums may be unfinished and with HOST_TSO4/6 its TCP segments larger
+/// than the MTU, and the engine takes both as they are.
 pub const NET_HDR_LEN: usize = 12;
 /// Where `num_buffers` sits in the header.
 pub(crate) const NUM_BUFFERS_AT: usize = 10;
@@ -32,29 +32,17 @@ pub(crate) fn rx_header(header: &VnetHeader) -> [u8; NET_HDR_LEN] {
     bytes
 }
 
-/// Whether the transmit chain whose first descriptor is `first` asks for segmentation: its
-/// header's gso_type (less the ECN bit) is set, so the frame is a TCP segment of up to 64 KiB
-/// (HOST_TSO4/6). A header whose first descriptor ends before gso_type says no.
-pub fn tx_segmented<M: GuestMemory + ?Sized>(mem: &M, first: &Descriptor) -> bool {
-    first.len() >= 2
-        && first
-            .addr()
-            .checked_add(1)
-            .and_then(|at| mem.read_obj::<u8>(at).ok())
-            .is_some_and(|gso_type| gso_type & 0x7f != 0)
-}
-
-/// The segment size of the run of datagrams the transmit chain whose first descriptor is
-/// `first` carries, if its header says it is one (gso_type `VIRTIO_NET_HDR_GSO_UDP_L4`,
-/// HOST_USO; gso_size little-endian, as virtio 1.0 has it). A header whose first descriptor
-/// ends before gso_size says no.
-pub fn tx_udp_segment_size<M: GuestMemory + ?Sized>(mem: &M, first: &Descriptor) -> Option<u16> {
-    if first.len() < 6 {
-        return None;
-    }
+/// What the transmit chain whose first descriptor is `first` leaves to segment, as its
+/// header says (one read of the guest's memory): a TCP segment of up to 64 KiB (HOST_TSO4/6,
+/// [`vnet_hdr::Gso::Other`]) or a run of datagrams (HOST_USO; gso_size little-endian, as
+/// virtio 1.0 has it). Only the header's bytes in the first descriptor count.
+pub fn tx_gso<M: GuestMemory + ?Sized>(mem: &M, first: &Descriptor) -> vnet_hdr::Gso {
     let mut header = [0u8; 6];
-    mem.read_slice(&mut header, first.addr()).ok()?;
-    vnet_hdr::udp_segment_size(&header, u16::from_le_bytes)
+    let held = &mut header[..(first.len() as usize).min(6)];
+    if mem.read_slice(held, first.addr()).is_err() {
+        return vnet_hdr::Gso::None;
+    }
+    vnet_hdr::gso(held, u16::from_le_bytes)
 }
 
 /// What is wrong with a chain the guest gave us.
