@@ -468,6 +468,7 @@ fn handle_payload(config: &Config, payload: &[u8]) -> (Outcome, FrameQueue) {
         next_header: ip_proto::UDP,
         hop_limit: 1,
         fragmented: false,
+        header_len: parse::IPV6_HEADER_LEN,
         payload: &[],
     };
     let udp = parse::Udp {

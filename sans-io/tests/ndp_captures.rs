@@ -399,6 +399,7 @@ fn handle_icmp(config: &Config, mut icmp: Vec<u8>, src: Ipv6Addr) -> (Outcome, F
         next_header: ip_proto::ICMPV6,
         hop_limit: 255,
         fragmented: false,
+        header_len: parse::IPV6_HEADER_LEN,
         payload: &icmp,
     };
     let (outcome, out) = with_ctx(config, |mut ctx| ndp::handle(&mut ctx, &eth, &ip, &icmp));

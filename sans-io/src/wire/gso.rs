@@ -322,7 +322,7 @@ pub fn cut_udp_run(
             if v6.next_header != ip_proto::UDP || v6.fragmented {
                 return None;
             }
-            let l4 = ip + (v6.payload.as_ptr() as usize - h.as_ptr() as usize);
+            let l4 = ip + v6.header_len;
             let payload_len = usize::from(u16::from_be_bytes([h[4], h[5]]));
             (l4, ip + IPV6_HEADER_LEN + payload_len, true)
         }

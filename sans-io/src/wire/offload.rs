@@ -119,8 +119,7 @@ fn checksum_field(frame: &[u8]) -> Option<(ChecksumAt, u8)> {
             _ => {
                 let ip = frame.get(ETH_HEADER_LEN..)?;
                 let v6 = super::parse::ipv6(ip).ok().filter(|v6| !v6.fragmented)?;
-                let at = v6.payload.as_ptr() as usize - frame.as_ptr() as usize;
-                (at, v6.next_header)
+                (ETH_HEADER_LEN + v6.header_len, v6.next_header)
             }
         },
         _ => return None,

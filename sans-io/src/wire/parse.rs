@@ -175,6 +175,9 @@ pub struct Ipv6<'a> {
     pub next_header: u8,
     pub hop_limit: u8,
     pub fragmented: bool,
+    /// The IPv6 header and the extension headers walked, bytes: where `payload` starts in the
+    /// packet.
+    pub header_len: usize,
     pub payload: &'a [u8],
 }
 
@@ -187,7 +190,10 @@ pub fn ipv6(packet: &[u8]) -> Result<Ipv6<'_>, Ipv6Error> {
 
 /// [`ipv6`] of a packet followed by `rest_len` bytes we don't hold (see [`ipv4_with_rest`]):
 /// its extension headers must be within `packet`.
-pub fn ipv6_with_rest(packet: &[u8], rest_len: usize) -> Result<(Ipv6<'_>, usize), Ipv6Error> {
+pub fn ipv6_with_rest<'p>(
+    packet: &'p [u8],
+    rest_len: usize,
+) -> Result<(Ipv6<'p>, usize), Ipv6Error> {
     if packet.len() < IPV6_HEADER_LEN {
         return Err(Ipv6Error::Short);
     }
@@ -204,13 +210,15 @@ pub fn ipv6_with_rest(packet: &[u8], rest_len: usize) -> Result<(Ipv6<'_>, usize
     let mut next = packet[6];
     let mut rest = &packet[IPV6_HEADER_LEN..held];
     let mut fragmented = false;
-    let view = |next_header, fragmented, payload| {
+    let view = |next_header, fragmented, payload: &'p [u8]| {
         let ip = Ipv6 {
             src: Ipv6Addr::from(bytes_at::<16>(packet, 8)),
             dst: Ipv6Addr::from(bytes_at::<16>(packet, 24)),
             next_header,
             hop_limit: packet[7],
             fragmented,
+            // `payload` is what is left of the held packet after the headers.
+            header_len: held - payload.len(),
             payload,
         };
         (ip, in_rest)
@@ -569,5 +577,6 @@ mod tests {
         let ip = ipv6(&p).unwrap();
         assert_eq!(ip.next_header, ip_proto::ICMPV6);
         assert_eq!(ip.payload, &[143, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(ip.header_len, 48);
     }
 }
