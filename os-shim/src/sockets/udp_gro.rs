@@ -176,14 +176,17 @@ pub(super) fn recv_many(
         Err(e) => return Err(e),
     };
     let mut messages = [(0usize, 0usize); MAX_MESSAGES];
+    let mut total = 0;
     for (m, msg) in messages.iter_mut().zip(&msgs[..n]) {
         let len = msg.msg_len as usize;
         // SAFETY: the kernel filled the control buffer up to the length it set.
         let segment = unsafe { gro_segment(&msg.msg_hdr, len) };
         *m = (len, segment.unwrap_or(len));
-        if m.1 < len {
+        let count = datagrams(len, m.1);
+        total += count;
+        if segment.is_some() {
             counts.runs += 1;
-            counts.datagrams += len.div_ceil(m.1) as u64;
+            counts.datagrams += count as u64;
         }
     }
     let placed = spread(
@@ -195,7 +198,6 @@ pub(super) fn recv_many(
         &mut lens[served..],
         &mut state.pending,
     );
-    let total: usize = messages[..n].iter().map(|&(l, s)| datagrams(l, s)).sum();
     state.per_message = total.div_ceil(n.max(1));
     Ok(served + placed)
 }
