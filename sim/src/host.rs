@@ -334,6 +334,8 @@ pub struct HostStats {
     pub peeks: u64,
     /// Of those, the ones into several slots (the shim's `recvmsg` with an iovec).
     pub slot_peeks: u64,
+    /// Receive calls on UDP sockets, one datagram or several (`recvmmsg`) each.
+    pub udp_receives: u64,
 }
 
 /// Which of a world's engines a socket belongs to: its events go back to that engine.
@@ -1091,6 +1093,36 @@ impl VirtualHost {
         Ok(Peeked { n, eof })
     }
 
+    /// One receive call on a UDP socket, of any kind.
+    fn count_udp_receive(&mut self) {
+        self.stats.calls += 1;
+        self.stats.udp_receives += 1;
+    }
+
+    /// One datagram of `s` into `buf` (truncated to it), with its source.
+    fn udp_recv_uncounted(
+        &mut self,
+        s: SockRef,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, SocketAddr)> {
+        let now = self.now;
+        let Some(u) = self.udp_socks.get_mut(&s) else {
+            self.violations
+                .push(format!("udp_recv on unknown socket {s:?} at {now:?}"));
+            return Err(err(errno::EBADF));
+        };
+        match u.rx.front() {
+            Some((at, _, _)) if *at <= now => {
+                let (_, from, d) = u.rx.pop_front().expect("front exists");
+                let n = d.len().min(buf.len());
+                buf[..n].copy_from_slice(&d[..n]);
+                self.ops += 1;
+                Ok((n, from))
+            }
+            _ => Err(err(errno::EAGAIN)),
+        }
+    }
+
     /// A datagram as the engine's `udp_send` sends it, not counted as a call of its own.
     fn udp_send_uncounted(&mut self, s: SockRef, data: &[u8]) -> io::Result<usize> {
         let rtt = self.config.latency * 2;
@@ -1353,28 +1385,50 @@ impl DgramSockets for VirtualHost {
     }
 
     fn udp_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
-        self.stats.calls += 1;
-        self.udp_recv_from(s, buf).map(|(n, _)| n)
+        self.count_udp_receive();
+        self.udp_recv_uncounted(s, buf).map(|(n, _)| n)
     }
 
     fn udp_recv_from(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.stats.calls += 1;
-        let now = self.now;
-        let Some(u) = self.udp_socks.get_mut(&s) else {
-            self.violations
-                .push(format!("udp_recv on unknown socket {s:?} at {now:?}"));
-            return Err(err(errno::EBADF));
-        };
-        match u.rx.front() {
-            Some((at, _, _)) if *at <= now => {
-                let (_, from, d) = u.rx.pop_front().expect("front exists");
-                let n = d.len().min(buf.len());
-                buf[..n].copy_from_slice(&d[..n]);
-                self.ops += 1;
-                Ok((n, from))
+        self.count_udp_receive();
+        self.udp_recv_uncounted(s, buf)
+    }
+
+    /// Consecutive receives as one counted call (the shim's `recvmmsg`).
+    fn udp_recv_many(
+        &mut self,
+        s: SockRef,
+        slots: &mut [u8],
+        slot_len: usize,
+        offset: usize,
+        lens: &mut [usize],
+    ) -> io::Result<usize> {
+        let mut peers = vec![SocketAddr::from(([0, 0, 0, 0], 0)); lens.len()];
+        self.udp_recv_many_from(s, slots, slot_len, offset, lens, &mut peers)
+    }
+
+    /// Consecutive receives with their sources as one counted call (the shim's `recvmmsg`).
+    fn udp_recv_many_from(
+        &mut self,
+        s: SockRef,
+        slots: &mut [u8],
+        slot_len: usize,
+        offset: usize,
+        lens: &mut [usize],
+        peers: &mut [SocketAddr],
+    ) -> io::Result<usize> {
+        self.count_udp_receive();
+        for (i, (len, peer)) in lens.iter_mut().zip(peers.iter_mut()).enumerate() {
+            let Some(buf) = slots.get_mut(i * slot_len + offset..(i + 1) * slot_len) else {
+                return Ok(i);
+            };
+            match self.udp_recv_uncounted(s, buf) {
+                Ok((n, from)) => (*len, *peer) = (n, from),
+                Err(e) if i == 0 => return Err(e),
+                Err(_) => return Ok(i),
             }
-            _ => Err(err(errno::EAGAIN)),
         }
+        Ok(lens.len().min(peers.len()))
     }
 
     fn udp_reply_open(&mut self, listener: SockRef, peer: SocketAddr) -> io::Result<SockRef> {

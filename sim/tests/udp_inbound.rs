@@ -87,6 +87,32 @@ fn forwarded_datagram_reaches_the_guest_and_the_answer_leaves_from_the_forwarded
 }
 
 #[test]
+fn a_burst_on_the_listener_is_read_in_batches_each_datagram_on_its_peers_flow() {
+    let mut w = Scenario::new(17).forward_udp("5000").build();
+    let peers: Vec<SocketAddr> = (0..3)
+        .map(|i| addr(&format!("{REMOTE}:{}", 7000 + i)))
+        .collect();
+    // Queued on the listener before the engine reads any: 90, three peers interleaved.
+    let mut sent = Vec::new();
+    for n in 0..30 {
+        for &peer in &peers {
+            let payload = format!("{peer} #{n}").into_bytes();
+            assert!(w.host.remote_udp_send(peer, guest4(5000), &payload));
+            sent.push((peer, guest4(5000), payload));
+        }
+    }
+    let receives = w.host.stats.udp_receives;
+    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 90));
+    assert_eq!(w.udp_at_guest(), sent, "in order, each from its own peer");
+    let c = &w.counters().udp;
+    assert_eq!((c.flows_inbound, c.datagrams_in), (3, 90));
+    // 32 at a time (and a last receive that finds none), not one each.
+    let calls = w.host.stats.udp_receives - receives;
+    assert!(calls <= 4, "{calls} receive calls for 90 datagrams");
+    w.assert_no_violations();
+}
+
+#[test]
 fn ipv6_forwarding_and_separate_flows_per_peer() {
     let mut w = Scenario::new(12).forward_udp("5353").build();
     let host6 = guest6(&w, 5353);

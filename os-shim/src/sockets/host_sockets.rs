@@ -377,34 +377,7 @@ impl DgramSockets for Sockets {
             }
             return Ok(got);
         }
-        // SAFETY: plain old data; zero is a valid (empty) value for both.
-        let mut iov: [libc::iovec; RECV_MANY_MAX] = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        let mut msgs: [libc::mmsghdr; RECV_MANY_MAX] = unsafe { std::mem::zeroed() };
-        for i in 0..count {
-            let buf = &mut slots[i * slot_len + offset..(i + 1) * slot_len];
-            iov[i] = libc::iovec {
-                iov_base: buf.as_mut_ptr().cast(),
-                iov_len: buf.len(),
-            };
-            msgs[i].msg_hdr.msg_iov = &mut iov[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: each message points at one iovec over a distinct part of `slots`, which
-        // outlives the call.
-        let n = retry(|| unsafe {
-            libc::recvmmsg(
-                fd,
-                msgs.as_mut_ptr(),
-                count as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            ) as isize
-        })?;
-        for (len, msg) in lens.iter_mut().zip(&msgs[..n]) {
-            *len = msg.msg_len as usize;
-        }
-        Ok(n)
+        recv_into_slots(fd, slots, slot_len, offset, &mut lens[..count], None)
     }
 
     fn udp_recv_from(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
@@ -427,6 +400,34 @@ impl DgramSockets for Sockets {
         let peer = sockaddr_to_std(unsafe { storage.assume_init_ref() }, len)
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EAFNOSUPPORT))?;
         Ok((n, unmap(peer)))
+    }
+
+    fn udp_recv_many_from(
+        &mut self,
+        s: SockRef,
+        slots: &mut [u8],
+        slot_len: usize,
+        offset: usize,
+        lens: &mut [usize],
+        peers: &mut [SocketAddr],
+    ) -> io::Result<usize> {
+        let (_, fd) = self.slot(s)?;
+        let count = lens
+            .len()
+            .min(peers.len())
+            .min(RECV_MANY_MAX)
+            .min(slots.len().checked_div(slot_len).unwrap_or(0));
+        if count == 0 || offset >= slot_len {
+            return Ok(0);
+        }
+        recv_into_slots(
+            fd,
+            slots,
+            slot_len,
+            offset,
+            &mut lens[..count],
+            Some(&mut peers[..count]),
+        )
     }
 
     fn udp_reply_open(&mut self, listener: SockRef, peer: SocketAddr) -> io::Result<SockRef> {
@@ -624,4 +625,59 @@ fn recv_peek(fd: RawFd, iov: &mut [libc::iovec]) -> io::Result<usize> {
     msg.msg_iovlen = iov.len();
     // SAFETY: the iovecs describe buffers the caller lends us for the duration of the call.
     retry(|| unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT) })
+}
+
+/// One `recvmmsg` of up to `lens.len()` datagrams from `fd`: datagram `i` into
+/// `slots[i * slot_len + offset..(i + 1) * slot_len]` (truncated to it), its length into
+/// `lens[i]` and, with `peers`, its source into `peers[i]` (unspecified if the kernel gave
+/// none it could say). Returns how many arrived; `WouldBlock` when none was waiting.
+fn recv_into_slots(
+    fd: RawFd,
+    slots: &mut [u8],
+    slot_len: usize,
+    offset: usize,
+    lens: &mut [usize],
+    mut peers: Option<&mut [SocketAddr]>,
+) -> io::Result<usize> {
+    let count = lens.len().min(RECV_MANY_MAX);
+    // SAFETY: plain old data; zero is a valid (empty) value for each.
+    let mut iov: [libc::iovec; RECV_MANY_MAX] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut msgs: [libc::mmsghdr; RECV_MANY_MAX] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut names: [libc::sockaddr_storage; RECV_MANY_MAX] = unsafe { std::mem::zeroed() };
+    for i in 0..count {
+        let buf = &mut slots[i * slot_len + offset..(i + 1) * slot_len];
+        iov[i] = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let hdr = &mut msgs[i].msg_hdr;
+        hdr.msg_iov = &mut iov[i];
+        hdr.msg_iovlen = 1;
+        if peers.is_some() {
+            hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+            hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        }
+    }
+    // SAFETY: each message points at one iovec over a distinct part of `slots` and, when
+    // asked for, at a name buffer of its own, all of which outlive the call.
+    let n = retry(|| unsafe {
+        libc::recvmmsg(
+            fd,
+            msgs.as_mut_ptr(),
+            count as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        ) as isize
+    })?;
+    for (i, msg) in msgs[..n].iter().enumerate() {
+        lens[i] = msg.msg_len as usize;
+        if let Some(peers) = peers.as_deref_mut() {
+            let unspecified = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+            peers[i] =
+                sockaddr_to_std(&names[i], msg.msg_hdr.msg_namelen).map_or(unspecified, unmap);
+        }
+    }
+    Ok(n)
 }

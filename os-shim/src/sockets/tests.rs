@@ -721,6 +721,36 @@ fn udp_listener_and_reply_socket_share_the_forwarded_port() {
                 (&buf[..n], from),
                 (&b"other"[..], other.local_addr().unwrap())
             );
+
+            // Several at once, each with its sender, into its slot after the offset.
+            let third = std::net::UdpSocket::bind(SocketAddr::new(lo, 0)).unwrap();
+            other.send_to(b"o1", local).unwrap();
+            third.send_to(b"t1", local).unwrap();
+            other.send_to(b"o2, too long", local).unwrap();
+            rig.pump(is_readable(l));
+            let mut slots = [0u8; 4 * 8];
+            let mut lens = [0usize; 4];
+            let mut peers = [SocketAddr::new(lo, 0); 4];
+            let n = rig
+                .sockets
+                .udp_recv_many_from(l, &mut slots, 8, 2, &mut lens, &mut peers)
+                .unwrap();
+            let (o, t) = (other.local_addr().unwrap(), third.local_addr().unwrap());
+            assert_eq!(
+                (n, &lens[..3], &peers[..3]),
+                (3, &[2, 2, 6][..], &[o, t, o][..])
+            );
+            assert_eq!(
+                (&slots[2..4], &slots[10..12], &slots[18..24]),
+                (&b"o1"[..], &b"t1"[..], &b"o2, to"[..])
+            );
+            assert_eq!(
+                rig.sockets
+                    .udp_recv_many_from(l, &mut slots, 8, 2, &mut lens, &mut peers)
+                    .unwrap_err()
+                    .kind(),
+                io::ErrorKind::WouldBlock
+            );
         }
     });
 }

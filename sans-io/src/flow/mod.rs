@@ -396,6 +396,31 @@ pub trait DgramSockets: CloseSockets {
     /// [`DgramSockets::udp_recv`] does.
     fn udp_recv_from(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
 
+    /// Receives up to `lens.len()` datagrams on a UDP forwarding listener, with their
+    /// sources, as [`DgramSockets::udp_recv_many`] does: datagram `i`'s source into
+    /// `peers[i]` (`peers` is as long as `lens`).
+    fn udp_recv_many_from(
+        &mut self,
+        s: SockRef,
+        slots: &mut [u8],
+        slot_len: usize,
+        offset: usize,
+        lens: &mut [usize],
+        peers: &mut [SocketAddr],
+    ) -> io::Result<usize> {
+        for (i, (len, peer)) in lens.iter_mut().zip(peers.iter_mut()).enumerate() {
+            let Some(buf) = slots.get_mut(i * slot_len + offset..(i + 1) * slot_len) else {
+                return Ok(i);
+            };
+            match self.udp_recv_from(s, buf) {
+                Ok((n, from)) => (*len, *peer) = (n, from),
+                Err(e) if i == 0 => return Err(e),
+                Err(_) => return Ok(i),
+            }
+        }
+        Ok(lens.len().min(peers.len()))
+    }
+
     /// Opens a UDP socket for the exchange with `peer` that began with a datagram on
     /// forwarding listener `listener`: bound to the listener's address and port (sharing it)
     /// and connected to `peer`, so that what is sent on it leaves from the port the peer wrote
@@ -534,6 +559,17 @@ impl<T: DgramSockets + ?Sized> DgramSockets for &mut T {
     }
     fn udp_recv_from(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         (**self).udp_recv_from(s, buf)
+    }
+    fn udp_recv_many_from(
+        &mut self,
+        s: SockRef,
+        slots: &mut [u8],
+        slot_len: usize,
+        offset: usize,
+        lens: &mut [usize],
+        peers: &mut [SocketAddr],
+    ) -> io::Result<usize> {
+        (**self).udp_recv_many_from(s, slots, slot_len, offset, lens, peers)
     }
     fn udp_reply_open(&mut self, listener: SockRef, peer: SocketAddr) -> io::Result<SockRef> {
         (**self).udp_reply_open(listener, peer)

@@ -41,7 +41,7 @@ use crate::guest::GuestState;
 use crate::time::Instant;
 use crate::wire::build::{self, Route};
 use crate::wire::parse::{ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN, UDP_HEADER_LEN};
-use crate::wire::{FrameQueue, MacAddr};
+use crate::wire::MacAddr;
 
 /// Idle time after which a UDP flow is closed (a one-shot exchange sooner, see
 /// [`idle`](super::idle)).
@@ -259,38 +259,85 @@ impl Udp {
     }
 
     /// Datagrams on forwarding listener `l` (bound to `local`): each goes to the guest on the
-    /// flow of its peer, opened by the first.
+    /// flow of its peer, opened by the first, or to pasta's loopback bypass.
     fn listener_readable(&mut self, cx: &mut UdpCx<'_>, l: SockRef, local: SocketAddr) {
         // Where the listener's datagrams go, the same for all of them.
         let to = forwarded(cx.forwards, local);
-        for _ in 0..RECV_BATCH {
-            let (now, config, guest) = (cx.now, cx.config, cx.guest);
-            let (io, counters) = (&mut *cx.io, &mut *cx.counters);
-            let got = recv_datagram(cx.out, config, local.is_ipv4(), |buf| {
-                let (n, peer) = io.udp_recv_from(l, buf).ok()?;
-                let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-                // Local traffic in pasta skips the guest path: the driver relays it.
-                if let Some(target) = to.and_then(|to| nat::local_bypass(config, guest, peer, to)) {
-                    let datagram = &buf[..n.min(buf.len())];
-                    match io.relay_datagram(l, peer, target, datagram) {
-                        Ok(()) => counters.relayed_locally += 1,
-                        Err(_) => counters.send_failed += 1,
-                    }
-                    // Nothing for the guest.
-                    return Some((0, None));
-                }
-                let flow =
-                    self.inbound_flow(now, config, guest, io, counters, l, (local, to), peer);
-                let to = flow.map(|f| {
-                    let route = route_to_guest(config, guest, &f);
-                    (route, f.peer.port(), f.guest.port())
-                });
-                Some((n, to))
-            });
-            if !count(cx.counters, got) {
+        let mut left = RECV_BATCH;
+        while left > 0 {
+            let want = left.min(RECV_MANY);
+            let got = self.listener_recv_many(cx, l, (local, to), want);
+            left -= got;
+            if got < want {
                 break;
             }
         }
+    }
+
+    /// Receives up to `want` datagrams on listener `l` (bound to `local`, its datagrams going
+    /// to `to`, see [`forwarded`]) straight into frames for the guest; returns how many
+    /// arrived.
+    fn listener_recv_many(
+        &mut self,
+        cx: &mut UdpCx<'_>,
+        l: SockRef,
+        (local, to): (SocketAddr, Option<(Option<IpAddr>, u16)>),
+        want: usize,
+    ) -> usize {
+        let (off, max_payload) = payload_room(cx.config, local.is_ipv4());
+        // One byte more than fits: a datagram that fills it is too large (and was truncated).
+        let slot_len = off + max_payload + 1;
+        let mut lens = [0usize; RECV_MANY];
+        let mut peers = [SocketAddr::from(([0, 0, 0, 0], 0)); RECV_MANY];
+        let (now, config, guest) = (cx.now, cx.config, cx.guest);
+        let (io, counters) = (&mut *cx.io, &mut *cx.counters);
+        let csum = cx.out.l4_checksum();
+        let mut got = 0;
+        cx.out
+            .push_slots_in_place(slot_len, &mut lens[..want], |region, lens| {
+                let peers = &mut peers[..lens.len()];
+                got = io
+                    .udp_recv_many_from(l, region, slot_len, off, lens, peers)
+                    .unwrap_or(0)
+                    .min(lens.len());
+                for (i, (len, peer)) in lens.iter_mut().zip(peers.iter()).enumerate() {
+                    if i >= got {
+                        *len = 0;
+                        continue;
+                    }
+                    let n = (*len).min(slot_len - off);
+                    let frame = &mut region[i * slot_len..(i + 1) * slot_len];
+                    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+                    // Local traffic in pasta skips the guest path: the driver relays it.
+                    if let Some(target) =
+                        to.and_then(|to| nat::local_bypass(config, guest, peer, to))
+                    {
+                        match io.relay_datagram(l, peer, target, &frame[off..off + n]) {
+                            Ok(()) => counters.relayed_locally += 1,
+                            Err(_) => counters.send_failed += 1,
+                        }
+                        *len = 0;
+                        continue;
+                    }
+                    let flow =
+                        self.inbound_flow(now, config, guest, io, counters, l, (local, to), peer);
+                    *len = 0;
+                    if n > max_payload {
+                        counters.oversize_dropped += 1;
+                        continue;
+                    }
+                    let Some(flow) = flow else {
+                        continue;
+                    };
+                    let route = route_to_guest(config, guest, &flow);
+                    if build::udp_payload_offset(&route) == off {
+                        let ports = (flow.peer.port(), flow.guest.port());
+                        *len = build::write_udp_frame(frame, &route, ports.0, ports.1, n, csum);
+                        counters.datagrams_in += 1;
+                    }
+                }
+            });
+        got
     }
 
     /// The flow for a datagram from `peer` on listener `l` (bound to `local`, its datagrams
@@ -362,65 +409,6 @@ fn forwarded(forwards: &Forwards, local: SocketAddr) -> Option<(Option<IpAddr>, 
     forwards
         .map_in(crate::flow::Proto::Udp, local.ip(), local.port())
         .filter(|&(_, p)| p != 0)
-}
-
-/// What became of one receive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Received {
-    /// Nothing was waiting.
-    Nothing,
-    Queued,
-    /// Larger than the guest's MTU allows: dropped.
-    Oversize,
-    /// Nowhere to go: dropped.
-    Unforwarded,
-}
-
-/// Counts one receive's outcome; false when nothing was waiting.
-fn count(counters: &mut UdpCounters, got: Received) -> bool {
-    match got {
-        Received::Nothing => return false,
-        Received::Queued => counters.datagrams_in += 1,
-        Received::Oversize => counters.oversize_dropped += 1,
-        Received::Unforwarded => {}
-    }
-    true
-}
-
-/// Receives one datagram straight into a frame for the guest: `recv` fills the payload buffer
-/// it is lent and says how long the datagram was and where it goes (route, source and
-/// destination ports; `None` to drop it). `v4` is the family of the socket, which sizes the
-/// headers.
-fn recv_datagram(
-    out: &mut FrameQueue,
-    config: &Config,
-    v4: bool,
-    recv: impl FnOnce(&mut [u8]) -> Option<(usize, Option<(Route, u16, u16)>)>,
-) -> Received {
-    let (off, max_payload) = payload_room(config, v4);
-    let mut got = Received::Nothing;
-    let csum = out.l4_checksum();
-    // One byte more than fits: a datagram that fills it is too large (and was truncated).
-    out.push_in_place(off + max_payload + 1, |frame| {
-        let Some((n, to)) = recv(&mut frame[off..]) else {
-            return 0;
-        };
-        if n > max_payload {
-            got = Received::Oversize;
-            return 0;
-        }
-        match to {
-            Some((route, src_port, dst_port)) if build::udp_payload_offset(&route) == off => {
-                got = Received::Queued;
-                build::write_udp_frame(frame, &route, src_port, dst_port, n, csum)
-            }
-            _ => {
-                got = Received::Unforwarded;
-                0
-            }
-        }
-    });
-    got
 }
 
 /// Receives up to `want` datagrams of flow socket `s` straight into frames for the guest
