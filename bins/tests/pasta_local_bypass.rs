@@ -319,6 +319,34 @@ fn host_loopback_datagrams_are_relayed_from_the_namespaces_own_address() {
 }
 
 #[test]
+fn a_host_loopback_datagram_larger_than_the_mtu_is_relayed_whole() {
+    // The bypass doesn't go through the tap, so the MTU doesn't bound it: the first datagram
+    // of a flow (read by the forwarding listener, not the flow's own socket) and the next
+    // ones arrive whole.
+    let Some(mut s) = setup() else {
+        return;
+    };
+    let specs = [format!("udp,::,{UDP_PORT}")];
+    let pasta = start(
+        &mut s,
+        &["-u", &UDP_PORT.to_string(), "--mtu", "1500"],
+        &specs,
+    );
+    let d = s.dir.path();
+    for (a, size) in [("127.0.0.1", 4000), ("::1", 9000), ("127.0.0.1", 60000)] {
+        let spec = format!("{a},{UDP_PORT},{size}");
+        let client = d.join("udp_client.py");
+        // Twice from one socket would need a longer client; two clients are two flows.
+        let out = s
+            .lab
+            .host_sh(&format!("python3 {} {spec} {spec}", client.display()));
+        let want = format!("OK {spec} {a} same port={UDP_PORT}");
+        assert_eq!(out.matches(&want).count(), 2, "{out}\n{}", pasta_log(d));
+    }
+    s.lab.stop(pasta);
+}
+
+#[test]
 fn tcp_ns_with_an_address_listens_on_that_address_only() {
     let Some(mut s) = setup() else {
         return;

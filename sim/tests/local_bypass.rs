@@ -86,3 +86,28 @@ fn loopback_datagrams_are_relayed_not_sent_to_the_guest() {
     assert_eq!(w.counters().udp.flows_opened, 0);
     w.assert_no_violations();
 }
+
+#[test]
+fn a_loopback_datagram_beyond_the_mtu_is_relayed_whole_and_a_remote_one_dropped() {
+    // The scenario's MTU is 1500: the bypass doesn't go through the guest, so it doesn't
+    // bound what is relayed; towards the guest, a datagram that doesn't fit is dropped.
+    let mut w = Scenario::new(65).forward_udp("5000").build();
+    let big: Vec<u8> = (0..60_000u32).map(|i| (i % 251) as u8).collect();
+    let local = addr("127.0.0.1:40404");
+    assert!(w.host.remote_udp_send(local, addr("127.0.0.1:5000"), &big));
+    let remote = addr(&format!("{REMOTE}:7777"));
+    let to_guest = addr(&format!("{HOST_ADDR}:5000"));
+    assert!(w.host.remote_udp_send(remote, to_guest, &big[..4000]));
+    assert!(w.host.remote_udp_send(remote, to_guest, &big[..1472]));
+    assert!(w.run_until(Duration::from_secs(1), |w| {
+        !w.host.relayed_datagrams.is_empty() && !w.udp_at_guest().is_empty()
+    }));
+    assert_eq!(w.host.relayed_datagrams[0].2, big);
+    let c = &w.counters().udp;
+    assert_eq!(
+        (c.relayed_locally, c.oversize_dropped, c.datagrams_in),
+        (1, 1, 1)
+    );
+    assert_eq!(w.udp_at_guest()[0].2, &big[..1472]);
+    w.assert_no_violations();
+}

@@ -370,16 +370,17 @@ while True:
         s.sendto(data, peer)
 "#;
 
-/// Sends one datagram to each `addr,port` and prints `OK addr,port source same|different
-/// port=P` per reply.
+/// Sends one datagram to each `addr,port[,size]` (a greeting, padded to `size` bytes if
+/// given) and prints `OK spec source same|different port=P` per reply.
 pub const UDP_CLIENT_PY: &str = r#"
 import socket, sys
 for spec in sys.argv[1:]:
-    a, p = spec.rsplit(",", 1)
+    a, p, *size = spec.split(",")
     fam = socket.AF_INET6 if ":" in a else socket.AF_INET
     s = socket.socket(fam, socket.SOCK_DGRAM)
     s.settimeout(3)
     msg = ("hello " + spec).encode()
+    msg += b"x" * (int(size[0]) - len(msg) if size else 0)
     s.sendto(msg, (a, int(p)))
     try:
         data, peer = s.recvfrom(65535)

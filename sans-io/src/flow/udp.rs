@@ -56,6 +56,8 @@ const RECV_BATCH: usize = 64;
 const RECV_MANY: usize = 32;
 /// The guest's MTU when the configuration doesn't set one (pasta's default).
 const DEFAULT_MTU: usize = 65520;
+/// The largest UDP payload there is (IPv6's, without jumbograms; IPv4's is 20 bytes less).
+const LARGEST_UDP_PAYLOAD: usize = 65535 - UDP_HEADER_LEN;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UdpCounters {
@@ -285,8 +287,9 @@ impl Udp {
         want: usize,
     ) -> usize {
         let (off, max_payload) = payload_room(cx.config, local.is_ipv4());
-        // One byte more than fits: a datagram that fills it is too large (and was truncated).
-        let slot_len = off + max_payload + 1;
+        // Room for any datagram: one for the loopback bypass goes on whole, whatever the
+        // guest's MTU; one for the guest larger than that is dropped.
+        let slot_len = off + LARGEST_UDP_PAYLOAD;
         let mut lens = [0usize; RECV_MANY];
         let mut peers = [SocketAddr::from(([0, 0, 0, 0], 0)); RECV_MANY];
         let (now, config, guest) = (cx.now, cx.config, cx.guest);
