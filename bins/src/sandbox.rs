@@ -3,7 +3,7 @@
 //!
 //! | stage | passt | pasta |
 //! |---|---|---|
-//! | 1, at start | inherited descriptors closed (but `--fd`), no core dumps, capabilities cut to what start-up needs | the same, the last two once the command is forked (it inherits neither) |
+//! | 1, at start | inherited descriptors closed (but `--fd`), no core dumps, capabilities cut to what start-up needs; the descriptor limit raised to the hard one | the same, all but the first once the command is forked (it inherits none of them) |
 //! | 2, identity | `--runas` or `nobody` if root; a user namespace of its own; IPC and UTS namespaces of its own | `--runas` or `nobody` if root, *after* stage 3: see below |
 //! | 3, filesystem | an empty read-only root | the same, for the main thread and the namespace thread each |
 //! | then | no capabilities; not dumpable | no capabilities (but CAP_KILL in its command's user namespace when started as root; the namespace thread keeps CAP_NET_BIND_SERVICE where it has it); not dumpable |
@@ -57,9 +57,17 @@ pub fn at_start(mode: Mode, keep: &[i32]) -> Result<(), IsolationError> {
 }
 
 /// The rest of stage 1: no core dumps, and capabilities cut to what start-up needs (the
-/// bounding set too, so that none comes back).
+/// bounding set too, so that none comes back). Also the descriptor limit raised to the hard
+/// one: not isolation, but the moment is the same (pasta's command keeps the user's).
 pub fn limit_startup(mode: Mode) -> Result<(), IsolationError> {
     isolation::no_core_dumps()?;
+    match isolation::raise_descriptor_limit() {
+        Ok((before, after)) if before != after => {
+            log::debug!("descriptor limit raised from {before} to {after}");
+        }
+        Ok(_) => {}
+        Err(e) => log::warn!("{e}: the descriptor limit stays as it is"),
+    }
     let caps = startup_capabilities(mode);
     isolation::limit_bounding_set(&caps);
     isolation::limit_capabilities(&caps)

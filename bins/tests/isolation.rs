@@ -222,3 +222,94 @@ fn the_log_file_stays_under_its_size_in_the_sandbox() {
     assert!(text.len() as u64 > cap / 2, "{} bytes: {text}", text.len());
     assert!(text.contains("the guest disconnected"), "{text}");
 }
+
+/// The soft descriptor limit of a process, from /proc/PID/limits.
+fn soft_nofile(pid: u32) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Started with a soft descriptor limit of 256 under a hard one of 4096 (a shell's usual
+/// 1024 under a large hard limit, scaled down), passt and pasta raise theirs to the hard
+/// limit, as the C original does; the command pasta runs keeps the one it was given.
+#[test]
+fn the_descriptor_limit_is_raised_and_the_command_keeps_its_own() {
+    use std::os::unix::process::CommandExt;
+    if !require(&[Need::Tun, Need::TunForOthers]) {
+        return;
+    }
+    let Some(lab) = Lab::new(Shape::DualStack) else {
+        return;
+    };
+    let limited = |mut cmd: std::process::Command| {
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs before exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: 256,
+                    rlim_max: 4096,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        cmd
+    };
+    // The limit is raised with the rest of start-up: wait for it, bounded.
+    let raised = |pid: u32| {
+        let deadline = std::time::Instant::now() + WAIT;
+        while soft_nofile(pid) != Some(4096) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        soft_nofile(pid)
+    };
+
+    let dir = socket_dir("nofile");
+    let path = dir.path().join("passt.socket");
+    let args = ["-f", "-s", path.to_str().unwrap()];
+    let mut passt = Passt::start_with(limited(lab.host_command(None, &bin("passt"), &args)));
+    passt.wait_socket();
+    assert_eq!(raised(passt.child.id()), Some(4096), "passt");
+
+    let user = test_user();
+    for (who, tag) in [(Some(&user), "rootless"), (None, "root")] {
+        let seen = dir.path().join(format!("command-{tag}"));
+        let go = dir.path().join(format!("go-{tag}"));
+        let script = format!(
+            "ulimit -n > {seen}.tmp && mv {seen}.tmp {seen}; i=0; \
+             while [ ! -e {go} ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done",
+            seen = seen.display(),
+            go = go.display(),
+        );
+        let cmd = lab.host_command(
+            who,
+            &bin("pasta"),
+            &["--config-net", "--", "sh", "-c", &script],
+        );
+        let mut pasta = limited(cmd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start pasta");
+        assert!(
+            wait_for_file(&seen, WAIT),
+            "{tag}: the command didn't start"
+        );
+        let pasta_limit = raised(pasta.id());
+        std::fs::write(&go, "").unwrap();
+        let status = wait_timeout(&mut pasta, WAIT);
+        if status.is_none() {
+            let _ = pasta.kill();
+        }
+        let out = pasta.wait_with_output().unwrap();
+        assert_eq!(pasta_limit, Some(4096), "{tag}: {}", show(&out));
+        let command_limit = std::fs::read_to_string(&seen).unwrap();
+        assert_eq!(command_limit.trim(), "256", "{tag}: the command's own");
+        assert!(out.status.success(), "{tag}: {}", show(&out));
+    }
+}

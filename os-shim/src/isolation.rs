@@ -202,6 +202,32 @@ pub fn no_core_dumps() -> Result<(), IsolationError> {
     )
 }
 
+/// Raises the descriptor limit (`RLIMIT_NOFILE`) to its hard limit, as the C original does:
+/// every connection holds a descriptor or two (four through the splicer), and a shell's
+/// usual soft limit of 1024 would cap them near a thousand where the hard limit allows far
+/// more. Any process may do this. Returns the limits before and after, soft and hard.
+pub fn raise_descriptor_limit() -> Result<(u64, u64), IsolationError> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct.
+    check(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        "reading the descriptor limit",
+    )?;
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: plain system call with a valid struct.
+        check(
+            unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) },
+            "raising the descriptor limit",
+        )?;
+    }
+    Ok((before, limit.rlim_cur))
+}
+
 /// Drops from the bounding set every capability but `keep`: none of them can ever come back,
 /// not even through an executable's file capabilities. Without CAP_SETPCAP (an ordinary user)
 /// there is nothing to drop from: the bounding set is then left as it is.
@@ -576,6 +602,56 @@ mod tests {
                         !keep
                     );
                 }
+            }
+        }
+    }
+
+    /// In a forked child (limits are the whole process's): a soft limit below the hard one
+    /// goes up to it, and one at it stays.
+    #[test]
+    fn the_descriptor_limit_goes_up_to_the_hard_one() {
+        // SAFETY: the child makes system calls only, and exits.
+        match unsafe { libc::fork() } {
+            -1 => panic!("fork: {}", io::Error::last_os_error()),
+            0 => {
+                let set = |soft, hard| {
+                    let limit = libc::rlimit {
+                        rlim_cur: soft,
+                        rlim_max: hard,
+                    };
+                    // SAFETY: plain system call with a valid struct.
+                    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }
+                };
+                let soft = || {
+                    let mut limit = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    // SAFETY: getrlimit writes the struct.
+                    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+                    limit.rlim_cur
+                };
+                let code = if set(64, 200) != 0 {
+                    3
+                } else if !matches!(raise_descriptor_limit(), Ok((64, 200))) || soft() != 200 {
+                    4
+                } else if !matches!(raise_descriptor_limit(), Ok((200, 200))) || soft() != 200 {
+                    5
+                } else {
+                    0
+                };
+                // SAFETY: ends the child.
+                unsafe { libc::_exit(code) }
+            }
+            child => {
+                let mut status = 0;
+                // SAFETY: waiting for our own child.
+                unsafe { libc::waitpid(child, &mut status, 0) };
+                assert!(
+                    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                    "status {status:#x} (3 couldn't lower, 4 not raised, 5 changed at the hard \
+                     limit)"
+                );
             }
         }
     }
