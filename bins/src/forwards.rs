@@ -92,7 +92,7 @@ fn described(e: &ApplyError) -> String {
 
 /// Replaces the forwarding table of `direction` (`HOST`: `-t`/`-u`; `SPLICE`: `-T`/`-U`)
 /// with `table` while the program runs, in one step: the listeners of rules that went are
-/// closed (established connections and flows carry on), those of new rules opened, unchanged
+/// closed (established connections and UDP conversations carry on), those of new rules opened, unchanged
 /// ones kept. All or nothing: a rule this configuration can't serve or a port in use changes
 /// nothing, and the error says which and why. `auto` (kept beside the tables) gives up the
 /// ports the new table names first. For the control socket.

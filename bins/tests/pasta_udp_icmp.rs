@@ -533,3 +533,115 @@ fn forwarded_udp_as(lab: &mut Lab, dir: &TempDir, run: usize, who: Option<&TestU
         }
     }
 }
+
+/// Sends COUNT datagrams to each `addr,port`, each from a socket of its own (the way DNS
+/// queries come), then CONVERSE more from one socket; counts the answers that came back the
+/// same from the address and port written to. Prints `ANSWERED n`. Arguments: COUNT CONVERSE
+/// SPEC...
+const SHORT_EXCHANGES_PY: &str = r#"
+import socket, sys
+count, converse, specs = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+answered = 0
+def ask(s, a, p, msg):
+    s.sendto(msg, (a, p))
+    try:
+        data, peer = s.recvfrom(1024)
+        return data == msg and peer[0] == a and peer[1] == p
+    except socket.timeout:
+        return False
+for spec in specs:
+    a, p = spec.rsplit(",", 1)
+    fam = socket.AF_INET6 if ":" in a else socket.AF_INET
+    for i in range(count):
+        with socket.socket(fam, socket.SOCK_DGRAM) as s:
+            s.settimeout(3)
+            answered += ask(s, a, int(p), b"query %d" % i)
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:
+        s.settimeout(3)
+        for i in range(converse):
+            answered += ask(s, a, int(p), b"line %d" % i)
+print("ANSWERED", answered, flush=True)
+"#;
+
+/// Short exchanges with a server inside, each from a new source port (a DNS server's load),
+/// are answered from the forwarded port through its own socket: pasta opens no socket for
+/// any of them (the kernel walks every socket bound to a port to bind another there). An
+/// exchange that becomes a conversation gets one, and is answered from the same port.
+#[test]
+fn short_exchanges_on_a_forwarded_port_take_no_socket_each() {
+    let Some(mut lab) = lab(&[Need::Tool("ss")]) else {
+        return;
+    };
+    let dir = TempDir::new("udp-short");
+    let (server, client) = (dir.path().join("echo.py"), dir.path().join("client.py"));
+    std::fs::write(&server, UDP_ECHO_PY).unwrap();
+    std::fs::write(&client, SHORT_EXCHANGES_PY).unwrap();
+    let ready = dir.path().join("ready");
+    let spec = format!("{UDP_FWD_HOST_PORT}:{UDP_FWD_GUEST_PORT}");
+    let inside = format!(
+        "exec python3 {} {} ::,{UDP_FWD_GUEST_PORT}",
+        server.display(),
+        ready.display()
+    );
+    let args = ["--config-net", "-u", &spec, "--", "sh", "-c", &inside];
+    let mut cmd = lab.host_command(None, &bin("pasta"), &args);
+    let errors = dir.path().join("stderr");
+    cmd.stdout(Stdio::null())
+        .stderr(std::fs::File::create(&errors).unwrap());
+    let pid = lab.spawn_graceful(cmd);
+    assert!(
+        wait_for_file(&ready, READY_TIMEOUT),
+        "server in the namespace didn't start: {}",
+        std::fs::read_to_string(&errors).unwrap_or_default()
+    );
+    let bound_to_port = |lab: &Lab| -> usize {
+        let out = lab.host_sh(&format!("ss -Huan 'sport = :{UDP_FWD_HOST_PORT}'"));
+        out.lines().filter(|l| !l.trim().is_empty()).count()
+    };
+    let listeners = bound_to_port(&lab);
+    let targets = [
+        format!("{},{UDP_FWD_HOST_PORT}", addr::HOST4),
+        format!("{},{UDP_FWD_HOST_PORT}", addr::HOST6),
+    ];
+    const COUNT: usize = 40;
+    let out = run_timeout(
+        &mut lab.remote_command(
+            "python3",
+            &[
+                client.to_str().unwrap(),
+                &COUNT.to_string(),
+                "0",
+                &targets[0],
+                &targets[1],
+            ],
+        ),
+        RUN_TIMEOUT,
+    );
+    let answered = format!("ANSWERED {}", 2 * COUNT);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&answered),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        bound_to_port(&lab),
+        listeners,
+        "a socket for a short exchange"
+    );
+
+    // Six exchanges from one port, IPv4 then IPv6: two conversations, a socket each.
+    let out = run_timeout(
+        &mut lab.remote_command(
+            "python3",
+            &[client.to_str().unwrap(), "0", "6", &targets[0], &targets[1]],
+        ),
+        RUN_TIMEOUT,
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ANSWERED 12"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(bound_to_port(&lab), listeners + 2);
+    lab.stop(pid);
+}

@@ -249,7 +249,8 @@ impl Engine {
     /// closing the driver's `listeners` for it: all or nothing (a conflict, a rule this
     /// configuration can't serve, or a port in use changes nothing, and the error says
     /// which and why); see [`apply`](crate::fwd::apply). Unchanged listeners keep running;
-    /// flows already open carry on, even those a removed rule made.
+    /// flows already open carry on, even those a removed rule made, but for UDP exchanges
+    /// still on a removed listener (see [`remove_udp_listener`](Engine::remove_udp_listener)).
     pub fn apply_forwards(
         &mut self,
         direction: Direction,
@@ -380,7 +381,9 @@ impl Engine {
     }
 
     /// A UDP forwarding listener the driver closed (`auto` forwarding found its port unbound):
-    /// no more datagrams come through it; flows it opened carry on.
+    /// no more datagrams come through it. Flows it opened that became conversations carry
+    /// on with sockets of their own; the exchanges still on it (a query not yet answered,
+    /// say) end with it.
     pub fn remove_udp_listener(&mut self, s: SockRef) {
         self.udp.remove_listener(s);
     }

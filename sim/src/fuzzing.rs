@@ -277,6 +277,14 @@ impl DgramSockets for FuzzHost {
         );
         self.open(false)
     }
+    fn udp_send_via(&mut self, listener: SockRef, _: SocketAddr, data: &[u8]) -> io::Result<usize> {
+        assert!(
+            self.get(listener, "udp_send_via").listener_v6.is_some(),
+            "udp_send_via on non-listener {}",
+            listener.0
+        );
+        Ok(data.len())
+    }
     fn udp_recv(&mut self, s: SockRef, buf: &mut [u8]) -> io::Result<usize> {
         let d = self
             .get(s, "udp_recv")

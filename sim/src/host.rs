@@ -1465,6 +1465,42 @@ impl DgramSockets for VirtualHost {
         Ok(s)
     }
 
+    fn udp_send_via(
+        &mut self,
+        listener: SockRef,
+        to: SocketAddr,
+        data: &[u8],
+    ) -> io::Result<usize> {
+        self.stats.calls += 1;
+        let (now, rtt) = (self.now, self.config.latency * 2);
+        let Some(bound) = self
+            .udp_socks
+            .get(&listener)
+            .filter(|u| u.listener)
+            .map(|u| u.local)
+        else {
+            self.violations.push(format!(
+                "udp_send_via on non-listener {listener:?} at {now:?}"
+            ));
+            return Err(err(errno::EBADF));
+        };
+        // A wildcard listener's datagram leaves from the address routing picks.
+        let ip = if bound.ip().is_unspecified() {
+            self.source_for(to.ip())
+        } else {
+            bound.ip()
+        };
+        self.ops += 1;
+        self.udp_log
+            .push((SocketAddr::new(ip, bound.port()), to, data.to_vec()));
+        if self.udp_echo.contains(&to) {
+            if let Some(l) = self.udp_socks.get_mut(&listener) {
+                l.rx.push_back((now + rtt, to, data.to_vec()));
+            }
+        }
+        Ok(data.len())
+    }
+
     fn relay_datagram(
         &mut self,
         listener: SockRef,

@@ -411,6 +411,10 @@ impl DgramSockets for ScriptedHost {
     fn udp_reply_open(&mut self, _: SockRef, _: SocketAddr) -> io::Result<SockRef> {
         Ok(self.open())
     }
+
+    fn udp_send_via(&mut self, listener: SockRef, _: SocketAddr, data: &[u8]) -> io::Result<usize> {
+        self.send(listener, data)
+    }
 }
 
 impl PingSockets for ScriptedHost {

@@ -234,17 +234,27 @@ fn datagram_forwards_come_and_go_too() {
     };
     w.apply_forwards(Direction::Inbound, table(&[rule]))
         .unwrap();
+    // A conversation (more than four datagrams: a socket of its own), and a one-shot
+    // exchange still on the rule's listener.
     let peer = addr(&format!("{REMOTE}:7777"));
-    assert!(w.host.remote_udp_send(peer, host(5000), b"one"));
-    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 1));
+    for n in 1..=5 {
+        assert!(w.host.remote_udp_send(peer, host(5000), b"one"));
+        assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == n));
+    }
     assert_eq!(w.udp_at_guest()[0], (peer, host(6000), b"one".to_vec()));
+    let once = addr(&format!("{REMOTE}:7778"));
+    assert!(w.host.remote_udp_send(once, host(5000), b"once"));
+    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 6));
+    assert_eq!(w.engine.udp().len(), 2);
 
     w.apply_forwards(Direction::Inbound, ForwardTable::new())
         .unwrap();
-    // The flow the rule made carries on (its reply socket takes the peer's datagrams); a
-    // new peer finds nothing listening.
+    // The conversation carries on (its socket takes the peer's datagrams); the exchange
+    // ends with the listener, and a new peer finds nothing listening.
+    assert_eq!(w.engine.udp().len(), 1);
     assert!(w.host.remote_udp_send(peer, host(5000), b"two"));
-    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 2));
+    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 7));
+    assert!(!w.host.remote_udp_send(once, host(5000), b"again"));
     let stranger = addr(&format!("{REMOTE}:8888"));
     assert!(!w.host.remote_udp_send(stranger, host(5000), b"three"));
     w.assert_no_violations();

@@ -64,7 +64,8 @@ fn forwarded_datagram_reaches_the_guest_and_the_answer_leaves_from_the_forwarded
         "answer leaves from the port the peer wrote to"
     );
 
-    // The peer's next datagram comes to the flow's reply socket, and on to the guest.
+    // The peer's next datagram comes through the listener too (a one-shot exchange has no
+    // socket of its own), and on to the guest.
     assert!(w.host.remote_udp_send(peer, guest4(5000), b"again"));
     assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 2));
     let c = &w.counters().udp;
@@ -188,7 +189,11 @@ fn inbound_flows_expire_and_the_listener_stays() {
     let peer = addr(&format!("{REMOTE}:7777"));
     w.host.remote_udp_send(peer, guest4(5000), b"hi");
     assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 1));
-    assert_eq!(w.host.udp_socks().len(), listeners + 1);
+    assert_eq!(
+        w.host.udp_socks().len(),
+        listeners,
+        "a one-shot exchange takes no socket"
+    );
     // A one-shot datagram: the flow goes after the short idle time.
     let t0 = w.now;
     assert!(w.run_until(Duration::from_secs(300), |w| w.engine.udp().is_empty()));
@@ -201,6 +206,11 @@ fn inbound_flows_expire_and_the_listener_stays() {
         w.host.remote_udp_send(peer, guest4(5000), b"back");
         assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == n));
     }
+    assert_eq!(
+        w.host.udp_socks().len(),
+        listeners + 1,
+        "a conversation has one"
+    );
     let t0 = w.now;
     assert!(w.run_until(Duration::from_secs(300), |w| w.engine.udp().is_empty()));
     let waited = w.now - t0;
@@ -209,6 +219,77 @@ fn inbound_flows_expire_and_the_listener_stays() {
         "{waited:?}"
     );
     assert_eq!(w.counters().udp.flows_inbound, 2);
+    assert_eq!(w.host.udp_socks().len(), listeners);
+}
+
+#[test]
+fn one_shot_exchanges_are_answered_from_the_listener_without_sockets_of_their_own() {
+    // A DNS server's load: each query from a port of its own, each answered once.
+    let mut w = Scenario::new(18).forward_udp("53").build();
+    let listeners = w.host.udp_socks().len();
+    let peers: Vec<SocketAddr> = (0..50)
+        .map(|i| addr(&format!("{REMOTE}:{}", 40000 + i)))
+        .collect();
+    for (i, &peer) in peers.iter().enumerate() {
+        assert!(w
+            .host
+            .remote_udp_send(peer, guest4(53), format!("q{i}").as_bytes()));
+    }
+    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 50));
+    for (i, &peer) in peers.iter().enumerate().rev() {
+        w.guest_udp(guest4(53), peer, format!("a{i}").as_bytes());
+    }
+    assert!(w.run_until(Duration::from_secs(1), |w| w.host.udp_log.len() == 50));
+    for (i, (local, dst, payload)) in w.host.udp_log.iter().rev().enumerate() {
+        assert_eq!(
+            (*local, *dst, payload.as_slice()),
+            (guest4(53), peers[i], format!("a{i}").as_bytes()),
+            "each answer leaves from the port its query came to"
+        );
+    }
+    assert_eq!(
+        w.host.udp_socks().len(),
+        listeners,
+        "no socket for any of them"
+    );
+    let c = &w.counters().udp;
+    assert_eq!(
+        (c.flows_inbound, c.flows_promoted, c.datagrams_out),
+        (50, 0, 50)
+    );
+    w.assert_no_violations();
+}
+
+#[test]
+fn an_exchange_that_becomes_a_conversation_gets_a_socket_of_its_own() {
+    let mut w = Scenario::new(19).forward_udp("5000").build();
+    let listeners = w.host.udp_socks().len();
+    let peer = addr(&format!("{REMOTE}:7777"));
+    for n in 1..=3 {
+        assert!(w.host.remote_udp_send(peer, guest4(5000), b"ping"));
+        assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == n));
+    }
+    // The fifth datagram both ways makes it a conversation: the answer that is it goes out
+    // through the flow's own socket, from the same port as the one before.
+    w.guest_udp(guest4(5000), peer, b"pong 1");
+    assert!(w.run_until(Duration::from_secs(1), |w| w.host.udp_log.len() == 1));
+    assert_eq!(w.host.udp_socks().len(), listeners);
+    w.guest_udp(guest4(5000), peer, b"pong 2");
+    assert!(w.run_until(Duration::from_secs(1), |w| w.host.udp_log.len() == 2));
+    assert_eq!(w.host.udp_socks().len(), listeners + 1);
+    assert!(w
+        .host
+        .udp_log
+        .iter()
+        .all(|(local, dst, _)| (*local, *dst) == (guest4(5000), peer)));
+    // The peer's next datagrams come to that socket (the host's demultiplexing), on to the
+    // same flow.
+    assert!(w.host.remote_udp_send(peer, guest4(5000), b"ping 4"));
+    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 4));
+    let c = &w.counters().udp;
+    assert_eq!((c.flows_inbound, c.flows_promoted), (1, 1));
+    assert_eq!(w.engine.udp().len(), 1);
+    w.assert_no_violations();
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use sans_io::flow::Bind;
 
-use super::{setsockopt_int, std_to_sockaddr};
+use super::{in_family_of, setsockopt_int, std_to_sockaddr};
 
 /// Backlog of listening sockets (the kernel caps it at `somaxconn`).
 const LISTEN_BACKLOG: i32 = 1024;
@@ -96,13 +96,7 @@ pub(crate) fn udp_reply_socket(
     peer: SocketAddr,
 ) -> io::Result<OwnedFd> {
     let fd = udp_bound_socket(local, iface, false)?;
-    let peer = match (local, peer) {
-        (SocketAddr::V6(_), SocketAddr::V4(p)) => {
-            SocketAddr::new(IpAddr::V6(p.ip().to_ipv6_mapped()), p.port())
-        }
-        _ => peer,
-    };
-    connect_to(fd.as_raw_fd(), peer)?;
+    connect_to(fd.as_raw_fd(), in_family_of(local, peer))?;
     Ok(fd)
 }
 

@@ -18,6 +18,18 @@ pub(crate) fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::from_raw_os_error(libc::EAFNOSUPPORT))
 }
 
+/// `peer` as a socket bound to `local` addresses it: an IPv4 peer of an IPv6 socket as the
+/// IPv4-mapped address.
+#[inline]
+pub(crate) fn in_family_of(local: SocketAddr, peer: SocketAddr) -> SocketAddr {
+    match (local, peer) {
+        (SocketAddr::V6(_), SocketAddr::V4(p)) => {
+            SocketAddr::new(IpAddr::V6(p.ip().to_ipv6_mapped()), p.port())
+        }
+        _ => peer,
+    }
+}
+
 #[inline]
 pub(crate) fn std_to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: all-zero is a valid sockaddr_storage.

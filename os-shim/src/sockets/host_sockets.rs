@@ -20,9 +20,10 @@ use crate::dgram_relay::HostSocket;
 use crate::socket_sys::tcp_info::{at_eof, send_space};
 use crate::socket_sys::udp_gso::send_datagrams_segmented;
 use crate::socket_sys::{
-    bind_addr, bind_outbound, bind_to_device, connect_to, dgram_socket, local_addr, prepare_stream,
-    readable_bytes, retry, send_iovec_nonblocking, send_nonblocking, send_vectored_nonblocking,
-    setsockopt_int, sockaddr_to_std, stream_socket, udp_reply_socket, unmap, SEND_IOV_MAX,
+    bind_addr, bind_outbound, bind_to_device, connect_to, dgram_socket, in_family_of, local_addr,
+    prepare_stream, readable_bytes, retry, send_iovec_nonblocking, send_nonblocking,
+    send_to_nonblocking, send_vectored_nonblocking, setsockopt_int, sockaddr_to_std, stream_socket,
+    udp_reply_socket, unmap, SEND_IOV_MAX,
 };
 
 /// Areas one vectored peek fills at most (the core asks for fewer).
@@ -439,6 +440,20 @@ impl DgramSockets for Sockets {
         let fd = self.counted(udp_reply_socket(local, iface.as_deref(), peer))?;
         let index = self.insert_flow_dgram(fd)?;
         Ok(SockRef(index))
+    }
+
+    fn udp_send_via(
+        &mut self,
+        listener: SockRef,
+        to: SocketAddr,
+        data: &[u8],
+    ) -> io::Result<usize> {
+        let Some((_, local, _)) = self.udp_listeners.iter().find(|(l, _, _)| *l == listener) else {
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        };
+        let to = in_family_of(*local, to);
+        let (_, fd) = self.slot(listener)?;
+        send_to_nonblocking(fd, data, &to)
     }
 
     fn relay_datagram(

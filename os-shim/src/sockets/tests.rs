@@ -698,8 +698,13 @@ fn udp_listener_and_reply_socket_share_the_forwarded_port() {
                 (&b"first"[..], peer.local_addr().unwrap())
             );
 
-            // Answers leave from the forwarded port; the peer's next datagram comes to
-            // the reply socket, not the listener.
+            // An answer sent through the listener leaves from the forwarded port.
+            assert_eq!(rig.sockets.udp_send_via(l, from, b"via").unwrap(), 3);
+            let (n, src) = peer.recv_from(&mut buf).unwrap();
+            assert_eq!((&buf[..n], src), (&b"via"[..], local));
+
+            // So do answers from a reply socket; the peer's next datagram comes to it, not
+            // the listener.
             let r = rig.sockets.udp_reply_open(l, from).unwrap();
             rig.sockets.udp_send(r, b"answer").unwrap();
             let (n, src) = peer.recv_from(&mut buf).unwrap();

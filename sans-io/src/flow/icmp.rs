@@ -73,6 +73,7 @@ pub struct Icmp {
 }
 
 impl IdleFlow for IcmpFlow {
+    type Handle = SockRef;
     type Key = (IpAddr, IpAddr, u16);
 
     fn key(&self) -> Self::Key {

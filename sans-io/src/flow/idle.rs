@@ -106,7 +106,22 @@ impl<'a, C, S: ?Sized> DgramCx<'a, C, S> {
 pub trait IdleFlow {
     /// How the guest's side finds the flow (addresses, ports, identifier).
     type Key: Ord + Copy;
+    /// How the host's side finds it: its socket, or what else tells it apart.
+    type Handle: FlowHandle;
     fn key(&self) -> Self::Key;
+}
+
+/// What a flow is found by from the host's side, unique among the flows of a map.
+pub trait FlowHandle: Ord + Copy {
+    /// The socket that is the flow's own, which closing the flow closes; `None` for a flow
+    /// that shares one (see UDP's inbound exchanges).
+    fn own_socket(self) -> Option<SockRef>;
+}
+
+impl FlowHandle for SockRef {
+    fn own_socket(self) -> Option<SockRef> {
+        Some(self)
+    }
 }
 
 /// Which way a datagram went.
@@ -170,10 +185,10 @@ impl<F> Entry<F> {
 }
 
 pub struct IdleFlows<F: IdleFlow> {
-    by_key: BTreeMap<F::Key, SockRef>,
-    flows: BTreeMap<SockRef, Entry<F>>,
+    by_key: BTreeMap<F::Key, F::Handle>,
+    flows: BTreeMap<F::Handle, Entry<F>>,
     /// Per [`Class`], its flows by last activity, oldest first.
-    by_age: [BTreeSet<(Instant, SockRef)>; CLASSES],
+    by_age: [BTreeSet<(Instant, F::Handle)>; CLASSES],
     max: usize,
     /// Idle time of a conversation; a one-shot flow's is the shorter of this and
     /// [`ONE_SHOT_TIMEOUT`].
@@ -217,30 +232,30 @@ impl<F: IdleFlow> IdleFlows<F> {
         self.flows.values().map(|e| &e.flow)
     }
 
-    pub fn owns(&self, s: SockRef) -> bool {
-        self.flows.contains_key(&s)
+    pub fn owns(&self, h: F::Handle) -> bool {
+        self.flows.contains_key(&h)
     }
 
-    /// The flow's socket, by the guest's key.
-    pub fn find(&self, key: &F::Key) -> Option<SockRef> {
+    /// The flow's handle, by the guest's key.
+    pub fn find(&self, key: &F::Key) -> Option<F::Handle> {
         self.by_key.get(key).copied()
     }
 
-    pub fn get(&self, s: SockRef) -> Option<&F> {
-        self.flows.get(&s).map(|e| &e.flow)
+    pub fn get(&self, h: F::Handle) -> Option<&F> {
+        self.flows.get(&h).map(|e| &e.flow)
     }
 
     /// The flow's class and last activity.
-    pub fn activity(&self, s: SockRef) -> Option<(Class, Instant)> {
-        self.flows.get(&s).map(|e| (e.class(), e.last))
+    pub fn activity(&self, h: F::Handle) -> Option<(Class, Instant)> {
+        self.flows.get(&h).map(|e| (e.class(), e.last))
     }
 
-    /// Adds a flow on socket `s`, opened at `now` by a datagram going `opener` (which the
+    /// Adds a flow as `h`, opened at `now` by a datagram going `opener` (which the
     /// caller then reports with [`IdleFlows::touch`]); the caller makes room first
     /// ([`IdleFlows::make_room`], [`IdleFlows::open`]).
-    pub fn insert(&mut self, s: SockRef, flow: F, now: Instant, opener: Way) {
-        debug_assert!(!self.is_full() && !self.flows.contains_key(&s));
-        self.by_key.insert(flow.key(), s);
+    pub fn insert(&mut self, h: F::Handle, flow: F, now: Instant, opener: Way) {
+        debug_assert!(!self.is_full() && !self.flows.contains_key(&h));
+        self.by_key.insert(flow.key(), h);
         let entry = Entry {
             flow,
             last: now,
@@ -248,13 +263,13 @@ impl<F: IdleFlow> IdleFlows<F> {
             requests: 0,
             answers: 0,
         };
-        self.by_age[entry.class() as usize].insert((now, s));
-        self.flows.insert(s, entry);
+        self.by_age[entry.class() as usize].insert((now, h));
+        self.flows.insert(h, entry);
     }
 
-    /// Records `datagrams` going `way` on the flow of `s` at `now`; returns the flow.
-    pub fn touch(&mut self, s: SockRef, now: Instant, way: Way, datagrams: u32) -> Option<&F> {
-        let e = self.flows.get_mut(&s)?;
+    /// Records `datagrams` going `way` on flow `h` at `now`; returns the flow.
+    pub fn touch(&mut self, h: F::Handle, now: Instant, way: Way, datagrams: u32) -> Option<&F> {
+        let e = self.flows.get_mut(&h)?;
         if datagrams > 0 {
             let (class, last) = (e.class(), e.last);
             if way == e.opener {
@@ -265,35 +280,53 @@ impl<F: IdleFlow> IdleFlows<F> {
             // The clock is monotonic; a late caller's older `now` must not move it back.
             e.last = e.last.max(now);
             if (class, last) != (e.class(), e.last) {
-                self.by_age[class as usize].remove(&(last, s));
-                self.by_age[e.class() as usize].insert((e.last, s));
+                self.by_age[class as usize].remove(&(last, h));
+                self.by_age[e.class() as usize].insert((e.last, h));
             }
         }
         Some(&e.flow)
     }
 
-    pub fn remove(&mut self, s: SockRef) -> Option<F> {
-        let e = self.flows.remove(&s)?;
-        self.by_age[e.class() as usize].remove(&(e.last, s));
+    pub fn remove(&mut self, h: F::Handle) -> Option<F> {
+        let e = self.flows.remove(&h)?;
+        self.by_age[e.class() as usize].remove(&(e.last, h));
         self.by_key.remove(&e.flow.key());
         Some(e.flow)
     }
 
-    /// Removes the flow on `s` and closes its socket, if it is one of ours.
-    pub fn close(&mut self, s: SockRef, io: &mut (impl CloseSockets + ?Sized)) {
-        if self.remove(s).is_some() {
-            io.close(s, false);
+    /// Moves the flow `from` to the handle `to` (say, a flow that got a socket of its own),
+    /// keeping what it carried and when; `update` makes the flow say so (its key stays).
+    pub fn rehandle(&mut self, from: F::Handle, to: F::Handle, update: impl FnOnce(&mut F)) {
+        debug_assert!(!self.flows.contains_key(&to));
+        let Some(mut e) = self.flows.remove(&from) else {
+            return;
+        };
+        let (class, key) = (e.class() as usize, e.flow.key());
+        update(&mut e.flow);
+        debug_assert!(e.flow.key() == key);
+        self.by_age[class].remove(&(e.last, from));
+        self.by_age[class].insert((e.last, to));
+        self.by_key.insert(key, to);
+        self.flows.insert(to, e);
+    }
+
+    /// Removes the flow `h` and closes its own socket, if it is one of ours.
+    pub fn close(&mut self, h: F::Handle, io: &mut (impl CloseSockets + ?Sized)) {
+        if self.remove(h).is_some() {
+            if let Some(s) = h.own_socket() {
+                io.close(s, false);
+            }
         }
     }
 
     /// The flow a full table would close at `now` for a new one: the least recently used
     /// answered one-shot flow, else the least recently used flow of the other classes (in
     /// their order) that has been quiet for [`EVICT_IDLE`]; `None` when every flow is active.
-    pub fn eviction_candidate(&self, now: Instant) -> Option<SockRef> {
+    pub fn eviction_candidate(&self, now: Instant) -> Option<F::Handle> {
         self.by_age.iter().enumerate().find_map(|(class, set)| {
-            let &(last, s) = set.first()?;
+            let &(last, h) = set.first()?;
             let done = class == Class::Answered as usize;
-            (done || last + EVICT_IDLE <= now).then_some(s)
+            (done || last + EVICT_IDLE <= now).then_some(h)
         })
     }
 
@@ -301,8 +334,8 @@ impl<F: IdleFlow> IdleFlows<F> {
     /// whether there was one.
     pub fn evict(&mut self, now: Instant, io: &mut (impl CloseSockets + ?Sized)) -> bool {
         match self.eviction_candidate(now) {
-            Some(s) => {
-                self.close(s, io);
+            Some(h) => {
+                self.close(h, io);
                 true
             }
             None => false,
@@ -360,26 +393,28 @@ impl<F: IdleFlow> IdleFlows<F> {
     /// Removes and closes (through `io`) the flows idle at `now`; returns how many.
     pub fn close_idle(&mut self, now: Instant, io: &mut (impl CloseSockets + ?Sized)) -> u64 {
         let mut closed = 0;
-        self.expire(now, |s, _| {
+        self.expire(now, |h, _| {
             closed += 1;
-            io.close(s, false);
+            if let Some(s) = h.own_socket() {
+                io.close(s, false);
+            }
         });
         closed
     }
 
     /// Removes the flows idle at `now`, handing each to `closed`: only those, oldest first
     /// per class.
-    pub fn expire(&mut self, now: Instant, mut closed: impl FnMut(SockRef, F)) {
+    pub fn expire(&mut self, now: Instant, mut closed: impl FnMut(F::Handle, F)) {
         for c in [Class::Answered, Class::Unanswered, Class::Conversation] {
             let timeout = self.timeout(c);
             let set = &mut self.by_age[c as usize];
             while set.first().is_some_and(|&(last, _)| last + timeout <= now) {
-                let Some((_, s)) = set.pop_first() else {
+                let Some((_, h)) = set.pop_first() else {
                     break;
                 };
-                if let Some(e) = self.flows.remove(&s) {
+                if let Some(e) = self.flows.remove(&h) {
                     self.by_key.remove(&e.flow.key());
-                    closed(s, e.flow);
+                    closed(h, e.flow);
                 }
             }
         }
@@ -397,6 +432,7 @@ mod tests {
     }
 
     impl IdleFlow for Flow {
+        type Handle = SockRef;
         type Key = u16;
         fn key(&self) -> u16 {
             self.key
@@ -487,6 +523,27 @@ mod tests {
         m.remove(SockRef(4));
         m.remove(SockRef(5));
         assert_eq!(m.eviction_candidate(secs(5)), Some(SockRef(1)));
+    }
+
+    #[test]
+    fn a_flow_moved_to_another_handle_keeps_its_class_age_and_key() {
+        let mut m = IdleFlows::new(4, Duration::from_secs(180));
+        open(&mut m, 1, secs(0)).unwrap();
+        for t in 1..=4 {
+            m.touch(SockRef(1), secs(t), Way::ToGuest, 1);
+        }
+        let before = m.activity(SockRef(1));
+        m.rehandle(SockRef(1), SockRef(9), |_| {});
+        assert_eq!(m.activity(SockRef(9)), before);
+        assert_eq!(
+            (m.find(&1), m.owns(SockRef(1)), m.len()),
+            (Some(SockRef(9)), false, 1)
+        );
+        // Expiry and eviction know it by its new handle only.
+        let mut closed = Vec::new();
+        m.expire(secs(4 + 180), |h, _| closed.push(h));
+        assert_eq!(closed, [SockRef(9)]);
+        assert!(m.is_empty());
     }
 
     #[test]

@@ -428,6 +428,12 @@ pub trait DgramSockets: CloseSockets {
     /// Readiness as for [`DgramSockets::udp_open`].
     fn udp_reply_open(&mut self, listener: SockRef, peer: SocketAddr) -> io::Result<SockRef>;
 
+    /// Sends one datagram from forwarding listener `listener` to `to`: an answer in an
+    /// exchange `to` began there, which has no socket of its own (yet), so it leaves from the
+    /// port the peer wrote to.
+    fn udp_send_via(&mut self, listener: SockRef, to: SocketAddr, data: &[u8])
+        -> io::Result<usize>;
+
     /// Relays `datagram`, which forwarding listener `listener` received from the local `src`,
     /// to `target` inside the namespace without the guest path, the answers going back to
     /// `src` through `listener` (pasta's loopback bypass, as for
@@ -574,6 +580,14 @@ impl<T: DgramSockets + ?Sized> DgramSockets for &mut T {
     fn udp_reply_open(&mut self, listener: SockRef, peer: SocketAddr) -> io::Result<SockRef> {
         (**self).udp_reply_open(listener, peer)
     }
+    fn udp_send_via(
+        &mut self,
+        listener: SockRef,
+        to: SocketAddr,
+        data: &[u8],
+    ) -> io::Result<usize> {
+        (**self).udp_send_via(listener, to, data)
+    }
     fn relay_datagram(
         &mut self,
         listener: SockRef,
@@ -664,6 +678,14 @@ macro_rules! refuse_datagrams {
                 _: $crate::flow::SockRef,
                 _: ::std::net::SocketAddr,
             ) -> ::std::io::Result<$crate::flow::SockRef> {
+                Err(::std::io::ErrorKind::Unsupported.into())
+            }
+            fn udp_send_via(
+                &mut self,
+                _: $crate::flow::SockRef,
+                _: ::std::net::SocketAddr,
+                _: &[u8],
+            ) -> ::std::io::Result<usize> {
                 Err(::std::io::ErrorKind::Unsupported.into())
             }
         }

@@ -8,11 +8,17 @@
 //!   the gateway).
 //! - Host to guest (`-u`): a datagram arriving on a forwarding listener opens a flow towards
 //!   the forwarded guest port, appearing from the peer as translated (a loopback source from
-//!   the gateway). Its socket is a "reply socket": bound to the listener's address and port and
-//!   connected to the peer, so that the guest's answers leave from the port the peer wrote to,
-//!   and the peer's further datagrams come to the flow rather than the listener. This is the
-//!   man page's "recently forwarded" tracking: the flow remembers the forwarded exchange for
-//!   as long as it is active.
+//!   the gateway). The flow starts on the listener itself: the peer's next datagrams are
+//!   told apart in the listener's queue by their source, and the guest's answers are sent
+//!   from the listener, so they leave from the port the peer wrote to. A one-shot exchange
+//!   (a DNS query and its answer) thus costs no socket; binding one to the listener's port
+//!   makes the kernel walk every socket on that port, which was most of a busy server's work.
+//!   Once the exchange is a conversation (more than
+//!   [`ONE_SHOT_DATAGRAMS`](super::idle::ONE_SHOT_DATAGRAMS) both ways) it gets a "reply
+//!   socket" of its own, bound to the listener's address and port and connected to the peer:
+//!   the kernel then delivers the peer's datagrams to it (runs whole) rather than to the
+//!   listener, and the answers leave from it. This is the man page's "recently forwarded"
+//!   tracking: the flow remembers the forwarded exchange for as long as it is active.
 //!
 //! Host datagrams are received straight into the frame that carries them to the guest.
 //!
@@ -31,7 +37,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::flow::idle::{outbound_bind, DgramCx, IdleFlow, IdleFlows, OpenError, Way};
+use crate::flow::idle::{
+    outbound_bind, Class, DgramCx, FlowHandle, IdleFlow, IdleFlows, OpenError, Way,
+};
 use crate::flow::udp_runs::DatagramRuns;
 use crate::flow::unicast;
 use crate::flow::{DgramSockets, SockEvent, SockRef};
@@ -64,6 +72,8 @@ pub struct UdpCounters {
     pub flows_opened: u64,
     /// Flows opened by a datagram arriving on a forwarding listener (also in `flows_opened`).
     pub flows_inbound: u64,
+    /// Of those, the ones that became conversations and got a socket of their own.
+    pub flows_promoted: u64,
     pub flows_expired: u64,
     /// Flows closed on a socket error (an ICMP error for a connected socket).
     pub flows_errored: u64,
@@ -94,7 +104,27 @@ pub type UdpCx<'a> = DgramCx<'a, UdpCounters, dyn DgramSockets + 'a>;
 pub struct UdpFlow {
     pub guest: SocketAddr,
     pub peer: SocketAddr,
-    pub sock: SockRef,
+    pub sock: UdpSock,
+}
+
+/// A flow's host side: where its datagrams to the peer go and the peer's arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum UdpSock {
+    /// A socket of the flow's own, connected to the peer.
+    Own(SockRef),
+    /// A forwarding listener's, shared: an exchange the peer (at this address) began there,
+    /// answered from the listener, until it becomes a conversation and gets a socket of its
+    /// own (see the module's documentation).
+    Listener(SockRef, SocketAddr),
+}
+
+impl FlowHandle for UdpSock {
+    fn own_socket(self) -> Option<SockRef> {
+        match self {
+            UdpSock::Own(s) => Some(s),
+            UdpSock::Listener(..) => None,
+        }
+    }
 }
 
 pub struct Udp {
@@ -105,6 +135,7 @@ pub struct Udp {
 
 impl IdleFlow for UdpFlow {
     type Key = (SocketAddr, SocketAddr);
+    type Handle = UdpSock;
 
     fn key(&self) -> Self::Key {
         (self.guest, self.peer)
@@ -126,9 +157,19 @@ impl Udp {
         self.listeners.insert(s, local);
     }
 
-    /// Forgets a forwarding listener the driver closed; its flows carry on.
+    /// Forgets a forwarding listener the driver closed: the flows with sockets of their own
+    /// carry on, the exchanges it carried end with it.
     pub fn remove_listener(&mut self, s: SockRef) {
         self.listeners.remove(&s);
+        let shared: Vec<UdpSock> = self
+            .flows
+            .iter()
+            .map(|f| f.sock)
+            .filter(|h| matches!(h, UdpSock::Listener(l, _) if *l == s))
+            .collect();
+        for h in shared {
+            self.flows.remove(h);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -144,7 +185,7 @@ impl Udp {
     }
 
     pub fn owns(&self, s: SockRef) -> bool {
-        self.flows.owns(s) || self.listeners.contains_key(&s)
+        self.flows.owns(UdpSock::Own(s)) || self.listeners.contains_key(&s)
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -169,27 +210,64 @@ impl Udp {
         if src.port() == 0 || dst.port() == 0 || !unicast(dst.ip()) || !unicast(src.ip()) {
             return;
         }
-        let s = match self.flows.find(&(src, dst)) {
-            Some(s) => s,
+        let h = match self.flows.find(&(src, dst)) {
+            Some(h) => h,
             None => {
                 // Opening may close another flow to make room: its datagrams go first.
                 if let Some(runs) = runs.as_deref_mut() {
                     runs.write(cx);
                 }
                 match self.open(cx, src, dst) {
-                    Some(s) => s,
+                    Some(s) => UdpSock::Own(s),
                     None => return,
                 }
             }
         };
-        self.flows.touch(s, cx.now, Way::FromGuest, 1);
-        if let Some(runs) = runs {
-            runs.queue(cx, s, payload);
-            return;
-        }
-        match cx.io.udp_send(s, payload) {
+        self.flows.touch(h, cx.now, Way::FromGuest, 1);
+        let sent = match self.promote(cx.io, cx.counters, h) {
+            UdpSock::Own(s) => {
+                if let Some(runs) = runs {
+                    runs.queue(cx, s, payload);
+                    return;
+                }
+                cx.io.udp_send(s, payload)
+            }
+            // An answer in an exchange a peer began: from the port it wrote to.
+            UdpSock::Listener(l, to) => cx.io.udp_send_via(l, to, payload),
+        };
+        match sent {
             Ok(_) => cx.counters.datagrams_out += 1,
             Err(_) => cx.counters.send_failed += 1,
+        }
+    }
+
+    /// Gives a flow on a listener that has become a conversation a socket of its own,
+    /// connected to its peer: the kernel then sorts the peer's datagrams out for it (runs
+    /// whole) rather than queueing them with everyone's on the listener. Returns the flow's
+    /// handle after. A flow that can't have one (out of descriptors) stays on the listener.
+    fn promote(
+        &mut self,
+        io: &mut dyn DgramSockets,
+        counters: &mut UdpCounters,
+        h: UdpSock,
+    ) -> UdpSock {
+        let UdpSock::Listener(l, peer) = h else {
+            return h;
+        };
+        if !matches!(self.flows.activity(h), Some((Class::Conversation, _))) {
+            return h;
+        }
+        match io.udp_reply_open(l, peer) {
+            Ok(s) => {
+                let own = UdpSock::Own(s);
+                self.flows.rehandle(h, own, |f| f.sock = own);
+                counters.flows_promoted += 1;
+                own
+            }
+            Err(_) => {
+                counters.open_failed += 1;
+                h
+            }
         }
     }
 
@@ -219,9 +297,10 @@ impl Udp {
         let flow = UdpFlow {
             guest: src,
             peer: dst,
-            sock: s,
+            sock: UdpSock::Own(s),
         };
-        self.flows.insert(s, flow, cx.now, Way::FromGuest);
+        self.flows
+            .insert(UdpSock::Own(s), flow, cx.now, Way::FromGuest);
         Some(s)
     }
 
@@ -233,7 +312,8 @@ impl Udp {
             }
             return;
         }
-        let Some(&flow) = self.flows.get(s) else {
+        let h = UdpSock::Own(s);
+        let Some(&flow) = self.flows.get(h) else {
             return;
         };
         match ev {
@@ -250,11 +330,11 @@ impl Udp {
                     }
                 }
                 let received = (RECV_BATCH - left) as u32;
-                self.flows.touch(s, cx.now, Way::ToGuest, received);
+                self.flows.touch(h, cx.now, Way::ToGuest, received);
             }
             SockEvent::Error(_) => {
                 cx.counters.flows_errored += 1;
-                self.flows.close(s, cx.io);
+                self.flows.close(h, cx.io);
             }
             _ => {}
         }
@@ -371,32 +451,30 @@ impl Udp {
             return None;
         };
         let key = (SocketAddr::new(guest_ip, port), seen);
-        if let Some(s) = self.flows.find(&key) {
-            return self.flows.touch(s, now, Way::ToGuest, 1).copied();
+        if let Some(h) = self.flows.find(&key) {
+            self.flows.touch(h, now, Way::ToGuest, 1);
+            let h = self.promote(io, counters, h);
+            return self.flows.get(h).copied();
         }
-        let opened = self.flows.open(now, io, &mut counters.evicted, |io| {
-            io.udp_reply_open(l, peer)
-        });
-        let s = match opened {
-            Ok(s) => s,
-            Err(OpenError::Full) => {
+        // A new exchange stays on the listener (no descriptor, no socket to set up) until
+        // it becomes a conversation.
+        match self.flows.make_room(now, io) {
+            Ok(evicted) => counters.evicted += evicted,
+            Err(_) => {
                 counters.table_full += 1;
                 return None;
             }
-            Err(OpenError::Failed(_)) => {
-                counters.open_failed += 1;
-                return None;
-            }
-        };
+        }
         counters.flows_opened += 1;
         counters.flows_inbound += 1;
+        let h = UdpSock::Listener(l, peer);
         let flow = UdpFlow {
             guest: key.0,
             peer: seen,
-            sock: s,
+            sock: h,
         };
-        self.flows.insert(s, flow, now, Way::ToGuest);
-        self.flows.touch(s, now, Way::ToGuest, 1);
+        self.flows.insert(h, flow, now, Way::ToGuest);
+        self.flows.touch(h, now, Way::ToGuest, 1);
         Some(flow)
     }
 
