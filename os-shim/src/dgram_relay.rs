@@ -66,7 +66,16 @@ pub struct DgramStats {
     pub segmented_sends: u64,
     /// Runs of datagrams received whole (UDP_GRO).
     pub received_runs: u64,
+    /// Flows from a host's forwarding socket that got a socket of their own there (see
+    /// [`OWN_SOCKET_AFTER`]).
+    pub own_host_sockets: u64,
 }
+
+/// Datagrams of a sender that the host's forwarding socket hands over before its flow gets
+/// a socket of its own beside that one: a short exchange (a DNS client's A and AAAA queries
+/// from one socket are two) needs none, and binding one to a port makes the kernel walk
+/// every socket bound there.
+const OWN_SOCKET_AFTER: u32 = 2;
 
 #[derive(Debug)]
 struct Flow {
@@ -80,6 +89,8 @@ struct Flow {
     segmentation: Segmentation,
     /// The same for the answers, sent from the origin's socket.
     back_segmentation: Segmentation,
+    /// The sender's datagrams handed over by the host's forwarding socket.
+    handed_over: u32,
 }
 
 /// Where a flow's datagrams came from, and so where its answers go out.
@@ -89,10 +100,11 @@ enum Origin {
     Listener(usize),
     /// A forwarding socket on the host that handed the flow over (`-u`): the caller's key for
     /// it, and the socket the answers leave through, from the address and port the sender
-    /// wrote to: one of our own bound beside the forwarding socket and connected to the
-    /// sender (`own`), which the sender's next datagrams come to, so that we read them in
-    /// batches and runs, not one by one through the caller; else a duplicate of the
-    /// forwarding socket's descriptor.
+    /// wrote to: a duplicate of the forwarding socket's descriptor at first, and once the
+    /// sender sent more than [`OWN_SOCKET_AFTER`] datagrams one of our own bound beside the
+    /// forwarding socket and connected to the sender (`own`), which the sender's next
+    /// datagrams come to, so that we read them in batches and runs, not one by one through
+    /// the caller.
     Host {
         key: u64,
         socket: OwnedFd,
@@ -300,8 +312,9 @@ impl DgramRelay {
     /// Relays `datagram`, which the forwarding socket `socket` on the host (its `key` names it
     /// for [`DgramRelay::forget_host_socket`]) received from the loopback sender `client`, to
     /// `target` inside the namespace, through the flow of that sender (opened if new: a socket
-    /// made in the namespace, bound to the sender's port where it is free, and one on the
-    /// host for the sender's next datagrams, see [`Origin::Host`]).
+    /// made in the namespace, bound to the sender's port where it is free; and, once the
+    /// exchange goes on, one on the host for the sender's next datagrams, see
+    /// [`Origin::Host`]).
     pub fn relay_into(
         &mut self,
         netns: &impl InNetns,
@@ -323,20 +336,10 @@ impl DgramRelay {
                         return Err(e);
                     }
                 };
-                let origin = match udp_reply_socket(socket.local, socket.iface, client) {
-                    Ok(own) => {
-                        enable_gro(own.as_raw_fd());
-                        Origin::Host {
-                            key,
-                            socket: own,
-                            own: true,
-                        }
-                    }
-                    Err(_) => Origin::Host {
-                        key,
-                        socket: socket.fd.try_clone_to_owned()?,
-                        own: false,
-                    },
+                let origin = Origin::Host {
+                    key,
+                    socket: socket.fd.try_clone_to_owned()?,
+                    own: false,
                 };
                 match self.open_flow(far, origin, client, now) {
                     Some(f) => f,
@@ -352,12 +355,44 @@ impl DgramRelay {
             return Err(io::Error::from_raw_os_error(libc::EBADF));
         };
         flow.last = now;
+        flow.handed_over = flow.handed_over.saturating_add(1);
+        let own_socket_due = flow.handed_over == OWN_SOCKET_AFTER + 1;
         if let Err(e) = send_nonblocking(flow.far.as_raw_fd(), datagram) {
             self.stats.dropped += 1;
             return Err(e);
         }
         self.stats.to_namespace += 1;
+        if own_socket_due {
+            self.own_host_socket(f, socket, client);
+        }
         Ok(())
+    }
+
+    /// Gives flow `f`, from forwarding socket `socket`, a socket of its own on the host,
+    /// bound beside that one and connected to the sender, for the sender's next datagrams
+    /// and the answers. One that can't be opened leaves the flow on the forwarding socket.
+    fn own_host_socket(&mut self, f: usize, socket: HostSocket<'_>, client: SocketAddr) {
+        let Ok(own) = udp_reply_socket(socket.local, socket.iface, client) else {
+            return;
+        };
+        enable_gro(own.as_raw_fd());
+        if let (Some(epoll), Some(gen)) = (&self.ns.epoll, self.flows.gen(f)) {
+            let token = dgram_flow_token(f, gen, 1);
+            if epoll
+                .add(&own, EpollEvent::new(EpollFlags::EPOLLIN, token))
+                .is_err()
+            {
+                return;
+            }
+        }
+        if let Some(flow) = self.flows.at_mut(f) {
+            flow.origin = Origin::Host {
+                key: socket.key,
+                socket: own,
+                own: true,
+            };
+            self.stats.own_host_sockets += 1;
+        }
     }
 
     /// When idle flows are next due for a look.
@@ -534,6 +569,7 @@ impl DgramRelay {
             last: now,
             segmentation: Segmentation::default(),
             back_segmentation: Segmentation::default(),
+            handed_over: 0,
         };
         let (index, gen) = self.flows.insert(flow).ok()?;
         if let Some(epoll) = &self.ns.epoll {
@@ -886,10 +922,11 @@ mod tests {
         });
     }
 
-    /// A forwarding socket that shares its port, as ours do: after the first datagram, handed
-    /// over, the sender's next ones (a run here) come to the flow's own socket beside it, whole,
-    /// and go into the namespace as one segmented send; the answers leave from the address
-    /// the sender wrote to.
+    /// A forwarding socket that shares its port, as ours do: its first datagrams are handed
+    /// over (a short exchange needs no socket of its own), then the flow gets its own socket
+    /// beside it, and the sender's next datagrams (a run here) come to that, whole, and go
+    /// into the namespace as one segmented send; the answers leave from the address the
+    /// sender wrote to.
     #[test]
     fn a_senders_next_datagrams_come_to_the_flows_own_socket() {
         if !can_make_namespaces("relay") {
@@ -897,7 +934,8 @@ mod tests {
         }
         with_host_and_namespace(|ns| {
             let run: Vec<u8> = (0..2000u32).map(|i| (i % 249) as u8).collect();
-            let mut want: Vec<Vec<u8>> = vec![b"first".to_vec()];
+            let handed: [&[u8]; 3] = [b"first", b"second", b"third"];
+            let mut want: Vec<Vec<u8>> = handed.iter().map(|d| d.to_vec()).collect();
             want.extend(run.chunks(100).map(<[u8]>::to_vec));
             let n_want = want.len();
             // The namespace's server: collects, then answers the last.
@@ -932,9 +970,7 @@ mod tests {
             let (epoll, handle) = epoll_pair();
             let mut relay = DgramRelay::new(8);
             relay.listeners().attach(handle).unwrap();
-            sender.send(b"first").unwrap();
             let mut buf = [0u8; 100];
-            let (n, from) = fwd.recv_from(&mut buf).unwrap();
             let deadline = StdInstant::now() + Duration::from_secs(10);
             let socket = HostSocket {
                 key: 9,
@@ -942,9 +978,15 @@ mod tests {
                 local,
                 iface: None,
             };
-            relay
-                .relay_into(&ns, socket, from, target, &buf[..n])
-                .unwrap();
+            for (i, datagram) in handed.iter().enumerate() {
+                assert_eq!(relay.stats().own_host_sockets, 0, "before datagram {i}");
+                sender.send(datagram).unwrap();
+                let (n, from) = fwd.recv_from(&mut buf).unwrap();
+                relay
+                    .relay_into(&ns, socket, from, target, &buf[..n])
+                    .unwrap();
+            }
+            assert_eq!(relay.stats().own_host_sockets, 1);
             send_run(&sender, &run, 100);
             drive(&mut relay, &epoll, deadline, "relaying", |_| {
                 server.is_finished()
