@@ -24,7 +24,7 @@ pub struct DropKind {
 }
 
 /// The drops worth a line on the log (a warning).
-pub const KINDS: &[DropKind; 5] = &[
+pub const KINDS: &[DropKind; 6] = &[
     DropKind {
         what: "TCP flow table full: {} connections refused",
         count: |e, _| e.counters().tcp.table_full,
@@ -46,11 +46,15 @@ pub const KINDS: &[DropKind; 5] = &[
         what: "loopback relay table full: {} connections refused",
         count: |_, s| s.bypass().map_or(0, |b| b.splicer.stats().table_full),
     },
+    DropKind {
+        what: "loopback datagram relay table full: {} datagrams of new senders dropped",
+        count: |_, s| s.bypass().map_or(0, |b| b.dgram_relay.stats().table_full),
+    },
 ];
 
 /// Room made in a full table by closing quiet flows: the new flows got in, nothing was
 /// dropped, but a table that keeps filling up is worth knowing of (with `--debug`).
-pub const ROOM_MADE: &[DropKind; 2] = &[
+pub const ROOM_MADE: &[DropKind; 3] = &[
     DropKind {
         what: "UDP flows: closed {} quiet ones to make room for new ones",
         count: |e, _| e.counters().udp.evicted,
@@ -58,6 +62,13 @@ pub const ROOM_MADE: &[DropKind; 2] = &[
     DropKind {
         what: "echo flows: closed {} quiet ones to make room for new ones",
         count: |e, _| e.counters().icmp.evicted,
+    },
+    DropKind {
+        what: "loopback datagram relay: closed {} quiet flows to make room for new ones",
+        count: |_, s| {
+            s.bypass()
+                .map_or(0, |b| b.dgram_relay.stats().flows_evicted)
+        },
     },
 ];
 

@@ -7,14 +7,16 @@
 //! Each (listener, sender) pair is a flow with a socket of its own on the far side, connected
 //! to the target, so that the far server sees one peer per sender and its answers find their
 //! way back (for `-u` the socket keeps the sender's port where it is free, as the C pasta
-//! does); flows close after [`IDLE_TIMEOUT`] without traffic. Datagrams move in batches:
+//! does). Flows close when idle and make room for new ones in a full table as the guest's UDP
+//! flows do (`sans_io::flow::idle`: a short exchange after 10 s, anything else after
+//! [`IDLE_TIMEOUT`]; an answered short exchange, or a flow idle for a second, gives its place
+//! to a new sender). Datagrams move in batches:
 //! `recvmmsg` on the receiving socket, then each run of equal size going to the same place as
 //! one segmented send (see `socket_sys::udp_gso`), the rest with `sendmmsg`. A sender's own
 //! runs (`UDP_SEGMENT`, a QUIC stack's) come whole to our sockets (`UDP_GRO`, see
 //! `socket_sys::udp_gro`) and go on whole. Like the TCP splicer, which ports are relayed is the
 //! caller's decision.
 
-use std::collections::HashMap;
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -22,6 +24,8 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use nix::sys::epoll::{EpollEvent, EpollFlags};
+use sans_io::flow::idle::{FlowHandle, IdleFlow, IdleFlows, Way};
+use sans_io::flow::SockRef;
 use sans_io::time::Instant;
 
 use crate::ns_agent::{io_in, InNetns};
@@ -41,7 +45,8 @@ use crate::tokens::{
     TOKEN_DGRAM_BASE,
 };
 
-/// A flow without traffic either way for this long is closed (as for the guest's UDP).
+/// A flow without traffic either way for this long is closed (as for the guest's UDP; a
+/// short exchange sooner).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 /// Datagrams per `recvmmsg`/`sendmmsg`.
 const BATCH: usize = 32;
@@ -58,6 +63,11 @@ pub const DEFAULT_MAX_FLOWS: usize = 4096;
 pub struct DgramStats {
     pub flows_opened: u64,
     pub flows_expired: u64,
+    /// Flows closed to make room for a new sender in a full table.
+    pub flows_evicted: u64,
+    /// Datagrams of new senders dropped: the table was full of active flows (also in
+    /// `dropped`).
+    pub table_full: u64,
     pub to_host: u64,
     pub to_namespace: u64,
     /// Datagrams dropped: no flow could be opened, or sending failed.
@@ -84,7 +94,6 @@ struct Flow {
     origin: Origin,
     /// The sender, answered through the origin's socket.
     client: SocketAddr,
-    last: Instant,
     /// Which datagram sizes `far` may send as one segmented send.
     segmentation: Segmentation,
     /// The same for the answers, sent from the origin's socket.
@@ -102,14 +111,9 @@ enum Origin {
     /// it, and the socket the answers leave through, from the address and port the sender
     /// wrote to: a duplicate of the forwarding socket's descriptor at first, and once the
     /// sender sent more than [`OWN_SOCKET_AFTER`] datagrams one of our own bound beside the
-    /// forwarding socket and connected to the sender (`own`), which the sender's next
-    /// datagrams come to, so that we read them in batches and runs, not one by one through
-    /// the caller.
-    Host {
-        key: u64,
-        socket: OwnedFd,
-        own: bool,
-    },
+    /// forwarding socket and connected to the sender, which the sender's next datagrams come
+    /// to, so that we read them in batches and runs, not one by one through the caller.
+    Host { key: u64, socket: OwnedFd },
 }
 
 /// The host's forwarding socket that hands a datagram over: the caller's key for it, its
@@ -123,7 +127,7 @@ pub struct HostSocket<'a> {
 }
 
 /// A flow's key: its origin and sender.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum OriginKey {
     Listener(usize),
     Host(u64),
@@ -135,6 +139,33 @@ impl Origin {
             Origin::Listener(i) => OriginKey::Listener(*i),
             Origin::Host { key, .. } => OriginKey::Host(*key),
         }
+    }
+}
+
+/// What the idle policy knows of a flow: its origin and sender. Datagrams from the sender are
+/// its requests, those from the target its answers (the ways' names are the engine's, whose
+/// guest is our target's side for `-u` and our sender's for `-U`: only the difference counts).
+struct Sender((OriginKey, SocketAddr));
+
+const REQUEST: Way = Way::ToGuest;
+const ANSWER: Way = Way::FromGuest;
+
+impl IdleFlow for Sender {
+    type Key = (OriginKey, SocketAddr);
+    type Handle = FlowId;
+
+    fn key(&self) -> Self::Key {
+        self.0
+    }
+}
+
+/// A flow by its slot in [`DgramRelay::flows`]: its descriptors are the relay's to close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct FlowId(usize);
+
+impl FlowHandle for FlowId {
+    fn own_socket(self) -> Option<SockRef> {
+        None
     }
 }
 
@@ -214,10 +245,8 @@ pub struct DgramRelay {
     /// Its listeners in the namespace, and the epoll instance it is on.
     ns: RelayListeners,
     flows: Slots<Flow>,
-    by_client: HashMap<(OriginKey, SocketAddr), usize>,
-    max_flows: usize,
-    /// No flow expires before this (a lower bound: activity only moves expiry later).
-    next_expiry: Option<Instant>,
+    /// Which flow a sender has, and when each is due to close or may give its place.
+    idle: IdleFlows<Sender>,
     batch: Option<Box<Batch>>,
     stats: DgramStats,
 }
@@ -226,7 +255,7 @@ impl std::fmt::Debug for DgramRelay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DgramRelay")
             .field("listeners", &self.ns.set.ports().count())
-            .field("flows", &self.by_client.len())
+            .field("flows", &self.idle.len())
             .field("stats", &self.stats)
             .finish()
     }
@@ -247,9 +276,7 @@ impl DgramRelay {
                 Ok(fd)
             }),
             flows: Slots::new(1 << INDEX_BITS),
-            by_client: HashMap::new(),
-            max_flows,
-            next_expiry: None,
+            idle: IdleFlows::new(max_flows.min(1 << INDEX_BITS), IDLE_TIMEOUT),
             batch: None,
             stats: DgramStats::default(),
         }
@@ -260,7 +287,7 @@ impl DgramRelay {
     }
 
     pub fn open_flows(&self) -> usize {
-        self.by_client.len()
+        self.idle.len()
     }
 
     pub fn owns_token(token: u64) -> bool {
@@ -299,10 +326,10 @@ impl DgramRelay {
     /// Closes every flow from `origin`.
     fn close_from(&mut self, origin: OriginKey) {
         let gone: Vec<usize> = self
-            .by_client
+            .flows
             .iter()
-            .filter(|((o, _), _)| *o == origin)
-            .map(|(_, &f)| f)
+            .filter(|(_, f)| f.origin.key() == origin)
+            .map(|(i, _)| i)
             .collect();
         for f in gone {
             self.close(f);
@@ -325,9 +352,14 @@ impl DgramRelay {
     ) -> io::Result<()> {
         let key = socket.key;
         let now = monotonic_now();
-        let f = match self.by_client.get(&(OriginKey::Host(key), client)) {
-            Some(&f) => f,
+        let f = match self.idle.find(&(OriginKey::Host(key), client)) {
+            Some(FlowId(f)) => f,
             None => {
+                if !self.make_room(now) {
+                    self.stats.dropped += 1;
+                    self.stats.table_full += 1;
+                    return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
+                }
                 let far = io_in(netns, move || ns_flow_socket(client.port(), target));
                 let far = match far {
                     Ok(far) => far,
@@ -339,7 +371,6 @@ impl DgramRelay {
                 let origin = Origin::Host {
                     key,
                     socket: socket.fd.try_clone_to_owned()?,
-                    own: false,
                 };
                 match self.open_flow(far, origin, client, now) {
                     Some(f) => f,
@@ -354,13 +385,13 @@ impl DgramRelay {
             self.stats.dropped += 1;
             return Err(io::Error::from_raw_os_error(libc::EBADF));
         };
-        flow.last = now;
         flow.handed_over = flow.handed_over.saturating_add(1);
         let own_socket_due = flow.handed_over == OWN_SOCKET_AFTER + 1;
         if let Err(e) = send_nonblocking(flow.far.as_raw_fd(), datagram) {
             self.stats.dropped += 1;
             return Err(e);
         }
+        self.idle.touch(FlowId(f), now, REQUEST, 1);
         self.stats.to_namespace += 1;
         if own_socket_due {
             self.own_host_socket(f, socket, client);
@@ -389,7 +420,6 @@ impl DgramRelay {
             flow.origin = Origin::Host {
                 key: socket.key,
                 socket: own,
-                own: true,
             };
             self.stats.own_host_sockets += 1;
         }
@@ -397,25 +427,17 @@ impl DgramRelay {
 
     /// When idle flows are next due for a look.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_expiry
+        self.idle.poll_timeout()
     }
 
-    /// Closes flows idle for [`IDLE_TIMEOUT`] at `now`.
+    /// Closes the flows idle at `now` (see the module's documentation).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.next_expiry.is_none_or(|t| t > now) {
-            return;
-        }
-        let idle: Vec<usize> = self
-            .flows
-            .iter()
-            .filter(|(_, f)| f.last + IDLE_TIMEOUT <= now)
-            .map(|(i, _)| i)
-            .collect();
-        for i in idle {
+        let mut idle = Vec::new();
+        self.idle.expire(now, |FlowId(f), _| idle.push(f));
+        for f in idle {
             self.stats.flows_expired += 1;
-            self.close(i);
+            self.flows.remove(f);
         }
-        self.next_expiry = self.flows.iter().map(|(_, f)| f.last + IDLE_TIMEOUT).min();
     }
 
     /// Handles an epoll event for one of our tokens.
@@ -458,10 +480,9 @@ impl DgramRelay {
                     end += 1;
                 }
                 let datagrams = batch.datagrams(i..end);
-                let flow = self
-                    .flow_for(listener, client, now)
-                    .and_then(|f| self.flows.at_mut(f));
-                let sent = match flow {
+                let mut full = false;
+                let f = self.flow_for(listener, client, now, &mut full);
+                let sent = match f.and_then(|f| self.flows.at_mut(f)) {
                     // Runs of equal size as one segmented send each.
                     Some(flow) => batch.send_datagrams(i..end, |run| {
                         send_datagrams_segmented(
@@ -477,6 +498,12 @@ impl DgramRelay {
                 };
                 self.stats.to_host += sent as u64;
                 self.stats.dropped += (datagrams - sent) as u64;
+                if full {
+                    self.stats.table_full += datagrams as u64;
+                }
+                if let Some(f) = f {
+                    self.idle.touch(FlowId(f), now, REQUEST, sent as u32);
+                }
                 i = end;
             }
             if n < BATCH {
@@ -495,7 +522,6 @@ impl DgramRelay {
             return;
         };
         let (from, far) = (socket.as_raw_fd(), flow.far.as_raw_fd());
-        flow.last = monotonic_now();
         let sent = pass_on(
             &mut self.stats,
             batch,
@@ -504,6 +530,7 @@ impl DgramRelay {
             &mut flow.segmentation,
         );
         self.stats.to_namespace += sent;
+        self.touch(index, REQUEST, sent);
     }
 
     /// Answers from the far server, back to the flow's sender.
@@ -519,7 +546,6 @@ impl DgramRelay {
             Origin::Host { socket, .. } => socket.as_raw_fd(),
         };
         let (far, to) = (flow.far.as_raw_fd(), std_to_sockaddr(&flow.client));
-        flow.last = monotonic_now();
         let seg = &mut flow.back_segmentation;
         let sent = pass_on(&mut self.stats, batch, far, (origin_fd, Some(&to)), seg);
         if matches!(flow.origin, Origin::Host { .. }) {
@@ -527,17 +553,23 @@ impl DgramRelay {
         } else {
             self.stats.to_namespace += sent;
         }
+        self.touch(index, ANSWER, sent);
     }
 
-    /// The flow of `client` on `listener`, opened if new.
-    fn flow_for(&mut self, listener: usize, client: SocketAddr, now: Instant) -> Option<usize> {
-        if let Some(&f) = self.by_client.get(&(OriginKey::Listener(listener), client)) {
-            if let Some(flow) = self.flows.at_mut(f) {
-                flow.last = now;
-            }
+    /// The flow of `client` on `listener`, opened if new; `None` if none could be, `full`
+    /// set when that was for want of room.
+    fn flow_for(
+        &mut self,
+        listener: usize,
+        client: SocketAddr,
+        now: Instant,
+        full: &mut bool,
+    ) -> Option<usize> {
+        if let Some(FlowId(f)) = self.idle.find(&(OriginKey::Listener(listener), client)) {
             return Some(f);
         }
-        if self.by_client.len() >= self.max_flows {
+        if !self.make_room(now) {
+            *full = true;
             return None;
         }
         let l = self.ns.set.get(listener)?;
@@ -558,48 +590,56 @@ impl DgramRelay {
         client: SocketAddr,
         now: Instant,
     ) -> Option<usize> {
-        if self.by_client.len() >= self.max_flows {
-            return None;
-        }
-        let key = origin.key();
+        debug_assert!(!self.idle.is_full(), "room is made first");
+        let key = (origin.key(), client);
         let flow = Flow {
             far,
             origin,
             client,
-            last: now,
             segmentation: Segmentation::default(),
             back_segmentation: Segmentation::default(),
             handed_over: 0,
         };
         let (index, gen) = self.flows.insert(flow).ok()?;
         if let Some(epoll) = &self.ns.epoll {
-            let flow = self.flows.at(index).expect("just inserted");
-            let own = match &flow.origin {
-                Origin::Host {
-                    socket, own: true, ..
-                } => Some(socket),
-                _ => None,
-            };
-            let watch = |fd: &OwnedFd, side| {
-                let token = dgram_flow_token(index, gen, side);
-                epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token))
-            };
-            if watch(&flow.far, 0).is_err() || own.is_some_and(|s| watch(s, 1).is_err()) {
+            let far = &self.flows.at(index).expect("just inserted").far;
+            let token = dgram_flow_token(index, gen, 0);
+            if epoll
+                .add(far, EpollEvent::new(EpollFlags::EPOLLIN, token))
+                .is_err()
+            {
                 self.flows.remove(index);
                 return None;
             }
         }
-        self.by_client.insert((key, client), index);
+        self.idle.insert(FlowId(index), Sender(key), now, REQUEST);
         self.stats.flows_opened += 1;
-        let expiry = now + IDLE_TIMEOUT;
-        self.next_expiry = Some(self.next_expiry.map_or(expiry, |t| t.min(expiry)));
         Some(index)
     }
 
-    fn close(&mut self, index: usize) {
-        if let Some(flow) = self.flows.remove(index) {
-            self.by_client.remove(&(flow.origin.key(), flow.client));
+    /// Room for one more flow: in a full table, the flow the idle policy names gives its
+    /// place; false when every flow is active (the new sender's datagrams are dropped).
+    fn make_room(&mut self, now: Instant) -> bool {
+        if !self.idle.is_full() {
+            return true;
         }
+        let Some(FlowId(victim)) = self.idle.eviction_candidate(now) else {
+            return false;
+        };
+        self.close(victim);
+        self.stats.flows_evicted += 1;
+        true
+    }
+
+    /// Records `datagrams` going `way` on flow `index` now.
+    fn touch(&mut self, index: usize, way: Way, datagrams: u64) {
+        let n = datagrams.min(u64::from(u32::MAX)) as u32;
+        self.idle.touch(FlowId(index), monotonic_now(), way, n);
+    }
+
+    fn close(&mut self, index: usize) {
+        self.flows.remove(index);
+        self.idle.remove(FlowId(index));
     }
 }
 
@@ -713,6 +753,7 @@ mod tests {
     use super::*;
     use crate::ns_listeners::NsAddrs;
     use crate::test_netns::{can_make_namespaces, epoll_pair, spawn_in, with_host_and_namespace};
+    use sans_io::flow::idle::ONE_SHOT_TIMEOUT;
     use std::os::fd::AsFd;
 
     const LO4: NsAddrs = NsAddrs::Loopback {
@@ -1009,6 +1050,70 @@ mod tests {
             assert_eq!(&buf[..n], b"answer");
             relay.forget_host_socket(9);
             assert_eq!(relay.open_flows(), 0);
+        });
+    }
+
+    /// A full table makes room as the guest's UDP flows do: a new sender takes the place of
+    /// an answered short exchange (the least recently used), and short exchanges close after
+    /// the short idle time, not the long one.
+    #[test]
+    fn a_full_table_gives_an_answered_exchanges_place_to_a_new_sender() {
+        if !can_make_namespaces("relay") {
+            return;
+        }
+        with_host_and_namespace(|ns| {
+            let (port_tx, port_rx) = std::sync::mpsc::channel();
+            let server = spawn_in(&ns, move || {
+                let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                port_tx.send(s.local_addr().unwrap().port()).unwrap();
+                let mut buf = [0u8; 100];
+                for _ in 0..3 {
+                    let (n, peer) = s.recv_from(&mut buf).unwrap();
+                    s.send_to(&buf[..n], peer).unwrap();
+                }
+            });
+            let target = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port_rx.recv().unwrap());
+            let fwd = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let (epoll, handle) = epoll_pair();
+            let mut relay = DgramRelay::new(2);
+            relay.listeners().attach(handle).unwrap();
+            let deadline = StdInstant::now() + Duration::from_secs(10);
+            let mut buf = [0u8; 100];
+            for (k, msg) in [&b"first"[..], b"second", b"third"].into_iter().enumerate() {
+                let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                sender
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                sender.connect(fwd.local_addr().unwrap()).unwrap();
+                sender.send(msg).unwrap();
+                let (n, from) = fwd.recv_from(&mut buf).unwrap();
+                let socket = HostSocket {
+                    key: 5,
+                    fd: fwd.as_fd(),
+                    local: fwd.local_addr().unwrap(),
+                    iface: None,
+                };
+                relay
+                    .relay_into(&ns, socket, from, target, &buf[..n])
+                    .unwrap();
+                drive(&mut relay, &epoll, deadline, "answering", |r| {
+                    r.stats().to_host > k as u64
+                });
+                let n = sender.recv(&mut buf).unwrap();
+                assert_eq!(&buf[..n], msg);
+            }
+            server.join().unwrap();
+            let stats = relay.stats();
+            assert_eq!(
+                (relay.open_flows(), stats.flows_opened, stats.flows_evicted),
+                (2, 3, 1),
+                "{stats:?}"
+            );
+            let soon = monotonic_now() + ONE_SHOT_TIMEOUT + Duration::from_secs(1);
+            assert!(relay.poll_timeout().is_some_and(|t| t <= soon));
+            relay.handle_timeout(soon);
+            assert_eq!((relay.open_flows(), relay.stats().flows_expired), (0, 2));
         });
     }
 
