@@ -873,6 +873,33 @@ mod tests {
         });
     }
 
+    /// A server on the loopback of namespace `ns` that echoes `count` datagrams and then says
+    /// which peers sent them; its address.
+    fn echo_server_in(
+        ns: &OwnedFd,
+        count: usize,
+    ) -> (SocketAddr, std::thread::JoinHandle<Vec<SocketAddr>>) {
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let server = spawn_in(ns, move || {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            port_tx.send(s.local_addr().unwrap().port()).unwrap();
+            let mut buf = [0u8; 100];
+            (0..count)
+                .map(|_| {
+                    let (n, peer) = s.recv_from(&mut buf).unwrap();
+                    s.send_to(&buf[..n], peer).unwrap();
+                    peer
+                })
+                .collect()
+        });
+        let port = port_rx.recv().unwrap();
+        (
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+            server,
+        )
+    }
+
     /// One `send` of `data` in datagrams of `segment` bytes (UDP_SEGMENT) on connected `s`.
     fn send_run(s: &std::net::UdpSocket, data: &[u8], segment: u16) {
         let set = |size: libc::c_int| {
@@ -1062,18 +1089,7 @@ mod tests {
             return;
         }
         with_host_and_namespace(|ns| {
-            let (port_tx, port_rx) = std::sync::mpsc::channel();
-            let server = spawn_in(&ns, move || {
-                let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                port_tx.send(s.local_addr().unwrap().port()).unwrap();
-                let mut buf = [0u8; 100];
-                for _ in 0..3 {
-                    let (n, peer) = s.recv_from(&mut buf).unwrap();
-                    s.send_to(&buf[..n], peer).unwrap();
-                }
-            });
-            let target = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port_rx.recv().unwrap());
+            let (target, server) = echo_server_in(&ns, 3);
             let fwd = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
             let (epoll, handle) = epoll_pair();
             let mut relay = DgramRelay::new(2);
@@ -1125,22 +1141,7 @@ mod tests {
             return;
         }
         with_host_and_namespace(|ns| {
-            // The namespace's server: echoes twice, and says which peers it saw.
-            let (port_tx, port_rx) = std::sync::mpsc::channel();
-            let server = spawn_in(&ns, move || {
-                let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                port_tx.send(s.local_addr().unwrap().port()).unwrap();
-                let mut peers = Vec::new();
-                let mut buf = [0u8; 100];
-                for _ in 0..2 {
-                    let (n, peer) = s.recv_from(&mut buf).unwrap();
-                    s.send_to(&buf[..n], peer).unwrap();
-                    peers.push(peer);
-                }
-                peers
-            });
-            let target = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port_rx.recv().unwrap());
+            let (target, server) = echo_server_in(&ns, 2);
 
             // The host's forwarding socket and a sender on the host's loopback.
             let fwd = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -24,8 +24,8 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use sans_io::flow::{
-    peek_each, send_each, send_pieces_copying, Bind, CloseSockets, DgramSockets, PeekSlots, Peeked,
-    PingSockets, SockEvent, SockRef, StreamSockets,
+    fill_slots, peek_each, send_each, send_pieces_copying, Bind, CloseSockets, DgramSockets,
+    PeekSlots, Peeked, PingSockets, SockEvent, SockRef, StreamSockets,
 };
 use sans_io::fwd::apply::{ForwardListeners, ListenFailure};
 use sans_io::fwd::forwards::{Direction, ListenSocket, ProtoKey};
@@ -1418,17 +1418,11 @@ impl DgramSockets for VirtualHost {
         peers: &mut [SocketAddr],
     ) -> io::Result<usize> {
         self.count_udp_receive();
-        for (i, (len, peer)) in lens.iter_mut().zip(peers.iter_mut()).enumerate() {
-            let Some(buf) = slots.get_mut(i * slot_len + offset..(i + 1) * slot_len) else {
-                return Ok(i);
-            };
-            match self.udp_recv_uncounted(s, buf) {
-                Ok((n, from)) => (*len, *peer) = (n, from),
-                Err(e) if i == 0 => return Err(e),
-                Err(_) => return Ok(i),
-            }
-        }
-        Ok(lens.len().min(peers.len()))
+        let count = lens.len().min(peers.len());
+        fill_slots(slots, slot_len, offset, count, |i, buf| {
+            (lens[i], peers[i]) = self.udp_recv_uncounted(s, buf)?;
+            Ok(())
+        })
     }
 
     fn udp_reply_open(&mut self, listener: SockRef, peer: SocketAddr) -> io::Result<SockRef> {

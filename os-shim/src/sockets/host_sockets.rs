@@ -357,11 +357,8 @@ impl DgramSockets for Sockets {
         lens: &mut [usize],
     ) -> io::Result<usize> {
         let (_, fd) = self.slot(s)?;
-        let count = lens
-            .len()
-            .min(RECV_MANY_MAX)
-            .min(slots.len().checked_div(slot_len).unwrap_or(0));
-        if count == 0 || offset >= slot_len {
+        let count = receivable(slots, slot_len, offset, lens.len());
+        if count == 0 {
             return Ok(0);
         }
         let slot = self
@@ -413,12 +410,8 @@ impl DgramSockets for Sockets {
         peers: &mut [SocketAddr],
     ) -> io::Result<usize> {
         let (_, fd) = self.slot(s)?;
-        let count = lens
-            .len()
-            .min(peers.len())
-            .min(RECV_MANY_MAX)
-            .min(slots.len().checked_div(slot_len).unwrap_or(0));
-        if count == 0 || offset >= slot_len {
+        let count = receivable(slots, slot_len, offset, lens.len().min(peers.len()));
+        if count == 0 {
             return Ok(0);
         }
         recv_into_slots(
@@ -640,6 +633,17 @@ fn recv_peek(fd: RawFd, iov: &mut [libc::iovec]) -> io::Result<usize> {
     msg.msg_iovlen = iov.len();
     // SAFETY: the iovecs describe buffers the caller lends us for the duration of the call.
     retry(|| unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT) })
+}
+
+/// How many datagrams one receive into `slots` takes at most: `wanted`, as many as there are
+/// slots, [`RECV_MANY_MAX`]; none if `offset` leaves a slot no room.
+fn receivable(slots: &[u8], slot_len: usize, offset: usize, wanted: usize) -> usize {
+    if offset >= slot_len {
+        return 0;
+    }
+    wanted
+        .min(RECV_MANY_MAX)
+        .min(slots.len().checked_div(slot_len).unwrap_or(0))
 }
 
 /// One `recvmmsg` of up to `lens.len()` datagrams from `fd`: datagram `i` into

@@ -341,6 +341,30 @@ pub fn peek_each(
     Ok(Peeked::bytes(got))
 }
 
+/// Receives datagram after datagram into `slots` as a batch receive does (datagram `i` into
+/// `slots[i * slot_len + offset..(i + 1) * slot_len]`), one `recv(i, buf)` each, until
+/// `count` came or one fails: returns how many came, an error only if the first failed. For
+/// drivers without a batch receive.
+pub fn fill_slots(
+    slots: &mut [u8],
+    slot_len: usize,
+    offset: usize,
+    count: usize,
+    mut recv: impl FnMut(usize, &mut [u8]) -> io::Result<()>,
+) -> io::Result<usize> {
+    for i in 0..count {
+        let Some(buf) = slots.get_mut(i * slot_len + offset..(i + 1) * slot_len) else {
+            return Ok(i);
+        };
+        match recv(i, buf) {
+            Ok(()) => {}
+            Err(e) if i == 0 => return Err(e),
+            Err(_) => return Ok(i),
+        }
+    }
+    Ok(count)
+}
+
 /// UDP sockets: outbound flows, and replies through forwarding listeners.
 pub trait DgramSockets: CloseSockets {
     /// Opens a UDP socket, binds it as asked and connects it to `dst`. Readiness comes as
@@ -379,17 +403,10 @@ pub trait DgramSockets: CloseSockets {
         offset: usize,
         lens: &mut [usize],
     ) -> io::Result<usize> {
-        for (i, len) in lens.iter_mut().enumerate() {
-            let Some(buf) = slots.get_mut(i * slot_len + offset..(i + 1) * slot_len) else {
-                return Ok(i);
-            };
-            match self.udp_recv(s, buf) {
-                Ok(n) => *len = n,
-                Err(e) if i == 0 => return Err(e),
-                Err(_) => return Ok(i),
-            }
-        }
-        Ok(lens.len())
+        fill_slots(slots, slot_len, offset, lens.len(), |i, buf| {
+            lens[i] = self.udp_recv(s, buf)?;
+            Ok(())
+        })
     }
 
     /// Receives one datagram on a UDP forwarding listener, with its source, as
@@ -408,17 +425,11 @@ pub trait DgramSockets: CloseSockets {
         lens: &mut [usize],
         peers: &mut [SocketAddr],
     ) -> io::Result<usize> {
-        for (i, (len, peer)) in lens.iter_mut().zip(peers.iter_mut()).enumerate() {
-            let Some(buf) = slots.get_mut(i * slot_len + offset..(i + 1) * slot_len) else {
-                return Ok(i);
-            };
-            match self.udp_recv_from(s, buf) {
-                Ok((n, from)) => (*len, *peer) = (n, from),
-                Err(e) if i == 0 => return Err(e),
-                Err(_) => return Ok(i),
-            }
-        }
-        Ok(lens.len().min(peers.len()))
+        let count = lens.len().min(peers.len());
+        fill_slots(slots, slot_len, offset, count, |i, buf| {
+            (lens[i], peers[i]) = self.udp_recv_from(s, buf)?;
+            Ok(())
+        })
     }
 
     /// Opens a UDP socket for the exchange with `peer` that began with a datagram on
