@@ -1,9 +1,11 @@
 //! Real OS: full UDP and echo flow tables don't cut the namespace off. From inside
 //! `pasta --config-net`, 5,000 DNS lookups against the lab's resolver, each from a fresh
-//! source port (as stub resolvers do), more than the UDP table holds, all get answers, and a
-//! fresh UDP echo after them too; 1,100 pings with distinct identifiers, more than the echo
-//! table holds, all get replies, and a new ping after them too. pasta runs with `--debug` and
-//! says that it made room, which shows the tables really filled up; it refuses nothing.
+//! source port (as stub resolvers do), more than pasta's descriptors allow flows (its limit
+//! set to 2,048: the UDP table itself holds more, and running out of descriptors is met the
+//! same way), all get answers, and a fresh UDP echo after them too; 1,100 pings with distinct
+//! identifiers, more than the echo table holds, all get replies, and a new ping after them
+//! too. pasta runs with `--debug` and says that it made room, which shows the tables (or the
+//! descriptors) really ran out; it refuses nothing.
 //!
 //! Everything runs inside the lab (see common/mod.rs).
 
@@ -17,9 +19,12 @@ use common::{
 };
 use sans_io::flow::{icmp, udp};
 
-/// Lookups: more than the UDP table holds.
+/// pasta's descriptor limit (soft and hard) for the lookups: fewer than the UDP table holds.
+const NOFILE: u64 = 2048;
+const _: () = assert!((NOFILE as usize) < udp::DEFAULT_MAX_FLOWS);
+/// Lookups: more flows than pasta has descriptors for.
 const LOOKUPS: usize = 5_000;
-const _: () = assert!(LOOKUPS > udp::DEFAULT_MAX_FLOWS);
+const _: () = assert!(LOOKUPS > NOFILE as usize);
 /// Echo identifiers: more than the echo table holds.
 const PING_IDS: usize = 1_100;
 const _: () = assert!(PING_IDS > icmp::DEFAULT_MAX_FLOWS);
@@ -113,8 +118,15 @@ fn lab() -> Option<Lab> {
     Some(lab)
 }
 
-/// Runs `python3 SCRIPT ARGS` inside `pasta --config-net --debug`.
-fn in_pasta(lab: &Lab, dir: &TempDir, script: &str, args: &[String]) -> Output {
+/// Runs `python3 SCRIPT ARGS` inside `pasta --config-net --debug`, with `nofile` as its
+/// descriptor limit (soft and hard) if given.
+fn in_pasta(
+    lab: &Lab,
+    dir: &TempDir,
+    script: &str,
+    args: &[String],
+    nofile: Option<u64>,
+) -> Output {
     let path = dir.path().join("client.py");
     std::fs::write(&path, script).unwrap();
     let mut pasta_args = vec![
@@ -125,14 +137,29 @@ fn in_pasta(lab: &Lab, dir: &TempDir, script: &str, args: &[String]) -> Output {
         path.display().to_string(),
     ];
     pasta_args.extend_from_slice(args);
-    run_timeout(
-        &mut lab.host_command(None, &bin("pasta"), &pasta_args),
-        RUN_TIMEOUT,
-    )
+    let mut cmd = lab.host_command(None, &bin("pasta"), &pasta_args);
+    if let Some(limit) = nofile {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs before exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    run_timeout(&mut cmd, RUN_TIMEOUT)
 }
 
 #[test]
-fn more_one_shot_dns_lookups_than_the_udp_table_holds_all_get_answers() {
+fn more_one_shot_dns_lookups_than_descriptors_for_their_flows_all_get_answers() {
     let Some(mut lab) = lab() else {
         return;
     };
@@ -160,7 +187,7 @@ fn more_one_shot_dns_lookups_than_the_udp_table_holds_all_get_answers() {
         LOOKUPS.to_string(),
         format!("{},7", addr::SERVER4),
     ];
-    let out = in_pasta(&lab, &dir, LOOKUPS_PY, &args);
+    let out = in_pasta(&lab, &dir, LOOKUPS_PY, &args, Some(NOFILE));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -169,7 +196,7 @@ fn more_one_shot_dns_lookups_than_the_udp_table_holds_all_get_answers() {
         show(&out)
     );
     assert!(stdout.contains("ECHO OK"), "{}", show(&out));
-    // The table filled up, made room, and refused nothing.
+    // The descriptors ran out, room was made, and nothing was refused.
     assert!(stderr.contains("UDP flows: closed"), "{}", show(&out));
     assert!(!stderr.contains("flow table full"), "{}", show(&out));
 }
@@ -183,7 +210,7 @@ fn more_ping_identifiers_than_the_echo_table_holds_all_get_replies() {
     lab.host_sh("sysctl -qw net.ipv4.ping_group_range='0 2147483647'");
     let dir = TempDir::new("flow-table-icmp");
     let args = [addr::SERVER4.to_owned(), PING_IDS.to_string()];
-    let out = in_pasta(&lab, &dir, PINGS_PY, &args);
+    let out = in_pasta(&lab, &dir, PINGS_PY, &args, None);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -54,10 +54,14 @@ use crate::wire::MacAddr;
 /// Idle time after which a UDP flow is closed (a one-shot exchange sooner, see
 /// [`idle`](super::idle)).
 pub const UDP_TIMEOUT: Duration = Duration::from_secs(180);
-/// UDP flows at most, by default: each holds a descriptor, so this caps what a guest's burst
-/// of flows costs in descriptors and memory. Eviction keeps a full table usable, and a
-/// process limit below it (`EMFILE`) is met the same way.
-pub const DEFAULT_MAX_FLOWS: usize = 4096;
+/// UDP flows at most, by default: most hold a descriptor, so this caps what a guest's burst
+/// of flows costs in descriptors and memory. As many as TCP's: a sender that takes a new
+/// port for every datagram (a metrics client, a resolver) makes thousands of flows a second,
+/// each kept for a second at least while it may still get its answer (see
+/// [`EVICT_IDLE`](super::idle::EVICT_IDLE)), and 4096 held a few hundred milliseconds of
+/// those. Eviction keeps a full table usable, and a process limit below it (`EMFILE`) is met
+/// the same way.
+pub const DEFAULT_MAX_FLOWS: usize = 65536;
 /// Datagrams read from one socket per readiness report, so one busy flow can't starve others.
 const RECV_BATCH: usize = 64;
 /// Datagrams asked for per receive call (`recvmmsg`).
