@@ -261,6 +261,29 @@ fn one_shot_exchanges_are_answered_from_the_listener_without_sockets_of_their_ow
 }
 
 #[test]
+fn an_exchange_on_the_listener_follows_the_guest_to_a_new_address() {
+    // The guest moves to another address between a peer's datagrams (the fuzzer found the
+    // second datagram's flow colliding with the first's, both on the listener, for the same
+    // peer): the new one replaces the stale one.
+    let mut w = Scenario::new(20).forward_udp("5000").build();
+    let peer = addr(&format!("{REMOTE}:7777"));
+    assert!(w.host.remote_udp_send(peer, guest4(5000), b"one"));
+    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 1));
+    let moved: SocketAddr = "198.51.100.77:5000".parse().unwrap();
+    w.guest_udp(moved, addr(&format!("{REMOTE}:9")), b"from the new address");
+    assert!(w.run_until(Duration::from_secs(1), |w| !w.host.udp_log.is_empty()));
+    assert!(w.host.remote_udp_send(peer, guest4(5000), b"two"));
+    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 2));
+    assert_eq!(w.udp_at_guest()[1], (peer, moved, b"two".to_vec()));
+    // The answer from the new address goes to the peer from the forwarded port.
+    w.guest_udp(moved, peer, b"answer");
+    assert!(w.run_until(Duration::from_secs(1), |w| w.host.udp_log.len() == 2));
+    assert_eq!(w.host.udp_log[1].1, peer);
+    assert_eq!(w.host.udp_log[1].0.port(), 5000);
+    w.assert_no_violations();
+}
+
+#[test]
 fn an_exchange_that_becomes_a_conversation_gets_a_socket_of_its_own() {
     let mut w = Scenario::new(19).forward_udp("5000").build();
     let listeners = w.host.udp_socks().len();

@@ -461,7 +461,10 @@ impl Udp {
             return self.flows.get(h).copied();
         }
         // A new exchange stays on the listener (no descriptor, no socket to set up) until
-        // it becomes a conversation.
+        // it becomes a conversation. One with this peer on this listener under another key
+        // is stale: the guest's address, or the port the listener forwards to, changed since.
+        let h = UdpSock::Listener(l, peer);
+        self.flows.remove(h);
         match self.flows.make_room(now, io) {
             Ok(evicted) => counters.evicted += evicted,
             Err(_) => {
@@ -471,7 +474,6 @@ impl Udp {
         }
         counters.flows_opened += 1;
         counters.flows_inbound += 1;
-        let h = UdpSock::Listener(l, peer);
         let flow = UdpFlow {
             guest: key.0,
             peer: seen,
