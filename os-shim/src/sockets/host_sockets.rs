@@ -425,8 +425,7 @@ impl DgramSockets for Sockets {
     }
 
     fn udp_reply_open(&mut self, listener: SockRef, peer: SocketAddr) -> io::Result<SockRef> {
-        let Some((_, local, iface)) = self.udp_listeners.iter().find(|(l, _, _)| *l == listener)
-        else {
+        let Some((local, iface)) = self.udp_listeners.get(&listener) else {
             return Err(io::Error::from_raw_os_error(libc::EBADF));
         };
         let (local, iface) = (*local, iface.clone());
@@ -441,7 +440,7 @@ impl DgramSockets for Sockets {
         to: SocketAddr,
         data: &[u8],
     ) -> io::Result<usize> {
-        let Some((_, local, _)) = self.udp_listeners.iter().find(|(l, _, _)| *l == listener) else {
+        let Some((local, _)) = self.udp_listeners.get(&listener) else {
             return Err(io::Error::from_raw_os_error(libc::EBADF));
         };
         let to = in_family_of(*local, to);
@@ -460,8 +459,7 @@ impl DgramSockets for Sockets {
         else {
             return Err(io::ErrorKind::Unsupported.into());
         };
-        let Some((_, local, iface)) = self.udp_listeners.iter().find(|(l, _, _)| *l == listener)
-        else {
+        let Some((local, iface)) = self.udp_listeners.get(&listener) else {
             return Err(io::Error::from_raw_os_error(libc::EBADF));
         };
         let socket = HostSocket {

@@ -61,7 +61,7 @@ impl Sockets {
                             .add(Listener::new(fd, actual, ()), self.epoll.as_ref()),
                         Proto::Udp => self.insert_dgram(fd).map(|index| {
                             let iface = spec.iface.clone();
-                            self.udp_listeners.push((SockRef(index), actual, iface));
+                            self.udp_listeners.insert(SockRef(index), (actual, iface));
                         }),
                     };
                     if let Err(e) = added {
@@ -124,7 +124,7 @@ impl Sockets {
                 let fd = udp_bound_socket(socket.addr, iface, freebind)?;
                 let actual = local_addr(fd.as_raw_fd()).unwrap_or(socket.addr);
                 let s = SockRef(self.insert_dgram(fd)?);
-                self.udp_listeners.push((s, actual, socket.iface.clone()));
+                self.udp_listeners.insert(s, (actual, socket.iface.clone()));
                 Ok(Some(s))
             }
         }
@@ -139,11 +139,12 @@ impl Sockets {
                 None
             }
             Proto::Udp => {
-                let i = self
+                let s = *self
                     .udp_listeners
                     .iter()
-                    .position(|(_, a, iface)| *a == socket.addr && *iface == socket.iface)?;
-                let (s, _, _) = self.udp_listeners.remove(i);
+                    .find(|(_, (a, iface))| *a == socket.addr && *iface == socket.iface)?
+                    .0;
+                self.udp_listeners.remove(&s);
                 self.close(s, false);
                 // Flows it handed over to the bypass have nowhere to answer now.
                 if let Some(bypass) = self.bypass.as_mut() {
@@ -165,7 +166,7 @@ impl Sockets {
             }
             Proto::Udp => {
                 let mut closed = Vec::new();
-                self.udp_listeners.retain(|(s, addr, _)| {
+                self.udp_listeners.retain(|s, (addr, _)| {
                     let keep = addr.port() != port;
                     if !keep {
                         closed.push(*s);

@@ -56,7 +56,7 @@ mod table;
 mod tests;
 mod udp_gro;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
@@ -153,8 +153,9 @@ pub struct Sockets {
     /// TCP forwarding listeners (the engine decides where their connections go).
     listeners: Listeners<()>,
     /// UDP forwarding listeners: slots of ours (they report readiness like any datagram
-    /// socket), with the address each is bound to and its interface.
-    udp_listeners: Vec<(SockRef, SocketAddr, Option<String>)>,
+    /// socket), with the address each is bound to and its interface. Looked up by socket for
+    /// every answer sent through one: a map, as `-u` ranges make thousands.
+    udp_listeners: BTreeMap<SockRef, (SocketAddr, Option<String>)>,
     reports: VecDeque<(u32, Report)>,
     /// Edge-triggered sockets to look at again after the wake-up (see `after_batch`).
     recheck: Vec<u32>,
@@ -185,7 +186,7 @@ impl Sockets {
             slots: Slots::new(1 << INDEX_BITS),
             open: 0,
             listeners: Listeners::new(TOKEN_LISTENER_BASE),
-            udp_listeners: Vec::new(),
+            udp_listeners: BTreeMap::new(),
             reports: VecDeque::new(),
             recheck: Vec::new(),
             peek_off: PeekOffCap::Unknown,
@@ -257,7 +258,7 @@ impl Sockets {
     /// The UDP forwarding listeners, for `Engine::add_udp_listener`: socket and the address
     /// it is bound to.
     pub fn udp_listeners(&self) -> impl Iterator<Item = (SockRef, SocketAddr)> + '_ {
-        self.udp_listeners.iter().map(|(s, a, _)| (*s, *a))
+        self.udp_listeners.iter().map(|(s, (a, _))| (*s, *a))
     }
 
     /// When a listener put aside (ours or the splicer's) is due to be watched again, or
