@@ -324,17 +324,8 @@ impl Udp {
             SockEvent::Readable => {
                 let route = route_to_guest(cx.config, cx.guest, &flow);
                 let ports = (flow.peer.port(), flow.guest.port());
-                let mut left = RECV_BATCH;
-                while left > 0 {
-                    let want = left.min(RECV_MANY);
-                    let got = recv_many(cx, s, &route, ports, want);
-                    left -= got;
-                    if got < want {
-                        break;
-                    }
-                }
-                let received = (RECV_BATCH - left) as u32;
-                self.flows.touch(h, cx.now, Way::ToGuest, received);
+                let received = recv_batch(|want| recv_many(cx, s, &route, ports, want));
+                self.flows.touch(h, cx.now, Way::ToGuest, received as u32);
             }
             SockEvent::Error(_) => {
                 cx.counters.flows_errored += 1;
@@ -349,15 +340,7 @@ impl Udp {
     fn listener_readable(&mut self, cx: &mut UdpCx<'_>, l: SockRef, local: SocketAddr) {
         // Where the listener's datagrams go, the same for all of them.
         let to = forwarded(cx.forwards, local);
-        let mut left = RECV_BATCH;
-        while left > 0 {
-            let want = left.min(RECV_MANY);
-            let got = self.listener_recv_many(cx, l, (local, to), want);
-            left -= got;
-            if got < want {
-                break;
-            }
-        }
+        recv_batch(|want| self.listener_recv_many(cx, l, (local, to), want));
     }
 
     /// Receives up to `want` datagrams on listener `l` (bound to `local`, its datagrams going
@@ -496,6 +479,22 @@ fn forwarded(forwards: &Forwards, local: SocketAddr) -> Option<(Option<IpAddr>, 
     forwards
         .map_in(crate::flow::Proto::Udp, local.ip(), local.port())
         .filter(|&(_, p)| p != 0)
+}
+
+/// One readiness report's receiving from a socket: `recv(want)` (one call, up to `want`
+/// datagrams, returning how many came) until the socket is empty or [`RECV_BATCH`] came;
+/// returns how many.
+fn recv_batch(mut recv: impl FnMut(usize) -> usize) -> usize {
+    let mut left = RECV_BATCH;
+    while left > 0 {
+        let want = left.min(RECV_MANY);
+        let got = recv(want);
+        left -= got;
+        if got < want {
+            break;
+        }
+    }
+    RECV_BATCH - left
 }
 
 /// Receives up to `want` datagrams of flow socket `s` straight into frames for the guest
