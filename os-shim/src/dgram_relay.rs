@@ -391,7 +391,7 @@ impl DgramRelay {
             self.stats.dropped += 1;
             return Err(e);
         }
-        self.idle.touch(FlowId(f), now, REQUEST, 1);
+        self.touch(f, now, REQUEST, 1);
         self.stats.to_namespace += 1;
         if own_socket_due {
             self.own_host_socket(f, socket, client);
@@ -502,7 +502,7 @@ impl DgramRelay {
                     self.stats.table_full += datagrams as u64;
                 }
                 if let Some(f) = f {
-                    self.idle.touch(FlowId(f), now, REQUEST, sent as u32);
+                    self.touch(f, now, REQUEST, sent as u64);
                 }
                 i = end;
             }
@@ -530,7 +530,7 @@ impl DgramRelay {
             &mut flow.segmentation,
         );
         self.stats.to_namespace += sent;
-        self.touch(index, REQUEST, sent);
+        self.touch(index, monotonic_now(), REQUEST, sent);
     }
 
     /// Answers from the far server, back to the flow's sender.
@@ -553,7 +553,7 @@ impl DgramRelay {
         } else {
             self.stats.to_namespace += sent;
         }
-        self.touch(index, ANSWER, sent);
+        self.touch(index, monotonic_now(), ANSWER, sent);
     }
 
     /// The flow of `client` on `listener`, opened if new; `None` if none could be, `full`
@@ -631,10 +631,10 @@ impl DgramRelay {
         true
     }
 
-    /// Records `datagrams` going `way` on flow `index` now.
-    fn touch(&mut self, index: usize, way: Way, datagrams: u64) {
+    /// Records `datagrams` going `way` on flow `index` at `now`.
+    fn touch(&mut self, index: usize, now: Instant, way: Way, datagrams: u64) {
         let n = datagrams.min(u64::from(u32::MAX)) as u32;
-        self.idle.touch(FlowId(index), monotonic_now(), way, n);
+        self.idle.touch(FlowId(index), now, way, n);
     }
 
     fn close(&mut self, index: usize) {
@@ -873,6 +873,28 @@ mod tests {
         });
     }
 
+    /// What the engine does with a loopback sender's datagram on a forwarding socket: the
+    /// next datagram on `fwd` (known to the relay as `key`), handed over for `target`.
+    fn hand_over(
+        relay: &mut DgramRelay,
+        ns: &OwnedFd,
+        fwd: &std::net::UdpSocket,
+        key: u64,
+        target: SocketAddr,
+    ) {
+        let mut buf = [0u8; 100];
+        let (n, from) = fwd.recv_from(&mut buf).unwrap();
+        let socket = HostSocket {
+            key,
+            fd: fwd.as_fd(),
+            local: fwd.local_addr().unwrap(),
+            iface: None,
+        };
+        relay
+            .relay_into(ns, socket, from, target, &buf[..n])
+            .unwrap();
+    }
+
     /// A server on the loopback of namespace `ns` that echoes `count` datagrams and then says
     /// which peers sent them; its address.
     fn echo_server_in(
@@ -1040,19 +1062,10 @@ mod tests {
             relay.listeners().attach(handle).unwrap();
             let mut buf = [0u8; 100];
             let deadline = StdInstant::now() + Duration::from_secs(10);
-            let socket = HostSocket {
-                key: 9,
-                fd: fwd.as_fd(),
-                local,
-                iface: None,
-            };
             for (i, datagram) in handed.iter().enumerate() {
                 assert_eq!(relay.stats().own_host_sockets, 0, "before datagram {i}");
                 sender.send(datagram).unwrap();
-                let (n, from) = fwd.recv_from(&mut buf).unwrap();
-                relay
-                    .relay_into(&ns, socket, from, target, &buf[..n])
-                    .unwrap();
+                hand_over(&mut relay, &ns, &fwd, 9, target);
             }
             assert_eq!(relay.stats().own_host_sockets, 1);
             send_run(&sender, &run, 100);
@@ -1103,16 +1116,7 @@ mod tests {
                     .unwrap();
                 sender.connect(fwd.local_addr().unwrap()).unwrap();
                 sender.send(msg).unwrap();
-                let (n, from) = fwd.recv_from(&mut buf).unwrap();
-                let socket = HostSocket {
-                    key: 5,
-                    fd: fwd.as_fd(),
-                    local: fwd.local_addr().unwrap(),
-                    iface: None,
-                };
-                relay
-                    .relay_into(&ns, socket, from, target, &buf[..n])
-                    .unwrap();
+                hand_over(&mut relay, &ns, &fwd, 5, target);
                 drive(&mut relay, &epoll, deadline, "answering", |r| {
                     r.stats().to_host > k as u64
                 });
@@ -1158,16 +1162,7 @@ mod tests {
             let mut buf = [0u8; 100];
             for msg in [&b"one"[..], b"two"] {
                 sender.send(msg).unwrap();
-                let (n, from) = fwd.recv_from(&mut buf).unwrap();
-                let socket = HostSocket {
-                    key: 7,
-                    fd: fwd.as_fd(),
-                    local: fwd.local_addr().unwrap(),
-                    iface: None,
-                };
-                relay
-                    .relay_into(&ns, socket, from, target, &buf[..n])
-                    .unwrap();
+                hand_over(&mut relay, &ns, &fwd, 7, target);
             }
             let deadline = StdInstant::now() + Duration::from_secs(10);
             drive(&mut relay, &epoll, deadline, "relaying", |r| {
