@@ -1093,6 +1093,17 @@ impl VirtualHost {
         Ok(Peeked { n, eof })
     }
 
+    /// Where a datagram to `to` leaves from a socket bound to `bound`: its port, and its
+    /// address or, bound to a wildcard, the one routing picks.
+    fn source_from(&self, bound: SocketAddr, to: IpAddr) -> SocketAddr {
+        let ip = if bound.ip().is_unspecified() {
+            self.source_for(to)
+        } else {
+            bound.ip()
+        };
+        SocketAddr::new(ip, bound.port())
+    }
+
     /// One receive call on a UDP socket, of any kind.
     fn count_udp_receive(&mut self) {
         self.stats.calls += 1;
@@ -1437,12 +1448,7 @@ impl DgramSockets for VirtualHost {
         if self.open_sockets() >= self.config.max_sockets {
             return Err(err(errno::EMFILE));
         }
-        let ip = if l.local.ip().is_unspecified() {
-            self.source_for(peer.ip())
-        } else {
-            l.local.ip()
-        };
-        let local = SocketAddr::new(ip, l.local.port());
+        let local = self.source_from(l.local, peer.ip());
         self.ops += 1;
         let s = self.new_sock();
         self.udp_socks.insert(
@@ -1478,15 +1484,9 @@ impl DgramSockets for VirtualHost {
             ));
             return Err(err(errno::EBADF));
         };
-        // A wildcard listener's datagram leaves from the address routing picks.
-        let ip = if bound.ip().is_unspecified() {
-            self.source_for(to.ip())
-        } else {
-            bound.ip()
-        };
+        let local = self.source_from(bound, to.ip());
         self.ops += 1;
-        self.udp_log
-            .push((SocketAddr::new(ip, bound.port()), to, data.to_vec()));
+        self.udp_log.push((local, to, data.to_vec()));
         if self.udp_echo.contains(&to) {
             if let Some(l) = self.udp_socks.get_mut(&listener) {
                 l.rx.push_back((now + rtt, to, data.to_vec()));
