@@ -124,6 +124,13 @@ impl FlowHandle for SockRef {
     }
 }
 
+/// Closes (through `io`) the socket that is flow `h`'s own, if it has one.
+fn close_own_socket(h: impl FlowHandle, io: &mut (impl CloseSockets + ?Sized)) {
+    if let Some(s) = h.own_socket() {
+        io.close(s, false);
+    }
+}
+
 /// Which way a datagram went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Way {
@@ -313,9 +320,7 @@ impl<F: IdleFlow> IdleFlows<F> {
     /// Removes the flow `h` and closes its own socket, if it is one of ours.
     pub fn close(&mut self, h: F::Handle, io: &mut (impl CloseSockets + ?Sized)) {
         if self.remove(h).is_some() {
-            if let Some(s) = h.own_socket() {
-                io.close(s, false);
-            }
+            close_own_socket(h, io);
         }
     }
 
@@ -395,9 +400,7 @@ impl<F: IdleFlow> IdleFlows<F> {
         let mut closed = 0;
         self.expire(now, |h, _| {
             closed += 1;
-            if let Some(s) = h.own_socket() {
-                io.close(s, false);
-            }
+            close_own_socket(h, io);
         });
         closed
     }
