@@ -134,7 +134,8 @@ impl PasstLink for VhostLink {
             "vhost-user: {} front-ends ({} refused), {} messages, {} frames in, {} out, \
              {} dropped, {} waited for buffers, {} unusable chains, {} checksums left to the \
              guest, {} frames ({} bytes) peeked straight into its buffers ({} of several \
-             segments), {} runs of {} frames sent as one frame each, {} frames ({} bytes) sent \
+             segments; {} times its buffers had no room for one and the frames were copied), {} runs \
+             of {} frames sent as one frame each, {} frames ({} bytes) sent \
              from its memory, {} segments of up to 64 KiB from it (TSO), {} runs of datagrams \
              from it cut into {} ({} that didn't cut dropped), {} wake-ups on the transmit \
              kick alone",
@@ -150,6 +151,7 @@ impl PasstLink for VhostLink {
             s.zero_copy_frames,
             s.zero_copy_bytes,
             s.large_segments_out,
+            s.lend_no_room,
             s.runs_out,
             s.run_frames_out,
             s.tx_in_place_frames,

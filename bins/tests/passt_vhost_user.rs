@@ -179,16 +179,22 @@ fn one_off_vhost_user_ends_with_its_front_end() {
         passt.log.join("\n")
     );
     // The fetch's data went straight into the guest's buffers (its kernel took unfinished
-    // checksums): the link lent them, the kernel peeked into them.
+    // checksums): the link lent them, the kernel peeked into them. Only when the guest is
+    // slow to give buffers back (a loaded machine, qemu without KVM) does the link find the
+    // ring down to the chains it keeps for copied frames, and a few frames go copied; each
+    // such time copies one peek of frames at most (64 segments).
     let summary = passt.wait_line("peeked straight into its buffers", TIMEOUT);
     let lent = zero_copy_bytes(&summary);
+    let no_room = count_before(&summary, " times its buffers had no room");
     eprintln!("passt vhost-user one-off: {summary}");
+    let fetched = 1u64 << 20;
     assert!(
-        lent >= 1 << 20,
-        "{lent} bytes went to the guest without a copy, not the 1 MiB fetched: {summary}"
+        lent >= fetched || (lent >= fetched / 2 && lent + no_room * 64 * 1460 >= fetched),
+        "{lent} bytes went to the guest without a copy, not the 1 MiB fetched, and its \
+         buffers had no room only {no_room} times: {summary}"
     );
     // Most of it as frames of several segments each (GUEST_TSO4).
-    let large = count_before(&summary, " of several segments)");
+    let large = count_before(&summary, " of several segments;");
     assert!(
         large > 0 && lent / large > 1500,
         "{large} frames of several segments for {lent} bytes: {summary}"

@@ -136,6 +136,9 @@ pub struct LendStats {
     pub large_segments: u64,
     /// Chains refused when taken (readable, outside the memory table, no room).
     pub bad_chains: u64,
+    /// Reservations that got no frame for want of buffers (the ring down to the chains kept
+    /// for copied frames, or frames waiting before any): the caller copied instead.
+    pub no_room: u64,
 }
 
 /// See the module documentation.
@@ -232,6 +235,9 @@ impl RxLend {
                         Some(chain) => chain,
                         None => {
                             self.undo(first, areas, area_mark, piece_mark);
+                            if self.frames.is_empty() {
+                                self.stats.no_room += 1;
+                            }
                             break 'frames;
                         }
                     },

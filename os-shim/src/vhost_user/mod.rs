@@ -106,6 +106,8 @@ pub struct VhostStats {
     pub zero_copy_bytes: u64,
     /// Of those frames, the ones that carried several TCP segments (GUEST_TSO4/6).
     pub large_segments_out: u64,
+    /// Times the guest's buffers had no room for a lent frame, and the frames were copied.
+    pub lend_no_room: u64,
     /// Runs of copied frames (a flow's datagrams, GUEST_USO4/6; TCP segments, GUEST_TSO4/6)
     /// placed as one frame each, and the frames they carried.
     pub runs_out: u64,
@@ -194,6 +196,7 @@ impl PayloadLender for RxLender {
         let mut shared = self.0.borrow_mut();
         let shared = &mut *shared;
         if shared.backlog_waiting {
+            shared.lend.stats.no_room += 1;
             return 0;
         }
         let Some(device) = shared.device.clone() else {
@@ -812,6 +815,7 @@ impl VhostUserLink {
         self.stats.zero_copy_frames = lent.frames;
         self.stats.zero_copy_bytes = lent.bytes;
         self.stats.large_segments_out = lent.large_segments;
+        self.stats.lend_no_room = lent.no_room;
         self.stats.bad_chains += lent.bad_chains - self.lend_bad_chains_seen;
         self.lend_bad_chains_seen = lent.bad_chains;
         lending.backlog_waiting = !self.backlog.is_empty();

@@ -276,6 +276,10 @@ fn a_full_ring_lends_nothing_and_a_low_one_what_it_can() {
         0
     );
     assert!(areas.is_empty());
+    assert_eq!(
+        lend.stats.no_room, 1,
+        "a reservation that got nothing is counted"
+    );
     // Four chains, two to be left on the ring: room for one frame of two chains.
     g.offer_each(&[600; 4]);
     let frames = lend.reserve(&mut g.queue, &g.mem, 2, HEADERS, &[1000, 1000], &mut areas);
@@ -283,6 +287,14 @@ fn a_full_ring_lends_nothing_and_a_low_one_what_it_can() {
     assert_eq!(areas.iter().map(|a| a.len).sum::<usize>(), 1000);
     lend.settle(&[1000]);
     assert_eq!(g.queue.next_avail(), 2, "two chains stay on the ring");
+    assert_eq!(lend.stats.no_room, 1, "one that got a frame is not");
+    // Only the two kept chains are left: nothing more is lent.
+    areas.clear();
+    assert_eq!(
+        lend.reserve(&mut g.queue, &g.mem, 2, HEADERS, &[100], &mut areas),
+        0
+    );
+    assert_eq!(lend.stats.no_room, 2);
 }
 
 #[test]
