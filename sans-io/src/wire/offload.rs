@@ -8,8 +8,9 @@
 //! nor verifies the checksum, so neither we nor the guest's kernel pass over the payload for
 //! it; one that forwards the frame on finishes it first. Measured: a guest under TCG moves
 //! 1.3-2x the data through vhost-user with it. pasta's tap takes it for UDP only
-//! ([`L4Checksum::PartialUdp`]): datagrams to the namespace moved 1.2x with it, TCP segments
-//! moved *less* (by 20-50 %, in two sessions and for reasons not found; BENCHMARKS.md). The
+//! ([`L4Checksum::PartialUdp`]): datagrams to the namespace moved 1.2x with it; TCP segments
+//! moved *less* (by 20-50 %) in two sessions, and level in a third (6 % less CPU per GB, the
+//! time saved spent in more wake-ups), so they stay complete (BENCHMARKS.md). The
 //! driver chooses the mode for its output queue ([`crate::wire::FrameQueue::set_l4_checksum`]);
 //! every TCP and UDP frame the engine builds then follows it, and [`L4Checksum::left_at`]
 //! tells the driver what to put in each frame's header.
