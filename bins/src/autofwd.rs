@@ -178,7 +178,7 @@ impl AutoForward {
                 match direction {
                     Direction::Inbound => {
                         for s in sockets.unlisten(proto, port) {
-                            engine.remove_udp_listener(s);
+                            engine.remove_udp_listener(s, sockets);
                         }
                     }
                     Direction::Outbound => {
@@ -306,7 +306,7 @@ fn apply(
     let (gone, new) = f.plan(ephemeral);
     for port in gone {
         for s in sockets.unlisten(proto, port) {
-            engine.remove_udp_listener(s);
+            engine.remove_udp_listener(s, sockets);
         }
         log::debug!("auto: no longer forwarding {proto:?} port {port}");
     }
@@ -332,7 +332,7 @@ fn apply(
                 .filter(|(_, a)| a.port() == port)
                 .collect();
             for (s, local) in new {
-                engine.add_udp_listener(s, local);
+                engine.add_udp_listener(s, local, None);
             }
         }
     }

@@ -11,7 +11,7 @@ use std::io;
 
 use os_shim::sockets::Sockets;
 use sans_io::engine::Engine;
-use sans_io::flow::SockRef;
+use sans_io::flow::{DgramSockets, SockRef};
 use sans_io::fwd::apply::{Applied, ApplyError, ForwardListeners, ListenFailure};
 use sans_io::fwd::forwards::{Direction, ListenSocket};
 use sans_io::fwd::rule::ForwardTable;
@@ -62,6 +62,10 @@ impl ForwardListeners for ShimListeners<'_> {
                 None
             }
         }
+    }
+
+    fn datagram_sockets(&mut self) -> Option<&mut dyn DgramSockets> {
+        Some(self.sockets)
     }
 }
 

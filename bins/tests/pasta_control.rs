@@ -267,6 +267,10 @@ fn add_list_delete(lab: &Lab, who: Option<&TestUser>) {
         show(&out)
     );
 
+    // A query waiting for its answer when its forward is deleted still gets the answer, from
+    // the port it was sent to; a new one after the delete finds nothing there.
+    held_query_outlives_its_forward(lab, &s, name);
+
     // Connections opened before the delete, over both families, carry on after it.
     let clients: Vec<(Collected, String)> = [addr::HOST4, addr::HOST6]
         .into_iter()
@@ -325,6 +329,95 @@ fn add_list_delete(lab: &Lab, who: Option<&TestUser>) {
     }
     s.end();
 }
+
+fn held_query_outlives_its_forward(lab: &Lab, s: &Session, name: &str) {
+    std::fs::write(s.path("held.py"), HELD_SERVER_PY).unwrap();
+    std::fs::write(s.path("asker.py"), ASKER_PY).unwrap();
+    s.pesto_ok(lab, &["-A", "-u", "8082:82"]);
+    let (ready, asked, go) = (
+        s.path("held-ready"),
+        s.path("held-asked"),
+        s.path("held-go"),
+    );
+    let mut server = Collected::start(s.inside(
+        "python3",
+        &[&s.path("held.py"), "0.0.0.0,82", &ready, &asked, &go],
+    ));
+    assert!(
+        wait_for_file(Path::new(&ready), READY_TIMEOUT),
+        "({name}) the held server didn't start: {}",
+        server.stderr()
+    );
+    let mut asker = Collected::start(
+        lab.remote_command("python3", &[&s.path("asker.py"), addr::HOST4, "8082"]),
+    );
+    assert!(
+        wait_for_file(Path::new(&asked), READY_TIMEOUT),
+        "({name}) the query never arrived: {}",
+        asker.stderr()
+    );
+    s.pesto_ok(lab, &["-D", "-u", "8082:82"]);
+    let listed = s.pesto_ok(lab, &[]);
+    assert!(!listed.contains("8082"), "({name}) still listed:\n{listed}");
+    std::fs::write(&go, "").unwrap();
+    let answered = common::wait_timeout(&mut asker.child, RUN_TIMEOUT);
+    assert!(
+        answered.is_some_and(|st| st.success()),
+        "({name}) no answer after the delete: {}\npasta: {}",
+        asker.stderr(),
+        s.pasta.stderr()
+    );
+    assert_eq!(
+        asker.stderr().trim(),
+        format!("ANSWER {} 8082", addr::HOST4),
+        "({name}) the late answer"
+    );
+    assert!(common::wait_timeout(&mut server.child, RUN_TIMEOUT).is_some());
+    let out = run_timeout(
+        &mut lab.remote_command(
+            "python3",
+            &[&s.path("client.py"), &format!("{},8082", addr::HOST4)],
+        ),
+        RUN_TIMEOUT,
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("TIMEOUT"),
+        "({name}) a query after the delete: {}",
+        show(&out)
+    );
+}
+
+/// Answers one datagram on `addr,port`, but only once the go file exists: says it is ready,
+/// and that the query arrived, in files.
+const HELD_SERVER_PY: &str = r#"
+import os, socket, sys, time
+spec, ready, asked, go = sys.argv[1:5]
+a, p = spec.rsplit(",", 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((a, int(p)))
+open(ready, "w").close()
+s.settimeout(30)
+data, peer = s.recvfrom(65535)
+open(asked, "w").close()
+for _ in range(600):
+    if os.path.exists(go):
+        break
+    time.sleep(0.05)
+s.sendto(b"answer to " + data, peer)
+"#;
+
+/// Sends one query to `addr port` and waits up to 30 s for its answer: prints `ANSWER
+/// source port` (on standard error, which the test collects) and succeeds, or fails.
+const ASKER_PY: &str = r#"
+import socket, sys
+a, p = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(30)
+s.sendto(b"query", (a, p))
+data, peer = s.recvfrom(65535)
+assert data == b"answer to query", data
+print("ANSWER", peer[0], peer[1], file=sys.stderr, flush=True)
+"#;
 
 /// Connects to `addr port`, says so in a file, waits for the go file, then asks for `/blob`
 /// (HTTP/1.0) and writes the body to a file.

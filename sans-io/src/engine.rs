@@ -27,7 +27,7 @@ use crate::flow::idle::DgramCx;
 use crate::flow::table::KeyedHash;
 use crate::flow::tcp::{self, Cx, Tcp, TcpCounters};
 use crate::flow::udp::{self, Udp, UdpCounters, UdpCx};
-use crate::flow::{HostSockets, SockEvent, SockRef};
+use crate::flow::{DgramSockets, HostSockets, NoSockets, SockEvent, SockRef};
 use crate::fwd::apply::{self, Applied, ApplyError, ForwardListeners, UdpListenerChanges};
 use crate::fwd::forwards::{Direction, ForwardChange, ForwardError, Forwards};
 use crate::fwd::rule::ForwardTable;
@@ -250,7 +250,8 @@ impl Engine {
     /// configuration can't serve, or a port in use changes nothing, and the error says
     /// which and why); see [`apply`](crate::fwd::apply). Unchanged listeners keep running;
     /// flows already open carry on, even those a removed rule made, but for UDP exchanges
-    /// still on a removed listener (see [`remove_udp_listener`](Engine::remove_udp_listener)).
+    /// on a removed listener that were answered already (see
+    /// [`remove_udp_listener`](Engine::remove_udp_listener)).
     pub fn apply_forwards(
         &mut self,
         direction: Direction,
@@ -260,7 +261,7 @@ impl Engine {
         let change = self.plan_forwards(direction, table)?;
         let mut udp = UdpListenerChanges::default();
         let done = apply::apply(&change, listeners, &mut udp);
-        self.udp_listeners_changed(udp);
+        self.udp_listeners_changed(udp, listeners.datagram_sockets());
         let done = done?;
         self.commit_forwards(change);
         Ok(done)
@@ -276,23 +277,32 @@ impl Engine {
             for (socket, _) in self.shared.forwards.listeners(direction).open {
                 match listeners.open_listener(direction, &socket) {
                     Ok(Some(s)) if direction == Direction::Inbound => {
-                        udp.opened.push((s, socket.addr))
+                        udp.opened.push((s, socket.addr, socket.iface.clone()))
                     }
                     Ok(_) => {}
                     Err(failure) => failed.push(ApplyError { socket, failure }),
                 }
             }
         }
-        self.udp_listeners_changed(udp);
+        self.udp_listeners_changed(udp, listeners.datagram_sockets());
         failed
     }
 
-    fn udp_listeners_changed(&mut self, udp: UdpListenerChanges) {
+    /// The UDP listeners `apply` closed and opened; exchanges still waiting on a closed one
+    /// get reply sockets through `io`, if there is one.
+    fn udp_listeners_changed(
+        &mut self,
+        udp: UdpListenerChanges,
+        mut io: Option<&mut dyn DgramSockets>,
+    ) {
         for s in udp.closed {
-            self.udp.remove_listener(s);
+            match io.as_deref_mut() {
+                Some(io) => self.remove_udp_listener(s, io),
+                None => self.remove_udp_listener(s, &mut NoSockets),
+            }
         }
-        for (s, local) in udp.opened {
-            self.udp.add_listener(s, local);
+        for (s, bound, iface) in udp.opened {
+            self.udp.add_listener(s, bound, iface);
         }
     }
 
@@ -374,18 +384,21 @@ impl Engine {
         self.tcp.handle_socket(&mut cx, s, ev);
     }
 
-    /// A UDP forwarding listener (`-u`) the driver opened, bound to `local`: datagrams on it
-    /// go to the guest's forwarded port, and the guest's answers back to their senders.
-    pub fn add_udp_listener(&mut self, s: SockRef, local: SocketAddr) {
-        self.udp.add_listener(s, local);
+    /// A UDP forwarding listener (`-u`) the driver opened, bound to `bound` (on `iface`):
+    /// datagrams on it go to the guest's forwarded port, and the guest's answers back to their
+    /// senders.
+    pub fn add_udp_listener(&mut self, s: SockRef, bound: SocketAddr, iface: Option<String>) {
+        self.udp.add_listener(s, bound, iface);
     }
 
     /// A UDP forwarding listener the driver closed (`auto` forwarding found its port unbound):
     /// no more datagrams come through it. Flows it opened that became conversations carry
-    /// on with sockets of their own; the exchanges still on it (a query not yet answered,
-    /// say) end with it.
-    pub fn remove_udp_listener(&mut self, s: SockRef) {
-        self.udp.remove_listener(s);
+    /// on with sockets of their own; so do the exchanges still waiting on it for the guest's
+    /// answer (a query not yet answered, say), which get theirs from `io` now. Answered
+    /// exchanges end with it.
+    pub fn remove_udp_listener(&mut self, s: SockRef, io: &mut dyn DgramSockets) {
+        let counters = &mut self.shared.counters.udp;
+        self.udp.remove_listener(s, io, counters);
     }
 
     /// A connection accepted on a forwarding listener: `s` is the new socket, `peer` the

@@ -269,11 +269,16 @@ impl DgramSockets for FuzzHost {
         };
         Ok((n, peer))
     }
-    fn udp_reply_open(&mut self, listener: SockRef, _: SocketAddr) -> io::Result<SockRef> {
-        assert!(
-            self.get(listener, "udp_reply_open").listener_v6.is_some(),
-            "udp_reply_open on non-listener {}",
-            listener.0
+    fn udp_reply_open(
+        &mut self,
+        bound: SocketAddr,
+        _: Option<&str>,
+        _: SocketAddr,
+    ) -> io::Result<SockRef> {
+        assert_eq!(
+            bound.port(),
+            8080,
+            "udp_reply_open at {bound}, where no listener was"
         );
         self.open(false)
     }
@@ -334,7 +339,7 @@ pub fn engine_ops(data: &[u8]) {
     ] {
         let s = host.open(false).expect("room for listeners");
         host.socks[s.0 as usize].listener_v6 = Some(v6);
-        engine.add_udp_listener(s, local);
+        engine.add_udp_listener(s, local, None);
     }
     let mut r = Reader(data);
     let mut ops = 0;

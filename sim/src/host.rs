@@ -373,6 +373,9 @@ pub struct VirtualHost {
     /// UDP echo servers: every datagram sent there comes back after a round trip.
     udp_echo: BTreeSet<SocketAddr>,
     udp_socks: BTreeMap<SockRef, UdpSock>,
+    /// Where UDP forwarding listeners were ever bound: reply sockets for exchanges begun on
+    /// them are bound there too, even after the listener closed.
+    udp_listened_at: BTreeSet<SocketAddr>,
     /// Every datagram the engine sent: (local, destination, payload).
     pub udp_log: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
     /// What the engine handed to pasta's loopback bypass, which this host doesn't model:
@@ -424,6 +427,7 @@ impl VirtualHost {
             stats: HostStats::default(),
             udp_echo: BTreeSet::new(),
             udp_socks: BTreeMap::new(),
+            udp_listened_at: BTreeSet::new(),
             udp_log: Vec::new(),
             handed_over: Vec::new(),
             relayed_datagrams: Vec::new(),
@@ -558,6 +562,7 @@ impl VirtualHost {
     /// A UDP forwarding listener at `local`, as the shim opens them for `-u`: hand it to
     /// `Engine::add_udp_listener`.
     pub fn udp_listen(&mut self, local: SocketAddr) -> SockRef {
+        self.udp_listened_at.insert(local);
         let s = self.new_sock();
         let any = match local {
             SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -1436,19 +1441,24 @@ impl DgramSockets for VirtualHost {
         })
     }
 
-    fn udp_reply_open(&mut self, listener: SockRef, peer: SocketAddr) -> io::Result<SockRef> {
+    fn udp_reply_open(
+        &mut self,
+        bound: SocketAddr,
+        _: Option<&str>,
+        peer: SocketAddr,
+    ) -> io::Result<SockRef> {
         self.stats.calls += 1;
         let now = self.now;
-        let Some(l) = self.udp_socks.get(&listener).filter(|u| u.listener) else {
+        if !self.udp_listened_at.contains(&bound) {
             self.violations.push(format!(
-                "udp_reply_open on non-listener {listener:?} at {now:?}"
+                "udp_reply_open at {bound}, where no listener was, at {now:?}"
             ));
             return Err(err(errno::EBADF));
-        };
+        }
         if self.open_sockets() >= self.config.max_sockets {
             return Err(err(errno::EMFILE));
         }
-        let local = self.source_from(l.local, peer.ip());
+        let local = self.source_from(bound, peer.ip());
         self.ops += 1;
         let s = self.new_sock();
         self.udp_socks.insert(
@@ -1637,5 +1647,9 @@ impl ForwardListeners for VirtualHost {
             }
             (Direction::Inbound, ProtoKey::Udp) => self.udp_unlisten(socket.addr),
         }
+    }
+
+    fn datagram_sockets(&mut self) -> Option<&mut dyn DgramSockets> {
+        Some(self)
     }
 }

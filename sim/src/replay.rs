@@ -408,7 +408,12 @@ impl DgramSockets for ScriptedHost {
         Err(io::ErrorKind::WouldBlock.into())
     }
 
-    fn udp_reply_open(&mut self, _: SockRef, _: SocketAddr) -> io::Result<SockRef> {
+    fn udp_reply_open(
+        &mut self,
+        _: SocketAddr,
+        _: Option<&str>,
+        _: SocketAddr,
+    ) -> io::Result<SockRef> {
         Ok(self.open())
     }
 

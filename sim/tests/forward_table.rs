@@ -234,27 +234,51 @@ fn datagram_forwards_come_and_go_too() {
     };
     w.apply_forwards(Direction::Inbound, table(&[rule]))
         .unwrap();
-    // A conversation (more than four datagrams: a socket of its own), and a one-shot
-    // exchange still on the rule's listener.
+    // A conversation (more than four datagrams: a socket of its own), and two one-shot
+    // exchanges still on the rule's listener: one answered, one waiting for its answer.
     let peer = addr(&format!("{REMOTE}:7777"));
     for n in 1..=5 {
         assert!(w.host.remote_udp_send(peer, host(5000), b"one"));
         assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == n));
     }
     assert_eq!(w.udp_at_guest()[0], (peer, host(6000), b"one".to_vec()));
+    let asked = addr(&format!("{REMOTE}:7779"));
+    assert!(w.host.remote_udp_send(asked, host(5000), b"query"));
+    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 6));
+    let guest_end = w.udp_at_guest()[5].1;
+    w.guest_udp(guest_end, asked, b"answer");
+    assert!(w.run_until(Duration::from_secs(1), |w| w.host.udp_log.len() == 1));
     let once = addr(&format!("{REMOTE}:7778"));
     assert!(w.host.remote_udp_send(once, host(5000), b"once"));
-    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 6));
-    assert_eq!(w.engine.udp().len(), 2);
+    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 7));
+    assert_eq!(w.engine.udp().len(), 3);
+    let sockets = w.host.open_sockets();
 
     w.apply_forwards(Direction::Inbound, ForwardTable::new())
         .unwrap();
-    // The conversation carries on (its socket takes the peer's datagrams); the exchange
-    // ends with the listener, and a new peer finds nothing listening.
-    assert_eq!(w.engine.udp().len(), 1);
+    // The conversation carries on (its socket takes the peer's datagrams). The exchange
+    // waiting for its answer gets a socket of its own where the listener was (the one
+    // socket opened); the answered one ends.
+    let udp = &w.engine.counters().udp;
+    assert_eq!((udp.exchanges_kept, udp.exchanges_ended), (1, 1));
+    assert_eq!(w.engine.udp().len(), 2);
+    assert_eq!(w.host.open_sockets(), sockets + 1);
     assert!(w.host.remote_udp_send(peer, host(5000), b"two"));
-    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 7));
-    assert!(!w.host.remote_udp_send(once, host(5000), b"again"));
+    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 8));
+    // The guest's late answer reaches the waiting peer from the port it wrote to, and
+    // the peer's next datagram still reaches the guest.
+    w.guest_udp(guest_end, once, b"late answer");
+    assert!(w.run_until(Duration::from_secs(1), |w| w.host.udp_log.len() == 2));
+    let (local, dst, payload) = &w.host.udp_log[1];
+    assert_eq!(
+        (local.port(), *dst, &payload[..]),
+        (5000, once, &b"late answer"[..])
+    );
+    assert!(w.host.remote_udp_send(once, host(5000), b"again"));
+    assert!(w.run_until(Duration::from_secs(1), |w| w.udp_at_guest().len() == 9));
+    assert_eq!(w.udp_at_guest()[8], (once, guest_end, b"again".to_vec()));
+    // Nothing is listening for the answered peer or a new one.
+    assert!(!w.host.remote_udp_send(asked, host(5000), b"query again"));
     let stranger = addr(&format!("{REMOTE}:8888"));
     assert!(!w.host.remote_udp_send(stranger, host(5000), b"three"));
     w.assert_no_violations();

@@ -424,12 +424,13 @@ impl DgramSockets for Sockets {
         )
     }
 
-    fn udp_reply_open(&mut self, listener: SockRef, peer: SocketAddr) -> io::Result<SockRef> {
-        let Some((local, iface)) = self.udp_listeners.get(&listener) else {
-            return Err(io::Error::from_raw_os_error(libc::EBADF));
-        };
-        let (local, iface) = (*local, iface.clone());
-        let fd = self.counted(udp_reply_socket(local, iface.as_deref(), peer))?;
+    fn udp_reply_open(
+        &mut self,
+        bound: SocketAddr,
+        iface: Option<&str>,
+        peer: SocketAddr,
+    ) -> io::Result<SockRef> {
+        let fd = self.counted(udp_reply_socket(bound, iface, peer))?;
         let index = self.insert_flow_dgram(fd)?;
         Ok(SockRef(index))
     }

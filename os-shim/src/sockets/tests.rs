@@ -705,7 +705,7 @@ fn udp_listener_and_reply_socket_share_the_forwarded_port() {
 
             // So do answers from a reply socket; the peer's next datagram comes to it, not
             // the listener.
-            let r = rig.sockets.udp_reply_open(l, from).unwrap();
+            let r = rig.sockets.udp_reply_open(local, None, from).unwrap();
             rig.sockets.udp_send(r, b"answer").unwrap();
             let (n, src) = peer.recv_from(&mut buf).unwrap();
             assert_eq!((&buf[..n], src), (&b"answer"[..], local));
@@ -729,6 +729,9 @@ fn udp_listener_and_reply_socket_share_the_forwarded_port() {
 
             // Several at once, each with its sender, into its slot after the offset.
             let third = std::net::UdpSocket::bind(SocketAddr::new(lo, 0)).unwrap();
+            third
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
             other.send_to(b"o1", local).unwrap();
             third.send_to(b"t1", local).unwrap();
             other.send_to(b"o2, too long", local).unwrap();
@@ -756,6 +759,19 @@ fn udp_listener_and_reply_socket_share_the_forwarded_port() {
                     .kind(),
                 io::ErrorKind::WouldBlock
             );
+
+            // With the listener closed (its forward removed), a reply socket for an exchange
+            // begun on it still binds where it was: the answer leaves from the forwarded port,
+            // and the peer's next datagram comes to it.
+            assert_eq!(rig.sockets.unlisten(Proto::Udp, local.port()), vec![l]);
+            let r = rig.sockets.udp_reply_open(local, None, t).unwrap();
+            rig.sockets.udp_send(r, b"late answer").unwrap();
+            let (n, src) = third.recv_from(&mut buf).unwrap();
+            assert_eq!((&buf[..n], src), (&b"late answer"[..], local));
+            third.send_to(b"t2", local).unwrap();
+            rig.pump(is_readable(r));
+            let n = rig.sockets.udp_recv(r, &mut buf).unwrap();
+            assert_eq!(&buf[..n], b"t2");
         }
     });
 }

@@ -432,12 +432,18 @@ pub trait DgramSockets: CloseSockets {
         })
     }
 
-    /// Opens a UDP socket for the exchange with `peer` that began with a datagram on
-    /// forwarding listener `listener`: bound to the listener's address and port (sharing it)
-    /// and connected to `peer`, so that what is sent on it leaves from the port the peer wrote
-    /// to, and the peer's further datagrams arrive on it rather than on the listener.
-    /// Readiness as for [`DgramSockets::udp_open`].
-    fn udp_reply_open(&mut self, listener: SockRef, peer: SocketAddr) -> io::Result<SockRef>;
+    /// Opens a UDP socket for the exchange with `peer` that began with a datagram on a
+    /// forwarding listener bound to `bound` (on `iface`): bound there too (sharing the
+    /// address and port with the listener, if it is still open) and connected to `peer`, so
+    /// that what is sent on it leaves from the port the peer wrote to, and the peer's further
+    /// datagrams arrive on it rather than on the listener. Readiness as for
+    /// [`DgramSockets::udp_open`].
+    fn udp_reply_open(
+        &mut self,
+        bound: SocketAddr,
+        iface: Option<&str>,
+        peer: SocketAddr,
+    ) -> io::Result<SockRef>;
 
     /// Sends one datagram from forwarding listener `listener` to `to`: an answer in an
     /// exchange `to` began there, which has no socket of its own (yet), so it leaves from the
@@ -588,8 +594,13 @@ impl<T: DgramSockets + ?Sized> DgramSockets for &mut T {
     ) -> io::Result<usize> {
         (**self).udp_recv_many_from(s, slots, slot_len, offset, lens, peers)
     }
-    fn udp_reply_open(&mut self, listener: SockRef, peer: SocketAddr) -> io::Result<SockRef> {
-        (**self).udp_reply_open(listener, peer)
+    fn udp_reply_open(
+        &mut self,
+        bound: SocketAddr,
+        iface: Option<&str>,
+        peer: SocketAddr,
+    ) -> io::Result<SockRef> {
+        (**self).udp_reply_open(bound, iface, peer)
     }
     fn udp_send_via(
         &mut self,
@@ -686,7 +697,8 @@ macro_rules! refuse_datagrams {
             }
             fn udp_reply_open(
                 &mut self,
-                _: $crate::flow::SockRef,
+                _: ::std::net::SocketAddr,
+                _: Option<&str>,
                 _: ::std::net::SocketAddr,
             ) -> ::std::io::Result<$crate::flow::SockRef> {
                 Err(::std::io::ErrorKind::Unsupported.into())

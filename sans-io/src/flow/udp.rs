@@ -18,7 +18,10 @@
 //!   socket" of its own, bound to the listener's address and port and connected to the peer:
 //!   the kernel then delivers the peer's datagrams to it (runs whole) rather than to the
 //!   listener, and the answers leave from it. This is the man page's "recently forwarded"
-//!   tracking: the flow remembers the forwarded exchange for as long as it is active.
+//!   tracking: the flow remembers the forwarded exchange for as long as it is active. When
+//!   the listener closes (its forward removed), an exchange on it still waiting for the
+//!   guest's answer gets such a socket then, so that the answer still reaches the peer, as
+//!   it would with a socket of its own from the start; answered exchanges end there.
 //!
 //! Host datagrams are received straight into the frame that carries them to the guest.
 //!
@@ -78,6 +81,10 @@ pub struct UdpCounters {
     pub flows_inbound: u64,
     /// Of those, the ones that became conversations and got a socket of their own.
     pub flows_promoted: u64,
+    /// Exchanges still waiting for the guest's answer when their listener closed, given a
+    /// socket of their own (and answered exchanges that ended with it).
+    pub exchanges_kept: u64,
+    pub exchanges_ended: u64,
     pub flows_expired: u64,
     /// Flows closed on a socket error (an ICMP error for a connected socket).
     pub flows_errored: u64,
@@ -133,8 +140,24 @@ impl FlowHandle for UdpSock {
 
 pub struct Udp {
     flows: IdleFlows<UdpFlow>,
-    /// Forwarding listeners (`-u`), with the local address each is bound to.
-    listeners: BTreeMap<SockRef, SocketAddr>,
+    /// Forwarding listeners (`-u`), with where each is bound.
+    listeners: BTreeMap<SockRef, Listener>,
+}
+
+/// Where a forwarding listener is bound: what a reply socket for an exchange begun on it is
+/// bound to as well.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Listener {
+    /// The address and port as the forward gave them (and the driver bound them).
+    bound: SocketAddr,
+    iface: Option<String>,
+}
+
+impl Listener {
+    /// The address and port, IPv4-mapped IPv6 addresses as IPv4.
+    fn local(&self) -> SocketAddr {
+        SocketAddr::new(self.bound.ip().to_canonical(), self.bound.port())
+    }
 }
 
 impl IdleFlow for UdpFlow {
@@ -155,16 +178,26 @@ impl Udp {
         }
     }
 
-    /// A forwarding listener the driver opened (for `-u`), bound to `local`.
-    pub fn add_listener(&mut self, s: SockRef, local: SocketAddr) {
-        let local = SocketAddr::new(local.ip().to_canonical(), local.port());
-        self.listeners.insert(s, local);
+    /// A forwarding listener the driver opened (for `-u`), bound to `bound` (on `iface`, if
+    /// the forward names one).
+    pub fn add_listener(&mut self, s: SockRef, bound: SocketAddr, iface: Option<String>) {
+        self.listeners.insert(s, Listener { bound, iface });
     }
 
     /// Forgets a forwarding listener the driver closed: the flows with sockets of their own
-    /// carry on, the exchanges it carried end with it.
-    pub fn remove_listener(&mut self, s: SockRef) {
-        self.listeners.remove(&s);
+    /// carry on. Of the exchanges it carried, those still waiting for the guest's answer get
+    /// a socket of their own, bound where the listener was, so that the answer still leaves
+    /// from the port the peer wrote to; the answered ones end. An exchange that can't have a
+    /// socket (out of descriptors) ends too.
+    pub fn remove_listener(
+        &mut self,
+        s: SockRef,
+        io: &mut dyn DgramSockets,
+        counters: &mut UdpCounters,
+    ) {
+        let Some(listener) = self.listeners.remove(&s) else {
+            return;
+        };
         let shared: Vec<UdpSock> = self
             .flows
             .iter()
@@ -172,7 +205,24 @@ impl Udp {
             .filter(|h| matches!(h, UdpSock::Listener(l, _) if *l == s))
             .collect();
         for h in shared {
-            self.flows.remove(h);
+            let UdpSock::Listener(_, peer) = h else {
+                continue;
+            };
+            let waiting = !matches!(self.flows.activity(h), Some((Class::Answered, _)));
+            let own = waiting
+                .then(|| io.udp_reply_open(listener.bound, listener.iface.as_deref(), peer))
+                .and_then(Result::ok);
+            match own {
+                Some(own) => {
+                    let own = UdpSock::Own(own);
+                    self.flows.rehandle(h, own, |f| f.sock = own);
+                    counters.exchanges_kept += 1;
+                }
+                None => {
+                    self.flows.remove(h);
+                    counters.exchanges_ended += 1;
+                }
+            }
         }
     }
 
@@ -261,7 +311,10 @@ impl Udp {
         if !matches!(self.flows.activity(h), Some((Class::Conversation, _))) {
             return h;
         }
-        match io.udp_reply_open(l, peer) {
+        let Some(listener) = self.listeners.get(&l) else {
+            return h;
+        };
+        match io.udp_reply_open(listener.bound, listener.iface.as_deref(), peer) {
             Ok(s) => {
                 let own = UdpSock::Own(s);
                 self.flows.rehandle(h, own, |f| f.sock = own);
@@ -310,8 +363,9 @@ impl Udp {
 
     /// An event on one of our sockets (check [`Udp::owns`] first).
     pub fn handle_socket(&mut self, cx: &mut UdpCx<'_>, s: SockRef, ev: SockEvent) {
-        if let Some(&local) = self.listeners.get(&s) {
+        if let Some(listener) = self.listeners.get(&s) {
             if ev == SockEvent::Readable {
+                let local = listener.local();
                 self.listener_readable(cx, s, local);
             }
             return;

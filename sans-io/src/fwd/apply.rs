@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 
 use super::forwards::{Direction, ForwardChange, ListenSocket};
-use crate::flow::SockRef;
+use crate::flow::{DgramSockets, SockRef};
 
 /// Why a socket could not be opened: `in_use` for `EADDRINUSE`, and the reason as the driver
 /// words it (its `strerror`).
@@ -31,6 +31,11 @@ pub trait ForwardListeners {
         socket: &ListenSocket,
     ) -> Result<Option<SockRef>, ListenFailure>;
     fn close_listener(&mut self, direction: Direction, socket: &ListenSocket) -> Option<SockRef>;
+    /// The sockets the engine opens reply sockets with, for the exchanges still waiting on a
+    /// UDP listener closed (see `Udp::remove_listener`); without them those exchanges end.
+    fn datagram_sockets(&mut self) -> Option<&mut dyn DgramSockets> {
+        None
+    }
 }
 
 /// What [`apply`] did, besides changing the table.
@@ -47,7 +52,8 @@ pub struct Applied {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UdpListenerChanges {
     pub closed: Vec<SockRef>,
-    pub opened: Vec<(SockRef, SocketAddr)>,
+    /// Each with the address and interface it is bound to.
+    pub opened: Vec<(SockRef, SocketAddr, Option<String>)>,
 }
 
 /// A required socket that could not be opened: nothing changed.
@@ -76,7 +82,7 @@ impl Noting<'_> {
     fn open(&mut self, socket: &ListenSocket) -> Result<(), ListenFailure> {
         let s = self.listeners.open_listener(self.dir, socket)?;
         if let (Some(s), Direction::Inbound) = (s, self.dir) {
-            self.udp.opened.push((s, socket.addr));
+            self.udp.opened.push((s, socket.addr, socket.iface.clone()));
         }
         Ok(())
     }
@@ -84,7 +90,7 @@ impl Noting<'_> {
     fn close(&mut self, socket: &ListenSocket) {
         let s = self.listeners.close_listener(self.dir, socket);
         if let (Some(s), Direction::Inbound) = (s, self.dir) {
-            self.udp.opened.retain(|(o, _)| *o != s);
+            self.udp.opened.retain(|(o, ..)| *o != s);
             self.udp.closed.push(s);
         }
     }
