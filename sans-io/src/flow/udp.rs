@@ -81,9 +81,10 @@ pub struct UdpCounters {
     pub flows_inbound: u64,
     /// Of those, the ones that became conversations and got a socket of their own.
     pub flows_promoted: u64,
-    /// Exchanges still waiting for the guest's answer when their listener closed, given a
-    /// socket of their own (and answered exchanges that ended with it).
+    /// Exchanges on a listener when it closed: still waiting for the guest's answer, and
+    /// given a socket of their own...
     pub exchanges_kept: u64,
+    /// ...or ended with it (answered already, or no socket to be had).
     pub exchanges_ended: u64,
     pub flows_expired: u64,
     /// Flows closed on a socket error (an ICMP error for a connected socket).
