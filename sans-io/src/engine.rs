@@ -293,13 +293,15 @@ impl Engine {
     fn udp_listeners_changed(
         &mut self,
         udp: UdpListenerChanges,
-        mut io: Option<&mut dyn DgramSockets>,
+        io: Option<&mut dyn DgramSockets>,
     ) {
+        let mut none = NoSockets;
+        let io: &mut dyn DgramSockets = match io {
+            Some(io) => io,
+            None => &mut none,
+        };
         for s in udp.closed {
-            match io.as_deref_mut() {
-                Some(io) => self.remove_udp_listener(s, io),
-                None => self.remove_udp_listener(s, &mut NoSockets),
-            }
+            self.remove_udp_listener(s, io);
         }
         for (s, bound, iface) in udp.opened {
             self.udp.add_listener(s, bound, iface);

@@ -36,6 +36,7 @@
 //! (the sender, on the host, sees no error; like a path dropping them).
 
 use std::collections::BTreeMap;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -199,30 +200,22 @@ impl Udp {
         let Some(listener) = self.listeners.remove(&s) else {
             return;
         };
-        let shared: Vec<UdpSock> = self
+        let peers: Vec<SocketAddr> = self
             .flows
             .iter()
-            .map(|f| f.sock)
-            .filter(|h| matches!(h, UdpSock::Listener(l, _) if *l == s))
+            .filter_map(|f| match f.sock {
+                UdpSock::Listener(l, peer) if l == s => Some(peer),
+                _ => None,
+            })
             .collect();
-        for h in shared {
-            let UdpSock::Listener(_, peer) = h else {
-                continue;
-            };
+        for peer in peers {
+            let h = UdpSock::Listener(s, peer);
             let waiting = !matches!(self.flows.activity(h), Some((Class::Answered, _)));
-            let own = waiting
-                .then(|| io.udp_reply_open(listener.bound, listener.iface.as_deref(), peer))
-                .and_then(Result::ok);
-            match own {
-                Some(own) => {
-                    let own = UdpSock::Own(own);
-                    self.flows.rehandle(h, own, |f| f.sock = own);
-                    counters.exchanges_kept += 1;
-                }
-                None => {
-                    self.flows.remove(h);
-                    counters.exchanges_ended += 1;
-                }
+            if waiting && to_reply_socket(&mut self.flows, io, &listener, s, peer).is_ok() {
+                counters.exchanges_kept += 1;
+            } else {
+                self.flows.remove(h);
+                counters.exchanges_ended += 1;
             }
         }
     }
@@ -315,10 +308,8 @@ impl Udp {
         let Some(listener) = self.listeners.get(&l) else {
             return h;
         };
-        match io.udp_reply_open(listener.bound, listener.iface.as_deref(), peer) {
-            Ok(s) => {
-                let own = UdpSock::Own(s);
-                self.flows.rehandle(h, own, |f| f.sock = own);
+        match to_reply_socket(&mut self.flows, io, listener, l, peer) {
+            Ok(own) => {
                 counters.flows_promoted += 1;
                 own
             }
@@ -534,6 +525,20 @@ fn forwarded(forwards: &Forwards, local: SocketAddr) -> Option<(Option<IpAddr>, 
     forwards
         .map_in(crate::flow::Proto::Udp, local.ip(), local.port())
         .filter(|&(_, p)| p != 0)
+}
+
+/// Moves the exchange `peer` began on listener `l` (bound as `listener` says) to a reply
+/// socket of its own, opened through `io`; returns the flow's handle after.
+fn to_reply_socket(
+    flows: &mut IdleFlows<UdpFlow>,
+    io: &mut dyn DgramSockets,
+    listener: &Listener,
+    l: SockRef,
+    peer: SocketAddr,
+) -> io::Result<UdpSock> {
+    let own = UdpSock::Own(io.udp_reply_open(listener.bound, listener.iface.as_deref(), peer)?);
+    flows.rehandle(UdpSock::Listener(l, peer), own, |f| f.sock = own);
+    Ok(own)
 }
 
 /// One readiness report's receiving from a socket: `recv(want)` (one call, up to `want`
