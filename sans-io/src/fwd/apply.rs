@@ -32,10 +32,9 @@ pub trait ForwardListeners {
     ) -> Result<Option<SockRef>, ListenFailure>;
     fn close_listener(&mut self, direction: Direction, socket: &ListenSocket) -> Option<SockRef>;
     /// The sockets the engine opens reply sockets with, for the exchanges still waiting on a
-    /// UDP listener closed (see `Udp::remove_listener`); without them those exchanges end.
-    fn datagram_sockets(&mut self) -> Option<&mut dyn DgramSockets> {
-        None
-    }
+    /// UDP listener closed (see `Udp::remove_listener`); without them (`None`) those
+    /// exchanges end.
+    fn datagram_sockets(&mut self) -> Option<&mut dyn DgramSockets>;
 }
 
 /// What [`apply`] did, besides changing the table.
@@ -204,6 +203,10 @@ mod tests {
 
         fn close_listener(&mut self, _: Direction, socket: &ListenSocket) -> Option<SockRef> {
             self.ours.remove(&socket.addr);
+            None
+        }
+
+        fn datagram_sockets(&mut self) -> Option<&mut dyn DgramSockets> {
             None
         }
     }
