@@ -332,7 +332,7 @@ fn apply(
                 .filter(|(_, a)| a.port() == port)
                 .collect();
             for (s, local) in new {
-                engine.add_udp_listener(s, local, None);
+                engine.add_udp_listener(s, local, forward.iface.clone());
             }
         }
     }

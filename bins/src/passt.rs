@@ -134,9 +134,9 @@ impl PasstLink for VhostLink {
             "vhost-user: {} front-ends ({} refused), {} messages, {} frames in, {} out, \
              {} dropped, {} waited for buffers, {} unusable chains, {} checksums left to the \
              guest, {} frames ({} bytes) peeked straight into its buffers ({} of several \
-             segments; {} times its buffers had no room for one and the frames were copied), {} runs \
-             of {} frames sent as one frame each, {} frames ({} bytes) sent \
-             from its memory, {} segments of up to 64 KiB from it (TSO), {} runs of datagrams \
+             segments; {} times its buffers had no room for one and the frames were copied), \
+             {} runs of {} frames sent as one frame each, {} frames ({} bytes) sent from its \
+             memory, {} segments of up to 64 KiB from it (TSO), {} runs of datagrams \
              from it cut into {} ({} that didn't cut dropped), {} wake-ups on the transmit \
              kick alone",
             s.frontends,

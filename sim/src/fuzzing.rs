@@ -27,8 +27,11 @@ pub const MAX_INPUT: usize = 1 << 20;
 /// Operations per engine input at most.
 pub const MAX_OPS: usize = 4096;
 
+/// The port every harness forwards in (TCP; the engine target's UDP listeners too).
+const FORWARDED_PORT: u16 = 8080;
+
 /// The configuration every harness runs with: the capture lab (IPv4 and IPv6, DNS servers,
-/// a search domain), a 1500-byte MTU, port 8080 forwarded in.
+/// a search domain), a 1500-byte MTU, [`FORWARDED_PORT`] forwarded in.
 pub fn config() -> Config {
     static CONFIG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
     CONFIG.get_or_init(make_config).clone()
@@ -40,7 +43,7 @@ fn make_config() -> Config {
     setup
         .opts
         .tcp_in
-        .add("8080".parse().expect("port spec"))
+        .add(FORWARDED_PORT.to_string().parse().expect("port spec"))
         .expect("forward");
     setup
         .config(&[])
@@ -277,7 +280,7 @@ impl DgramSockets for FuzzHost {
     ) -> io::Result<SockRef> {
         assert_eq!(
             bound.port(),
-            8080,
+            FORWARDED_PORT,
             "udp_reply_open at {bound}, where no listener was"
         );
         self.open(false)
@@ -326,15 +329,15 @@ pub fn engine_ops(data: &[u8]) {
         room: 64 * 1024,
     };
     let mut out = FrameQueue::new();
-    // UDP follows TCP's forwarded port (8080): a listener per family, fed by DATA.
+    // UDP follows TCP's forwarded port: a listener per family, fed by DATA.
     for (v6, local) in [
         (
             false,
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080),
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), FORWARDED_PORT),
         ),
         (
             true,
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 8080),
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), FORWARDED_PORT),
         ),
     ] {
         let s = host.open(false).expect("room for listeners");
