@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -302,10 +303,19 @@ fn ctrl_c_on_the_terminal_goes_to_the_command_alone() {
         bin("pasta").display(),
         inner.replace('"', "\\\"").replace('$', "\\$")
     );
-    let out = run_timeout(
-        Command::new("script").args(["-qec", &line, "/dev/null"]),
-        WAIT,
-    );
+    let mut script = Command::new("script");
+    script.args(["-qec", &line, "/dev/null"]);
+    // A shell on a terminal starts its foreground jobs with SIGINT at its default; ours may
+    // have inherited it ignored (a job a non-interactive shell put in the background), which
+    // pasta and its command would inherit in turn: the command's shell could not trap it.
+    // SAFETY: signal(2) is async-signal-safe, and only the child calls it, before exec.
+    unsafe {
+        script.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let out = run_timeout(&mut script, WAIT);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(
