@@ -30,6 +30,10 @@ pub struct App {
     pub reset_after: Option<u64>,
     /// Abort (RST) once done sending, instead of a FIN.
     pub reset_when_sent: bool,
+    /// Send in requests of this many bytes, each once the one before was answered (as many
+    /// bytes back as were sent: an echo server's answer), as a client of a request/response
+    /// protocol does.
+    pub request_size: Option<u64>,
 }
 
 impl App {
@@ -45,6 +49,7 @@ impl App {
             fin: true,
             reset_after: None,
             reset_when_sent: false,
+            request_size: None,
         }
     }
 
@@ -65,6 +70,15 @@ impl App {
         App {
             send_rate: Some(bytes_per_ms),
             ..App::source_pattern(p, len)
+        }
+    }
+
+    /// Sends `count` requests of `size` bytes of `p`, each once the one before came back
+    /// (from an echo server), then FIN.
+    pub fn requests(p: Pattern, count: u64, size: u64) -> App {
+        App {
+            request_size: Some(size),
+            ..App::source_pattern(p, count * size)
         }
     }
 
@@ -268,6 +282,11 @@ impl AppState {
                 };
                 let paced = budget != usize::MAX;
                 let before = self.sent;
+                // A request/response client: the next request only once the last came back.
+                let unanswered = self.app.request_size.map_or(u64::MAX, |r| {
+                    (self.received.len() as u64 + r).saturating_sub(self.sent)
+                });
+                let len = len.min(self.sent.saturating_add(unanswered));
                 while self.sent < len && budget > 0 {
                     let want = (len - self.sent)
                         .min(io.write_space() as u64)

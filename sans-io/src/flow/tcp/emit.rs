@@ -74,6 +74,7 @@ pub(super) fn emit(cx: &mut Cx<'_>, f: &Flow, fl: u8, seq: SeqNum) {
 pub(super) fn send_ack(cx: &mut Cx<'_>, f: &mut Flow) {
     emit(cx, f, flags::ACK, f.snd_nxt);
     f.ack_due = false;
+    f.ack_sent();
     if f.window_too_small() {
         f.want_wupdate = true;
     }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::closing::{ToGuestClose, ToHostClose};
+use super::held_ack::AckHolding;
 use super::seq::SeqNum;
 use super::timers::{Timer, Timers};
 use super::to_host::Prompt;
@@ -66,6 +67,8 @@ pub(super) struct Flow {
     pub(super) prompt_rtt: Duration,
     /// The batch's ACK goes out twice (it ends a recovery).
     pub(super) ack_twice: bool,
+    /// Holding ACKs for the host's answer (see `held_ack`).
+    pub(super) holding: AckHolding,
 
     // Host to guest.
     pub(super) iss: SeqNum,
@@ -133,6 +136,7 @@ impl Flow {
             prompt: None,
             prompt_rtt: Duration::ZERO,
             ack_twice: false,
+            holding: AckHolding::default(),
             iss,
             snd_una: iss,
             snd_nxt: iss,

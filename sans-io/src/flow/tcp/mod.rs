@@ -119,7 +119,8 @@
 //! ## Where things are
 //!
 //! One file per mechanism: `flow` (a flow's state, the terms of the SYNs, `establish`),
-//! `handshake` (opening both ways), `tombstones` (reset attempts remembered), `seq`
+//! `handshake` (opening both ways), `held_ack` (an ACK waiting for the host's answer to carry
+//! it), `tombstones` (reset attempts remembered), `seq`
 //! (sequence numbers), `to_host` (guest data, the stash, hole prompts), `coalesce` (a read's
 //! segments of a flow written together), `to_guest` (host data, ACKs from the guest,
 //! retransmission), `window` (the window we offer and its updates), `closing`, `timers` (one
@@ -132,6 +133,7 @@ mod coalesce;
 mod emit;
 mod flow;
 mod handshake;
+mod held_ack;
 mod seq;
 mod timers;
 mod to_guest;
@@ -152,6 +154,8 @@ use self::flow::{update_interest, Flow};
 use self::handshake::{
     connecting_segment, on_connected, on_socket_error, syn_ack_sent_segment, syn_sent_segment,
 };
+use self::held_ack::hold_ack;
+pub use self::held_ack::{ACK_HOLD, HOLD_GRAIN, HOLD_MAX_BYTES, MAX_WAIT_SHIFT};
 use self::seq::SegmentSeq;
 use self::timers::Timer;
 use self::to_guest::{on_ack, send_data};
@@ -249,6 +253,10 @@ pub struct TcpCounters {
     pub hole_prompts: u64,
     /// Hole prompts repeated because the hole stayed (the resent segment or our ACKs lost).
     pub prompt_repeats: u64,
+    /// ACKs for guest data held for the host's answer, which carried them (see `held_ack`).
+    pub acks_carried: u64,
+    /// ACKs held for an answer that didn't come in time, sent alone.
+    pub acks_held_out: u64,
     /// Flows reset for a timeout (handshake, retransmission, inactivity, FIN).
     pub timeouts: u64,
     /// Connections accepted on a port that isn't forwarded, or whose guest flow clashes.
@@ -526,7 +534,7 @@ impl Tcp {
                 self.mark(idx, cx);
                 continue;
             }
-            if f.ack_due && f.phase == Phase::Established {
+            if f.ack_due && f.phase == Phase::Established && !hold_ack(cx, f) {
                 refresh_window(cx, f);
             }
             let mut next = Next::Keep;

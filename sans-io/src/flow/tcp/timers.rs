@@ -1,11 +1,12 @@
 //! The flows' timers: retransmission, handshake retries, connect, FIN and inactivity
-//! timeouts, TIME_WAIT, hole prompts and room measurements. Each flow keeps one table of
+//! timeouts, TIME_WAIT, hole prompts, room measurements and held ACKs. Each flow keeps one table of
 //! them ([`Timers`], by [`Timer`]); its deadline in the flow table is the earliest that
 //! applies to its phase.
 
 use super::emit::send_syn;
 use super::flow::Flow;
 use super::handshake::refuse_connect;
+use super::held_ack::{release_held_ack, HOLD_GRAIN};
 use super::to_guest::{retransmit_due, rto};
 use super::to_host::repeat_prompt;
 use super::window::poll_room;
@@ -36,15 +37,18 @@ pub(super) enum Timer {
     Prompt,
     /// Measure the room again (see `window`). Established flows only.
     RoomPoll,
+    /// Send the ACK held for the host's answer (see `held_ack`). Established flows only.
+    HeldAck,
 }
 
 impl Timer {
-    const ALL: [Timer; 5] = [
+    const ALL: [Timer; 6] = [
         Timer::Retransmit,
         Timer::PhaseEnd,
         Timer::Inactivity,
         Timer::Prompt,
         Timer::RoomPoll,
+        Timer::HeldAck,
     ];
 
     /// Whether it runs in every phase, rather than only once established.
@@ -74,10 +78,11 @@ impl Timers {
     /// Starts `t` for `at`; a phase's limit or the inactivity timeout, seconds long, for `at`
     /// rounded up to [`COARSE_TICK`], so that the expiries of flows that ended close together
     /// (TIME_WAIT after each of many short connections) come due together: one wake-up for
-    /// them all rather than one each.
+    /// them all rather than one each. A held ACK's the same way, to [`HOLD_GRAIN`].
     pub(super) fn start(&mut self, t: Timer, at: Instant) {
         let at = match t {
             Timer::PhaseEnd | Timer::Inactivity => round_up(at, COARSE_TICK),
+            Timer::HeldAck => round_up(at, HOLD_GRAIN),
             Timer::Retransmit | Timer::Prompt | Timer::RoomPoll => at,
         };
         self.0[t as usize] = Some(at);
@@ -166,6 +171,7 @@ impl Tcp {
                     cx.counters.timeouts += 1;
                     return Next::Abort { rst_guest: true };
                 }
+                release_held_ack(cx, f);
                 poll_room(cx, f);
                 repeat_prompt(cx, f);
                 retransmit_due(cx, f)

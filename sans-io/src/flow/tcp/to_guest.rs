@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::closing::ToGuestClose;
 use super::emit::{emit, route, send_ack, window_probe};
 use super::flow::Flow;
+use super::held_ack::data_sent;
 use super::seq::{SegmentSeq, SeqNum};
 use super::timers::Timer;
 use super::{
@@ -316,6 +317,7 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
     }
     if sent_any {
         f.ack_due = false;
+        data_sent(cx, f);
         if was_idle || !f.timers.is_running(Timer::Retransmit) {
             // A fresh flight: the timer starts now (not where a window probe left it).
             f.timers.start(Timer::Retransmit, cx.now + rto(f.retries));
@@ -334,6 +336,7 @@ fn place_fin(cx: &mut Cx<'_>, f: &mut Flow, seq: SeqNum) {
 
 pub(super) fn send_fin(cx: &mut Cx<'_>, f: &mut Flow) {
     emit(cx, f, flags::FIN | flags::ACK, f.snd_nxt);
+    f.ack_sent();
     f.snd_nxt += 1;
     if f.snd_nxt.is_after(f.snd_max) {
         f.snd_max = f.snd_nxt;

@@ -233,6 +233,7 @@ pub(super) fn wrote(
     }
     f.rcv_nxt += taken as u32;
     f.ack_due = true;
+    f.holding.took(taken as u32, cx.now);
     if let Some(p) = f.end_prompt().filter(|p| p.ours) {
         // Answered (by the resent segment, or one sent anyway): measured from the first
         // prompt, which errs on the long side if it was repeated.
