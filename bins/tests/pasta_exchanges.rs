@@ -11,7 +11,9 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{addr, bin, require, run_timeout, show, wait_for_file, Lab, Need, Shape, TempDir};
+use common::{
+    addr, bin, pcap, require, run_timeout, show, wait_for_file, Lab, Need, Shape, TempDir,
+};
 
 const ECHO_PORT: u16 = 8007;
 const CONNECTIONS: usize = 4;
@@ -61,16 +63,12 @@ for c in range(conns):
 print("exchanged")
 "#;
 
-/// TCP frames to the namespace (source MAC `ours`) that carry no payload and neither SYN,
-/// FIN nor RST: acknowledgements alone.
-fn bare_acks_to_the_guest(file: &[u8], ours: [u8; 6]) -> (usize, usize) {
+/// TCP frames to the namespace (from [`pcap::OUR_MAC`]): those with a payload, and those
+/// that carry none and neither SYN, FIN nor RST (acknowledgements alone).
+fn tcp_frames_to_the_guest(file: &[u8]) -> (usize, usize) {
     let (mut data, mut bare) = (0, 0);
-    let mut at = 24;
-    while at + 16 <= file.len() {
-        let len = u32::from_ne_bytes(file[at + 8..at + 12].try_into().unwrap()) as usize;
-        let frame = &file[at + 16..at + 16 + len];
-        at += 16 + len;
-        if frame[6..12] != ours || u16::from_be_bytes([frame[12], frame[13]]) != 0x0800 {
+    for frame in pcap::frames(file) {
+        if frame[6..12] != pcap::OUR_MAC || u16::from_be_bytes([frame[12], frame[13]]) != 0x0800 {
             continue;
         }
         let ip = &frame[14..];
@@ -81,10 +79,9 @@ fn bare_acks_to_the_guest(file: &[u8], ours: [u8; 6]) -> (usize, usize) {
         }
         let tcp = &ip[ihl..total];
         let payload = tcp.len() - usize::from(tcp[12] >> 4) * 4;
-        let flags = tcp[13];
         if payload > 0 {
             data += 1;
-        } else if flags & 0x07 == 0 {
+        } else if tcp[13] & 0x07 == 0 {
             bare += 1;
         }
     }
@@ -147,8 +144,7 @@ fn a_prompt_answer_carries_the_ack_of_its_request() {
         "{}",
         show(&out)
     );
-    let ours: [u8; 6] = [0x02, 0, 0, 0, 1, 2]; // pasta uses the host's MAC towards the guest
-    let (data, bare) = bare_acks_to_the_guest(&std::fs::read(&file).unwrap(), ours);
+    let (data, bare) = tcp_frames_to_the_guest(&std::fs::read(&file).unwrap());
     let exchanges = CONNECTIONS * EXCHANGES;
     assert!(
         data >= exchanges,

@@ -7,33 +7,19 @@ mod common;
 
 use std::time::Duration;
 
-use common::{bin, require, run_timeout, Lab, Need, Shape, TempDir};
+use common::{bin, pcap, require, run_timeout, Lab, Need, Shape, TempDir};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// (ethertype, first byte past the Ethernet header, source MAC) of each record.
 fn records(file: &[u8]) -> Vec<(u16, u8, [u8; 6])> {
-    assert!(file.len() >= 24, "no pcap header");
-    assert_eq!(
-        u32::from_ne_bytes(file[0..4].try_into().unwrap()),
-        0xa1b2_c3d4
-    );
-    assert_eq!(
-        u32::from_ne_bytes(file[20..24].try_into().unwrap()),
-        1,
-        "link type"
-    );
-    let mut at = 24;
-    let mut out = Vec::new();
-    while at + 16 <= file.len() {
-        let len = u32::from_ne_bytes(file[at + 8..at + 12].try_into().unwrap()) as usize;
-        let frame = &file[at + 16..at + 16 + len];
-        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
-        out.push((ethertype, frame[14], frame[6..12].try_into().unwrap()));
-        at += 16 + len;
-    }
-    assert_eq!(at, file.len(), "trailing bytes");
-    out
+    pcap::frames(file)
+        .into_iter()
+        .map(|f| {
+            let ethertype = u16::from_be_bytes([f[12], f[13]]);
+            (ethertype, f[14], f[6..12].try_into().unwrap())
+        })
+        .collect()
 }
 
 #[test]
@@ -71,7 +57,7 @@ fn pcap_records_both_directions() {
     );
     assert!(out.status.success(), "{out:?}");
     let recs = records(&std::fs::read(&file).unwrap());
-    let ours: [u8; 6] = [0x02, 0, 0, 0, 1, 2]; // pasta uses the host's MAC towards the guest
+    let ours = pcap::OUR_MAC;
     let arp_from_guest = recs.iter().filter(|r| r.0 == 0x0806 && r.2 != ours).count();
     let arp_from_us = recs.iter().filter(|r| r.0 == 0x0806 && r.2 == ours).count();
     let ip_from_guest = recs.iter().filter(|r| r.0 == 0x0800 && r.2 != ours).count();

@@ -14,8 +14,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    addr, bin, random_file, require, run_timeout, sha256_file, show, test_user, wait_for_file, Lab,
-    Need, Shape, TempDir, FILE_SERVER_PY,
+    addr, bin, pcap, random_file, require, run_timeout, sha256_file, show, test_user,
+    wait_for_file, Lab, Need, Shape, TempDir, FILE_SERVER_PY,
 };
 
 const BLOB_LEN: usize = 10 << 20;
@@ -128,11 +128,7 @@ fn fetches_a_file_from_the_remote_over_ipv4_and_ipv6() {
 fn checksum_census(file: &[u8], ours: [u8; 6]) -> [(usize, usize); 2] {
     use sans_io::wire::checksum;
     let mut census = [(0, 0); 2];
-    let mut at = 24;
-    while at + 16 <= file.len() {
-        let len = u32::from_ne_bytes(file[at + 8..at + 12].try_into().unwrap()) as usize;
-        let frame = &file[at + 16..at + 16 + len];
-        at += 16 + len;
+    for frame in pcap::frames(file) {
         let (src, dst, proto, l4): (std::net::IpAddr, std::net::IpAddr, u8, &[u8]) =
             match u16::from_be_bytes([frame[12], frame[13]]) {
                 0x0800 => {
@@ -320,7 +316,7 @@ fn a_capture_holds_valid_checksums_both_ways() {
         "{}",
         show(&out)
     );
-    let ours: [u8; 6] = [0x02, 0, 0, 0, 1, 2]; // pasta uses the host's MAC towards the guest
+    let ours = pcap::OUR_MAC;
     let [(guest_ok, guest_bad), (ours_ok, ours_bad)] =
         checksum_census(&std::fs::read(&file).unwrap(), ours);
     assert_eq!((guest_bad, ours_bad), (0, 0), "frames with bad checksums");

@@ -9,6 +9,7 @@
 
 #![allow(dead_code)] // Each test binary uses its own part of the lab.
 
+pub mod pcap;
 mod prereq;
 #[allow(unused_imports)] // Each test binary uses its own part.
 pub use prereq::{require, skip_because, Need};
