@@ -345,13 +345,13 @@ fn a_peek_that_meets_the_end_places_the_fin_without_peer_closed() {
     h.io.sock(s).rx.extend_from_slice(b"bye");
     h.io.sock(s).eof = true;
     h.io.sock(s).peeks.clear();
-    // Only `Readable`: the peek's answer says the stream ends after these bytes.
+    // Only `Readable`: the peek's answer says the stream ends after these bytes, and our
+    // FIN rides on the frame that carries them.
     h.event(s, SockEvent::Readable);
     let segs = h.take();
-    assert_eq!(segs.len(), 2, "{segs:?}");
+    assert_eq!(segs.len(), 1, "{segs:?}");
     assert_eq!(segs[0].payload, b"bye");
-    assert!(segs[1].has(flags::FIN));
-    assert_eq!(segs[1].seq, segs[0].seq.wrapping_add(3));
+    assert!(segs[0].has(flags::FIN | flags::ACK));
     assert_eq!(
         h.io.sock(s).peeks,
         vec![(0, 3)],
@@ -361,6 +361,35 @@ fn a_peek_that_meets_the_end_places_the_fin_without_peer_closed() {
     g.ack_all(&mut h);
     assert_eq!(h.io.sock(s).discarded, 3);
     assert!(h.io.sock(s).closed.is_none(), "half-closed");
+    h.check();
+}
+
+#[test]
+fn a_resent_last_segment_carries_the_fin_again() {
+    use sans_io::flow::tcp::RTO_INITIAL;
+    let mut h = H::new();
+    h.io.eof_in_peek = true;
+    let (mut g, s) = connected(&mut h, Some(7));
+    h.io.sock(s).rx.extend_from_slice(b"bye");
+    h.io.sock(s).eof = true;
+    h.event(s, SockEvent::Readable);
+    let lost = h.take();
+    assert_eq!(lost.len(), 1);
+    assert!(lost[0].has(flags::FIN));
+    // Lost: the retransmission is the same segment, FIN and all, not the bytes and a FIN.
+    h.advance(RTO_INITIAL);
+    let segs = h.take();
+    assert_eq!(segs.len(), 1, "{segs:?}");
+    assert_eq!(
+        (segs[0].seq, &segs[0].payload[..]),
+        (lost[0].seq, &b"bye"[..])
+    );
+    assert!(segs[0].has(flags::FIN));
+    assert_eq!(g.receive(&segs), b"bye");
+    g.ack_all(&mut h);
+    assert_eq!(h.io.sock(s).discarded, 3);
+    h.advance(RTO_INITIAL * 4);
+    assert!(h.take().is_empty(), "all acknowledged");
     h.check();
 }
 

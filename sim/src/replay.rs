@@ -353,7 +353,11 @@ impl StreamSockets for ScriptedHost {
         let avail = sock.stream.get(from..).unwrap_or(&[]);
         let n = avail.len().min(buf.len());
         buf[..n].copy_from_slice(&avail[..n]);
-        // The end is told by the `PeerClosed` the capture's FIN queues, where it was seen.
+        // The end is told by the `PeerClosed` the capture's FIN queues, where it was seen, and
+        // by a peek that reaches it once that FIN was seen (as the kernel's does).
+        if sock.fin && n == avail.len() {
+            return Ok(Peeked::last(n));
+        }
         Ok(Peeked::bytes(n))
     }
 

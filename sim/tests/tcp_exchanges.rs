@@ -33,15 +33,19 @@ fn exchanges(seed: u64, rtt: Duration) -> World {
     w
 }
 
-/// Frames to the guest with a payload, and without one (SYN and FIN aside).
+/// Frames to the guest with a payload, and bare ACKs (no payload, no SYN or FIN).
 fn frames_to_guest(w: &World) -> (usize, usize) {
+    use sim::capture::flags::{FIN, SYN};
     let segs: Vec<_> = tcp_segments(&w.transcript)
         .into_iter()
         .filter(|s| s.dir == Direction::EngineToGuest)
-        .filter(|s| s.flags & (sim::capture::flags::SYN | sim::capture::flags::FIN) == 0)
         .collect();
     let data = segs.iter().filter(|s| s.payload_len > 0).count();
-    (data, segs.len() - data)
+    let bare = segs
+        .iter()
+        .filter(|s| s.payload_len == 0 && s.flags & (SYN | FIN) == 0)
+        .count();
+    (data, bare)
 }
 
 #[test]

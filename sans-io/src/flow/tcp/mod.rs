@@ -87,9 +87,10 @@
 //!
 //! `PeerClosed`, or a peek whose answer says `eof`, means the host side hit end of stream (a
 //! short peek alone doesn't). Our FIN to the guest follows the last byte: it is sent once a
-//! peek comes up short after the end of stream is known (or says the end follows the bytes it
-//! copied), takes a sequence number, and is retransmitted like data until
-//! acknowledged. A guest FIN is acknowledged, and passed on with `shutdown_write` once every
+//! peek comes up short after the end of stream is known, or, when a peek says the end follows
+//! the bytes it copied, on the frame of the last of them (one frame, not two, for a server
+//! that answers and closes); it takes a sequence number, and is retransmitted like data
+//! (with the last bytes again, if they went together) until acknowledged. A guest FIN is acknowledged, and passed on with `shutdown_write` once every
 //! byte before it is written. Either direction can keep going after the other's FIN. When both
 //! FINs are acknowledged the socket is closed and the flow lingers for [`TIME_WAIT`] to
 //! acknowledge a retransmitted last FIN. A guest RST aborts the socket; a socket error sends the

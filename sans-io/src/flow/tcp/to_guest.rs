@@ -2,6 +2,7 @@
 //! allows, our FIN after its end, the guest's ACKs discarding what it got, and
 //! retransmission (a rewind to what it acknowledged) on duplicate ACKs or the timer.
 
+use std::cell::Cell;
 use std::io;
 use std::ops::ControlFlow;
 use std::time::Duration;
@@ -218,6 +219,20 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
         let io = &mut *cx.io;
         let mut got = Ok(Peeked::default());
         let mut lent = None;
+        // Where our FIN goes, if it was placed already (a resend); whether it rode on the
+        // last frame built (the host's stream ends with its bytes: our FIN goes with them, as
+        // a sender's own stack would put it, not alone after them).
+        let fin_at = f.fin_seq();
+        let fin_in_frame = Cell::new(false);
+        let fin_after = |p: &Peeked, total: usize| {
+            total > 0
+                && match fin_at {
+                    Some(fin) => fin == first_seq + total as u32,
+                    None => p.eof && p.n <= total,
+                }
+        };
+        // What the lent peek got, for the headers written after it.
+        let lent_peek = Cell::new(None);
         for seg in sizes.into_iter().flatten() {
             let (count, lens) = plan_frames(want, seg);
             // Into memory the guest link lends, where it does (vhost-user: the guest's
@@ -231,10 +246,17 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
                     u16::try_from(mss).unwrap_or(0),
                     |areas| {
                         got = io.peek_lent(s, flight as usize, areas);
+                        lent_peek.set(got.as_ref().ok().map(|p| (p.n, fin_after(p, p.n))));
                         got.as_ref().map_or(0, |p| p.n)
                     },
                     |i, headers, n| {
                         h.seq = (first_seq + (i * seg) as u32).into();
+                        if let Some((total, true)) = lent_peek.get() {
+                            if i * seg + n == total {
+                                h.flags |= flags::FIN;
+                                fin_in_frame.set(true);
+                            }
+                        }
                         wtcp::write_headers_partial(headers, &r, &h, n)
                     },
                 )
@@ -262,16 +284,22 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
                     |region, frame_lens| {
                         got = io.peek_slots(s, flight as usize, region, slots);
                         let Ok(p) = got else { return };
-                        let mut left = p.n.min(asked);
+                        let total = p.n.min(asked);
+                        let fin_here = fin_after(&p, total);
+                        let mut left = total;
                         for (i, frame_len) in frame_lens.iter_mut().enumerate() {
                             let n = left.min(slots.lens[i]);
                             if n == 0 {
                                 break;
                             }
+                            left -= n;
                             h.seq = (first_seq + (i * mss) as u32).into();
+                            if fin_here && left == 0 {
+                                h.flags |= flags::FIN;
+                                fin_in_frame.set(true);
+                            }
                             let frame = &mut region[i * stride..(i + 1) * stride];
                             *frame_len = wtcp::write_frame(frame, &r, &h, n, csum);
-                            left -= n;
                         }
                     },
                 );
@@ -302,6 +330,17 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
             f.snd_max = end;
         }
         f.snd_nxt = end;
+        if fin_in_frame.get() {
+            f.exhausted = true;
+            if f.fin_seq().is_none() {
+                place_fin(cx, f, end);
+            }
+            f.snd_nxt = end + 1;
+            if f.snd_nxt.is_after(f.snd_max) {
+                f.snd_max = f.snd_nxt;
+            }
+            break;
+        }
         if eof && f.to_guest == ToGuestClose::Eof {
             // The end follows these bytes: our FIN goes next, without another peek.
             f.exhausted = true;
