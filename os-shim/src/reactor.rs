@@ -78,10 +78,10 @@ impl Reactor {
 
     /// Arms the timer for the core's next deadline (an absolute monotonic time), unless it is
     /// armed for an earlier one already (or there is none): that one then fires for nothing
-    /// and the driver asks again. Each arming costs a system call (and on a virtual machine the host's work to
-    /// program the timer), and deadlines that move later come with traffic (a flow's timer
-    /// entry moved on as its connection closes, at every one of many short connections),
-    /// while a firing for nothing comes at most once per arming.
+    /// and the driver asks again. Each arming costs a system call (and on a virtual machine
+    /// the host's work to program the timer), and deadlines that move later come with
+    /// traffic (a flow's timer entry moved on as its connection closes, at every one of many
+    /// short connections), while a firing for nothing comes at most once per arming.
     pub fn set_deadline(&self, at: Option<Instant>) -> io::Result<()> {
         let Some(at) = at else {
             return Ok(());

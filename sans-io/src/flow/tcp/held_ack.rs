@@ -8,9 +8,10 @@
 //! ([`HOLD_MAX_BYTES`]: bulk data is never held), while the window left is at least half the
 //! widest we offered (so the guest never waits for a window update), and never for a FIN, a
 //! hole prompt or anything else the guest is waiting on. If no answer comes within
-//! [`ACK_HOLD`] (rounded up to [`HOLD_GRAIN`]), the ACK goes alone, and the flow holds no ACK until the host has answered
-//! guest data in less than [`ACK_HOLD`] again: a server slower than that holds nothing after
-//! its first answer, and a passing stall of the machine costs one exchange's hold. A guest
+//! [`ACK_HOLD`] (rounded up to [`HOLD_GRAIN`]), the ACK goes alone, and the flow holds no ACK
+//! until the host has answered guest data in less than [`ACK_HOLD`] again: a server slower
+//! than that holds nothing after its first answer, and a passing stall of the machine costs
+//! one exchange's hold. A guest
 //! that sends more right after an ACK went alone, before any answer, was waiting for it
 //! (Nagle's algorithm holds a second small write until the first is acknowledged, and the
 //! server may wait for both): then 2, 4, 8... prompt answers are wanted before holding again

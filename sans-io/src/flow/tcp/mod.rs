@@ -90,8 +90,9 @@
 //! peek comes up short after the end of stream is known, or, when a peek says the end follows
 //! the bytes it copied, on the frame of the last of them (one frame, not two, for a server
 //! that answers and closes); it takes a sequence number, and is retransmitted like data
-//! (with the last bytes again, if they went together) until acknowledged. A guest FIN is acknowledged, and passed on with `shutdown_write` once every
-//! byte before it is written. Either direction can keep going after the other's FIN. When both
+//! (with the last bytes again, if they went together) until acknowledged. A guest FIN is
+//! acknowledged, and passed on with `shutdown_write` once every byte before it is written.
+//! Either direction can keep going after the other's FIN. When both
 //! FINs are acknowledged the socket is closed and the flow lingers for [`TIME_WAIT`] to
 //! acknowledge a retransmitted last FIN. A guest RST aborts the socket; a socket error sends the
 //! guest a RST (a refused connect at once; the attempt, by the guest's 4-tuple and initial
@@ -121,12 +122,11 @@
 //!
 //! One file per mechanism: `flow` (a flow's state, the terms of the SYNs, `establish`),
 //! `handshake` (opening both ways), `held_ack` (an ACK waiting for the host's answer to carry
-//! it), `tombstones` (reset attempts remembered), `seq`
-//! (sequence numbers), `to_host` (guest data, the stash, hole prompts), `coalesce` (a read's
-//! segments of a flow written together), `to_guest` (host data, ACKs from the guest,
-//! retransmission), `window` (the window we offer and its updates), `closing`, `timers` (one
-//! table of a flow's timers, and what each does when it fires), `emit` (control frames).
-//! This file holds the table of flows and dispatches
+//! it), `tombstones` (reset attempts remembered), `seq` (sequence numbers), `to_host` (guest
+//! data, the stash, hole prompts), `coalesce` (a read's segments of a flow written together),
+//! `to_guest` (host data, ACKs from the guest, retransmission), `window` (the window we offer
+//! and its updates), `closing`, `timers` (one table of a flow's timers, and what each does
+//! when it fires), `emit` (control frames). This file holds the table of flows and dispatches
 //! segments, socket events and the batch's flush to them.
 
 mod closing;

@@ -1,7 +1,7 @@
 //! The flows' timers: retransmission, handshake retries, connect, FIN and inactivity
-//! timeouts, TIME_WAIT, hole prompts, room measurements and held ACKs. Each flow keeps one table of
-//! them ([`Timers`], by [`Timer`]); its deadline in the flow table is the earliest that
-//! applies to its phase.
+//! timeouts, TIME_WAIT, hole prompts, room measurements and held ACKs. Each flow keeps one
+//! table of them ([`Timers`], by [`Timer`]); its deadline in the flow table is the earliest
+//! that applies to its phase.
 
 use super::emit::send_syn;
 use super::flow::Flow;
