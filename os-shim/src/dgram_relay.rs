@@ -77,7 +77,7 @@ pub struct DgramStats {
     /// Runs of datagrams received whole (UDP_GRO).
     pub received_runs: u64,
     /// Flows from a host's forwarding socket that got a socket of their own there (see
-    /// [`OWN_SOCKET_AFTER`]).
+    /// `OWN_SOCKET_AFTER`).
     pub own_host_sockets: u64,
 }
 
@@ -341,7 +341,7 @@ impl DgramRelay {
     /// `target` inside the namespace, through the flow of that sender (opened if new: a socket
     /// made in the namespace, bound to the sender's port where it is free; and, once the
     /// exchange goes on, one on the host for the sender's next datagrams, see
-    /// [`Origin::Host`]).
+    /// `Origin::Host`).
     pub fn relay_into(
         &mut self,
         netns: &impl InNetns,

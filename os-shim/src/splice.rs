@@ -14,7 +14,7 @@
 //! writer sends; a third less CPU per byte where the reader is the slower). A
 //! request/response exchange wakes us once a message, and each wake-up costs the two `splice`
 //! calls that move the message (`EAGAIN` is needed only to learn the socket is empty
-//! when the read could have stopped short: see [`move_one_way`]).
+//! when the read could have stopped short: see `move_one_way`).
 //! The end of the stream one way becomes a `shutdown(SHUT_WR)` on the other socket once the
 //! pipe is drained; a pair closes when both ways are done. An error or a reset on either side
 //! resets the other (close with a zero linger). A refused connect resets the accepted socket.

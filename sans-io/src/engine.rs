@@ -248,7 +248,7 @@ impl Engine {
     /// Replaces the forwarding table of `direction` with `table` in one step, opening and
     /// closing the driver's `listeners` for it: all or nothing (a conflict, a rule this
     /// configuration can't serve, or a port in use changes nothing, and the error says
-    /// which and why); see [`apply`](crate::fwd::apply). Unchanged listeners keep running;
+    /// which and why); see [`crate::fwd::apply`]. Unchanged listeners keep running;
     /// flows already open carry on, even those a removed rule made, but for UDP exchanges
     /// on a removed listener that were answered already (see
     /// [`remove_udp_listener`](Engine::remove_udp_listener)).

@@ -31,7 +31,7 @@ pub const MAX_OPS: usize = 4096;
 const FORWARDED_PORT: u16 = 8080;
 
 /// The configuration every harness runs with: the capture lab (IPv4 and IPv6, DNS servers,
-/// a search domain), a 1500-byte MTU, [`FORWARDED_PORT`] forwarded in.
+/// a search domain), a 1500-byte MTU, `FORWARDED_PORT` forwarded in.
 pub fn config() -> Config {
     static CONFIG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
     CONFIG.get_or_init(make_config).clone()

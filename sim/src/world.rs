@@ -353,7 +353,7 @@ impl World {
         (lane, &mut self.host)
     }
 
-    /// Runs everything due now: the host, then the main guest's part (see [`Lane::step`]), then
+    /// Runs everything due now: the host, then the main guest's part (see `Lane::step`), then
     /// each other guest's in order. Returns whether anything moved (then another step at the
     /// same instant may find more to do).
     pub fn step(&mut self) -> bool {

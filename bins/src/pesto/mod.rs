@@ -2,7 +2,7 @@
 //! control socket (`-c PATH`), speaking the C original's protocol ([`sans_io::control`]).
 //!
 //! One connection: read the hello and every table, apply the change options to a copy
-//! ([`apply`]), print, and send every table back (nothing in list mode). The server says
+//! (`apply`), print, and send every table back (nothing in list mode). The server says
 //! nothing back, as with the C one: exit 0 means the tables were sent.
 
 mod apply;

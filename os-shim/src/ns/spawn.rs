@@ -104,9 +104,9 @@ struct ChildPlan {
 ///
 /// The command is PID 1 of its PID namespace, as with the original: when it exits, the kernel
 /// kills whatever it left running there, so nothing it started outlives it (and pasta); it
-/// is killed if pasta dies first (`PR_SET_PDEATHSIG`). Being
-/// PID 1, it only receives the signals it has a handler for (see [`super::signal_disposition`] for
-/// how pasta deals with that). A fresh `/proc` is mounted over the old one in the new
+/// is killed if pasta dies first (`PR_SET_PDEATHSIG`). Being PID 1, it only receives the
+/// signals it has a handler for (see [`super::ProcStatus::signal_disposition`] for how pasta
+/// deals with that). A fresh `/proc` is mounted over the old one in the new
 /// mount namespace (whose mounts don't propagate back to the host's), so that `ps` shows the
 /// namespace's processes; failing that is a warning. In the namespace, `ping_group_range` is
 /// set to `0 0` so that the command can ping.
