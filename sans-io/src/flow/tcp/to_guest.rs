@@ -335,10 +335,7 @@ pub(super) fn send_data(cx: &mut Cx<'_>, f: &mut Flow) -> Next {
             if f.fin_seq().is_none() {
                 place_fin(cx, f, end);
             }
-            f.snd_nxt = end + 1;
-            if f.snd_nxt.is_after(f.snd_max) {
-                f.snd_max = f.snd_nxt;
-            }
+            fin_went(f);
             break;
         }
         if eof && f.to_guest == ToGuestClose::Eof {
@@ -376,6 +373,12 @@ fn place_fin(cx: &mut Cx<'_>, f: &mut Flow, seq: SeqNum) {
 pub(super) fn send_fin(cx: &mut Cx<'_>, f: &mut Flow) {
     emit(cx, f, flags::FIN | flags::ACK, f.snd_nxt);
     f.ack_sent();
+    fin_went(f);
+}
+
+/// Our FIN went at `snd_nxt` (alone, or on the frame of the last bytes): it takes that
+/// sequence number.
+fn fin_went(f: &mut Flow) {
     f.snd_nxt += 1;
     if f.snd_nxt.is_after(f.snd_max) {
         f.snd_max = f.snd_nxt;
