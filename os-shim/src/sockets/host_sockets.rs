@@ -14,7 +14,7 @@ use sans_io::wire::external::{ExternalPayloads, SendPiece};
 
 use sans_io::wire::lent::{LentAreas, MAX_LENT_AREAS};
 
-use super::table::State;
+use super::table::{PeekOff, State};
 use super::{udp_gro, Sockets};
 use crate::dgram_relay::HostSocket;
 use crate::socket_sys::tcp_info::{at_eof, send_space};
@@ -150,7 +150,8 @@ impl StreamSockets for Sockets {
         if buf.is_empty() {
             return Ok(Peeked::default());
         }
-        if slot.peek_off.is_none() {
+        if !self.seek_peek_off(s.0, fd, offset)? {
+            let (slot, _) = self.slot(s)?;
             // `EPOLLRDHUP` comes once every byte before the end is queued: after it, a short
             // peek reached the end.
             let rdhup_seen = slot.end_seen();
@@ -172,7 +173,7 @@ impl StreamSockets for Sockets {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
         }];
-        self.peek_at_offset(s, fd, offset, &mut iov)
+        self.peek_at_offset(s, fd, &mut iov)
     }
 
     fn peek_slots(
@@ -183,10 +184,10 @@ impl StreamSockets for Sockets {
         slots: PeekSlots<'_>,
     ) -> io::Result<Peeked> {
         let (slot, fd) = self.slot(s)?;
-        let vectored = slot.peek_off.is_some()
-            && slot.state != State::Connecting
+        let vectored = slot.state != State::Connecting
             && (2..=PEEK_IOV_MAX).contains(&slots.lens.len())
-            && slots.area(slots.lens.len() - 1).end <= buf.len();
+            && slots.area(slots.lens.len() - 1).end <= buf.len()
+            && self.seek_peek_off(s.0, fd, offset)?;
         if !vectored {
             return peek_each(buf, slots, |at, area| self.peek(s, offset + at, area));
         }
@@ -201,7 +202,7 @@ impl StreamSockets for Sockets {
             v.iov_base = unsafe { base.add(area.start) }.cast();
             v.iov_len = area.len();
         }
-        self.peek_at_offset(s, fd, offset, &mut iov[..slots.lens.len()])
+        self.peek_at_offset(s, fd, &mut iov[..slots.lens.len()])
     }
 
     fn peek_lent(
@@ -213,10 +214,10 @@ impl StreamSockets for Sockets {
         let (slot, fd) = self.slot(s)?;
         let lent = areas.areas();
         // Only what our own lender lent reaches the kernel (see `crate::loans`).
-        let vectored = slot.peek_off.is_some()
-            && slot.state != State::Connecting
+        let vectored = slot.state != State::Connecting
             && lent.len() <= MAX_LENT_AREAS
-            && crate::loans::are_lent(lent);
+            && crate::loans::are_lent(lent)
+            && self.seek_peek_off(s.0, fd, offset)?;
         if !vectored {
             return peek_lent_copying(areas, |at, buf| self.peek(s, offset + at, buf));
         }
@@ -229,7 +230,7 @@ impl StreamSockets for Sockets {
             v.iov_base = area.addr as *mut libc::c_void;
             v.iov_len = area.len;
         }
-        self.peek_at_offset(s, fd, offset, &mut iov[..lent.len()])
+        self.peek_at_offset(s, fd, &mut iov[..lent.len()])
     }
 
     fn discard(&mut self, s: SockRef, len: usize) -> io::Result<()> {
@@ -526,26 +527,18 @@ impl PingSockets for Sockets {
 }
 
 impl Sockets {
-    /// Peeks into `iov` from `offset` with the kernel's peek offset (SO_PEEK_OFF), moving it
-    /// there first if our shadow of it says it is elsewhere.
+    /// Peeks into `iov` from where [`Sockets::seek_peek_off`] put the kernel's peek offset (or
+    /// found it unset, at offset 0).
     fn peek_at_offset(
         &mut self,
         s: SockRef,
         fd: RawFd,
-        offset: usize,
         iov: &mut [libc::iovec],
     ) -> io::Result<Peeked> {
         let (slot, _) = self.slot(s)?;
         // `EPOLLRDHUP` comes once every byte before the end is queued: after it, a short peek
         // reached the end.
         let rdhup_seen = slot.end_seen();
-        if slot.peek_off != Some(offset) {
-            let off =
-                i32::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-            setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)?;
-            self.set_peek_off(s, offset);
-            self.stats.peek_seeks += 1;
-        }
         let asked: usize = iov.iter().map(|v| v.iov_len).sum();
         match recv_peek(fd, iov) {
             Ok(0) => {
@@ -554,7 +547,7 @@ impl Sockets {
                 Ok(Peeked::last(0))
             }
             Ok(n) => {
-                self.set_peek_off(s, offset + n);
+                self.peeked(s, n);
                 if n < asked {
                     self.saw_all(s);
                 }
@@ -607,19 +600,19 @@ impl Sockets {
 
     /// The kernel lowers its peek offset by what a discard consumes; so does our shadow.
     pub(super) fn moved_back(&mut self, s: SockRef, consumed: usize) {
-        if let Some(off) = self
-            .slots
-            .at_mut(s.0 as usize)
-            .and_then(|s| s.peek_off.as_mut())
-        {
-            *off = off.saturating_sub(consumed);
+        if let Some(slot) = self.slots.at_mut(s.0 as usize) {
+            if let PeekOff::At(off) = &mut slot.peek_off {
+                *off = off.saturating_sub(consumed);
+            }
         }
     }
 
-    /// Where the kernel's peek offset is now.
-    fn set_peek_off(&mut self, s: SockRef, offset: usize) {
+    /// A peek took `n` bytes: a set peek offset moved past them (an unset one stays).
+    fn peeked(&mut self, s: SockRef, n: usize) {
         if let Some(slot) = self.slots.at_mut(s.0 as usize) {
-            slot.peek_off = Some(offset);
+            if let PeekOff::At(off) = &mut slot.peek_off {
+                *off += n;
+            }
         }
     }
 }

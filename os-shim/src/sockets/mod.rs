@@ -41,9 +41,12 @@
 //!
 //! Data from the host is peeked at an offset past the first unacknowledged byte: with
 //! `SO_PEEK_OFF` the kernel keeps that offset, moving it forward with each peek and back with
-//! each discard; we keep a shadow copy and only set it when the core asks for another offset
-//! (a retransmission). Kernels without `SO_PEEK_OFF` for TCP get the bytes before the offset
-//! peeked into a scratch buffer instead.
+//! each discard; we keep a shadow copy and set it only when the core asks for another offset:
+//! the first peek that starts past the first unacknowledged byte, and a retransmission. A
+//! socket whose peeks all start there (each answer acknowledged before the next) never needs
+//! it, and its peeks read from the first unread byte as an unset offset does. Kernels without
+//! `SO_PEEK_OFF` for TCP (found at the first setting) get the bytes before the offset peeked
+//! into a scratch buffer instead.
 //!
 //! [`HostSockets`]: sans_io::flow::HostSockets
 //! [`Peeked`]: sans_io::flow::Peeked

@@ -23,6 +23,20 @@ pub(super) enum PeekOffCap {
     No,
 }
 
+/// A stream socket's peek offset in the kernel, as far as we know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PeekOff {
+    /// The kernel keeps none for this socket: peeks copy the bytes before the offset aside.
+    Unsupported,
+    /// Never set (the kernel's -1): a peek reads from the first unread byte and moves
+    /// nothing, which is what a peek at offset 0 wants. Set only once a peek wants another
+    /// offset, so that a connection whose peeks all start at its first unacknowledged byte
+    /// (a request's answer, acknowledged before the next) costs no system call for it.
+    Unset,
+    /// Set: where the kernel's offset is, as we last set or moved it.
+    At(usize),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum State {
     /// A non-blocking connect is under way.
@@ -34,8 +48,8 @@ pub(super) enum State {
 pub(super) struct Slot {
     pub(super) fd: OwnedFd,
     pub(super) state: State,
-    /// The kernel's peek offset, as we last set or moved it; `None` without `SO_PEEK_OFF`.
-    pub(super) peek_off: Option<usize>,
+    /// The kernel's peek offset (stream sockets; `Unsupported` for datagram ones).
+    pub(super) peek_off: PeekOff,
     /// What the core wants reported.
     pub(super) readable: bool,
     pub(super) writable: bool,
@@ -220,14 +234,17 @@ impl Sockets {
     /// it does, which costs no `epoll_ctl` (what arrived meanwhile is kept, see
     /// [`Slot::unread`]).
     pub(super) fn insert(&mut self, fd: OwnedFd, state: State) -> io::Result<u32> {
-        let peek_off = self.init_peek_off(fd.as_raw_fd());
+        let peek_off = match self.peek_off {
+            PeekOffCap::No => PeekOff::Unsupported,
+            PeekOffCap::Unknown | PeekOffCap::Yes => PeekOff::Unset,
+        };
         self.insert_with(fd, state, peek_off, false)
     }
 
     /// Puts a datagram socket (no peek offset: whether datagram sockets support one says
     /// nothing of stream sockets) in a free slot and registers it.
     pub(super) fn insert_dgram(&mut self, fd: OwnedFd) -> io::Result<u32> {
-        self.insert_with(fd, State::Connected, None, true)
+        self.insert_with(fd, State::Connected, PeekOff::Unsupported, true)
     }
 
     /// [`Sockets::insert_dgram`] for a UDP flow socket, which takes runs of datagrams whole
@@ -245,7 +262,7 @@ impl Sockets {
         &mut self,
         fd: OwnedFd,
         state: State,
-        peek_off: Option<usize>,
+        peek_off: PeekOff,
         readable: bool,
     ) -> io::Result<u32> {
         let mut slot = Slot {
@@ -285,17 +302,42 @@ impl Sockets {
         Ok(index as u32)
     }
 
-    /// Sets the kernel's peek offset to 0 when it supports that; returns the shadow offset.
-    pub(super) fn init_peek_off(&mut self, fd: RawFd) -> Option<usize> {
-        if self.peek_off == PeekOffCap::No {
-            return None;
+    /// Sets the kernel's peek offset of slot `index` (socket `fd`) to `offset` unless it is
+    /// there already, or, never set, reads from there anyway (offset 0). False where the
+    /// kernel keeps no peek offset: the caller copies the bytes before `offset` aside.
+    pub(super) fn seek_peek_off(
+        &mut self,
+        index: u32,
+        fd: RawFd,
+        offset: usize,
+    ) -> io::Result<bool> {
+        let Some(slot) = self.slots.at_mut(index as usize) else {
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        };
+        let was = slot.peek_off;
+        match was {
+            PeekOff::Unsupported => return Ok(false),
+            PeekOff::Unset if offset == 0 => return Ok(true),
+            PeekOff::At(at) if at == offset => return Ok(true),
+            PeekOff::Unset | PeekOff::At(_) => {}
         }
-        if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).is_ok() {
-            self.peek_off = PeekOffCap::Yes;
-            Some(0)
-        } else {
-            self.peek_off = PeekOffCap::No;
-            None
+        let off = i32::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        match setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off) {
+            Ok(()) => {
+                slot.peek_off = PeekOff::At(offset);
+                self.peek_off = PeekOffCap::Yes;
+                if was != PeekOff::Unset {
+                    self.stats.peek_seeks += 1;
+                }
+                Ok(true)
+            }
+            // The first time: the kernel has no peek offset for TCP (before Linux 6.9).
+            Err(_) if was == PeekOff::Unset => {
+                slot.peek_off = PeekOff::Unsupported;
+                self.peek_off = PeekOffCap::No;
+                Ok(false)
+            }
+            Err(e) => Err(e),
         }
     }
 

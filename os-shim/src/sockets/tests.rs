@@ -461,6 +461,56 @@ fn a_peek_tells_the_end_of_the_stream_without_queueing_a_report() {
     });
 }
 
+/// The kernel's peek offset as it is (-1: never set).
+fn kernel_peek_off(fd: RawFd) -> i32 {
+    crate::socket_sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF).unwrap()
+}
+
+/// Exchanges whose every peek starts at the first unacknowledged byte (each answer
+/// acknowledged before the next) leave the kernel's peek offset unset: no system call a
+/// connection for it. The first peek past that byte sets it, and later ones follow it.
+#[test]
+fn peeks_from_the_first_unacknowledged_byte_set_no_peek_offset() {
+    in_fresh_netns(|| {
+        let mut rig = Rig::new(Sockets::new());
+        let (client, server) = rig.pair(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let fd = rig.fd(server);
+        for answer in [&b"first answer"[..], b"second", b"third one"] {
+            assert_eq!(rig.sockets.send(client, answer).unwrap(), answer.len());
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while readable_bytes(fd).unwrap() < answer.len() {
+                assert!(Instant::now() < deadline, "the answer never arrived");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(peek(&mut rig, server, 0, 100), answer);
+            rig.sockets.discard(server, answer.len()).unwrap();
+            assert_eq!(kernel_peek_off(fd), -1);
+        }
+        assert_eq!(rig.sockets.stats().peek_seeks, 0);
+
+        // Pipelined: the second peek starts past what the first left in flight.
+        assert_eq!(rig.sockets.send(client, b"0123456789").unwrap(), 10);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while readable_bytes(fd).unwrap() < 10 {
+            assert!(Instant::now() < deadline, "the data never arrived");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(peek(&mut rig, server, 0, 4), b"0123");
+        assert_eq!(kernel_peek_off(fd), -1);
+        assert_eq!(peek(&mut rig, server, 4, 4), b"4567");
+        assert_eq!(kernel_peek_off(fd), 8);
+        rig.sockets.discard(server, 4).unwrap();
+        assert_eq!(kernel_peek_off(fd), 4);
+        assert_eq!(peek(&mut rig, server, 4, 10), b"89");
+        // Setting it the first time is no seek; going back for a retransmission is.
+        assert_eq!(rig.sockets.stats().peek_seeks, 0);
+        assert_eq!(peek(&mut rig, server, 0, 2), b"45");
+        assert_eq!(rig.sockets.stats().peek_seeks, 1);
+        rig.sockets.close(client, false);
+        rig.sockets.close(server, false);
+    });
+}
+
 #[test]
 fn connect_accept_and_peek_at_offsets() {
     in_fresh_netns(|| {
