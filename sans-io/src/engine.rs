@@ -274,15 +274,9 @@ impl Engine {
         let mut failed = Vec::new();
         let mut udp = UdpListenerChanges::default();
         for direction in [Direction::Inbound, Direction::Outbound] {
-            for (socket, _) in self.shared.forwards.listeners(direction).open {
-                match listeners.open_listener(direction, &socket) {
-                    Ok(Some(s)) if direction == Direction::Inbound => {
-                        udp.opened.push((s, socket.addr, socket.iface.clone()))
-                    }
-                    Ok(_) => {}
-                    Err(failure) => failed.push(ApplyError { socket, failure }),
-                }
-            }
+            let sockets = self.shared.forwards.listeners(direction).open;
+            let sockets = sockets.iter().map(|(socket, _)| socket);
+            failed.extend(apply::open_each(direction, sockets, listeners, &mut udp));
         }
         self.udp_listeners_changed(udp, listeners.datagram_sockets());
         failed

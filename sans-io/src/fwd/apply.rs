@@ -95,6 +95,31 @@ impl Noting<'_> {
     }
 }
 
+/// Opens each of `sockets` for `direction` as best it can (start-up: a port that can't be
+/// bound is left out, as the C original does); `udp` gets the engine's UDP listeners opened.
+/// Returns the sockets that failed, with why.
+pub fn open_each<'s>(
+    direction: Direction,
+    sockets: impl IntoIterator<Item = &'s ListenSocket>,
+    listeners: &mut dyn ForwardListeners,
+    udp: &mut UdpListenerChanges,
+) -> Vec<ApplyError> {
+    let mut l = Noting {
+        dir: direction,
+        listeners,
+        udp,
+    };
+    sockets
+        .into_iter()
+        .filter_map(|socket| {
+            l.open(socket).err().map(|failure| ApplyError {
+                socket: socket.clone(),
+                failure,
+            })
+        })
+        .collect()
+}
+
 /// Opens and closes `listeners` for `change` (planned by `Forwards::plan`), all or nothing,
 /// see the module documentation; `udp` gets the engine's UDP listeners that came and went
 /// either way. On success the caller commits the change.
