@@ -11,9 +11,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{
-    addr, bin, pcap, require, run_timeout, show, wait_for_file, Lab, Need, Shape, TempDir,
-};
+use common::{addr, pcap, require, show, wait_for_file, Lab, Need, Shape, TempDir};
 
 const ECHO_PORT: u16 = 8007;
 const CONNECTIONS: usize = 4;
@@ -119,23 +117,17 @@ fn a_prompt_answer_carries_the_ack_of_its_request() {
         "the echo server didn't start"
     );
     let file = dir.path().join("run.pcap");
-    let out = run_timeout(
-        &mut lab.host_command(
-            None,
-            &bin("pasta"),
-            &[
-                "--config-net",
-                "--pcap",
-                file.to_str().unwrap(),
-                "--",
-                "python3",
-                client.to_str().unwrap(),
-                addr::SERVER4,
-                &ECHO_PORT.to_string(),
-                &CONNECTIONS.to_string(),
-                &EXCHANGES.to_string(),
-            ],
-        ),
+    let out = pcap::run_pasta_capturing(
+        &lab,
+        &file,
+        &[
+            "python3",
+            client.to_str().unwrap(),
+            addr::SERVER4,
+            &ECHO_PORT.to_string(),
+            &CONNECTIONS.to_string(),
+            &EXCHANGES.to_string(),
+        ],
         RUN_TIMEOUT,
     );
     assert!(out.status.success(), "{}", show(&out));

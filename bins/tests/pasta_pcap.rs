@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{bin, pcap, require, run_timeout, Lab, Need, Shape, TempDir};
+use common::{pcap, require, Lab, Need, Shape, TempDir};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -35,24 +35,18 @@ fn pcap_records_both_directions() {
     lab.host_sh("sysctl -qw net.ipv4.ping_group_range='0 2147483647'");
     let dir = TempDir::new("pcap");
     let file = dir.path().join("run.pcap");
-    let out = run_timeout(
-        &mut lab.host_command(
-            None,
-            &bin("pasta"),
-            &[
-                "--config-net",
-                "--pcap",
-                file.to_str().unwrap(),
-                "--",
-                "busybox",
-                "ping",
-                "-c",
-                "2",
-                "-W",
-                "2",
-                common::addr::SERVER4,
-            ],
-        ),
+    let out = pcap::run_pasta_capturing(
+        &lab,
+        &file,
+        &[
+            "busybox",
+            "ping",
+            "-c",
+            "2",
+            "-W",
+            "2",
+            common::addr::SERVER4,
+        ],
         RUN_TIMEOUT,
     );
     assert!(out.status.success(), "{out:?}");

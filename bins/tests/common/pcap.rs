@@ -1,5 +1,11 @@
-//! Reading what `--pcap` wrote: the frames of a classic pcap file (microsecond timestamps,
-//! Ethernet), checked for its header and for trailing bytes.
+//! Running pasta with `--pcap`, and reading what it wrote: the frames of a classic pcap file
+//! (microsecond timestamps, Ethernet), checked for its header and for trailing bytes.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use super::{bin, run_timeout, Lab};
 
 /// The source MAC of the frames pasta sends to its namespace (the lab host's own).
 pub const OUR_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 2];
@@ -26,4 +32,12 @@ pub fn frames(file: &[u8]) -> Vec<&[u8]> {
     }
     assert_eq!(at, file.len(), "trailing bytes");
     out
+}
+
+/// Runs `command` in a namespace of pasta's (`--config-net`) from the lab's host, capturing
+/// into `file`, within `timeout`.
+pub fn run_pasta_capturing(lab: &Lab, file: &Path, command: &[&str], timeout: Duration) -> Output {
+    let mut args = vec!["--config-net", "--pcap", file.to_str().unwrap(), "--"];
+    args.extend_from_slice(command);
+    run_timeout(&mut lab.host_command(None, &bin("pasta"), &args), timeout)
 }
