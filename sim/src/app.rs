@@ -283,10 +283,10 @@ impl AppState {
                 let paced = budget != usize::MAX;
                 let before = self.sent;
                 // A request/response client: the next request only once the last came back.
-                let unanswered = self.app.request_size.map_or(u64::MAX, |r| {
-                    (self.received.len() as u64 + r).saturating_sub(self.sent)
-                });
-                let len = len.min(self.sent.saturating_add(unanswered));
+                let len = self
+                    .app
+                    .request_size
+                    .map_or(len, |r| len.min(self.received.len() as u64 + r));
                 while self.sent < len && budget > 0 {
                     let want = (len - self.sent)
                         .min(io.write_space() as u64)

@@ -14,8 +14,9 @@ pub struct PortRanges {
     /// The address to bind to: `None` (no address, or `*`) is every address of both
     /// families; `0.0.0.0` is every IPv4 address and `::` every IPv6 address.
     pub bind: Option<IpAddr>,
-    /// The interface to bind to, if any: non-empty, at most [`IFACE_MAX_LEN`](super::IFACE_MAX_LEN) bytes, without
-    /// `/`, `%`, whitespace or control characters.
+    /// The interface to bind to, if any: non-empty, at most
+    /// [`IFACE_MAX_LEN`](super::IFACE_MAX_LEN) bytes, without `/`, `%`, whitespace or control
+    /// characters.
     pub iface: Option<String>,
     /// The items, in the order they were written.
     pub items: Vec<PortItem>,
